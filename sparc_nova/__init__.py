@@ -1,0 +1,1 @@
+"""sparc-nova: privacy-aware VM checkpointing for OpenStack Nova."""

@@ -1,0 +1,199 @@
+"""Open a memory checkpoint: a libvirt save image or a bare QEMU stream.
+
+:class:`Checkpoint` ties the format pieces together: the libvirt header
+(:mod:`.libvirt_save`), decompression (:mod:`.compression`), the stream
+(:mod:`.qemu_stream`), the machine layout (:mod:`.machine`), the guest
+physical view (:mod:`.physmem`) and the vCPUs (:mod:`.cpu_state`).
+"""
+
+import mmap
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+
+from sparc_nova.checkpoint import compression
+from sparc_nova.checkpoint import cpu_state
+from sparc_nova.checkpoint import libvirt_save
+from sparc_nova.checkpoint import limits as limits_mod
+from sparc_nova.checkpoint import machine as machine_mod
+from sparc_nova.checkpoint import physmem
+from sparc_nova.checkpoint import qemu_stream
+from sparc_nova import exception
+
+KIND_LIBVIRT_SAVE = 'libvirt-save'
+KIND_QEMU_STREAM = 'qemu-stream'
+
+
+class Checkpoint:
+    """A parsed memory checkpoint, read-only, backed by an mmap.
+
+    Use as a context manager, or call :meth:`close`: a compressed image is
+    decompressed into a temporary file that close() removes.
+
+    :ivar path: the checkpoint file.
+    :ivar kind: ``libvirt-save`` or ``qemu-stream``.
+    :ivar header: the :class:`~.libvirt_save.SaveHeader` (libvirt only).
+    :ivar layout: the :class:`~.qemu_stream.StreamLayout`.
+    :ivar memory: the :class:`~.physmem.GuestPhysicalMemory`.
+    :ivar stream_base: offset of the raw stream in :attr:`stream_file`.
+    """
+
+    def __init__(self, path: str, work_dir: str | None = None,
+                 limits: limits_mod.Limits = limits_mod.DEFAULT,
+                 progress=None):
+        self.path = path
+        self.limits = limits
+        self.header = None
+        self._tmp = None
+        self._file = None
+        self._mm = None
+        try:
+            self._open(work_dir, progress)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, work_dir, progress):
+        path = self.path
+        try:
+            f = open(path, 'rb')
+        except OSError as e:
+            raise exception.CheckpointError(path, 'cannot open: %s'
+                                            % e.strerror)
+        self._file = f
+        head = f.read(16)
+        label = ''
+        if libvirt_save.is_save_image(head):
+            self.kind = KIND_LIBVIRT_SAVE
+            self.header = libvirt_save.read_header(f, path, self.limits)
+            base = self.header.stream_offset
+            if self.header.compressed:
+                self._tmp = tempfile.NamedTemporaryFile(
+                    prefix='.sparc-stream-', dir=work_dir or
+                    os.path.dirname(os.path.abspath(path)))
+                compression.decompress(self.header.compressed, f, base,
+                                       self._tmp, path)
+                self._tmp.flush()
+                stream_file = self._tmp
+                base = 0
+                label = ' (decompressed %s stream)' % \
+                    self.header.compression
+            else:
+                stream_file = f
+        elif head[:4] == b'QEVM':
+            self.kind = KIND_QEMU_STREAM
+            stream_file = f
+            base = 0
+        else:
+            raise exception.CheckpointFormatError(
+                path, 'neither a libvirt save image nor a QEMU migration '
+                      'stream (starts with %r)' % head[:16], 0)
+        self.stream_file = stream_file
+        self.stream_base = base
+        size = os.fstat(stream_file.fileno()).st_size
+        if size <= base:
+            raise exception.CheckpointFormatError(
+                path, 'file ends before the memory stream starts', size)
+        self._mm = mmap.mmap(stream_file.fileno(), 0, prot=mmap.PROT_READ)
+        self._view = memoryview(self._mm)[base:]
+        self.stream_size = size - base
+        self.layout = qemu_stream.parse(self._view, self.stream_size, path,
+                                        base, label, self.limits, progress)
+        ram = self.layout.ram
+        if machine_mod.RAM_BLOCK not in ram.by_name:
+            raise exception.UnsupportedCheckpoint(
+                path, 'no %r RAM block (blocks: %s)' % (
+                    machine_mod.RAM_BLOCK,
+                    ', '.join(b.name for b in ram.blocks)))
+        ranges = machine_mod.ram_layout(
+            self.layout.machine,
+            ram.block(machine_mod.RAM_BLOCK).length, path)
+        self.memory = physmem.GuestPhysicalMemory(self._view, ram, ranges)
+        self.cpus = cpu_state.cpus(self.layout.devices)
+
+    @property
+    def stream(self) -> memoryview:
+        """The raw (decompressed) migration stream."""
+        return self._view
+
+    @property
+    def compressed(self) -> int:
+        return self.header.compressed if self.header else 0
+
+    def domain_summary(self) -> dict:
+        """Name, UUID, memory, vCPUs and machine type from the domain XML
+        (libvirt images only)."""
+        if not self.header:
+            return {}
+        try:
+            root = ET.fromstring(self.header.domain_xml)
+        except ET.ParseError as e:
+            return {'error': 'domain XML does not parse: %s' % e}
+        os_type = root.find('./os/type')
+
+        def text(xpath):
+            el = root.find(xpath)
+            return el.text if el is not None else None
+        return {'name': text('name'), 'uuid': text('uuid'),
+                'type': root.get('type'),
+                'memory_kib': text('memory'), 'vcpus': text('vcpu'),
+                'machine': os_type.get('machine') if os_type is not None
+                else None}
+
+    def info(self) -> dict:
+        """Everything ``sparc checkpoint info`` shows."""
+        lay = self.layout
+        out = {'path': self.path, 'kind': self.kind,
+               'stream_offset': self.stream_base if not self.compressed
+               else None,
+               'stream_size': self.stream_size,
+               'machine': lay.machine}
+        if self.header:
+            h = self.header
+            out['header'] = {'version': h.version, 'data_len': h.data_len,
+                             'was_running': h.was_running,
+                             'compression': h.compression}
+            out['domain'] = self.domain_summary()
+        out['ram_blocks'] = self.layout.ram.stats()
+        out['guest_ram'] = [{'gpa': '0x%x' % r.gpa, 'block': r.block,
+                             'block_offset': '0x%x' % r.block_offset,
+                             'length': r.length}
+                            for r in self.memory.ranges]
+        out['sections'] = len(lay.sections)
+        out['devices'] = len(lay.devices)
+        if lay.device_state_note:
+            out['device_state_note'] = lay.device_state_note
+        out['vcpus'] = [c.as_dict() for c in self.cpus]
+        return out
+
+    def close(self) -> None:
+        if getattr(self, '_view', None) is not None:
+            self._view.release()
+            self._view = None
+        if getattr(self, 'memory', None) is not None:
+            self.memory = None
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:
+                pass
+            self._mm = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tmp is not None:
+            self._tmp.close()
+            self._tmp = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_checkpoint(path: str, work_dir: str | None = None,
+                    limits: limits_mod.Limits = limits_mod.DEFAULT,
+                    progress=None) -> Checkpoint:
+    """Open and parse a memory checkpoint."""
+    return Checkpoint(path, work_dir, limits, progress)

@@ -1,0 +1,141 @@
+"""A read-only view of guest physical memory reconstructed from a stream.
+
+This is the interface the layers above use (guest introspection reads
+kernel structures through it); it knows nothing about what the bytes mean.
+"""
+
+import bisect
+
+import numpy as np
+
+from sparc_nova.checkpoint import machine as machine_mod
+from sparc_nova.checkpoint import ram_index
+
+PAGE_SIZE = ram_index.PAGE_SIZE
+
+
+class PhysicalAddressError(Exception):
+    """An address outside guest RAM was read."""
+
+    def __init__(self, address: int):
+        self.address = address
+        super().__init__('guest physical address 0x%x is not RAM' % address)
+
+
+class GuestPhysicalMemory:
+    """Guest physical memory backed by the RAM records of a stream.
+
+    Reads return the content of the last copy of each page, as QEMU would
+    load it. Pages never sent read as zero (QEMU leaves them untouched,
+    i.e. zero, on the destination).
+    """
+
+    def __init__(self, buf, index: ram_index.RamIndex,
+                 ranges: list[machine_mod.RamRange]):
+        self._buf = buf
+        self.index = index
+        self.ranges = sorted(ranges, key=lambda r: r.gpa)
+        self._starts = [r.gpa for r in self.ranges]
+
+    @property
+    def size(self) -> int:
+        """Bytes of guest RAM."""
+        return sum(r.length for r in self.ranges)
+
+    def range_of(self, addr: int) -> machine_mod.RamRange:
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i < 0 or addr >= self.ranges[i].end:
+            raise PhysicalAddressError(addr)
+        return self.ranges[i]
+
+    def locate(self, gpa: int) -> tuple[int, int]:
+        """(RAMBlock index, page number within it) of a guest physical
+        address."""
+        rng = self.range_of(gpa)
+        block = self.index.block(rng.block)
+        return block.index, (gpa - rng.gpa + rng.block_offset) >> 12
+
+    def page_record(self, gpa: int) -> int:
+        """Record number of the page's last copy (-1: never sent)."""
+        b, p = self.locate(gpa)
+        return int(self.index.last[b][p])
+
+    def read_page(self, pfn: int) -> bytes:
+        """The 4096 bytes of guest frame ``pfn``."""
+        rec = self.page_record(pfn << 12)
+        if rec < 0:
+            return bytes(PAGE_SIZE)
+        off = int(self.index.rec_data[rec])
+        if self.index.rec_kind[rec] == ram_index.KIND_ZERO:
+            return bytes([self.index.rec_fill[rec]]) * PAGE_SIZE
+        return bytes(self._buf[off:off + PAGE_SIZE])
+
+    def read(self, addr: int, size: int) -> bytes:
+        """``size`` bytes from guest physical ``addr``.
+
+        :raises PhysicalAddressError: part of the range is not RAM.
+        """
+        out = bytearray()
+        for _ in range(size // PAGE_SIZE + 2):
+            if size <= 0:
+                break
+            page = addr & ~(PAGE_SIZE - 1)
+            within = addr - page
+            n = min(size, PAGE_SIZE - within)
+            data = self.read_page(page >> 12)
+            out += data[within:within + n]
+            addr += n
+            size -= n
+        return bytes(out)
+
+    def page_numbers(self) -> np.ndarray:
+        """Every guest frame number backed by RAM, ascending."""
+        return np.concatenate([
+            np.arange(r.gpa >> 12, r.end >> 12, dtype=np.int64)
+            for r in self.ranges])
+
+    def write_raw(self, out, progress=None) -> None:
+        """Write guest physical memory as a flat image: byte N of ``out``
+        is guest physical address N; holes (e.g. between the end of low
+        RAM and 4 GiB) are sparse."""
+        chunk = 256
+        zero = bytes(PAGE_SIZE * chunk)
+        done = 0
+        total = self.size
+        for rng in self.ranges:
+            block = self.index.block(rng.block)
+            last = self.index.last[block.index]
+            first_page = rng.block_offset >> 12
+            npages = rng.length >> 12
+            for start in range(0, npages, chunk):
+                n = min(chunk, npages - start)
+                recs = last[first_page + start:first_page + start + n]
+                kinds = np.where(recs >= 0,
+                                 self.index.rec_kind[np.maximum(recs, 0)], 0)
+                fills = np.where(recs >= 0,
+                                 self.index.rec_fill[np.maximum(recs, 0)], 0)
+                gpa = rng.gpa + start * PAGE_SIZE
+                if not (kinds == ram_index.KIND_PAGE).any() and \
+                        not fills.any():
+                    out.seek(gpa)
+                    out.write(zero[:n * PAGE_SIZE])
+                    done += n * PAGE_SIZE
+                    continue
+                buf = bytearray(n * PAGE_SIZE)
+                for i in range(n):
+                    rec = int(recs[i])
+                    if rec < 0:
+                        continue
+                    if kinds[i] == ram_index.KIND_PAGE:
+                        off = int(self.index.rec_data[rec])
+                        buf[i * PAGE_SIZE:(i + 1) * PAGE_SIZE] = \
+                            self._buf[off:off + PAGE_SIZE]
+                    elif fills[i]:
+                        buf[i * PAGE_SIZE:(i + 1) * PAGE_SIZE] = \
+                            bytes([int(fills[i])]) * PAGE_SIZE
+                out.seek(gpa)
+                out.write(buf)
+                done += n * PAGE_SIZE
+                if progress:
+                    progress(done, total)
+        out.truncate(max(r.end for r in self.ranges))

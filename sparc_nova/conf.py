@@ -1,0 +1,44 @@
+"""Configuration options of sparc-nova, all under ``[sparc]``.
+
+Every option is registered here and only here; :func:`list_opts` feeds
+oslo-config-generator (entry point ``oslo.config.opts``).
+"""
+
+from oslo_config import cfg
+
+GROUP = 'sparc'
+
+checkpoint_opts = [
+    cfg.StrOpt('work_dir',
+               help='Directory for temporary files: decompressed memory '
+                    'streams and rewritten checkpoints before they replace '
+                    'the original. Empty means the directory of the '
+                    'checkpoint being processed (keeps the final rename on '
+                    'one filesystem).'),
+    cfg.IntOpt('max_guest_ram_gib', default=1024, min=1,
+               help='Largest guest RAM, in GiB, that a checkpoint may '
+                    'claim. A checkpoint that claims more is refused '
+                    'before anything is allocated for it.'),
+    cfg.IntOpt('max_stream_sections', default=1000000, min=16,
+               help='Largest number of sections a QEMU migration stream '
+                    'may contain.'),
+    cfg.IntOpt('max_vmdesc_bytes', default=16 * 1024 * 1024, min=4096,
+               help='Largest QEMU device description (vmdesc JSON) read '
+                    'from the end of a migration stream, in bytes.'),
+    cfg.IntOpt('max_page_copies', default=16, min=1,
+               help='How many times, on average, a guest page may appear '
+                    'in one migration stream. Bounds the RAM index.'),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_opts(checkpoint_opts, group=GROUP)
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """The options, for oslo-config-generator."""
+    return [(GROUP, list(checkpoint_opts))]
+
+
+CONF = cfg.CONF
+register_opts(CONF)

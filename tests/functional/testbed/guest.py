@@ -1,0 +1,328 @@
+"""Run test bed guests under libvirt (domain type ``qemu``: TCG).
+
+A :class:`Guest` is a persistent libvirt domain booting the test bed's
+kernel and initramfs. Its serial console is a unix socket (the tests type
+shell commands into it) logged to a file (the tests wait for patterns in
+it). The guest prints heartbeats once a second.
+"""
+
+import os
+import re
+import socket
+import subprocess
+import time
+import uuid
+from xml.sax import saxutils
+
+import libvirt
+
+from tests.functional.testbed import build
+
+URI = os.environ.get('SPARC_TEST_LIBVIRT_URI', 'qemu:///system')
+
+DOMAIN_XML = """<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>{memory_mib}</memory>
+  <vcpu>{vcpus}</vcpu>
+  <os>
+    <type arch='x86_64' machine='{machine}'>hvm</type>
+    <kernel>{kernel}</kernel>
+    <initrd>{initrd}</initrd>
+    <cmdline>{cmdline}</cmdline>
+  </os>
+  <features><acpi/></features>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <serial type='unix'>
+      <source mode='bind' path='{socket}'/>
+      <log file='{log}' append='on'/>
+      <target port='0'/>
+    </serial>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+"""
+
+DEFAULT_CMDLINE = 'console=ttyS0 panic=-1 loglevel=4'
+OOPS_RE = re.compile(r'(Oops|BUG:|Kernel panic|general protection fault|'
+                     r'WARNING: CPU)')
+
+
+class GuestError(Exception):
+    pass
+
+
+def ensure_daemons() -> None:
+    """Start virtlogd and libvirtd when they are not running (no systemd
+    in CI)."""
+    for daemon in ('virtlogd', 'libvirtd'):
+        if subprocess.run(['pgrep', '-x', daemon],
+                          capture_output=True).returncode != 0:
+            subprocess.run([daemon, '-d'], check=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            libvirt.open(URI).close()
+            return
+        except libvirt.libvirtError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+class Guest:
+    """A libvirt TCG guest booting a :class:`build.GuestImage`."""
+
+    def __init__(self, image: build.GuestImage, memory_mib: int = 256,
+                 vcpus: int = 2, machine: str = 'pc',
+                 cmdline: str = DEFAULT_CMDLINE, name: str | None = None):
+        self.image = image
+        self.memory_mib = memory_mib
+        self.vcpus = vcpus
+        self.machine = machine
+        self.cmdline = cmdline
+        self.name = name or 'sparc-test-%s' % uuid.uuid4().hex[:8]
+        self.rundir = os.path.join(image.workdir, self.name)
+        os.makedirs(self.rundir, exist_ok=True)
+        os.chmod(self.rundir, 0o777)
+        self.socket_path = os.path.join(self.rundir, 'console.sock')
+        self.log_path = os.path.join(self.rundir, 'console.log')
+        self.conn = libvirt.open(URI)
+        self.dom = None
+        self._sock = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def xml(self) -> str:
+        q = saxutils.escape
+        return DOMAIN_XML.format(
+            name=self.name, memory_mib=self.memory_mib, vcpus=self.vcpus,
+            machine=self.machine, kernel=q(self.image.kernel),
+            initrd=q(self.image.initrd), cmdline=q(self.cmdline),
+            socket=q(self.socket_path), log=q(self.log_path))
+
+    def start(self, timeout: float = 120) -> None:
+        """Define, boot and wait for the guest's shell."""
+        self.dom = self.conn.defineXML(self.xml())
+        self.dom.create()
+        self.wait_for(r'SPARC-GUEST-SHELL', timeout=timeout, since=0)
+        self.connect_console()
+        self.wait_for(r'HEARTBEAT \d+', timeout=30)
+
+    def connect_console(self, timeout: float = 30) -> None:
+        if self._sock:
+            self._sock.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(self.socket_path)
+                s.setblocking(False)
+                self._sock = s
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise GuestError('console socket %s never appeared'
+                                     % self.socket_path)
+                time.sleep(0.2)
+
+    def destroy(self) -> None:
+        """Power off and undefine, removing any managed save. Never
+        raises: used in cleanup."""
+        if self._sock:
+            self._sock.close()
+            self._sock = None
+        if self.dom is None:
+            return
+        try:
+            if self.dom.isActive():
+                self.dom.destroy()
+        except libvirt.libvirtError:
+            pass
+        try:
+            self.dom.undefineFlags(
+                libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
+                libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        except libvirt.libvirtError:
+            pass
+        self.dom = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.destroy()
+
+    # -- console -----------------------------------------------------------
+
+    def console_text(self) -> str:
+        try:
+            with open(self.log_path, 'rb') as f:
+                return f.read().decode('utf-8', 'replace')
+        except FileNotFoundError:
+            return ''
+
+    def console_size(self) -> int:
+        try:
+            return os.path.getsize(self.log_path)
+        except FileNotFoundError:
+            return 0
+
+    def send(self, line: str) -> int:
+        """Type a shell command on the console; return the log offset
+        from which its output can be awaited."""
+        offset = self.console_size()
+        data = (line + '\n').encode()
+        self._drain()
+        self._sock.setblocking(True)
+        try:
+            self._sock.sendall(data)
+        finally:
+            self._sock.setblocking(False)
+        return offset
+
+    def _drain(self) -> None:
+        try:
+            while self._sock.recv(65536):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def wait_for(self, pattern: str, timeout: float = 60,
+                 since: int | None = None) -> re.Match:
+        """Wait until ``pattern`` appears in the console log after byte
+        offset ``since`` (default: the end of the log now)."""
+        if since is None:
+            since = self.console_size()
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._sock:
+                self._drain()
+            with open(self.log_path, 'rb') if os.path.exists(
+                    self.log_path) else _Empty() as f:
+                f.seek(since)
+                text = f.read().decode('utf-8', 'replace')
+            m = rx.search(text)
+            if m:
+                return m
+            if time.monotonic() > deadline:
+                raise GuestError('timed out after %ss waiting for %r on '
+                                 'the console of %s; last output:\n%s'
+                                 % (timeout, pattern, self.name,
+                                    text[-2000:]))
+            time.sleep(0.2)
+
+    def run(self, command: str, end_token: str, timeout: float = 60) -> str:
+        """Run a shell command that prints ``end_token`` when done and
+        return its output."""
+        since = self.send(command)
+        m = self.wait_for(re.escape(end_token) + r'\r?\n', timeout, since)
+        with open(self.log_path, 'rb') as f:
+            f.seek(since)
+            text = f.read().decode('utf-8', 'replace')
+        return text[:m.start()]
+
+    def heartbeat(self) -> int:
+        """The latest heartbeat number the guest printed."""
+        beats = re.findall(r'HEARTBEAT (\d+)', self.console_text())
+        return int(beats[-1]) if beats else 0
+
+    def oopses(self) -> list[str]:
+        return OOPS_RE.findall(self.console_text())
+
+    # -- guest-side ground truth ------------------------------------------
+
+    def start_workload(self, args: str, timeout: float = 60) -> int:
+        """Start ``/bin/workload ARGS`` in the background; return its pid
+        once it printed READY."""
+        since = self.send('/bin/workload %s &' % args)
+        m = self.wait_for(r'READY hold marker=\d+ pid=(\d+)', timeout, since)
+        return int(m.group(1))
+
+    def processes(self) -> list[dict]:
+        """The guest's process list as it prints it: pid, ppid, uid,
+        comm (from /proc/PID/stat and status)."""
+        script = ('for d in /proc/[0-9]*; do '
+                  'if [ -r $d/stat ]; then '
+                  'echo "PS $(cut -d" " -f1 $d/stat) '
+                  '$(awk \'/^PPid:/{p=$2} /^Uid:/{u=$2} /^Threads:/{t=$2} '
+                  'END{print p, u, t}\' $d/status) $(cat $d/comm)"; '
+                  'fi; done; echo PS-""END')
+        out = self.run(script, 'PS-END')
+        procs = []
+        for m in re.finditer(r'^PS (\d+) (\d+) (\d+) (\d+) (.*?)\r?$', out,
+                             re.M):
+            procs.append({'pid': int(m.group(1)), 'ppid': int(m.group(2)),
+                          'uid': int(m.group(3)),
+                          'threads': int(m.group(4)),
+                          'comm': m.group(5)})
+        return procs
+
+    def anon_frames(self, pids: list[int]) -> dict[int, set[int]]:
+        """Exclusive anonymous frames of each pid, from the guest's own
+        /proc/PID/pagemap."""
+        out = self.run('/bin/pagemap %s' % ' '.join(map(str, pids)),
+                       'PAGEMAP-END', timeout=120)
+        frames = {}
+        for m in re.finditer(r'^PAGEMAP (\d+) (\d+) ([0-9a-f,]*)\r?$', out,
+                             re.M):
+            pfns = {int(x, 16) for x in m.group(3).split(',') if x}
+            frames[int(m.group(1))] = pfns
+        return frames
+
+    # -- checkpoints -------------------------------------------------------
+
+    def save(self, path: str) -> None:
+        """``virsh save``: write a save image and stop the guest."""
+        if self._sock:
+            self._sock.close()
+            self._sock = None
+        self.dom.save(path)
+
+    def restore(self, path: str) -> None:
+        """``virsh restore`` the save image at ``path``."""
+        self.conn.restore(path)
+        self.dom = self.conn.lookupByName(self.name)
+        self.connect_console()
+
+    def managed_save(self) -> str:
+        """``virsh managedsave``; return the managed-save file's path."""
+        if self._sock:
+            self._sock.close()
+            self._sock = None
+        self.dom.managedSave()
+        return '/var/lib/libvirt/qemu/save/%s.save' % self.name
+
+    def resume_managed(self) -> None:
+        self.dom.create()
+        self.connect_console()
+
+    def dump_memory(self, path: str) -> None:
+        """QEMU's own memory dump (``virsh dump --memory-only``, ELF)."""
+        self.dom.coreDumpWithFormat(
+            path, libvirt.VIR_DOMAIN_CORE_DUMP_FORMAT_RAW,
+            libvirt.VIR_DUMP_MEMORY_ONLY)
+
+    def suspend(self) -> None:
+        self.dom.suspend()
+
+    def resume(self) -> None:
+        self.dom.resume()
+
+
+class _Empty:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def seek(self, n):
+        pass
+
+    def read(self):
+        return b''

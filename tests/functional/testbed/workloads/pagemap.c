@@ -1,0 +1,69 @@
+/*
+ * Report the physical frames of a process's private anonymous pages, as
+ * the guest kernel sees them, from /proc/PID/maps and /proc/PID/pagemap.
+ *
+ *   pagemap PID [PID ...]
+ *
+ * Output, one line per process, then a terminator:
+ *   PAGEMAP <pid> <count> <pfn-hex>,<pfn-hex>,...
+ *   PAGEMAP-END
+ * Only present pages that are anonymous (pagemap bit 61 clear) and
+ * exclusively mapped (bit 56) are listed: those are what the engine may
+ * scrub.
+ */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void report(int pid)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+    FILE *maps = fopen(path, "r");
+    snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
+    int pm = open(path, O_RDONLY);
+    if (!maps || pm < 0) {
+        printf("PAGEMAP %d 0 \n", pid);
+        return;
+    }
+    size_t cap = 1024, n = 0;
+    uint64_t *pfns = malloc(cap * sizeof(*pfns));
+    while (fgets(line, sizeof(line), maps)) {
+        unsigned long start, end;
+        if (sscanf(line, "%lx-%lx", &start, &end) != 2)
+            continue;
+        if (strstr(line, "[vsyscall]"))
+            continue;
+        for (unsigned long va = start; va < end; va += 4096) {
+            uint64_t ent;
+            if (pread(pm, &ent, 8, (va / 4096) * 8) != 8)
+                break;
+            if (!(ent >> 63 & 1) || (ent >> 61 & 1) || !(ent >> 56 & 1))
+                continue;
+            if (n == cap) {
+                cap *= 2;
+                pfns = realloc(pfns, cap * sizeof(*pfns));
+            }
+            pfns[n++] = ent & ((1ULL << 55) - 1);
+        }
+    }
+    printf("PAGEMAP %d %zu ", pid, n);
+    for (size_t i = 0; i < n; i++)
+        printf(i ? ",%" PRIx64 : "%" PRIx64, pfns[i]);
+    printf("\n");
+    free(pfns);
+    fclose(maps);
+    close(pm);
+}
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        report(atoi(argv[i]));
+    printf("PAGEMAP-END\n");
+    fflush(stdout);
+    return 0;
+}
