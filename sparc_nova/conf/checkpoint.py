@@ -1,14 +1,8 @@
-"""Configuration options of sparc-nova, all under ``[sparc]``.
-
-Every option is registered here and only here; :func:`list_opts` feeds
-oslo-config-generator (entry point ``oslo.config.opts``).
-"""
+"""Options of the checkpoint format layer."""
 
 from oslo_config import cfg
 
-GROUP = 'sparc'
-
-checkpoint_opts = [
+opts = [
     cfg.StrOpt('work_dir',
                help='Directory for temporary files: decompressed memory '
                     'streams and rewritten checkpoints before they replace '
@@ -29,16 +23,3 @@ checkpoint_opts = [
                help='How many times, on average, a guest page may appear '
                     'in one migration stream. Bounds the RAM index.'),
 ]
-
-
-def register_opts(conf: cfg.ConfigOpts) -> None:
-    conf.register_opts(checkpoint_opts, group=GROUP)
-
-
-def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
-    """The options, for oslo-config-generator."""
-    return [(GROUP, list(checkpoint_opts))]
-
-
-CONF = cfg.CONF
-register_opts(CONF)

@@ -1,0 +1,57 @@
+"""Output helpers shared by the command groups: JSON or text on stdout,
+progress on stderr."""
+
+import json
+import sys
+import time
+
+
+def add_format_arg(parser) -> None:
+    parser.add_argument('--format', choices=('text', 'json'),
+                        default='text',
+                        help='Output format (default: text).')
+
+
+def emit_json(data) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write('\n')
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    """A plain text table with a header row."""
+    cells = [[str(r.get(c, '')) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells])
+              for i, c in enumerate(columns)]
+    lines = ['  '.join(c.upper().ljust(w) for c, w in zip(columns, widths))]
+    for row in cells:
+        lines.append('  '.join(v.ljust(w) for v, w in zip(row, widths)))
+    return '\n'.join(line.rstrip() for line in lines)
+
+
+class Progress:
+    """A progress bar on stderr when stderr is a terminal; silent
+    otherwise. Call with (done, total)."""
+
+    def __init__(self, label: str, stream=None):
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.1 and done < total:
+            return
+        self._last = now
+        frac = min(1.0, done / total)
+        bar = '#' * int(frac * 30)
+        self.stream.write('\r%s [%-30s] %3d%%' % (self.label, bar,
+                                                  frac * 100))
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write('\n')
+            self.stream.flush()

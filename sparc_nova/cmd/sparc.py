@@ -1,0 +1,68 @@
+"""The ``sparc`` command: ``sparc checkpoint ...``, ``sparc image ...``,
+``sparc policy ...``.
+
+Each command group lives in its own module with a ``register(subparsers)``
+function; this module only assembles them and maps errors to exit codes:
+0 success, 1 a check found what it looked for (e.g. ``verify`` found a
+marker), 2 an error (message on stderr).
+"""
+
+import argparse
+import importlib
+import sys
+
+from oslo_config import cfg
+
+from sparc_nova import conf as sparc_conf
+from sparc_nova import exception
+
+#: Command group modules under sparc_nova.cmd, in help order. A group
+#: whose module is missing from an installation is simply not offered.
+GROUPS = ('checkpoint', 'image', 'policy')
+
+EXIT_OK = 0
+EXIT_FOUND = 1
+EXIT_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='sparc',
+        description='Privacy-aware checkpointing: inspect, scrub and '
+                    'verify VM checkpoints.')
+    parser.add_argument('--config-file', action='append', default=[],
+                        metavar='PATH',
+                        help='oslo.config file with a [sparc] section '
+                             '(repeatable; default: none).')
+    groups = parser.add_subparsers(dest='group', metavar='GROUP')
+    groups.required = True
+    for name in GROUPS:
+        try:
+            module = importlib.import_module('sparc_nova.cmd.' + name)
+        except ImportError as e:
+            if e.name != 'sparc_nova.cmd.' + name:
+                raise
+            continue
+        module.register(groups)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sparc_conf.CONF([], project='sparc-nova',
+                    default_config_files=args.config_file)
+    try:
+        return args.func(args) or EXIT_OK
+    except exception.SparcError as e:
+        print('sparc: error: %s' % e, file=sys.stderr)
+        return EXIT_ERROR
+    except cfg.Error as e:
+        print('sparc: configuration error: %s' % e, file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())
