@@ -1,0 +1,7 @@
+"""Make the repository root importable (``tests.*`` helpers)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
