@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from xml.sax import saxutils
@@ -120,8 +121,11 @@ class Guest:
             try:
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 s.connect(self.socket_path)
-                s.setblocking(False)
                 self._sock = s
+                # Keep reading the console: a full socket buffer makes
+                # QEMU's serial device retry and garble the log.
+                threading.Thread(target=self._drain_forever, args=(s,),
+                                 daemon=True).start()
                 return
             except OSError:
                 if time.monotonic() > deadline:
@@ -175,20 +179,15 @@ class Guest:
         """Type a shell command on the console; return the log offset
         from which its output can be awaited."""
         offset = self.console_size()
-        data = (line + '\n').encode()
-        self._drain()
-        self._sock.setblocking(True)
-        try:
-            self._sock.sendall(data)
-        finally:
-            self._sock.setblocking(False)
+        self._sock.sendall((line + '\n').encode())
         return offset
 
-    def _drain(self) -> None:
+    @staticmethod
+    def _drain_forever(sock) -> None:
         try:
-            while self._sock.recv(65536):
+            while sock.recv(65536):
                 pass
-        except (BlockingIOError, InterruptedError):
+        except OSError:
             pass
 
     def wait_for(self, pattern: str, timeout: float = 60,
@@ -200,8 +199,6 @@ class Guest:
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while True:
-            if self._sock:
-                self._drain()
             with open(self.log_path, 'rb') if os.path.exists(
                     self.log_path) else _Empty() as f:
                 f.seek(since)
@@ -259,7 +256,7 @@ class Guest:
             procs.append({'pid': int(m.group(1)), 'ppid': int(m.group(2)),
                           'uid': int(m.group(3)),
                           'threads': int(m.group(4)),
-                          'comm': m.group(5)})
+                          'comm': m.group(5).strip()})
         return procs
 
     def anon_frames(self, pids: list[int]) -> dict[int, set[int]]:
