@@ -24,12 +24,14 @@ class CheckpointError(SparcError):
 
 class CheckpointFormatError(CheckpointError):
     """The checkpoint's bytes do not follow the format (corrupt, truncated,
-    hostile)."""
+    hostile).
+    """
 
 
 class UnsupportedCheckpoint(CheckpointError):
     """A well-formed checkpoint uses a feature sparc-nova does not handle
-    (a future header version, XBZRLE pages, an unknown machine type...)."""
+    (a future header version, XBZRLE pages, an unknown machine type...).
+    """
 
 
 class LimitExceeded(CheckpointFormatError):

@@ -122,7 +122,8 @@ class Checkpoint:
 
     def domain_summary(self) -> dict:
         """Name, UUID, memory, vCPUs and machine type from the domain XML
-        (libvirt images only)."""
+        (libvirt images only).
+        """
         if not self.header:
             return {}
         try:

@@ -32,7 +32,8 @@ class CpuState:
     @property
     def percpu_base(self) -> int:
         """The Linux per-CPU base: GS.base in kernel mode, KERNEL_GS_BASE
-        (swapped out by swapgs) in user mode."""
+        (swapped out by swapgs) in user mode.
+        """
         return self.gs_base if self.cpl == 0 else self.kernel_gs_base
 
     @property
@@ -56,7 +57,8 @@ def _get(values: dict, name: str, default=0):
 
 def cpus(devices: list[qemu_stream.DeviceState]) -> list[CpuState]:
     """Decode every ``cpu`` section; ``halted`` comes from the
-    ``cpu_common`` section of the same instance."""
+    ``cpu_common`` section of the same instance.
+    """
     halted = {d.instance_id: bool(_get(d.values, 'halted'))
               for d in devices if d.name == 'cpu_common'}
     out = []

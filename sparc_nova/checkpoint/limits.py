@@ -26,7 +26,8 @@ class Limits:
     @classmethod
     def from_conf(cls, conf) -> 'Limits':
         """Build limits from an oslo.config ``ConfigOpts`` with ``[sparc]``
-        registered."""
+        registered.
+        """
         s = conf.sparc
         return cls(max_guest_ram=s.max_guest_ram_gib * GiB,
                    max_sections=s.max_stream_sections,

@@ -19,7 +19,8 @@ RAM_BLOCK = 'pc.ram'
 @dataclasses.dataclass(frozen=True)
 class RamRange:
     """``length`` bytes of RAMBlock ``block`` from ``block_offset`` on
-    appear at guest physical address ``gpa``."""
+    appear at guest physical address ``gpa``.
+    """
 
     gpa: int
     block: str

@@ -50,7 +50,8 @@ class GuestPhysicalMemory:
 
     def locate(self, gpa: int) -> tuple[int, int]:
         """(RAMBlock index, page number within it) of a guest physical
-        address."""
+        address.
+        """
         rng = self.range_of(gpa)
         block = self.index.block(rng.block)
         return block.index, (gpa - rng.gpa + rng.block_offset) >> 12
@@ -97,7 +98,8 @@ class GuestPhysicalMemory:
     def write_raw(self, out, progress=None) -> None:
         """Write guest physical memory as a flat image: byte N of ``out``
         is guest physical address N; holes (e.g. between the end of low
-        RAM and 4 GiB) are sparse."""
+        RAM and 4 GiB) are sparse.
+        """
         chunk = 256
         zero = bytes(PAGE_SIZE * chunk)
         done = 0

@@ -452,7 +452,8 @@ class StreamParser:
              stride: int) -> int:
         """Vectorised fast path: consume the longest run of CONTINUE
         records of the same kind for consecutive pages that starts at
-        ``pos``, checking predicted headers at a fixed stride."""
+        ``pos``, checking predicted headers at a fixed stride.
+        """
         r = self.r
         max_n = min(block.pages - page - 1, (r.size - pos) // stride)
         if max_n <= 0:

@@ -130,7 +130,8 @@ class RamIndex:
 
     def stats(self) -> dict:
         """Counts for reports: records by kind, pages sent more than once,
-        pages never sent, per block."""
+        pages never sent, per block.
+        """
         out = {}
         for b in self.blocks:
             sel = self.rec_block == b.index

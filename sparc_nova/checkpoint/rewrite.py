@@ -51,7 +51,8 @@ class RewriteResult:
     def verify(self) -> dict:
         """Re-parse :attr:`path` and check every replaced page reads back
         exactly as given. Returns counts; raises CheckpointError on any
-        mismatch."""
+        mismatch.
+        """
         with checkpoint_mod.open_checkpoint(self.path,
                                             work_dir=self.work_dir) as ck:
             bad = [pfn for pfn, data in self.replacements.items()
@@ -78,7 +79,8 @@ def _uniform(data: bytes) -> int | None:
 
 def _plan(ck, replacements):
     """[(record number, new content)] for every affected copy, in stream
-    order."""
+    order.
+    """
     idx = ck.layout.ram
     edits = []
     for pfn, data in replacements.items():

@@ -30,7 +30,8 @@ def table(rows: list[dict], columns: list[str]) -> str:
 
 class Progress:
     """A progress bar on stderr when stderr is a terminal; silent
-    otherwise. Call with (done, total)."""
+    otherwise. Call with (done, total).
+    """
 
     def __init__(self, label: str, stream=None):
         self.label = label

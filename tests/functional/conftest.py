@@ -53,7 +53,8 @@ def module_dir(work_root, request):
 @pytest.fixture(scope='module')
 def make_guest(guest_image):
     """Factory: ``make_guest(memory_mib=256, machine='pc', ...)`` boots a
-    guest that is destroyed when the module ends."""
+    guest that is destroyed when the module ends.
+    """
     guests = []
 
     def factory(**kwargs):

@@ -56,7 +56,8 @@ class GuestImage:
 
 def default_kernel() -> str:
     """The kernel the guests boot: ``SPARC_TEST_KERNEL`` or the newest
-    ``/boot/vmlinuz-*`` of the host."""
+    ``/boot/vmlinuz-*`` of the host.
+    """
     env = os.environ.get('SPARC_TEST_KERNEL')
     if env:
         return env

@@ -31,7 +31,8 @@ def compare_with_raw(dump_path: str, raw_path: str,
                      page_size: int = 4096) -> dict:
     """Compare every page of the dump's RAM segments with the flat image
     ``raw_path`` (byte N = guest physical N). Returns counts and the
-    first differing pages."""
+    first differing pages.
+    """
     segs = load_segments(dump_path)
     compared = 0
     differ = []

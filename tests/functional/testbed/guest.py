@@ -58,7 +58,8 @@ class GuestError(Exception):
 
 def ensure_daemons() -> None:
     """Start virtlogd and libvirtd when they are not running (no systemd
-    in CI)."""
+    in CI).
+    """
     for daemon in ('virtlogd', 'libvirtd'):
         if subprocess.run(['pgrep', '-x', daemon],
                           capture_output=True).returncode != 0:
@@ -135,7 +136,8 @@ class Guest:
 
     def destroy(self) -> None:
         """Power off and undefine, removing any managed save. Never
-        raises: used in cleanup."""
+        raises: used in cleanup.
+        """
         if self._sock:
             self._sock.close()
             self._sock = None
@@ -177,7 +179,8 @@ class Guest:
 
     def send(self, line: str) -> int:
         """Type a shell command on the console; return the log offset
-        from which its output can be awaited."""
+        from which its output can be awaited.
+        """
         offset = self.console_size()
         self._sock.sendall((line + '\n').encode())
         return offset
@@ -193,7 +196,8 @@ class Guest:
     def wait_for(self, pattern: str, timeout: float = 60,
                  since: int | None = None) -> re.Match:
         """Wait until ``pattern`` appears in the console log after byte
-        offset ``since`` (default: the end of the log now)."""
+        offset ``since`` (default: the end of the log now).
+        """
         if since is None:
             since = self.console_size()
         rx = re.compile(pattern)
@@ -215,7 +219,8 @@ class Guest:
 
     def run(self, command: str, end_token: str, timeout: float = 60) -> str:
         """Run a shell command that prints ``end_token`` when done and
-        return its output."""
+        return its output.
+        """
         since = self.send(command)
         m = self.wait_for(re.escape(end_token) + r'\r?\n', timeout, since)
         with open(self.log_path, 'rb') as f:
@@ -235,14 +240,16 @@ class Guest:
 
     def start_workload(self, args: str, timeout: float = 60) -> int:
         """Start ``/bin/workload ARGS`` in the background; return its pid
-        once it printed READY."""
+        once it printed READY.
+        """
         since = self.send('/bin/workload %s &' % args)
         m = self.wait_for(r'READY hold marker=\d+ pid=(\d+)', timeout, since)
         return int(m.group(1))
 
     def processes(self) -> list[dict]:
         """The guest's process list as it prints it: pid, ppid, uid,
-        comm (from /proc/PID/stat and status)."""
+        comm (from /proc/PID/stat and status).
+        """
         script = ('for d in /proc/[0-9]*; do '
                   'if [ -r $d/stat ]; then '
                   'echo "PS $(cut -d" " -f1 $d/stat) '
@@ -261,7 +268,8 @@ class Guest:
 
     def anon_frames(self, pids: list[int]) -> dict[int, set[int]]:
         """Exclusive anonymous frames of each pid, from the guest's own
-        /proc/PID/pagemap."""
+        /proc/PID/pagemap.
+        """
         out = self.run('/bin/pagemap %s' % ' '.join(map(str, pids)),
                        'PAGEMAP-END', timeout=120)
         frames = {}
