@@ -1,0 +1,129 @@
+"""``sparc checkpoint``: memory checkpoints (libvirt save images, managed
+save files, QEMU migration streams).
+
+``info`` and ``extract-ram`` are the format layer's commands; the memory
+engine adds its own (``ps``, ``scrub``, ``verify``...) through
+:func:`register_engine_commands`.
+"""
+
+import importlib
+import sys
+
+from sparc_nova.checkpoint import checkpoint
+from sparc_nova.checkpoint import limits
+from sparc_nova.cmd import output
+from sparc_nova import conf
+
+#: Modules that add subcommands to ``sparc checkpoint``; each defines
+#: ``register(subparsers)``. Missing modules are skipped.
+ENGINE_COMMANDS = ('sparc_nova.cmd.checkpoint_memory',)
+
+
+def open_from_args(path: str, progress_label: str = 'parsing'
+                   ) -> checkpoint.Checkpoint:
+    """Open a checkpoint with the configured limits and work directory,
+    with a progress bar on a terminal."""
+    progress = output.Progress(progress_label)
+    try:
+        return checkpoint.open_checkpoint(
+            path, work_dir=conf.CONF.sparc.work_dir or None,
+            limits=limits.Limits.from_conf(conf.CONF), progress=progress)
+    finally:
+        progress.finish()
+
+
+def _info_text(info: dict) -> str:
+    lines = ['File:      %s' % info['path'],
+             'Kind:      %s' % info['kind'],
+             'Machine:   %s' % info['machine']]
+    if 'header' in info:
+        h = info['header']
+        d = info.get('domain', {})
+        lines += ['Header:    version %d, %s, was running: %s'
+                  % (h['version'], h['compression'],
+                     'yes' if h['was_running'] else 'no'),
+                  'Domain:    %s (%s), %s KiB, %s vCPUs, type %s'
+                  % (d.get('name'), d.get('uuid'), d.get('memory_kib'),
+                     d.get('vcpus'), d.get('type'))]
+    lines.append('Stream:    %d bytes%s' % (
+        info['stream_size'],
+        '' if info['stream_offset'] is None
+        else ' at file offset %d' % info['stream_offset']))
+    lines.append('')
+    rows = [dict(block=name, **stats)
+            for name, stats in info['ram_blocks'].items()]
+    lines.append(output.table(rows, ['block', 'length', 'records',
+                                     'data_pages', 'zero_pages',
+                                     'missing_pages',
+                                     'pages_sent_more_than_once']))
+    lines.append('')
+    lines.append('Guest RAM:')
+    for r in info['guest_ram']:
+        lines.append('  %s..+%d  %s@%s' % (r['gpa'], r['length'],
+                                           r['block'], r['block_offset']))
+    lines.append('Sections:  %d (%d devices decoded)' % (info['sections'],
+                                                        info['devices']))
+    if info.get('device_state_note'):
+        lines.append('Note:      %s' % info['device_state_note'])
+    lines.append('')
+    lines.append(output.table(info['vcpus'], [
+        'index', 'rip', 'cr3', 'cr4', 'efer', 'cpl', 'halted', 'gs_base',
+        'kernel_gs_base']))
+    return '\n'.join(lines)
+
+
+def do_info(args) -> int:
+    with open_from_args(args.file) as ck:
+        info = ck.info()
+    if args.format == 'json':
+        output.emit_json(info)
+    else:
+        print(_info_text(info))
+    return 0
+
+
+def do_extract_ram(args) -> int:
+    with open_from_args(args.file) as ck:
+        progress = output.Progress('extracting')
+        with open(args.out, 'wb') as f:
+            ck.memory.write_raw(f, progress)
+        progress.finish()
+        size = ck.memory.size
+    print('wrote %d bytes of guest RAM to %s' % (size, args.out),
+          file=sys.stderr)
+    return 0
+
+
+def register(groups) -> None:
+    parser = groups.add_parser(
+        'checkpoint', help='Inspect, scrub and verify memory checkpoints.',
+        description='Memory checkpoints: libvirt save images (virsh save, '
+                    'managed save) and QEMU migration streams.')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    sub.required = True
+
+    p = sub.add_parser('info', help='Header, machine, RAM blocks, page '
+                                    'counts and vCPU registers.')
+    p.add_argument('file', help='Checkpoint file.')
+    output.add_format_arg(p)
+    p.set_defaults(func=do_info)
+
+    p = sub.add_parser('extract-ram',
+                       help='Write guest physical memory as a flat image '
+                            '(byte N = guest physical address N).')
+    p.add_argument('file', help='Checkpoint file.')
+    p.add_argument('out', help='Output file (sparse).')
+    p.set_defaults(func=do_extract_ram)
+
+    register_engine_commands(sub)
+
+
+def register_engine_commands(sub) -> None:
+    for name in ENGINE_COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as e:
+            if e.name != name:
+                raise
+            continue
+        module.register(sub)
