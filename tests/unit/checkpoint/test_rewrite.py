@@ -1,0 +1,137 @@
+"""Replacing guest pages in checkpoints."""
+
+import gzip
+import os
+
+import pytest
+
+from sparc_nova.checkpoint import checkpoint
+from sparc_nova.checkpoint import compression
+from sparc_nova.checkpoint import rewrite
+from sparc_nova import exception
+from tests import streamgen
+
+SECRET = b'TOP-SECRET-PASSPHRASE-0123456789'
+
+
+def make(tmp_path, data=None, name='save.img', mode=0o600):
+    path = tmp_path / name
+    path.write_bytes(data or streamgen.simple_save(
+        ram_pages=64, secret_pfns=(10, 20), secret=SECRET, twice=(10,)))
+    os.chmod(path, mode)
+    return str(path)
+
+
+def test_every_copy_replaced_and_zero_records(tmp_path):
+    path = make(tmp_path)
+    before = open(path, 'rb').read()
+    assert before.count(SECRET) == 2
+    marked = bytes(4000) + b'KILL' + bytes(92)
+    with checkpoint.open_checkpoint(path) as ck:
+        # Frame 10 is sent twice (an old copy and the secret).
+        res = rewrite.rewrite_pages(ck, {10: bytes(4096), 20: marked},
+                                    output=str(tmp_path / 'out.img'))
+    assert res.pages == 2
+    assert res.records_rewritten == 3
+    assert res.zero_records == 2
+    out = open(res.path, 'rb').read()
+    assert SECRET not in out
+    assert b'OLD!' in before and b'OLD!' not in out
+    assert len(out) < len(before)
+    assert res.verify()['pages_checked'] == 2
+    with checkpoint.open_checkpoint(res.path) as ck:
+        assert ck.memory.read_page(20) == marked
+        assert ck.memory.read_page(2) == streamgen.page_of(2)
+        assert ck.memory.read_page(10) == bytes(4096)
+        old = ck.layout.ram
+        b = old.block('pc.ram').index
+        # Both copies of frame 10 are now zero records.
+        recs = old.copies_of(b, [10])
+        assert len(recs) == 2
+        assert all(old.rec_kind[r] == 1 for r in recs)
+    # The source is untouched.
+    assert open(path, 'rb').read() == before
+
+
+def test_replace_target_keeps_mode(tmp_path):
+    path = make(tmp_path, mode=0o640)
+    with checkpoint.open_checkpoint(path) as ck:
+        rewrite.rewrite_pages(ck, {20: bytes(4096)})
+    assert SECRET in open(path, 'rb').read()     # frame 10 still holds it
+    assert os.stat(path).st_mode & 0o777 == 0o640
+    assert sorted(os.listdir(tmp_path)) == ['save.img']
+
+
+def test_zero_record_becomes_page_when_last_copy(tmp_path):
+    path = make(tmp_path)
+    content = streamgen.page_of(3, b'NEW!')
+    with checkpoint.open_checkpoint(path) as ck:
+        assert ck.memory.read_page(3) == bytes(4096)
+        res = rewrite.rewrite_pages(ck, {3: content},
+                                    output=str(tmp_path / 'o.img'))
+    assert res.records_rewritten == 1
+    with checkpoint.open_checkpoint(res.path) as ck:
+        assert ck.memory.read_page(3) == content
+
+
+def test_in_place(tmp_path):
+    path = make(tmp_path)
+    size = os.path.getsize(path)
+    with checkpoint.open_checkpoint(path) as ck:
+        res = rewrite.rewrite_pages(ck, {10: bytes(4096), 20: bytes(4096)},
+                                    in_place=True)
+    assert res.in_place
+    assert os.path.getsize(path) == size
+    assert SECRET not in open(path, 'rb').read()
+    res.verify()
+
+
+def test_in_place_refuses_zero_record_content(tmp_path):
+    path = make(tmp_path)
+    before = open(path, 'rb').read()
+    with checkpoint.open_checkpoint(path) as ck:
+        with pytest.raises(exception.CheckpointError) as ei:
+            rewrite.rewrite_pages(ck, {3: streamgen.page_of(3)},
+                                  in_place=True)
+    assert 'ZERO record' in str(ei.value)
+    assert open(path, 'rb').read() == before
+
+
+def test_recompresses_gzip(tmp_path):
+    data = make(tmp_path)
+    raw = open(data, 'rb').read()
+    cut = raw.index(b'QEVM')
+    header = bytearray(raw[:cut])
+    header[28:32] = compression.GZIP.to_bytes(4, 'little')
+    path = make(tmp_path, bytes(header) + gzip.compress(raw[cut:]),
+                name='gz.img')
+    with checkpoint.open_checkpoint(path) as ck:
+        res = rewrite.rewrite_pages(ck, {10: bytes(4096), 20: bytes(4096)},
+                                    output=str(tmp_path / 'gz-out.img'))
+    out = open(res.path, 'rb').read()
+    assert out[:cut] == bytes(header)
+    stream = gzip.decompress(out[cut:])
+    assert SECRET not in stream
+    assert stream.startswith(b'QEVM')
+    res.verify()
+
+
+def test_failure_leaves_nothing(tmp_path, monkeypatch):
+    path = make(tmp_path)
+    before = open(path, 'rb').read()
+
+    def boom(*a, **kw):
+        raise OSError('disk full')
+    with checkpoint.open_checkpoint(path) as ck:
+        monkeypatch.setattr(rewrite, '_copy_span', boom)
+        with pytest.raises(OSError):
+            rewrite.rewrite_pages(ck, {10: bytes(4096)})
+    assert open(path, 'rb').read() == before
+    assert sorted(os.listdir(tmp_path)) == ['save.img']
+
+
+def test_bad_replacement_size(tmp_path):
+    path = make(tmp_path)
+    with checkpoint.open_checkpoint(path) as ck:
+        with pytest.raises(ValueError):
+            rewrite.rewrite_pages(ck, {10: b'short'})
