@@ -124,7 +124,8 @@ class StreamBuilder:
 
     def build(self, passes: list[list]) -> bytes:
         """A complete stream; ``passes`` are the RAM records of the END
-        section and any PART sections before it."""
+        section and any PART sections before it.
+        """
         out = bytearray(_be32(0x5145564d) + _be32(3))
         out += b'\x07' + _be32(len(self.machine)) + self.machine.encode()
         sid = 2
@@ -176,7 +177,8 @@ def simple_save(ram_pages: int = 256, machine: str = 'pc-i440fx-7.2',
     """A libvirt save image with ``ram_pages`` pages of ``pc.ram``: even
     frames are data, odd frames zero; frames in ``secret_pfns`` hold
     ``secret``; frames in ``twice`` are sent in a PART pass and again in
-    the END pass."""
+    the END pass.
+    """
     b = StreamBuilder({'pc.ram': ram_pages * PAGE, 'pc.bios': 2 * PAGE},
                       machine=machine)
     first = []
@@ -200,7 +202,8 @@ def write_big_stream(path: str, ram_bytes: int, chunk_pages: int = 8192
                      ) -> int:
     """Write a bare QEMU stream of ``ram_bytes`` of ``pc.ram`` where every
     page is a data page (the worst case for size, the best for indexing),
-    quickly with numpy. Returns the file size."""
+    quickly with numpy. Returns the file size.
+    """
     b = StreamBuilder({'pc.ram': ram_bytes}, vmdesc=True)
     head = bytearray(_be32(0x5145564d) + _be32(3))
     head += b'\x07' + _be32(len(b.machine)) + b.machine.encode()
