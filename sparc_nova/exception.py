@@ -36,3 +36,37 @@ class UnsupportedCheckpoint(CheckpointError):
 
 class LimitExceeded(CheckpointFormatError):
     """The checkpoint claims more than a configured limit allows."""
+
+
+class DiskError(SparcError):
+    """A disk image could not be scrubbed or verified.
+
+    ``path`` is the image file on the host; ``device`` (optional) is the
+    device or file inside the image, as the appliance names it
+    (``/dev/sda2``, ``/dev/vg0/root``, ``/home/a/.ssh``), and ``reason``
+    says why in words that never quote file contents.
+    """
+
+    def __init__(self, path: str, reason: str, device: str | None = None):
+        self.path = path
+        self.device = device
+        self.reason = reason
+        where = path if device is None else '%s: %s' % (path, device)
+        super().__init__('%s: %s' % (where, reason))
+
+
+class DiskImageError(DiskError):
+    """The input or output of a scrub is unusable (not an image, truncated,
+    no filesystem, unwritable destination). Raised before the appliance
+    starts; nothing has been written."""
+
+
+class DiskScrubError(DiskError):
+    """A step of the scrub failed (a volume could not be opened, mounted,
+    cleaned or checked). No destination image is left behind."""
+
+
+class DiskVerificationError(DiskError):
+    """The scrubbed image failed self-verification (a canary of a removed
+    file is still readable, a rule still matches, or a kept file changed).
+    The destination image has been deleted."""
