@@ -28,29 +28,42 @@ def load_segments(path: str) -> list[tuple[int, int, int]]:
 
 
 def compare_with_raw(dump_path: str, raw_path: str,
+                     ram: list[tuple[int, int]],
                      page_size: int = 4096) -> dict:
-    """Compare every page of the dump's RAM segments with the flat image
-    ``raw_path`` (byte N = guest physical N). Returns counts and the
-    first differing pages.
+    """Compare every page of the dump's segments that lie inside guest RAM
+    (``ram``: (guest physical address, length) ranges) with the flat image
+    ``raw_path`` (byte N = guest physical N).
+
+    Returns the segments, the number of pages compared, the guest physical
+    addresses of differing pages and the number of dump pages outside the
+    image (ROM and other non-RAM regions QEMU also dumps).
     """
     segs = load_segments(dump_path)
     compared = 0
     differ = []
     outside = 0
+    chunk = 256 * page_size
     with open(dump_path, 'rb') as d, open(raw_path, 'rb') as r:
-        raw_size = r.seek(0, 2)
         for paddr, off, size in segs:
-            for p in range(0, size, page_size):
-                gpa = paddr + p
-                if gpa + page_size > raw_size:
-                    outside += 1
+            inside = 0
+            for gpa, length in ram:
+                lo = max(paddr, gpa)
+                hi = min(paddr + size, gpa + length)
+                if lo >= hi:
                     continue
-                d.seek(off + p)
-                a = d.read(page_size)
-                r.seek(gpa)
-                b = r.read(page_size)
-                compared += 1
-                if a != b:
-                    differ.append(gpa)
+                inside += hi - lo
+                for p in range(lo, hi, chunk):
+                    n = min(chunk, hi - p)
+                    d.seek(off + p - paddr)
+                    a = d.read(n)
+                    r.seek(p)
+                    b = r.read(n)
+                    compared += n // page_size
+                    if a == b:
+                        continue
+                    for q in range(0, n, page_size):
+                        if a[q:q + page_size] != b[q:q + page_size]:
+                            differ.append(p + q)
+            outside += (size - inside) // page_size
     return {'segments': segs, 'compared_pages': compared,
             'differing_pages': differ, 'pages_outside_raw': outside}

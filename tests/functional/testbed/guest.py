@@ -56,6 +56,30 @@ class GuestError(Exception):
     pass
 
 
+_event_loop_started = False
+
+
+def embedded_uri(root: str, qemu_conf: str = '') -> str:
+    """A private libvirt QEMU driver running inside this process
+    (``qemu:///embed``) with its own ``qemu.conf``, e.g. to write save
+    images with ``save_image_format = "xz"`` without touching the system
+    libvirtd. Starts libvirt's event loop thread once per process.
+    """
+    global _event_loop_started
+    os.makedirs(os.path.join(root, 'etc'), exist_ok=True)
+    with open(os.path.join(root, 'etc', 'qemu.conf'), 'w') as f:
+        f.write('stdio_handler = "file"\n' + qemu_conf)
+    if not _event_loop_started:
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run():
+            while True:
+                libvirt.virEventRunDefaultImpl()
+        threading.Thread(target=run, daemon=True).start()
+        _event_loop_started = True
+    return 'qemu:///embed?root=%s' % root
+
+
 def ensure_daemons() -> None:
     """Start virtlogd and libvirtd when they are not running (no systemd
     in CI).
@@ -80,7 +104,8 @@ class Guest:
 
     def __init__(self, image: build.GuestImage, memory_mib: int = 256,
                  vcpus: int = 2, machine: str = 'pc',
-                 cmdline: str = DEFAULT_CMDLINE, name: str | None = None):
+                 cmdline: str = DEFAULT_CMDLINE, name: str | None = None,
+                 uri: str = URI):
         self.image = image
         self.memory_mib = memory_mib
         self.vcpus = vcpus
@@ -92,7 +117,8 @@ class Guest:
         os.chmod(self.rundir, 0o777)
         self.socket_path = os.path.join(self.rundir, 'console.sock')
         self.log_path = os.path.join(self.rundir, 'console.log')
-        self.conn = libvirt.open(URI)
+        self.uri = uri
+        self.conn = libvirt.open(uri)
         self.dom = None
         self._sock = None
 
