@@ -70,3 +70,17 @@ class DiskVerificationError(DiskError):
     """The scrubbed image failed self-verification (a canary of a removed
     file is still readable, a rule still matches, or a kept file changed).
     The destination image has been deleted."""
+
+
+class InvalidPolicy(SparcError):
+    """A privacy policy has invalid keys or values.
+
+    ``problems`` lists every one of them; each names the key, the value,
+    the source (flavor extra spec, image property, instance metadata) and
+    what is allowed.
+    """
+
+    def __init__(self, problems: list):
+        self.problems = list(problems)
+        super().__init__('invalid privacy policy: %s'
+                         % '; '.join(str(p) for p in self.problems))
