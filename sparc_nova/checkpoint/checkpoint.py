@@ -8,20 +8,15 @@ physical view (:mod:`.physmem`) and the vCPUs (:mod:`.cpu_state`).
 
 import mmap
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 
-from sparc_nova.checkpoint import compression
 from sparc_nova.checkpoint import cpu_state
-from sparc_nova.checkpoint import libvirt_save
+from sparc_nova.checkpoint import formats
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import machine as machine_mod
 from sparc_nova.checkpoint import physmem
 from sparc_nova.checkpoint import qemu_stream
 from sparc_nova import exception
-
-KIND_LIBVIRT_SAVE = 'libvirt-save'
-KIND_QEMU_STREAM = 'qemu-stream'
 
 
 class Checkpoint:
@@ -31,7 +26,8 @@ class Checkpoint:
     decompressed into a temporary file that close() removes.
 
     :ivar path: the checkpoint file.
-    :ivar kind: ``libvirt-save`` or ``qemu-stream``.
+    :ivar kind: the format plugin's name (``libvirt-save``,
+        ``qemu-stream``).
     :ivar header: the :class:`~.libvirt_save.SaveHeader` (libvirt only).
     :ivar layout: the :class:`~.qemu_stream.StreamLayout`.
     :ivar memory: the :class:`~.physmem.GuestPhysicalMemory`.
@@ -62,32 +58,16 @@ class Checkpoint:
                                             % e.strerror)
         self._file = f
         head = f.read(16)
-        label = ''
-        if libvirt_save.is_save_image(head):
-            self.kind = KIND_LIBVIRT_SAVE
-            self.header = libvirt_save.read_header(f, path, self.limits)
-            base = self.header.stream_offset
-            if self.header.compressed:
-                self._tmp = tempfile.NamedTemporaryFile(
-                    prefix='.sparc-stream-', dir=work_dir or
-                    os.path.dirname(os.path.abspath(path)))
-                compression.decompress(self.header.compressed, f, base,
-                                       self._tmp, path)
-                self._tmp.flush()
-                stream_file = self._tmp
-                base = 0
-                label = ' (decompressed %s stream)' % \
-                    self.header.compression
-            else:
-                stream_file = f
-        elif head[:4] == b'QEVM':
-            self.kind = KIND_QEMU_STREAM
-            stream_file = f
-            base = 0
-        else:
+        fmt = next((x for x in formats.load() if x.detect(head)), None)
+        if fmt is None:
             raise exception.CheckpointFormatError(
                 path, 'neither a libvirt save image nor a QEMU migration '
                       'stream (starts with %r)' % head[:16], 0)
+        self.kind = fmt.name
+        opened = fmt.open_stream(f, path, self.limits, work_dir)
+        self._tmp = opened.temporary
+        self.header = opened.header
+        stream_file, base, label = opened.file, opened.base, opened.label
         self.stream_file = stream_file
         self.stream_base = base
         size = os.fstat(stream_file.fileno()).st_size
