@@ -12,7 +12,7 @@ from oslo_config import cfg
 
 GROUP = 'sparc'
 
-_AREAS = ('checkpoint',)
+_AREAS = ('checkpoint', 'nova')
 
 
 def _modules():

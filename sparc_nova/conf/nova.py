@@ -1,0 +1,46 @@
+"""Options of the Nova integration (SparcLibvirtDriver) and of the
+policy merge."""
+
+from oslo_config import cfg
+from oslo_config import types
+
+opts = [
+    cfg.ListOpt('on_failure_allow_from',
+                item_type=types.String(choices=('flavor', 'image',
+                                                'instance')),
+                default=['flavor'],
+                help='Policy sources whose sparc:on_failure=allow is '
+                     'honoured: with it, a checkpoint whose scrub failed '
+                     'is kept unscrubbed (and marked so) instead of being '
+                     'discarded. "flavor" is the operator (flavor extra '
+                     'specs), "image" the image owner (image properties), '
+                     '"instance" any member of the project (instance '
+                     'metadata). An allow from any other source is refused '
+                     'and the checkpoint fails closed. An empty list '
+                     'refuses it from everyone.'),
+    cfg.StrOpt('managed_save_dir', default='/var/lib/libvirt/qemu/save',
+               help='Directory where libvirt keeps managed-save files '
+                    '(<domain name>.save) of the libvirt connection Nova '
+                    'uses. The privileged scrub refuses any path outside '
+                    'it.'),
+    cfg.BoolOpt('refuse_live_migration', default=True,
+                help='Refuse to live migrate an instance that has a privacy '
+                     'policy: live migration streams its memory, excluded '
+                     'processes included, to another host, and no scrub '
+                     'can run on that stream.'),
+    cfg.BoolOpt('refuse_cold_migration', default=True,
+                help='Refuse to cold migrate or resize an instance that has '
+                     'a privacy policy to another host: its disks are '
+                     'copied as they are, files the policy excludes '
+                     'included. Resizing across cells is always refused '
+                     'for such instances: it goes through an unscrubbed '
+                     'image in Glance.'),
+    cfg.BoolOpt('send_notifications', default=True,
+                help='Send sparc.scrub.start, sparc.scrub.end and '
+                     'sparc.scrub.error notifications on Nova\'s '
+                     'notification transport (drivers and topics from '
+                     '[oslo_messaging_notifications]).'),
+    cfg.IntOpt('progress_log_interval', default=10, min=1,
+               help='Seconds between two progress log lines of a running '
+                    'scrub.'),
+]

@@ -1,0 +1,544 @@
+"""Privacy policies: the metadata keys, their validation and merging.
+
+A privacy policy says what must never be persisted in a checkpoint of an
+instance. It comes from three sources, in decreasing authority:
+
+``flavor``
+    flavor extra specs ``sparc:*``, set by the operator;
+``image``
+    image properties ``sparc_*`` (Nova keeps them in the instance's system
+    metadata as ``image_sparc_*``);
+``instance``
+    instance metadata ``sparc:*``, set by any member of the project.
+
+Keys (shown with the ``sparc:`` prefix; images use ``sparc_``):
+
+``exclude_processes``
+    comma-separated process selectors: ``NAME`` (the task's comm, at most
+    15 characters), ``exe:GLOB`` (path of the executable), ``pid:N``,
+    ``uid:N``, ``cgroup:PATH``.
+``exclude_paths``
+    comma-separated absolute guest path globs (``**`` crosses directories,
+    ``!GLOB`` keeps what an earlier glob matched).
+``follow_ipc``, ``scrub_free_memory``
+    ``true`` or ``false``.
+``on_failure``
+    ``abort`` (default: nothing unscrubbed is kept) or ``allow`` (the
+    checkpoint proceeds unscrubbed and says so), where the configuration
+    lets that source choose ``allow``.
+``suspend``
+    ``scrub`` (default) or ``refuse``.
+
+Nova limits values to 255 characters, so the list keys take numbered
+continuation keys, ``sparc:exclude_paths.1``, ``sparc:exclude_paths.2``...
+whose items are appended in order. A comma inside an item is written
+``\\,``.
+
+Merging only ever adds exclusions: lists are united, a boolean is true when
+any source sets it true, ``on_failure`` is ``abort`` and ``suspend`` is
+``refuse`` as soon as one source says so. A tenant therefore cannot remove
+what the operator or the image requires.
+
+This module knows nothing of Nova's objects: callers pass plain
+``{key: value}`` mappings.
+"""
+
+import dataclasses
+import hashlib
+import json
+import re
+from typing import Iterable, Mapping
+
+from sparc_nova import exception
+
+FLAVOR = 'flavor'
+IMAGE = 'image'
+INSTANCE = 'instance'
+
+#: The sources, most authoritative first.
+SOURCES = (FLAVOR, IMAGE, INSTANCE)
+
+#: How each source spells its keys.
+PREFIXES = {FLAVOR: 'sparc:', IMAGE: 'sparc_', INSTANCE: 'sparc:'}
+
+#: Words for error messages.
+SOURCE_NAMES = {FLAVOR: 'flavor extra spec', IMAGE: 'image property',
+                INSTANCE: 'instance metadata'}
+
+EXCLUDE_PROCESSES = 'exclude_processes'
+EXCLUDE_PATHS = 'exclude_paths'
+FOLLOW_IPC = 'follow_ipc'
+SCRUB_FREE_MEMORY = 'scrub_free_memory'
+ON_FAILURE = 'on_failure'
+SUSPEND = 'suspend'
+
+LIST_KEYS = (EXCLUDE_PROCESSES, EXCLUDE_PATHS)
+BOOL_KEYS = (FOLLOW_IPC, SCRUB_FREE_MEMORY)
+ON_FAILURE_ABORT = 'abort'
+ON_FAILURE_ALLOW = 'allow'
+SUSPEND_SCRUB = 'scrub'
+SUSPEND_REFUSE = 'refuse'
+
+#: Choice keys: their allowed values, the default first.
+CHOICE_KEYS = {ON_FAILURE: (ON_FAILURE_ABORT, ON_FAILURE_ALLOW),
+               SUSPEND: (SUSPEND_SCRUB, SUSPEND_REFUSE)}
+#: The value of each choice key that wins a merge.
+STRICTER = {ON_FAILURE: ON_FAILURE_ABORT, SUSPEND: SUSPEND_REFUSE}
+KEYS = LIST_KEYS + BOOL_KEYS + tuple(CHOICE_KEYS)
+
+#: Defaults of the boolean keys when no source sets them.
+BOOL_DEFAULTS = {FOLLOW_IPC: True, SCRUB_FREE_MEMORY: True}
+
+#: Image properties sparc-nova itself writes on the images it scrubbed.
+#: They are records, not policy, and are ignored when read back from an
+#: instance booted from such an image.
+SCRUBBED_PROPERTY = 'sparc_scrubbed'
+DIGEST_PROPERTY = 'sparc_policy_digest'
+SUMMARY_PROPERTY = 'sparc_scrub_summary'
+RECORD_PROPERTIES = (SCRUBBED_PROPERTY, DIGEST_PROPERTY, SUMMARY_PROPERTY)
+
+#: Nova stores metadata values, extra specs and (truncating silently)
+#: image properties in 255 characters.
+MAX_VALUE_LENGTH = 255
+#: Linux comm names are at most TASK_COMM_LEN - 1 characters.
+MAX_COMM_LENGTH = 15
+#: Highest continuation number accepted (``sparc:exclude_paths.99``).
+MAX_CONTINUATION = 99
+
+_CONTINUATION_RE = re.compile(r'^(?P<key>[a-z_]+)\.(?P<n>[1-9][0-9]*)$')
+_SELECTOR_KINDS = ('exe', 'pid', 'uid', 'cgroup')
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One invalid key or value."""
+
+    key: str
+    value: str
+    source: str
+    reason: str
+
+    def __str__(self) -> str:
+        return '%s=%r (%s): %s' % (self.key, self.value,
+                                   SOURCE_NAMES[self.source], self.reason)
+
+
+@dataclasses.dataclass
+class PolicyPart:
+    """What one source sets: only the keys present in it."""
+
+    source: str
+    exclude_processes: list[str] = dataclasses.field(default_factory=list)
+    exclude_paths: list[str] = dataclasses.field(default_factory=list)
+    settings: dict[str, object] = dataclasses.field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return not (self.exclude_processes or self.exclude_paths or
+                    self.settings)
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """A setting a source asked for that the merge did not grant."""
+
+    key: str
+    value: str
+    source: str
+    reason: str
+
+    def __str__(self) -> str:
+        return '%s%s=%s (%s): %s' % (
+            PREFIXES[self.source], self.key, self.value,
+            SOURCE_NAMES[self.source], self.reason)
+
+
+@dataclasses.dataclass
+class EffectivePolicy:
+    """The merged policy of an instance, with where each part came from.
+
+    ``origins`` maps every list item and every setting to the sources that
+    asked for it (``'default'`` for a setting no source set).
+    """
+
+    exclude_processes: list[str]
+    exclude_paths: list[str]
+    follow_ipc: bool
+    scrub_free_memory: bool
+    on_failure: str
+    suspend: str
+    origins: dict[str, object]
+    refused: list[Refusal]
+
+    @property
+    def excludes_anything(self) -> bool:
+        """Whether checkpoints of the instance must be scrubbed."""
+        return bool(self.exclude_processes or self.exclude_paths)
+
+    @property
+    def allows_unscrubbed(self) -> bool:
+        return self.on_failure == ON_FAILURE_ALLOW
+
+    def effective(self) -> dict:
+        """The effective settings only (what the digest covers)."""
+        return {EXCLUDE_PROCESSES: list(self.exclude_processes),
+                EXCLUDE_PATHS: list(self.exclude_paths),
+                FOLLOW_IPC: self.follow_ipc,
+                SCRUB_FREE_MEMORY: self.scrub_free_memory,
+                ON_FAILURE: self.on_failure,
+                SUSPEND: self.suspend}
+
+    @property
+    def digest(self) -> str:
+        """``sha256:HEX`` of the effective settings (canonical JSON)."""
+        text = json.dumps(self.effective(), sort_keys=True,
+                          separators=(',', ':'))
+        return 'sha256:' + hashlib.sha256(text.encode()).hexdigest()
+
+    def to_dict(self) -> dict:
+        data = self.effective()
+        data['origins'] = self.origins
+        data['refused'] = [dataclasses.asdict(r) for r in self.refused]
+        data['digest'] = self.digest
+        return data
+
+
+# -- values --------------------------------------------------------------
+
+
+def split_list(value: str) -> list[str]:
+    """Split a comma-separated value; ``\\,`` is a comma inside an item
+    and ``\\\\`` a backslash. Items are stripped of surrounding blanks.
+    """
+    items, current, escaped = [], [], False
+    for ch in value:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == '\\':
+            escaped = True
+        elif ch == ',':
+            items.append(''.join(current).strip())
+            current = []
+        else:
+            current.append(ch)
+    if escaped:
+        current.append('\\')
+    items.append(''.join(current).strip())
+    return items
+
+
+def join_list(items: Iterable[str]) -> str:
+    """The inverse of :func:`split_list`."""
+    return ','.join(i.replace('\\', '\\\\').replace(',', '\\,')
+                    for i in items)
+
+
+def check_selector(selector: str) -> str | None:
+    """Why ``selector`` is not a valid process selector, or None."""
+    kind, sep, arg = selector.partition(':')
+    if not sep:
+        if len(selector) > MAX_COMM_LENGTH:
+            return ('a process name (comm) has at most %d characters; use '
+                    'exe:GLOB to select %r by its executable'
+                    % (MAX_COMM_LENGTH, selector))
+        if '/' in selector:
+            return 'a process name contains no "/"; use exe:GLOB for paths'
+        return None
+    if kind not in _SELECTOR_KINDS:
+        return ('unknown selector kind %r; allowed: NAME, exe:GLOB, pid:N, '
+                'uid:N, cgroup:PATH' % kind)
+    if kind in ('pid', 'uid'):
+        if not arg.isdigit() or arg != str(int(arg)):
+            return '%s: takes a decimal number, not %r' % (kind, arg)
+        if kind == 'pid' and int(arg) < 1:
+            return 'pid: takes a number of at least 1'
+        return None
+    if not arg:
+        return '%s: needs a path' % kind
+    if kind == 'exe' and not (arg.startswith('/') or arg.startswith('*')):
+        return 'exe: takes an absolute path glob (starting with / or *)'
+    if kind == 'cgroup' and not arg.startswith('/'):
+        return 'cgroup: takes an absolute cgroup path (starting with /)'
+    return None
+
+
+def check_path_glob(glob: str) -> str | None:
+    """Why ``glob`` is not a valid guest path glob, or None."""
+    pattern = glob[1:] if glob.startswith('!') else glob
+    if not pattern.startswith('/'):
+        return ('a guest path glob is absolute (starts with "/", or "!/" '
+                'to keep files an earlier glob matched)')
+    parts = pattern.split('/')
+    if '..' in parts or '.' in parts:
+        return 'a guest path glob has no "." or ".." components'
+    if '\0' in pattern:
+        return 'a guest path glob contains no NUL character'
+    for part in parts:
+        if '**' in part and part != '**':
+            return '"**" must be a whole path component (as in /a/**/b)'
+    return None
+
+
+# -- parsing -------------------------------------------------------------
+
+
+def _source_keys(pairs: Mapping[str, str], source: str) -> dict[str, str]:
+    """The pairs of ``pairs`` that belong to sparc-nova in ``source``,
+    with the prefix removed (record properties left out).
+    """
+    prefix = PREFIXES[source]
+    found = {}
+    for key, value in pairs.items():
+        if not key.startswith(prefix):
+            continue
+        if source == IMAGE and key in RECORD_PROPERTIES:
+            continue
+        found[key[len(prefix):]] = value
+    return found
+
+
+def parse(pairs: Mapping[str, str], source: str) -> PolicyPart:
+    """Validate the sparc-nova keys of one source.
+
+    :param pairs: every key of the source (other keys are ignored)
+    :param source: :data:`FLAVOR`, :data:`IMAGE` or :data:`INSTANCE`
+    :raises InvalidPolicy: naming every invalid key and value at once
+    """
+    if source not in SOURCES:
+        raise ValueError('unknown policy source %r' % source)
+    prefix = PREFIXES[source]
+    part = PolicyPart(source)
+    problems = []
+
+    def problem(name, value, reason):
+        problems.append(Problem(prefix + name, value, source, reason))
+
+    raw = _source_keys(pairs, source)
+    lists = {}
+    for name in sorted(raw, key=_continuation_order):
+        value = raw[name]
+        if not isinstance(value, str):
+            problem(name, repr(value), 'values are strings')
+            continue
+        if len(value) > MAX_VALUE_LENGTH:
+            problem(name, value, 'longer than %d characters; split it with '
+                    'numbered continuation keys (%s%s.1, ...)'
+                    % (MAX_VALUE_LENGTH, prefix, _base(name)))
+            continue
+        if source == IMAGE and len(value.encode()) >= MAX_VALUE_LENGTH:
+            problem(name, value, 'Nova truncates image properties to %d '
+                    'bytes, so this value may be incomplete; split it with '
+                    'numbered continuation keys (%s%s.1, ...)'
+                    % (MAX_VALUE_LENGTH, prefix, _base(name)))
+            continue
+        m = _CONTINUATION_RE.match(name)
+        base = m.group('key') if m else name
+        if m and base not in LIST_KEYS:
+            problem(name, value, 'only %s take continuation keys'
+                    % ' and '.join(prefix + k for k in LIST_KEYS)
+                    if base in KEYS else _unknown_key(prefix))
+            continue
+        if m and int(m.group('n')) > MAX_CONTINUATION:
+            problem(name, value, 'continuation numbers go up to %d'
+                    % MAX_CONTINUATION)
+            continue
+        if base not in KEYS:
+            if _base(name) in LIST_KEYS:
+                problem(name, value, 'continuation keys are numbered 1, 2, '
+                        '... up to %d, without leading zeros'
+                        % MAX_CONTINUATION)
+            else:
+                problem(name, value, _unknown_key(prefix))
+            continue
+        if base in LIST_KEYS:
+            lists.setdefault(base, []).append((name, value))
+        elif base in BOOL_KEYS:
+            parsed = _parse_bool(value)
+            if parsed is None:
+                problem(name, value, 'expected true or false')
+            else:
+                part.settings[base] = parsed
+        else:
+            allowed = CHOICE_KEYS[base]
+            if value.strip().lower() not in allowed:
+                problem(name, value, 'expected one of: %s'
+                        % ', '.join(allowed))
+            else:
+                part.settings[base] = value.strip().lower()
+
+    for base, entries in lists.items():
+        numbers = [_continuation_order(n)[1] for n, _ in entries]
+        expected = list(range(len(numbers)))
+        if numbers != expected:
+            missing = min(set(range(max(numbers) + 1)) - set(numbers))
+            gap = base if missing == 0 else '%s.%d' % (base, missing)
+            problem(entries[-1][0], entries[-1][1],
+                    'continuation keys are numbered without gaps, but '
+                    '%s%s is missing' % (prefix, gap))
+            continue
+        check = (check_selector if base == EXCLUDE_PROCESSES
+                 else check_path_glob)
+        items = []
+        for name, value in entries:
+            for item in split_list(value):
+                if not item:
+                    problem(name, value, 'an empty item (two commas in a '
+                            'row, or a comma at either end)')
+                    continue
+                reason = check(item)
+                if reason:
+                    problem(name, value, '%r: %s' % (item, reason))
+                else:
+                    items.append(item)
+        target = (part.exclude_processes if base == EXCLUDE_PROCESSES
+                  else part.exclude_paths)
+        target.extend(_unique(items))
+    if problems:
+        raise exception.InvalidPolicy(problems)
+    return part
+
+
+def _base(name: str) -> str:
+    return name.split('.', 1)[0]
+
+
+def _continuation_order(name: str) -> tuple[str, int]:
+    m = _CONTINUATION_RE.match(name)
+    if m:
+        return m.group('key'), int(m.group('n'))
+    return name, 0
+
+
+def _unknown_key(prefix: str) -> str:
+    known = ', '.join(prefix + k for k in KEYS)
+    return 'unknown key; known keys: %s' % known
+
+
+def _parse_bool(value: str) -> bool | None:
+    return {'true': True, 'false': False}.get(value.strip().lower())
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    seen, out = set(), []
+    for item in items:
+        if item not in seen:
+            seen.add(item)
+            out.append(item)
+    return out
+
+
+# -- merging -------------------------------------------------------------
+
+
+def merge(parts: Iterable[PolicyPart],
+          on_failure_allow_from: Iterable[str] = (FLAVOR,)
+          ) -> EffectivePolicy:
+    """Merge the parts of the sources into the effective policy.
+
+    :param parts: at most one part per source, in any order
+    :param on_failure_allow_from: the sources whose ``on_failure=allow`` is
+        honoured (from configuration); ``allow`` from any other source is
+        refused, and so is any ``allow`` when another source asks for
+        ``abort``
+    """
+    by_source = {}
+    for part in parts:
+        if part.source in by_source:
+            raise ValueError('two policy parts for source %r' % part.source)
+        by_source[part.source] = part
+    ordered = [by_source[s] for s in SOURCES if s in by_source]
+    allow_from = set(on_failure_allow_from)
+
+    origins: dict[str, object] = {}
+    lists = {}
+    for key in LIST_KEYS:
+        items: dict[str, list[str]] = {}
+        for part in ordered:
+            for item in getattr(part, key):
+                items.setdefault(item, []).append(part.source)
+        lists[key] = list(items)
+        origins[key] = items
+
+    settings = {}
+    for key in BOOL_KEYS:
+        setters = [(p.source, p.settings[key]) for p in ordered
+                   if key in p.settings]
+        if not setters:
+            settings[key] = BOOL_DEFAULTS[key]
+            origins[key] = ['default']
+            continue
+        value = any(v for _, v in setters)
+        settings[key] = value
+        origins[key] = [s for s, v in setters if v == value]
+
+    refused = []
+    for key, allowed in CHOICE_KEYS.items():
+        default, stricter = allowed[0], STRICTER[key]
+        setters = [(p.source, p.settings[key]) for p in ordered
+                   if key in p.settings]
+        if not setters:
+            settings[key] = default
+            origins[key] = ['default']
+            continue
+        strict_sources = [s for s, v in setters if v == stricter]
+        if key == ON_FAILURE:
+            granted = []
+            for source, value in setters:
+                if value != ON_FAILURE_ALLOW:
+                    continue
+                if source not in allow_from:
+                    refused.append(Refusal(
+                        key, value, source,
+                        'the configuration ([sparc] on_failure_allow_from) '
+                        'does not let the %s choose it'
+                        % SOURCE_NAMES[source]))
+                elif strict_sources:
+                    refused.append(Refusal(
+                        key, value, source, 'the %s requires on_failure=%s'
+                        % (SOURCE_NAMES[strict_sources[0]], stricter)))
+                else:
+                    granted.append(source)
+            if granted:
+                settings[key] = ON_FAILURE_ALLOW
+                origins[key] = granted
+            else:
+                settings[key] = ON_FAILURE_ABORT
+                origins[key] = strict_sources or ['default']
+            continue
+        if strict_sources:
+            settings[key] = stricter
+            origins[key] = strict_sources
+        else:
+            settings[key] = default
+            origins[key] = [s for s, _ in setters]
+
+    return EffectivePolicy(
+        exclude_processes=lists[EXCLUDE_PROCESSES],
+        exclude_paths=lists[EXCLUDE_PATHS],
+        follow_ipc=settings[FOLLOW_IPC],
+        scrub_free_memory=settings[SCRUB_FREE_MEMORY],
+        on_failure=settings[ON_FAILURE],
+        suspend=settings[SUSPEND],
+        origins=origins,
+        refused=refused)
+
+
+def from_sources(flavor: Mapping[str, str] | None = None,
+                 image: Mapping[str, str] | None = None,
+                 instance: Mapping[str, str] | None = None,
+                 on_failure_allow_from: Iterable[str] = (FLAVOR,)
+                 ) -> EffectivePolicy:
+    """Parse and merge the three sources.
+
+    :raises InvalidPolicy: listing the problems of every source
+    """
+    parts, problems = [], []
+    for source, pairs in ((FLAVOR, flavor), (IMAGE, image),
+                          (INSTANCE, instance)):
+        try:
+            parts.append(parse(pairs or {}, source))
+        except exception.InvalidPolicy as e:
+            problems.extend(e.problems)
+    if problems:
+        raise exception.InvalidPolicy(problems)
+    return merge(parts, on_failure_allow_from)
