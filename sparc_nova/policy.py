@@ -18,8 +18,9 @@ Keys (shown with the ``sparc:`` prefix; images use ``sparc_``):
     15 characters), ``exe:GLOB`` (path of the executable), ``pid:N``,
     ``uid:N``, ``cgroup:PATH``.
 ``exclude_paths``
-    comma-separated absolute guest path globs (``**`` crosses directories,
-    ``!GLOB`` keeps what an earlier glob matched).
+    comma-separated guest path globs (``**`` crosses directories, a glob
+    that does not start with ``/`` matches at any depth, ``!GLOB`` keeps
+    what another glob matched).
 ``follow_ipc``, ``scrub_free_memory``
     ``true`` or ``false``.
 ``on_failure``
@@ -263,18 +264,25 @@ def check_selector(selector: str) -> str | None:
 
 
 def check_path_glob(glob: str) -> str | None:
-    """Why ``glob`` is not a valid guest path glob, or None."""
+    """Why ``glob`` is not a valid guest path glob, or None.
+
+    The syntax is the disk engine's: ``*``, ``?`` and ``[...]`` inside one
+    component, ``**`` as a whole component for any depth, a glob that
+    does not start with ``/`` matches at any depth, ``!`` negates. A glob
+    that covers the whole file system is refused.
+    """
     pattern = glob[1:] if glob.startswith('!') else glob
-    if not pattern.startswith('/'):
-        return ('a guest path glob is absolute (starts with "/", or "!/" '
-                'to keep files an earlier glob matched)')
-    parts = pattern.split('/')
-    if '..' in parts or '.' in parts:
-        return 'a guest path glob has no "." or ".." components'
     if '\0' in pattern:
         return 'a guest path glob contains no NUL character'
-    for part in parts:
-        if '**' in part and part != '**':
+    components = [c for c in pattern.split('/') if c]
+    if not components:
+        return 'an empty glob, or one that names the root directory'
+    if all(c == '**' for c in components):
+        return 'this glob covers the whole file system'
+    if '..' in components or '.' in components:
+        return 'a guest path glob has no "." or ".." components'
+    for component in components:
+        if '**' in component and component != '**':
             return '"**" must be a whole path component (as in /a/**/b)'
     return None
 

@@ -87,7 +87,11 @@ def test_exclude_processes_invalid(value, reason):
     ('/root/.bash_history,/tmp/**', ['/root/.bash_history', '/tmp/**']),
     ('/home/**/id_*,!/home/**/*.pub', ['/home/**/id_*', '!/home/**/*.pub']),
     ('/srv/a b/secret', ['/srv/a b/secret']),
-    ('/', ['/']),
+    ('*.kdbx', ['*.kdbx']),
+    ('**/id_rsa', ['**/id_rsa']),
+    ('.ssh/id_*', ['.ssh/id_*']),
+    ('/home/**', ['/home/**']),
+    ('!*.pub', ['!*.pub']),
     (r'/srv/x\,y', ['/srv/x,y']),
     (r'/srv/back\\slash', ['/srv/back\\slash']),
 ])
@@ -96,9 +100,14 @@ def test_exclude_paths_valid(value, expected):
 
 
 @pytest.mark.parametrize('value, reason', [
-    ('home/*/.ssh', 'a guest path glob is absolute'),
-    ('*.key', 'a guest path glob is absolute'),
-    ('!*.pub', 'a guest path glob is absolute'),
+    ('/', 'names the root directory'),
+    ('!/', 'names the root directory'),
+    ('//', 'names the root directory'),
+    ('/**', 'covers the whole file system'),
+    ('**', 'covers the whole file system'),
+    ('/**/**', 'covers the whole file system'),
+    ('!**', 'covers the whole file system'),
+    ('../etc/shadow', 'no "." or ".." components'),
     ('/home/../etc/shadow', 'no "." or ".." components'),
     ('/home/./x', 'no "." or ".." components'),
     ('/home/a**', '"**" must be a whole path component'),
@@ -229,7 +238,7 @@ def test_non_string_value():
 def test_all_problems_reported_at_once():
     found = problems({'sparc:follow_ipc': 'maybe',
                       'sparc:suspend': 'never',
-                      'sparc:exclude_paths': 'relative',
+                      'sparc:exclude_paths': '/a/../b',
                       'sparc:nope': '1'})
     assert len(found) == 4
 
@@ -284,8 +293,8 @@ def test_continuation_keys_invalid(pairs, reason):
 
 def test_continuation_item_errors_name_the_continuation_key():
     message = only_problem({'sparc:exclude_paths': '/a',
-                            'sparc:exclude_paths.1': 'rel'})
-    assert message.startswith("sparc:exclude_paths.1='rel'")
+                            'sparc:exclude_paths.1': '/..'})
+    assert message.startswith("sparc:exclude_paths.1='/..'")
 
 
 # -- lists -----------------------------------------------------------------

@@ -45,7 +45,7 @@ def test_value_may_contain_equals(capsys):
 
 @pytest.mark.parametrize('pair', [
     'sparc:follow_ipc=maybe', 'sparc:suspend=never',
-    'sparc:on_failure=ignore', 'sparc:exclude_paths=relative',
+    'sparc:on_failure=ignore', 'sparc:exclude_paths=/**',
     'sparc:exclude_processes=pid:x', 'sparc:nope=1',
     'sparc:exclude_paths.1=/a'])
 def test_invalid_text_has_the_drivers_message(capsys, pair):
