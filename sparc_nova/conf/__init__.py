@@ -12,7 +12,7 @@ from oslo_config import cfg
 
 GROUP = 'sparc'
 
-_AREAS = ('checkpoint', 'nova')
+_AREAS = ('checkpoint', 'disk', 'nova')
 
 
 def _modules():

@@ -1,0 +1,49 @@
+"""Options of the disk scrubber (snapshot images)."""
+
+from oslo_config import cfg
+
+opts = [
+    cfg.StrOpt('disk_work_dir',
+               help='Directory for the raw working copy of an image '
+                    'being scrubbed (needs room for the data the image '
+                    'holds; the copy is sparse). Empty means the '
+                    'directory of the destination image.'),
+    cfg.StrOpt('disk_accel', default='auto',
+               choices=[('auto', 'use KVM when a probe shows QEMU can '
+                                 'run a KVM vCPU here, else TCG'),
+                        ('kvm', 'always ask for KVM'),
+                        ('tcg', 'always use TCG (software emulation)')],
+               help='Accelerator of the libguestfs appliance.'),
+    cfg.IntOpt('disk_appliance_memory_mib', default=0, min=0,
+               help='Memory of the libguestfs appliance in MiB; 0 keeps '
+                    'the libguestfs default.'),
+    cfg.StrOpt('disk_output_format', default='qcow2',
+               choices=['qcow2', 'raw'],
+               help='Format of scrubbed images when the caller does not '
+                    'choose one.'),
+    cfg.BoolOpt('disk_allow_unverified', default=False,
+                help='Skip (instead of failing on) LUKS volumes without a '
+                     'key, unknown or unformatted volumes, filesystems '
+                     'that cannot be mounted, and matches on filesystems '
+                     'no backend can scrub. Skipped volumes are reported '
+                     'as unverified.'),
+    cfg.BoolOpt('disk_strict_rules', default=False,
+                help='Fail when a path glob or preset matches nothing '
+                     '(otherwise such rules are only reported).'),
+    cfg.BoolOpt('disk_report_paths', default=False,
+                help='Put the guest paths of removed files in scrub '
+                     'reports. When false, reports hold their SHA-256 '
+                     'digests (file names can be secrets).'),
+    cfg.StrOpt('disk_verify_kept', default='sample',
+               choices=[('sample', 'hash the kept files next to removed '
+                                   'ones and a random sample of the rest'),
+                        ('all', 'hash every kept file')],
+               help='How many kept files are checked to be byte-identical '
+                    'after a scrub.'),
+    cfg.IntOpt('disk_verify_sample_size', default=200, min=1,
+               help='Number of kept files hashed before and after a scrub '
+                    'when disk_verify_kept is "sample".'),
+    cfg.IntOpt('disk_canary_windows', default=4, min=1, max=64,
+               help='Windows sampled from each removed file for canaries '
+                    '(start, end and evenly spaced between).'),
+]
