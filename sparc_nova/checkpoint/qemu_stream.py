@@ -293,6 +293,9 @@ class StreamParser:
                 r.file_offset(pos))
         if not ram_seen:
             raise r.error('stream has no RAM section', 8)
+        if self.builder is None:
+            raise r.error('the RAM section announces no RAM blocks (no '
+                          'MEM_SIZE record)', 8)
         if eof is None:
             eof = stream_end
         index = self.builder.finish(self.blocks)

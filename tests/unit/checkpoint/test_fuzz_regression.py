@@ -1,0 +1,51 @@
+"""Replay the fuzzing corpus and a short property-based run of the
+checkpoint parsers: every input either parses or fails with a documented
+clear error (tools/fuzz/checkpoint_targets.py)."""
+
+import glob
+import os
+
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+import pytest
+
+from tests import streamgen
+from tools.fuzz import checkpoint_targets
+
+CORPUS = os.path.join(os.path.dirname(__file__), '..', '..', 'fuzz_corpus',
+                      'checkpoint')
+FILES = sorted(glob.glob(os.path.join(CORPUS, '*')))
+
+
+def test_corpus_present():
+    assert len(FILES) >= 4
+
+
+@pytest.mark.parametrize('path', FILES, ids=os.path.basename)
+@pytest.mark.parametrize('target', sorted(checkpoint_targets.TARGETS))
+def test_corpus_replay(path, target):
+    with open(path, 'rb') as f:
+        checkpoint_targets.TARGETS[target](f.read())
+
+
+SEED = streamgen.simple_save(ram_pages=8, twice=(2,))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(SEED) - 1),
+                          st.integers(0, 255)), max_size=8),
+       st.integers(0, len(SEED)))
+def test_mutated_save_images(flips, cut):
+    data = bytearray(SEED[:cut] if cut > 100 else SEED)
+    for pos, val in flips:
+        if pos < len(data):
+            data[pos] = val
+    checkpoint_targets.parse_header(bytes(data))
+    checkpoint_targets.parse_stream(bytes(data[data.find(b'QEVM'):]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_structured_streams(data):
+    checkpoint_targets.parse_structured(data)

@@ -1,0 +1,92 @@
+"""Fuzz targets for the checkpoint format layer.
+
+Each target takes bytes and must either succeed or raise one of the
+documented clear errors (:class:`sparc_nova.exception.SparcError`
+subclasses, or :class:`PhysicalAddressError` for reads outside RAM).
+Anything else is a bug. Used by ``tools/fuzz/run.py`` (atheris, long runs)
+and by the regression tests in ``tests/unit/checkpoint`` (corpus replay).
+"""
+
+import io
+import struct
+
+from sparc_nova.checkpoint import cpu_state
+from sparc_nova.checkpoint import libvirt_save
+from sparc_nova.checkpoint import limits as limits_mod
+from sparc_nova.checkpoint import machine
+from sparc_nova.checkpoint import physmem
+from sparc_nova.checkpoint import qemu_stream
+from sparc_nova import exception
+
+#: Small limits so that a hostile input cannot make one execution slow.
+LIMITS = limits_mod.Limits(max_guest_ram=64 * 1024 * 1024,
+                           max_sections=4096, max_vmdesc=1 << 20,
+                           max_page_copies=4, max_header_data=1 << 20)
+
+EXPECTED = (exception.SparcError, physmem.PhysicalAddressError)
+
+
+def parse_header(data: bytes) -> None:
+    """The libvirt save header and its XML."""
+    try:
+        libvirt_save.read_header(io.BytesIO(data), 'fuzz', LIMITS)
+    except EXPECTED:
+        pass
+
+
+def parse_stream(data: bytes) -> None:
+    """A QEMU migration stream, then everything the layers above read
+    from it: the machine layout, guest pages, vCPU registers.
+    """
+    try:
+        layout = qemu_stream.parse(data, len(data), 'fuzz', limits=LIMITS)
+        ram = layout.ram
+        ram.stats()
+        cpu_state.cpus(layout.devices)
+        if machine.RAM_BLOCK in ram.by_name:
+            ranges = machine.ram_layout(
+                layout.machine or 'pc', ram.block(machine.RAM_BLOCK).length)
+            mem = physmem.GuestPhysicalMemory(data, ram, ranges)
+            for pfn in (0, 1, 7, (mem.size >> 12) - 1, 1 << 40):
+                mem.read(pfn << 12, 16)
+    except EXPECTED:
+        pass
+
+
+def structured(data: bytes) -> bytes:
+    """Build a plausible stream from fuzz bytes, so that mutations reach
+    deep into RAM records and device sections: a fixed prologue, then
+    records whose flags, offsets and lengths come from ``data``.
+    """
+    out = bytearray(b'QEVM\x00\x00\x00\x03\x07\x00\x00\x00\x0dpc-i440fx-7.2')
+    out += b'\x01\x00\x00\x00\x02\x03ram\x00\x00\x00\x00\x00\x00\x00\x04'
+    ram = 16 * 4096
+    out += struct.pack('>Q', ram | 4) + b'\x06pc.ram' + struct.pack('>Q', ram)
+    out += struct.pack('>Q', 0x10) + b'\x7e\x00\x00\x00\x02'
+    out += b'\x03\x00\x00\x00\x02'
+    pos = 0
+    for _ in range(64):
+        if pos + 3 > len(data):
+            break
+        op, page, extra = data[pos], data[pos + 1] & 0x1f, data[pos + 2]
+        pos += 3
+        flags = (0x02, 0x08, 0x22, 0x28, 0x10, op)[op % 6]
+        out += struct.pack('>Q', (page << 12) | flags)
+        if not flags & 0x20 and flags & 0x0a:
+            out += b'\x06pc.ram'
+        if flags & 0x08:
+            out += bytes([extra]) * 4096
+        elif flags & 0x02:
+            out += bytes([extra])
+        if flags == 0x10:
+            break
+    out += data[pos:]
+    return bytes(out)
+
+
+def parse_structured(data: bytes) -> None:
+    parse_stream(structured(data))
+
+
+TARGETS = {'header': parse_header, 'stream': parse_stream,
+           'structured': parse_structured}

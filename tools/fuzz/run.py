@@ -1,0 +1,37 @@
+"""Long fuzzing runs of the parsers with atheris (libFuzzer).
+
+    python tools/fuzz/run.py TARGET [libFuzzer options...] [CORPUS_DIR...]
+
+Targets: see ``TARGETS`` in checkpoint_targets.py. Example, one million
+executions of the stream parser seeded with the regression corpus:
+
+    python tools/fuzz/run.py stream -runs=1000000 -timeout=10 \\
+        /tmp/corpus tests/fuzz_corpus/checkpoint
+"""
+
+import os
+import sys
+
+import atheris
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+
+from tools.fuzz import checkpoint_targets  # noqa: E402
+
+# sparc-nova may be installed editable (a custom import finder), which
+# atheris cannot hook: instrument every loaded module's bytecode instead.
+atheris.instrument_all()
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in checkpoint_targets.TARGETS:
+        sys.exit('usage: run.py {%s} [libFuzzer args]'
+                 % '|'.join(checkpoint_targets.TARGETS))
+    target = checkpoint_targets.TARGETS[sys.argv[1]]
+    atheris.Setup([sys.argv[0]] + sys.argv[2:], target)
+    atheris.Fuzz()
+
+
+if __name__ == '__main__':
+    main()
