@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 
 from sparc_nova.checkpoint import cpu_state
 from sparc_nova.checkpoint import formats
+from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import machine as machine_mod
 from sparc_nova.checkpoint import physmem
@@ -51,6 +52,10 @@ class Checkpoint:
 
     def _open(self, work_dir, progress):
         path = self.path
+        if journal.pending(path):
+            raise exception.CheckpointError(
+                path, 'an in-place scrub of this file was interrupted; run '
+                      '"sparc checkpoint recover %s" to finish it' % path)
         try:
             f = open(path, 'rb')
         except OSError as e:

@@ -10,7 +10,9 @@ holds the old bytes). Two modes:
   or the new file. Compressed images are recompressed with the same
   program. A uniform page becomes a ZERO record (9 bytes instead of 4104).
 * in place (raw images only): the 4096 payload bytes of each PAGE record
-  are overwritten in the file, then fsync'd.
+  are overwritten in the file, through a redo journal (see
+  :mod:`.journal`): a crash leaves a journal that :func:`journal.recover`
+  replays, so the file ends up original or completely patched.
 """
 
 import dataclasses
@@ -21,6 +23,7 @@ import numpy as np
 
 from sparc_nova.checkpoint import checkpoint as checkpoint_mod
 from sparc_nova.checkpoint import compression
+from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import qemu_stream
 from sparc_nova.checkpoint import ram_index
 from sparc_nova import exception
@@ -70,6 +73,32 @@ class RewriteResult:
                 'records_rewritten': self.records_rewritten,
                 'zero_records': self.zero_records,
                 'in_place': self.in_place}
+
+
+def temp_prefix(target: str) -> str:
+    """Prefix of the temporary files a rewrite of ``target`` makes (with
+    the writer's pid, so that leftovers of dead writers can be told from
+    files still being written).
+    """
+    return '.%s.sparc-%d-' % (os.path.basename(target), os.getpid())
+
+
+def remove_stale_temporaries(target: str) -> list[str]:
+    """Delete temporary files left next to ``target`` by rewrites whose
+    process is gone (killed). Returns the removed paths.
+    """
+    d = os.path.dirname(os.path.abspath(target))
+    head = '.%s.sparc-' % os.path.basename(target)
+    removed = []
+    for name in os.listdir(d):
+        if not name.startswith(head):
+            continue
+        pid = name[len(head):].split('-', 1)[0]
+        if not pid.isdigit() or os.path.exists('/proc/%s' % pid):
+            continue
+        os.unlink(os.path.join(d, name))
+        removed.append(os.path.join(d, name))
+    return removed
 
 
 def _uniform(data: bytes) -> int | None:
@@ -145,8 +174,8 @@ def _rewrite_file(ck, edits, target, progress):
     # The new file is made in the target's directory so that the final
     # step is an atomic rename within one filesystem.
     tmp_dir = os.path.dirname(os.path.abspath(target))
-    fd, tmp_path = tempfile.mkstemp(prefix='.%s.sparc-' %
-                                    os.path.basename(target), dir=tmp_dir)
+    fd, tmp_path = tempfile.mkstemp(prefix=temp_prefix(target),
+                                    dir=tmp_dir)
     zero = 0
     try:
         with os.fdopen(fd, 'wb') as f:
@@ -195,16 +224,11 @@ def _patch_in_place(ck, edits):
                 ck.path, 'page record at offset %d is a ZERO record and '
                          'cannot take new content in place'
                 % (ck.stream_base + int(idx.rec_hdr[rec])))
-    fd = os.open(ck.path, os.O_WRONLY)
-    try:
-        for _, rec, data in edits:
-            off = ck.stream_base + int(idx.rec_data[rec])
-            if os.pwrite(fd, data, off) != PAGE_SIZE:
-                raise exception.CheckpointError(ck.path, 'short write',
-                                                off)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    patches = [(ck.stream_base + int(idx.rec_data[rec]), data)
+               for _, rec, data in edits]
+    journal.write(ck.path, patches)
+    journal.apply(ck.path, patches)
+    journal.remove(ck.path)
 
 
 def rewrite_pages(ck, replacements: dict[int, bytes],

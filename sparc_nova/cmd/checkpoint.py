@@ -10,7 +10,9 @@ import importlib
 import sys
 
 from sparc_nova.checkpoint import checkpoint
+from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import limits
+from sparc_nova.checkpoint import rewrite
 from sparc_nova.cmd import output
 from sparc_nova import conf
 
@@ -22,7 +24,8 @@ ENGINE_COMMANDS = ('sparc_nova.cmd.checkpoint_memory',)
 def open_from_args(path: str, progress_label: str = 'parsing'
                    ) -> checkpoint.Checkpoint:
     """Open a checkpoint with the configured limits and work directory,
-    with a progress bar on a terminal."""
+    with a progress bar on a terminal.
+    """
     progress = output.Progress(progress_label)
     try:
         return checkpoint.open_checkpoint(
@@ -61,8 +64,8 @@ def _info_text(info: dict) -> str:
     for r in info['guest_ram']:
         lines.append('  %s..+%d  %s@%s' % (r['gpa'], r['length'],
                                            r['block'], r['block_offset']))
-    lines.append('Sections:  %d (%d devices decoded)' % (info['sections'],
-                                                        info['devices']))
+    lines.append('Sections:  %d (%d devices decoded)'
+                 % (info['sections'], info['devices']))
     if info.get('device_state_note'):
         lines.append('Note:      %s' % info['device_state_note'])
     lines.append('')
@@ -94,6 +97,19 @@ def do_extract_ram(args) -> int:
     return 0
 
 
+def do_recover(args) -> int:
+    outcome = journal.recover(args.file)
+    removed = rewrite.remove_stale_temporaries(args.file)
+    messages = {None: 'nothing to recover',
+                'replayed': 'finished the interrupted in-place scrub',
+                'discarded': 'discarded an incomplete journal; the file was '
+                             'not modified'}
+    print('%s: %s%s' % (args.file, messages[outcome],
+                        '; removed %d stale temporary files' % len(removed)
+                        if removed else ''))
+    return 0
+
+
 def register(groups) -> None:
     parser = groups.add_parser(
         'checkpoint', help='Inspect, scrub and verify memory checkpoints.',
@@ -114,6 +130,13 @@ def register(groups) -> None:
     p.add_argument('file', help='Checkpoint file.')
     p.add_argument('out', help='Output file (sparse).')
     p.set_defaults(func=do_extract_ram)
+
+    p = sub.add_parser('recover',
+                       help='Finish (or discard) an interrupted in-place '
+                            'scrub and remove temporary files left by a '
+                            'killed rewrite.')
+    p.add_argument('file', help='Checkpoint file.')
+    p.set_defaults(func=do_recover)
 
     register_engine_commands(sub)
 

@@ -1,0 +1,89 @@
+"""Crash safety of in-place patching: the redo journal."""
+
+import os
+
+import pytest
+
+from sparc_nova.checkpoint import checkpoint
+from sparc_nova.checkpoint import journal
+from sparc_nova.checkpoint import rewrite
+from sparc_nova.cmd import sparc
+from sparc_nova import exception
+from tests import streamgen
+
+SECRET = b'IN-PLACE-SECRET-0123456789abcdef'
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = tmp_path / 'save.img'
+    path.write_bytes(streamgen.simple_save(ram_pages=32, secret_pfns=(4, 6),
+                                           secret=SECRET))
+    return str(path)
+
+
+def patches_for(path):
+    with checkpoint.open_checkpoint(path) as ck:
+        idx = ck.layout.ram
+        return [(ck.stream_base + int(idx.rec_data[idx.last[0][p]]),
+                 bytes(4096)) for p in (4, 6)]
+
+
+def test_complete_journal_is_replayed(image):
+    original = open(image, 'rb').read()
+    patches = patches_for(image)
+    journal.write(image, patches)
+    # Crash after the journal, before any page was written.
+    assert open(image, 'rb').read() == original
+    with pytest.raises(exception.CheckpointError) as ei:
+        checkpoint.open_checkpoint(image)
+    assert 'sparc checkpoint recover' in str(ei.value)
+    assert journal.recover(image) == 'replayed'
+    assert SECRET not in open(image, 'rb').read()
+    assert not journal.pending(image)
+    checkpoint.open_checkpoint(image).close()
+
+
+def test_half_applied_journal_is_finished(image):
+    patches = patches_for(image)
+    journal.write(image, patches)
+    journal.apply(image, patches[:1])       # crash after the first page
+    assert open(image, 'rb').read().count(SECRET) == 1
+    assert sparc.main(['checkpoint', 'recover', image]) == 0
+    assert SECRET not in open(image, 'rb').read()
+
+
+def test_torn_journal_is_discarded(image):
+    original = open(image, 'rb').read()
+    jpath = journal.write(image, patches_for(image))
+    with open(jpath, 'r+b') as f:
+        f.truncate(os.path.getsize(jpath) - 10)
+    assert journal.recover(image) == 'discarded'
+    assert open(image, 'rb').read() == original
+
+
+def test_journal_for_another_file_is_refused(image):
+    journal.write(image, patches_for(image))
+    with open(image, 'ab') as f:
+        f.write(b'x')
+    with pytest.raises(exception.CheckpointError) as ei:
+        journal.recover(image)
+    assert 'another version' in str(ei.value)
+
+
+def test_in_place_rewrite_leaves_no_journal(image):
+    with checkpoint.open_checkpoint(image) as ck:
+        rewrite.rewrite_pages(ck, {4: bytes(4096), 6: bytes(4096)},
+                              in_place=True)
+    assert not journal.pending(image)
+    assert sorted(os.listdir(os.path.dirname(image))) == ['save.img']
+
+
+def test_stale_temporaries_removed(image):
+    d = os.path.dirname(image)
+    dead = os.path.join(d, '.save.img.sparc-999999999-abc')
+    alive = os.path.join(d, '.save.img.sparc-%d-abc' % os.getpid())
+    for p in (dead, alive):
+        open(p, 'w').close()
+    assert rewrite.remove_stale_temporaries(image) == [dead]
+    assert os.path.exists(alive)
