@@ -1,0 +1,48 @@
+"""``sparc checkpoint info`` / ``extract-ram`` on synthetic images."""
+
+import json
+
+from sparc_nova.cmd import sparc
+from tests import streamgen
+
+
+def test_info_json(tmp_path, capsys):
+    path = tmp_path / 'save.img'
+    path.write_bytes(streamgen.simple_save(ram_pages=16))
+    assert sparc.main(['checkpoint', 'info', str(path), '--format',
+                       'json']) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info['kind'] == 'libvirt-save'
+    assert info['machine'] == 'pc-i440fx-7.2'
+    assert info['ram_blocks']['pc.ram']['pages'] == 16
+    assert info['domain']['name'] == 'synthetic'
+    assert info['vcpus'][0]['cr3'] == '0x%x' % streamgen.CPU_VALUES['cr3']
+
+
+def test_info_text(tmp_path, capsys):
+    path = tmp_path / 'save.img'
+    path.write_bytes(streamgen.simple_save(ram_pages=16))
+    assert sparc.main(['checkpoint', 'info', str(path)]) == 0
+    out = capsys.readouterr().out
+    assert 'Machine:   pc-i440fx-7.2' in out
+    assert 'pc.ram' in out
+    assert 'KERNEL_GS_BASE' in out
+
+
+def test_extract_ram(tmp_path, capsys):
+    path = tmp_path / 'save.img'
+    path.write_bytes(streamgen.simple_save(ram_pages=16))
+    out = tmp_path / 'ram.raw'
+    assert sparc.main(['checkpoint', 'extract-ram', str(path),
+                       str(out)]) == 0
+    raw = out.read_bytes()
+    assert len(raw) == 16 * 4096
+    assert raw[8192:12288] == streamgen.page_of(2)
+
+
+def test_error_exit_code(tmp_path, capsys):
+    path = tmp_path / 'junk'
+    path.write_bytes(b'junk' * 10)
+    assert sparc.main(['checkpoint', 'info', str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('sparc: error: %s: at offset 0:' % path)
