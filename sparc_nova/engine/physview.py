@@ -1,0 +1,230 @@
+"""Guest physical memory of an open checkpoint, for introspection.
+
+:class:`CheckpointMemory` adapts a parsed
+:class:`~sparc_nova.checkpoint.checkpoint.Checkpoint` to the interface
+:mod:`sparc_nova.introspect.memory` reads through, with the fast paths the
+engine needs: single-page reads straight from the stream, a memmem scan of
+the stream, and vectorised "what does this frame hold now" queries.
+"""
+
+import bisect
+import mmap
+
+import numpy as np
+
+from sparc_nova.checkpoint import ram_index
+from sparc_nova.introspect import memory as memory_mod
+
+PAGE_SIZE = ram_index.PAGE_SIZE
+#: fill value meaning "a data page" in :meth:`CheckpointMemory.fills`.
+DATA = -1
+
+
+class CheckpointMemory:
+    """Read-only guest physical memory of a checkpoint.
+
+    :ivar ranges: ``[(start, end)]`` guest physical RAM ranges.
+    """
+
+    def __init__(self, ck):
+        self._ck = ck
+        mem = ck.memory
+        idx = mem.index
+        self._index = idx
+        self.ranges = [(r.gpa, r.end) for r in mem.ranges]
+        self._starts = [r.gpa for r in mem.ranges]
+        self._pfn0 = []
+        self._data = []      # per range: payload offset, -1 if none
+        self._fill = []      # per range: fill byte, DATA for a data page
+        for r in mem.ranges:
+            block = idx.block(r.block)
+            first = r.block_offset >> 12
+            n = r.length >> 12
+            last = idx.last[block.index][first:first + n]
+            present = last >= 0
+            rec = np.where(present, last, 0)
+            kind = np.where(present, idx.rec_kind[rec], 0)
+            is_data = kind == ram_index.KIND_PAGE
+            self._data.append(np.where(is_data, idx.rec_data[rec], -1))
+            self._fill.append(np.where(
+                is_data, DATA,
+                np.where(present, idx.rec_fill[rec], 0)).astype(np.int16))
+            self._pfn0.append(r.gpa >> 12)
+        self._mm = mmap.mmap(ck.stream_file.fileno(), 0,
+                             prot=mmap.PROT_READ)
+        self._base = ck.stream_base
+        self._stream = ck.stream
+
+    def close(self) -> None:
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+
+    # -- introspection interface -------------------------------------------
+
+    def _locate(self, addr: int) -> tuple[int, int]:
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i < 0 or addr >= self.ranges[i][1]:
+            raise memory_mod.PhysicalAddressError(addr)
+        return i, (addr >> 12) - self._pfn0[i]
+
+    def _page(self, i: int, p: int) -> bytes:
+        off = int(self._data[i][p])
+        if off >= 0:
+            return self._stream[off:off + PAGE_SIZE]
+        return bytes([int(self._fill[i][p])]) * PAGE_SIZE
+
+    def read(self, addr: int, size: int) -> bytes:
+        within = addr & (PAGE_SIZE - 1)
+        if within + size <= PAGE_SIZE:
+            i, p = self._locate(addr)
+            off = int(self._data[i][p])
+            if off >= 0:
+                return bytes(self._stream[off + within:off + within + size])
+            return bytes([int(self._fill[i][p])]) * size
+        out = bytearray()
+        while size > 0:
+            i, p = self._locate(addr)
+            within = addr & (PAGE_SIZE - 1)
+            n = min(size, PAGE_SIZE - within)
+            out += self._page(i, p)[within:within + n]
+            addr += n
+            size -= n
+        return bytes(out)
+
+    def find(self, needle: bytes):
+        """Guest physical addresses of ``needle`` within one page of the
+        loaded (last) copy of a data page, ascending by stream offset.
+        """
+        for off in self._stream_hits(needle):
+            gpa = self._gpa_of_payload(off, len(needle), last_only=True)
+            if gpa is not None:
+                yield gpa
+
+    # -- engine queries ------------------------------------------------------
+
+    def _stream_hits(self, needle: bytes):
+        mm = self._mm
+        pos = self._base
+        while True:
+            pos = mm.find(needle, pos)
+            if pos < 0:
+                return
+            yield pos - self._base
+            pos += 1
+
+    def _gpa_of_payload(self, off: int, length: int, last_only: bool
+                        ) -> int | None:
+        """Guest physical address of stream offset ``off`` when it lies
+        (with ``length`` bytes) inside one PAGE record's payload.
+        """
+        idx = self._index
+        rec = int(np.searchsorted(idx.rec_data, off, side='right')) - 1
+        if rec < 0 or idx.rec_kind[rec] != ram_index.KIND_PAGE:
+            return None
+        start = int(idx.rec_data[rec])
+        if off + length > start + PAGE_SIZE:
+            return None
+        block = idx.blocks[int(idx.rec_block[rec])]
+        page = int(idx.rec_page[rec])
+        if last_only and int(idx.last[block.index][page]) != rec:
+            return None
+        boff = page * PAGE_SIZE
+        for r in self._ck.memory.ranges:
+            if r.block == block.name and \
+                    r.block_offset <= boff < r.block_offset + r.length:
+                return r.gpa + boff - r.block_offset + (off - start)
+        return None
+
+    def fills(self, pfns: np.ndarray) -> np.ndarray:
+        """For each frame: its uniform fill byte as loaded (0 for a frame
+        never sent), or :data:`DATA` for a data page. Frames outside RAM
+        raise :class:`PhysicalAddressError`.
+        """
+        pfns = np.asarray(pfns, dtype=np.int64)
+        out = np.empty(len(pfns), dtype=np.int16)
+        done = np.zeros(len(pfns), dtype=bool)
+        for i, (start, end) in enumerate(self.ranges):
+            sel = (pfns >= start >> 12) & (pfns < end >> 12)
+            out[sel] = self._fill[i][pfns[sel] - self._pfn0[i]]
+            done |= sel
+        if not done.all():
+            raise memory_mod.PhysicalAddressError(
+                int(pfns[~done][0]) << 12)
+        return out
+
+    def is_ram(self, pfns: np.ndarray) -> np.ndarray:
+        pfns = np.asarray(pfns, dtype=np.int64)
+        ok = np.zeros(len(pfns), dtype=bool)
+        for start, end in self.ranges:
+            ok |= (pfns >= start >> 12) & (pfns < end >> 12)
+        return ok
+
+    def count(self, needle: bytes) -> dict:
+        """Occurrences of ``needle``: in guest memory as it loads
+        (``memory``, including across page boundaries), in stale page
+        copies the stream also carries (``stale_copies``) and anywhere in
+        the stream bytes (``stream``), with the first few guest physical
+        addresses.
+        """
+        stream = 0
+        stale = 0
+        for off in self._stream_hits(needle):
+            stream += 1
+            if self._gpa_of_payload(off, len(needle), last_only=False) \
+                    is not None and self._gpa_of_payload(
+                        off, len(needle), last_only=True) is None:
+                stale += 1
+        hits = []
+        total = 0
+        for i, (start, end) in enumerate(self.ranges):
+            for addr in self._scan_range(i, needle):
+                total += 1
+                if len(hits) < 16:
+                    hits.append(addr)
+        return {'memory': total, 'stale_copies': stale, 'stream': stream,
+                'addresses': ['0x%x' % a for a in hits]}
+
+    def _scan_range(self, i: int, needle: bytes, chunk: int = 2048):
+        """Every occurrence in range ``i`` as guest memory loads, including
+        occurrences that cross page boundaries.
+        """
+        data = self._data[i]
+        fill = self._fill[i]
+        npages = len(data)
+        carry = b''
+        carry_addr = 0
+        base = self.ranges[i][0]
+        uniform_ok = len(set(needle)) > 1
+        for first in range(0, npages, chunk):
+            n = min(chunk, npages - first)
+            d = data[first:first + n]
+            f = fill[first:first + n]
+            if uniform_ok and not (d >= 0).any():
+                # Only uniform pages: a needle of two different bytes
+                # can only straddle into them from the carried tail.
+                if carry:
+                    head = bytes([int(f[0])]) * (len(needle) - 1)
+                    buf = carry + head
+                    j = buf.find(needle)
+                    while j >= 0:
+                        if j < len(carry):
+                            yield carry_addr + j
+                        j = buf.find(needle, j + 1)
+                    carry = b''
+                continue
+            buf = bytearray(carry)
+            for k in range(n):
+                off = int(d[k])
+                if off >= 0:
+                    buf += self._stream[off:off + PAGE_SIZE]
+                else:
+                    buf += bytes([int(f[k])]) * PAGE_SIZE
+            chunk_addr = base + first * PAGE_SIZE - len(carry)
+            j = buf.find(needle)
+            while j >= 0:
+                yield chunk_addr + j
+                j = buf.find(needle, j + 1)
+            keep = len(needle) - 1
+            carry = bytes(buf[-keep:]) if keep else b''
+            carry_addr = chunk_addr + len(buf) - keep

@@ -1,0 +1,483 @@
+"""A BTF (BPF Type Format) parser that serves types to drgn.
+
+The guest kernel carries its own type information as BTF between the
+``__start_BTF`` and ``__stop_BTF`` symbols. drgn reads DWARF but not BTF;
+:class:`BtfTypes` parses a BTF blob and :meth:`BtfTypes.register` installs
+it in a :class:`drgn.Program` as
+
+* a type finder: structs and unions (members resolved lazily, bit fields
+  included), enums, typedefs, base types, pointers, arrays, function
+  prototypes;
+* an object finder for enumerators (``prog["PIDTYPE_PID"]``), for
+  per-CPU variables (BTF types them; addresses come from the symbol
+  table) and for functions.
+
+The blob is untrusted guest memory: the header, every section offset,
+every type id and every string offset is checked, and the number of types
+is capped. Errors raise :class:`BtfError` with the byte offset.
+
+Format reference: the kernel's ``Documentation/bpf/btf.rst``.
+"""
+
+import struct
+
+import drgn
+
+from sparc_nova import exception
+
+BTF_MAGIC = 0xeb9f
+HEADER = struct.Struct('<HBBIIIII')
+
+KIND_INT = 1
+KIND_PTR = 2
+KIND_ARRAY = 3
+KIND_STRUCT = 4
+KIND_UNION = 5
+KIND_ENUM = 6
+KIND_FWD = 7
+KIND_TYPEDEF = 8
+KIND_VOLATILE = 9
+KIND_CONST = 10
+KIND_RESTRICT = 11
+KIND_FUNC = 12
+KIND_FUNC_PROTO = 13
+KIND_VAR = 14
+KIND_DATASEC = 15
+KIND_FLOAT = 16
+KIND_DECL_TAG = 17
+KIND_TYPE_TAG = 18
+KIND_ENUM64 = 19
+MAX_KIND = KIND_ENUM64
+
+INT_SIGNED = 1
+INT_CHAR = 2
+INT_BOOL = 4
+
+#: Bytes of kind-specific data after the 12-byte common header:
+#: (fixed, per vlen item).
+_EXTRA = {
+    KIND_INT: (4, 0), KIND_PTR: (0, 0), KIND_ARRAY: (12, 0),
+    KIND_STRUCT: (0, 12), KIND_UNION: (0, 12), KIND_ENUM: (0, 8),
+    KIND_FWD: (0, 0), KIND_TYPEDEF: (0, 0), KIND_VOLATILE: (0, 0),
+    KIND_CONST: (0, 0), KIND_RESTRICT: (0, 0), KIND_FUNC: (0, 0),
+    KIND_FUNC_PROTO: (0, 8), KIND_VAR: (4, 0), KIND_DATASEC: (0, 12),
+    KIND_FLOAT: (0, 0), KIND_DECL_TAG: (4, 0), KIND_TYPE_TAG: (0, 0),
+    KIND_ENUM64: (0, 12),
+}
+
+#: GCC's base type names and the names drgn uses for them.
+_CANONICAL_INT = {
+    'short int': 'short', 'short unsigned int': 'unsigned short',
+    'long int': 'long', 'long unsigned int': 'unsigned long',
+    'long long int': 'long long',
+    'long long unsigned int': 'unsigned long long',
+    'char': 'char', 'signed char': 'signed char',
+    'unsigned char': 'unsigned char', 'int': 'int',
+    'unsigned int': 'unsigned int', '_Bool': '_Bool',
+}
+
+#: Limits for an untrusted blob.
+MAX_BTF_BYTES = 64 * 1024 * 1024
+MAX_TYPES = 1000000
+MAX_QUALIFIER_CHAIN = 64
+
+
+class BtfError(exception.SparcError):
+    """The BTF blob is malformed."""
+
+    def __init__(self, message: str, offset: int | None = None):
+        self.offset = offset
+        self.reason = message
+        super().__init__('BTF: %s%s' % (
+            message, '' if offset is None else ' (at byte %d)' % offset))
+
+
+class BtfType:
+    """One parsed BTF type record (raw; drgn types are built lazily)."""
+
+    __slots__ = ('id', 'kind', 'name', 'vlen', 'kind_flag', 'size_or_type',
+                 'extra', 'items')
+
+    def __init__(self, tid, kind, name, vlen, kind_flag, size_or_type,
+                 extra, items):
+        self.id = tid
+        self.kind = kind
+        self.name = name
+        self.vlen = vlen
+        self.kind_flag = kind_flag
+        self.size_or_type = size_or_type
+        self.extra = extra
+        self.items = items
+
+
+class BtfTypes:
+    """The types of one BTF blob.
+
+    :param data: the raw BTF (header, type section, string section).
+    :raises BtfError: the blob is malformed.
+    """
+
+    def __init__(self, data: bytes, max_types: int = MAX_TYPES):
+        if len(data) > MAX_BTF_BYTES:
+            raise BtfError('%d bytes is more than the %d bytes allowed'
+                           % (len(data), MAX_BTF_BYTES))
+        self.data = bytes(data)
+        self._parse_header()
+        self.types: list[BtfType | None] = [None]   # id 0 is void
+        self._parse_types(max_types)
+        self._index()
+        self._prog = None
+        self._drgn = {}
+
+    # -- parsing -----------------------------------------------------------
+
+    def _parse_header(self):
+        d = self.data
+        if len(d) < HEADER.size:
+            raise BtfError('blob of %d bytes is shorter than the header'
+                           % len(d), 0)
+        (magic, version, _flags, hdr_len, type_off, type_len, str_off,
+         str_len) = HEADER.unpack_from(d)
+        if magic != BTF_MAGIC:
+            raise BtfError('bad magic 0x%04x (expected 0x%04x)'
+                           % (magic, BTF_MAGIC), 0)
+        if version != 1:
+            raise BtfError('unsupported version %d' % version, 2)
+        if hdr_len < HEADER.size or hdr_len > len(d):
+            raise BtfError('header length %d out of range' % hdr_len, 4)
+        ts = hdr_len + type_off
+        ss = hdr_len + str_off
+        if type_len % 4 or ts + type_len > len(d) or ss + str_len > len(d):
+            raise BtfError('type or string section (%d+%d, %d+%d) outside '
+                           'the %d-byte blob' % (ts, type_len, ss, str_len,
+                                                 len(d)), 8)
+        if str_len == 0 or d[ss + str_len - 1] != 0:
+            raise BtfError('string section is not NUL-terminated', ss)
+        self._types_start = ts
+        self._types_end = ts + type_len
+        self._str_start = ss
+        self._str_len = str_len
+
+    def string(self, off: int) -> str:
+        """The NUL-terminated string at ``off`` in the string section."""
+        if off >= self._str_len:
+            raise BtfError('string offset %d outside the %d-byte string '
+                           'section' % (off, self._str_len))
+        start = self._str_start + off
+        end = self.data.index(b'\0', start)
+        return self.data[start:end].decode('ascii', 'replace')
+
+    def _parse_types(self, max_types):
+        d = self.data
+        pos = self._types_start
+        end = self._types_end
+        tid = 1
+        while pos < end:
+            if tid > max_types:
+                raise BtfError('more than %d types' % max_types, pos)
+            if pos + 12 > end:
+                raise BtfError('truncated type %d' % tid, pos)
+            name_off, info, size_or_type = struct.unpack_from('<III', d, pos)
+            kind = (info >> 24) & 0x1f
+            vlen = info & 0xffff
+            kind_flag = info >> 31
+            if kind < 1 or kind > MAX_KIND:
+                raise BtfError('type %d has unknown kind %d' % (tid, kind),
+                               pos)
+            fixed, per = _EXTRA[kind]
+            body = pos + 12
+            nxt = body + fixed + per * vlen
+            if nxt > end:
+                raise BtfError('type %d (kind %d, %d items) runs past the '
+                               'type section' % (tid, kind, vlen), pos)
+            extra = d[body:body + fixed]
+            # Members, parameters and enumerators are decoded on first use
+            # (most of the ~100k types of a kernel are never looked at).
+            items = (body + fixed, nxt) if per else None
+            name = self.string(name_off) if name_off else ''
+            self.types.append(BtfType(tid, kind, name, vlen, kind_flag,
+                                      size_or_type, extra, items))
+            pos = nxt
+            tid += 1
+
+    def items(self, t: BtfType) -> list[tuple]:
+        """The members / enumerators / parameters / variables of ``t``,
+        checked (type ids in range, string offsets valid).
+        """
+        if not isinstance(t.items, tuple):
+            return t.items or []
+        start, end = t.items
+        fmt = {KIND_ENUM: '<Ii', KIND_FUNC_PROTO: '<II'}.get(t.kind, '<III')
+        items = list(struct.iter_unpack(fmt, self.data[start:end]))
+        for item in items:
+            if t.kind in (KIND_STRUCT, KIND_UNION, KIND_FUNC_PROTO):
+                self.string(item[0])
+                self._check_ref(item[1], t, 'member')
+            elif t.kind == KIND_DATASEC:
+                self._check_ref(item[0], t, 'variable')
+            else:
+                self.string(item[0])
+        t.items = items
+        return items
+
+    def _check_ref(self, ref, t, what):
+        if ref >= len(self.types):
+            raise BtfError('type %d (%s) refers to %s type %d but there '
+                           'are only %d types' % (t.id, t.name or '<anon>',
+                                                  what, ref,
+                                                  len(self.types) - 1))
+
+    def _target(self, t):
+        self._check_ref(t.size_or_type, t, 'target')
+        return t.size_or_type
+
+    def _index(self):
+        """Name indexes: per drgn kind, enumerators, variables, functions."""
+        self.by_kind = {k: {} for k in ('struct', 'union', 'enum',
+                                        'typedef', 'base')}
+        self.enumerators = {}
+        self.variables = {}
+        self.functions = {}
+        for t in self.types[1:]:
+            k = t.kind
+            if not t.name and k not in (KIND_ENUM, KIND_ENUM64):
+                continue
+            if k == KIND_STRUCT or (k == KIND_FWD and not t.kind_flag):
+                self._prefer(self.by_kind['struct'], t)
+            elif k == KIND_UNION or (k == KIND_FWD and t.kind_flag):
+                self._prefer(self.by_kind['union'], t)
+            elif k in (KIND_ENUM, KIND_ENUM64):
+                if t.name:
+                    self._prefer(self.by_kind['enum'], t)
+                for i, item in enumerate(self.items(t)):
+                    self.enumerators.setdefault(self.string(item[0]),
+                                                (t.id, i))
+            elif k == KIND_TYPEDEF:
+                self.by_kind['typedef'].setdefault(t.name, t.id)
+            elif k in (KIND_INT, KIND_FLOAT):
+                name = _CANONICAL_INT.get(t.name, t.name)
+                self.by_kind['base'].setdefault(name, t.id)
+            elif k == KIND_VAR:
+                self.variables.setdefault(t.name, t.size_or_type)
+            elif k == KIND_FUNC:
+                self.functions.setdefault(t.name, t.size_or_type)
+
+    def _prefer(self, table, t):
+        """A complete definition wins over a forward declaration."""
+        old = table.get(t.name)
+        if old is None or (self.types[old].kind == KIND_FWD and
+                           t.kind != KIND_FWD):
+            table[t.name] = t.id
+
+    def __len__(self) -> int:
+        return len(self.types) - 1
+
+    def find(self, kind: str, name: str) -> int | None:
+        """The type id of a named ``struct``/``union``/``enum``/
+        ``typedef``/``base`` type, or None.
+        """
+        return self.by_kind[kind].get(name)
+
+    def member_offsets(self, struct_name: str) -> dict[str, int]:
+        """Byte offsets of a struct's direct, named, non-bitfield members
+        (a cheap check that does not need drgn).
+        """
+        tid = self.find('struct', struct_name)
+        if tid is None:
+            raise KeyError(struct_name)
+        t = self.types[tid]
+        out = {}
+        for name_off, _, off in self.items(t):
+            bits = off & 0xffffff if t.kind_flag else off
+            if bits % 8 == 0:
+                out[self.string(name_off)] = bits // 8
+        return out
+
+    # -- drgn ----------------------------------------------------------------
+
+    def register(self, prog: drgn.Program, symbol_address=None,
+                 name: str = 'btf') -> None:
+        """Register this BTF as ``prog``'s type finder and as an object
+        finder for enumerators, per-CPU variables and functions.
+
+        :param symbol_address: callable(name) -> address or None, used to
+            place variables and functions (e.g. from kallsyms).
+        """
+        self._prog = prog
+        self._drgn = {}
+        self._symbol_address = symbol_address or (lambda n: None)
+        prog.register_type_finder(name, self._find_type, enable_index=0)
+        prog.register_object_finder(name, self._find_object,
+                                    enable_index=-1)
+
+    def drgn_type(self, tid: int) -> drgn.Type:
+        """The drgn type for BTF type id ``tid``."""
+        t = self._drgn.get(tid)
+        if t is None:
+            t = self._build(tid, 0)
+            self._drgn[tid] = t
+        return t
+
+    def _find_type(self, prog, kinds, name, filename):
+        for kind in kinds:
+            key = {drgn.TypeKind.STRUCT: 'struct',
+                   drgn.TypeKind.UNION: 'union',
+                   drgn.TypeKind.ENUM: 'enum',
+                   drgn.TypeKind.TYPEDEF: 'typedef',
+                   drgn.TypeKind.INT: 'base',
+                   drgn.TypeKind.BOOL: 'base',
+                   drgn.TypeKind.FLOAT: 'base'}.get(kind)
+            if key is None:
+                continue
+            tid = self.by_kind[key].get(name)
+            if tid is not None:
+                t = self.drgn_type(tid)
+                if t.kind == kind:
+                    return t
+        return None
+
+    def _find_object(self, prog, name, flags, filename):
+        if flags & drgn.FindObjectFlags.CONSTANT:
+            hit = self.enumerators.get(name)
+            if hit is not None:
+                tid, i = hit
+                t = self.types[tid]
+                return drgn.Object(prog, self.drgn_type(tid),
+                                   self._enum_value(t, self.items(t)[i]))
+        if flags & drgn.FindObjectFlags.VARIABLE:
+            tid = self.variables.get(name)
+            if tid is not None:
+                addr = self._symbol_address(name)
+                if addr is not None:
+                    return drgn.Object(prog, self.drgn_type(tid),
+                                       address=addr)
+        if flags & drgn.FindObjectFlags.FUNCTION:
+            tid = self.functions.get(name)
+            if tid is not None:
+                addr = self._symbol_address(name)
+                if addr is not None:
+                    return drgn.Object(prog, self.drgn_type(tid),
+                                       address=addr)
+        return None
+
+    @staticmethod
+    def _enum_value(t, item):
+        if t.kind == KIND_ENUM64:
+            v = item[1] | (item[2] << 32)
+            if t.kind_flag and v >> 63:
+                v -= 1 << 64
+            return v
+        v = item[1]
+        if not t.kind_flag and v < 0:
+            v += 1 << 32
+        return v
+
+    def _build(self, tid: int, depth: int) -> drgn.Type:
+        prog = self._prog
+        if tid == 0:
+            return prog.void_type()
+        if depth > MAX_QUALIFIER_CHAIN:
+            raise BtfError('type %d: reference chain longer than %d'
+                           % (tid, MAX_QUALIFIER_CHAIN))
+        if tid >= len(self.types):
+            raise BtfError('type %d does not exist (there are %d)'
+                           % (tid, len(self.types) - 1))
+        t = self.types[tid]
+        k = t.kind
+        if k == KIND_INT:
+            (enc,) = struct.unpack('<I', t.extra)
+            flags = (enc >> 24) & 0xf
+            name = _CANONICAL_INT.get(t.name, t.name)
+            if flags & INT_BOOL:
+                return prog.bool_type(name, t.size_or_type)
+            return prog.int_type(name, t.size_or_type,
+                                 bool(flags & INT_SIGNED))
+        if k == KIND_FLOAT:
+            return prog.float_type(t.name, t.size_or_type)
+        if k == KIND_PTR:
+            return prog.pointer_type(self._ref(self._target(t), depth))
+        if k == KIND_ARRAY:
+            elem, _, nelems = struct.unpack('<III', t.extra)
+            self._check_ref(elem, t, 'element')
+            return prog.array_type(self._ref(elem, depth), nelems)
+        if k in (KIND_STRUCT, KIND_UNION):
+            return self._compound(t)
+        if k == KIND_FWD:
+            tag = t.name or None
+            return (prog.union_type(tag) if t.kind_flag
+                    else prog.struct_type(tag))
+        if k in (KIND_ENUM, KIND_ENUM64):
+            size = t.size_or_type
+            signed = bool(t.kind_flag)
+            base = {1: 'char', 2: 'short', 4: 'int'}.get(size, 'long')
+            compat = prog.int_type(base if signed else 'unsigned ' + base,
+                                   size, signed)
+            enumerators = [drgn.TypeEnumerator(self.string(item[0]),
+                                               self._enum_value(t, item))
+                           for item in self.items(t)]
+            return prog.enum_type(t.name or None, compat, enumerators)
+        if k == KIND_TYPEDEF:
+            return prog.typedef_type(t.name, self._ref(self._target(t),
+                                                       depth))
+        if k in (KIND_VOLATILE, KIND_CONST, KIND_RESTRICT):
+            q = {KIND_VOLATILE: drgn.Qualifiers.VOLATILE,
+                 KIND_CONST: drgn.Qualifiers.CONST,
+                 KIND_RESTRICT: drgn.Qualifiers.RESTRICT}[k]
+            inner = self._ref(self._target(t), depth)
+            return inner.qualified(inner.qualifiers | q)
+        if k in (KIND_TYPE_TAG, KIND_DECL_TAG, KIND_VAR, KIND_FUNC):
+            return self._ref(self._target(t), depth)
+        if k == KIND_FUNC_PROTO:
+            params = []
+            variadic = False
+            items = self.items(t)
+            for i, (name_off, ptype) in enumerate(items):
+                if ptype == 0 and i == len(items) - 1:
+                    variadic = True
+                    continue
+                params.append(drgn.TypeParameter(
+                    self._lazy(ptype), self.string(name_off) or None))
+            return prog.function_type(self._ref(self._target(t), depth),
+                                      params, variadic)
+        if k == KIND_DATASEC:
+            return prog.void_type()
+        raise BtfError('type %d has unsupported kind %d' % (tid, k))
+
+    def _ref(self, tid, depth):
+        if tid in self._drgn:
+            return self._drgn[tid]
+        t = self._build(tid, depth + 1)
+        self._drgn[tid] = t
+        return t
+
+    def _lazy(self, tid):
+        return lambda: self.drgn_type(tid)
+
+    def _compound(self, t):
+        prog = self._prog
+        members = []
+        for name_off, mtype, off in self.items(t):
+            if t.kind_flag:
+                bit_size = off >> 24
+                bit_off = off & 0xffffff
+            else:
+                bit_size = 0
+                bit_off = off
+            if bit_off > t.size_or_type * 8:
+                raise BtfError('type %d (%s): member at bit %d is outside '
+                               'its %d bytes' % (t.id, t.name, bit_off,
+                                                 t.size_or_type))
+            name = self.string(name_off) or None
+            members.append(drgn.TypeMember(
+                self._member_thunk(mtype, bit_size), name, bit_off))
+        ctor = prog.struct_type if t.kind == KIND_STRUCT else \
+            prog.union_type
+        return ctor(t.name or None, t.size_or_type, members)
+
+    def _member_thunk(self, mtype, bit_size):
+        if bit_size:
+            def thunk():
+                return drgn.Object(self._prog, self.drgn_type(mtype),
+                                   bit_field_size=bit_size)
+            return thunk
+        return lambda: self.drgn_type(mtype)

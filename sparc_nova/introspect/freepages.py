@@ -1,0 +1,227 @@
+"""Free memory of the guest: buddy free lists and per-CPU page lists.
+
+A free block is trusted only when the kernel's own bookkeeping agrees:
+buddy heads must carry the PageBuddy marker with their order in
+``page->private`` and lie aligned inside their zone; per-CPU pages must
+be unreferenced and unmapped. A zone or per-CPU list whose lock was held
+when the guest stopped is skipped (its lists may be mid-update) and
+reported. The fill a free page must hold is zero, or ``PAGE_POISON``
+(0xaa) when the guest runs with page poisoning (the kernel checks the
+pattern when it hands the page out again).
+"""
+
+import dataclasses
+
+import drgn
+from drgn.helpers.linux import mmzone
+from drgn.helpers.linux import percpu
+
+import numpy as np
+
+from sparc_nova.introspect import walk
+
+
+@dataclasses.dataclass
+class FreeMemory:
+    """Free frames of the guest.
+
+    :ivar pfns: every free frame (blocks expanded), ascending, unique.
+    :ivar fill: the byte a free page must hold (0 or 0xaa).
+    :ivar fill_reason: why that byte.
+    """
+
+    pfns: np.ndarray
+    buddy_blocks: int
+    buddy_frames: int
+    pcp_frames: int
+    fill: int
+    fill_reason: str
+    skipped: list[str]
+
+    def summary(self) -> dict:
+        return {'frames': int(len(self.pfns)),
+                'buddy_blocks': self.buddy_blocks,
+                'buddy_frames': self.buddy_frames,
+                'pcp_frames': self.pcp_frames,
+                'fill': '0x%02x' % self.fill,
+                'fill_reason': self.fill_reason,
+                'skipped': list(self.skipped)}
+
+
+def _key_enabled(kernel, name: str) -> bool | None:
+    """Whether static key ``name`` is enabled (None: no such key)."""
+    addr = kernel.symbol_address(name)
+    if addr is None:
+        return None
+    return int.from_bytes(kernel.prog.read(addr, 4), 'little',
+                          signed=True) > 0
+
+
+def free_fill(kernel) -> tuple[int, str]:
+    """The content free pages must have: (byte, reason)."""
+    poison = kernel.consts.PAGE_POISON
+    if _key_enabled(kernel, '_page_poisoning_enabled'):
+        return poison, 'page poisoning is enabled (page_poison=1)'
+    early = kernel.symbol_address('_page_poisoning_enabled_early')
+    if early is not None and _key_enabled(
+            kernel, '_page_poisoning_enabled') is None and \
+            kernel.prog.read(early, 1) != b'\0':
+        return poison, 'page poisoning is enabled (page_poison=1)'
+    if _key_enabled(kernel, 'init_on_free'):
+        return 0, 'init_on_free is enabled (free pages are zeroed)'
+    return 0, 'no page poisoning'
+
+
+def _locked(lock: drgn.Object) -> bool:
+    """Whether a spinlock_t / raw_spinlock_t is held."""
+    raw = lock
+    for name in ('rlock', 'raw_lock'):
+        try:
+            raw = raw.member_(name)
+        except LookupError:
+            pass
+    try:
+        return raw.val.counter.value_() != 0
+    except (LookupError, AttributeError):
+        return False
+
+
+def _pcp_orders(kernel, nlists: int) -> list[int]:
+    """Order of the pages on each per-CPU list: MIGRATE_PCPTYPES lists per
+    order up to PAGE_ALLOC_COSTLY_ORDER, then THP-order lists.
+    """
+    c = kernel.consts
+    types = kernel.prog['MIGRATE_PCPTYPES'].value_()
+    low = types * (c.PAGE_ALLOC_COSTLY_ORDER + 1)
+    if nlists == types:
+        return [0] * nlists           # before 5.14: order-0 lists only
+    return [i // types if i < low else c.HPAGE_PMD_ORDER
+            for i in range(nlists)]
+
+
+def _zones(kernel):
+    prog = kernel.prog
+    for pgdat in mmzone.for_each_online_pgdat(prog):
+        zones = pgdat.node_zones
+        for i in range(len(zones)):
+            zone = zones[i]
+            if zone.present_pages.value_() == 0:
+                continue
+            yield zone
+
+
+def free_memory(kernel, page_model, cpus: list[int],
+                max_blocks: int = 16 * 1024 * 1024) -> FreeMemory:
+    """Enumerate free frames.
+
+    :raises walk.CorruptStructure: a free list is cyclic, too long, or
+        holds a page the allocator would not consider free.
+    """
+    prog = kernel.prog
+    lru_off = drgn.offsetof(prog.type('struct page'), 'lru')
+    fill, reason = free_fill(kernel)
+    skipped = []
+    blocks = []                 # (pfn, order)
+    pcp = []                    # (pfn, order)
+    with kernel.budget(50 * max_blocks, 'walking the free lists'):
+        for zone in _zones(kernel):
+            zname = zone.name.string_().decode('ascii', 'replace')
+            start = zone.zone_start_pfn.value_()
+            end = start + zone.spanned_pages.value_()
+            if _locked(zone.lock):
+                skipped.append('zone %s: its lock was held, free lists '
+                               'not scrubbed' % zname)
+                continue
+            zone_blocks = []
+            for order in range(len(zone.free_area)):
+                area = zone.free_area[order]
+                limit = area.nr_free.value_() + 16
+                n = 0
+                for mt in range(len(area.free_list)):
+                    head = area.free_list[mt].address_of_().value_()
+                    for node in walk.list_nodes(
+                            prog, head, limit,
+                            'free list order %d type %d of zone %s'
+                            % (order, mt, zname)):
+                        n += 1
+                        if n > limit or len(blocks) > max_blocks:
+                            raise walk.CorruptStructure(
+                                'zone %s order %d: more free blocks than '
+                                'nr_free=%d' % (zname, order, limit - 16))
+                        zone_blocks.append(
+                            (page_model.pfn_of_page(node - lru_off), order))
+            _check_buddy(page_model, zone_blocks, start, end, zname)
+            blocks += zone_blocks
+            pcp += _pcp_pages(kernel, page_model, zone, zname, cpus,
+                              lru_off, skipped)
+    frames = [np.arange(p, p + (1 << o), dtype=np.int64)
+              for p, o in blocks + pcp]
+    pfns = np.unique(np.concatenate(frames)) if frames else \
+        np.zeros(0, dtype=np.int64)
+    return FreeMemory(pfns=pfns, buddy_blocks=len(blocks),
+                      buddy_frames=sum(1 << o for _, o in blocks),
+                      pcp_frames=sum(1 << o for _, o in pcp),
+                      fill=fill, fill_reason=reason, skipped=skipped)
+
+
+def _check_buddy(page_model, blocks, start, end, zname):
+    if not blocks:
+        return
+    pfns = np.array([p for p, _ in blocks], dtype=np.int64)
+    orders = np.array([o for _, o in blocks], dtype=np.int64)
+    info = page_model.read(pfns)
+    bad = ~page_model.is_buddy(info['page_type'])
+    bad |= info['private'].astype(np.int64) != orders
+    bad |= (pfns & ((1 << orders) - 1)) != 0
+    bad |= (pfns < start) | (pfns + (1 << orders) > end)
+    if bad.any():
+        i = int(np.nonzero(bad)[0][0])
+        raise walk.CorruptStructure(
+            'zone %s: free block at frame 0x%x (order %d) is not a buddy '
+            'block of that order (%d such blocks)'
+            % (zname, int(pfns[i]), int(orders[i]), int(bad.sum())))
+
+
+def _pcp_pages(kernel, page_model, zone, zname, cpus, lru_off, skipped):
+    prog = kernel.prog
+    try:
+        pcp_ptr = zone.per_cpu_pageset
+    except AttributeError:
+        skipped.append('zone %s: no per_cpu_pageset (kernel < 5.14), '
+                       'per-CPU lists not scrubbed' % zname)
+        return []
+    out = []
+    for cpu in cpus:
+        pcp = percpu.per_cpu_ptr(pcp_ptr, cpu)[0]
+        try:
+            if _locked(pcp.lock):
+                skipped.append('zone %s cpu %d: per-CPU list lock held'
+                               % (zname, cpu))
+                continue
+        except AttributeError:
+            pass
+        count = pcp.count.value_()
+        lists = pcp.lists
+        orders = _pcp_orders(kernel, len(lists))
+        found = []
+        for i in range(len(lists)):
+            head = lists[i].address_of_().value_()
+            for node in walk.list_nodes(
+                    prog, head, max(count, 0) + 16,
+                    'per-CPU list %d of zone %s cpu %d' % (i, zname, cpu)):
+                found.append((page_model.pfn_of_page(node - lru_off),
+                              orders[i]))
+        if found:
+            pfns = np.array([p for p, _ in found], dtype=np.int64)
+            info = page_model.read(pfns)
+            bad = (info['refcount'] != 0) | (info['mapcount'] != -1) | \
+                page_model.is_buddy(info['page_type'])
+            if bad.any():
+                i = int(np.nonzero(bad)[0][0])
+                raise walk.CorruptStructure(
+                    'zone %s cpu %d: page at frame 0x%x on a per-CPU free '
+                    'list is in use (refcount %d, mapcount %d)'
+                    % (zname, cpu, int(pfns[i]), int(info['refcount'][i]),
+                       int(info['mapcount'][i])))
+        out += found
+    return out

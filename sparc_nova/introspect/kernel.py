@@ -1,0 +1,365 @@
+"""Bootstrap a drgn model of the guest kernel from its physical memory.
+
+:func:`open_kernel` finds vmcoreinfo, builds a :class:`drgn.Program` over
+guest physical memory, loads the kernel's symbols (its own kallsyms, or
+the host-side BUILD-ID cache) and types (its own BTF, or the cache), and
+confirms the vmcoreinfo it used is the kernel's own. After that drgn's
+Linux helpers work on the returned :attr:`GuestKernel.prog`.
+
+Every read drgn makes is counted (:meth:`GuestKernel.budget`), so that a
+cycle planted anywhere in guest memory ends in an error, not a hang.
+"""
+
+import contextlib
+import dataclasses
+import re
+
+import drgn
+from drgn.helpers.linux import cpumask
+from drgn.helpers.linux import kallsyms
+from drgn.helpers.linux import mm as mm_helpers
+from drgn.helpers.linux import percpu
+
+from sparc_nova import exception
+from sparc_nova.introspect import btf as btf_mod
+from sparc_nova.introspect import buildid_cache
+from sparc_nova.introspect import constants
+from sparc_nova.introspect import memory as memory_mod
+from sparc_nova.introspect import objects
+from sparc_nova.introspect import vmcoreinfo as vmcoreinfo_mod
+
+#: Largest BTF blob read from guest memory.
+MAX_BTF = 64 * 1024 * 1024
+#: Default read budget of one bounded operation.
+DEFAULT_BUDGET = 2000000
+
+
+class IntrospectionError(exception.SparcError):
+    """The guest kernel could not be modelled (corrupt or unsupported)."""
+
+
+class MissingKernelInfo(IntrospectionError):
+    """The guest's memory lacks symbols or types and the BUILD-ID cache
+    does not provide them.
+    """
+
+
+@dataclasses.dataclass
+class KernelSources:
+    """Where symbols and types came from (for reports)."""
+
+    symbols: str = ''
+    types: str = ''
+    notes: list = dataclasses.field(default_factory=list)
+
+
+def _release_tuple(release: str) -> tuple[int, int, int]:
+    m = re.match(r'(\d+)\.(\d+)(?:\.(\d+))?', release)
+    if not m:
+        return (0, 0, 0)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+
+
+class GuestKernel:
+    """A drgn program over one guest kernel, plus what was learnt while
+    building it.
+
+    :ivar prog: the :class:`drgn.Program`.
+    :ivar vmcoreinfo: the accepted :class:`~.vmcoreinfo.Vmcoreinfo`.
+    :ivar btf: the :class:`~.btf.BtfTypes` in use (None with DWARF).
+    :ivar sources: :class:`KernelSources`.
+    :ivar consts: the architecture's constant table.
+    """
+
+    def __init__(self, memory, vmci: vmcoreinfo_mod.Vmcoreinfo,
+                 cache: buildid_cache.BuildIdCache | None = None):
+        self.memory = memory
+        self.vmcoreinfo = vmci
+        self.cache = cache or buildid_cache.BuildIdCache(None)
+        self.consts = constants.X86_64
+        self.sources = KernelSources()
+        self.btf = None
+        self._budget = memory_mod.Budget()
+        self._symbols = {}
+        platform = drgn.Platform(
+            drgn.Architecture.X86_64,
+            drgn.PlatformFlags.IS_64_BIT |
+            drgn.PlatformFlags.IS_LITTLE_ENDIAN)
+        prog = drgn.Program(platform)
+        for start, end in memory.ranges:
+            prog.add_memory_segment(start, end - start, self._read,
+                                    physical=True)
+        try:
+            prog.set_linux_kernel_custom(vmci.raw, False)
+        except (ValueError, drgn.FaultError) as e:
+            raise vmcoreinfo_mod.VmcoreinfoError(
+                'vmcoreinfo at 0x%x is not accepted by drgn: %s'
+                % (vmci.address, e))
+        self.prog = prog
+
+    # -- memory --------------------------------------------------------------
+
+    def _read(self, address, count, offset, physical):
+        self._budget.charge()
+        try:
+            return self.memory.read(address, count)
+        except memory_mod.PhysicalAddressError:
+            raise drgn.FaultError('guest physical address is not RAM',
+                                  address)
+
+    @contextlib.contextmanager
+    def budget(self, reads: int, what: str):
+        """Allow at most ``reads`` guest memory reads while ``what`` runs
+        (nested budgets: the innermost applies).
+        """
+        b = self._budget
+        saved = (b.limit, b.what, b.used)
+        b.limit, b.what, b.used = reads, what, 0
+        try:
+            yield
+        finally:
+            b.limit, b.what, b.used = saved
+
+    # -- symbols ----------------------------------------------------------
+
+    def symbol_address(self, name: str) -> int | None:
+        if name not in self._symbols:
+            try:
+                self._symbols[name] = self.prog.symbol(name).address
+            except LookupError:
+                self._symbols[name] = None
+        return self._symbols[name]
+
+    def _load_symbols(self) -> None:
+        vmci = self.vmcoreinfo
+        if vmci.has_kallsyms:
+            try:
+                with self.budget(20000000, 'loading kallsyms'):
+                    index = kallsyms.load_vmlinux_kallsyms(self.prog)
+            except (drgn.FaultError, ValueError, LookupError) as e:
+                raise IntrospectionError(
+                    'the kallsyms tables vmcoreinfo points to cannot be '
+                    'read: %s' % e)
+            self.prog.register_symbol_finder('kallsyms', index,
+                                             enable_index=0)
+            self.sources.symbols = 'kallsyms (guest memory)'
+            return
+        syms = self.cache.symbols(vmci.build_id, vmci.kerneloffset)
+        if syms:
+            self.prog.register_symbol_finder(
+                'system-map', drgn.SymbolIndex(syms), enable_index=0)
+            self.sources.symbols = 'System.map (BUILD-ID cache)'
+            return
+        vmlinux = self.cache.vmlinux(vmci.build_id)
+        if vmlinux:
+            self._load_vmlinux(vmlinux)
+            self.sources.symbols = 'vmlinux (BUILD-ID cache)'
+            return
+        raise MissingKernelInfo(
+            'guest kernel %s (BUILD-ID %s) does not locate its kallsyms in '
+            'vmcoreinfo (Linux < 6.0) and there are no symbols for it in '
+            'the BUILD-ID cache: provide System.map or vmlinux for this '
+            'kernel (%s)' % (vmci.osrelease, vmci.build_id,
+                             self.cache.describe(vmci.build_id)))
+
+    def _load_vmlinux(self, path: str) -> None:
+        try:
+            self.prog.load_debug_info([path])
+        except drgn.MissingDebugInfoError:
+            pass
+        except Exception as e:  # drgn raises several kinds here
+            raise MissingKernelInfo('%s from the BUILD-ID cache cannot be '
+                                    'loaded: %s' % (path, e))
+
+    # -- validation -------------------------------------------------------
+
+    def _validate_vmcoreinfo(self) -> None:
+        """The kernel's own ``vmcoreinfo_data`` must lead to the text we
+        used, and ``init_uts_ns`` must carry its release.
+        """
+        vmci = self.vmcoreinfo
+        prog = self.prog
+        with self.budget(10000, 'checking vmcoreinfo'):
+            try:
+                addr = self.symbol_address('vmcoreinfo_data')
+                if addr is not None:
+                    ptr = prog.read_u64(addr)
+                    text = prog.read(ptr, len(vmci.raw) + 1)
+                    if text[:len(vmci.raw)] != vmci.raw or \
+                            text[len(vmci.raw)] != 0:
+                        raise vmcoreinfo_mod.VmcoreinfoError(
+                            'vmcoreinfo at 0x%x is not the kernel\'s own '
+                            '(vmcoreinfo_data points elsewhere)'
+                            % vmci.address)
+                uts = vmci.symbols.get('init_uts_ns')
+                if uts is None:
+                    uts = self.symbol_address('init_uts_ns')
+                if uts is not None:
+                    off = vmci.offsets.get('uts_namespace.name', 0)
+                    # struct new_utsname: sysname[65], nodename[65],
+                    # release[65], ...
+                    rel = prog.read(uts + off + 130, 65).split(b'\0')[0]
+                    if rel.decode('ascii', 'replace') != vmci.osrelease:
+                        raise vmcoreinfo_mod.VmcoreinfoError(
+                            'vmcoreinfo at 0x%x says release %r but the '
+                            'kernel\'s init_uts_ns says %r'
+                            % (vmci.address, vmci.osrelease, rel[:65]))
+            except drgn.FaultError as e:
+                raise vmcoreinfo_mod.VmcoreinfoError(
+                    'vmcoreinfo at 0x%x does not describe this memory '
+                    '(%s)' % (vmci.address, e))
+
+    # -- types --------------------------------------------------------------
+
+    def _load_types(self) -> None:
+        vmci = self.vmcoreinfo
+        if self.sources.symbols.startswith('vmlinux'):
+            try:
+                self.prog.type('struct task_struct')
+                self.sources.types = 'vmlinux DWARF (BUILD-ID cache)'
+                return
+            except LookupError:
+                pass
+        start = self.symbol_address('__start_BTF')
+        stop = self.symbol_address('__stop_BTF')
+        error = None
+        if start is not None and stop is not None:
+            if not 0 < stop - start <= MAX_BTF:
+                error = btf_mod.BtfError(
+                    '__start_BTF..__stop_BTF spans %d bytes' % (stop - start))
+            else:
+                try:
+                    with self.budget(1000000, 'reading BTF'):
+                        data = self.prog.read(start, stop - start)
+                    self._use_btf(btf_mod.BtfTypes(data),
+                                  'BTF (guest memory)')
+                    return
+                except drgn.FaultError as e:
+                    error = btf_mod.BtfError('cannot read the kernel\'s '
+                                             'BTF: %s' % e)
+                except btf_mod.BtfError as e:
+                    error = e
+        data = self.cache.btf(vmci.build_id)
+        if data is not None:
+            self._use_btf(btf_mod.BtfTypes(data), 'BTF (BUILD-ID cache)')
+            if error is not None:
+                self.sources.notes.append(
+                    'the BTF in guest memory is unusable (%s); used the '
+                    'BUILD-ID cache' % error.reason)
+            return
+        vmlinux = self.cache.vmlinux(vmci.build_id)
+        if vmlinux and not self.sources.symbols.startswith('vmlinux'):
+            self._load_vmlinux(vmlinux)
+            self.sources.types = 'vmlinux DWARF (BUILD-ID cache)'
+            return
+        if error is not None:
+            raise btf_mod.BtfError(
+                '%s; the guest kernel %s (BUILD-ID %s) has no usable type '
+                'information and the BUILD-ID cache has none either (%s)'
+                % (error.reason, vmci.osrelease, vmci.build_id,
+                   self.cache.describe(vmci.build_id)))
+        raise MissingKernelInfo(
+            'guest kernel %s (BUILD-ID %s) carries no BTF (built without '
+            'CONFIG_DEBUG_INFO_BTF?) and the BUILD-ID cache has no btf or '
+            'vmlinux for it (%s)' % (vmci.osrelease, vmci.build_id,
+                                     self.cache.describe(vmci.build_id)))
+
+    def _use_btf(self, types: btf_mod.BtfTypes, source: str) -> None:
+        for name in ('task_struct', 'mm_struct', 'page', 'list_head'):
+            if types.find('struct', name) is None:
+                raise btf_mod.BtfError('no struct %s in %s' % (name, source))
+        self.btf = types
+        types.register(self.prog, self.symbol_address)
+        objects.GlobalsFinder(self.symbol_address).register(self.prog)
+        self.sources.types = source
+
+    # -- facts -------------------------------------------------------------
+
+    @property
+    def release(self) -> str:
+        return self.vmcoreinfo.osrelease
+
+    @property
+    def version(self) -> tuple[int, int, int]:
+        return _release_tuple(self.vmcoreinfo.osrelease)
+
+    @property
+    def build_id(self) -> str:
+        return self.vmcoreinfo.build_id
+
+    def has_member(self, type_name: str, member: str) -> bool:
+        try:
+            return self.prog.type(type_name).has_member(member)
+        except LookupError:
+            return False
+
+    def online_cpus(self) -> list[int]:
+        with self.budget(100000, 'listing CPUs'):
+            cpus = list(cpumask.for_each_online_cpu(self.prog))
+        if not cpus or len(cpus) > 8192:
+            raise IntrospectionError('implausible online CPU set (%d CPUs)'
+                                     % len(cpus))
+        return cpus
+
+    def per_cpu(self, name: str, cpu: int) -> drgn.Object:
+        """Per-CPU variable ``name`` of ``cpu``."""
+        return percpu.per_cpu(self.prog[name], cpu)
+
+    def current_task(self, cpu: int) -> drgn.Object:
+        """The task the scheduler has on ``cpu`` (``struct task_struct
+        *``): ``pcpu_hot.current_task`` (6.2+) or ``current_task``.
+        """
+        try:
+            return self.per_cpu('pcpu_hot', cpu).current_task
+        except LookupError:
+            return self.per_cpu('current_task', cpu)
+
+    def phys(self, vaddr: int) -> int:
+        """Guest physical address of kernel virtual ``vaddr``."""
+        return mm_helpers.follow_phys(self.prog['init_mm'].address_of_(),
+                                      vaddr).value_()
+
+    def summary(self) -> dict:
+        out = self.vmcoreinfo.summary()
+        out.update({'symbols': self.sources.symbols,
+                    'types': self.sources.types,
+                    'version': '%d.%d.%d' % self.version})
+        if self.btf is not None:
+            out['btf_types'] = len(self.btf)
+        if self.sources.notes:
+            out['notes'] = list(self.sources.notes)
+        return out
+
+
+def open_kernel(memory, cache: buildid_cache.BuildIdCache | None = None
+                ) -> GuestKernel:
+    """Model the Linux kernel in guest physical memory ``memory``.
+
+    :raises VmcoreinfoError: no vmcoreinfo, or none the kernel confirms.
+    :raises MissingKernelInfo: symbols or types are neither in memory nor
+        in the BUILD-ID cache.
+    :raises BtfError: the guest's BTF is malformed (and no cache entry).
+    """
+    found = vmcoreinfo_mod.candidates(memory)
+    if not found:
+        raise vmcoreinfo_mod.VmcoreinfoError(
+            'no vmcoreinfo in guest memory (no "OSRELEASE=" text with a '
+            '"KERNELOFFSET=" line): not a Linux guest, or a kernel built '
+            'without CONFIG_CRASH_CORE')
+    problems = []
+    for address, text in found:
+        try:
+            vmci = vmcoreinfo_mod.parse(text, address)
+            kernel = GuestKernel(memory, vmci, cache)
+            kernel._load_symbols()
+            kernel._validate_vmcoreinfo()
+        except MissingKernelInfo:
+            raise
+        except (exception.SparcError, drgn.FaultError, ValueError) as e:
+            problems.append(str(e))
+            continue
+        kernel._load_types()
+        return kernel
+    raise vmcoreinfo_mod.VmcoreinfoError(
+        'no usable vmcoreinfo among %d candidate(s): %s'
+        % (len(found), '; '.join(problems)))

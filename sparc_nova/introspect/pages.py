@@ -1,0 +1,136 @@
+"""Read ``struct page`` fields for many frames at once.
+
+With SPARSEMEM_VMEMMAP (every x86-64 distribution kernel) the page of
+frame N is at ``vmemmap_base + N * sizeof(struct page)``; the vmemmap is
+read one page at a time (64 struct pages per read) and decoded with numpy.
+Field offsets come from the kernel's types, so they follow the kernel
+version.
+"""
+
+import drgn
+import numpy as np
+
+from sparc_nova.introspect import walk
+
+PAGE_SIZE = 4096
+
+
+class PageModel:
+    """Field layout of ``struct page`` for one kernel, and the page
+    predicates the engine needs (all vectorised over frames).
+    """
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        prog = kernel.prog
+        ptype = prog.type('struct page')
+        self.size = ptype.size
+        off = drgn.offsetof
+        self.off_flags = off(ptype, 'flags')
+        self.off_mapping = off(ptype, 'mapping')
+        self.off_private = off(ptype, 'private')
+        self.off_mapcount = off(ptype, '_mapcount')
+        self.off_refcount = off(ptype, '_refcount')
+        self.off_compound_head = off(ptype, 'compound_head')
+        # The PMD-mapping count of a large folio lives in its second page:
+        # page[1].compound_mapcount (<= 6.2) or folio->_entire_mapcount.
+        try:
+            self.off_entire_mapcount = off(ptype, 'compound_mapcount')
+        except LookupError:
+            folio = prog.type('struct folio')
+            self.off_entire_mapcount = off(folio, '_entire_mapcount') - \
+                self.size
+        vmci = kernel.vmcoreinfo
+        self.pg_head_mask = vmci.numbers.get('PG_head_mask', 1 << 16)
+        self.buddy_value = vmci.numbers.get('PAGE_BUDDY_MAPCOUNT_VALUE',
+                                            -129) & 0xffffffff
+        base = kernel.symbol_address('vmemmap_base')
+        if base is None:
+            raise walk.CorruptStructure('no vmemmap_base symbol: only '
+                                        'SPARSEMEM_VMEMMAP kernels are '
+                                        'supported')
+        self.vmemmap = prog.read_u64(base)
+
+    def is_buddy(self, page_type: np.ndarray) -> np.ndarray:
+        """PageBuddy from the ``page_type`` word. Up to 6.8 a type is a
+        cleared bit under PAGE_TYPE_BASE (vmcoreinfo gives ~PG_buddy);
+        from 6.9 the top byte holds the type (vmcoreinfo gives it << 24).
+        """
+        v = self.buddy_value
+        pt = page_type.astype(np.uint32)
+        if v & 0xffffff == 0:
+            return (pt >> 24) == (v >> 24)
+        pg_buddy = (~v) & 0xffffffff
+        return (pt & np.uint32(0xf0000000 | pg_buddy)) == np.uint32(
+            0xf0000000)
+
+    def read(self, pfns) -> dict[str, np.ndarray]:
+        """Fields of the struct pages of ``pfns``: flags, mapping,
+        private, mapcount (``_mapcount``, signed), page_type (same word,
+        unsigned), refcount, compound_head.
+        """
+        pfns = np.asarray(pfns, dtype=np.int64)
+        n = len(pfns)
+        raw = np.zeros((n, self.size), dtype=np.uint8)
+        if n:
+            addrs = np.uint64(self.vmemmap) + \
+                pfns.astype(np.uint64) * np.uint64(self.size)
+            vpages = addrs >> np.uint64(12)
+            order = np.argsort(vpages, kind='stable')
+            cur = None
+            buf = None
+            prog = self.kernel.prog
+            for i in order.tolist():
+                vp = int(vpages[i])
+                if vp != cur:
+                    try:
+                        buf = np.frombuffer(prog.read(vp << 12, PAGE_SIZE),
+                                            dtype=np.uint8)
+                    except drgn.FaultError:
+                        raise walk.CorruptStructure(
+                            'struct page of frame 0x%x is not mapped'
+                            % int(pfns[i]))
+                    cur = vp
+                o = int(addrs[i]) & (PAGE_SIZE - 1)
+                if o + self.size > PAGE_SIZE:
+                    raw[i] = np.frombuffer(prog.read(int(addrs[i]),
+                                                     self.size), np.uint8)
+                else:
+                    raw[i] = buf[o:o + self.size]
+        return self._decode(raw)
+
+    def _decode(self, raw):
+        def u64(off):
+            return raw[:, off:off + 8].copy().view('<u8').ravel()
+
+        def u32(off):
+            return raw[:, off:off + 4].copy().view('<u4').ravel()
+        page_type = u32(self.off_mapcount)
+        return {'flags': u64(self.off_flags),
+                'mapping': u64(self.off_mapping),
+                'private': u64(self.off_private),
+                'page_type': page_type,
+                'mapcount': page_type.view('<i4'),
+                'refcount': u32(self.off_refcount).view('<i4'),
+                'compound_head': u64(self.off_compound_head)}
+
+    def entire_mapcount(self, head_pfns) -> np.ndarray:
+        """PMD mappings of the large folios whose head frames are given
+        (-1 means none).
+        """
+        head_pfns = np.asarray(head_pfns, dtype=np.int64)
+        out = np.full(len(head_pfns), -1, dtype=np.int64)
+        prog = self.kernel.prog
+        for i, pfn in enumerate(head_pfns.tolist()):
+            addr = self.vmemmap + (pfn + 1) * self.size + \
+                self.off_entire_mapcount
+            out[i] = int.from_bytes(prog.read(addr, 4), 'little',
+                                    signed=True)
+        return out
+
+    def pfn_of_page(self, page_addr: int) -> int:
+        rel = page_addr - self.vmemmap
+        if rel < 0 or rel % self.size:
+            raise walk.CorruptStructure('0x%x is not a struct page address'
+                                        % page_addr)
+        return rel // self.size

@@ -1,0 +1,92 @@
+"""Enumerate the present user pages of an address space, in bulk.
+
+drgn's ``follow_phys`` translates one address at a time; an address space
+is enumerated here by reading each page-table page once (512 entries,
+decoded with numpy) and skipping empty subtrees, which also keeps a sparse
+multi-terabyte reservation cheap. Results agree with ``follow_phys``
+(tests check it).
+
+x86-64 4- and 5-level paging; 1 GiB and 2 MiB leaf entries; PROT_NONE
+entries (present to the kernel, not to the MMU, PFN inverted against L1TF)
+count as present; swap entries do not.
+"""
+
+import numpy as np
+
+from sparc_nova.introspect import walk
+
+PAGE_SIZE = 4096
+_PRESENT = 1 << 0
+_PSE = 1 << 7
+_PROTNONE = 1 << 8
+_PFN_MASK = 0x000ffffffffff000
+_PAT_LARGE = 1 << 12
+
+
+def _entries(memory, table_pa: int) -> np.ndarray:
+    return np.frombuffer(memory.read(table_pa, PAGE_SIZE), dtype='<u8')
+
+
+def _present(e: np.ndarray) -> np.ndarray:
+    return (e & (_PRESENT | _PROTNONE)) != 0
+
+
+def _pfn(e: int, level_shift: int) -> int:
+    """The first frame a (leaf or table) entry points to."""
+    if not e & _PRESENT:
+        e = ~e          # PROT_NONE entries hold the inverted PFN
+    pa = e & _PFN_MASK
+    if level_shift > 12:
+        pa &= ~_PAT_LARGE & ~((1 << level_shift) - 1)
+    return pa >> 12
+
+
+class UserPageWalker:
+    """Walks one page table (``mm->pgd``, physical address ``pgd_pa``).
+
+    :param max_entries: bound on leaf entries returned (hostile tables).
+    """
+
+    def __init__(self, memory, pgd_pa: int, la57: bool,
+                 max_entries: int = 64 * 1024 * 1024):
+        self.memory = memory
+        self.pgd_pa = pgd_pa
+        self.levels = 5 if la57 else 4
+        self.max_entries = max_entries
+        self._count = 0
+
+    def leaves(self, start: int, end: int):
+        """``(vaddr, first_pfn, npages)`` of every present leaf entry
+        mapping ``[start, end)`` (clipped to the range).
+        """
+        top_shift = 12 + 9 * self.levels
+        yield from self._walk(self.pgd_pa, top_shift - 9, start, end, 0)
+
+    def _walk(self, table_pa, shift, start, end, base):
+        entries = _entries(self.memory, table_pa)
+        span = 1 << shift
+        first = max(0, (start - base) >> shift)
+        last = min(511, (end - 1 - base) >> shift)
+        if first > last:
+            return
+        sl = entries[first:last + 1]
+        idx = np.nonzero(_present(sl))[0] + first
+        for i in idx.tolist():
+            e = int(entries[i])
+            va = base + (i << shift)
+            lo = max(start, va)
+            hi = min(end, va + span)
+            if shift == 12 or (shift in (21, 30) and e & _PSE):
+                pfn = _pfn(e, shift)
+                skip = (lo - va) >> 12
+                self._count += 1
+                if self._count > self.max_entries:
+                    raise walk.CorruptStructure(
+                        'page table at 0x%x maps more than %d entries'
+                        % (self.pgd_pa, self.max_entries))
+                yield lo, pfn + skip, (hi - lo) >> 12
+            elif shift > 12:
+                if not e & _PRESENT:
+                    continue
+                yield from self._walk(_pfn(e, 12) << 12, shift - 9, lo, hi,
+                                      va)
