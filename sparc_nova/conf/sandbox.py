@@ -1,0 +1,29 @@
+"""Options of the unprivileged parsing sandbox."""
+
+from oslo_config import cfg
+
+opts = [
+    cfg.BoolOpt('sandbox_enabled', default=True,
+                help='Parse and introspect guest-controlled data (checkpoint '
+                     'contents, guest kernel structures) in an unprivileged '
+                     'child process. Turning this off runs that code in the '
+                     'calling process with its privileges: for debugging '
+                     'only.'),
+    cfg.StrOpt('sandbox_user', default='nobody',
+               help='User the sandbox child runs as when sparc-nova runs '
+                    'as root. It must not own any file.'),
+    cfg.StrOpt('sandbox_group', default='nogroup',
+               help='Group the sandbox child runs as when sparc-nova runs '
+                    'as root.'),
+    cfg.IntOpt('sandbox_memory_mib', default=4096, min=256,
+               help='Address space the sandbox child may use, in MiB, on '
+                    'top of the size of the checkpoint files it maps.'),
+    cfg.IntOpt('sandbox_cpu_seconds', default=900, min=10,
+               help='CPU time limit of the sandbox child, in seconds.'),
+    cfg.IntOpt('sandbox_timeout', default=1800, min=10,
+               help='Wall-clock limit of the sandbox child, in seconds; it '
+                    'is killed past it.'),
+    cfg.IntOpt('sandbox_max_result_mib', default=256, min=1,
+               help='Largest result (a scrub plan) the sandbox child may '
+                    'return, in MiB.'),
+]
