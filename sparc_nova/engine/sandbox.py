@@ -1,0 +1,266 @@
+"""Run guest-data parsing in an unprivileged, resource-limited child.
+
+Checkpoint contents are hostile: the guest controls every byte of its
+memory, and introspecting it means following pointers, parsing BTF and
+kallsyms tables and walking kernel lists it wrote. That work runs in a
+child process that:
+
+* gets the files it needs as already-open, read-only descriptors and
+  cannot open anything else of value: when started as root it runs as
+  ``[sparc] sandbox_user`` with no supplementary groups
+  (util-linux ``setpriv``), no capabilities (empty bounding, inheritable
+  and ambient sets) and ``no_new_privs``;
+* has no network: a new, empty network namespace (``unshare --net``)
+  when the caller may create one, and a seccomp filter (when Debian's
+  python3-seccomp is installed) that refuses sockets, exec, ptrace and
+  opening files for writing;
+* is bounded: address space (the mapped checkpoint plus
+  ``sandbox_memory_mib``), CPU time, open files, no file writes
+  (RLIMIT_FSIZE 0), no core dumps, a wall-clock timeout;
+* returns only a JSON document, size-capped, which the caller must
+  validate before acting on it.
+
+The work itself is a plain function ``fn(args: dict, files: dict) -> dict``
+named by ``"module:function"``; ``files`` maps names to read-only binary
+file objects. :func:`run` is the parent side; running this module is the
+child side (``python -m sparc_nova.engine.sandbox``).
+"""
+
+import dataclasses
+import importlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+
+from sparc_nova import exception
+
+#: Exit status of a child that reports a handled error in its JSON.
+EXIT_REPORTED = 3
+#: Largest request document accepted by the child, in bytes.
+MAX_REQUEST = 16 * 1024 * 1024
+#: Modules whose functions may be run in the sandbox.
+ALLOWED_PREFIXES = ('sparc_nova.',)
+
+
+class SandboxError(exception.SparcError):
+    """The sandboxed work failed, or its result cannot be trusted."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxPolicy:
+    """How the child is confined (see the module docstring).
+
+    :ivar user: user to run as when started as root (None: do not switch).
+    :ivar group: group to run as when started as root.
+    :ivar memory_bytes: address-space limit on top of the mapped files.
+    :ivar cpu_seconds: CPU time limit.
+    :ivar timeout: wall-clock limit, seconds.
+    :ivar max_result: largest JSON result, bytes.
+    :ivar enabled: False runs the function in-process (debugging only).
+    """
+
+    user: str | None = 'nobody'
+    group: str | None = 'nogroup'
+    memory_bytes: int = 4096 * 1024 * 1024
+    cpu_seconds: int = 900
+    timeout: float = 1800
+    max_result: int = 256 * 1024 * 1024
+    enabled: bool = True
+
+    @classmethod
+    def from_conf(cls, conf) -> 'SandboxPolicy':
+        s = conf.sparc
+        return cls(user=s.sandbox_user, group=s.sandbox_group,
+                   memory_bytes=s.sandbox_memory_mib * 1024 * 1024,
+                   cpu_seconds=s.sandbox_cpu_seconds,
+                   timeout=s.sandbox_timeout,
+                   max_result=s.sandbox_max_result_mib * 1024 * 1024,
+                   enabled=s.sandbox_enabled)
+
+
+def _can_unshare_net() -> bool:
+    if os.geteuid() != 0 or not shutil.which('unshare'):
+        return False
+    return subprocess.run(['unshare', '--net', '--', 'true'],
+                          capture_output=True).returncode == 0
+
+
+def _command(policy: SandboxPolicy) -> list[str]:
+    """The confinement wrappers, outermost first, then the child."""
+    cmd = []
+    if _can_unshare_net():
+        cmd += ['unshare', '--net', '--']
+    setpriv = shutil.which('setpriv')
+    if setpriv:
+        cmd += [setpriv, '--no-new-privs']
+        if os.geteuid() == 0 and policy.user:
+            cmd += ['--reuid=%s' % policy.user,
+                    '--regid=%s' % (policy.group or policy.user),
+                    '--clear-groups', '--inh-caps=-all',
+                    '--bounding-set=-all']
+        cmd += ['--']
+    elif os.geteuid() == 0 and policy.user:
+        raise SandboxError('setpriv (util-linux) is needed to drop '
+                           'privileges for the parsing sandbox')
+    return cmd + [sys.executable, '-m', 'sparc_nova.engine.sandbox']
+
+
+def _open_ro(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise SandboxError('%s: cannot open for the sandbox: %s'
+                           % (path, e.strerror))
+
+
+def run(entry: str, args: dict, files: dict[str, str],
+        policy: SandboxPolicy = SandboxPolicy()) -> dict:
+    """Run ``entry`` (``"module:function"``) in the sandbox.
+
+    :param args: JSON-serialisable arguments.
+    :param files: name -> path; each is opened read-only here and handed
+        to the child as a descriptor.
+    :returns: the function's JSON result (a dict), unvalidated: the
+        caller must check it before use.
+    :raises SandboxError: the child failed, was killed by a limit, or
+        returned something that is not a JSON object within the size cap;
+        a :class:`~sparc_nova.exception.SparcError` the child raised is
+        re-raised as SandboxError with its message.
+    """
+    if not entry.startswith(ALLOWED_PREFIXES):
+        raise SandboxError('%s may not run in the sandbox' % entry)
+    if not policy.enabled:
+        return _call(entry, args, {n: open(p, 'rb')
+                                   for n, p in files.items()})
+    fds = {name: _open_ro(path) for name, path in files.items()}
+    try:
+        mapped = sum(os.fstat(fd).st_size for fd in fds.values())
+        request = json.dumps({
+            'entry': entry, 'args': args, 'fds': fds,
+            'limits': {'as': mapped + policy.memory_bytes,
+                       'cpu': policy.cpu_seconds,
+                       'nofile': 64 + len(fds)}}).encode()
+        env = {k: v for k, v in os.environ.items()
+               if k in ('PATH', 'LANG', 'LC_ALL', 'PYTHONPATH')}
+        for fd in fds.values():
+            os.set_inheritable(fd, True)
+        try:
+            proc = subprocess.run(
+                _command(policy), input=request, capture_output=True,
+                pass_fds=tuple(fds.values()), timeout=policy.timeout,
+                env=env, cwd='/')
+        except subprocess.TimeoutExpired:
+            raise SandboxError('%s did not finish within %ss and was '
+                               'killed' % (entry, policy.timeout))
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    return _result(entry, proc, policy)
+
+
+def _result(entry, proc, policy) -> dict:
+    out = proc.stdout
+    if len(out) > policy.max_result:
+        raise SandboxError('%s returned %d bytes, more than the %d allowed'
+                           % (entry, len(out), policy.max_result))
+    if proc.returncode < 0:
+        raise SandboxError('%s was killed by signal %d (a resource limit?)'
+                           % (entry, -proc.returncode))
+    try:
+        doc = json.loads(out) if out else None
+    except ValueError:
+        doc = None
+    if proc.returncode == EXIT_REPORTED and isinstance(doc, dict) and \
+            isinstance(doc.get('error'), str):
+        raise SandboxError(doc['error'][:2000])
+    if proc.returncode != 0 or not isinstance(doc, dict) or \
+            not isinstance(doc.get('result'), dict):
+        err = proc.stderr.decode('utf-8', 'replace').strip()
+        raise SandboxError('%s failed (exit %d): %s' % (
+            entry, proc.returncode, err.splitlines()[-1][:500]
+            if err else 'no result'))
+    return doc['result']
+
+
+def _call(entry: str, args: dict, files: dict) -> dict:
+    module, _, func = entry.partition(':')
+    fn = getattr(importlib.import_module(module), func)
+    try:
+        return fn(args, files)
+    finally:
+        for f in files.values():
+            f.close()
+
+
+# -- child side ---------------------------------------------------------------
+
+def _apply_limits(limits: dict) -> None:
+    for res, value in ((resource.RLIMIT_AS, limits['as']),
+                       (resource.RLIMIT_CPU, limits['cpu']),
+                       (resource.RLIMIT_NOFILE, limits['nofile']),
+                       (resource.RLIMIT_FSIZE, 0),
+                       (resource.RLIMIT_CORE, 0)):
+        resource.setrlimit(res, (value, value))
+
+
+def _apply_seccomp() -> bool:
+    """Refuse sockets, exec, ptrace and write-opens. Returns False when
+    python3-seccomp is not installed (the other confinements remain).
+    """
+    try:
+        import seccomp
+    except ImportError:
+        return False
+    import errno
+    f = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    deny = seccomp.ERRNO(errno.EPERM)
+    for name in ('socket', 'socketpair', 'connect', 'bind', 'listen',
+                 'accept', 'accept4', 'execve', 'execveat', 'ptrace',
+                 'process_vm_writev', 'mount', 'unshare', 'setns', 'bpf',
+                 'keyctl', 'add_key', 'perf_event_open', 'kexec_load',
+                 'init_module', 'finit_module', 'link', 'linkat',
+                 'rename', 'renameat', 'renameat2', 'unlink', 'unlinkat',
+                 'mkdir', 'mkdirat', 'chmod', 'fchmod', 'fchmodat',
+                 'chown', 'fchown', 'lchown', 'fchownat', 'truncate'):
+        f.add_rule(deny, name)
+    for bit in (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC):
+        f.add_rule(deny, 'open', seccomp.Arg(1, seccomp.MASKED_EQ, bit, bit))
+        f.add_rule(deny, 'openat',
+                   seccomp.Arg(2, seccomp.MASKED_EQ, bit, bit))
+    f.load()
+    return True
+
+
+def child_main() -> int:
+    """Entry point of the sandbox child (stdin: request, stdout:
+    result).
+    """
+    raw = sys.stdin.buffer.read(MAX_REQUEST + 1)
+    if len(raw) > MAX_REQUEST:
+        return 2
+    req = json.loads(raw)
+    _apply_limits(req['limits'])
+    out = sys.stdout.buffer
+    # Import the work before seccomp: imports may need to open files.
+    module, _, func = req['entry'].partition(':')
+    fn = getattr(importlib.import_module(module), func)
+    files = {name: os.fdopen(fd, 'rb') for name, fd in req['fds'].items()}
+    seccomp_on = _apply_seccomp()
+    try:
+        result = fn(req['args'], files)
+    except exception.SparcError as e:
+        out.write(json.dumps({'error': str(e)}).encode())
+        return EXIT_REPORTED
+    if isinstance(result, dict):
+        result.setdefault('_sandbox', {'seccomp': seccomp_on,
+                                       'uid': os.getuid()})
+    out.write(json.dumps({'result': result}).encode())
+    out.flush()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(child_main())

@@ -1,0 +1,25 @@
+"""Misbehaving functions for the sandbox tests."""
+
+from sparc_nova import exception
+
+
+def burn_cpu(args, files):
+    while True:
+        pass
+
+
+def allocate(args, files):
+    blob = bytearray(args['mib'] * 1024 * 1024)
+    return {'allocated': len(blob)}
+
+
+def huge_result(args, files):
+    return {'junk': 'x' * args['bytes']}
+
+
+def read_given(args, files):
+    return {name: f.read().decode() for name, f in files.items()}
+
+
+def clear_error(args, files):
+    raise exception.SparcError('guest kernel structure at 0x1000 is bogus')

@@ -1,0 +1,118 @@
+"""The parsing sandbox: confinement, limits and result handling."""
+
+import os
+
+import pytest
+
+from sparc_nova.engine import sandbox
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+POLICY = sandbox.SandboxPolicy(memory_bytes=512 * 1024 * 1024,
+                               cpu_seconds=5, timeout=60)
+
+
+@pytest.fixture(autouse=True)
+def allow_test_targets(monkeypatch):
+    monkeypatch.setattr(sandbox, 'ALLOWED_PREFIXES',
+                        ('sparc_nova.', 'tests.'))
+    monkeypatch.setenv('PYTHONPATH', ROOT)
+
+
+@pytest.fixture
+def secret_file(tmp_path):
+    path = tmp_path / 'checkpoint.save'
+    path.write_text('guest bytes')
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+root_only = pytest.mark.skipif(os.geteuid() != 0,
+                               reason='privilege drop needs root')
+
+
+@root_only
+def test_child_is_confined(secret_file, tmp_path):
+    other = tmp_path / 'other-root-file'
+    other.write_text('x')
+    os.chmod(other, 0o600)
+    res = sandbox.run('sparc_nova.engine.sandbox_probe:confinement',
+                      {'paths': [str(other), secret_file]},
+                      {'checkpoint': secret_file}, POLICY)
+    st = res['status']
+    assert st['Uid'].split()[0] == '65534'
+    assert st['Groups'] in ('', '65534')
+    for cap in ('CapEff', 'CapPrm', 'CapBnd', 'CapAmb'):
+        assert int(st[cap], 16) == 0, cap
+    assert st['NoNewPrivs'] == '1'
+    # It reads the descriptor it was given...
+    assert res['read_given_files'] == {'checkpoint': 11}
+    # ...and nothing else of value, not even the same file by path.
+    assert res['open_shadow'].startswith('denied')
+    assert all(v.startswith('denied') for v in res['open_paths'].values())
+    assert res['connect'].startswith('denied')
+    assert res['write_file'].startswith('denied')
+    assert res['rlimit_fsize'] == 0
+    # python3-seccomp (bindep) adds a syscall filter.
+    assert st['Seccomp'] == '2'
+    assert res['_sandbox']['seccomp'] is True
+    assert res['rlimit_as'] >= 512 * 1024 * 1024
+
+
+def test_reads_given_descriptors(secret_file):
+    res = sandbox.run('tests.unit.engine.sandbox_targets:read_given', {},
+                      {'a': secret_file}, POLICY)
+    assert res['a'] == 'guest bytes'
+
+
+def test_cpu_limit_kills(secret_file):
+    policy = sandbox.SandboxPolicy(cpu_seconds=1, timeout=60)
+    with pytest.raises(sandbox.SandboxError) as ei:
+        sandbox.run('tests.unit.engine.sandbox_targets:burn_cpu', {}, {},
+                    policy)
+    assert 'killed by signal' in str(ei.value)
+
+
+def test_wall_clock_timeout(secret_file):
+    policy = sandbox.SandboxPolicy(cpu_seconds=100, timeout=1)
+    with pytest.raises(sandbox.SandboxError) as ei:
+        sandbox.run('tests.unit.engine.sandbox_targets:burn_cpu', {}, {},
+                    policy)
+    assert 'did not finish within' in str(ei.value)
+
+
+def test_memory_limit(secret_file):
+    with pytest.raises(sandbox.SandboxError) as ei:
+        sandbox.run('tests.unit.engine.sandbox_targets:allocate',
+                    {'mib': 2048}, {}, POLICY)
+    assert 'MemoryError' in str(ei.value)
+
+
+def test_result_size_cap():
+    policy = sandbox.SandboxPolicy(max_result=1000, timeout=60)
+    with pytest.raises(sandbox.SandboxError) as ei:
+        sandbox.run('tests.unit.engine.sandbox_targets:huge_result',
+                    {'bytes': 5000}, {}, policy)
+    assert 'more than the 1000 allowed' in str(ei.value)
+
+
+def test_clear_error_passed_back():
+    with pytest.raises(sandbox.SandboxError) as ei:
+        sandbox.run('tests.unit.engine.sandbox_targets:clear_error', {}, {},
+                    POLICY)
+    assert str(ei.value) == 'guest kernel structure at 0x1000 is bogus'
+
+
+def test_only_allowed_modules(monkeypatch):
+    monkeypatch.setattr(sandbox, 'ALLOWED_PREFIXES', ('sparc_nova.',))
+    with pytest.raises(sandbox.SandboxError):
+        sandbox.run('os:system', {}, {}, POLICY)
+
+
+def test_symlink_refused(secret_file, tmp_path):
+    link = tmp_path / 'link'
+    link.symlink_to(secret_file)
+    with pytest.raises(sandbox.SandboxError) as ei:
+        sandbox.run('tests.unit.engine.sandbox_targets:read_given', {},
+                    {'a': str(link)}, POLICY)
+    assert 'cannot open' in str(ei.value)
