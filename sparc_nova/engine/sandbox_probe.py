@@ -1,5 +1,6 @@
 """What a sandbox child can and cannot do, reported from inside it
-(used by the sandbox's tests and by operators checking a compute node)."""
+(used by the sandbox's tests and by operators checking a compute node).
+"""
 
 
 def _try(fn) -> str:

@@ -1,0 +1,137 @@
+"""Collect the changes a scrub makes to guest physical memory.
+
+Two kinds of change: whole frames set to one byte (scrubbed frames) and
+small field writes into kernel objects (kill injection). A field write
+never crosses a page boundary here: :meth:`PagePatcher.write_virt` splits
+it per page and translates each part separately, and every write is
+checked to stay inside its page. Writes into a frame that is also being
+scrubbed are refused: that would mean the plan is inconsistent.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from sparc_nova.introspect import memory as memory_mod
+
+PAGE_SIZE = memory_mod.PAGE_SIZE
+
+
+@dataclasses.dataclass
+class FieldWrite:
+    """One field write, kept for read-back verification."""
+
+    paddr: int
+    old: bytes
+    new: bytes
+    what: str
+
+    def as_dict(self) -> dict:
+        return {'paddr': '0x%x' % self.paddr, 'what': self.what,
+                'old': self.old.hex(), 'new': self.new.hex()}
+
+
+class PlanConflict(Exception):
+    pass
+
+
+class PagePatcher:
+    """Pending changes to guest memory ``memory``."""
+
+    def __init__(self, memory):
+        self.memory = memory
+        self._pages: dict[int, bytearray] = {}
+        self._fills: dict[int, np.ndarray] = {}
+        self.fields: list[FieldWrite] = []
+
+    def write(self, paddr: int, data: bytes, what: str) -> None:
+        """Write ``data`` at guest physical ``paddr`` (within one page)."""
+        pfn = paddr >> 12
+        within = paddr & (PAGE_SIZE - 1)
+        if within + len(data) > PAGE_SIZE:
+            raise PlanConflict('write of %d bytes at 0x%x crosses a page'
+                               % (len(data), paddr))
+        if self._scrubbed(pfn):
+            raise PlanConflict('%s at 0x%x lies in a frame being scrubbed'
+                               % (what, paddr))
+        page = self._pages.get(pfn)
+        if page is None:
+            page = bytearray(self.memory.read(pfn << 12, PAGE_SIZE))
+            self._pages[pfn] = page
+        old = bytes(page[within:within + len(data)])
+        page[within:within + len(data)] = data
+        self.fields.append(FieldWrite(paddr, old, bytes(data), what))
+
+    def write_virt(self, kernel, vaddr: int, data: bytes, what: str) -> None:
+        """Write ``data`` at kernel virtual ``vaddr``, page by page."""
+        pos = 0
+        while pos < len(data):
+            va = vaddr + pos
+            n = min(len(data) - pos, PAGE_SIZE - (va & (PAGE_SIZE - 1)))
+            self.write(kernel.phys(va), data[pos:pos + n], what)
+            pos += n
+
+    def read_virt(self, kernel, vaddr: int, size: int) -> bytes:
+        """Current bytes at ``vaddr`` including pending writes."""
+        out = b''
+        pos = 0
+        while pos < size:
+            va = vaddr + pos
+            n = min(size - pos, PAGE_SIZE - (va & (PAGE_SIZE - 1)))
+            pa = kernel.phys(va)
+            page = self._pages.get(pa >> 12)
+            within = pa & (PAGE_SIZE - 1)
+            if page is not None:
+                out += bytes(page[within:within + n])
+            else:
+                out += self.memory.read(pa, n)
+            pos += n
+        return out
+
+    def scrub(self, pfns: np.ndarray, fill: int) -> None:
+        """Set every frame of ``pfns`` to ``fill`` bytes."""
+        pfns = np.unique(np.asarray(pfns, dtype=np.int64))
+        clash = [p for p in pfns.tolist() if p in self._pages] \
+            if self._pages else []
+        if clash:
+            raise PlanConflict('frame 0x%x is both scrubbed and patched'
+                               % clash[0])
+        for other_fill, arr in self._fills.items():
+            if other_fill != fill and np.isin(pfns, arr).any():
+                raise PlanConflict('a frame is scrubbed with two fills')
+        old = self._fills.get(fill)
+        self._fills[fill] = pfns if old is None else np.union1d(old, pfns)
+
+    def _scrubbed(self, pfn: int) -> bool:
+        return any(np.isin(pfn, arr).any() for arr in self._fills.values())
+
+    @property
+    def scrubbed(self) -> dict[int, np.ndarray]:
+        return dict(self._fills)
+
+    @property
+    def patched_pfns(self) -> list[int]:
+        return sorted(self._pages)
+
+    def replacements_for(self, pfn: int) -> bytes:
+        """The new content of patched frame ``pfn``."""
+        return bytes(self._pages[pfn])
+
+    def final_bytes(self, paddr: int, size: int) -> bytes:
+        """What ``size`` bytes at ``paddr`` hold after all writes."""
+        page = self._pages[paddr >> 12]
+        within = paddr & (PAGE_SIZE - 1)
+        return bytes(page[within:within + size])
+
+    def replacements(self) -> dict[int, bytes]:
+        """Frame -> new 4096 bytes, for the checkpoint rewriter (uniform
+        frames share one bytes object per fill).
+        """
+        out = {}
+        for fill, arr in self._fills.items():
+            page = bytes([fill]) * PAGE_SIZE
+            for pfn in arr.tolist():
+                out[pfn] = page
+        for pfn, page in self._pages.items():
+            out[pfn] = bytes(page)
+        return out

@@ -1,0 +1,130 @@
+"""The scrub plan and report (JSON-serialisable)."""
+
+import dataclasses
+import time
+
+import numpy as np
+
+from sparc_nova.introspect import addrspace
+
+
+@dataclasses.dataclass
+class ProcessPlan:
+    """What happens to one selected process."""
+
+    pid: int
+    comm: str
+    exe: str | None
+    reasons: list[str]
+    threads: list[int]
+    frames: dict[str, list[int]]            # class -> frames scrubbed
+    refused: list[dict]                     # frames left, with reasons
+    kill: dict | None = None
+
+    def as_dict(self, frame_lists: bool = True) -> dict:
+        out = {'pid': self.pid, 'comm': self.comm, 'exe': self.exe,
+               'selected_because': self.reasons,
+               'threads': self.threads,
+               'frames_scrubbed': {k: len(v) for k, v in
+                                   self.frames.items()},
+               'frames_refused': len(self.refused)}
+        if frame_lists:
+            out['frames'] = {k: ['0x%x' % p for p in v]
+                             for k, v in self.frames.items()}
+            out['refused'] = self.refused
+        if self.kill is not None:
+            out['kill'] = self.kill
+        return out
+
+    @property
+    def frame_count(self) -> int:
+        return sum(len(v) for v in self.frames.values())
+
+
+@dataclasses.dataclass
+class ScrubReport:
+    """Everything a scrub did (or, with ``dry_run``, would do).
+
+    :ivar checkpoint: path of the checkpoint read.
+    :ivar output: path written (None for a dry run).
+    """
+
+    checkpoint: str
+    output: str | None = None
+    dry_run: bool = False
+    kernel: dict = dataclasses.field(default_factory=dict)
+    selectors: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    processes: list[ProcessPlan] = dataclasses.field(default_factory=list)
+    free_pages: dict = dataclasses.field(default_factory=dict)
+    rewrite: dict = dataclasses.field(default_factory=dict)
+    verification: dict = dataclasses.field(default_factory=dict)
+    timings: dict = dataclasses.field(default_factory=dict)
+    patched_fields: list[dict] = dataclasses.field(default_factory=list)
+    _t0: float = dataclasses.field(default_factory=time.monotonic,
+                                   repr=False)
+    _last: float = dataclasses.field(default=0.0, repr=False)
+
+    def lap(self, name: str) -> None:
+        """Record the seconds since the previous lap under ``name``."""
+        now = time.monotonic()
+        start = self._last or self._t0
+        self.timings[name] = round(now - start, 4)
+        self._last = now
+
+    @property
+    def frames_scrubbed(self) -> int:
+        return sum(p.frame_count for p in self.processes)
+
+    def scrubbed_frames(self) -> np.ndarray:
+        """All process frames scrubbed (free pages excluded)."""
+        parts = [np.array(v, dtype=np.int64) for p in self.processes
+                 for v in p.frames.values()]
+        return np.unique(np.concatenate(parts)) if parts else \
+            np.zeros(0, dtype=np.int64)
+
+    def to_dict(self, frame_lists: bool = True) -> dict:
+        by_class = {name: 0 for name in addrspace.CLASS_NAMES}
+        for p in self.processes:
+            for k, v in p.frames.items():
+                by_class[k] = by_class.get(k, 0) + len(v)
+        return {
+            'checkpoint': self.checkpoint, 'output': self.output,
+            'dry_run': self.dry_run, 'kernel': self.kernel,
+            'selectors': self.selectors, 'notes': self.notes,
+            'processes': [p.as_dict(frame_lists) for p in self.processes],
+            'frames_scrubbed_by_class': by_class,
+            'frames_scrubbed': self.frames_scrubbed,
+            'frames_refused': sum(len(p.refused) for p in self.processes),
+            'threads_killed': sum(len(p.threads) for p in self.processes),
+            'free_pages': self.free_pages,
+            'rewrite': self.rewrite,
+            'patched_fields': self.patched_fields,
+            'verification': self.verification,
+            'timings': self.timings,
+        }
+
+    def summary(self) -> str:
+        """One line per fact, for humans."""
+        lines = ['%s %s (kernel %s)' % (
+            'would scrub' if self.dry_run else 'scrubbed', self.checkpoint,
+            self.kernel.get('osrelease', '?'))]
+        for p in self.processes:
+            lines.append('  pid %d %s: %d frames, %d refused, %d threads '
+                         'killed (%s)' % (
+                             p.pid, p.comm, p.frame_count, len(p.refused),
+                             len(p.threads),
+                             (p.kill or {}).get('wakeup', '-')))
+        if self.free_pages:
+            lines.append('  free pages: %s of %s frames rewritten (fill %s)'
+                         % (self.free_pages.get('frames_rewritten', 0),
+                            self.free_pages.get('frames', 0),
+                            self.free_pages.get('fill')))
+        for n in self.notes:
+            lines.append('  note: %s' % n)
+        if self.verification:
+            lines.append('  verification: %s' %
+                         self.verification.get('result', '?'))
+        if self.output:
+            lines.append('  written to %s' % self.output)
+        return '\n'.join(lines)
