@@ -12,7 +12,7 @@ from oslo_config import cfg
 
 GROUP = 'sparc'
 
-_AREAS = ('checkpoint', 'disk', 'nova', 'sandbox')
+_AREAS = ('checkpoint', 'disk', 'memory', 'nova', 'sandbox')
 
 
 def _modules():

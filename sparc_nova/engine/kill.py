@@ -89,9 +89,8 @@ def _add32(kernel, patcher, vaddr: int, delta: int, what: str) -> None:
     if old <= 0:
         raise walk.CorruptStructure('%s is %d, expected a live count'
                                     % (what, old))
-    patcher.write_virt(kernel, vaddr, (old + delta).to_bytes(4, 'little',
-                                                              signed=True),
-                       what)
+    new = (old + delta).to_bytes(4, 'little', signed=True)
+    patcher.write_virt(kernel, vaddr, new, what)
 
 
 class TimerWheel:

@@ -1,0 +1,131 @@
+"""``sparc checkpoint ps | scrub | verify``: the memory engine's commands.
+
+Thin wrappers over :mod:`sparc_nova.engine.memory`; exit codes follow
+:mod:`sparc_nova.cmd.sparc` (``verify`` exits 1 when a marker is found).
+"""
+
+import json
+import sys
+
+from sparc_nova.checkpoint import limits
+from sparc_nova.cmd import output
+from sparc_nova import conf
+from sparc_nova.engine import memory
+
+PS_COLUMNS = ['pid', 'ppid', 'uid', 'comm', 'exe', 'threads', 'rss_pages']
+
+
+def _limits():
+    return limits.Limits.from_conf(conf.CONF)
+
+
+def _work_dir():
+    return conf.CONF.sparc.work_dir or None
+
+
+def do_ps(args) -> int:
+    listing = memory.list_processes(args.file, work_dir=_work_dir(),
+                                    limits=_limits())
+    procs = listing['processes']
+    if not args.all:
+        procs = [p for p in procs if not p['kernel_thread']]
+    if args.format == 'json':
+        output.emit_json({'kernel': listing['kernel'], 'processes': procs})
+    else:
+        k = listing['kernel']
+        print('# kernel %s, BUILD-ID %s' % (k['osrelease'], k['build_id']))
+        print(output.table(procs, PS_COLUMNS))
+    return 0
+
+
+def do_scrub(args) -> int:
+    if args.output and args.in_place:
+        raise SystemExit('sparc: --output and --in-place exclude each other')
+    progress = output.Progress('scrubbing')
+    try:
+        rep = memory.scrub_checkpoint(
+            args.file, args.exclude_process, output=args.output,
+            in_place=args.in_place, with_children=args.with_children,
+            keep_free_pages=args.keep_free_pages, dry_run=args.dry_run,
+            work_dir=_work_dir(), progress=progress, limits=_limits())
+    finally:
+        progress.finish()
+    data = rep.to_dict()
+    if args.report:
+        with open(args.report, 'w') as f:
+            json.dump(data, f, indent=2)
+            f.write('\n')
+    if args.dry_run or args.format == 'json':
+        output.emit_json(data)
+    else:
+        print(rep.summary())
+    return 0
+
+
+def do_verify(args) -> int:
+    markers = [m.encode() for m in args.marker]
+    counts = memory.count_markers(args.file, markers, work_dir=_work_dir(),
+                                  limits=_limits())
+    found = False
+    rows = []
+    for m in markers:
+        c = counts[m]
+        total = c['memory'] + c['stream']
+        found |= total > 0
+        rows.append({'marker': m.decode(), 'in_memory': c['memory'],
+                     'stale_copies': c['stale_copies'],
+                     'in_file': c['stream'],
+                     'first_addresses': ' '.join(c['addresses'][:4])})
+    if args.format == 'json':
+        output.emit_json({'file': args.file, 'found': found,
+                          'markers': rows})
+    else:
+        print(output.table(rows, ['marker', 'in_memory', 'stale_copies',
+                                  'in_file', 'first_addresses']))
+    if found:
+        print('sparc: markers found in %s' % args.file, file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub) -> None:
+    """Add ``ps``, ``scrub`` and ``verify`` to ``sparc checkpoint``."""
+    p = sub.add_parser('ps', help='Processes in the checkpoint\'s guest.')
+    p.add_argument('file', help='Checkpoint file.')
+    p.add_argument('--all', action='store_true',
+                   help='Include kernel threads.')
+    output.add_format_arg(p)
+    p.set_defaults(func=do_ps)
+
+    p = sub.add_parser(
+        'scrub', help='Exclude processes: scrub their memory and free '
+                      'memory, kill them on restore.')
+    p.add_argument('file', help='Checkpoint file.')
+    p.add_argument('--exclude-process', action='append', required=True,
+                   metavar='SEL',
+                   help='NAME (comm), exe:GLOB, pid:N, uid:N or '
+                        'cgroup:PATH (repeatable).')
+    p.add_argument('--output', metavar='OUT',
+                   help='Write the result here (default: replace FILE '
+                        'atomically).')
+    p.add_argument('--in-place', action='store_true',
+                   help='Patch FILE in place (raw images only).')
+    p.add_argument('--with-children', action='store_true',
+                   help='Also select descendants of selected processes.')
+    p.add_argument('--keep-free-pages', action='store_true',
+                   help='Do not scrub free memory.')
+    p.add_argument('--dry-run', action='store_true',
+                   help='Print the plan as JSON; write nothing.')
+    p.add_argument('--report', metavar='REPORT.json',
+                   help='Also write the full report here.')
+    output.add_format_arg(p)
+    p.set_defaults(func=do_scrub)
+
+    p = sub.add_parser('verify',
+                       help='Count occurrences of markers in guest memory '
+                            'and in the file; exit 1 if any is found.')
+    p.add_argument('file', help='Checkpoint file.')
+    p.add_argument('--marker', action='append', required=True,
+                   metavar='TEXT', help='Text to look for (repeatable).')
+    output.add_format_arg(p)
+    p.set_defaults(func=do_verify)
