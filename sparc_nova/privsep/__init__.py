@@ -1,0 +1,38 @@
+"""sparc-nova's own privilege separation context.
+
+Managed-save files belong to root (0600) in a directory nova-compute
+cannot write. The memory scrub of a suspended instance therefore runs in
+a privsep daemon of its own, started by nova-compute through its root
+helper (``sudo nova-rootwrap ... privsep-helper --privsep_context
+sparc_nova.privsep.scrub_pctxt ...``, allowed by
+``etc/sparc-nova/rootwrap.d/sparc-nova.filters``). The daemon keeps only
+the capabilities that reading and replacing another user's file needs:
+DAC_OVERRIDE, DAC_READ_SEARCH and FOWNER.
+
+Options are in the ``[sparc_privsep]`` group (oslo.privsep's own: user,
+group, helper_command, thread_pool_size, ...).
+"""
+
+import copy
+
+from oslo_config import cfg
+from oslo_privsep import capabilities
+from oslo_privsep import priv_context
+
+CONF_SECTION = 'sparc_privsep'
+
+CAPABILITIES = (capabilities.CAP_DAC_OVERRIDE,
+                capabilities.CAP_DAC_READ_SEARCH,
+                capabilities.CAP_FOWNER)
+
+scrub_pctxt = priv_context.PrivContext(
+    'sparc_nova',
+    cfg_section=CONF_SECTION,
+    pypath=__name__ + '.scrub_pctxt',
+    capabilities=list(CAPABILITIES),
+)
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """The ``[sparc_privsep]`` options, for oslo-config-generator."""
+    return [(CONF_SECTION, copy.deepcopy(priv_context.OPTS))]

@@ -1,0 +1,18 @@
+"""Nova exceptions of sparc-nova: their messages become instance faults."""
+
+from nova import exception as nova_exception
+
+
+class SparcPolicyInvalid(nova_exception.Invalid):
+    msg_fmt = ('Invalid privacy policy for instance %(instance_uuid)s: '
+               '%(reason)s')
+
+
+class SparcScrubFailed(nova_exception.NovaException):
+    msg_fmt = ('Privacy scrub of the %(what)s of instance %(instance_uuid)s '
+               'failed; nothing unscrubbed was kept: %(reason)s')
+
+
+class SparcOperationRefused(nova_exception.Invalid):
+    msg_fmt = ('%(operation)s of instance %(instance_uuid)s is refused by '
+               'its privacy policy: %(reason)s')

@@ -1,0 +1,1 @@
+"""SparcLibvirtDriver: Nova's libvirt driver enforcing privacy policies."""

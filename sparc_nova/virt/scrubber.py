@@ -1,0 +1,191 @@
+"""Scrubbing the checkpoints of an instance: the engines, the failure
+policy, the notifications and the records left on Glance images.
+
+One rule for every checkpoint: a scrub that fails for any reason raises
+:class:`SparcScrubFailed` (the caller then keeps nothing unscrubbed),
+unless the effective policy says ``on_failure=allow``, in which case the
+checkpoint goes ahead unscrubbed and its records say so.
+"""
+
+import dataclasses
+import os
+import time
+
+from oslo_log import log as logging
+
+from sparc_nova.engine import disk
+from sparc_nova.engine.disk import rules as disk_rules
+from sparc_nova import exception
+from sparc_nova import notifications
+from sparc_nova import policy
+from sparc_nova.privsep import checkpoint as privsep_checkpoint
+from sparc_nova.virt import blocking
+from sparc_nova.virt import exception as virt_exception
+
+LOG = logging.getLogger(__name__)
+
+#: Disk formats the disk engine reads and writes.
+DISK_FORMATS = ('qcow2', 'raw')
+
+#: Suffix of the scrubbed copy of a snapshot file, next to it.
+SCRUBBED_SUFFIX = '.sparc'
+
+SNAPSHOT = 'snapshot'
+SUSPEND = 'suspend'
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What became of one checkpoint.
+
+    ``path`` is the file that holds the checkpoint now (the scrubbed copy
+    of a snapshot, or the original when it was not scrubbed).
+    """
+
+    scrubbed: bool
+    summary: str
+    digest: str
+    path: str | None = None
+
+    def image_properties(self) -> dict[str, str]:
+        """The records sparc-nova leaves on a Glance image. No guest data
+        and no file names: the summary counts, it does not list.
+        """
+        return {policy.SCRUBBED_PROPERTY: 'true' if self.scrubbed
+                else 'false',
+                policy.DIGEST_PROPERTY: self.digest,
+                policy.SUMMARY_PROPERTY:
+                    self.summary[:policy.MAX_VALUE_LENGTH]}
+
+
+def no_policy_properties() -> dict[str, str]:
+    """Records for a snapshot of an instance without a policy whose image
+    carried records of an earlier scrub: they must not be inherited.
+    """
+    return Outcome(False, 'no privacy policy: not scrubbed', '',
+                   ).image_properties()
+
+
+def disk_globs(effective: policy.EffectivePolicy) -> list[str]:
+    """The policy's path globs when at least one of them selects files
+    (negations alone select nothing).
+    """
+    if any(not g.startswith('!') for g in effective.exclude_paths):
+        return list(effective.exclude_paths)
+    return []
+
+
+class Scrubber:
+    """Runs the engines for the driver, one checkpoint at a time."""
+
+    def __init__(self, notifier: notifications.ScrubNotifier):
+        self.notifier = notifier
+
+    def _payload(self, instance, effective, operation, **extra) -> dict:
+        payload = {'instance_uuid': instance.uuid,
+                   'operation': operation,
+                   'policy': effective.effective(),
+                   'policy_digest': effective.digest,
+                   'host': self.notifier.host}
+        payload.update(extra)
+        return payload
+
+    def _run(self, context, instance, effective, operation, what, work,
+             **extra) -> Outcome:
+        """Run ``work()`` (which returns the report summary) under the
+        failure policy, with notifications.
+        """
+        payload = self._payload(instance, effective, operation, **extra)
+        self.notifier.start(context, payload)
+        started = time.monotonic()
+        try:
+            summary = work()
+        except Exception as e:
+            reason = (str(e) if isinstance(e, exception.SparcError)
+                      else '%s: %s' % (type(e).__name__, e))
+            kept = effective.allows_unscrubbed
+            self.notifier.error(context, dict(
+                payload, error=reason,
+                outcome=(notifications.OUTCOME_KEPT_UNSCRUBBED if kept
+                         else notifications.OUTCOME_ABORTED)))
+            if kept:
+                LOG.warning('Privacy scrub of the %(what)s failed; kept '
+                            'unscrubbed as the policy allows '
+                            '(sparc:on_failure=allow): %(reason)s',
+                            {'what': what, 'reason': reason},
+                            instance=instance)
+                return Outcome(False, 'scrub failed, kept unscrubbed '
+                               '(on_failure=allow): %s' % reason,
+                               effective.digest)
+            LOG.error('Privacy scrub of the %(what)s failed: %(reason)s',
+                      {'what': what, 'reason': reason}, instance=instance)
+            raise virt_exception.SparcScrubFailed(
+                what=what, instance_uuid=instance.uuid, reason=reason)
+        self.notifier.end(context, dict(
+            payload, summary=summary,
+            seconds=round(time.monotonic() - started, 3)))
+        LOG.info('Privacy scrub of the %(what)s done: %(summary)s',
+                 {'what': what, 'summary': summary}, instance=instance)
+        return Outcome(True, summary, effective.digest)
+
+    def snapshot_file(self, context, instance,
+                      effective: policy.EffectivePolicy, image_id: str,
+                      src: str, disk_format: str) -> Outcome:
+        """Scrub the disk image a snapshot is about to upload.
+
+        :returns: the outcome; its ``path`` is the file to upload
+        :raises SparcScrubFailed: unless the policy allows unscrubbed
+            snapshots
+        """
+        globs = disk_globs(effective)
+        if not globs:
+            return Outcome(False, 'the policy excludes no guest paths: the '
+                           'disk image is unchanged', effective.digest,
+                           path=src)
+        dst = src + SCRUBBED_SUFFIX
+
+        def work():
+            if disk_format not in DISK_FORMATS:
+                raise exception.SparcError(
+                    'cannot scrub a %s snapshot; set [libvirt] '
+                    'snapshot_image_format to qcow2 or raw' % disk_format)
+            rules = disk_rules.Rules(globs=globs)
+            report = blocking.call(
+                disk.scrub_image, src, dst, rules,
+                output_format=disk_format,
+                label='Scrubbing snapshot %s' % image_id, instance=instance)
+            return report.summary()
+
+        outcome = self._run(context, instance, effective, SNAPSHOT,
+                            'snapshot %s' % image_id, work,
+                            image_id=image_id)
+        outcome.path = dst if outcome.scrubbed else src
+        return outcome
+
+    def managed_save(self, context, instance,
+                     effective: policy.EffectivePolicy,
+                     path: str) -> Outcome:
+        """Scrub a managed-save file in place, through the privileged
+        daemon (the file is root's).
+
+        :raises SparcScrubFailed: unless the policy allows unscrubbed
+            checkpoints
+        """
+        def work():
+            result = privsep_checkpoint.scrub_managed_save(
+                path, list(effective.exclude_processes),
+                list(effective.exclude_paths), effective.follow_ipc,
+                not effective.scrub_free_memory)
+            return result['summary']
+
+        outcome = self._run(context, instance, effective, SUSPEND,
+                            'memory image', work, path=path)
+        outcome.path = path
+        return outcome
+
+
+def remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

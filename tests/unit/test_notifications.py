@@ -1,0 +1,78 @@
+"""sparc.scrub.* notifications on an oslo.messaging transport."""
+
+from unittest import mock
+
+from oslo_config import cfg
+import oslo_messaging
+from oslo_messaging.notify import _impl_test
+import pytest
+
+from nova import context as nova_context
+from sparc_nova import conf
+from sparc_nova import notifications
+
+
+@pytest.fixture
+def transport():
+    messaging_conf = cfg.ConfigOpts()
+    transport = oslo_messaging.get_notification_transport(messaging_conf,
+                                                          url='fake:/')
+    messaging_conf.set_override('driver', ['test'],
+                                group='oslo_messaging_notifications')
+    _impl_test.reset()
+    yield transport
+    transport.cleanup()
+    _impl_test.reset()
+
+
+@pytest.fixture
+def context():
+    return nova_context.RequestContext(user_id='u', project_id='p')
+
+
+def sent():
+    return [(message['event_type'], message['priority'],
+             message['publisher_id'], message['payload'], ctxt)
+            for ctxt, message, priority, retry in _impl_test.NOTIFICATIONS]
+
+
+def test_events(transport, context):
+    notifier = notifications.ScrubNotifier('compute1', transport)
+    notifier.start(context, {'instance_uuid': 'i'})
+    notifier.end(context, {'instance_uuid': 'i', 'summary': 's'})
+    notifier.error(context, {'instance_uuid': 'i', 'error': 'e'})
+    events = sent()
+    assert [e[:3] for e in events] == [
+        ('sparc.scrub.start', 'INFO', 'sparc.compute1'),
+        ('sparc.scrub.end', 'INFO', 'sparc.compute1'),
+        ('sparc.scrub.error', 'ERROR', 'sparc.compute1')]
+    assert events[1][3] == {'instance_uuid': 'i', 'summary': 's'}
+    assert events[0][4]['project_id'] == 'p'
+
+
+def test_switched_off(transport, context):
+    conf.CONF.set_override('send_notifications', False, group='sparc')
+    try:
+        notifications.ScrubNotifier('h', transport).start(context, {})
+    finally:
+        conf.CONF.clear_override('send_notifications', group='sparc')
+    assert sent() == []
+
+
+def test_uses_novas_transport_when_none_given(transport, context):
+    with mock.patch('nova.rpc.NOTIFICATION_TRANSPORT', transport):
+        notifications.ScrubNotifier('h').end(context, {'a': 1})
+    assert [e[0] for e in sent()] == ['sparc.scrub.end']
+
+
+def test_no_transport_sends_nothing(context):
+    with mock.patch('nova.rpc.NOTIFICATION_TRANSPORT', None):
+        notifications.ScrubNotifier('h').end(context, {'a': 1})
+
+
+def test_failure_to_send_is_logged_not_raised(transport, context, caplog):
+    notifier = notifications.ScrubNotifier('h', transport)
+    with mock.patch.object(oslo_messaging.Notifier, 'info',
+                           side_effect=RuntimeError('broker down')):
+        notifier.start(context, {})
+    assert 'Could not send the sparc.scrub.start notification' in caplog.text

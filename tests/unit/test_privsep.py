@@ -1,0 +1,224 @@
+"""The privileged scrub: its context, its path checks, its rootwrap filter.
+
+The entry point is called in-process here (client mode off); a real
+daemon runs it in tests/functional.
+"""
+
+import os
+import sys
+import types
+from unittest import mock
+
+from oslo_config import cfg
+from oslo_privsep import capabilities
+from oslo_rootwrap import wrapper
+import pytest
+
+from sparc_nova import conf
+from sparc_nova import privsep
+from sparc_nova.privsep import checkpoint as privsep_checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+FILTERS_DIR = os.path.join(REPO, 'etc', 'sparc-nova', 'rootwrap.d')
+SOCK = '/tmp/tmpab12_x9z/privsep.sock'
+
+
+@pytest.fixture
+def save_dir(tmp_path):
+    path = tmp_path / 'save'
+    path.mkdir()
+    conf.CONF.set_override('managed_save_dir', str(path), group='sparc')
+    yield path
+    conf.CONF.clear_override('managed_save_dir', group='sparc')
+
+
+@pytest.fixture
+def in_process():
+    privsep.scrub_pctxt.set_client_mode(False)
+    yield
+    privsep.scrub_pctxt.set_client_mode(True)
+
+
+@pytest.fixture
+def memory_engine():
+    """The memory engine's scrub_checkpoint, replaced by a mock."""
+    report = mock.Mock()
+    report.summary.return_value = '1 process excluded, 10 pages scrubbed'
+    report.to_dict.return_value = {'pages': 10}
+    fake = types.SimpleNamespace(
+        scrub_checkpoint=mock.Mock(return_value=report))
+    with mock.patch.dict(sys.modules, {'sparc_nova.engine.memory': fake}):
+        import sparc_nova.engine
+        with mock.patch.object(sparc_nova.engine, 'memory', fake,
+                               create=True):
+            yield fake.scrub_checkpoint
+
+
+def test_context_keeps_only_three_capabilities():
+    assert privsep.scrub_pctxt.pypath == 'sparc_nova.privsep.scrub_pctxt'
+    assert conf.CONF.sparc_privsep.capabilities == [
+        capabilities.CAP_DAC_OVERRIDE, capabilities.CAP_DAC_READ_SEARCH,
+        capabilities.CAP_FOWNER]
+    assert privsep.scrub_pctxt.is_entrypoint(
+        privsep_checkpoint.scrub_managed_save)
+
+
+def test_list_opts():
+    [(group, opts)] = privsep.list_opts()
+    assert group == 'sparc_privsep'
+    assert {'capabilities', 'helper_command', 'user'} <= {o.name
+                                                          for o in opts}
+
+
+def test_managed_save_file_accepts_a_save_file(save_dir):
+    path = save_dir / 'instance-00000001.save'
+    path.write_bytes(b'x')
+    assert privsep_checkpoint.managed_save_file(str(path)) == str(path)
+
+
+@pytest.mark.parametrize('name, message', [
+    ('../instance-00000001.save', 'not a managed-save file in'),
+    ('instance-00000001.xml', 'not a managed-save file in'),
+    ('missing.save', 'no such managed-save file'),
+    ('link.save', 'not a regular file'),
+    ('dir.save', 'not a regular file'),
+])
+def test_managed_save_file_refusals(save_dir, name, message):
+    (save_dir.parent / 'instance-00000001.save').write_bytes(b'x')
+    (save_dir / 'instance-00000001.xml').write_bytes(b'x')
+    os.symlink('/etc/shadow', save_dir / 'link.save')
+    (save_dir / 'dir.save').mkdir()
+    with pytest.raises(privsep_checkpoint.PrivilegedScrubError) as e:
+        privsep_checkpoint.managed_save_file(str(save_dir / name))
+    assert message in str(e.value)
+
+
+def test_relative_path_refused(save_dir):
+    with pytest.raises(privsep_checkpoint.PrivilegedScrubError):
+        privsep_checkpoint.managed_save_file('instance-00000001.save')
+
+
+def test_entry_point_scrubs_in_place(save_dir, in_process, memory_engine):
+    path = save_dir / 'instance-00000001.save'
+    path.write_bytes(b'x')
+    result = privsep_checkpoint.scrub_managed_save(
+        str(path), ('vault', 'pid:42'), ('/srv/**',), False, True)
+    assert result == {'summary': '1 process excluded, 10 pages scrubbed',
+                      'report': {'pages': 10}}
+    args, kwargs = memory_engine.call_args
+    assert args == (str(path), ['vault', 'pid:42'])
+    assert kwargs['in_place'] is True
+    assert kwargs['keep_free_pages'] is True
+    assert kwargs['follow_ipc'] is False
+    assert kwargs['exclude_paths'] == ['/srv/**']
+    assert kwargs['work_dir'] is None
+    assert callable(kwargs['progress'])
+
+
+def test_entry_point_refuses_other_files(save_dir, in_process,
+                                         memory_engine):
+    with pytest.raises(privsep_checkpoint.PrivilegedScrubError) as e:
+        privsep_checkpoint.scrub_managed_save('/etc/shadow', ['x'], [],
+                                              True, False)
+    assert 'not a managed-save file' in str(e.value)
+    assert memory_engine.call_count == 0
+
+
+def test_engine_errors_cross_the_channel_as_one_message(save_dir, in_process,
+                                                        memory_engine):
+    from sparc_nova import exception
+    path = save_dir / 'instance-00000001.save'
+    path.write_bytes(b'x')
+    memory_engine.side_effect = exception.CheckpointFormatError(
+        str(path), 'bad magic', offset=0)
+    with pytest.raises(privsep_checkpoint.PrivilegedScrubError) as e:
+        privsep_checkpoint.scrub_managed_save(str(path), ['x'], [], True,
+                                              False)
+    assert str(e.value) == ('CheckpointFormatError: %s: at offset 0: bad '
+                            'magic' % path)
+    # oslo.privsep rebuilds the exception from its class and args.
+    rebuilt = type(e.value)(*e.value.args)
+    assert str(rebuilt) == str(e.value)
+
+
+# -- rootwrap --------------------------------------------------------------
+
+
+def helper_command(config_files, config_dirs=None):
+    """The command our context asks the root helper to run for a
+    nova-compute started with these files.
+    """
+    with mock.patch.object(cfg.CONF, 'config_file', config_files,
+                           create=True), \
+            mock.patch.object(cfg.CONF, 'config_dir', config_dirs,
+                              create=True):
+        command = privsep.scrub_pctxt.helper_command(SOCK)
+    return command[command.index('privsep-helper'):]
+
+
+def our_filters():
+    return [f for f in wrapper.load_filters([FILTERS_DIR])
+            if f.name.startswith('sparc-')]
+
+
+def match(command):
+    """The filter of ours that admits ``command`` (rootwrap tries filters
+    in order and ours come first), or NoFilterMatched.
+    """
+    exec_dir = os.path.dirname(sys.executable)
+    assert os.path.exists(os.path.join(exec_dir, 'privsep-helper'))
+    return wrapper.match_filter(our_filters(), command,
+                                exec_dirs=[exec_dir])
+
+
+def test_rootwrap_always_admits_privsep_helper():
+    # oslo.rootwrap adds a filter admitting privsep-helper with any
+    # arguments after the filter files' own; the daemon's capability set
+    # and the entry point's own checks are what bound it.
+    names = [f.name for f in wrapper.load_filters([FILTERS_DIR])]
+    assert names == ['sparc-privsep-scrub', 'sparc-privsep-scrub-2',
+                     'sparc-privsep-scrub-dir', 'privsep-helper']
+
+
+@pytest.mark.parametrize('files, dirs', [
+    (['/etc/nova/nova.conf'], None),
+    (['/etc/nova/nova.conf', '/etc/nova/nova-cpu.conf'], None),
+    (['/etc/nova/nova.conf'], ['/etc/nova/nova.conf.d']),
+])
+def test_rootwrap_allows_the_helper_command(files, dirs):
+    command = helper_command(files, dirs)
+    assert command[-4:] == ['--privsep_context',
+                            'sparc_nova.privsep.scrub_pctxt',
+                            '--privsep_sock_path', SOCK]
+    assert command.count('--config-file') == len(files)
+    assert match(command).name.startswith('sparc-privsep-scrub')
+
+
+@pytest.mark.parametrize('command', [
+    # another context
+    ['privsep-helper', '--config-file', '/etc/nova/nova.conf',
+     '--privsep_context', 'nova.privsep.sys_admin_pctxt',
+     '--privsep_sock_path', SOCK],
+    # a configuration file outside /etc, or escaping it
+    ['privsep-helper', '--config-file', '/tmp/evil.conf',
+     '--privsep_context', 'sparc_nova.privsep.scrub_pctxt',
+     '--privsep_sock_path', SOCK],
+    ['privsep-helper', '--config-file', '/etc/nova/../../tmp/evil.conf',
+     '--privsep_context', 'sparc_nova.privsep.scrub_pctxt',
+     '--privsep_sock_path', SOCK],
+    # a socket anywhere else
+    ['privsep-helper', '--config-file', '/etc/nova/nova.conf',
+     '--privsep_context', 'sparc_nova.privsep.scrub_pctxt',
+     '--privsep_sock_path', '/tmp/../etc/privsep.sock'],
+    ['privsep-helper', '--config-file', '/etc/nova/nova.conf',
+     '--privsep_context', 'sparc_nova.privsep.scrub_pctxt',
+     '--privsep_sock_path', '/var/run/x.sock'],
+    # extra arguments
+    ['privsep-helper', '--config-file', '/etc/nova/nova.conf',
+     '--privsep_context', 'sparc_nova.privsep.scrub_pctxt',
+     '--privsep_sock_path', SOCK, '--debug'],
+])
+def test_rootwrap_refuses_other_commands(command):
+    with pytest.raises(wrapper.NoFilterMatched):
+        match(command)

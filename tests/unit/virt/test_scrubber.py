@@ -1,0 +1,147 @@
+"""The scrubber: engines, failure policy, notifications, image records."""
+
+from unittest import mock
+
+import pytest
+
+from sparc_nova import exception
+from sparc_nova import notifications
+from sparc_nova.virt import exception as virt_exception
+from sparc_nova.virt import scrubber
+from tests.unit.virt import fakes
+
+
+class FakeReport:
+    def __init__(self, summary='removed 2 files, verified'):
+        self._summary = summary
+
+    def summary(self):
+        return self._summary
+
+
+@pytest.fixture
+def notifier():
+    return mock.Mock(spec=notifications.ScrubNotifier, host='compute1')
+
+
+@pytest.fixture
+def scrub_image():
+    with mock.patch.object(scrubber.disk, 'scrub_image',
+                           create=True) as m:
+        m.return_value = FakeReport()
+        yield m
+
+
+def snapshot(notifier, effective, src='/snap/abc', fmt='qcow2'):
+    return scrubber.Scrubber(notifier).snapshot_file(
+        'ctx', fakes.instance(), effective, 'img-1', src, fmt)
+
+
+def test_disk_globs():
+    assert scrubber.disk_globs(fakes.effective()) == []
+    assert scrubber.disk_globs(fakes.effective(
+        exclude_processes='vault')) == []
+    assert scrubber.disk_globs(fakes.effective(
+        exclude_paths='!/a/*.pub')) == []
+    assert scrubber.disk_globs(fakes.effective(
+        exclude_paths='/a/**,!/a/*.pub')) == ['/a/**', '!/a/*.pub']
+
+
+def test_snapshot_scrubbed(notifier, scrub_image):
+    effective = fakes.effective(exclude_paths='/home/*/.ssh/**')
+    outcome = snapshot(notifier, effective)
+    assert outcome.scrubbed
+    assert outcome.path == '/snap/abc' + scrubber.SCRUBBED_SUFFIX
+    args, kwargs = scrub_image.call_args
+    assert args[:2] == ('/snap/abc', '/snap/abc.sparc')
+    assert [r.text for r in args[2].rules] == ['/home/*/.ssh/**']
+    assert kwargs['output_format'] == 'qcow2'
+    assert callable(kwargs['progress'])
+    assert outcome.image_properties() == {
+        'sparc_scrubbed': 'true', 'sparc_policy_digest': effective.digest,
+        'sparc_scrub_summary': 'removed 2 files, verified'}
+    start = notifier.start.call_args[0][1]
+    assert start['instance_uuid'] == fakes.INSTANCE_UUID
+    assert start['operation'] == 'snapshot'
+    assert start['image_id'] == 'img-1'
+    assert start['policy_digest'] == effective.digest
+    end = notifier.end.call_args[0][1]
+    assert end['summary'] == 'removed 2 files, verified'
+    assert notifier.error.call_count == 0
+
+
+def test_snapshot_summary_truncated_for_glance(notifier, scrub_image):
+    scrub_image.return_value = FakeReport('x' * 1000)
+    outcome = snapshot(notifier, fakes.effective(exclude_paths='/a'))
+    assert len(outcome.image_properties()['sparc_scrub_summary']) == 255
+
+
+def test_snapshot_without_disk_part_is_not_scrubbed(notifier, scrub_image):
+    outcome = snapshot(notifier, fakes.effective(exclude_processes='vault'))
+    assert not outcome.scrubbed
+    assert outcome.path == '/snap/abc'
+    assert 'excludes no guest paths' in outcome.summary
+    assert scrub_image.call_count == 0
+    assert notifier.start.call_count == 0
+
+
+@pytest.mark.parametrize('error, reason', [
+    (exception.DiskVerificationError('/snap/abc.sparc', 'a canary remains'),
+     '/snap/abc.sparc: a canary remains'),
+    (RuntimeError('appliance died'), 'RuntimeError: appliance died'),
+])
+def test_snapshot_failure_aborts(notifier, scrub_image, error, reason):
+    scrub_image.side_effect = error
+    with pytest.raises(virt_exception.SparcScrubFailed) as e:
+        snapshot(notifier, fakes.effective(exclude_paths='/a'))
+    assert e.value.format_message() == (
+        'Privacy scrub of the snapshot img-1 of instance %s failed; nothing '
+        'unscrubbed was kept: %s' % (fakes.INSTANCE_UUID, reason))
+    payload = notifier.error.call_args[0][1]
+    assert payload['error'] == reason
+    assert payload['outcome'] == 'aborted'
+    assert notifier.end.call_count == 0
+
+
+def test_snapshot_failure_allowed(notifier, scrub_image):
+    scrub_image.side_effect = exception.DiskScrubError('/snap/abc',
+                                                       'mount failed')
+    effective = fakes.effective(exclude_paths='/a')
+    effective.on_failure = 'allow'
+    outcome = snapshot(notifier, effective)
+    assert not outcome.scrubbed
+    assert outcome.path == '/snap/abc'
+    assert outcome.image_properties()['sparc_scrubbed'] == 'false'
+    assert outcome.summary == ('scrub failed, kept unscrubbed '
+                               '(on_failure=allow): /snap/abc: mount failed')
+    assert notifier.error.call_args[0][1]['outcome'] == 'kept-unscrubbed'
+
+
+def test_snapshot_format_the_engine_cannot_write(notifier, scrub_image):
+    with pytest.raises(virt_exception.SparcScrubFailed) as e:
+        snapshot(notifier, fakes.effective(exclude_paths='/a'), fmt='vmdk')
+    assert 'cannot scrub a vmdk snapshot' in e.value.format_message()
+    assert scrub_image.call_count == 0
+
+
+def test_managed_save_through_privsep(notifier):
+    effective = fakes.effective(exclude_processes='vault,gpg-agent',
+                                exclude_paths='/srv/x',
+                                scrub_free_memory='false')
+    with mock.patch.object(scrubber.privsep_checkpoint,
+                           'scrub_managed_save') as entry:
+        entry.return_value = {'summary': '2 processes excluded',
+                              'report': {}}
+        outcome = scrubber.Scrubber(notifier).managed_save(
+            'ctx', fakes.instance(), effective, '/save/i-1.save')
+    entry.assert_called_once_with('/save/i-1.save', ['vault', 'gpg-agent'],
+                                  ['/srv/x'], True, True)
+    assert outcome.scrubbed and outcome.summary == '2 processes excluded'
+    assert notifier.start.call_args[0][1]['operation'] == 'suspend'
+    assert notifier.start.call_args[0][1]['path'] == '/save/i-1.save'
+
+
+def test_no_policy_properties_overwrite_inherited_records():
+    assert scrubber.no_policy_properties() == {
+        'sparc_scrubbed': 'false', 'sparc_policy_digest': '',
+        'sparc_scrub_summary': 'no privacy policy: not scrubbed'}
