@@ -22,6 +22,10 @@ MARKER_COUNT = 16
 #: Marker length in bytes (printable, starts with a fixed tag).
 MARKER_LEN = 32
 
+#: Extra names for the workload binary, so that a guest can run processes
+#: that differ by comm (the excluded "vault" and a "webapp" control).
+WORKLOAD_ALIASES = ('vault', 'webapp')
+
 INIT_SCRIPT = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -113,6 +117,8 @@ def build_initramfs(outdir: str, binaries: dict[str, str]) -> str:
     shutil.copy(busybox, os.path.join(root, 'bin', 'busybox'))
     for name, path in binaries.items():
         shutil.copy(path, os.path.join(root, 'bin', name))
+    for alias in WORKLOAD_ALIASES:
+        shutil.copy(binaries['workload'], os.path.join(root, 'bin', alias))
     init = os.path.join(root, 'init')
     with open(init, 'w') as f:
         f.write(INIT_SCRIPT)

@@ -264,11 +264,13 @@ class Guest:
 
     # -- guest-side ground truth ------------------------------------------
 
-    def start_workload(self, args: str, timeout: float = 60) -> int:
-        """Start ``/bin/workload ARGS`` in the background; return its pid
+    def start_workload(self, args: str, timeout: float = 60,
+                       program: str = 'workload') -> int:
+        """Start ``/bin/PROGRAM ARGS`` in the background (``workload`` or
+        one of its aliases, see ``build.WORKLOAD_ALIASES``); return its pid
         once it printed READY.
         """
-        since = self.send('/bin/workload %s &' % args)
+        since = self.send('/bin/%s %s &' % (program, args))
         m = self.wait_for(r'READY hold marker=\d+ pid=(\d+)', timeout, since)
         return int(m.group(1))
 
