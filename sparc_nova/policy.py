@@ -20,7 +20,8 @@ Keys (shown with the ``sparc:`` prefix; images use ``sparc_``):
 ``exclude_paths``
     comma-separated guest path globs (``**`` crosses directories, a glob
     that does not start with ``/`` matches at any depth, ``!GLOB`` keeps
-    what another glob matched).
+    what another glob matched) and ``preset:NAME`` items naming the disk
+    engine's presets (``preset:ssh-private-keys``, ...).
 ``follow_ipc``, ``scrub_free_memory``
     ``true`` or ``false``.
 ``on_failure``
@@ -40,8 +41,10 @@ any source sets it true, ``on_failure`` is ``abort`` and ``suspend`` is
 ``refuse`` as soon as one source says so. A tenant therefore cannot remove
 what the operator or the image requires.
 
-This module knows nothing of Nova's objects: callers pass plain
-``{key: value}`` mappings.
+Selectors, globs and preset names are checked by the engines' own parsers
+(after friendlier checks of the common mistakes), so that what passes here
+is what the engines accept. This module knows nothing of Nova's objects:
+callers pass plain ``{key: value}`` mappings.
 """
 
 import dataclasses
@@ -50,6 +53,9 @@ import json
 import re
 from typing import Iterable, Mapping
 
+from sparc_nova.engine.disk import presets as disk_presets
+from sparc_nova.engine.disk import rules as disk_rules
+from sparc_nova.engine import selectors as engine_selectors
 from sparc_nova import exception
 
 FLAVOR = 'flavor'
@@ -107,7 +113,8 @@ MAX_COMM_LENGTH = 15
 MAX_CONTINUATION = 99
 
 _CONTINUATION_RE = re.compile(r'^(?P<key>[a-z_]+)\.(?P<n>[1-9][0-9]*)$')
-_SELECTOR_KINDS = ('exe', 'pid', 'uid', 'cgroup')
+_SELECTOR_KINDS = ('name', 'exe', 'pid', 'uid', 'cgroup')
+PRESET_PREFIX = 'preset:'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,41 +244,53 @@ def join_list(items: Iterable[str]) -> str:
 def check_selector(selector: str) -> str | None:
     """Why ``selector`` is not a valid process selector, or None."""
     kind, sep, arg = selector.partition(':')
-    if not sep:
-        if len(selector) > MAX_COMM_LENGTH:
+    if not sep or kind == 'name':
+        name = arg if sep else selector
+        if not name:
+            return 'name: needs a process name'
+        if len(name.encode()) > MAX_COMM_LENGTH:
             return ('a process name (comm) has at most %d characters; use '
                     'exe:GLOB to select %r by its executable'
-                    % (MAX_COMM_LENGTH, selector))
-        if '/' in selector:
+                    % (MAX_COMM_LENGTH, name))
+        if '/' in name:
             return 'a process name contains no "/"; use exe:GLOB for paths'
-        return None
-    if kind not in _SELECTOR_KINDS:
+    elif kind not in _SELECTOR_KINDS:
         return ('unknown selector kind %r; allowed: NAME, exe:GLOB, pid:N, '
                 'uid:N, cgroup:PATH' % kind)
-    if kind in ('pid', 'uid'):
-        if not arg.isdigit() or arg != str(int(arg)):
-            return '%s: takes a decimal number, not %r' % (kind, arg)
-        if kind == 'pid' and int(arg) < 1:
-            return 'pid: takes a number of at least 1'
-        return None
-    if not arg:
+    elif kind in ('pid', 'uid') and (not arg.isdigit() or
+                                     arg != str(int(arg))):
+        return '%s: takes a decimal number, not %r' % (kind, arg)
+    elif kind == 'pid' and int(arg) < 1:
+        return 'pid: takes a number of at least 1'
+    elif not arg:
         return '%s: needs a path' % kind
-    if kind == 'exe' and not (arg.startswith('/') or arg.startswith('*')):
+    elif kind == 'exe' and not (arg.startswith('/') or arg.startswith('*')):
         return 'exe: takes an absolute path glob (starting with / or *)'
-    if kind == 'cgroup' and not arg.startswith('/'):
-        return 'cgroup: takes an absolute cgroup path (starting with /)'
+    try:
+        engine_selectors.parse(selector)
+    except exception.SparcError as e:
+        return str(e)
     return None
 
 
 def check_path_glob(glob: str) -> str | None:
-    """Why ``glob`` is not a valid guest path glob, or None.
+    """Why ``glob`` is not a valid guest path glob or preset, or None.
 
     The syntax is the disk engine's: ``*``, ``?`` and ``[...]`` inside one
     component, ``**`` as a whole component for any depth, a glob that
     does not start with ``/`` matches at any depth, ``!`` negates. A glob
-    that covers the whole file system is refused.
+    that covers the whole file system is refused. ``preset:NAME`` names
+    one of the disk engine's presets.
     """
+    if glob.startswith(PRESET_PREFIX):
+        name = glob[len(PRESET_PREFIX):]
+        if name not in disk_presets.PRESETS:
+            return 'unknown preset %r; presets: %s' % (
+                name, ', '.join(sorted(disk_presets.PRESETS)))
+        return None
     pattern = glob[1:] if glob.startswith('!') else glob
+    if pattern.startswith(PRESET_PREFIX):
+        return 'a preset cannot be negated'
     if '\0' in pattern:
         return 'a guest path glob contains no NUL character'
     components = [c for c in pattern.split('/') if c]
@@ -284,7 +303,22 @@ def check_path_glob(glob: str) -> str | None:
     for component in components:
         if '**' in component and component != '**':
             return '"**" must be a whole path component (as in /a/**/b)'
+    try:
+        disk_rules.glob_to_regex(pattern)
+    except ValueError as e:
+        return str(e)
     return None
+
+
+def split_presets(items: Iterable[str]) -> tuple[list[str], list[str]]:
+    """``(globs, preset_names)`` of an ``exclude_paths`` list."""
+    globs, presets = [], []
+    for item in items:
+        if item.startswith(PRESET_PREFIX):
+            presets.append(item[len(PRESET_PREFIX):])
+        else:
+            globs.append(item)
+    return globs, presets
 
 
 # -- parsing -------------------------------------------------------------

@@ -11,6 +11,8 @@ import time
 
 from oslo_log import log as logging
 
+from sparc_nova.checkpoint import libvirt_save
+from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova import conf
 from sparc_nova import exception
 from sparc_nova import privsep
@@ -88,13 +90,19 @@ def scrub_managed_save(path: str, selectors: list[str],
     from sparc_nova.engine import memory
 
     checked = managed_save_file(path)
+    limits = limits_mod.Limits.from_conf(conf.CONF)
     try:
+        with open(checked, 'rb') as f:
+            header = libvirt_save.read_header(f, checked, limits)
+        # Raw images are patched in place (only the scrubbed pages are
+        # written); compressed ones are rewritten and replaced atomically,
+        # keeping their owner and mode.
         report = memory.scrub_checkpoint(
-            checked, list(selectors), in_place=True,
+            checked, list(selectors), in_place=not header.compressed,
             keep_free_pages=keep_free_pages, follow_ipc=follow_ipc,
             exclude_paths=list(exclude_paths),
             work_dir=conf.CONF.sparc.work_dir or None,
-            progress=_ProgressLog(checked))
+            progress=_ProgressLog(checked), limits=limits)
     except Exception as e:
-        raise PrivilegedScrubError('%s: %s' % (type(e).__name__, e))
+        raise PrivilegedScrubError('%s: %s' % (type(e).__name__, e)) from e
     return {'summary': report.summary(), 'report': report.to_dict()}

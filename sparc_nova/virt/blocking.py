@@ -20,23 +20,28 @@ LOG = logging.getLogger(__name__)
 
 
 class Progress:
-    """A ``progress(done, total)`` callback and its latest values."""
+    """A progress callback and its latest values: ``progress(done, total)``
+    (memory engine) or ``progress(step, steps, description)`` (disk
+    engine).
+    """
 
     def __init__(self, label: str, instance=None):
         self.label = label
         self.instance = instance
         self.done = 0
         self.total = 0
+        self.step = ''
         self.logged_at = time.monotonic()
 
-    def __call__(self, done: int, total: int) -> None:
-        self.done, self.total = done, total
+    def __call__(self, done: int, total: int, step: str = '') -> None:
+        self.done, self.total, self.step = done, total, step
 
     def log(self) -> None:
         if self.total > 0:
-            LOG.info('%(label)s: %(pct)d%%',
+            LOG.info('%(label)s: %(pct)d%%%(step)s',
                      {'label': self.label,
-                      'pct': 100 * self.done // self.total},
+                      'pct': 100 * self.done // self.total,
+                      'step': ' (%s)' % self.step if self.step else ''},
                      instance=self.instance)
 
     def log_if_due(self) -> None:
@@ -57,8 +62,8 @@ def call(func: Callable[..., Any], *args, label: str, instance=None,
     LOG.info('%s: started', label, instance=instance)
     started = time.monotonic()
     if nova_utils.concurrency_mode_threading():
-        def threaded_progress(done, total):
-            progress(done, total)
+        def threaded_progress(done, total, step=''):
+            progress(done, total, step)
             progress.log_if_due()
         kwargs['progress'] = threaded_progress
         result = func(*args, **kwargs)

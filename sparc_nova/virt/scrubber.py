@@ -13,8 +13,8 @@ import time
 
 from oslo_log import log as logging
 
+from sparc_nova import conf
 from sparc_nova.engine import disk
-from sparc_nova.engine.disk import rules as disk_rules
 from sparc_nova import exception
 from sparc_nova import notifications
 from sparc_nova import policy
@@ -66,13 +66,29 @@ def no_policy_properties() -> dict[str, str]:
                    ).image_properties()
 
 
-def disk_globs(effective: policy.EffectivePolicy) -> list[str]:
-    """The policy's path globs when at least one of them selects files
-    (negations alone select nothing).
+def disk_rules(effective: policy.EffectivePolicy
+               ) -> tuple[list[str], list[str]]:
+    """``(globs, preset_names)`` of the policy for the disk engine, or two
+    empty lists when they select nothing (negations alone select
+    nothing).
     """
-    if any(not g.startswith('!') for g in effective.exclude_paths):
-        return list(effective.exclude_paths)
-    return []
+    globs, presets = policy.split_presets(effective.exclude_paths)
+    if presets or any(not g.startswith('!') for g in globs):
+        return globs, presets
+    return [], []
+
+
+def disk_summary(report) -> str:
+    """One line of counts from a disk ScrubReport: never a path."""
+    summary = ('removed %d paths (%d bytes) on %d volumes; %d canaries, '
+               '%d left; %s' % (
+                   len(report.removed), sum(r.size for r in report.removed),
+                   len(report.volumes), report.canaries, report.residual,
+                   'verified' if report.verified else 'NOT fully verified'))
+    if report.unmatched_rules:
+        summary += '; %d rules matched nothing' % len(
+            report.unmatched_rules)
+    return summary
 
 
 class Scrubber:
@@ -137,8 +153,8 @@ class Scrubber:
         :raises SparcScrubFailed: unless the policy allows unscrubbed
             snapshots
         """
-        globs = disk_globs(effective)
-        if not globs:
+        globs, presets = disk_rules(effective)
+        if not (globs or presets):
             return Outcome(False, 'the policy excludes no guest paths: the '
                            'disk image is unchanged', effective.digest,
                            path=src)
@@ -149,12 +165,13 @@ class Scrubber:
                 raise exception.SparcError(
                     'cannot scrub a %s snapshot; set [libvirt] '
                     'snapshot_image_format to qcow2 or raw' % disk_format)
-            rules = disk_rules.Rules(globs=globs)
+            rules = disk.Rules(globs, presets)
+            options = disk.ScrubOptions.from_conf(
+                conf.CONF, output_format=disk_format)
             report = blocking.call(
-                disk.scrub_image, src, dst, rules,
-                output_format=disk_format,
+                disk.scrub_image, src, dst, rules, options,
                 label='Scrubbing snapshot %s' % image_id, instance=instance)
-            return report.summary()
+            return disk_summary(report)
 
         outcome = self._run(context, instance, effective, SNAPSHOT,
                             'snapshot %s' % image_id, work,

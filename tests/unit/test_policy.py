@@ -34,7 +34,8 @@ def only_problem(pairs, source=policy.INSTANCE):
     ('exe:/usr/bin/keepassxc', ['exe:/usr/bin/keepassxc']),
     ('exe:*/bin/gpg*', ['exe:*/bin/gpg*']),
     ('exe:/opt/My App/bin/app', ['exe:/opt/My App/bin/app']),
-    ('pid:1', ['pid:1']),
+    ('pid:2', ['pid:2']),
+    ('name:vault', ['name:vault']),
     ('pid:4242', ['pid:4242']),
     ('uid:0', ['uid:0']),
     ('uid:1000', ['uid:1000']),
@@ -65,7 +66,11 @@ def test_exclude_processes_valid(value, expected):
     ('exe:', 'exe: needs a path'),
     ('exe:bin/vault', 'exe: takes an absolute path glob'),
     ('cgroup:', 'cgroup: needs a path'),
-    ('cgroup:user.slice', 'cgroup: takes an absolute cgroup path'),
+    ('cgroup:user.slice', "selector 'cgroup:user.slice': a cgroup path "
+                          "starts with /"),
+    ('pid:1', 'refusing pid:1: killing init panics the guest'),
+    ('name:' + 'a' * 16, 'at most 15 characters'),
+    ('name:', 'name: needs a process name'),
     ('vault,,gpg', 'an empty item'),
     ('vault,', 'an empty item'),
     (',vault', 'an empty item'),
@@ -92,6 +97,7 @@ def test_exclude_processes_invalid(value, reason):
     ('.ssh/id_*', ['.ssh/id_*']),
     ('/home/**', ['/home/**']),
     ('!*.pub', ['!*.pub']),
+    ('preset:ssh-private-keys,/srv/x', ['preset:ssh-private-keys', '/srv/x']),
     (r'/srv/x\,y', ['/srv/x,y']),
     (r'/srv/back\\slash', ['/srv/back\\slash']),
 ])
@@ -114,11 +120,19 @@ def test_exclude_paths_valid(value, expected):
     ('/home/**b/c', '"**" must be a whole path component'),
     ('/a,,/b', 'an empty item'),
     ('/a\0b', 'contains no NUL character'),
+    ('preset:nope', "unknown preset 'nope'; presets: browser-profiles, "),
+    ('!preset:tmp', 'a preset cannot be negated'),
 ])
 def test_exclude_paths_invalid(value, reason):
     message = only_problem({'sparc:exclude_paths': value})
     assert message.startswith('sparc:exclude_paths=')
     assert reason in message
+
+
+def test_split_presets():
+    assert policy.split_presets(['/a', 'preset:tmp', '!/a/b',
+                                 'preset:gnupg']) == (
+        ['/a', '!/a/b'], ['tmp', 'gnupg'])
 
 
 # -- booleans and choices --------------------------------------------------

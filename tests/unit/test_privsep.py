@@ -6,7 +6,6 @@ daemon runs it in tests/functional.
 
 import os
 import sys
-import types
 from unittest import mock
 
 from oslo_config import cfg
@@ -14,7 +13,10 @@ from oslo_privsep import capabilities
 from oslo_rootwrap import wrapper
 import pytest
 
+from sparc_nova.checkpoint import libvirt_save
 from sparc_nova import conf
+from sparc_nova.engine import memory
+from sparc_nova import exception
 from sparc_nova import privsep
 from sparc_nova.privsep import checkpoint as privsep_checkpoint
 
@@ -43,16 +45,19 @@ def in_process():
 @pytest.fixture
 def memory_engine():
     """The memory engine's scrub_checkpoint, replaced by a mock."""
-    report = mock.Mock()
-    report.summary.return_value = '1 process excluded, 10 pages scrubbed'
-    report.to_dict.return_value = {'pages': 10}
-    fake = types.SimpleNamespace(
-        scrub_checkpoint=mock.Mock(return_value=report))
-    with mock.patch.dict(sys.modules, {'sparc_nova.engine.memory': fake}):
-        import sparc_nova.engine
-        with mock.patch.object(sparc_nova.engine, 'memory', fake,
-                               create=True):
-            yield fake.scrub_checkpoint
+    with mock.patch.object(memory, 'scrub_checkpoint', autospec=True) as m:
+        m.return_value.summary.return_value = ('1 process excluded, 10 '
+                                               'pages scrubbed')
+        m.return_value.to_dict.return_value = {'pages': 10}
+        yield m
+
+
+def save_file(path, compressed=0):
+    """A libvirt save image header (the engine is mocked: no stream)."""
+    xml = b'<domain/>\0'
+    path.write_bytes(libvirt_save.HEADER.pack(
+        libvirt_save.MAGIC, 2, len(xml), 1, compressed, 0, *[0] * 14) + xml)
+    return path
 
 
 def test_context_keeps_only_three_capabilities():
@@ -100,8 +105,7 @@ def test_relative_path_refused(save_dir):
 
 
 def test_entry_point_scrubs_in_place(save_dir, in_process, memory_engine):
-    path = save_dir / 'instance-00000001.save'
-    path.write_bytes(b'x')
+    path = save_file(save_dir / 'instance-00000001.save')
     result = privsep_checkpoint.scrub_managed_save(
         str(path), ('vault', 'pid:42'), ('/srv/**',), False, True)
     assert result == {'summary': '1 process excluded, 10 pages scrubbed',
@@ -114,6 +118,28 @@ def test_entry_point_scrubs_in_place(save_dir, in_process, memory_engine):
     assert kwargs['exclude_paths'] == ['/srv/**']
     assert kwargs['work_dir'] is None
     assert callable(kwargs['progress'])
+    assert kwargs['limits'].max_guest_ram == 1024 * 1024 ** 3
+
+
+def test_entry_point_replaces_compressed_images(save_dir, in_process,
+                                                memory_engine):
+    path = save_file(save_dir / 'instance-00000001.save', compressed=1)
+    privsep_checkpoint.scrub_managed_save(str(path), ['vault'], [], True,
+                                          False)
+    assert memory_engine.call_args[1]['in_place'] is False
+    assert memory_engine.call_args[1].get('output') is None
+
+
+def test_entry_point_refuses_what_is_not_a_save_image(save_dir, in_process,
+                                                      memory_engine):
+    path = save_dir / 'instance-00000001.save'
+    path.write_bytes(b'x' * 100)
+    with pytest.raises(privsep_checkpoint.PrivilegedScrubError) as e:
+        privsep_checkpoint.scrub_managed_save(str(path), ['x'], [], True,
+                                              False)
+    assert 'CheckpointFormatError' in str(e.value)
+    assert 'not a libvirt save image' in str(e.value)
+    assert memory_engine.call_count == 0
 
 
 def test_entry_point_refuses_other_files(save_dir, in_process,
@@ -127,9 +153,7 @@ def test_entry_point_refuses_other_files(save_dir, in_process,
 
 def test_engine_errors_cross_the_channel_as_one_message(save_dir, in_process,
                                                         memory_engine):
-    from sparc_nova import exception
-    path = save_dir / 'instance-00000001.save'
-    path.write_bytes(b'x')
+    path = save_file(save_dir / 'instance-00000001.save')
     memory_engine.side_effect = exception.CheckpointFormatError(
         str(path), 'bad magic', offset=0)
     with pytest.raises(privsep_checkpoint.PrivilegedScrubError) as e:

@@ -4,6 +4,7 @@ from unittest import mock
 
 import pytest
 
+from sparc_nova.engine.disk import report as disk_report
 from sparc_nova import exception
 from sparc_nova import notifications
 from sparc_nova.virt import exception as virt_exception
@@ -11,12 +12,21 @@ from sparc_nova.virt import scrubber
 from tests.unit.virt import fakes
 
 
-class FakeReport:
-    def __init__(self, summary='removed 2 files, verified'):
-        self._summary = summary
+def disk_report_of(removed=2, unmatched=()):
+    report = disk_report.ScrubReport(source='/snap/abc',
+                                     destination='/snap/abc.sparc',
+                                     output_format='qcow2')
+    report.volumes = [disk_report.VolumeReport('/dev/sda1', 'filesystem')]
+    report.removed = [disk_report.RemovedPath('sha256:%d' % i, 'file', 100,
+                                              '/home/*/.ssh/**', '/dev/sda1')
+                      for i in range(removed)]
+    report.canaries = 8
+    report.unmatched_rules = list(unmatched)
+    return report
 
-    def summary(self):
-        return self._summary
+
+SUMMARY = ('removed 2 paths (200 bytes) on 1 volumes; 8 canaries, 0 left; '
+           'verified')
 
 
 @pytest.fixture
@@ -27,8 +37,8 @@ def notifier():
 @pytest.fixture
 def scrub_image():
     with mock.patch.object(scrubber.disk, 'scrub_image',
-                           create=True) as m:
-        m.return_value = FakeReport()
+                           autospec=True) as m:
+        m.return_value = disk_report_of()
         yield m
 
 
@@ -37,14 +47,25 @@ def snapshot(notifier, effective, src='/snap/abc', fmt='qcow2'):
         'ctx', fakes.instance(), effective, 'img-1', src, fmt)
 
 
-def test_disk_globs():
-    assert scrubber.disk_globs(fakes.effective()) == []
-    assert scrubber.disk_globs(fakes.effective(
-        exclude_processes='vault')) == []
-    assert scrubber.disk_globs(fakes.effective(
-        exclude_paths='!/a/*.pub')) == []
-    assert scrubber.disk_globs(fakes.effective(
-        exclude_paths='/a/**,!/a/*.pub')) == ['/a/**', '!/a/*.pub']
+def test_disk_rules():
+    assert scrubber.disk_rules(fakes.effective()) == ([], [])
+    assert scrubber.disk_rules(fakes.effective(
+        exclude_processes='vault')) == ([], [])
+    assert scrubber.disk_rules(fakes.effective(
+        exclude_paths='!/a/*.pub')) == ([], [])
+    assert scrubber.disk_rules(fakes.effective(
+        exclude_paths='/a/**,!/a/*.pub')) == (['/a/**', '!/a/*.pub'], [])
+    assert scrubber.disk_rules(fakes.effective(
+        exclude_paths='preset:tmp,!/tmp/keep')) == (['!/tmp/keep'], ['tmp'])
+
+
+def test_disk_summary_counts_and_never_names():
+    report = disk_report_of(unmatched=['/nothing/**'])
+    report.volumes[0].verification = disk_report.UNVERIFIED
+    summary = scrubber.disk_summary(report)
+    assert summary == ('removed 2 paths (200 bytes) on 1 volumes; 8 '
+                       'canaries, 0 left; NOT fully verified; 1 rules '
+                       'matched nothing')
 
 
 def test_snapshot_scrubbed(notifier, scrub_image):
@@ -55,25 +76,30 @@ def test_snapshot_scrubbed(notifier, scrub_image):
     args, kwargs = scrub_image.call_args
     assert args[:2] == ('/snap/abc', '/snap/abc.sparc')
     assert [r.text for r in args[2].rules] == ['/home/*/.ssh/**']
-    assert kwargs['output_format'] == 'qcow2'
+    assert args[3].output_format == 'qcow2'
     assert callable(kwargs['progress'])
     assert outcome.image_properties() == {
         'sparc_scrubbed': 'true', 'sparc_policy_digest': effective.digest,
-        'sparc_scrub_summary': 'removed 2 files, verified'}
+        'sparc_scrub_summary': SUMMARY}
     start = notifier.start.call_args[0][1]
     assert start['instance_uuid'] == fakes.INSTANCE_UUID
     assert start['operation'] == 'snapshot'
     assert start['image_id'] == 'img-1'
     assert start['policy_digest'] == effective.digest
     end = notifier.end.call_args[0][1]
-    assert end['summary'] == 'removed 2 files, verified'
+    assert end['summary'] == SUMMARY
     assert notifier.error.call_count == 0
 
 
-def test_snapshot_summary_truncated_for_glance(notifier, scrub_image):
-    scrub_image.return_value = FakeReport('x' * 1000)
-    outcome = snapshot(notifier, fakes.effective(exclude_paths='/a'))
+def test_snapshot_summary_truncated_for_glance():
+    outcome = scrubber.Outcome(True, 'x' * 1000, 'sha256:0')
     assert len(outcome.image_properties()['sparc_scrub_summary']) == 255
+
+
+def test_snapshot_with_presets(notifier, scrub_image):
+    snapshot(notifier, fakes.effective(exclude_paths='preset:gnupg'))
+    rules = scrub_image.call_args[0][2]
+    assert rules.units == ['preset:gnupg']
 
 
 def test_snapshot_without_disk_part_is_not_scrubbed(notifier, scrub_image):
