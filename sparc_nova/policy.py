@@ -241,6 +241,29 @@ def join_list(items: Iterable[str]) -> str:
                     for i in items)
 
 
+def list_pairs(key: str, items: Iterable[str],
+               source: str = INSTANCE) -> dict[str, str]:
+    """The keys that hold the list ``items`` of the list key ``key``
+    (e.g. ``exclude_paths``) in ``source``: ``sparc:KEY`` then, when the
+    items do not fit in :data:`MAX_VALUE_LENGTH` characters, numbered
+    continuation keys ``sparc:KEY.1``, ... An item too long on its own
+    gets a key of its own (which :func:`parse` then refuses). No items:
+    no keys.
+    """
+    if key not in LIST_KEYS:
+        raise ValueError('%r is not a list key' % key)
+    values: list[str] = []
+    for item in items:
+        piece = join_list([item])
+        if values and len(values[-1]) + 1 + len(piece) <= MAX_VALUE_LENGTH:
+            values[-1] += ',' + piece
+        else:
+            values.append(piece)
+    prefix = PREFIXES[source] + key
+    return {prefix if n == 0 else '%s.%d' % (prefix, n): value
+            for n, value in enumerate(values)}
+
+
 def check_selector(selector: str) -> str | None:
     """Why ``selector`` is not a valid process selector, or None."""
     kind, sep, arg = selector.partition(':')
