@@ -6,10 +6,13 @@
  * program makes at run time.
  *
  *   workload hold IDX [--threads N] [--pages N] [--wait sleep|pipe|futex]
+ *                     [--uid N] [--fork]
  *       Decode marker IDX and copy it into the heap, N anonymous pages,
  *       the environment and the stack of every thread; print READY and
  *       wait forever (timed sleep, untimed read() on an idle pipe, or an
- *       untimed futex wait).
+ *       untimed futex wait). --uid switches to that uid (and gid) first;
+ *       --fork forks a child after the copies are made (it shares them
+ *       copy-on-write, prints CHILD pid=N and waits the same way).
  *   workload spray IDX PAGES
  *       Write marker IDX into PAGES fresh pages, print DONE and exit.
  */
@@ -97,7 +100,7 @@ static void *thread_main(void *opaque)
     return NULL;
 }
 
-static int hold(int idx, int threads, long pages)
+static int hold(int idx, int threads, long pages, int do_fork)
 {
     volatile char stackbuf[256];
     char *m = decode(idx);
@@ -116,6 +119,16 @@ static int hold(int idx, int threads, long pages)
         pthread_create(&t, NULL, thread_main, &arg);
     }
     usleep(100000);
+    if (do_fork) {
+        fflush(stdout);
+        pid_t child = fork();
+        if (child == 0) {
+            printf("CHILD pid=%d\n", getpid());
+            fflush(stdout);
+            wait_forever();
+        }
+        usleep(100000);
+    }
     printf("READY hold marker=%d pid=%d threads=%d wait=%s\n", idx,
            getpid(), threads, wait_mode);
     fflush(stdout);
@@ -135,17 +148,29 @@ static int spray(int idx, long pages)
 int main(int argc, char **argv)
 {
     if (argc >= 3 && !strcmp(argv[1], "hold")) {
-        int threads = 1;
+        int threads = 1, do_fork = 0;
         long pages = 16;
-        for (int i = 3; i + 1 < argc; i += 2) {
-            if (!strcmp(argv[i], "--threads"))
-                threads = atoi(argv[i + 1]);
+        for (int i = 3; i < argc; i++) {
+            if (!strcmp(argv[i], "--fork")) {
+                do_fork = 1;
+                continue;
+            }
+            if (i + 1 >= argc)
+                break;
+            if (!strcmp(argv[i], "--uid")) {
+                int uid = atoi(argv[++i]);
+                if (setgid(uid) < 0 || setuid(uid) < 0) {
+                    perror("setuid");
+                    return 1;
+                }
+            } else if (!strcmp(argv[i], "--threads"))
+                threads = atoi(argv[++i]);
             else if (!strcmp(argv[i], "--pages"))
-                pages = atol(argv[i + 1]);
+                pages = atol(argv[++i]);
             else if (!strcmp(argv[i], "--wait"))
-                wait_mode = argv[i + 1];
+                wait_mode = argv[++i];
         }
-        return hold(atoi(argv[2]), threads, pages);
+        return hold(atoi(argv[2]), threads, pages, do_fork);
     }
     if (argc == 4 && !strcmp(argv[1], "spray"))
         return spray(atoi(argv[2]), atol(argv[3]));

@@ -1,0 +1,89 @@
+"""A guest with secrets, checkpointed: the fixture the engine tests share.
+
+One guest per module runs:
+
+* ``simple``: ``workload hold 1`` (sleeps with a timeout);
+* ``threads``: ``hold 2 --threads 4 --pages 8``;
+* ``pipe``: ``hold 3 --wait pipe`` (untimed ``read()`` on an idle pipe);
+* ``futex``: ``hold 5 --wait futex`` (untimed futex wait);
+* ``control``: ``hold 4`` (never selected: its marker must survive);
+* ``spray``: ``spray 6 1024`` (wrote its marker into 1024 pages and
+  exited: the copies are in free memory).
+
+The guest's own view (process list, pagemap frames) is captured just
+before ``virsh save``.
+"""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+
+SELECTED = ('simple', 'threads', 'pipe', 'futex')
+MARKERS = {'simple': 1, 'threads': 2, 'pipe': 3, 'control': 4, 'futex': 5,
+           'spray': 6}
+
+
+@dataclasses.dataclass
+class Scenario:
+    guest: object
+    image: object
+    save_path: str
+    workdir: str
+    pids: dict
+    processes: list
+    frames: dict
+    save_seconds: float
+
+    def marker(self, name: str) -> str:
+        return self.image.marker(MARKERS[name])
+
+    def selectors(self, names=SELECTED) -> list[str]:
+        return ['pid:%d' % self.pids[n] for n in names]
+
+
+def build(make_guest, image, workdir, **guest_kwargs) -> Scenario:
+    g = make_guest(**guest_kwargs)
+    pids = {
+        'simple': g.start_workload('hold 1 --pages 16'),
+        'threads': g.start_workload('hold 2 --threads 4 --pages 8'),
+        'pipe': g.start_workload('hold 3 --wait pipe'),
+        'futex': g.start_workload('hold 5 --wait futex'),
+        'control': g.start_workload('hold 4'),
+    }
+    g.run('/bin/workload spray 6 1024; echo SPRAY""-END', 'SPRAY-END')
+    time.sleep(1)
+    procs = g.processes()
+    frames = g.anon_frames([pids[n] for n in SELECTED + ('control',)])
+    path = os.path.join(workdir, 'guest.save')
+    t = time.monotonic()
+    g.save(path)
+    return Scenario(guest=g, image=image, save_path=path, workdir=workdir,
+                    pids=pids, processes=procs, frames=frames,
+                    save_seconds=time.monotonic() - t)
+
+
+def sparc(*args, check=None) -> subprocess.CompletedProcess:
+    """Run the ``sparc`` CLI; ``check`` is the expected exit code."""
+    proc = subprocess.run([sys.executable, '-m', 'sparc_nova.cmd.sparc']
+                          + [str(a) for a in args],
+                          capture_output=True, text=True, timeout=600)
+    if check is not None and proc.returncode != check:
+        raise AssertionError('sparc %s exited %d (expected %d)\nstdout:\n%s'
+                             '\nstderr:\n%s' % (' '.join(map(str, args)),
+                                                proc.returncode, check,
+                                                proc.stdout[-3000:],
+                                                proc.stderr[-3000:]))
+    return proc
+
+
+def wait_gone(guest, pids, timeout=20.0) -> list[dict]:
+    """Poll the guest's process list until none of ``pids`` is left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        procs = guest.processes()
+        alive = {p['pid'] for p in procs} & set(pids)
+        if not alive or time.monotonic() > deadline:
+            return procs
+        time.sleep(1)

@@ -1,0 +1,172 @@
+"""Process exclusion end to end on a real guest (Debian 6.1, 256 MiB, pc):
+``ps``, ``scrub``, ``verify`` and ``virsh restore``."""
+
+import hashlib
+import json
+import os
+import time
+
+import pytest
+
+from tests.functional.engine import scenario as scen
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope='module')
+def sc(make_guest, guest_image, module_dir):
+    return scen.build(make_guest, guest_image, module_dir)
+
+
+@pytest.fixture(scope='module')
+def scrubbed(sc):
+    """The checkpoint scrubbed through the CLI, with its report."""
+    out = os.path.join(sc.workdir, 'scrubbed.save')
+    report = os.path.join(sc.workdir, 'report.json')
+    args = ['checkpoint', 'scrub', sc.save_path, '--output', out,
+            '--report', report, '--format', 'json']
+    for sel in sc.selectors():
+        args += ['--exclude-process', sel]
+    scen.sparc(*args, check=0)
+    with open(report) as f:
+        return out, json.load(f)
+
+
+def _sha(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def test_ps_matches_guest(sc):
+    out = scen.sparc('checkpoint', 'ps', sc.save_path, '--all', '--format',
+                     'json', check=0)
+    mine = {p['pid']: p for p in json.loads(out.stdout)['processes']}
+    # Short-lived processes differ between the listing and the save: the
+    # helpers the listing loop itself ran (sh subshells, cut, awk, cat)
+    # and the heartbeat loop's sleep. Everything else must match.
+    transient = {'cut', 'awk', 'cat', 'sleep', 'sh'}
+    for p in sc.processes:
+        if p['pid'] not in mine:
+            assert p['comm'] in transient, p
+            continue
+        m = mine[p['pid']]
+        assert (m['ppid'], m['uid'], m['threads']) == (
+            p['ppid'], p['uid'], p['threads']), (m, p)
+        assert m['comm'] == p['comm'][:15] or \
+            p['comm'].startswith(m['comm']), (m, p)
+    guest_pids = {p['pid'] for p in sc.processes}
+    missing = [m for pid, m in mine.items() if pid not in guest_pids]
+    assert all(m['comm'] in transient for m in missing), missing
+    for name, pid in sc.pids.items():
+        assert mine[pid]['comm'] == 'workload'
+        assert mine[pid]['exe'] == '/bin/workload'
+    assert mine[sc.pids['threads']]['threads'] == 4
+
+
+def test_markers_present_before(sc):
+    args = ['checkpoint', 'verify', sc.save_path]
+    for name in scen.MARKERS:
+        args += ['--marker', sc.marker(name)]
+    out = scen.sparc(*args, '--format', 'json', check=1)
+    rows = {r['marker']: r for r in json.loads(out.stdout)['markers']}
+    for name in scen.MARKERS:
+        assert rows[sc.marker(name)]['in_memory'] > 0, name
+
+
+def test_no_selected_marker_left(sc, scrubbed):
+    out, _ = scrubbed
+    args = ['checkpoint', 'verify', out]
+    for name in scen.SELECTED + ('spray',):
+        args += ['--marker', sc.marker(name)]
+    res = scen.sparc(*args, '--format', 'json', check=0)
+    for row in json.loads(res.stdout)['markers']:
+        assert row['in_memory'] == 0 and row['in_file'] == 0, row
+
+
+def test_control_marker_kept(sc, scrubbed):
+    out, _ = scrubbed
+    res = scen.sparc('checkpoint', 'verify', out, '--marker',
+                     sc.marker('control'), '--format', 'json', check=1)
+    row = json.loads(res.stdout)['markers'][0]
+    before = scen.sparc('checkpoint', 'verify', sc.save_path, '--marker',
+                        sc.marker('control'), '--format', 'json', check=1)
+    assert row['in_memory'] == \
+        json.loads(before.stdout)['markers'][0]['in_memory'] > 0
+
+
+def test_frames_equal_guest_pagemap(sc, scrubbed):
+    _, report = scrubbed
+    by_pid = {p['pid']: p for p in report['processes']}
+    for name in scen.SELECTED:
+        pid = sc.pids[name]
+        frames = {int(f, 16) for fl in by_pid[pid]['frames'].values()
+                  for f in fl}
+        assert frames == sc.frames[pid], name
+        assert frames and not by_pid[pid]['refused']
+    assert report['verification']['result'] == 'ok'
+    assert report['free_pages']['frames_rewritten'] > 0
+
+
+def test_report_contents(sc, scrubbed):
+    _, report = scrubbed
+    assert report['kernel']['build_id']
+    assert report['kernel']['types'] == 'BTF (guest memory)'
+    threads = {p['pid']: p['threads'] for p in report['processes']}
+    assert len(threads[sc.pids['threads']]) == 4
+    kills = {p['pid']: p['kill'] for p in report['processes']}
+    for name in scen.SELECTED:
+        k = kills[sc.pids[name]]
+        assert len(k['threads']) == len(threads[sc.pids[name]])
+    assert kills[sc.pids['pipe']]['wakeup'] == 'timer'
+    assert kills[sc.pids['futex']]['wakeup'] == 'timer'
+    assert report['patched_fields']
+    assert set(report['timings']) >= {'parse_and_introspect', 'plan',
+                                      'rewrite', 'verify'}
+
+
+def test_free_pages_kept_leaves_spray(sc):
+    out = os.path.join(sc.workdir, 'kept.save')
+    scen.sparc('checkpoint', 'scrub', sc.save_path, '--output', out,
+               '--keep-free-pages', '--exclude-process',
+               'pid:%d' % sc.pids['simple'], check=0)
+    res = scen.sparc('checkpoint', 'verify', out, '--marker',
+                     sc.marker('spray'), '--format', 'json', check=1)
+    assert json.loads(res.stdout)['markers'][0]['in_memory'] > 500
+    os.unlink(out)
+
+
+def test_dry_run_writes_nothing(sc):
+    before = _sha(sc.save_path)
+    mtime = os.stat(sc.save_path).st_mtime_ns
+    res = scen.sparc('checkpoint', 'scrub', sc.save_path, '--dry-run',
+                     '--exclude-process', 'workload', check=0)
+    plan = json.loads(res.stdout)
+    assert plan['dry_run'] and plan['output'] is None
+    # The bare name selects every workload process, control included.
+    assert {p['pid'] for p in plan['processes']} >= set(sc.pids.values())
+    assert _sha(sc.save_path) == before
+    assert os.stat(sc.save_path).st_mtime_ns == mtime
+    assert not [f for f in os.listdir(sc.workdir) if '.sparc-' in f]
+
+
+def test_restore_kills_selected_keeps_control(sc, scrubbed):
+    out, _ = scrubbed
+    g = sc.guest
+    g.restore(out)
+    beat = g.heartbeat()
+    selected = [sc.pids[n] for n in scen.SELECTED]
+    procs = scen.wait_gone(g, selected)
+    pids = {p['pid'] for p in procs}
+    assert not pids & set(selected), [p for p in procs
+                                      if p['pid'] in selected]
+    assert sc.pids['control'] in pids
+    # The guest keeps running and can use its (scrubbed) free memory.
+    g.run('/bin/workload spray 7 4000; echo SPRAY""-END', 'SPRAY-END',
+          timeout=120)
+    time.sleep(2)
+    assert g.heartbeat() > beat
+    assert g.oopses() == []
+    assert 'memory corruption' not in g.console_text()
