@@ -314,7 +314,13 @@ class BtfTypes:
         """The drgn type for BTF type id ``tid``."""
         t = self._drgn.get(tid)
         if t is None:
-            t = self._build(tid, 0)
+            try:
+                t = self._build(tid, 0)
+            except (ValueError, OverflowError, TypeError) as e:
+                # drgn refuses shapes no compiler emits (an integer of
+                # 4 billion bits...): that is malformed BTF, say so.
+                raise BtfError('type %d cannot be represented: %s'
+                               % (tid, e))
             self._drgn[tid] = t
         return t
 
@@ -387,18 +393,26 @@ class BtfTypes:
         if k == KIND_INT:
             (enc,) = struct.unpack('<I', t.extra)
             flags = (enc >> 24) & 0xf
+            if t.size_or_type not in (1, 2, 4, 8, 16):
+                raise BtfError('integer type %d (%s) is %d bytes'
+                               % (tid, t.name, t.size_or_type))
             name = _CANONICAL_INT.get(t.name, t.name)
             if flags & INT_BOOL:
                 return prog.bool_type(name, t.size_or_type)
             return prog.int_type(name, t.size_or_type,
                                  bool(flags & INT_SIGNED))
         if k == KIND_FLOAT:
+            if t.size_or_type not in (2, 4, 8, 10, 12, 16):
+                raise BtfError('float type %d (%s) is %d bytes'
+                               % (tid, t.name, t.size_or_type))
             return prog.float_type(t.name, t.size_or_type)
         if k == KIND_PTR:
             return prog.pointer_type(self._ref(self._target(t), depth))
         if k == KIND_ARRAY:
             elem, _, nelems = struct.unpack('<III', t.extra)
             self._check_ref(elem, t, 'element')
+            if elem == 0:
+                raise BtfError('array type %d has void elements' % tid)
             return prog.array_type(self._ref(elem, depth), nelems)
         if k in (KIND_STRUCT, KIND_UNION):
             return self._compound(t)
@@ -408,6 +422,9 @@ class BtfTypes:
                     else prog.struct_type(tag))
         if k in (KIND_ENUM, KIND_ENUM64):
             size = t.size_or_type
+            if size not in (1, 2, 4, 8):
+                raise BtfError('enum type %d (%s) is %d bytes'
+                               % (tid, t.name, size))
             signed = bool(t.kind_flag)
             base = {1: 'char', 2: 'short', 4: 'int'}.get(size, 'long')
             compat = prog.int_type(base if signed else 'unsigned ' + base,
@@ -463,6 +480,9 @@ class BtfTypes:
             else:
                 bit_size = 0
                 bit_off = off
+            if bit_size > 64:
+                raise BtfError('type %d (%s): bit field of %d bits'
+                               % (t.id, t.name, bit_size))
             if bit_off > t.size_or_type * 8:
                 raise BtfError('type %d (%s): member at bit %d is outside '
                                'its %d bytes' % (t.id, t.name, bit_off,
@@ -477,7 +497,12 @@ class BtfTypes:
     def _member_thunk(self, mtype, bit_size):
         if bit_size:
             def thunk():
-                return drgn.Object(self._prog, self.drgn_type(mtype),
-                                   bit_field_size=bit_size)
+                mt = self.drgn_type(mtype)
+                try:
+                    return drgn.Object(self._prog, mt,
+                                       bit_field_size=bit_size)
+                except (ValueError, OverflowError, TypeError) as e:
+                    raise BtfError('bit field of %d bits of type %d: %s'
+                                   % (bit_size, mtype, e))
             return thunk
         return lambda: self.drgn_type(mtype)

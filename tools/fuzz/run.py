@@ -2,7 +2,8 @@
 
     python tools/fuzz/run.py TARGET [libFuzzer options...] [CORPUS_DIR...]
 
-Targets: see ``TARGETS`` in checkpoint_targets.py. Example, one million
+Targets: see ``TARGETS`` in checkpoint_targets.py and
+introspect_targets.py. Example, one million
 executions of the stream parser seeded with the regression corpus:
 
     python tools/fuzz/run.py stream -runs=1000000 -timeout=10 \\
@@ -18,17 +19,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 
 from tools.fuzz import checkpoint_targets  # noqa: E402
+from tools.fuzz import introspect_targets  # noqa: E402
 
 # sparc-nova may be installed editable (a custom import finder), which
 # atheris cannot hook: instrument every loaded module's bytecode instead.
 atheris.instrument_all()
 
 
+TARGETS = dict(checkpoint_targets.TARGETS, **introspect_targets.TARGETS)
+
+
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in checkpoint_targets.TARGETS:
-        sys.exit('usage: run.py {%s} [libFuzzer args]'
-                 % '|'.join(checkpoint_targets.TARGETS))
-    target = checkpoint_targets.TARGETS[sys.argv[1]]
+    if len(sys.argv) < 2 or sys.argv[1] not in TARGETS:
+        sys.exit('usage: run.py {%s} [libFuzzer args]' % '|'.join(TARGETS))
+    target = TARGETS[sys.argv[1]]
     atheris.Setup([sys.argv[0]] + sys.argv[2:], target)
     atheris.Fuzz()
 
