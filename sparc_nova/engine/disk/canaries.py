@@ -17,6 +17,8 @@ MIN_BYTES = 12
 MIN_DISTINCT = 6
 #: Bytes read per window: enough to find a usable run in text files.
 WINDOW = 256
+#: Files up to this size (bytes) are read whole, larger ones by window.
+WHOLE_FILE_BYTES = 64 * 1024
 #: Shortest file name used as a canary.
 MIN_NAME_BYTES = 8
 
@@ -60,11 +62,17 @@ def window_offsets(size: int, count: int) -> list[int]:
     return sorted({last * i // (count - 1) for i in range(count)})
 
 
-def sample_file(read, path: str, size: int, count: int) -> list[Canary]:
-    """Content canaries of one file; ``read(offset, length) -> bytes``."""
+def windows(path: str, size: int, count: int) -> list[tuple[str, int, int]]:
+    """The ``(path, offset, length)`` windows to read from one file."""
+    return [(path, offset, min(WINDOW, size - offset))
+            for offset in window_offsets(size, count)]
+
+
+def from_windows(path: str, datas: list[bytes]) -> list[Canary]:
+    """Content canaries of one file from the bytes of its windows."""
     found = []
-    for offset in window_offsets(size, count):
-        piece = best_piece(read(offset, min(WINDOW, size - offset)))
+    for data in datas:
+        piece = best_piece(data)
         if piece is not None and all(c.data != piece for c in found):
             found.append(Canary(piece, 'content', path))
     return found

@@ -38,6 +38,7 @@ from oslo_log import log as logging
 
 from sparc_nova.engine.disk import appliance
 from sparc_nova.engine.disk import backends
+from sparc_nova.engine.disk import batch
 from sparc_nova.engine.disk import canaries as canaries_mod
 from sparc_nova.engine.disk import preflight
 from sparc_nova.engine.disk import report as report_mod
@@ -386,6 +387,7 @@ class _Session:
     def plan_removals(self, tree: volumes_mod.Tree,
                       selection: rules_mod.Selection) -> list[_Removal]:
         removals = []
+        stats = self.lstat_many(list(selection.removed))
         for path, rule in selection.removed.items():
             device = tree.device_of(path)
             volume = self.volumes[device]
@@ -398,9 +400,23 @@ class _Session:
                 volume.report.reason = 'matches on an unsupported ' \
                     'filesystem were left'
                 continue
-            removals.append(_Removal(path, device, self.g.lstatns(path),
-                                     rule))
+            removals.append(_Removal(path, device, stats[path], rule))
         return removals
+
+    def lstat_many(self, paths: list[str]) -> dict[str, dict]:
+        """lstat of many paths, one appliance call per directory."""
+        by_dir: dict[str, list[str]] = {}
+        for path in paths:
+            by_dir.setdefault(os.path.dirname(path), []).append(
+                os.path.basename(path))
+        stats = {}
+        for directory, names in by_dir.items():
+            for start in range(0, len(names), 1000):
+                chunk = names[start:start + 1000]
+                for name, stat in zip(chunk, self.g.lstatnslist(directory,
+                                                                chunk)):
+                    stats[os.path.join(directory, name)] = stat
+        return stats
 
     def hash_kept(self, index: int, selection: rules_mod.Selection,
                   removals: list[_Removal]) -> None:
@@ -424,26 +440,24 @@ class _Session:
         rest = [p for p in selection.kept if os.path.dirname(p)
                 not in siblings]
         random.shuffle(rest)
-        budget = self.options.verify_sample_size
-        for path in near + rest:
-            if budget <= 0:
-                break
-            stat = g.lstatns(path)
-            if (stat['st_mode'] & 0o170000) != 0o100000:
-                continue
-            self.kept_hashes[(index, path)] = g.checksum('sha256', path)
-            budget -= 1
+        candidates = near + rest[:self.options.verify_sample_size * 2]
+        stats = self.lstat_many(candidates)
+        limit = self.options.verify_sample_size
+        chosen = [p for p in candidates if _kind(stats[p]) == 'file'][:limit]
+        for path, digest in zip(chosen, batch.sha256_files(g, chosen)):
+            self.kept_hashes[(index, path)] = digest
 
     def sample_canaries(self, removals: list[_Removal]) -> None:
-        g = self.g
+        sampled = []
         for r in removals:
-            if r.stat['st_mode'] & 0o170000 == 0o040000:
+            kind = _kind(r.stat)
+            if kind == 'directory':
                 continue
             if r.rule.source in ('path', 'held'):
                 name = canaries_mod.name_canary(r.path)
                 if name is not None:
                     self.canaries.append(name)
-            if r.stat['st_mode'] & 0o170000 != 0o100000:
+            if kind != 'file':
                 continue
             if r.stat['st_nlink'] > 1:
                 self.report.warnings.append(
@@ -451,28 +465,49 @@ class _Session:
                     'through the kept ones' % (
                         self.report.name(r.path), r.stat['st_nlink']))
                 continue
-            found = canaries_mod.sample_file(
-                lambda off, n, p=r.path: g.pread(p, n, off), r.path,
-                r.stat['st_size'], self.options.canary_windows)
-            if not found:
-                self.report.files_without_canary += 1
-            self.canaries.extend(found)
+            sampled.append(r)
+        small = [r for r in sampled
+                 if r.stat['st_size'] <= canaries_mod.WHOLE_FILE_BYTES]
+        contents = batch.read_files(self.g, [(r.path, r.stat['st_size'])
+                                             for r in small])
+        large = [r for r in sampled
+                 if r.stat['st_size'] > canaries_mod.WHOLE_FILE_BYTES]
+        wanted = [canaries_mod.windows(r.path, r.stat['st_size'],
+                                       self.options.canary_windows)
+                  for r in large]
+        datas = iter(batch.read_windows(self.g, [w for ws in wanted
+                                                 for w in ws]))
+        for r in small:
+            data = contents.get(r.path, b'')
+            self.add_canaries(r, canaries_mod.from_windows(
+                r.path, [data[o:o + n] for _, o, n in canaries_mod.windows(
+                    r.path, len(data), self.options.canary_windows)]))
+        for r, ws in zip(large, wanted):
+            self.add_canaries(r, canaries_mod.from_windows(
+                r.path, [next(datas) for _ in ws]))
+
+    def add_canaries(self, removal: _Removal,
+                     found: list[canaries_mod.Canary]) -> None:
+        if not found:
+            self.report.files_without_canary += 1
+        self.canaries.extend(found)
 
     def remove(self, tree: volumes_mod.Tree,
                removals: list[_Removal]) -> None:
         g = self.g
-        directories = []
-        for r in removals:
+        files = [r for r in removals if _kind(r.stat) != 'directory']
+        directories = [r for r in removals if _kind(r.stat) == 'directory']
+        for device in {r.device for r in files}:
+            self.backend(self.volumes[device]).overwrite(
+                g, [(r.path, r.stat) for r in files if r.device == device])
+        g.sync()
+        batch.unlink(g, [r.path for r in files])
+        for r in files:
             volume = self.volumes[r.device]
-            kind = _kind(r.stat)
-            if kind == 'directory':
-                directories.append(r)
-                continue
-            self.backend(volume).remove(g, r.path, r.stat)
             volume.report.removed += 1
             volume.report.action = 'scrubbed'
             self.report.removed.append(report_mod.RemovedPath(
-                self.report.name(r.path), kind, r.stat['st_size'],
+                self.report.name(r.path), _kind(r.stat), r.stat['st_size'],
                 r.rule.unit, r.device))
         for r in sorted(directories, key=lambda r: -r.path.count('/')):
             if g.ls(r.path):
@@ -569,14 +604,13 @@ class _Session:
                         self.image, '%d paths still match the rules after '
                                     'the scrub' % len(still),
                         device=tree.mounts[0][2])
-                for (tree_index, path), digest in self.kept_hashes.items():
-                    if tree_index != index:
-                        continue
-                    try:
-                        after = g.checksum('sha256', path)
-                    except RuntimeError:
-                        after = 'missing'
-                    if after != digest:
+                expected = {path: digest for (tree_index, path), digest
+                            in self.kept_hashes.items()
+                            if tree_index == index}
+                paths = sorted(expected)
+                for path, after in zip(paths,
+                                       batch.sha256_files(g, paths)):
+                    if after != expected[path]:
                         self.report.kept_files_identical = False
                         raise exception.DiskVerificationError(
                             self.image, 'kept file changed or disappeared '

@@ -3,8 +3,8 @@
 A backend knows one family of filesystems. The scrub calls it in this
 order, on one appliance handle:
 
-1. :meth:`remove` for each matched path while the filesystem is mounted
-   read-write (at ``mounted_path``, a path in the appliance's view);
+1. :meth:`overwrite` with the matched files while the filesystem is
+   mounted read-write (the scrub then syncs and unlinks them);
 2. :meth:`trim` once per filesystem while it is still mounted;
 3. :meth:`clean` once per filesystem after everything is unmounted:
    make freed blocks, stale journal/log copies and deleted names
@@ -13,11 +13,11 @@ order, on one appliance handle:
    check that raises on any error.
 """
 
-CHUNK = 2 * 1024 * 1024
+from sparc_nova.engine.disk import batch
 
 
 class Backend:
-    """Base backend: remove by unlinking, trim, no cleaning, no check."""
+    """Base backend: no overwrite, trim, no cleaning, no check."""
 
     #: vfs types (as libguestfs' ``vfs_type`` reports them) handled.
     fstypes: tuple[str, ...] = ()
@@ -29,12 +29,17 @@ class Backend:
         #: Host directory for temporary files of this scrub.
         self.workdir = workdir
 
-    def remove(self, g, mounted_path: str, stat: dict) -> None:
-        """Remove one non-directory path. ``stat`` is ``lstatns``."""
-        if self.overwrites_in_place and _is_regular(stat) \
-                and stat['st_nlink'] == 1:
-            overwrite_with_zeros(g, mounted_path, stat['st_size'])
-        g.rm(mounted_path)
+    def overwrite(self, g, files: list[tuple[str, dict]]) -> None:
+        """Overwrite matched files' bytes before they are unlinked, when
+        the filesystem writes in place. ``files`` are (path, lstatns)
+        pairs; files with other hard links are left alone (the kept link
+        still needs the bytes).
+        """
+        if not self.overwrites_in_place:
+            return
+        batch.overwrite_with_zeros(g, [
+            path for path, stat in files
+            if _is_regular(stat) and stat['st_nlink'] == 1])
 
     def trim(self, g, mountpoint: str) -> None:
         """Discard free blocks (the working copy punches holes)."""
@@ -58,18 +63,3 @@ def _is_regular(stat: dict) -> bool:
 
 def is_directory(stat: dict) -> bool:
     return (stat['st_mode'] & 0o170000) == 0o040000
-
-
-def overwrite_with_zeros(g, path: str, size: int) -> None:
-    """Overwrite ``size`` bytes of ``path`` in place (no truncation, so
-    the filesystem keeps the same blocks), then flush.
-    """
-    zeros = b'\0' * CHUNK
-    offset = 0
-    while offset < size:
-        n = min(CHUNK, size - offset)
-        written = g.pwrite(path, zeros[:n], offset)
-        if written <= 0:
-            raise RuntimeError('short write at offset %d' % offset)
-        offset += written
-    g.sync()

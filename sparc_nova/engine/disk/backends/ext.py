@@ -43,7 +43,8 @@ def _journal_mib(dumpe2fs_header: str) -> int:
     if not re.search(r'^Filesystem features:.*\bhas_journal\b',
                      dumpe2fs_header, re.M):
         return 0
-    m = re.search(r'^Journal size:\s+(\d+)([kMG])', dumpe2fs_header, re.M)
+    m = re.search(r'^(?:Total j|J)ournal size:\s+(\d+)([kMG])',
+                  dumpe2fs_header, re.M)
     if not m:
         return 0
     size, unit = int(m.group(1)), m.group(2)

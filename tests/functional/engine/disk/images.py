@@ -1,0 +1,191 @@
+"""Disk images with marker files, built for the disk scrubber's tests.
+
+Every image holds the same tree (:func:`populate`): files the rules
+remove (a marker in their content, one marker only in a file name, a
+2 MB file, many small files interleaved with kept small files so that
+they share qcow2 clusters) and kept files; plus a marker file deleted
+before the snapshot, so that its blocks are free but not empty.
+
+ext4 on a partition is built without the appliance (``mkfs.ext4 -d``,
+then debugfs deletes the file whose blocks must stay behind); LVM, LUKS,
+xfs and btrfs images are built in one appliance launch.
+"""
+
+import dataclasses
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import tarfile
+
+MIB = 1024 * 1024
+PART_OFFSET = MIB
+
+#: Rules that select exactly the removed files of :func:`populate`.
+EXCLUDE_PATHS = ('/home/*/.ssh/**', '!**/*.pub', '!**/authorized_keys',
+                 '/home/*/projects/note-*', '/home/*/big.bin',
+                 '/home/*/cache/small-*')
+PRESETS = ('shell-history', 'tmp')
+LUKS_KEY = 'correct horse battery staple'
+
+
+@dataclasses.dataclass
+class Tree:
+    """The host directory a test image was filled from."""
+    root: str
+    marker: str
+    removed: list[str]
+    kept: dict[str, str]          # guest path -> sha256
+    deleted: str                  # guest path deleted before the snapshot
+
+
+def populate(root: str, marker: str, small_files: int = 200) -> Tree:
+    """Fill ``root`` with the test tree; ``marker`` is a random ASCII
+    string that appears only in removed and deleted files."""
+    rng = random.Random(marker)
+    m = marker.encode()
+    removed = []
+
+    def put(path: str, data: bytes, remove: bool) -> None:
+        full = os.path.join(root, path.lstrip('/'))
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, 'wb') as f:
+            f.write(data)
+        if remove:
+            removed.append(path)
+
+    put('/home/alice/.ssh/id_rsa',
+        b'-----BEGIN OPENSSH PRIVATE KEY-----\n' + m +
+        b'\n' + rng.randbytes(400).hex().encode() +
+        b'\n-----END OPENSSH PRIVATE KEY-----\n', True)
+    put('/home/alice/.ssh/id_rsa.pub', b'ssh-rsa AAAAB3Nza alice@vm\n', False)
+    put('/home/alice/.ssh/authorized_keys', b'ssh-ed25519 AAAAC3 ops\n',
+        False)
+    put('/home/alice/.bash_history',
+        b'ls\nexport TOKEN=' + m + b'\nmysql -p' + m + b'\n', True)
+    put('/root/.bash_history', b'cat /etc/' + m + b'\n', True)
+    put('/home/alice/projects/note-%s.txt' % marker,
+        b'nothing secret in here but the name\n', True)
+    put('/home/alice/projects/readme.txt', b'kept project readme\n', False)
+    big = bytearray(rng.randbytes(2 * MIB))
+    for offset in range(4096, len(big) - 64, 256 * 1024):
+        big[offset:offset + len(m)] = m
+    put('/home/alice/big.bin', bytes(big), True)
+    for i in range(small_files):
+        put('/home/alice/cache/small-%03d' % i,
+            b'entry %d ' % i + m + b' ' + rng.randbytes(60).hex().encode(),
+            True)
+        put('/home/alice/cache/keep-%03d' % i,
+            b'kept %d ' % i + rng.randbytes(60).hex().encode(), False)
+    put('/tmp/session-token', m + b'\n', True)
+    put('/etc/hostname', b'testvm\n', False)
+    put('/srv/data/keep.bin', rng.randbytes(256 * 1024), False)
+    put('/var/log/old.log', (b'deleted ' + m + b'\n') * 2000, False)
+    kept = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            full = os.path.join(dirpath, name)
+            guest = '/' + os.path.relpath(full, root)
+            if guest in removed or guest == '/var/log/old.log':
+                continue
+            with open(full, 'rb') as f:
+                kept[guest] = hashlib.sha256(f.read()).hexdigest()
+    return Tree(root, marker, removed, kept, '/var/log/old.log')
+
+
+def _run(*argv: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, check=True, capture_output=True, **kwargs)
+
+
+def partitioned_raw(path: str, size_mib: int) -> None:
+    """A sparse raw file with an MBR and one Linux partition from 1 MiB
+    to the end."""
+    with open(path, 'wb') as f:
+        f.truncate(size_mib * MIB)
+    _run('sfdisk', '-q', path, input=b'label: dos\nstart=2048, type=83\n')
+
+
+def ext4_image(tree: Tree, path: str, size_mib: int = 256,
+               fmt: str = 'qcow2') -> str:
+    """ext4 on a partition, filled with ``mkfs.ext4 -d``; the deleted
+    file's blocks are freed with debugfs (so they keep their data)."""
+    raw = path + '.raw'
+    partitioned_raw(raw, size_mib)
+    fs_kib = (size_mib - 1) * 1024
+    _run('mkfs.ext4', '-q', '-F', '-E', 'offset=%d' % PART_OFFSET,
+         '-d', tree.root, raw, '%dk' % fs_kib)
+    _run('debugfs', '-w', '-R', 'rm %s' % tree.deleted,
+         '%s?offset=%d' % (raw, PART_OFFSET))
+    return _finish(raw, path, fmt)
+
+
+def _finish(raw: str, path: str, fmt: str) -> str:
+    if fmt == 'raw':
+        os.rename(raw, path)
+    else:
+        _run('qemu-img', 'convert', '-f', 'raw', '-O', fmt, raw, path)
+        os.unlink(raw)
+    return path
+
+
+def _tarball(tree: Tree, path: str) -> str:
+    with tarfile.open(path, 'w') as tar:
+        for name in sorted(os.listdir(tree.root)):
+            tar.add(os.path.join(tree.root, name), arcname=name)
+    return path
+
+
+def appliance_images(tree: Tree, directory: str,
+                     size_mib: int = 256) -> dict[str, str]:
+    """LVM+ext4, xfs, btrfs and LUKS+ext4 qcow2 images built in one
+    appliance launch. Returns kind -> path."""
+    import guestfs
+
+    kinds = ('lvm', 'xfs', 'btrfs', 'luks')
+    tar = _tarball(tree, os.path.join(directory, 'tree.tar'))
+    raws = {}
+    g = guestfs.GuestFS(python_return_dict=True, close_on_exit=False)
+    g.set_backend('direct')
+    g.set_backend_settings(['force_tcg'])
+    for kind in kinds:
+        raws[kind] = os.path.join(directory, kind + '.raw')
+        with open(raws[kind], 'wb') as f:
+            f.truncate(size_mib * MIB)
+        g.add_drive_opts(raws[kind], format='raw')
+    g.launch()
+    try:
+        for kind, disk in zip(kinds, g.list_devices()):
+            g.part_disk(disk, 'mbr')
+            part = disk + '1'
+            if kind == 'lvm':
+                g.pvcreate(part)
+                g.vgcreate('vgsparc', [part])
+                g.lvcreate('root', 'vgsparc', size_mib // 2)
+                fs_dev, fstype = '/dev/vgsparc/root', 'ext4'
+            elif kind == 'luks':
+                g.luks_format(part, LUKS_KEY, 0)
+                g.cryptsetup_open(part, LUKS_KEY, 'sparcluks')
+                fs_dev, fstype = '/dev/mapper/sparcluks', 'ext4'
+            else:
+                fs_dev, fstype = part, kind
+            g.mkfs(fstype, fs_dev)
+            g.mount(fs_dev, '/')
+            g.tar_in(tar, '/')
+            g.sync()
+            g.rm(tree.deleted)
+            g.sync()
+            g.umount_all()
+            if kind == 'luks':
+                g.cryptsetup_close('/dev/mapper/sparcluks')
+        g.shutdown()
+    finally:
+        g.close()
+    os.unlink(tar)
+    return {kind: _finish(raws[kind], os.path.join(directory,
+                                                   kind + '.qcow2'),
+                          'qcow2') for kind in kinds}
+
+
+def copy_tree_root(tree: Tree, dest: str) -> None:
+    shutil.copytree(tree.root, dest)

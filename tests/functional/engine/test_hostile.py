@@ -1,0 +1,189 @@
+"""Hostile or corrupt guest memory: a clear error, nothing written, no
+hang. Each test corrupts a copy of a real checkpoint, then scrubs it."""
+
+import filecmp
+import hashlib
+import os
+
+import pytest
+
+from sparc_nova.checkpoint import checkpoint
+from sparc_nova.checkpoint import rewrite
+from sparc_nova.engine import physview
+from sparc_nova.introspect import kernel as kernel_mod
+from sparc_nova.introspect import memory as memory_mod
+from tests.functional.engine import scenario as scen
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope='module')
+def sc(make_guest, guest_image, module_dir):
+    s = scen.build(make_guest, guest_image, module_dir)
+    s.guest.destroy()
+    return s
+
+
+def _sha(path):
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def corrupt(sc, name, edit):
+    """A copy of the scenario checkpoint with guest memory changed by
+    ``edit(kernel, memory) -> {paddr: bytes}``."""
+    out = os.path.join(sc.workdir, name + '.save')
+    with checkpoint.open_checkpoint(sc.save_path) as ck:
+        mem = physview.CheckpointMemory(ck)
+        try:
+            kernel = kernel_mod.open_kernel(mem)
+            writes = edit(kernel, mem)
+            pages = {}
+            for paddr, data in writes.items():
+                pfn = paddr >> 12
+                page = pages.setdefault(pfn, bytearray(
+                    mem.read(pfn << 12, memory_mod.PAGE_SIZE)))
+                off = paddr & 0xfff
+                assert off + len(data) <= memory_mod.PAGE_SIZE
+                page[off:off + len(data)] = data
+        finally:
+            mem.close()
+        rewrite.rewrite_pages(ck, {p: bytes(b) for p, b in pages.items()},
+                              output=out)
+    return out
+
+
+def scrub_fails(sc, path):
+    """Scrub ``path``; assert exit 2, the file unchanged, no output."""
+    before = _sha(path)
+    out = path + '.out'
+    res = scen.sparc('checkpoint', 'scrub', path, '--output', out,
+                     '--exclude-process', 'pid:%d' % sc.pids['simple'],
+                     check=2)
+    assert _sha(path) == before
+    assert not os.path.exists(out)
+    assert not [f for f in os.listdir(sc.workdir) if '.sparc-' in f]
+    assert path in res.stderr
+    return res.stderr
+
+
+def test_corrupt_vmcoreinfo(sc):
+    """The page table root in every vmcoreinfo copy moved by one page:
+    nothing the kernel's own pointers say matches any more."""
+    def edit(kernel, mem):
+        writes = {}
+        for key in (b'SYMBOL(swapper_pg_dir)=', b'SYMBOL(init_top_pgt)='):
+            for addr in memory_mod.find(mem, key):
+                text = mem.read(addr, 64)
+                value = text[len(key):text.index(b'\n')]
+                if not all(c in b'0123456789abcdef' for c in value):
+                    continue
+                bad = b'%x' % (int(value, 16) + 0x1000)
+                writes[addr + len(key)] = bad[-len(value):]
+        assert writes
+        return writes
+    err = scrub_fails(sc, corrupt(sc, 'vmcoreinfo', edit))
+    assert 'vmcoreinfo' in err
+
+
+def test_no_vmcoreinfo(sc):
+    def edit(kernel, mem):
+        return {a: b'XSRELEASE=' for a in memory_mod.find(
+            mem, b'OSRELEASE=')}
+    err = scrub_fails(sc, corrupt(sc, 'novmcoreinfo', edit))
+    assert 'no vmcoreinfo' in err
+
+
+def test_corrupt_btf_header(sc):
+    def edit(kernel, mem):
+        start = kernel.symbol_address('__start_BTF')
+        return {kernel.phys(start): b'\x00\x00'}
+    err = scrub_fails(sc, corrupt(sc, 'btfmagic', edit))
+    assert 'BTF' in err and 'magic' in err and 'BUILD-ID' in err
+
+
+def test_corrupt_btf_types(sc):
+    def edit(kernel, mem):
+        start = kernel.symbol_address('__start_BTF')
+        # type_len (header bytes 12..15): far past the end of the blob.
+        return {kernel.phys(start + 12): b'\xff\xff\xff\x7f'}
+    err = scrub_fails(sc, corrupt(sc, 'btftypes', edit))
+    assert 'BTF' in err and 'outside' in err
+
+
+def test_corrupt_task_list(sc):
+    def edit(kernel, mem):
+        head = kernel.prog['init_task'].tasks.address_of_().value_()
+        return {kernel.phys(head): (0xdead000000000100).to_bytes(8,
+                                                                 'little')}
+    err = scrub_fails(sc, corrupt(sc, 'tasklist', edit))
+    assert 'task list' in err
+
+
+def test_cyclic_task_list(sc):
+    """A cycle that never returns to the head (prev pointers made
+    consistent, so only the cycle check can catch it)."""
+    def edit(kernel, mem):
+        prog = kernel.prog
+        head = prog['init_task'].tasks.address_of_().value_()
+        first = prog.read_u64(head)
+        second = prog.read_u64(first)
+        third = prog.read_u64(second)
+        # first -> second -> third -> second ...
+        return {kernel.phys(third): second.to_bytes(8, 'little'),
+                kernel.phys(second + 8): third.to_bytes(8, 'little')}
+    err = scrub_fails(sc, corrupt(sc, 'cycle', edit))
+    assert 'task list' in err and 'cycle' in err
+
+
+def test_cyclic_thread_list(sc):
+    def edit(kernel, mem):
+        prog = kernel.prog
+        from drgn.helpers.linux import pid as pid_helpers
+        task = pid_helpers.find_task(prog, sc.pids['threads'])
+        head = task.signal.thread_head.address_of_().value_()
+        first = prog.read_u64(head)
+        second = prog.read_u64(first)
+        return {kernel.phys(second): first.to_bytes(8, 'little'),
+                kernel.phys(first + 8): second.to_bytes(8, 'little')}
+    err = scrub_fails(sc, corrupt(sc, 'threadcycle', edit))
+    assert 'threads of pid %d' % sc.pids['threads'] in err
+
+
+def test_missing_kallsyms_needs_cache(sc, tmp_path):
+    """A kernel whose vmcoreinfo does not locate kallsyms (as before 6.0)
+    needs the BUILD-ID cache; with it, the scrub works."""
+    def edit(kernel, mem):
+        writes = {}
+        for addr in memory_mod.find(mem, b'SYMBOL(kallsyms_names)'):
+            writes[addr] = b'SYMBOL(kallsyms_nameX)'
+        assert writes
+        return writes
+    path = corrupt(sc, 'nokallsyms', edit)
+    err = scrub_fails(sc, path)
+    assert 'kallsyms' in err and 'System.map' in err
+    with checkpoint.open_checkpoint(path) as ck:
+        mem = physview.CheckpointMemory(ck)
+        at = next(iter(memory_mod.find(mem, b'OSRELEASE=')))
+        text = mem.read(at, 200).decode('ascii', 'replace').split('\n')
+        mem.close()
+    release = text[0].split('=', 1)[1]
+    build_id = text[1].split('=', 1)[1]
+    smap = '/boot/System.map-%s' % release
+    boot_kernel = '/boot/vmlinuz-' + release
+    if not os.path.exists(smap) or not os.path.exists(boot_kernel) or \
+            not filecmp.cmp(sc.image.kernel, boot_kernel, shallow=False):
+        pytest.skip('no System.map for the guest kernel %s in /boot'
+                    % release)
+    cache = tmp_path / build_id
+    cache.mkdir()
+    (cache / 'System.map').write_bytes(open(smap, 'rb').read())
+    conf = tmp_path / 'sparc.conf'
+    conf.write_text('[sparc]\nbuildid_cache_dir = %s\n' % tmp_path)
+    out = path + '.cached'
+    res = scen.sparc('--config-file', conf, 'checkpoint', 'scrub', path,
+                     '--output', out, '--format', 'json',
+                     '--exclude-process', 'pid:%d' % sc.pids['simple'],
+                     check=0)
+    assert 'System.map (BUILD-ID cache)' in res.stdout
+    os.unlink(out)
