@@ -1,0 +1,207 @@
+"""The privacy state of one instance, as the Privacy panel shows it.
+
+Plain data built from what the APIs return (no Django, no requests): the
+three policy sources of the instance, its effective policy computed by
+:mod:`sparc_nova.policy` (the code the Nova driver and ``sparc policy
+check`` use), and the scrub records of its latest snapshot.
+"""
+
+import dataclasses
+from typing import Iterable, Mapping
+
+from sparc_nova import exception
+from sparc_nova import policy
+
+#: Glance statuses of an image still being written.
+PENDING_IMAGE_STATUSES = ('queued', 'saving', 'uploading', 'importing')
+#: Glance statuses of an image that will never hold a snapshot.
+FAILED_IMAGE_STATUSES = ('killed', 'deleted', 'pending_delete')
+#: Nova task states of an instance whose snapshot is being taken.
+SNAPSHOT_TASK_STATES = ('image_snapshot', 'image_snapshot_pending',
+                        'image_pending_upload', 'image_uploading',
+                        'image_backup', 'shelving_image_pending_upload',
+                        'shelving_image_uploading')
+
+#: Scrub states of a snapshot.
+SCRUB_PENDING = 'pending'
+SCRUB_DONE = 'scrubbed'
+SCRUB_UNSCRUBBED = 'unscrubbed'
+SCRUB_NO_RECORD = 'no_record'
+SCRUB_FAILED = 'failed'
+
+
+def policy_keys(pairs: Mapping[str, str] | None,
+                source: str) -> dict[str, str] | None:
+    """The sparc-nova policy keys of one source (``None`` stays ``None``:
+    the source could not be read). The records sparc-nova leaves on the
+    images it scrubbed are not policy and are left out.
+    """
+    if pairs is None:
+        return None
+    prefix = policy.PREFIXES[source]
+    return {key: value for key, value in pairs.items()
+            if key.startswith(prefix) and
+            not (source == policy.IMAGE and key in policy.RECORD_PROPERTIES)}
+
+
+@dataclasses.dataclass
+class SnapshotRecord:
+    """A snapshot image of an instance and what sparc-nova recorded on it
+    (``sparc_scrubbed``, ``sparc_policy_digest``, ``sparc_scrub_summary``).
+    """
+
+    image_id: str
+    name: str
+    status: str
+    created_at: str
+    properties: dict[str, str]
+
+    @classmethod
+    def from_image(cls, image) -> 'SnapshotRecord':
+        """From a Glance image of ``openstack_dashboard.api.glance``."""
+        return cls(image_id=image.id, name=image.name or '',
+                   status=(image.status or '').lower(),
+                   created_at=image.created_at or '',
+                   properties=dict(image.properties or {}))
+
+    @property
+    def scrubbed(self) -> bool | None:
+        """``sparc_scrubbed`` as a boolean; None when not recorded."""
+        value = self.properties.get(policy.SCRUBBED_PROPERTY)
+        if value is None:
+            return None
+        return str(value).strip().lower() == 'true'
+
+    @property
+    def summary(self) -> str:
+        return self.properties.get(policy.SUMMARY_PROPERTY) or ''
+
+    @property
+    def digest(self) -> str:
+        return self.properties.get(policy.DIGEST_PROPERTY) or ''
+
+    @property
+    def state(self) -> str:
+        """One of the ``SCRUB_*`` states."""
+        if self.status in FAILED_IMAGE_STATUSES:
+            return SCRUB_FAILED
+        scrubbed = self.scrubbed
+        if scrubbed is True:
+            return SCRUB_DONE
+        if scrubbed is False:
+            return SCRUB_UNSCRUBBED
+        if self.status in PENDING_IMAGE_STATUSES:
+            return SCRUB_PENDING
+        return SCRUB_NO_RECORD
+
+
+def latest_snapshots(images: Iterable) -> dict[str, SnapshotRecord]:
+    """The newest snapshot of each instance, keyed by instance id, from
+    Glance images (Nova records the instance in ``instance_uuid``).
+    """
+    latest: dict[str, SnapshotRecord] = {}
+    for image in images:
+        instance_id = (image.properties or {}).get('instance_uuid')
+        if not instance_id:
+            continue
+        record = SnapshotRecord.from_image(image)
+        known = latest.get(instance_id)
+        if known is None or record.created_at > known.created_at:
+            latest[instance_id] = record
+    return latest
+
+
+@dataclasses.dataclass
+class InstancePrivacy:
+    """One instance with its policy sources, effective policy and latest
+    snapshot.
+
+    ``sources`` holds the sparc-nova keys of each source; a source is
+    ``None`` when it could not be read (flavor extra specs hidden by
+    policy, image deleted or not visible): the effective policy then
+    leaves it out and :attr:`incomplete` says so.
+    """
+
+    id: str
+    name: str
+    status: str
+    task_state: str | None
+    tenant_id: str | None
+    sources: dict[str, dict[str, str] | None]
+    last_snapshot: SnapshotRecord | None = None
+    on_failure_allow_from: tuple[str, ...] = (policy.FLAVOR,)
+    effective: policy.EffectivePolicy | None = dataclasses.field(
+        init=False, default=None)
+    problems: list[policy.Problem] = dataclasses.field(
+        init=False, default_factory=list)
+
+    def __post_init__(self):
+        try:
+            self.effective = policy.from_sources(
+                flavor=self.sources.get(policy.FLAVOR) or {},
+                image=self.sources.get(policy.IMAGE) or {},
+                instance=self.sources.get(policy.INSTANCE) or {},
+                on_failure_allow_from=self.on_failure_allow_from)
+        except exception.InvalidPolicy as e:
+            self.problems = list(e.problems)
+
+    @classmethod
+    def from_server(cls, server, flavor_specs: Mapping[str, str] | None,
+                    image_properties: Mapping[str, str] | None,
+                    last_snapshot: SnapshotRecord | None = None,
+                    on_failure_allow_from: Iterable[str] = (policy.FLAVOR,)
+                    ) -> 'InstancePrivacy':
+        """From a Nova server of ``openstack_dashboard.api.nova`` and what
+        its flavor and image say (``None``: could not be read).
+        """
+        return cls(
+            id=server.id, name=server.name or server.id,
+            status=(server.status or '').upper(),
+            task_state=getattr(server, 'OS-EXT-STS:task_state', None),
+            tenant_id=getattr(server, 'tenant_id', None),
+            sources={
+                policy.FLAVOR: policy_keys(flavor_specs, policy.FLAVOR),
+                policy.IMAGE: policy_keys(image_properties, policy.IMAGE),
+                policy.INSTANCE: policy_keys(server.metadata or {},
+                                             policy.INSTANCE)},
+            last_snapshot=last_snapshot,
+            on_failure_allow_from=tuple(on_failure_allow_from))
+
+    @property
+    def valid(self) -> bool:
+        return self.effective is not None
+
+    @property
+    def excludes_anything(self) -> bool:
+        return self.valid and self.effective.excludes_anything
+
+    @property
+    def incomplete(self) -> list[str]:
+        """The sources that could not be read."""
+        return [s for s in policy.SOURCES if self.sources.get(s) is None]
+
+    @property
+    def instance_keys(self) -> list[str]:
+        """The instance metadata keys that hold the tenant's part."""
+        return sorted(self.sources.get(policy.INSTANCE) or {})
+
+    def part(self, source: str) -> policy.PolicyPart | None:
+        """What one source sets; None when it is unreadable or invalid."""
+        pairs = self.sources.get(source)
+        if pairs is None:
+            return None
+        try:
+            return policy.parse(pairs, source)
+        except exception.InvalidPolicy:
+            return None
+
+    def problems_of(self, source: str) -> list[policy.Problem]:
+        return [p for p in self.problems if p.source == source]
+
+    @property
+    def snapshot_in_progress(self) -> bool:
+        """A snapshot is being taken and its record has not landed."""
+        if self.task_state in SNAPSHOT_TASK_STATES:
+            return True
+        return (self.last_snapshot is not None and
+                self.last_snapshot.state == SCRUB_PENDING)

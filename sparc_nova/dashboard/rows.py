@@ -1,0 +1,81 @@
+"""Loading the rows of the Privacy table: servers, their flavor extra
+specs, image properties and latest snapshots, as
+:class:`~sparc_nova.dashboard.instance_privacy.InstancePrivacy`.
+
+A failed read of Glance does not hide the table: the affected sources
+are shown as unreadable and a message says why.
+"""
+
+from django.conf import settings
+from django.utils.translation import gettext_lazy as _
+
+from horizon import exceptions
+
+from sparc_nova.dashboard import api
+from sparc_nova.dashboard import instance_privacy
+from sparc_nova import policy
+
+
+def on_failure_allow_from() -> tuple[str, ...]:
+    """The sources whose ``on_failure=allow`` the compute nodes honour
+    (Horizon setting ``SPARC_ON_FAILURE_ALLOW_FROM``, which mirrors
+    ``[sparc] on_failure_allow_from`` of nova.conf).
+    """
+    return tuple(getattr(settings, 'SPARC_ON_FAILURE_ALLOW_FROM',
+                         (policy.FLAVOR,)))
+
+
+def build(request, servers,
+          snapshots: dict[str, instance_privacy.SnapshotRecord] | None
+          ) -> list[instance_privacy.InstancePrivacy]:
+    """Rows for ``servers`` (``snapshots``: the latest snapshot of each
+    instance; None when they could not be read).
+    """
+    try:
+        images = api.image_properties(request, servers)
+    except Exception:
+        images = {}
+        exceptions.handle(request, _('Unable to retrieve the image '
+                                     'properties of the instances.'))
+    allow_from = on_failure_allow_from()
+    rows = []
+    for server in servers:
+        rows.append(instance_privacy.InstancePrivacy.from_server(
+            server, api.flavor_extra_specs(request, server),
+            images.get(server.id),
+            last_snapshot=(snapshots or {}).get(server.id),
+            on_failure_allow_from=allow_from))
+    return rows
+
+
+def load_page(request, marker: str | None = None
+              ) -> tuple[list[instance_privacy.InstancePrivacy], bool]:
+    """One page of the project's instances.
+
+    :returns: ``(rows, has_more)``
+    :raises: whatever Nova raises when the servers cannot be listed
+    """
+    servers, has_more = api.server_list(request, marker=marker)
+    snapshots = None
+    if servers:
+        try:
+            snapshots = api.latest_snapshots(request)
+        except Exception:
+            exceptions.handle(request, _('Unable to retrieve the snapshots '
+                                         'of the instances.'))
+    return build(request, servers, snapshots), has_more
+
+
+def load_one(request, instance_id: str) -> instance_privacy.InstancePrivacy:
+    """One instance.
+
+    :raises: whatever Nova raises (404 for an instance of another project)
+    """
+    server = api.server_get(request, instance_id)
+    try:
+        snapshots = api.latest_snapshots(request, instance_id=server.id)
+    except Exception:
+        snapshots = None
+        exceptions.handle(request, _('Unable to retrieve the snapshots of '
+                                     'the instance.'), ignore=True)
+    return build(request, [server], snapshots)[0]

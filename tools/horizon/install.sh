@@ -1,0 +1,63 @@
+#!/bin/bash
+# Build the Horizon virtualenv (default /opt/sparc/horizon-venv, override
+# with SPARC_HORIZON_VENV): Horizon and the Django it is tested with, the
+# test tools Horizon's own tests use, and sparc-nova in development mode,
+# all pinned by tools/constraints-horizon.txt. The product virtualenv
+# (/opt/sparc/venv) is not touched. Safe to run again.
+#
+# With --browser it also installs Debian's chromium and chromium-driver
+# for the real-browser test (Playwright drives that browser; Playwright's
+# own browsers are never downloaded).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+VENV=${SPARC_HORIZON_VENV:-/opt/sparc/horizon-venv}
+CONSTRAINTS="$HERE/tools/constraints-horizon.txt"
+export DEBIAN_FRONTEND=noninteractive
+# Playwright must use the system browser: never fetch its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+
+browser=0
+for arg in "$@"; do
+    case "$arg" in
+        --browser) browser=1 ;;
+        *) echo "usage: $0 [--browser]" >&2; exit 2 ;;
+    esac
+done
+
+need_apt=()
+for pkg in python3 python3-venv; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ "$browser" = 1 ]; then
+    for pkg in chromium chromium-driver; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+    done
+fi
+if [ "${#need_apt[@]}" -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "install.sh: missing Debian packages (run as root):" \
+             "${need_apt[*]}" >&2
+        exit 2
+    fi
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" \
+        >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    mkdir -p "$(dirname "$VENV")"
+    /usr/bin/python3 -m venv "$VENV"
+fi
+PIP=("$VENV/bin/pip" install -q --disable-pip-version-check
+     -c "$CONSTRAINTS")
+stamp="$VENV/.sparc-constraints.sha256"
+want=$(sha256sum "$CONSTRAINTS" "$HERE/tools/horizon/requirements.txt" \
+       | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    "${PIP[@]}" -r "$HERE/tools/horizon/requirements.txt"
+    echo "$want" > "$stamp"
+fi
+"$VENV/bin/python" -c 'import sparc_nova' 2>/dev/null \
+    || "${PIP[@]}" --no-deps -e "$HERE"
+echo "install.sh: Horizon and sparc-nova installed in $VENV" >&2
