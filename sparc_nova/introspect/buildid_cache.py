@@ -94,7 +94,10 @@ def parse_system_map(lines, kerneloffset: int) -> list[drgn.Symbol]:
             addr = int(parts[0], 16)
         except ValueError:
             continue
-        if addr >= constants.X86_64.START_KERNEL_MAP:
+        # KASLR moves the kernel image (__START_KERNEL_map + 1 GiB), not
+        # per-CPU offsets or the fixmap / vsyscall page above it.
+        if constants.X86_64.START_KERNEL_MAP <= addr < \
+                constants.X86_64.START_KERNEL_MAP + (1 << 30):
             addr += kerneloffset
         rows.append((addr, parts[1], parts[2]))
     rows.sort()

@@ -1,5 +1,6 @@
 """Process exclusion end to end on a real guest (Debian 6.1, 256 MiB, pc):
-``ps``, ``scrub``, ``verify`` and ``virsh restore``."""
+``ps``, ``scrub``, ``verify`` and ``virsh restore``.
+"""
 
 import hashlib
 import json
