@@ -79,6 +79,10 @@ def _int(text: bytes, base: int, what: str, address: int) -> int:
     try:
         return int(text.decode('ascii'), base)
     except (UnicodeDecodeError, ValueError):
+        pass
+    try:
+        return int(text.decode('ascii'), 0)     # 6.12: NUMBER(x)=0x...
+    except (UnicodeDecodeError, ValueError):
         raise VmcoreinfoError('vmcoreinfo at 0x%x: %s value %r is not a '
                               'number' % (address, what, text[:40]))
 
@@ -105,7 +109,12 @@ def parse(raw: bytes, address: int = 0) -> Vmcoreinfo:
             if kind not in tables:
                 continue
             table, base = tables[kind]
-            table[name] = _int(val, base, key, address)
+            try:
+                table[name] = _int(val, base, key, address)
+            except VmcoreinfoError:
+                if kind == 'SYMBOL':
+                    raise
+                values[key] = val.decode('ascii', 'replace')
         else:
             values[key] = val.decode('ascii', 'replace')
     for key in ('OSRELEASE', 'BUILD-ID', 'KERNELOFFSET', 'PAGESIZE'):

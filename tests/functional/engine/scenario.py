@@ -87,3 +87,50 @@ def wait_gone(guest, pids, timeout=20.0) -> list[dict]:
         if not alive or time.monotonic() > deadline:
             return procs
         time.sleep(1)
+
+
+def end_to_end(sc, selected=SELECTED) -> dict:
+    """Scrub ``sc`` through the CLI and check everything the issue asks
+    of a scrub: no marker of a selected process or of the spray left,
+    the control's marker intact, frames scrubbed == the guest's own
+    pagemap, and after ``virsh restore`` the selected processes gone, the
+    control alive, the guest healthy. Returns the report.
+    """
+    import json
+    out = os.path.join(sc.workdir, 'scrubbed.save')
+    report_path = os.path.join(sc.workdir, 'report.json')
+    args = ['checkpoint', 'scrub', sc.save_path, '--output', out,
+            '--report', report_path]
+    for sel in sc.selectors(selected):
+        args += ['--exclude-process', sel]
+    sparc(*args, check=0)
+    with open(report_path) as f:
+        report = json.load(f)
+    args = ['checkpoint', 'verify', out, '--format', 'json']
+    for name in tuple(selected) + ('spray',):
+        args += ['--marker', sc.marker(name)]
+    res = sparc(*args, check=0)
+    assert not json.loads(res.stdout)['found']
+    res = sparc('checkpoint', 'verify', out, '--format', 'json',
+                '--marker', sc.marker('control'), check=1)
+    assert json.loads(res.stdout)['markers'][0]['in_memory'] > 0
+    by_pid = {p['pid']: p for p in report['processes']}
+    for name in selected:
+        pid = sc.pids[name]
+        frames = {int(f, 16) for fl in by_pid[pid]['frames'].values()
+                  for f in fl}
+        assert frames == sc.frames[pid], name
+    g = sc.guest
+    g.restore(out)
+    beat = g.heartbeat()
+    pids = [sc.pids[n] for n in selected]
+    procs = wait_gone(g, pids)
+    alive = {p['pid'] for p in procs}
+    assert not alive & set(pids)
+    assert sc.pids['control'] in alive
+    g.run('/bin/workload spray 7 2000; echo SPRAY""-END', 'SPRAY-END',
+          timeout=120)
+    time.sleep(2)
+    assert g.heartbeat() > beat
+    assert g.oopses() == []
+    return report
