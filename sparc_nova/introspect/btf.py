@@ -417,6 +417,12 @@ class BtfTypes:
         if k in (KIND_STRUCT, KIND_UNION):
             return self._compound(t)
         if k == KIND_FWD:
+            # A forward declaration stands for the full definition of the
+            # same name when the blob has one (as DWARF consumers do).
+            full = self.by_kind['union' if t.kind_flag else 'struct'].get(
+                t.name)
+            if full is not None and self.types[full].kind != KIND_FWD:
+                return self._ref(full, depth)
             tag = t.name or None
             return (prog.union_type(tag) if t.kind_flag
                     else prog.struct_type(tag))

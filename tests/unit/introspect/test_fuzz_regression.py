@@ -1,5 +1,6 @@
 """Replay the introspection fuzzing corpus (BTF, vmcoreinfo) and a short
-property-based run: every input parses or fails with a clear error."""
+property-based run: every input parses or fails with a clear error.
+"""
 
 import glob
 import os

@@ -1,0 +1,39 @@
+import struct
+
+from sparc_nova.introspect import memory
+from sparc_nova.introspect import pagetable
+
+P = 0x1 | 0x2 | 0x4          # present, rw, user
+
+
+def _tables():
+    """PGD at 0x1000 -> PUD 0x2000 -> PMD 0x3000 -> PTE 0x4000.
+
+    Maps va 0x200000 (PTE 0: pfn 0x100, PTE 1: PROT_NONE pfn 0x101,
+    PTE 2: swap entry) and va 0x400000 as a 2 MiB page at pfn 0x200.
+    """
+    mem = bytearray(0x10000)
+
+    def put(table, idx, val):
+        struct.pack_into('<Q', mem, table + 8 * idx, val)
+    put(0x1000, 0, 0x2000 | P)
+    put(0x2000, 0, 0x3000 | P)
+    put(0x3000, 1, 0x4000 | P)
+    put(0x3000, 2, (0x200 << 12) | P | 0x80)
+    put(0x4000, 0, (0x100 << 12) | P)
+    put(0x4000, 1, (~(0x101 << 12) & 0x000ffffffffff000) | 0x100)
+    put(0x4000, 2, 0x3 << 9)        # a swap entry: not present
+    return memory.BytesMemory(bytes(mem))
+
+
+def test_leaves():
+    w = pagetable.UserPageWalker(_tables(), 0x1000, la57=False)
+    got = list(w.leaves(0, 1 << 47))
+    assert got == [(0x200000, 0x100, 1), (0x201000, 0x101, 1),
+                   (0x400000, 0x200, 512)]
+
+
+def test_clipped_range():
+    w = pagetable.UserPageWalker(_tables(), 0x1000, la57=False)
+    assert list(w.leaves(0x401000, 0x403000)) == [(0x401000, 0x201, 2)]
+    assert list(w.leaves(0x600000, 0x800000)) == []

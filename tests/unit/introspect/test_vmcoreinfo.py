@@ -1,0 +1,52 @@
+import pytest
+
+from sparc_nova.introspect import memory
+from sparc_nova.introspect import vmcoreinfo
+
+TEXT = (b'OSRELEASE=6.12.7-amd64\nBUILD-ID=abcdef0123\nPAGESIZE=4096\n'
+        b'SYMBOL(swapper_pg_dir)=ffffffff9a010000\n'
+        b'OFFSET(page.flags)=0\nSIZE(page)=64\nLENGTH(zone.free_area)=11\n'
+        b'NUMBER(phys_base)=-564133888\n'
+        b'NUMBER(VMALLOC_START)=0xffffd0ebc0000000\n'
+        b'NUMBER(pgtable_l5_enabled)=0\n'
+        b'SYMBOL(kallsyms_names)=ffffffff99000000\n'
+        b'KERNELOFFSET=18600000\n')
+
+
+def test_parse():
+    v = vmcoreinfo.parse(TEXT, 0x1000)
+    assert v.osrelease == '6.12.7-amd64' and v.build_id == 'abcdef0123'
+    assert v.kerneloffset == 0x18600000
+    assert v.phys_base == -564133888
+    assert v.numbers['VMALLOC_START'] == 0xffffd0ebc0000000
+    assert v.sizes['page'] == 64 and v.lengths['zone.free_area'] == 11
+    assert not v.has_kallsyms        # the other tables are missing
+    assert not v.pgtable_l5_enabled
+
+
+@pytest.mark.parametrize('drop', [b'OSRELEASE=', b'KERNELOFFSET=',
+                                  b'BUILD-ID=', b'SYMBOL(swapper_pg_dir)'])
+def test_missing_keys(drop):
+    text = b'\n'.join(line for line in TEXT.split(b'\n')
+                      if not line.startswith(drop))
+    with pytest.raises(vmcoreinfo.VmcoreinfoError):
+        vmcoreinfo.parse(text)
+
+
+def test_malformed():
+    with pytest.raises(vmcoreinfo.VmcoreinfoError, match='malformed'):
+        vmcoreinfo.parse(TEXT + b'garbage line\n')
+    with pytest.raises(vmcoreinfo.VmcoreinfoError, match='not hex'):
+        vmcoreinfo.parse(TEXT.replace(b'abcdef0123', b'xyz'))
+    with pytest.raises(vmcoreinfo.VmcoreinfoError, match='page size'):
+        vmcoreinfo.parse(TEXT.replace(b'4096', b'65536'))
+
+
+def test_candidates_skip_format_string_and_duplicates():
+    rodata = b'OSRELEASE=%s\n\0BUILD-ID=%20phN\n\0KERNELOFFSET=%lx\n\0'
+    data = bytearray(64 * 1024)
+    data[100:100 + len(rodata)] = rodata
+    data[8192:8192 + len(TEXT)] = TEXT
+    data[20000:20000 + len(TEXT)] = TEXT
+    found = vmcoreinfo.candidates(memory.BytesMemory(bytes(data)))
+    assert found == [(8192, TEXT)]
