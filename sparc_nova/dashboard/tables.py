@@ -270,9 +270,6 @@ class PrivacyTable(tables.DataTable):
     last_snapshot = tables.Column(snapshot_cell,
                                   verbose_name=_("Last Snapshot"))
 
-    def get_object_display(self, datum):
-        return datum.name
-
     class Meta(object):
         name = "privacy"
         verbose_name = _("Privacy")

@@ -1,0 +1,215 @@
+"""The Privacy table: what each row shows, row updates, the detail view."""
+
+from django.urls import reverse
+
+from openstack_dashboard.test import helpers as test
+
+from sparc_nova.dashboard.tests import data
+from sparc_nova.dashboard.tests import helpers
+from sparc_nova import policy
+
+INDEX_URL = reverse('horizon:project:privacy:index')
+
+
+def detail_url(instance_id):
+    return reverse('horizon:project:privacy:detail', args=[instance_id])
+
+
+class IndexTests(helpers.PrivacyTestCase):
+
+    def make_servers(self):
+        return [
+            data.server('1', 'vm1', flavor_specs=data.FLAVOR_SPECS,
+                        metadata={'sparc:exclude_processes': 'gpg-agent',
+                                  'sparc:follow_ipc': 'false',
+                                  'purpose': 'web'}),
+            data.server('2', 'plain', flavor_specs={}),
+            data.server('3', 'broken', flavor_specs={},
+                        metadata={'sparc:scrub_free_memory': 'yes'}),
+        ]
+
+    def row(self, res, instance_id):
+        table = res.context['privacy_table']
+        return [r for r in table.get_rows()
+                if r.datum.id == instance_id][0]
+
+    @test.create_mocks(helpers.READS)
+    def test_index_shows_effective_policy_with_origins(self):
+        self.mock_reads(self.make_servers(), images={},
+                        snapshots={'1': data.record('1')})
+        res = self.client.get(INDEX_URL)
+        self.assertTemplateUsed(res, 'project/privacy/index.html')
+        table = res.context['privacy_table']
+        self.assertEqual(['1', '2', '3'], [r.id for r in table.data])
+
+        row = self.row(res, '1')
+        processes = str(row.cells['exclude_processes'].value)
+        # keepassxc comes from the flavor: locked; gpg-agent from the
+        # instance: editable.
+        self.assertIn('<code>keepassxc</code>', processes)
+        self.assertIn('sparc-origin-flavor', processes)
+        self.assertIn('fa-lock', processes)
+        self.assertIn('<code>gpg-agent</code>', processes)
+        self.assertIn('sparc-origin-instance', processes)
+        suspend = str(row.cells['suspend'].value)
+        self.assertIn('<code>refuse</code>', suspend)
+        self.assertIn('sparc-origin-flavor', suspend)
+        follow = str(row.cells['follow_ipc'].value)
+        self.assertIn('<code>false</code>', follow)
+        free = str(row.cells['scrub_free_memory'].value)
+        self.assertIn('<code>true</code>', free)
+        self.assertIn('sparc-origin-default', free)
+        self.assertIn('Enforced', str(row.cells['policy_state'].value))
+        self.assertEqual('Scrubbed', row.cells['scrub'].value)
+        self.assertTrue(row.cells['scrub'].status)
+        snapshot = str(row.cells['last_snapshot'].value)
+        self.assertIn('vm1-private', snapshot)
+        self.assertIn('2 files removed, verification passed', snapshot)
+
+        plain = self.row(res, '2')
+        self.assertIn('None: checkpoints are not scrubbed',
+                      str(plain.cells['policy_state'].value))
+        self.assertEqual('No snapshot', plain.cells['scrub'].value)
+
+        # The page is rendered on the server: the table is in the HTML.
+        self.assertContains(res, 'id="privacy"')
+        self.assertContains(res, '<code>keepassxc</code>', html=False)
+        self.mock_server_list.assert_called_once_with(test.IsHttpRequest(),
+                                                      marker=None)
+
+    @test.create_mocks(helpers.READS)
+    def test_invalid_policy_shows_the_policy_modules_message(self):
+        self.mock_reads(self.make_servers(), images={})
+        res = self.client.get(INDEX_URL)
+        cell = str(self.row(res, '3').cells['policy_state'].value)
+        expected = str(policy.Problem('sparc:scrub_free_memory', 'yes',
+                                      policy.INSTANCE,
+                                      'expected true or false'))
+        self.assertIn('Invalid: checkpoints fail', cell)
+        self.assertIn(expected.replace("'", '&#x27;'), cell)
+
+    @test.create_mocks(helpers.READS)
+    def test_image_requirements_are_locked(self):
+        self.mock_reads([data.server('1', flavor_specs={})])
+        res = self.client.get(INDEX_URL)
+        paths = str(self.row(res, '1').cells['exclude_paths'].value)
+        self.assertIn('<code>/home/*/.ssh/**</code>', paths)
+        self.assertIn('sparc-origin-image', paths)
+        self.assertIn('fa-lock', paths)
+
+    @test.create_mocks(helpers.READS)
+    def test_unreadable_sources_are_said(self):
+        self.mock_reads([data.server('1', flavor_specs=None,
+                                     metadata={'sparc:exclude_paths': '/a'})],
+                        images=False)
+        res = self.client.get(INDEX_URL)
+        cell = str(self.row(res, '1').cells['policy_state'].value)
+        self.assertIn('extra specs are not visible to you', cell)
+        self.assertIn('properties could not be read', cell)
+
+    @test.create_mocks(helpers.READS)
+    def test_nova_failure_shows_an_error_and_an_empty_table(self):
+        self.mock_server_list.side_effect = self.exceptions.nova
+        res = self.client.get(INDEX_URL)
+        self.assertEqual([], res.context['privacy_table'].data)
+        self.assertMessageCount(res, error=1)
+
+    @test.create_mocks(helpers.READS)
+    def test_glance_failure_keeps_the_table(self):
+        self.mock_reads(self.make_servers(), images={})
+        self.mock_latest_snapshots.side_effect = self.exceptions.glance
+        res = self.client.get(INDEX_URL)
+        self.assertEqual(3, len(res.context['privacy_table'].data))
+        self.assertMessageCount(res, error=1)
+
+    @test.create_mocks(helpers.READS)
+    def test_actions_per_row(self):
+        self.mock_reads(self.make_servers(), images={})
+        res = self.client.get(INDEX_URL)
+        table = res.context['privacy_table']
+
+        def actions(instance_id):
+            row = [r for r in table.data if r.id == instance_id][0]
+            return sorted(a.name for a in table.get_row_actions(row))
+
+        self.assertEqual(['clear_policy', 'edit_policy', 'private_snapshot'],
+                         actions('1'))
+        # No policy: a snapshot would not be scrubbed; nothing to clear.
+        self.assertEqual(['edit_policy'], actions('2'))
+        # Invalid policy: a snapshot would fail; it can be fixed/cleared.
+        self.assertEqual(['clear_policy', 'edit_policy'], actions('3'))
+        self.assertEqual(['clear_policy', 'filter'],
+                         sorted(a.name for a in table.get_table_actions()))
+
+
+class RowUpdateTests(helpers.PrivacyTestCase):
+
+    @test.create_mocks(helpers.READS)
+    def test_pending_snapshot_row_polls_until_the_record_lands(self):
+        server = data.server('1', flavor_specs={},
+                             metadata={'sparc:exclude_paths': '/srv/**'})
+        pending = data.record('1', status='queued', scrubbed=None)
+        self.mock_reads([server], images={}, snapshots={'1': pending})
+        res = self.client.get(INDEX_URL)
+        row = res.context['privacy_table'].get_rows()[0]
+        self.assertIsNone(row.status)
+        self.assertEqual('In progress', row.cells['scrub'].value)
+        self.assertIn('ajax-update', row.classes)
+        self.assertIn('warning', row.classes)  # Horizon polls these
+        update_url = row.attrs['data-update-url']
+        self.assertIn('action=row_update', update_url)
+        # A pending snapshot must not be started twice.
+        self.assertNotIn('private_snapshot',
+                         [a.name for a in res.context['privacy_table']
+                          .get_row_actions(row.datum)])
+
+        # The compute driver uploads the scrubbed image with its records.
+        self.mock_reads([server], images={},
+                        snapshots={'1': data.record('1')})
+        res = self.client.get(update_url,
+                              HTTP_X_REQUESTED_WITH='XMLHttpRequest')
+        self.assertEqual(200, res.status_code)
+        self.assertContains(res, 'Scrubbed')
+        self.assertContains(res, 'verification passed')
+        self.assertContains(res, 'status_up')
+        self.mock_server_get.assert_called_with(test.IsHttpRequest(), '1')
+
+    @test.create_mocks(helpers.READS)
+    def test_unscrubbed_snapshot_marks_the_row(self):
+        server = data.server('1', flavor_specs={},
+                             metadata={'sparc:exclude_paths': '/srv/**',
+                                       'sparc:on_failure': 'allow'})
+        kept = data.record('1', scrubbed='false',
+                           summary='scrub failed, kept unscrubbed '
+                                   '(on_failure=allow): no space left')
+        self.mock_reads([server], images={}, snapshots={'1': kept})
+        res = self.client.get(INDEX_URL)
+        row = res.context['privacy_table'].get_rows()[0]
+        self.assertFalse(row.status)
+        self.assertEqual('Not scrubbed', row.cells['scrub'].value)
+        self.assertIn('kept unscrubbed',
+                      str(row.cells['last_snapshot'].value))
+
+
+class DetailTests(helpers.PrivacyTestCase):
+
+    @test.create_mocks(helpers.READS)
+    def test_detail_lists_snapshots_with_their_records(self):
+        server = data.server('1', flavor_specs=data.FLAVOR_SPECS,
+                             metadata={'sparc:exclude_paths': '/srv/**'})
+        self.mock_reads([server], snapshots={'1': data.record('1')})
+        res = self.client.get(detail_url('1'))
+        self.assertTemplateUsed(res, 'project/privacy/detail.html')
+        instance = res.context['instance']
+        self.assertContains(res, instance.effective.digest)
+        self.assertContains(res, '2 files removed, verification passed')
+        self.assertContains(res, 'sparc-scrub-scrubbed')
+        self.assertContains(res, 'sparc-enforced-flavor')
+        self.assertContains(res, 'sparc-enforced-image')
+
+    @test.create_mocks(helpers.READS)
+    def test_detail_of_an_instance_nova_does_not_show(self):
+        self.mock_reads([])
+        res = self.client.get(detail_url('foreign'))
+        self.assertRedirectsNoFollow(res, INDEX_URL)
+        self.mock_snapshots.assert_not_called()
