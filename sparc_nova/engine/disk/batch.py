@@ -122,3 +122,35 @@ def unlink(g, paths: list[str]) -> None:
     """Unlink non-directories."""
     for chunk in _batches(paths, len):
         _sh(g, 'exec rm -f -- "$@"', [SYSROOT + p for p in chunk])
+
+
+_REBUILD = r'''set -e
+d="$1"; parent="$2"; name="$3"; tmp="$4"; meta=/tmp/sparc-dir.tar
+tar --xattrs --xattrs-include='*' --acls --selinux --numeric-owner \
+    --no-recursion -C "$parent" -cf "$meta" -- "$name"
+mkdir -- "$tmp"
+find "$d" -mindepth 1 -maxdepth 1 -exec mv -t "$tmp" -- {} +
+rmdir -- "$d"
+tar --xattrs --xattrs-include='*' --acls --selinux --numeric-owner \
+    -C "$parent" -xpf "$meta"
+find "$tmp" -mindepth 1 -maxdepth 1 -exec mv -t "$d" -- {} +
+rmdir -- "$tmp"
+rm -f -- "$meta"
+'''
+
+
+def rebuild_directory(g, path: str, stat: dict) -> None:
+    """Give a directory fresh blocks: its entries move to a new sibling,
+    the old directory (whose blocks keep the bytes of removed names) is
+    removed and re-created with the same mode, owner, xattrs, ACLs and
+    SELinux label, and the entries move back. ``stat`` is the lstatns
+    taken before; its atime and mtime are restored. Refuses ``/``.
+    """
+    parent, name = path.rsplit('/', 1)
+    if not name:
+        raise RuntimeError('cannot rebuild the root directory')
+    parent = parent or '/'
+    tmp = '%s/.sparc-rebuild-%d' % (parent.rstrip('/'), stat['st_ino'])
+    _sh(g, _REBUILD, [SYSROOT + path, SYSROOT + parent, name, SYSROOT + tmp])
+    g.utimens(path, stat['st_atime_sec'], stat['st_atime_nsec'],
+              stat['st_mtime_sec'], stat['st_mtime_nsec'])

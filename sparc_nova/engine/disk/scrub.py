@@ -375,7 +375,7 @@ class _Session:
             for mountpoint, _, device in tree.mounts:
                 volume = self.volumes[device]
                 if volume.role == volumes_mod.ROLE_FILESYSTEM:
-                    self.backend(volume).trim(g, mountpoint)
+                    self.trim(volume, mountpoint)
             return self.rules.matches_anything(paths)
         except RuntimeError as e:
             self.fail('removing files failed: %s'
@@ -383,6 +383,19 @@ class _Session:
                       device=tree.mounts[0][2], cause=e)
         finally:
             g.umount_all()
+
+    def trim(self, volume: volumes_mod.Volume, mountpoint: str) -> None:
+        """Discard free blocks. Where the device cannot discard (LUKS
+        opened without allow-discards), the clean step and the
+        verification decide.
+        """
+        try:
+            self.backend(volume).trim(self.g, mountpoint)
+        except RuntimeError as e:
+            if 'not supported' not in str(e):
+                raise
+            volume.report.steps.append('discard not supported by the '
+                                       'device: not trimmed')
 
     def plan_removals(self, tree: volumes_mod.Tree,
                       selection: rules_mod.Selection) -> list[_Removal]:
@@ -509,16 +522,45 @@ class _Session:
             self.report.removed.append(report_mod.RemovedPath(
                 self.report.name(r.path), _kind(r.stat), r.stat['st_size'],
                 r.rule.unit, r.device))
+        removed_dirs = set()
         for r in sorted(directories, key=lambda r: -r.path.count('/')):
             if g.ls(r.path):
                 continue
             g.rmdir(r.path)
+            removed_dirs.add(r.path)
             volume = self.volumes[r.device]
             volume.report.removed += 1
             self.report.removed.append(report_mod.RemovedPath(
                 self.report.name(r.path), 'directory', 0, r.rule.unit,
                 r.device))
+        parents = {os.path.dirname(r.path) for r in removals} - removed_dirs
+        self.rebuild_directories(tree, parents)
         g.sync()
+
+    def rebuild_directories(self, tree: volumes_mod.Tree,
+                            parents: set[str]) -> None:
+        """Rebuild the directories that lost entries, on filesystems
+        whose directories keep removed names.
+        """
+        mountpoints = {m for m, _, _ in tree.mounts}
+        wanted = []
+        for path in sorted(parents, key=lambda p: -p.count('/')):
+            volume = self.volumes[tree.device_of(path)]
+            if not self.backend(volume).rebuilds_directories:
+                continue
+            if path in mountpoints or any(
+                    os.path.dirname(m) == path for m in mountpoints):
+                self.report.warnings.append(
+                    'directory %s is a mount point or holds one and was '
+                    'not rebuilt; the raw scan decides whether removed '
+                    'names stayed' % self.report.name(path))
+                continue
+            wanted.append(path)
+        stats = self.lstat_many(wanted)
+        for path in wanted:
+            batch.rebuild_directory(self.g, path, stats[path])
+            self.volumes[tree.device_of(path)].report.steps.append(
+                'directory rebuilt: %s' % self.report.name(path))
 
     def check_rules_matched(self, matched_units: set[str]) -> None:
         for unit in self.rules.units:

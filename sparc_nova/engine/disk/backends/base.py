@@ -24,6 +24,10 @@ class Backend:
     #: True when overwriting a file's bytes reaches the same disk blocks
     #: (not true for copy-on-write filesystems).
     overwrites_in_place = False
+    #: True when unlinking leaves the removed names' bytes in the
+    #: directory's blocks, so that directories that lost entries must be
+    #: rebuilt (see :func:`~sparc_nova.engine.disk.batch.rebuild_directory`).
+    rebuilds_directories = False
 
     def __init__(self, workdir: str):
         #: Host directory for temporary files of this scrub.

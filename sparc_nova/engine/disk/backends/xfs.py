@@ -2,7 +2,10 @@
 
 Matched files are overwritten in place and unlinked: XFS writes in place
 unless an extent is shared by reflink, and a shared extent stays with the
-kept file that shares it. While mounted, fstrim discards every free
+kept file that shares it. XFS marks a removed directory entry unused but
+keeps its name bytes in the directory block, so every directory that
+lost entries is rebuilt (its entries move to fresh blocks; the old blocks
+become free). While mounted, fstrim discards every free
 extent (the working copy punches holes for them, so they read as zeros).
 After unmounting, ``xfs_repair -L`` zeroes the log, which keeps copies of
 recently logged metadata (directory blocks, inodes).
@@ -15,6 +18,7 @@ from sparc_nova.engine.disk.backends import base
 class XfsBackend(base.Backend):
     fstypes = ('xfs',)
     overwrites_in_place = True
+    rebuilds_directories = True
 
     def clean(self, g, device: str) -> list[str]:
         g.xfs_repair(device, forcelogzero=True)
