@@ -60,4 +60,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 "$VENV/bin/python" -c 'import sparc_nova' 2>/dev/null \
     || "${PIP[@]}" --no-deps -e "$HERE"
+
+# Enable the Privacy panel the way a deployment does (doc/horizon.md):
+# its enabled/ file linked into openstack_dashboard/local/enabled/.
+local_enabled=$("$VENV/bin/python" -c 'import os, openstack_dashboard.local.enabled as e; print(os.path.dirname(e.__file__))')
+ln -sfn "$HERE/sparc_nova/dashboard/enabled/_1120_project_privacy_panel.py" \
+    "$local_enabled/_1120_project_privacy_panel.py"
 echo "install.sh: Horizon and sparc-nova installed in $VENV" >&2

@@ -2,11 +2,17 @@
 the panel's API reads mocked, as Horizon's own view tests mock its API.
 """
 
+import argparse
+import contextlib
+import io
+import json
+
 from django.test.utils import override_settings
 from openstack_auth import policy as auth_policy
 
 from openstack_dashboard.test import helpers as test
 
+from sparc_nova.cmd import policy as cmd_policy
 from sparc_nova.dashboard import api
 from sparc_nova.dashboard.tests import data
 
@@ -72,3 +78,18 @@ class RealPolicyMixin(object):
         self._setup_user(
             roles=[{'id': str(i), 'name': r} for i, r in enumerate(roles)],
             tenant_id=tenant_id or self.tenant.id)
+
+
+def sparc_policy_check(pairs):
+    """The errors ``sparc policy check --format json`` gives for
+    ``pairs`` (instance metadata).
+    """
+    parser = argparse.ArgumentParser()
+    cmd_policy.register(parser.add_subparsers())
+    args = parser.parse_args(['policy', 'check', '--format', 'json'] +
+                             ['%s=%s' % kv for kv in pairs.items()])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = args.func(args)
+    result = json.loads(out.getvalue())
+    return rc, result.get('errors', [])

@@ -2,10 +2,6 @@
 value with the words of ``sparc policy check``, the read-only parts.
 """
 
-import argparse
-import contextlib
-import io
-import json
 from unittest import mock
 
 from django.test.utils import override_settings
@@ -14,7 +10,6 @@ from django.urls import reverse
 from openstack_dashboard import api as horizon_api
 from openstack_dashboard.test import helpers as test
 
-from sparc_nova.cmd import policy as cmd_policy
 from sparc_nova.dashboard.tests import data
 from sparc_nova.dashboard.tests import helpers
 
@@ -59,21 +54,6 @@ INVALID_VALUES = [
 
 def edit_url(instance_id):
     return reverse('horizon:project:privacy:edit', args=[instance_id])
-
-
-def sparc_policy_check(pairs):
-    """The errors ``sparc policy check --format json`` gives for
-    ``pairs`` (instance metadata).
-    """
-    parser = argparse.ArgumentParser()
-    cmd_policy.register(parser.add_subparsers())
-    args = parser.parse_args(['policy', 'check', '--format', 'json'] +
-                             ['%s=%s' % kv for kv in pairs.items()])
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = args.func(args)
-    result = json.loads(out.getvalue())
-    return rc, result.get('errors', [])
 
 
 class EditFormTests(helpers.PrivacyTestCase):
@@ -155,7 +135,7 @@ class EditFormTests(helpers.PrivacyTestCase):
         self.assertEqual(['sparc:exclude_paths', 'sparc:exclude_paths.1',
                           'sparc:exclude_paths.2'], sorted(written))
         self.assertTrue(all(len(v) <= 255 for v in written.values()))
-        rc, errors = sparc_policy_check(written)
+        rc, errors = helpers.sparc_policy_check(written)
         self.assertEqual((0, []), (rc, errors))
 
     @test.create_mocks(MOCKS)
@@ -193,7 +173,8 @@ class EditFormTests(helpers.PrivacyTestCase):
         self.mock_reads([self.server()])
         for field, value in INVALID_VALUES:
             with self.subTest(field=field, value=value):
-                rc, expected = sparc_policy_check({'sparc:' + field: value})
+                rc, expected = helpers.sparc_policy_check(
+                    {'sparc:' + field: value})
                 self.assertEqual(2, rc)
                 self.assertEqual(1, len(expected))
                 res = self.post(**{field: value})
@@ -233,7 +214,7 @@ class EditFormTests(helpers.PrivacyTestCase):
         self.assertNoFormErrors(res)
         self.mock_server_metadata_update.assert_called_once()
         self.assertMessageCount(success=1, warning=1)
-        rc, errors = sparc_policy_check({'sparc:on_failure': 'allow'})
+        rc, errors = helpers.sparc_policy_check({'sparc:on_failure': 'allow'})
         self.assertEqual((0, []), (rc, errors))
 
     @test.create_mocks(MOCKS)
