@@ -12,6 +12,7 @@ can check the order: extract, scrub, upload.
 
 import io
 import os
+import shutil
 import sys
 import time
 
@@ -49,8 +50,14 @@ class SparcServersTestBase(base.ServersTestBase):
 
     microversion = 'latest'
     ADMIN_API = True
+    # RPC casts stay casts, as in a real cloud: a failed suspend or
+    # migration shows up as a fault, not as an API error.
+    CAST_AS_CALL = False
 
     def setUp(self):
+        #: A real image file to hand over as the snapshot instead of
+        #: DISK_IMAGE.
+        self.disk_image_file = None
         self.events = []
         self.uploads = {}
         self.disks = []
@@ -81,8 +88,8 @@ class SparcServersTestBase(base.ServersTestBase):
         # Nova's TestCase drops its instance attributes after each test;
         # pytest's unittest runner puts the test method there and removes
         # it itself.
-        for key in [k for k in self.__dict__ if not k.startswith(('_',
-                                                                   'test'))]:
+        keep = ('_', 'test')
+        for key in [k for k in self.__dict__ if not k.startswith(keep)]:
             del self.__dict__[key]
 
     def _setup_services(self):
@@ -120,8 +127,11 @@ class SparcServersTestBase(base.ServersTestBase):
                 self._write_disk_image(out, out_fmt, how='live'))).mock
 
     def _write_disk_image(self, out_path, image_format, how='cold'):
-        with open(out_path, 'wb') as f:
-            f.write(DISK_IMAGE)
+        if self.disk_image_file:
+            shutil.copyfile(self.disk_image_file, out_path)
+        else:
+            with open(out_path, 'wb') as f:
+                f.write(DISK_IMAGE)
         self.events.append(('extract', how, out_path))
 
     def _fake_scrub_image(self, src, dst, rules, options=None,
@@ -179,12 +189,12 @@ class SparcServersTestBase(base.ServersTestBase):
         flavor_id = self._create_flavor(extra_spec=specs)
         return flavor_id
 
-    def create_image(self, server, name='snap'):
+    def create_image(self, server, name='snap', timeout=10):
         """createImage; return the image id once the snapshot ended."""
         result = self.api.post_server_action(
             server['id'], {'createImage': {'name': name}})
         self.notifier.wait_for_versioned_notifications(
-            'instance.snapshot.end')
+            'instance.snapshot.end', timeout=timeout)
         return result['image_id']
 
     def image(self, image_id):

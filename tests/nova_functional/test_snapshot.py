@@ -1,7 +1,17 @@
 """Snapshots (createImage live and cold, backup, shelve) of servers with
-and without a privacy policy."""
+and without a privacy policy.
+"""
 
+import os
+import secrets
+import sys
+
+import fixtures
+
+from nova.tests import fixtures as nova_fixtures
 from sparc_nova import exception
+from tests.functional.engine.disk import hostcheck
+from tests.functional.engine.disk import images
 from tests.nova_functional import base
 
 SPARC_EVENTS = ['sparc.scrub.start', 'sparc.scrub.end']
@@ -11,7 +21,8 @@ class SnapshotTest(base.SparcServersTestBase):
 
     def assert_scrubbed_upload(self, image_id, how):
         """Glance got the scrubbed bytes, after the extract and the scrub,
-        and the image records the scrub."""
+        and the image records the scrub.
+        """
         self.assertEqual(base.SCRUBBED_IMAGE, self.uploads[image_id])
         self.assertNotIn(base.MARKER, self.uploads[image_id])
         kinds = [e[0] for e in self.events]
@@ -179,3 +190,48 @@ class SnapshotTest(base.SparcServersTestBase):
         props = self.image(image_id)['properties']
         self.assertEqual('false', props['sparc_scrubbed'])
         self.assertEqual('', props['sparc_policy_digest'])
+
+
+class RealDiskEngineSnapshotTest(base.SparcServersTestBase):
+    """createImage with the real disk engine on a real qcow2 (one
+    appliance launch).
+    """
+
+    def setUp(self):
+        super().setUp()
+        # Nova's test base forbids importing guestfs; this test means to.
+        for finder in sys.meta_path:
+            if isinstance(finder, nova_fixtures.ImportModulePoisonFixture.
+                          ForbiddenModules):
+                finder.modules = set(finder.modules) - {'guestfs'}
+
+    def test_create_image_uploads_an_image_without_the_files(self):
+        work = self.useFixture(fixtures.TempDir()).path
+        marker = 'SPRC' + secrets.token_hex(10).upper()
+        tree = images.populate(os.path.join(work, 'tree'), marker,
+                               small_files=20)
+        self.disk_image_file = images.ext4_image(
+            tree, os.path.join(work, 'disk.qcow2'), size_mib=64)
+        before = hostcheck.count_marker(
+            hostcheck.to_raw(self.disk_image_file, work), marker)
+        self.assertGreater(before, 0)
+        self.use_real_disk_engine()
+
+        server = self.create_policy_server(metadata={
+            'sparc:exclude_paths': ','.join(images.EXCLUDE_PATHS),
+            'sparc:exclude_paths.1': 'preset:shell-history,preset:tmp'})
+        # One appliance launch: tens of seconds under TCG.
+        image_id = self.create_image(server, timeout=600)
+
+        uploaded = os.path.join(work, 'uploaded.qcow2')
+        with open(uploaded, 'wb') as f:
+            f.write(self.uploads[image_id])
+        self.assertEqual(0, hostcheck.count_marker(
+            hostcheck.to_raw(uploaded, work), marker))
+        props = self.image(image_id)['properties']
+        self.assertEqual('true', props['sparc_scrubbed'])
+        self.assertIn('0 left; verified', props['sparc_scrub_summary'])
+        self.assertNotIn(marker, props['sparc_scrub_summary'])
+        [extract, upload] = self.events
+        self.assertEqual(extract[2], self.scrub_image.call_args[0][0])
+        self.assertEqual(('upload', image_id), upload)

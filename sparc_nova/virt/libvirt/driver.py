@@ -36,6 +36,7 @@ from oslo_log import log as logging
 from nova.compute import power_state
 from nova.compute import task_states
 from nova import exception as nova_exception
+from nova import objects
 from nova.virt.libvirt import driver as libvirt_driver
 
 from sparc_nova import conf
@@ -150,6 +151,17 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
                     'memory stream' if operation == 'Live migration'
                     else 'disk copy'))
 
+    def _moving_to_another_host(self, context, instance, dest) -> bool:
+        """Whether the resize or migration in progress leaves this host
+        (a resize on the same host copies the disk locally).
+        """
+        migration_context = instance.migration_context
+        if migration_context is not None:
+            migration = objects.Migration.get_by_id(
+                context, migration_context.migration_id)
+            return migration.source_compute != migration.dest_compute
+        return dest != self.get_host_ip_addr()
+
     def check_can_live_migrate_source(self, context, instance,
                                       dest_check_data,
                                       block_device_info=None):
@@ -170,8 +182,8 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
                                    flavor, network_info,
                                    block_device_info=None,
                                    timeout=0, retry_interval=0):
-        if CONF.sparc.refuse_cold_migration and \
-                dest != self.get_host_ip_addr():
+        if (CONF.sparc.refuse_cold_migration and
+                self._moving_to_another_host(context, instance, dest)):
             try:
                 self._refuse_move_if_policed(instance,
                                              'Migration to another host')
