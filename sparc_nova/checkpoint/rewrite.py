@@ -111,25 +111,35 @@ def _plan(ck, replacements):
     order.
     """
     idx = ck.layout.ram
-    edits = []
+    by_block = {}                       # block -> {page: data}
     for pfn, data in replacements.items():
         if len(data) != PAGE_SIZE:
             raise ValueError('replacement for frame 0x%x is %d bytes, not '
                              '%d' % (pfn, len(data), PAGE_SIZE))
         b, p = ck.memory.locate(pfn << 12)
-        last = int(idx.last[b][p])
-        for rec in idx.copies_of(b, np.array([p])):
-            rec = int(rec)
-            if idx.rec_kind[rec] == ram_index.KIND_ZERO:
-                fill = _uniform(data)
-                if fill == idx.rec_fill[rec]:
-                    continue            # already what we want
-                if rec != last:
-                    continue            # overwritten on load; holds no data
-            edits.append((int(idx.rec_hdr[rec]), rec, data))
-        if last < 0:
+        if int(idx.last[b][p]) < 0:
             raise exception.CheckpointError(
                 ck.path, 'guest frame 0x%x is not in the stream' % pfn)
+        by_block.setdefault(b, {})[p] = data
+    edits = []
+    uniform = {}
+    for b, pages in by_block.items():
+        last = idx.last[b]
+        # Every copy of every wanted page of this block, in one pass.
+        recs = idx.copies_of(b, np.fromiter(pages, dtype=np.int64,
+                                            count=len(pages)))
+        for rec in recs.tolist():
+            p = int(idx.rec_page[rec])
+            data = pages[p]
+            if idx.rec_kind[rec] == ram_index.KIND_ZERO:
+                key = id(data)
+                if key not in uniform:
+                    uniform[key] = _uniform(data)
+                if uniform[key] == idx.rec_fill[rec]:
+                    continue            # already what we want
+                if rec != int(last[p]):
+                    continue            # overwritten on load; holds no data
+            edits.append((int(idx.rec_hdr[rec]), rec, data))
     edits.sort()
     return edits
 
