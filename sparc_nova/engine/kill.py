@@ -235,8 +235,10 @@ def inject(kernel, patcher, process, wheel_factory) -> ProcessKill:
             result.wakeup = 'timer'
             result.timer = detail
             result.wakeup_detail = (
-                'tid %d is woken by an expired timer on cpu %d'
-                % (th.tid, detail['cpu']))
+                'tid %d is woken by an expired timer%s'
+                % (th.tid, ' (queued by an earlier scrub)'
+                   if detail.get('already_armed')
+                   else ' on cpu %d' % detail['cpu']))
             return result
         reasons.append('tid %d: %s' % (th.tid, detail))
     result.wakeup_detail = 'no wake-up armed: ' + '; '.join(reasons)
@@ -261,6 +263,17 @@ def _arm_timer(kernel, patcher, th, wheel_factory):
         return 'its stack is too deep to host a timer'
     wheel = wheel_factory()
     timer = where + lay['timer']
+    old = patcher.read_virt(kernel, where, lay['size'])
+    fn_at = lay['timer'] + lay['function']
+    pprev_at = lay['timer'] + lay['entry'] + 8
+    if int.from_bytes(old[fn_at:fn_at + 8], 'little') == wheel.fn and \
+            int.from_bytes(old[lay['task']:lay['task'] + 8],
+                           'little') == th.address and \
+            int.from_bytes(old[pprev_at:pprev_at + 8], 'little'):
+        # Scrubbed before: the wake-up is still queued; arming it again
+        # would link the same timer twice.
+        return {'cpu': None, 'tid': th.tid, 'already_armed': True,
+                'process_timer': '0x%x' % where}
     body = bytearray(lay['size'])
     wheel_clk = wheel.clk
     body[lay['timer'] + lay['expires']:lay['timer'] + lay['expires'] + 8] = \

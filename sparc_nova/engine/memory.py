@@ -300,8 +300,7 @@ def _plan(s, sels, with_children, keep_free_pages, rep):
             raise patches.PlanConflict(
                 'frame 0x%x is both free and mapped by a selected process'
                 % int(overlap[0]))
-        current = s.memory.fills(fm.pfns)
-        change = fm.pfns[current != fm.fill]
+        change = fm.pfns[~s.memory.holds(fm.pfns, fm.fill)]
         rep.free_pages = fm.summary()
         rep.free_pages['frames_rewritten'] = int(len(change))
         patcher.scrub(change, fm.fill)
@@ -334,8 +333,7 @@ def _changed(s, patcher) -> dict[int, bytes]:
     for fill, arr in patcher.scrubbed.items():
         if not len(arr):
             continue
-        current = s.memory.fills(arr)
-        need = arr[current != fill]
+        need = arr[~s.memory.holds(arr, fill)]
         page = bytes([fill]) * memory_mod.PAGE_SIZE
         for pfn in need.tolist():
             out[pfn] = page
@@ -354,8 +352,7 @@ def _verify(path, patcher, work_dir, limits) -> dict:
         for fill, arr in patcher.scrubbed.items():
             if not len(arr):
                 continue
-            got = s.memory.fills(arr)
-            bad = arr[got != fill]
+            bad = arr[~s.memory.holds(arr, fill)]
             if len(bad):
                 raise errors.ScrubError(
                     path, '%d scrubbed frames do not read back as 0x%02x '

@@ -46,9 +46,9 @@ class CheckpointMemory:
             kind = np.where(present, idx.rec_kind[rec], 0)
             is_data = kind == ram_index.KIND_PAGE
             self._data.append(np.where(is_data, idx.rec_data[rec], -1))
-            self._fill.append(np.where(
-                is_data, DATA,
-                np.where(present, idx.rec_fill[rec], 0)).astype(np.int16))
+            fill = np.where(present, idx.rec_fill[rec], 0).astype(np.int16)
+            fill[is_data] = DATA
+            self._fill.append(fill)
             self._pfn0.append(r.gpa >> 12)
         self._mm = mmap.mmap(ck.stream_file.fileno(), 0,
                              prot=mmap.PROT_READ)
@@ -151,6 +151,31 @@ class CheckpointMemory:
         if not done.all():
             raise memory_mod.PhysicalAddressError(
                 int(pfns[~done][0]) << 12)
+        return out
+
+    def holds(self, pfns: np.ndarray, fill: int,
+              chunk: int = 1024) -> np.ndarray:
+        """For each frame: whether it loads as 4096 ``fill`` bytes,
+        whether from a ZERO record or from a data page (an in-place
+        rewrite leaves data pages).
+        """
+        pfns = np.asarray(pfns, dtype=np.int64)
+        fills = self.fills(pfns)
+        out = fills == fill
+        data = np.nonzero(fills == DATA)[0]
+        if not len(data):
+            return out
+        arr = np.frombuffer(self._stream, dtype=np.uint8)
+        offs = np.empty(len(data), dtype=np.int64)
+        for i, (start, end) in enumerate(self.ranges):
+            p = pfns[data]
+            sel = (p >= start >> 12) & (p < end >> 12)
+            offs[sel] = self._data[i][p[sel] - self._pfn0[i]]
+        cols = np.arange(PAGE_SIZE, dtype=np.int64)
+        for first in range(0, len(data), chunk):
+            o = offs[first:first + chunk]
+            pages = arr[o[:, None] + cols[None, :]]
+            out[data[first:first + chunk]] = (pages == fill).all(axis=1)
         return out
 
     def is_ram(self, pfns: np.ndarray) -> np.ndarray:
