@@ -1,0 +1,64 @@
+"""Keystone's content: the service project, one user per service (admin
+in the service project) and the service catalog.
+"""
+
+import openstack
+
+from tests.e2e.cloud import settings as settings_mod
+
+Settings = settings_mod.CloudSettings
+
+#: service name -> (service type, path of its endpoint)
+SERVICES = {
+    'glance': ('image', ''),
+    'placement': ('placement', ''),
+    'neutron': ('network', ''),
+    'nova': ('compute', '/v2.1'),
+}
+
+
+def admin_auth(conf: Settings) -> dict[str, str]:
+    """openstacksdk auth arguments of the cloud's admin."""
+    return {
+        'auth_url': conf.auth_url,
+        'username': 'admin',
+        'password': conf.password,
+        'project_name': 'admin',
+        'user_domain_name': 'Default',
+        'project_domain_name': 'Default',
+    }
+
+
+def connect(conf: Settings) -> openstack.connection.Connection:
+    """An openstacksdk connection as the cloud's admin."""
+    return openstack.connect(region_name=settings_mod.REGION,
+                             identity_api_version='3',
+                             **admin_auth(conf))
+
+
+def populate(conf: Settings) -> None:
+    """Create the service project, users, services and endpoints."""
+    conn = connect(conf)
+    ident = conn.identity
+    project = ident.create_project(name=settings_mod.SERVICE_PROJECT,
+                                   domain_id='default')
+    admin_role = ident.find_role('admin')
+    for name, (service_type, path) in SERVICES.items():
+        user = ident.create_user(name=name, password=conf.password,
+                                 domain_id='default',
+                                 default_project_id=project.id)
+        ident.assign_project_role_to_user(project, user, admin_role)
+        service = ident.create_service(name=name, type=service_type)
+        for interface in ('public', 'internal'):
+            ident.create_endpoint(service_id=service.id, interface=interface,
+                                  url=conf.url(name, path),
+                                  region_id=settings_mod.REGION)
+    conn.close()
+
+
+def openrc(conf: Settings) -> str:
+    """Shell lines that point the ``openstack`` client at the cloud."""
+    auth = admin_auth(conf)
+    return ''.join('export OS_%s=%s\n' % (k.upper(), v) for k, v in (
+        list(auth.items()) + [('region_name', settings_mod.REGION),
+                              ('identity_api_version', '3')]))

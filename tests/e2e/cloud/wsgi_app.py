@@ -1,0 +1,16 @@
+"""The WSGI application gunicorn serves for one OpenStack API.
+
+``SPARC_CLOUD_WSGI_MODULE`` names the service's own WSGI module
+(``keystone.wsgi.api``, ``nova.wsgi.osapi_compute``, ...). Those modules
+parse ``sys.argv`` with oslo.config at import time and would reject
+gunicorn's options, so the arguments are dropped first; each service finds
+its configuration through its ``OS_<SERVICE>_CONFIG_*`` variables instead.
+"""
+
+import importlib
+import os
+import sys
+
+sys.argv = sys.argv[:1]
+application = importlib.import_module(
+    os.environ['SPARC_CLOUD_WSGI_MODULE']).application
