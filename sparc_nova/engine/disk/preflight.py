@@ -10,6 +10,7 @@ leaves nothing behind. The layout probe reads a raw file with util-linux
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import tempfile
 
@@ -52,6 +53,17 @@ class Region:
     size: int
     part_type: str
     signature: str
+    uuid: str = ''
+    #: Partition number (1-based), 0 for the whole disk.
+    number: int = 0
+
+    @property
+    def appliance_name(self) -> str:
+        """The device name the appliance gives this region (the image is
+        its first disk).
+        """
+        return '/dev/sda' if self.name == 'whole disk' else \
+            '/dev/sda%d' % self.number
 
 
 def _run(argv: list[str], path: str, what: str) -> subprocess.CompletedProcess:
@@ -138,14 +150,15 @@ def check_destination(dst: str, src: str, output_format: str) -> None:
     os.unlink(probe)
 
 
-def _blkid(path: str, offset: int, size: int) -> str:
+def _blkid(path: str, offset: int, size: int) -> tuple[str, str]:
+    """(TYPE, UUID) of what blkid finds at ``offset``; ('', '') if
+    nothing.
+    """
     result = _run(['blkid', '-p', '-o', 'export', '-O', str(offset),
                    '-S', str(size), path], path, 'blkid')
-    for line in result.stdout.splitlines():
-        key, _, value = line.partition('=')
-        if key == 'TYPE':
-            return value
-    return ''
+    found = dict(line.partition('=')[::2]
+                 for line in result.stdout.splitlines())
+    return found.get('TYPE', ''), found.get('UUID', '')
 
 
 def probe_layout(raw_path: str, display_path: str) -> list[Region]:
@@ -163,14 +176,16 @@ def probe_layout(raw_path: str, display_path: str) -> list[Region]:
         for part in table.get('partitions', []):
             offset = int(part['start']) * sector
             length = int(part['size']) * sector
+            signature, uuid = _blkid(raw_path, offset, length)
+            number = int(re.search(r'(\d+)$', part['node']).group(1))
             regions.append(Region(
                 name=part['node'], offset=offset, size=length,
                 part_type=str(part.get('type', '')).lower(),
-                signature=_blkid(raw_path, offset, length)))
+                signature=signature, uuid=uuid, number=number))
     else:
+        signature, uuid = _blkid(raw_path, 0, size)
         regions.append(Region(name='whole disk', offset=0, size=size,
-                              part_type='', signature=_blkid(raw_path, 0,
-                                                             size)))
+                              part_type='', signature=signature, uuid=uuid))
     if not any(r.signature for r in regions):
         what = ('a partition table whose partitions hold no filesystem'
                 if regions[0].name != 'whole disk' else
@@ -187,3 +202,21 @@ def probe_layout(raw_path: str, display_path: str) -> list[Region]:
 def holds_no_filesystem(region: Region) -> bool:
     """True for partitions that carry no filesystem by design."""
     return region.part_type in _NO_FS_TYPES
+
+
+def check_luks_keys(regions: list[Region], keys, display_path: str) -> None:
+    """Refuse, before the appliance starts, a LUKS partition for which
+    ``keys`` (by ``/dev/sdaN``, ``UUID=...`` or bare UUID) has no key.
+    LUKS volumes nested deeper (inside LVM) are checked in the appliance.
+    """
+    for region in regions:
+        if region.signature != 'crypto_LUKS':
+            continue
+        names = (region.appliance_name, 'UUID=' + region.uuid, region.uuid)
+        if not any(n in keys for n in names if n and n != 'UUID='):
+            raise exception.DiskScrubError(
+                display_path, 'LUKS volume has no key: its files cannot be '
+                              'read or scrubbed (give a key for %s or '
+                              'UUID=%s, or allow unverified volumes)'
+                % (region.appliance_name, region.uuid or '?'),
+                device=region.appliance_name)

@@ -147,7 +147,9 @@ def scrub_image(src: str, dst: str, rules: rules_mod.Rules,
         work = os.path.join(workdir, 'work.raw')
         _convert(source.path, source.format, work, 'raw', src)
         regions = preflight.probe_layout(work, src)
-        no_fs = {'/dev/sda%d' % (i + 1) for i, r in enumerate(regions)
+        if not options.allow_unverified:
+            preflight.check_luks_keys(regions, options.luks_keys, src)
+        no_fs = {r.appliance_name for r in regions
                  if preflight.holds_no_filesystem(r)}
 
         step()

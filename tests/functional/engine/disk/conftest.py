@@ -1,6 +1,7 @@
 """Session fixtures of the disk scrubber's functional tests: one marker
 per run, the test tree, and images built once (ext4 without the
-appliance, LVM/xfs/btrfs/LUKS in one appliance launch)."""
+appliance, LVM/xfs/btrfs/LUKS in one appliance launch).
+"""
 
 import os
 import secrets

@@ -1,9 +1,11 @@
 """Checks of scrubbed images made on the host, independently of the
 scrubber: raw marker counts, and read-only mounts through loop devices
-(plus device-mapper for LVM and LUKS) for file hashes and fsck."""
+(plus device-mapper for LVM and LUKS) for file hashes and fsck.
+"""
 
 import contextlib
 import hashlib
+import json
 import os
 import subprocess
 import tempfile
@@ -28,7 +30,8 @@ def to_raw(path: str, directory: str) -> str:
 
 def count_marker(raw: str, marker: str) -> int:
     """Occurrences of ``marker`` in a raw file, read in 16 MiB chunks with
-    an overlap so that none straddling a boundary is missed."""
+    an overlap so that none straddling a boundary is missed.
+    """
     needle = marker.encode()
     total = 0
     tail = b''
@@ -46,33 +49,36 @@ def count_marker(raw: str, marker: str) -> int:
 
 @contextlib.contextmanager
 def mounted(raw: str, kind: str):
-    """Mount the filesystem of a test image read-only; yields
-    ``(device, mountpoint)``."""
+    """Mount the filesystems of a test image read-only (the LVM image's
+    /home LV at /home); yields ``(devices, mountpoint)``, devices being
+    the filesystems' block devices, root first.
+    """
     loop = run('losetup', '-f', '--show', '-r', '-o',
-               str(images.PART_OFFSET), raw).stdout.decode().strip()
-    device = loop
+               str(partition_offset(raw)), raw).stdout.decode().strip()
+    devices = [loop]
     mapper = None
     mountpoint = tempfile.mkdtemp(prefix='sparc-check-')
+    mounted_at = []
     try:
         if kind == 'lvm':
             run('vgscan', '--config', _LVM_CONFIG, check=False)
             run('vgchange', '-ay', '--config', _LVM_CONFIG, 'vgsparc')
-            device = '/dev/mapper/vgsparc-root'
+            devices = ['/dev/mapper/vgsparc-root', '/dev/mapper/vgsparc-home']
         elif kind == 'luks':
             mapper = 'sparc-check-%d' % os.getpid()
             run('cryptsetup', 'open', '--readonly', '--key-file=-', loop,
                 mapper, input=images.LUKS_KEY.encode())
-            device = '/dev/mapper/' + mapper
-        options = 'ro,norecovery' if kind in ('xfs', 'btrfs') else \
-            'ro,noload'
-        if kind == 'btrfs':
-            options = 'ro'
-        run('mount', '-o', options, device, mountpoint)
-        try:
-            yield device, mountpoint
-        finally:
-            run('umount', mountpoint)
+            devices = ['/dev/mapper/' + mapper]
+        options = {'xfs': 'ro,norecovery',
+                   'btrfs': 'ro'}.get(kind, 'ro,noload')
+        for device, target in zip(devices, (mountpoint,
+                                            mountpoint + '/home')):
+            run('mount', '-o', options, device, target)
+            mounted_at.insert(0, target)
+        yield devices, mountpoint
     finally:
+        for target in mounted_at:
+            run('umount', target, check=False)
         if kind == 'lvm':
             run('vgchange', '-an', '--config', _LVM_CONFIG, 'vgsparc',
                 check=False)
@@ -80,6 +86,20 @@ def mounted(raw: str, kind: str):
             run('cryptsetup', 'close', mapper, check=False)
         run('losetup', '-d', loop, check=False)
         os.rmdir(mountpoint)
+
+
+def partition_offset(raw: str) -> int:
+    """Byte offset of the first partition of a raw disk."""
+    table = json.loads(run('sfdisk', '--json', raw).stdout)
+    part = table['partitiontable']['partitions'][0]
+    return int(part['start']) * int(table['partitiontable'].get(
+        'sectorsize', 512))
+
+
+def blkid(device: str) -> dict[str, str]:
+    out = run('blkid', '-p', '-o', 'export', device,
+              check=False).stdout.decode()
+    return dict(line.partition('=')[::2] for line in out.splitlines())
 
 
 def fsck(device: str, fstype: str) -> subprocess.CompletedProcess:

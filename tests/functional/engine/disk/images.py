@@ -15,7 +15,6 @@ import dataclasses
 import hashlib
 import os
 import random
-import shutil
 import subprocess
 import tarfile
 
@@ -42,7 +41,8 @@ class Tree:
 
 def populate(root: str, marker: str, small_files: int = 200) -> Tree:
     """Fill ``root`` with the test tree; ``marker`` is a random ASCII
-    string that appears only in removed and deleted files."""
+    string that appears only in removed and deleted files.
+    """
     rng = random.Random(marker)
     m = marker.encode()
     removed = []
@@ -100,7 +100,8 @@ def _run(*argv: str, **kwargs) -> subprocess.CompletedProcess:
 
 def partitioned_raw(path: str, size_mib: int) -> None:
     """A sparse raw file with an MBR and one Linux partition from 1 MiB
-    to the end."""
+    to the end.
+    """
     with open(path, 'wb') as f:
         f.truncate(size_mib * MIB)
     _run('sfdisk', '-q', path, input=b'label: dos\nstart=2048, type=83\n')
@@ -109,7 +110,8 @@ def partitioned_raw(path: str, size_mib: int) -> None:
 def ext4_image(tree: Tree, path: str, size_mib: int = 256,
                fmt: str = 'qcow2') -> str:
     """ext4 on a partition, filled with ``mkfs.ext4 -d``; the deleted
-    file's blocks are freed with debugfs (so they keep their data)."""
+    file's blocks are freed with debugfs (so they keep their data).
+    """
     raw = path + '.raw'
     partitioned_raw(raw, size_mib)
     fs_kib = (size_mib - 1) * 1024
@@ -136,22 +138,52 @@ def _tarball(tree: Tree, path: str) -> str:
     return path
 
 
-def appliance_images(tree: Tree, directory: str,
-                     size_mib: int = 256) -> dict[str, str]:
-    """LVM+ext4, xfs, btrfs and LUKS+ext4 qcow2 images built in one
-    appliance launch. Returns kind -> path."""
+#: Size in MiB of each appliance-built image (XFS needs 300 MiB; LUKS is
+#: small because every free block of it must be zeroed through the
+#: cipher).
+APPLIANCE_SIZES = {'lvm': 384, 'xfs': 400, 'btrfs': 256, 'luks': 96}
+OS_RELEASE = b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian ' \
+    b'GNU/Linux"\nVERSION_ID="12"\nID=debian\n'
+LVM_FSTAB = b"""/dev/vgsparc/root / ext4 defaults 0 1
+/dev/vgsparc/home /home ext4 defaults 0 2
+/dev/vgsparc/swap none swap sw 0 0
+"""
+
+
+def _make_os(g, marker: str) -> None:
+    """Turn the mounted tree into a minimal Debian root that libguestfs
+    inspection recognises (``/etc/fstab``, ``/etc/os-release``,
+    ``/bin``).
+    """
+    g.mkdir_p('/bin')
+    g.write('/etc/os-release', OS_RELEASE)
+    g.write('/etc/debian_version', b'12.8\n')
+    g.write('/etc/fstab', LVM_FSTAB)
+
+
+def appliance_images(tree: Tree, directory: str) -> dict[str, str]:
+    """qcow2 images built in one appliance launch. Returns kind -> path:
+
+    * ``lvm``: a Debian-like OS on LVM: root and /home on their own ext4
+      logical volumes (the tree's /home on the second), a swap LV whose
+      pages hold the marker, and free extents;
+    * ``xfs``, ``btrfs``: the tree on one partition;
+    * ``luks``: the tree on ext4 inside LUKS (key :data:`LUKS_KEY`).
+    """
     import guestfs
 
-    kinds = ('lvm', 'xfs', 'btrfs', 'luks')
+    from sparc_nova.engine.disk import appliance
+
+    kinds = tuple(APPLIANCE_SIZES)
     tar = _tarball(tree, os.path.join(directory, 'tree.tar'))
     raws = {}
     g = guestfs.GuestFS(python_return_dict=True, close_on_exit=False)
     g.set_backend('direct')
-    g.set_backend_settings(['force_tcg'])
+    g.set_backend_settings(appliance.backend_settings('auto'))
     for kind in kinds:
         raws[kind] = os.path.join(directory, kind + '.raw')
         with open(raws[kind], 'wb') as f:
-            f.truncate(size_mib * MIB)
+            f.truncate(APPLIANCE_SIZES[kind] * MIB)
         g.add_drive_opts(raws[kind], format='raw')
     g.launch()
     try:
@@ -161,17 +193,30 @@ def appliance_images(tree: Tree, directory: str,
             if kind == 'lvm':
                 g.pvcreate(part)
                 g.vgcreate('vgsparc', [part])
-                g.lvcreate('root', 'vgsparc', size_mib // 2)
-                fs_dev, fstype = '/dev/vgsparc/root', 'ext4'
-            elif kind == 'luks':
-                g.luks_format(part, LUKS_KEY, 0)
-                g.cryptsetup_open(part, LUKS_KEY, 'sparcluks')
-                fs_dev, fstype = '/dev/mapper/sparcluks', 'ext4'
+                g.lvcreate('root', 'vgsparc', 128)
+                g.lvcreate('home', 'vgsparc', 128)
+                g.lvcreate('swap', 'vgsparc', 32)
+                g.mkswap('/dev/vgsparc/swap')
+                page = (b'swapped out ' + tree.marker.encode() + b' ') * 64
+                for offset in range(MIB, 8 * MIB, 512 * 1024):
+                    g.pwrite_device('/dev/vgsparc/swap', page, offset)
+                g.mkfs('ext4', '/dev/vgsparc/root')
+                g.mkfs('ext4', '/dev/vgsparc/home')
+                g.mount('/dev/vgsparc/root', '/')
+                g.mkdir('/home')
+                g.mount('/dev/vgsparc/home', '/home')
+                g.tar_in(tar, '/')
+                _make_os(g, tree.marker)
             else:
-                fs_dev, fstype = part, kind
-            g.mkfs(fstype, fs_dev)
-            g.mount(fs_dev, '/')
-            g.tar_in(tar, '/')
+                if kind == 'luks':
+                    g.luks_format(part, LUKS_KEY, 0)
+                    g.cryptsetup_open(part, LUKS_KEY, 'sparcluks')
+                    fs_dev, fstype = '/dev/mapper/sparcluks', 'ext4'
+                else:
+                    fs_dev, fstype = part, kind
+                g.mkfs(fstype, fs_dev)
+                g.mount(fs_dev, '/')
+                g.tar_in(tar, '/')
             g.sync()
             g.rm(tree.deleted)
             g.sync()
@@ -185,7 +230,3 @@ def appliance_images(tree: Tree, directory: str,
     return {kind: _finish(raws[kind], os.path.join(directory,
                                                    kind + '.qcow2'),
                           'qcow2') for kind in kinds}
-
-
-def copy_tree_root(tree: Tree, dest: str) -> None:
-    shutil.copytree(tree.root, dest)

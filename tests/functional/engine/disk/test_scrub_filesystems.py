@@ -1,0 +1,98 @@
+"""scrub_image on XFS, btrfs, and a Debian-like OS on LVM (root and /home
+logical volumes mounted as its fstab says, a swap LV, free extents);
+images built in one appliance launch per session, one scrub per kind.
+"""
+
+import os
+
+import pytest
+
+from sparc_nova.engine import disk
+from tests.functional.engine.disk import checks
+from tests.functional.engine.disk import hostcheck
+from tests.functional.engine.disk import images
+
+pytestmark = pytest.mark.slow
+
+KINDS = {'xfs': 'xfs', 'btrfs': 'btrfs', 'lvm': 'ext4'}
+
+
+@pytest.fixture(scope='module')
+def scrubs(appliance_images, disk_dir):
+    """Scrub each kind once, on first use."""
+    done = {}
+
+    def scrub(kind):
+        if kind not in done:
+            dst = os.path.join(disk_dir, '%s-scrubbed.qcow2' % kind)
+            rules = disk.Rules(images.EXCLUDE_PATHS, images.PRESETS)
+            report = disk.scrub_image(appliance_images[kind], dst, rules)
+            done[kind] = (dst, report.to_dict())
+        return done[kind]
+    return scrub
+
+
+@pytest.mark.parametrize('kind', sorted(KINDS))
+def test_no_marker_left(kind, scrubs, appliance_images, disk_tree,
+                        disk_dir):
+    dst, _ = scrubs(kind)
+    checks.assert_no_marker(appliance_images[kind], dst, disk_tree.marker,
+                            disk_dir)
+
+
+@pytest.mark.parametrize('kind', sorted(KINDS))
+def test_kept_files_identical_and_fsck_clean(kind, scrubs, disk_tree,
+                                             disk_dir):
+    dst, _ = scrubs(kind)
+    checks.assert_kept_identical(dst, kind, KINDS[kind], disk_tree,
+                                 disk_dir)
+
+
+@pytest.mark.parametrize('kind', sorted(KINDS))
+def test_report(kind, scrubs, disk_tree):
+    _, report = scrubs(kind)
+    checks.assert_report(report, disk_tree, disk_tree.marker)
+    filesystems = [v for v in report['volumes'] if v['role'] == 'filesystem']
+    assert {v['fstype'] for v in filesystems} == {KINDS[kind]}
+    assert all(v['verification'] == 'verified' for v in report['volumes'])
+    assert report['verified'] is True
+
+
+def test_xfs_directories_rebuilt(scrubs):
+    _, report = scrubs('xfs')
+    (volume,) = report['volumes']
+    assert any(s.startswith('directory rebuilt') for s in volume['steps'])
+    assert 'log zeroed' in volume['steps']
+
+
+def test_btrfs_rebuilt(scrubs):
+    _, report = scrubs('btrfs')
+    (volume,) = report['volumes']
+    assert any(s.startswith('rebuilt') for s in volume['steps'])
+
+
+def test_lvm_os_layout(scrubs):
+    """The OS was found and its fstab followed: /home is its own LV."""
+    _, report = scrubs('lvm')
+    assert report['operating_system'].startswith('debian')
+    by_device = {v['device']: v for v in report['volumes']}
+    assert by_device['/dev/vgsparc/root']['mountpoint'] == '/'
+    assert by_device['/dev/vgsparc/home']['mountpoint'] == '/home'
+    assert by_device['/dev/vgsparc/home']['removed'] > 200
+    assert by_device['/dev/vgsparc']['action'] == 'wiped'
+
+
+def test_lvm_swap_wiped_and_recreated(scrubs, appliance_images, disk_dir):
+    dst, report = scrubs('lvm')
+    swap = [v for v in report['volumes'] if v['role'] == 'swap']
+    assert [v['action'] for v in swap] == ['wiped']
+    uuids = []
+    for image in (appliance_images['lvm'], dst):
+        raw = hostcheck.to_raw(image, disk_dir)
+        try:
+            with hostcheck.mounted(raw, 'lvm'):
+                uuids.append(hostcheck.blkid('/dev/mapper/vgsparc-swap'))
+        finally:
+            os.unlink(raw)
+    assert uuids[0]['TYPE'] == uuids[1]['TYPE'] == 'swap'
+    assert uuids[0]['UUID'] == uuids[1]['UUID']
