@@ -26,4 +26,13 @@ if [ "$rc" = 5 ]; then
     echo "run-tests.sh: no test ran" >&2
     exit 1
 fi
+
+echo "== Horizon plugin (own virtualenv, Horizon's test settings, browser)" >&2
+set +e
+bash tools/horizon/run-tests.sh --browser
+horizon_rc=$?
+set -e
+if [ "$rc" = 0 ]; then
+    rc=$horizon_rc
+fi
 exit "$rc"

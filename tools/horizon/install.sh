@@ -5,9 +5,9 @@
 # all pinned by tools/constraints-horizon.txt. The product virtualenv
 # (/opt/sparc/venv) is not touched. Safe to run again.
 #
-# With --browser it also installs Debian's chromium and chromium-driver
-# for the real-browser test (Playwright drives that browser; Playwright's
-# own browsers are never downloaded).
+# With --browser it also installs what the real-browser test needs from
+# Debian: chromium (Playwright drives it; Playwright's own browsers are
+# never downloaded) and the tools that build a small guest disk.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -30,7 +30,7 @@ for pkg in python3 python3-venv; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ "$browser" = 1 ]; then
-    for pkg in chromium chromium-driver; do
+    for pkg in chromium fdisk e2fsprogs qemu-utils; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
     done
 fi

@@ -1,0 +1,180 @@
+"""The Privacy panel in a real browser against the test cloud.
+
+A member logs in, opens Project > Compute > Privacy, sets a policy on a
+running instance (after a validation error), sees it in the table and in
+Nova's metadata, creates a private snapshot and sees the scrub result
+land; Project > Compute > Images shows the scrub column. Screenshots go
+to artifacts/horizon/. The read-only table also works with JavaScript
+disabled, and no page logs a console error.
+"""
+
+import os
+import re
+
+import pytest
+
+from sparc_nova.dashboard.tests.browser import conftest
+from sparc_nova.dashboard.tests import helpers
+
+pytestmark = pytest.mark.browser
+
+#: How long a snapshot (copy, scrub in the appliance, upload) may take.
+SNAPSHOT_TIMEOUT_MS = 15 * 60 * 1000
+INVALID_PROCESS = 'usr/bin/gpg'
+POLICY_PROCESSES = 'gpg-agent'
+POLICY_PATHS = '/srv/secret/**'
+
+
+def shot(page, name):
+    path = os.path.join(conftest.ARTIFACTS, name)
+    page.screenshot(path=path, full_page=True)
+    return path
+
+
+def login(page, horizon, user, password, next_url='/project/privacy/'):
+    page.goto(horizon + '/auth/login/?next=' + next_url)
+    page.fill('#id_username', user)
+    page.fill('#id_password', password)
+    page.click('button[type=submit], input[type=submit]')
+    page.wait_for_url(re.compile(re.escape(horizon + next_url)))
+
+
+def row_selector(server_id):
+    return '#privacy__row__%s' % server_id
+
+
+def item(row, value):
+    """The list item of a policy value in a row of the Privacy table."""
+    return row.locator('li', has=row.page.locator(
+        'code', has_text=re.compile('^%s$' % re.escape(value))))
+
+
+def open_row_action(page, server_id, action):
+    """Click a row action of the Privacy table: the first one is a button,
+    the others are in the row's drop-down.
+    """
+    link = page.locator('#privacy__row_%s__action_%s' % (server_id, action))
+    if not link.is_visible():
+        page.locator(row_selector(server_id) +
+                     ' .btn-group .dropdown-toggle').click()
+    link.click()
+
+
+def test_member_sets_a_policy_and_takes_a_private_snapshot(
+        browser, console, horizon, tenant, server, admin):
+    context = browser.new_context(viewport={'width': 1600, 'height': 1000})
+    page = context.new_page()
+    console.attach(page, 'member')
+    login(page, horizon, tenant.username, tenant.password)
+
+    # The panel: the instance with what the operator and image enforce.
+    row = page.locator(row_selector(server.id))
+    row.wait_for()
+    assert 'privacy-vm' in row.inner_text()
+    assert item(row, 'keepassxc').locator(
+        '.sparc-origin-flavor .fa-lock').count() == 1
+    assert item(row, '/home/*/.ssh/**').locator(
+        '.sparc-origin-image .fa-lock').count() == 1
+    shot(page, 'privacy-panel.png')
+
+    # Edit with an invalid process selector: the policy module's message,
+    # the one `sparc policy check` prints.
+    open_row_action(page, server.id, 'edit_policy')
+    form = page.locator('#edit_privacy_policy_form')
+    form.wait_for()
+    enforced = page.locator('.sparc-enforced-flavor')
+    assert 'keepassxc' in enforced.inner_text()
+    rc, expected = helpers.sparc_policy_check(
+        {'sparc:exclude_processes': INVALID_PROCESS})
+    assert rc == 2
+    form.locator('#id_exclude_processes').fill(INVALID_PROCESS)
+    form.locator('input[type=submit]').click()
+    page.locator('#edit_privacy_policy_form').get_by_text(
+        expected[0]).wait_for()
+    shot(page, 'privacy-form-error.png')
+
+    # A valid policy.
+    form = page.locator('#edit_privacy_policy_form')
+    form.locator('#id_exclude_processes').fill(POLICY_PROCESSES)
+    form.locator('#id_exclude_paths').fill(POLICY_PATHS)
+    form.locator('input[type=submit]').click()
+    page.locator('.alert-success').wait_for()
+    row = page.locator(row_selector(server.id))
+    row.wait_for()
+    assert POLICY_PROCESSES in row.inner_text()
+    assert POLICY_PATHS in row.inner_text()
+    for value in (POLICY_PROCESSES, POLICY_PATHS):
+        assert item(row, value).locator('.sparc-origin-instance').count() == 1
+
+    # ... and in Nova's metadata.
+    metadata = tenant.conn.compute.get_server_metadata(server).metadata
+    assert metadata['sparc:exclude_processes'] == POLICY_PROCESSES
+    assert metadata['sparc:exclude_paths'] == POLICY_PATHS
+
+    # A private snapshot; the row refreshes itself until the result lands.
+    open_row_action(page, server.id, 'private_snapshot')
+    form = page.locator('#create_private_snapshot_form')
+    form.wait_for()
+    form.locator('#id_name').fill('privacy-vm-private')
+    form.locator('input[type=submit]').click()
+    page.locator('.alert-success').wait_for()
+    scrub_cell = page.locator(row_selector(server.id) + ' td.status_up, ' +
+                              row_selector(server.id) + ' td.status_down')
+    scrub_cell.first.wait_for(timeout=SNAPSHOT_TIMEOUT_MS)
+    row = page.locator(row_selector(server.id))
+    text = row.inner_text()
+    snapshots = [i for i in tenant.conn.image.images(owner=tenant.project.id)
+                 if i.properties.get('instance_uuid') == server.id]
+    assert len(snapshots) == 1, text
+    snap = snapshots[0]
+    assert snap.properties.get('sparc_scrubbed') == 'true', snap.properties
+    assert 'Scrubbed' in text
+    summary = snap.properties['sparc_scrub_summary']
+    assert summary.splitlines()[0] in text
+    shot(page, 'privacy-scrub-result.png')
+
+    # Project > Compute > Images: the scrub column (AngularJS panel).
+    page.goto(horizon + '/project/images/')
+    badge = page.locator('.sparc-scrubbed')
+    badge.first.wait_for()
+    assert badge.count() == 1
+    assert badge.first.get_attribute('title').startswith(
+        summary.splitlines()[0])
+    shot(page, 'images-privacy-column.png')
+    context.close()
+
+    assert console.errors == [], console.errors
+
+
+def test_read_only_table_without_javascript(browser, console, horizon,
+                                            tenant, server):
+    context = browser.new_context(java_script_enabled=False,
+                                  viewport={'width': 1600, 'height': 1000})
+    page = context.new_page()
+    console.attach(page, 'no-javascript')
+    login(page, horizon, tenant.username, tenant.password)
+    row = page.locator(row_selector(server.id))
+    assert 'privacy-vm' in row.inner_text()
+    assert 'keepassxc' in row.inner_text()
+    assert '/home/*/.ssh/**' in row.inner_text()
+    shot(page, 'privacy-panel-no-javascript.png')
+    context.close()
+    assert console.errors == [], console.errors
+
+
+def test_other_project_cannot_see_or_edit_the_policy(
+        browser, console, horizon, tenant, other_tenant, server):
+    before = tenant.conn.compute.get_server_metadata(server).metadata
+    context = browser.new_context()
+    page = context.new_page()
+    console.attach(page, 'other-project')
+    login(page, horizon, other_tenant.username, other_tenant.password)
+    assert page.locator(row_selector(server.id)).count() == 0
+    # Straight to the form of the other project's instance: Nova does not
+    # show it, Horizon sends the user back with an error.
+    page.goto(horizon + '/project/privacy/%s/edit/' % server.id)
+    assert page.url.rstrip('/').endswith('/project/privacy')
+    assert page.locator('.alert-danger').count() == 1
+    context.close()
+    after = tenant.conn.compute.get_server_metadata(server).metadata
+    assert after == before
