@@ -1,0 +1,36 @@
+"""Appliance settings."""
+
+import pytest
+
+from sparc_nova.engine.disk import appliance
+
+
+def test_backend_settings(monkeypatch):
+    assert appliance.backend_settings('tcg') == ['force_tcg']
+    assert appliance.backend_settings('kvm') == []
+    monkeypatch.setattr(appliance, 'kvm_usable', lambda: False)
+    assert appliance.backend_settings('auto') == ['force_tcg']
+    monkeypatch.setattr(appliance, 'kvm_usable', lambda: True)
+    assert appliance.backend_settings('auto') == []
+    with pytest.raises(ValueError):
+        appliance.backend_settings('hvf')
+
+
+class FakeHandle:
+    def __init__(self, output):
+        self.output = output
+        self.calls = []
+
+    def debug(self, cmd, args):
+        self.calls.append((cmd, args))
+        return self.output
+
+
+def test_run_quotes_arguments_and_checks_status():
+    g = FakeHandle('done\nsparc-rc=0\n')
+    assert appliance.run(g, ['tune2fs', '-O', '^has_journal',
+                             "/dev/sd a'1"]) == 'done\n'
+    assert g.calls[0][1][0].startswith(
+        "tune2fs -O '^has_journal' '/dev/sd a'\"'\"'1'")
+    with pytest.raises(RuntimeError, match='exited 1'):
+        appliance.run(FakeHandle('bad\nsparc-rc=1\n'), ['false'])

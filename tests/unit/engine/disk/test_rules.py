@@ -1,0 +1,119 @@
+"""Rule syntax and decisions."""
+
+import re
+
+import pytest
+
+from sparc_nova.engine.disk import presets
+from sparc_nova.engine.disk import rules
+
+
+def _removed(rule_set, paths):
+    return sorted(rule_set.select(paths).removed)
+
+
+@pytest.mark.parametrize('glob,path,expected', [
+    ('/tmp/**', '/tmp/x', True),
+    ('/tmp/**', '/tmp/a/b/c', True),
+    ('/tmp/**', '/tmp', False),
+    ('/home/*/.ssh/id_*', '/home/alice/.ssh/id_rsa', True),
+    ('/home/*/.ssh/id_*', '/home/alice/sub/.ssh/id_rsa', False),
+    ('**/.bash_history', '/.bash_history', True),
+    ('**/.bash_history', '/root/.bash_history', True),
+    ('**/.bash_history', '/root/.bash_history.bak', False),
+    ('*.kdbx', '/home/a/vault.kdbx', True),
+    ('/a/**/z', '/a/z', True),
+    ('/a/**/z', '/a/b/c/z', True),
+    ('/f?o', '/foo', True),
+    ('/f?o', '/f/o', False),
+    ('/[ab]x', '/bx', True),
+    ('/[!ab]x', '/bx', False),
+    ('/[!ab]x', '/cx', True),
+    ('/a.b', '/axb', False),
+    ('/*', '/.hidden', True),
+])
+def test_glob(glob, path, expected):
+    assert bool(re.match(rules.glob_to_regex(glob), path)) is expected
+
+
+def test_glob_matching_root_is_refused():
+    with pytest.raises(ValueError):
+        rules.glob_to_regex('/')
+
+
+def test_directory_rule_covers_its_tree_not_its_parent():
+    r = rules.Rules(['/srv/secret'])
+    assert _removed(r, ['/srv', '/srv/secret', '/srv/secret/a',
+                        '/srv/secret/b/c', '/srv/other']) == [
+        '/srv/secret', '/srv/secret/a', '/srv/secret/b/c']
+
+
+def test_negation_keeps_path_and_its_tree():
+    r = rules.Rules(['/home/*/.ssh/**', '!**/*.pub', '!/home/a/.ssh/keep'])
+    assert _removed(r, ['/home/a/.ssh/id_rsa', '/home/a/.ssh/id_rsa.pub',
+                        '/home/a/.ssh/keep', '/home/a/.ssh/keep/x']) == [
+        '/home/a/.ssh/id_rsa']
+
+
+def test_held_paths_are_literal():
+    r = rules.Rules(held_paths=['/tmp/[x]*'])
+    assert _removed(r, ['/tmp/[x]*', '/tmp/x1']) == ['/tmp/[x]*']
+
+
+def test_held_path_must_be_absolute():
+    with pytest.raises(ValueError):
+        rules.Rules(held_paths=['tmp/x'])
+
+
+def test_counts_by_unit():
+    r = rules.Rules(['/a/**'], ['tmp'], ['/held'])
+    selection = r.select(['/a/1', '/a/2', '/tmp/x', '/var/tmp/y', '/held',
+                          '/b'])
+    assert selection.counts == {'/a/**': 2, 'preset:tmp': 2, '/held': 1}
+    assert selection.kept == ['/b']
+    assert r.units == ['/a/**', 'preset:tmp', '/held']
+
+
+def test_matches_anything_sees_shadowed_rules():
+    r = rules.Rules(['/a/**', '/a/b'])
+    assert r.matches_anything(['/a/b']) == {'/a/**', '/a/b'}
+    assert r.matches_anything(['/c']) == set()
+
+
+def test_needs_a_positive_rule():
+    with pytest.raises(ValueError):
+        rules.Rules(['!**/*.pub'])
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match='unknown preset'):
+        rules.Rules(preset_names=['nope'])
+
+
+def test_every_preset_compiles_and_is_documented():
+    every = rules.Rules(preset_names=list(presets.PRESETS))
+    assert len(every.units) == len(presets.PRESETS)
+    for preset in presets.PRESETS.values():
+        assert preset.description and preset.globs
+
+
+@pytest.mark.parametrize('preset,removed,kept', [
+    ('ssh-private-keys', ['/home/a/.ssh/id_ed25519', '/root/.ssh/id_rsa',
+                          '/tmp/ssh-XXXX/agent.1'],
+     ['/home/a/.ssh/id_ed25519.pub', '/home/a/.ssh/authorized_keys',
+      '/home/a/.ssh/known_hosts']),
+    ('shell-history', ['/root/.bash_history',
+                       '/home/a/.local/share/fish/fish_history'],
+     ['/home/a/.bashrc']),
+    ('cloud-init', ['/var/lib/cloud/instances/i-1/user-data.txt',
+                    '/var/lib/cloud/instances/i-1/obj.pkl'],
+     ['/var/lib/cloud/instances/i-1/boot-finished']),
+    ('tmp', ['/tmp/a', '/var/tmp/b/c'], ['/tmp', '/var/tmp']),
+    ('browser-profiles', ['/home/a/.mozilla/firefox/x.default/key4.db'],
+     ['/home/a/.mozilla/extensions']),
+    ('password-managers', ['/home/a/db.kdbx',
+                           '/home/a/.password-store/bank.gpg'], []),
+])
+def test_presets_select_what_they_promise(preset, removed, kept):
+    r = rules.Rules(preset_names=[preset])
+    assert _removed(r, removed + kept) == sorted(removed)

@@ -1,0 +1,52 @@
+"""Raw scans (real files, qemu-img, nbdcopy, grep)."""
+
+import subprocess
+
+import pytest
+
+from sparc_nova.engine.disk import scan
+from sparc_nova import exception
+
+
+@pytest.fixture
+def raw(tmp_path):
+    path = tmp_path / 'd.raw'
+    with open(path, 'wb') as f:
+        f.truncate(8 << 20)
+        f.seek(4096)
+        f.write(b'xx CANARY-ONE-123 yy CANARY-ONE-123')
+        # straddles a 1 MiB boundary and follows a long run of zeros
+        f.seek((1 << 20) - 5)
+        f.write(b'CANARY-TWO-456')
+        f.seek(7 << 20)
+        f.write(b'\0CANARY-THREE\0')
+    return path
+
+
+def test_counts_in_raw(raw):
+    hits = scan.count(str(raw), 'raw', [b'CANARY-ONE-123',
+                                        b'CANARY-TWO-456', b'ABSENT-0000'])
+    assert hits == {b'CANARY-ONE-123': 2, b'CANARY-TWO-456': 1}
+
+
+def test_counts_in_qcow2(raw, tmp_path):
+    qcow2 = tmp_path / 'd.qcow2'
+    subprocess.run(['qemu-img', 'convert', '-O', 'qcow2', str(raw),
+                    str(qcow2)], check=True)
+    hits = scan.count(str(qcow2), 'qcow2', [b'CANARY-THREE',
+                                            b'CANARY-TWO-456'])
+    assert hits == {b'CANARY-THREE': 1, b'CANARY-TWO-456': 1}
+
+
+def test_no_patterns():
+    assert scan.count('/nonexistent', 'raw', []) == {}
+
+
+def test_separator_in_pattern_refused(raw):
+    with pytest.raises(ValueError):
+        scan.count(str(raw), 'raw', [b'a\nb'])
+
+
+def test_unreadable_image_is_an_error(tmp_path):
+    with pytest.raises(exception.DiskError):
+        scan.count(str(tmp_path / 'missing.raw'), 'raw', [b'CANARY-ONE'])

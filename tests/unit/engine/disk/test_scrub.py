@@ -1,0 +1,57 @@
+"""Parts of scrub_image that need no appliance."""
+
+import pytest
+
+from sparc_nova.engine.disk import report as report_mod
+from sparc_nova.engine.disk import rules as rules_mod
+from sparc_nova.engine.disk import scrub
+from sparc_nova import exception
+
+
+def _session(rule_set):
+    return scrub._Session(None, 'img.qcow2', rule_set, scrub.ScrubOptions(),
+                          report_mod.ScrubReport('img.qcow2', 'out',
+                                                 'qcow2'),
+                          '/nonexistent', '/nonexistent/work.raw',
+                          scrub._Stepper(None))
+
+
+def test_unmatched_rules_are_reported():
+    session = _session(rules_mod.Rules(['/a/**', '/b'], ['tmp'],
+                                       ['/held']))
+    session.check_rules_matched({'/a/**'})
+    assert session.report.unmatched_rules == ['/b', 'preset:tmp', '/held']
+    assert session.report.rules == {'/a/**': 0, '/b': 0, 'preset:tmp': 0,
+                                    '/held': 0}
+
+
+def test_strict_rules_fail_on_unmatched_glob():
+    session = _session(rules_mod.Rules(['/a/**', '/b'], strict=True))
+    with pytest.raises(exception.DiskScrubError,
+                       match="'/b' matches nothing"):
+        session.check_rules_matched({'/a/**'})
+
+
+def test_strict_rules_tolerate_missing_held_paths():
+    session = _session(rules_mod.Rules(['/a/**'], held_paths=['/gone'],
+                                       strict=True))
+    session.check_rules_matched({'/a/**'})
+    assert session.report.unmatched_rules == ['/gone']
+
+
+def test_options_from_conf_and_overrides():
+    from sparc_nova import conf
+    options = scrub.ScrubOptions.from_conf(conf.CONF, output_format='raw',
+                                           allow_unverified=None)
+    assert options.output_format == 'raw'
+    assert options.allow_unverified is False
+    assert options.verify_kept == 'sample'
+
+
+def test_steps_are_announced():
+    seen = []
+    step = scrub._Stepper(lambda i, n, what: seen.append((i, n, what)))
+    step()
+    step()
+    assert seen == [(1, len(scrub.STEPS), scrub.STEPS[0]),
+                    (2, len(scrub.STEPS), scrub.STEPS[1])]
