@@ -50,15 +50,22 @@ class CheckpointMemory:
             fill[is_data] = DATA
             self._fill.append(fill)
             self._pfn0.append(r.gpa >> 12)
-        self._mm = mmap.mmap(ck.stream_file.fileno(), 0,
-                             prot=mmap.PROT_READ)
-        self._base = ck.stream_base
         self._stream = ck.stream
+        owner = ck.stream.obj if isinstance(ck.stream, memoryview) else None
+        if isinstance(owner, mmap.mmap):
+            # Search the checkpoint's own mapping (a second mapping of the
+            # same file would double the resident page cache we touch).
+            self._mm, self._own_mm = owner, False
+        else:
+            self._mm = mmap.mmap(ck.stream_file.fileno(), 0,
+                                 prot=mmap.PROT_READ)
+            self._own_mm = True
+        self._base = ck.stream_base
 
     def close(self) -> None:
-        if self._mm is not None:
+        if self._mm is not None and self._own_mm:
             self._mm.close()
-            self._mm = None
+        self._mm = None
 
     # -- introspection interface -------------------------------------------
 
@@ -153,8 +160,7 @@ class CheckpointMemory:
                 int(pfns[~done][0]) << 12)
         return out
 
-    def holds(self, pfns: np.ndarray, fill: int,
-              chunk: int = 1024) -> np.ndarray:
+    def holds(self, pfns: np.ndarray, fill: int) -> np.ndarray:
         """For each frame: whether it loads as 4096 ``fill`` bytes,
         whether from a ZERO record or from a data page (an in-place
         rewrite leaves data pages).
@@ -165,17 +171,15 @@ class CheckpointMemory:
         data = np.nonzero(fills == DATA)[0]
         if not len(data):
             return out
-        arr = np.frombuffer(self._stream, dtype=np.uint8)
+        page = bytes([fill]) * PAGE_SIZE
+        stream = self._stream
+        p = pfns[data]
         offs = np.empty(len(data), dtype=np.int64)
         for i, (start, end) in enumerate(self.ranges):
-            p = pfns[data]
             sel = (p >= start >> 12) & (p < end >> 12)
             offs[sel] = self._data[i][p[sel] - self._pfn0[i]]
-        cols = np.arange(PAGE_SIZE, dtype=np.int64)
-        for first in range(0, len(data), chunk):
-            o = offs[first:first + chunk]
-            pages = arr[o[:, None] + cols[None, :]]
-            out[data[first:first + chunk]] = (pages == fill).all(axis=1)
+        for j, off in zip(data.tolist(), offs.tolist()):
+            out[j] = stream[off:off + PAGE_SIZE] == page
         return out
 
     def is_ram(self, pfns: np.ndarray) -> np.ndarray:

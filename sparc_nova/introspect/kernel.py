@@ -340,14 +340,10 @@ def open_kernel(memory, cache: buildid_cache.BuildIdCache | None = None
         in the BUILD-ID cache.
     :raises BtfError: the guest's BTF is malformed (and no cache entry).
     """
-    found = vmcoreinfo_mod.candidates(memory)
-    if not found:
-        raise vmcoreinfo_mod.VmcoreinfoError(
-            'no vmcoreinfo in guest memory (no "OSRELEASE=" text with a '
-            '"KERNELOFFSET=" line): not a Linux guest, or a kernel built '
-            'without CONFIG_CRASH_CORE')
     problems = []
-    for address, text in found:
+    found = 0
+    for address, text in vmcoreinfo_mod.iter_candidates(memory):
+        found += 1
         try:
             vmci = vmcoreinfo_mod.parse(text, address)
             kernel = GuestKernel(memory, vmci, cache)
@@ -360,6 +356,11 @@ def open_kernel(memory, cache: buildid_cache.BuildIdCache | None = None
             continue
         kernel._load_types()
         return kernel
+    if not found:
+        raise vmcoreinfo_mod.VmcoreinfoError(
+            'no vmcoreinfo in guest memory (no "OSRELEASE=" text with a '
+            '"KERNELOFFSET=" line): not a Linux guest, or a kernel built '
+            'without CONFIG_CRASH_CORE')
     raise vmcoreinfo_mod.VmcoreinfoError(
         'no usable vmcoreinfo among %d candidate(s): %s'
-        % (len(found), '; '.join(problems)))
+        % (found, '; '.join(problems)))

@@ -143,11 +143,15 @@ def parse(raw: bytes, address: int = 0) -> Vmcoreinfo:
 
 def candidates(memory) -> list[tuple[int, bytes]]:
     """Distinct vmcoreinfo-looking texts in guest memory, as
-    ``(address, text)``, in address order, at most
-    :data:`MAX_CANDIDATES`.
+    ``(address, text)``, at most :data:`MAX_CANDIDATES`.
     """
+    return list(iter_candidates(memory))
+
+
+def iter_candidates(memory):
+    """:func:`candidates`, lazily (the scan stops when the caller does)."""
     seen = set()
-    out = []
+    count = 0
     for addr in memory_mod.find(memory, NEEDLE):
         try:
             text = memory.read(addr, MAX_SIZE)
@@ -166,7 +170,7 @@ def candidates(memory) -> list[tuple[int, bytes]]:
         if text in seen:
             continue
         seen.add(text)
-        out.append((addr, text))
-        if len(out) >= MAX_CANDIDATES:
+        yield addr, text
+        count += 1
+        if count >= MAX_CANDIDATES:
             break
-    return out
