@@ -1,0 +1,155 @@
+"""Disk scrubbing: sparc-nova's scrub against virt-sysprep.
+
+Builds Debian-like ext4 images of 1 GiB and 4 GiB (by default) holding
+the disk tests' marker tree (SSH key, shell histories, a marker in a
+file name, a 2 MB file, 200 small files sharing clusters with kept ones,
+a /tmp file, and a marker file deleted before the snapshot) plus kept
+filler data, then runs on each image, in one run:
+
+* ``virt-sysprep --operations bash-history,ssh-userdir,tmp-files``
+  with ``--delete`` for the other marker files, on a copy;
+* ``scrub_image`` with the equivalent rules;
+
+and prints the time and the residual markers (raw scan of the result)
+for each. Usage::
+
+    python benchmarks/disk_bench.py [--sizes 1,4] [--workdir DIR] [--json]
+"""
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+from sparc_nova.cmd import output  # noqa: E402
+from sparc_nova.engine import disk  # noqa: E402
+from sparc_nova.engine.disk import appliance  # noqa: E402
+from sparc_nova import exception  # noqa: E402
+from tests.functional.engine.disk import hostcheck  # noqa: E402
+from tests.functional.engine.disk import images  # noqa: E402
+
+SYSPREP_OPERATIONS = 'bash-history,ssh-userdir,tmp-files'
+SYSPREP_DELETES = ('/home/*/big.bin', '/home/*/projects/note-*',
+                   '/home/*/cache/small-*')
+MIB = images.MIB
+
+
+def build_image(tree_root: str, marker: str, size_gib: int,
+                workdir: str) -> str:
+    """An ext4 Debian-like image of ``size_gib`` GiB with the marker tree
+    and kept filler (1/5 of the size).
+    """
+    root = os.path.join(workdir, 'tree-%dg' % size_gib)
+    shutil.copytree(tree_root, root)
+    os.makedirs(os.path.join(root, 'bin'))
+    with open(os.path.join(root, 'etc', 'os-release'), 'wb') as f:
+        f.write(images.OS_RELEASE)
+    with open(os.path.join(root, 'etc', 'fstab'), 'wb') as f:
+        f.write(b'/dev/sda1 / ext4 defaults 0 1\n')
+    filler = os.path.join(root, 'srv', 'filler')
+    os.makedirs(filler)
+    for i in range(size_gib * 1024 // 5 // 16):
+        with open(os.path.join(filler, 'blob-%04d' % i), 'wb') as f:
+            f.write(os.urandom(16 * MIB))
+    tree = images.Tree(root, marker, [], {}, '/var/log/old.log')
+    path = images.ext4_image(tree, os.path.join(workdir,
+                                                'os-%dg.qcow2' % size_gib),
+                             size_mib=size_gib * 1024)
+    shutil.rmtree(root)
+    return path
+
+
+def residual(image: str, marker: str, workdir: str) -> int:
+    raw = hostcheck.to_raw(image, workdir)
+    try:
+        return hostcheck.count_marker(raw, marker)
+    finally:
+        os.unlink(raw)
+
+
+def run_sysprep(src: str, workdir: str) -> tuple[float, str, str]:
+    copy = os.path.join(workdir, 'sysprep-' + os.path.basename(src))
+    shutil.copyfile(src, copy)
+    argv = ['virt-sysprep', '-a', copy, '--operations', SYSPREP_OPERATIONS]
+    for glob in SYSPREP_DELETES:
+        argv += ['--delete', glob]
+    env = dict(os.environ, LIBGUESTFS_BACKEND='direct')
+    settings = appliance.backend_settings('auto')
+    if settings:
+        env['LIBGUESTFS_BACKEND_SETTINGS'] = ','.join(settings)
+    started = time.monotonic()
+    result = subprocess.run(argv, capture_output=True, text=True, env=env,
+                            check=False)
+    elapsed = time.monotonic() - started
+    status = 'exit %d' % result.returncode
+    return elapsed, copy, status
+
+
+def run_scrub(src: str, workdir: str) -> tuple[float, str, str]:
+    dst = os.path.join(workdir, 'sparc-' + os.path.basename(src))
+    rules = disk.Rules(images.EXCLUDE_PATHS + ('/home/*/.ssh/**',),
+                       images.PRESETS)
+    started = time.monotonic()
+    try:
+        disk.scrub_image(src, dst, rules)
+        status = 'ok'
+    except exception.SparcError as e:
+        status = 'error: %s' % e
+    return time.monotonic() - started, dst, status
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--sizes', default='1,4',
+                        help='Image sizes in GiB (default: 1,4).')
+    parser.add_argument('--workdir', default='/var/tmp/sparc-bench')
+    parser.add_argument('--json', action='store_true')
+    args = parser.parse_args(argv)
+    os.makedirs(args.workdir, exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix='disk-', dir=args.workdir)
+    marker = 'SPRCBENCH' + secrets.token_hex(8).upper()
+    rows = []
+    try:
+        tree = images.populate(os.path.join(workdir, 'tree'), marker)
+        for size in [int(s) for s in args.sizes.split(',')]:
+            src = build_image(tree.root, marker, size, workdir)
+            before = residual(src, marker, workdir)
+            for tool, run in (('virt-sysprep', run_sysprep),
+                              ('sparc scrub', run_scrub)):
+                elapsed, out, status = run(src, workdir)
+                left = residual(out, marker, workdir) \
+                    if os.path.exists(out) else None
+                rows.append(dict(image='%d GiB ext4' % size, tool=tool,
+                                 seconds='%.1f' % elapsed,
+                                 markers_before=before,
+                                 markers_after='-' if left is None
+                                 else left, status=status))
+                if os.path.exists(out):
+                    os.unlink(out)
+                print('%s / %s: %.1f s, %s markers left (%s)'
+                      % (rows[-1]['image'], tool, elapsed,
+                         rows[-1]['markers_after'], status),
+                      file=sys.stderr, flush=True)
+            os.unlink(src)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+    else:
+        print(output.table(rows, ['image', 'tool', 'seconds',
+                                  'markers_before', 'markers_after',
+                                  'status']))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
