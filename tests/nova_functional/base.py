@@ -178,9 +178,10 @@ class SparcServersTestBase(base.ServersTestBase):
     # -- helpers ---------------------------------------------------------
 
     def create_policy_server(self, metadata=POLICY, flavor_id=None,
-                             image_uuid=None):
+                             image_uuid=None, host=None):
         server = self._build_server(flavor_id=flavor_id,
-                                    image_uuid=image_uuid, networks='none')
+                                    image_uuid=image_uuid, networks='none',
+                                    host=host)
         server['metadata'] = dict(metadata)
         server = self.api.post_server({'server': server})
         return self._wait_for_state_change(server, 'ACTIVE')

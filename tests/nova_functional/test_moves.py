@@ -18,7 +18,7 @@ class MoveTest(libvirt_base.LibvirtMigrationMixin,
 
     def test_live_migration_refused(self):
         self.assert_mode()
-        self.server = self.create_policy_server()
+        self.server = self.create_policy_server(host='compute1')
         self._live_migrate(self.server, migration_expected_state='error',
                            host='compute2', wait_for_fault_key=False)
         server = self.api.get_server(self.server['id'])
@@ -37,7 +37,7 @@ class MoveTest(libvirt_base.LibvirtMigrationMixin,
         self.assertTrue(self.migrate_stub_ran)
 
     def test_cold_migration_refused(self):
-        self.server = self.create_policy_server()
+        self.server = self.create_policy_server(host='compute1')
         self.api.post_server_action(self.server['id'],
                                     {'migrate': {'host': 'compute2'}})
         self.assertEqual(
