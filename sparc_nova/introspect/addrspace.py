@@ -128,12 +128,12 @@ def classify(page_model, pfns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
     uniq, inverse = np.unique(pfns, return_inverse=True)
     info = page_model.read(uniq)
-    ch = info['compound_head'].astype(np.int64)
-    is_tail = (ch & 1) == 1
+    ch = info['compound_head']
+    is_tail = (ch & np.uint64(1)) == 1
     head_pfn = uniq.copy()
     if is_tail.any():
-        head_pfn[is_tail] = [page_model.pfn_of_page(int(a) - 1)
-                             for a in ch[is_tail]]
+        head_pfn[is_tail] = [page_model.pfn_of_page(a - 1)
+                             for a in ch[is_tail].tolist()]
     is_head = (info['flags'] & np.uint64(page_model.pg_head_mask)) != 0
     mapping = info['mapping'].copy()
     if is_tail.any():

@@ -6,6 +6,8 @@ One guest per module runs:
 * ``threads``: ``hold 2 --threads 4 --pages 8``;
 * ``pipe``: ``hold 3 --wait pipe`` (untimed ``read()`` on an idle pipe);
 * ``futex``: ``hold 5 --wait futex`` (untimed futex wait);
+* ``thp``: ``hold 8 --pages 2048`` (8 MiB of anonymous memory: with
+  transparent huge pages on, partly PMD-mapped huge pages);
 * ``control``: ``hold 4`` (never selected: its marker must survive);
 * ``spray``: ``spray 6 1024`` (wrote its marker into 1024 pages and
   exited: the copies are in free memory).
@@ -20,9 +22,9 @@ import subprocess
 import sys
 import time
 
-SELECTED = ('simple', 'threads', 'pipe', 'futex')
+SELECTED = ('simple', 'threads', 'pipe', 'futex', 'thp')
 MARKERS = {'simple': 1, 'threads': 2, 'pipe': 3, 'control': 4, 'futex': 5,
-           'spray': 6}
+           'spray': 6, 'thp': 8}
 
 
 @dataclasses.dataclass
@@ -50,6 +52,7 @@ def build(make_guest, image, workdir, **guest_kwargs) -> Scenario:
         'threads': g.start_workload('hold 2 --threads 4 --pages 8'),
         'pipe': g.start_workload('hold 3 --wait pipe'),
         'futex': g.start_workload('hold 5 --wait futex'),
+        'thp': g.start_workload('hold 8 --pages 2048'),
         'control': g.start_workload('hold 4'),
     }
     g.run('/bin/workload spray 6 1024; echo SPRAY""-END', 'SPRAY-END')

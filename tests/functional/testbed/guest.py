@@ -298,14 +298,40 @@ class Guest:
         """Exclusive anonymous frames of each pid, from the guest's own
         /proc/PID/pagemap.
         """
-        out = self.run('/bin/pagemap %s' % ' '.join(map(str, pids)),
-                       'PAGEMAP-END', timeout=120)
-        frames = {}
-        for m in re.finditer(r'^PAGEMAP (\d+) (\d+) ([0-9a-f,]*)\r?$', out,
-                             re.M):
-            pfns = {int(x, 16) for x in m.group(3).split(',') if x}
-            frames[int(m.group(1))] = pfns
-        return frames
+        headers = {}
+        parts = {}
+        for _ in range(8):
+            out = self.run('/bin/pagemap %s' % ' '.join(map(str, pids)),
+                           'PAGEMAP-END', timeout=120)
+            for m in re.finditer(r'^PAGEMAP (\d+) (\d+) ([0-9a-f]+)\r?$',
+                                 out, re.M):
+                headers[int(m.group(1))] = (int(m.group(2)),
+                                            int(m.group(3), 16))
+            # The serial console occasionally garbles a character: keep
+            # only parts whose sum checks out, ask again for the rest.
+            for m in re.finditer(r'^PAGEMAP-PART (\d+) (\d+) ([0-9a-f]+) '
+                                 r'([0-9a-f,]+)\r?$', out, re.M):
+                try:
+                    pfns = [int(x, 16) for x in m.group(4).split(',')]
+                except ValueError:
+                    continue
+                if sum(pfns) == int(m.group(3), 16) and len(pfns) <= 32:
+                    parts[int(m.group(1)), int(m.group(2))] = pfns
+            frames = {}
+            for pid in pids:
+                if pid not in headers:
+                    break
+                count, total = headers[pid]
+                got = [parts.get((pid, i)) for i in range((count + 31) // 32)]
+                if None in got:
+                    break
+                flat = [p for part in got for p in part]
+                if len(flat) != count or sum(flat) != total:
+                    break
+                frames[pid] = set(flat)
+            else:
+                return frames
+        raise GuestError('pagemap output of %s stayed garbled' % pids)
 
     # -- checkpoints -------------------------------------------------------
 

@@ -4,9 +4,13 @@
  *
  *   pagemap PID [PID ...]
  *
- * Output, one line per process, then a terminator:
- *   PAGEMAP <pid> <count> <pfn-hex>,<pfn-hex>,...
+ * Output, per process a header and the frames in parts of at most 32,
+ * then a terminator:
+ *   PAGEMAP <pid> <count> <sum-hex>
+ *   PAGEMAP-PART <pid> <index> <sum-hex> <pfn-hex>,<pfn-hex>,...
  *   PAGEMAP-END
+ * Each sum (of the frame numbers) lets the reader detect a line garbled
+ * on the serial console and ask again for the parts it lacks.
  * Only present pages that are anonymous (pagemap bit 61 clear) and
  * exclusively mapped (bit 56) are listed: those are what the engine may
  * scrub.
@@ -26,7 +30,7 @@ static void report(int pid)
     snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
     int pm = open(path, O_RDONLY);
     if (!maps || pm < 0) {
-        printf("PAGEMAP %d 0 \n", pid);
+        printf("PAGEMAP %d 0 0\n", pid);
         return;
     }
     size_t cap = 1024, n = 0;
@@ -50,10 +54,20 @@ static void report(int pid)
             pfns[n++] = ent & ((1ULL << 55) - 1);
         }
     }
-    printf("PAGEMAP %d %zu ", pid, n);
+    uint64_t total = 0;
     for (size_t i = 0; i < n; i++)
-        printf(i ? ",%" PRIx64 : "%" PRIx64, pfns[i]);
-    printf("\n");
+        total += pfns[i];
+    printf("PAGEMAP %d %zu %" PRIx64 "\n", pid, n, total);
+    for (size_t part = 0; part * 32 < n; part++) {
+        uint64_t sum = 0;
+        size_t end = part * 32 + 32 < n ? part * 32 + 32 : n;
+        for (size_t i = part * 32; i < end; i++)
+            sum += pfns[i];
+        printf("PAGEMAP-PART %d %zu %" PRIx64 " ", pid, part, sum);
+        for (size_t i = part * 32; i < end; i++)
+            printf(i > part * 32 ? ",%" PRIx64 : "%" PRIx64, pfns[i]);
+        printf("\n");
+    }
     free(pfns);
     fclose(maps);
     close(pm);
