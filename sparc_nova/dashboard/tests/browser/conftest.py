@@ -142,25 +142,28 @@ def build_disk(workdir: str) -> str:
 
 
 @pytest.fixture(scope='session')
-def image(admin, tmp_path_factory):
-    """A public image whose properties require ``/home/*/.ssh/**`` to be
-    excluded (the "image" source of the policy).
+def image(tenant, tmp_path_factory):
+    """The member's own (private) image, whose properties require
+    ``/home/*/.ssh/**`` to be excluded (the "image" source of the policy).
     """
     disk = build_disk(str(tmp_path_factory.mktemp('disk')))
-    img = admin.image.create_image(
+    img = tenant.conn.image.create_image(
         name='sparc-horizon-disk', filename=disk, disk_format='qcow2',
-        container_format='bare', visibility='public', wait=True,
+        container_format='bare', visibility='private', wait=True,
         sparc_exclude_paths='/home/*/.ssh/**')
     yield img
-    admin.image.delete_image(img, ignore_missing=True)
+    tenant.conn.image.delete_image(img, ignore_missing=True)
 
 
 @pytest.fixture(scope='session')
-def flavor(admin):
-    """A flavor whose extra specs enforce ``keepassxc`` (the operator)."""
+def flavor(admin, tenant):
+    """A private flavor of the member's project whose extra specs enforce
+    ``keepassxc`` (the operator's part of the policy).
+    """
     flv = admin.compute.create_flavor(
         name='sparc.horizon.' + secrets.token_hex(3), ram=256, vcpus=1,
-        disk=1, is_public=True)
+        disk=1, is_public=False)
+    admin.compute.flavor_add_tenant_access(flv, tenant.project.id)
     admin.compute.create_flavor_extra_specs(
         flv, {'sparc:exclude_processes': 'keepassxc'})
     yield flv
