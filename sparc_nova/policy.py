@@ -344,6 +344,19 @@ def split_presets(items: Iterable[str]) -> tuple[list[str], list[str]]:
     return globs, presets
 
 
+def expand_presets(items: Iterable[str]) -> list[str]:
+    """An ``exclude_paths`` list with each ``preset:NAME`` replaced by the
+    preset's globs (for consumers that take plain globs).
+    """
+    globs = []
+    for item in items:
+        if item.startswith(PRESET_PREFIX):
+            globs.extend(disk_presets.get(item[len(PRESET_PREFIX):]).globs)
+        else:
+            globs.append(item)
+    return _unique(globs)
+
+
 # -- parsing -------------------------------------------------------------
 
 

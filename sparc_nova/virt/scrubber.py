@@ -191,8 +191,8 @@ class Scrubber:
         def work():
             result = privsep_checkpoint.scrub_managed_save(
                 path, list(effective.exclude_processes),
-                list(effective.exclude_paths), effective.follow_ipc,
-                not effective.scrub_free_memory)
+                policy.expand_presets(effective.exclude_paths),
+                effective.follow_ipc, not effective.scrub_free_memory)
             return result['summary']
 
         outcome = self._run(context, instance, effective, SUSPEND,

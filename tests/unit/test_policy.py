@@ -129,6 +129,12 @@ def test_exclude_paths_invalid(value, reason):
     assert reason in message
 
 
+def test_expand_presets():
+    from sparc_nova.engine.disk import presets
+    expanded = policy.expand_presets(['/a', 'preset:tmp', '/a'])
+    assert expanded == ['/a'] + list(presets.get('tmp').globs)
+
+
 def test_split_presets():
     assert policy.split_presets(['/a', 'preset:tmp', '!/a/b',
                                  'preset:gnupg']) == (

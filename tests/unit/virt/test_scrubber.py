@@ -4,6 +4,7 @@ from unittest import mock
 
 import pytest
 
+from sparc_nova.engine import disk
 from sparc_nova.engine.disk import report as disk_report
 from sparc_nova import exception
 from sparc_nova import notifications
@@ -152,7 +153,7 @@ def test_snapshot_format_the_engine_cannot_write(notifier, scrub_image):
 
 def test_managed_save_through_privsep(notifier):
     effective = fakes.effective(exclude_processes='vault,gpg-agent',
-                                exclude_paths='/srv/x',
+                                exclude_paths='/srv/x,preset:gnupg',
                                 scrub_free_memory='false')
     with mock.patch.object(scrubber.privsep_checkpoint,
                            'scrub_managed_save') as entry:
@@ -160,8 +161,9 @@ def test_managed_save_through_privsep(notifier):
                               'report': {}}
         outcome = scrubber.Scrubber(notifier).managed_save(
             'ctx', fakes.instance(), effective, '/save/i-1.save')
-    entry.assert_called_once_with('/save/i-1.save', ['vault', 'gpg-agent'],
-                                  ['/srv/x'], True, True)
+    entry.assert_called_once_with(
+        '/save/i-1.save', ['vault', 'gpg-agent'],
+        ['/srv/x'] + list(disk.presets.get('gnupg').globs), True, True)
     assert outcome.scrubbed and outcome.summary == '2 processes excluded'
     assert notifier.start.call_args[0][1]['operation'] == 'suspend'
     assert notifier.start.call_args[0][1]['path'] == '/save/i-1.save'

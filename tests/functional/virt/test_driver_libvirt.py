@@ -1,0 +1,311 @@
+"""SparcLibvirtDriver against the real libvirt on this machine (no Nova
+API): a TCG guest with a qcow2 disk, a policy excluding the ``vault``
+process and the test files of the disk, the driver loaded through the
+``sparc_libvirt`` shim, and a real privsep daemon for the managed-save
+scrub (started with the virtualenv's privsep-helper: no sudo here).
+
+- suspend: the managed-save file is scrubbed by the daemon; libvirt's
+  restore of it (what resume does) brings back a running guest without
+  ``vault`` and with the control process;
+- a scrub that fails (the daemon refuses the stream by a configured
+  limit) rolls the suspend back: the guest runs again, unscrubbed;
+- cold snapshot: Nova's own snapshot path (internal managedSave, qemu-img
+  extract, restore), then the real disk engine on the extracted qcow2;
+  the bytes handed to the image service hold none of the disk markers.
+"""
+
+import os
+import random
+import re
+import secrets
+import shutil
+import sys
+from unittest import mock
+from xml.sax import saxutils
+
+import pytest
+
+from sparc_nova import policy
+from tests.functional.engine.disk import hostcheck
+from tests.functional.engine.disk import images
+from tests.functional.testbed import guest as guest_mod
+
+pytestmark = pytest.mark.slow
+
+DISK_XML = """    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{path}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+"""
+
+
+class DiskGuest(guest_mod.Guest):
+    A test bed guest with a qcow2 disk (the guest does not mount it).
+"""
+
+    def __init__(self, image, disk_path, **kwargs):
+        super().__init__(image, **kwargs)
+        self.disk_path = disk_path
+
+    def xml(self) -> str:
+        disk = DISK_XML.format(path=saxutils.escape(self.disk_path))
+        return super().xml().replace('  <devices>\n',
+                                     '  <devices>\n' + disk, 1)
+
+
+class RecordingImageAPI:
+    """The image service side of ``snapshot()``: keeps what it receives."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.updates = []
+
+    def get(self, context, image_id):
+        return {'id': image_id, 'name': 'snap-%s' % image_id[:8]}
+
+    def update(self, context, image_id, image_meta, data=None,
+               purge_props=False):
+        path = None
+        if data is not None:
+            path = os.path.join(self.directory, 'uploaded-' + image_id)
+            with open(path, 'wb') as f:
+                shutil.copyfileobj(data, f)
+        self.updates.append({'image_id': image_id, 'meta': image_meta,
+                             'path': path})
+        return image_meta
+
+
+@pytest.fixture(scope='module')
+def nova(module_dir, libvirt_daemons):
+    """Nova's configuration for a driver on this host's libvirt, and the
+    privsep daemons' helper commands (the virtualenv's privsep-helper).
+    """
+    from nova import conf as nova_conf
+    from nova import objects
+    import nova.privsep  # noqa: F401  (registers [nova_sys_admin])
+    from sparc_nova import privsep
+
+    objects.register_all()
+    conf = nova_conf.CONF
+    helper = os.path.join(os.path.dirname(sys.executable), 'privsep-helper')
+    daemon_conf = os.path.join(module_dir, 'privsep.conf')
+    with open(daemon_conf, 'w') as f:
+        f.write('[sparc]\nmanaged_save_dir = /var/lib/libvirt/qemu/save\n')
+    overrides = [
+        ('virt_type', 'qemu', 'libvirt'),
+        ('connection_uri', guest_mod.URI, 'libvirt'),
+        ('instances_path', os.path.join(module_dir, 'instances'), None),
+        ('lock_path', os.path.join(module_dir, 'locks'), 'oslo_concurrency'),
+        ('disable_libvirt_livesnapshot', True, 'workarounds'),
+        ('helper_command', '%s --config-file %s' % (helper, daemon_conf),
+         'sparc_privsep'),
+        ('helper_command', helper, 'nova_sys_admin'),
+    ]
+    for name, value, group in overrides:
+        conf.set_override(name, value, group=group)
+    os.makedirs(os.path.join(module_dir, 'instances'), exist_ok=True)
+    yield conf
+    privsep.scrub_pctxt.stop()
+    for name, _, group in overrides:
+        conf.clear_override(name, group=group)
+
+
+@pytest.fixture(scope='module')
+def driver(nova):
+    from nova.virt import driver as virt_driver
+    drv = virt_driver.load_compute_driver(
+        mock.Mock(), 'sparc_libvirt.SparcLibvirtDriver')
+    assert type(drv).__name__ == 'SparcLibvirtDriver'
+    return drv
+
+
+@pytest.fixture(scope='module')
+def disk_tree(module_dir):
+    marker = 'SPRC' + secrets.token_hex(10).upper()
+    return images.populate(os.path.join(module_dir, 'tree'), marker,
+                           small_files=20)
+
+
+@pytest.fixture(scope='module')
+def vm(guest_image, module_dir, disk_tree, nova):
+    """The guest, and the Nova instance object that describes it."""
+    from nova.network import model as network_model
+    from nova import objects
+
+    instance_id = random.randint(0x10000000, 0x7fffffff)
+    name = nova.instance_name_template % instance_id
+    disk = images.ext4_image(disk_tree, os.path.join(module_dir,
+                                                     'disk.qcow2'),
+                             size_mib=64)
+    g = DiskGuest(guest_image, disk, name=name)
+    try:
+        g.start()
+        instance = objects.Instance(
+            id=instance_id, uuid=g.dom.UUIDString(), project_id='project',
+            user_id='user', task_state=None, vm_state='active',
+            kernel_id='', ramdisk_id='', os_type=None, image_ref='',
+            numa_topology=None,
+            flavor=objects.Flavor(extra_specs={}),
+            metadata={'sparc:exclude_processes': 'vault',
+                      'sparc:exclude_paths': ','.join(
+                          images.EXCLUDE_PATHS),
+                      'sparc:exclude_paths.1': ','.join(
+                          'preset:' + p for p in images.PRESETS)},
+            system_metadata={'image_disk_format': 'qcow2',
+                             'image_container_format': 'bare'},
+            pci_devices=objects.PciDeviceList(objects=[]),
+            info_cache=objects.InstanceInfoCache(
+                network_info=network_model.NetworkInfo([])))
+        assert instance.name == name
+        yield g, instance
+    finally:
+        g.destroy()
+
+
+@pytest.fixture
+def context():
+    from nova import context as nova_context
+    return nova_context.get_admin_context()
+
+
+def start_processes(g):
+    """``vault`` (excluded) and ``webapp`` (control), each holding a
+    marker; returns their pids.
+    """
+    return {'vault': g.start_workload('hold 1 --pages 16', program='vault'),
+            'webapp': g.start_workload('hold 4', program='webapp')}
+
+
+def disk_markers(path, marker, directory):
+    """Markers in the guest view of an image, read while QEMU holds it
+    (``-U``: no lock).
+    """
+    raw = os.path.join(directory, os.path.basename(path) + '.live.raw')
+    hostcheck.run('qemu-img', 'convert', '-U', '-O', 'raw', path, raw)
+    try:
+        return hostcheck.count_marker(raw, marker)
+    finally:
+        os.unlink(raw)
+
+
+def in_memory(path, marker):
+    from sparc_nova.engine import memory
+    counts = memory.count_markers(path, [marker.encode()])
+    return counts[marker.encode()]['memory']
+
+
+def wait_for_new_heartbeats(g, count=3, timeout=60):
+    since = g.console_size()
+    for _ in range(count):
+        m = g.wait_for(r'HEARTBEAT (\d+)', timeout=timeout, since=since)
+        since += m.end()
+
+
+def test_suspend_scrubs_the_managed_save_through_privsep(
+        vm, driver, context, guest_image):
+    g, instance = vm
+    pids = start_processes(g)
+    save_path = driver.managed_save_path(instance)
+    calls = []
+    from sparc_nova.privsep import checkpoint as privsep_checkpoint
+    real_entry = privsep_checkpoint.scrub_managed_save
+
+    def spy(*args):
+        calls.append(args)
+        return real_entry(*args)
+
+    with mock.patch.object(privsep_checkpoint, 'scrub_managed_save', spy):
+        driver.suspend(context, instance)
+    assert calls == [(save_path, ['vault'], policy.expand_presets(
+        list(images.EXCLUDE_PATHS) + ['preset:' + p for p in images.PRESETS]),
+        True, False)]
+    assert g.dom.hasManagedSaveImage(0)
+    assert not g.dom.isActive()
+    # The daemon rewrote root's 0600 file in place.
+    st = os.stat(save_path)
+    assert (st.st_uid, st.st_mode & 0o777) == (0, 0o600)
+    assert in_memory(save_path, guest_image.marker(1)) == 0
+    assert in_memory(save_path, guest_image.marker(4)) > 0
+
+    # Resume: libvirt restores the managed save (and deletes it).
+    g.resume_managed()
+    wait_for_new_heartbeats(g)
+    alive = {p['pid'] for p in g.processes()}
+    assert pids['vault'] not in alive
+    assert pids['webapp'] in alive
+    assert not os.path.exists(save_path)
+    assert g.oopses() == []
+
+
+def test_failed_scrub_rolls_the_suspend_back(vm, driver, context, nova,
+                                             module_dir):
+    from nova import exception as nova_exception
+    from sparc_nova import privsep
+
+    g, instance = vm
+    pids = start_processes(g)
+    # A daemon whose limits refuse any real migration stream.
+    daemon_conf = os.path.join(module_dir, 'privsep-strict.conf')
+    with open(daemon_conf, 'w') as f:
+        f.write('[sparc]\nmanaged_save_dir = /var/lib/libvirt/qemu/save\n'
+                'max_stream_sections = 16\n')
+    helper = os.path.join(os.path.dirname(sys.executable), 'privsep-helper')
+    privsep.scrub_pctxt.stop()
+    nova.set_override('helper_command', '%s --config-file %s'
+                      % (helper, daemon_conf), group='sparc_privsep')
+    try:
+        with pytest.raises(nova_exception.InstanceFaultRollback) as e:
+            driver.suspend(context, instance)
+    finally:
+        privsep.scrub_pctxt.stop()
+        nova.clear_override('helper_command', group='sparc_privsep')
+    message = e.value.inner_exception.format_message()
+    assert re.match(r'Privacy scrub of the memory image of instance %s '
+                    r'failed; nothing unscrubbed was kept: LimitExceeded: '
+                    % instance.uuid, message), message
+    # Rolled back: running again from the unscrubbed save, which is gone.
+    assert g.dom.isActive()
+    assert not g.dom.hasManagedSaveImage(0)
+    g.connect_console()
+    wait_for_new_heartbeats(g)
+    alive = {p['pid'] for p in g.processes()}
+    assert {pids['vault'], pids['webapp']} <= alive
+
+
+def test_cold_snapshot_scrubs_the_disk(vm, driver, context, disk_tree,
+                                       module_dir):
+    import uuid
+
+    g, instance = vm
+    upload_dir = os.path.join(module_dir, 'uploads')
+    os.makedirs(upload_dir, exist_ok=True)
+    glance = RecordingImageAPI(upload_dir)
+    driver._image_api._image_api = glance
+    before = disk_markers(g.disk_path, disk_tree.marker, module_dir)
+    assert before > 0
+    pids = start_processes(g)
+    calls = []
+    from sparc_nova.privsep import checkpoint as privsep_checkpoint
+    image_id = str(uuid.uuid4())
+
+    with mock.patch.object(privsep_checkpoint, 'scrub_managed_save',
+                           side_effect=lambda *a: calls.append(a)):
+        driver.snapshot(context, instance, image_id, lambda **kw: None)
+
+    # Nova's cold snapshot saved and restored the guest: not scrubbed.
+    assert calls == []
+    assert g.dom.isActive()
+    g.connect_console()
+    wait_for_new_heartbeats(g)
+    assert pids['vault'] in {p['pid'] for p in g.processes()}
+
+    [update] = glance.updates
+    props = update['meta']['properties']
+    assert props['sparc_scrubbed'] == 'true'
+    assert props['sparc_policy_digest'].startswith('sha256:')
+    assert '0 left; verified' in props['sparc_scrub_summary']
+    assert update['meta']['disk_format'] == 'qcow2'
+    assert disk_markers(update['path'], disk_tree.marker, module_dir) == 0
+    # The guest's own disk is untouched.
+    assert disk_markers(g.disk_path, disk_tree.marker, module_dir) == before
