@@ -1,7 +1,9 @@
 """The Privacy table: what each row shows, row updates, the detail view."""
 
+from django.conf import settings
 from django.urls import reverse
 
+import horizon
 from openstack_dashboard.test import helpers as test
 
 from sparc_nova.dashboard.tests import data
@@ -213,3 +215,20 @@ class DetailTests(helpers.PrivacyTestCase):
         res = self.client.get(detail_url('foreign'))
         self.assertRedirectsNoFollow(res, INDEX_URL)
         self.mock_snapshots.assert_not_called()
+
+
+class PluginTests(test.TestCase):
+    """The enabled/ file puts the panel where the issue says."""
+
+    def test_panel_is_under_project_compute(self):
+        dashboard = horizon.get_dashboard('project')
+        panel = dashboard.get_panel('privacy')
+        self.assertEqual('Privacy', str(panel.name))
+        group = [g for g in dashboard.get_panel_groups().values()
+                 if 'privacy' in [p.slug for p in g]][0]
+        self.assertEqual('compute', group.slug)
+        self.assertIn('horizon.dashboard.sparc.images',
+                      settings.HORIZON_CONFIG['angular_modules'])
+        self.assertIn('dashboard/sparc/images.module.js',
+                      settings.HORIZON_CONFIG['js_files'])
+        self.assertIn('sparc_nova.dashboard', settings.INSTALLED_APPS)
