@@ -91,6 +91,19 @@ class IndexTests(helpers.PrivacyTestCase):
         self.assertIn(expected.replace("'", '&#x27;'), cell)
 
     @test.create_mocks(helpers.READS)
+    def test_values_are_escaped(self):
+        server = data.server('1', flavor_specs={}, metadata={
+            'sparc:exclude_paths': '/srv/<script>alert(1)</script>'})
+        summary = '<img src=x onerror=alert(2)>'
+        self.mock_reads([server], images={},
+                        snapshots={'1': data.record('1', summary=summary)})
+        res = self.client.get(INDEX_URL)
+        self.assertNotContains(res, '<script>alert(1)', html=False)
+        self.assertNotContains(res, '<img src=x', html=False)
+        self.assertContains(res, '&lt;script&gt;alert(1)', html=False)
+        self.assertContains(res, '&lt;img src=x', html=False)
+
+    @test.create_mocks(helpers.READS)
     def test_image_requirements_are_locked(self):
         self.mock_reads([data.server('1', flavor_specs={})])
         res = self.client.get(INDEX_URL)
