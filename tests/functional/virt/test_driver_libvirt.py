@@ -41,8 +41,7 @@ DISK_XML = """    <disk type='file' device='disk'>
 
 
 class DiskGuest(guest_mod.Guest):
-    A test bed guest with a qcow2 disk (the guest does not mount it).
-"""
+    """A test bed guest with a qcow2 disk (the guest does not mount it)."""
 
     def __init__(self, image, disk_path, **kwargs):
         super().__init__(image, **kwargs)
