@@ -118,25 +118,36 @@ class _Session:
         self.ck.close()
 
 
+#: What a corrupt guest can make introspection raise.
+_GUEST_ERRORS = (exception.SparcError, drgn.FaultError, LookupError,
+                 ValueError)
+
+
+def _open(path, work_dir, limits, buildid_cache_dir, progress=None):
+    """A :class:`_Session` with the guest kernel modelled; guest-side
+    failures become :class:`~.errors.ScrubError` naming ``path``.
+    """
+    try:
+        return _Session(path, work_dir, limits, _cache(buildid_cache_dir),
+                        progress)
+    except exception.CheckpointError:
+        raise
+    except _GUEST_ERRORS as e:
+        raise _fail(path, e)
+
+
 def list_processes(path: str, *, work_dir: str | None = None,
                    buildid_cache_dir: str | None = None,
                    limits: limits_mod.Limits | None = None) -> dict:
     """The guest's processes: ``{'kernel': {...}, 'processes': [...]}``
     (each process as :meth:`~sparc_nova.introspect.tasks.Process.as_dict`).
     """
-    try:
-        s = _Session(path, work_dir, limits, _cache(buildid_cache_dir))
-    except exception.CheckpointError:
-        raise
-    except (exception.SparcError, drgn.FaultError, LookupError,
-            ValueError) as e:
-        raise _fail(path, e)
+    s = _open(path, work_dir, limits, buildid_cache_dir)
     try:
         procs = tasks.processes(s.kernel)
         return {'kernel': s.kernel.summary(),
                 'processes': [p.as_dict() for p in procs]}
-    except (exception.SparcError, drgn.FaultError, LookupError,
-            ValueError) as e:
+    except _GUEST_ERRORS as e:
         raise _fail(path, e)
     finally:
         s.close()
@@ -179,20 +190,12 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     if exclude_paths:
         rep.notes.append('exclude_paths: file exclusion in memory (page '
                          'cache, tmpfs) is not applied yet')
-    try:
-        s = _Session(path, work_dir, limits, _cache(buildid_cache_dir),
-                     progress)
-    except exception.CheckpointError:
-        raise
-    except (exception.SparcError, drgn.FaultError, LookupError,
-            ValueError) as e:
-        raise _fail(path, e)
+    s = _open(path, work_dir, limits, buildid_cache_dir, progress)
     try:
         rep.lap('parse_and_introspect')
         try:
             patcher = _plan(s, sels, with_children, keep_free_pages, rep)
-        except (exception.SparcError, drgn.FaultError, LookupError,
-                ValueError, patches.PlanConflict) as e:
+        except _GUEST_ERRORS + (patches.PlanConflict,) as e:
             raise _fail(path, e)
         rep.lap('plan')
         if dry_run:
@@ -255,43 +258,38 @@ def _plan(s, sels, with_children, keep_free_pages, rep):
     all_pfns = np.concatenate([uf.pfn[uf.anon] for _, uf in rows]) \
         if rows else np.zeros(0, dtype=np.int64)
     uniq, counts = np.unique(all_pfns, return_counts=True)
-    in_selection = dict(zip(uniq.tolist(), counts.tolist()))
     scrub = []
     for proc, uf in rows:
         plan = report_mod.ProcessPlan(
             pid=proc.pid, comm=proc.comm, exe=proc.exe,
             reasons=chosen[proc.pid],
             threads=[t.tid for t in proc.threads], frames={}, refused=[])
-        seen = set()
-        refused_total = 0
-        for pfn, cls, anon, mapcount in zip(uf.pfn.tolist(),
-                                            uf.cls.tolist(),
-                                            uf.anon.tolist(),
-                                            uf.mapcount.tolist()):
-            if not anon or pfn in seen:
-                continue
-            seen.add(pfn)
-            mine = in_selection[pfn]
-            if mapcount == mine:
-                plan.frames.setdefault(addrspace.CLASS_NAMES[cls],
-                                       []).append(pfn)
-                scrub.append(pfn)
-            else:
-                refused_total += 1
-                if len(plan.refused) < MAX_REFUSED_LISTED:
-                    plan.refused.append({
-                        'frame': '0x%x' % pfn,
-                        'class': addrspace.CLASS_NAMES[cls],
-                        'reason': 'mapped %d times, %d by selected '
-                                  'processes: shared with an unselected '
-                                  'process' % (mapcount, mine)
-                        if mapcount > mine else
-                        'mapcount %d is lower than the %d mappings found'
-                        % (mapcount, mine)})
-        if refused_total > len(plan.refused):
-            plan.refused.append({'more': refused_total - len(plan.refused)})
+        sel = uf.anon
+        pfn, first = np.unique(uf.pfn[sel], return_index=True)
+        cls = uf.cls[sel][first]
+        mapcount = uf.mapcount[sel][first]
+        mine = counts[np.searchsorted(uniq, pfn)]
+        ok = mapcount == mine
+        for c, name in enumerate(addrspace.CLASS_NAMES):
+            frames = pfn[ok & (cls == c)]
+            if len(frames):
+                plan.frames[name] = frames
+        scrub.append(pfn[ok])
+        bad = np.nonzero(~ok)[0]
+        for i in bad[:MAX_REFUSED_LISTED].tolist():
+            m, n = int(mapcount[i]), int(mine[i])
+            plan.refused.append({
+                'frame': '0x%x' % int(pfn[i]),
+                'class': addrspace.CLASS_NAMES[int(cls[i])],
+                'reason': 'mapped %d times, %d by selected processes: '
+                          'shared with an unselected process' % (m, n)
+                if m > n else 'mapcount %d is lower than the %d mappings '
+                              'found' % (m, n)})
+        if len(bad) > MAX_REFUSED_LISTED:
+            plan.refused.append({'more': len(bad) - MAX_REFUSED_LISTED})
         rep.processes.append(plan)
-    scrub = np.unique(np.array(scrub, dtype=np.int64))
+    scrub = np.unique(np.concatenate(scrub)) if scrub else \
+        np.zeros(0, dtype=np.int64)
 
     if not keep_free_pages:
         fm = freepages.free_memory(kernel, model, kernel.online_cpus())

@@ -61,6 +61,8 @@ class CheckpointMemory:
                                  prot=mmap.PROT_READ)
             self._own_mm = True
         self._base = ck.stream_base
+        self._last_pfn = -1
+        self._last_page = b''
 
     def close(self) -> None:
         if self._mm is not None and self._own_mm:
@@ -84,11 +86,16 @@ class CheckpointMemory:
     def read(self, addr: int, size: int) -> bytes:
         within = addr & (PAGE_SIZE - 1)
         if within + size <= PAGE_SIZE:
+            # drgn reads a few bytes at a time, mostly from the page it
+            # read last: keep that page.
+            if addr >> 12 == self._last_pfn:
+                return self._last_page[within:within + size]
             i, p = self._locate(addr)
-            off = int(self._data[i][p])
-            if off >= 0:
-                return bytes(self._stream[off + within:off + within + size])
-            return bytes([int(self._fill[i][p])]) * size
+            page = self._page(i, p)
+            if not isinstance(page, bytes):
+                page = bytes(page)
+            self._last_pfn, self._last_page = addr >> 12, page
+            return page[within:within + size]
         out = bytearray()
         while size > 0:
             i, p = self._locate(addr)
@@ -172,14 +179,15 @@ class CheckpointMemory:
         if not len(data):
             return out
         page = bytes([fill]) * PAGE_SIZE
-        stream = self._stream
+        mm = self._mm
+        base = self._base
         p = pfns[data]
         offs = np.empty(len(data), dtype=np.int64)
         for i, (start, end) in enumerate(self.ranges):
             sel = (p >= start >> 12) & (p < end >> 12)
             offs[sel] = self._data[i][p[sel] - self._pfn0[i]]
-        for j, off in zip(data.tolist(), offs.tolist()):
-            out[j] = stream[off:off + PAGE_SIZE] == page
+        for j, off in zip(data.tolist(), (offs + base).tolist()):
+            out[j] = mm[off:off + PAGE_SIZE] == page
         return out
 
     def is_ram(self, pfns: np.ndarray) -> np.ndarray:

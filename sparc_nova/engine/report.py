@@ -17,7 +17,7 @@ class ProcessPlan:
     exe: str | None
     reasons: list[str]
     threads: list[int]
-    frames: dict[str, list[int]]            # class -> frames scrubbed
+    frames: dict                    # class -> frames scrubbed (array)
     refused: list[dict]                     # frames left, with reasons
     kill: dict | None = None
 
@@ -29,7 +29,7 @@ class ProcessPlan:
                                    self.frames.items()},
                'frames_refused': len(self.refused)}
         if frame_lists:
-            out['frames'] = {k: ['0x%x' % p for p in v]
+            out['frames'] = {k: ['0x%x' % p for p in np.asarray(v).tolist()]
                              for k, v in self.frames.items()}
             out['refused'] = self.refused
         if self.kill is not None:

@@ -132,13 +132,13 @@ def classify(page_model, pfns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     is_tail = (ch & np.uint64(1)) == 1
     head_pfn = uniq.copy()
     if is_tail.any():
-        head_pfn[is_tail] = [page_model.pfn_of_page(a - 1)
-                             for a in ch[is_tail].tolist()]
+        head_pfn[is_tail] = page_model.pfns_of_pages(
+            ch[is_tail] - np.uint64(1))
     is_head = (info['flags'] & np.uint64(page_model.pg_head_mask)) != 0
     mapping = info['mapping'].copy()
     if is_tail.any():
-        heads = page_model.read(head_pfn[is_tail])
-        mapping[is_tail] = heads['mapping']
+        heads, back = np.unique(head_pfn[is_tail], return_inverse=True)
+        mapping[is_tail] = page_model.read(heads)['mapping'][back]
     anon = (mapping & np.uint64(page_model.kernel.consts.PAGE_MAPPING_ANON)
             ) != 0
     mapcount = info['mapcount'].astype(np.int64) + 1

@@ -71,32 +71,34 @@ class PageModel:
         """
         pfns = np.asarray(pfns, dtype=np.int64)
         n = len(pfns)
-        raw = np.zeros((n, self.size), dtype=np.uint8)
-        if n:
-            addrs = np.uint64(self.vmemmap) + \
-                pfns.astype(np.uint64) * np.uint64(self.size)
-            vpages = addrs >> np.uint64(12)
-            order = np.argsort(vpages, kind='stable')
-            cur = None
-            buf = None
-            prog = self.kernel.prog
-            for i in order.tolist():
-                vp = int(vpages[i])
-                if vp != cur:
-                    try:
-                        buf = np.frombuffer(prog.read(vp << 12, PAGE_SIZE),
-                                            dtype=np.uint8)
-                    except drgn.FaultError:
-                        raise walk.CorruptStructure(
-                            'struct page of frame 0x%x is not mapped'
-                            % int(pfns[i]))
-                    cur = vp
-                o = int(addrs[i]) & (PAGE_SIZE - 1)
-                if o + self.size > PAGE_SIZE:
-                    raw[i] = np.frombuffer(prog.read(int(addrs[i]),
-                                                     self.size), np.uint8)
-                else:
-                    raw[i] = buf[o:o + self.size]
+        size = self.size
+        if not n:
+            return self._decode(np.zeros((0, size), dtype=np.uint8))
+        addrs = np.uint64(self.vmemmap) + \
+            pfns.astype(np.uint64) * np.uint64(size)
+        vpages = addrs >> np.uint64(12)
+        # One read per vmemmap page (64 struct pages), then a gather.
+        uniq, inverse = np.unique(vpages, return_inverse=True)
+        buf = np.empty((len(uniq), PAGE_SIZE), dtype=np.uint8)
+        prog = self.kernel.prog
+        for i, vp in enumerate(uniq.tolist()):
+            try:
+                buf[i] = np.frombuffer(prog.read(vp << 12, PAGE_SIZE),
+                                       dtype=np.uint8)
+            except drgn.FaultError:
+                raise walk.CorruptStructure(
+                    'struct page of frame 0x%x is not mapped'
+                    % int(pfns[inverse == i][0]))
+        within = (addrs & np.uint64(PAGE_SIZE - 1)).astype(np.int64)
+        cross = within + size > PAGE_SIZE
+        within[cross] = 0
+        raw = buf[inverse[:, None],
+                  within[:, None] + np.arange(size, dtype=np.int64)]
+        for i in np.nonzero(cross)[0].tolist():
+            # A struct page straddling two vmemmap pages (sizes that do
+            # not divide 4096).
+            raw[i] = np.frombuffer(prog.read(int(addrs[i]), size),
+                                   dtype=np.uint8)
         return self._decode(raw)
 
     def _decode(self, raw):
@@ -119,14 +121,26 @@ class PageModel:
         (-1 means none).
         """
         head_pfns = np.asarray(head_pfns, dtype=np.int64)
-        out = np.full(len(head_pfns), -1, dtype=np.int64)
+        uniq, inverse = np.unique(head_pfns, return_inverse=True)
+        vals = np.empty(len(uniq), dtype=np.int64)
         prog = self.kernel.prog
-        for i, pfn in enumerate(head_pfns.tolist()):
+        for i, pfn in enumerate(uniq.tolist()):
             addr = self.vmemmap + (pfn + 1) * self.size + \
                 self.off_entire_mapcount
-            out[i] = int.from_bytes(prog.read(addr, 4), 'little',
-                                    signed=True)
-        return out
+            vals[i] = int.from_bytes(prog.read(addr, 4), 'little',
+                                     signed=True)
+        return vals[inverse]
+
+    def pfns_of_pages(self, page_addrs: np.ndarray) -> np.ndarray:
+        """:meth:`pfn_of_page` for many addresses (uint64 array)."""
+        rel = page_addrs.astype(np.uint64) - np.uint64(self.vmemmap)
+        bad = (page_addrs.astype(np.uint64) < np.uint64(self.vmemmap)) | \
+            (rel % np.uint64(self.size) != 0) | \
+            (rel // np.uint64(self.size) >= np.uint64(1 << 52))
+        if bad.any():
+            raise walk.CorruptStructure('0x%x is not a struct page address'
+                                        % int(page_addrs[bad][0]))
+        return (rel // np.uint64(self.size)).astype(np.int64)
 
     def pfn_of_page(self, page_addr: int) -> int:
         rel = page_addr - self.vmemmap

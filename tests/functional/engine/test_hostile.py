@@ -2,7 +2,6 @@
 hang. Each test corrupts a copy of a real checkpoint, then scrubs it.
 """
 
-import hashlib
 import os
 
 import drgn
@@ -23,11 +22,6 @@ def sc(make_guest, guest_image, module_dir):
     s = scen.build(make_guest, guest_image, module_dir)
     s.guest.destroy()
     return s
-
-
-def _sha(path):
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def corrupt(sc, name, edit):
@@ -57,12 +51,12 @@ def corrupt(sc, name, edit):
 
 def scrub_fails(sc, path):
     """Scrub ``path``; assert exit 2, the file unchanged, no output."""
-    before = _sha(path)
+    before = scen.sha256(path)
     out = path + '.out'
     res = scen.sparc('checkpoint', 'scrub', path, '--output', out,
                      '--exclude-process', 'pid:%d' % sc.pids['simple'],
                      check=2)
-    assert _sha(path) == before
+    assert scen.sha256(path) == before
     assert not os.path.exists(out)
     assert not [f for f in os.listdir(sc.workdir) if '.sparc-' in f]
     assert path in res.stderr
