@@ -44,4 +44,6 @@ fi
 "${PIP[@]}" -c "$HERE/tools/constraints.txt" \
     -r "$HERE/requirements.txt" -r "$HERE/test-requirements.txt"
 "${PIP[@]}" -c "$HERE/tools/constraints.txt" --no-deps -e "$HERE"
+# compute_driver = sparc_libvirt.SparcLibvirtDriver with an editable install.
+bash "$HERE/tools/link-nova-shim.sh"
 echo "install.sh: sparc-nova installed in $VENV" >&2
