@@ -169,6 +169,22 @@ def test_in_place_and_again(sc):
     os.unlink(path)
 
 
+def test_replace_original(sc):
+    """Without --output the checkpoint itself is replaced, atomically,
+    keeping its mode (managed-save files are root-only).
+    """
+    path = os.path.join(sc.workdir, 'replace.save')
+    shutil.copyfile(sc.save_path, path)
+    os.chmod(path, 0o600)
+    scen.sparc('checkpoint', 'scrub', path, '--exclude-process',
+               'pid:%d' % sc.pids['simple'], check=0)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    scen.sparc('checkpoint', 'verify', path, '--marker',
+               sc.marker('simple'), check=0)
+    assert not [f for f in os.listdir(sc.workdir) if '.sparc-' in f]
+    os.unlink(path)
+
+
 def test_restore_kills_selected_keeps_control(sc, scrubbed):
     out, _ = scrubbed
     scen.restore_and_check(sc, out)
