@@ -170,6 +170,7 @@ def scrub_image(src: str, dst: str, rules: rules_mod.Rules,
         try:
             _convert(work, 'raw', tmp_dst, options.output_format, src)
             step()
+            _compare(work, tmp_dst, options.output_format, src)
             session.verify_output(tmp_dst, options.output_format)
             os.replace(tmp_dst, dst)
         except BaseException:
@@ -210,6 +211,20 @@ def _convert(src: str, src_format: str, dst: str, dst_format: str,
         raise exception.DiskImageError(
             image, 'qemu-img convert to %s failed: %s' % (
                 dst_format, result.stderr.strip()[-300:]))
+
+
+def _compare(work: str, dst: str, dst_format: str, image: str) -> None:
+    """The destination's guest view must equal the verified working copy
+    (what the in-appliance verification saw) byte for byte.
+    """
+    result = subprocess.run(['qemu-img', 'compare', '-q', '-f', 'raw',
+                             '-F', dst_format, work, dst],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise exception.DiskVerificationError(
+            image, 'the written image differs from the verified working '
+                   'copy: %s' % (result.stderr.strip()[-300:] or
+                                 'exit %d' % result.returncode), device=dst)
 
 
 def _temp_destination(dst: str) -> str:
@@ -730,32 +745,30 @@ class _Session:
                 {d: hits[d] for d in unexplained})
             unexplained -= self.explained
         self.report.explained = len(self.explained)
-        if unexplained:
-            self.report.residual = sum(hits[d] for d in unexplained)
-            files = {self.report.name(c.path) for c in self.canaries
-                     if c.data in unexplained}
-            raise exception.DiskVerificationError(
-                self.image, '%d canaries of %d removed files are still '
-                            'readable (%d occurrences)' % (
-                                len(unexplained), len(files),
-                                self.report.residual), device=where)
+        self.raise_residual(hits, unexplained, where, 'still readable')
 
     def verify_output(self, path: str, fmt: str) -> None:
         """Raw scan of the written destination: only canaries explained
         by kept data may occur.
         """
-        patterns = [c.data for c in self.canaries]
-        hits = scan.count(path, fmt, patterns)
-        unexplained = set(hits) - self.explained
-        if unexplained:
-            self.report.residual = sum(hits[d] for d in unexplained)
-            files = {self.report.name(c.path) for c in self.canaries
-                     if c.data in unexplained}
-            raise exception.DiskVerificationError(
-                self.image, '%d canaries of %d removed files are still in '
-                            'the output (%d occurrences); it was deleted' % (
-                                len(unexplained), len(files),
-                                self.report.residual), device=path)
+        hits = scan.count(path, fmt, [c.data for c in self.canaries])
+        self.raise_residual(hits, set(hits) - self.explained, path,
+                            'still in the output, which was deleted')
+
+    def raise_residual(self, hits: dict[bytes, int], unexplained: set[bytes],
+                       where: str, state: str) -> None:
+        """Raise DiskVerificationError when canaries are left; the message
+        counts canaries, files and occurrences, never quotes them.
+        """
+        if not unexplained:
+            return
+        self.report.residual = sum(hits[d] for d in unexplained)
+        files = {c.path for c in self.canaries if c.data in unexplained}
+        raise exception.DiskVerificationError(
+            self.image, '%d canaries of %d removed files are %s (%d '
+                        'occurrences)' % (len(unexplained), len(files),
+                                          state, self.report.residual),
+            device=where)
 
 
 def _kind(stat: dict) -> str:

@@ -25,17 +25,27 @@ def assert_no_marker(src: str, dst: str, marker: str, workdir: str) -> None:
 def assert_kept_identical(dst: str, kind: str, fstype: str, tree,
                           workdir: str) -> None:
     """Every kept file is byte-identical, no removed file is left, and
-    the filesystems pass a read-only fsck.
+    the filesystems pass a read-only fsck. ``kind``: plain or lvm.
     """
     raw = hostcheck.to_raw(dst, workdir)
     try:
-        with hostcheck.mounted(raw, kind) as (devices, mountpoint):
-            found = hostcheck.tree_hashes(mountpoint)
-            for device in devices:
-                result = hostcheck.fsck(device, fstype)
-                assert result.returncode == 0, result.stdout[-2000:]
+        with hostcheck.attached(raw, kind) as by_name:
+            devices = [by_name['root'], by_name['home']] \
+                if kind == 'lvm' else [by_name['fs']]
+            assert_tree_identical(devices, fstype, tree)
     finally:
         os.unlink(raw)
+
+
+def assert_tree_identical(devices: list[str], fstype: str, tree) -> None:
+    """:func:`assert_kept_identical` for filesystems already on block
+    devices or in raw files (root first, then /home).
+    """
+    for device in devices:
+        result = hostcheck.fsck(device, fstype)
+        assert result.returncode == 0, result.stdout[-2000:]
+    with hostcheck.mounted(devices, fstype) as mountpoint:
+        found = hostcheck.tree_hashes(mountpoint)
     missing = [p for p in tree.kept if p not in found]
     changed = [p for p in tree.kept if p in found
                and found[p] != tree.kept[p]]

@@ -1,6 +1,7 @@
 """Checks of scrubbed images made on the host, independently of the
-scrubber: raw marker counts, and read-only mounts through loop devices
-(plus device-mapper for LVM and LUKS) for file hashes and fsck.
+scrubber: raw marker counts, read-only loop devices (LVM volumes mapped
+by their extents: the host needs no device-mapper) for fsck and file
+hashes, and decrypted LUKS views.
 """
 
 import contextlib
@@ -12,13 +13,9 @@ import tempfile
 
 from tests.functional.engine.disk import images
 
-_ENV = dict(os.environ, DM_DISABLE_UDEV='1')
-_LVM_CONFIG = 'activation { udev_sync = 0 udev_rules = 0 }'
-
 
 def run(*argv: str, check: bool = True, **kwargs):
-    return subprocess.run(argv, check=check, capture_output=True, env=_ENV,
-                          **kwargs)
+    return subprocess.run(argv, check=check, capture_output=True, **kwargs)
 
 
 def to_raw(path: str, directory: str) -> str:
@@ -47,45 +44,102 @@ def count_marker(raw: str, marker: str) -> int:
             # be counted again: tail is shorter than the needle.
 
 
-@contextlib.contextmanager
-def mounted(raw: str, kind: str):
-    """Mount the filesystems of a test image read-only (the LVM image's
-    /home LV at /home); yields ``(devices, mountpoint)``, devices being
-    the filesystems' block devices, root first.
+def _loop(raw: str, offset: int, size: int | None = None) -> str:
+    argv = ['losetup', '-f', '--show', '-r', '-o', str(offset)]
+    if size is not None:
+        argv += ['--sizelimit', str(size)]
+    return run(*(argv + [raw])).stdout.decode().strip()
+
+
+def _lv_extents(pv: str) -> dict[str, tuple[int, int]]:
+    """LV name -> (byte offset in the PV, byte size), read from the LVM
+    metadata (linear LVs; no device-mapper needed).
     """
-    loop = run('losetup', '-f', '--show', '-r', '-o',
-               str(partition_offset(raw)), raw).stdout.decode().strip()
-    devices = [loop]
-    mapper = None
-    mountpoint = tempfile.mkdtemp(prefix='sparc-check-')
-    mounted_at = []
+    pe_start = int(json.loads(run(
+        'pvs', '--reportformat', 'json', '--units', 'b', '--nosuffix',
+        '-o', 'pe_start', pv).stdout)['report'][0]['pv'][0]['pe_start'])
+    report = json.loads(run(
+        'lvs', '--reportformat', 'json', '--units', 'b', '--nosuffix',
+        '-o', 'lv_name,seg_pe_ranges,vg_extent_size', 'vgsparc').stdout)
+    extents = {}
+    for lv in report['report'][0]['lv']:
+        extent = int(lv['vg_extent_size'])
+        first, last = lv['seg_pe_ranges'].rsplit(':', 1)[1].split('-')
+        extents[lv['lv_name']] = (pe_start + int(first) * extent,
+                                  (int(last) - int(first) + 1) * extent)
+    return extents
+
+
+@contextlib.contextmanager
+def attached(raw: str, kind: str):
+    """Read-only loop devices for the filesystems of a plain or LVM test
+    image (LVM volumes are mapped by offset: this host has no
+    device-mapper). Yields {name: device}: ``fs`` for a plain image,
+    the LV names for LVM.
+    """
+    offset = partition_offset(raw)
+    loops = [_loop(raw, offset)]
     try:
-        if kind == 'lvm':
-            run('vgscan', '--config', _LVM_CONFIG, check=False)
-            run('vgchange', '-ay', '--config', _LVM_CONFIG, 'vgsparc')
-            devices = ['/dev/mapper/vgsparc-root', '/dev/mapper/vgsparc-home']
-        elif kind == 'luks':
-            mapper = 'sparc-check-%d' % os.getpid()
-            run('cryptsetup', 'open', '--readonly', '--key-file=-', loop,
-                mapper, input=images.LUKS_KEY.encode())
-            devices = ['/dev/mapper/' + mapper]
-        options = {'xfs': 'ro,norecovery',
-                   'btrfs': 'ro'}.get(kind, 'ro,noload')
+        if kind != 'lvm':
+            yield {'fs': loops[0]}
+            return
+        devices = {}
+        for name, (start, size) in _lv_extents(loops[0]).items():
+            devices[name] = _loop(raw, offset + start, size)
+            loops.append(devices[name])
+        yield devices
+    finally:
+        for loop in loops:
+            run('losetup', '-d', loop, check=False)
+
+
+@contextlib.contextmanager
+def mounted(devices: list[str], fstype: str):
+    """Mount ``devices`` read-only, the first at the root and the second
+    (if any) at /home; yields the mount point.
+    """
+    mountpoint = tempfile.mkdtemp(prefix='sparc-check-')
+    options = {'xfs': 'ro,norecovery', 'btrfs': 'ro'}.get(fstype,
+                                                          'ro,noload')
+    done = []
+    try:
         for device, target in zip(devices, (mountpoint,
                                             mountpoint + '/home')):
-            run('mount', '-o', options, device, target)
-            mounted_at.insert(0, target)
-        yield devices, mountpoint
+            run('mount', '-t', fstype, '-o', options, device, target)
+            done.insert(0, target)
+        yield mountpoint
     finally:
-        for target in mounted_at:
+        for target in done:
             run('umount', target, check=False)
-        if kind == 'lvm':
-            run('vgchange', '-an', '--config', _LVM_CONFIG, 'vgsparc',
-                check=False)
-        if mapper:
-            run('cryptsetup', 'close', mapper, check=False)
-        run('losetup', '-d', loop, check=False)
         os.rmdir(mountpoint)
+
+
+def decrypted_views(images: list[str], key: str, workdir: str) -> list[str]:
+    """The decrypted contents of the LUKS partition of each image, as raw
+    files (one read-only appliance for all: this host has no dm-crypt).
+    """
+    import guestfs
+
+    from sparc_nova.engine.disk import appliance
+
+    g = guestfs.GuestFS(python_return_dict=True, close_on_exit=False)
+    g.set_backend('direct')
+    g.set_backend_settings(appliance.backend_settings('auto'))
+    for image in images:
+        g.add_drive_opts(image, readonly=True)
+    g.launch()
+    views = []
+    try:
+        for index, device in enumerate(g.list_devices()):
+            mapper = 'view%d' % index
+            g.cryptsetup_open(device + '1', key, mapper, readonly=True)
+            views.append(os.path.join(workdir, 'luks-view-%d-%d.raw'
+                                      % (os.getpid(), index)))
+            g.download('/dev/mapper/' + mapper, views[-1])
+        g.shutdown()
+    finally:
+        g.close()
+    return views
 
 
 def partition_offset(raw: str) -> int:
@@ -103,7 +157,9 @@ def blkid(device: str) -> dict[str, str]:
 
 
 def fsck(device: str, fstype: str) -> subprocess.CompletedProcess:
-    """Read-only consistency check; returncode 0 means clean."""
+    """Read-only consistency check of an unmounted filesystem;
+    returncode 0 means clean.
+    """
     argv = {'ext4': ['e2fsck', '-f', '-n', device],
             'xfs': ['xfs_repair', '-n', device],
             'btrfs': ['btrfs', 'check', '--readonly', device]}[fstype]

@@ -59,6 +59,16 @@ def test_truncated_qcow2(tmp_path, out_dir, ext4_qcow2, no_appliance):
     _fails(src, out_dir, 'qcow2 image is truncated')
 
 
+def test_missing_backing_file(tmp_path, out_dir, ext4_qcow2, no_appliance):
+    base = tmp_path / 'base.qcow2'
+    subprocess.run(['cp', ext4_qcow2, str(base)], check=True)
+    src = tmp_path / 'overlay.qcow2'
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F',
+                    'qcow2', '-b', str(base), str(src)], check=True)
+    base.unlink()
+    _fails(src, out_dir, 'not an image qemu can open')
+
+
 def test_image_without_filesystem(tmp_path, out_dir, no_appliance):
     raw = str(tmp_path / 'empty.raw')
     images.partitioned_raw(raw, 64)

@@ -59,7 +59,7 @@ def test_no_marker_left(scrubbed, ext4_qcow2, disk_tree, disk_dir):
 
 def test_kept_files_identical_and_fsck_clean(scrubbed, disk_tree,
                                              disk_dir):
-    checks.assert_kept_identical(scrubbed['dst'], 'ext4', 'ext4', disk_tree,
+    checks.assert_kept_identical(scrubbed['dst'], 'plain', 'ext4', disk_tree,
                                  disk_dir)
 
 

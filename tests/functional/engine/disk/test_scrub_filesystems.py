@@ -44,8 +44,8 @@ def test_no_marker_left(kind, scrubs, appliance_images, disk_tree,
 def test_kept_files_identical_and_fsck_clean(kind, scrubs, disk_tree,
                                              disk_dir):
     dst, _ = scrubs(kind)
-    checks.assert_kept_identical(dst, kind, KINDS[kind], disk_tree,
-                                 disk_dir)
+    checks.assert_kept_identical(dst, 'lvm' if kind == 'lvm' else 'plain',
+                                 KINDS[kind], disk_tree, disk_dir)
 
 
 @pytest.mark.parametrize('kind', sorted(KINDS))
@@ -90,8 +90,8 @@ def test_lvm_swap_wiped_and_recreated(scrubs, appliance_images, disk_dir):
     for image in (appliance_images['lvm'], dst):
         raw = hostcheck.to_raw(image, disk_dir)
         try:
-            with hostcheck.mounted(raw, 'lvm'):
-                uuids.append(hostcheck.blkid('/dev/mapper/vgsparc-swap'))
+            with hostcheck.attached(raw, 'lvm') as devices:
+                uuids.append(hostcheck.blkid(devices['swap']))
         finally:
             os.unlink(raw)
     assert uuids[0]['TYPE'] == uuids[1]['TYPE'] == 'swap'
