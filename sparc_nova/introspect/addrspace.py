@@ -95,9 +95,9 @@ def user_frames(kernel, page_model, memory, mm_addr: int) -> UserFrames:
             cls = CLASS_FILE_COPY
         else:
             cls = CLASS_ANON
-        for _, pfn, n in walker.leaves(start, end):
-            pfns.append(np.arange(pfn, pfn + n, dtype=np.int64))
-            classes.append(np.full(n, cls, dtype=np.int8))
+        frames = walker.frames(start, end)
+        pfns.append(frames)
+        classes.append(np.full(len(frames), cls, dtype=np.int8))
     if pfns:
         pfn = np.concatenate(pfns)
         cls = np.concatenate(classes)

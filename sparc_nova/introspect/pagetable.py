@@ -53,14 +53,44 @@ class UserPageWalker:
         self.pgd_pa = pgd_pa
         self.levels = 5 if la57 else 4
         self.max_entries = max_entries
-        self._count = 0
+        self._count_total = 0
 
     def leaves(self, start: int, end: int):
         """``(vaddr, first_pfn, npages)`` of every present leaf entry
         mapping ``[start, end)`` (clipped to the range).
         """
+        for vas, pfns, n in self.batches(start, end):
+            for va, pfn in zip(vas.tolist(), pfns.tolist()):
+                yield va, pfn, n
+
+    def frames(self, start: int, end: int) -> np.ndarray:
+        """Every present frame mapping ``[start, end)``, in address
+        order (huge mappings expanded).
+        """
+        parts = []
+        for _, pfns, n in self.batches(start, end):
+            if n == 1:
+                parts.append(pfns)
+            else:
+                parts.append((pfns[:, None] + np.arange(
+                    n, dtype=np.int64)[None, :]).ravel())
+        return np.concatenate(parts) if parts else \
+            np.zeros(0, dtype=np.int64)
+
+    def batches(self, start: int, end: int):
+        """Present leaf entries in batches ``(vaddrs, first_pfns,
+        npages)``: a whole page-table page of 4 KiB entries at once, or
+        one huge entry (clipped to ``[start, end)``).
+        """
         top_shift = 12 + 9 * self.levels
         yield from self._walk(self.pgd_pa, top_shift - 9, start, end, 0)
+
+    def _count(self, n):
+        self._count_total += n
+        if self._count_total > self.max_entries:
+            raise walk.CorruptStructure(
+                'page table at 0x%x maps more than %d entries'
+                % (self.pgd_pa, self.max_entries))
 
     def _walk(self, table_pa, shift, start, end, base):
         entries = _entries(self.memory, table_pa)
@@ -70,23 +100,29 @@ class UserPageWalker:
         if first > last:
             return
         sl = entries[first:last + 1]
-        idx = np.nonzero(_present(sl))[0] + first
-        for i in idx.tolist():
+        present = _present(sl)
+        if shift == 12:
+            idx = np.nonzero(present)[0]
+            if not len(idx):
+                return
+            e = sl[idx]
+            # PROT_NONE entries hold the inverted PFN.
+            e = np.where((e & _PRESENT) != 0, e, ~e)
+            pfns = ((e & _PFN_MASK) >> 12).astype(np.int64)
+            vas = base + ((idx + first).astype(np.int64) << 12)
+            self._count(len(idx))
+            yield vas, pfns, 1
+            return
+        for i in (np.nonzero(present)[0] + first).tolist():
             e = int(entries[i])
             va = base + (i << shift)
             lo = max(start, va)
             hi = min(end, va + span)
-            if shift == 12 or (shift in (21, 30) and e & _PSE):
-                pfn = _pfn(e, shift)
-                skip = (lo - va) >> 12
-                self._count += 1
-                if self._count > self.max_entries:
-                    raise walk.CorruptStructure(
-                        'page table at 0x%x maps more than %d entries'
-                        % (self.pgd_pa, self.max_entries))
-                yield lo, pfn + skip, (hi - lo) >> 12
-            elif shift > 12:
-                if not e & _PRESENT:
-                    continue
+            if shift in (21, 30) and e & _PSE:
+                self._count(1)
+                pfn = _pfn(e, shift) + ((lo - va) >> 12)
+                yield (np.array([lo], dtype=np.int64),
+                       np.array([pfn], dtype=np.int64), (hi - lo) >> 12)
+            elif e & _PRESENT:
                 yield from self._walk(_pfn(e, 12) << 12, shift - 9, lo, hi,
                                       va)
