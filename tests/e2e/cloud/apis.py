@@ -78,6 +78,9 @@ def keystone(conf: Settings, sup: processes.Supervisor) -> None:
     sections.update({
         'database': {'connection': conf.db_url('keystone')},
         'token': {'provider': 'fernet'},
+        # The fewest bcrypt rounds: every service authenticates with a
+        # password, on two shared cores.
+        'identity': {'password_hash_rounds': 4},
         'fernet_tokens': {'key_repository': conf.path('keystone', 'fernet')},
         'credential': {'key_repository': conf.path('keystone', 'credential')},
         'cache': {'enabled': False},
@@ -149,7 +152,9 @@ def neutron(conf: Settings, sup: processes.Supervisor) -> None:
     sections = _common(conf, 'neutron')
     sections['DEFAULT'].update({
         'core_plugin': 'ml2',
-        'service_plugins': '',
+        # The port listing Nova makes needs the port forwarding model,
+        # which this plugin (and the router plugin it requires) loads.
+        'service_plugins': 'router,port_forwarding',
         'auth_strategy': 'keystone',
         'api_paste_config': conf.venv_etc('neutron', 'api-paste.ini'),
         'transport_url': conf.transport_url,
@@ -175,4 +180,5 @@ def neutron(conf: Settings, sup: processes.Supervisor) -> None:
                                   'upgrade', 'heads'])
     serve(conf, sup, 'neutron', 'neutron.wsgi.api', {
         'OS_NEUTRON_CONFIG_DIR': etc,
-        'OS_NEUTRON_CONFIG_FILES': 'neutron.conf;ml2_conf.ini'})
+        'OS_NEUTRON_CONFIG_FILES': 'neutron.conf;ml2_conf.ini',
+        'SPARC_CLOUD_WSGI_CONFIGURE_MAPPERS': '1'})

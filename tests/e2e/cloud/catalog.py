@@ -1,5 +1,6 @@
-"""Keystone's content: the service project, one user per service (admin
-in the service project) and the service catalog.
+"""Keystone's content: the service project, one user per service (with
+the admin and service roles in the service project) and the service
+catalog.
 """
 
 import openstack
@@ -42,12 +43,15 @@ def populate(conf: Settings) -> None:
     ident = conn.identity
     project = ident.create_project(name=settings_mod.SERVICE_PROJECT,
                                    domain_id='default')
-    admin_role = ident.find_role('admin')
+    # Services validate each other's service tokens by the "service" role.
+    roles = [ident.find_role('admin'),
+             ident.find_role('service') or ident.create_role(name='service')]
     for name, (service_type, path) in SERVICES.items():
         user = ident.create_user(name=name, password=conf.password,
                                  domain_id='default',
                                  default_project_id=project.id)
-        ident.assign_project_role_to_user(project, user, admin_role)
+        for role in roles:
+            ident.assign_project_role_to_user(project, user, role)
         service = ident.create_service(name=name, type=service_type)
         for interface in ('public', 'internal'):
             ident.create_endpoint(service_id=service.id, interface=interface,

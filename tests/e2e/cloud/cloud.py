@@ -88,6 +88,10 @@ class TestCloud:
                 os.kill(pid, 9)
             shutil.rmtree(self.conf.state)
 
+    def sql(self, database: str, statement: str) -> list[list[str]]:
+        """Query one of the cloud's databases (rows of strings)."""
+        return infra.MariaDB(self.conf, self.sup).sql(statement, database)
+
     def connect(self):
         """An openstacksdk connection as the cloud's admin."""
         return catalog.connect(self.conf)

@@ -30,11 +30,15 @@ class MariaDB:
         self.datadir = conf.path('mariadb', 'data')
         self.socket = conf.path('mariadb', 'mariadb.sock')
 
-    def sql(self, statement: str) -> None:
-        """Run SQL as the server's root user (unix socket)."""
-        subprocess.run(['mariadb', '--no-defaults', '-S', self.socket,
-                        '-uroot', '-e', statement], check=True,
-                       capture_output=True)
+    def sql(self, statement: str, database: str = '') -> list[list[str]]:
+        """Run SQL as the server's root user (unix socket); return the
+        rows it printed (tab-separated columns).
+        """
+        result = subprocess.run(
+            ['mariadb', '--no-defaults', '-S', self.socket, '-uroot', '-N',
+             '-B', '-e', statement] + ([database] if database else []),
+            check=True, capture_output=True, text=True)
+        return [line.split('\t') for line in result.stdout.splitlines()]
 
     def start(self) -> None:
         os.makedirs(self.datadir)

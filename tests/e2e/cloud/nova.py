@@ -70,6 +70,8 @@ def write_config(conf: Settings) -> str:
             'instance_name_template': INSTANCE_NAME_TEMPLATE,
             'heal_instance_info_cache_interval': -1,
             'shelved_offload_time': 0,
+            # The test guest has no ACPI handler: power off at once.
+            'shutdown_timeout': 0,
             'reserved_host_disk_mb': 0,
             'vif_plugging_is_fatal': False,
             'vif_plugging_timeout': 0,
@@ -80,7 +82,7 @@ def write_config(conf: Settings) -> str:
         'keystone_authtoken': authtoken,
         'placement': client,
         'neutron': client,
-        'service_user': dict(client, send_service_user_token=False),
+        'service_user': dict(client, send_service_user_token=True),
         'conductor': {'workers': 1},
         'scheduler': {'workers': 1,
                       'discover_hosts_in_cells_interval': -1},

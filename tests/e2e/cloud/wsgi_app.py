@@ -5,6 +5,12 @@
 parse ``sys.argv`` with oslo.config at import time and would reject
 gunicorn's options, so the arguments are dropped first; each service finds
 its configuration through its ``OS_<SERVICE>_CONFIG_*`` variables instead.
+
+With ``SPARC_CLOUD_WSGI_CONFIGURE_MAPPERS=1`` SQLAlchemy's mappers are
+configured once the application is loaded: neutron-server's port listing
+reads a relationship that only exists once they are (``Port.
+port_forwardings``, a backref), before its first query would configure
+them.
 """
 
 import importlib
@@ -14,3 +20,6 @@ import sys
 sys.argv = sys.argv[:1]
 application = importlib.import_module(
     os.environ['SPARC_CLOUD_WSGI_MODULE']).application
+if os.environ.get('SPARC_CLOUD_WSGI_CONFIGURE_MAPPERS') == '1':
+    from sqlalchemy import orm
+    orm.configure_mappers()

@@ -107,8 +107,13 @@ def compile_workloads(outdir: str, markers: list[str]) -> dict[str, str]:
     return built
 
 
-def build_initramfs(outdir: str, binaries: dict[str, str]) -> str:
-    """A gzip'd newc cpio with busybox-static, the workloads and /init."""
+def build_initramfs(outdir: str, binaries: dict[str, str],
+                    init_script: str = INIT_SCRIPT,
+                    files: dict[str, str] | None = None) -> str:
+    """A gzip'd newc cpio with busybox-static, the workloads (and their
+    aliases) in /bin, ``init_script`` as /init, and ``files`` (``{path in
+    the initramfs: path on the host}``).
+    """
     root = os.path.join(outdir, 'root')
     shutil.rmtree(root, ignore_errors=True)
     for d in ('bin', 'proc', 'sys', 'dev', 'tmp', 'etc'):
@@ -119,9 +124,13 @@ def build_initramfs(outdir: str, binaries: dict[str, str]) -> str:
         shutil.copy(path, os.path.join(root, 'bin', name))
     for alias in WORKLOAD_ALIASES:
         shutil.copy(binaries['workload'], os.path.join(root, 'bin', alias))
+    for dest, path in (files or {}).items():
+        target = os.path.join(root, dest.lstrip('/'))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copy(path, target)
     init = os.path.join(root, 'init')
     with open(init, 'w') as f:
-        f.write(INIT_SCRIPT)
+        f.write(init_script)
     os.chmod(init, 0o755)
     files = subprocess.run(['find', '.', '-print0'], cwd=root, check=True,
                            capture_output=True).stdout

@@ -1,0 +1,67 @@
+"""Scenario 1: a tenant's snapshot (``server image create``) of a server
+whose policy excludes files and a process: the image Glance stores holds
+none of the excluded files' bytes, keeps the rest, records the scrub, and
+boots. Scenario 5 for snapshots: start and end notifications.
+"""
+
+import pytest
+
+from tests.e2e import notifications as notif
+from tests.e2e import servers
+
+POLICY = {'sparc:exclude_paths': '/secrets/**',
+          'sparc:exclude_processes': 'vault'}
+
+
+@pytest.fixture(scope='module')
+def snapshot(conn, images, flavor, notifications):
+    """(server, image) after ``server image create`` with the policy."""
+    server = servers.boot(conn, 'e2e-snapshot', images['root'], flavor)
+    conn.compute.set_server_metadata(server, **POLICY)
+    image = conn.compute.create_server_image(server, 'e2e-snapshot-image',
+                                             wait=True, timeout=900)
+    yield server, image
+    servers.delete(conn, server)
+    conn.image.delete_image(image, ignore_missing=True)
+
+
+def test_image_holds_no_excluded_file(conn, guest, snapshot):
+    _, image = snapshot
+    data = servers.download(conn, image)
+    for path, marker in guest.secret_files.items():
+        assert servers.count(data, marker) == 0, path
+    for path, marker in guest.kept_files.items():
+        assert servers.count(data, marker) >= 1, path
+
+
+def test_image_records_the_scrub(conn, snapshot):
+    _, image = snapshot
+    props = conn.image.get_image(image).properties
+    assert str(props.get('sparc_scrubbed')).lower() == 'true', props
+    assert props.get('sparc_policy_digest')
+    assert props.get('sparc_scrub_summary')
+
+
+def test_scrub_notifications(snapshot, notifications):
+    server, _ = snapshot
+    start = notifications.wait_for('sparc.scrub.start',
+                                   notif.for_instance(server.id))
+    end = notifications.wait_for('sparc.scrub.end',
+                                 notif.for_instance(server.id))
+    assert start['payload']['operation'] == end['payload']['operation']
+    assert end['payload'].get('summary')
+
+
+def test_server_from_snapshot_boots_without_secrets(conn, images, flavor,
+                                                    snapshot):
+    _, image = snapshot
+    server = servers.boot(conn, 'e2e-from-snapshot', image, flavor)
+    try:
+        files = servers.wait_console(conn, server, servers.FILES_RE)
+        assert files.group(1) == '0'  # /secrets is gone
+        assert files.group(2) == '2'  # /keep is intact
+        # show and list go through Neutron (security groups) and work.
+        assert conn.compute.get_server(server.id).status == 'ACTIVE'
+        assert server.id in {s.id for s in conn.compute.servers()}
+    finally:
+        servers.delete(conn, server)
