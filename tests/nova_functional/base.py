@@ -229,6 +229,16 @@ class SparcServersTestBase(base.ServersTestBase):
     def assert_running(self, server):
         self.assertTrue(self.domain(server).isActive())
 
+    def blocking_sleep(self, seconds):
+        """Sleep without yielding to eventlet's hub (in eventlet mode
+        ``time.sleep`` is green): what a long engine call does.
+        """
+        if nova_utils.concurrency_mode_threading():
+            time.sleep(seconds)
+        else:
+            from eventlet import patcher
+            patcher.original('time').sleep(seconds)
+
     def assert_mode(self):
         """The concurrency mode asked for is the one in effect."""
         threading = os.environ.get(

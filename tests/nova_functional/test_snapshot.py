@@ -5,6 +5,8 @@ and without a privacy policy.
 import os
 import secrets
 import sys
+import threading
+import time
 
 import fixtures
 
@@ -91,6 +93,38 @@ class SnapshotTest(base.SparcServersTestBase):
         self.assertEqual(0, self.scrub_managed_save.call_count)
         # Unshelving boots from the scrubbed image (and deletes it).
         self._unshelve_server(server)
+
+    def test_engine_does_not_stall_the_service(self):
+        # A ticker runs in a thread of the service (a greenthread in
+        # eventlet mode) while the engine blocks for 2 s without yielding.
+        ticks, scrubbing, stop = [], [], threading.Event()
+
+        def ticker():
+            while not stop.is_set():
+                ticks.append(time.monotonic())
+                time.sleep(0.05)
+
+        def slow_scrub(*args, **kwargs):
+            scrubbing.append(time.monotonic())
+            self.blocking_sleep(2)
+            scrubbing.append(time.monotonic())
+            return self._fake_scrub_image(*args, **kwargs)
+
+        self.scrub_image.side_effect = slow_scrub
+        server = self.create_policy_server()
+        thread = threading.Thread(target=ticker)
+        thread.start()
+        try:
+            image_id = self.create_image(server)
+        finally:
+            stop.set()
+            thread.join()
+        self.assert_scrubbed_upload(image_id, 'live')
+        start, end = scrubbing
+        during = [t for t in ticks if start <= t <= end]
+        gaps = [b - a for a, b in zip(during, during[1:])]
+        self.assertGreater(len(during), 10)
+        self.assertLess(max(gaps), 1.0)
 
     def test_no_policy_engine_not_called(self):
         server = self._create_server(networks='none')
