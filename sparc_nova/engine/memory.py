@@ -62,6 +62,7 @@ from sparc_nova.engine import report as report_mod
 from sparc_nova.engine import selectors as selectors_mod
 from sparc_nova import exception
 from sparc_nova.introspect import addrspace
+from sparc_nova.introspect import arrays
 from sparc_nova.introspect import buildid_cache
 from sparc_nova.introspect import freepages
 from sparc_nova.introspect import kernel as kernel_mod
@@ -257,7 +258,7 @@ def _plan(s, sels, with_children, keep_free_pages, rep):
     # How many times the selection maps each anonymous frame.
     all_pfns = np.concatenate([uf.pfn[uf.anon] for _, uf in rows]) \
         if rows else np.zeros(0, dtype=np.int64)
-    uniq, counts = np.unique(all_pfns, return_counts=True)
+    uniq, counts = arrays.unique(all_pfns, return_counts=True)
     scrub = []
     for proc, uf in rows:
         plan = report_mod.ProcessPlan(
@@ -265,7 +266,7 @@ def _plan(s, sels, with_children, keep_free_pages, rep):
             reasons=chosen[proc.pid],
             threads=[t.tid for t in proc.threads], frames={}, refused=[])
         sel = uf.anon
-        pfn, first = np.unique(uf.pfn[sel], return_index=True)
+        pfn, first = arrays.unique(uf.pfn[sel], return_index=True)
         cls = uf.cls[sel][first]
         mapcount = uf.mapcount[sel][first]
         mine = counts[np.searchsorted(uniq, pfn)]
@@ -288,12 +289,12 @@ def _plan(s, sels, with_children, keep_free_pages, rep):
         if len(bad) > MAX_REFUSED_LISTED:
             plan.refused.append({'more': len(bad) - MAX_REFUSED_LISTED})
         rep.processes.append(plan)
-    scrub = np.unique(np.concatenate(scrub)) if scrub else \
+    scrub = arrays.unique(np.concatenate(scrub)) if scrub else \
         np.zeros(0, dtype=np.int64)
 
     if not keep_free_pages:
         fm = freepages.free_memory(kernel, model, kernel.online_cpus())
-        overlap = np.intersect1d(fm.pfns, scrub)
+        overlap = arrays.intersect_sorted(fm.pfns, scrub)
         if len(overlap):
             raise patches.PlanConflict(
                 'frame 0x%x is both free and mapped by a selected process'

@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 
+from sparc_nova.introspect import arrays
 from sparc_nova.introspect import memory as memory_mod
 
 PAGE_SIZE = memory_mod.PAGE_SIZE
@@ -90,20 +91,22 @@ class PagePatcher:
 
     def scrub(self, pfns: np.ndarray, fill: int) -> None:
         """Set every frame of ``pfns`` to ``fill`` bytes."""
-        pfns = np.unique(np.asarray(pfns, dtype=np.int64))
+        pfns = arrays.unique(np.asarray(pfns, dtype=np.int64))
         clash = [p for p in pfns.tolist() if p in self._pages] \
             if self._pages else []
         if clash:
             raise PlanConflict('frame 0x%x is both scrubbed and patched'
                                % clash[0])
         for other_fill, arr in self._fills.items():
-            if other_fill != fill and np.isin(pfns, arr).any():
+            if other_fill != fill and arrays.isin_sorted(pfns, arr).any():
                 raise PlanConflict('a frame is scrubbed with two fills')
         old = self._fills.get(fill)
-        self._fills[fill] = pfns if old is None else np.union1d(old, pfns)
+        self._fills[fill] = pfns if old is None else arrays.unique(
+            np.concatenate([old, pfns]))
 
     def _scrubbed(self, pfn: int) -> bool:
-        return any(np.isin(pfn, arr).any() for arr in self._fills.values())
+        return any(arrays.isin_sorted([pfn], arr)[0]
+                   for arr in self._fills.values())
 
     @property
     def scrubbed(self) -> dict[int, np.ndarray]:

@@ -61,8 +61,9 @@ class CheckpointMemory:
                                  prot=mmap.PROT_READ)
             self._own_mm = True
         self._base = ck.stream_base
-        self._last_pfn = -1
-        self._last_page = b''
+        # drgn reads a few bytes at a time from a few pages (the
+        # kallsyms tables, a task, its mm): keep the pages it read last.
+        self._cache = {}
 
     def close(self) -> None:
         if self._mm is not None and self._own_mm:
@@ -86,15 +87,15 @@ class CheckpointMemory:
     def read(self, addr: int, size: int) -> bytes:
         within = addr & (PAGE_SIZE - 1)
         if within + size <= PAGE_SIZE:
-            # drgn reads a few bytes at a time, mostly from the page it
-            # read last: keep that page.
-            if addr >> 12 == self._last_pfn:
-                return self._last_page[within:within + size]
-            i, p = self._locate(addr)
-            page = self._page(i, p)
-            if not isinstance(page, bytes):
-                page = bytes(page)
-            self._last_pfn, self._last_page = addr >> 12, page
+            page = self._cache.get(addr >> 12)
+            if page is None:
+                i, p = self._locate(addr)
+                page = self._page(i, p)
+                if not isinstance(page, bytes):
+                    page = bytes(page)
+                if len(self._cache) >= 512:
+                    self._cache.clear()
+                self._cache[addr >> 12] = page
             return page[within:within + size]
         out = bytearray()
         while size > 0:

@@ -6,6 +6,7 @@ import time
 import numpy as np
 
 from sparc_nova.introspect import addrspace
+from sparc_nova.introspect import arrays
 
 
 @dataclasses.dataclass
@@ -80,7 +81,7 @@ class ScrubReport:
         """All process frames scrubbed (free pages excluded)."""
         parts = [np.array(v, dtype=np.int64) for p in self.processes
                  for v in p.frames.values()]
-        return np.unique(np.concatenate(parts)) if parts else \
+        return arrays.unique(np.concatenate(parts)) if parts else \
             np.zeros(0, dtype=np.int64)
 
     def to_dict(self, frame_lists: bool = True) -> dict:

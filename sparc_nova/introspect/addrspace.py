@@ -10,6 +10,7 @@ import drgn
 from drgn.helpers.linux import mm as mm_helpers
 import numpy as np
 
+from sparc_nova.introspect import arrays
 from sparc_nova.introspect import pagetable
 from sparc_nova.introspect import walk
 
@@ -126,7 +127,7 @@ def classify(page_model, pfns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     if not len(pfns):
         return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
-    uniq, inverse = np.unique(pfns, return_inverse=True)
+    uniq, inverse = arrays.unique(pfns, return_inverse=True)
     info = page_model.read(uniq)
     ch = info['compound_head']
     is_tail = (ch & np.uint64(1)) == 1
@@ -137,7 +138,7 @@ def classify(page_model, pfns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     is_head = (info['flags'] & np.uint64(page_model.pg_head_mask)) != 0
     mapping = info['mapping'].copy()
     if is_tail.any():
-        heads, back = np.unique(head_pfn[is_tail], return_inverse=True)
+        heads, back = arrays.unique(head_pfn[is_tail], return_inverse=True)
         mapping[is_tail] = page_model.read(heads)['mapping'][back]
     anon = (mapping & np.uint64(page_model.kernel.consts.PAGE_MAPPING_ANON)
             ) != 0

@@ -18,6 +18,7 @@ from drgn.helpers.linux import percpu
 
 import numpy as np
 
+from sparc_nova.introspect import arrays
 from sparc_nova.introspect import walk
 
 
@@ -156,7 +157,7 @@ def free_memory(kernel, page_model, cpus: list[int],
                               lru_off, skipped)
     frames = [np.arange(p, p + (1 << o), dtype=np.int64)
               for p, o in blocks + pcp]
-    pfns = np.unique(np.concatenate(frames)) if frames else \
+    pfns = arrays.unique(np.concatenate(frames)) if frames else \
         np.zeros(0, dtype=np.int64)
     return FreeMemory(pfns=pfns, buddy_blocks=len(blocks),
                       buddy_frames=sum(1 << o for _, o in blocks),

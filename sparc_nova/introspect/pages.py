@@ -10,6 +10,7 @@ version.
 import drgn
 import numpy as np
 
+from sparc_nova.introspect import arrays
 from sparc_nova.introspect import walk
 
 PAGE_SIZE = 4096
@@ -78,7 +79,7 @@ class PageModel:
             pfns.astype(np.uint64) * np.uint64(size)
         vpages = addrs >> np.uint64(12)
         # One read per vmemmap page (64 struct pages), then a gather.
-        uniq, inverse = np.unique(vpages, return_inverse=True)
+        uniq, inverse = arrays.unique(vpages, return_inverse=True)
         buf = np.empty((len(uniq), PAGE_SIZE), dtype=np.uint8)
         prog = self.kernel.prog
         for i, vp in enumerate(uniq.tolist()):
@@ -90,6 +91,11 @@ class PageModel:
                     'struct page of frame 0x%x is not mapped'
                     % int(pfns[inverse == i][0]))
         within = (addrs & np.uint64(PAGE_SIZE - 1)).astype(np.int64)
+        if PAGE_SIZE % size == 0:
+            # Struct pages tile the vmemmap page: gather whole rows.
+            rows = buf.reshape(-1, size)
+            return self._decode(rows[inverse * (PAGE_SIZE // size) +
+                                     within // size])
         cross = within + size > PAGE_SIZE
         within[cross] = 0
         raw = buf[inverse[:, None],
@@ -121,7 +127,7 @@ class PageModel:
         (-1 means none).
         """
         head_pfns = np.asarray(head_pfns, dtype=np.int64)
-        uniq, inverse = np.unique(head_pfns, return_inverse=True)
+        uniq, inverse = arrays.unique(head_pfns, return_inverse=True)
         vals = np.empty(len(uniq), dtype=np.int64)
         prog = self.kernel.prog
         for i, pfn in enumerate(uniq.tolist()):
