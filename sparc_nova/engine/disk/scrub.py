@@ -458,8 +458,9 @@ class _Session:
             with open(sums, 'rb') as f:
                 for line in f:
                     digest, _, name = line.rstrip(b'\n').partition(b'  ')
-                    path = '/' + name.decode('utf-8', 'surrogateescape') \
-                        .lstrip('./')
+                    name = name.decode('utf-8', 'surrogateescape')
+                    path = '/' + (name[2:] if name.startswith('./')
+                                  else name.lstrip('/'))
                     if path in kept:
                         self.kept_hashes[(index, path)] = digest.decode()
             os.unlink(sums)

@@ -10,6 +10,10 @@ import sys
 
 import pytest
 
+from sparc_nova.engine import disk
+from sparc_nova.engine.disk.backends import base
+from sparc_nova.engine.disk.backends import ext
+from sparc_nova import exception
 from tests.functional.engine.disk import checks
 from tests.functional.engine.disk import images
 
@@ -90,3 +94,21 @@ def test_verify_command(scrubbed, ext4_qcow2, disk_tree):
                    disk_tree.marker, '--output-format', 'json')
     assert dirty.returncode == 1
     assert json.loads(dirty.stdout)['found'] > 0
+
+
+def test_verification_catches_what_a_weaker_scrub_leaves(
+        ext4_qcow2, disk_dir, monkeypatch):
+    """With overwriting and free-space cleaning switched off, the removed
+    files' bytes stay in free blocks: the self-verification must find
+    them, fail, and leave no output.
+    """
+    monkeypatch.setattr(base.Backend, 'overwrite', lambda *a: None)
+    monkeypatch.setattr(ext.ExtBackend, 'clean', lambda *a: [])
+    out_dir = os.path.join(disk_dir, 'weak')
+    os.makedirs(out_dir, exist_ok=True)
+    with pytest.raises(exception.DiskVerificationError) as e:
+        disk.scrub_image(ext4_qcow2, os.path.join(out_dir, 'out.qcow2'),
+                         disk.Rules(images.EXCLUDE_PATHS, images.PRESETS))
+    assert 'canaries of' in str(e.value)
+    assert 'still readable' in str(e.value)
+    assert os.listdir(out_dir) == []

@@ -26,7 +26,11 @@ def scrubs(appliance_images, disk_dir):
         if kind not in done:
             dst = os.path.join(disk_dir, '%s-scrubbed.qcow2' % kind)
             rules = disk.Rules(images.EXCLUDE_PATHS, images.PRESETS)
-            report = disk.scrub_image(appliance_images[kind], dst, rules)
+            # XFS also exercises hashing every kept file.
+            options = disk.ScrubOptions(
+                verify_kept='all' if kind == 'xfs' else 'sample')
+            report = disk.scrub_image(appliance_images[kind], dst, rules,
+                                      options)
             done[kind] = (dst, report.to_dict())
         return done[kind]
     return scrub
@@ -58,8 +62,10 @@ def test_report(kind, scrubs, disk_tree):
     assert report['verified'] is True
 
 
-def test_xfs_directories_rebuilt(scrubs):
+def test_xfs_directories_rebuilt_and_every_kept_file_hashed(scrubs,
+                                                            disk_tree):
     _, report = scrubs('xfs')
+    assert report['kept_files_checked'] >= len(disk_tree.kept)
     (volume,) = report['volumes']
     assert any(s.startswith('directory rebuilt') for s in volume['steps'])
     assert 'log zeroed' in volume['steps']
