@@ -32,6 +32,7 @@ by ``LibvirtDriver``:
 import os
 
 from oslo_log import log as logging
+from oslo_utils import excutils
 
 from nova.compute import power_state
 from nova.compute import task_states
@@ -132,13 +133,23 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def _undo_suspend(self, context, instance) -> None:
         """Restart a guest just saved by :meth:`suspend`, from its
-        (unchanged) managed-save file, which libvirt then deletes.
+        (unchanged) managed-save file, which libvirt then deletes. If the
+        guest cannot be restarted the file is removed and the error raised
+        (the instance then goes to ERROR, its memory state lost).
         """
         LOG.info('Rolling back the suspend: restoring the guest',
                  instance=instance)
         guest = self._host.get_guest(instance)
-        self._resume_guest_after_snapshot(
-            context, False, power_state.RUNNING, instance, guest)
+        try:
+            self._resume_guest_after_snapshot(
+                context, False, power_state.RUNNING, instance, guest)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                # Fail closed: an unscrubbed memory image must not stay
+                # behind for a later start to restore.
+                LOG.error('The guest could not be restored; removing its '
+                          'unscrubbed managed save', instance=instance)
+                guest._domain.managedSaveRemove(0)
 
     # -- moves -----------------------------------------------------------
 

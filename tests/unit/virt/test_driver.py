@@ -154,3 +154,35 @@ def test_suspend_inside_a_snapshot_is_not_scrubbed(drv):
         assert drv._scrubber.managed_save.call_count == 0
         drv.suspend('ctx', inst)
         assert drv._scrubber.managed_save.call_count == 1
+
+
+def test_failed_rollback_removes_the_unscrubbed_managed_save(drv):
+    inst = fakes.instance(metadata=POLICY)
+    drv._scrubber.managed_save.side_effect = virt_exception.SparcScrubFailed(
+        what='memory image', instance_uuid=inst.uuid, reason='x')
+    guest = mock.Mock()
+    drv._host = mock.Mock()
+    drv._host.get_guest.return_value = guest
+    with mock.patch.object(libvirt_driver.LibvirtDriver, 'suspend'), \
+            mock.patch.object(libvirt_driver.LibvirtDriver,
+                              '_resume_guest_after_snapshot',
+                              side_effect=RuntimeError('launch failed')):
+        with pytest.raises(RuntimeError):
+            drv.suspend('ctx', inst)
+    guest._domain.managedSaveRemove.assert_called_once_with(0)
+
+
+def test_rollback_restores_the_guest(drv):
+    inst = fakes.instance(metadata=POLICY)
+    drv._scrubber.managed_save.side_effect = virt_exception.SparcScrubFailed(
+        what='memory image', instance_uuid=inst.uuid, reason='x')
+    drv._host = mock.Mock()
+    with mock.patch.object(libvirt_driver.LibvirtDriver, 'suspend'), \
+            mock.patch.object(libvirt_driver.LibvirtDriver,
+                              '_resume_guest_after_snapshot') as resume:
+        with pytest.raises(nova_exception.InstanceFaultRollback):
+            drv.suspend('ctx', inst)
+    resume.assert_called_once_with('ctx', False, 1, inst,
+                                   drv._host.get_guest.return_value)
+    assert drv._host.get_guest.return_value._domain.managedSaveRemove \
+        .call_count == 0
