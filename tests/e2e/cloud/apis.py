@@ -39,7 +39,8 @@ def serve(conf: Settings, sup: processes.Supervisor, name: str,
         '--worker-class', 'gthread', '--workers', '1', '--threads', '4',
         '--timeout', '600', '--graceful-timeout', '5',
         '--pythonpath', settings_mod.REPO,
-        'tests.e2e.cloud.wsgi_app:application'], env=env)
+        'tests.e2e.cloud.wsgi_app:application'], env=env,
+        port=(conf.host, conf.port(name)))
     sup.wait_until(name + '-api', lambda: _answers(conf.url(name, '/')),
                    'answering HTTP on %s' % conf.url(name, '/'),
                    timeout=180)

@@ -58,7 +58,8 @@ class MariaDB:
             '--collation-server=utf8mb4_general_ci',
             # A throw-away database: durability buys nothing here.
             '--innodb-flush-log-at-trx-commit=0', '--innodb-doublewrite=0',
-            '--innodb-buffer-pool-size=256M'])
+            '--innodb-buffer-pool-size=256M'],
+            port=(self.conf.host, self.conf.port('mariadb')))
         self.sup.wait_until(self.name, lambda: os.path.exists(self.socket),
                             'accepting connections')
         self.sup.wait_port(self.name, self.conf.host,
@@ -131,11 +132,12 @@ class RabbitMQ:
     def start(self) -> None:
         self._write_files()
         env = self._env()
-        self.sup.start('epmd', ['epmd', '-address', self.conf.host,
-                                '-port', str(self.conf.port('epmd'))],
-                       env=env)
-        self.sup.wait_port('epmd', self.conf.host, self.conf.port('epmd'))
-        self.sup.start(self.name, [self.server], env=env)
+        epmd = (self.conf.host, self.conf.port('epmd'))
+        self.sup.start('epmd', ['epmd', '-address', epmd[0], '-port',
+                                str(epmd[1])], env=env, port=epmd)
+        self.sup.wait_port('epmd', *epmd)
+        self.sup.start(self.name, [self.server], env=env,
+                       port=(self.conf.host, self.conf.port('rabbitmq')))
         self.sup.wait_until(self.name, self._accepts_login,
                             'accepting AMQP logins')
 

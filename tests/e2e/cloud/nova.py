@@ -40,7 +40,13 @@ def managed_save_dir(conf: Settings) -> str:
 
 
 def conf_file(conf: Settings) -> str:
+    """nova.conf of the API, conductor and scheduler."""
     return conf.path('etc', 'nova', 'nova.conf')
+
+
+def compute_conf_file(conf: Settings) -> str:
+    """nova-cpu.conf: nova.conf without database access."""
+    return conf.path('etc', 'nova', 'nova-cpu.conf')
 
 
 def _privsep_helper(conf: Settings) -> str:
@@ -48,11 +54,11 @@ def _privsep_helper(conf: Settings) -> str:
     privsep-helper directly.
     """
     return '%s --config-file %s' % (conf.bin('privsep-helper'),
-                                    conf_file(conf))
+                                    compute_conf_file(conf))
 
 
-def write_config(conf: Settings) -> str:
-    """nova.conf shared by every Nova service of the cloud."""
+def write_config(conf: Settings) -> None:
+    """nova.conf, and nova-cpu.conf for the compute service."""
     state = conf.path('nova')
     authtoken = apis.authtoken(conf, 'nova')
     client = {k: v for k, v in authtoken.items()
@@ -99,21 +105,24 @@ def write_config(conf: Settings) -> str:
         'vnc': {'enabled': False},
         'serial_console': {'enabled': False},
     }
-    return inifile.write_ini(conf_file(conf), sections)
+    inifile.write_ini(conf_file(conf), sections)
+    compute = {k: v for k, v in sections.items()
+               if k not in ('database', 'api_database')}
+    inifile.write_ini(compute_conf_file(conf), compute)
 
 
 def configure_sparc(conf: Settings, log_dir: str,
                     driver: str = 'sparc') -> None:
-    """Run devstack/lib/sparc's configure_sparc_nova on the cloud's
-    nova.conf, as the DevStack plugin does; ``driver='stock'`` keeps Nova's
-    own LibvirtDriver.
+    """Run devstack/lib/sparc's configure_sparc_nova on the compute
+    service's nova-cpu.conf, as the DevStack plugin does; ``driver='stock'``
+    keeps Nova's own LibvirtDriver.
     """
     if driver == 'stock':
         return
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ,
                SPARC_NOVA_DIR=settings_mod.REPO,
-               SPARC_NOVA_CONF=conf_file(conf),
+               SPARC_NOVA_CONF=compute_conf_file(conf),
                SPARC_NOVA_PYTHON=conf.bin('python'),
                SPARC_CLOUD_VENV=conf.venv,
                SPARC_MANAGED_SAVE_DIR=managed_save_dir(conf),
@@ -156,7 +165,9 @@ def start(conf: Settings, sup: processes.Supervisor) -> None:
                {'OS_NOVA_CONFIG_DIR': etc,
                 'OS_NOVA_CONFIG_FILES': 'api-paste.ini;nova.conf'})
     for name in SERVICES:
-        sup.start(name, [conf.bin(name), '--config-file', conf_file(conf)])
+        conf_path = (compute_conf_file(conf) if name == 'nova-compute'
+                     else conf_file(conf))
+        sup.start(name, [conf.bin(name), '--config-file', conf_path])
     manage = [conf.bin('nova-manage'), '--config-file', conf_file(conf)]
     deadline = time.monotonic() + 180
     while True:

@@ -95,8 +95,16 @@ class Supervisor:
 
     def start(self, name: str, argv: Sequence[str],
               env: Mapping[str, str] | None = None,
-              cwd: str | None = None) -> subprocess.Popen:
-        """Start a long-running service in its own session."""
+              cwd: str | None = None,
+              port: tuple[str, int] | None = None) -> subprocess.Popen:
+        """Start a long-running service in its own session. ``port``
+        (host, port) is where it will listen: refused if something else
+        already does, so that a readiness check never talks to a stranger.
+        """
+        if port and port_open(*port):
+            raise CloudError(
+                '%s: %s:%d is already in use (another cloud? set '
+                'SPARC_CLOUD_PORT_BASE)' % (name, port[0], port[1]))
         with open(self.log_path(name), 'ab') as out:
             proc = subprocess.Popen(
                 list(argv), env=self._env(env), cwd=cwd,
@@ -133,16 +141,39 @@ class Supervisor:
 
     def stop(self, name: str, timeout: float = 15) -> None:
         """SIGTERM the service's process group, SIGKILL what is left after
-        ``timeout`` seconds.
+        ``timeout`` seconds. A service this object did not start is found
+        through its pid file (a cloud brought up by another process).
         """
         proc = self.procs.pop(name, None)
         if proc is not None:
             _stop_group(proc.pid, timeout, lambda: proc.poll() is None)
             proc.wait()
+            self._forget(name)
+        else:
+            self._stop_recorded(name + '.pid', timeout)
+
+    def _forget(self, name: str) -> None:
         try:
             os.unlink(self._pid_path(name))
         except FileNotFoundError:
             pass
+
+    def _stop_recorded(self, entry: str, timeout: float) -> bool:
+        """Stop the process of pid file ``entry`` if it is still the one
+        that was started; remove the file. True if it was running.
+        """
+        path = os.path.join(self.run_dir, entry)
+        try:
+            with open(path) as f:
+                pid_text, _, started = f.read().strip().partition(' ')
+        except FileNotFoundError:
+            return False
+        pid = int(pid_text)
+        running = _start_time(pid) == started
+        if running:
+            _stop_group(pid, timeout, lambda: _start_time(pid) == started)
+        os.unlink(path)
+        return running
 
     def stop_all(self, order: Sequence[str] = ()) -> None:
         """Stop ``order`` first (in that order), then everything else
@@ -161,17 +192,8 @@ class Supervisor:
         if not os.path.isdir(self.run_dir):
             return stopped
         for entry in sorted(os.listdir(self.run_dir)):
-            if not entry.endswith('.pid'):
-                continue
-            path = os.path.join(self.run_dir, entry)
-            with open(path) as f:
-                pid_text, _, started = f.read().strip().partition(' ')
-            pid = int(pid_text)
-            if _start_time(pid) == started:
-                _stop_group(pid, 10,
-                            lambda: _start_time(pid) == started)
+            if entry.endswith('.pid') and self._stop_recorded(entry, 10):
                 stopped.append(entry[:-4])
-            os.unlink(path)
         return stopped
 
 
