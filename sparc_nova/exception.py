@@ -58,18 +58,21 @@ class DiskError(SparcError):
 class DiskImageError(DiskError):
     """The input or output of a scrub is unusable (not an image, truncated,
     no filesystem, unwritable destination). Raised before the appliance
-    starts; nothing has been written."""
+    starts; nothing has been written.
+    """
 
 
 class DiskScrubError(DiskError):
     """A step of the scrub failed (a volume could not be opened, mounted,
-    cleaned or checked). No destination image is left behind."""
+    cleaned or checked). No destination image is left behind.
+    """
 
 
 class DiskVerificationError(DiskError):
     """The scrubbed image failed self-verification (a canary of a removed
     file is still readable, a rule still matches, or a kept file changed).
-    The destination image has been deleted."""
+    The destination image has been deleted.
+    """
 
 
 class InvalidPolicy(SparcError):
