@@ -97,6 +97,10 @@ def run(g, argv: list[str]) -> str:
 def run_status(g, argv: list[str]) -> tuple[int, str]:
     """Like :func:`run` but return ``(exit_status, output)``."""
     command = ' '.join(shlex.quote(a) for a in argv)
-    out = g.debug('sh', ['%s 2>&1; echo %s$?' % (command, _RC_MARK)])
+    # Wait for udev first, as libguestfs' own calls do: a device node can
+    # briefly disappear while udev processes an event (e.g. after LVM or
+    # btrfs scans).
+    out = g.debug('sh', ['udevadm settle >/dev/null 2>&1; %s 2>&1; '
+                         'echo %s$?' % (command, _RC_MARK)])
     body, _, rc = out.rpartition(_RC_MARK)
     return int(rc.strip() or '255'), body

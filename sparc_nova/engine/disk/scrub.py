@@ -138,9 +138,13 @@ def scrub_image(src: str, dst: str, rules: rules_mod.Rules,
     step()
     source = preflight.inspect_source(src)
     preflight.check_destination(dst, src, options.output_format)
-    workdir = tempfile.mkdtemp(
-        prefix='.sparc-scrub-',
-        dir=options.work_dir or os.path.dirname(os.path.abspath(dst)))
+    parent = options.work_dir or os.path.dirname(os.path.abspath(dst))
+    try:
+        workdir = tempfile.mkdtemp(prefix='.sparc-scrub-', dir=parent)
+    except OSError as e:
+        raise exception.DiskImageError(
+            src, 'cannot create a working directory in %s (%s)'
+            % (parent, e.strerror)) from e
     os.chmod(workdir, 0o700)
     try:
         step()
@@ -161,6 +165,12 @@ def scrub_image(src: str, dst: str, rules: rules_mod.Rules,
                                work, step)
             session.run(no_fs)
             g.shutdown()
+        except RuntimeError as e:
+            # libguestfs reports every failure as RuntimeError; the steps
+            # that can name a device did so already (DiskError).
+            raise exception.DiskScrubError(
+                src, 'appliance step failed: %s' % volumes_mod.one_line(e)
+            ) from e
         finally:
             g.close()
         report.appliance_s = round(time.monotonic() - launched, 1)
@@ -305,7 +315,7 @@ class _Session:
             except RuntimeError as e:
                 if not self.options.allow_unverified:
                     self.fail('cannot mount at %s: %s' % (
-                        mountpoint, volumes_mod._first_line(e)),
+                        mountpoint, volumes_mod.one_line(e)),
                         device=device, cause=e)
                 volume.report.action = 'skipped'
                 volume.report.verification = report_mod.UNVERIFIED
@@ -341,7 +351,7 @@ class _Session:
             self.trees = volumes_mod.trees(g, found)
         except RuntimeError as e:
             self.fail('inspecting the image failed: %s'
-                      % volumes_mod._first_line(e), cause=e)
+                      % volumes_mod.one_line(e), cause=e)
         self.report.volumes = [v.report for v in self.luks + found]
         if self.trees and self.trees[0].os_root:
             root = self.trees[0].os_root
@@ -396,7 +406,7 @@ class _Session:
             return self.rules.matches_anything(paths)
         except RuntimeError as e:
             self.fail('removing files failed: %s'
-                      % volumes_mod._first_line(e),
+                      % volumes_mod.one_line(e),
                       device=tree.mounts[0][2], cause=e)
         finally:
             g.umount_all()
@@ -603,7 +613,7 @@ class _Session:
                 g.mkswap(volume.device, label=label, uuid=uuid)
             except RuntimeError as e:
                 self.fail('wiping swap failed: %s'
-                          % volumes_mod._first_line(e),
+                          % volumes_mod.one_line(e),
                           device=volume.device, cause=e)
             volume.report.action = 'wiped'
             volume.report.steps.append('zeroed, swap signature re-created '
@@ -625,7 +635,7 @@ class _Session:
                 g.lvremove(lv)
             except RuntimeError as e:
                 self.fail('wiping free extents of volume group %s failed: '
-                          '%s' % (name, volumes_mod._first_line(e)),
+                          '%s' % (name, volumes_mod.one_line(e)),
                           device=lv, cause=e)
             self.report.volumes.append(report_mod.VolumeReport(
                 '/dev/' + name, 'lvm-free-space', action='wiped',
@@ -643,7 +653,7 @@ class _Session:
                     self.backend(volume).clean(g, volume.device))
             except RuntimeError as e:
                 self.fail('cleaning free space failed: %s'
-                          % volumes_mod._first_line(e),
+                          % volumes_mod.one_line(e),
                           device=volume.device, cause=e)
             if volume.report.action == 'unmodified':
                 volume.report.action = 'cleaned'
@@ -702,7 +712,7 @@ class _Session:
                 self.backend(volume).check(self.g, volume.device)
             except RuntimeError as e:
                 self.fail('filesystem check failed after the scrub: %s'
-                          % volumes_mod._first_line(e),
+                          % volumes_mod.one_line(e),
                           device=volume.device, cause=e)
             volume.report.steps.append('consistency check passed')
 

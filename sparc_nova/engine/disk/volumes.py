@@ -115,7 +115,7 @@ def open_luks(g, image: str, keys: dict[str, str],
             except RuntimeError as e:
                 raise exception.DiskScrubError(
                     image, 'LUKS volume could not be opened with the '
-                           'given key (%s)' % _first_line(e),
+                           'given key (%s)' % one_line(e),
                     device=device) from e
             volume.encrypted_by = '/dev/mapper/' + mapper
             volume.report.action = 'opened'
@@ -133,7 +133,7 @@ def _safe_uuid(g, device: str) -> str:
         return '?'
 
 
-def _first_line(error: Exception) -> str:
+def one_line(error: Exception) -> str:
     """An error message on one line, at most 400 characters."""
     text = ' '.join(str(error).split())
     return (text[:397] + '...' if len(text) > 400 else text) or \

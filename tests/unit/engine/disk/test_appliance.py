@@ -30,7 +30,7 @@ def test_run_quotes_arguments_and_checks_status():
     g = FakeHandle('done\nsparc-rc=0\n')
     assert appliance.run(g, ['tune2fs', '-O', '^has_journal',
                              "/dev/sd a'1"]) == 'done\n'
-    assert g.calls[0][1][0].startswith(
-        "tune2fs -O '^has_journal' '/dev/sd a'\"'\"'1'")
+    assert "tune2fs -O '^has_journal' '/dev/sd a'\"'\"'1' 2>&1" in \
+        g.calls[0][1][0]
     with pytest.raises(RuntimeError, match='exited 1'):
         appliance.run(FakeHandle('bad\nsparc-rc=1\n'), ['false'])
