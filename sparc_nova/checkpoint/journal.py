@@ -9,27 +9,48 @@ forward), or discards a journal that was never completed (the checkpoint
 was not touched yet). Either way the checkpoint ends up as the original or
 as the completely patched file.
 
-Journal layout (little endian)::
+Patches come in groups that share their content (typically every
+scrubbed page is zero), so a journal stays small. Layout (little endian)::
 
-    8s  b'SPARCJNL'   u32 version (1)   u32 entry count
+    8s  b'SPARCJNL'   u32 version (2)   u32 group count
     u64 target size   u64 target inode
-    entries: u64 file offset, u8 kind (0: 4096 bytes follow,
-             1: one fill byte follows)
+    groups: u8 kind, u8 fill byte, u32 count,
+            [4096 content bytes if kind is FULL_PAGE],
+            count x u64 file offsets
     32s SHA-256 of everything before it
 """
 
+import dataclasses
 import hashlib
+import mmap
 import os
 import struct
+
+import numpy as np
+from numpy.lib import stride_tricks
 
 from sparc_nova import exception
 
 MAGIC = b'SPARCJNL'
-VERSION = 1
+VERSION = 2
 PAGE_SIZE = 4096
 _HEAD = struct.Struct('<8sIIQQ')
-_ENTRY = struct.Struct('<QB')
-_FULL, _FILL = 0, 1
+_GROUP = struct.Struct('<BBI')
+
+#: Group kinds: 4096 bytes of one value / one byte / given 4096 bytes at
+#: each offset.
+FILL_PAGE, FILL_BYTE, FULL_PAGE = 1, 2, 3
+_LENGTH = {FILL_PAGE: PAGE_SIZE, FILL_BYTE: 1, FULL_PAGE: PAGE_SIZE}
+
+
+@dataclasses.dataclass
+class Group:
+    """Patches of one content at many file offsets."""
+
+    kind: int
+    offsets: np.ndarray
+    fill: int = 0
+    content: bytes | None = None
 
 
 def journal_path(path: str) -> str:
@@ -46,9 +67,9 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write(path: str, patches: list[tuple[int, bytes]]) -> str:
-    """Write and fsync the journal for ``patches`` ((file offset, 4096
-    bytes) pairs) to checkpoint ``path``; return the journal's path.
+def write(path: str, groups: list[Group]) -> str:
+    """Write and fsync the journal of ``groups`` for checkpoint ``path``;
+    return the journal's path.
     """
     st = os.stat(path)
     h = hashlib.sha256()
@@ -60,15 +81,16 @@ def write(path: str, patches: list[tuple[int, bytes]]) -> str:
             def put(b):
                 h.update(b)
                 f.write(b)
-            put(_HEAD.pack(MAGIC, VERSION, len(patches), st.st_size,
+            put(_HEAD.pack(MAGIC, VERSION, len(groups), st.st_size,
                            st.st_ino))
-            for off, data in patches:
-                if len(data) != PAGE_SIZE:
-                    raise ValueError('journal entries are whole pages')
-                if data == bytes([data[0]]) * PAGE_SIZE:
-                    put(_ENTRY.pack(off, _FILL) + data[:1])
-                else:
-                    put(_ENTRY.pack(off, _FULL) + data)
+            for g in groups:
+                if g.kind == FULL_PAGE and len(g.content or b'') != \
+                        PAGE_SIZE:
+                    raise ValueError('a full-page group needs 4096 bytes')
+                put(_GROUP.pack(g.kind, g.fill, len(g.offsets)))
+                if g.kind == FULL_PAGE:
+                    put(g.content)
+                put(np.asarray(g.offsets, dtype='<u8').tobytes())
             f.write(h.digest())
             f.flush()
             os.fsync(f.fileno())
@@ -84,8 +106,8 @@ def write(path: str, patches: list[tuple[int, bytes]]) -> str:
     return jpath
 
 
-def _read(path: str, jpath: str):
-    """The journal's patches, or None if it is incomplete or not ours."""
+def _read(path: str, jpath: str) -> list[Group] | None:
+    """The journal's groups, or None if it is incomplete or not ours."""
     with open(jpath, 'rb') as f:
         data = f.read()
     if len(data) < _HEAD.size + 32:
@@ -102,31 +124,55 @@ def _read(path: str, jpath: str):
             path, 'the in-place journal %s belongs to another version of '
                   'this file (size or inode differ); remove it by hand after '
                   'checking' % jpath)
-    patches = []
+    groups = []
     pos = _HEAD.size
     for _ in range(count):
-        off, kind = _ENTRY.unpack_from(body, pos)
-        pos += _ENTRY.size
-        if kind == _FILL:
-            patches.append((off, body[pos:pos + 1] * PAGE_SIZE))
-            pos += 1
-        else:
-            patches.append((off, body[pos:pos + PAGE_SIZE]))
+        kind, fill, n = _GROUP.unpack_from(body, pos)
+        pos += _GROUP.size
+        content = None
+        if kind == FULL_PAGE:
+            content = body[pos:pos + PAGE_SIZE]
             pos += PAGE_SIZE
-        if off + PAGE_SIZE > size:
+        offsets = np.frombuffer(body, dtype='<u8', count=n,
+                                offset=pos).astype(np.int64)
+        pos += 8 * n
+        if kind not in _LENGTH or (
+                n and int(offsets.max()) + _LENGTH[kind] > size):
             raise exception.CheckpointError(
                 path, 'in-place journal %s patches beyond the end of the '
-                      'file' % jpath, off)
-    return patches
+                      'file' % jpath)
+        groups.append(Group(kind, offsets, fill, content))
+    return groups
 
 
-def apply(path: str, patches: list[tuple[int, bytes]]) -> None:
-    """Write the patches into ``path`` and fsync it."""
-    fd = os.open(path, os.O_WRONLY)
+def apply(path: str, groups: list[Group]) -> None:
+    """Write the groups' patches into ``path`` (through a shared mapping,
+    so that millions of pages cost one pass of memory writes) and fsync
+    it.
+    """
+    fd = os.open(path, os.O_RDWR)
     try:
-        for off, data in patches:
-            if os.pwrite(fd, data, off) != len(data):
-                raise exception.CheckpointError(path, 'short write', off)
+        size = os.fstat(fd).st_size
+        mm = mmap.mmap(fd, size, mmap.MAP_SHARED,
+                       mmap.PROT_READ | mmap.PROT_WRITE)
+        try:
+            arr = np.frombuffer(mm, dtype=np.uint8)
+            for g in groups:
+                offs = np.asarray(g.offsets, dtype=np.int64)
+                if g.kind == FILL_BYTE:
+                    arr[offs] = g.fill
+                    continue
+                rows = stride_tricks.as_strided(
+                    arr, shape=(size - PAGE_SIZE + 1, PAGE_SIZE),
+                    strides=(1, 1))
+                value = g.fill if g.kind == FILL_PAGE else \
+                    np.frombuffer(g.content, dtype=np.uint8)
+                for i in range(0, len(offs), 4096):
+                    rows[offs[i:i + 4096]] = value
+            del arr, rows
+            mm.flush()
+        finally:
+            mm.close()
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -152,16 +198,15 @@ def recover(path: str) -> str | None:
         touched) or None (no journal).
     """
     jpath = journal_path(path)
-    for leftover in (jpath + '.tmp',):
-        if os.path.exists(leftover):
-            os.unlink(leftover)
+    if os.path.exists(jpath + '.tmp'):
+        os.unlink(jpath + '.tmp')
     if not os.path.exists(jpath):
         return None
-    patches = _read(path, jpath)
-    if patches is None:
+    groups = _read(path, jpath)
+    if groups is None:
         os.unlink(jpath)
         _fsync_dir(jpath)
         return 'discarded'
-    apply(path, patches)
+    apply(path, groups)
     remove(path)
     return 'replayed'

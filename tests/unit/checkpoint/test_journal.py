@@ -2,6 +2,7 @@
 
 import os
 
+import numpy as np
 import pytest
 
 from sparc_nova.checkpoint import checkpoint
@@ -22,11 +23,13 @@ def image(tmp_path):
     return str(path)
 
 
-def patches_for(path):
+def patches_for(path, pages=(4, 6)):
+    """One group per page: zero the secret pages' payloads."""
     with checkpoint.open_checkpoint(path) as ck:
         idx = ck.layout.ram
-        return [(ck.stream_base + int(idx.rec_data[idx.last[0][p]]),
-                 bytes(4096)) for p in (4, 6)]
+        return [journal.Group(journal.FILL_PAGE, np.array(
+            [ck.stream_base + int(idx.rec_data[idx.last[0][p]])]), fill=0)
+            for p in pages]
 
 
 def test_complete_journal_is_replayed(image):
@@ -77,6 +80,25 @@ def test_in_place_rewrite_leaves_no_journal(image):
                               in_place=True)
     assert not journal.pending(image)
     assert sorted(os.listdir(os.path.dirname(image))) == ['save.img']
+
+
+def test_groups_of_every_kind(image):
+    with checkpoint.open_checkpoint(image) as ck:
+        idx = ck.layout.ram
+        page2 = ck.stream_base + int(idx.rec_data[idx.last[0][2]])
+        page4 = ck.stream_base + int(idx.rec_data[idx.last[0][4]])
+        fill3 = ck.stream_base + int(idx.rec_data[idx.last[0][3]])
+    content = bytes(range(256)) * 16
+    groups = [journal.Group(journal.FULL_PAGE, np.array([page2]),
+                            content=content),
+              journal.Group(journal.FILL_PAGE, np.array([page4]), fill=0xaa),
+              journal.Group(journal.FILL_BYTE, np.array([fill3]), fill=0x55)]
+    journal.write(image, groups)
+    assert journal.recover(image) == 'replayed'
+    with checkpoint.open_checkpoint(image) as ck:
+        assert ck.memory.read_page(2) == content
+        assert ck.memory.read_page(4) == b'\xaa' * 4096
+        assert ck.memory.read_page(3) == b'\x55' * 4096
 
 
 def test_stale_temporaries_removed(image):

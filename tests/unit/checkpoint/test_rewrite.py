@@ -33,22 +33,23 @@ def test_every_copy_replaced_and_zero_records(tmp_path):
                                     output=str(tmp_path / 'out.img'))
     assert res.pages == 2
     assert res.records_rewritten == 3
-    assert res.zero_records == 2
     out = open(res.path, 'rb').read()
     assert SECRET not in out
     assert b'OLD!' in before and b'OLD!' not in out
-    assert len(out) < len(before)
+    assert len(out) == len(before)
     assert res.verify()['pages_checked'] == 2
     with checkpoint.open_checkpoint(res.path) as ck:
         assert ck.memory.read_page(20) == marked
         assert ck.memory.read_page(2) == streamgen.page_of(2)
         assert ck.memory.read_page(10) == bytes(4096)
-        old = ck.layout.ram
-        b = old.block('pc.ram').index
-        # Both copies of frame 10 are now zero records.
-        recs = old.copies_of(b, [10])
+        idx = ck.layout.ram
+        b = idx.block('pc.ram').index
+        # Both copies of frame 10 now hold zeros.
+        recs = idx.copies_of(b, [10])
         assert len(recs) == 2
-        assert all(old.rec_kind[r] == 1 for r in recs)
+        for r in recs:
+            off = int(idx.rec_data[r])
+            assert bytes(ck.stream[off:off + 4096]) == bytes(4096)
     # The source is untouched.
     assert open(path, 'rb').read() == before
 
@@ -72,6 +73,8 @@ def test_zero_record_becomes_page_when_last_copy(tmp_path):
     assert res.records_rewritten == 1
     with checkpoint.open_checkpoint(res.path) as ck:
         assert ck.memory.read_page(3) == content
+        # The ZERO record grew into a PAGE record.
+        assert ck.layout.ram.rec_kind[ck.layout.ram.last[0][3]] == 2
 
 
 def test_in_place(tmp_path):
@@ -123,11 +126,39 @@ def test_failure_leaves_nothing(tmp_path, monkeypatch):
     def boom(*a, **kw):
         raise OSError('disk full')
     with checkpoint.open_checkpoint(path) as ck:
-        monkeypatch.setattr(rewrite, '_copy_span', boom)
+        monkeypatch.setattr(rewrite, '_copy_file', boom)
         with pytest.raises(OSError):
             rewrite.rewrite_pages(ck, {10: bytes(4096)})
+        monkeypatch.setattr(rewrite, '_write_stream', boom)
+        with pytest.raises(OSError):
+            rewrite.rewrite_pages(ck, {3: streamgen.page_of(3)})
     assert open(path, 'rb').read() == before
     assert sorted(os.listdir(tmp_path)) == ['save.img']
+
+
+def test_many_pages_mixed_contents(tmp_path):
+    """Runs of zero pages, a poison fill and full pages in one rewrite,
+    both modes, checked page by page.
+    """
+    data = streamgen.simple_save(ram_pages=512)
+    poison = b'\xaa' * 4096
+    full = streamgen.page_of(7, b'KILL')
+    rep = {p: bytes(4096) for p in range(0, 512, 2) if p % 6}
+    rep.update({p: poison for p in range(100, 140, 2)})
+    rep[6] = full
+    rep[9] = full       # a ZERO record that must grow (rewrite mode)
+    for in_place in (False, True):
+        path = make(tmp_path, data, name='m%d.img' % in_place)
+        with checkpoint.open_checkpoint(path) as ck:
+            if in_place:
+                del rep[9]
+            res = rewrite.rewrite_pages(ck, rep, in_place=in_place)
+        res.verify()
+        with checkpoint.open_checkpoint(path) as ck:
+            for pfn in range(512):
+                expect = rep.get(pfn, streamgen.page_of(pfn)
+                                 if pfn % 2 == 0 else bytes(4096))
+                assert ck.memory.read_page(pfn) == expect, pfn
 
 
 def test_bad_replacement_size(tmp_path):
