@@ -206,29 +206,23 @@ class Rules:
                 selection.kept.append(path)
         return selection
 
-    def matches_anything(self, paths: list[str]) -> set[str]:
-        """The units that match at least one of ``paths`` on their own
-        (a rule shadowed by an earlier one still counts as matching).
+    def matches_anything(self, paths: list[str],
+                         known: set[str] = frozenset()) -> set[str]:
+        """The units that match at least one of ``paths`` on their own (a
+        rule shadowed by an earlier one still counts). ``paths`` must
+        list directories too (as a tree listing does); units in ``known``
+        are taken as matching without looking.
         """
-        found = set()
+        found = set(known)
+        by_unit: dict[str, list[str]] = {}
         for rule in self.rules:
-            if rule.negated or rule.unit in found:
-                continue
-            regex = re.compile(rule.pattern, re.DOTALL)
-            for path in paths:
-                if regex.match(path) or any(
-                        regex.match(a) for a in _ancestors(path)):
-                    found.add(rule.unit)
-                    break
+            if not rule.negated and rule.unit not in found:
+                by_unit.setdefault(rule.unit, []).append(rule.pattern)
+        for unit, patterns in by_unit.items():
+            regex = re.compile('|'.join(patterns), re.DOTALL)
+            if any(regex.match(path) for path in paths):
+                found.add(unit)
         return found
-
-
-def _ancestors(path: str):
-    while True:
-        path = posixpath.dirname(path)
-        if path == '/':
-            return
-        yield path
 
 
 @dataclasses.dataclass

@@ -403,7 +403,7 @@ class _Session:
                 volume = self.volumes[device]
                 if volume.role == volumes_mod.ROLE_FILESYSTEM:
                     self.trim(volume, mountpoint)
-            return self.rules.matches_anything(paths)
+            return self.rules.matches_anything(paths, set(selection.counts))
         except RuntimeError as e:
             self.fail('removing files failed: %s'
                       % volumes_mod.one_line(e),

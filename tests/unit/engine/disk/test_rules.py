@@ -1,6 +1,7 @@
 """Rule syntax and decisions."""
 
 import re
+import time
 
 import pytest
 
@@ -78,6 +79,18 @@ def test_matches_anything_sees_shadowed_rules():
     r = rules.Rules(['/a/**', '/a/b'])
     assert r.matches_anything(['/a/b']) == {'/a/**', '/a/b'}
     assert r.matches_anything(['/c']) == set()
+    assert r.matches_anything(['/c'], {'/a/b'}) == {'/a/b'}
+
+
+def test_selection_of_a_large_tree_is_fast():
+    every = rules.Rules(['/srv/x/**'], list(presets.PRESETS))
+    paths = ['/usr/share/doc/pkg%d/file%d' % (i // 10, i)
+             for i in range(50000)]
+    started = time.monotonic()
+    selection = every.select(paths)
+    unmatched = every.matches_anything(paths, set(selection.counts))
+    assert not selection.removed and not unmatched
+    assert time.monotonic() - started < 10
 
 
 def test_needs_a_positive_rule():
