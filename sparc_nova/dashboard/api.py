@@ -110,6 +110,14 @@ def latest_snapshots(request, instance_id: str | None = None
 
 
 @profiler.trace
+def last_snapshot_request(request, instance_id: str
+                          ) -> instance_privacy.SnapshotRequest | None:
+    """The newest snapshot request in the instance's action log."""
+    return instance_privacy.SnapshotRequest.latest(
+        nova.instance_action_list(request, instance_id))
+
+
+@profiler.trace
 def snapshots(request, instance_id: str
               ) -> list[instance_privacy.SnapshotRecord]:
     """Every snapshot image of one instance, newest first."""

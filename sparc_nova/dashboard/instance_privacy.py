@@ -7,6 +7,7 @@ check`` use), and the scrub records of its latest snapshot.
 """
 
 import dataclasses
+import datetime
 from typing import Iterable, Mapping
 
 from sparc_nova import exception
@@ -28,6 +29,9 @@ SCRUB_DONE = 'scrubbed'
 SCRUB_UNSCRUBBED = 'unscrubbed'
 SCRUB_NO_RECORD = 'no_record'
 SCRUB_FAILED = 'failed'
+
+#: Nova instance actions that make a snapshot image the driver scrubs.
+SNAPSHOT_ACTIONS = ('createImage', 'createBackup', 'shelve')
 
 
 def policy_keys(pairs: Mapping[str, str] | None,
@@ -95,6 +99,50 @@ class SnapshotRecord:
         return SCRUB_NO_RECORD
 
 
+def parse_time(text: str | None) -> datetime.datetime | None:
+    """An API timestamp (Nova: naive UTC, Glance: ``Z``) as aware UTC."""
+    if not text:
+        return None
+    try:
+        value = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.timezone.utc)
+    return value
+
+
+@dataclasses.dataclass
+class SnapshotRequest:
+    """The newest request in the instance's Nova action log that makes a
+    snapshot image (createImage, createBackup, shelve), and whether it
+    failed (Nova marks a failed action ``Error``).
+    """
+
+    action: str
+    request_id: str
+    start_time: str
+    failed: bool
+
+    @classmethod
+    def latest(cls, actions: Iterable) -> 'SnapshotRequest | None':
+        """From Nova instance actions (novaclient objects)."""
+        found = None
+        for action in actions:
+            if getattr(action, 'action', None) not in SNAPSHOT_ACTIONS:
+                continue
+            when = parse_time(getattr(action, 'start_time', None))
+            if when is None:
+                continue
+            if found is None or when > parse_time(found.start_time):
+                found = cls(action=action.action,
+                            request_id=getattr(action, 'request_id', ''),
+                            start_time=action.start_time,
+                            failed=getattr(action, 'message', None) ==
+                            'Error')
+        return found
+
+
 def latest_snapshots(images: Iterable) -> dict[str, SnapshotRecord]:
     """The newest snapshot of each instance, keyed by instance id, from
     Glance images (Nova records the instance in ``instance_uuid``).
@@ -130,6 +178,8 @@ class InstancePrivacy:
     sources: dict[str, dict[str, str] | None]
     last_snapshot: SnapshotRecord | None = None
     on_failure_allow_from: tuple[str, ...] = (policy.FLAVOR,)
+    #: The newest snapshot request; None when not looked up or none.
+    last_request: SnapshotRequest | None = None
     effective: policy.EffectivePolicy | None = dataclasses.field(
         init=False, default=None)
     problems: list[policy.Problem] = dataclasses.field(
@@ -197,6 +247,26 @@ class InstancePrivacy:
 
     def problems_of(self, source: str) -> list[policy.Problem]:
         return [p for p in self.problems if p.source == source]
+
+    @property
+    def scrubs_snapshots(self) -> bool:
+        """Whether a snapshot of the instance goes through a scrub (or
+        fails on the policy's problems).
+        """
+        return not self.valid or self.excludes_anything
+
+    @property
+    def last_request_failed(self) -> bool:
+        """The newest snapshot request failed and left no newer image:
+        the scrub (or the snapshot) failed and nothing was kept.
+        """
+        request = self.last_request
+        if request is None or not request.failed:
+            return False
+        if self.last_snapshot is None:
+            return True
+        made = parse_time(self.last_snapshot.created_at)
+        return made is None or parse_time(request.start_time) > made
 
     @property
     def snapshot_in_progress(self) -> bool:

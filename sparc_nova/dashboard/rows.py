@@ -6,6 +6,8 @@ A failed read of Glance does not hide the table: the affected sources
 are shown as unreadable and a message says why.
 """
 
+from concurrent import futures
+
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
@@ -14,6 +16,10 @@ from horizon import exceptions
 from sparc_nova.dashboard import api
 from sparc_nova.dashboard import instance_privacy
 from sparc_nova import policy
+
+
+#: At most this many API calls at once.
+MAX_PARALLEL_CALLS = 8
 
 
 def on_failure_allow_from() -> tuple[str, ...]:
@@ -45,7 +51,32 @@ def build(request, servers,
             images.get(server.id),
             last_snapshot=(snapshots or {}).get(server.id),
             on_failure_allow_from=allow_from))
+    _add_snapshot_requests(request, rows)
     return rows
+
+
+def _add_snapshot_requests(request, rows) -> None:
+    """Look up the newest snapshot request of the rows whose snapshots
+    are scrubbed (in parallel, one call per instance): a failed one is
+    the only trace of a scrub that failed, as nothing was kept.
+    """
+    wanted = [row for row in rows if row.scrubs_snapshots]
+    if not wanted:
+        return
+
+    def lookup(row):
+        try:
+            return api.last_snapshot_request(request, row.id)
+        except Exception:
+            return None
+
+    # concurrent.futures rather than Horizon's futurist helper, whose
+    # pool takes a second to shut down.
+    with futures.ThreadPoolExecutor(
+            max_workers=min(len(wanted), MAX_PARALLEL_CALLS)) as pool:
+        found = list(pool.map(lookup, wanted))
+    for row, last in zip(wanted, found):
+        row.last_request = last
 
 
 def load_page(request, marker: str | None = None

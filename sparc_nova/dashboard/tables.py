@@ -149,13 +149,26 @@ def policy_cell(row: instance_privacy.InstancePrivacy):
 def scrub_state(row: instance_privacy.InstancePrivacy) -> str:
     if row.snapshot_in_progress:
         return instance_privacy.SCRUB_PENDING
+    if row.last_request_failed:
+        return instance_privacy.SCRUB_FAILED
     if row.last_snapshot is None:
         return NO_SNAPSHOT
     return row.last_snapshot.state
 
 
 def snapshot_cell(row: instance_privacy.InstancePrivacy):
-    """The latest snapshot: its name and the scrub report summary."""
+    """The latest snapshot: its name and the scrub report summary; or
+    the failed request that left no snapshot.
+    """
+    if row.last_request_failed and not row.snapshot_in_progress:
+        return format_html(
+            '<div class="sparc-request-failed">{}</div>',
+            _('The last snapshot request (%(action)s at %(time)s, '
+              '%(request)s) failed and no image was kept. The instance\'s '
+              'action log has the request.') % {
+                  'action': row.last_request.action,
+                  'time': row.last_request.start_time,
+                  'request': row.last_request.request_id})
     snap = row.last_snapshot
     if snap is None:
         return '-'

@@ -24,7 +24,7 @@ REAL_POLICY_SETTINGS = {
 }
 
 READS = {api: ['server_list', 'server_get', 'image_properties',
-               'latest_snapshots', 'snapshots']}
+               'latest_snapshots', 'snapshots', 'last_snapshot_request']}
 
 
 class PrivacyTestCase(test.TestCase):
@@ -32,10 +32,12 @@ class PrivacyTestCase(test.TestCase):
     test decorated with ``test.create_mocks(READS)``).
     """
 
-    def mock_reads(self, servers, images=None, snapshots=None):
+    def mock_reads(self, servers, images=None, snapshots=None,
+                   requests=None):
         """Nova answers with ``servers``; every image is the base image
         with ``images`` as its properties; ``snapshots`` are the latest
-        snapshot records by instance id.
+        snapshot records by instance id, ``requests`` the latest snapshot
+        requests (Nova's action log) by instance id.
         """
         images = (data.IMAGE_PROPERTIES if images is None else images)
         by_id = {s.id: s for s in servers}
@@ -60,6 +62,8 @@ class PrivacyTestCase(test.TestCase):
         self.mock_image_properties.side_effect = image_properties
         self.mock_latest_snapshots.side_effect = latest_snapshots
         self.mock_snapshots.return_value = list((snapshots or {}).values())
+        self.mock_last_snapshot_request.side_effect = (
+            lambda request, instance_id: (requests or {}).get(instance_id))
 
 
 class RealPolicyMixin(object):

@@ -6,6 +6,7 @@ from django.urls import reverse
 import horizon
 from openstack_dashboard.test import helpers as test
 
+from sparc_nova.dashboard import instance_privacy
 from sparc_nova.dashboard.tests import data
 from sparc_nova.dashboard.tests import helpers
 from sparc_nova import policy
@@ -204,6 +205,64 @@ class RowUpdateTests(helpers.PrivacyTestCase):
         self.assertEqual('Not scrubbed', row.cells['scrub'].value)
         self.assertIn('kept unscrubbed',
                       str(row.cells['last_snapshot'].value))
+
+
+class FailedSnapshotTests(helpers.PrivacyTestCase):
+    """A scrub that fails keeps nothing: Nova's action log is the trace."""
+
+    def server(self):
+        return data.server('1', flavor_specs={},
+                           metadata={'sparc:exclude_paths': '/srv/**'})
+
+    @test.create_mocks(helpers.READS)
+    def test_failed_request_after_the_last_snapshot(self):
+        failed = instance_privacy.SnapshotRequest(
+            'createImage', 'req-0f1', '2026-11-27T09:00:00.000000', True)
+        self.mock_reads([self.server(), data.server('2', flavor_specs={})],
+                        images={}, requests={'1': failed},
+                        snapshots={'1': data.record(
+                            '1', created_at='2026-11-27T08:00:00Z')})
+        res = self.client.get(INDEX_URL)
+        row = [r for r in res.context['privacy_table'].get_rows()
+               if r.datum.id == '1'][0]
+        self.assertEqual('Failed', row.cells['scrub'].value)
+        self.assertFalse(row.status)
+        cell = str(row.cells['last_snapshot'].value)
+        self.assertIn('failed and no image was kept', cell)
+        self.assertIn('req-0f1', cell)
+        # Only instances whose snapshots are scrubbed are looked up.
+        self.mock_last_snapshot_request.assert_called_once_with(
+            test.IsHttpRequest(), '1')
+
+    @test.create_mocks(helpers.READS)
+    def test_failure_before_the_last_snapshot_is_history(self):
+        failed = instance_privacy.SnapshotRequest(
+            'createImage', 'req-0f1', '2026-11-27T07:00:00.000000', True)
+        self.mock_reads([self.server()], images={}, requests={'1': failed},
+                        snapshots={'1': data.record(
+                            '1', created_at='2026-11-27T08:00:00Z')})
+        res = self.client.get(INDEX_URL)
+        row = res.context['privacy_table'].get_rows()[0]
+        self.assertEqual('Scrubbed', row.cells['scrub'].value)
+
+    @test.create_mocks(helpers.READS)
+    def test_row_update_turns_failed_when_the_image_is_gone(self):
+        server = data.server('1', flavor_specs={},
+                             task_state='image_uploading',
+                             metadata={'sparc:exclude_paths': '/srv/**'})
+        self.mock_reads([server], images={})
+        res = self.client.get(INDEX_URL)
+        row = res.context['privacy_table'].get_rows()[0]
+        self.assertEqual('In progress', row.cells['scrub'].value)
+        # Nova deleted the half-made image and marked the action Error.
+        failed = instance_privacy.SnapshotRequest(
+            'createImage', 'req-0f1', '2026-11-27T09:00:00.000000', True)
+        self.mock_reads([self.server()], images={}, requests={'1': failed})
+        res = self.client.get(row.attrs['data-update-url'],
+                              HTTP_X_REQUESTED_WITH='XMLHttpRequest')
+        self.assertContains(res, 'Failed')
+        self.assertContains(res, 'failed and no image was kept')
+        self.assertContains(res, 'status_down')
 
 
 class DetailTests(helpers.PrivacyTestCase):

@@ -127,6 +127,55 @@ class SnapshotRecordTests(test.TestCase):
                          {k: v.image_id for k, v in latest.items()})
 
 
+def action(name, start_time, message=None, request_id='req-1'):
+    """A Nova instance action as novaclient returns it."""
+    return mock.Mock(action=name, start_time=start_time, message=message,
+                     request_id=request_id)
+
+
+class SnapshotRequestTests(test.TestCase):
+
+    def test_latest_snapshot_action(self):
+        actions = [action('create', '2026-11-27T07:00:00.000000'),
+                   action('createImage', '2026-11-27T08:00:00.000000',
+                          request_id='req-old'),
+                   action('createImage', '2026-11-27T09:00:00.000000',
+                          message='Error', request_id='req-new'),
+                   action('reboot', '2026-11-27T10:00:00.000000')]
+        latest = instance_privacy.SnapshotRequest.latest(actions)
+        self.assertEqual('req-new', latest.request_id)
+        self.assertTrue(latest.failed)
+        self.assertIsNone(instance_privacy.SnapshotRequest.latest(
+            [action('reboot', '2026-11-27T10:00:00.000000')]))
+
+    def make(self, request, snapshot):
+        server = data.server(metadata={'sparc:exclude_paths': '/srv/**'})
+        row = instance_privacy.InstancePrivacy.from_server(
+            server, {}, {}, last_snapshot=snapshot)
+        row.last_request = request
+        return row
+
+    def test_failed_request_newer_than_the_last_snapshot(self):
+        failed = instance_privacy.SnapshotRequest(
+            'createImage', 'req-1', '2026-11-27T09:00:00.000000', True)
+        older = data.record(created_at='2026-11-27T08:00:00Z')
+        newer = data.record(created_at='2026-11-27T09:30:00Z')
+        self.assertTrue(self.make(failed, None).last_request_failed)
+        self.assertTrue(self.make(failed, older).last_request_failed)
+        self.assertFalse(self.make(failed, newer).last_request_failed)
+        done = instance_privacy.SnapshotRequest(
+            'createImage', 'req-1', '2026-11-27T09:00:00.000000', False)
+        self.assertFalse(self.make(done, older).last_request_failed)
+        self.assertFalse(self.make(None, older).last_request_failed)
+
+    def test_parse_time(self):
+        nova = instance_privacy.parse_time('2026-11-27T09:00:00.000000')
+        glance = instance_privacy.parse_time('2026-11-27T09:00:00Z')
+        self.assertEqual(nova, glance)
+        self.assertIsNone(instance_privacy.parse_time('yesterday'))
+        self.assertIsNone(instance_privacy.parse_time(None))
+
+
 class ApiTests(test.APITestCase):
 
     def setUp(self):
@@ -183,6 +232,15 @@ class ApiTests(test.APITestCase):
                          found['1']['sparc_exclude_paths'])
         self.assertEqual({}, found['2'])     # booted from a volume
         self.assertIsNone(found['3'])        # image not visible
+
+    @mock.patch.object(horizon_api.nova, 'instance_action_list')
+    def test_last_snapshot_request(self, mock_actions):
+        mock_actions.return_value = [
+            action('createImage', '2026-11-27T09:00:00.000000',
+                   message='Error')]
+        latest = api.last_snapshot_request(self.request, '1')
+        mock_actions.assert_called_once_with(self.request, '1')
+        self.assertTrue(latest.failed)
 
     @mock.patch.object(horizon_api.glance, 'image_list_detailed')
     def test_latest_snapshots_and_snapshots(self, mock_list):

@@ -32,6 +32,10 @@ CACHES = {'default': {
 STATIC_ROOT = os.environ['SPARC_HORIZON_STATIC']
 COMPRESS_ROOT = STATIC_ROOT
 COMPRESS_OFFLINE = True
+# Horizon's default anti-clickjacking script hides every page until
+# JavaScript runs; without it, Django's X-Frame-Options header (DENY)
+# still forbids framing, and pages can be read with JavaScript off.
+DISALLOW_IFRAME_EMBED = False
 # Row updates poll often enough for a test to wait for them.
 HORIZON_CONFIG['ajax_poll_interval'] = 2000  # noqa: F405
 

@@ -118,13 +118,16 @@ def test_member_sets_a_policy_and_takes_a_private_snapshot(
     form.locator('#id_name').fill('privacy-vm-private')
     form.locator('input[type=submit]').click()
     page.locator('.alert-success').wait_for()
+    # From here on the page is not reloaded: Horizon's row updates bring
+    # the result.
+    page.locator(row_selector(server.id) + ' td.warning',
+                 has_text='In progress').wait_for()
     scrub_cell = page.locator(row_selector(server.id) + ' td.status_up, ' +
                               row_selector(server.id) + ' td.status_down')
     scrub_cell.first.wait_for(timeout=SNAPSHOT_TIMEOUT_MS)
     row = page.locator(row_selector(server.id))
     text = row.inner_text()
-    snapshots = [i for i in tenant.conn.image.images(owner=tenant.project.id)
-                 if i.properties.get('instance_uuid') == server.id]
+    snapshots = conftest.snapshots_of(tenant.conn, server)
     assert len(snapshots) == 1, text
     snap = snapshots[0]
     assert snap.properties.get('sparc_scrubbed') == 'true', snap.properties
@@ -132,8 +135,10 @@ def test_member_sets_a_policy_and_takes_a_private_snapshot(
     summary = snap.properties['sparc_scrub_summary']
     assert summary.splitlines()[0] in text
     shot(page, 'privacy-scrub-result.png')
+    assert console.errors == [], console.errors
 
-    # Project > Compute > Images: the scrub column (AngularJS panel).
+    # Project > Compute > Images: the scrub column (AngularJS panel), and
+    # the report summary in the image's detail view.
     page.goto(horizon + '/project/images/')
     badge = page.locator('.sparc-scrubbed')
     badge.first.wait_for()
@@ -141,9 +146,11 @@ def test_member_sets_a_policy_and_takes_a_private_snapshot(
     assert badge.first.get_attribute('title').startswith(
         summary.splitlines()[0])
     shot(page, 'images-privacy-column.png')
+    page.goto(horizon + '/project/images/%s/' % snap.id)
+    page.get_by_text(summary.splitlines()[0]).first.wait_for()
+    shot(page, 'image-detail-scrub-summary.png')
     context.close()
-
-    assert console.errors == [], console.errors
+    assert conftest.unexpected(console.errors) == [], console.errors
 
 
 def test_read_only_table_without_javascript(browser, console, horizon,
@@ -153,6 +160,9 @@ def test_read_only_table_without_javascript(browser, console, horizon,
     page = context.new_page()
     console.attach(page, 'no-javascript')
     login(page, horizon, tenant.username, tenant.password)
+    # Framing stays forbidden by the header.
+    response = page.goto(horizon + '/project/privacy/')
+    assert response.headers['x-frame-options'] in ('DENY', 'SAMEORIGIN')
     row = page.locator(row_selector(server.id))
     assert 'privacy-vm' in row.inner_text()
     assert 'keepassxc' in row.inner_text()
