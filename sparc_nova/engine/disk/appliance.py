@@ -11,12 +11,15 @@ import functools
 import os
 import shlex
 import subprocess
+import time
 
 from sparc_nova import exception
 
 ACCELS = ('auto', 'kvm', 'tcg')
 
 _RC_MARK = 'sparc-rc='
+#: Attempts of a command whose device node vanished for a moment.
+_ATTEMPTS = 3
 
 
 @functools.lru_cache(maxsize=1)
@@ -87,11 +90,24 @@ def run(g, argv: list[str]) -> str:
     :raises RuntimeError: the command exited non-zero (its output is in
         the message; callers wrap it into a DiskScrubError).
     """
-    status, body = run_status(g, argv)
-    if status != 0:
-        raise RuntimeError('%s exited %d: %s' % (argv[0], status,
-                                                 body.strip()[-500:]))
-    return body
+    devices = [a for a in argv if a.startswith('/dev/')]
+    for attempt in range(_ATTEMPTS):
+        status, body = run_status(g, argv)
+        if status == 0:
+            return body
+        if not _device_vanished(body, devices):
+            break
+        # udev re-reads a whole disk's partition table when a writer
+        # closes it, and the partition nodes disappear for a moment: the
+        # command could not open its device and did nothing. Try again.
+        time.sleep(1)
+    raise RuntimeError('%s exited %d: %s' % (argv[0], status,
+                                             body.strip()[-500:]))
+
+
+def _device_vanished(output: str, devices: list[str]) -> bool:
+    return 'No such file or directory' in output and any(
+        d in output for d in devices)
 
 
 def run_status(g, argv: list[str]) -> tuple[int, str]:

@@ -34,3 +34,22 @@ def test_run_quotes_arguments_and_checks_status():
         g.calls[0][1][0]
     with pytest.raises(RuntimeError, match='exited 1'):
         appliance.run(FakeHandle('bad\nsparc-rc=1\n'), ['false'])
+
+
+class SequenceHandle:
+    def __init__(self, outputs):
+        self.outputs = list(outputs)
+
+    def debug(self, cmd, args):
+        return self.outputs.pop(0)
+
+
+def test_run_retries_when_the_device_node_vanished(monkeypatch):
+    monkeypatch.setattr(appliance.time, 'sleep', lambda s: None)
+    g = SequenceHandle([
+        'ERROR: cannot open /dev/sda1: No such file or directory\n'
+        'sparc-rc=1\n', 'ok\nsparc-rc=0\n'])
+    assert appliance.run(g, ['btrfs', 'check', '/dev/sda1']) == 'ok\n'
+    g = SequenceHandle(['ERROR: bad superblock\nsparc-rc=1\n'])
+    with pytest.raises(RuntimeError, match='bad superblock'):
+        appliance.run(g, ['btrfs', 'check', '/dev/sda1'])
