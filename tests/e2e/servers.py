@@ -35,6 +35,13 @@ def wait_console(conn, server, pattern: re.Pattern, start: int = 0,
         time.sleep(2)
 
 
+def last_beat(conn, server) -> int:
+    """The number of the guest's latest heartbeat on the console."""
+    beats = [int(m.group(1)) for m in PS_RE.finditer(console(conn, server))]
+    assert beats, 'no heartbeat on the console of %s' % server.name
+    return max(beats)
+
+
 def boot(conn, name: str, image, flavor, timeout: float = 300):
     """Boot a server with no network and wait until its guest runs both
     workloads (a heartbeat with a vault and a webapp pid).
@@ -92,16 +99,3 @@ def wait_task_done(conn, server, timeout: float = 600):
             raise AssertionError('%s still in task %s after %ds'
                                  % (server.name, server.task_state, timeout))
         time.sleep(2)
-
-
-def failed_events(conn, server) -> list[dict]:
-    """Events of the server's actions that ended in error, with their
-    details (microversion 2.84: what the instance fault says).
-    """
-    events = []
-    for action in conn.compute.server_actions(server):
-        full = conn.compute.get_server_action(action.request_id, server)
-        for event in full.events or []:
-            if event.get('result') == 'Error':
-                events.append(dict(event, action=full.action))
-    return events

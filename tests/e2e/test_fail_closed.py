@@ -1,8 +1,13 @@
 """Scenarios 4 and 6: a snapshot that cannot be scrubbed, and one whose
 policy is invalid, end with no image in Glance, the server ACTIVE, the
-reason recorded as an instance fault (and in the failed action's event),
-and for the scrub a ``sparc.scrub.error`` notification. The invalid value
-gets the same message as ``sparc policy check`` gives offline.
+reason recorded as an instance fault, and for the scrub a
+``sparc.scrub.error`` notification. The invalid value gets the same message
+as ``sparc policy check`` gives offline.
+
+The faults are read from Nova's database: the API shows a server's fault
+only while it is in ERROR (or deleted), and Nova records the snapshot's
+action event as a success because the snapshot runs after the RPC call
+that records it has returned.
 
 The server boots from the image whose disk also holds a LUKS volume that
 nobody has the key of: a disk scrub cannot look inside it, so it must
@@ -63,9 +68,6 @@ def test_invalid_policy_reported_as_offline(cloud, conn, luks_server):
         conn.compute.delete_server_metadata(luks_server, [key])
     assert any(message in f for f in _faults(cloud, luks_server)), (
         message, _faults(cloud, luks_server))
-    details = [e.get('details') or '' for e in
-               servers.failed_events(conn, luks_server)]
-    assert any(message in d for d in details), details
 
 
 def test_unscrubbable_disk_fails_closed(cloud, conn, luks_server,
