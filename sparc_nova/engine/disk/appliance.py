@@ -18,8 +18,10 @@ from sparc_nova import exception
 ACCELS = ('auto', 'kvm', 'tcg')
 
 _RC_MARK = 'sparc-rc='
-#: Attempts of a command whose device node vanished for a moment.
+#: Attempts of a command whose device node vanished for a moment, and
+#: how long (seconds) each attempt waits for the node to come back.
 _ATTEMPTS = 3
+_NODE_WAIT_S = 30
 
 
 @functools.lru_cache(maxsize=1)
@@ -100,7 +102,7 @@ def run(g, argv: list[str]) -> str:
         # udev re-reads a whole disk's partition table when a writer
         # closes it, and the partition nodes disappear for a moment: the
         # command could not open its device and did nothing. Try again.
-        time.sleep(1)
+        time.sleep(2)
     raise RuntimeError('%s exited %d: %s' % (argv[0], status,
                                              body.strip()[-500:]))
 
@@ -113,10 +115,15 @@ def _device_vanished(output: str, devices: list[str]) -> bool:
 def run_status(g, argv: list[str]) -> tuple[int, str]:
     """Like :func:`run` but return ``(exit_status, output)``."""
     command = ' '.join(shlex.quote(a) for a in argv)
-    # Wait for udev first, as libguestfs' own calls do: a device node can
-    # briefly disappear while udev processes an event (e.g. after LVM or
-    # btrfs scans).
-    out = g.debug('sh', ['udevadm settle >/dev/null 2>&1; %s 2>&1; '
-                         'echo %s$?' % (command, _RC_MARK)])
+    # Wait for udev first, as libguestfs' own calls do, then for the
+    # device nodes the command names (a partition node disappears while
+    # udev re-reads its disk's partition table, which can take seconds
+    # under TCG).
+    wait = ' '.join(shlex.quote(a) for a in argv if a.startswith('/dev/'))
+    script = ('udevadm settle >/dev/null 2>&1; for d in %s; do n=0; '
+              'while [ ! -e "$d" ] && [ $n -lt %d ]; do sleep 0.1; '
+              'n=$((n+1)); done; done; %s 2>&1; echo %s$?'
+              % (wait, _NODE_WAIT_S * 10, command, _RC_MARK))
+    out = g.debug('sh', [script])
     body, _, rc = out.rpartition(_RC_MARK)
     return int(rc.strip() or '255'), body
