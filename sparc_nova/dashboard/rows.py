@@ -32,10 +32,11 @@ def on_failure_allow_from() -> tuple[str, ...]:
 
 
 def build(request, servers,
-          snapshots: dict[str, instance_privacy.SnapshotRecord] | None
-          ) -> list[instance_privacy.InstancePrivacy]:
+          snapshots: dict[str, instance_privacy.SnapshotRecord] | None,
+          history: bool = True) -> list[instance_privacy.InstancePrivacy]:
     """Rows for ``servers`` (``snapshots``: the latest snapshot of each
-    instance; None when they could not be read).
+    instance; None when they could not be read). ``history`` also looks
+    up each instance's newest snapshot request.
     """
     try:
         images = api.image_properties(request, servers)
@@ -51,7 +52,8 @@ def build(request, servers,
             images.get(server.id),
             last_snapshot=(snapshots or {}).get(server.id),
             on_failure_allow_from=allow_from))
-    _add_snapshot_requests(request, rows)
+    if history:
+        _add_snapshot_requests(request, rows)
     return rows
 
 
@@ -97,16 +99,19 @@ def load_page(request, marker: str | None = None
     return build(request, servers, snapshots), has_more
 
 
-def load_one(request, instance_id: str) -> instance_privacy.InstancePrivacy:
-    """One instance.
+def load_one(request, instance_id: str, history: bool = True
+             ) -> instance_privacy.InstancePrivacy:
+    """One instance; with ``history``, also its latest snapshot and
+    snapshot request (the forms need neither).
 
     :raises: whatever Nova raises (404 for an instance of another project)
     """
     server = api.server_get(request, instance_id)
-    try:
-        snapshots = api.latest_snapshots(request, instance_id=server.id)
-    except Exception:
-        snapshots = None
-        exceptions.handle(request, _('Unable to retrieve the snapshots of '
-                                     'the instance.'), ignore=True)
-    return build(request, [server], snapshots)[0]
+    snapshots = None
+    if history:
+        try:
+            snapshots = api.latest_snapshots(request, instance_id=server.id)
+        except Exception:
+            exceptions.handle(request, _('Unable to retrieve the snapshots '
+                                         'of the instance.'), ignore=True)
+    return build(request, [server], snapshots, history=history)[0]

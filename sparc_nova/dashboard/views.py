@@ -50,12 +50,15 @@ class InstanceMixin(object):
 
     #: The rules the user must pass for this instance.
     policy_rules = ()
+    #: Whether the view shows the instance's snapshots and requests.
+    history = False
 
     @memoized.memoized_method
     def get_instance(self):
         instance_id = self.kwargs['instance_id']
         try:
-            instance = rows.load_one(self.request, instance_id)
+            instance = rows.load_one(self.request, instance_id,
+                                     history=self.history)
         except Exception:
             exceptions.handle(self.request,
                               _('Unable to retrieve instance "%s".')
@@ -181,6 +184,7 @@ class DetailView(InstanceMixin, views.HorizonTemplateView):
     template_name = 'project/privacy/detail.html'
     page_title = _("Privacy of {{ instance.name }}")
     policy_rules = (("compute", "os_compute_api:servers:show"),)
+    history = True
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)

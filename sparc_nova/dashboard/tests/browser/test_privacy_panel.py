@@ -20,6 +20,9 @@ pytestmark = pytest.mark.browser
 
 #: How long a snapshot (copy, scrub in the appliance, upload) may take.
 SNAPSHOT_TIMEOUT_MS = 15 * 60 * 1000
+#: How long a page may take: the test cloud's Nova API needs several
+#: seconds per request on a loaded two-core machine.
+PAGE_TIMEOUT_MS = 3 * 60 * 1000
 INVALID_PROCESS = 'usr/bin/gpg'
 POLICY_PROCESSES = 'gpg-agent'
 POLICY_PATHS = '/srv/secret/**'
@@ -60,9 +63,16 @@ def open_row_action(page, server_id, action):
     link.click()
 
 
+def new_context(browser, **kwargs):
+    context = browser.new_context(viewport={'width': 1600, 'height': 1000},
+                                  **kwargs)
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    return context
+
+
 def test_member_sets_a_policy_and_takes_a_private_snapshot(
         browser, console, horizon, tenant, server, admin):
-    context = browser.new_context(viewport={'width': 1600, 'height': 1000})
+    context = new_context(browser)
     page = context.new_page()
     console.attach(page, 'member')
     login(page, horizon, tenant.username, tenant.password)
@@ -155,8 +165,7 @@ def test_member_sets_a_policy_and_takes_a_private_snapshot(
 
 def test_read_only_table_without_javascript(browser, console, horizon,
                                             tenant, server):
-    context = browser.new_context(java_script_enabled=False,
-                                  viewport={'width': 1600, 'height': 1000})
+    context = new_context(browser, java_script_enabled=False)
     page = context.new_page()
     console.attach(page, 'no-javascript')
     login(page, horizon, tenant.username, tenant.password)
@@ -175,7 +184,7 @@ def test_read_only_table_without_javascript(browser, console, horizon,
 def test_other_project_cannot_see_or_edit_the_policy(
         browser, console, horizon, tenant, other_tenant, server):
     before = tenant.conn.compute.get_server_metadata(server).metadata
-    context = browser.new_context()
+    context = new_context(browser)
     page = context.new_page()
     console.attach(page, 'other-project')
     login(page, horizon, other_tenant.username, other_tenant.password)
