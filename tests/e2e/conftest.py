@@ -46,7 +46,7 @@ def _raise_interrupt(signum, frame):
 
 
 @pytest.fixture(scope='session')
-def cloud(request):
+def cloud():
     """The running test cloud (:class:`cloud.cloud.TestCloud`)."""
     _install(os.path.join(settings.REPO, 'artifacts'))
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -59,12 +59,17 @@ def cloud(request):
     finally:
         test_cloud.down()
         signal.signal(signal.SIGTERM, previous)
-        figures = monitor.stop(os.path.join(test_cloud.conf.logs,
-                                            'usage.json'))
-        reporter = request.config.pluginmanager.get_plugin(
-            'terminalreporter')
-        if reporter:
-            reporter.write_line('e2e stage: %s' % figures)
+        _FIGURES.update(monitor.stop(os.path.join(test_cloud.conf.logs,
+                                                  'usage.json')))
+
+
+#: Wall time and peak memory of the stage, for the terminal summary.
+_FIGURES: dict = {}
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _FIGURES:
+        terminalreporter.write_line('e2e stage: %s' % _FIGURES)
 
 
 @pytest.fixture(scope='session')

@@ -3,6 +3,7 @@
 import logging
 import os
 import shutil
+import signal
 import time
 
 from tests.e2e.cloud import apis
@@ -85,7 +86,7 @@ class TestCloud:
         self.sup.stop_leftovers()
         if os.path.isdir(self.conf.state):
             for pid in nova.qemu_pids(self.conf):
-                os.kill(pid, 9)
+                os.kill(pid, signal.SIGKILL)
             shutil.rmtree(self.conf.state)
 
     def sql(self, database: str, statement: str) -> list[list[str]]:
