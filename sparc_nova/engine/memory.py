@@ -119,9 +119,12 @@ class _Session:
         self.ck.close()
 
 
-#: What a corrupt guest can make introspection raise.
+#: What a corrupt guest can make introspection raise: our own errors,
+#: drgn's read faults and lookup failures, and the errors drgn raises when
+#: it meets a type or value no compiler would emit (a hostile BTF or
+#: kernel structure).
 _GUEST_ERRORS = (exception.SparcError, drgn.FaultError, LookupError,
-                 ValueError)
+                 ValueError, TypeError, OverflowError, RecursionError)
 
 
 def _open(path, work_dir, limits, buildid_cache_dir, progress=None):
