@@ -59,7 +59,8 @@ def journal_path(path: str) -> str:
     return os.path.join(d, '.%s.sparc-journal' % base)
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """fsync the directory holding ``path`` (makes a rename durable)."""
     fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -95,7 +96,7 @@ def write(path: str, groups: list[Group]) -> str:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, jpath)
-        _fsync_dir(jpath)
+        fsync_dir(jpath)
     except BaseException:
         for p in (tmp, jpath):
             try:
@@ -182,7 +183,7 @@ def remove(path: str) -> None:
     """Remove the journal of ``path`` once its patches are on disk."""
     jpath = journal_path(path)
     os.unlink(jpath)
-    _fsync_dir(jpath)
+    fsync_dir(jpath)
 
 
 def pending(path: str) -> bool:
@@ -205,7 +206,7 @@ def recover(path: str) -> str | None:
     groups = _read(path, jpath)
     if groups is None:
         os.unlink(jpath)
-        _fsync_dir(jpath)
+        fsync_dir(jpath)
         return 'discarded'
     apply(path, groups)
     remove(path)

@@ -290,14 +290,6 @@ def _write_stream(ck, edits, out, progress) -> None:
             cursor = int(dat[g]) + 1
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _rewrite_file(ck, edits, target, progress):
     st = os.stat(ck.path)
     # The new file is made in the target's directory so that the final
@@ -327,7 +319,7 @@ def _rewrite_file(ck, edits, target, progress):
                 os.fchown(f.fileno(), st.st_uid, st.st_gid)
             os.fsync(f.fileno())
         os.replace(tmp_path, target)
-        _fsync_dir(target)
+        journal.fsync_dir(target)
     except BaseException:
         try:
             os.unlink(tmp_path)
