@@ -146,6 +146,20 @@ def _read(path: str, jpath: str) -> list[Group] | None:
     return groups
 
 
+def fill_rows(buf: np.ndarray, starts: np.ndarray, length: int,
+              value) -> None:
+    """Set ``buf[s:s+length] = value`` for every s in ``starts`` (value: a
+    byte, or ``length`` bytes as a uint8 array), without a Python loop per
+    row.
+    """
+    if not len(starts):
+        return
+    rows = stride_tricks.as_strided(buf, shape=(len(buf) - length + 1,
+                                                length), strides=(1, 1))
+    for i in range(0, len(starts), 4096):
+        rows[starts[i:i + 4096]] = value
+
+
 def apply(path: str, groups: list[Group]) -> None:
     """Write the groups' patches into ``path`` (through a shared mapping,
     so that millions of pages cost one pass of memory writes) and fsync
@@ -162,15 +176,13 @@ def apply(path: str, groups: list[Group]) -> None:
                 offs = np.asarray(g.offsets, dtype=np.int64)
                 if g.kind == FILL_BYTE:
                     arr[offs] = g.fill
-                    continue
-                rows = stride_tricks.as_strided(
-                    arr, shape=(size - PAGE_SIZE + 1, PAGE_SIZE),
-                    strides=(1, 1))
-                value = g.fill if g.kind == FILL_PAGE else \
-                    np.frombuffer(g.content, dtype=np.uint8)
-                for i in range(0, len(offs), 4096):
-                    rows[offs[i:i + 4096]] = value
-            del arr, rows
+                elif g.kind == FILL_PAGE:
+                    fill_rows(arr, offs, PAGE_SIZE, g.fill)
+                else:
+                    fill_rows(arr, offs, PAGE_SIZE,
+                              np.frombuffer(g.content, dtype=np.uint8))
+            # The mapping cannot close while an array still views it.
+            del arr
             mm.flush()
         finally:
             mm.close()

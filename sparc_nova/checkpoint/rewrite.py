@@ -22,7 +22,6 @@ import os
 import tempfile
 
 import numpy as np
-from numpy.lib import stride_tricks
 
 from sparc_nova.checkpoint import checkpoint as checkpoint_mod
 from sparc_nova.checkpoint import compression
@@ -193,17 +192,6 @@ def _plan(ck, replacements) -> _Edits:
     return _Edits(recs[order], content[order], contents, fills)
 
 
-def _fill_rows(buf: np.ndarray, starts: np.ndarray, length: int,
-               value: int) -> None:
-    """Set ``buf[s:s+length] = value`` for every s in ``starts``."""
-    if not len(starts):
-        return
-    view = stride_tricks.as_strided(buf, shape=(len(buf) - length + 1,
-                                                length), strides=(1, 1))
-    for i in range(0, len(starts), 4096):
-        view[starts[i:i + 4096]] = value
-
-
 def _grown_record(ck, rec: int, data: bytes) -> bytes:
     """A ZERO record that must now hold non-uniform content, rewritten as
     a PAGE record (same offset, same block naming).
@@ -238,7 +226,7 @@ def _patch_buffer(buf, pos, edits, cols, lo, hi):
     for ci in np.unique(c[page]).tolist():
         rows = d[page & (c == ci)]
         if edits.fills[ci] >= 0:
-            _fill_rows(buf, rows, PAGE_SIZE, int(edits.fills[ci]))
+            journal.fill_rows(buf, rows, PAGE_SIZE, int(edits.fills[ci]))
         else:
             content = np.frombuffer(edits.contents[ci], dtype=np.uint8)
             for r in rows.tolist():

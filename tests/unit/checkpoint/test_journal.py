@@ -101,6 +101,18 @@ def test_groups_of_every_kind(image):
         assert ck.memory.read_page(3) == b'\x55' * 4096
 
 
+def test_fill_byte_groups_alone(image):
+    """A journal of ZERO-record fill changes only (no page-sized group)."""
+    with checkpoint.open_checkpoint(image) as ck:
+        idx = ck.layout.ram
+        fill3 = ck.stream_base + int(idx.rec_data[idx.last[0][3]])
+    journal.write(image, [journal.Group(journal.FILL_BYTE, np.array([fill3]),
+                                        fill=0x11)])
+    assert journal.recover(image) == 'replayed'
+    with checkpoint.open_checkpoint(image) as ck:
+        assert ck.memory.read_page(3) == b'\x11' * 4096
+
+
 def test_stale_temporaries_removed(image):
     d = os.path.dirname(image)
     dead = os.path.join(d, '.save.img.sparc-999999999-abc')
