@@ -32,12 +32,15 @@ holds is never scrubbed (that would corrupt it): it is reported.
 
 import collections
 import dataclasses
-import fnmatch
+import posixpath
 
 import drgn
 
+from sparc_nova.engine.disk import report as disk_report
+from sparc_nova.engine.disk import rules as rules_mod
 from sparc_nova.introspect import files as files_mod
 from sparc_nova.introspect import ipc as ipc_introspect
+from sparc_nova.introspect import pagecache
 from sparc_nova.introspect import walk
 
 #: Kinds of shared memory scrubbed when only excluded processes hold them
@@ -46,7 +49,8 @@ from sparc_nova.introspect import walk
 SHM_KINDS = ('sysv-shm', 'memfd', 'shmem')
 POSIX_SHM_DIR = '/dev/shm/'
 #: Report classes of kernel copies.
-CLASSES = ('pipe', 'unix-socket', 'tty', 'memfd-shmem', 'sysv-shm')
+CLASSES = ('pipe', 'unix-socket', 'tty', 'memfd-shmem', 'sysv-shm',
+           'page-cache')
 
 
 @dataclasses.dataclass
@@ -277,11 +281,13 @@ def follow(graph: IpcGraph, chosen: dict, follow_ipc: bool,
             if e.dst in reached:
                 continue
             reached.add(e.dst)
+            edge = e.as_dict()
+            edge['object'] = report_name(e.kind, e.object)
             entry = {'pid': e.dst, 'comm': graph.comms.get(e.dst, '?'),
-                     'edge': e.as_dict()}
+                     'edge': edge}
             if follow_ipc and e.dst not in protected:
                 chosen[e.dst] = ['ipc: %s %s from pid %d'
-                                 % (e.kind, e.object, e.src)]
+                                 % (e.kind, edge['object'], e.src)]
                 pulled.append(entry)
             else:
                 if e.dst in protected:
@@ -314,9 +320,13 @@ class KernelCopyPlan:
 def plan_kernel_copies(graph: IpcGraph, kernel, page_model,
                        excluded: set[int], exclude_paths=()
                        ) -> KernelCopyPlan:
-    """The kernel-held copies to scrub for the ``excluded`` processes."""
+    """The kernel-held copies to scrub for the ``excluded`` processes,
+    and the page cache of the files ``exclude_paths`` (policy globs, see
+    :mod:`sparc_nova.engine.disk.rules`) name.
+    """
     reader = ipc_introspect.IpcReader(kernel, page_model)
     plan = KernelCopyPlan()
+    rules = rules_mod.Rules(exclude_paths) if exclude_paths else None
     mine = {k: o for k, o in graph.objects.items()
             if o.pids() & excluded}
     excluded_socks = {k for k, o in mine.items()
@@ -332,11 +342,15 @@ def plan_kernel_copies(graph: IpcGraph, kernel, page_model,
         elif obj.kind == 'tty' and held:
             _plan_tty(graph, reader, obj, excluded, plan)
         elif obj.kind in SHM_KINDS and held:
-            _plan_shm(reader, obj, excluded, exclude_paths, plan)
+            _plan_shm(reader, obj, excluded, rules, plan)
+    if rules is not None:
+        _plan_page_cache(kernel, page_model, rules, plan)
     for items in plan.copies.values():
         for c in items:
             plan.not_scrubbed += [{'object': c.object, 'kind': c.kind,
                                    'reason': r} for r in c.left]
+    for entry in plan.not_scrubbed:
+        entry['object'] = report_name(entry['kind'], entry['object'])
     return plan
 
 
@@ -362,7 +376,7 @@ def _plan_tty(graph, reader, obj, excluded, plan) -> None:
         plan.copies['tty'].append(reader.tty(tty, name))
 
 
-def _plan_shm(reader, obj, excluded, exclude_paths, plan) -> None:
+def _plan_shm(reader, obj, excluded, rules, plan) -> None:
     others = sorted(obj.pids() - excluded)
     if others:
         plan.not_scrubbed.append({
@@ -373,8 +387,7 @@ def _plan_shm(reader, obj, excluded, exclude_paths, plan) -> None:
     deleted = obj.object.endswith(' (deleted)')
     if obj.kind == 'shmem' and not deleted and \
             not obj.object.startswith(POSIX_SHM_DIR) and \
-            not any(fnmatch.fnmatchcase(obj.object, p)
-                    for p in exclude_paths):
+            not (rules and _selected(rules, obj.object)):
         plan.not_scrubbed.append({
             'object': obj.object, 'kind': obj.kind,
             'reason': 'a named tmpfs file outlives the process; name it in '
@@ -384,3 +397,72 @@ def _plan_shm(reader, obj, excluded, exclude_paths, plan) -> None:
     copy.kind = obj.kind
     cls = 'sysv-shm' if obj.kind == 'sysv-shm' else 'memfd-shmem'
     plan.copies[cls].append(copy)
+
+
+def report_name(kind: str, name: str) -> str:
+    """``name`` as a scrub report shows it: file names hashed
+    (:func:`file_label`), IPC object names as they are.
+    """
+    if kind in ('file', 'shared-memory', 'memfd', 'shmem') and \
+            not name.startswith('sha256:'):
+        return file_label(name)
+    return name
+
+
+def file_label(path: str) -> str:
+    """How reports name a guest file: its SHA-256 (names can be secret
+    too).
+    """
+    return 'sha256:' + disk_report.path_digest(path)
+
+
+#: Deepest guest path matched against the policy (components).
+MAX_PATH_DEPTH = 256
+
+
+def _selected(rules, path: str) -> bool:
+    path = posixpath.normpath(path)
+    if not path.startswith('/') or path.count('/') > MAX_PATH_DEPTH:
+        return False
+    return bool(rules.select([path]).removed)
+
+
+def _plan_page_cache(kernel, page_model, rules, plan) -> None:
+    """Drop the cached pages of the files ``rules`` select.
+
+    A page of tmpfs or ramfs is the file itself: it is zeroed. A clean
+    page of a disk-backed file is zeroed and loses ``PG_uptodate``, so
+    the guest reads it again from its disk. A page that is mapped, dirty,
+    under writeback, locked, or carries buffer heads is left alone and
+    reported (dropping it would lose data or corrupt a process).
+    """
+    prog = kernel.prog
+    bit = {name: prog[name].value_() for name in (
+        'PG_uptodate', 'PG_dirty', 'PG_writeback', 'PG_locked',
+        'PG_private')}
+    for cached in pagecache.cached_files(kernel):
+        if not any(_selected(rules, p) for p in cached.paths):
+            continue
+        label = file_label(cached.paths[0])
+        copy = ipc_introspect.KernelCopies(label, 'page-cache')
+        folios = pagecache.file_folios(kernel, cached.inode, label)
+        heads = [page_model.pfn_of_page(page) for page, _ in folios]
+        info = page_model.read(heads) if heads else None
+        for i, (page, nr) in enumerate(folios):
+            flags = int(info['flags'][i])
+            mapped = int(info['mapcount'][i]) + 1 > 0
+            busy = [n for n in ('PG_writeback', 'PG_locked')
+                    if flags >> bit[n] & 1]
+            if cached.backed:
+                busy += [n for n in ('PG_dirty', 'PG_private')
+                         if flags >> bit[n] & 1]
+            if mapped:
+                busy.append('mapped by a process')
+            if busy:
+                copy.left.append('a page is %s' % ', '.join(busy))
+                continue
+            copy.frames.extend(range(heads[i], heads[i] + nr))
+            copy.data_bytes += nr * 4096
+            if cached.backed:
+                copy.flag_clears.append((page, bit['PG_uptodate']))
+        plan.copies['page-cache'].append(copy)

@@ -349,7 +349,7 @@ def _plan(s, sels, with_children, keep_free_pages, rep, follow_ipc=True,
         patcher.scrub(scrub, 0)
     copies = ipc.plan_kernel_copies(graph, kernel, model, set(chosen),
                                     exclude_paths)
-    _apply_kernel_copies(s, kernel, patcher, copies, scrub)
+    _apply_kernel_copies(s, kernel, model, patcher, copies, scrub)
     rep.ipc = {'follow_ipc': follow_ipc, 'pulled_in': pulled,
                'at_risk': at_risk, 'scrubbed': copies.summary(),
                'not_scrubbed': copies.not_scrubbed}
@@ -374,7 +374,7 @@ def _plan(s, sels, with_children, keep_free_pages, rep, follow_ipc=True,
     return patcher
 
 
-def _apply_kernel_copies(s, kernel, patcher, copies, anon) -> None:
+def _apply_kernel_copies(s, kernel, model, patcher, copies, anon) -> None:
     """Queue the kernel-held copies of ``copies`` in ``patcher``: owned
     frames are scrubbed whole, byte ranges zeroed in place.
     """
@@ -393,9 +393,18 @@ def _apply_kernel_copies(s, kernel, patcher, copies, anon) -> None:
                                        'mapped as anonymous memory')
         patcher.scrub(frames, 0)
     done = set()
+    flags_off = model.off_flags
     for items in copies.copies.values():
         for c in items:
-            what = '%s buffer of %s' % (c.kind, c.object)
+            for page, bit in c.flag_clears:
+                old = int.from_bytes(patcher.read_virt(
+                    kernel, page + flags_off, 8), 'little')
+                patcher.write_virt(
+                    kernel, page + flags_off,
+                    (old & ~(1 << bit)).to_bytes(8, 'little'),
+                    'page flags of a dropped page-cache page')
+            what = '%s buffer of %s' % (c.kind,
+                                        ipc.report_name(c.kind, c.object))
             for va, n in c.ranges:
                 if (va, n) not in done:
                     done.add((va, n))

@@ -24,9 +24,8 @@ own limits raise :class:`~.walk.CorruptStructure`.
 import dataclasses
 
 import drgn
-from drgn.helpers.linux import mm as mm_helpers
-from drgn.helpers.linux import xarray as xarray_helpers
 
+from sparc_nova.introspect import pagecache
 from sparc_nova.introspect import walk
 
 AF_UNIX = 1
@@ -45,8 +44,6 @@ MAX_SKB_LINEAR = 1 << 24
 #: at least 256-byte buffers).
 MAX_TTY_BUFFERS = 4096
 MAX_TTY_BUFFER_SIZE = 1 << 20
-#: Most pages walked in one shared-memory inode.
-MAX_SHMEM_PAGES = 1 << 26
 TTY_DRIVER_TYPE_PTY = 0x0004
 PTY_TYPE_MASTER = 0x0001
 
@@ -60,6 +57,9 @@ class KernelCopies:
     :ivar phys_ranges: ``(guest physical address, length)`` byte ranges
         (page fragments, addressed by frame).
     :ivar data_bytes: bytes of data queued or held.
+    :ivar flag_clears: ``(struct page *, bit)``: page flags to clear
+        (``PG_uptodate`` of a page-cache page whose content is dropped,
+        so that the guest reads it again from its disk).
     :ivar left: parts not scrubbed, each with the reason.
     """
 
@@ -70,6 +70,8 @@ class KernelCopies:
     phys_ranges: list[tuple[int, int]] = dataclasses.field(
         default_factory=list)
     data_bytes: int = 0
+    flag_clears: list[tuple[int, int]] = dataclasses.field(
+        default_factory=list)
     left: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -332,29 +334,13 @@ class IpcReader:
         skipped: they are not in the memory checkpoint).
         """
         out = KernelCopies(name, 'shmem')
-        prog = self.prog
         try:
-            inode = drgn.Object(prog, 'struct inode *', value=inode_addr)
-            mapping = inode.i_mapping.read_()
-            nrpages = mapping.nrpages.value_()
-            if not 0 <= nrpages <= MAX_SHMEM_PAGES:
-                raise walk.CorruptStructure('%s: %d pages cached'
-                                            % (name, nrpages))
-            limit = nrpages + 16
-            with self.kernel.budget(64 * limit + 10000,
-                                    'walking the pages of %s' % name):
-                for _, entry in xarray_helpers.xa_for_each(
-                        mapping.i_pages.address_of_()):
-                    if xarray_helpers.xa_is_value(entry):
-                        continue
-                    page = drgn.cast('struct page *', entry)
-                    nr = 1 << mm_helpers.compound_order(page).value_()
-                    pfn = self.pages.pfn_of_page(page.value_())
-                    out.frames.extend(range(pfn, pfn + nr))
-                    if len(out.frames) > limit:
-                        raise walk.CorruptStructure(
-                            '%s: more pages than its nrpages %d'
-                            % (name, nrpages))
+            for page, nr in pagecache.file_folios(self.kernel, inode_addr,
+                                                  name):
+                pfn = self.pages.pfn_of_page(page)
+                out.frames.extend(range(pfn, pfn + nr))
+            inode = drgn.Object(self.prog, 'struct inode *',
+                                value=inode_addr)
             out.data_bytes = inode.i_size.value_()
         except drgn.FaultError as e:
             raise _corrupt(name, e)

@@ -46,6 +46,7 @@ GLOBALS = {
     'swapper_pg_dir': 'pgd_t [512]',
     'init_top_pgt': 'pgd_t [512]',
     'slab_caches': 'struct list_head',
+    'super_blocks': 'struct list_head',
 }
 
 
