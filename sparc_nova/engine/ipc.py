@@ -142,6 +142,7 @@ def build_graph(kernel, page_model, procs) -> IpcGraph:
     for key, obj in graph.objects.items():
         if obj.kind == 'pipe':
             obj.info['queued_bytes'] = reader.pipe(key, obj.object).data_bytes
+    _pipe_edges(graph)
     _unix_edges(graph, reader)
     _tty_edges(graph, reader)
     _shared_edges(graph)
@@ -181,11 +182,13 @@ def _add_holder(graph, reader, f) -> None:
                         info=info)
         graph.objects[key] = obj
     obj.holders.append(f)
-    if f.kind == 'pipe':
-        writers = obj.pids('w')
-        readers = obj.pids('r')
-        graph.edges += [Edge(w, r, 'pipe', obj.object)
-                        for w in writers for r in readers]
+
+
+def _pipe_edges(graph) -> None:
+    for obj in graph.objects.values():
+        if obj.kind == 'pipe':
+            graph.edges += [Edge(w, r, 'pipe', obj.object)
+                            for w in obj.pids('w') for r in obj.pids('r')]
 
 
 def _unix_edges(graph, reader) -> None:
