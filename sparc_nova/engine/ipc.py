@@ -329,7 +329,8 @@ def plan_kernel_copies(graph: IpcGraph, kernel, page_model,
     """
     reader = ipc_introspect.IpcReader(kernel, page_model)
     plan = KernelCopyPlan()
-    rules = rules_mod.Rules(exclude_paths) if exclude_paths else None
+    rules = rules_mod.Rules(exclude_paths) if any(
+        not p.startswith('!') for p in exclude_paths) else None
     mine = {k: o for k, o in graph.objects.items()
             if o.pids() & excluded}
     excluded_socks = {k for k, o in mine.items()
