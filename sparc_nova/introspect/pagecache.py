@@ -30,7 +30,10 @@ S_IFREG = 0o100000
 class CachedFile:
     """A regular file with pages in the page cache.
 
-    :ivar paths: absolute guest paths (one per mount of its filesystem).
+    :ivar paths: absolute guest paths (one per mount of its filesystem),
+        and, for a disk-backed file, its path from the root of its
+        filesystem too (what the disk scrubber sees of a filesystem that
+        is not mounted at ``/``).
     :ivar backed: whether the pages have a backing store (a block
         device): False for tmpfs and ramfs, whose page cache is the file.
     """
@@ -84,9 +87,12 @@ def cached_files(kernel) -> list[CachedFile]:
                 if rel is None:
                     continue
                 paths = [posixpath.join(p, rel.lstrip('/')) for p in points]
-                out.append(CachedFile(
-                    inode.value_(), paths, nrpages,
-                    mapping.a_ops.value_() not in unbacked))
+                backed = mapping.a_ops.value_() not in unbacked
+                if backed:
+                    paths.append(posixpath.join('/', rel.lstrip('/')))
+                out.append(CachedFile(inode.value_(),
+                                      list(dict.fromkeys(paths)), nrpages,
+                                      backed))
     return out
 
 
