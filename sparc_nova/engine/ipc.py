@@ -88,6 +88,8 @@ class IpcObject:
                            for h in self.holders]}
         out.update({k: v for k, v in self.info.items()
                     if not k.startswith('_')})
+        if self.kind == 'sysv-shm':
+            out['attached'] = sorted(self.pids())
         return out
 
 

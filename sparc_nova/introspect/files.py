@@ -112,7 +112,7 @@ class FileClassifier:
         elif fops == self.socket_fops and imode == S_IFSOCK:
             kind, name = 'socket', 'socket:[%d]' % ino
         elif fops in self.sysv_fops:
-            kind, name = 'sysv-shm', None
+            kind, name = 'sysv-shm', self.sysv_name(file)
         elif fops in self.tty_fops:
             kind, name = 'tty', None
         elif self.shmem_aops and \
@@ -131,12 +131,26 @@ class FileClassifier:
                 name = '/' + self.dentry_name(file)
             if kind == 'shmem' and name.startswith('/memfd:'):
                 kind = 'memfd'
-            if kind in ('shmem', 'memfd', 'sysv-shm', 'file') and \
+            if kind in ('shmem', 'memfd', 'file') and \
                     inode.i_nlink.value_() == 0:
                 name += ' (deleted)'
         out = (inode.value_(), ino, kind, mode, name)
         self._cache[addr] = out
         return out
+
+    def sysv_name(self, file: drgn.Object) -> str:
+        """``sysv-shm:[key 0xKEY id ID]`` of a SysV segment's file: the id
+        from its ``shm_file_data``, the key from the name the kernel gave
+        its shmem file (``SYSV%08x``).
+        """
+        sfd = drgn.cast('struct shm_file_data *', file.private_data)
+        ident = sfd.id.value_()
+        base = self.dentry_name(sfd.file.read_())
+        key = int(base[4:], 16) if base.startswith('SYSV') and \
+            len(base) == 12 and all(c in '0123456789abcdef'
+                                    for c in base[4:]) else -1
+        return 'sysv-shm:[key %s id %d]' % (
+            '0x%x' % key if key >= 0 else '?', ident)
 
     def dentry_name(self, file: drgn.Object) -> str:
         try:

@@ -22,14 +22,15 @@ from tests.e2e import servers
 
 @pytest.fixture(scope='module')
 def suspended(cloud, conn, images, flavor, notifications):
-    """(server, managed-save bytes, last heartbeat before the suspend)
-    while the server is suspended.
+    """(server, managed-save bytes, last heartbeat before the suspend,
+    console text before the suspend) while the server is suspended.
     """
     server = servers.boot(conn, 'e2e-suspend', images['root'], flavor)
     conn.compute.set_server_metadata(
         server, **{'sparc:exclude_processes': 'vault',
                    'sparc:exclude_paths': '/secrets/**'})
     last_beat = servers.last_beat(conn, server)
+    before = servers.console(conn, server)
     conn.compute.suspend_server(server)
     server = conn.compute.wait_for_server(server, status='SUSPENDED',
                                           wait=900)
@@ -38,7 +39,7 @@ def suspended(cloud, conn, images, flavor, notifications):
                         name + '.save')
     with open(path, 'rb') as f:
         data = f.read()
-    yield server, data, last_beat
+    yield server, data, last_beat, before
     servers.delete(conn, server)
 
 
@@ -46,22 +47,22 @@ SECRET_RE = re.compile(r'SPARC-SECRET beat=(\d+) md5=(\S+)')
 
 
 def test_managed_save_holds_no_excluded_memory(guest, suspended):
-    _, data, _ = suspended
+    _, data, _, _ = suspended
     assert servers.count(data, guest.vault_marker) == 0
     assert servers.count(data, guest.webapp_marker) > 0
 
 
-def test_managed_save_holds_no_cached_excluded_file(conn, guest, suspended):
-    server, data, _ = suspended
+def test_managed_save_holds_no_cached_excluded_file(guest, suspended):
+    _, data, _, before = suspended
     # The guest read the file every two seconds up to the suspend: its
     # content was in the page cache.
-    assert SECRET_RE.search(servers.console(conn, server))
+    assert SECRET_RE.search(before)
     for path, marker in guest.secret_files.items():
         assert servers.count(data, marker) == 0, path
 
 
 def test_scrub_notifications(suspended, notifications):
-    server, _, _ = suspended
+    server, _, _, _ = suspended
     start = notifications.wait_for('sparc.scrub.start',
                                    notif.for_instance(server.id))
     end = notifications.wait_for('sparc.scrub.end',
@@ -71,7 +72,7 @@ def test_scrub_notifications(suspended, notifications):
 
 
 def test_resume_runs_without_excluded_process(conn, suspended):
-    server, _, last_beat = suspended
+    server, _, last_beat, _ = suspended
     conn.compute.resume_server(server)
     conn.compute.wait_for_server(server, status='ACTIVE', wait=300)
     # The guest's heartbeat counter goes on from where it was saved.
@@ -88,7 +89,7 @@ def test_resume_runs_without_excluded_process(conn, suspended):
 
 def test_resumed_guest_reads_the_dropped_file_from_disk(conn, guest,
                                                         suspended):
-    server, _, last_beat = suspended
+    server, _, last_beat, _ = suspended
     if conn.compute.get_server(server.id).status != 'ACTIVE':
         conn.compute.resume_server(server)
         conn.compute.wait_for_server(server, status='ACTIVE', wait=300)
