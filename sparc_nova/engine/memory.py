@@ -5,7 +5,7 @@ Public API (the CLI and the Nova driver call exactly these):
 ``scrub_checkpoint(path, selectors, *, output=None, in_place=False,
 with_children=False, keep_free_pages=False, dry_run=False, work_dir=None,
 progress=None, follow_ipc=False, exclude_paths=(), buildid_cache_dir=None,
-limits=None) -> ScrubReport``
+limits=None, sandbox=None) -> ScrubReport``
 
     Contract:
 
@@ -37,15 +37,23 @@ limits=None) -> ScrubReport``
       reported in the report's notes.
     * Returns a :class:`~.report.ScrubReport` (``to_dict()``,
       ``summary()``).
+    * ``sandbox``: model the guest kernel and compute the plan in the
+      unprivileged sandbox child (:mod:`.sandbox`, :mod:`.plan_codec`);
+      None follows ``[sparc] sandbox_enabled``. This process then only
+      parses the checkpoint's format, validates the returned plan against
+      the RAM pages of the checkpoint it opened itself, rewrites and
+      verifies.
 
 ``list_processes(path, *, work_dir=None, buildid_cache_dir=None,
-limits=None) -> dict``: the guest's processes (``sparc checkpoint ps``).
+limits=None, sandbox=None) -> dict``: the guest's processes (``sparc
+checkpoint ps``), introspected in the sandbox like a scrub.
 
 ``count_markers(path, markers, *, work_dir=None, limits=None) -> dict``:
 occurrences of byte strings in guest memory and anywhere in the stream
 (``sparc checkpoint verify``).
 """
 
+import dataclasses
 import os
 
 import drgn
@@ -58,7 +66,9 @@ from sparc_nova.engine import errors
 from sparc_nova.engine import kill
 from sparc_nova.engine import patches
 from sparc_nova.engine import physview
+from sparc_nova.engine import plan_codec
 from sparc_nova.engine import report as report_mod
+from sparc_nova.engine import sandbox as sandbox_mod
 from sparc_nova.engine import selectors as selectors_mod
 from sparc_nova import exception
 from sparc_nova.introspect import addrspace
@@ -74,6 +84,8 @@ ScrubReport = report_mod.ScrubReport
 
 #: Refused frames listed individually in a report (the count is exact).
 MAX_REFUSED_LISTED = 1000
+#: Processes ``list_processes`` accepts from the sandbox.
+MAX_PROCESSES = 1 << 20
 
 
 def _conf_value(name, default=None):
@@ -99,10 +111,11 @@ def _fail(path, e) -> errors.ScrubError:
 class _Session:
     """An open checkpoint with its guest kernel model."""
 
-    def __init__(self, path, work_dir, limits, cache, progress=None):
+    def __init__(self, path, work_dir, limits, cache, progress=None,
+                 file=None):
         self.ck = checkpoint_mod.open_checkpoint(
             path, work_dir=work_dir, limits=limits or limits_mod.DEFAULT,
-            progress=progress)
+            progress=progress, file=file)
         try:
             self.memory = physview.CheckpointMemory(self.ck)
             self.kernel = None
@@ -127,27 +140,117 @@ _GUEST_ERRORS = (exception.SparcError, drgn.FaultError, LookupError,
                  ValueError, TypeError, OverflowError, RecursionError)
 
 
-def _open(path, work_dir, limits, buildid_cache_dir, progress=None):
-    """A :class:`_Session` with the guest kernel modelled; guest-side
-    failures become :class:`~.errors.ScrubError` naming ``path``.
+def _open(path, work_dir, limits, buildid_cache_dir, progress=None,
+          kernel=True, file=None):
+    """A :class:`_Session`, with the guest kernel modelled unless
+    ``kernel`` is False; guest-side failures become
+    :class:`~.errors.ScrubError` naming ``path``.
     """
     try:
-        return _Session(path, work_dir, limits, _cache(buildid_cache_dir),
-                        progress)
+        return _Session(path, work_dir, limits,
+                        _cache(buildid_cache_dir) if kernel else None,
+                        progress, file)
     except exception.CheckpointError:
         raise
     except _GUEST_ERRORS as e:
         raise _fail(path, e)
 
 
+def _sandbox_policy(enabled: bool | None) -> sandbox_mod.SandboxPolicy:
+    """The sandbox policy of ``[sparc]``; ``enabled`` overrides
+    ``sandbox_enabled`` unless None.
+    """
+    try:
+        from sparc_nova import conf
+        policy = sandbox_mod.SandboxPolicy.from_conf(conf.CONF)
+    except Exception:  # unregistered option, conf not parsed
+        policy = sandbox_mod.SandboxPolicy()
+    if enabled is not None:
+        policy = dataclasses.replace(policy, enabled=enabled)
+    return policy
+
+
+def _in_sandbox(s, path, entry, args, policy) -> dict:
+    """Run ``entry`` in the sandbox child on session ``s``'s stream.
+
+    The child gets a new read-only descriptor of the stream this process
+    parsed: the file itself for a raw image, else the temporary file this
+    process decompressed it into. Decompression stays here because the
+    child may neither run programs (seccomp refuses exec) nor write files
+    (RLIMIT_FSIZE 0), and the rewrite needs the decompressed stream
+    anyway; the decompressors parse only the compression format, never
+    guest structures.
+    """
+    args = dict(args, path=path,
+                limits=dataclasses.asdict(s.ck.limits))
+    try:
+        return sandbox_mod.run(entry, args, {'stream': s.ck.stream_file},
+                               policy)
+    except sandbox_mod.ReportedError as e:
+        raise errors.ScrubError(path, str(e))
+    except sandbox_mod.SandboxError as e:
+        raise errors.ScrubError(path, 'introspection sandbox: %s' % e)
+
+
+def _child_session(args, files) -> _Session:
+    """The sandbox child's session on the stream it was given."""
+    return _Session(args['path'], None,
+                    limits_mod.Limits(**args['limits']),
+                    _cache(args['buildid_cache_dir']),
+                    file=files['stream'])
+
+
+def _child_error(e) -> exception.SparcError:
+    """An error of the sandbox child as the parent reports it (the parent
+    adds the file name).
+    """
+    if isinstance(e, exception.CheckpointError):
+        return exception.SparcError(
+            e.reason if e.offset is None else 'at offset %d: %s'
+            % (e.offset, e.reason))
+    return exception.SparcError(str(e))
+
+
+def processes_in_sandbox(args: dict, files: dict) -> dict:
+    """Sandbox child side of :func:`list_processes`."""
+    try:
+        s = _child_session(args, files)
+        try:
+            procs = tasks.processes(s.kernel)
+            return {'kernel': s.kernel.summary(),
+                    'processes': [p.as_dict() for p in procs]}
+        finally:
+            s.close()
+    except _GUEST_ERRORS as e:
+        raise _child_error(e)
+
+
+def _check_processes(path, doc) -> dict:
+    if not isinstance(doc.get('kernel'), dict) or \
+            not isinstance(doc.get('processes'), list) or \
+            len(doc['processes']) > MAX_PROCESSES or \
+            not all(isinstance(p, dict) for p in doc['processes']):
+        raise errors.ScrubError(path, 'introspection sandbox: the process '
+                                      'list is out of shape')
+    return {'kernel': doc['kernel'], 'processes': doc['processes']}
+
+
 def list_processes(path: str, *, work_dir: str | None = None,
                    buildid_cache_dir: str | None = None,
-                   limits: limits_mod.Limits | None = None) -> dict:
+                   limits: limits_mod.Limits | None = None,
+                   sandbox: bool | None = None) -> dict:
     """The guest's processes: ``{'kernel': {...}, 'processes': [...]}``
     (each process as :meth:`~sparc_nova.introspect.tasks.Process.as_dict`).
     """
-    s = _open(path, work_dir, limits, buildid_cache_dir)
+    policy = _sandbox_policy(sandbox)
+    s = _open(path, work_dir, limits, buildid_cache_dir,
+              kernel=not policy.enabled)
     try:
+        if policy.enabled:
+            return _check_processes(path, _in_sandbox(
+                s, path, PROCESSES_ENTRY,
+                {'buildid_cache_dir': _cache(buildid_cache_dir).directory
+                 or ''}, policy))
         procs = tasks.processes(s.kernel)
         return {'kernel': s.kernel.summary(),
                 'processes': [p.as_dict() for p in procs]}
@@ -177,7 +280,8 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
                      work_dir: str | None = None, progress=None,
                      follow_ipc: bool = False, exclude_paths=(),
                      buildid_cache_dir: str | None = None,
-                     limits: limits_mod.Limits | None = None
+                     limits: limits_mod.Limits | None = None,
+                     sandbox: bool | None = None
                      ) -> report_mod.ScrubReport:
     """Exclude processes from a memory checkpoint; see the module
     docstring for the contract.
@@ -194,14 +298,22 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     if exclude_paths:
         rep.notes.append('exclude_paths: file exclusion in memory (page '
                          'cache, tmpfs) is not applied yet')
-    s = _open(path, work_dir, limits, buildid_cache_dir, progress)
+    policy = _sandbox_policy(sandbox)
+    s = _open(path, work_dir, limits, buildid_cache_dir, progress,
+              kernel=not policy.enabled)
     try:
-        rep.lap('parse_and_introspect')
-        try:
-            patcher = _plan(s, sels, with_children, keep_free_pages, rep)
-        except _GUEST_ERRORS + (patches.PlanConflict,) as e:
-            raise _fail(path, e)
-        rep.lap('plan')
+        options = {'selectors': [str(x) for x in sels],
+                   'with_children': with_children,
+                   'keep_free_pages': keep_free_pages,
+                   'buildid_cache_dir': _cache(buildid_cache_dir).directory
+                   or ''}
+        if policy.enabled:
+            rep.lap('open')
+            patcher = _plan_in_sandbox(s, path, options, rep, policy)
+        else:
+            rep.lap('parse_and_introspect')
+            patcher = _introspect_and_plan(s, path, options, rep)
+            rep.lap('plan')
         if dry_run:
             return rep
         replacements = _changed(s, patcher)
@@ -241,6 +353,73 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     rep.timings['total'] = round(sum(v for k, v in rep.timings.items()
                                      if k != 'total'), 4)
     return rep
+
+
+def _introspect_and_plan(s, path, options, rep) -> patches.PagePatcher:
+    """Run :func:`_plan` on session ``s`` (in whichever process models the
+    guest kernel); guest-side failures become ScrubError naming ``path``.
+    """
+    sels = selectors_mod.parse_all(options['selectors'])
+    try:
+        return _plan(s, sels, options['with_children'],
+                     options['keep_free_pages'], rep)
+    except _GUEST_ERRORS + (patches.PlanConflict,) as e:
+        raise _fail(path, e)
+
+
+def plan_in_sandbox(args: dict, files: dict) -> dict:
+    """Sandbox child side of :func:`scrub_checkpoint`: model the guest
+    kernel, compute the plan and return it encoded
+    (:func:`.plan_codec.encode_plan`).
+    """
+    try:
+        rep = plan_codec.decode_value(args['report'])
+        s = _child_session(args, files)
+        try:
+            rep.lap('parse_and_introspect')
+            patcher = _introspect_and_plan(s, args['path'], args, rep)
+            rep.lap('plan')
+            return plan_codec.encode_plan(rep, patcher)
+        finally:
+            s.close()
+    except _GUEST_ERRORS as e:
+        raise _child_error(e)
+
+
+PLAN_ENTRY = __name__ + ':plan_in_sandbox'
+PROCESSES_ENTRY = __name__ + ':processes_in_sandbox'
+
+
+def _plan_in_sandbox(s, path, options, rep, policy) -> patches.PagePatcher:
+    """Have the sandbox child plan the scrub of session ``s``; validate the
+    plan against ``s``'s RAM pages and take the child's report sections
+    into ``rep``.
+
+    Timings: the child's ``parse_and_introspect`` and ``plan``, and
+    ``sandbox`` for the rest of the round trip (starting the child,
+    encoding, decoding and validating the plan).
+    """
+    doc = _in_sandbox(s, path, PLAN_ENTRY,
+                      dict(options, report=plan_codec.encode_value(rep)),
+                      policy)
+    identity = doc.pop('_sandbox', None)
+    try:
+        child_rep, patcher = plan_codec.decode_plan(doc, s.memory)
+    except plan_codec.PlanError as e:
+        raise errors.ScrubError(path, 'introspection sandbox returned an '
+                                      'unusable plan: %s' % e)
+    rep.lap('sandbox')
+    plan_codec.merge_report(rep, child_rep)
+    inside = sum(child_rep.timings.get(k, 0)
+                 for k in ('parse_and_introspect', 'plan'))
+    rep.timings['sandbox'] = round(max(rep.timings['sandbox'] - inside, 0),
+                                   4)
+    if isinstance(identity, dict):
+        rep.sandbox = {k: v for k, v in identity.items()
+                       if k in ('uid', 'gid', 'cap_eff', 'no_new_privs',
+                                'seccomp')
+                       and isinstance(v, (int, str, bool))}
+    return patcher
 
 
 def _plan(s, sels, with_children, keep_free_pages, rep):
