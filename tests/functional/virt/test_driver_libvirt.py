@@ -218,7 +218,7 @@ def test_suspend_scrubs_the_managed_save_through_privsep(
         driver.suspend(context, instance)
     assert calls == [(save_path, ['vault'], policy.expand_presets(
         list(images.EXCLUDE_PATHS) + ['preset:' + p for p in images.PRESETS]),
-        True, False)]
+        True, False, instance.name)]
     assert g.dom.hasManagedSaveImage(0)
     assert not g.dom.isActive()
     # The daemon rewrote root's 0600 file in place.
