@@ -4,7 +4,7 @@ Public API (the CLI and the Nova driver call exactly these):
 
 ``scrub_checkpoint(path, selectors, *, output=None, in_place=False,
 with_children=False, keep_free_pages=False, dry_run=False, work_dir=None,
-progress=None, follow_ipc=False, exclude_paths=(), buildid_cache_dir=None,
+progress=None, follow_ipc=True, exclude_paths=(), buildid_cache_dir=None,
 limits=None, sandbox=None) -> ScrubReport``
 
     Contract:
@@ -31,10 +31,16 @@ limits=None, sandbox=None) -> ScrubReport``
       the reason. After writing, the result is re-parsed and every scrubbed
       frame and patched field is read back; a mismatch raises
       :class:`~.errors.ScrubError` (an ``output`` file is then removed).
-    * ``follow_ipc`` and ``exclude_paths`` are accepted for the IPC and
-      file exclusions (pipe buffers, sockets, tmpfs files and page cache of
-      excluded paths); they are applied when supported and, until then,
-      reported in the report's notes.
+    * IPC (:mod:`.ipc`): the kernel-held copies of the selected processes'
+      data are scrubbed with them: live pipe buffers, unix socket queues
+      (theirs and the datagrams they sent), the buffers of terminals whose
+      session they lead or whose pty master they hold, and shared memory
+      (SysV, memfd, ``MAP_SHARED`` anonymous, POSIX shm, tmpfs files
+      matching ``exclude_paths``) that only they hold. With ``follow_ipc``
+      (the default) the processes they send data to (pipes, sockets,
+      shared memory, ptys, ptrace) are excluded too, transitively, each
+      with the edge that pulled it in; without it those processes are
+      reported as at risk and only the buffers are scrubbed.
     * Returns a :class:`~.report.ScrubReport` (``to_dict()``,
       ``summary()``).
     * ``sandbox``: model the guest kernel and compute the plan in the
@@ -47,6 +53,11 @@ limits=None, sandbox=None) -> ScrubReport``
 ``list_processes(path, *, work_dir=None, buildid_cache_dir=None,
 limits=None, sandbox=None) -> dict``: the guest's processes (``sparc
 checkpoint ps``), introspected in the sandbox like a scrub.
+
+``list_dependencies(path, *, work_dir=None, buildid_cache_dir=None,
+limits=None, sandbox=None) -> dict``: the guest's IPC graph (``sparc
+checkpoint deps``): every process's open files, the shared objects and the
+edges, introspected in the sandbox like a scrub.
 
 ``count_markers(path, markers, *, work_dir=None, limits=None) -> dict``:
 occurrences of byte strings in guest memory and anywhere in the stream
@@ -63,6 +74,7 @@ from sparc_nova.checkpoint import checkpoint as checkpoint_mod
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import rewrite
 from sparc_nova.engine import errors
+from sparc_nova.engine import ipc
 from sparc_nova.engine import kill
 from sparc_nova.engine import patches
 from sparc_nova.engine import physview
@@ -78,14 +90,16 @@ from sparc_nova.introspect import freepages
 from sparc_nova.introspect import kernel as kernel_mod
 from sparc_nova.introspect import memory as memory_mod
 from sparc_nova.introspect import pages
+from sparc_nova.introspect import slabfree
 from sparc_nova.introspect import tasks
 
 ScrubReport = report_mod.ScrubReport
 
 #: Refused frames listed individually in a report (the count is exact).
 MAX_REFUSED_LISTED = 1000
-#: Processes ``list_processes`` accepts from the sandbox.
-MAX_PROCESSES = 1 << 20
+#: Entries of one list ``list_processes``/``list_dependencies`` accept
+#: from the sandbox.
+MAX_LISTED = 1 << 20
 
 
 def _conf_value(name, default=None):
@@ -211,28 +225,69 @@ def _child_error(e) -> exception.SparcError:
     return exception.SparcError(str(e))
 
 
-def processes_in_sandbox(args: dict, files: dict) -> dict:
-    """Sandbox child side of :func:`list_processes`."""
+def _processes(kernel) -> dict:
+    procs = tasks.processes(kernel)
+    return {'kernel': kernel.summary(),
+            'processes': [p.as_dict() for p in procs]}
+
+
+def _dependencies(kernel) -> dict:
+    procs = tasks.processes(kernel, details=False)
+    graph = ipc.build_graph(kernel, pages.PageModel(kernel), procs)
+    out = {'kernel': kernel.summary()}
+    out.update(graph.as_dict())
+    return out
+
+
+#: What list_processes and list_dependencies compute from the guest kernel.
+_LISTINGS = {'processes': _processes, 'dependencies': _dependencies}
+
+
+def listing_in_sandbox(args: dict, files: dict) -> dict:
+    """Sandbox child side of :func:`list_processes` and
+    :func:`list_dependencies`.
+    """
     try:
         s = _child_session(args, files)
         try:
-            procs = tasks.processes(s.kernel)
-            return {'kernel': s.kernel.summary(),
-                    'processes': [p.as_dict() for p in procs]}
+            return _LISTINGS[args['listing']](s.kernel)
         finally:
             s.close()
     except _GUEST_ERRORS as e:
         raise _child_error(e)
 
 
-def _check_processes(path, doc) -> dict:
-    if not isinstance(doc.get('kernel'), dict) or \
-            not isinstance(doc.get('processes'), list) or \
-            len(doc['processes']) > MAX_PROCESSES or \
-            not all(isinstance(p, dict) for p in doc['processes']):
-        raise errors.ScrubError(path, 'introspection sandbox: the process '
-                                      'list is out of shape')
-    return {'kernel': doc['kernel'], 'processes': doc['processes']}
+def _check_listing(path, doc) -> dict:
+    """A listing from the child: ``kernel`` (a dict) and lists of at most
+    :data:`MAX_LISTED` dicts; it is only displayed, never acted upon.
+    """
+    doc.pop('_sandbox', None)
+    if not isinstance(doc.get('kernel'), dict) or not all(
+            isinstance(v, list) and len(v) <= MAX_LISTED and
+            all(isinstance(x, dict) for x in v)
+            for k, v in doc.items() if k != 'kernel'):
+        raise errors.ScrubError(path, 'introspection sandbox: the listing '
+                                      'is out of shape')
+    return doc
+
+
+def _listing(path, listing, work_dir, limits, buildid_cache_dir,
+             sandbox) -> dict:
+    policy = _sandbox_policy(sandbox)
+    s = _open(path, work_dir, limits, buildid_cache_dir,
+              kernel=not policy.enabled)
+    try:
+        if policy.enabled:
+            return _check_listing(path, _in_sandbox(
+                s, path, LISTING_ENTRY,
+                {'listing': listing,
+                 'buildid_cache_dir': _cache(buildid_cache_dir).directory
+                 or ''}, policy))
+        return _LISTINGS[listing](s.kernel)
+    except _GUEST_ERRORS as e:
+        raise _fail(path, e)
+    finally:
+        s.close()
 
 
 def list_processes(path: str, *, work_dir: str | None = None,
@@ -242,22 +297,19 @@ def list_processes(path: str, *, work_dir: str | None = None,
     """The guest's processes: ``{'kernel': {...}, 'processes': [...]}``
     (each process as :meth:`~sparc_nova.introspect.tasks.Process.as_dict`).
     """
-    policy = _sandbox_policy(sandbox)
-    s = _open(path, work_dir, limits, buildid_cache_dir,
-              kernel=not policy.enabled)
-    try:
-        if policy.enabled:
-            return _check_processes(path, _in_sandbox(
-                s, path, PROCESSES_ENTRY,
-                {'buildid_cache_dir': _cache(buildid_cache_dir).directory
-                 or ''}, policy))
-        procs = tasks.processes(s.kernel)
-        return {'kernel': s.kernel.summary(),
-                'processes': [p.as_dict() for p in procs]}
-    except _GUEST_ERRORS as e:
-        raise _fail(path, e)
-    finally:
-        s.close()
+    return _listing(path, 'processes', work_dir, limits, buildid_cache_dir,
+                    sandbox)
+
+
+def list_dependencies(path: str, *, work_dir: str | None = None,
+                      buildid_cache_dir: str | None = None,
+                      limits: limits_mod.Limits | None = None,
+                      sandbox: bool | None = None) -> dict:
+    """``{'kernel': {...}, 'processes': [...], 'objects': [...],
+    'edges': [...]}``; see :meth:`.ipc.IpcGraph.as_dict`.
+    """
+    return _listing(path, 'dependencies', work_dir, limits,
+                    buildid_cache_dir, sandbox)
 
 
 def count_markers(path: str, markers: list[bytes], *,
@@ -278,7 +330,7 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
                      in_place: bool = False, with_children: bool = False,
                      keep_free_pages: bool = False, dry_run: bool = False,
                      work_dir: str | None = None, progress=None,
-                     follow_ipc: bool = False, exclude_paths=(),
+                     follow_ipc: bool = True, exclude_paths=(),
                      buildid_cache_dir: str | None = None,
                      limits: limits_mod.Limits | None = None,
                      sandbox: bool | None = None
@@ -292,12 +344,6 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     sels = selectors_mod.parse_all(selectors)
     rep = report_mod.ScrubReport(checkpoint=path, dry_run=dry_run,
                                  selectors=[str(s) for s in sels])
-    if follow_ipc:
-        rep.notes.append('follow_ipc: IPC objects (pipes, sockets) of the '
-                         'selected processes are not scrubbed yet')
-    if exclude_paths:
-        rep.notes.append('exclude_paths: file exclusion in memory (page '
-                         'cache, tmpfs) is not applied yet')
     policy = _sandbox_policy(sandbox)
     s = _open(path, work_dir, limits, buildid_cache_dir, progress,
               kernel=not policy.enabled)
@@ -305,6 +351,8 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
         options = {'selectors': [str(x) for x in sels],
                    'with_children': with_children,
                    'keep_free_pages': keep_free_pages,
+                   'follow_ipc': follow_ipc,
+                   'exclude_paths': list(exclude_paths),
                    'buildid_cache_dir': _cache(buildid_cache_dir).directory
                    or ''}
         if policy.enabled:
@@ -362,7 +410,8 @@ def _introspect_and_plan(s, path, options, rep) -> patches.PagePatcher:
     sels = selectors_mod.parse_all(options['selectors'])
     try:
         return _plan(s, sels, options['with_children'],
-                     options['keep_free_pages'], rep)
+                     options['keep_free_pages'], rep, options['follow_ipc'],
+                     tuple(options['exclude_paths']))
     except _GUEST_ERRORS + (patches.PlanConflict,) as e:
         raise _fail(path, e)
 
@@ -387,7 +436,7 @@ def plan_in_sandbox(args: dict, files: dict) -> dict:
 
 
 PLAN_ENTRY = __name__ + ':plan_in_sandbox'
-PROCESSES_ENTRY = __name__ + ':processes_in_sandbox'
+LISTING_ENTRY = __name__ + ':listing_in_sandbox'
 
 
 def _plan_in_sandbox(s, path, options, rep, policy) -> patches.PagePatcher:
@@ -395,8 +444,8 @@ def _plan_in_sandbox(s, path, options, rep, policy) -> patches.PagePatcher:
     plan against ``s``'s RAM pages and take the child's report sections
     into ``rep``.
 
-    Timings: the child's ``parse_and_introspect`` and ``plan``, and
-    ``sandbox`` for the rest of the round trip (starting the child,
+    Timings: the child's own (``parse_and_introspect``, ``plan``, ...),
+    and ``sandbox`` for the rest of the round trip (starting the child,
     encoding, decoding and validating the plan).
     """
     doc = _in_sandbox(s, path, PLAN_ENTRY,
@@ -409,9 +458,9 @@ def _plan_in_sandbox(s, path, options, rep, policy) -> patches.PagePatcher:
         raise errors.ScrubError(path, 'introspection sandbox returned an '
                                       'unusable plan: %s' % e)
     rep.lap('sandbox')
+    mine = set(rep.timings)
     plan_codec.merge_report(rep, child_rep)
-    inside = sum(child_rep.timings.get(k, 0)
-                 for k in ('parse_and_introspect', 'plan'))
+    inside = sum(v for k, v in rep.timings.items() if k not in mine)
     rep.timings['sandbox'] = round(max(rep.timings['sandbox'] - inside, 0),
                                    4)
     if isinstance(identity, dict):
@@ -422,7 +471,8 @@ def _plan_in_sandbox(s, path, options, rep, policy) -> patches.PagePatcher:
     return patcher
 
 
-def _plan(s, sels, with_children, keep_free_pages, rep):
+def _plan(s, sels, with_children, keep_free_pages, rep, follow_ipc=True,
+          exclude_paths=()):
     kernel = s.kernel
     rep.kernel = kernel.summary()
     procs = tasks.processes(kernel)
@@ -431,6 +481,9 @@ def _plan(s, sels, with_children, keep_free_pages, rep):
     by_pid = {p.pid: p for p in procs}
     model = pages.PageModel(kernel)
     patcher = patches.PagePatcher(s.memory)
+    graph = ipc.build_graph(kernel, model, procs)
+    pulled, at_risk = ipc.follow(graph, chosen, follow_ipc)
+    rep.lap('ipc_graph')
 
     rows = []
     for pid in sorted(chosen):
@@ -485,10 +538,23 @@ def _plan(s, sels, with_children, keep_free_pages, rep):
         rep.free_pages = fm.summary()
         rep.free_pages['frames_rewritten'] = int(len(change))
         patcher.scrub(change, fm.fill)
+        caches, slab_notes = slabfree.free_objects(kernel, model)
+        rep.notes += slab_notes
+        for fo in caches:
+            for pa, n in fo.ranges:
+                patcher.zero_phys(pa, n, 'free object of %s' % fo.cache)
+        rep.free_pages['slab_objects'] = sum(fo.objects for fo in caches)
+        rep.free_pages['slab_caches'] = len(caches)
     else:
         rep.free_pages = {'kept': True}
     if len(scrub):
         patcher.scrub(scrub, 0)
+    copies = ipc.plan_kernel_copies(graph, kernel, model, set(chosen),
+                                    exclude_paths)
+    _apply_kernel_copies(s, kernel, model, patcher, copies, scrub)
+    rep.ipc = {'follow_ipc': follow_ipc, 'pulled_in': pulled,
+               'at_risk': at_risk, 'scrubbed': copies.summary(),
+               'not_scrubbed': copies.not_scrubbed}
 
     wheel = []
 
@@ -503,9 +569,52 @@ def _plan(s, sels, with_children, keep_free_pages, rep):
         plan.kill = result.as_dict()
     if wheel and wheel[0].notes:
         rep.notes += wheel[0].notes
-    rep.rewrite = {'fields_patched': len(patcher.fields)}
-    rep.patched_fields = [f.as_dict() for f in patcher.fields]
+    shown = [f for f in patcher.fields if not f.redacted]
+    rep.rewrite = {'fields_patched': len(shown),
+                   'byte_ranges_zeroed': len(patcher.fields) - len(shown)}
+    rep.patched_fields = [f.as_dict() for f in shown]
     return patcher
+
+
+def _apply_kernel_copies(s, kernel, model, patcher, copies, anon) -> None:
+    """Queue the kernel-held copies of ``copies`` in ``patcher``: owned
+    frames are scrubbed whole, byte ranges zeroed in place.
+    """
+    frames = [np.asarray(c.frames, dtype=np.int64)
+              for items in copies.copies.values() for c in items]
+    frames = arrays.unique(np.concatenate(frames)) if frames else \
+        np.zeros(0, dtype=np.int64)
+    if len(frames):
+        outside = frames[~addrspace.memory_is_ram(s.memory, frames)]
+        if len(outside):
+            raise patches.PlanConflict(
+                'an IPC buffer names frame 0x%x, which is not guest RAM'
+                % int(outside[0]))
+        if len(arrays.intersect_sorted(frames, anon)):
+            raise patches.PlanConflict('an IPC buffer frame is also '
+                                       'mapped as anonymous memory')
+        patcher.scrub(frames, 0)
+    done = set()
+    flags_off = model.off_flags
+    for items in copies.copies.values():
+        for c in items:
+            for page, bit in c.flag_clears:
+                old = int.from_bytes(patcher.read_virt(
+                    kernel, page + flags_off, 8), 'little')
+                patcher.write_virt(
+                    kernel, page + flags_off,
+                    (old & ~(1 << bit)).to_bytes(8, 'little'),
+                    'page flags of a dropped page-cache page')
+            what = '%s buffer of %s' % (c.kind,
+                                        ipc.report_name(c.kind, c.object))
+            for va, n in c.ranges:
+                if (va, n) not in done:
+                    done.add((va, n))
+                    patcher.zero_virt(kernel, va, n, what)
+            for pa, n in c.phys_ranges:
+                if (-pa, n) not in done:
+                    done.add((-pa, n))
+                    patcher.zero_phys(pa, n, what)
 
 
 def _changed(s, patcher) -> dict[int, bytes]:

@@ -6,12 +6,14 @@ the plan; it returns it as one JSON document (version 1)::
     {"version": 1,
      "report": <the ScrubReport, encoded by encode_value()>,
      "fills": [[fill, [start, count, start, count, ...]], ...],
-     "fields": [[paddr, "hex bytes", "what"], ...]}
+     "fields": [[paddr, "hex bytes", "what", redacted], ...]}
 
 ``fills`` lists, per fill byte, the frames set entirely to it as runs of
 consecutive frame numbers; ``fields`` lists the field writes in the order
-they were made. The pages a field write changes are not sent: the parent
-rebuilds them from its own copy of the checkpoint by replaying the writes.
+they were made (``redacted``: the bytes replaced may be secret and are
+neither kept nor reported, see :class:`~.patches.FieldWrite`). The pages
+a field write changes are not sent: the parent rebuilds them from its own
+copy of the checkpoint by replaying the writes.
 
 The parent trusts none of it. :func:`decode_plan` checks every type, size
 and count, that every frame is a RAM page of the checkpoint the parent
@@ -272,7 +274,7 @@ def encode_plan(rep: report_mod.ScrubReport,
     return {'version': VERSION, 'report': encode_value(rep),
             'fills': [[int(fill), encode_frames(arr)]
                       for fill, arr in sorted(patcher.scrubbed.items())],
-            'fields': [[f.paddr, f.new.hex(), f.what]
+            'fields': [[f.paddr, f.new.hex(), f.what, f.redacted]
                        for f in patcher.fields]}
 
 
@@ -305,23 +307,24 @@ def _fills(doc, memory) -> list[tuple[int, np.ndarray]]:
     return out
 
 
-def _fields(doc, memory) -> list[tuple[int, bytes, str]]:
+def _fields(doc, memory) -> list[tuple[int, bytes, str, bool]]:
     fields = doc['fields']
     if not isinstance(fields, list) or len(fields) > MAX_FIELDS:
         raise PlanError('fields: expected a list of at most %d writes'
                         % MAX_FIELDS)
     out = []
     for entry in fields:
-        if not isinstance(entry, list) or len(entry) != 3 or \
+        if not isinstance(entry, list) or len(entry) != 4 or \
                 type(entry[0]) is not int or \
                 not 0 <= entry[0] < MAX_PFN << 12 or \
                 not isinstance(entry[1], str) or \
                 not 2 <= len(entry[1]) <= 2 * patches.PAGE_SIZE or \
                 not isinstance(entry[2], str) or \
-                len(entry[2]) > MAX_WHAT:
+                len(entry[2]) > MAX_WHAT or \
+                not isinstance(entry[3], bool):
             raise PlanError('fields: expected [address, hex bytes (1 to '
-                            '%d), description]' % patches.PAGE_SIZE)
-        paddr, what = entry[0], entry[2]
+                            '%d), description, redacted]' % patches.PAGE_SIZE)
+        paddr, what, redacted = entry[0], entry[2], entry[3]
         try:
             data = bytes.fromhex(entry[1])
         except ValueError:
@@ -334,7 +337,7 @@ def _fields(doc, memory) -> list[tuple[int, bytes, str]]:
         if not memory.is_ram([paddr >> 12])[0]:
             raise PlanError('fields: 0x%x is not in a RAM page of the '
                             'checkpoint' % paddr)
-        out.append((paddr, data, what))
+        out.append((paddr, data, what, redacted))
     return out
 
 
@@ -362,8 +365,8 @@ def decode_plan(doc, memory) -> tuple[report_mod.ScrubReport,
     try:
         for fill, frames in fills:
             patcher.scrub(frames, fill)
-        for paddr, data, what in fields:
-            patcher.write(paddr, data, what)
+        for paddr, data, what, redacted in fields:
+            patcher.write(paddr, data, what, redacted)
     except patches.PlanConflict as e:
         raise PlanError(str(e))
     return rep, patcher

@@ -47,7 +47,7 @@ def plan_doc(path, fills=None, fields=None):
     rep.timings = {'parse_and_introspect': 0.25, 'plan': 0.05}
     return {'version': 1, 'report': plan_codec.encode_value(rep),
             'fills': [[0, [10, 1, 20, 1]]] if fills is None else fills,
-            'fields': [[30 * PAGE + 8, 'ff00', 'task 7 pending']]
+            'fields': [[30 * PAGE + 8, 'ff00', 'task 7 pending', False]]
             if fields is None else fields,
             '_sandbox': {'uid': 65534, 'gid': 65534, 'cap_eff': '0' * 16,
                          'no_new_privs': True, 'seccomp': True,
@@ -98,14 +98,14 @@ def _unchanged(save, before, listing):
 HOSTILE = [
     ('frame outside RAM', dict(fills=[[0, [64, 1]]]), 'not a RAM page'),
     ('BIOS frame', dict(fills=[[0, [1 << 20, 1]]]), 'not a RAM page'),
-    ('field crossing a page', dict(fields=[[31 * PAGE - 1, 'ffff', 'x']]),
-     'cross a page'),
-    ('field outside RAM', dict(fields=[[64 * PAGE, 'ff', 'x']]),
+    ('field crossing a page',
+     dict(fields=[[31 * PAGE - 1, 'ffff', 'x', False]]), 'cross a page'),
+    ('field outside RAM', dict(fields=[[64 * PAGE, 'ff', 'x', False]]),
      'not in a RAM page'),
-    ('field into a scrubbed frame', dict(fields=[[10 * PAGE, 'ff', 'x']]),
-     'being scrubbed'),
+    ('field into a scrubbed frame',
+     dict(fields=[[10 * PAGE, 'ff', 'x', False]]), 'being scrubbed'),
     ('more frames than RAM', dict(fills=[[0, [0, 65]]]), 'more than'),
-    ('wrong types', dict(fields=[['0x1000', 'ff', 'x']]), 'address'),
+    ('wrong types', dict(fields=[['0x1000', 'ff', 'x', False]]), 'address'),
 ]
 
 
@@ -173,6 +173,7 @@ def test_child_failures_write_nothing(save, policy, monkeypatch, target,
     {'kernel': {}, 'processes': 'many'},
     {'kernel': [], 'processes': []},
     {'kernel': {}, 'processes': [1]},
+    {'kernel': {}, 'edges': {'a': 1}},
 ])
 def test_list_processes_checks_the_child(save, monkeypatch, doc):
     fake_child(monkeypatch, doc)
@@ -186,7 +187,16 @@ def test_list_processes_through_the_child(save, monkeypatch):
                                      '_sandbox': {}})
     assert memory.list_processes(save, sandbox=True) == {
         'kernel': {'osrelease': '6.1'}, 'processes': [{'pid': 1}]}
-    assert calls[0][0] == memory.PROCESSES_ENTRY
+    assert calls[0][0] == memory.LISTING_ENTRY
+    assert calls[0][1]['listing'] == 'processes'
+
+
+def test_list_dependencies_through_the_child(save, monkeypatch):
+    doc = {'kernel': {}, 'processes': [], 'objects': [{'kind': 'pipe'}],
+           'edges': [{'from': 1, 'to': 2}]}
+    calls = fake_child(monkeypatch, dict(doc))
+    assert memory.list_dependencies(save, sandbox=True) == doc
+    assert calls[0][1]['listing'] == 'dependencies'
 
 
 @pytest.mark.parametrize('option,explicit,sandboxed', [

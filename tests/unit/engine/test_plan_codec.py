@@ -41,6 +41,7 @@ def make_plan():
     p.write(5 * PAGE + 8, b'\x01\x02', 'task 5 pending')
     p.write(5 * PAGE + 9, b'\x03', 'task 5 flags')
     p.write(34 * PAGE + PAGE - 4, b'abcd', 'timer')
+    p.zero_phys(36 * PAGE + 100, 50, 'pipe buffer')
     rep = report_mod.ScrubReport(checkpoint='/x.save', selectors=['vault'])
     rep.kernel = {'osrelease': '6.1.0'}
     rep.processes.append(report_mod.ProcessPlan(
@@ -65,6 +66,7 @@ def test_plan_roundtrip():
     assert {k: v.tolist() for k, v in p2.scrubbed.items()} == \
         {k: v.tolist() for k, v in p.scrubbed.items()}
     assert p2.fields == p.fields
+    assert p2.fields[-1].redacted and p2.fields[-1].old == b''
     assert p2.replacements() == p.replacements()
     assert rep2.to_dict() == rep.to_dict()
     assert rep2.summary() == rep.summary()
@@ -150,7 +152,8 @@ HOSTILE = [
     ('field address negative', ('fields', 0, 0), -8, 'address'),
     ('field description too long', ('fields', 0, 2), 'x' * 1000,
      'description'),
-    ('field entry short', ('fields', 0), [5 * PAGE, '01'], 'address'),
+    ('field entry short', ('fields', 0), [5 * PAGE, '01', 'x'], 'address'),
+    ('redacted not a bool', ('fields', 0, 3), 1, 'redacted'),
     ('wrong version', ('version',), 2, 'version'),
     ('report not a report', ('report',), {'a': 1}, 'no report'),
     ('unknown record', ('report', '$record'), 'Popen', 'unknown record'),
