@@ -37,7 +37,7 @@ class Checkpoint:
 
     def __init__(self, path: str, work_dir: str | None = None,
                  limits: limits_mod.Limits = limits_mod.DEFAULT,
-                 progress=None):
+                 progress=None, file=None):
         self.path = path
         self.limits = limits
         self.header = None
@@ -45,22 +45,24 @@ class Checkpoint:
         self._file = None
         self._mm = None
         try:
-            self._open(work_dir, progress)
+            self._open(work_dir, progress, file)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, work_dir, progress):
+    def _open(self, work_dir, progress, f):
         path = self.path
-        if journal.pending(path):
-            raise exception.CheckpointError(
-                path, 'an in-place scrub of this file was interrupted; run '
-                      '"sparc checkpoint recover %s" to finish it' % path)
-        try:
-            f = open(path, 'rb')
-        except OSError as e:
-            raise exception.CheckpointError(path, 'cannot open: %s'
-                                            % e.strerror)
+        if f is None:
+            if journal.pending(path):
+                raise exception.CheckpointError(
+                    path, 'an in-place scrub of this file was interrupted; '
+                          'run "sparc checkpoint recover %s" to finish it'
+                          % path)
+            try:
+                f = open(path, 'rb')
+            except OSError as e:
+                raise exception.CheckpointError(path, 'cannot open: %s'
+                                                % e.strerror)
         self._file = f
         head = f.read(16)
         fmt = next((x for x in formats.load() if x.detect(head)), None)
@@ -180,6 +182,12 @@ class Checkpoint:
 
 def open_checkpoint(path: str, work_dir: str | None = None,
                     limits: limits_mod.Limits = limits_mod.DEFAULT,
-                    progress=None) -> Checkpoint:
-    """Open and parse a memory checkpoint."""
-    return Checkpoint(path, work_dir, limits, progress)
+                    progress=None, file=None) -> Checkpoint:
+    """Open and parse a memory checkpoint.
+
+    :param file: an open binary file to read instead of opening ``path``
+        (which then only names the checkpoint in messages); the
+        checkpoint closes it. No interrupted-scrub journal is looked for:
+        the caller that opened the file did that.
+    """
+    return Checkpoint(path, work_dir, limits, progress, file)

@@ -4,8 +4,8 @@ Public API (the CLI and the Nova driver call exactly these):
 
 ``scrub_checkpoint(path, selectors, *, output=None, in_place=False,
 with_children=False, keep_free_pages=False, dry_run=False, work_dir=None,
-progress=None, follow_ipc=False, exclude_paths=(), buildid_cache_dir=None,
-limits=None) -> ScrubReport``
+progress=None, follow_ipc=True, exclude_paths=(), buildid_cache_dir=None,
+limits=None, sandbox=None) -> ScrubReport``
 
     Contract:
 
@@ -43,19 +43,28 @@ limits=None) -> ScrubReport``
       reported as at risk and only the buffers are scrubbed.
     * Returns a :class:`~.report.ScrubReport` (``to_dict()``,
       ``summary()``).
+    * ``sandbox``: model the guest kernel and compute the plan in the
+      unprivileged sandbox child (:mod:`.sandbox`, :mod:`.plan_codec`);
+      None follows ``[sparc] sandbox_enabled``. This process then only
+      parses the checkpoint's format, validates the returned plan against
+      the RAM pages of the checkpoint it opened itself, rewrites and
+      verifies.
 
 ``list_processes(path, *, work_dir=None, buildid_cache_dir=None,
-limits=None) -> dict``: the guest's processes (``sparc checkpoint ps``).
+limits=None, sandbox=None) -> dict``: the guest's processes (``sparc
+checkpoint ps``), introspected in the sandbox like a scrub.
 
 ``list_dependencies(path, *, work_dir=None, buildid_cache_dir=None,
-limits=None) -> dict``: the guest's IPC graph (``sparc checkpoint
-deps``): every process's open files, the shared objects and the edges.
+limits=None, sandbox=None) -> dict``: the guest's IPC graph (``sparc
+checkpoint deps``): every process's open files, the shared objects and the
+edges, introspected in the sandbox like a scrub.
 
 ``count_markers(path, markers, *, work_dir=None, limits=None) -> dict``:
 occurrences of byte strings in guest memory and anywhere in the stream
 (``sparc checkpoint verify``).
 """
 
+import dataclasses
 import os
 
 import drgn
@@ -69,7 +78,9 @@ from sparc_nova.engine import ipc
 from sparc_nova.engine import kill
 from sparc_nova.engine import patches
 from sparc_nova.engine import physview
+from sparc_nova.engine import plan_codec
 from sparc_nova.engine import report as report_mod
+from sparc_nova.engine import sandbox as sandbox_mod
 from sparc_nova.engine import selectors as selectors_mod
 from sparc_nova import exception
 from sparc_nova.introspect import addrspace
@@ -86,6 +97,9 @@ ScrubReport = report_mod.ScrubReport
 
 #: Refused frames listed individually in a report (the count is exact).
 MAX_REFUSED_LISTED = 1000
+#: Entries of one list ``list_processes``/``list_dependencies`` accept
+#: from the sandbox.
+MAX_LISTED = 1 << 20
 
 
 def _conf_value(name, default=None):
@@ -111,10 +125,11 @@ def _fail(path, e) -> errors.ScrubError:
 class _Session:
     """An open checkpoint with its guest kernel model."""
 
-    def __init__(self, path, work_dir, limits, cache, progress=None):
+    def __init__(self, path, work_dir, limits, cache, progress=None,
+                 file=None):
         self.ck = checkpoint_mod.open_checkpoint(
             path, work_dir=work_dir, limits=limits or limits_mod.DEFAULT,
-            progress=progress)
+            progress=progress, file=file)
         try:
             self.memory = physview.CheckpointMemory(self.ck)
             self.kernel = None
@@ -139,53 +154,162 @@ _GUEST_ERRORS = (exception.SparcError, drgn.FaultError, LookupError,
                  ValueError, TypeError, OverflowError, RecursionError)
 
 
-def _open(path, work_dir, limits, buildid_cache_dir, progress=None):
-    """A :class:`_Session` with the guest kernel modelled; guest-side
-    failures become :class:`~.errors.ScrubError` naming ``path``.
+def _open(path, work_dir, limits, buildid_cache_dir, progress=None,
+          kernel=True, file=None):
+    """A :class:`_Session`, with the guest kernel modelled unless
+    ``kernel`` is False; guest-side failures become
+    :class:`~.errors.ScrubError` naming ``path``.
     """
     try:
-        return _Session(path, work_dir, limits, _cache(buildid_cache_dir),
-                        progress)
+        return _Session(path, work_dir, limits,
+                        _cache(buildid_cache_dir) if kernel else None,
+                        progress, file)
     except exception.CheckpointError:
         raise
     except _GUEST_ERRORS as e:
         raise _fail(path, e)
 
 
-def list_processes(path: str, *, work_dir: str | None = None,
-                   buildid_cache_dir: str | None = None,
-                   limits: limits_mod.Limits | None = None) -> dict:
-    """The guest's processes: ``{'kernel': {...}, 'processes': [...]}``
-    (each process as :meth:`~sparc_nova.introspect.tasks.Process.as_dict`).
+def _sandbox_policy(enabled: bool | None) -> sandbox_mod.SandboxPolicy:
+    """The sandbox policy of ``[sparc]``; ``enabled`` overrides
+    ``sandbox_enabled`` unless None.
     """
-    s = _open(path, work_dir, limits, buildid_cache_dir)
     try:
-        procs = tasks.processes(s.kernel)
-        return {'kernel': s.kernel.summary(),
-                'processes': [p.as_dict() for p in procs]}
+        from sparc_nova import conf
+        policy = sandbox_mod.SandboxPolicy.from_conf(conf.CONF)
+    except Exception:  # unregistered option, conf not parsed
+        policy = sandbox_mod.SandboxPolicy()
+    if enabled is not None:
+        policy = dataclasses.replace(policy, enabled=enabled)
+    return policy
+
+
+def _in_sandbox(s, path, entry, args, policy) -> dict:
+    """Run ``entry`` in the sandbox child on session ``s``'s stream.
+
+    The child gets a new read-only descriptor of the stream this process
+    parsed: the file itself for a raw image, else the temporary file this
+    process decompressed it into. Decompression stays here because the
+    child may neither run programs (seccomp refuses exec) nor write files
+    (RLIMIT_FSIZE 0), and the rewrite needs the decompressed stream
+    anyway; the decompressors parse only the compression format, never
+    guest structures.
+    """
+    args = dict(args, path=path,
+                limits=dataclasses.asdict(s.ck.limits))
+    try:
+        return sandbox_mod.run(entry, args, {'stream': s.ck.stream_file},
+                               policy)
+    except sandbox_mod.ReportedError as e:
+        raise errors.ScrubError(path, str(e))
+    except sandbox_mod.SandboxError as e:
+        raise errors.ScrubError(path, 'introspection sandbox: %s' % e)
+
+
+def _child_session(args, files) -> _Session:
+    """The sandbox child's session on the stream it was given."""
+    return _Session(args['path'], None,
+                    limits_mod.Limits(**args['limits']),
+                    _cache(args['buildid_cache_dir']),
+                    file=files['stream'])
+
+
+def _child_error(e) -> exception.SparcError:
+    """An error of the sandbox child as the parent reports it (the parent
+    adds the file name).
+    """
+    if isinstance(e, exception.CheckpointError):
+        return exception.SparcError(
+            e.reason if e.offset is None else 'at offset %d: %s'
+            % (e.offset, e.reason))
+    return exception.SparcError(str(e))
+
+
+def _processes(kernel) -> dict:
+    procs = tasks.processes(kernel)
+    return {'kernel': kernel.summary(),
+            'processes': [p.as_dict() for p in procs]}
+
+
+def _dependencies(kernel) -> dict:
+    procs = tasks.processes(kernel, details=False)
+    graph = ipc.build_graph(kernel, pages.PageModel(kernel), procs)
+    out = {'kernel': kernel.summary()}
+    out.update(graph.as_dict())
+    return out
+
+
+#: What list_processes and list_dependencies compute from the guest kernel.
+_LISTINGS = {'processes': _processes, 'dependencies': _dependencies}
+
+
+def listing_in_sandbox(args: dict, files: dict) -> dict:
+    """Sandbox child side of :func:`list_processes` and
+    :func:`list_dependencies`.
+    """
+    try:
+        s = _child_session(args, files)
+        try:
+            return _LISTINGS[args['listing']](s.kernel)
+        finally:
+            s.close()
+    except _GUEST_ERRORS as e:
+        raise _child_error(e)
+
+
+def _check_listing(path, doc) -> dict:
+    """A listing from the child: ``kernel`` (a dict) and lists of at most
+    :data:`MAX_LISTED` dicts; it is only displayed, never acted upon.
+    """
+    doc.pop('_sandbox', None)
+    if not isinstance(doc.get('kernel'), dict) or not all(
+            isinstance(v, list) and len(v) <= MAX_LISTED and
+            all(isinstance(x, dict) for x in v)
+            for k, v in doc.items() if k != 'kernel'):
+        raise errors.ScrubError(path, 'introspection sandbox: the listing '
+                                      'is out of shape')
+    return doc
+
+
+def _listing(path, listing, work_dir, limits, buildid_cache_dir,
+             sandbox) -> dict:
+    policy = _sandbox_policy(sandbox)
+    s = _open(path, work_dir, limits, buildid_cache_dir,
+              kernel=not policy.enabled)
+    try:
+        if policy.enabled:
+            return _check_listing(path, _in_sandbox(
+                s, path, LISTING_ENTRY,
+                {'listing': listing,
+                 'buildid_cache_dir': _cache(buildid_cache_dir).directory
+                 or ''}, policy))
+        return _LISTINGS[listing](s.kernel)
     except _GUEST_ERRORS as e:
         raise _fail(path, e)
     finally:
         s.close()
+
+
+def list_processes(path: str, *, work_dir: str | None = None,
+                   buildid_cache_dir: str | None = None,
+                   limits: limits_mod.Limits | None = None,
+                   sandbox: bool | None = None) -> dict:
+    """The guest's processes: ``{'kernel': {...}, 'processes': [...]}``
+    (each process as :meth:`~sparc_nova.introspect.tasks.Process.as_dict`).
+    """
+    return _listing(path, 'processes', work_dir, limits, buildid_cache_dir,
+                    sandbox)
 
 
 def list_dependencies(path: str, *, work_dir: str | None = None,
                       buildid_cache_dir: str | None = None,
-                      limits: limits_mod.Limits | None = None) -> dict:
+                      limits: limits_mod.Limits | None = None,
+                      sandbox: bool | None = None) -> dict:
     """``{'kernel': {...}, 'processes': [...], 'objects': [...],
     'edges': [...]}``; see :meth:`.ipc.IpcGraph.as_dict`.
     """
-    s = _open(path, work_dir, limits, buildid_cache_dir)
-    try:
-        procs = tasks.processes(s.kernel, details=False)
-        graph = ipc.build_graph(s.kernel, pages.PageModel(s.kernel), procs)
-        out = {'kernel': s.kernel.summary()}
-        out.update(graph.as_dict())
-        return out
-    except _GUEST_ERRORS as e:
-        raise _fail(path, e)
-    finally:
-        s.close()
+    return _listing(path, 'dependencies', work_dir, limits,
+                    buildid_cache_dir, sandbox)
 
 
 def count_markers(path: str, markers: list[bytes], *,
@@ -208,7 +332,8 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
                      work_dir: str | None = None, progress=None,
                      follow_ipc: bool = True, exclude_paths=(),
                      buildid_cache_dir: str | None = None,
-                     limits: limits_mod.Limits | None = None
+                     limits: limits_mod.Limits | None = None,
+                     sandbox: bool | None = None
                      ) -> report_mod.ScrubReport:
     """Exclude processes from a memory checkpoint; see the module
     docstring for the contract.
@@ -219,15 +344,24 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     sels = selectors_mod.parse_all(selectors)
     rep = report_mod.ScrubReport(checkpoint=path, dry_run=dry_run,
                                  selectors=[str(s) for s in sels])
-    s = _open(path, work_dir, limits, buildid_cache_dir, progress)
+    policy = _sandbox_policy(sandbox)
+    s = _open(path, work_dir, limits, buildid_cache_dir, progress,
+              kernel=not policy.enabled)
     try:
-        rep.lap('parse_and_introspect')
-        try:
-            patcher = _plan(s, sels, with_children, keep_free_pages, rep,
-                            follow_ipc, tuple(exclude_paths))
-        except _GUEST_ERRORS + (patches.PlanConflict,) as e:
-            raise _fail(path, e)
-        rep.lap('plan')
+        options = {'selectors': [str(x) for x in sels],
+                   'with_children': with_children,
+                   'keep_free_pages': keep_free_pages,
+                   'follow_ipc': follow_ipc,
+                   'exclude_paths': list(exclude_paths),
+                   'buildid_cache_dir': _cache(buildid_cache_dir).directory
+                   or ''}
+        if policy.enabled:
+            rep.lap('open')
+            patcher = _plan_in_sandbox(s, path, options, rep, policy)
+        else:
+            rep.lap('parse_and_introspect')
+            patcher = _introspect_and_plan(s, path, options, rep)
+            rep.lap('plan')
         if dry_run:
             return rep
         replacements = _changed(s, patcher)
@@ -267,6 +401,74 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     rep.timings['total'] = round(sum(v for k, v in rep.timings.items()
                                      if k != 'total'), 4)
     return rep
+
+
+def _introspect_and_plan(s, path, options, rep) -> patches.PagePatcher:
+    """Run :func:`_plan` on session ``s`` (in whichever process models the
+    guest kernel); guest-side failures become ScrubError naming ``path``.
+    """
+    sels = selectors_mod.parse_all(options['selectors'])
+    try:
+        return _plan(s, sels, options['with_children'],
+                     options['keep_free_pages'], rep, options['follow_ipc'],
+                     tuple(options['exclude_paths']))
+    except _GUEST_ERRORS + (patches.PlanConflict,) as e:
+        raise _fail(path, e)
+
+
+def plan_in_sandbox(args: dict, files: dict) -> dict:
+    """Sandbox child side of :func:`scrub_checkpoint`: model the guest
+    kernel, compute the plan and return it encoded
+    (:func:`.plan_codec.encode_plan`).
+    """
+    try:
+        rep = plan_codec.decode_value(args['report'])
+        s = _child_session(args, files)
+        try:
+            rep.lap('parse_and_introspect')
+            patcher = _introspect_and_plan(s, args['path'], args, rep)
+            rep.lap('plan')
+            return plan_codec.encode_plan(rep, patcher)
+        finally:
+            s.close()
+    except _GUEST_ERRORS as e:
+        raise _child_error(e)
+
+
+PLAN_ENTRY = __name__ + ':plan_in_sandbox'
+LISTING_ENTRY = __name__ + ':listing_in_sandbox'
+
+
+def _plan_in_sandbox(s, path, options, rep, policy) -> patches.PagePatcher:
+    """Have the sandbox child plan the scrub of session ``s``; validate the
+    plan against ``s``'s RAM pages and take the child's report sections
+    into ``rep``.
+
+    Timings: the child's own (``parse_and_introspect``, ``plan``, ...),
+    and ``sandbox`` for the rest of the round trip (starting the child,
+    encoding, decoding and validating the plan).
+    """
+    doc = _in_sandbox(s, path, PLAN_ENTRY,
+                      dict(options, report=plan_codec.encode_value(rep)),
+                      policy)
+    identity = doc.pop('_sandbox', None)
+    try:
+        child_rep, patcher = plan_codec.decode_plan(doc, s.memory)
+    except plan_codec.PlanError as e:
+        raise errors.ScrubError(path, 'introspection sandbox returned an '
+                                      'unusable plan: %s' % e)
+    rep.lap('sandbox')
+    mine = set(rep.timings)
+    plan_codec.merge_report(rep, child_rep)
+    inside = sum(v for k, v in rep.timings.items() if k not in mine)
+    rep.timings['sandbox'] = round(max(rep.timings['sandbox'] - inside, 0),
+                                   4)
+    if isinstance(identity, dict):
+        rep.sandbox = {k: v for k, v in identity.items()
+                       if k in ('uid', 'gid', 'cap_eff', 'no_new_privs',
+                                'seccomp')
+                       and isinstance(v, (int, str, bool))}
+    return patcher
 
 
 def _plan(s, sels, with_children, keep_free_pages, rep, follow_ipc=True,

@@ -48,6 +48,9 @@ class ScrubReport:
 
     :ivar checkpoint: path of the checkpoint read.
     :ivar output: path written (None for a dry run).
+    :ivar sandbox: who the introspection ran as (``uid``, ``gid``,
+        ``cap_eff``, ``no_new_privs``, ``seccomp``), as the sandbox child
+        reported it; empty when it ran in the calling process.
     """
 
     checkpoint: str
@@ -63,6 +66,7 @@ class ScrubReport:
     verification: dict = dataclasses.field(default_factory=dict)
     timings: dict = dataclasses.field(default_factory=dict)
     patched_fields: list[dict] = dataclasses.field(default_factory=list)
+    sandbox: dict = dataclasses.field(default_factory=dict)
     _t0: float = dataclasses.field(default_factory=time.monotonic,
                                    repr=False)
     _last: float = dataclasses.field(default=0.0, repr=False)
@@ -105,6 +109,7 @@ class ScrubReport:
             'patched_fields': self.patched_fields,
             'verification': self.verification,
             'timings': self.timings,
+            'sandbox': self.sandbox,
         }
 
     def summary(self) -> str:

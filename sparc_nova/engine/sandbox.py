@@ -49,6 +49,12 @@ class SandboxError(exception.SparcError):
     """The sandboxed work failed, or its result cannot be trusted."""
 
 
+class ReportedError(SandboxError):
+    """The work raised a :class:`~sparc_nova.exception.SparcError`; the
+    message is its message.
+    """
+
+
 @dataclasses.dataclass(frozen=True)
 class SandboxPolicy:
     """How the child is confined (see the module docstring).
@@ -108,12 +114,28 @@ def _command(policy: SandboxPolicy) -> list[str]:
     return cmd + [sys.executable, '-m', 'sparc_nova.engine.sandbox']
 
 
-def _open_ro(path: str) -> int:
+def _open_ro(source) -> int:
+    """A new read-only descriptor of ``source``: a path (a symbolic link
+    is refused) or an open file object, re-opened through
+    ``/proc/self/fd`` so that the child never shares a writable open
+    file description.
+    """
+    if isinstance(source, str):
+        path, flags = source, os.O_NOFOLLOW
+    else:
+        path, flags = '/proc/self/fd/%d' % source.fileno(), 0
     try:
-        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     except OSError as e:
         raise SandboxError('%s: cannot open for the sandbox: %s'
-                           % (path, e.strerror))
+                           % (getattr(source, 'name', path), e.strerror))
+    if not isinstance(source, str):
+        a, b = os.fstat(fd), os.fstat(source.fileno())
+        if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+            os.close(fd)
+            raise SandboxError('%s: re-opened a different file'
+                               % getattr(source, 'name', path))
+    return fd
 
 
 def run(entry: str, args: dict, files: dict[str, str],
@@ -121,8 +143,9 @@ def run(entry: str, args: dict, files: dict[str, str],
     """Run ``entry`` (``"module:function"``) in the sandbox.
 
     :param args: JSON-serialisable arguments.
-    :param files: name -> path; each is opened read-only here and handed
-        to the child as a descriptor.
+    :param files: name -> path or open file object; each is opened
+        read-only here (again, for a file object) and handed to the child
+        as a descriptor.
     :returns: the function's JSON result (a dict), unvalidated: the
         caller must check it before use.
     :raises SandboxError: the child failed, was killed by a limit, or
@@ -133,7 +156,7 @@ def run(entry: str, args: dict, files: dict[str, str],
     if not entry.startswith(ALLOWED_PREFIXES):
         raise SandboxError('%s may not run in the sandbox' % entry)
     if not policy.enabled:
-        return _call(entry, args, {n: open(p, 'rb')
+        return _call(entry, args, {n: os.fdopen(_open_ro(p), 'rb')
                                    for n, p in files.items()})
     fds = {name: _open_ro(path) for name, path in files.items()}
     try:
@@ -175,7 +198,7 @@ def _result(entry, proc, policy) -> dict:
         doc = None
     if proc.returncode == EXIT_REPORTED and isinstance(doc, dict) and \
             isinstance(doc.get('error'), str):
-        raise SandboxError(doc['error'][:2000])
+        raise ReportedError(doc['error'][:2000])
     if proc.returncode != 0 or not isinstance(doc, dict) or \
             not isinstance(doc.get('result'), dict):
         err = proc.stderr.decode('utf-8', 'replace').strip()
@@ -234,6 +257,24 @@ def _apply_seccomp() -> bool:
     return True
 
 
+def _identity() -> dict:
+    """The child's user, group, effective capabilities and
+    no_new_privs, as the kernel reports them.
+    """
+    out = {'uid': os.getuid(), 'gid': os.getgid()}
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                key, _, value = line.partition(':')
+                if key == 'CapEff':
+                    out['cap_eff'] = value.strip()
+                elif key == 'NoNewPrivs':
+                    out['no_new_privs'] = value.strip() == '1'
+    except OSError:
+        pass
+    return out
+
+
 def child_main() -> int:
     """Entry point of the sandbox child (stdin: request, stdout:
     result).
@@ -255,8 +296,8 @@ def child_main() -> int:
         out.write(json.dumps({'error': str(e)}).encode())
         return EXIT_REPORTED
     if isinstance(result, dict):
-        result.setdefault('_sandbox', {'seccomp': seccomp_on,
-                                       'uid': os.getuid()})
+        result.setdefault('_sandbox', dict(_identity(),
+                                           seccomp=seccomp_on))
     out.write(json.dumps({'result': result}).encode())
     out.flush()
     return 0

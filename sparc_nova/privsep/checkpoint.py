@@ -6,6 +6,7 @@ into tuples.
 """
 
 import os
+import re
 import stat
 import time
 
@@ -21,6 +22,9 @@ LOG = logging.getLogger(__name__)
 
 #: Seconds between two progress log lines of the daemon.
 PROGRESS_INTERVAL = 10.0
+#: What a libvirt domain name of a Nova instance may look like here
+#: (``[DEFAULT] instance_name_template``, by default ``instance-%08x``).
+INSTANCE_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,254}')
 
 
 class PrivilegedScrubError(exception.SparcError):
@@ -32,11 +36,14 @@ class PrivilegedScrubError(exception.SparcError):
     """
 
 
-def managed_save_file(path: str) -> str:
-    """``path`` when it is a regular file directly inside the configured
-    managed-save directory with a ``.save`` name, else
-    :class:`PrivilegedScrubError`. Symbolic links are refused, so the
-    daemon cannot be pointed at another file.
+def managed_save_file(path: str, instance_name: str) -> str:
+    """``path`` when it is instance ``instance_name``'s managed-save file
+    (``<managed_save_dir>/<instance_name>.save``), a regular file with
+    one link, owned by the daemon's user and writable by no one else, in
+    a directory only its owner may write; else
+    :class:`PrivilegedScrubError`. Symbolic links are refused (the file
+    and the directory are compared by their real paths), so the daemon
+    cannot be pointed at another file.
     """
     save_dir = os.path.realpath(conf.CONF.sparc.managed_save_dir)
     name = os.path.basename(path)
@@ -45,13 +52,47 @@ def managed_save_file(path: str) -> str:
         raise PrivilegedScrubError(
             '%s: refused: not a managed-save file in %s ([sparc] '
             'managed_save_dir)' % (path, save_dir))
+    if not INSTANCE_NAME.fullmatch(instance_name) or \
+            name != instance_name + '.save':
+        raise PrivilegedScrubError(
+            '%s: refused: not the managed-save file of instance %s'
+            % (path, instance_name[:255]))
     try:
         st = os.lstat(path)
+        dir_st = os.stat(save_dir)
     except FileNotFoundError:
         raise PrivilegedScrubError('%s: no such managed-save file' % path)
     if not stat.S_ISREG(st.st_mode):
         raise PrivilegedScrubError('%s: refused: not a regular file' % path)
+    if st.st_nlink != 1:
+        raise PrivilegedScrubError('%s: refused: %d hard links'
+                                   % (path, st.st_nlink))
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise PrivilegedScrubError(
+            '%s: refused: owner %d, mode %o (expected owner %d, writable by '
+            'the owner only)' % (path, st.st_uid,
+                                 stat.S_IMODE(st.st_mode), os.geteuid()))
+    if dir_st.st_mode & 0o022 and not dir_st.st_mode & stat.S_ISVTX:
+        raise PrivilegedScrubError(
+            '%s: refused: %s is writable by others' % (path, save_dir))
     return path
+
+
+def _primitives(path, selectors, exclude_paths, follow_ipc,
+                keep_free_pages, instance_name) -> None:
+    """Refuse arguments that are not the primitives the entry point
+    documents (msgpack delivers lists as tuples).
+    """
+    def strings(v):
+        return isinstance(v, (list, tuple)) and \
+            all(isinstance(x, str) for x in v)
+    if not (isinstance(path, str) and isinstance(instance_name, str) and
+            strings(selectors) and strings(exclude_paths) and
+            isinstance(follow_ipc, bool) and
+            isinstance(keep_free_pages, bool)):
+        raise PrivilegedScrubError(
+            'refused: arguments are not (str, [str], [str], bool, bool, '
+            'str)')
 
 
 class _ProgressLog:
@@ -72,8 +113,15 @@ class _ProgressLog:
 @privsep.scrub_pctxt.entrypoint
 def scrub_managed_save(path: str, selectors: list[str],
                        exclude_paths: list[str], follow_ipc: bool,
-                       keep_free_pages: bool) -> dict:
+                       keep_free_pages: bool, instance_name: str) -> dict:
     """Scrub a managed-save file in place with the memory engine.
+
+    The guest's memory is introspected in the engine's unprivileged
+    sandbox child (``[sparc] sandbox_enabled``): the daemon parses only
+    the checkpoint format, checks the plan the child returns and writes.
+    The daemon keeps uid 0, so the ``setpriv`` it starts for the child
+    regains the bounding set on exec and can switch to
+    ``[sparc] sandbox_user`` and drop every capability.
 
     :param path: the managed-save file (checked by
         :func:`managed_save_file`)
@@ -81,6 +129,8 @@ def scrub_managed_save(path: str, selectors: list[str],
     :param exclude_paths: guest path globs of the policy (page cache)
     :param follow_ipc: also exclude the processes an excluded one talks to
     :param keep_free_pages: leave free guest pages as they are
+    :param instance_name: the instance's libvirt domain name; ``path``
+        must be its managed-save file
     :returns: ``{'summary': str, 'report': dict}``
     :raises PrivilegedScrubError: the file was refused or the scrub failed;
         the engine writes nothing on failure
@@ -89,7 +139,9 @@ def scrub_managed_save(path: str, selectors: list[str],
     # in nova-compute, which imports this module for the entry point.
     from sparc_nova.engine import memory
 
-    checked = managed_save_file(path)
+    _primitives(path, selectors, exclude_paths, follow_ipc,
+                keep_free_pages, instance_name)
+    checked = managed_save_file(path, instance_name)
     limits = limits_mod.Limits.from_conf(conf.CONF)
     try:
         with open(checked, 'rb') as f:

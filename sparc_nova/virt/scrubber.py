@@ -192,7 +192,8 @@ class Scrubber:
             result = privsep_checkpoint.scrub_managed_save(
                 path, list(effective.exclude_processes),
                 policy.expand_presets(effective.exclude_paths),
-                effective.follow_ipc, not effective.scrub_free_memory)
+                effective.follow_ipc, not effective.scrub_free_memory,
+                instance.name)
             return result['summary']
 
         outcome = self._run(context, instance, effective, SUSPEND,

@@ -152,7 +152,7 @@ class SparcServersTestBase(base.ServersTestBase):
         return report
 
     def _fake_scrub_managed_save(self, path, selectors, exclude_paths,
-                                 follow_ipc, keep_free_pages):
+                                 follow_ipc, keep_free_pages, instance_name):
         self.events.append(('privsep', path))
         return {'summary': 'scrubbed %s: 1 process' % path, 'report': {}}
 

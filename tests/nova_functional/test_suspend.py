@@ -20,7 +20,8 @@ class SuspendTest(base.SparcServersTestBase):
         self.assertEqual('SUSPENDED', server['status'])
         self.scrub_managed_save.assert_called_once_with(
             self.save_path(server), ['gpg-agent', 'vault'],
-            ['/home/*/.ssh/**'], True, True)
+            ['/home/*/.ssh/**'], True, True,
+            server['OS-EXT-SRV-ATTR:instance_name'])
         # libvirt wrote the managed save before the scrub was asked for.
         self.assertTrue(self.domain(server).hasManagedSaveImage(0))
         events = self.sparc_notifications()

@@ -79,7 +79,8 @@ def test_list_opts():
 def test_managed_save_file_accepts_a_save_file(save_dir):
     path = save_dir / 'instance-00000001.save'
     path.write_bytes(b'x')
-    assert privsep_checkpoint.managed_save_file(str(path)) == str(path)
+    assert privsep_checkpoint.managed_save_file(
+        str(path), 'instance-00000001') == str(path)
 
 
 @pytest.mark.parametrize('name, message', [
@@ -95,19 +96,74 @@ def test_managed_save_file_refusals(save_dir, name, message):
     os.symlink('/etc/shadow', save_dir / 'link.save')
     (save_dir / 'dir.save').mkdir()
     with pytest.raises(privsep_checkpoint.PrivilegedScrubError) as e:
-        privsep_checkpoint.managed_save_file(str(save_dir / name))
+        privsep_checkpoint.managed_save_file(str(save_dir / name),
+                                             name.rsplit('.', 1)[0])
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize('instance_name', [
+    'instance-00000002', '../save/instance-00000001', '', '.save',
+    'instance-00000001.save'])
+def test_managed_save_file_of_another_instance_refused(save_dir,
+                                                       instance_name):
+    path = save_dir / 'instance-00000001.save'
+    path.write_bytes(b'x')
+    with pytest.raises(privsep_checkpoint.PrivilegedScrubError) as e:
+        privsep_checkpoint.managed_save_file(str(path), instance_name)
+    assert 'not the managed-save file of instance' in str(e.value)
+
+
+@pytest.mark.parametrize('setup, message', [
+    (lambda p: os.chmod(p, 0o620), 'writable by the owner only'),
+    (lambda p: os.chmod(p, 0o602), 'writable by the owner only'),
+    (lambda p: os.chown(p, 1000, 0), 'owner 1000'),
+    (lambda p: os.link(p, str(p) + '.other'), '2 hard links'),
+    (lambda p: os.chmod(os.path.dirname(p), 0o777), 'writable by others'),
+])
+def test_managed_save_file_owner_and_mode(save_dir, setup, message):
+    path = save_dir / 'instance-00000001.save'
+    path.write_bytes(b'x')
+    os.chmod(path, 0o600)
+    if os.geteuid() != 0 and 'owner' in message:
+        pytest.skip('chown needs root')
+    setup(path)
+    try:
+        with pytest.raises(privsep_checkpoint.PrivilegedScrubError) as e:
+            privsep_checkpoint.managed_save_file(str(path),
+                                                 'instance-00000001')
+        assert message in str(e.value)
+    finally:
+        os.chmod(save_dir, 0o755)
+
+
+@pytest.mark.parametrize('args', [
+    (b'/x/instance-00000001.save', ['x'], [], True, False, 'i'),
+    ('/x/instance-00000001.save', 'vault', [], True, False, 'i'),
+    ('/x/instance-00000001.save', [1], [], True, False, 'i'),
+    ('/x/instance-00000001.save', ['x'], None, True, False, 'i'),
+    ('/x/instance-00000001.save', ['x'], [], 1, False, 'i'),
+    ('/x/instance-00000001.save', ['x'], [], True, 'no', 'i'),
+    ('/x/instance-00000001.save', ['x'], [], True, False, None),
+])
+def test_entry_point_takes_primitives_only(save_dir, in_process,
+                                           memory_engine, args):
+    with pytest.raises(privsep_checkpoint.PrivilegedScrubError) as e:
+        privsep_checkpoint.scrub_managed_save(*args)
+    assert 'arguments are not' in str(e.value)
+    assert memory_engine.call_count == 0
 
 
 def test_relative_path_refused(save_dir):
     with pytest.raises(privsep_checkpoint.PrivilegedScrubError):
-        privsep_checkpoint.managed_save_file('instance-00000001.save')
+        privsep_checkpoint.managed_save_file('instance-00000001.save',
+                                             'instance-00000001')
 
 
 def test_entry_point_scrubs_in_place(save_dir, in_process, memory_engine):
     path = save_file(save_dir / 'instance-00000001.save')
     result = privsep_checkpoint.scrub_managed_save(
-        str(path), ('vault', 'pid:42'), ('/srv/**',), False, True)
+        str(path), ('vault', 'pid:42'), ('/srv/**',), False, True,
+        'instance-00000001')
     assert result == {'summary': '1 process excluded, 10 pages scrubbed',
                       'report': {'pages': 10}}
     args, kwargs = memory_engine.call_args
@@ -125,7 +181,7 @@ def test_entry_point_replaces_compressed_images(save_dir, in_process,
                                                 memory_engine):
     path = save_file(save_dir / 'instance-00000001.save', compressed=1)
     privsep_checkpoint.scrub_managed_save(str(path), ['vault'], [], True,
-                                          False)
+                                          False, 'instance-00000001')
     assert memory_engine.call_args[1]['in_place'] is False
     assert memory_engine.call_args[1].get('output') is None
 
@@ -136,7 +192,7 @@ def test_entry_point_refuses_what_is_not_a_save_image(save_dir, in_process,
     path.write_bytes(b'x' * 100)
     with pytest.raises(privsep_checkpoint.PrivilegedScrubError) as e:
         privsep_checkpoint.scrub_managed_save(str(path), ['x'], [], True,
-                                              False)
+                                              False, 'instance-00000001')
     assert 'CheckpointFormatError' in str(e.value)
     assert 'not a libvirt save image' in str(e.value)
     assert memory_engine.call_count == 0
@@ -146,7 +202,7 @@ def test_entry_point_refuses_other_files(save_dir, in_process,
                                          memory_engine):
     with pytest.raises(privsep_checkpoint.PrivilegedScrubError) as e:
         privsep_checkpoint.scrub_managed_save('/etc/shadow', ['x'], [],
-                                              True, False)
+                                              True, False, 'shadow')
     assert 'not a managed-save file' in str(e.value)
     assert memory_engine.call_count == 0
 
@@ -158,12 +214,45 @@ def test_engine_errors_cross_the_channel_as_one_message(save_dir, in_process,
         str(path), 'bad magic', offset=0)
     with pytest.raises(privsep_checkpoint.PrivilegedScrubError) as e:
         privsep_checkpoint.scrub_managed_save(str(path), ['x'], [], True,
-                                              False)
+                                              False, 'instance-00000001')
     assert str(e.value) == ('CheckpointFormatError: %s: at offset 0: bad '
                             'magic' % path)
     # oslo.privsep rebuilds the exception from its class and args.
     rebuilt = type(e.value)(*e.value.args)
     assert str(rebuilt) == str(e.value)
+
+
+DAEMON_SANDBOX = """
+import json, sys
+from oslo_privsep import capabilities
+from sparc_nova.engine import sandbox
+from sparc_nova import privsep
+caps = list(privsep.CAPABILITIES)
+capabilities.drop_all_caps_except(caps, caps, [])
+print(json.dumps(sandbox.run('sparc_nova.engine.sandbox_probe:confinement',
+                             {}, {'given': sys.argv[1]})))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='needs root, as the daemon')
+def test_sandbox_drops_privileges_from_the_daemons_capabilities(tmp_path):
+    # The daemon keeps uid 0 with only its three capabilities; the sandbox
+    # child it starts for the memory engine must still end up as nobody
+    # with no capabilities.
+    import json
+    import subprocess
+    given = tmp_path / 'instance-00000001.save'
+    given.write_bytes(b'checkpoint')
+    os.chmod(given, 0o600)
+    res = subprocess.run([sys.executable, '-c', DAEMON_SANDBOX, str(given)],
+                         capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=REPO))
+    probe = json.loads(res.stdout)
+    assert probe['status']['Uid'].split()[0] == '65534'
+    for cap in ('CapEff', 'CapPrm', 'CapBnd', 'CapAmb'):
+        assert int(probe['status'][cap], 16) == 0, cap
+    assert probe['read_given_files'] == {'given': 10}
+    assert probe['open_shadow'].startswith('denied')
 
 
 # -- rootwrap --------------------------------------------------------------

@@ -119,6 +119,39 @@ def test_report_contents(sc, scrubbed):
                                       'rewrite', 'verify'}
 
 
+def test_sandbox_gives_the_same_scrub(sc):
+    """Planning in the unprivileged sandbox child writes the same
+    checkpoint, byte for byte, with the same report, as planning in this
+    process; the child ran as nobody with no capabilities.
+    """
+    from sparc_nova.engine import memory
+    outs, reports = {}, {}
+    for sandbox in (True, False):
+        outs[sandbox] = os.path.join(sc.workdir, 'sandbox-%s.save' % sandbox)
+        rep = memory.scrub_checkpoint(sc.save_path, sc.selectors(),
+                                      output=outs[sandbox], sandbox=sandbox)
+        reports[sandbox] = rep.to_dict()
+    assert scen.sha256(outs[True]) == scen.sha256(outs[False])
+    child = reports[True].pop('sandbox')
+    assert reports[False].pop('sandbox') == {}
+    for sandbox, report in reports.items():
+        assert report.pop('output') == report['rewrite'].pop('path') == \
+            outs[sandbox]
+        assert report['verification']['result'] == 'ok'
+        os.unlink(outs[sandbox])
+    assert set(reports[True].pop('timings')) >= {
+        'open', 'sandbox', 'parse_and_introspect', 'plan', 'rewrite',
+        'verify'}
+    reports[False].pop('timings')
+    assert reports[True] == reports[False]
+    assert reports[True]['patched_fields'] and \
+        reports[True]['frames_scrubbed'] > 0
+    if os.geteuid() == 0:
+        assert (child['uid'], child['gid']) == (65534, 65534)
+    assert int(child['cap_eff'], 16) == 0
+    assert child['no_new_privs'] and child['seccomp']
+
+
 def test_free_pages_kept_leaves_spray(sc):
     out = os.path.join(sc.workdir, 'kept.save')
     scen.sparc('checkpoint', 'scrub', sc.save_path, '--output', out,

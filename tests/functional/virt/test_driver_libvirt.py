@@ -210,17 +210,23 @@ def test_suspend_scrubs_the_managed_save_through_privsep(
     from sparc_nova.privsep import checkpoint as privsep_checkpoint
     real_entry = privsep_checkpoint.scrub_managed_save
 
+    results = []
+
     def spy(*args):
         calls.append(args)
-        return real_entry(*args)
+        results.append(real_entry(*args))
+        return results[-1]
 
     with mock.patch.object(privsep_checkpoint, 'scrub_managed_save', spy):
         driver.suspend(context, instance)
     assert calls == [(save_path, ['vault'], policy.expand_presets(
         list(images.EXCLUDE_PATHS) + ['preset:' + p for p in images.PRESETS]),
-        True, False)]
+        True, False, instance.name)]
     assert g.dom.hasManagedSaveImage(0)
     assert not g.dom.isActive()
+    # The daemon introspected the guest in its unprivileged sandbox child.
+    child = results[0]['report']['sandbox']
+    assert (child['uid'], int(child['cap_eff'], 16)) == (65534, 0)
     # The daemon rewrote root's 0600 file in place.
     st = os.stat(save_path)
     assert (st.st_uid, st.st_mode & 0o777) == (0, 0o600)

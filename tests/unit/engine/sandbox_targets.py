@@ -23,3 +23,11 @@ def read_given(args, files):
 
 def clear_error(args, files):
     raise exception.SparcError('guest kernel structure at 0x1000 is bogus')
+
+
+def huge_plan(args, files):
+    return {'junk': 'x' * (1 << 20)}
+
+
+def crash(args, files):
+    raise RuntimeError('unexpected')

@@ -163,7 +163,8 @@ def test_managed_save_through_privsep(notifier):
             'ctx', fakes.instance(), effective, '/save/i-1.save')
     entry.assert_called_once_with(
         '/save/i-1.save', ['vault', 'gpg-agent'],
-        ['/srv/x'] + list(disk.presets.get('gnupg').globs), True, True)
+        ['/srv/x'] + list(disk.presets.get('gnupg').globs), True, True,
+        'instance-00000001')
     assert outcome.scrubbed and outcome.summary == '2 processes excluded'
     assert notifier.start.call_args[0][1]['operation'] == 'suspend'
     assert notifier.start.call_args[0][1]['path'] == '/save/i-1.save'

@@ -1,0 +1,221 @@
+"""The memory engine's parent side of the sandbox: what it does with the
+plan the child returns, and how child failures surface. Nothing is
+written unless the plan is valid.
+"""
+
+import os
+
+import pytest
+
+from sparc_nova.engine import errors
+from sparc_nova.engine import memory
+from sparc_nova.engine import plan_codec
+from sparc_nova.engine import report as report_mod
+from sparc_nova.engine import sandbox
+from tests import streamgen
+
+SECRET = b'TOP-SECRET-PASSPHRASE-0123456789'
+PAGE = 4096
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+POLICY = sandbox.SandboxPolicy(memory_bytes=1024 * 1024 * 1024,
+                               cpu_seconds=60, timeout=120)
+
+
+@pytest.fixture
+def save(tmp_path):
+    path = tmp_path / 'vm.save'
+    path.write_bytes(streamgen.simple_save(
+        ram_pages=64, secret_pfns=(10, 20), secret=SECRET))
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+@pytest.fixture
+def policy(monkeypatch):
+    monkeypatch.setattr(memory, '_sandbox_policy', lambda enabled: POLICY)
+    monkeypatch.setattr(sandbox, 'ALLOWED_PREFIXES',
+                        ('sparc_nova.', 'tests.'))
+    monkeypatch.setenv('PYTHONPATH', ROOT)
+
+
+def plan_doc(path, fills=None, fields=None):
+    rep = report_mod.ScrubReport(checkpoint=path, selectors=['vault'])
+    rep.processes.append(report_mod.ProcessPlan(
+        pid=7, comm='vault', exe=None, reasons=['name'], threads=[7],
+        frames={'anon': [10, 20]}, refused=[]))
+    rep.timings = {'parse_and_introspect': 0.25, 'plan': 0.05}
+    return {'version': 1, 'report': plan_codec.encode_value(rep),
+            'fills': [[0, [10, 1, 20, 1]]] if fills is None else fills,
+            'fields': [[30 * PAGE + 8, 'ff00', 'task 7 pending', False]]
+            if fields is None else fields,
+            '_sandbox': {'uid': 65534, 'gid': 65534, 'cap_eff': '0' * 16,
+                         'no_new_privs': True, 'seccomp': True,
+                         'extra': 'dropped'}}
+
+
+def fake_child(monkeypatch, doc):
+    calls = []
+
+    def run(entry, args, files, policy):
+        calls.append((entry, args, files))
+        return doc
+    monkeypatch.setattr(memory.sandbox_mod, 'run', run)
+    return calls
+
+
+def test_valid_plan_is_applied_and_verified(save, tmp_path, monkeypatch):
+    calls = fake_child(monkeypatch, plan_doc(save))
+    out = str(tmp_path / 'out.save')
+    rep = memory.scrub_checkpoint(save, ['vault'], output=out, sandbox=True)
+    (entry, args, files), = calls
+    assert entry == memory.PLAN_ENTRY
+    assert args['selectors'] == ['vault'] and args['path'] == save
+    assert files['stream'].name == save
+    data = open(out, 'rb').read()
+    assert SECRET not in data
+    assert rep.verification['result'] == 'ok'
+    assert rep.verification['fields_checked'] == 1
+    assert [p.pid for p in rep.processes] == [7]
+    assert rep.sandbox == {'uid': 65534, 'gid': 65534,
+                           'cap_eff': '0' * 16, 'no_new_privs': True,
+                           'seccomp': True}
+    assert rep.checkpoint == save and rep.output == out
+    assert set(rep.timings) >= {'open', 'sandbox', 'parse_and_introspect',
+                                'plan', 'rewrite', 'verify', 'total'}
+    # The field write was applied to the parent's own copy of frame 30.
+    page = bytearray(streamgen.page_of(30))
+    page[8:10] = b'\xff\x00'
+    with memory.checkpoint_mod.open_checkpoint(out) as ck:
+        assert ck.memory.read_page(30) == bytes(page)
+
+
+def _unchanged(save, before, listing):
+    assert open(save, 'rb').read() == before
+    assert sorted(os.listdir(os.path.dirname(save))) == listing
+
+
+HOSTILE = [
+    ('frame outside RAM', dict(fills=[[0, [64, 1]]]), 'not a RAM page'),
+    ('BIOS frame', dict(fills=[[0, [1 << 20, 1]]]), 'not a RAM page'),
+    ('field crossing a page',
+     dict(fields=[[31 * PAGE - 1, 'ffff', 'x', False]]), 'cross a page'),
+    ('field outside RAM', dict(fields=[[64 * PAGE, 'ff', 'x', False]]),
+     'not in a RAM page'),
+    ('field into a scrubbed frame',
+     dict(fields=[[10 * PAGE, 'ff', 'x', False]]), 'being scrubbed'),
+    ('more frames than RAM', dict(fills=[[0, [0, 65]]]), 'more than'),
+    ('wrong types', dict(fields=[['0x1000', 'ff', 'x', False]]), 'address'),
+]
+
+
+@pytest.mark.parametrize('in_place', [False, True])
+@pytest.mark.parametrize('what,change,message', HOSTILE,
+                         ids=[h[0] for h in HOSTILE])
+def test_hostile_plan_writes_nothing(save, tmp_path, monkeypatch, what,
+                                     change, message, in_place):
+    fake_child(monkeypatch, plan_doc(save, **change))
+    before = open(save, 'rb').read()
+    listing = sorted(os.listdir(tmp_path))
+    with pytest.raises(errors.ScrubError) as ei:
+        memory.scrub_checkpoint(
+            save, ['vault'], sandbox=True, in_place=in_place,
+            output=None if in_place else str(tmp_path / 'out.save'))
+    assert ei.value.path == save
+    assert 'unusable plan' in str(ei.value) and message in str(ei.value)
+    _unchanged(save, before, listing)
+
+
+def test_child_without_a_plan_writes_nothing(save, tmp_path, monkeypatch):
+    fake_child(monkeypatch, {'result': 'ok'})
+    before = open(save, 'rb').read()
+    with pytest.raises(errors.ScrubError, match='not a plan'):
+        memory.scrub_checkpoint(save, ['vault'], sandbox=True)
+    _unchanged(save, before, ['vm.save'])
+
+
+def test_guest_error_in_the_real_child(save, policy):
+    # The synthetic guest has no kernel: the child's clear error comes
+    # back with its message, naming the file once.
+    before = open(save, 'rb').read()
+    with pytest.raises(errors.ScrubError) as ei:
+        memory.scrub_checkpoint(save, ['vault'], sandbox=True)
+    assert str(ei.value).startswith(save + ': ')
+    assert str(ei.value).count(save) == 1
+    assert 'vmcoreinfo' in str(ei.value)
+    assert 'sandbox' not in str(ei.value)
+    _unchanged(save, before, ['vm.save'])
+    with pytest.raises(errors.ScrubError, match='vmcoreinfo'):
+        memory.list_processes(save, sandbox=True)
+
+
+@pytest.mark.parametrize('target,overrides,message', [
+    ('huge_plan', dict(max_result=4096), 'more than the 4096 allowed'),
+    ('crash', {}, 'RuntimeError: unexpected'),
+    ('burn_cpu', dict(timeout=2), 'did not finish within 2s'),
+    ('clear_error', {}, 'guest kernel structure at 0x1000 is bogus'),
+])
+def test_child_failures_write_nothing(save, policy, monkeypatch, target,
+                                      overrides, message):
+    import dataclasses
+    monkeypatch.setattr(memory, '_sandbox_policy', lambda enabled:
+                        dataclasses.replace(POLICY, **overrides))
+    monkeypatch.setattr(memory, 'PLAN_ENTRY',
+                        'tests.unit.engine.sandbox_targets:' + target)
+    before = open(save, 'rb').read()
+    with pytest.raises(errors.ScrubError, match=message) as ei:
+        memory.scrub_checkpoint(save, ['vault'], sandbox=True)
+    assert ei.value.path == save
+    _unchanged(save, before, ['vm.save'])
+
+
+@pytest.mark.parametrize('doc', [
+    {'kernel': {}, 'processes': 'many'},
+    {'kernel': [], 'processes': []},
+    {'kernel': {}, 'processes': [1]},
+    {'kernel': {}, 'edges': {'a': 1}},
+])
+def test_list_processes_checks_the_child(save, monkeypatch, doc):
+    fake_child(monkeypatch, doc)
+    with pytest.raises(errors.ScrubError, match='out of shape'):
+        memory.list_processes(save, sandbox=True)
+
+
+def test_list_processes_through_the_child(save, monkeypatch):
+    calls = fake_child(monkeypatch, {'kernel': {'osrelease': '6.1'},
+                                     'processes': [{'pid': 1}],
+                                     '_sandbox': {}})
+    assert memory.list_processes(save, sandbox=True) == {
+        'kernel': {'osrelease': '6.1'}, 'processes': [{'pid': 1}]}
+    assert calls[0][0] == memory.LISTING_ENTRY
+    assert calls[0][1]['listing'] == 'processes'
+
+
+def test_list_dependencies_through_the_child(save, monkeypatch):
+    doc = {'kernel': {}, 'processes': [], 'objects': [{'kind': 'pipe'}],
+           'edges': [{'from': 1, 'to': 2}]}
+    calls = fake_child(monkeypatch, dict(doc))
+    assert memory.list_dependencies(save, sandbox=True) == doc
+    assert calls[0][1]['listing'] == 'dependencies'
+
+
+@pytest.mark.parametrize('option,explicit,sandboxed', [
+    (True, None, True), (False, None, False), (False, True, True),
+    (True, False, False)])
+def test_sandbox_follows_the_option(save, monkeypatch, option, explicit,
+                                    sandboxed):
+    from sparc_nova import conf
+    calls = fake_child(monkeypatch, plan_doc(save))
+    conf.CONF.set_override('sandbox_enabled', option, 'sparc')
+    try:
+        if sandboxed:
+            memory.scrub_checkpoint(save, ['vault'], dry_run=True,
+                                    sandbox=explicit)
+        else:
+            # Introspection runs here and fails on the synthetic guest.
+            with pytest.raises(errors.ScrubError, match='vmcoreinfo'):
+                memory.scrub_checkpoint(save, ['vault'], dry_run=True,
+                                        sandbox=explicit)
+    finally:
+        conf.CONF.clear_override('sandbox_enabled', 'sparc')
+    assert len(calls) == int(sandboxed)
