@@ -332,8 +332,12 @@ static int run_pty(void)
     const char *slave = ptsname(master);
     if (!slave)
         die("ptsname");
+    /* The terminal outlives its shell when only the shell is excluded:
+     * let the kernel reap it, so that it does not linger as a zombie. */
+    signal(SIGCHLD, SIG_IGN);
     pid_t shell = spawn();
     if (shell == 0) {
+        signal(SIGCHLD, SIG_DFL);
         close(master);
         if (setsid() < 0)
             die("setsid");
