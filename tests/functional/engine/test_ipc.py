@@ -282,9 +282,14 @@ def restored_unfollowed(sc, unfollowed):
 
 
 def test_restore_nofollow_peers_run(sc, restored_unfollowed):
-    procs = {p['pid'] for p in sc.guest.processes()}
-    assert set(sc.peers()) <= procs
-    assert not procs & set(sc.named())
+    """The peers run on, holding the same descriptors as before the save;
+    the named processes are gone.
+    """
+    now = sc.guest.open_files(sc.peers() + sc.named())
+    for pid in sc.peers():
+        assert now[pid] == sc.fds[pid], (pid, now[pid], sc.fds[pid])
+    for pid in sc.named():
+        assert now[pid] is None, (pid, now[pid])
     assert sc.guest.oopses() == []
 
 

@@ -348,7 +348,8 @@ class Guest:
     def open_files(self, pids: list[int]) -> dict[int, dict[int, str]]:
         """Every open descriptor of each pid, ``{pid: {fd: link}}`` with
         link what ``readlink /proc/PID/fd/FD`` shows (``pipe:[123]``,
-        ``socket:[456]``, ``/dev/pts/0``...), from the guest itself.
+        ``socket:[456]``, ``/dev/pts/0``...), from the guest itself;
+        ``{pid: None}`` for a pid that does not exist.
         """
         headers = {}
         links = {}
@@ -356,7 +357,7 @@ class Guest:
             out = self.run('/bin/fdlist %s' % ' '.join(map(str, pids)),
                            'FDS-END', timeout=60)
             for line in _checked_lines(out, 'FDS '):
-                m = re.fullmatch(r'FDS (\d+) (\d+)', line)
+                m = re.fullmatch(r'FDS (\d+) (-1|\d+)', line)
                 if m:
                     headers[int(m.group(1))] = int(m.group(2))
             for line in _checked_lines(out, 'FD '):
@@ -364,9 +365,11 @@ class Guest:
                 if m:
                     links.setdefault(int(m.group(1)), {})[
                         int(m.group(2))] = m.group(3)
-            if all(p in headers and len(links.get(p, {})) == headers[p]
+            if all(p in headers and
+                   (headers[p] < 0 or len(links.get(p, {})) == headers[p])
                    for p in pids):
-                return {p: links.get(p, {}) for p in pids}
+                return {p: None if headers[p] < 0 else links.get(p, {})
+                        for p in pids}
         raise GuestError('fdlist output of %s stayed garbled' % pids)
 
     def ipc_reads(self, pids: list[int], timeout: float = 20) -> dict:

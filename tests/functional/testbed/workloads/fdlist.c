@@ -5,7 +5,7 @@
  *   fdlist PID [PID ...]
  *
  * Output, per process a header, one line per descriptor, then a
- * terminator:
+ * terminator (count is -1 for a process that does not exist):
  *   FDS <pid> <count> <chk>
  *   FD <pid> <fd> <link> <chk>
  *   FDS-END
@@ -33,13 +33,16 @@ static void report(int pid)
     int fds[1024], n = 0;
     snprintf(path, sizeof(path), "/proc/%d/fd", pid);
     DIR *d = opendir(path);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)) && n < 1024)
-            if (e->d_name[0] != '.')
-                fds[n++] = atoi(e->d_name);
-        closedir(d);
+    if (!d) {
+        snprintf(line, sizeof(line), "FDS %d -1", pid);
+        print_checked(line);
+        return;
     }
+    struct dirent *e;
+    while ((e = readdir(d)) && n < 1024)
+        if (e->d_name[0] != '.')
+            fds[n++] = atoi(e->d_name);
+    closedir(d);
     snprintf(line, sizeof(line), "FDS %d %d", pid, n);
     print_checked(line);
     for (int i = 0; i < n; i++) {
