@@ -310,3 +310,33 @@ def test_nofollow_tty_echo_gone(sc, restored_unfollowed):
     """
     got = restored_unfollowed[sc.pid('pty', 'terminal')]
     assert not got['found'], got
+
+
+def test_deps_lists_every_fd(sc, deps):
+    """Every descriptor of the workload processes is listed, and the
+    objects the guest names by path (tty, memfd) carry that path.
+    """
+    procs = {p['pid']: p for p in deps['processes']}
+    for pid in sc.workload_pids():
+        mine = {f['fd']: f for f in procs[pid]['fds']}
+        assert set(mine) == set(sc.fds[pid]), (pid, mine, sc.fds[pid])
+        for fd, link in sc.fds[pid].items():
+            if mine[fd]['kind'] in ('pipe', 'socket', 'tty', 'memfd'):
+                assert mine[fd]['object'] == link, (pid, mine[fd], link)
+    terminal = procs[sc.pid('pty', 'terminal')]['fds']
+    assert [f for f in terminal if f['kind'] == 'tty' and
+            f['object'] == '/dev/ptmx']
+    memfd = procs[sc.pid('memfd', 'writer')]['fds']
+    assert [f for f in memfd if f['kind'] == 'memfd']
+
+
+def test_deps_sysv_object(sc, deps):
+    """The SysV segment is one object attached by writer and reader, named
+    as the contract says (``sysv-shm:[key K id N]``).
+    """
+    shm = [o for o in deps['objects'] if o['kind'] == 'sysv-shm']
+    pair = {sc.pid('sysv', 'writer'), sc.pid('sysv', 'reader')}
+    ours = [o for o in shm if pair <= set(o.get('attached', ()))]
+    assert len(ours) == 1, shm
+    assert re.fullmatch(r'sysv-shm:\[key 0x0+ id \d+\]', ours[0]['object']), \
+        ours[0]
