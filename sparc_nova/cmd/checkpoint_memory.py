@@ -1,4 +1,4 @@
-"""``sparc checkpoint ps | scrub | verify``: the memory engine's commands.
+"""``sparc checkpoint ps | deps | scrub | verify``: memory commands.
 
 Thin wrappers over :mod:`sparc_nova.engine.memory`; exit codes follow
 :mod:`sparc_nova.cmd.sparc` (``verify`` exits 1 when a marker is found).
@@ -47,6 +47,7 @@ def do_scrub(args) -> int:
             args.file, args.exclude_process, output=args.output,
             in_place=args.in_place, with_children=args.with_children,
             keep_free_pages=args.keep_free_pages, dry_run=args.dry_run,
+            follow_ipc=args.follow_ipc, exclude_paths=args.exclude_path or (),
             work_dir=_work_dir(), progress=progress, limits=_limits())
     finally:
         progress.finish()
@@ -59,6 +60,42 @@ def do_scrub(args) -> int:
         output.emit_json(data)
     else:
         print(rep.summary())
+    return 0
+
+
+def _dot(graph: dict) -> str:
+    """The IPC graph as a Graphviz digraph."""
+    def q(text):
+        return '"%s"' % str(text).replace('\\', '\\\\').replace(
+            '"', '\\"')
+    lines = ['digraph ipc {', '  rankdir=LR;']
+    pids = {e['from'] for e in graph['edges']} | \
+        {e['to'] for e in graph['edges']}
+    for p in graph['processes']:
+        if p['pid'] in pids:
+            lines.append('  p%d [label=%s];' % (
+                p['pid'], q('%d %s' % (p['pid'], p['comm']))))
+    for e in graph['edges']:
+        lines.append('  p%d -> p%d [label=%s];' % (
+            e['from'], e['to'], q('%s %s' % (e['kind'], e['object']))))
+    lines.append('}')
+    return '\n'.join(lines)
+
+
+def do_deps(args) -> int:
+    graph = memory.list_dependencies(args.file, work_dir=_work_dir(),
+                                     limits=_limits())
+    if args.format == 'json':
+        output.emit_json(graph)
+    elif args.format == 'dot':
+        print(_dot(graph))
+    else:
+        comms = {p['pid']: p['comm'] for p in graph['processes']}
+        rows = [{'from': '%d %s' % (e['from'], comms.get(e['from'], '?')),
+                 'to': '%d %s' % (e['to'], comms.get(e['to'], '?')),
+                 'kind': e['kind'], 'object': e['object']}
+                for e in graph['edges']]
+        print(output.table(rows, ['from', 'to', 'kind', 'object']))
     return 0
 
 
@@ -89,13 +126,24 @@ def do_verify(args) -> int:
 
 
 def register(sub) -> None:
-    """Add ``ps``, ``scrub`` and ``verify`` to ``sparc checkpoint``."""
+    """Add ``ps``, ``deps``, ``scrub`` and ``verify`` to ``sparc
+    checkpoint``.
+    """
     p = sub.add_parser('ps', help='Processes in the checkpoint\'s guest.')
     p.add_argument('file', help='Checkpoint file.')
     p.add_argument('--all', action='store_true',
                    help='Include kernel threads.')
     output.add_format_arg(p)
     p.set_defaults(func=do_ps)
+
+    p = sub.add_parser('deps',
+                       help='IPC dependencies between the guest\'s '
+                            'processes (pipes, sockets, shared memory, '
+                            'ptys, ptrace).')
+    p.add_argument('file', help='Checkpoint file.')
+    p.add_argument('--format', choices=('text', 'json', 'dot'),
+                   default='text', help='Output format (default: text).')
+    p.set_defaults(func=do_deps)
 
     p = sub.add_parser(
         'scrub', help='Exclude processes: scrub their memory and free '
@@ -114,6 +162,19 @@ def register(sub) -> None:
                    help='Also select descendants of selected processes.')
     p.add_argument('--keep-free-pages', action='store_true',
                    help='Do not scrub free memory.')
+    p.add_argument('--follow-ipc', dest='follow_ipc', action='store_true',
+                   default=True,
+                   help='Also exclude the processes the selected ones send '
+                        'data to (pipes, sockets, shared memory, ptys, '
+                        'ptrace), transitively (the default).')
+    p.add_argument('--no-follow-ipc', dest='follow_ipc',
+                   action='store_false',
+                   help='Scrub only the kernel buffers of the selected '
+                        'processes; report their peers as at risk.')
+    p.add_argument('--exclude-path', action='append', metavar='GLOB',
+                   help='Guest path glob whose tmpfs or shared-memory '
+                        'contents are scrubbed when only selected '
+                        'processes hold them (repeatable).')
     p.add_argument('--dry-run', action='store_true',
                    help='Print the plan as JSON; write nothing.')
     p.add_argument('--report', metavar='REPORT.json',

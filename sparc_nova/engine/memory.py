@@ -31,15 +31,25 @@ limits=None) -> ScrubReport``
       the reason. After writing, the result is re-parsed and every scrubbed
       frame and patched field is read back; a mismatch raises
       :class:`~.errors.ScrubError` (an ``output`` file is then removed).
-    * ``follow_ipc`` and ``exclude_paths`` are accepted for the IPC and
-      file exclusions (pipe buffers, sockets, tmpfs files and page cache of
-      excluded paths); they are applied when supported and, until then,
-      reported in the report's notes.
+    * IPC (:mod:`.ipc`): the kernel-held copies of the selected processes'
+      data are scrubbed with them: live pipe buffers, unix socket queues
+      (theirs and the datagrams they sent), the buffers of terminals whose
+      session they lead or whose pty master they hold, and shared memory
+      (SysV, memfd, ``MAP_SHARED`` anonymous, POSIX shm, tmpfs files
+      matching ``exclude_paths``) that only they hold. With ``follow_ipc``
+      (the default) the processes they send data to (pipes, sockets,
+      shared memory, ptys, ptrace) are excluded too, transitively, each
+      with the edge that pulled it in; without it those processes are
+      reported as at risk and only the buffers are scrubbed.
     * Returns a :class:`~.report.ScrubReport` (``to_dict()``,
       ``summary()``).
 
 ``list_processes(path, *, work_dir=None, buildid_cache_dir=None,
 limits=None) -> dict``: the guest's processes (``sparc checkpoint ps``).
+
+``list_dependencies(path, *, work_dir=None, buildid_cache_dir=None,
+limits=None) -> dict``: the guest's IPC graph (``sparc checkpoint
+deps``): every process's open files, the shared objects and the edges.
 
 ``count_markers(path, markers, *, work_dir=None, limits=None) -> dict``:
 occurrences of byte strings in guest memory and anywhere in the stream
@@ -55,6 +65,7 @@ from sparc_nova.checkpoint import checkpoint as checkpoint_mod
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import rewrite
 from sparc_nova.engine import errors
+from sparc_nova.engine import ipc
 from sparc_nova.engine import kill
 from sparc_nova.engine import patches
 from sparc_nova.engine import physview
@@ -68,6 +79,7 @@ from sparc_nova.introspect import freepages
 from sparc_nova.introspect import kernel as kernel_mod
 from sparc_nova.introspect import memory as memory_mod
 from sparc_nova.introspect import pages
+from sparc_nova.introspect import slabfree
 from sparc_nova.introspect import tasks
 
 ScrubReport = report_mod.ScrubReport
@@ -157,6 +169,25 @@ def list_processes(path: str, *, work_dir: str | None = None,
         s.close()
 
 
+def list_dependencies(path: str, *, work_dir: str | None = None,
+                      buildid_cache_dir: str | None = None,
+                      limits: limits_mod.Limits | None = None) -> dict:
+    """``{'kernel': {...}, 'processes': [...], 'objects': [...],
+    'edges': [...]}``; see :meth:`.ipc.IpcGraph.as_dict`.
+    """
+    s = _open(path, work_dir, limits, buildid_cache_dir)
+    try:
+        procs = tasks.processes(s.kernel, details=False)
+        graph = ipc.build_graph(s.kernel, pages.PageModel(s.kernel), procs)
+        out = {'kernel': s.kernel.summary()}
+        out.update(graph.as_dict())
+        return out
+    except _GUEST_ERRORS as e:
+        raise _fail(path, e)
+    finally:
+        s.close()
+
+
 def count_markers(path: str, markers: list[bytes], *,
                   work_dir: str | None = None,
                   limits: limits_mod.Limits | None = None) -> dict:
@@ -175,7 +206,7 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
                      in_place: bool = False, with_children: bool = False,
                      keep_free_pages: bool = False, dry_run: bool = False,
                      work_dir: str | None = None, progress=None,
-                     follow_ipc: bool = False, exclude_paths=(),
+                     follow_ipc: bool = True, exclude_paths=(),
                      buildid_cache_dir: str | None = None,
                      limits: limits_mod.Limits | None = None
                      ) -> report_mod.ScrubReport:
@@ -188,17 +219,12 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     sels = selectors_mod.parse_all(selectors)
     rep = report_mod.ScrubReport(checkpoint=path, dry_run=dry_run,
                                  selectors=[str(s) for s in sels])
-    if follow_ipc:
-        rep.notes.append('follow_ipc: IPC objects (pipes, sockets) of the '
-                         'selected processes are not scrubbed yet')
-    if exclude_paths:
-        rep.notes.append('exclude_paths: file exclusion in memory (page '
-                         'cache, tmpfs) is not applied yet')
     s = _open(path, work_dir, limits, buildid_cache_dir, progress)
     try:
         rep.lap('parse_and_introspect')
         try:
-            patcher = _plan(s, sels, with_children, keep_free_pages, rep)
+            patcher = _plan(s, sels, with_children, keep_free_pages, rep,
+                            follow_ipc, tuple(exclude_paths))
         except _GUEST_ERRORS + (patches.PlanConflict,) as e:
             raise _fail(path, e)
         rep.lap('plan')
@@ -243,7 +269,8 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     return rep
 
 
-def _plan(s, sels, with_children, keep_free_pages, rep):
+def _plan(s, sels, with_children, keep_free_pages, rep, follow_ipc=True,
+          exclude_paths=()):
     kernel = s.kernel
     rep.kernel = kernel.summary()
     procs = tasks.processes(kernel)
@@ -252,6 +279,9 @@ def _plan(s, sels, with_children, keep_free_pages, rep):
     by_pid = {p.pid: p for p in procs}
     model = pages.PageModel(kernel)
     patcher = patches.PagePatcher(s.memory)
+    graph = ipc.build_graph(kernel, model, procs)
+    pulled, at_risk = ipc.follow(graph, chosen, follow_ipc)
+    rep.lap('ipc_graph')
 
     rows = []
     for pid in sorted(chosen):
@@ -306,10 +336,23 @@ def _plan(s, sels, with_children, keep_free_pages, rep):
         rep.free_pages = fm.summary()
         rep.free_pages['frames_rewritten'] = int(len(change))
         patcher.scrub(change, fm.fill)
+        caches, slab_notes = slabfree.free_objects(kernel, model)
+        rep.notes += slab_notes
+        for fo in caches:
+            for pa, n in fo.ranges:
+                patcher.zero_phys(pa, n, 'free object of %s' % fo.cache)
+        rep.free_pages['slab_objects'] = sum(fo.objects for fo in caches)
+        rep.free_pages['slab_caches'] = len(caches)
     else:
         rep.free_pages = {'kept': True}
     if len(scrub):
         patcher.scrub(scrub, 0)
+    copies = ipc.plan_kernel_copies(graph, kernel, model, set(chosen),
+                                    exclude_paths)
+    _apply_kernel_copies(s, kernel, model, patcher, copies, scrub)
+    rep.ipc = {'follow_ipc': follow_ipc, 'pulled_in': pulled,
+               'at_risk': at_risk, 'scrubbed': copies.summary(),
+               'not_scrubbed': copies.not_scrubbed}
 
     wheel = []
 
@@ -324,9 +367,52 @@ def _plan(s, sels, with_children, keep_free_pages, rep):
         plan.kill = result.as_dict()
     if wheel and wheel[0].notes:
         rep.notes += wheel[0].notes
-    rep.rewrite = {'fields_patched': len(patcher.fields)}
-    rep.patched_fields = [f.as_dict() for f in patcher.fields]
+    shown = [f for f in patcher.fields if not f.redacted]
+    rep.rewrite = {'fields_patched': len(shown),
+                   'byte_ranges_zeroed': len(patcher.fields) - len(shown)}
+    rep.patched_fields = [f.as_dict() for f in shown]
     return patcher
+
+
+def _apply_kernel_copies(s, kernel, model, patcher, copies, anon) -> None:
+    """Queue the kernel-held copies of ``copies`` in ``patcher``: owned
+    frames are scrubbed whole, byte ranges zeroed in place.
+    """
+    frames = [np.asarray(c.frames, dtype=np.int64)
+              for items in copies.copies.values() for c in items]
+    frames = arrays.unique(np.concatenate(frames)) if frames else \
+        np.zeros(0, dtype=np.int64)
+    if len(frames):
+        outside = frames[~addrspace.memory_is_ram(s.memory, frames)]
+        if len(outside):
+            raise patches.PlanConflict(
+                'an IPC buffer names frame 0x%x, which is not guest RAM'
+                % int(outside[0]))
+        if len(arrays.intersect_sorted(frames, anon)):
+            raise patches.PlanConflict('an IPC buffer frame is also '
+                                       'mapped as anonymous memory')
+        patcher.scrub(frames, 0)
+    done = set()
+    flags_off = model.off_flags
+    for items in copies.copies.values():
+        for c in items:
+            for page, bit in c.flag_clears:
+                old = int.from_bytes(patcher.read_virt(
+                    kernel, page + flags_off, 8), 'little')
+                patcher.write_virt(
+                    kernel, page + flags_off,
+                    (old & ~(1 << bit)).to_bytes(8, 'little'),
+                    'page flags of a dropped page-cache page')
+            what = '%s buffer of %s' % (c.kind,
+                                        ipc.report_name(c.kind, c.object))
+            for va, n in c.ranges:
+                if (va, n) not in done:
+                    done.add((va, n))
+                    patcher.zero_virt(kernel, va, n, what)
+            for pa, n in c.phys_ranges:
+                if (-pa, n) not in done:
+                    done.add((-pa, n))
+                    patcher.zero_phys(pa, n, what)
 
 
 def _changed(s, patcher) -> dict[int, bytes]:

@@ -1,7 +1,9 @@
 """Collect the changes a scrub makes to guest physical memory.
 
 Two kinds of change: whole frames set to one byte (scrubbed frames) and
-small field writes into kernel objects (kill injection). A field write
+byte writes into kernel objects (kill injection, and zeroed kernel
+buffers that held an excluded process's data: those are redacted, their
+old bytes are neither kept nor reported). A field write
 never crosses a page boundary here: :meth:`PagePatcher.write_virt` splits
 it per page and translates each part separately, and every write is
 checked to stay inside its page. Writes into a frame that is also being
@@ -26,8 +28,12 @@ class FieldWrite:
     old: bytes
     new: bytes
     what: str
+    redacted: bool = False
 
     def as_dict(self) -> dict:
+        if self.redacted:
+            return {'paddr': '0x%x' % self.paddr, 'what': self.what,
+                    'zeroed': len(self.new)}
         return {'paddr': '0x%x' % self.paddr, 'what': self.what,
                 'old': self.old.hex(), 'new': self.new.hex()}
 
@@ -45,8 +51,13 @@ class PagePatcher:
         self._fills: dict[int, np.ndarray] = {}
         self.fields: list[FieldWrite] = []
 
-    def write(self, paddr: int, data: bytes, what: str) -> None:
-        """Write ``data`` at guest physical ``paddr`` (within one page)."""
+    def write(self, paddr: int, data: bytes, what: str,
+              redacted: bool = False) -> None:
+        """Write ``data`` at guest physical ``paddr`` (within one page).
+
+        :param redacted: the bytes replaced may be secret: do not keep
+            them (the write is still read back after the rewrite).
+        """
         pfn = paddr >> 12
         within = paddr & (PAGE_SIZE - 1)
         if within + len(data) > PAGE_SIZE:
@@ -61,7 +72,8 @@ class PagePatcher:
             self._pages[pfn] = page
         old = bytes(page[within:within + len(data)])
         page[within:within + len(data)] = data
-        self.fields.append(FieldWrite(paddr, old, bytes(data), what))
+        self.fields.append(FieldWrite(paddr, b'' if redacted else old,
+                                      bytes(data), what, redacted))
 
     def write_virt(self, kernel, vaddr: int, data: bytes, what: str) -> None:
         """Write ``data`` at kernel virtual ``vaddr``, page by page."""
@@ -70,6 +82,24 @@ class PagePatcher:
             va = vaddr + pos
             n = min(len(data) - pos, PAGE_SIZE - (va & (PAGE_SIZE - 1)))
             self.write(kernel.phys(va), data[pos:pos + n], what)
+            pos += n
+
+    def zero_virt(self, kernel, vaddr: int, size: int, what: str) -> None:
+        """Zero ``size`` bytes at kernel virtual ``vaddr`` (redacted)."""
+        pos = 0
+        while pos < size:
+            va = vaddr + pos
+            n = min(size - pos, PAGE_SIZE - (va & (PAGE_SIZE - 1)))
+            self.write(kernel.phys(va), bytes(n), what, redacted=True)
+            pos += n
+
+    def zero_phys(self, paddr: int, size: int, what: str) -> None:
+        """Zero ``size`` bytes at guest physical ``paddr`` (redacted)."""
+        pos = 0
+        while pos < size:
+            pa = paddr + pos
+            n = min(size - pos, PAGE_SIZE - (pa & (PAGE_SIZE - 1)))
+            self.write(pa, bytes(n), what, redacted=True)
             pos += n
 
     def read_virt(self, kernel, vaddr: int, size: int) -> bytes:

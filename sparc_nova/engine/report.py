@@ -58,6 +58,7 @@ class ScrubReport:
     notes: list[str] = dataclasses.field(default_factory=list)
     processes: list[ProcessPlan] = dataclasses.field(default_factory=list)
     free_pages: dict = dataclasses.field(default_factory=dict)
+    ipc: dict = dataclasses.field(default_factory=dict)
     rewrite: dict = dataclasses.field(default_factory=dict)
     verification: dict = dataclasses.field(default_factory=dict)
     timings: dict = dataclasses.field(default_factory=dict)
@@ -99,6 +100,7 @@ class ScrubReport:
             'frames_refused': sum(len(p.refused) for p in self.processes),
             'threads_killed': sum(len(p.threads) for p in self.processes),
             'free_pages': self.free_pages,
+            'ipc': self.ipc,
             'rewrite': self.rewrite,
             'patched_fields': self.patched_fields,
             'verification': self.verification,
@@ -121,6 +123,25 @@ class ScrubReport:
                          % (self.free_pages.get('frames_rewritten', 0),
                             self.free_pages.get('frames', 0),
                             self.free_pages.get('fill')))
+        if self.ipc:
+            for p in self.ipc.get('pulled_in', ()):
+                lines.append('  pulled in: pid %d %s (%s from pid %d)' % (
+                    p['pid'], p['comm'], p['edge']['kind'],
+                    p['edge']['from']))
+            for p in self.ipc.get('at_risk', ()):
+                lines.append('  at risk: pid %d %s (%s from pid %d)' % (
+                    p['pid'], p['comm'], p['edge']['kind'],
+                    p['edge']['from']))
+            scrubbed = ', '.join(
+                '%s %d objects' % (k, v['objects'])
+                for k, v in self.ipc.get('scrubbed', {}).items()
+                if v['objects'])
+            if scrubbed:
+                lines.append('  kernel copies scrubbed: %s' % scrubbed)
+            left = len(self.ipc.get('not_scrubbed', ()))
+            if left:
+                lines.append('  kernel copies not scrubbed: %d (see the '
+                             'report)' % left)
         for n in self.notes:
             lines.append('  note: %s' % n)
         if self.verification:

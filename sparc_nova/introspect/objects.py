@@ -45,6 +45,8 @@ GLOBALS = {
     'init_cred': 'struct cred',
     'swapper_pg_dir': 'pgd_t [512]',
     'init_top_pgt': 'pgd_t [512]',
+    'slab_caches': 'struct list_head',
+    'super_blocks': 'struct list_head',
 }
 
 

@@ -71,6 +71,10 @@ while true; do
     i=$((i+1))
     echo "SPARC-PS beat=$i vault=$(pidof vault || echo none)" \
          "webapp=$(pidof webapp || echo none)"
+    if [ -f /mnt/root/secrets/api-token ]; then
+        echo "SPARC-SECRET beat=$i" \
+             "md5=$(md5sum < /mnt/root/secrets/api-token | cut -c1-32)"
+    fi
     sleep 2
 done
 """

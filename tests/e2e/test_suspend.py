@@ -1,11 +1,16 @@
-"""Scenario 2: suspend a server whose policy excludes a process. While it
-is suspended, the managed-save file on the compute host holds none of the
-excluded process's memory (the control process's is there); after resume
-the guest runs, the excluded process is gone and the control still runs.
+"""Scenario 2: suspend a server whose policy excludes a process and a
+path. While it is suspended, the managed-save file on the compute host
+holds none of the excluded process's memory (the control process's is
+there) and none of the excluded files the guest had in its page cache;
+after resume the guest runs, the excluded process is gone, the control
+still runs, and the guest reads the excluded file again from its disk
+(the dropped pages were marked not up to date, not left as zeros).
 Scenario 5 for suspend: start and end notifications.
 """
 
+import hashlib
 import os
+import re
 import time
 
 import pytest
@@ -21,8 +26,9 @@ def suspended(cloud, conn, images, flavor, notifications):
     while the server is suspended.
     """
     server = servers.boot(conn, 'e2e-suspend', images['root'], flavor)
-    conn.compute.set_server_metadata(server,
-                                     **{'sparc:exclude_processes': 'vault'})
+    conn.compute.set_server_metadata(
+        server, **{'sparc:exclude_processes': 'vault',
+                   'sparc:exclude_paths': '/secrets/**'})
     last_beat = servers.last_beat(conn, server)
     conn.compute.suspend_server(server)
     server = conn.compute.wait_for_server(server, status='SUSPENDED',
@@ -36,10 +42,22 @@ def suspended(cloud, conn, images, flavor, notifications):
     servers.delete(conn, server)
 
 
+SECRET_RE = re.compile(r'SPARC-SECRET beat=(\d+) md5=(\S+)')
+
+
 def test_managed_save_holds_no_excluded_memory(guest, suspended):
     _, data, _ = suspended
     assert servers.count(data, guest.vault_marker) == 0
     assert servers.count(data, guest.webapp_marker) > 0
+
+
+def test_managed_save_holds_no_cached_excluded_file(conn, guest, suspended):
+    server, data, _ = suspended
+    # The guest read the file every two seconds up to the suspend: its
+    # content was in the page cache.
+    assert SECRET_RE.search(servers.console(conn, server))
+    for path, marker in guest.secret_files.items():
+        assert servers.count(data, marker) == 0, path
 
 
 def test_scrub_notifications(suspended, notifications):
@@ -65,4 +83,29 @@ def test_resume_runs_without_excluded_process(conn, suspended):
             assert after[-1].group(3).isdigit(), after[-1].group(0)
             break
         assert time.monotonic() < deadline, [m.group(0) for m in after]
+        time.sleep(2)
+
+
+def test_resumed_guest_reads_the_dropped_file_from_disk(conn, guest,
+                                                        suspended):
+    server, _, last_beat = suspended
+    if conn.compute.get_server(server.id).status != 'ACTIVE':
+        conn.compute.resume_server(server)
+        conn.compute.wait_for_server(server, status='ACTIVE', wait=300)
+    token = guest.secret_files['/secrets/api-token']
+    want = hashlib.md5((token + '\n').encode()).hexdigest()
+    deadline = time.monotonic() + 120
+    while True:
+        text = servers.console(conn, server)
+        # The first beat without vault is the first after the resume
+        # (vault ran up to the suspend).
+        resumed = [int(m.group(1)) for m in servers.PS_RE.finditer(text)
+                   if int(m.group(1)) > last_beat and m.group(2) == 'none']
+        after = [m for m in SECRET_RE.finditer(text)
+                 if resumed and int(m.group(1)) >= resumed[0]]
+        if after:
+            assert after[-1].group(2) == want, after[-1].group(0)
+            break
+        assert time.monotonic() < deadline, 'no SPARC-SECRET line after ' \
+            'the resume'
         time.sleep(2)
