@@ -22,6 +22,9 @@ MARKER_COUNT = 16
 #: Marker length in bytes (printable, starts with a fixed tag).
 MARKER_LEN = 32
 
+#: The static programs built from ``workloads/NAME.c`` into /bin/NAME.
+WORKLOADS = ('workload', 'pagemap', 'ipc', 'fdlist')
+
 #: Extra names for the workload binary, so that a guest can run processes
 #: that differ by comm (the excluded "vault" and a "webapp" control).
 WORKLOAD_ALIASES = ('vault', 'webapp')
@@ -97,8 +100,9 @@ def compile_workloads(outdir: str, markers: list[str]) -> dict[str, str]:
     os.makedirs(src, exist_ok=True)
     with open(os.path.join(src, 'markers.h'), 'w') as f:
         f.write(_markers_header(markers, key))
+    shutil.copy(os.path.join(WORKLOAD_DIR, 'decode.h'), src)
     built = {}
-    for name in ('workload', 'pagemap'):
+    for name in WORKLOADS:
         shutil.copy(os.path.join(WORKLOAD_DIR, name + '.c'), src)
         out = os.path.join(outdir, name)
         subprocess.run(['gcc', '-static', '-O1', '-pthread', '-o', out,

@@ -333,6 +333,76 @@ class Guest:
                 return frames
         raise GuestError('pagemap output of %s stayed garbled' % pids)
 
+    def start_ipc(self, scenario: str, idx: int,
+                  timeout: float = 60) -> dict[str, int]:
+        """Start ``/bin/ipc SCENARIO IDX`` in the background (see
+        workloads/ipc.c); once every process of it holds its copy of
+        marker IDX, return its processes as ``{role: pid}`` (e.g.
+        ``{'writer': 101, 'reader': 102}``).
+        """
+        since = self.send('/bin/ipc %s %d &' % (scenario, idx))
+        m = self.wait_for(r'READY ipc %s((?: \w+=\d+)+)\r?\n'
+                          % re.escape(scenario), timeout, since)
+        return {k: int(v) for k, v in re.findall(r'(\w+)=(\d+)', m.group(1))}
+
+    def open_files(self, pids: list[int]) -> dict[int, dict[int, str]]:
+        """Every open descriptor of each pid, ``{pid: {fd: link}}`` with
+        link what ``readlink /proc/PID/fd/FD`` shows (``pipe:[123]``,
+        ``socket:[456]``, ``/dev/pts/0``...), from the guest itself;
+        ``{pid: None}`` for a pid that does not exist.
+        """
+        headers = {}
+        links = {}
+        for _ in range(8):
+            out = self.run('/bin/fdlist %s' % ' '.join(map(str, pids)),
+                           'FDS-END', timeout=60)
+            for line in _checked_lines(out, 'FDS '):
+                m = re.fullmatch(r'FDS (\d+) (-1|\d+)', line)
+                if m:
+                    headers[int(m.group(1))] = int(m.group(2))
+            for line in _checked_lines(out, 'FD '):
+                m = re.fullmatch(r'FD (\d+) (\d+) (.*)', line)
+                if m:
+                    links.setdefault(int(m.group(1)), {})[
+                        int(m.group(2))] = m.group(3)
+            if all(p in headers and
+                   (headers[p] < 0 or len(links.get(p, {})) == headers[p])
+                   for p in pids):
+                return {p: None if headers[p] < 0 else links.get(p, {})
+                        for p in pids}
+        raise GuestError('fdlist output of %s stayed garbled' % pids)
+
+    def ipc_reads(self, pids: list[int], timeout: float = 20) -> dict:
+        """Make the IPC peers ``pids`` (readers, sinks, terminals of
+        workloads/ipc.c) read once what is pending on their channel; return
+        ``{pid: {'scenario', 'role', 'ret', 'found', 'data'}}``: ret the
+        byte count or -errno (0: end of file), found whether the guest saw
+        the marker in what it read, data its first 32 bytes.
+        """
+        got = {}
+        for _ in range(8):
+            since = self.send('kill -USR1 %s' % ' '.join(map(str, pids)))
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                time.sleep(1)
+                with open(self.log_path, 'rb') as f:
+                    f.seek(since)
+                    text = f.read().decode('utf-8', 'replace')
+                for line in _checked_lines(text, 'IPC-READ '):
+                    m = re.fullmatch(r'IPC-READ (\S+) (\S+) (\d+) (-?\d+) '
+                                     r'([01]) (-|(?:[0-9a-f]{2})+)', line)
+                    if not m:
+                        continue
+                    data = m.group(6)
+                    got[int(m.group(3))] = {
+                        'scenario': m.group(1), 'role': m.group(2),
+                        'ret': int(m.group(4)), 'found': m.group(5) == '1',
+                        'data': b'' if data == '-' else bytes.fromhex(data)}
+                if set(pids) <= set(got):
+                    return got
+        raise GuestError('no readable IPC-READ line from %s on the console'
+                         % sorted(set(pids) - set(got)))
+
     # -- checkpoints -------------------------------------------------------
 
     def save(self, path: str) -> None:
@@ -371,6 +441,21 @@ class Guest:
 
     def resume(self) -> None:
         self.dom.resume()
+
+
+def _checked_lines(text: str, prefix: str) -> list[str]:
+    """The console lines starting with ``prefix`` that end in a valid
+    checksum (the sum of the bytes before it, mod 65536, in hex), without
+    it.
+    """
+    lines = []
+    for m in re.finditer(r'^(%s.*) ([0-9a-f]{1,4})\r?$' % re.escape(prefix),
+                         text, re.M):
+        body = m.group(1)
+        if sum(body.encode('utf-8', 'replace')) & 0xffff == \
+                int(m.group(2), 16):
+            lines.append(body)
+    return lines
 
 
 class _Empty:

@@ -28,23 +28,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "markers.h"
+#include "decode.h"
 
 #define PAGE 4096
-
-static char *decode(int idx)
-{
-    if (idx < 0 || idx >= MARKER_COUNT) {
-        fprintf(stderr, "bad marker index %d\n", idx);
-        exit(2);
-    }
-    size_t n = MARKER_LEN;
-    char *out = malloc(n + 1);
-    for (size_t i = 0; i < n; i++)
-        out[i] = (char)(MARKERS[idx][i] ^ MARKER_KEY);
-    out[n] = 0;
-    return out;
-}
 
 static void fill_pages(const char *m, long pages)
 {
