@@ -471,6 +471,92 @@ def _plan_in_sandbox(s, path, options, rep, policy) -> patches.PagePatcher:
     return patcher
 
 
+class _FramesCache:
+    """:func:`addrspace.user_frames` per pid, computed once."""
+
+    def __init__(self, kernel, model, memory, by_pid):
+        self.args = (kernel, model, memory)
+        self.by_pid = by_pid
+        self.done = {}
+
+    def __call__(self, pid: int):
+        if pid not in self.done:
+            self.done[pid] = addrspace.user_frames(
+                *self.args, self.by_pid[pid].mm)
+        return self.done[pid]
+
+
+def _selection_counts(rows):
+    """(sorted anonymous frames of the selection, how many times the
+    selection maps each).
+    """
+    all_pfns = np.concatenate([uf.pfn[uf.anon] for _, uf in rows]) \
+        if rows else np.zeros(0, dtype=np.int64)
+    return arrays.unique(all_pfns, return_counts=True)
+
+
+def _follow_shared_anonymous(procs, chosen, frames_of, graph, follow_ipc,
+                             pulled, at_risk) -> None:
+    """Anonymous frames a selected process shares with an unselected one
+    (copy-on-write after ``fork()``): with ``follow_ipc`` the other
+    process is pulled in (and the IPC edges of what it holds followed in
+    turn), else it is reported at risk. ``chosen``, ``pulled`` and
+    ``at_risk`` are updated in place.
+    """
+    reported = {e['pid'] for e in at_risk}
+    users = [p for p in procs if not p.kernel_thread]
+    for _ in range(len(users) + 1):
+        rows = [(None, frames_of(pid)) for pid in sorted(chosen)]
+        uniq, counts = _selection_counts(rows)
+        if not len(uniq):
+            return
+        _, mapcount = _first_mapcounts(rows, uniq)
+        shared = uniq[mapcount > counts]
+        if not len(shared):
+            return
+        added = False
+        for proc in users:
+            if proc.pid in chosen or proc.pid in reported:
+                continue
+            uf = frames_of(proc.pid)
+            hit = arrays.intersect_sorted(
+                arrays.unique(uf.pfn[uf.anon]), shared)
+            if not len(hit):
+                continue
+            src = next(pid for pid in sorted(chosen) if arrays.isin_sorted(
+                [int(hit[0])], arrays.unique(frames_of(pid).pfn))[0])
+            edge = {'from': src, 'to': proc.pid,
+                    'kind': 'shared-anonymous',
+                    'object': '%d frames' % len(hit)}
+            entry = {'pid': proc.pid, 'comm': proc.comm, 'edge': edge}
+            if follow_ipc and proc.pid != 1:
+                chosen[proc.pid] = ['ipc: shared-anonymous %d frames from '
+                                    'pid %d' % (len(hit), src)]
+                pulled.append(entry)
+                added = True
+            else:
+                if proc.pid == 1:
+                    entry['reason'] = 'pid 1 is never excluded'
+                at_risk.append(entry)
+                reported.add(proc.pid)
+        if not added:
+            return
+        more_pulled, more_at_risk = ipc.follow(graph, chosen, follow_ipc)
+        pulled += more_pulled
+        at_risk += [e for e in more_at_risk if e['pid'] not in reported]
+        reported |= {e['pid'] for e in more_at_risk}
+
+
+def _first_mapcounts(rows, uniq):
+    """The kernel's mapping count of each frame of ``uniq`` (sorted), from
+    the rows that map it.
+    """
+    pfn = np.concatenate([uf.pfn[uf.anon] for _, uf in rows])
+    mc = np.concatenate([uf.mapcount[uf.anon] for _, uf in rows])
+    u, first = arrays.unique(pfn, return_index=True)
+    return u, mc[first]
+
+
 def _plan(s, sels, with_children, keep_free_pages, rep, follow_ipc=True,
           exclude_paths=()):
     kernel = s.kernel
@@ -483,17 +569,13 @@ def _plan(s, sels, with_children, keep_free_pages, rep, follow_ipc=True,
     patcher = patches.PagePatcher(s.memory)
     graph = ipc.build_graph(kernel, model, procs)
     pulled, at_risk = ipc.follow(graph, chosen, follow_ipc)
+    frames_of = _FramesCache(kernel, model, s.memory, by_pid)
+    _follow_shared_anonymous(procs, chosen, frames_of, graph, follow_ipc,
+                             pulled, at_risk)
     rep.lap('ipc_graph')
 
-    rows = []
-    for pid in sorted(chosen):
-        proc = by_pid[pid]
-        uf = addrspace.user_frames(kernel, model, s.memory, proc.mm)
-        rows.append((proc, uf))
-    # How many times the selection maps each anonymous frame.
-    all_pfns = np.concatenate([uf.pfn[uf.anon] for _, uf in rows]) \
-        if rows else np.zeros(0, dtype=np.int64)
-    uniq, counts = arrays.unique(all_pfns, return_counts=True)
+    rows = [(by_pid[pid], frames_of(pid)) for pid in sorted(chosen)]
+    uniq, counts = _selection_counts(rows)
     scrub = []
     for proc, uf in rows:
         plan = report_mod.ProcessPlan(

@@ -34,12 +34,14 @@ def sg(make_guest, guest_image, module_dir):
             'image': guest_image}
 
 
-def plan(sg, *sels, children=False):
+def plan(sg, *sels, children=False, follow=True):
     args = ['checkpoint', 'scrub', sg['path'], '--dry-run']
     for s in sels:
         args += ['--exclude-process', s]
     if children:
         args.append('--with-children')
+    if not follow:
+        args.append('--no-follow-ipc')
     return json.loads(scen.sparc(*args, check=0).stdout)
 
 
@@ -73,21 +75,40 @@ def test_pid_1_refused(sg):
 
 def test_shared_frames_refused(sg):
     """The parent's copy-on-write pages are also the child's: selecting
-    the parent alone scrubs only what it owns alone.
+    the parent alone without following IPC scrubs only what it owns
+    alone, and reports the child at risk.
     """
-    p = plan(sg, 'pid:%d' % sg['pids']['parent'])
+    p = plan(sg, 'pid:%d' % sg['pids']['parent'], follow=False)
     proc = p['processes'][0]
     assert proc['frames_refused'] > 32
     assert all('shared with an unselected process' in r['reason']
                for r in proc['refused'])
+    risk = {e['pid']: e['edge'] for e in p['ipc']['at_risk']}
+    assert risk[sg['pids']['child']]['kind'] == 'shared-anonymous'
     out = os.path.join(sg['dir'], 'parent-only.save')
     scen.sparc('checkpoint', 'scrub', sg['path'], '--output', out,
+               '--no-follow-ipc',
                '--exclude-process', 'pid:%d' % sg['pids']['parent'],
                check=0)
     marker = sg['image'].marker(5)
     res = scen.sparc('checkpoint', 'verify', out, '--marker', marker,
                      '--format', 'json', check=1)
     assert json.loads(res.stdout)['markers'][0]['in_memory'] > 0
+
+
+def test_shared_frames_pull_in_the_other_process(sg):
+    """Following IPC (the default), the child that shares the parent's
+    copy-on-write frames is excluded too, with that edge as its reason.
+    """
+    parent, child = sg['pids']['parent'], sg['pids']['child']
+    p = plan(sg, 'pid:%d' % parent)
+    assert selected(p) == {parent, child}
+    assert all(x['frames_refused'] == 0 for x in p['processes'])
+    pulled = {e['pid']: e['edge'] for e in p['ipc']['pulled_in']}
+    assert pulled[child]['from'] == parent
+    assert pulled[child]['kind'] == 'shared-anonymous'
+    reasons = {x['pid']: x['selected_because'] for x in p['processes']}
+    assert reasons[child][0].startswith('ipc: shared-anonymous')
 
 
 def test_with_children(sg):

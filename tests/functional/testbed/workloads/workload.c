@@ -109,6 +109,12 @@ static int hold(int idx, int threads, long pages, int do_fork)
         fflush(stdout);
         pid_t child = fork();
         if (child == 0) {
+            /* A pipe of its own: parent and child share only their
+             * copy-on-write memory, no IPC object. */
+            close(idle_pipe[0]);
+            close(idle_pipe[1]);
+            if (pipe(idle_pipe) < 0)
+                return 1;
             printf("CHILD pid=%d\n", getpid());
             fflush(stdout);
             wait_forever();
