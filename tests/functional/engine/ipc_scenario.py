@@ -12,13 +12,15 @@ its own marker, and a control that shares nothing:
   a memfd mapped shared by both, the reader copies it out;
 * ``pty``: a terminal types a shell comment holding the marker on the
   master of a pty whose slave runs ``sh -i`` (never reading the master);
+* ``ptrace``: a tracer writes the marker into its tracee's memory with
+  ``PTRACE_POKEDATA``;
 * ``control``: ``workload hold 4``.
 
 The processes named on the command line are each scenario's writer (the
-shell for ``pty``); the other processes of a scenario are its peers, which
-IPC exclusion must pull in. Just before ``virsh save`` the guest lists its
-processes and, for every workload process, readlink of each of its
-descriptors.
+shell for ``pty``, the tracer for ``ptrace``); the other processes of a
+scenario are its peers, which IPC exclusion must pull in. Just before
+``virsh save`` the guest lists its processes and, for every workload
+process, readlink of each of its descriptors.
 """
 
 import dataclasses
@@ -30,11 +32,12 @@ from tests.functional.engine import scenario as scen
 
 #: Marker index of each IPC scenario (``control`` holds marker 4).
 MARKERS = {'pipe': 9, 'ustream': 10, 'udgram': 11, 'sysv': 12, 'memfd': 13,
-           'pty': 14}
+           'pty': 14, 'ptrace': 15}
 CONTROL_MARKER = 4
 #: The process of each scenario that is named for exclusion.
 NAMED_ROLE = {'pipe': 'writer', 'ustream': 'writer', 'udgram': 'writer',
-              'sysv': 'writer', 'memfd': 'writer', 'pty': 'shell'}
+              'sysv': 'writer', 'memfd': 'writer', 'pty': 'shell',
+              'ptrace': 'tracer'}
 #: How each peer is reached: (scenario, peer role) -> (edge kind, the role
 #: at the edge's sending end).
 PEER_EDGES = {
@@ -45,6 +48,7 @@ PEER_EDGES = {
     ('sysv', 'reader'): ('sysv-shm', 'writer'),
     ('memfd', 'reader'): ('shared-memory', 'writer'),
     ('pty', 'terminal'): ('tty', 'shell'),
+    ('ptrace', 'tracee'): ('ptrace', 'tracer'),
 }
 #: Short-lived processes of the guest's own listing loops and heartbeat.
 TRANSIENT = ('cut', 'awk', 'cat', 'sleep', 'sh', 'fdlist')

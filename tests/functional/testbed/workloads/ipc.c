@@ -12,6 +12,9 @@
  *                    the slave as session leader with it as controlling
  *                    tty; the terminal types "echo >FILE # MARKER" on the
  *                    master and never reads it
+ *   ipc ptrace IDX   a tracer seizes a tracee and writes the marker into
+ *                    its memory with PTRACE_POKEDATA; the tracee runs on,
+ *                    traced
  *
  * The peers are forked before the marker is decoded, so that no copy
  * reaches them by copy-on-write: every copy a peer holds came through the
@@ -45,6 +48,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -374,10 +378,49 @@ static int run_pty(void)
     return 0;
 }
 
+/*
+ * The tracer seizes the tracee, stops it, writes the marker into its
+ * memory with PTRACE_POKEDATA and lets it run on, still traced: data went
+ * from tracer to tracee through ptrace only.
+ */
+static int run_ptrace(void)
+{
+    static union {
+        long words[(MARKER_LEN + sizeof(long) - 1) / sizeof(long)];
+        unsigned char bytes[MARKER_LEN];
+    } slot;
+    pid_t tracee = spawn();
+    if (tracee == 0) {
+        name_self("ptrace", "tracee");
+        serve("ptrace", "tracee", -1, slot.bytes);
+    }
+    name_self("ptrace", "tracer");
+    if (ptrace(PTRACE_SEIZE, tracee, NULL, NULL) < 0)
+        die("PTRACE_SEIZE");
+    if (ptrace(PTRACE_INTERRUPT, tracee, NULL, NULL) < 0)
+        die("PTRACE_INTERRUPT");
+    int status;
+    if (waitpid(tracee, &status, __WALL) < 0)
+        die("waitpid");
+    char *m = decode(marker_idx);
+    memcpy(slot.bytes, m, MARKER_LEN);
+    for (size_t i = 0; i < sizeof(slot.words) / sizeof(long); i++)
+        if (ptrace(PTRACE_POKEDATA, tracee, &slot.words[i],
+                   (void *)slot.words[i]) < 0)
+            die("PTRACE_POKEDATA");
+    memset(slot.bytes, 0, MARKER_LEN);
+    if (ptrace(PTRACE_CONT, tracee, NULL, NULL) < 0)
+        die("PTRACE_CONT");
+    printf("READY ipc ptrace tracer=%d tracee=%d\n", getpid(), tracee);
+    fflush(stdout);
+    wait_forever();
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3) {
-        fprintf(stderr, "usage: ipc pipe|ustream|udgram|sysv|memfd|pty "
+        fprintf(stderr, "usage: ipc pipe|ustream|udgram|sysv|memfd|pty|ptrace "
                 "IDX\n");
         return 2;
     }
@@ -404,6 +447,8 @@ int main(int argc, char **argv)
         return run_memfd();
     if (!strcmp(argv[1], "pty"))
         return run_pty();
+    if (!strcmp(argv[1], "ptrace"))
+        return run_ptrace();
     fprintf(stderr, "ipc: unknown scenario %s\n", argv[1]);
     return 2;
 }
