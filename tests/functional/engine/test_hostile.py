@@ -197,3 +197,41 @@ def test_missing_kallsyms_needs_cache(sc, tmp_path):
                      check=0)
     assert 'System.map (BUILD-ID cache)' in res.stdout
     os.unlink(out)
+
+
+def _task(kernel, pid):
+    from drgn.helpers.linux import pid as pid_helpers
+    return pid_helpers.find_task(kernel.prog, pid)
+
+
+def _pipe_of(kernel, pid):
+    """The pipe_inode_info of the idle pipe the ``pipe`` workload holds."""
+    from drgn.helpers.linux import fs as fs_helpers
+    for _, file in fs_helpers.for_each_file(_task(kernel, pid)):
+        if file.f_inode.i_pipe:
+            return file.f_inode.i_pipe
+    raise AssertionError('pid %d holds no pipe' % pid)
+
+
+def test_pipe_ring_overrun(sc):
+    """A pipe whose head runs past its ring: the IPC walk stops with an
+    error naming the pipe (no slot outside the ring is read or scrubbed).
+    """
+    def edit(kernel, mem):
+        pipe = _pipe_of(kernel, sc.pids['pipe'])
+        head = (pipe.tail.value_() + pipe.ring_size.value_() + 5) & 0xffffffff
+        return {kernel.phys(pipe.head.address_): head.to_bytes(4, 'little')}
+    err = scrub_fails(sc, corrupt(sc, 'pipering', edit))
+    assert 'pipe:[' in err and 'in use' in err
+
+
+def test_huge_fd_table(sc):
+    """An fd table claiming two billion slots is refused before anything
+    the size of it is read.
+    """
+    def edit(kernel, mem):
+        fdt = _task(kernel, sc.pids['control']).files.fdt
+        return {kernel.phys(fdt.max_fds.address_):
+                (0x7fffffff).to_bytes(4, 'little')}
+    err = scrub_fails(sc, corrupt(sc, 'fdtable', edit))
+    assert 'pid %d: fd table claims' % sc.pids['control'] in err
