@@ -80,7 +80,7 @@ def bench_size(image, workdir, mib: int) -> dict:
         in_place = run_child(copy, 'in-place', sels)
         os.unlink(copy)
         new_file = run_child(path, 'new-file', sels)
-        return {'guest_mib': mib, 'machine': machine,
+        return {'guest_mib': mib, 'machine': machine, 'selectors': sels,
                 'save_seconds': round(save, 3), 'file_bytes': size,
                 'scrub_in_place': in_place, 'scrub_new_file': new_file,
                 'ratio_in_place': round(in_place['seconds'] / save, 3),
