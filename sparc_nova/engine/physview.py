@@ -20,6 +20,22 @@ PAGE_SIZE = ram_index.PAGE_SIZE
 DATA = -1
 
 
+def pages_hold(buf, offsets: np.ndarray, fill: int) -> np.ndarray:
+    """For each offset into ``buf`` (a bytes-like object, e.g. an mmap):
+    whether the 4096 bytes there are all ``fill``. (A slice and memcmp
+    per page is faster than numpy gathers or strided views of the same
+    pages: measured 2-3 times.)
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    if len(offsets) and (int(offsets.min()) < 0 or
+                         int(offsets.max()) + PAGE_SIZE > len(buf)):
+        raise ValueError('page offset outside the buffer')
+    page = bytes([fill]) * PAGE_SIZE
+    return np.fromiter((buf[o:o + PAGE_SIZE] == page
+                        for o in offsets.tolist()),
+                       dtype=bool, count=len(offsets))
+
+
 class CheckpointMemory:
     """Read-only guest physical memory of a checkpoint.
 
@@ -179,16 +195,12 @@ class CheckpointMemory:
         data = np.nonzero(fills == DATA)[0]
         if not len(data):
             return out
-        page = bytes([fill]) * PAGE_SIZE
-        mm = self._mm
-        base = self._base
         p = pfns[data]
         offs = np.empty(len(data), dtype=np.int64)
         for i, (start, end) in enumerate(self.ranges):
             sel = (p >= start >> 12) & (p < end >> 12)
             offs[sel] = self._data[i][p[sel] - self._pfn0[i]]
-        for j, off in zip(data.tolist(), (offs + base).tolist()):
-            out[j] = mm[off:off + PAGE_SIZE] == page
+        out[data] = pages_hold(self._mm, offs + self._base, fill)
         return out
 
     def is_ram(self, pfns: np.ndarray) -> np.ndarray:
