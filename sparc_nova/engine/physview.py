@@ -11,6 +11,7 @@ import bisect
 import mmap
 
 import numpy as np
+from numpy.lib import stride_tricks
 
 from sparc_nova.checkpoint import ram_index
 from sparc_nova.introspect import memory as memory_mod
@@ -20,20 +21,70 @@ PAGE_SIZE = ram_index.PAGE_SIZE
 DATA = -1
 
 
+#: Stride of back-to-back PAGE records (an 8-byte header, 4096 bytes).
+_RECORD = PAGE_SIZE + 8
+#: Shortest run of back-to-back pages counted in one numpy call (shorter
+#: runs are compared page by page).
+_MIN_RUN = 16
+#: Bytes counted per numpy call.
+_COUNT_CHUNK = 16 * 1024 * 1024
+
+
+def _differing(arr: np.ndarray, start: int, end: int, fill: int) -> int:
+    """Number of bytes of ``arr[start:end]`` that are not ``fill``."""
+    n = 0
+    for pos in range(start, end, _COUNT_CHUNK):
+        part = arr[pos:min(end, pos + _COUNT_CHUNK)]
+        n += np.count_nonzero(part if fill == 0 else part != fill)
+    return n
+
+
+def _run_holds(arr: np.ndarray, first: int, n: int, fill: int) -> bool:
+    """Whether ``n`` back-to-back PAGE payloads from offset ``first`` all
+    hold ``fill``: the bytes of the span that are not ``fill`` must all be
+    header bytes.
+    """
+    end = first + (n - 1) * _RECORD + PAGE_SIZE
+    headers = stride_tricks.as_strided(arr[first + PAGE_SIZE:],
+                                       shape=(n - 1, 8),
+                                       strides=(_RECORD, 1),
+                                       writeable=False)
+    return _differing(arr, first, end, fill) == \
+        int(np.count_nonzero(headers != fill))
+
+
 def pages_hold(buf, offsets: np.ndarray, fill: int) -> np.ndarray:
     """For each offset into ``buf`` (a bytes-like object, e.g. an mmap):
-    whether the 4096 bytes there are all ``fill``. (A slice and memcmp
-    per page is faster than numpy gathers or strided views of the same
-    pages: measured 2-3 times.)
+    whether the 4096 bytes there are all ``fill``.
+
+    Vectorised: the first 64 bytes of every page are compared at once;
+    the pages that pass and lie back to back as PAGE records (runs of at
+    least :data:`_MIN_RUN`) are checked a run at a time by counting the
+    bytes that differ; the rest, and the pages of a run that fails, are
+    compared one by one.
     """
     offsets = np.asarray(offsets, dtype=np.int64)
-    if len(offsets) and (int(offsets.min()) < 0 or
-                         int(offsets.max()) + PAGE_SIZE > len(buf)):
+    out = np.zeros(len(offsets), dtype=bool)
+    if not len(offsets):
+        return out
+    if int(offsets.min()) < 0 or int(offsets.max()) + PAGE_SIZE > len(buf):
         raise ValueError('page offset outside the buffer')
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    heads = stride_tricks.as_strided(arr, shape=(len(arr) - 63, 64),
+                                     strides=(1, 1), writeable=False)
+    maybe = np.nonzero((heads[offsets] == fill).all(axis=1))[0]
+    cand = offsets[maybe]
+    cut = np.nonzero(np.diff(cand) != _RECORD)[0] + 1
+    bounds = np.concatenate([[0], cut, [len(cand)]]).tolist()
     page = bytes([fill]) * PAGE_SIZE
-    return np.fromiter((buf[o:o + PAGE_SIZE] == page
-                        for o in offsets.tolist()),
-                       dtype=bool, count=len(offsets))
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        if hi - lo >= _MIN_RUN and _run_holds(arr, int(cand[lo]), hi - lo,
+                                              fill):
+            out[maybe[lo:hi]] = True
+            continue
+        for i, o in zip(maybe[lo:hi].tolist(), cand[lo:hi].tolist()):
+            out[i] = buf[o:o + PAGE_SIZE] == page
+    return out
 
 
 class CheckpointMemory:

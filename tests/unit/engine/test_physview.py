@@ -20,14 +20,30 @@ def test_pages_hold_whole_page_compared():
     assert physview.pages_hold(bytes(buf), offs, 0).tolist() == [False] * 4
 
 
-def test_pages_hold_many_pages():
-    buf = bytearray(10 * 4104)
-    for p in (2, 7):
-        buf[p * 4104 + 4000] = 9
-    offs = np.arange(10) * 4104
-    want = [p not in (2, 7) for p in range(10)]
-    assert physview.pages_hold(bytes(buf), offs, 0).tolist() == want
-    assert physview.pages_hold(bytes(buf), offs[:0], 0).tolist() == []
+def records(n, fill, headers=b'\x01\x00\xaa\xff\x00\x07\x20\x08'):
+    """``n`` back-to-back PAGE records (header, 4096 ``fill`` bytes) after
+    a 5-byte prefix; their payload offsets.
+    """
+    buf = bytearray(b'QEVM!')
+    for _ in range(n):
+        buf += headers + bytes([fill]) * 4096
+    return buf, 5 + 8 + np.arange(n) * 4104
+
+
+@pytest.mark.parametrize('fill', [0, 0xaa])
+def test_pages_hold_runs(fill):
+    buf, offs = records(40, fill)
+    assert physview.pages_hold(bytes(buf), offs, fill).all()
+    # A byte off in the middle and at the end of a page of the run.
+    for p, at in ((7, 2000), (31, 4095), (32, 64)):
+        buf[offs[p] + at] ^= 1
+    want = [p not in (7, 31, 32) for p in range(40)]
+    assert physview.pages_hold(bytes(buf), offs, fill).tolist() == want
+    # Some of the pages, not back to back, and a short run.
+    sel = np.array([0, 2, 3, 4, 7, 39])
+    assert physview.pages_hold(bytes(buf), offs[sel], fill).tolist() == \
+        [True, True, True, True, False, True]
+    assert physview.pages_hold(bytes(buf), offs[:0], fill).tolist() == []
 
 
 def test_pages_hold_bounds():
