@@ -3,11 +3,19 @@
 For each guest size: boot a test bed guest (TCG), start workloads holding
 secrets (one of them holding a quarter of guest RAM in anonymous pages,
 so that the save has real data to write), ``virsh save`` it (timed), then
-scrub the save image in a fresh process (timed, peak RSS measured):
-in place, and to a new file. Prints a table and writes JSON.
+scrub the save image in a fresh process (timed: wall and CPU seconds,
+peak RSS, the report's per-phase timings): in place, and to a new file.
+Prints a table and writes JSON.
 
     python benchmarks/scrub_bench.py --sizes 512,2048,4096 \\
         --out bench.json
+
+``--repeat N`` scrubs N times per mode and reports the median run (the
+host may be shared). ``--baseline DIR`` also scrubs the same image with
+the sparc_nova found in DIR (e.g. a checkout of an older commit), the
+runs alternating, so that before and after are measured in the same
+conditions. ``--image FILE --selectors pid:1,pid:2 --save-seconds S``
+benchmarks an existing save image instead of booting a guest.
 
 Needs what the functional tests need (libvirtd, qemu-system-x86).
 """
@@ -22,8 +30,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from tests.functional.testbed import build  # noqa: E402
 from tests.functional.testbed import guest as guest_mod  # noqa: E402
@@ -31,34 +39,86 @@ from tests.functional.testbed import guest as guest_mod  # noqa: E402
 
 def child(argv) -> None:
     """Run one scrub and print its timings and peak RSS as JSON."""
+    # The sparc_nova of PYTHONPATH, not the one next to this script.
+    if sys.path[0] == ROOT:
+        del sys.path[0]
+    import sparc_nova
     from sparc_nova.engine import memory
     path, mode, sels = argv[0], argv[1], argv[2:]
     t = time.monotonic()
+    cpu = time.process_time()
     out = None if mode == 'in-place' else path + '.out'
     rep = memory.scrub_checkpoint(path, sels, in_place=mode == 'in-place',
                                   output=out)
     wall = time.monotonic() - t
+    cpu = time.process_time() - cpu
+    out_bytes = os.path.getsize(out or path)
     if out:
         os.unlink(out)
     print(json.dumps({
         'seconds': round(wall, 3),
+        'cpu_seconds': round(cpu, 3),
         'peak_rss_mib': round(resource.getrusage(
             resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         'timings': rep.timings,
+        'code': os.path.dirname(os.path.dirname(sparc_nova.__file__)),
+        'output_bytes': out_bytes,
         'frames_replaced': rep.rewrite.get('frames_replaced'),
         'free_frames': rep.free_pages.get('frames')}))
 
 
-def run_child(path, mode, sels) -> dict:
-    res = subprocess.run([sys.executable, os.path.abspath(__file__),
-                          '--child', path, mode] + sels,
-                         capture_output=True, text=True)
+def run_child(path, mode, sels, code=None) -> dict:
+    """One scrub of ``path`` in a fresh process (in place: of a copy),
+    with the sparc_nova of directory ``code`` (default: this tree's).
+    """
+    env = dict(os.environ)
+    env['PYTHONPATH'] = code or ROOT
+    target = path
+    if mode == 'in-place':
+        target = path + '.copy'
+        shutil.copyfile(path, target)
+        os.sync()
+    try:
+        res = subprocess.run([sys.executable, os.path.abspath(__file__),
+                              '--child', target, mode] + sels,
+                             capture_output=True, text=True, env=env)
+    finally:
+        if mode == 'in-place':
+            os.unlink(target)
     if res.returncode:
         raise RuntimeError('scrub failed: %s' % res.stderr[-3000:])
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def bench_size(image, workdir, mib: int) -> dict:
+def median_run(runs: list[dict]) -> dict:
+    """The run of median wall time, with every run's wall time."""
+    best = sorted(runs, key=lambda r: r['seconds'])[len(runs) // 2]
+    return dict(best, all_seconds=[r['seconds'] for r in runs])
+
+
+def scrub_image(path, sels, save, repeat, baseline) -> dict:
+    """Scrub ``path`` in both modes (and with the baseline code)."""
+    codes = {'scrub': None}
+    if baseline:
+        codes['baseline'] = baseline
+    runs = {(k, m): [] for k in codes for m in ('in-place', 'new-file')}
+    for _ in range(repeat):
+        for mode in ('in-place', 'new-file'):
+            for key, code in codes.items():
+                runs[key, mode].append(run_child(path, mode, sels, code))
+    out = {'save_seconds': round(save, 3),
+           'file_bytes': os.path.getsize(path), 'selectors': sels}
+    for key in codes:
+        for mode, name in (('in-place', 'in_place'),
+                           ('new-file', 'new_file')):
+            r = median_run(runs[key, mode])
+            prefix = '' if key == 'scrub' else 'baseline_'
+            out[prefix + 'scrub_' + name] = r
+            out[prefix + 'ratio_' + name] = round(r['seconds'] / save, 3)
+    return out
+
+
+def bench_size(image, workdir, mib: int, repeat, baseline) -> dict:
     machine = 'q35' if mib > 2048 else 'pc'
     g = guest_mod.Guest(image, memory_mib=mib, machine=machine)
     try:
@@ -72,21 +132,34 @@ def bench_size(image, workdir, mib: int) -> dict:
         t = time.monotonic()
         g.save(path)
         save = time.monotonic() - t
-        size = os.path.getsize(path)
-        sels = ['pid:%d' % p for p in pids]
-        copy = path + '.copy'
-        shutil.copyfile(path, copy)
-        os.sync()
-        in_place = run_child(copy, 'in-place', sels)
-        os.unlink(copy)
-        new_file = run_child(path, 'new-file', sels)
-        return {'guest_mib': mib, 'machine': machine, 'selectors': sels,
-                'save_seconds': round(save, 3), 'file_bytes': size,
-                'scrub_in_place': in_place, 'scrub_new_file': new_file,
-                'ratio_in_place': round(in_place['seconds'] / save, 3),
-                'ratio_new_file': round(new_file['seconds'] / save, 3)}
     finally:
         g.destroy()
+    os.sync()
+    r = scrub_image(path, ['pid:%d' % p for p in pids], save, repeat,
+                    baseline)
+    return dict(r, guest_mib=mib, machine=machine)
+
+
+def line(label, r) -> str:
+    ph = ', '.join('%s %.2f' % (k, v) for k, v in r['timings'].items()
+                   if k != 'total')
+    return '  %-9s %5.2fs (cpu %5.2fs, peak %5.0f MiB, output %5d MiB): %s' \
+        % (label, r['seconds'], r['cpu_seconds'], r['peak_rss_mib'],
+           r['output_bytes'] >> 20, ph)
+
+
+def show(label, r) -> None:
+    print('%s: save %.2fs (%d MiB file)' % (label, r['save_seconds'],
+                                            r['file_bytes'] >> 20))
+    for prefix, what in (('', 'scrub'), ('baseline_', 'baseline')):
+        if prefix + 'scrub_in_place' not in r:
+            continue
+        print('  %s: in place %.1f%% of the save, to a new file %.1f%%' % (
+            what, 100 * r[prefix + 'ratio_in_place'],
+            100 * r[prefix + 'ratio_new_file']))
+        print(line('in place', r[prefix + 'scrub_in_place']))
+        print(line('new file', r[prefix + 'scrub_new_file']))
+    sys.stdout.flush()
 
 
 def main() -> int:
@@ -98,31 +171,40 @@ def main() -> int:
                    help='Guest sizes in MiB (comma separated).')
     p.add_argument('--workdir', default=None)
     p.add_argument('--out', default=None, help='Write results as JSON.')
+    p.add_argument('--repeat', type=int, default=1,
+                   help='Scrubs per mode (the median is reported).')
+    p.add_argument('--baseline', default=None,
+                   help='Directory holding the sparc_nova to compare with.')
+    p.add_argument('--image', default=None,
+                   help='Benchmark this save image (no guest is booted).')
+    p.add_argument('--selectors', default='',
+                   help='With --image: comma-separated selectors.')
+    p.add_argument('--save-seconds', type=float, default=0.0,
+                   help='With --image: how long its save took.')
     args = p.parse_args()
-    guest_mod.ensure_daemons()
-    workdir = args.workdir or tempfile.mkdtemp(prefix='sparc-bench-',
-                                               dir='/var/tmp')
-    os.chmod(workdir, 0o755)
-    image = build.build_guest(os.path.join(workdir, 'image'))
+    baseline = os.path.abspath(args.baseline) if args.baseline else None
     results = []
-    for mib in [int(x) for x in args.sizes.split(',')]:
-        r = bench_size(image, workdir, mib)
+    if args.image:
+        r = scrub_image(args.image, args.selectors.split(','),
+                        args.save_seconds or float('nan'), args.repeat,
+                        baseline)
         results.append(r)
-        print('%5d MiB %-4s save %6.2fs (%5d MiB file) | scrub in place '
-              '%5.2fs (%4.1f%%, peak %5.0f MiB) | to new file %5.2fs '
-              '(%5.1f%%, peak %5.0f MiB)' % (
-                  mib, r['machine'], r['save_seconds'],
-                  r['file_bytes'] >> 20, r['scrub_in_place']['seconds'],
-                  100 * r['ratio_in_place'],
-                  r['scrub_in_place']['peak_rss_mib'],
-                  r['scrub_new_file']['seconds'],
-                  100 * r['ratio_new_file'],
-                  r['scrub_new_file']['peak_rss_mib']), flush=True)
+        show(args.image, r)
+    else:
+        guest_mod.ensure_daemons()
+        workdir = args.workdir or tempfile.mkdtemp(prefix='sparc-bench-',
+                                                   dir='/var/tmp')
+        os.chmod(workdir, 0o755)
+        image = build.build_guest(os.path.join(workdir, 'image'))
+        for mib in [int(x) for x in args.sizes.split(',')]:
+            r = bench_size(image, workdir, mib, args.repeat, baseline)
+            results.append(r)
+            show('%5d MiB %s' % (mib, r['machine']), r)
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(results, f, indent=2)
-    if not args.workdir:
-        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

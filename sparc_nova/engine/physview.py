@@ -57,15 +57,18 @@ def _run_holds(arr: np.ndarray, first: int, n: int, fill: int) -> bool:
         int(np.count_nonzero(headers != fill))
 
 
-def pages_hold(buf, offsets: np.ndarray, fill: int) -> np.ndarray:
+def pages_hold(buf, offsets: np.ndarray, fill: int,
+               expected: bool = False) -> np.ndarray:
     """For each offset into ``buf`` (a bytes-like object, e.g. an mmap):
     whether the 4096 bytes there are all ``fill``.
 
     Vectorised: a sample of every page (the words at :data:`_SAMPLE`) is
-    compared at once; the pages that pass and lie back to back as PAGE
-    records (runs of at least :data:`_MIN_RUN`) are checked a run at a
-    time by counting the bytes that differ; the rest, and the pages of a
-    run that fails, are compared one by one.
+    compared at once (unless ``expected``: most pages are expected to
+    hold ``fill``, so the sample would reject few); the pages that pass
+    and lie back to back as PAGE records (runs of at least
+    :data:`_MIN_RUN`) are checked a run at a time by counting the bytes
+    that differ; the rest, and the pages of a run that fails, are
+    compared one by one.
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     out = np.zeros(len(offsets), dtype=bool)
@@ -78,8 +81,11 @@ def pages_hold(buf, offsets: np.ndarray, fill: int) -> np.ndarray:
     words = np.ndarray(shape=(len(arr) - 7,), dtype=np.uint64, buffer=arr,
                        strides=(1,))
     word = np.frombuffer(bytes([fill]) * 8, dtype=np.uint64)[0]
-    sample = words[offsets[:, None] + _SAMPLE]
-    maybe = np.nonzero((sample == word).all(axis=1))[0]
+    if expected:
+        maybe = np.arange(len(offsets))
+    else:
+        sample = words[offsets[:, None] + _SAMPLE]
+        maybe = np.nonzero((sample == word).all(axis=1))[0]
     cand = offsets[maybe]
     cut = np.nonzero(np.diff(cand) != _RECORD)[0] + 1
     bounds = np.concatenate([[0], cut, [len(cand)]]).tolist()
@@ -242,10 +248,13 @@ class CheckpointMemory:
                 int(pfns[~done][0]) << 12)
         return out
 
-    def holds(self, pfns: np.ndarray, fill: int) -> np.ndarray:
+    def holds(self, pfns: np.ndarray, fill: int,
+              expected: bool = False) -> np.ndarray:
         """For each frame: whether it loads as 4096 ``fill`` bytes,
         whether from a ZERO record or from a data page (an in-place
-        rewrite leaves data pages).
+        rewrite leaves data pages). ``expected``: most frames are expected
+        to (a read-back), which makes the check faster; the result is the
+        same.
         """
         pfns = np.asarray(pfns, dtype=np.int64)
         fills = self.fills(pfns)
@@ -258,7 +267,7 @@ class CheckpointMemory:
         for i, (start, end) in enumerate(self.ranges):
             sel = (p >= start >> 12) & (p < end >> 12)
             offs[sel] = self._data[i][p[sel] - self._pfn0[i]]
-        out[data] = pages_hold(self._mm, offs + self._base, fill)
+        out[data] = pages_hold(self._mm, offs + self._base, fill, expected)
         return out
 
     def is_ram(self, pfns: np.ndarray) -> np.ndarray:

@@ -31,19 +31,21 @@ def records(n, fill, headers=b'\x01\x00\xaa\xff\x00\x07\x20\x08'):
 
 
 @pytest.mark.parametrize('fill', [0, 0xaa])
-def test_pages_hold_runs(fill):
+@pytest.mark.parametrize('expected', [False, True])
+def test_pages_hold_runs(fill, expected):
+    def hold(buf, offs):
+        return physview.pages_hold(bytes(buf), offs, fill,
+                                   expected).tolist()
     buf, offs = records(40, fill)
-    assert physview.pages_hold(bytes(buf), offs, fill).all()
+    assert hold(buf, offs) == [True] * 40
     # A byte off in the middle and at the end of a page of the run.
     for p, at in ((7, 2000), (31, 4095), (32, 64)):
         buf[offs[p] + at] ^= 1
-    want = [p not in (7, 31, 32) for p in range(40)]
-    assert physview.pages_hold(bytes(buf), offs, fill).tolist() == want
+    assert hold(buf, offs) == [p not in (7, 31, 32) for p in range(40)]
     # Some of the pages, not back to back, and a short run.
     sel = np.array([0, 2, 3, 4, 7, 39])
-    assert physview.pages_hold(bytes(buf), offs[sel], fill).tolist() == \
-        [True, True, True, True, False, True]
-    assert physview.pages_hold(bytes(buf), offs[:0], fill).tolist() == []
+    assert hold(buf, offs[sel]) == [True, True, True, True, False, True]
+    assert hold(buf, offs[:0]) == []
 
 
 def test_pages_hold_bounds():
