@@ -120,7 +120,7 @@ class _Types:
 
     def __init__(self, owner: 'BtfTypes', starts: np.ndarray):
         self._owner = owner
-        self._starts = starts
+        self.starts = starts
         u8 = np.frombuffer(owner.data, dtype=np.uint8)
         head = u8[starts[:, None] + np.arange(12)].view('<u4')
         name_off, info, self.size_or_type = head[:, 0], head[:, 1], \
@@ -132,10 +132,10 @@ class _Types:
         self._made = {}
 
     def __len__(self) -> int:
-        return len(self._starts) + 1
+        return len(self.starts) + 1
 
     def __getitem__(self, tid: int) -> BtfType | None:
-        if not 0 <= tid <= len(self._starts):
+        if not 0 <= tid <= len(self.starts):
             raise IndexError(tid)
         if tid == 0:
             return None
@@ -144,7 +144,7 @@ class _Types:
             i = tid - 1
             kind = int(self.kind[i])
             fixed, per = _EXTRA[kind]
-            body = int(self._starts[i]) + 12
+            body = int(self.starts[i]) + 12
             vlen = int(self.vlen[i])
             # Members, parameters and enumerators are decoded on first
             # use (most of the ~100k types of a kernel are never looked
@@ -246,8 +246,11 @@ class BtfTypes:
             tid += 1
         self.types = _Types(self, np.frombuffer(starts, dtype=np.int64))
 
-    def _names(self, name_offs: np.ndarray) -> list[str]:
-        """The strings at ``name_offs`` ('' for offset 0), checked."""
+    def _names(self, name_offs: np.ndarray,
+               empty_at_0: bool = True) -> list[str]:
+        """The strings at ``name_offs`` (checked; '' for offset 0 when
+        ``empty_at_0``, as for type names).
+        """
         bad = np.nonzero(name_offs >= self._str_len)[0]
         if len(bad):
             self.string(int(name_offs[bad[0]]))     # raises
@@ -256,7 +259,8 @@ class BtfTypes:
         nul = np.flatnonzero(sec == 0)
         ends = nul[np.searchsorted(nul, name_offs)]
         d, ss = self.data, self._str_start
-        return [d[ss + a:ss + b].decode('ascii', 'replace') if a else ''
+        return [d[ss + a:ss + b].decode('ascii', 'replace')
+                if a or not empty_at_0 else ''
                 for a, b in zip(name_offs.tolist(), ends.tolist())]
 
     def items(self, t: BtfType) -> list[tuple]:
@@ -310,11 +314,11 @@ class BtfTypes:
         fwd = kind == KIND_FWD
         for key, full, fwd_flag in (('struct', KIND_STRUCT, 0),
                                     ('union', KIND_UNION, 1)):
-            table = {}
-            ids = np.nonzero(((kind == full) | (fwd & (flag == fwd_flag))) &
-                             named)[0] + 1
-            for tid in ids.tolist():
-                self._prefer(table, self.types[tid])
+            # The first complete definition of a name, else its first
+            # forward declaration.
+            table = {names[i - 1]: i
+                     for i in last_first(fwd & (flag == fwd_flag))}
+            table.update({names[i - 1]: i for i in last_first(kind == full)})
             self.by_kind[key] = table
         enums = (kind == KIND_ENUM) | (kind == KIND_ENUM64)
         self.by_kind['enum'] = {names[i - 1]: i for i in last_first(enums)}
@@ -327,19 +331,24 @@ class BtfTypes:
                           for i in last_first(kind == KIND_VAR)}
         self.functions = {names[i - 1]: int(target[i - 1])
                           for i in last_first(kind == KIND_FUNC)}
-        self.enumerators = {}
-        for tid in (np.nonzero(enums)[0] + 1).tolist():
-            t = self.types[tid]
-            for i, item in enumerate(self.items(t)):
-                self.enumerators.setdefault(self.string(item[0]),
-                                            (t.id, i))
+        self.enumerators = self._enumerators(np.nonzero(enums)[0] + 1)
 
-    def _prefer(self, table, t):
-        """A complete definition wins over a forward declaration."""
-        old = table.get(t.name)
-        if old is None or (self.types[old].kind == KIND_FWD and
-                           t.kind != KIND_FWD):
-            table[t.name] = t.id
+    def _enumerators(self, tids: np.ndarray) -> dict:
+        """Enumerator name -> (enum type id, item index) for the enum
+        types ``tids`` (the first of a name wins), decoded in numpy.
+        """
+        cols = self.types
+        counts = cols.vlen[tids - 1].astype(np.int64)
+        per = np.where(cols.kind[tids - 1] == KIND_ENUM64, 12, 8)
+        owner = np.repeat(np.arange(len(tids)), counts)
+        index = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts,
+                                                  counts)
+        pos = cols.starts[tids - 1][owner] + 12 + index * per[owner]
+        u8 = np.frombuffer(self.data, dtype=np.uint8)
+        name_offs = u8[pos[:, None] + np.arange(4)].view('<u4')[:, 0]
+        names = self._names(name_offs.astype(np.int64), empty_at_0=False)
+        keys = zip(tids[owner].tolist(), index.tolist())
+        return dict(zip(names[::-1], list(keys)[::-1]))
 
     def __len__(self) -> int:
         return len(self.types) - 1

@@ -107,6 +107,7 @@ class GuestKernel:
             # once the symbols are known.
             start = self.consts.START_KERNEL_MAP
             self._image = [start, start + size]
+            self._phys_base = vmci.phys_base
             prog.add_memory_segment(start, size, self._read_image,
                                     physical=False)
 
@@ -124,8 +125,8 @@ class GuestKernel:
         lo, hi = self._image
         if address < lo or address + count > hi:
             raise drgn.FaultError('outside the kernel image', address)
-        phys = (self.vmcoreinfo.phys_base + offset) & 0xffffffffffffffff
-        return self._read(phys, count, 0, True)
+        return self._read((self._phys_base + offset) & 0xffffffffffffffff,
+                          count, 0, True)
 
     def _narrow_image(self) -> None:
         text = self.symbol_address('_text')
