@@ -3,21 +3,27 @@
 For each guest size: boot a test bed guest (TCG), start workloads holding
 secrets (one of them holding a quarter of guest RAM in anonymous pages,
 so that the save has real data to write), ``virsh save`` it (timed), then
-scrub the save image in a fresh process (timed, peak RSS measured):
-in place, and to a new file. Prints a table and writes JSON.
+scrub the save image in a fresh process (timed: wall and CPU seconds,
+peak RSS, the report's per-phase timings): in place, and to a new file.
+Prints a table and writes JSON.
 
     python benchmarks/scrub_bench.py --sizes 512,2048,4096 \\
         --out bench.json
 
-``--sandbox``/``--no-sandbox`` force guest introspection into the
-unprivileged sandbox child or into the scrubbing process (default: ``[sparc]
-sandbox_enabled``); ``--compare-sandbox`` scrubs each image to a new file
-both ways and reports the sandbox's overhead. ``--checkpoint FILE
---exclude-process SEL`` measures an existing save image (never modified)
-instead of booting guests (the scrub is written next to it and removed):
+``--repeat N`` scrubs N times per mode and reports the median run (the
+host may be shared). ``--baseline DIR`` also scrubs the same image with
+the sparc_nova found in DIR (e.g. a checkout of an older commit), the
+runs alternating, so that before and after are measured in the same
+conditions. ``--image FILE --selectors pid:1,pid:2 --save-seconds S``
+benchmarks an existing save image instead of booting a guest.
 
-    python benchmarks/scrub_bench.py --checkpoint vm.save \\
-        --exclude-process vault --compare-sandbox --repeat 3
+``--sandbox``/``--no-sandbox`` force guest introspection into the
+unprivileged sandbox child or into the scrubbing process (default:
+``[sparc] sandbox_enabled``); ``--compare-sandbox`` also scrubs each image
+to a new file both ways, alternating, and reports the sandbox's overhead:
+
+    python benchmarks/scrub_bench.py --image vm.save --selectors vault \\
+        --compare-sandbox --repeat 3
 
 Needs what the functional tests need (libvirtd, qemu-system-x86).
 """
@@ -32,81 +38,126 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from tests.functional.testbed import build  # noqa: E402
 from tests.functional.testbed import guest as guest_mod  # noqa: E402
 
-
+#: How ``--child`` is told about the sandbox (None: the configuration).
 SANDBOX_ARG = {None: 'conf', True: 'on', False: 'off'}
 
 
 def child(argv) -> None:
     """Run one scrub and print its timings and peak RSS as JSON."""
+    # The sparc_nova of PYTHONPATH, not the one next to this script.
+    if sys.path[0] == ROOT:
+        del sys.path[0]
+    import sparc_nova
     from sparc_nova.engine import memory
     path, mode, sandbox, sels = argv[0], argv[1], argv[2], argv[3:]
     sandbox = {v: k for k, v in SANDBOX_ARG.items()}[sandbox]
     t = time.monotonic()
+    cpu = time.process_time()
     out = None if mode == 'in-place' else path + '.out'
+    # Only when asked: a --baseline tree may predate the option.
+    extra = {} if sandbox is None else {'sandbox': sandbox}
     rep = memory.scrub_checkpoint(path, sels, in_place=mode == 'in-place',
-                                  output=out, sandbox=sandbox)
+                                  output=out, **extra)
     wall = time.monotonic() - t
+    cpu = time.process_time() - cpu
+    out_bytes = os.path.getsize(out or path)
     if out:
         os.unlink(out)
     print(json.dumps({
         'seconds': round(wall, 3),
+        'cpu_seconds': round(cpu, 3),
         'peak_rss_mib': round(resource.getrusage(
             resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         'sandbox_peak_rss_mib': round(resource.getrusage(
             resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
-        if rep.sandbox else None,
-        'sandbox': rep.sandbox,
+        if getattr(rep, 'sandbox', None) else None,
+        'sandbox': getattr(rep, 'sandbox', None),
         'timings': rep.timings,
+        'code': os.path.dirname(os.path.dirname(sparc_nova.__file__)),
+        'output_bytes': out_bytes,
         'frames_replaced': rep.rewrite.get('frames_replaced'),
         'free_frames': rep.free_pages.get('frames')}))
 
 
-def run_child(path, mode, sels, sandbox=None) -> dict:
-    res = subprocess.run([sys.executable, os.path.abspath(__file__),
-                          '--child', path, mode, SANDBOX_ARG[sandbox]] +
-                         sels, capture_output=True, text=True)
+def run_child(path, mode, sels, code=None, sandbox=None) -> dict:
+    """One scrub of ``path`` in a fresh process (in place: of a copy),
+    with the sparc_nova of directory ``code`` (default: this tree's).
+    """
+    env = dict(os.environ)
+    env['PYTHONPATH'] = code or ROOT
+    target = path
+    if mode == 'in-place':
+        target = path + '.copy'
+        shutil.copyfile(path, target)
+        os.sync()
+    try:
+        res = subprocess.run([sys.executable, os.path.abspath(__file__),
+                              '--child', target, mode,
+                              SANDBOX_ARG[sandbox]] + sels,
+                             capture_output=True, text=True, env=env)
+    finally:
+        if mode == 'in-place':
+            os.unlink(target)
     if res.returncode:
         raise RuntimeError('scrub failed: %s' % res.stderr[-3000:])
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def compare_sandbox(path, sels, repeat: int = 1) -> dict:
+def median_run(runs: list[dict]) -> dict:
+    """The run of median wall time, with every run's wall time."""
+    best = sorted(runs, key=lambda r: r['seconds'])[len(runs) // 2]
+    return dict(best, all_seconds=[r['seconds'] for r in runs])
+
+
+def compare_sandbox(path, sels, repeat: int) -> dict:
     """Scrub ``path`` to a new file with and without the sandbox,
-    alternating, ``repeat`` times each; the best run of each counts.
+    alternating, ``repeat`` times each (median runs).
     """
     runs = {True: [], False: []}
     for _ in range(repeat):
         for sandbox in (False, True):
-            runs[sandbox].append(run_child(path, 'new-file', sels, sandbox))
-    best = {k: min(v, key=lambda r: r['seconds']) for k, v in runs.items()}
-    on, off = best[True], best[False]
+            runs[sandbox].append(run_child(path, 'new-file', sels,
+                                           sandbox=sandbox))
+    on, off = median_run(runs[True]), median_run(runs[False])
     return {'sandbox': on, 'no_sandbox': off,
-            'all_seconds': {'sandbox': [r['seconds'] for r in runs[True]],
-                            'no_sandbox': [r['seconds']
-                                           for r in runs[False]]},
             'overhead_seconds': round(on['seconds'] - off['seconds'], 3),
             'overhead_pct': round(100 * (on['seconds'] / off['seconds'] -
                                          1), 1)}
 
 
-def print_comparison(label, c) -> None:
-    on, off = c['sandbox'], c['no_sandbox']
-    print('%s: no sandbox %5.2fs (peak %5.0f MiB) | sandbox %5.2fs '
-          '(parent peak %5.0f MiB, child peak %5.0f MiB; start, encode '
-          'and validate %.2fs) | overhead %+.2fs (%+.1f%%)' % (
-              label, off['seconds'], off['peak_rss_mib'], on['seconds'],
-              on['peak_rss_mib'], on['sandbox_peak_rss_mib'] or 0,
-              on['timings'].get('sandbox', 0), c['overhead_seconds'],
-              c['overhead_pct']), flush=True)
+def scrub_image(path, sels, save, repeat, baseline, sandbox=None,
+                compare=False) -> dict:
+    """Scrub ``path`` in both modes (and with the baseline code)."""
+    codes = {'scrub': None}
+    if baseline:
+        codes['baseline'] = baseline
+    runs = {(k, m): [] for k in codes for m in ('in-place', 'new-file')}
+    for _ in range(repeat):
+        for mode in ('in-place', 'new-file'):
+            for key, code in codes.items():
+                runs[key, mode].append(run_child(path, mode, sels, code,
+                                                 sandbox))
+    out = {'save_seconds': round(save, 3),
+           'file_bytes': os.path.getsize(path), 'selectors': sels}
+    for key in codes:
+        for mode, name in (('in-place', 'in_place'),
+                           ('new-file', 'new_file')):
+            r = median_run(runs[key, mode])
+            prefix = '' if key == 'scrub' else 'baseline_'
+            out[prefix + 'scrub_' + name] = r
+            out[prefix + 'ratio_' + name] = round(r['seconds'] / save, 3)
+    if compare:
+        out['sandbox_comparison'] = compare_sandbox(path, sels, repeat)
+    return out
 
 
-def bench_size(image, workdir, mib: int, sandbox=None,
+def bench_size(image, workdir, mib: int, repeat, baseline, sandbox=None,
                compare=False) -> dict:
     machine = 'q35' if mib > 2048 else 'pc'
     g = guest_mod.Guest(image, memory_mib=mib, machine=machine)
@@ -121,24 +172,43 @@ def bench_size(image, workdir, mib: int, sandbox=None,
         t = time.monotonic()
         g.save(path)
         save = time.monotonic() - t
-        size = os.path.getsize(path)
-        sels = ['pid:%d' % p for p in pids]
-        copy = path + '.copy'
-        shutil.copyfile(path, copy)
-        os.sync()
-        in_place = run_child(copy, 'in-place', sels, sandbox)
-        os.unlink(copy)
-        new_file = run_child(path, 'new-file', sels, sandbox)
-        out = {'guest_mib': mib, 'machine': machine,
-               'save_seconds': round(save, 3), 'file_bytes': size,
-               'scrub_in_place': in_place, 'scrub_new_file': new_file,
-               'ratio_in_place': round(in_place['seconds'] / save, 3),
-               'ratio_new_file': round(new_file['seconds'] / save, 3)}
-        if compare:
-            out['sandbox_comparison'] = compare_sandbox(path, sels)
-        return out
     finally:
         g.destroy()
+    os.sync()
+    r = scrub_image(path, ['pid:%d' % p for p in pids], save, repeat,
+                    baseline, sandbox, compare)
+    return dict(r, guest_mib=mib, machine=machine)
+
+
+def line(label, r) -> str:
+    ph = ', '.join('%s %.2f' % (k, v) for k, v in r['timings'].items()
+                   if k != 'total')
+    return '  %-9s %5.2fs (cpu %5.2fs, peak %5.0f MiB, output %5d MiB): %s' \
+        % (label, r['seconds'], r['cpu_seconds'], r['peak_rss_mib'],
+           r['output_bytes'] >> 20, ph)
+
+
+def show(label, r) -> None:
+    print('%s: save %.2fs (%d MiB file)' % (label, r['save_seconds'],
+                                            r['file_bytes'] >> 20))
+    for prefix, what in (('', 'scrub'), ('baseline_', 'baseline')):
+        if prefix + 'scrub_in_place' not in r:
+            continue
+        print('  %s: in place %.1f%% of the save, to a new file %.1f%%' % (
+            what, 100 * r[prefix + 'ratio_in_place'],
+            100 * r[prefix + 'ratio_new_file']))
+        print(line('in place', r[prefix + 'scrub_in_place']))
+        print(line('new file', r[prefix + 'scrub_new_file']))
+    c = r.get('sandbox_comparison')
+    if c:
+        on, off = c['sandbox'], c['no_sandbox']
+        print('  sandbox: %.2fs without, %.2fs with (child peak %.0f MiB; '
+              'start, encode and validate %.2fs): overhead %+.2fs '
+              '(%+.1f%%)' % (off['seconds'], on['seconds'],
+                             on['sandbox_peak_rss_mib'] or 0,
+                             on['timings'].get('sandbox', 0),
+                             c['overhead_seconds'], c['overhead_pct']))
+    sys.stdout.flush()
 
 
 def main() -> int:
@@ -150,68 +220,47 @@ def main() -> int:
                    help='Guest sizes in MiB (comma separated).')
     p.add_argument('--workdir', default=None)
     p.add_argument('--out', default=None, help='Write results as JSON.')
+    p.add_argument('--repeat', type=int, default=1,
+                   help='Scrubs per mode (the median is reported).')
+    p.add_argument('--baseline', default=None,
+                   help='Directory holding the sparc_nova to compare with.')
+    p.add_argument('--image', default=None,
+                   help='Benchmark this save image (no guest is booted).')
+    p.add_argument('--selectors', default='',
+                   help='With --image: comma-separated selectors.')
+    p.add_argument('--save-seconds', type=float, default=0.0,
+                   help='With --image: how long its save took.')
     p.add_argument('--sandbox', action=argparse.BooleanOptionalAction,
                    default=None, help='Introspect in the sandbox child '
                    '(default: [sparc] sandbox_enabled).')
     p.add_argument('--compare-sandbox', action='store_true',
                    help='Also scrub each image with and without the '
                         'sandbox and report the overhead.')
-    p.add_argument('--checkpoint', default=None,
-                   help='Measure this save image instead of booting '
-                        'guests (it is only read).')
-    p.add_argument('--exclude-process', action='append', default=[],
-                   help='Selector for --checkpoint (repeatable).')
-    p.add_argument('--repeat', type=int, default=1,
-                   help='Runs of each mode with --checkpoint.')
     args = p.parse_args()
-    if args.checkpoint:
-        return bench_file(args)
-    guest_mod.ensure_daemons()
-    workdir = args.workdir or tempfile.mkdtemp(prefix='sparc-bench-',
-                                               dir='/var/tmp')
-    os.chmod(workdir, 0o755)
-    image = build.build_guest(os.path.join(workdir, 'image'))
+    baseline = os.path.abspath(args.baseline) if args.baseline else None
     results = []
-    for mib in [int(x) for x in args.sizes.split(',')]:
-        r = bench_size(image, workdir, mib, args.sandbox,
-                       args.compare_sandbox)
+    if args.image:
+        r = scrub_image(args.image, args.selectors.split(','),
+                        args.save_seconds or float('nan'), args.repeat,
+                        baseline, args.sandbox, args.compare_sandbox)
         results.append(r)
-        print('%5d MiB %-4s save %6.2fs (%5d MiB file) | scrub in place '
-              '%5.2fs (%4.1f%%, peak %5.0f MiB) | to new file %5.2fs '
-              '(%5.1f%%, peak %5.0f MiB)' % (
-                  mib, r['machine'], r['save_seconds'],
-                  r['file_bytes'] >> 20, r['scrub_in_place']['seconds'],
-                  100 * r['ratio_in_place'],
-                  r['scrub_in_place']['peak_rss_mib'],
-                  r['scrub_new_file']['seconds'],
-                  100 * r['ratio_new_file'],
-                  r['scrub_new_file']['peak_rss_mib']), flush=True)
-        if 'sandbox_comparison' in r:
-            print_comparison('%5d MiB' % mib, r['sandbox_comparison'])
+        show(args.image, r)
+    else:
+        guest_mod.ensure_daemons()
+        workdir = args.workdir or tempfile.mkdtemp(prefix='sparc-bench-',
+                                                   dir='/var/tmp')
+        os.chmod(workdir, 0o755)
+        image = build.build_guest(os.path.join(workdir, 'image'))
+        for mib in [int(x) for x in args.sizes.split(',')]:
+            r = bench_size(image, workdir, mib, args.repeat, baseline,
+                           args.sandbox, args.compare_sandbox)
+            results.append(r)
+            show('%5d MiB %s' % (mib, r['machine']), r)
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(results, f, indent=2)
-    if not args.workdir:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return 0
-
-
-def bench_file(args) -> int:
-    """``--checkpoint``: one existing image, no guest."""
-    size = os.path.getsize(args.checkpoint)
-    if args.compare_sandbox:
-        r = compare_sandbox(args.checkpoint, args.exclude_process,
-                            args.repeat)
-        print_comparison('%s (%d MiB)' % (args.checkpoint, size >> 20), r)
-    else:
-        r = run_child(args.checkpoint, 'new-file', args.exclude_process,
-                      args.sandbox)
-        print('%s (%d MiB): %.2fs %s' % (args.checkpoint, size >> 20,
-                                         r['seconds'], r['timings']))
-    if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(dict(r, checkpoint=args.checkpoint, file_bytes=size),
-                      f, indent=2)
     return 0
 
 

@@ -8,9 +8,12 @@ holds the old bytes). Two modes:
   ``work_dir``), fsync'd, given the original's owner and mode, and renamed
   over the target; the directory is fsync'd. A crash leaves either the old
   or the new file. Compressed images are recompressed with the same
-  program. Records keep their size (a PAGE record gets its new payload, a
-  ZERO record a new fill byte), except a ZERO record that must hold
-  non-uniform content, which becomes a PAGE record.
+  program. A PAGE record whose new content is one repeated byte (a
+  scrubbed page) becomes a 9-byte ZERO record, so that scrubbing writes
+  little more than what it keeps; other PAGE records get their new
+  payload, ZERO records a new fill byte, and a ZERO record that must hold
+  non-uniform content becomes a PAGE record. Unchanged spans of a raw
+  image are copied inside the kernel.
 * in place (raw images only): the 4096 payload bytes of each PAGE record
   are overwritten in the file, through a redo journal (see
   :mod:`.journal`): a crash leaves a journal that :func:`journal.recover`
@@ -33,6 +36,10 @@ from sparc_nova import exception
 
 PAGE_SIZE = ram_index.PAGE_SIZE
 _COPY_CHUNK = 32 * 1024 * 1024
+#: Unchanged spans at least this long are copied inside the kernel
+#: (copy_file_range); shorter ones are read and written with their
+#: neighbours.
+_KERNEL_COPY_MIN = 1024 * 1024
 
 
 @dataclasses.dataclass
@@ -130,24 +137,22 @@ def _contents(replacements) -> tuple[np.ndarray, np.ndarray, list, list]:
     objects (typically one zero page for every scrubbed frame) share an
     index.
     """
-    pfns = np.fromiter(replacements.keys(), dtype=np.int64,
-                       count=len(replacements))
-    ids = {}
+    n = len(replacements)
+    pfns = np.fromiter(replacements.keys(), dtype=np.int64, count=n)
+    values = list(replacements.values())
+    # Group by object identity in numpy: no Python step per frame.
+    ids = np.fromiter(map(id, values), dtype=np.uint64, count=n)
+    _, first, index = np.unique(ids, return_index=True, return_inverse=True)
     contents, fills = [], []
-    index = np.empty(len(replacements), dtype=np.int64)
-    for i, data in enumerate(replacements.values()):
-        c = ids.get(id(data))
-        if c is None:
-            if len(data) != PAGE_SIZE:
-                raise ValueError('replacement for frame 0x%x is %d bytes, '
-                                 'not %d' % (int(pfns[i]), len(data),
-                                             PAGE_SIZE))
-            c = ids[id(data)] = len(contents)
-            contents.append(bytes(data))
-            fill = _uniform(data)
-            fills.append(-1 if fill is None else fill)
-        index[i] = c
-    return pfns, index, contents, fills
+    for i in first.tolist():
+        data = values[i]
+        if len(data) != PAGE_SIZE:
+            raise ValueError('replacement for frame 0x%x is %d bytes, not '
+                             '%d' % (int(pfns[i]), len(data), PAGE_SIZE))
+        contents.append(bytes(data))
+        fill = _uniform(data)
+        fills.append(-1 if fill is None else fill)
+    return pfns, index.astype(np.int64).reshape(-1), contents, fills
 
 
 def _plan(ck, replacements) -> _Edits:
@@ -214,68 +219,134 @@ def _edit_columns(ck, edits):
     return idx.rec_hdr[edits.recs], idx.rec_data[edits.recs], kind, fill
 
 
-def _patch_buffer(buf, pos, edits, cols, lo, hi):
-    """Apply the same-size edits ``lo:hi`` to ``buf`` (stream bytes from
-    offset ``pos``).
+def _shrunk_headers(ck, hdr: np.ndarray) -> np.ndarray:
+    """The 8-byte headers of PAGE records ``hdr`` (stream offsets) turned
+    into ZERO record headers: same page, same CONTINUE bit.
     """
-    _, dat, kind, fill = cols
-    d = dat[lo:hi] - pos
-    k = kind[lo:hi]
-    c = edits.content[lo:hi]
-    page = k == ram_index.KIND_PAGE
-    for ci in np.unique(c[page]).tolist():
-        rows = d[page & (c == ci)]
-        if edits.fills[ci] >= 0:
-            journal.fill_rows(buf, rows, PAGE_SIZE, int(edits.fills[ci]))
+    u8 = np.frombuffer(ck.stream, dtype=np.uint8)
+    old = u8[hdr[:, None] + np.arange(8)].copy().view('>u8')[:, 0]
+    new = (old & np.uint64(~qemu_stream.RAM_PAGE & 0xffffffffffffffff)) | \
+        np.uint64(qemu_stream.RAM_ZERO)
+    return new.astype('>u8').view(np.uint8).reshape(len(hdr), 8)
+
+
+def _splices(ck, edits) -> list:
+    """The edits as ``(start, end, data)`` splices of the stream, in
+    stream order, contiguous ones merged: ``stream[start:end]`` is
+    replaced by ``data``.
+
+    A PAGE record that must hold one repeated byte becomes a 9-byte ZERO
+    record (the common case, vectorised); other PAGE records get their
+    new payload, ZERO records a new fill byte, and a ZERO record that
+    must hold non-uniform content grows into a PAGE record.
+    """
+    hdr, dat, kind, fill = _edit_columns(ck, edits)
+    page = kind == ram_index.KIND_PAGE
+    # PAGE records without a block name (CONTINUE): hdr + 8 == dat.
+    fast = page & (fill >= 0) & (dat == hdr + 8)
+    fi = np.nonzero(fast)[0]
+    rows = np.empty((len(fi), 9), dtype=np.uint8)
+    if len(fi):
+        rows[:, :8] = _shrunk_headers(ck, hdr[fi])
+        rows[:, 8] = fill[fi]
+    a = hdr[fi]
+    b = dat[fi] + PAGE_SIZE
+    # Runs of back-to-back records become one splice.
+    cut = np.nonzero(a[1:] != b[:-1])[0] + 1
+    firsts = np.concatenate([[0], cut]) if len(fi) else cut
+    lasts = np.concatenate([cut, [len(fi)]]) if len(fi) else cut
+    out = [(int(a[i]), int(b[j - 1]), rows[i:j])
+           for i, j in zip(firsts.tolist(), lasts.tolist())]
+    for e in np.nonzero(~fast)[0].tolist():
+        h, d, f = int(hdr[e]), int(dat[e]), int(fill[e])
+        data = edits.contents[edits.content[e]]
+        if page[e] and f >= 0:
+            head = _shrunk_headers(ck, hdr[e:e + 1]).tobytes()
+            out.append((h, d + PAGE_SIZE,
+                        head + bytes(ck.stream[h + 8:d]) + bytes([f])))
+        elif page[e]:
+            out.append((d, d + PAGE_SIZE, data))
+        elif f >= 0:
+            out.append((d, d + 1, bytes([f])))
         else:
-            content = np.frombuffer(edits.contents[ci], dtype=np.uint8)
-            for r in rows.tolist():
-                buf[r:r + PAGE_SIZE] = content
-    zero = ~page
-    buf[d[zero]] = fill[lo:hi][zero]
+            out.append((h, d + 1, _grown_record(ck, int(edits.recs[e]),
+                                                data)))
+    out.sort(key=lambda x: x[0])
+    return out
 
 
-def _write_stream(ck, edits, out, progress) -> None:
-    """Write the stream with the edits applied to ``out``, in chunks:
-    same-size edits are applied with numpy to a copy of each chunk; a ZERO
-    record that must hold non-uniform content is spliced in as a PAGE
-    record.
+class _StreamCopier:
+    """Writes a new stream to a file descriptor or a compressor: new
+    bytes through a buffer, unchanged spans of the old stream copied
+    inside the kernel when the output is a plain file.
     """
-    fd = ck.stream_file.fileno()
-    cols = _edit_columns(ck, edits)
-    hdr, dat, kind, fill = cols
-    grow = np.nonzero((kind == ram_index.KIND_ZERO) & (fill < 0))[0]
-    cursor = 0
-    for g in grow.tolist() + [None]:
-        end = ck.stream_size if g is None else int(hdr[g])
-        pos = cursor
-        while pos < end:
-            stop = min(end, pos + _COPY_CHUNK)
-            j = int(np.searchsorted(dat, stop)) - 1
-            if (j >= 0 and kind[j] == ram_index.KIND_PAGE and
-                    dat[j] < stop < dat[j] + PAGE_SIZE):
-                stop = int(dat[j]) + PAGE_SIZE
-            lo = int(np.searchsorted(dat, pos))
-            hi = int(np.searchsorted(dat, stop))
+
+    def __init__(self, ck, out, fd: int | None):
+        self._ck = ck
+        self._out = out
+        self._fd = fd
+        self._buf = bytearray()
+
+    def write(self, data) -> None:
+        """Append ``data`` (bytes or a C-contiguous uint8 array)."""
+        self._buf += memoryview(data).cast('B')
+        if len(self._buf) >= _COPY_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            if self._fd is None:
+                self._out.write(self._buf)
+            else:
+                view = memoryview(self._buf)
+                while len(view):
+                    view = view[os.write(self._fd, view):]
+            self._buf = bytearray()
+
+    def copy(self, start: int, end: int) -> None:
+        """Append ``stream[start:end]``."""
+        ck = self._ck
+        src = ck.stream_file.fileno()
+        if self._fd is not None and end - start >= _KERNEL_COPY_MIN:
+            self.flush()
+            off = ck.stream_base + start
+            left = end - start
+            while left:
+                n = os.copy_file_range(src, self._fd, left, off)
+                if n <= 0:
+                    raise exception.CheckpointError(ck.path, 'short copy',
+                                                    off)
+                off += n
+                left -= n
+            return
+        for pos in range(start, end, _COPY_CHUNK):
+            raw = bytearray(min(_COPY_CHUNK, end - pos))
             # pread, not a copy out of the mmap: page faults on a mapping
             # cost several times a read of the same bytes.
-            raw = bytearray(stop - pos)
-            if os.preadv(fd, [raw], ck.stream_base + pos) != len(raw):
+            if os.preadv(src, [raw], ck.stream_base + pos) != len(raw):
                 raise exception.CheckpointError(
                     ck.path, 'short read of the memory stream',
                     ck.stream_base + pos)
-            if lo != hi:
-                _patch_buffer(np.frombuffer(raw, dtype=np.uint8), pos,
-                              edits, cols, lo, hi)
-            out.write(raw)
-            pos = stop
-            if progress:
-                progress(pos, ck.stream_size)
-        if g is not None:
-            rec = int(edits.recs[g])
-            out.write(_grown_record(ck, rec,
-                                    edits.contents[edits.content[g]]))
-            cursor = int(dat[g]) + 1
+            self.write(raw)
+
+
+def _write_stream(ck, edits, out, fd, progress) -> None:
+    """Write the stream with the edits spliced in to ``out`` (a file
+    object; ``fd``, its descriptor when it is a plain file, lets
+    unchanged spans be copied inside the kernel).
+    """
+    sink = _StreamCopier(ck, out, fd)
+    pos = 0
+    for start, end, data in _splices(ck, edits):
+        sink.copy(pos, start)
+        sink.write(data)
+        pos = end
+        if progress:
+            progress(pos, ck.stream_size)
+    sink.copy(pos, ck.stream_size)
+    sink.flush()
+    if progress:
+        progress(ck.stream_size, ck.stream_size)
 
 
 def _rewrite_file(ck, edits, target, progress):
@@ -287,20 +358,15 @@ def _rewrite_file(ck, edits, target, progress):
                                     dir=tmp_dir)
     try:
         with os.fdopen(fd, 'wb') as f:
-            groups = None if ck.compressed else _groups(ck, edits)
-            if groups is not None:
-                # Same size, raw: copy in the kernel, then patch the copy.
-                _copy_file(ck.path, f.fileno(), progress)
-                journal.apply(tmp_path, groups)
+            if ck.header:
+                f.write(ck.header.raw)
+            f.flush()
+            if ck.compressed:
+                out = compression.Compressor(ck.compressed, f, ck.path)
+                _write_stream(ck, edits, out, None, progress)
+                out.close()
             else:
-                if ck.header:
-                    f.write(ck.header.raw)
-                out = f
-                if ck.compressed:
-                    out = compression.Compressor(ck.compressed, f, ck.path)
-                _write_stream(ck, edits, out, progress)
-                if out is not f:
-                    out.close()
+                _write_stream(ck, edits, f, f.fileno(), progress)
             f.flush()
             os.fchmod(f.fileno(), st.st_mode & 0o7777)
             if os.geteuid() == 0:
@@ -314,21 +380,6 @@ def _rewrite_file(ck, edits, target, progress):
         except OSError:
             pass
         raise
-
-
-def _copy_file(src: str, dst_fd: int, progress) -> None:
-    """Copy ``src`` to the start of ``dst_fd`` inside the kernel."""
-    with open(src, 'rb') as f:
-        size = os.fstat(f.fileno()).st_size
-        done = 0
-        while done < size:
-            n = os.copy_file_range(f.fileno(), dst_fd,
-                                   min(size - done, 1 << 30), done, done)
-            if n <= 0:
-                raise exception.CheckpointError(src, 'short copy', done)
-            done += n
-            if progress:
-                progress(done, size)
 
 
 def _groups(ck, edits) -> list | None:

@@ -724,7 +724,7 @@ def _verify(path, patcher, work_dir, limits) -> dict:
         for fill, arr in patcher.scrubbed.items():
             if not len(arr):
                 continue
-            bad = arr[~s.memory.holds(arr, fill)]
+            bad = arr[~s.memory.holds(arr, fill, expected=True)]
             if len(bad):
                 raise errors.ScrubError(
                     path, '%d scrubbed frames do not read back as 0x%02x '

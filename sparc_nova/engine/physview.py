@@ -11,6 +11,7 @@ import bisect
 import mmap
 
 import numpy as np
+from numpy.lib import stride_tricks
 
 from sparc_nova.checkpoint import ram_index
 from sparc_nova.introspect import memory as memory_mod
@@ -18,6 +19,85 @@ from sparc_nova.introspect import memory as memory_mod
 PAGE_SIZE = ram_index.PAGE_SIZE
 #: fill value meaning "a data page" in :meth:`CheckpointMemory.fills`.
 DATA = -1
+
+
+#: Stride of back-to-back PAGE records (an 8-byte header, 4096 bytes).
+_RECORD = PAGE_SIZE + 8
+#: Shortest run of back-to-back pages counted in one numpy call (shorter
+#: runs are compared page by page).
+_MIN_RUN = 16
+#: Eight-byte words of a page compared first, evenly spaced from its
+#: first to its last eight bytes (a page that differs there needs no
+#: further look).
+_SAMPLE = np.linspace(0, PAGE_SIZE - 8, 9).astype(np.int64)
+#: Bytes counted per numpy call.
+_COUNT_CHUNK = 16 * 1024 * 1024
+
+
+def _differing(arr: np.ndarray, start: int, end: int, fill: int) -> int:
+    """Number of bytes of ``arr[start:end]`` that are not ``fill``."""
+    n = 0
+    for pos in range(start, end, _COUNT_CHUNK):
+        part = arr[pos:min(end, pos + _COUNT_CHUNK)]
+        n += np.count_nonzero(part if fill == 0 else part != fill)
+    return n
+
+
+def _run_holds(arr: np.ndarray, first: int, n: int, fill: int) -> bool:
+    """Whether ``n`` back-to-back PAGE payloads from offset ``first`` all
+    hold ``fill``: the bytes of the span that are not ``fill`` must all be
+    header bytes.
+    """
+    end = first + (n - 1) * _RECORD + PAGE_SIZE
+    headers = stride_tricks.as_strided(arr[first + PAGE_SIZE:],
+                                       shape=(n - 1, 8),
+                                       strides=(_RECORD, 1),
+                                       writeable=False)
+    return _differing(arr, first, end, fill) == \
+        int(np.count_nonzero(headers != fill))
+
+
+def pages_hold(buf, offsets: np.ndarray, fill: int,
+               expected: bool = False) -> np.ndarray:
+    """For each offset into ``buf`` (a bytes-like object, e.g. an mmap):
+    whether the 4096 bytes there are all ``fill``.
+
+    Vectorised: a sample of every page (the words at :data:`_SAMPLE`) is
+    compared at once (unless ``expected``: most pages are expected to
+    hold ``fill``, so the sample would reject few); the pages that pass
+    and lie back to back as PAGE records (runs of at least
+    :data:`_MIN_RUN`) are checked a run at a time by counting the bytes
+    that differ; the rest, and the pages of a run that fails, are
+    compared one by one.
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    out = np.zeros(len(offsets), dtype=bool)
+    if not len(offsets):
+        return out
+    if int(offsets.min()) < 0 or int(offsets.max()) + PAGE_SIZE > len(buf):
+        raise ValueError('page offset outside the buffer')
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    # Every (unaligned) eight-byte word of the buffer, by byte offset.
+    words = np.ndarray(shape=(len(arr) - 7,), dtype=np.uint64, buffer=arr,
+                       strides=(1,))
+    word = np.frombuffer(bytes([fill]) * 8, dtype=np.uint64)[0]
+    if expected:
+        maybe = np.arange(len(offsets))
+    else:
+        sample = words[offsets[:, None] + _SAMPLE]
+        maybe = np.nonzero((sample == word).all(axis=1))[0]
+    cand = offsets[maybe]
+    cut = np.nonzero(np.diff(cand) != _RECORD)[0] + 1
+    bounds = np.concatenate([[0], cut, [len(cand)]]).tolist()
+    page = bytes([fill]) * PAGE_SIZE
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        if hi - lo >= _MIN_RUN and _run_holds(arr, int(cand[lo]), hi - lo,
+                                              fill):
+            out[maybe[lo:hi]] = True
+            continue
+        for i, o in zip(maybe[lo:hi].tolist(), cand[lo:hi].tolist()):
+            out[i] = buf[o:o + PAGE_SIZE] == page
+    return out
 
 
 class CheckpointMemory:
@@ -168,10 +248,13 @@ class CheckpointMemory:
                 int(pfns[~done][0]) << 12)
         return out
 
-    def holds(self, pfns: np.ndarray, fill: int) -> np.ndarray:
+    def holds(self, pfns: np.ndarray, fill: int,
+              expected: bool = False) -> np.ndarray:
         """For each frame: whether it loads as 4096 ``fill`` bytes,
         whether from a ZERO record or from a data page (an in-place
-        rewrite leaves data pages).
+        rewrite leaves data pages). ``expected``: most frames are expected
+        to (a read-back), which makes the check faster; the result is the
+        same.
         """
         pfns = np.asarray(pfns, dtype=np.int64)
         fills = self.fills(pfns)
@@ -179,16 +262,12 @@ class CheckpointMemory:
         data = np.nonzero(fills == DATA)[0]
         if not len(data):
             return out
-        page = bytes([fill]) * PAGE_SIZE
-        mm = self._mm
-        base = self._base
         p = pfns[data]
         offs = np.empty(len(data), dtype=np.int64)
         for i, (start, end) in enumerate(self.ranges):
             sel = (p >= start >> 12) & (p < end >> 12)
             offs[sel] = self._data[i][p[sel] - self._pfn0[i]]
-        for j, off in zip(data.tolist(), (offs + base).tolist()):
-            out[j] = mm[off:off + PAGE_SIZE] == page
+        out[data] = pages_hold(self._mm, offs + self._base, fill, expected)
         return out
 
     def is_ram(self, pfns: np.ndarray) -> np.ndarray:

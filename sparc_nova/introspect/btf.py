@@ -19,9 +19,11 @@ is capped. Errors raise :class:`BtfError` with the byte offset.
 Format reference: the kernel's ``Documentation/bpf/btf.rst``.
 """
 
+import array
 import struct
 
 import drgn
+import numpy as np
 
 from sparc_nova import exception
 
@@ -110,6 +112,52 @@ class BtfType:
         self.items = items
 
 
+class _Types:
+    """The types of a blob by id, as a read-only sequence (id 0 is void,
+    None): the common header fields are numpy columns; a
+    :class:`BtfType` is made the first time its id is looked up.
+    """
+
+    def __init__(self, owner: 'BtfTypes', starts: np.ndarray):
+        self._owner = owner
+        self.starts = starts
+        u8 = np.frombuffer(owner.data, dtype=np.uint8)
+        head = u8[starts[:, None] + np.arange(12)].view('<u4')
+        name_off, info, self.size_or_type = head[:, 0], head[:, 1], \
+            head[:, 2]
+        self.kind = (info >> 24) & 0x1f
+        self.vlen = info & 0xffff
+        self.kind_flag = info >> 31
+        self.names = owner._names(name_off.astype(np.int64))
+        self._made = {}
+
+    def __len__(self) -> int:
+        return len(self.starts) + 1
+
+    def __getitem__(self, tid: int) -> BtfType | None:
+        if not 0 <= tid <= len(self.starts):
+            raise IndexError(tid)
+        if tid == 0:
+            return None
+        t = self._made.get(tid)
+        if t is None:
+            i = tid - 1
+            kind = int(self.kind[i])
+            fixed, per = _EXTRA[kind]
+            body = int(self.starts[i]) + 12
+            vlen = int(self.vlen[i])
+            # Members, parameters and enumerators are decoded on first
+            # use (most of the ~100k types of a kernel are never looked
+            # at).
+            items = (body + fixed, body + fixed + per * vlen) if per \
+                else None
+            t = BtfType(tid, kind, self.names[i], vlen,
+                        int(self.kind_flag[i]), int(self.size_or_type[i]),
+                        self._owner.data[body:body + fixed], items)
+            self._made[tid] = t
+        return t
+
+
 class BtfTypes:
     """The types of one BTF blob.
 
@@ -123,7 +171,6 @@ class BtfTypes:
                            % (len(data), MAX_BTF_BYTES))
         self.data = bytes(data)
         self._parse_header()
-        self.types: list[BtfType | None] = [None]   # id 0 is void
         self._parse_types(max_types)
         self._index()
         self._prog = None
@@ -168,37 +215,53 @@ class BtfTypes:
         return self.data[start:end].decode('ascii', 'replace')
 
     def _parse_types(self, max_types):
+        """Walk the type section (one short step per type) and decode
+        the common headers and names in numpy; :class:`BtfType` objects
+        are made on first use (:class:`_Types`).
+        """
         d = self.data
         pos = self._types_start
         end = self._types_end
+        info_at = struct.Struct('<I').unpack_from
+        starts = array.array('q')
         tid = 1
         while pos < end:
             if tid > max_types:
                 raise BtfError('more than %d types' % max_types, pos)
             if pos + 12 > end:
                 raise BtfError('truncated type %d' % tid, pos)
-            name_off, info, size_or_type = struct.unpack_from('<III', d, pos)
+            info = info_at(d, pos + 4)[0]
             kind = (info >> 24) & 0x1f
-            vlen = info & 0xffff
-            kind_flag = info >> 31
             if kind < 1 or kind > MAX_KIND:
                 raise BtfError('type %d has unknown kind %d' % (tid, kind),
                                pos)
             fixed, per = _EXTRA[kind]
-            body = pos + 12
-            nxt = body + fixed + per * vlen
+            nxt = pos + 12 + fixed + per * (info & 0xffff)
             if nxt > end:
                 raise BtfError('type %d (kind %d, %d items) runs past the '
-                               'type section' % (tid, kind, vlen), pos)
-            extra = d[body:body + fixed]
-            # Members, parameters and enumerators are decoded on first use
-            # (most of the ~100k types of a kernel are never looked at).
-            items = (body + fixed, nxt) if per else None
-            name = self.string(name_off) if name_off else ''
-            self.types.append(BtfType(tid, kind, name, vlen, kind_flag,
-                                      size_or_type, extra, items))
+                               'type section' % (tid, kind, info & 0xffff),
+                               pos)
+            starts.append(pos)
             pos = nxt
             tid += 1
+        self.types = _Types(self, np.frombuffer(starts, dtype=np.int64))
+
+    def _names(self, name_offs: np.ndarray,
+               empty_at_0: bool = True) -> list[str]:
+        """The strings at ``name_offs`` (checked; '' for offset 0 when
+        ``empty_at_0``, as for type names).
+        """
+        bad = np.nonzero(name_offs >= self._str_len)[0]
+        if len(bad):
+            self.string(int(name_offs[bad[0]]))     # raises
+        sec = np.frombuffer(self.data, dtype=np.uint8, count=self._str_len,
+                            offset=self._str_start)
+        nul = np.flatnonzero(sec == 0)
+        ends = nul[np.searchsorted(nul, name_offs)]
+        d, ss = self.data, self._str_start
+        return [d[ss + a:ss + b].decode('ascii', 'replace')
+                if a or not empty_at_0 else ''
+                for a, b in zip(name_offs.tolist(), ends.tolist())]
 
     def items(self, t: BtfType) -> list[tuple]:
         """The members / enumerators / parameters / variables of ``t``,
@@ -232,42 +295,60 @@ class BtfTypes:
         return t.size_or_type
 
     def _index(self):
-        """Name indexes: per drgn kind, enumerators, variables, functions."""
-        self.by_kind = {k: {} for k in ('struct', 'union', 'enum',
-                                        'typedef', 'base')}
-        self.enumerators = {}
-        self.variables = {}
-        self.functions = {}
-        for t in self.types[1:]:
-            k = t.kind
-            if not t.name and k not in (KIND_ENUM, KIND_ENUM64):
-                continue
-            if k == KIND_STRUCT or (k == KIND_FWD and not t.kind_flag):
-                self._prefer(self.by_kind['struct'], t)
-            elif k == KIND_UNION or (k == KIND_FWD and t.kind_flag):
-                self._prefer(self.by_kind['union'], t)
-            elif k in (KIND_ENUM, KIND_ENUM64):
-                if t.name:
-                    self._prefer(self.by_kind['enum'], t)
-                for i, item in enumerate(self.items(t)):
-                    self.enumerators.setdefault(self.string(item[0]),
-                                                (t.id, i))
-            elif k == KIND_TYPEDEF:
-                self.by_kind['typedef'].setdefault(t.name, t.id)
-            elif k in (KIND_INT, KIND_FLOAT):
-                name = _CANONICAL_INT.get(t.name, t.name)
-                self.by_kind['base'].setdefault(name, t.id)
-            elif k == KIND_VAR:
-                self.variables.setdefault(t.name, t.size_or_type)
-            elif k == KIND_FUNC:
-                self.functions.setdefault(t.name, t.size_or_type)
+        """Name indexes: per drgn kind, enumerators, variables, functions
+        (the first type of a name wins, a complete struct or union over a
+        forward declaration).
+        """
+        cols = self.types
+        kind, flag, names, target = cols.kind, cols.kind_flag, cols.names, \
+            cols.size_or_type
+        named = np.array([bool(n) for n in names], dtype=bool)
 
-    def _prefer(self, table, t):
-        """A complete definition wins over a forward declaration."""
-        old = table.get(t.name)
-        if old is None or (self.types[old].kind == KIND_FWD and
-                           t.kind != KIND_FWD):
-            table[t.name] = t.id
+        def last_first(sel):
+            """Named type ids of ``sel``, last first (so that in a dict
+            built from them the first type of a name wins).
+            """
+            return (np.nonzero(sel & named)[0] + 1).tolist()[::-1]
+
+        self.by_kind = {}
+        fwd = kind == KIND_FWD
+        for key, full, fwd_flag in (('struct', KIND_STRUCT, 0),
+                                    ('union', KIND_UNION, 1)):
+            # The first complete definition of a name, else its first
+            # forward declaration.
+            table = {names[i - 1]: i
+                     for i in last_first(fwd & (flag == fwd_flag))}
+            table.update({names[i - 1]: i for i in last_first(kind == full)})
+            self.by_kind[key] = table
+        enums = (kind == KIND_ENUM) | (kind == KIND_ENUM64)
+        self.by_kind['enum'] = {names[i - 1]: i for i in last_first(enums)}
+        self.by_kind['typedef'] = {names[i - 1]: i for i in
+                                   last_first(kind == KIND_TYPEDEF)}
+        self.by_kind['base'] = {
+            _CANONICAL_INT.get(names[i - 1], names[i - 1]): i
+            for i in last_first((kind == KIND_INT) | (kind == KIND_FLOAT))}
+        self.variables = {names[i - 1]: int(target[i - 1])
+                          for i in last_first(kind == KIND_VAR)}
+        self.functions = {names[i - 1]: int(target[i - 1])
+                          for i in last_first(kind == KIND_FUNC)}
+        self.enumerators = self._enumerators(np.nonzero(enums)[0] + 1)
+
+    def _enumerators(self, tids: np.ndarray) -> dict:
+        """Enumerator name -> (enum type id, item index) for the enum
+        types ``tids`` (the first of a name wins), decoded in numpy.
+        """
+        cols = self.types
+        counts = cols.vlen[tids - 1].astype(np.int64)
+        per = np.where(cols.kind[tids - 1] == KIND_ENUM64, 12, 8)
+        owner = np.repeat(np.arange(len(tids)), counts)
+        index = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts,
+                                                  counts)
+        pos = cols.starts[tids - 1][owner] + 12 + index * per[owner]
+        u8 = np.frombuffer(self.data, dtype=np.uint8)
+        name_offs = u8[pos[:, None] + np.arange(4)].view('<u4')[:, 0]
+        names = self._names(name_offs.astype(np.int64), empty_at_0=False)
+        keys = zip(tids[owner].tolist(), index.tolist())
+        return dict(zip(names[::-1], list(keys)[::-1]))
 
     def __len__(self) -> int:
         return len(self.types) - 1

@@ -30,6 +30,8 @@ from sparc_nova.introspect import vmcoreinfo as vmcoreinfo_mod
 
 #: Largest BTF blob read from guest memory.
 MAX_BTF = 64 * 1024 * 1024
+#: Largest kernel image mapping (KERNEL_IMAGE_SIZE) read directly.
+MAX_KERNEL_IMAGE = 1 << 30
 #: Default read budget of one bounded operation.
 DEFAULT_BUDGET = 2000000
 
@@ -96,6 +98,18 @@ class GuestKernel:
                 'vmcoreinfo at 0x%x is not accepted by drgn: %s'
                 % (vmci.address, e))
         self.prog = prog
+        self._image = None
+        size = vmci.numbers.get('KERNEL_IMAGE_SIZE', 0)
+        if 0 < size <= MAX_KERNEL_IMAGE:
+            # The kernel image is mapped linearly at phys_base (the page
+            # table walk drgn would do for each read, e.g. four reads per
+            # kallsyms entry, ends there too); narrowed to _text.._end
+            # once the symbols are known.
+            start = self.consts.START_KERNEL_MAP
+            self._image = [start, start + size]
+            self._phys_base = vmci.phys_base
+            prog.add_memory_segment(start, size, self._read_image,
+                                    physical=False)
 
     # -- memory --------------------------------------------------------------
 
@@ -106,6 +120,21 @@ class GuestKernel:
         except memory_mod.PhysicalAddressError:
             raise drgn.FaultError('guest physical address is not RAM',
                                   address)
+
+    def _read_image(self, address, count, offset, physical):
+        lo, hi = self._image
+        if address < lo or address + count > hi:
+            raise drgn.FaultError('outside the kernel image', address)
+        return self._read((self._phys_base + offset) & 0xffffffffffffffff,
+                          count, 0, True)
+
+    def _narrow_image(self) -> None:
+        text = self.symbol_address('_text')
+        end = self.symbol_address('_end')
+        lo, hi = self._image
+        if text is not None and end is not None and \
+                lo <= text < end <= hi:
+            self._image = [text, end]
 
     @contextlib.contextmanager
     def budget(self, reads: int, what: str):
@@ -348,6 +377,8 @@ def open_kernel(memory, cache: buildid_cache.BuildIdCache | None = None
             vmci = vmcoreinfo_mod.parse(text, address)
             kernel = GuestKernel(memory, vmci, cache)
             kernel._load_symbols()
+            if kernel._image is not None:
+                kernel._narrow_image()
             kernel._validate_vmcoreinfo()
         except MissingKernelInfo:
             raise

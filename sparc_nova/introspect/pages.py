@@ -2,7 +2,8 @@
 
 With SPARSEMEM_VMEMMAP (every x86-64 distribution kernel) the page of
 frame N is at ``vmemmap_base + N * sizeof(struct page)``; the vmemmap is
-read one page at a time (64 struct pages per read) and decoded with numpy.
+read a run of pages at a time (64 struct pages per page) and decoded with
+numpy.
 Field offsets come from the kernel's types, so they follow the kernel
 version.
 """
@@ -14,6 +15,8 @@ from sparc_nova.introspect import arrays
 from sparc_nova.introspect import walk
 
 PAGE_SIZE = 4096
+#: Most vmemmap pages read at once (1 MiB: struct pages of 1 GiB of RAM).
+MAX_RUN_PAGES = 256
 
 
 class PageModel:
@@ -78,18 +81,19 @@ class PageModel:
         addrs = np.uint64(self.vmemmap) + \
             pfns.astype(np.uint64) * np.uint64(size)
         vpages = addrs >> np.uint64(12)
-        # One read per vmemmap page (64 struct pages), then a gather.
+        # One read per run of consecutive vmemmap pages (64 struct pages
+        # each), then a gather.
         uniq, inverse = arrays.unique(vpages, return_inverse=True)
         buf = np.empty((len(uniq), PAGE_SIZE), dtype=np.uint8)
         prog = self.kernel.prog
-        for i, vp in enumerate(uniq.tolist()):
-            try:
-                buf[i] = np.frombuffer(prog.read(vp << 12, PAGE_SIZE),
-                                       dtype=np.uint8)
-            except drgn.FaultError:
-                raise walk.CorruptStructure(
-                    'struct page of frame 0x%x is not mapped'
-                    % int(pfns[inverse == i][0]))
+        cut = np.nonzero(np.diff(uniq) != 1)[0] + 1
+        runs = zip(np.concatenate([[0], cut]).tolist(),
+                   np.concatenate([cut, [len(uniq)]]).tolist())
+        for first, end in runs:
+            for lo in range(first, end, MAX_RUN_PAGES):
+                hi = min(end, lo + MAX_RUN_PAGES)
+                buf[lo:hi] = self._read_vmemmap(prog, uniq, lo, hi, pfns,
+                                                inverse)
         within = (addrs & np.uint64(PAGE_SIZE - 1)).astype(np.int64)
         if PAGE_SIZE % size == 0:
             # Struct pages tile the vmemmap page: gather whole rows.
@@ -106,6 +110,26 @@ class PageModel:
             raw[i] = np.frombuffer(prog.read(int(addrs[i]), size),
                                    dtype=np.uint8)
         return self._decode(raw)
+
+    @staticmethod
+    def _read_vmemmap(prog, vpages, lo, hi, pfns, inverse) -> np.ndarray:
+        """vmemmap pages ``vpages[lo:hi]`` (consecutive) as a (hi - lo,
+        4096) array, in one read; a fault names the first frame whose
+        struct page is not mapped.
+        """
+        try:
+            data = prog.read(int(vpages[lo]) << 12, (hi - lo) * PAGE_SIZE)
+            return np.frombuffer(data, dtype=np.uint8).reshape(hi - lo,
+                                                               PAGE_SIZE)
+        except drgn.FaultError:
+            for i in range(lo, hi):
+                try:
+                    prog.read(int(vpages[i]) << 12, PAGE_SIZE)
+                except drgn.FaultError:
+                    raise walk.CorruptStructure(
+                        'struct page of frame 0x%x is not mapped'
+                        % int(pfns[inverse == i][0]))
+            raise
 
     def _decode(self, raw):
         def u64(off):

@@ -1,0 +1,55 @@
+"""Page comparisons of the guest physical view."""
+
+import numpy as np
+import pytest
+
+from sparc_nova.engine import physview
+
+
+def test_pages_hold_whole_page_compared():
+    buf = bytearray(b'\xaa' * (3 * 4096 + 7))
+    offs = np.array([0, 3, 4096 + 5, 2 * 4096 + 7])
+    assert physview.pages_hold(bytes(buf), offs, 0xaa).tolist() == \
+        [True] * 4
+    # One byte off at the end of the second page, at the head of the
+    # third: only those fail.
+    buf[3 + 4095] = 0
+    buf[4096 + 5] = 1
+    assert physview.pages_hold(bytes(buf), offs, 0xaa).tolist() == \
+        [True, False, False, True]
+    assert physview.pages_hold(bytes(buf), offs, 0).tolist() == [False] * 4
+
+
+def records(n, fill, headers=b'\x01\x00\xaa\xff\x00\x07\x20\x08'):
+    """``n`` back-to-back PAGE records (header, 4096 ``fill`` bytes) after
+    a 5-byte prefix; their payload offsets.
+    """
+    buf = bytearray(b'QEVM!')
+    for _ in range(n):
+        buf += headers + bytes([fill]) * 4096
+    return buf, 5 + 8 + np.arange(n) * 4104
+
+
+@pytest.mark.parametrize('fill', [0, 0xaa])
+@pytest.mark.parametrize('expected', [False, True])
+def test_pages_hold_runs(fill, expected):
+    def hold(buf, offs):
+        return physview.pages_hold(bytes(buf), offs, fill,
+                                   expected).tolist()
+    buf, offs = records(40, fill)
+    assert hold(buf, offs) == [True] * 40
+    # A byte off in the middle and at the end of a page of the run.
+    for p, at in ((7, 2000), (31, 4095), (32, 64)):
+        buf[offs[p] + at] ^= 1
+    assert hold(buf, offs) == [p not in (7, 31, 32) for p in range(40)]
+    # Some of the pages, not back to back, and a short run.
+    sel = np.array([0, 2, 3, 4, 7, 39])
+    assert hold(buf, offs[sel]) == [True, True, True, True, False, True]
+    assert hold(buf, offs[:0]) == []
+
+
+def test_pages_hold_bounds():
+    with pytest.raises(ValueError):
+        physview.pages_hold(bytes(8192), np.array([4097]), 0)
+    with pytest.raises(ValueError):
+        physview.pages_hold(bytes(8192), np.array([-1]), 0)
