@@ -208,7 +208,8 @@ def _pipe_of(kernel, pid):
     """The pipe_inode_info of the idle pipe the ``pipe`` workload holds."""
     from drgn.helpers.linux import fs as fs_helpers
     for _, file in fs_helpers.for_each_file(_task(kernel, pid)):
-        if file.f_inode.i_pipe:
+        # i_pipe shares a union with i_cdev: check the mode first.
+        if file.f_inode.i_mode.value_() & 0o170000 == 0o010000:
             return file.f_inode.i_pipe
     raise AssertionError('pid %d holds no pipe' % pid)
 
