@@ -44,6 +44,7 @@ from sparc_nova.engine.disk import preflight
 from sparc_nova.engine.disk import report as report_mod
 from sparc_nova.engine.disk import rules as rules_mod
 from sparc_nova.engine.disk import scan
+from sparc_nova.engine.disk import temporaries
 from sparc_nova.engine.disk import volumes as volumes_mod
 from sparc_nova import exception
 
@@ -139,8 +140,12 @@ def scrub_image(src: str, dst: str, rules: rules_mod.Rules,
     source = preflight.inspect_source(src)
     preflight.check_destination(dst, src, options.output_format)
     parent = options.work_dir or os.path.dirname(os.path.abspath(dst))
+    stale = temporaries.remove_stale(dst, parent)
+    if stale:
+        LOG.info('Removed %d temporaries of killed scrubs', len(stale))
     try:
-        workdir = tempfile.mkdtemp(prefix='.sparc-scrub-', dir=parent)
+        workdir = tempfile.mkdtemp(prefix=temporaries.work_prefix(),
+                                   dir=parent)
     except OSError as e:
         raise exception.DiskImageError(
             src, 'cannot create a working directory in %s (%s)'
@@ -239,7 +244,7 @@ def _compare(work: str, dst: str, dst_format: str, image: str) -> None:
 
 def _temp_destination(dst: str) -> str:
     fd, path = tempfile.mkstemp(
-        prefix='.%s.sparc-' % os.path.basename(dst),
+        prefix=temporaries.destination_prefix(dst),
         dir=os.path.dirname(os.path.abspath(dst)))
     os.close(fd)
     return path
