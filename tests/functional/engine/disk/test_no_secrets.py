@@ -107,8 +107,8 @@ def disk_names(disk_tree):
                  '/home/alice/projects/note-%s.txt' % disk_tree.marker,
                  '--exclude-path', '/home/*/%s/**' % unmatched,
                  '--held-path', '/srv/%s.db' % held]
-        + [a for glob in images.EXCLUDE_PATHS
-           for a in ('--exclude-path=' + glob,)],
+        + ['--exclude-path=' + glob for glob in images.EXCLUDE_PATHS]
+        + [a for preset in images.PRESETS for a in ('--preset', preset)],
     }
 
 
