@@ -61,8 +61,11 @@ def test_kill_image_scrub(ext4_qcow2, disk_tree, disk_dir):
             os.unlink(dst)
         if i % 2:
             shutil.copy(previous, dst)
-        kill_after = rng.uniform(0, duration * 1.05) if i % 4 < 2 else \
-            rng.uniform(duration * 0.7, duration * 1.05)
+        # Half the kills anywhere; a quarter while the destination is
+        # written and verified; a quarter around the rename (some runs
+        # then end before the kill).
+        low, high = ((0, 1), (0, 1), (0.8, 1.05), (0.95, 1.1))[i % 4]
+        kill_after = rng.uniform(duration * low, duration * high)
         _, code = crash.run_sparc(args, kill_after=kill_after)
         killed += code is None
         stale += code is None and any(
