@@ -74,11 +74,13 @@ def test_kill_anywhere(saved, module_dir, in_place):
     orig_hash = sha(original)
     assert done_hash != orig_hash
     outcomes = {'original': 0, 'scrubbed': 0}
+    killed = 0
     rng = random.Random(1234)
     for _ in range(crash.kills_per_mode()):
         shutil.copy(original, target)
-        run_worker(target, frames, in_place,
-                   kill_after=rng.uniform(0, duration * 1.2))
+        _, code = run_worker(target, frames, in_place,
+                             kill_after=rng.uniform(0, duration * 1.2))
+        killed += code == -signal.SIGKILL
         assert sparc.main(['checkpoint', 'recover', target]) == 0
         h = sha(target)
         assert h in (orig_hash, done_hash), 'broken checkpoint after kill'
@@ -86,7 +88,9 @@ def test_kill_anywhere(saved, module_dir, in_place):
         leftovers = [n for n in os.listdir(module_dir)
                      if n.startswith('.target.save.')]
         assert leftovers == []
-    print('kills (%s): %s' % ('in-place' if in_place else 'rewrite', outcomes))
+    print('rewriter kills (%s): %d runs, %d killed, %s; full run %.2f s'
+          % ('in-place' if in_place else 'rewrite', crash.kills_per_mode(),
+             killed, outcomes, duration))
     # Both outcomes happen: the kills landed before and after the commit
     # point.
     assert outcomes['original'] > 0 and outcomes['scrubbed'] > 0, outcomes
@@ -146,7 +150,7 @@ def test_kill_scrub_command(saved, module_dir, mode):
     times = {'original': [], 'scrubbed': []}
     killed = journals = 0
     rng = random.Random(4321)
-    full = max(duration, duration_again)
+    full = min(duration, duration_again)
     for i in range(crash.kills_per_mode()):
         if os.path.exists(target):
             os.unlink(target)
