@@ -15,10 +15,22 @@ import sys
 import time
 
 DEFAULT_KILLS = 10
+#: From this many kills per mode on, a test also asserts that kills
+#: landed on both sides of the commit point (with fewer, each kill is
+#: still checked, but both sides are not certain to be hit).
+COVERAGE_KILLS = 40
 
 
 def kills_per_mode() -> int:
     return int(os.environ.get('SPARC_CRASH_KILLS', DEFAULT_KILLS))
+
+
+def assert_both_sides(before: int, after: int) -> None:
+    """Outcomes before and after the commit point both happened (when
+    enough kills ran for that to be certain).
+    """
+    if kills_per_mode() >= COVERAGE_KILLS:
+        assert before > 0 and after > 0, (before, after)
 
 
 def sha256(path: str) -> str:
