@@ -69,7 +69,7 @@ _UNSUPPORTED_RAM = RAM_XBZRLE | RAM_HOOK | RAM_COMPRESS_PAGE | \
 
 PAGE_SIZE = ram_index.PAGE_SIZE
 PAGE_RECORD = 8 + PAGE_SIZE
-ZERO_RECORD = 8 + 1
+ZERO_RECORD = 8 + 1            # the smallest record a page can have
 _MAX_RUN_CHUNK = 1 << 16
 
 #: Subsections QEMU may append to the CONFIGURATION section.
@@ -372,6 +372,15 @@ class StreamParser:
         else:
             raise r.error('too many RAM blocks', pos)
         pages = sum(b.pages for b in self.blocks)
+        # Per-page tables are sized by the claim: a claim the stream
+        # cannot back with one record per page is refused before them.
+        if pages * ZERO_RECORD > r.size:
+            raise exception.LimitExceeded(
+                r.path, 'RAM blocks claim %d bytes (%d pages) but the '
+                        '%d-byte stream can hold at most %d page records'
+                        % (total, pages, r.size,
+                           r.size // ZERO_RECORD),
+                r.file_offset(pos))
         self.builder = ram_index.RamIndexBuilder(
             self.limits.max_page_copies * pages + 65536)
         return pos

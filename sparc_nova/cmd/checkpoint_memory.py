@@ -2,6 +2,10 @@
 
 Thin wrappers over :mod:`sparc_nova.engine.memory`; exit codes follow
 :mod:`sparc_nova.cmd.sparc` (``verify`` exits 1 when a marker is found).
+
+``verify`` names markers by their position on the command line (``#1``,
+``#2``...) and length, never by their text: markers are secrets, and its
+output ends up in logs and CI artifacts.
 """
 
 import json
@@ -105,11 +109,12 @@ def do_verify(args) -> int:
                                   limits=_limits())
     found = False
     rows = []
-    for m in markers:
+    for i, m in enumerate(markers):
         c = counts[m]
         total = c['memory'] + c['stream']
         found |= total > 0
-        rows.append({'marker': m.decode(), 'in_memory': c['memory'],
+        rows.append({'marker': '#%d' % (i + 1), 'length': len(m),
+                     'in_memory': c['memory'],
                      'stale_copies': c['stale_copies'],
                      'in_file': c['stream'],
                      'first_addresses': ' '.join(c['addresses'][:4])})
@@ -117,7 +122,8 @@ def do_verify(args) -> int:
         output.emit_json({'file': args.file, 'found': found,
                           'markers': rows})
     else:
-        print(output.table(rows, ['marker', 'in_memory', 'stale_copies',
+        print(output.table(rows, ['marker', 'length', 'in_memory',
+                                  'stale_copies',
                                   'in_file', 'first_addresses']))
     if found:
         print('sparc: markers found in %s' % args.file, file=sys.stderr)
@@ -187,6 +193,7 @@ def register(sub) -> None:
                             'and in the file; exit 1 if any is found.')
     p.add_argument('file', help='Checkpoint file.')
     p.add_argument('--marker', action='append', required=True,
-                   metavar='TEXT', help='Text to look for (repeatable).')
+                   metavar='TEXT', help='Text to look for (repeatable; '
+                                        'reported as #1, #2... in order).')
     output.add_format_arg(p)
     p.set_defaults(func=do_verify)

@@ -5,6 +5,10 @@ Each command group lives in its own module with a ``register(subparsers)``
 function; this module only assembles them and maps errors to exit codes:
 0 success, 1 a check found what it looked for (e.g. ``verify`` found a
 marker), 2 an error (message on stderr).
+
+``--debug`` and ``--log-file`` turn on oslo.log; without them nothing is
+logged beyond Python's default (warnings on stderr). Logs never hold page
+or file contents, markers or excluded paths (see doc/hardening.md).
 """
 
 import argparse
@@ -12,6 +16,7 @@ import importlib
 import sys
 
 from oslo_config import cfg
+from oslo_log import log as logging
 
 from sparc_nova import conf as sparc_conf
 from sparc_nova import exception
@@ -34,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar='PATH',
                         help='oslo.config file with a [sparc] section '
                              '(repeatable; default: none).')
+    parser.add_argument('--debug', action='store_true',
+                        help='Log debug messages (oslo.log).')
+    parser.add_argument('--log-file', metavar='PATH',
+                        help='Write the log here (oslo.log; default: '
+                             'stderr when --debug is given).')
     groups = parser.add_subparsers(dest='group', metavar='GROUP')
     groups.required = True
     for name in GROUPS:
@@ -50,8 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        logging.register_options(sparc_conf.CONF)
+    except cfg.ArgsAlreadyParsedError:
+        pass        # registered by an earlier main() in this process
     sparc_conf.CONF([], project='sparc-nova',
                     default_config_files=args.config_file)
+    if args.debug or args.log_file:
+        sparc_conf.CONF.set_override('debug', args.debug)
+        sparc_conf.CONF.set_override('log_file', args.log_file)
+        sparc_conf.CONF.set_override('use_stderr', not args.log_file)
+        logging.setup(sparc_conf.CONF, 'sparc-nova')
     try:
         return args.func(args) or EXIT_OK
     except exception.SparcError as e:

@@ -270,7 +270,13 @@ class GuestKernel:
                     error = e
         data = self.cache.btf(vmci.build_id)
         if data is not None:
-            self._use_btf(btf_mod.BtfTypes(data), 'BTF (BUILD-ID cache)')
+            try:
+                types = btf_mod.BtfTypes(data)
+            except btf_mod.BtfError as e:
+                raise btf_mod.BtfError('BUILD-ID cache entry %s: %s' % (
+                    self.cache.entry(vmci.build_id), e.reason), e.offset) \
+                    from e
+            self._use_btf(types, 'BTF (BUILD-ID cache)')
             if error is not None:
                 self.sources.notes.append(
                     'the BTF in guest memory is unusable (%s); used the '

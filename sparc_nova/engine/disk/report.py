@@ -1,9 +1,10 @@
 """The ScrubReport: what a disk scrub removed, why, and what it proved.
 
 Everything is JSON-serialisable through :meth:`ScrubReport.to_dict`.
-Guest paths of removed files are reported as SHA-256 hex digests of their
-UTF-8 bytes unless the caller asked for names (file names can be secrets
-themselves; a digest still lets someone who knows a path confirm it).
+Guest paths of removed files, and the caller's globs and held paths that
+selected them, are reported as SHA-256 hex digests of their UTF-8 bytes
+unless the caller asked for names (file names can be secrets themselves; a
+digest still lets someone who knows a path confirm it).
 The report never holds file contents or canary bytes.
 """
 
@@ -82,6 +83,13 @@ class ScrubReport:
     def name(self, path: str) -> str:
         """How ``path`` appears in this report."""
         return path if self.reveal_paths else 'sha256:' + path_digest(path)
+
+    def rule_name(self, unit: str) -> str:
+        """How a rule unit appears in this report: a preset by its name;
+        a caller glob or held path (which can name a secret file) like a
+        path.
+        """
+        return unit if unit.startswith('preset:') else self.name(unit)
 
     @property
     def verified(self) -> bool:

@@ -44,6 +44,7 @@ from sparc_nova.engine.disk import preflight
 from sparc_nova.engine.disk import report as report_mod
 from sparc_nova.engine.disk import rules as rules_mod
 from sparc_nova.engine.disk import scan
+from sparc_nova.engine.disk import temporaries
 from sparc_nova.engine.disk import volumes as volumes_mod
 from sparc_nova import exception
 
@@ -139,8 +140,12 @@ def scrub_image(src: str, dst: str, rules: rules_mod.Rules,
     source = preflight.inspect_source(src)
     preflight.check_destination(dst, src, options.output_format)
     parent = options.work_dir or os.path.dirname(os.path.abspath(dst))
+    stale = temporaries.remove_stale(dst, parent)
+    if stale:
+        LOG.info('Removed %d temporaries of killed scrubs', len(stale))
     try:
-        workdir = tempfile.mkdtemp(prefix='.sparc-scrub-', dir=parent)
+        workdir = tempfile.mkdtemp(prefix=temporaries.work_prefix(),
+                                   dir=parent)
     except OSError as e:
         raise exception.DiskImageError(
             src, 'cannot create a working directory in %s (%s)'
@@ -239,7 +244,7 @@ def _compare(work: str, dst: str, dst_format: str, image: str) -> None:
 
 def _temp_destination(dst: str) -> str:
     fd, path = tempfile.mkstemp(
-        prefix='.%s.sparc-' % os.path.basename(dst),
+        prefix=temporaries.destination_prefix(dst),
         dir=os.path.dirname(os.path.abspath(dst)))
     os.close(fd)
     return path
@@ -394,7 +399,8 @@ class _Session:
             selection = self.rules.select(paths)
             self.kept_paths.extend(selection.kept)
             for unit, n in selection.counts.items():
-                self.report.rules[unit] = self.report.rules.get(unit, 0) + n
+                key = self.report.rule_name(unit)
+                self.report.rules[key] = self.report.rules.get(key, 0) + n
             removals = self.plan_removals(tree, selection)
             self.hash_kept(index, selection, removals)
             self.sample_canaries(removals)
@@ -549,7 +555,7 @@ class _Session:
             volume.report.action = 'scrubbed'
             self.report.removed.append(report_mod.RemovedPath(
                 self.report.name(r.path), _kind(r.stat), r.stat['st_size'],
-                r.rule.unit, r.device))
+                self.report.rule_name(r.rule.unit), r.device))
         removed_dirs = set()
         for r in sorted(directories, key=lambda r: -r.path.count('/')):
             if g.ls(r.path):
@@ -559,8 +565,8 @@ class _Session:
             volume = self.volumes[r.device]
             volume.report.removed += 1
             self.report.removed.append(report_mod.RemovedPath(
-                self.report.name(r.path), 'directory', 0, r.rule.unit,
-                r.device))
+                self.report.name(r.path), 'directory', 0,
+                self.report.rule_name(r.rule.unit), r.device))
         parents = {os.path.dirname(r.path) for r in removals} - removed_dirs
         self.rebuild_directories(tree, parents)
         g.sync()
@@ -592,14 +598,15 @@ class _Session:
 
     def check_rules_matched(self, matched_units: set[str]) -> None:
         for unit in self.rules.units:
-            self.report.rules.setdefault(unit, 0)
+            self.report.rules.setdefault(self.report.rule_name(unit), 0)
             if unit in matched_units:
                 continue
-            self.report.unmatched_rules.append(unit)
+            self.report.unmatched_rules.append(self.report.rule_name(unit))
             held = any(r.source == 'held' and r.text == unit
                        for r in self.rules.rules)
             if self.rules.strict and not held:
-                self.fail('rule %r matches nothing (strict rules)' % unit)
+                self.fail('rule %s matches nothing (strict rules)'
+                          % self.report.rule_name(unit))
 
     def wipe_swap(self) -> None:
         g = self.g

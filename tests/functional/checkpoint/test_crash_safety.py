@@ -1,9 +1,11 @@
-"""Killing a page rewrite at random points never leaves a broken
-checkpoint: after ``sparc checkpoint recover`` the file is byte for byte
-either the original or the completely rewritten one, and libvirt restores
-whichever it is."""
+"""Killing a page rewrite, or the whole ``sparc checkpoint scrub``
+command, at random points never leaves a broken checkpoint: after ``sparc
+checkpoint recover`` the file is byte for byte either the original or the
+completely rewritten one, and libvirt restores whichever it is.
 
-import hashlib
+Kills per mode: ``SPARC_CRASH_KILLS`` (see tests/functional/crash.py).
+"""
+
 import multiprocessing
 import os
 import random
@@ -14,18 +16,12 @@ import time
 import pytest
 
 from sparc_nova.checkpoint import checkpoint
+from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import rewrite
 from sparc_nova.cmd import sparc
+from tests.functional import crash
 
-KILLS_PER_MODE = 100
-
-
-def sha(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 22), b''):
-            h.update(chunk)
-    return h.hexdigest()
+sha = crash.sha256
 
 
 def marker_frames(path, marker):
@@ -55,21 +51,21 @@ def run_worker(path, frames, in_place, kill_after=None):
 @pytest.fixture(scope='module')
 def saved(make_guest, module_dir, guest_image):
     g = make_guest(memory_mib=256, vcpus=1)
-    g.start_workload('hold 3 --pages 256')
+    pid = g.start_workload('hold 3 --pages 256')
     path = os.path.join(module_dir, 'original.save')
     g.suspend()
     g.save(path)
     marker = guest_image.marker(3).encode()
     frames = marker_frames(path, marker)
     assert len(frames) >= 256
-    return g, path, frames, marker
+    return g, path, frames, marker, pid
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('in_place', [False, True],
                          ids=['rewrite', 'in-place'])
 def test_kill_anywhere(saved, module_dir, in_place):
-    g, original, frames, marker = saved
+    g, original, frames, marker, _ = saved
     target = os.path.join(module_dir, 'target.save')
     shutil.copy(original, target)
     duration, code = run_worker(target, frames, in_place)
@@ -78,11 +74,13 @@ def test_kill_anywhere(saved, module_dir, in_place):
     orig_hash = sha(original)
     assert done_hash != orig_hash
     outcomes = {'original': 0, 'scrubbed': 0}
+    killed = 0
     rng = random.Random(1234)
-    for _ in range(KILLS_PER_MODE):
+    for _ in range(crash.kills_per_mode()):
         shutil.copy(original, target)
-        run_worker(target, frames, in_place,
-                   kill_after=rng.uniform(0, duration * 1.2))
+        _, code = run_worker(target, frames, in_place,
+                             kill_after=rng.uniform(0, duration * 1.2))
+        killed += code == -signal.SIGKILL
         assert sparc.main(['checkpoint', 'recover', target]) == 0
         h = sha(target)
         assert h in (orig_hash, done_hash), 'broken checkpoint after kill'
@@ -90,10 +88,11 @@ def test_kill_anywhere(saved, module_dir, in_place):
         leftovers = [n for n in os.listdir(module_dir)
                      if n.startswith('.target.save.')]
         assert leftovers == []
-    print('kills (%s): %s' % ('in-place' if in_place else 'rewrite', outcomes))
-    # Both outcomes happen: the kills landed before and after the commit
-    # point.
-    assert outcomes['original'] > 0 and outcomes['scrubbed'] > 0, outcomes
+    print('rewriter kills (%s): %d runs, %d killed, %s; full run %.2f s'
+          % ('in-place' if in_place else 'rewrite', crash.kills_per_mode(),
+             killed, outcomes, duration))
+    # The kills landed before and after the commit point.
+    crash.assert_both_sides(outcomes['original'], outcomes['scrubbed'])
     # Whichever remains, libvirt restores it and the guest runs.
     for content in (original, None):
         if content:
@@ -101,10 +100,91 @@ def test_kill_anywhere(saved, module_dir, in_place):
         else:
             shutil.copy(original, target)
             run_worker(target, frames, in_place)
-        beat = g.heartbeat()
-        g.restore(target)
-        g.resume()
-        g.wait_for(r'HEARTBEAT %d\b' % (beat + 2), timeout=60, since=0)
-        assert g.oopses() == []
-        g.suspend()
-        g.save(os.path.join(module_dir, 'scratch.save'))
+        restores(g, target, module_dir)
+
+
+def restores(g, path, module_dir):
+    """``virsh restore`` ``path``: the guest keeps its heartbeat and shows
+    no oops; it is saved again (to a scratch file) for the next restore.
+    """
+    beat = g.heartbeat()
+    g.restore(path)
+    g.resume()
+    g.wait_for(r'HEARTBEAT %d\b' % (beat + 2), timeout=60, since=0)
+    assert g.oopses() == []
+    g.suspend()
+    g.save(os.path.join(module_dir, 'scratch.save'))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('mode', ['output', 'in-place'])
+def test_kill_scrub_command(saved, module_dir, mode):
+    """SIGKILL ``sparc checkpoint scrub`` (and its sandbox) anywhere:
+    with ``--output`` the output is absent or complete and the source
+    untouched; ``--in-place`` leaves the original or the scrubbed file
+    once ``sparc checkpoint recover`` has run. A sample of the survivors
+    (the last of each outcome) is restored by libvirt.
+    """
+    g, original, _, _, pid = saved
+    source = os.path.join(module_dir, 'source.save')
+    shutil.copy(original, source)
+    orig_hash = sha(original)
+    target = os.path.join(module_dir, 'scrub-target.save')
+
+    def args():
+        common = ['--exclude-process', 'pid:%d' % pid]
+        if mode == 'output':
+            return ['checkpoint', 'scrub', source, '--output', target] \
+                + common
+        shutil.copy(original, target)
+        return ['checkpoint', 'scrub', target, '--in-place'] + common
+
+    duration, _ = crash.run_sparc(args())
+    done_hash = sha(target)
+    assert done_hash != orig_hash
+    os.unlink(target)
+    duration_again, _ = crash.run_sparc(args())
+    assert sha(target) == done_hash, 'scrub output is not deterministic'
+    outcomes = {'original': 0, 'scrubbed': 0}
+    times = {'original': [], 'scrubbed': []}
+    killed = journals = 0
+    rng = random.Random(4321)
+    full = min(duration, duration_again)
+    for i in range(crash.kills_per_mode()):
+        if os.path.exists(target):
+            os.unlink(target)
+        # Half the kills anywhere, half in the last part of the run where
+        # the output is written and committed.
+        kill_after = rng.uniform(0, full * 1.05) if i % 2 else \
+            rng.uniform(full * 0.6, full * 1.05)
+        _, code = crash.run_sparc(args(), kill_after=kill_after)
+        killed += code is None
+        journals += os.path.exists(journal.journal_path(target))
+        assert sparc.main(['checkpoint', 'recover', target]) == 0
+        if mode == 'output':
+            assert sha(source) == orig_hash, 'source modified'
+            h = sha(target) if os.path.exists(target) else orig_hash
+        else:
+            h = sha(target)
+        assert h in (orig_hash, done_hash), 'broken checkpoint after kill'
+        outcome = 'original' if h == orig_hash else 'scrubbed'
+        outcomes[outcome] += 1
+        times[outcome].append(kill_after)
+        if os.path.exists(target):
+            os.replace(target, os.path.join(
+                module_dir, 'survivor-%s-%s.save' % (mode, outcome)))
+        leftovers = [n for n in os.listdir(module_dir)
+                     if '.sparc-' in n or n.endswith('.journal')]
+        assert leftovers == []
+    print('scrub command kills (%s): %d runs, %d killed, %s, %d journals '
+          'recovered; full run %.1f s; original up to %.2f s, scrubbed '
+          'from %.2f s' % (mode, crash.kills_per_mode(), killed, outcomes,
+                           journals, full, max(times['original'] or [0]),
+                           min(times['scrubbed'] or [0])))
+    assert killed > 0
+    crash.assert_both_sides(outcomes['original'], outcomes['scrubbed'])
+    for outcome in ('original', 'scrubbed'):
+        path = os.path.join(module_dir,
+                            'survivor-%s-%s.save' % (mode, outcome))
+        if os.path.exists(path):
+            restores(g, path, module_dir)

@@ -63,7 +63,9 @@ def test_markers_present_before(sc):
     for name in scen.MARKERS:
         args += ['--marker', sc.marker(name)]
     out = scen.sparc(*args, '--format', 'json', check=1)
-    rows = {r['marker']: r for r in json.loads(out.stdout)['markers']}
+    # Rows follow the order of the --marker arguments (named #1, #2...).
+    rows = dict(zip([sc.marker(n) for n in scen.MARKERS],
+                    json.loads(out.stdout)['markers']))
     for name in scen.MARKERS:
         assert rows[sc.marker(name)]['in_memory'] > 0, name
 

@@ -132,6 +132,18 @@ def test_huge_ram_claim_refused_before_allocation(tmp_path):
                 'more than the limit')
 
 
+def test_ram_claim_the_stream_cannot_back_refused(tmp_path):
+    """1 TiB is within the limit, but a small stream cannot hold a record
+    for each of its pages: refused before per-page tables are sized by
+    the claim.
+    """
+    b = streamgen.StreamBuilder({'pc.ram': (1 << 40) - (1 << 20)})
+    data = streamgen.libvirt_header(1 << 30) + b.build(
+        [[('pc.ram', p, streamgen.page_of(p)) for p in range(8)]])
+    check_error(tmp_path, data, exception.LimitExceeded,
+                'can hold at most')
+
+
 def test_unknown_section_type(tmp_path):
     data = bytearray(streamgen.simple_save(ram_pages=8))
     pos = data.index(b'\x04\x00\x00\x00\x03', stream_offset(data))

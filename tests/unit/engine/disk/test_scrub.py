@@ -8,10 +8,10 @@ from sparc_nova.engine.disk import scrub
 from sparc_nova import exception
 
 
-def _session(rule_set):
+def _session(rule_set, reveal_paths=True):
     return scrub._Session(None, 'img.qcow2', rule_set, scrub.ScrubOptions(),
                           report_mod.ScrubReport('img.qcow2', 'out',
-                                                 'qcow2'),
+                                                 'qcow2', reveal_paths),
                           '/nonexistent', '/nonexistent/work.raw',
                           scrub._Stepper(None))
 
@@ -28,8 +28,25 @@ def test_unmatched_rules_are_reported():
 def test_strict_rules_fail_on_unmatched_glob():
     session = _session(rules_mod.Rules(['/a/**', '/b'], strict=True))
     with pytest.raises(exception.DiskScrubError,
-                       match="'/b' matches nothing"):
+                       match="/b matches nothing"):
         session.check_rules_matched({'/a/**'})
+
+
+def test_rules_are_digested_unless_names_are_asked_for():
+    rules = (['/home/SECRET-x', '/a/**'], ['tmp'], ['/held-SECRET'])
+    session = _session(rules_mod.Rules(*rules), reveal_paths=False)
+    session.check_rules_matched({'/a/**'})
+    report = session.report
+    assert 'SECRET' not in repr(report.to_dict())
+    assert report.unmatched_rules == [
+        'sha256:' + report_mod.path_digest('/home/SECRET-x'), 'preset:tmp',
+        'sha256:' + report_mod.path_digest('/held-SECRET')]
+    assert report.rules['sha256:' + report_mod.path_digest('/a/**')] == 0
+    session = _session(rules_mod.Rules(*rules, strict=True),
+                       reveal_paths=False)
+    with pytest.raises(exception.DiskScrubError) as e:
+        session.check_rules_matched({'/a/**'})
+    assert 'SECRET' not in str(e.value)
 
 
 def test_strict_rules_tolerate_missing_held_paths():

@@ -1,0 +1,44 @@
+"""Temporaries of a disk scrub, and their removal after a kill.
+
+A scrub works in a directory ``.sparc-scrub-PID-XXXX`` (it holds a raw
+copy of the unscrubbed image) and writes the result to
+``.DST.sparc-PID-XXXX`` next to the destination, renamed over it only once
+verified. A scrub killed on the way leaves both behind; the next scrub into
+the same places removes those whose process is gone, so that neither a
+half image nor an unscrubbed copy lingers.
+"""
+
+import os
+import shutil
+
+from sparc_nova.checkpoint import rewrite
+
+WORK_PREFIX = '.sparc-scrub-'
+
+
+def work_prefix() -> str:
+    """Prefix of this process's working directory."""
+    return '%s%d-' % (WORK_PREFIX, os.getpid())
+
+
+def destination_prefix(dst: str) -> str:
+    """Prefix of this process's temporary destination next to ``dst``."""
+    return rewrite.temp_prefix(dst)
+
+
+def remove_stale(dst: str, work_parent: str) -> list[str]:
+    """Delete the temporary destinations next to ``dst`` and the working
+    directories in ``work_parent`` left by scrubs whose process is gone.
+    Returns the removed paths.
+    """
+    removed = rewrite.remove_stale_temporaries(dst)
+    for name in os.listdir(work_parent):
+        if not name.startswith(WORK_PREFIX):
+            continue
+        pid = name[len(WORK_PREFIX):].split('-', 1)[0]
+        if not pid.isdigit() or os.path.exists('/proc/%s' % pid):
+            continue
+        path = os.path.join(work_parent, name)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
