@@ -45,13 +45,17 @@ def unfollowed(sc):
 
 
 def verify(path, markers) -> dict:
-    """``sparc checkpoint verify``: ``{marker: row}``."""
+    """``sparc checkpoint verify``: ``{marker: row}`` (the rows come in
+    the order of the markers; verify names them ``#1``, ``#2``...).
+    """
     args = ['checkpoint', 'verify', path, '--format', 'json']
     for m in markers:
         args += ['--marker', m]
     res = scen.sparc(*args)
     assert res.returncode in (0, 1), res.stderr[-2000:]
-    return {r['marker']: r for r in json.loads(res.stdout)['markers']}
+    rows = json.loads(res.stdout)['markers']
+    assert len(rows) == len(markers)
+    return dict(zip(markers, rows))
 
 
 def guest_links(sc, pid) -> set:
