@@ -13,6 +13,7 @@ or file contents, markers or excluded paths (see doc/hardening.md).
 
 import argparse
 import importlib
+import os
 import sys
 
 from oslo_config import cfg
@@ -81,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # stdout closed early (``sparc checkpoint deps FILE | head``):
+        # stop quietly, as other command line tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == '__main__':

@@ -48,6 +48,9 @@ from sparc_nova.introspect import walk
 #: lives under /dev/shm, the POSIX shm mount).
 SHM_KINDS = ('sysv-shm', 'memfd', 'shmem')
 POSIX_SHM_DIR = '/dev/shm/'
+#: Guest memory reads allowed for the graph, outside the walks that have
+#: budgets of their own (fd tables, sockets, ptrace links of every task).
+GRAPH_BUDGET = 20000000
 #: Report classes of kernel copies.
 CLASSES = ('pipe', 'unix-socket', 'tty', 'memfd-shmem', 'sysv-shm',
            'page-cache')
@@ -127,6 +130,11 @@ def build_graph(kernel, page_model, procs) -> IpcGraph:
     """The IPC graph of the user processes ``procs``
     (:class:`~sparc_nova.introspect.tasks.Process`).
     """
+    with kernel.budget(GRAPH_BUDGET, 'building the IPC graph'):
+        return _build_graph(kernel, page_model, procs)
+
+
+def _build_graph(kernel, page_model, procs) -> IpcGraph:
     classifier = files_mod.FileClassifier(kernel)
     reader = ipc_introspect.IpcReader(kernel, page_model)
     graph = IpcGraph(files={}, objects={}, edges=[], comms={})
