@@ -221,11 +221,18 @@ def _call(entry: str, args: dict, files: dict) -> dict:
 # -- child side ---------------------------------------------------------------
 
 def _apply_limits(limits: dict) -> None:
+    """Lower each limit to the configured value; a limit the parent
+    already set lower (an operator's ulimit, a test harness) is kept, as
+    an unprivileged process may not raise it.
+    """
     for res, value in ((resource.RLIMIT_AS, limits['as']),
                        (resource.RLIMIT_CPU, limits['cpu']),
                        (resource.RLIMIT_NOFILE, limits['nofile']),
                        (resource.RLIMIT_FSIZE, 0),
                        (resource.RLIMIT_CORE, 0)):
+        _, hard = resource.getrlimit(res)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
         resource.setrlimit(res, (value, value))
 
 

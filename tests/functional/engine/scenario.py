@@ -82,6 +82,18 @@ def sparc(*args, check=None) -> subprocess.CompletedProcess:
     return proc
 
 
+def buildid_cache_entry(root: str, build_id: str) -> str:
+    """``ROOT/BUILD_ID``, created readable by everyone: the sandboxed
+    introspection reads the cache as the unprivileged sandbox user
+    (pytest's tmp_path is private to root). Returns the entry's path.
+    """
+    entry = os.path.join(root, build_id)
+    os.makedirs(entry, exist_ok=True)
+    for d in (root, entry):
+        os.chmod(d, 0o755)
+    return entry
+
+
 def wait_gone(guest, pids, timeout=20.0) -> list[dict]:
     """Poll the guest's process list until none of ``pids`` is left."""
     deadline = time.monotonic() + timeout

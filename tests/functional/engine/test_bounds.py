@@ -21,6 +21,7 @@ from sparc_nova.engine import physview
 from sparc_nova.introspect import kernel as kernel_mod
 from tests.functional import bounded
 from tests.functional import crash
+from tests.functional.engine import scenario as scen
 from tests import streamgen
 from tools.fuzz import btfgen
 
@@ -156,12 +157,13 @@ def test_millions_of_btf_types(saved, module_dir, tmp_path, count):
     """
     path = os.path.join(module_dir, 'btf-%d.save' % count)
     build_id = _break_guest_btf(saved, path)
-    entry = tmp_path / 'cache' / build_id
-    entry.mkdir(parents=True)
-    (entry / 'btf').write_bytes(btfgen.many_types(count))
+    cache = os.path.join(module_dir, 'cache-%d' % count)
+    entry = scen.buildid_cache_entry(cache, build_id)
+    with open(os.path.join(entry, 'btf'), 'wb') as f:
+        f.write(btfgen.many_types(count))
+    os.chmod(os.path.join(entry, 'btf'), 0o644)
     config = tmp_path / 'sparc.conf'
-    config.write_text('[sparc]\nbuildid_cache_dir = %s\n'
-                      % (tmp_path / 'cache'))
+    config.write_text('[sparc]\nbuildid_cache_dir = %s\n' % cache)
     for command in ('scrub', 'ps'):
         res = refused(path, command=command, config=config)
         if count > 1000000:
@@ -171,3 +173,4 @@ def test_millions_of_btf_types(saved, module_dir, tmp_path, count):
             assert 'no struct task_struct in BTF (BUILD-ID cache)' \
                 in res.stderr
     os.unlink(path)
+    shutil.rmtree(cache)

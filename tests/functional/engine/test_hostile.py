@@ -177,14 +177,8 @@ def test_missing_kallsyms_needs_cache(sc, tmp_path):
                 lines.append('%016x %s %s\n' % (addr, code, sym.name))
         finally:
             mem.close()
-    # The sandboxed introspection reads the cache as the unprivileged
-    # sandbox user: the cache lives where that user can read it (pytest's
-    # tmp_path is private to root).
     root = os.path.join(sc.workdir, 'buildid-cache')
-    cache = os.path.join(root, build_id)
-    os.makedirs(cache, exist_ok=True)
-    os.chmod(root, 0o755)
-    os.chmod(cache, 0o755)
+    cache = scen.buildid_cache_entry(root, build_id)
     with open(os.path.join(cache, 'System.map'), 'w') as f:
         f.write(''.join(lines))
     os.chmod(os.path.join(cache, 'System.map'), 0o644)
