@@ -32,6 +32,7 @@ from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import physmem
 from sparc_nova.checkpoint import qemu_stream
 from sparc_nova.checkpoint import ram_index
+from sparc_nova.checkpoint import tempfiles
 from sparc_nova import exception
 
 PAGE_SIZE = ram_index.PAGE_SIZE
@@ -80,32 +81,6 @@ class RewriteResult:
         return {'path': self.path, 'pages': self.pages,
                 'records_rewritten': self.records_rewritten,
                 'in_place': self.in_place}
-
-
-def temp_prefix(target: str) -> str:
-    """Prefix of the temporary files a rewrite of ``target`` makes (with
-    the writer's pid, so that leftovers of dead writers can be told from
-    files still being written).
-    """
-    return '.%s.sparc-%d-' % (os.path.basename(target), os.getpid())
-
-
-def remove_stale_temporaries(target: str) -> list[str]:
-    """Delete temporary files left next to ``target`` by rewrites whose
-    process is gone (killed). Returns the removed paths.
-    """
-    d = os.path.dirname(os.path.abspath(target))
-    head = '.%s.sparc-' % os.path.basename(target)
-    removed = []
-    for name in os.listdir(d):
-        if not name.startswith(head):
-            continue
-        pid = name[len(head):].split('-', 1)[0]
-        if not pid.isdigit() or os.path.exists('/proc/%s' % pid):
-            continue
-        os.unlink(os.path.join(d, name))
-        removed.append(os.path.join(d, name))
-    return removed
 
 
 def _uniform(data: bytes) -> int | None:
@@ -354,7 +329,7 @@ def _rewrite_file(ck, edits, target, progress):
     # The new file is made in the target's directory so that the final
     # step is an atomic rename within one filesystem.
     tmp_dir = os.path.dirname(os.path.abspath(target))
-    fd, tmp_path = tempfile.mkstemp(prefix=temp_prefix(target),
+    fd, tmp_path = tempfile.mkstemp(prefix=tempfiles.temp_prefix(target),
                                     dir=tmp_dir)
     try:
         with os.fdopen(fd, 'wb') as f:

@@ -12,7 +12,7 @@ import sys
 from sparc_nova.checkpoint import checkpoint
 from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import limits
-from sparc_nova.checkpoint import rewrite
+from sparc_nova.checkpoint import tempfiles
 from sparc_nova.cmd import output
 from sparc_nova import conf
 
@@ -99,7 +99,7 @@ def do_extract_ram(args) -> int:
 
 def do_recover(args) -> int:
     outcome = journal.recover(args.file)
-    removed = rewrite.remove_stale_temporaries(args.file)
+    removed = tempfiles.remove_stale_temporaries(args.file)
     messages = {None: 'nothing to recover',
                 'replayed': 'finished the interrupted in-place scrub',
                 'discarded': 'discarded an incomplete journal; the file was '

@@ -9,6 +9,7 @@ finds out with a one-off QEMU probe that takes well under a second.
 
 import functools
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -21,6 +22,8 @@ _RC_MARK = 'sparc-rc='
 #: Attempts of a command whose device node vanished for a moment, and
 #: how long (seconds) each attempt waits for the node to come back.
 _ATTEMPTS = 3
+#: A partition of a whole disk (/dev/sda1, /dev/vdb2): the trailing digits.
+_PARTITION_RE = re.compile(r'(?<=^/dev/[sv]d[a-z])\d+$')
 _NODE_WAIT_S = 30
 
 
@@ -101,10 +104,23 @@ def run(g, argv: list[str]) -> str:
             break
         # udev re-reads a whole disk's partition table when a writer
         # closes it, and the partition nodes disappear for a moment: the
-        # command could not open its device and did nothing. Try again.
+        # command could not open its device and did nothing. When the
+        # nodes did not come back while we waited (a re-read udev gave up
+        # on under load), ask the kernel to read the table again, then
+        # try again.
+        _reread_partitions(g, devices)
         time.sleep(2)
     raise RuntimeError('%s exited %d: %s' % (argv[0], status,
                                              body.strip()[-500:]))
+
+
+def _reread_partitions(g, devices: list[str]) -> None:
+    for disk in sorted({_PARTITION_RE.sub('', d) for d in devices
+                        if _PARTITION_RE.search(d)}):
+        try:
+            g.blockdev_rereadpt(disk)
+        except RuntimeError:
+            pass    # busy or gone: the next attempt reports the error
 
 
 def _device_vanished(output: str, devices: list[str]) -> bool:

@@ -11,7 +11,7 @@ half image nor an unscrubbed copy lingers.
 import os
 import shutil
 
-from sparc_nova.checkpoint import rewrite
+from sparc_nova.checkpoint import tempfiles
 
 WORK_PREFIX = '.sparc-scrub-'
 
@@ -23,7 +23,7 @@ def work_prefix() -> str:
 
 def destination_prefix(dst: str) -> str:
     """Prefix of this process's temporary destination next to ``dst``."""
-    return rewrite.temp_prefix(dst)
+    return tempfiles.temp_prefix(dst)
 
 
 def remove_stale(dst: str, work_parent: str) -> list[str]:
@@ -31,7 +31,7 @@ def remove_stale(dst: str, work_parent: str) -> list[str]:
     directories in ``work_parent`` left by scrubs whose process is gone.
     Returns the removed paths.
     """
-    removed = rewrite.remove_stale_temporaries(dst)
+    removed = tempfiles.remove_stale_temporaries(dst)
     for name in os.listdir(work_parent):
         if not name.startswith(WORK_PREFIX):
             continue

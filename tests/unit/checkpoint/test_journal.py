@@ -8,6 +8,7 @@ import pytest
 from sparc_nova.checkpoint import checkpoint
 from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import rewrite
+from sparc_nova.checkpoint import tempfiles
 from sparc_nova.cmd import sparc
 from sparc_nova import exception
 from tests import streamgen
@@ -119,5 +120,5 @@ def test_stale_temporaries_removed(image):
     alive = os.path.join(d, '.save.img.sparc-%d-abc' % os.getpid())
     for p in (dead, alive):
         open(p, 'w').close()
-    assert rewrite.remove_stale_temporaries(image) == [dead]
+    assert tempfiles.remove_stale_temporaries(image) == [dead]
     assert os.path.exists(alive)

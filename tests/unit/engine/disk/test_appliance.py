@@ -39,9 +39,13 @@ def test_run_quotes_arguments_and_checks_status():
 class SequenceHandle:
     def __init__(self, outputs):
         self.outputs = list(outputs)
+        self.rereads = []
 
     def debug(self, cmd, args):
         return self.outputs.pop(0)
+
+    def blockdev_rereadpt(self, device):
+        self.rereads.append(device)
 
 
 def test_run_retries_when_the_device_node_vanished(monkeypatch):
@@ -50,6 +54,8 @@ def test_run_retries_when_the_device_node_vanished(monkeypatch):
         'ERROR: cannot open /dev/sda1: No such file or directory\n'
         'sparc-rc=1\n', 'ok\nsparc-rc=0\n'])
     assert appliance.run(g, ['btrfs', 'check', '/dev/sda1']) == 'ok\n'
+    # The partition table of the disk was read again before the retry.
+    assert g.rereads == ['/dev/sda']
     g = SequenceHandle(['ERROR: bad superblock\nsparc-rc=1\n'])
     with pytest.raises(RuntimeError, match='bad superblock'):
         appliance.run(g, ['btrfs', 'check', '/dev/sda1'])
