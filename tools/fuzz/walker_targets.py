@@ -311,8 +311,9 @@ def _value(w: Walkers, spec, paddr: int, size: int) -> int:
     an integer, ``ones``, ``self`` (the word's own kernel virtual
     address), ``at:LOCATOR`` (another word's), ``table:self`` (a
     page-table entry naming the word's own page), ``table:at:LOCATOR``,
-    ``table:ram_end`` (one naming the first page past RAM) or
-    ``delta:N`` (the original value plus N).
+    ``table:ram_end`` (one naming the first page past RAM),
+    ``delta:N`` (the original value plus N) or ``and:N`` (the original
+    value and N).
     """
     if isinstance(spec, int):
         return spec
@@ -328,9 +329,11 @@ def _value(w: Walkers, spec, paddr: int, size: int) -> int:
         return w.ram_end | PTE_FLAGS
     if spec.startswith('table:at:'):
         return (_locate(w, spec[9:])[0] & ~0xfff) | PTE_FLAGS
+    orig = int.from_bytes(w.base.read(paddr, size), 'little')
     if spec.startswith('delta:'):
-        orig = int.from_bytes(w.base.read(paddr, size), 'little')
         return orig + int(spec[6:])
+    if spec.startswith('and:'):
+        return orig & int(spec[4:], 0)
     raise ValueError('unknown value %r' % spec)
 
 
