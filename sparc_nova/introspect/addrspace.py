@@ -7,7 +7,6 @@ frame is anonymous and who else maps it (:mod:`.pages`).
 import dataclasses
 
 import drgn
-from drgn.helpers.linux import mm as mm_helpers
 import numpy as np
 
 from sparc_nova.introspect import arrays
@@ -52,7 +51,7 @@ def _vmas(kernel, mm: drgn.Object):
     out = []
     with kernel.budget(200 * limit + 10000, 'walking the VMAs of mm 0x%x'
                        % mm.value_()):
-        for vma in mm_helpers.for_each_vma(mm):
+        for vma in walk.vmas(mm, 'mm 0x%x' % mm.value_()):
             out.append((vma.vm_start.value_(), vma.vm_end.value_(),
                         vma.vm_flags.value_(), bool(vma.vm_file.value_())))
             if len(out) > limit:

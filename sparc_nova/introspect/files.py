@@ -18,7 +18,6 @@ import dataclasses
 
 import drgn
 from drgn.helpers.linux import fs as fs_helpers
-from drgn.helpers.linux import mm as mm_helpers
 import numpy as np
 
 from sparc_nova.introspect import walk
@@ -227,7 +226,7 @@ def shared_mappings(kernel, classifier: FileClassifier, pid: int,
         with kernel.budget(200 * limit + 10000,
                            'walking the shared mappings of pid %d' % pid):
             count = 0
-            for vma in mm_helpers.for_each_vma(mm):
+            for vma in walk.vmas(mm, 'pid %d' % pid):
                 count += 1
                 if count > limit:
                     raise walk.CorruptStructure(

@@ -36,6 +36,12 @@ MAX_CACHES = 10000
 MAX_SLABS_PER_CACHE = 1 << 20
 #: Guest memory reads allowed per cache (slab lists and freelists).
 CACHE_BUDGET = 4000000
+#: Guest memory reads allowed per freelist: per object of its slab, and
+#: once (a step reads the next pointer and translates its address; drgn
+#: walks a freelist twice at most). A hostile freelist that never loops
+#: back ends here instead of wandering through memory.
+FREELIST_READS_PER_OBJECT = 32
+FREELIST_READS = 1024
 #: SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER | SLAB_TRACE
 DEBUG_FLAGS = 0x00000400 | 0x00000800 | 0x00010000 | 0x00200000
 
@@ -103,6 +109,9 @@ def _cache_free(kernel, page_model, cache, name, base, cpus) -> FreeObjects:
     if not 0 < obj_size <= size <= 1 << 24:
         raise walk.CorruptStructure('slab cache %s: object size %d, slot '
                                     'size %d' % (name, obj_size, size))
+    # Objects per slab of the cache's largest slab order (oo: order << 16
+    # | objects).
+    max_objects = cache.oo.x.value_() & 0xffff
     slabs = []          # (struct slab *, extra freelist or None)
     for node in helper._for_each_per_node():
         head = node.partial.address_of_().value_()
@@ -132,14 +141,22 @@ def _cache_free(kernel, page_model, cache, name, base, cpus) -> FreeObjects:
         seen.add(addr)
         start = page_model.pfn_of_page(addr) << 12
         nobj = slab.objects.value_()
+        if not 0 <= nobj <= max_objects:
+            raise walk.CorruptStructure(
+                'slab cache %s: slab 0x%x claims %d objects, the cache at '
+                'most %d' % (name, addr, nobj, max_objects))
         end = start + nobj * size
         free = set()
         for fl in (slab.freelist, cpu_freelist):
             if fl is None:
                 continue
             try:
-                free |= helper._slub_get_freelist(
-                    lambda: 'slab 0x%x' % addr, fl)
+                with kernel.budget(
+                        FREELIST_READS_PER_OBJECT * max(nobj, 0) +
+                        FREELIST_READS, 'the freelist of slab 0x%x of '
+                        'slab cache %s' % (addr, name)):
+                    free |= helper._slub_get_freelist(
+                        lambda: 'slab 0x%x' % addr, fl)
             except slab_helpers.SlabCorruptionError as e:
                 raise walk.CorruptStructure('slab cache %s: %s' % (name, e))
             if len(free) > nobj:

@@ -7,12 +7,33 @@ pointer into unmapped memory or an absurdly long list ends in a
 """
 
 import drgn
+from drgn.helpers.linux import mm as mm_helpers
 
 from sparc_nova import exception
 
 
 class CorruptStructure(exception.SparcError):
     """A kernel data structure in guest memory is inconsistent."""
+
+
+def vmas(mm: drgn.Object, what: str):
+    """drgn's ``for_each_vma(mm)``, the VMAs of an address space.
+
+    Bounded by the caller (a count and a read budget); a maple tree node
+    of a type no kernel writes, which drgn refuses with
+    NotImplementedError, raises :class:`CorruptStructure` naming
+    ``what``.
+    """
+    it = mm_helpers.for_each_vma(mm)
+    while True:
+        try:
+            vma = next(it)
+        except StopIteration:
+            return
+        except NotImplementedError as e:
+            raise CorruptStructure('%s: the VMA tree is corrupt (%s)'
+                                   % (what, e))
+        yield vma
 
 
 def list_nodes(prog: drgn.Program, head: int, limit: int, what: str):

@@ -1,10 +1,18 @@
 """Hostile or corrupt guest memory: a clear error, nothing written, no
-hang. Each test corrupts a copy of a real checkpoint, then scrubs it.
+hang. Each test corrupts a copy of a real checkpoint, then scrubs it; the
+walker fuzzing regression replays hostile words over the checkpoint in
+memory instead (:mod:`tools.fuzz.walker_targets`).
 """
 
+import glob
+import json
 import os
 
 import drgn
+from hypothesis import given
+from hypothesis import HealthCheck
+from hypothesis import settings
+from hypothesis import strategies as st
 import pytest
 
 from sparc_nova.checkpoint import checkpoint
@@ -13,6 +21,7 @@ from sparc_nova.engine import physview
 from sparc_nova.introspect import kernel as kernel_mod
 from sparc_nova.introspect import memory as memory_mod
 from tests.functional.engine import scenario as scen
+from tools.fuzz import walker_targets
 
 pytestmark = pytest.mark.slow
 
@@ -230,3 +239,54 @@ def test_huge_fd_table(sc):
                 (0x7fffffff).to_bytes(4, 'little')}
     err = scrub_fails(sc, corrupt(sc, 'fdtable', edit))
     assert 'pid %d: fd table claims' % sc.pids['control'] in err
+
+
+WALKER_CORPUS = os.path.join(os.path.dirname(__file__), '..', '..',
+                             'fuzz_corpus', 'walkers')
+
+
+@pytest.fixture(scope='module')
+def walkers(sc):
+    """The scenario checkpoint's kernel over an overlay, with the words a
+    clean plan of every selected workload reads.
+    """
+    w = walker_targets.Walkers(sc.save_path, sc.selectors(),
+                               work_dir=sc.workdir)
+    yield w
+    w.close()
+
+
+@pytest.mark.parametrize(
+    'path', sorted(glob.glob(os.path.join(WALKER_CORPUS, '*.json'))),
+    ids=os.path.basename)
+def test_walker_reproducers(walkers, path):
+    """Every reproducer the walker fuzzing found plans or fails cleanly,
+    within the time limit, with a plan inside RAM.
+    """
+    with open(path) as f:
+        doc = json.load(f)
+    result = walkers.check(walker_targets.resolve(walkers, doc))
+    assert result in doc['expect'], result
+
+
+@settings(max_examples=200, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                 HealthCheck.too_slow])
+@given(data=st.data())
+def test_walkers_hostile_words(walkers, data):
+    """A few of the words the walkers read, with hostile values: a plan
+    inside RAM or a clean error, within the time limit.
+    """
+    walkers.check(walker_targets.build_overrides(
+        walkers, lambda lo, hi: data.draw(st.integers(lo, hi))))
+
+
+def test_walkers_clean_after_fuzzing(walkers):
+    """The overlay leaves nothing behind: the clean plan is unchanged."""
+    assert len(walkers.words) > 1000
+    _, before = walkers.clean
+    rep, after = walkers.plan()
+    assert {k: v.tolist() for k, v in after.scrubbed.items()} == \
+        {k: v.tolist() for k, v in before.scrubbed.items()}
+    assert [(f.paddr, f.new) for f in after.fields] == \
+        [(f.paddr, f.new) for f in before.fields]

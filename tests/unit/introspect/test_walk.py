@@ -50,3 +50,17 @@ def test_limit_and_unmapped():
     prog = _prog([(50, 0)])
     with pytest.raises(walk.CorruptStructure, match='unreadable'):
         list(walk.list_nodes(prog, BASE, 10, 'the list'))
+
+
+def test_vmas_unknown_maple_node(monkeypatch):
+    """drgn refuses a maple node type no kernel writes with
+    NotImplementedError: a corrupt structure naming the address space.
+    """
+    def for_each_vma(mm):
+        yield 'vma'
+        raise NotImplementedError('unknown maple_type 0')
+    monkeypatch.setattr(walk.mm_helpers, 'for_each_vma', for_each_vma)
+    it = walk.vmas(None, 'pid 7')
+    assert next(it) == 'vma'
+    with pytest.raises(walk.CorruptStructure, match='pid 7: the VMA tree'):
+        next(it)
