@@ -7,7 +7,6 @@ process group (the command, its sandbox, qemu-img and the libguestfs
 appliance), as a power cut or the OOM killer would leave them.
 """
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -31,14 +30,6 @@ def assert_both_sides(before: int, after: int) -> None:
     """
     if kills_per_mode() >= COVERAGE_KILLS:
         assert before > 0 and after > 0, (before, after)
-
-
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 22), b''):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def run_sparc(args: list[str], kill_after: float | None = None,

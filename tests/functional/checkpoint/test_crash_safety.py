@@ -20,8 +20,9 @@ from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import rewrite
 from sparc_nova.cmd import sparc
 from tests.functional import crash
+from tests.functional.engine import scenario as scen
 
-sha = crash.sha256
+sha = scen.sha256
 
 
 def marker_frames(path, marker):

@@ -20,7 +20,6 @@ from sparc_nova.checkpoint import rewrite
 from sparc_nova.engine import physview
 from sparc_nova.introspect import kernel as kernel_mod
 from tests.functional import bounded
-from tests.functional import crash
 from tests.functional.engine import scenario as scen
 from tests import streamgen
 from tools.fuzz import btfgen
@@ -50,7 +49,7 @@ def refused(path, *args, command='scrub', config=None):
     refusal naming ``path`` that writes nothing. Returns the outcome.
     """
     directory = os.path.dirname(path)
-    before = crash.sha256(path)
+    before = scen.sha256(path)
     listing = sorted(os.listdir(directory))
     out = path + '.out'
     argv = ['--config-file', config] if config else []
@@ -66,7 +65,7 @@ def refused(path, *args, command='scrub', config=None):
     assert 'Traceback' not in res.stderr and 'MemoryError' not in res.stderr
     assert res.seconds < MAX_SECONDS
     assert res.peak_mib < MAX_PEAK_MIB
-    assert crash.sha256(path) == before
+    assert scen.sha256(path) == before
     assert sorted(os.listdir(directory)) == listing
     return res
 

@@ -17,6 +17,7 @@ import pytest
 
 from tests.functional import crash
 from tests.functional.engine.disk import images
+from tests.functional.engine import scenario as scen
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +46,7 @@ def test_kill_image_scrub(ext4_qcow2, disk_tree, disk_dir):
     previous = os.path.join(directory, 'previous.qcow2')
     subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', previous,
                     '64M'], check=True)
-    previous_hash = crash.sha256(previous)
+    previous_hash = scen.sha256(previous)
     args = ['image', 'scrub', ext4_qcow2, '--output', dst]
     args += ['--exclude-path=' + glob for glob in images.EXCLUDE_PATHS]
     for preset in images.PRESETS:
@@ -73,7 +74,7 @@ def test_kill_image_scrub(ext4_qcow2, disk_tree, disk_dir):
         if not os.path.exists(dst):
             assert not i % 2, 'the previous image was lost'
             outcomes['absent'] += 1
-        elif i % 2 and crash.sha256(dst) == previous_hash:
+        elif i % 2 and scen.sha256(dst) == previous_hash:
             outcomes['previous'] += 1
         else:
             assert_complete(dst, ext4_qcow2, disk_tree.marker)
