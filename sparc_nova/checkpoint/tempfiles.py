@@ -18,6 +18,16 @@ def temp_prefix(target: str) -> str:
     return '.%s.sparc-%d-' % (os.path.basename(target), os.getpid())
 
 
+def left_by_dead_writer(name: str, head: str) -> bool:
+    """Whether ``name`` is ``HEAD`` + ``PID-...`` and process PID is
+    gone.
+    """
+    if not name.startswith(head):
+        return False
+    pid = name[len(head):].split('-', 1)[0]
+    return pid.isdigit() and not os.path.exists('/proc/%s' % pid)
+
+
 def remove_stale_temporaries(target: str) -> list[str]:
     """Delete temporary files left next to ``target`` by rewrites whose
     process is gone (killed). Returns the removed paths.
@@ -26,10 +36,7 @@ def remove_stale_temporaries(target: str) -> list[str]:
     head = '.%s.sparc-' % os.path.basename(target)
     removed = []
     for name in os.listdir(d):
-        if not name.startswith(head):
-            continue
-        pid = name[len(head):].split('-', 1)[0]
-        if not pid.isdigit() or os.path.exists('/proc/%s' % pid):
+        if not left_by_dead_writer(name, head):
             continue
         os.unlink(os.path.join(d, name))
         removed.append(os.path.join(d, name))

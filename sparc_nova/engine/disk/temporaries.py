@@ -33,10 +33,7 @@ def remove_stale(dst: str, work_parent: str) -> list[str]:
     """
     removed = tempfiles.remove_stale_temporaries(dst)
     for name in os.listdir(work_parent):
-        if not name.startswith(WORK_PREFIX):
-            continue
-        pid = name[len(WORK_PREFIX):].split('-', 1)[0]
-        if not pid.isdigit() or os.path.exists('/proc/%s' % pid):
+        if not tempfiles.left_by_dead_writer(name, WORK_PREFIX):
             continue
         path = os.path.join(work_parent, name)
         shutil.rmtree(path, ignore_errors=True)
