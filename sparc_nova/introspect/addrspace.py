@@ -46,14 +46,21 @@ class UserFrames:
     vmas: int
 
 
-def _vmas(kernel, mm: drgn.Object):
+def vma_list(kernel, mm: drgn.Object) -> list[tuple[int, int, int, int]]:
+    """``(vm_start, vm_end, vm_flags, vm_file)`` of every VMA of ``mm``
+    (``struct mm_struct *``), read under a budget, at most its
+    ``map_count`` (plus slack) of them, each a page-aligned user range.
+
+    :raises walk.CorruptStructure: more VMAs than ``map_count`` or an
+        impossible range.
+    """
     limit = min(MAX_VMAS, max(mm.map_count.value_(), 0) + 16)
     out = []
     with kernel.budget(200 * limit + 10000, 'walking the VMAs of mm 0x%x'
                        % mm.value_()):
         for vma in walk.vmas(mm, 'mm 0x%x' % mm.value_()):
             out.append((vma.vm_start.value_(), vma.vm_end.value_(),
-                        vma.vm_flags.value_(), bool(vma.vm_file.value_())))
+                        vma.vm_flags.value_(), vma.vm_file.value_()))
             if len(out) > limit:
                 raise walk.CorruptStructure(
                     'mm 0x%x has more VMAs than its map_count %d'
@@ -74,7 +81,7 @@ def user_frames(kernel, page_model, memory, mm_addr: int) -> UserFrames:
     prog = kernel.prog
     mm = drgn.Object(prog, 'struct mm_struct *', value=mm_addr)
     try:
-        vmas = _vmas(kernel, mm)
+        vmas = vma_list(kernel, mm)
         start_stack = mm.start_stack.value_()
         start_brk = mm.start_brk.value_()
         brk = mm.brk.value_()

@@ -20,14 +20,13 @@ import drgn
 from drgn.helpers.linux import fs as fs_helpers
 import numpy as np
 
+from sparc_nova.introspect import addrspace
 from sparc_nova.introspect import walk
 
 #: Largest fd table accepted (the kernel's ``sysctl_nr_open`` ceiling
 #: is INT_MAX, its default 1 Mi; a table beyond this is treated as
 #: corrupt).
 MAX_FDS = 1 << 20
-#: Most VMAs walked per address space (see ``addrspace.MAX_VMAS``).
-MAX_VMAS = 1 << 20
 #: Reads allowed to resolve one file name.
 NAME_BUDGET = 20000
 
@@ -222,28 +221,19 @@ def shared_mappings(kernel, classifier: FileClassifier, pid: int,
     mm = drgn.Object(prog, 'struct mm_struct *', value=mm_addr)
     out = {}
     try:
-        limit = min(MAX_VMAS, max(mm.map_count.value_(), 0) + 16)
-        with kernel.budget(200 * limit + 10000,
-                           'walking the shared mappings of pid %d' % pid):
-            count = 0
-            for vma in walk.vmas(mm, 'pid %d' % pid):
-                count += 1
-                if count > limit:
-                    raise walk.CorruptStructure(
-                        'pid %d: more VMAs than its map_count' % pid)
-                flags = vma.vm_flags.value_()
-                file = vma.vm_file.read_()
-                if not flags & VM_SHARED or not file:
-                    continue
-                inode, ino, kind, _, name = classifier.classify(file)
-                mode = ('r' if flags & 0x1 else '') + \
-                    ('w' if flags & 0x2 else '')
-                prev = out.get(inode)
-                if prev is not None:
-                    mode = ''.join(sorted(set(prev.mode + mode),
-                                          key='rw'.index))
-                out[inode] = OpenFile(pid, -1, file.value_(), inode, ino,
-                                      kind, mode, name)
+        for _, _, flags, file_addr in addrspace.vma_list(kernel, mm):
+            if not flags & VM_SHARED or not file_addr:
+                continue
+            file = drgn.Object(prog, 'struct file *', value=file_addr)
+            inode, ino, kind, _, name = classifier.classify(file)
+            mode = ('r' if flags & 0x1 else '') + \
+                ('w' if flags & 0x2 else '')
+            prev = out.get(inode)
+            if prev is not None:
+                mode = ''.join(sorted(set(prev.mode + mode),
+                                      key='rw'.index))
+            out[inode] = OpenFile(pid, -1, file_addr, inode, ino, kind,
+                                  mode, name)
     except drgn.FaultError as e:
         raise walk.CorruptStructure('pid %d: a shared mapping is '
                                     'unreadable (%s)' % (pid, e))
