@@ -104,8 +104,6 @@ class IpcGraph:
     objects: dict                           # key -> IpcObject
     edges: list
     comms: dict                             # pid -> comm
-    socks: dict = dataclasses.field(default_factory=dict)  # sk -> key
-    ttys: dict = dataclasses.field(default_factory=dict)   # tty -> key
 
     def out_edges(self) -> dict:
         out = collections.defaultdict(list)
@@ -151,7 +149,9 @@ def _build_graph(kernel, page_model, procs) -> IpcGraph:
             _add_holder(graph, reader, f)
     for key, obj in graph.objects.items():
         if obj.kind == 'pipe':
-            obj.info['queued_bytes'] = reader.pipe(key, obj.object).data_bytes
+            # Read once: the scrub plan reuses these buffers.
+            obj.info['_pipe'] = reader.pipe(key, obj.object)
+            obj.info['queued_bytes'] = obj.info['_pipe'].data_bytes
     _pipe_edges(graph)
     _unix_edges(graph, reader)
     _tty_edges(graph, reader)
@@ -177,7 +177,6 @@ def _add_holder(graph, reader, f) -> None:
             key = sock['sk']
             info = {'family': 'unix', 'type': sock['type'],
                     '_peer': sock['peer']}
-            graph.socks[key] = key
     elif f.kind == 'tty':
         tty = reader.tty_of_file(f.file)
         if tty:
@@ -185,7 +184,6 @@ def _add_holder(graph, reader, f) -> None:
             t = reader.tty_info(tty)
             info = {'_link': t['link'], 'master': t['master'],
                     'session': t['session']}
-            graph.ttys[key] = key
     obj = graph.objects.get(key)
     if obj is None:
         obj = IpcObject(key=key, kind=f.kind, object=f.object, file=f.file,
@@ -348,7 +346,7 @@ def plan_kernel_copies(graph: IpcGraph, kernel, page_model,
     for key, obj in graph.objects.items():
         held = key in mine
         if obj.kind == 'pipe' and held:
-            plan.copies['pipe'].append(reader.pipe(key, obj.object))
+            plan.copies['pipe'].append(obj.info['_pipe'])
         elif obj.info.get('family') == 'unix':
             for sender, copy in obj.info.get('_queue', ()):
                 if held or sender in excluded_socks:

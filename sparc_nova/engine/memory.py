@@ -365,7 +365,7 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
         if dry_run:
             return rep
         replacements = _changed(s, patcher)
-        rep.rewrite = {'frames_replaced': len(replacements)}
+        rep.rewrite['frames_replaced'] = len(replacements)
         target = output or path
         if in_place and s.ck.compressed:
             raise errors.ScrubError(path, 'in-place scrubbing needs a raw '
@@ -676,7 +676,7 @@ def _apply_kernel_copies(s, kernel, model, patcher, copies, anon) -> None:
             raise patches.PlanConflict('an IPC buffer frame is also '
                                        'mapped as anonymous memory')
         patcher.scrub(frames, 0)
-    done = set()
+    zeroed_virt, zeroed_phys = set(), set()
     flags_off = model.off_flags
     for items in copies.copies.values():
         for c in items:
@@ -690,12 +690,12 @@ def _apply_kernel_copies(s, kernel, model, patcher, copies, anon) -> None:
             what = '%s buffer of %s' % (c.kind,
                                         ipc.report_name(c.kind, c.object))
             for va, n in c.ranges:
-                if (va, n) not in done:
-                    done.add((va, n))
+                if (va, n) not in zeroed_virt:
+                    zeroed_virt.add((va, n))
                     patcher.zero_virt(kernel, va, n, what)
             for pa, n in c.phys_ranges:
-                if (-pa, n) not in done:
-                    done.add((-pa, n))
+                if (pa, n) not in zeroed_phys:
+                    zeroed_phys.add((pa, n))
                     patcher.zero_phys(pa, n, what)
 
 

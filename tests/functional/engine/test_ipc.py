@@ -248,6 +248,10 @@ def test_follow_scrubs_ipc_objects(sc, followed):
     scrubbed = report['ipc']['scrubbed']
     for kind in ('sysv-shm', 'memfd-shmem', 'tty'):
         assert scrubbed[kind]['objects'] >= 1, (kind, scrubbed)
+    # Zeroed buffers are counted, never listed with their bytes.
+    assert report['rewrite']['byte_ranges_zeroed'] > 0, report['rewrite']
+    assert not [f for f in report['patched_fields'] if 'buffer' in
+                f['what'] or 'free object' in f['what']]
 
 
 def test_nofollow_report(sc, unfollowed):
