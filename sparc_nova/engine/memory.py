@@ -506,12 +506,7 @@ def _follow_shared_anonymous(procs, chosen, frames_of, graph, follow_ipc,
     reported = {e['pid'] for e in at_risk}
     users = [p for p in procs if not p.kernel_thread]
     for _ in range(len(users) + 1):
-        rows = [(None, frames_of(pid)) for pid in sorted(chosen)]
-        uniq, counts = _selection_counts(rows)
-        if not len(uniq):
-            return
-        _, mapcount = _first_mapcounts(rows, uniq)
-        shared = uniq[mapcount > counts]
+        shared = _shared_frames([frames_of(pid) for pid in sorted(chosen)])
         if not len(shared):
             return
         added = False
@@ -547,14 +542,18 @@ def _follow_shared_anonymous(procs, chosen, frames_of, graph, follow_ipc,
         reported |= {e['pid'] for e in more_at_risk}
 
 
-def _first_mapcounts(rows, uniq):
-    """The kernel's mapping count of each frame of ``uniq`` (sorted), from
-    the rows that map it.
+def _shared_frames(frames) -> np.ndarray:
+    """Anonymous frames (sorted) that the kernel counts more mappings of
+    than the address spaces ``frames`` (:class:`addrspace.UserFrames`)
+    hold together: someone else maps them too.
     """
-    pfn = np.concatenate([uf.pfn[uf.anon] for _, uf in rows])
-    mc = np.concatenate([uf.mapcount[uf.anon] for _, uf in rows])
-    u, first = arrays.unique(pfn, return_index=True)
-    return u, mc[first]
+    if not frames:
+        return np.zeros(0, dtype=np.int64)
+    pfn = np.concatenate([uf.pfn[uf.anon] for uf in frames])
+    mapcount = np.concatenate([uf.mapcount[uf.anon] for uf in frames])
+    uniq, first, counts = arrays.unique(pfn, return_index=True,
+                                        return_counts=True)
+    return uniq[mapcount[first] > counts]
 
 
 def _plan(s, sels, with_children, keep_free_pages, rep, follow_ipc=True,
