@@ -18,7 +18,7 @@ echo "== flake8 (tox -e pep8)" >&2
 echo "== pytest" >&2
 mkdir -p artifacts
 set +e
-"$VENV/bin/python" -m pytest -p no:cacheprovider \
+"$VENV/bin/python" -m pytest -p no:cacheprovider --tb=short \
     --junitxml=artifacts/junit.xml "$@"
 rc=$?
 set -e

@@ -15,6 +15,7 @@ import subprocess
 import pytest
 
 from tests.e2e.cloud import cloud as cloud_mod
+from tests.e2e.cloud import processes
 from tests.e2e.cloud import settings
 from tests.e2e import guest_image
 from tests.e2e import notifications as notifications_mod
@@ -61,15 +62,20 @@ def cloud():
         signal.signal(signal.SIGTERM, previous)
         _FIGURES.update(monitor.stop(os.path.join(test_cloud.conf.logs,
                                                   'usage.json')))
+        _INCIDENTS.extend(processes.worker_incidents(test_cloud.conf.logs))
 
 
 #: Wall time and peak memory of the stage, for the terminal summary.
 _FIGURES: dict = {}
+#: API workers that died during the stage (gunicorn's lines), likewise.
+_INCIDENTS: list = []
 
 
 def pytest_terminal_summary(terminalreporter):
     if _FIGURES:
         terminalreporter.write_line('e2e stage: %s' % _FIGURES)
+    for line in _INCIDENTS:
+        terminalreporter.write_line('e2e cloud worker died: %s' % line)
 
 
 @pytest.fixture(scope='session')

@@ -110,8 +110,22 @@ def run(g, argv: list[str]) -> str:
         # try again.
         _reread_partitions(g, devices)
         time.sleep(2)
+    if _device_vanished(body, devices):
+        body += '\n' + _block_devices(g)
     raise RuntimeError('%s exited %d: %s' % (argv[0], status,
-                                             body.strip()[-500:]))
+                                             body.strip()[-800:]))
+
+
+def _block_devices(g) -> str:
+    """What the appliance's kernel and /dev hold (for an error message:
+    device names and sizes only).
+    """
+    try:
+        return g.debug('sh', [
+            'echo "kernel:"; cat /proc/partitions; echo "/dev:"; '
+            'ls /dev | grep -E "^[sv]d" | tr "\\n" " "'])
+    except RuntimeError as e:
+        return 'appliance devices unknown: %s' % e
 
 
 def _reread_partitions(g, devices: list[str]) -> None:
@@ -135,10 +149,15 @@ def run_status(g, argv: list[str]) -> tuple[int, str]:
     # device nodes the command names (a partition node disappears while
     # udev re-reads its disk's partition table, which can take seconds
     # under TCG).
+    # A node the kernel has (/sys/class/block/NAME/dev) but /dev lacks is
+    # created from its numbers.
     wait = ' '.join(shlex.quote(a) for a in argv if a.startswith('/dev/'))
     script = ('udevadm settle >/dev/null 2>&1; for d in %s; do n=0; '
-              'while [ ! -e "$d" ] && [ $n -lt %d ]; do sleep 0.1; '
-              'n=$((n+1)); done; done; %s 2>&1; echo %s$?'
+              's="/sys/class/block/${d#/dev/}/dev"; '
+              'while [ ! -e "$d" ] && [ $n -lt %d ]; do '
+              'if [ -r "$s" ]; then mknod "$d" b $(tr : " " < "$s"); '
+              'else sleep 0.1; fi; n=$((n+1)); done; done; '
+              '%s 2>&1; echo %s$?'
               % (wait, _NODE_WAIT_S * 10, command, _RC_MARK))
     out = g.debug('sh', [script])
     body, _, rc = out.rpartition(_RC_MARK)

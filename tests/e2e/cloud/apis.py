@@ -3,6 +3,12 @@ schema, and their APIs served by gunicorn on 127.0.0.1.
 
 Each API runs in one gunicorn master with one thread worker (the services'
 WSGI modules through :mod:`tests.e2e.cloud.wsgi_app`).
+
+Idle keep-alive connections are kept for :data:`KEEP_ALIVE` seconds, far
+longer than any client here polls (openstacksdk waits 2 s between polls).
+With gunicorn's default of 2 s the server closes a pooled connection just
+as the client sends its next poll on it; on a loaded machine that lost a
+request now and then (the client sees the connection reset).
 """
 
 import shutil
@@ -14,6 +20,9 @@ from tests.e2e.cloud import processes
 from tests.e2e.cloud import settings as settings_mod
 
 Settings = settings_mod.CloudSettings
+
+#: Seconds an idle keep-alive connection stays open (see above).
+KEEP_ALIVE = 300
 
 
 def _answers(url: str) -> bool:
@@ -38,6 +47,7 @@ def serve(conf: Settings, sup: processes.Supervisor, name: str,
         '--bind', '%s:%d' % (conf.host, conf.port(name)),
         '--worker-class', 'gthread', '--workers', '1', '--threads', '4',
         '--timeout', '600', '--graceful-timeout', '5',
+        '--keep-alive', str(KEEP_ALIVE),
         '--pythonpath', settings_mod.REPO,
         'tests.e2e.cloud.wsgi_app:application'], env=env,
         port=(conf.host, conf.port(name)))

@@ -31,9 +31,15 @@ def admin_auth(conf: Settings) -> dict[str, str]:
 
 
 def connect(conf: Settings) -> openstack.connection.Connection:
-    """An openstacksdk connection as the cloud's admin."""
+    """An openstacksdk connection as the cloud's admin.
+
+    A request whose connection fails is retried (three times, keystoneauth
+    backs off from 0.5 s): the scenarios test the product, not the test
+    cloud's sockets; a service that is really gone still fails them.
+    """
     return openstack.connect(region_name=settings_mod.REGION,
                              identity_api_version='3',
+                             connect_retries=3,
                              **admin_auth(conf))
 
 

@@ -8,7 +8,9 @@ reused the id.
 """
 
 import collections
+import glob
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -38,6 +40,23 @@ def log_tail(path: str, lines: int = 15) -> str:
             return ''.join(collections.deque(f, lines))
     except OSError:
         return '(no log)'
+
+
+#: What gunicorn's master logs when a worker ended other than by shutdown.
+_WORKER_DIED = re.compile(r'WORKER TIMEOUT|was sent (?!SIGTERM)SIG[A-Z]+|'
+                          r'Worker \(pid:\d+\) exited with code')
+
+
+def worker_incidents(log_dir: str) -> list[str]:
+    """The lines of the cloud's gunicorn logs (``*-api.log``) that report a
+    worker killed, timed out or crashed, each prefixed with its log's name.
+    """
+    found = []
+    for path in sorted(glob.glob(os.path.join(log_dir, '*-api.log'))):
+        with open(path, errors='replace') as f:
+            found += ['%s: %s' % (os.path.basename(path), line.strip())
+                      for line in f if _WORKER_DIED.search(line)]
+    return found
 
 
 def port_open(host: str, port: int) -> bool:
