@@ -8,6 +8,7 @@ physical view (:mod:`.physmem`) and the vCPUs (:mod:`.cpu_state`).
 
 import mmap
 import os
+import typing
 import xml.etree.ElementTree as ET
 
 from sparc_nova.checkpoint import cpu_state
@@ -53,23 +54,9 @@ class Checkpoint:
     def _open(self, work_dir, progress, f):
         path = self.path
         if f is None:
-            if journal.pending(path):
-                raise exception.CheckpointError(
-                    path, 'an in-place scrub of this file was interrupted; '
-                          'run "sparc checkpoint recover %s" to finish it'
-                          % path)
-            try:
-                f = open(path, 'rb')
-            except OSError as e:
-                raise exception.CheckpointError(path, 'cannot open: %s'
-                                                % e.strerror)
+            f = open_file(path)
         self._file = f
-        head = f.read(16)
-        fmt = next((x for x in formats.load() if x.detect(head)), None)
-        if fmt is None:
-            raise exception.CheckpointFormatError(
-                path, 'neither a libvirt save image nor a QEMU migration '
-                      'stream (starts with %r)' % head[:16], 0)
+        fmt = _format(f, path)
         self.kind = fmt.name
         opened = fmt.open_stream(f, path, self.limits, work_dir)
         self._tmp = opened.temporary
@@ -178,6 +165,48 @@ class Checkpoint:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def open_file(path: str) -> typing.BinaryIO:
+    """``path`` opened for reading, unless an in-place scrub of it was
+    interrupted (it must be recovered first).
+    """
+    if journal.pending(path):
+        raise exception.CheckpointError(
+            path, 'an in-place scrub of this file was interrupted; run '
+                  '"sparc checkpoint recover %s" to finish it' % path)
+    try:
+        return open(path, 'rb')
+    except OSError as e:
+        raise exception.CheckpointError(path, 'cannot open: %s' % e.strerror)
+
+
+def _format(f, path: str) -> formats.CheckpointFormat:
+    """The format plugin of the file open in ``f`` (read from its start;
+    left just past the 16 bytes that identify it).
+    """
+    f.seek(0)
+    head = f.read(16)
+    fmt = next((x for x in formats.load() if x.detect(head)), None)
+    if fmt is None:
+        raise exception.CheckpointFormatError(
+            path, 'neither a libvirt save image nor a QEMU migration '
+                  'stream (starts with %r)' % head[:16], 0)
+    return fmt
+
+
+def stream_is_raw(f, path: str,
+                  limits: limits_mod.Limits = limits_mod.DEFAULT) -> bool:
+    """Whether the checkpoint open in ``f`` holds its migration stream
+    uncompressed, so that the file itself can be parsed. Leaves ``f`` at
+    its start.
+
+    :raises CheckpointFormatError: not a checkpoint, or a bad header.
+    """
+    try:
+        return not _format(f, path).compressed(f, path, limits)
+    finally:
+        f.seek(0)
 
 
 def open_checkpoint(path: str, work_dir: str | None = None,

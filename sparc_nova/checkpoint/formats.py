@@ -59,6 +59,11 @@ class CheckpointFormat:
         """Parse the container and locate the stream."""
         raise NotImplementedError
 
+    def compressed(self, f: typing.BinaryIO, path: str,
+                   limits: limits_mod.Limits) -> bool:
+        """Whether :meth:`open_stream` would decompress the stream."""
+        return False
+
 
 class LibvirtSaveFormat(CheckpointFormat):
     """libvirt's QEMU save image (``virsh save``, managed save)."""
@@ -67,6 +72,9 @@ class LibvirtSaveFormat(CheckpointFormat):
 
     def detect(self, head: bytes) -> bool:
         return libvirt_save.is_save_image(head)
+
+    def compressed(self, f, path, limits):
+        return bool(libvirt_save.read_header(f, path, limits).compressed)
 
     def open_stream(self, f, path, limits, work_dir):
         header = libvirt_save.read_header(f, path, limits)

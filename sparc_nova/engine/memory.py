@@ -184,22 +184,75 @@ def _sandbox_policy(enabled: bool | None) -> sandbox_mod.SandboxPolicy:
     return policy
 
 
-def _in_sandbox(s, path, entry, args, policy) -> dict:
-    """Run ``entry`` in the sandbox child on session ``s``'s stream.
+def _open_with_sandbox(path, work_dir, limits, options, rep, policy,
+                       progress):
+    """Open ``path`` for a scrub: ``(session, pending sandbox plan)``.
 
-    The child gets a new read-only descriptor of the stream this process
-    parsed: the file itself for a raw image, else the temporary file this
-    process decompressed it into. Decompression stays here because the
-    child may neither run programs (seccomp refuses exec) nor write files
+    With the sandbox, the child that plans the scrub is started on the
+    file before this process parses it, so that both parse at once (a
+    machine has more than one core): the child's start-up and parse then
+    cost little more than this process's own. A compressed image is
+    decompressed here first and the child reads the decompressed stream.
+    Without the sandbox the pending plan is None and the session models
+    the guest kernel itself.
+    """
+    if not policy.enabled:
+        return _open(path, work_dir, limits, options['buildid_cache_dir'],
+                     progress), None
+    f = checkpoint_mod.open_file(path)
+    pending = None
+    try:
+        if checkpoint_mod.stream_is_raw(f, path, limits or
+                                        limits_mod.DEFAULT):
+            pending = _start_plan(f, path, limits, options, rep, policy)
+        s = _open(path, work_dir, limits, None, progress, kernel=False,
+                  file=f)
+    except BaseException:
+        if pending is not None:
+            pending.cancel()
+        f.close()
+        raise
+    if pending is None:
+        try:
+            pending = _start_plan(s.ck.stream_file, path, limits, options,
+                                  rep, policy)
+        except BaseException:
+            s.close()
+            raise
+    return s, pending
+
+
+def _start_plan(stream, path, limits, options, rep, policy):
+    """Start :func:`plan_in_sandbox` on the open ``stream``."""
+    args = dict(options, report=plan_codec.encode_value(rep))
+    return _start_in_sandbox(stream, path, PLAN_ENTRY, args, limits, policy)
+
+
+def _start_in_sandbox(stream, path, entry, args, limits,
+                      policy) -> sandbox_mod.Pending:
+    """Start ``entry`` in the sandbox child on the open migration
+    ``stream``.
+
+    The child gets a new read-only descriptor of the stream: the file
+    itself for a raw image, else the temporary file this process
+    decompressed it into. Decompression stays here because the child may
+    neither run programs (seccomp refuses exec) nor write files
     (RLIMIT_FSIZE 0), and the rewrite needs the decompressed stream
     anyway; the decompressors parse only the compression format, never
     guest structures.
     """
     args = dict(args, path=path,
-                limits=dataclasses.asdict(s.ck.limits))
+                limits=dataclasses.asdict(limits or limits_mod.DEFAULT))
     try:
-        return sandbox_mod.run(entry, args, {'stream': s.ck.stream_file},
-                               policy)
+        return sandbox_mod.start(entry, args, {'stream': stream}, policy)
+    except sandbox_mod.SandboxError as e:
+        raise errors.ScrubError(path, 'introspection sandbox: %s' % e)
+
+
+def _sandbox_result(pending: sandbox_mod.Pending, path) -> dict:
+    """Wait for a call started by :func:`_start_in_sandbox`."""
+    try:
+        return pending.result()
     except sandbox_mod.ReportedError as e:
         raise errors.ScrubError(path, str(e))
     except sandbox_mod.SandboxError as e:
@@ -278,11 +331,11 @@ def _listing(path, listing, work_dir, limits, buildid_cache_dir,
               kernel=not policy.enabled)
     try:
         if policy.enabled:
-            return _check_listing(path, _in_sandbox(
-                s, path, LISTING_ENTRY,
+            return _check_listing(path, _sandbox_result(_start_in_sandbox(
+                s.ck.stream_file, path, LISTING_ENTRY,
                 {'listing': listing,
                  'buildid_cache_dir': _cache(buildid_cache_dir).directory
-                 or ''}, policy))
+                 or ''}, limits, policy), path))
         return _LISTINGS[listing](s.kernel)
     except _GUEST_ERRORS as e:
         raise _fail(path, e)
@@ -345,19 +398,19 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     rep = report_mod.ScrubReport(checkpoint=path, dry_run=dry_run,
                                  selectors=[str(s) for s in sels])
     policy = _sandbox_policy(sandbox)
-    s = _open(path, work_dir, limits, buildid_cache_dir, progress,
-              kernel=not policy.enabled)
+    options = {'selectors': [str(x) for x in sels],
+               'with_children': with_children,
+               'keep_free_pages': keep_free_pages,
+               'follow_ipc': follow_ipc,
+               'exclude_paths': list(exclude_paths),
+               'buildid_cache_dir': _cache(buildid_cache_dir).directory
+               or ''}
+    s, pending = _open_with_sandbox(path, work_dir, limits, options, rep,
+                                    policy, progress)
     try:
-        options = {'selectors': [str(x) for x in sels],
-                   'with_children': with_children,
-                   'keep_free_pages': keep_free_pages,
-                   'follow_ipc': follow_ipc,
-                   'exclude_paths': list(exclude_paths),
-                   'buildid_cache_dir': _cache(buildid_cache_dir).directory
-                   or ''}
         if policy.enabled:
             rep.lap('open')
-            patcher = _plan_in_sandbox(s, path, options, rep, policy)
+            patcher = _plan_in_sandbox(s, path, rep, pending)
         else:
             rep.lap('parse_and_introspect')
             patcher = _introspect_and_plan(s, path, options, rep)
@@ -398,8 +451,7 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
                                     % e)
         raise
     rep.lap('verify')
-    rep.timings['total'] = round(sum(v for k, v in rep.timings.items()
-                                     if k != 'total'), 4)
+    rep.timings['total'] = rep.elapsed()
     return rep
 
 
@@ -439,18 +491,17 @@ PLAN_ENTRY = __name__ + ':plan_in_sandbox'
 LISTING_ENTRY = __name__ + ':listing_in_sandbox'
 
 
-def _plan_in_sandbox(s, path, options, rep, policy) -> patches.PagePatcher:
-    """Have the sandbox child plan the scrub of session ``s``; validate the
-    plan against ``s``'s RAM pages and take the child's report sections
-    into ``rep``.
+def _plan_in_sandbox(s, path, rep, pending) -> patches.PagePatcher:
+    """Wait for the plan the sandbox child computes (started by
+    :func:`_open_with_sandbox`), validate it against session ``s``'s RAM
+    pages and take the child's report sections into ``rep``.
 
     Timings: the child's own (``parse_and_introspect``, ``plan``, ...),
-    and ``sandbox`` for the rest of the round trip (starting the child,
-    encoding, decoding and validating the plan).
+    which overlap this process's ``open``, and ``sandbox`` for what the
+    round trip adds after that open (waiting for the child, decoding and
+    validating the plan).
     """
-    doc = _in_sandbox(s, path, PLAN_ENTRY,
-                      dict(options, report=plan_codec.encode_value(rep)),
-                      policy)
+    doc = _sandbox_result(pending, path)
     identity = doc.pop('_sandbox', None)
     try:
         child_rep, patcher = plan_codec.decode_plan(doc, s.memory)
@@ -458,11 +509,7 @@ def _plan_in_sandbox(s, path, options, rep, policy) -> patches.PagePatcher:
         raise errors.ScrubError(path, 'introspection sandbox returned an '
                                       'unusable plan: %s' % e)
     rep.lap('sandbox')
-    mine = set(rep.timings)
     plan_codec.merge_report(rep, child_rep)
-    inside = sum(v for k, v in rep.timings.items() if k not in mine)
-    rep.timings['sandbox'] = round(max(rep.timings['sandbox'] - inside, 0),
-                                   4)
     if isinstance(identity, dict):
         rep.sandbox = {k: v for k, v in identity.items()
                        if k in ('uid', 'gid', 'cap_eff', 'no_new_privs',

@@ -78,6 +78,12 @@ class ScrubReport:
         self.timings[name] = round(now - start, 4)
         self._last = now
 
+    def elapsed(self) -> float:
+        """Wall seconds since the report was made (phases of the sandbox
+        child overlap the caller's, so this is not their sum).
+        """
+        return round(time.monotonic() - self._t0, 4)
+
     @property
     def frames_scrubbed(self) -> int:
         return sum(p.frame_count for p in self.processes)

@@ -34,6 +34,8 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
+import time
 
 from sparc_nova import exception
 
@@ -140,7 +142,8 @@ def _open_ro(source) -> int:
 
 def run(entry: str, args: dict, files: dict[str, str],
         policy: SandboxPolicy = SandboxPolicy()) -> dict:
-    """Run ``entry`` (``"module:function"``) in the sandbox.
+    """Run ``entry`` (``"module:function"``) in the sandbox and wait for
+    its result: ``start(...).result()``.
 
     :param args: JSON-serialisable arguments.
     :param files: name -> path or open file object; each is opened
@@ -153,11 +156,21 @@ def run(entry: str, args: dict, files: dict[str, str],
         a :class:`~sparc_nova.exception.SparcError` the child raised is
         re-raised as SandboxError with its message.
     """
+    return start(entry, args, files, policy).result()
+
+
+def start(entry: str, args: dict, files: dict[str, str],
+          policy: SandboxPolicy = SandboxPolicy()) -> 'Pending':
+    """Start ``entry`` in the sandbox (see :func:`run` for the arguments)
+    and return at once, so that the caller can work while the child
+    does; :meth:`Pending.result` waits for it.
+    """
     if not entry.startswith(ALLOWED_PREFIXES):
         raise SandboxError('%s may not run in the sandbox' % entry)
     if not policy.enabled:
-        return _call(entry, args, {n: os.fdopen(_open_ro(p), 'rb')
-                                   for n, p in files.items()})
+        return Pending(entry, policy, result=_call(
+            entry, args, {n: os.fdopen(_open_ro(p), 'rb')
+                          for n, p in files.items()}))
     fds = {name: _open_ro(path) for name, path in files.items()}
     try:
         mapped = sum(os.fstat(fd).st_size for fd in fds.values())
@@ -170,18 +183,68 @@ def run(entry: str, args: dict, files: dict[str, str],
                if k in ('PATH', 'LANG', 'LC_ALL', 'PYTHONPATH')}
         for fd in fds.values():
             os.set_inheritable(fd, True)
-        try:
-            proc = subprocess.run(
-                _command(policy), input=request, capture_output=True,
-                pass_fds=tuple(fds.values()), timeout=policy.timeout,
-                env=env, cwd='/')
-        except subprocess.TimeoutExpired:
-            raise SandboxError('%s did not finish within %ss and was '
-                               'killed' % (entry, policy.timeout))
+        proc = subprocess.Popen(
+            _command(policy), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            pass_fds=tuple(fds.values()), env=env, cwd='/')
     finally:
         for fd in fds.values():
             os.close(fd)
-    return _result(entry, proc, policy)
+    return Pending(entry, policy, proc=proc, request=request)
+
+
+class Pending:
+    """A sandboxed call under way (see :func:`start`)."""
+
+    def __init__(self, entry: str, policy: SandboxPolicy, proc=None,
+                 request: bytes = b'', result: dict | None = None):
+        self.entry = entry
+        self.policy = policy
+        self._proc = proc
+        self._result = result
+        self._deadline = time.monotonic() + policy.timeout
+        if proc is not None:
+            # The child reads its whole request first thing; a writer
+            # thread keeps a request larger than the pipe from blocking
+            # the caller until the child's interpreter is up.
+            self._writer = threading.Thread(
+                target=self._send, args=(request,), daemon=True,
+                name='sandbox-request')
+            self._writer.start()
+
+    def _send(self, request: bytes) -> None:
+        try:
+            self._proc.stdin.write(request)
+            self._proc.stdin.close()
+        except OSError:
+            pass    # the child died: result() reports how
+
+    def result(self) -> dict:
+        """Wait for the child and return its result (see :func:`run`)."""
+        if self._proc is None:
+            return self._result
+        self._writer.join(max(self._deadline - time.monotonic(), 0))
+        self._proc.stdin = None     # the writer thread closed it
+        try:
+            out, err = self._proc.communicate(
+                timeout=max(self._deadline - time.monotonic(), 0))
+        except subprocess.TimeoutExpired:
+            self.cancel()
+            raise SandboxError('%s did not finish within %ss and was '
+                               'killed' % (self.entry, self.policy.timeout))
+        proc = subprocess.CompletedProcess(self._proc.args,
+                                           self._proc.returncode, out, err)
+        return _result(self.entry, proc, self.policy)
+
+    def cancel(self) -> None:
+        """Kill the child (the caller gave up on it) and reap it."""
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._writer.join()
+        self._proc.stdin = None
+        self._proc.communicate()
 
 
 def _result(entry, proc, policy) -> dict:

@@ -3,6 +3,7 @@ plan the child returns, and how child failures surface. Nothing is
 written unless the plan is valid.
 """
 
+import gzip
 import os
 
 import pytest
@@ -57,10 +58,10 @@ def plan_doc(path, fills=None, fields=None):
 def fake_child(monkeypatch, doc):
     calls = []
 
-    def run(entry, args, files, policy):
+    def start(entry, args, files, policy):
         calls.append((entry, args, files))
-        return doc
-    monkeypatch.setattr(memory.sandbox_mod, 'run', run)
+        return sandbox.Pending(entry, policy, result=doc)
+    monkeypatch.setattr(memory.sandbox_mod, 'start', start)
     return calls
 
 
@@ -219,3 +220,47 @@ def test_sandbox_follows_the_option(save, monkeypatch, option, explicit,
     finally:
         conf.CONF.clear_override('sandbox_enabled', 'sparc')
     assert len(calls) == int(sandboxed)
+
+
+def test_child_starts_before_this_process_parses(save, monkeypatch):
+    order = []
+    calls = fake_child(monkeypatch, plan_doc(save))
+    real_start, real_open = memory.sandbox_mod.start, memory._open
+
+    def start(entry, args, files, policy):
+        # The child is handed the checkpoint file itself.
+        assert os.path.samestat(os.fstat(files['stream'].fileno()),
+                                os.stat(save))
+        order.append('child')
+        return real_start(entry, args, files, policy)
+
+    def parse(*args, **kwargs):
+        order.append('parse')
+        return real_open(*args, **kwargs)
+    monkeypatch.setattr(memory.sandbox_mod, 'start', start)
+    monkeypatch.setattr(memory, '_open', parse)
+    memory.scrub_checkpoint(save, ['vault'], dry_run=True, sandbox=True)
+    assert order == ['child', 'parse'] and len(calls) == 1
+
+
+def test_compressed_image_child_reads_the_decompressed_stream(
+        tmp_path, monkeypatch):
+    data = streamgen.simple_save(ram_pages=64, secret_pfns=(10, 20),
+                                 secret=SECRET)
+    start = data.index(b'QEVM')
+    header = bytearray(data[:start])
+    header[28:32] = (1).to_bytes(4, 'little')     # gzip
+    path = tmp_path / 'vm.save'
+    path.write_bytes(bytes(header) + gzip.compress(data[start:]))
+    seen = []
+    fake_child(monkeypatch, plan_doc(str(path)))
+    real_start = memory.sandbox_mod.start
+
+    def start(entry, args, files, policy):
+        stream = files['stream']
+        stream.seek(0)
+        seen.append(stream.read(4))
+        return real_start(entry, args, files, policy)
+    monkeypatch.setattr(memory.sandbox_mod, 'start', start)
+    memory.scrub_checkpoint(str(path), ['vault'], dry_run=True, sandbox=True)
+    assert seen == [b'QEVM']
