@@ -72,7 +72,9 @@ class PlanError(exception.SparcError):
 
 def encode_frames(pfns) -> list[int]:
     """Sorted unique frame numbers as ``[start, count, ...]``."""
-    a = np.unique(np.asarray(pfns, dtype=np.int64))
+    a = np.asarray(pfns, dtype=np.int64).ravel()
+    if not (a[1:] > a[:-1]).all():     # plans hold sorted frames already
+        a = np.unique(a)
     if not len(a):
         return []
     breaks = np.nonzero(np.diff(a) != 1)[0] + 1
