@@ -203,7 +203,7 @@ def show(label, r) -> None:
     if c:
         on, off = c['sandbox'], c['no_sandbox']
         print('  sandbox: %.2fs without, %.2fs with (child peak %.0f MiB; '
-              'start, encode and validate %.2fs): overhead %+.2fs '
+              'waited for it after its own parse %.2fs): overhead %+.2fs '
               '(%+.1f%%)' % (off['seconds'], on['seconds'],
                              on['sandbox_peak_rss_mib'] or 0,
                              on['timings'].get('sandbox', 0),
