@@ -237,11 +237,23 @@ class Pending:
         return _result(self.entry, proc, self.policy)
 
     def cancel(self) -> None:
-        """Kill the child (the caller gave up on it) and reap it."""
+        """Stop the child (the caller gave up on it); never raises.
+
+        The child runs as another user: a caller without CAP_KILL (the
+        Nova privsep daemon keeps only the file capabilities) may not
+        signal it. Then the pipes are closed instead: the child dies on
+        its next write (EPIPE), its CPU time is capped by RLIMIT_CPU, and
+        :mod:`subprocess` reaps it once it has exited.
+        """
         if self._proc is None:
             return
-        if self._proc.poll() is None:
-            self._proc.kill()
+        try:
+            if self._proc.poll() is None:
+                self._proc.kill()
+        except PermissionError:
+            for pipe in (self._proc.stdout, self._proc.stderr):
+                pipe.close()
+            return
         self._writer.join()
         self._proc.stdin = None
         self._proc.communicate()

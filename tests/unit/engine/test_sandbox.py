@@ -116,3 +116,27 @@ def test_symlink_refused(secret_file, tmp_path):
         sandbox.run('tests.unit.engine.sandbox_targets:read_given', {},
                     {'a': str(link)}, POLICY)
     assert 'cannot open' in str(ei.value)
+
+
+def test_cancel_kills_and_reaps_the_child():
+    pending = sandbox.start('tests.unit.engine.sandbox_targets:burn_cpu',
+                            {}, {}, POLICY)
+    pending.cancel()
+    assert pending._proc.returncode is not None
+
+
+def test_cancel_without_the_right_to_signal(monkeypatch):
+    """A caller that may not signal the child (it runs as another user)
+    closes the pipes instead; cancel() itself never raises.
+    """
+    pending = sandbox.start('tests.unit.engine.sandbox_targets:huge_result',
+                            {'bytes': 1 << 20}, {}, POLICY)
+    proc = pending._proc
+
+    def refuse():
+        raise PermissionError(1, 'Operation not permitted')
+    monkeypatch.setattr(proc, 'kill', refuse)
+    pending.cancel()
+    assert proc.stdout.closed and proc.stderr.closed
+    # The child dies writing its result into the closed pipe.
+    assert proc.wait(timeout=60) != 0
