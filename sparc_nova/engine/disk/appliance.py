@@ -25,6 +25,12 @@ _ATTEMPTS = 3
 #: A partition of a whole disk (/dev/sda1, /dev/vdb2): the trailing digits.
 _PARTITION_RE = re.compile(r'(?<=^/dev/[sv]d[a-z])\d+$')
 _NODE_WAIT_S = 30
+#: A device as the libguestfs API names it: the drive's place in the
+#: order drives were added (sda is the first), and the partition number.
+_API_DEVICE_RE = re.compile(r'^/dev/[sv]d([a-z]+)(\d*)$')
+#: The link udev makes in the appliance for added drive N (libguestfs
+#: gives each drive the serial hdN) and for its partitions.
+_BY_ID = '/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_hd%d%s'
 
 
 @functools.lru_cache(maxsize=1)
@@ -90,7 +96,8 @@ def run(g, argv: list[str]) -> str:
     re-creating an ext4 journal, checking a filesystem without repairing
     it, scanning a decrypted volume for byte strings); they run the
     appliance's e2fsprogs, xfsprogs, btrfs-progs and grep through the
-    debug shell.
+    debug shell. Devices in ``argv`` are named as the libguestfs API
+    names them (see :func:`kernel_device`).
 
     :raises RuntimeError: the command exited non-zero (its output is in
         the message; callers wrap it into a DiskScrubError).
@@ -138,27 +145,55 @@ def _reread_partitions(g, devices: list[str]) -> None:
 
 
 def _device_vanished(output: str, devices: list[str]) -> bool:
-    return 'No such file or directory' in output and any(
-        d in output for d in devices)
+    return bool(devices) and 'No such file or directory' in output and \
+        '/dev/' in output
+
+
+def kernel_device(device: str) -> str | None:
+    """The appliance's udev link to ``device``, a device as the
+    libguestfs API names it (``/dev/sda1``); None if it is not one.
+
+    The appliance kernel names disks in the order it probes them, which
+    is not always the order the drives were added: the appliance's own
+    root disk can take ``sda`` and push the first drive to ``sdb``.
+    libguestfs translates names in its API calls; a command run through
+    the debug shell must do the same, or it opens another disk (or a
+    partition that does not exist).
+    """
+    m = _API_DEVICE_RE.match(device)
+    if not m:
+        return None
+    index = 0
+    for letter in m.group(1):
+        index = index * 26 + ord(letter) - ord('a') + 1
+    part = m.group(2)
+    return _BY_ID % (index - 1, '-part' + part if part else '')
 
 
 def run_status(g, argv: list[str]) -> tuple[int, str]:
     """Like :func:`run` but return ``(exit_status, output)``."""
-    command = ' '.join(shlex.quote(a) for a in argv)
-    # Wait for udev first, as libguestfs' own calls do, then for the
-    # device nodes the command names (a partition node disappears while
+    # Wait for udev first, as libguestfs' own calls do, then for the link
+    # of each device the command names (a partition disappears while
     # udev re-reads its disk's partition table, which can take seconds
-    # under TCG).
-    # A node the kernel has (/sys/class/block/NAME/dev) but /dev lacks is
-    # created from its numbers.
-    wait = ' '.join(shlex.quote(a) for a in argv if a.startswith('/dev/'))
-    script = ('udevadm settle >/dev/null 2>&1; for d in %s; do n=0; '
-              's="/sys/class/block/${d#/dev/}/dev"; '
-              'while [ ! -e "$d" ] && [ $n -lt %d ]; do '
-              'if [ -r "$s" ]; then mknod "$d" b $(tr : " " < "$s"); '
-              'else sleep 0.1; fi; n=$((n+1)); done; done; '
-              '%s 2>&1; echo %s$?'
-              % (wait, _NODE_WAIT_S * 10, command, _RC_MARK))
-    out = g.debug('sh', [script])
+    # under TCG), and give the command the kernel's name it points to.
+    # Where the appliance has no such links the name is used as it is.
+    lines = ['udevadm settle >/dev/null 2>&1',
+             'have_ids() { [ -e %s ]; }' % (_BY_ID % (0, ''))]
+    args = []
+    for a in argv:
+        link = kernel_device(a)
+        if link is None:
+            args.append(shlex.quote(a))
+            continue
+        var = 'sparc_dev%d' % len(args)
+        lines.append(
+            'if have_ids; then n=0; while [ ! -e %(l)s ] && [ $n -lt %(w)d ];'
+            ' do sleep 0.1; n=$((n+1)); done; %(v)s=$(readlink -f %(l)s); '
+            'else %(v)s=%(a)s; fi'
+            % {'l': link, 'w': _NODE_WAIT_S * 10, 'v': var,
+               'a': shlex.quote(a)})
+        args.append('"$%s"' % var)
+    lines.append('%s 2>&1; echo %s$?' % (' '.join(args), _RC_MARK))
+    out = g.debug('sh', ['\n'.join(lines)])
     body, _, rc = out.rpartition(_RC_MARK)
     return int(rc.strip() or '255'), body

@@ -44,8 +44,9 @@ def scrubbed(ext4_qcow2, disk_dir):
         argv += ['--preset', preset]
     argv += ['--preset', 'browser-profiles']
     result = _sparc(*argv)
+    assert result.returncode == 0, result.stderr
     with open(report) as f:
-        data = json.load(f) if result.returncode == 0 else {}
+        data = json.load(f)
     return dict(result=result, dst=dst, report=data, src_sha=before)
 
 

@@ -59,3 +59,25 @@ def test_run_retries_when_the_device_node_vanished(monkeypatch):
     g = SequenceHandle(['ERROR: bad superblock\nsparc-rc=1\n'])
     with pytest.raises(RuntimeError, match='bad superblock'):
         appliance.run(g, ['btrfs', 'check', '/dev/sda1'])
+
+
+@pytest.mark.parametrize('device,link', [
+    ('/dev/sda', 'hd0'), ('/dev/sda1', 'hd0-part1'),
+    ('/dev/sdb2', 'hd1-part2'),
+    ('/dev/sdz', 'hd25'), ('/dev/sdaa1', 'hd26-part1'),
+    ('/dev/mapper/crypt', None), ('/dev/sd a1', None)])
+def test_kernel_device(device, link):
+    expect = link and '/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_' + link
+    assert appliance.kernel_device(device) == expect
+
+
+def test_commands_open_the_drive_libguestfs_means():
+    """The kernel may name the first drive sdb (probe order): the command
+    gets the device the drive's udev link points to, not /dev/sda1.
+    """
+    g = FakeHandle('ok\nsparc-rc=0\n')
+    appliance.run(g, ['dumpe2fs', '-h', '/dev/sda1'])
+    script = g.calls[0][1][0]
+    assert 'readlink -f /dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_hd0-part1' \
+        in script
+    assert script.splitlines()[-1].startswith('dumpe2fs -h "$sparc_dev2"')
