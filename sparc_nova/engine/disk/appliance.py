@@ -22,8 +22,6 @@ _RC_MARK = 'sparc-rc='
 #: Attempts of a command whose device node vanished for a moment, and
 #: how long (seconds) each attempt waits for the node to come back.
 _ATTEMPTS = 3
-#: A partition of a whole disk (/dev/sda1, /dev/vdb2): the trailing digits.
-_PARTITION_RE = re.compile(r'(?<=^/dev/[sv]d[a-z])\d+$')
 _NODE_WAIT_S = 30
 #: A device as the libguestfs API names it: the drive's place in the
 #: order drives were added (sda is the first), and the partition number.
@@ -110,11 +108,9 @@ def run(g, argv: list[str]) -> str:
         if not _device_vanished(body, devices):
             break
         # udev re-reads a whole disk's partition table when a writer
-        # closes it, and the partition nodes disappear for a moment: the
-        # command could not open its device and did nothing. When the
-        # nodes did not come back while we waited (a re-read udev gave up
-        # on under load), ask the kernel to read the table again, then
-        # try again.
+        # closes it, and the partition links disappear for a moment: the
+        # command could not open its device and did nothing. Ask the
+        # kernel to read the table of the disk again, then try again.
         _reread_partitions(g, devices)
         time.sleep(2)
     if _device_vanished(body, devices):
@@ -136,8 +132,9 @@ def _block_devices(g) -> str:
 
 
 def _reread_partitions(g, devices: list[str]) -> None:
-    for disk in sorted({_PARTITION_RE.sub('', d) for d in devices
-                        if _PARTITION_RE.search(d)}):
+    partitions = [m for m in map(_API_DEVICE_RE.match, devices)
+                  if m and m.group(2)]
+    for disk in sorted({m.group(0)[:-len(m.group(2))] for m in partitions}):
         try:
             g.blockdev_rereadpt(disk)
         except RuntimeError:
