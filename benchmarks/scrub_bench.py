@@ -33,6 +33,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -180,6 +181,64 @@ def bench_size(image, workdir, mib: int, repeat, baseline, sandbox=None,
     return dict(r, guest_mib=mib, machine=machine)
 
 
+def _timed_save(conn, path, name, target, sels=None) -> tuple:
+    """Restore the guest saved in ``path``, then save it to ``target``:
+    plainly, or with the scrub overlapping the save's end when ``sels``
+    are given. ``(seconds of the save call, report or None)``.
+    """
+    from sparc_nova.virt.libvirt import live_save
+    conn.restore(path)
+    dom = conn.lookupByName(name)
+    os.sync()
+    t = time.monotonic()
+    rep = None
+    if sels:
+        rep = live_save.save_scrubbed(dom, target, sels)
+    else:
+        dom.saveFlags(target, None, 0)
+    seconds = time.monotonic() - t
+    os.unlink(target)
+    return seconds, rep
+
+
+def compare_overlap(path, sels, repeat: int) -> dict:
+    """``sparc checkpoint save`` against ``virsh save`` of the same guest
+    (restored from ``path`` before each run), ``repeat`` pairs, the order
+    alternating: the scrub overlaps the end of the save
+    (:mod:`sparc_nova.engine.live`), so what it costs is the difference.
+    """
+    import libvirt
+    from xml.etree import ElementTree
+    conn = libvirt.open('qemu:///system')
+    name = ElementTree.fromstring(
+        conn.saveImageGetXMLDesc(path, 0)).findtext('name')
+    target = path + '.run'
+    plain, scrubbed, after, complete = [], [], [], []
+    try:
+        for i in range(repeat):
+            order = (None, sels) if i % 2 == 0 else (sels, None)
+            for sel in order:
+                seconds, rep = _timed_save(conn, path, name, target, sel)
+                if rep is None:
+                    plain.append(seconds)
+                    continue
+                scrubbed.append(seconds)
+                after.append(rep.timings['after_save'])
+                complete.append(rep.during_save['image_complete_after'])
+                if rep.verification.get('result') != 'ok':
+                    raise RuntimeError('scrub not verified')
+    finally:
+        conn.close()
+    p, s = statistics.median(plain), statistics.median(scrubbed)
+    return {'virsh_save_seconds': [round(x, 3) for x in plain],
+            'save_and_scrub_seconds': [round(x, 3) for x in scrubbed],
+            'after_save_seconds': after,
+            'image_complete_after_seconds': complete,
+            'median_virsh_save': round(p, 3),
+            'median_save_and_scrub': round(s, 3),
+            'added_pct': round(100 * (s - p) / p, 1)}
+
+
 def line(label, r) -> str:
     ph = ', '.join('%s %.2f' % (k, v) for k, v in r['timings'].items()
                    if k != 'total')
@@ -199,6 +258,15 @@ def show(label, r) -> None:
             100 * r[prefix + 'ratio_new_file']))
         print(line('in place', r[prefix + 'scrub_in_place']))
         print(line('new file', r[prefix + 'scrub_new_file']))
+    o = r.get('overlap')
+    if o:
+        print('  sparc checkpoint save vs virsh save (median of %d each): '
+              '%.2fs vs %.2fs: the scrub adds %+.1f%% (image complete '
+              'after %.2fs; scrub time past the save call: %s)' % (
+                  len(o['virsh_save_seconds']), o['median_save_and_scrub'],
+                  o['median_virsh_save'], o['added_pct'],
+                  statistics.median(o['image_complete_after_seconds']),
+                  ', '.join('%.2f' % x for x in o['after_save_seconds'])))
     c = r.get('sandbox_comparison')
     if c:
         on, off = c['sandbox'], c['no_sandbox']
@@ -233,6 +301,11 @@ def main() -> int:
     p.add_argument('--sandbox', action=argparse.BooleanOptionalAction,
                    default=None, help='Introspect in the sandbox child '
                    '(default: [sparc] sandbox_enabled).')
+    p.add_argument('--overlap', action='store_true',
+                   help='With --image (a libvirt save image of a guest '
+                        'whose disk still exists): also restore it and time '
+                        'virsh save against sparc checkpoint save, the '
+                        'scrub overlapping the end of the save.')
     p.add_argument('--compare-sandbox', action='store_true',
                    help='Also scrub each image with and without the '
                         'sandbox and report the overhead.')
@@ -243,6 +316,10 @@ def main() -> int:
         r = scrub_image(args.image, args.selectors.split(','),
                         args.save_seconds or float('nan'), args.repeat,
                         baseline, args.sandbox, args.compare_sandbox)
+        if args.overlap:
+            r['overlap'] = compare_overlap(args.image,
+                                           args.selectors.split(','),
+                                           args.repeat)
         results.append(r)
         show(args.image, r)
     else:

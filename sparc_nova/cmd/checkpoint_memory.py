@@ -1,6 +1,8 @@
-"""``sparc checkpoint ps | deps | scrub | verify``: memory commands.
+"""``sparc checkpoint ps | deps | scrub | save | verify``: memory
+commands.
 
-Thin wrappers over :mod:`sparc_nova.engine.memory`; exit codes follow
+Thin wrappers over :mod:`sparc_nova.engine.memory` (``save``:
+:mod:`sparc_nova.virt.libvirt.live_save`); exit codes follow
 :mod:`sparc_nova.cmd.sparc` (``verify`` exits 1 when a marker is found).
 
 ``verify`` names markers by their position on the command line (``#1``,
@@ -9,6 +11,7 @@ output ends up in logs and CI artifacts.
 """
 
 import json
+import os
 import sys
 
 from sparc_nova.checkpoint import limits
@@ -55,16 +58,46 @@ def do_scrub(args) -> int:
             work_dir=_work_dir(), progress=progress, limits=_limits())
     finally:
         progress.finish()
+    _emit_report(args, rep)
+    return 0
+
+
+def do_save(args) -> int:
+    import libvirt
+
+    from sparc_nova.virt.libvirt import live_save
+
+    try:
+        conn = libvirt.open(args.connect)
+    except libvirt.libvirtError as e:
+        raise SystemExit('sparc: %s' % e)
+    try:
+        dom = conn.lookupByName(args.domain)
+        rep = live_save.save_scrubbed(
+            dom, os.path.abspath(args.file), args.exclude_process,
+            with_children=args.with_children,
+            keep_free_pages=args.keep_free_pages,
+            follow_ipc=args.follow_ipc,
+            exclude_paths=args.exclude_path or (), limits=_limits(),
+            work_dir=_work_dir())
+    except libvirt.libvirtError as e:
+        raise SystemExit('sparc: %s' % e)
+    finally:
+        conn.close()
+    _emit_report(args, rep)
+    return 0
+
+
+def _emit_report(args, rep) -> None:
     data = rep.to_dict()
     if args.report:
         with open(args.report, 'w') as f:
             json.dump(data, f, indent=2)
             f.write('\n')
-    if args.dry_run or args.format == 'json':
+    if getattr(args, 'dry_run', False) or args.format == 'json':
         output.emit_json(data)
     else:
         print(rep.summary())
-    return 0
 
 
 def _dot(graph: dict) -> str:
@@ -131,9 +164,34 @@ def do_verify(args) -> int:
     return 0
 
 
+def _add_exclusion_args(p) -> None:
+    """What to exclude: the options ``scrub`` and ``save`` share."""
+    p.add_argument('--exclude-process', action='append', required=True,
+                   metavar='SEL',
+                   help='NAME (comm), exe:GLOB, pid:N, uid:N or '
+                        'cgroup:PATH (repeatable).')
+    p.add_argument('--with-children', action='store_true',
+                   help='Also select descendants of selected processes.')
+    p.add_argument('--keep-free-pages', action='store_true',
+                   help='Do not scrub free memory.')
+    p.add_argument('--follow-ipc', dest='follow_ipc', action='store_true',
+                   default=True,
+                   help='Also exclude the processes the selected ones send '
+                        'data to (pipes, sockets, shared memory, ptys, '
+                        'ptrace), transitively (the default).')
+    p.add_argument('--no-follow-ipc', dest='follow_ipc',
+                   action='store_false',
+                   help='Scrub only the kernel buffers of the selected '
+                        'processes; report their peers as at risk.')
+    p.add_argument('--exclude-path', action='append', metavar='GLOB',
+                   help='Guest path glob whose tmpfs or shared-memory '
+                        'contents are scrubbed when only selected '
+                        'processes hold them (repeatable).')
+
+
 def register(sub) -> None:
-    """Add ``ps``, ``deps``, ``scrub`` and ``verify`` to ``sparc
-    checkpoint``.
+    """Add ``ps``, ``deps``, ``scrub``, ``save`` and ``verify`` to
+    ``sparc checkpoint``.
     """
     p = sub.add_parser('ps', help='Processes in the checkpoint\'s guest.')
     p.add_argument('file', help='Checkpoint file.')
@@ -155,38 +213,31 @@ def register(sub) -> None:
         'scrub', help='Exclude processes: scrub their memory and free '
                       'memory, kill them on restore.')
     p.add_argument('file', help='Checkpoint file.')
-    p.add_argument('--exclude-process', action='append', required=True,
-                   metavar='SEL',
-                   help='NAME (comm), exe:GLOB, pid:N, uid:N or '
-                        'cgroup:PATH (repeatable).')
+    _add_exclusion_args(p)
     p.add_argument('--output', metavar='OUT',
                    help='Write the result here (default: replace FILE '
                         'atomically).')
     p.add_argument('--in-place', action='store_true',
                    help='Patch FILE in place (raw images only).')
-    p.add_argument('--with-children', action='store_true',
-                   help='Also select descendants of selected processes.')
-    p.add_argument('--keep-free-pages', action='store_true',
-                   help='Do not scrub free memory.')
-    p.add_argument('--follow-ipc', dest='follow_ipc', action='store_true',
-                   default=True,
-                   help='Also exclude the processes the selected ones send '
-                        'data to (pipes, sockets, shared memory, ptys, '
-                        'ptrace), transitively (the default).')
-    p.add_argument('--no-follow-ipc', dest='follow_ipc',
-                   action='store_false',
-                   help='Scrub only the kernel buffers of the selected '
-                        'processes; report their peers as at risk.')
-    p.add_argument('--exclude-path', action='append', metavar='GLOB',
-                   help='Guest path glob whose tmpfs or shared-memory '
-                        'contents are scrubbed when only selected '
-                        'processes hold them (repeatable).')
     p.add_argument('--dry-run', action='store_true',
                    help='Print the plan as JSON; write nothing.')
     p.add_argument('--report', metavar='REPORT.json',
                    help='Also write the full report here.')
     output.add_format_arg(p)
     p.set_defaults(func=do_scrub)
+
+    p = sub.add_parser(
+        'save', help='Save a libvirt domain to FILE (like virsh save) and '
+                     'exclude processes from the image as the save ends.')
+    p.add_argument('domain', help='Domain name.')
+    p.add_argument('file', help='Save image to write.')
+    p.add_argument('--connect', metavar='URI', default='qemu:///system',
+                   help='libvirt URI (default: qemu:///system).')
+    _add_exclusion_args(p)
+    p.add_argument('--report', metavar='REPORT.json',
+                   help='Also write the full report here.')
+    output.add_format_arg(p)
+    p.set_defaults(func=do_save)
 
     p = sub.add_parser('verify',
                        help='Count occurrences of markers in guest memory '

@@ -51,6 +51,9 @@ class ScrubReport:
     :ivar sandbox: who the introspection ran as (``uid``, ``gid``,
         ``cap_eff``, ``no_new_privs``, ``seccomp``), as the sandbox child
         reported it; empty when it ran in the calling process.
+    :ivar during_save: for a scrub started as the save ended
+        (:mod:`.live`): seconds until the image was complete and whether
+        the scrub overlapped the save; empty otherwise.
     """
 
     checkpoint: str
@@ -67,6 +70,7 @@ class ScrubReport:
     timings: dict = dataclasses.field(default_factory=dict)
     patched_fields: list[dict] = dataclasses.field(default_factory=list)
     sandbox: dict = dataclasses.field(default_factory=dict)
+    during_save: dict = dataclasses.field(default_factory=dict)
     _t0: float = dataclasses.field(default_factory=time.monotonic,
                                    repr=False)
     _last: float = dataclasses.field(default=0.0, repr=False)
@@ -116,6 +120,7 @@ class ScrubReport:
             'verification': self.verification,
             'timings': self.timings,
             'sandbox': self.sandbox,
+            'during_save': self.during_save,
         }
 
     def summary(self) -> str:

@@ -130,14 +130,25 @@ def end_to_end(sc, selected=SELECTED) -> dict:
     res = sparc('checkpoint', 'verify', out, '--format', 'json',
                 '--marker', sc.marker('control'), check=1)
     assert json.loads(res.stdout)['markers'][0]['in_memory'] > 0
+    assert_frames_match(sc, report, selected)
+    restore_and_check(sc, out, selected)
+    return report
+
+
+def assert_frames_match(sc, report, selected=SELECTED,
+                        none_refused=False) -> None:
+    """The frames a scrub report lists per selected process are the
+    anonymous frames the guest's own pagemap showed (and, with
+    ``none_refused``, none was refused).
+    """
     by_pid = {p['pid']: p for p in report['processes']}
     for name in selected:
         pid = sc.pids[name]
         frames = {int(f, 16) for fl in by_pid[pid]['frames'].values()
                   for f in fl}
         assert frames == sc.frames[pid], name
-    restore_and_check(sc, out, selected)
-    return report
+        if none_refused:
+            assert frames and not by_pid[pid]['refused'], name
 
 
 def restore_and_check(sc, path, selected=SELECTED) -> None:

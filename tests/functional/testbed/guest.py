@@ -405,11 +405,15 @@ class Guest:
 
     # -- checkpoints -------------------------------------------------------
 
-    def save(self, path: str) -> None:
-        """``virsh save``: write a save image and stop the guest."""
+    def disconnect_console(self) -> None:
+        """Close the console connection (before the guest stops)."""
         if self._sock:
             self._sock.close()
             self._sock = None
+
+    def save(self, path: str) -> None:
+        """``virsh save``: write a save image and stop the guest."""
+        self.disconnect_console()
         self.dom.save(path)
 
     def restore(self, path: str) -> None:
@@ -420,9 +424,7 @@ class Guest:
 
     def managed_save(self) -> str:
         """``virsh managedsave``; return the managed-save file's path."""
-        if self._sock:
-            self._sock.close()
-            self._sock = None
+        self.disconnect_console()
         self.dom.managedSave()
         return '/var/lib/libvirt/qemu/save/%s.save' % self.name
 

@@ -1,0 +1,133 @@
+"""The scrub that overlaps the end of a save (engine.live)."""
+
+import threading
+import time
+
+import pytest
+
+from sparc_nova.checkpoint import libvirt_save
+from sparc_nova.engine import errors
+from sparc_nova.engine import live
+from sparc_nova.engine import memory
+from sparc_nova.engine import report as report_mod
+
+
+class FakeSave:
+    """Writes an image like libvirt: the partial magic, then (after
+    ``write_s``) the final magic, then clean-up (``stop_s``) before it
+    returns.
+    """
+
+    def __init__(self, path, write_s=0.05, stop_s=0.4, fail=None,
+                 mark=True):
+        self.path = path
+        self.write_s, self.stop_s = write_s, stop_s
+        self.fail, self.mark = fail, mark
+        self.marked_at = self.returned_at = None
+
+    def __call__(self):
+        with open(self.path, 'wb') as f:
+            f.write(libvirt_save.MAGIC_PARTIAL + bytes(4096))
+        time.sleep(self.write_s)
+        if self.fail:
+            raise self.fail
+        if self.mark:
+            with open(self.path, 'r+b') as f:
+                f.write(libvirt_save.MAGIC)
+            self.marked_at = time.monotonic()
+        time.sleep(self.stop_s)
+        self.returned_at = time.monotonic()
+
+
+@pytest.fixture
+def scrubs(monkeypatch):
+    calls = []
+
+    def fake_scrub(path, selectors, **kw):
+        with open(path, 'rb') as f:
+            magic = f.read(16)
+        calls.append({'at': time.monotonic(), 'magic': magic, 'kw': kw,
+                      'selectors': selectors})
+        if isinstance(calls_error[0], Exception):
+            raise calls_error[0]
+        return report_mod.ScrubReport(checkpoint=path,
+                                      verification={'result': 'ok'})
+    calls_error = [None]
+    monkeypatch.setattr(memory, 'scrub_checkpoint', fake_scrub)
+    return calls, calls_error
+
+
+def test_scrub_starts_when_the_image_is_complete(tmp_path, scrubs):
+    calls, _ = scrubs
+    save = FakeSave(str(tmp_path / 'vm.save'))
+    rep = live.save_and_scrub(save, save.path, ['vault'],
+                              keep_free_pages=True)
+    assert len(calls) == 1
+    # It read the complete image, and ran while the save was still
+    # cleaning up.
+    assert calls[0]['magic'] == libvirt_save.MAGIC
+    assert save.marked_at <= calls[0]['at'] < save.returned_at
+    assert calls[0]['kw'] == {'keep_free_pages': True}
+    assert rep.during_save['scrub_overlapped_save'] is True
+    assert 0.04 <= rep.during_save['image_complete_after'] < 0.4
+    assert rep.timings['save'] >= 0.45
+    assert rep.timings['after_save'] < 0.1
+    assert rep.timings['total'] == pytest.approx(rep.timings['save'],
+                                                 abs=0.1)
+
+
+def test_a_save_that_never_marks_is_scrubbed_after_it(tmp_path, scrubs):
+    calls, _ = scrubs
+    save = FakeSave(str(tmp_path / 'vm.save'), mark=False, stop_s=0.05)
+    rep = live.save_and_scrub(save, save.path, ['vault'])
+    assert calls[0]['at'] >= save.returned_at
+    assert rep.during_save['scrub_overlapped_save'] is False
+
+
+def test_a_failed_save_is_raised_and_nothing_scrubbed(tmp_path, scrubs):
+    calls, _ = scrubs
+    boom = RuntimeError('libvirt: save failed')
+    save = FakeSave(str(tmp_path / 'vm.save'), fail=boom)
+    with pytest.raises(RuntimeError, match='save failed'):
+        live.save_and_scrub(save, save.path, ['vault'])
+    assert calls == []
+
+
+def test_a_failed_scrub_is_raised_after_the_save_returned(
+        tmp_path, scrubs):
+    calls, error = scrubs
+    error[0] = errors.ScrubError('vm.save', 'no vmcoreinfo')
+    save = FakeSave(str(tmp_path / 'vm.save'), stop_s=0.3)
+    with pytest.raises(errors.ScrubError, match='no vmcoreinfo'):
+        live.save_and_scrub(save, save.path, ['vault'])
+    # The caller gets the error only once libvirt is done with the guest.
+    assert save.returned_at is not None
+    assert calls and calls[0]['at'] < save.returned_at
+
+
+def test_the_wait_is_bounded(tmp_path, scrubs):
+    """An image never marked complete: the wait ends at the timeout and
+    the error comes once the save call has returned.
+    """
+    calls, _ = scrubs
+    stop = threading.Event()
+    returned = []
+
+    def save():
+        stop.wait(5)
+        returned.append(time.monotonic())
+    timer = threading.Timer(0.6, stop.set)
+    timer.start()
+    t = time.monotonic()
+    with pytest.raises(errors.ScrubError, match='did not complete'):
+        live.save_and_scrub(save, str(tmp_path / 'vm.save'), ['x'],
+                            timeout=0.2)
+    assert returned and time.monotonic() - t < 3
+    assert calls == []
+
+
+@pytest.mark.parametrize('option', ['output', 'in_place', 'dry_run'])
+def test_output_options_are_refused(tmp_path, option):
+    with pytest.raises(TypeError):
+        live.save_and_scrub(lambda: None, str(tmp_path / 'x'), ['x'],
+                            **{option: True})
