@@ -18,6 +18,7 @@ from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import machine as machine_mod
 from sparc_nova.checkpoint import physmem
 from sparc_nova.checkpoint import qemu_stream
+from sparc_nova.checkpoint import stream_follow
 from sparc_nova import exception
 
 
@@ -38,7 +39,8 @@ class Checkpoint:
 
     def __init__(self, path: str, work_dir: str | None = None,
                  limits: limits_mod.Limits = limits_mod.DEFAULT,
-                 progress=None, file=None):
+                 progress=None, file=None,
+                 follow: stream_follow.Follow | None = None):
         self.path = path
         self.limits = limits
         self.header = None
@@ -46,16 +48,19 @@ class Checkpoint:
         self._file = None
         self._mm = None
         try:
-            self._open(work_dir, progress, file)
+            self._open(work_dir, progress, file, follow)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, work_dir, progress, f):
+    def _open(self, work_dir, progress, f, follow):
         path = self.path
         if f is None:
             f = open_file(path)
         self._file = f
+        followed = None
+        if follow is not None:
+            followed = stream_follow.parse(f, path, follow, self.limits)
         fmt = _format(f, path)
         self.kind = fmt.name
         opened = fmt.open_stream(f, path, self.limits, work_dir)
@@ -68,11 +73,22 @@ class Checkpoint:
         if size <= base:
             raise exception.CheckpointFormatError(
                 path, 'file ends before the memory stream starts', size)
-        self._mm = mmap.mmap(stream_file.fileno(), 0, prot=mmap.PROT_READ)
-        self._view = memoryview(self._mm)[base:]
         self.stream_size = size - base
-        self.layout = qemu_stream.parse(self._view, self.stream_size, path,
-                                        base, label, self.limits, progress)
+        if followed is not None:
+            if followed.layout.size != self.stream_size or \
+                    len(followed.mapping) != size:
+                raise exception.CheckpointFormatError(
+                    path, 'the image changed after it was complete (%d '
+                          'stream bytes, %d when followed)'
+                    % (self.stream_size, followed.layout.size), size)
+            self._mm = followed.mapping
+        else:
+            self._mm = mmap.mmap(stream_file.fileno(), 0,
+                                 prot=mmap.PROT_READ)
+        self._view = memoryview(self._mm)[base:]
+        self.layout = followed.layout if followed else qemu_stream.parse(
+            self._view, self.stream_size, path, base, label, self.limits,
+            progress)
         ram = self.layout.ram
         if machine_mod.RAM_BLOCK not in ram.by_name:
             raise exception.UnsupportedCheckpoint(
@@ -211,12 +227,17 @@ def stream_is_raw(f, path: str,
 
 def open_checkpoint(path: str, work_dir: str | None = None,
                     limits: limits_mod.Limits = limits_mod.DEFAULT,
-                    progress=None, file=None) -> Checkpoint:
+                    progress=None, file=None,
+                    follow: stream_follow.Follow | None = None
+                    ) -> Checkpoint:
     """Open and parse a memory checkpoint.
 
     :param file: an open binary file to read instead of opening ``path``
         (which then only names the checkpoint in messages); the
         checkpoint closes it. No interrupted-scrub journal is looked for:
         the caller that opened the file did that.
+    :param follow: the image (a libvirt save image) is still being
+        written: parse it as it is written and return once it is complete
+        (:mod:`.stream_follow`).
     """
-    return Checkpoint(path, work_dir, limits, progress, file)
+    return Checkpoint(path, work_dir, limits, progress, file, follow)

@@ -57,9 +57,13 @@ def is_save_image(head: bytes) -> bool:
 
 
 def read_header(f, path: str,
-                limits: limits_mod.Limits = limits_mod.DEFAULT
-                ) -> SaveHeader:
-    """Parse the header and XML of an open save image."""
+                limits: limits_mod.Limits = limits_mod.DEFAULT,
+                partial: bool = False) -> SaveHeader:
+    """Parse the header and XML of an open save image.
+
+    :param partial: accept an image libvirt is still writing (magic
+        ``LibvirtQemudPart``).
+    """
     f.seek(0)
     head = f.read(HEADER_SIZE)
     if len(head) < HEADER_SIZE:
@@ -69,11 +73,11 @@ def read_header(f, path: str,
     fields = HEADER.unpack(head)
     magic, version, data_len, was_running, compressed, cookie_off = \
         fields[:6]
-    if magic == MAGIC_PARTIAL:
+    if magic == MAGIC_PARTIAL and not partial:
         raise exception.CheckpointFormatError(
             path, 'incomplete save image (magic LibvirtQemudPart): libvirt '
                   'did not finish writing it', 0)
-    if magic != MAGIC:
+    if magic not in (MAGIC, MAGIC_PARTIAL):
         raise exception.CheckpointFormatError(
             path, 'not a libvirt save image (magic %r)' % magic[:16], 0)
     if version not in SUPPORTED_VERSIONS:

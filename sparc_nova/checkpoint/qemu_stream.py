@@ -136,6 +136,17 @@ class StreamReader:
         self.base = base
         self.u8arr = np.frombuffer(buf, dtype=np.uint8, count=size)
 
+    #: True for a stream another process is still writing
+    #: (:mod:`.stream_follow`).
+    growing = False
+
+    def available(self) -> int:
+        """Bytes that may be read now without waiting."""
+        return self.size
+
+    def wait_complete(self) -> None:
+        """Wait until the stream is written to its end (no-op here)."""
+
     def file_offset(self, pos: int) -> int:
         return self.base + pos
 
@@ -188,6 +199,7 @@ class StreamParser:
         self.builder = None
         self.current_block = None
         self.ram_section_id = None
+        self._mem_size_pos = 0
 
     # -- top level ---------------------------------------------------------
 
@@ -204,23 +216,29 @@ class StreamParser:
                 r.path, 'migration stream version %d is not supported '
                         '(version %d only)' % (r.be32(4), VERSION),
                 r.file_offset(4))
-        desc = vmdesc_mod.locate(r.buf, r.size, r.path,
-                                 self.limits.max_vmdesc)
-        vmdesc = desc[1] if desc else None
-        stream_end = desc[0] if desc else r.size
+        # The vmdesc JSON is the stream's tail: a stream still being
+        # written is followed through its RAM first and the vmdesc read
+        # once the device sections (which need it) are reached.
+        vmdesc = stream_end = device_descs = None
+        if not r.growing:
+            vmdesc, stream_end, device_descs = self._vmdesc()
         pos = 8
         machine = ''
         sections = []
         devices = []
         note = None
-        device_descs = list(vmdesc['devices']) if vmdesc else None
         ram_seen = False
         eof = None
         for _ in range(self.limits.max_sections):
-            if pos >= stream_end:
+            if stream_end is not None and pos >= stream_end:
                 raise r.error('stream ends without an EOF marker', pos)
             kind = r.u8(pos)
             start = pos
+            if stream_end is None and kind in (SEC_FULL, SEC_EOF):
+                r.wait_complete()
+                vmdesc, stream_end, device_descs = self._vmdesc()
+                if pos >= stream_end:
+                    raise r.error('stream ends without an EOF marker', pos)
             if kind == SEC_CONFIGURATION:
                 if sections or machine:
                     raise r.error('CONFIGURATION section not at the start',
@@ -298,10 +316,21 @@ class StreamParser:
                           'MEM_SIZE record)', 8)
         if eof is None:
             eof = stream_end
+        if r.growing:
+            self._check_claim()
         index = self.builder.finish(self.blocks)
         return StreamLayout(size=r.size, machine=machine, sections=sections,
                             ram=index, devices=devices, vmdesc=vmdesc,
                             eof_offset=eof, device_state_note=note)
+
+    def _vmdesc(self):
+        """``(vmdesc, end of the sections, device descriptions)``."""
+        r = self.r
+        desc = vmdesc_mod.locate(r.buf, r.size, r.path,
+                                 self.limits.max_vmdesc)
+        vmdesc = desc[1] if desc else None
+        return (vmdesc, desc[0] if desc else r.size,
+                list(vmdesc['devices']) if vmdesc else None)
 
     def _config_subsections(self, pos: int) -> int:
         r = self.r
@@ -371,19 +400,28 @@ class StreamParser:
             pos = p + 8
         else:
             raise r.error('too many RAM blocks', pos)
+        self._mem_size_pos = pos
+        self._check_claim()
         pages = sum(b.pages for b in self.blocks)
-        # Per-page tables are sized by the claim: a claim the stream
-        # cannot back with one record per page is refused before them.
+        self.builder = ram_index.RamIndexBuilder(
+            self.limits.max_page_copies * pages + 65536)
+        return pos
+
+    def _check_claim(self) -> None:
+        """Per-page tables are sized by the RAM blocks' claim: a claim the
+        stream cannot back with one record per page is refused before
+        they are built (a stream still being written is checked again
+        once complete).
+        """
+        r = self.r
+        pages = sum(b.pages for b in self.blocks)
         if pages * ZERO_RECORD > r.size:
             raise exception.LimitExceeded(
                 r.path, 'RAM blocks claim %d bytes (%d pages) but the '
                         '%d-byte stream can hold at most %d page records'
-                        % (total, pages, r.size,
-                           r.size // ZERO_RECORD),
-                r.file_offset(pos))
-        self.builder = ram_index.RamIndexBuilder(
-            self.limits.max_page_copies * pages + 65536)
-        return pos
+                        % (sum(b.length for b in self.blocks), pages,
+                           r.size, r.size // ZERO_RECORD),
+                r.file_offset(self._mem_size_pos))
 
     def _ram_records(self, pos: int, first: bool) -> int:
         r = self.r
@@ -467,7 +505,7 @@ class StreamParser:
         ``pos``, checking predicted headers at a fixed stride.
         """
         r = self.r
-        max_n = min(block.pages - page - 1, (r.size - pos) // stride)
+        max_n = min(block.pages - page - 1, (r.available() - pos) // stride)
         if max_n <= 0:
             return pos
         flags = kind_flag | RAM_CONTINUE

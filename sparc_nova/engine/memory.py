@@ -5,7 +5,7 @@ Public API (the CLI and the Nova driver call exactly these):
 ``scrub_checkpoint(path, selectors, *, output=None, in_place=False,
 with_children=False, keep_free_pages=False, dry_run=False, work_dir=None,
 progress=None, follow_ipc=True, exclude_paths=(), buildid_cache_dir=None,
-limits=None, sandbox=None) -> ScrubReport``
+limits=None, sandbox=None, follow=None) -> ScrubReport``
 
     Contract:
 
@@ -41,6 +41,10 @@ limits=None, sandbox=None) -> ScrubReport``
       shared memory, ptys, ptrace) are excluded too, transitively, each
       with the edge that pulled it in; without it those processes are
       reported as at risk and only the buffers are scrubbed.
+    * ``follow``: a :class:`~sparc_nova.checkpoint.stream_follow.Follow`
+      when ``path`` is a libvirt save image still being written: it is
+      parsed (here and in the sandbox child) as it is written, and the
+      scrub goes on once libvirt has marked it complete (:mod:`.live`).
     * Returns a :class:`~.report.ScrubReport` (``to_dict()``,
       ``summary()``).
     * ``sandbox``: model the guest kernel and compute the plan in the
@@ -66,6 +70,7 @@ occurrences of byte strings in guest memory and anywhere in the stream
 
 import dataclasses
 import os
+import time
 
 import drgn
 import numpy as np
@@ -73,6 +78,7 @@ import numpy as np
 from sparc_nova.checkpoint import checkpoint as checkpoint_mod
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import rewrite
+from sparc_nova.checkpoint import stream_follow
 from sparc_nova.engine import errors
 from sparc_nova.engine import ipc
 from sparc_nova.engine import kill
@@ -126,10 +132,10 @@ class _Session:
     """An open checkpoint with its guest kernel model."""
 
     def __init__(self, path, work_dir, limits, cache, progress=None,
-                 file=None):
+                 file=None, follow=None):
         self.ck = checkpoint_mod.open_checkpoint(
             path, work_dir=work_dir, limits=limits or limits_mod.DEFAULT,
-            progress=progress, file=file)
+            progress=progress, file=file, follow=follow)
         try:
             self.memory = physview.CheckpointMemory(self.ck)
             self.kernel = None
@@ -155,7 +161,7 @@ _GUEST_ERRORS = (exception.SparcError, drgn.FaultError, LookupError,
 
 
 def _open(path, work_dir, limits, buildid_cache_dir, progress=None,
-          kernel=True, file=None):
+          kernel=True, file=None, follow=None):
     """A :class:`_Session`, with the guest kernel modelled unless
     ``kernel`` is False; guest-side failures become
     :class:`~.errors.ScrubError` naming ``path``.
@@ -163,7 +169,7 @@ def _open(path, work_dir, limits, buildid_cache_dir, progress=None,
     try:
         return _Session(path, work_dir, limits,
                         _cache(buildid_cache_dir) if kernel else None,
-                        progress, file)
+                        progress, file, follow)
     except exception.CheckpointError:
         raise
     except _GUEST_ERRORS as e:
@@ -185,7 +191,7 @@ def _sandbox_policy(enabled: bool | None) -> sandbox_mod.SandboxPolicy:
 
 
 def _open_with_sandbox(path, work_dir, limits, options, rep, policy,
-                       progress):
+                       progress, follow=None):
     """Open ``path`` for a scrub: ``(session, pending sandbox plan)``.
 
     With the sandbox, the child that plans the scrub is started on the
@@ -194,25 +200,39 @@ def _open_with_sandbox(path, work_dir, limits, options, rep, policy,
     cost little more than this process's own. A compressed image is
     decompressed here first and the child reads the decompressed stream.
     Without the sandbox the pending plan is None and the session models
-    the guest kernel itself.
+    the guest kernel itself. With ``follow`` (an image still being
+    written) both follow the raw stream as it is written.
     """
     if not policy.enabled:
         return _open(path, work_dir, limits, options['buildid_cache_dir'],
-                     progress), None
+                     progress, follow=follow), None
     f = checkpoint_mod.open_file(path)
     pending = None
     try:
-        if checkpoint_mod.stream_is_raw(f, path, limits or
-                                        limits_mod.DEFAULT):
-            pending = _start_plan(f, path, limits, options, rep, policy)
+        growing = 0
+        if follow is not None:
+            head = stream_follow.wait_header(
+                f, path, follow, limits or limits_mod.DEFAULT)
+            raw = not head.compressed
+            growing = stream_follow.stream_bound(
+                head, limits or limits_mod.DEFAULT)
+            options = dict(options, follow_seconds=max(
+                0.0, follow.deadline - time.monotonic()))
+        else:
+            raw = checkpoint_mod.stream_is_raw(f, path, limits or
+                                               limits_mod.DEFAULT)
+        if raw:
+            pending = _start_plan(f, path, limits, options, rep, policy,
+                                  growing)
         s = _open(path, work_dir, limits, None, progress, kernel=False,
-                  file=f)
+                  file=f, follow=follow)
     except BaseException:
         if pending is not None:
             pending.cancel()
         f.close()
         raise
     if pending is None:
+        options.pop('follow_seconds', None)
         try:
             pending = _start_plan(s.ck.stream_file, path, limits, options,
                                   rep, policy)
@@ -222,14 +242,17 @@ def _open_with_sandbox(path, work_dir, limits, options, rep, policy,
     return s, pending
 
 
-def _start_plan(stream, path, limits, options, rep, policy):
-    """Start :func:`plan_in_sandbox` on the open ``stream``."""
+def _start_plan(stream, path, limits, options, rep, policy, growing=0):
+    """Start :func:`plan_in_sandbox` on the open ``stream`` (which may
+    still grow by ``growing`` bytes).
+    """
     args = dict(options, report=plan_codec.encode_value(rep))
-    return _start_in_sandbox(stream, path, PLAN_ENTRY, args, limits, policy)
+    return _start_in_sandbox(stream, path, PLAN_ENTRY, args, limits, policy,
+                             growing)
 
 
 def _start_in_sandbox(stream, path, entry, args, limits,
-                      policy) -> sandbox_mod.Pending:
+                      policy, growing=0) -> sandbox_mod.Pending:
     """Start ``entry`` in the sandbox child on the open migration
     ``stream``.
 
@@ -244,7 +267,8 @@ def _start_in_sandbox(stream, path, entry, args, limits,
     args = dict(args, path=path,
                 limits=dataclasses.asdict(limits or limits_mod.DEFAULT))
     try:
-        return sandbox_mod.start(entry, args, {'stream': stream}, policy)
+        return sandbox_mod.start(entry, args, {'stream': stream}, policy,
+                                 growing=growing)
     except sandbox_mod.SandboxError as e:
         raise errors.ScrubError(path, 'introspection sandbox: %s' % e)
 
@@ -260,11 +284,16 @@ def _sandbox_result(pending: sandbox_mod.Pending, path) -> dict:
 
 
 def _child_session(args, files) -> _Session:
-    """The sandbox child's session on the stream it was given."""
+    """The sandbox child's session on the stream it was given (followed
+    while it is written when the parent follows it too).
+    """
+    follow = None
+    if isinstance(args.get('follow_seconds'), (int, float)):
+        follow = stream_follow.Follow.within(args['follow_seconds'])
     return _Session(args['path'], None,
                     limits_mod.Limits(**args['limits']),
                     _cache(args['buildid_cache_dir']),
-                    file=files['stream'])
+                    file=files['stream'], follow=follow)
 
 
 def _child_error(e) -> exception.SparcError:
@@ -386,7 +415,8 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
                      follow_ipc: bool = True, exclude_paths=(),
                      buildid_cache_dir: str | None = None,
                      limits: limits_mod.Limits | None = None,
-                     sandbox: bool | None = None
+                     sandbox: bool | None = None,
+                     follow: stream_follow.Follow | None = None
                      ) -> report_mod.ScrubReport:
     """Exclude processes from a memory checkpoint; see the module
     docstring for the contract.
@@ -406,7 +436,7 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
                'buildid_cache_dir': _cache(buildid_cache_dir).directory
                or ''}
     s, pending = _open_with_sandbox(path, work_dir, limits, options, rep,
-                                    policy, progress)
+                                    policy, progress, follow)
     try:
         if policy.enabled:
             rep.lap('open')

@@ -160,10 +160,15 @@ def run(entry: str, args: dict, files: dict[str, str],
 
 
 def start(entry: str, args: dict, files: dict[str, str],
-          policy: SandboxPolicy = SandboxPolicy()) -> 'Pending':
+          policy: SandboxPolicy = SandboxPolicy(),
+          growing: int = 0) -> 'Pending':
     """Start ``entry`` in the sandbox (see :func:`run` for the arguments)
     and return at once, so that the caller can work while the child
     does; :meth:`Pending.result` waits for it.
+
+    :param growing: bytes the files may still grow by (a checkpoint being
+        written), added to the address-space limit like their present
+        size, twice (a follower maps a growing file anew as it grows).
     """
     if not entry.startswith(ALLOWED_PREFIXES):
         raise SandboxError('%s may not run in the sandbox' % entry)
@@ -176,7 +181,7 @@ def start(entry: str, args: dict, files: dict[str, str],
         mapped = sum(os.fstat(fd).st_size for fd in fds.values())
         request = json.dumps({
             'entry': entry, 'args': args, 'fds': fds,
-            'limits': {'as': mapped + policy.memory_bytes,
+            'limits': {'as': mapped + 2 * growing + policy.memory_bytes,
                        'cpu': policy.cpu_seconds,
                        'nofile': 64 + len(fds)}}).encode()
         env = {k: v for k, v in os.environ.items()

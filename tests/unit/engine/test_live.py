@@ -6,6 +6,7 @@ import time
 import pytest
 
 from sparc_nova.checkpoint import libvirt_save
+from sparc_nova.checkpoint import stream_follow
 from sparc_nova.engine import errors
 from sparc_nova.engine import live
 from sparc_nova.engine import memory
@@ -41,56 +42,63 @@ class FakeSave:
 
 @pytest.fixture
 def scrubs(monkeypatch):
+    """scrub_checkpoint replaced by one that, like the real one, follows
+    the image until it is complete, and records what it saw.
+    """
     calls = []
+    error = [None]
 
-    def fake_scrub(path, selectors, **kw):
+    def fake_scrub(path, selectors, follow=None, **kw):
+        call = {'started': time.monotonic(), 'kw': kw,
+                'done_at_start': follow.done()}
+        calls.append(call)
         with open(path, 'rb') as f:
-            magic = f.read(16)
-        calls.append({'at': time.monotonic(), 'magic': magic, 'kw': kw,
-                      'selectors': selectors})
-        if isinstance(calls_error[0], Exception):
-            raise calls_error[0]
+            stream_follow.wait_complete(f, path, follow)
+            call['magic'] = f.read(16)
+        call['complete'] = time.monotonic()
+        if error[0] is not None:
+            raise error[0]
         return report_mod.ScrubReport(checkpoint=path,
                                       verification={'result': 'ok'})
-    calls_error = [None]
     monkeypatch.setattr(memory, 'scrub_checkpoint', fake_scrub)
-    return calls, calls_error
+    return calls, error
 
 
-def test_scrub_starts_when_the_image_is_complete(tmp_path, scrubs):
+def test_scrub_follows_the_image_from_its_creation(tmp_path, scrubs):
     calls, _ = scrubs
-    save = FakeSave(str(tmp_path / 'vm.save'))
+    save = FakeSave(str(tmp_path / 'vm.save'), write_s=0.2)
     rep = live.save_and_scrub(save, save.path, ['vault'],
                               keep_free_pages=True)
     assert len(calls) == 1
-    # It read the complete image, and ran while the save was still
-    # cleaning up.
-    assert calls[0]['magic'] == libvirt_save.MAGIC
-    assert save.marked_at <= calls[0]['at'] < save.returned_at
-    assert calls[0]['kw'] == {'keep_free_pages': True}
+    call = calls[0]
+    # Started while QEMU was still writing, went on once libvirt marked
+    # the image complete, and ended while libvirt was still cleaning up.
+    assert not call['done_at_start']
+    assert call['started'] < save.marked_at <= call['complete']
+    assert call['magic'] == libvirt_save.MAGIC
+    assert call['kw'] == {'keep_free_pages': True}
     assert rep.during_save['scrub_overlapped_save'] is True
-    assert 0.04 <= rep.during_save['image_complete_after'] < 0.4
-    assert rep.timings['save'] >= 0.45
+    assert 0.15 <= rep.during_save['image_complete_after'] < 0.5
+    assert rep.timings['save'] >= 0.55
     assert rep.timings['after_save'] < 0.1
     assert rep.timings['total'] == pytest.approx(rep.timings['save'],
                                                  abs=0.1)
 
 
-def test_a_save_that_never_marks_is_scrubbed_after_it(tmp_path, scrubs):
+def test_an_image_never_marked_is_complete_when_the_save_returns(
+        tmp_path, scrubs):
     calls, _ = scrubs
-    save = FakeSave(str(tmp_path / 'vm.save'), mark=False, stop_s=0.05)
+    save = FakeSave(str(tmp_path / 'vm.save'), mark=False, stop_s=0.1)
     rep = live.save_and_scrub(save, save.path, ['vault'])
-    assert calls[0]['at'] >= save.returned_at
+    assert calls[0]['complete'] >= save.returned_at
     assert rep.during_save['scrub_overlapped_save'] is False
 
 
-def test_a_failed_save_is_raised_and_nothing_scrubbed(tmp_path, scrubs):
-    calls, _ = scrubs
+def test_a_failed_save_is_raised(tmp_path, scrubs):
     boom = RuntimeError('libvirt: save failed')
     save = FakeSave(str(tmp_path / 'vm.save'), fail=boom)
     with pytest.raises(RuntimeError, match='save failed'):
         live.save_and_scrub(save, save.path, ['vault'])
-    assert calls == []
 
 
 def test_a_failed_scrub_is_raised_after_the_save_returned(
@@ -102,12 +110,12 @@ def test_a_failed_scrub_is_raised_after_the_save_returned(
         live.save_and_scrub(save, save.path, ['vault'])
     # The caller gets the error only once libvirt is done with the guest.
     assert save.returned_at is not None
-    assert calls and calls[0]['at'] < save.returned_at
+    assert calls and calls[0]['complete'] < save.returned_at
 
 
 def test_the_wait_is_bounded(tmp_path, scrubs):
-    """An image never marked complete: the wait ends at the timeout and
-    the error comes once the save call has returned.
+    """A save that never creates its image: the wait ends at the timeout
+    and the error comes once the save call has returned.
     """
     calls, _ = scrubs
     stop = threading.Event()
@@ -119,14 +127,15 @@ def test_the_wait_is_bounded(tmp_path, scrubs):
     timer = threading.Timer(0.6, stop.set)
     timer.start()
     t = time.monotonic()
-    with pytest.raises(errors.ScrubError, match='did not complete'):
+    with pytest.raises(errors.ScrubError, match='did not start'):
         live.save_and_scrub(save, str(tmp_path / 'vm.save'), ['x'],
                             timeout=0.2)
     assert returned and time.monotonic() - t < 3
     assert calls == []
 
 
-@pytest.mark.parametrize('option', ['output', 'in_place', 'dry_run'])
+@pytest.mark.parametrize('option', ['output', 'in_place', 'dry_run',
+                                    'follow'])
 def test_output_options_are_refused(tmp_path, option):
     with pytest.raises(TypeError):
         live.save_and_scrub(lambda: None, str(tmp_path / 'x'), ['x'],

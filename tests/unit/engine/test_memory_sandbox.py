@@ -58,7 +58,7 @@ def plan_doc(path, fills=None, fields=None):
 def fake_child(monkeypatch, doc):
     calls = []
 
-    def start(entry, args, files, policy):
+    def start(entry, args, files, policy, growing=0):
         calls.append((entry, args, files))
         return sandbox.Pending(entry, policy, result=doc)
     monkeypatch.setattr(memory.sandbox_mod, 'start', start)
@@ -227,7 +227,7 @@ def test_child_starts_before_this_process_parses(save, monkeypatch):
     calls = fake_child(monkeypatch, plan_doc(save))
     real_start, real_open = memory.sandbox_mod.start, memory._open
 
-    def start(entry, args, files, policy):
+    def start(entry, args, files, policy, growing=0):
         # The child is handed the checkpoint file itself.
         assert os.path.samestat(os.fstat(files['stream'].fileno()),
                                 os.stat(save))
@@ -256,7 +256,7 @@ def test_compressed_image_child_reads_the_decompressed_stream(
     fake_child(monkeypatch, plan_doc(str(path)))
     real_start = memory.sandbox_mod.start
 
-    def start(entry, args, files, policy):
+    def start(entry, args, files, policy, growing=0):
         stream = files['stream']
         stream.seek(0)
         seen.append(stream.read(4))

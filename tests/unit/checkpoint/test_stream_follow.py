@@ -1,0 +1,107 @@
+"""Opening a save image while libvirt is still writing it."""
+
+import gzip
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from sparc_nova.checkpoint import checkpoint
+from sparc_nova.checkpoint import compression
+from sparc_nova.checkpoint import libvirt_save
+from sparc_nova.checkpoint import stream_follow
+from sparc_nova import exception
+from tests import streamgen
+
+
+class Writer(threading.Thread):
+    """Writes ``data`` to ``path`` like libvirt: the header with the
+    partial magic, the rest in pieces, then (unless ``stop_at``) the final
+    magic.
+    """
+
+    def __init__(self, path, data, chunk=3000, pause=0.0005, stop_at=None):
+        super().__init__(daemon=True)
+        self.path, self.data = path, data
+        self.chunk, self.pause, self.stop_at = chunk, pause, stop_at
+        self.done = threading.Event()
+        self.marked_at = None
+
+    def run(self):
+        partial = libvirt_save.MAGIC_PARTIAL + self.data[16:]
+        end = len(self.data) if self.stop_at is None else self.stop_at
+        try:
+            with open(self.path, 'wb', buffering=0) as f:
+                for pos in range(0, end, self.chunk):
+                    f.write(partial[pos:min(end, pos + self.chunk)])
+                    time.sleep(self.pause)
+                if self.stop_at is None:
+                    f.seek(0)
+                    f.write(self.data[:16])
+                    self.marked_at = time.monotonic()
+        finally:
+            self.done.set()
+
+
+def _start(tmp_path, data, **kw):
+    path = str(tmp_path / 'save.img')
+    with open(path, 'wb') as f:
+        f.write(libvirt_save.MAGIC_PARTIAL)
+    w = Writer(path, data, **kw)
+    w.start()
+    return path, w
+
+
+def test_followed_image_parses_as_the_finished_file(tmp_path):
+    data = streamgen.simple_save(ram_pages=512, twice=(4, 6))
+    path, w = _start(tmp_path, data)
+    follow = stream_follow.Follow.within(60, w.done.is_set)
+    with checkpoint.open_checkpoint(path, follow=follow) as ck:
+        assert w.marked_at is not None
+        assert follow.completed_at >= w.marked_at
+        got = ck.layout
+        assert ck.memory.read_page(2) == streamgen.page_of(2)
+    with checkpoint.open_checkpoint(path) as ck:
+        ref = ck.layout
+    assert (got.size, got.machine, got.eof_offset) == \
+        (ref.size, ref.machine, ref.eof_offset)
+    assert [s.idstr for s in got.sections] == \
+        [s.idstr for s in ref.sections]
+    assert [d.name for d in got.devices] == [d.name for d in ref.devices]
+    for name in ('rec_block', 'rec_page', 'rec_hdr', 'rec_data',
+                 'rec_kind', 'rec_fill'):
+        assert np.array_equal(getattr(got.ram, name),
+                              getattr(ref.ram, name)), name
+
+
+def test_a_save_that_stopped_short_is_an_error(tmp_path):
+    data = streamgen.simple_save(ram_pages=64)
+    path, w = _start(tmp_path, data, stop_at=len(data) // 2)
+    follow = stream_follow.Follow.within(60, w.done.is_set)
+    with pytest.raises(exception.CheckpointFormatError):
+        checkpoint.open_checkpoint(path, follow=follow)
+
+
+def test_a_compressed_image_is_read_once_complete(tmp_path):
+    data = streamgen.simple_save(ram_pages=32)
+    hdr_end = data.index(b'QEVM')
+    header = bytearray(data[:hdr_end])
+    header[28:32] = compression.GZIP.to_bytes(4, 'little')
+    path, w = _start(tmp_path, bytes(header) + gzip.compress(data[hdr_end:]))
+    follow = stream_follow.Follow.within(60, w.done.is_set)
+    with checkpoint.open_checkpoint(path, follow=follow) as ck:
+        assert w.marked_at is not None
+        assert ck.memory.read_page(6) == streamgen.page_of(6)
+
+
+def test_the_wait_ends_at_the_deadline(tmp_path):
+    path = str(tmp_path / 'save.img')
+    data = streamgen.simple_save(ram_pages=64)
+    with open(path, 'wb') as f:
+        f.write(libvirt_save.MAGIC_PARTIAL + data[16:len(data) // 2])
+    t = time.monotonic()
+    with pytest.raises(exception.CheckpointFormatError, match='gave up'):
+        checkpoint.open_checkpoint(
+            path, follow=stream_follow.Follow.within(0.3))
+    assert time.monotonic() - t < 5
