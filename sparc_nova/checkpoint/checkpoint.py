@@ -61,6 +61,9 @@ class Checkpoint:
         followed = None
         if follow is not None:
             followed = stream_follow.parse(f, path, follow, self.limits)
+            # Drop whatever ``f`` buffered while the image was incomplete
+            # (a seek from the end always empties a buffered reader).
+            f.seek(0, os.SEEK_END)
         fmt = _format(f, path)
         self.kind = fmt.name
         opened = fmt.open_stream(f, path, self.limits, work_dir)

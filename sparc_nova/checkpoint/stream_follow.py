@@ -157,11 +157,35 @@ class GrowingReader(qemu_stream.StreamReader):
         self._complete()
 
 
+class _Positional:
+    """Reads of an open file by offset (``os.pread``), leaving the file
+    object's own buffer and position alone: a buffered reader that had
+    read the header while the image was incomplete would go on serving
+    that copy after libvirt rewrote it.
+    """
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._pos = 0
+
+    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
+        if whence != os.SEEK_SET:
+            raise ValueError('only absolute seeks')
+        self._pos = pos
+        return pos
+
+    def read(self, n: int) -> bytes:
+        data = os.pread(self._fd, n, self._pos)
+        self._pos += len(data)
+        return data
+
+
 def wait_header(f, path: str, follow: Follow,
                 limits: limits_mod.Limits = limits_mod.DEFAULT
                 ) -> libvirt_save.SaveHeader:
     """The libvirt header of the image open in ``f``, once libvirt has
-    written it (the image may still be incomplete).
+    written it (the image may still be incomplete). Read by offset: ``f``
+    itself is not read.
     """
     fd = f.fileno()
     while True:
@@ -172,8 +196,8 @@ def wait_header(f, path: str, follow: Follow,
                 os.pread(fd, libvirt_save.HEADER_SIZE, 0))[2]
             if written >= libvirt_save.HEADER_SIZE + data_len or \
                     data_len > limits.max_header_data or gone:
-                return libvirt_save.read_header(f, path, limits,
-                                                partial=True)
+                return libvirt_save.read_header(_Positional(fd), path,
+                                                limits, partial=True)
         elif gone:
             raise exception.CheckpointFormatError(
                 path, 'the save ended before libvirt wrote its header',

@@ -15,8 +15,8 @@ plan made and the image rewritten and verified, while libvirt stops QEMU.
 The scrub then adds to the save only what it takes beyond libvirt's own
 clean-up.
 
-``save_and_scrub(save, path, selectors, *, timeout=1800, **options)
--> ScrubReport``
+``save_and_scrub(save, path, selectors, *, timeout=1800, nice=10,
+**options) -> ScrubReport``
 
     Contract:
 
@@ -30,7 +30,8 @@ clean-up.
       owner and mode).
     * The image counts as complete once libvirt marks it so, or once
       ``save()`` returns if that comes first; ``timeout`` bounds every
-      wait.
+      wait. The scrub runs in a thread of its own at ``nice`` (its
+      sandbox child too), so that it takes the CPU the save leaves idle.
     * Fails closed: when the scrub fails its error is raised after
       ``save()`` has returned, and the unscrubbed image is left to the
       caller, which must discard it (the guest's state is only there:
@@ -54,6 +55,9 @@ from sparc_nova import exception
 
 #: Seconds between two looks for the image file.
 POLL_SECONDS = 0.005
+#: Nice value of the scrub (and its sandbox child) while it overlaps the
+#: save: it takes the CPU the save leaves idle.
+SCRUB_NICE = 10
 
 
 def _wait_created(path: str, saving: threading.Thread,
@@ -71,6 +75,7 @@ def _wait_created(path: str, saving: threading.Thread,
 
 
 def save_and_scrub(save, path: str, selectors, *, timeout: float = 1800,
+                   nice: int = SCRUB_NICE,
                    **options) -> report_mod.ScrubReport:
     """Save and scrub, the scrub overlapping the save; see the module
     docstring for the contract.
@@ -93,15 +98,29 @@ def save_and_scrub(save, path: str, selectors, *, timeout: float = 1800,
     saving.start()
     follow = stream_follow.Follow(t0 + timeout,
                                   lambda: not saving.is_alive())
-    rep = scrub_error = None
-    try:
-        if _wait_created(path, saving, follow.deadline):
-            rep = memory_mod.scrub_checkpoint(path, selectors,
-                                              follow=follow, **options)
-    except exception.SparcError as e:
-        scrub_error = e
+    scrubbed = {}
+
+    def run_scrub():
+        # The scrub yields the CPU to the save it overlaps (and its
+        # sandbox child, started from this thread, inherits that).
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        try:
+            if _wait_created(path, saving, follow.deadline):
+                scrubbed['report'] = memory_mod.scrub_checkpoint(
+                    path, selectors, follow=follow, **options)
+        except BaseException as e:  # re-raised in the caller's thread
+            scrubbed['error'] = e
+    scrubbing = threading.Thread(target=run_scrub, name='sparc-scrub',
+                                 daemon=True)
+    scrubbing.start()
+    scrubbing.join()
     end = time.monotonic()
     saving.join()
+    rep = scrubbed.get('report')
+    scrub_error = scrubbed.get('error')
+    if scrub_error is not None and \
+            not isinstance(scrub_error, exception.SparcError):
+        raise scrub_error
     if 'error' in box:
         raise box['error']
     if scrub_error is not None:

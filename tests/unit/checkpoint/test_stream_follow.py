@@ -105,3 +105,21 @@ def test_the_wait_ends_at_the_deadline(tmp_path):
         checkpoint.open_checkpoint(
             path, follow=stream_follow.Follow.within(0.3))
     assert time.monotonic() - t < 5
+
+
+def test_a_header_read_while_incomplete_is_not_served_stale(tmp_path):
+    """The header is read while the magic still says "partial"; the
+    checkpoint opened on the same file object once the image is complete
+    must see the final header, not a buffered copy of the old one.
+    """
+    data = streamgen.simple_save(ram_pages=256)
+    path, w = _start(tmp_path, data, pause=0.001)
+    follow = stream_follow.Follow.within(60, w.done.is_set)
+    f = open(path, 'rb')
+    head = stream_follow.wait_header(f, path, follow)
+    assert head.stream_offset > 0 and w.marked_at is None
+    # Whoever opened the file read its start through it meanwhile.
+    assert f.read(16) == libvirt_save.MAGIC_PARTIAL
+    with checkpoint.open_checkpoint(path, file=f, follow=follow) as ck:
+        assert ck.header.stream_offset == head.stream_offset
+        assert ck.memory.read_page(2) == streamgen.page_of(2)
