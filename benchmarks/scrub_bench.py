@@ -17,6 +17,14 @@ runs alternating, so that before and after are measured in the same
 conditions. ``--image FILE --selectors pid:1,pid:2 --save-seconds S``
 benchmarks an existing save image instead of booting a guest.
 
+``--overlap`` also restores the saved guest before each run (with
+``--image``, its disk must still exist) and times ``virsh save``
+against ``sparc checkpoint save`` (the scrub overlapping the save,
+:mod:`sparc_nova.engine.live`), ``--repeat`` pairs, alternating:
+
+    python benchmarks/scrub_bench.py --image vm.save --selectors pid:7 \\
+        --overlap --repeat 9
+
 ``--sandbox``/``--no-sandbox`` force guest introspection into the
 unprivileged sandbox child or into the scrubbing process (default:
 ``[sparc] sandbox_enabled``); ``--compare-sandbox`` also scrubs each image
@@ -159,7 +167,7 @@ def scrub_image(path, sels, save, repeat, baseline, sandbox=None,
 
 
 def bench_size(image, workdir, mib: int, repeat, baseline, sandbox=None,
-               compare=False) -> dict:
+               compare=False, overlap=False) -> dict:
     machine = 'q35' if mib > 2048 else 'pc'
     g = guest_mod.Guest(image, memory_mib=mib, machine=machine)
     try:
@@ -173,11 +181,15 @@ def bench_size(image, workdir, mib: int, repeat, baseline, sandbox=None,
         t = time.monotonic()
         g.save(path)
         save = time.monotonic() - t
+        sels = ['pid:%d' % p for p in pids]
+        overlapped = compare_overlap(path, sels, repeat) if overlap \
+            else None
     finally:
         g.destroy()
     os.sync()
-    r = scrub_image(path, ['pid:%d' % p for p in pids], save, repeat,
-                    baseline, sandbox, compare)
+    r = scrub_image(path, sels, save, repeat, baseline, sandbox, compare)
+    if overlapped:
+        r['overlap'] = overlapped
     return dict(r, guest_mib=mib, machine=machine)
 
 
@@ -302,10 +314,10 @@ def main() -> int:
                    default=None, help='Introspect in the sandbox child '
                    '(default: [sparc] sandbox_enabled).')
     p.add_argument('--overlap', action='store_true',
-                   help='With --image (a libvirt save image of a guest '
-                        'whose disk still exists): also restore it and time '
-                        'virsh save against sparc checkpoint save, the '
-                        'scrub overlapping the end of the save.')
+                   help='Also time virsh save against sparc checkpoint '
+                        'save (the scrub overlapping the save), restoring '
+                        'the saved guest before each run (with --image: '
+                        'its disk must still exist).')
     p.add_argument('--compare-sandbox', action='store_true',
                    help='Also scrub each image with and without the '
                         'sandbox and report the overhead.')
@@ -330,7 +342,7 @@ def main() -> int:
         image = build.build_guest(os.path.join(workdir, 'image'))
         for mib in [int(x) for x in args.sizes.split(',')]:
             r = bench_size(image, workdir, mib, args.repeat, baseline,
-                           args.sandbox, args.compare_sandbox)
+                           args.sandbox, args.compare_sandbox, args.overlap)
             results.append(r)
             show('%5d MiB %s' % (mib, r['machine']), r)
         if not args.workdir:

@@ -8,6 +8,8 @@ vmdesc, like a real single-vCPU guest.
 
 import json
 import struct
+import threading
+import time
 
 import numpy as np
 
@@ -235,3 +237,45 @@ def write_big_stream(path: str, ram_bytes: int, chunk_pages: int = 8192
         tail += b'\x06' + _be32(len(desc)) + desc.encode()
         f.write(tail)
         return f.tell()
+
+
+class LibvirtWriter(threading.Thread):
+    """Writes ``data`` to ``path`` like libvirt: the header with the
+    partial magic, the rest in pieces, then (unless ``stop_at``) the final
+    magic.
+    """
+
+    def __init__(self, path, data, chunk=3000, pause=0.0005, stop_at=None):
+        super().__init__(daemon=True)
+        self.path, self.data = path, data
+        self.chunk, self.pause, self.stop_at = chunk, pause, stop_at
+        self.done = threading.Event()
+        self.marked_at = None
+
+    def run(self):
+        partial = b'LibvirtQemudPart' + self.data[16:]
+        end = len(self.data) if self.stop_at is None else self.stop_at
+        try:
+            with open(self.path, 'wb', buffering=0) as f:
+                for pos in range(0, end, self.chunk):
+                    f.write(partial[pos:min(end, pos + self.chunk)])
+                    time.sleep(self.pause)
+                if self.stop_at is None:
+                    f.seek(0)
+                    f.write(self.data[:16])
+                    self.marked_at = time.monotonic()
+        finally:
+            self.done.set()
+
+
+def start_writing(path: str, data: bytes,
+                  **kw) -> tuple[str, LibvirtWriter]:
+    """Create ``path`` with the partial magic and start a
+    :class:`LibvirtWriter` writing ``data`` into it; returns ``(path,
+    writer)``.
+    """
+    with open(path, 'wb') as f:
+        f.write(b'LibvirtQemudPart')
+    w = LibvirtWriter(path, data, **kw)
+    w.start()
+    return path, w

@@ -1,7 +1,6 @@
 """Opening a save image while libvirt is still writing it."""
 
 import gzip
-import threading
 import time
 
 import numpy as np
@@ -15,42 +14,8 @@ from sparc_nova import exception
 from tests import streamgen
 
 
-class Writer(threading.Thread):
-    """Writes ``data`` to ``path`` like libvirt: the header with the
-    partial magic, the rest in pieces, then (unless ``stop_at``) the final
-    magic.
-    """
-
-    def __init__(self, path, data, chunk=3000, pause=0.0005, stop_at=None):
-        super().__init__(daemon=True)
-        self.path, self.data = path, data
-        self.chunk, self.pause, self.stop_at = chunk, pause, stop_at
-        self.done = threading.Event()
-        self.marked_at = None
-
-    def run(self):
-        partial = libvirt_save.MAGIC_PARTIAL + self.data[16:]
-        end = len(self.data) if self.stop_at is None else self.stop_at
-        try:
-            with open(self.path, 'wb', buffering=0) as f:
-                for pos in range(0, end, self.chunk):
-                    f.write(partial[pos:min(end, pos + self.chunk)])
-                    time.sleep(self.pause)
-                if self.stop_at is None:
-                    f.seek(0)
-                    f.write(self.data[:16])
-                    self.marked_at = time.monotonic()
-        finally:
-            self.done.set()
-
-
 def _start(tmp_path, data, **kw):
-    path = str(tmp_path / 'save.img')
-    with open(path, 'wb') as f:
-        f.write(libvirt_save.MAGIC_PARTIAL)
-    w = Writer(path, data, **kw)
-    w.start()
-    return path, w
+    return streamgen.start_writing(str(tmp_path / 'save.img'), data, **kw)
 
 
 def test_followed_image_parses_as_the_finished_file(tmp_path):

@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from sparc_nova.checkpoint import stream_follow
 from sparc_nova.engine import errors
 from sparc_nova.engine import memory
 from sparc_nova.engine import plan_codec
@@ -264,3 +265,31 @@ def test_compressed_image_child_reads_the_decompressed_stream(
     monkeypatch.setattr(memory.sandbox_mod, 'start', start)
     memory.scrub_checkpoint(str(path), ['vault'], dry_run=True, sandbox=True)
     assert seen == [b'QEVM']
+
+
+def test_image_being_written_is_followed_by_both(tmp_path, monkeypatch):
+    """With ``follow``, the child starts while libvirt still writes the
+    image, is told to follow it too (and given address space for it),
+    and the scrub completes once the image is marked complete.
+    """
+    data = streamgen.simple_save(ram_pages=64, secret_pfns=(10, 20),
+                                 secret=SECRET)
+    path, writer = streamgen.start_writing(str(tmp_path / 'vm.save'), data,
+                                           chunk=2000, pause=0.002)
+    started = []
+
+    def start(entry, args, files, policy, growing=0):
+        started.append((writer.marked_at, args.get('follow_seconds'),
+                        growing))
+        return sandbox.Pending(entry, policy, result=plan_doc(path))
+    monkeypatch.setattr(memory.sandbox_mod, 'start', start)
+    out = str(tmp_path / 'out.save')
+    rep = memory.scrub_checkpoint(
+        path, ['vault'], output=out, sandbox=True,
+        follow=stream_follow.Follow.within(60, writer.done.is_set))
+    (marked, seconds, growing), = started
+    assert marked is None and 0 < seconds <= 60
+    assert growing >= 64 * (PAGE + 8)
+    assert writer.marked_at is not None
+    assert rep.verification['result'] == 'ok'
+    assert SECRET not in open(out, 'rb').read()
