@@ -165,4 +165,11 @@ class ScrubReport:
                          self.verification.get('result', '?'))
         if self.output:
             lines.append('  written to %s' % self.output)
+        if self.during_save:
+            lines.append('  while saving: image complete after %.2f s of '
+                         'a %.2f s save; the scrub ended %.2f s after the '
+                         'save returned' % (
+                             self.during_save.get('image_complete_after', 0),
+                             self.timings.get('save', 0),
+                             self.timings.get('after_save', 0)))
         return '\n'.join(lines)

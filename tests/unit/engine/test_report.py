@@ -22,3 +22,15 @@ def test_report_round_trip():
     s = r.summary()
     assert 'pid 5 app: 3 frames, 1 refused, 2 threads killed (timer)' in s
     assert 'frames_refused' in r.to_dict(frame_lists=False)['processes'][0]
+
+
+def test_summary_of_a_scrub_while_saving():
+    rep = report.ScrubReport(checkpoint='vm.save', output='vm.save')
+    rep.timings = {'save': 2.9, 'after_save': 0.0}
+    rep.during_save = {'image_complete_after': 1.3,
+                       'scrub_overlapped_save': True}
+    assert 'image complete after 1.30 s of a 2.90 s save; the scrub ended ' \
+        '0.00 s after the save returned' in rep.summary()
+    assert rep.to_dict()['during_save']['scrub_overlapped_save'] is True
+    assert 'while saving' not in report.ScrubReport(
+        checkpoint='x').summary()
