@@ -30,8 +30,9 @@ clean-up.
       owner and mode).
     * The image counts as complete once libvirt marks it so, or once
       ``save()`` returns if that comes first; ``timeout`` bounds every
-      wait. The scrub runs in a thread of its own at ``nice`` (its
-      sandbox child too), so that it takes the CPU the save leaves idle.
+      wait. The scrub runs in a thread of its own at least at ``nice``
+      (its sandbox child too), so that it takes the CPU the save leaves
+      idle.
     * Fails closed: when the scrub fails its error is raised after
       ``save()`` has returned, and the unscrubbed image is left to the
       caller, which must discard it (the guest's state is only there:
@@ -102,8 +103,14 @@ def save_and_scrub(save, path: str, selectors, *, timeout: float = 1800,
 
     def run_scrub():
         # The scrub yields the CPU to the save it overlaps (and its
-        # sandbox child, started from this thread, inherits that).
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        # sandbox child, started from this thread, inherits that); a
+        # thread already nicer stays so.
+        tid = threading.get_native_id()
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, max(
+                nice, os.getpriority(os.PRIO_PROCESS, tid)))
+        except OSError:
+            pass
         try:
             if _wait_created(path, saving, follow.deadline):
                 scrubbed['report'] = memory_mod.scrub_checkpoint(

@@ -1,5 +1,6 @@
 """The scrub that overlaps the end of a save (engine.live)."""
 
+import os
 import threading
 import time
 
@@ -140,3 +141,21 @@ def test_output_options_are_refused(tmp_path, option):
     with pytest.raises(TypeError):
         live.save_and_scrub(lambda: None, str(tmp_path / 'x'), ['x'],
                             **{option: True})
+
+
+def test_the_scrub_runs_nicer_than_the_caller(tmp_path, monkeypatch):
+    seen = []
+
+    def fake_scrub(path, selectors, follow=None, **kw):
+        seen.append(os.getpriority(os.PRIO_PROCESS,
+                                   threading.get_native_id()))
+        with open(path, 'rb') as f:
+            stream_follow.wait_complete(f, path, follow)
+        return report_mod.ScrubReport(checkpoint=path)
+    monkeypatch.setattr(memory, 'scrub_checkpoint', fake_scrub)
+    save = FakeSave(str(tmp_path / 'vm.save'), stop_s=0.05)
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    live.save_and_scrub(save, save.path, ['vault'], nice=7)
+    assert seen == [max(7, mine)]
+    assert os.getpriority(os.PRIO_PROCESS,
+                          threading.get_native_id()) == mine
