@@ -1,4 +1,4 @@
-"""The scrub that overlaps the end of a save (engine.live)."""
+"""The scrub that runs while libvirt saves the guest (engine.live)."""
 
 import os
 import threading

@@ -1,4 +1,4 @@
-"""Saving a domain with the scrub overlapping the save's end: failure
+"""Saving a domain with the scrub overlapping the save: failure
 handling (virt.libvirt.live_save).
 """
 
