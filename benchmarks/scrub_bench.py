@@ -195,7 +195,7 @@ def bench_size(image, workdir, mib: int, repeat, baseline, sandbox=None,
 
 def _timed_save(conn, path, name, target, sels=None) -> tuple:
     """Restore the guest saved in ``path``, then save it to ``target``:
-    plainly, or with the scrub overlapping the save's end when ``sels``
+    plainly, or with the scrub overlapping the save when ``sels``
     are given. ``(seconds of the save call, report or None)``.
     """
     from sparc_nova.virt.libvirt import live_save
@@ -216,7 +216,7 @@ def _timed_save(conn, path, name, target, sels=None) -> tuple:
 def compare_overlap(path, sels, repeat: int) -> dict:
     """``sparc checkpoint save`` against ``virsh save`` of the same guest
     (restored from ``path`` before each run), ``repeat`` pairs, the order
-    alternating: the scrub overlaps the end of the save
+    alternating: the scrub overlaps the save
     (:mod:`sparc_nova.engine.live`), so what it costs is the difference.
     """
     import libvirt

@@ -228,7 +228,7 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         'save', help='Save a libvirt domain to FILE (like virsh save) and '
-                     'exclude processes from the image as the save ends.')
+                     'exclude processes from the image while it is written.')
     p.add_argument('domain', help='Domain name.')
     p.add_argument('file', help='Save image to write.')
     p.add_argument('--connect', metavar='URI', default='qemu:///system',

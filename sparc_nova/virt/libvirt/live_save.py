@@ -1,5 +1,5 @@
-"""Save a libvirt domain and scrub its memory checkpoint as the save ends
-(:mod:`sparc_nova.engine.live`).
+"""Save a libvirt domain and scrub its memory checkpoint while libvirt
+writes it (:mod:`sparc_nova.engine.live`).
 
 ``save_scrubbed(dom, path, selectors, **options) -> ScrubReport``
 
