@@ -60,14 +60,33 @@ class Follow:
         return cls(time.monotonic() + seconds, done or (lambda: False))
 
 
-def _marked_complete(fd: int) -> bool:
-    return os.pread(fd, len(libvirt_save.MAGIC), 0) == libvirt_save.MAGIC
-
-
 def _timed_out(path: str, what: str, offset: int):
     return exception.CheckpointFormatError(
         path, 'gave up waiting for %s: the save did not finish in time'
         % what, offset)
+
+
+def _complete_now(fd: int, follow: Follow) -> bool:
+    """Whether the image open as ``fd`` is complete: libvirt has marked
+    it so, or the writer has gone. Records when that was first seen.
+    """
+    marked = os.pread(fd, len(libvirt_save.MAGIC), 0) == libvirt_save.MAGIC
+    if not (marked or follow.done()):
+        return False
+    if follow.completed_at is None:
+        follow.completed_at = time.monotonic()
+    return True
+
+
+def _wait_complete(fd: int, path: str, follow: Follow,
+                   offset: int = 0) -> None:
+    """Wait until the image open as ``fd`` is complete (``offset`` is
+    where a timeout error points).
+    """
+    while not _complete_now(fd, follow):
+        if time.monotonic() >= follow.deadline:
+            raise _timed_out(path, 'the end of the save', offset)
+        time.sleep(POLL_SECONDS)
 
 
 class GrowingReader(qemu_stream.StreamReader):
@@ -114,13 +133,6 @@ class GrowingReader(qemu_stream.StreamReader):
         self.u8arr = np.frombuffer(self.buf, dtype=np.uint8)
         self._mapped = size
 
-    def _is_complete(self) -> bool:
-        if _marked_complete(self._fd) or self._follow.done():
-            if self._follow.completed_at is None:
-                self._follow.completed_at = time.monotonic()
-            return True
-        return False
-
     def _complete(self) -> None:
         self._remap()
         self._final = self._mapped
@@ -134,7 +146,7 @@ class GrowingReader(qemu_stream.StreamReader):
     def _wait_for(self, want: int) -> None:
         since = None
         while time.monotonic() < self._follow.deadline:
-            if self._is_complete():
+            if _complete_now(self._fd, self._follow):
                 self._complete()
                 return
             written = self._written()
@@ -149,11 +161,8 @@ class GrowingReader(qemu_stream.StreamReader):
                          self.file_offset(self._mapped))
 
     def wait_complete(self) -> None:
-        while not self._is_complete():
-            if time.monotonic() >= self._follow.deadline:
-                raise _timed_out(self.path, 'the end of the save',
-                                 self.file_offset(self._mapped))
-            time.sleep(POLL_SECONDS)
+        _wait_complete(self._fd, self.path, self._follow,
+                       self.file_offset(self._mapped))
         self._complete()
 
 
@@ -209,13 +218,7 @@ def wait_header(f, path: str, follow: Follow,
 
 def wait_complete(f, path: str, follow: Follow) -> None:
     """Wait until the image open in ``f`` is complete."""
-    fd = f.fileno()
-    while not (_marked_complete(fd) or follow.done()):
-        if time.monotonic() >= follow.deadline:
-            raise _timed_out(path, 'the end of the save', 0)
-        time.sleep(POLL_SECONDS)
-    if follow.completed_at is None:
-        follow.completed_at = time.monotonic()
+    _wait_complete(f.fileno(), path, follow)
 
 
 def stream_bound(header: libvirt_save.SaveHeader,

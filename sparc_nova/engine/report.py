@@ -51,7 +51,7 @@ class ScrubReport:
     :ivar sandbox: who the introspection ran as (``uid``, ``gid``,
         ``cap_eff``, ``no_new_privs``, ``seccomp``), as the sandbox child
         reported it; empty when it ran in the calling process.
-    :ivar during_save: for a scrub started as the save ended
+    :ivar during_save: for a scrub run while the checkpoint was saved
         (:mod:`.live`): seconds until the image was complete and whether
         the scrub overlapped the save; empty otherwise.
     """
