@@ -10,7 +10,6 @@ Thin wrappers over :mod:`sparc_nova.engine.memory` (``save``:
 output ends up in logs and CI artifacts.
 """
 
-import json
 import os
 import sys
 
@@ -91,9 +90,7 @@ def do_save(args) -> int:
 def _emit_report(args, rep) -> None:
     data = rep.to_dict()
     if args.report:
-        with open(args.report, 'w') as f:
-            json.dump(data, f, indent=2)
-            f.write('\n')
+        output.write_json(args.report, data)
     if getattr(args, 'dry_run', False) or args.format == 'json':
         output.emit_json(data)
     else:

@@ -96,9 +96,7 @@ def do_scrub(args) -> int:
     report = disk.scrub_image(args.src, args.output, rules, options,
                               progress=_step)
     if args.report:
-        with open(args.report, 'w') as f:
-            json.dump(report.to_dict(), f, indent=2)
-            f.write('\n')
+        output.write_json(args.report, report.to_dict())
     print(_summary(report))
     return 0
 

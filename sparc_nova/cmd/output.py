@@ -17,6 +17,13 @@ def emit_json(data) -> None:
     sys.stdout.write('\n')
 
 
+def write_json(path: str, data) -> None:
+    """Write ``data`` as indented JSON to the file ``path`` (a report)."""
+    with open(path, 'w') as f:
+        json.dump(data, f, indent=2)
+        f.write('\n')
+
+
 def table(rows: list[dict], columns: list[str]) -> str:
     """A plain text table with a header row."""
     cells = [[str(r.get(c, '')) for c in columns] for r in rows]
