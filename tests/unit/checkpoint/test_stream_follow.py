@@ -88,3 +88,31 @@ def test_a_header_read_while_incomplete_is_not_served_stale(tmp_path):
     with checkpoint.open_checkpoint(path, file=f, follow=follow) as ck:
         assert ck.header.stream_offset == head.stream_offset
         assert ck.memory.read_page(2) == streamgen.page_of(2)
+
+
+def test_a_claim_the_finished_stream_cannot_back_is_refused(tmp_path):
+    """While the stream grows its size is not known yet: the RAM blocks'
+    claim is checked again, against the final size, before the per-page
+    tables are built.
+    """
+    b = streamgen.StreamBuilder({'pc.ram': (1 << 40) - (1 << 20)})
+    data = streamgen.libvirt_header(1 << 30) + b.build(
+        [[('pc.ram', p, streamgen.page_of(p)) for p in range(8)]])
+    path, w = _start(tmp_path, data)
+    with pytest.raises(exception.LimitExceeded, match='can hold at most'):
+        checkpoint.open_checkpoint(
+            path, follow=stream_follow.Follow.within(60, w.done.is_set))
+
+
+def test_a_corrupt_record_in_a_followed_stream_is_an_error(tmp_path):
+    data = bytearray(streamgen.simple_save(ram_pages=64))
+    start = data.index(b'QEVM')
+    rec = data.index(b'\x03\x00\x00\x00\x02', start) + 5
+    data[rec:rec + 8] = (1000 << 12 | 0x08).to_bytes(8, 'big')
+    path, w = _start(tmp_path, bytes(data))
+    with pytest.raises(exception.CheckpointFormatError,
+                       match='beyond RAM block'):
+        checkpoint.open_checkpoint(
+            path, follow=stream_follow.Follow.within(60, w.done.is_set))
+    w.join()
+    assert open(path, 'rb').read() == bytes(data)
