@@ -186,14 +186,20 @@ def _check_buddy(page_model, blocks, start, end, zname):
 def _pcp_pages(kernel, page_model, zone, zname, cpus, lru_off, skipped):
     prog = kernel.prog
     try:
-        pcp_ptr = zone.per_cpu_pageset
+        pcp_ptr, nested = zone.per_cpu_pageset, False
     except AttributeError:
-        skipped.append('zone %s: no per_cpu_pageset (kernel < 5.14), '
-                       'per-CPU lists not scrubbed' % zname)
-        return []
+        try:
+            # Before 5.14: struct per_cpu_pageset, lists in its ``pcp``.
+            pcp_ptr, nested = zone.pageset, True
+        except AttributeError:
+            skipped.append('zone %s: neither per_cpu_pageset nor pageset, '
+                           'per-CPU lists not scrubbed' % zname)
+            return []
     out = []
     for cpu in cpus:
         pcp = percpu.per_cpu_ptr(pcp_ptr, cpu)[0]
+        if nested:
+            pcp = pcp.pcp
         try:
             if _locked(pcp.lock):
                 skipped.append('zone %s cpu %d: per-CPU list lock held'

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import re
 
+import _drgn
 import drgn
 from drgn.helpers.linux import cpumask
 from drgn.helpers.linux import kallsyms
@@ -24,8 +25,10 @@ from sparc_nova import exception
 from sparc_nova.introspect import btf as btf_mod
 from sparc_nova.introspect import buildid_cache
 from sparc_nova.introspect import constants
+from sparc_nova.introspect import kallsyms_finder
 from sparc_nova.introspect import memory as memory_mod
 from sparc_nova.introspect import objects
+from sparc_nova.introspect import pagetable
 from sparc_nova.introspect import vmcoreinfo as vmcoreinfo_mod
 
 #: Largest BTF blob read from guest memory.
@@ -53,6 +56,92 @@ class KernelSources:
     symbols: str = ''
     types: str = ''
     notes: list = dataclasses.field(default_factory=list)
+
+
+#: vmcoreinfo symbols that are not expected in kallsyms: the tables'
+#: own labels (6.0+ name them) and aliases absent from the symbol table.
+_NOT_IN_KALLSYMS = frozenset(('kallsyms_names', 'kallsyms_token_table',
+                              'kallsyms_token_index', 'kallsyms_num_syms',
+                              'kallsyms_offsets', 'kallsyms_relative_base',
+                              'kallsyms_addresses'))
+#: Fewest vmcoreinfo symbols a scanned table must be checked against.
+MIN_CHECKED_SYMBOLS = 3
+#: vmcoreinfo symbols every kernel's table holds under the same name.
+REQUIRED_SYMBOLS = frozenset(('_stext', 'init_uts_ns'))
+
+
+def _checked_symbols(vmci: vmcoreinfo_mod.Vmcoreinfo) -> dict[str, int]:
+    return {name: addr for name, addr in vmci.symbols.items()
+            if name not in _NOT_IN_KALLSYMS}
+
+
+def _load_builtin_kallsyms(prog: drgn.Program,
+                           tables: kallsyms_finder.KallsymsTables,
+                           stext: int) -> drgn.SymbolIndex:
+    """drgn's kallsyms decoder on tables we located ourselves.
+
+    ``drgn.helpers.linux.kallsyms.load_vmlinux_kallsyms`` calls the same
+    function with the addresses vmcoreinfo gives (Linux 6.0+ only); its
+    arguments are positional: names, token_table, token_index, num_syms,
+    offsets, relative_base, addresses, _stext.
+    """
+    return _drgn._linux_helper_load_builtin_kallsyms(
+        prog, tables.names, tables.token_table, tables.token_index,
+        tables.num_syms, tables.offsets, tables.relative_base,
+        tables.addresses, stext)
+
+
+def _table_span(tables: kallsyms_finder.KallsymsTables) -> tuple[int, int]:
+    """Kernel virtual ``[start, end)`` covering every table of a set."""
+    lo, hi = tables.num_syms, tables.token_index + 512
+    if tables.offsets:
+        lo = min(lo, tables.offsets)
+        hi = max(hi, tables.relative_base + 8)
+    else:
+        lo = min(lo, tables.addresses)
+        hi = max(hi, tables.addresses + 8 * tables.count)
+    return lo, hi
+
+
+def _vmcoreinfo_mismatches(prog: drgn.Program, index: drgn.SymbolIndex,
+                           vmci: vmcoreinfo_mod.Vmcoreinfo) -> list[str]:
+    """How the decoded table disagrees with vmcoreinfo, as readable lines
+    (empty: it agrees).
+
+    Every ``SYMBOL(name)`` the table holds must be at the address
+    vmcoreinfo gives, or hold it (``VMCOREINFO_SYMBOL_ARRAY`` records a
+    pointer's value, e.g. ``mem_section``). Names the table lacks are
+    macros over other symbols (``swapper_pg_dir``, ``node_online_map``)
+    and are skipped, but :data:`REQUIRED_SYMBOLS` and at least
+    :data:`MIN_CHECKED_SYMBOLS` names must match.
+    """
+    problems = []
+    matched = set()
+    for name, address in sorted(_checked_symbols(vmci).items()):
+        found = index(prog, name, None, True)
+        if not found:
+            continue
+        at = found[0].address
+        if at == address:
+            matched.add(name)
+            continue
+        try:
+            held = prog.read_u64(at)
+        except drgn.FaultError:
+            held = None
+        if held == address:
+            matched.add(name)
+        else:
+            problems.append('%s at 0x%x, vmcoreinfo says 0x%x'
+                            % (name, at, address))
+    missing = REQUIRED_SYMBOLS - matched
+    if missing:
+        problems.append('%s not found' % ', '.join(sorted(missing)))
+    if len(matched) < MIN_CHECKED_SYMBOLS:
+        problems.append('only %d vmcoreinfo symbols to check the table '
+                        'against (at least %d needed)'
+                        % (len(matched), MIN_CHECKED_SYMBOLS))
+    return problems
 
 
 def _release_tuple(release: str) -> tuple[int, int, int]:
@@ -173,6 +262,12 @@ class GuestKernel:
                                              enable_index=0)
             self.sources.symbols = 'kallsyms (guest memory)'
             return
+        scan_error = None
+        try:
+            self._load_scanned_kallsyms()
+            return
+        except IntrospectionError as e:
+            scan_error = e
         syms = self.cache.symbols(vmci.build_id, vmci.kerneloffset)
         if syms:
             self.prog.register_symbol_finder(
@@ -186,10 +281,87 @@ class GuestKernel:
             return
         raise MissingKernelInfo(
             'guest kernel %s (BUILD-ID %s) does not locate its kallsyms in '
-            'vmcoreinfo (Linux < 6.0) and there are no symbols for it in '
-            'the BUILD-ID cache: provide System.map or vmlinux for this '
-            'kernel (%s)' % (vmci.osrelease, vmci.build_id,
+            'vmcoreinfo (Linux < 6.0), %s, and there are no symbols for it '
+            'in the BUILD-ID cache: provide System.map or vmlinux for this '
+            'kernel (%s)' % (vmci.osrelease, vmci.build_id, scan_error,
                              self.cache.describe(vmci.build_id)))
+
+    def _read_kernel_image(self, vaddr: int, count: int) -> bytes:
+        """``count`` bytes of the kernel image at kernel virtual
+        ``vaddr`` (the image is mapped linearly at ``phys_base``).
+        """
+        phys = vaddr - self.consts.START_KERNEL_MAP + self.vmcoreinfo.phys_base
+        if phys < 0 or phys + count > 1 << 52:
+            raise memory_mod.PhysicalAddressError(phys & ((1 << 64) - 1))
+        self._budget.charge()
+        return self.memory.read(phys, count)
+
+    def _kernel_read_only(self, start: int, end: int) -> bool:
+        """Whether kernel virtual ``[start, end)`` is mapped read-only
+        by the kernel's own page table (``swapper_pg_dir``).
+        """
+        vmci = self.vmcoreinfo
+        root = vmci.symbols.get('swapper_pg_dir',
+                                vmci.symbols.get('init_top_pgt'))
+        pgd_pa = root - self.consts.START_KERNEL_MAP + vmci.phys_base
+        try:
+            with self.budget(100000, 'checking the kallsyms mapping'):
+                return pagetable.kernel_range_read_only(
+                    self.memory, pgd_pa, vmci.pgtable_l5_enabled, start, end)
+        except memory_mod.PhysicalAddressError:
+            return False
+
+    def _load_scanned_kallsyms(self) -> None:
+        """Find the kallsyms tables by their structure in the kernel
+        image (kernels before 6.0) and use them once every symbol
+        vmcoreinfo names resolves to the address vmcoreinfo gives.
+
+        :raises IntrospectionError: no tables, or the first tables found
+            disagree with vmcoreinfo (a later candidate is never tried:
+            it could be a look-alike planted by the guest).
+        """
+        vmci = self.vmcoreinfo
+        stext = vmci.symbols.get('_stext')
+        if stext is None:
+            raise IntrospectionError('vmcoreinfo has no SYMBOL(_stext) to '
+                                     'start a kallsyms scan from')
+        try:
+            with self.budget(200000, 'scanning for kallsyms'):
+                placements = kallsyms_finder.find_tables(
+                    self._read_kernel_image, stext)
+        except kallsyms_finder.KallsymsNotFound as e:
+            raise IntrospectionError(str(e))
+        problems = []
+        for tables in placements:
+            lo, hi = _table_span(tables)
+            if not self._kernel_read_only(lo, hi):
+                problems.append('%s layout: 0x%x-0x%x is not read-only '
+                                'kernel memory' % (tables.layout, lo, hi))
+                continue
+            try:
+                with self.budget(20000000, 'loading kallsyms'):
+                    index = _load_builtin_kallsyms(self.prog, tables, stext)
+            except (drgn.FaultError, drgn.BadDataError, ValueError,
+                    LookupError) as e:
+                problems.append('%s layout: %s' % (tables.layout, e))
+                continue
+            mismatch = _vmcoreinfo_mismatches(self.prog, index, vmci)
+            if mismatch:
+                problems.append('%s layout: %s' % (tables.layout,
+                                                   '; '.join(mismatch)))
+                continue
+            self.prog.register_symbol_finder('kallsyms', index,
+                                             enable_index=0)
+            self.sources.symbols = 'kallsyms (guest memory, located by scan)'
+            self.sources.notes.append(
+                'kallsyms tables found by scan: %d symbols, %s layout, '
+                'token table at 0x%x, checked against vmcoreinfo'
+                % (tables.count, tables.layout, tables.token_table))
+            return
+        raise IntrospectionError(
+            'the kallsyms tables found at 0x%x in the kernel image disagree '
+            'with vmcoreinfo (%s): refused' % (placements[0].token_table,
+                                               ' | '.join(problems)))
 
     def _load_vmlinux(self, path: str) -> None:
         try:
@@ -224,7 +396,7 @@ class GuestKernel:
                 if uts is None:
                     uts = self.symbol_address('init_uts_ns')
                 if uts is not None:
-                    off = vmci.offsets.get('uts_namespace.name', 0)
+                    off = self._uts_name_offset(uts)
                     # struct new_utsname: sysname[65], nodename[65],
                     # release[65], ...
                     rel = prog.read(uts + off + 130, 65).split(b'\0')[0]
@@ -237,6 +409,20 @@ class GuestKernel:
                 raise vmcoreinfo_mod.VmcoreinfoError(
                     'vmcoreinfo at 0x%x does not describe this memory '
                     '(%s)' % (vmci.address, e))
+
+    def _uts_name_offset(self, uts: int) -> int:
+        """Offset of ``name`` in ``struct uts_namespace``: vmcoreinfo
+        gives it since 6.x; before, ``name`` follows a 4-byte ``kref``
+        (5.x) or starts the struct; the sysname ``Linux`` tells which.
+        """
+        off = self.vmcoreinfo.offsets.get('uts_namespace.name')
+        if off is not None:
+            return off
+        head = self.prog.read(uts, 16)
+        for off in (0, 4, 8):
+            if head[off:off + 6] == b'Linux\0':
+                return off
+        return 0
 
     # -- types --------------------------------------------------------------
 

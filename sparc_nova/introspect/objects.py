@@ -1,10 +1,12 @@
 """An object finder for the kernel globals BTF does not type.
 
-BTF describes the type of every per-CPU variable but of no other global.
-drgn's helpers and ours need a few globals by name (``prog["init_task"]``);
-this table gives their C types, and the symbol table gives their
-addresses. A name missing from the table is simply not found, as it would
-be without debug info.
+BTF describes the type of every per-CPU variable (since Linux 5.11; not
+before) but of no other global. drgn's helpers and ours need a few
+globals by name (``prog["init_task"]``); this table gives their C types,
+and the symbol table gives their addresses. The per-CPU variables at its
+end serve kernels whose BTF lacks them (5.10 and older); the finder is
+consulted after BTF's, so a kernel's own type wins. A name missing from
+the table is simply not found, as it would be without debug info.
 """
 
 import drgn
@@ -47,6 +49,11 @@ GLOBALS = {
     'init_top_pgt': 'pgd_t [512]',
     'slab_caches': 'struct list_head',
     'super_blocks': 'struct list_head',
+    # Per-CPU variables (typed by BTF since 5.11).
+    'current_task': 'struct task_struct *',
+    # NR_BASES is 2 (BASE_STD, BASE_DEF) with CONFIG_NO_HZ_COMMON before
+    # 6.9; 6.9 added BASE_GLOBAL, and those kernels type it in BTF.
+    'timer_bases': 'struct timer_base [2]',
 }
 
 

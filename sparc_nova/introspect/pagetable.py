@@ -126,3 +126,37 @@ class UserPageWalker:
             elif e & _PRESENT:
                 yield from self._walk(_pfn(e, 12) << 12, shift - 9, lo, hi,
                                       va)
+
+
+_WRITABLE = 1 << 1
+
+
+def kernel_range_read_only(memory, pgd_pa: int, la57: bool, start: int,
+                           end: int) -> bool:
+    """Whether every page of kernel virtual ``[start, end)`` is present
+    and read-only in the page table at ``pgd_pa`` (x86-64: a mapping is
+    writable only when every level's entry has the RW bit).
+
+    The kernel maps its text and ``.rodata`` read-only; pages the guest
+    can write (freed ``.init`` pages, anything past ``_end``) are either
+    unmapped in the kernel image range or writable.
+    """
+    levels = 5 if la57 else 4
+    va = start & ~(PAGE_SIZE - 1)
+    while va < end:
+        table_pa = pgd_pa
+        shift = 12 + 9 * levels
+        writable = True
+        while True:
+            shift -= 9
+            e = int(_entries(memory, table_pa)[(va >> shift) & 511])
+            if not e & _PRESENT:
+                return False
+            writable = writable and bool(e & _WRITABLE)
+            if shift == 12 or (shift in (21, 30) and e & _PSE):
+                break
+            table_pa = _pfn(e, 12) << 12
+        if writable:
+            return False
+        va = ((va >> shift) + 1) << shift
+    return True

@@ -9,6 +9,11 @@ SLUB keeps free objects only on non-full slabs: the per-node partial
 lists, each CPU's active slab (its lockless ``freelist`` and the slab's
 own) and each CPU's partial slabs. Full slabs have none.
 
+Before Linux 5.17 a slab is described by its head ``struct page`` (the
+same member names: ``slab_list``, ``freelist``, ``objects``, ``next``) and
+a CPU's active slab is ``kmem_cache_cpu.page``; since then by ``struct
+slab`` and ``kmem_cache_cpu.slab``.
+
 The freelists are decoded here rather than with drgn's SLUB helper: every
 pointer must be checked to lie on an object slot of its own slab before
 it is followed (drgn's helper follows any pointer, so a hostile freelist
@@ -109,23 +114,33 @@ def _nodes(cache, prog):
             yield node
 
 
+def _slab_type(prog) -> str:
+    """``struct slab`` (5.17+) or ``struct page`` (before)."""
+    try:
+        prog.type('struct slab')
+        return 'struct slab'
+    except LookupError:
+        return 'struct page'
+
+
 def _slabs(kernel, cache, name, cpus) -> list[tuple]:
     """``(struct slab *, extra freelist head or None)`` of every slab that
-    can hold free objects, each once.
+    can hold free objects, each once (``struct page *`` before 5.17).
     """
     prog = kernel.prog
+    slab_type = _slab_type(prog)
     out = []
     for node in _nodes(cache, prog):
         head = node.partial.address_of_().value_()
         limit = min(MAX_SLABS_PER_CACHE, max(node.nr_partial.value_(), 0)
                     + 16)
-        for slab in walk.list_entries(prog, head, 'struct slab',
+        for slab in walk.list_entries(prog, head, slab_type,
                                       'slab_list', limit,
                                       'the partial slabs of %s' % name):
             out.append((slab, None))
     for cpu in cpus:
         c = percpu.per_cpu_ptr(cache.cpu_slab, cpu)
-        active = c.slab.read_()
+        active = (c.slab if slab_type == 'struct slab' else c.page).read_()
         if active:
             out.append((active, c.freelist.value_()))
         partial = c.partial.read_()
