@@ -52,7 +52,9 @@ MAX_NAMES = 32 * 1024 * 1024
 #: Longest token: KSYM_NAME_LEN (512 since 6.1, 128 before).
 MAX_TOKEN = 512
 #: Structural candidates looked at before giving up (each is a full check).
-MAX_ANCHORS = 4096
+MAX_ANCHORS = 65536
+#: Leading token-index entries the vectorised pre-check looks at.
+_PREFIX = 16
 
 _ALIGN = 8
 
@@ -96,19 +98,24 @@ def _align(value: int) -> int:
 
 def _anchor_candidates(chunk: bytes, base: int) -> list[int]:
     """Addresses in ``chunk`` (at kernel virtual ``base``, 8-aligned) that
-    may start a token index: u16 0, then two increasing short offsets.
+    may start a token index: u16 0, then :data:`_PREFIX` - 1 offsets each
+    2 to ``MAX_TOKEN + 1`` above the one before.
     """
     usable = len(chunk) - len(chunk) % _ALIGN
-    if usable < 16:
+    if usable < 2 * _PREFIX:
         return []
     words = numpy.frombuffer(chunk, dtype='<u2', count=usable // 2)
     w = words.reshape(-1, 4)
-    first, second, third = w[:, 0], w[:, 1].astype(numpy.int32), \
-        w[:, 2].astype(numpy.int32)
-    hits = numpy.nonzero((first == 0) & (second >= 2) &
-                         (second <= MAX_TOKEN + 1) & (third > second) &
-                         (third - second <= MAX_TOKEN + 1))[0]
-    return [base + int(i) * _ALIGN for i in hits]
+    second = w[:, 1].astype(numpy.int32)
+    hits = numpy.nonzero((w[:, 0] == 0) & (second >= 2) &
+                         (second <= MAX_TOKEN + 1))[0]
+    hits = hits[hits * 4 + _PREFIX <= len(words)]
+    if not len(hits):
+        return []
+    rows = words[(hits * 4)[:, None] + numpy.arange(_PREFIX)]
+    steps = numpy.diff(rows.astype(numpy.int32), axis=1)
+    good = ((steps >= 2) & (steps <= MAX_TOKEN + 1)).all(axis=1)
+    return [base + int(i) * _ALIGN for i in hits[good]]
 
 
 def _check_tokens(read: Reader, index_at: int) -> int | None:

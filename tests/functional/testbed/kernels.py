@@ -6,6 +6,11 @@ security / backports), downloaded with ``apt-get download`` and unpacked
 with ``dpkg-deb`` into a cache directory; nothing is installed on the
 host. ``SPARC_TEST_KERNEL_<MAJOR>_<MINOR>`` (e.g. SPARC_TEST_KERNEL_6_12)
 overrides it with a path.
+
+``debian_kernel('5.10')`` takes Debian 11's kernel (``flavour='cloud'``
+for its cloud build) from the Debian archive's ``bullseye`` suite through
+a private apt state under the cache directory, so the host's apt sources
+and lists are not touched.
 """
 
 import glob
@@ -25,11 +30,97 @@ def _run(cmd, **kw):
                           **kw).stdout
 
 
-def debian_kernel(series: str) -> str:
-    """Path of a vmlinuz of Debian kernel ``series`` (e.g. ``6.12``)."""
-    env = os.environ.get('SPARC_TEST_KERNEL_' + series.replace('.', '_'))
+#: Debian releases whose kernels come from their own archive suite.
+ARCHIVE_SUITES = {'5.10': 'bullseye'}
+ARCHIVE_MIRROR = 'http://deb.debian.org/debian'
+
+
+def _archive_kernel(series: str, flavour: str) -> str:
+    """A vmlinuz of ``linux-image-<series>.0-N-<flavour>amd64-unsigned``
+    from the suite :data:`ARCHIVE_SUITES` names, newest N.
+    """
+    suite = ARCHIVE_SUITES[series]
+    state = os.path.join(CACHE, 'apt-' + suite)
+    for sub in ('lists/partial', 'cache/archives/partial', 'debs'):
+        os.makedirs(os.path.join(state, sub), exist_ok=True)
+    sources = os.path.join(state, 'sources.list')
+    with open(sources, 'w') as f:
+        f.write('deb %s %s main\n' % (ARCHIVE_MIRROR, suite))
+    status = os.path.join(state, 'status')
+    open(status, 'a').close()
+    opts = ['-o', 'Dir::Etc::sourcelist=' + sources,
+            '-o', 'Dir::Etc::sourceparts=-',
+            '-o', 'Dir::State::lists=' + os.path.join(state, 'lists'),
+            '-o', 'Dir::Cache=' + os.path.join(state, 'cache'),
+            '-o', 'Dir::State::status=' + status]
+    suffix = '%samd64' % (flavour + '-' if flavour else '')
+    pattern = re.compile(r'vmlinuz-%s\.0-\d+-%s$' % (re.escape(series),
+                                                     re.escape(suffix)))
+    found = _cached(pattern)
+    if found:
+        return found
+    try:
+        _run(['apt-get'] + opts + ['update'])
+        names = _run(['apt-cache'] + opts + ['pkgnames',
+                                             'linux-image-%s.' % series])
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise KernelUnavailable('apt could not read the %s suite: %s'
+                                % (suite, getattr(e, 'stderr', e)))
+    rx = re.compile(r'^linux-image-%s\.0-(\d+)-%s-unsigned$'
+                    % (re.escape(series), re.escape(suffix)))
+    cands = sorted((int(m.group(1)), n) for n in names.split()
+                   for m in [rx.match(n)] if m)
+    if not cands:
+        raise KernelUnavailable('the %s suite has no linux-image-%s.0-N-%s'
+                                '-unsigned package' % (suite, series, suffix))
+    return _unpack(cands[-1][1], os.path.join(state, 'debs'), opts, pattern)
+
+
+def _unpack(pkg: str, where: str, opts: list[str], pattern: re.Pattern
+            ) -> str:
+    """Download ``pkg`` into ``where`` and unpack its vmlinuz into the
+    cache; the path of the vmlinuz matching ``pattern``.
+    """
+    try:
+        _run(['apt-get'] + opts + ['download', pkg], cwd=where)
+        debs = sorted(glob.glob(os.path.join(where, pkg + '_*.deb')))
+        tar = subprocess.Popen(['dpkg-deb', '--fsys-tarfile', debs[-1]],
+                               stdout=subprocess.PIPE)
+        subprocess.run(['tar', '-x', '--wildcards', './boot/vmlinuz-*'],
+                       stdin=tar.stdout, cwd=CACHE, check=True)
+        if tar.wait():
+            raise subprocess.CalledProcessError(tar.returncode, 'dpkg-deb')
+    except (OSError, IndexError, subprocess.CalledProcessError) as e:
+        raise KernelUnavailable('could not fetch %s: %s'
+                                % (pkg, getattr(e, 'stderr', e)))
+    found = _cached(pattern)
+    if not found:
+        raise KernelUnavailable('%s has no /boot/vmlinuz-*' % pkg)
+    os.chmod(found, 0o644)
+    return found
+
+
+def _cached(pattern: re.Pattern) -> str | None:
+    """The newest cached vmlinuz whose name matches ``pattern``."""
+    names = sorted(n for n in os.listdir(os.path.join(CACHE, 'boot'))
+                   if pattern.match(n))
+    return os.path.join(CACHE, 'boot', names[-1]) if names else None
+
+
+def debian_kernel(series: str, flavour: str = '') -> str:
+    """Path of a vmlinuz of Debian kernel ``series`` (e.g. ``6.12``;
+    ``flavour`` ``'cloud'`` for the cloud build where the series comes
+    from an archive suite).
+
+    :raises KernelUnavailable: apt cannot get it.
+    """
+    env = os.environ.get('SPARC_TEST_KERNEL_' + series.replace('.', '_')
+                         + ('_' + flavour.upper() if flavour else ''))
     if env:
         return env
+    if series in ARCHIVE_SUITES:
+        os.makedirs(os.path.join(CACHE, 'boot'), exist_ok=True)
+        return _archive_kernel(series, flavour)
     found = sorted(glob.glob(os.path.join(
         CACHE, 'boot', 'vmlinuz-%s.*+deb12-amd64' % series)))
     if found:

@@ -1,3 +1,5 @@
+import struct
+
 import pytest
 
 from sparc_nova import exception
@@ -71,9 +73,9 @@ def test_names_that_do_not_end_at_the_markers_are_refused():
 
 def test_look_alike_anchors_are_bounded(monkeypatch):
     monkeypatch.setattr(kallsyms_finder, 'MAX_ANCHORS', 10)
-    # 8-aligned u16 triples (0, 2, 4): a token-index look-alike every 8
-    # bytes, none a table.
-    decoy = b'\0\0\x02\0\x04\0\0\0' * 4096
+    # 16 increasing u16 offsets from 0, over and over: a token-index
+    # look-alike every 32 bytes, none a table.
+    decoy = struct.pack('<16H', *range(0, 32, 2)) * 4096
     with pytest.raises(kallsyms_finder.KallsymsNotFound,
                        match='look-alikes'):
         kallsyms_finder.find_tables(reader(decoy), BASE)
