@@ -1,7 +1,8 @@
 """The same end-to-end exclusion on other guests: Debian 11's 5.10
 kernels (no kallsyms in vmcoreinfo: the tables are found by scanning, with
-no operator files), Debian's 6.12 kernel (bookworm security/backports)
-and a 4 GiB q35 guest (RAM above the 4 GiB hole).
+no operator files), Debian's 6.12 kernel (bookworm security/backports), a
+guest with 5-level paging and a 4 GiB q35 guest (RAM above the 4 GiB
+hole).
 """
 
 import os
@@ -79,6 +80,18 @@ def test_debian_6_12(own_guests, work_root, module_dir):
     report = scen.end_to_end(sc)
     assert report['kernel']['osrelease'].startswith('6.12.')
     assert report['kernel']['version'].startswith('6.12.')
+
+
+def test_five_level_paging(own_guests, guest_image, module_dir):
+    """A guest on a CPU with la57 runs with 5-level page tables; the
+    scrub walks them.
+    """
+    workdir = os.path.join(module_dir, 'la57')
+    os.makedirs(workdir, exist_ok=True)
+    sc = scen.build(lambda **kw: own_guests(guest_image, **kw), guest_image,
+                    workdir, la57=True)
+    report = scen.end_to_end(sc)
+    assert report['kernel']['pgtable_l5_enabled'] is True
 
 
 def test_q35_4gib(own_guests, guest_image, module_dir):

@@ -32,7 +32,7 @@ DOMAIN_XML = """<domain type='qemu'>
     <cmdline>{cmdline}</cmdline>
   </os>
   <features><acpi/></features>
-  <clock offset='utc'/>
+{cpu}  <clock offset='utc'/>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>
@@ -48,6 +48,12 @@ DOMAIN_XML = """<domain type='qemu'>
 """
 
 DEFAULT_CMDLINE = 'console=ttyS0 panic=-1 loglevel=4'
+#: A CPU with 5-level paging (TCG's ``max`` model has it): the guest
+#: kernel then runs with ``pgtable_l5_enabled``.
+LA57_CPU = """  <cpu mode='maximum'>
+    <feature policy='require' name='la57'/>
+  </cpu>
+"""
 OOPS_RE = re.compile(r'(Oops|BUG:|Kernel panic|general protection fault|'
                      r'WARNING: CPU)')
 
@@ -105,8 +111,9 @@ class Guest:
     def __init__(self, image: build.GuestImage, memory_mib: int = 256,
                  vcpus: int = 2, machine: str = 'pc',
                  cmdline: str = DEFAULT_CMDLINE, name: str | None = None,
-                 uri: str = URI):
+                 uri: str = URI, la57: bool = False):
         self.image = image
+        self.la57 = la57
         self.memory_mib = memory_mib
         self.vcpus = vcpus
         self.machine = machine
@@ -130,7 +137,8 @@ class Guest:
             name=self.name, memory_mib=self.memory_mib, vcpus=self.vcpus,
             machine=self.machine, kernel=q(self.image.kernel),
             initrd=q(self.image.initrd), cmdline=q(self.cmdline),
-            socket=q(self.socket_path), log=q(self.log_path))
+            socket=q(self.socket_path), log=q(self.log_path),
+            cpu=LA57_CPU if self.la57 else '')
 
     def start(self, timeout: float = 120) -> None:
         """Define, boot and wait for the guest's shell."""
