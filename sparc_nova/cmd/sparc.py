@@ -1,5 +1,5 @@
 """The ``sparc`` command: ``sparc checkpoint ...``, ``sparc image ...``,
-``sparc policy ...``.
+``sparc policy ...``, ``sparc kernel ...``.
 
 Each command group lives in its own module with a ``register(subparsers)``
 function; this module only assembles them and maps errors to exit codes:
@@ -24,7 +24,7 @@ from sparc_nova import exception
 
 #: Command group modules under sparc_nova.cmd, in help order. A group
 #: whose module is missing from an installation is simply not offered.
-GROUPS = ('checkpoint', 'image', 'policy')
+GROUPS = ('checkpoint', 'image', 'policy', 'kernel')
 
 EXIT_OK = 0
 EXIT_FOUND = 1

@@ -19,13 +19,24 @@ selects the directory; a name that is not plain hex is refused.
 
 import os
 import re
+import shutil
 import struct
+import tempfile
 
 import drgn
 
+from sparc_nova import exception
 from sparc_nova.introspect import constants
 
 MAX_FILE = 1024 * 1024 * 1024
+
+
+#: ELF note type of a GNU build-id.
+NT_GNU_BUILD_ID = 3
+
+
+class BuildIdCacheError(exception.SparcError):
+    """A file cannot be added to the BUILD-ID cache."""
 
 
 class BuildIdCache:
@@ -70,6 +81,45 @@ class BuildIdCache:
 
     def vmlinux(self, build_id: str) -> str | None:
         return self._file(build_id, 'vmlinux')
+
+    def add_vmlinux(self, source) -> tuple[str, str]:
+        """File the ELF kernel image read from ``source`` (a path or a
+        binary file object) as ``<cache_dir>/<BUILD-ID>/vmlinux``; an
+        existing entry is replaced atomically.
+
+        :returns: (BUILD-ID, path written).
+        :raises BuildIdCacheError: no cache directory, or ``source`` is no
+            ELF image with a GNU build-id note.
+        """
+        if not self.directory:
+            raise BuildIdCacheError('no BUILD-ID cache is configured '
+                                    '([sparc] buildid_cache_dir)')
+        os.makedirs(self.directory, mode=0o755, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix='.vmlinux-', dir=self.directory)
+        try:
+            with os.fdopen(fd, 'wb') as out:
+                if isinstance(source, str):
+                    with open(source, 'rb') as f:
+                        shutil.copyfileobj(f, out, 1 << 20)
+                else:
+                    shutil.copyfileobj(source, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            build_id = elf_build_id(tmp)
+            if build_id is None:
+                raise BuildIdCacheError(
+                    '%s is not an ELF kernel image with a GNU build-id note'
+                    % getattr(source, 'name', source))
+            entry = os.path.join(self.directory, build_id)
+            os.makedirs(entry, mode=0o755, exist_ok=True)
+            os.chmod(tmp, 0o644)
+            dest = os.path.join(entry, 'vmlinux')
+            os.replace(tmp, dest)
+            tmp = None
+            return build_id, dest
+        finally:
+            if tmp is not None:
+                os.unlink(tmp)
 
     def symbols(self, build_id: str, kerneloffset: int
                 ) -> list[drgn.Symbol] | None:
@@ -142,4 +192,25 @@ def elf_section(path: str, name: str) -> bytes | None:
                     return None
                 f.seek(sec[4])
                 return f.read(sec[5])
+    return None
+
+
+def elf_build_id(path: str) -> str | None:
+    """The GNU build-id of ELF file ``path`` in hex (what vmcoreinfo's
+    ``BUILD-ID`` says of the running kernel), or None.
+    """
+    note = elf_section(path, '.note.gnu.build-id')
+    pos = 0
+    while note and pos + 12 <= len(note):
+        namesz, descsz, ntype = struct.unpack_from('<III', note, pos)
+        name_at = pos + 12
+        desc_at = name_at + (namesz + 3) // 4 * 4
+        end = desc_at + (descsz + 3) // 4 * 4
+        if end > len(note):
+            return None
+        if ntype == NT_GNU_BUILD_ID and \
+                note[name_at:name_at + namesz] == b'GNU\0' and \
+                0 < descsz <= 64:
+            return note[desc_at:desc_at + descsz].hex()
+        pos = end
     return None
