@@ -1,17 +1,28 @@
 """The libguestfs appliance one scrub runs in.
 
 One appliance is launched per scrub and every step works on that handle.
-The direct backend is used (no libvirt round trip). Where /dev/kvm exists
-but QEMU cannot run a KVM vCPU (nested or restricted hosts abort with
-"failed to set MSR"), the appliance is forced onto TCG; ``accel='auto'``
-finds out with a one-off QEMU probe that takes well under a second.
+The direct backend is used (no libvirt round trip), with the
+``qemu-system-x86_64`` found on ``PATH`` (the one the KVM probe ran).
+
+KVM is used only where it is proven to run guest code: on some hosts
+``/dev/kvm`` opens and QEMU creates a vCPU, and then the vCPU never runs
+(nested virtualisation gone wrong) or QEMU aborts ("failed to set MSR").
+``accel='auto'`` finds out with a probe that boots the firmware and waits,
+under a deadline, for its first words (:func:`kvm_usable`). Whatever the
+probe said, a launch that does not finish within its deadline is killed
+and, if it was not on TCG, tried once more on TCG (:func:`launch`); every
+command run in the appliance has a deadline too (:func:`run`).
 """
 
 import functools
 import os
 import re
+import select
 import shlex
+import shutil
+import signal
 import subprocess
+import threading
 import time
 
 from sparc_nova import exception
@@ -30,22 +41,80 @@ _API_DEVICE_RE = re.compile(r'^/dev/[sv]d([a-z]+)(\d*)$')
 #: gives each drive the serial hdN) and for its partitions.
 _BY_ID = '/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_hd%d%s'
 
+QEMU = 'qemu-system-x86_64'
+#: Seconds the KVM probe waits for the firmware's banner (SeaBIOS prints
+#: it in well under a second on KVM).
+KVM_PROBE_TIMEOUT = 10
+#: The banner SeaBIOS writes to the debug console (port 0x402).
+_FIRMWARE_BANNER = b'SeaBIOS'
+#: Seconds an appliance launch may take (21-28 s measured under TCG).
+LAUNCH_TIMEOUT = 300
+#: Seconds one command in the appliance may take (wiping free space runs
+#: at 30-40 MB/s under TCG: an hour covers 100 GB).
+CALL_TIMEOUT = 3600
+
+
+class ApplianceTimeout(exception.SparcError):
+    """The appliance did not answer within its deadline; it was killed."""
+
 
 @functools.lru_cache(maxsize=1)
-def kvm_usable() -> bool:
-    """True when QEMU can create a KVM vCPU on this host (cached)."""
+def kvm_usable(timeout: float = KVM_PROBE_TIMEOUT) -> bool:
+    """True when QEMU runs guest code on a KVM vCPU here (cached): see
+    :func:`firmware_runs`. Creating the vCPU is not enough.
+    """
     if not os.access('/dev/kvm', os.R_OK | os.W_OK):
         return False
+    return firmware_runs('kvm', timeout)
+
+
+def firmware_runs(accel: str, timeout: float) -> bool:
+    """Whether QEMU with accelerator ``accel`` runs the firmware: it is
+    booted alone (no disk, no kernel), with the host CPU model on KVM as
+    the appliance would run, and must print its banner on the debug
+    console within ``timeout`` seconds. QEMU is killed either way.
+    """
+    argv = [QEMU, '-accel', accel, '-machine', 'pc', '-m', '32',
+            '-nodefaults', '-no-user-config', '-display', 'none',
+            '-chardev', 'stdio,id=dbg',
+            '-device', 'isa-debugcon,iobase=0x402,chardev=dbg',
+            '-no-reboot']
+    if accel == 'kvm':
+        argv[3:3] = ['-cpu', 'host']
     try:
-        result = subprocess.run(
-            ['qemu-system-x86_64', '-accel', 'kvm', '-cpu', 'host',
-             '-machine', 'pc', '-m', '64', '-nodefaults', '-no-user-config',
-             '-display', 'none', '-monitor', 'stdio'],
-            input='quit\n', capture_output=True, text=True, timeout=30,
-            check=False)
-    except (OSError, subprocess.TimeoutExpired):
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    except OSError:
         return False
-    return result.returncode == 0
+    seen = b''
+    deadline = time.monotonic() + timeout
+    try:
+        while _FIRMWARE_BANNER not in seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            ready, _, _ = select.select([proc.stdout], [], [], left)
+            if not ready:
+                return False
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:           # QEMU exited (e.g. an MSR abort)
+                return False
+            seen = (seen + chunk)[-4096:]
+        return True
+    finally:
+        _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    proc.wait()
+    if proc.stdout:
+        proc.stdout.close()
 
 
 def backend_settings(accel: str) -> list[str]:
@@ -58,32 +127,123 @@ def backend_settings(accel: str) -> list[str]:
 
 
 def launch(path: str, drives: list[tuple[str, bool]], accel: str = 'auto',
-           memsize_mib: int = 0):
+           memsize_mib: int = 0, timeout: float = LAUNCH_TIMEOUT,
+           notes: list | None = None):
     """A launched appliance with ``drives`` attached, in order.
 
     ``drives`` are ``(raw_file, readonly)`` pairs; writable ones are
     attached with discard enabled so that trims punch holes in the file.
-    ``path`` is the image named in errors.
+    ``path`` is the image named in errors. A launch that takes longer than
+    ``timeout`` seconds is killed; one that was not on TCG is then tried
+    once more on TCG, and a line saying so is appended to ``notes``.
 
     :raises DiskScrubError: the appliance did not start.
     """
+    settings = backend_settings(accel)
+    try:
+        return _launch(path, drives, settings, memsize_mib, timeout)
+    except ApplianceTimeout as e:
+        if 'force_tcg' in settings:
+            raise exception.DiskScrubError(
+                path, 'the libguestfs appliance did not start: %s' % e)
+    if notes is not None:
+        notes.append('the libguestfs appliance did not start within %d s '
+                     'with KVM allowed; it was killed and started on TCG'
+                     % timeout)
+    try:
+        return _launch(path, drives, ['force_tcg'], memsize_mib, timeout)
+    except ApplianceTimeout as e:
+        raise exception.DiskScrubError(
+            path, 'the libguestfs appliance did not start on TCG either: '
+                  '%s' % e)
+
+
+def _launch(path, drives, settings, memsize_mib, timeout):
     import guestfs
 
     g = guestfs.GuestFS(python_return_dict=True, close_on_exit=False)
     g.set_backend('direct')
-    g.set_backend_settings(backend_settings(accel))
+    hv = shutil.which(QEMU)
+    if hv:
+        g.set_hv(hv)
+    g.set_backend_settings(settings)
     if memsize_mib:
         g.set_memsize(memsize_mib)
     for drive, readonly in drives:
         g.add_drive_opts(drive, format='raw', readonly=readonly,
                          discard='disable' if readonly else 'enable')
+    before = _children()
+    watchdog = _Watchdog(timeout, lambda: _children() - before)
     try:
-        g.launch()
+        with watchdog:
+            g.launch()
     except RuntimeError as e:
         g.close()
+        if watchdog.fired:
+            raise ApplianceTimeout('no answer within %d s' % timeout)
         raise exception.DiskScrubError(
             path, 'the libguestfs appliance did not start: %s' % e) from e
     return g
+
+
+def _children() -> set[int]:
+    """Pids of this process's children (libguestfs' direct backend runs
+    QEMU as one).
+    """
+    me = str(os.getpid())
+    out = set()
+    for name in os.listdir('/proc'):
+        if not name.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % name, 'rb') as f:
+                stat = f.read().decode('ascii', 'replace')
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: the fields
+        # after it start after the last ')'.
+        fields = stat[stat.rfind(')') + 2:].split()
+        if len(fields) > 1 and fields[1] == me:
+            out.add(int(name))
+    return out
+
+
+class _Watchdog:
+    """Kill the processes ``victims()`` returns if the ``with`` block is
+    still running after ``timeout`` seconds; ``fired`` tells whether it
+    did. The block then fails on its own (libguestfs calls raise once
+    their QEMU is gone).
+    """
+
+    def __init__(self, timeout: float, victims):
+        self.fired = False
+        self._victims = victims
+        self._timer = threading.Timer(timeout, self._fire)
+        self._timer.daemon = True
+
+    def _fire(self):
+        self.fired = True
+        for pid in self._victims():
+            if pid <= 1:
+                continue        # never a process group or init
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def __enter__(self):
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._timer.cancel()
+
+
+def _appliance_pid(g) -> set[int]:
+    try:
+        return {g.get_pid()}
+    except RuntimeError:
+        return set()
 
 
 def run(g, argv: list[str]) -> str:
@@ -167,8 +327,13 @@ def kernel_device(device: str) -> str | None:
     return _BY_ID % (index - 1, '-part' + part if part else '')
 
 
-def run_status(g, argv: list[str]) -> tuple[int, str]:
-    """Like :func:`run` but return ``(exit_status, output)``."""
+def run_status(g, argv: list[str], timeout: float = CALL_TIMEOUT
+               ) -> tuple[int, str]:
+    """Like :func:`run` but return ``(exit_status, output)``.
+
+    :raises ApplianceTimeout: the command ran past ``timeout`` seconds
+        (the appliance is killed: the handle is unusable afterwards).
+    """
     # Wait for udev first, as libguestfs' own calls do, then for the link
     # of each device the command names (a partition disappears while
     # udev re-reads its disk's partition table, which can take seconds
@@ -191,6 +356,17 @@ def run_status(g, argv: list[str]) -> tuple[int, str]:
                'a': shlex.quote(a)})
         args.append('"$%s"' % var)
     lines.append('%s 2>&1; echo %s$?' % (' '.join(args), _RC_MARK))
-    out = g.debug('sh', ['\n'.join(lines)])
+    # The appliance's pid is taken now: libguestfs serialises calls on a
+    # handle, so the watchdog could not ask for it while debug() runs.
+    pids = _appliance_pid(g)
+    watchdog = _Watchdog(timeout, lambda: pids)
+    try:
+        with watchdog:
+            out = g.debug('sh', ['\n'.join(lines)])
+    except RuntimeError:
+        if watchdog.fired:
+            raise ApplianceTimeout('%s ran longer than %d s in the '
+                                   'appliance' % (argv[0], timeout))
+        raise
     body, _, rc = out.rpartition(_RC_MARK)
     return int(rc.strip() or '255'), body

@@ -25,6 +25,9 @@ class FakeHandle:
         self.calls.append((cmd, args))
         return self.output
 
+    def get_pid(self):
+        raise RuntimeError('no hypervisor is running')
+
 
 def test_run_quotes_arguments_and_checks_status():
     g = FakeHandle('done\nsparc-rc=0\n')
@@ -43,6 +46,9 @@ class SequenceHandle:
 
     def debug(self, cmd, args):
         return self.outputs.pop(0)
+
+    def get_pid(self):
+        raise RuntimeError('no hypervisor is running')
 
     def blockdev_rereadpt(self, device):
         self.rereads.append(device)
