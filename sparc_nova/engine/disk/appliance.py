@@ -7,14 +7,15 @@ The direct backend is used (no libvirt round trip), with the
 KVM is used only where it is proven to run guest code: on some hosts
 ``/dev/kvm`` opens and QEMU creates a vCPU, and then the vCPU never runs
 (nested virtualisation gone wrong) or QEMU aborts ("failed to set MSR").
-``accel='auto'`` finds out with a probe that boots the firmware and waits,
-under a deadline, for its first words (:func:`kvm_usable`). Whatever the
-probe said, a launch that does not finish within its deadline is killed
+``accel='auto'`` finds out with a probe that boots the host's kernel and
+waits, under a deadline, for its first message (:func:`kvm_usable`).
+Whatever the probe said, a launch that does not finish within its deadline is killed
 and, if it was not on TCG, tried once more on TCG (:func:`launch`); every
 command run in the appliance has a deadline too (:func:`run`).
 """
 
 import functools
+import glob
 import os
 import re
 import select
@@ -42,11 +43,11 @@ _API_DEVICE_RE = re.compile(r'^/dev/[sv]d([a-z]+)(\d*)$')
 _BY_ID = '/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_hd%d%s'
 
 QEMU = 'qemu-system-x86_64'
-#: Seconds the KVM probe waits for the firmware's banner (SeaBIOS prints
-#: it in well under a second on KVM).
+#: Seconds the KVM probe waits for the kernel's first message (well
+#: under a second on a working KVM, 1-2 s even under TCG).
 KVM_PROBE_TIMEOUT = 10
-#: The banner SeaBIOS writes to the debug console (port 0x402).
-_FIRMWARE_BANNER = b'SeaBIOS'
+#: The kernel's first message on an early serial console.
+_KERNEL_BANNER = b'Linux version'
 #: Seconds an appliance launch may take (21-28 s measured under TCG).
 LAUNCH_TIMEOUT = 300
 #: Seconds one command in the appliance may take (wiping free space runs
@@ -60,25 +61,41 @@ class ApplianceTimeout(exception.SparcError):
 
 @functools.lru_cache(maxsize=1)
 def kvm_usable(timeout: float = KVM_PROBE_TIMEOUT) -> bool:
-    """True when QEMU runs guest code on a KVM vCPU here (cached): see
-    :func:`firmware_runs`. Creating the vCPU is not enough.
+    """True when QEMU runs a Linux kernel on a KVM vCPU here (cached):
+    see :func:`kernel_runs`. Creating the vCPU is not enough, and neither
+    is the firmware: on some hosts real-mode code runs and the kernel then
+    stops before its first message.
     """
     if not os.access('/dev/kvm', os.R_OK | os.W_OK):
         return False
-    return firmware_runs('kvm', timeout)
+    return kernel_runs('kvm', timeout)
 
 
-def firmware_runs(accel: str, timeout: float) -> bool:
-    """Whether QEMU with accelerator ``accel`` runs the firmware: it is
-    booted alone (no disk, no kernel), with the host CPU model on KVM as
-    the appliance would run, and must print its banner on the debug
-    console within ``timeout`` seconds. QEMU is killed either way.
+def _probe_kernel() -> str | None:
+    """A readable kernel of the host (linux-image-amd64 is a dependency:
+    libguestfs boots its appliance from it too).
     """
-    argv = [QEMU, '-accel', accel, '-machine', 'pc', '-m', '32',
+    for path in sorted(glob.glob('/boot/vmlinuz-*'), reverse=True):
+        if os.access(path, os.R_OK):
+            return path
+    return None
+
+
+def kernel_runs(accel: str, timeout: float) -> bool:
+    """Whether QEMU with accelerator ``accel`` runs the host's kernel to
+    its first message (``Linux version``, printed from 64-bit code early
+    in boot) on the serial console within ``timeout`` seconds, with the
+    host CPU model on KVM as the appliance would run. QEMU is killed
+    either way; no kernel to boot means False.
+    """
+    kernel = _probe_kernel()
+    if kernel is None:
+        return False
+    argv = [QEMU, '-accel', accel, '-machine', 'pc', '-m', '256',
             '-nodefaults', '-no-user-config', '-display', 'none',
-            '-chardev', 'stdio,id=dbg',
-            '-device', 'isa-debugcon,iobase=0x402,chardev=dbg',
-            '-no-reboot']
+            '-kernel', kernel, '-append',
+            'console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1',
+            '-serial', 'stdio', '-no-reboot']
     if accel == 'kvm':
         argv[3:3] = ['-cpu', 'host']
     try:
@@ -91,7 +108,7 @@ def firmware_runs(accel: str, timeout: float) -> bool:
     seen = b''
     deadline = time.monotonic() + timeout
     try:
-        while _FIRMWARE_BANNER not in seen:
+        while _KERNEL_BANNER not in seen:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
