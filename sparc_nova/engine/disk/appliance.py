@@ -9,9 +9,10 @@ KVM is used only where it is proven to run guest code: on some hosts
 (nested virtualisation gone wrong) or QEMU aborts ("failed to set MSR").
 ``accel='auto'`` finds out with a probe that boots the host's kernel and
 waits, under a deadline, for its first message (:func:`kvm_usable`).
-Whatever the probe said, a launch that does not finish within its deadline is killed
-and, if it was not on TCG, tried once more on TCG (:func:`launch`); every
-command run in the appliance has a deadline too (:func:`run`).
+Whatever the probe said, a launch that does not finish within its deadline
+is killed and, if it was not on TCG, tried once more on TCG
+(:func:`launch`); every command run in the appliance has a deadline too
+(:func:`run`).
 """
 
 import functools
