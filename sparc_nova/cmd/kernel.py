@@ -43,7 +43,7 @@ def register(subparsers) -> None:
                     'kernels that carry no BTF. Prints the BUILD-ID and '
                     'the path written.')
     add.add_argument('path', metavar='PATH',
-                     help='A Debian kernel debug package (.deb), or a vmlinux.')
+                     help='A Debian kernel debug package (.deb) or a vmlinux.')
     add.add_argument('--cache-dir', metavar='DIR',
                      help='The BUILD-ID cache (default: [sparc] '
                           'buildid_cache_dir).')
