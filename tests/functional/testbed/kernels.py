@@ -5,7 +5,11 @@
 security / backports), downloaded with ``apt-get download`` and unpacked
 with ``dpkg-deb`` into a cache directory; nothing is installed on the
 host. ``SPARC_TEST_KERNEL_<MAJOR>_<MINOR>`` (e.g. SPARC_TEST_KERNEL_6_12)
-overrides it with a path.
+overrides it with a path. The packages and the unpacked kernels stay in
+the cache (``SPARC_TEST_KERNEL_CACHE``, default /var/tmp/sparc-kernels)
+between runs. A kernel that cannot be had raises
+:class:`KernelUnavailable` naming the command that failed and its error
+output: the tests that need it fail, they are not skipped.
 """
 
 import glob
@@ -20,9 +24,36 @@ class KernelUnavailable(Exception):
     pass
 
 
-def _run(cmd, **kw):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True,
-                          **kw).stdout
+def _run(cmd, **kw) -> str:
+    """stdout of ``cmd``; KernelUnavailable with its stderr when it
+    fails.
+    """
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    except OSError as e:
+        raise KernelUnavailable('%s: %s' % (cmd[0], e))
+    if proc.returncode != 0:
+        raise KernelUnavailable('%s exited %d: %s' % (
+            ' '.join(cmd), proc.returncode, proc.stderr.strip()[-2000:]))
+    return proc.stdout
+
+
+def _unpack_vmlinuz(deb: str) -> None:
+    """Unpack ./boot/vmlinuz-* of package file ``deb`` into the cache."""
+    unpack = subprocess.Popen(['dpkg-deb', '--fsys-tarfile', deb],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    tar = subprocess.run(['tar', '-x', '--wildcards', './boot/vmlinuz-*'],
+                         stdin=unpack.stdout, cwd=CACHE, capture_output=True,
+                         text=True)
+    unpack.stdout.close()
+    err = unpack.stderr.read().decode(errors='replace')
+    unpack.stderr.close()
+    if unpack.wait() != 0:
+        raise KernelUnavailable('dpkg-deb --fsys-tarfile %s exited %d: %s'
+                                % (deb, unpack.returncode, err.strip()))
+    if tar.returncode != 0:
+        raise KernelUnavailable('tar -x of %s exited %d: %s'
+                                % (deb, tar.returncode, tar.stderr.strip()))
 
 
 def debian_kernel(series: str) -> str:
@@ -36,10 +67,7 @@ def debian_kernel(series: str) -> str:
         return found[-1]
     rx = re.compile(r'^linux-image-(%s\.\d+)\+deb12-amd64-unsigned$'
                     % re.escape(series))
-    try:
-        names = _run(['apt-cache', 'pkgnames', 'linux-image-%s.' % series])
-    except (OSError, subprocess.CalledProcessError) as e:
-        raise KernelUnavailable('apt-cache failed: %s' % e)
+    names = _run(['apt-cache', 'pkgnames', 'linux-image-%s.' % series])
     cands = sorted((tuple(int(x) for x in m.group(1).split('.')), n)
                    for n in names.split() for m in [rx.match(n)] if m)
     if not cands:
@@ -49,16 +77,14 @@ def debian_kernel(series: str) -> str:
             'apt-get update)' % series)
     pkg = cands[-1][1]
     os.makedirs(CACHE, exist_ok=True)
-    try:
+    debs = sorted(glob.glob(os.path.join(CACHE, pkg + '_*.deb')))
+    if not debs:
         _run(['apt-get', 'download', pkg], cwd=CACHE)
         debs = sorted(glob.glob(os.path.join(CACHE, pkg + '_*.deb')))
-        tar = subprocess.Popen(['dpkg-deb', '--fsys-tarfile', debs[-1]],
-                               stdout=subprocess.PIPE)
-        subprocess.run(['tar', '-x', '--wildcards', './boot/vmlinuz-*'],
-                       stdin=tar.stdout, cwd=CACHE, check=True)
-        tar.wait()
-    except (OSError, IndexError, subprocess.CalledProcessError) as e:
-        raise KernelUnavailable('could not fetch %s: %s' % (pkg, e))
+    if not debs:
+        raise KernelUnavailable('apt-get download %s left no %s_*.deb in %s'
+                                % (pkg, pkg, CACHE))
+    _unpack_vmlinuz(debs[-1])
     found = sorted(glob.glob(os.path.join(
         CACHE, 'boot', 'vmlinuz-%s.*+deb12-amd64' % series)))
     if not found:

@@ -230,8 +230,12 @@ def _static_files(env) -> str:
     admin_cmd = os.path.join(VENV_BIN, 'django-admin')
     for args in (['collectstatic', '--noinput', '-v0'],
                  ['compress', '--force']):
-        subprocess.run([admin_cmd] + args, env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.run([admin_cmd] + args, env=env,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError('django-admin %s exited %d:\n%s%s'
+                               % (' '.join(args), proc.returncode,
+                                  proc.stdout[-3000:], proc.stderr[-5000:]))
     os.rename(tmp, path)
     return path
 
