@@ -8,9 +8,10 @@ native threading mode), so each mode is a child pytest run.
 import os
 import subprocess
 import sys
-from xml.etree import ElementTree
 
 import pytest
+
+from tools import test_summary
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
@@ -49,22 +50,6 @@ EXPECTED = frozenset('tests.nova_functional.' + name for name in (
 ))
 
 
-def junit_outcomes(path) -> dict[str, str]:
-    """``classname.name`` of each test case in a junit XML file, to its
-    outcome: passed, failed, error or skipped.
-    """
-    outcomes = {}
-    for case in ElementTree.parse(path).getroot().iter('testcase'):
-        outcome = 'passed'
-        for kind in ('failure', 'error', 'skipped'):
-            if case.find(kind) is not None:
-                outcome = {'failure': 'failed'}.get(kind, kind)
-                break
-        outcomes['%s.%s' % (case.get('classname'), case.get('name'))] = \
-            outcome
-    return outcomes
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('mode', ['eventlet', 'threading'])
 def test_nova_functional_suite(mode, tmp_path):
@@ -81,7 +66,8 @@ def test_nova_functional_suite(mode, tmp_path):
     assert proc.returncode == 0, (
         'Nova functional suite (%s mode) failed: %s\n%s\n%s'
         % (mode, summary, proc.stdout[-20000:], proc.stderr[-5000:]))
-    outcomes = junit_outcomes(junit)
+    outcomes = {case.name.replace('::', '.'): case.outcome
+                for case in test_summary.read_junit(str(junit))}
     assert set(outcomes) == EXPECTED, (
         'missing: %s; unexpected: %s' % (sorted(EXPECTED - set(outcomes)),
                                          sorted(set(outcomes) - EXPECTED)))

@@ -16,7 +16,9 @@ import pytest
 from sparc_nova.dashboard.tests.browser import conftest
 from sparc_nova.dashboard.tests import helpers
 
-pytestmark = pytest.mark.browser
+#: Browser tests need the test cloud: they are end-to-end tests too
+#: (``-m "not e2e"`` deselects them, as it does the cloud stage).
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 #: How long a snapshot (copy, scrub in the appliance, upload) may take.
 SNAPSHOT_TIMEOUT_MS = 15 * 60 * 1000
