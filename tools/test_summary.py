@@ -24,6 +24,8 @@ __all__ = ['Case', 'Stage', 'read_junit', 'read_stages', 'render', 'main']
 
 #: How many of the slowest tests are listed.
 SLOWEST = 10
+#: Test names longer than this are cut at the front.
+NAME_WIDTH = 80
 
 
 @dataclasses.dataclass
@@ -148,8 +150,9 @@ def render(stages: list[Stage]) -> list[str]:
     if cases:
         lines.append('slowest %d tests:' % len(cases))
         for seconds, stage, name in cases:
-            lines.append('  %8s  %-16s %s'
-                         % (_wall(seconds), stage, name[-100:]))
+            if len(name) > NAME_WIDTH:
+                name = '...' + name[-(NAME_WIDTH - 3):]
+            lines.append('  %6s  %-16s %s' % (_wall(seconds), stage, name))
     passed = sum(s.passed for s in stages)
     failed = sum(s.failed for s in stages)
     skipped = sum(s.skipped for s in stages)
