@@ -50,12 +50,6 @@ def _snapshot_fails(conn, server, name: str) -> str:
     return image_id
 
 
-def _faults(cloud, server) -> list[str]:
-    rows = cloud.sql('nova', "SELECT message FROM instance_faults WHERE "
-                             "instance_uuid = '%s' ORDER BY id" % server.id)
-    return [r[0] for r in rows]
-
-
 def _fault_details(cloud, server) -> list[tuple[str, str]]:
     """(message, details) of the server's faults: Nova cuts the message
     at 255 characters, the details hold the whole exception.
@@ -64,6 +58,10 @@ def _fault_details(cloud, server) -> list[tuple[str, str]]:
                              "WHERE instance_uuid = '%s' ORDER BY id"
                      % server.id)
     return [(r[0], r[1] or '') for r in rows]
+
+
+def _faults(cloud, server) -> list[str]:
+    return [message for message, _ in _fault_details(cloud, server)]
 
 
 def _policy_check(*pairs: str) -> subprocess.CompletedProcess:
