@@ -12,7 +12,7 @@ Random kill times alone do not prove both sides of the commit point (the
 also be held at the commit point (:func:`hold_at_commit`, installed in
 the process that is killed): a timed run reports when the commit
 happened, and a held run waits, just before or just after the rename,
-for the SIGKILL that :func:`kill_at_commit` sends it.
+for the SIGKILL that :func:`run_sparc_held` (or the test) sends it.
 """
 
 import os
