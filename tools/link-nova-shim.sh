@@ -10,13 +10,15 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${SPARC_VENV:-/opt/sparc/venv}
 
-virt_dir=$("$VENV/bin/python" -c '
+# Asked from outside the repository, whose nova/ directory would
+# otherwise be found first.
+virt_dir=$(cd / && "$VENV/bin/python" -c '
 import os
 try:
     import nova.virt
 except ImportError:
     raise SystemExit(0)
-print(os.path.dirname(nova.virt.__file__))' 2>/dev/null || true)
+print(os.path.dirname(nova.virt.__file__))')
 if [ -z "$virt_dir" ]; then
     echo "link-nova-shim.sh: Nova is not installed in $VENV; nothing to do" >&2
     exit 0

@@ -23,6 +23,10 @@ import pytest
 from tests.e2e import notifications as notif
 from tests.e2e import servers
 
+#: Why the LUKS volume's disk cannot be scrubbed
+#: (sparc_nova.engine.disk.preflight / volumes).
+NO_KEY = 'LUKS volume has no key: its files cannot be read or scrubbed'
+
 
 @pytest.fixture(scope='module')
 def luks_server(conn, images, flavor):
@@ -32,8 +36,10 @@ def luks_server(conn, images, flavor):
     servers.delete(conn, server)
 
 
-def _snapshot_fails(conn, server, name: str) -> None:
-    """``server image create`` that must leave no image behind."""
+def _snapshot_fails(conn, server, name: str) -> str:
+    """``server image create`` that must leave no image behind; the id
+    the image had.
+    """
     image = conn.compute.create_server_image(server, name, wait=False)
     image_id = image.id if hasattr(image, 'id') else image
     servers.wait_task_done(conn, server)
@@ -41,12 +47,21 @@ def _snapshot_fails(conn, server, name: str) -> None:
         'missing', 'deleted', 'killed')
     assert not list(conn.image.images(name=name))
     assert conn.compute.get_server(server.id).status == 'ACTIVE'
+    return image_id
+
+
+def _fault_details(cloud, server) -> list[tuple[str, str]]:
+    """(message, details) of the server's faults: Nova cuts the message
+    at 255 characters, the details hold the whole exception.
+    """
+    rows = cloud.sql('nova', "SELECT message, details FROM instance_faults "
+                             "WHERE instance_uuid = '%s' ORDER BY id"
+                     % server.id)
+    return [(r[0], r[1] or '') for r in rows]
 
 
 def _faults(cloud, server) -> list[str]:
-    rows = cloud.sql('nova', "SELECT message FROM instance_faults WHERE "
-                             "instance_uuid = '%s' ORDER BY id" % server.id)
-    return [r[0] for r in rows]
+    return [message for message, _ in _fault_details(cloud, server)]
 
 
 def _policy_check(*pairs: str) -> subprocess.CompletedProcess:
@@ -74,9 +89,15 @@ def test_unscrubbable_disk_fails_closed(cloud, conn, luks_server,
                                         notifications):
     conn.compute.set_server_metadata(
         luks_server, **{'sparc:exclude_paths': '/secrets/**'})
-    _snapshot_fails(conn, luks_server, 'e2e-fail-closed-image')
+    image_id = _snapshot_fails(conn, luks_server, 'e2e-fail-closed-image')
     error = notifications.wait_for('sparc.scrub.error',
                                    notif.for_instance(luks_server.id))
-    assert error['payload'].get('error')
-    faults = _faults(cloud, luks_server)
-    assert any('Privacy scrub' in f for f in faults), faults
+    # The reason is the LUKS volume nobody has the key of, not just any
+    # failure of the scrub.
+    assert NO_KEY in error['payload']['error'], error['payload']
+    assert error['payload']['outcome'] == 'aborted', error['payload']
+    prefix = ('Privacy scrub of the snapshot %s of instance %s failed; '
+              'nothing unscrubbed was kept: ' % (image_id, luks_server.id))
+    faults = _fault_details(cloud, luks_server)
+    assert any(message.startswith(prefix) and NO_KEY in message + details
+               for message, details in faults), faults

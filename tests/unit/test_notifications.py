@@ -27,7 +27,10 @@ def transport():
 
 @pytest.fixture
 def context():
-    return nova_context.RequestContext(user_id='u', project_id='p')
+    # is_admin given: otherwise Nova asks its policy engine, which needs
+    # Nova's configuration parsed.
+    return nova_context.RequestContext(user_id='u', project_id='p',
+                                       is_admin=False)
 
 
 def sent():
@@ -65,9 +68,20 @@ def test_uses_novas_transport_when_none_given(transport, context):
     assert [e[0] for e in sent()] == ['sparc.scrub.end']
 
 
-def test_no_transport_sends_nothing(context):
-    with mock.patch('nova.rpc.NOTIFICATION_TRANSPORT', None):
-        notifications.ScrubNotifier('h').end(context, {'a': 1})
+def test_no_transport_sends_nothing(transport, context, caplog):
+    caplog.set_level('DEBUG', logger='sparc_nova.notifications')
+    notifier = notifications.ScrubNotifier('h')
+    with mock.patch('nova.rpc.NOTIFICATION_TRANSPORT', None), \
+            mock.patch.object(oslo_messaging, 'Notifier') as make:
+        notifier.end(context, {'a': 1})
+    make.assert_not_called()
+    assert sent() == []
+    assert 'No notification transport: sparc.scrub.end not sent' in \
+        caplog.text
+    # Nothing is remembered: once Nova has a transport, it is used.
+    with mock.patch('nova.rpc.NOTIFICATION_TRANSPORT', transport):
+        notifier.end(context, {'a': 1})
+    assert [e[0] for e in sent()] == ['sparc.scrub.end']
 
 
 def test_failure_to_send_is_logged_not_raised(transport, context, caplog):

@@ -58,12 +58,30 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "${PIP[@]}" -r "$HERE/tools/horizon/requirements.txt"
     echo "$want" > "$stamp"
 fi
-"$VENV/bin/python" -c 'import sparc_nova' 2>/dev/null \
-    || "${PIP[@]}" --no-deps -e "$HERE"
+# sparc-nova in development mode from this checkout. Whether it is there
+# is asked from outside the repository: from its root the current
+# directory is on sys.path and "import sparc_nova" would always succeed.
+here_real=$(realpath "$HERE")
+installed_from() {
+    (cd / && env -u PYTHONPATH "$VENV/bin/python" -c '
+import importlib.util, os
+spec = importlib.util.find_spec("sparc_nova")
+print(os.path.realpath(os.path.dirname(os.path.dirname(spec.origin)))
+      if spec else "")')
+}
+if [ "$(installed_from)" != "$here_real" ]; then
+    "${PIP[@]}" --no-deps -e "$HERE"
+    where=$(installed_from)
+    if [ "$where" != "$here_real" ]; then
+        echo "install.sh: sparc_nova in $VENV comes from '${where:-nowhere}'," \
+             "not from $HERE" >&2
+        exit 1
+    fi
+fi
 
 # Enable the Privacy panel the way a deployment does (doc/horizon.md):
 # its enabled/ file linked into openstack_dashboard/local/enabled/.
-local_enabled=$("$VENV/bin/python" -c 'import os, openstack_dashboard.local.enabled as e; print(os.path.dirname(e.__file__))')
+local_enabled=$(cd / && "$VENV/bin/python" -c 'import os, openstack_dashboard.local.enabled as e; print(os.path.dirname(e.__file__))')
 ln -sfn "$HERE/sparc_nova/dashboard/enabled/_1120_project_privacy_panel.py" \
     "$local_enabled/_1120_project_privacy_panel.py"
 echo "install.sh: Horizon and sparc-nova installed in $VENV" >&2

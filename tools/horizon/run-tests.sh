@@ -3,9 +3,11 @@
 # (tools/horizon/install.sh builds it) with Horizon's own test framework
 # and settings (pytest-django, tools/horizon/pytest.ini).
 #
-#   tools/horizon/run-tests.sh [--browser] [PYTEST ARGS...]
+#   tools/horizon/run-tests.sh [--browser | --browser-only] [PYTEST ARGS...]
 #
-# --browser also runs the real-browser tests: a test cloud is brought up
+# --browser also runs the real-browser tests (--browser-only runs only
+# them; tools/run-tests.sh times the two stages apart; the browser tests
+# are marked browser and e2e): a test cloud is brought up
 # for them (python -m tests.e2e.cloud run, in the cloud's virtualenv, on
 # its own ports and state directory unless SPARC_CLOUD_* say otherwise)
 # and always brought down; Horizon is served on 127.0.0.1 and driven in
@@ -19,10 +21,11 @@ CLOUD_VENV=${SPARC_CLOUD_VENV:-/opt/sparc/cloud-venv}
 cd "$HERE"
 
 browser=0
-if [ "${1:-}" = --browser ]; then
-    browser=1
-    shift
-fi
+unit=1
+case "${1:-}" in
+    --browser) browser=1; shift ;;
+    --browser-only) browser=1; unit=0; shift ;;
+esac
 
 if [ "$browser" = 1 ]; then
     bash tools/horizon/install.sh --browser
@@ -44,10 +47,12 @@ run_pytest() {
     return "$rc"
 }
 
-echo "== Horizon plugin: unit tests" >&2
 rc=0
-run_pytest -m "not browser" --junitxml=artifacts/junit-horizon.xml \
-    sparc_nova/dashboard/tests "$@" || rc=$?
+if [ "$unit" = 1 ]; then
+    echo "== Horizon plugin: unit tests" >&2
+    run_pytest -m "not browser" --junitxml=artifacts/junit-horizon.xml \
+        sparc_nova/dashboard/tests "$@" || rc=$?
+fi
 
 if [ "$browser" = 1 ]; then
     echo "== Horizon plugin: browser tests against a test cloud" >&2

@@ -1,9 +1,16 @@
 """Killing a page rewrite, or the whole ``sparc checkpoint scrub``
-command, at random points never leaves a broken checkpoint: after ``sparc
+command, anywhere never leaves a broken checkpoint: after ``sparc
 checkpoint recover`` the file is byte for byte either the original or the
 completely rewritten one, and libvirt restores whichever it is.
 
-Kills per mode: ``SPARC_CRASH_KILLS`` (see tests/functional/crash.py).
+Every run proves both sides of the commit point (the rename of the
+rewritten file, or of the in-place journal): a timed run locates it, one
+kill lands just before the rename and one just after it (the process is
+held there, tests/functional/crash.py), and the other kills are random,
+half of them around the commit time.
+
+Kills per mode: ``SPARC_CRASH_KILLS`` (see tests/functional/crash.py), at
+least the two at the commit point.
 """
 
 import multiprocessing
@@ -37,6 +44,18 @@ def worker(path, frames, in_place):
                               in_place=in_place)
 
 
+def held_worker(path, frames, in_place, when, notify_fd):
+    crash.hold_at_commit(commit_path(path, in_place), when, notify_fd)
+    worker(path, frames, in_place)
+
+
+def commit_path(path, in_place):
+    """The rename that commits a rewrite: of the new file over ``path``,
+    or, in place, of the journal.
+    """
+    return journal.journal_path(path) if in_place else path
+
+
 def run_worker(path, frames, in_place, kill_after=None):
     ctx = multiprocessing.get_context('fork')
     proc = ctx.Process(target=worker, args=(path, frames, in_place))
@@ -47,6 +66,45 @@ def run_worker(path, frames, in_place, kill_after=None):
         os.kill(proc.pid, signal.SIGKILL)
     proc.join()
     return time.monotonic() - start, proc.exitcode
+
+
+def run_worker_held(path, frames, in_place, when):
+    """Run the rewrite held at its commit point (:mod:`crash`); SIGKILL it
+    there unless ``when`` is TIME_COMMIT. Returns (seconds to the commit,
+    seconds in all, exit code).
+    """
+    read_fd, write_fd = os.pipe()
+    ctx = multiprocessing.get_context('fork')
+    proc = ctx.Process(target=held_worker,
+                       args=(path, frames, in_place, when, write_fd))
+    start = time.monotonic()
+    proc.start()
+    os.close(write_fd)
+    try:
+        reached = crash.wait_for_commit(read_fd, proc.is_alive, 900)
+        committed = time.monotonic() - start
+        if reached and when != crash.TIME_COMMIT:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+    finally:
+        os.close(read_fd)
+    assert reached, 'the rewrite of %s never reached its commit point' % path
+    return committed, time.monotonic() - start, proc.exitcode
+
+
+def kill_plan(rng, committed, duration):
+    """The kills of one mode: (hold, seconds) pairs. First just before
+    and just after the commit point (hold), then random times, every
+    other one within 20 % of the commit time.
+    """
+    plan = [(crash.BEFORE_COMMIT, None), (crash.AFTER_COMMIT, None)]
+    for i in range(max(crash.kills_per_mode() - len(plan), 0)):
+        if i % 2:
+            plan.append((None, rng.uniform(0, duration * 1.05)))
+        else:
+            plan.append((None, rng.uniform(committed * 0.8,
+                                           min(committed * 1.2, duration))))
+    return plan
 
 
 @pytest.fixture(scope='module')
@@ -69,31 +127,43 @@ def test_kill_anywhere(saved, module_dir, in_place):
     g, original, frames, marker, _ = saved
     target = os.path.join(module_dir, 'target.save')
     shutil.copy(original, target)
-    duration, code = run_worker(target, frames, in_place)
+    committed, duration, code = run_worker_held(target, frames, in_place,
+                                                crash.TIME_COMMIT)
     assert code == 0
     done_hash = sha(target)
     orig_hash = sha(original)
     assert done_hash != orig_hash
     outcomes = {'original': 0, 'scrubbed': 0}
     killed = 0
-    rng = random.Random(1234)
-    for _ in range(crash.kills_per_mode()):
+    plan = kill_plan(random.Random(1234), committed, duration)
+    for hold, kill_after in plan:
         shutil.copy(original, target)
-        _, code = run_worker(target, frames, in_place,
-                             kill_after=rng.uniform(0, duration * 1.2))
+        if hold:
+            _, _, code = run_worker_held(target, frames, in_place, hold)
+        else:
+            _, code = run_worker(target, frames, in_place,
+                                 kill_after=kill_after)
         killed += code == -signal.SIGKILL
         assert sparc.main(['checkpoint', 'recover', target]) == 0
         h = sha(target)
         assert h in (orig_hash, done_hash), 'broken checkpoint after kill'
-        outcomes['original' if h == orig_hash else 'scrubbed'] += 1
+        outcome = 'original' if h == orig_hash else 'scrubbed'
+        outcomes[outcome] += 1
+        if hold:
+            # Killed at the commit point: the rename decides.
+            assert code == -signal.SIGKILL, code
+            assert outcome == ('original' if hold == crash.BEFORE_COMMIT
+                               else 'scrubbed'), (hold, outcome)
         leftovers = [n for n in os.listdir(module_dir)
                      if n.startswith('.target.save.')]
         assert leftovers == []
-    print('rewriter kills (%s): %d runs, %d killed, %s; full run %.2f s'
-          % ('in-place' if in_place else 'rewrite', crash.kills_per_mode(),
-             killed, outcomes, duration))
+    print('rewriter kills (%s): %d runs, %d killed, %s; commit at %.2f s '
+          'of a %.2f s run' % ('in-place' if in_place else 'rewrite',
+                               len(plan), killed, outcomes, committed,
+                               duration))
     # The kills landed before and after the commit point.
-    crash.assert_both_sides(outcomes['original'], outcomes['scrubbed'])
+    assert killed >= 2
+    assert outcomes['original'] > 0 and outcomes['scrubbed'] > 0, outcomes
     # Whichever remains, libvirt restores it and the guest runs.
     for content in (original, None):
         if content:
@@ -140,7 +210,9 @@ def test_kill_scrub_command(saved, module_dir, mode):
         shutil.copy(original, target)
         return ['checkpoint', 'scrub', target, '--in-place'] + common
 
-    duration, _ = crash.run_sparc(args())
+    commit = journal.journal_path(target) if mode == 'in-place' else target
+    duration, _, committed = crash.run_sparc_held(args(), commit,
+                                                  crash.TIME_COMMIT)
     done_hash = sha(target)
     assert done_hash != orig_hash
     os.unlink(target)
@@ -149,16 +221,15 @@ def test_kill_scrub_command(saved, module_dir, mode):
     outcomes = {'original': 0, 'scrubbed': 0}
     times = {'original': [], 'scrubbed': []}
     killed = journals = 0
-    rng = random.Random(4321)
     full = min(duration, duration_again)
-    for i in range(crash.kills_per_mode()):
+    plan = kill_plan(random.Random(4321), committed, full)
+    for hold, kill_after in plan:
         if os.path.exists(target):
             os.unlink(target)
-        # Half the kills anywhere, half in the last part of the run where
-        # the output is written and committed.
-        kill_after = rng.uniform(0, full * 1.05) if i % 2 else \
-            rng.uniform(full * 0.6, full * 1.05)
-        _, code = crash.run_sparc(args(), kill_after=kill_after)
+        if hold:
+            _, code, kill_after = crash.run_sparc_held(args(), commit, hold)
+        else:
+            _, code = crash.run_sparc(args(), kill_after=kill_after)
         killed += code is None
         journals += os.path.exists(journal.journal_path(target))
         assert sparc.main(['checkpoint', 'recover', target]) == 0
@@ -171,6 +242,11 @@ def test_kill_scrub_command(saved, module_dir, mode):
         outcome = 'original' if h == orig_hash else 'scrubbed'
         outcomes[outcome] += 1
         times[outcome].append(kill_after)
+        if hold:
+            # Killed at the commit point: the rename decides.
+            assert code is None
+            assert outcome == ('original' if hold == crash.BEFORE_COMMIT
+                               else 'scrubbed'), (hold, outcome)
         if os.path.exists(target):
             os.replace(target, os.path.join(
                 module_dir, 'survivor-%s-%s.save' % (mode, outcome)))
@@ -178,12 +254,12 @@ def test_kill_scrub_command(saved, module_dir, mode):
                      if '.sparc-' in n or n.endswith('.journal')]
         assert leftovers == []
     print('scrub command kills (%s): %d runs, %d killed, %s, %d journals '
-          'recovered; full run %.1f s; original up to %.2f s, scrubbed '
-          'from %.2f s' % (mode, crash.kills_per_mode(), killed, outcomes,
-                           journals, full, max(times['original'] or [0]),
-                           min(times['scrubbed'] or [0])))
-    assert killed > 0
-    crash.assert_both_sides(outcomes['original'], outcomes['scrubbed'])
+          'recovered; commit at %.1f s of a %.1f s run; original up to '
+          '%.2f s, scrubbed from %.2f s'
+          % (mode, len(plan), killed, outcomes, journals, committed, full,
+             max(times['original'] or [0]), min(times['scrubbed'] or [0])))
+    assert killed >= 2
+    assert outcomes['original'] > 0 and outcomes['scrubbed'] > 0, outcomes
     for outcome in ('original', 'scrubbed'):
         path = os.path.join(module_dir,
                             'survivor-%s-%s.save' % (mode, outcome))

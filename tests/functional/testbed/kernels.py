@@ -5,7 +5,11 @@
 security / backports), downloaded with ``apt-get download`` and unpacked
 with ``dpkg-deb`` into a cache directory; nothing is installed on the
 host. ``SPARC_TEST_KERNEL_<MAJOR>_<MINOR>`` (e.g. SPARC_TEST_KERNEL_6_12)
-overrides it with a path.
+overrides it with a path. The packages and the unpacked kernels stay in
+the cache (``SPARC_TEST_KERNEL_CACHE``, default /var/tmp/sparc-kernels)
+between runs. A kernel that cannot be had raises
+:class:`KernelUnavailable` naming the command that failed and its error
+output: the tests that need it fail, they are not skipped.
 
 ``debian_kernel('5.10')`` takes Debian 11's kernel (``flavour='cloud'``
 for its cloud build) from the Debian archive's ``bullseye`` suite through
@@ -25,9 +29,36 @@ class KernelUnavailable(Exception):
     pass
 
 
-def _run(cmd, **kw):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True,
-                          **kw).stdout
+def _run(cmd, **kw) -> str:
+    """stdout of ``cmd``; KernelUnavailable with its stderr when it
+    fails.
+    """
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    except OSError as e:
+        raise KernelUnavailable('%s: %s' % (cmd[0], e))
+    if proc.returncode != 0:
+        raise KernelUnavailable('%s exited %d: %s' % (
+            ' '.join(cmd), proc.returncode, proc.stderr.strip()[-2000:]))
+    return proc.stdout
+
+
+def _unpack_vmlinuz(deb: str) -> None:
+    """Unpack ./boot/vmlinuz-* of package file ``deb`` into the cache."""
+    unpack = subprocess.Popen(['dpkg-deb', '--fsys-tarfile', deb],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    tar = subprocess.run(['tar', '-x', '--wildcards', './boot/vmlinuz-*'],
+                         stdin=unpack.stdout, cwd=CACHE, capture_output=True,
+                         text=True)
+    unpack.stdout.close()
+    err = unpack.stderr.read().decode(errors='replace')
+    unpack.stderr.close()
+    if unpack.wait() != 0:
+        raise KernelUnavailable('dpkg-deb --fsys-tarfile %s exited %d: %s'
+                                % (deb, unpack.returncode, err.strip()))
+    if tar.returncode != 0:
+        raise KernelUnavailable('tar -x of %s exited %d: %s'
+                                % (deb, tar.returncode, tar.stderr.strip()))
 
 
 #: Debian releases whose kernels come from their own archive suite.
@@ -59,13 +90,9 @@ def _archive_kernel(series: str, flavour: str) -> str:
     found = _cached(pattern)
     if found:
         return found
-    try:
-        _run(['apt-get'] + opts + ['update'])
-        names = _run(['apt-cache'] + opts + ['pkgnames',
-                                             'linux-image-%s.' % series])
-    except (OSError, subprocess.CalledProcessError) as e:
-        raise KernelUnavailable('apt could not read the %s suite: %s'
-                                % (suite, getattr(e, 'stderr', e)))
+    _run(['apt-get'] + opts + ['update'])
+    names = _run(['apt-cache'] + opts + ['pkgnames',
+                                         'linux-image-%s.' % series])
     rx = re.compile(r'^linux-image-%s\.0-(\d+)-%s-unsigned$'
                     % (re.escape(series), re.escape(suffix)))
     cands = sorted((int(m.group(1)), n) for n in names.split()
@@ -78,21 +105,18 @@ def _archive_kernel(series: str, flavour: str) -> str:
 
 def _unpack(pkg: str, where: str, opts: list[str], pattern: re.Pattern
             ) -> str:
-    """Download ``pkg`` into ``where`` and unpack its vmlinuz into the
-    cache; the path of the vmlinuz matching ``pattern``.
+    """Download ``pkg`` into ``where`` (unless a previous run did) and
+    unpack its vmlinuz into the cache; the path of the vmlinuz matching
+    ``pattern``.
     """
-    try:
+    debs = sorted(glob.glob(os.path.join(where, pkg + '_*.deb')))
+    if not debs:
         _run(['apt-get'] + opts + ['download', pkg], cwd=where)
         debs = sorted(glob.glob(os.path.join(where, pkg + '_*.deb')))
-        tar = subprocess.Popen(['dpkg-deb', '--fsys-tarfile', debs[-1]],
-                               stdout=subprocess.PIPE)
-        subprocess.run(['tar', '-x', '--wildcards', './boot/vmlinuz-*'],
-                       stdin=tar.stdout, cwd=CACHE, check=True)
-        if tar.wait():
-            raise subprocess.CalledProcessError(tar.returncode, 'dpkg-deb')
-    except (OSError, IndexError, subprocess.CalledProcessError) as e:
-        raise KernelUnavailable('could not fetch %s: %s'
-                                % (pkg, getattr(e, 'stderr', e)))
+    if not debs:
+        raise KernelUnavailable('apt-get download %s left no %s_*.deb in %s'
+                                % (pkg, pkg, where))
+    _unpack_vmlinuz(debs[-1])
     found = _cached(pattern)
     if not found:
         raise KernelUnavailable('%s has no /boot/vmlinuz-*' % pkg)
@@ -127,10 +151,7 @@ def debian_kernel(series: str, flavour: str = '') -> str:
         return found[-1]
     rx = re.compile(r'^linux-image-(%s\.\d+)\+deb12-amd64-unsigned$'
                     % re.escape(series))
-    try:
-        names = _run(['apt-cache', 'pkgnames', 'linux-image-%s.' % series])
-    except (OSError, subprocess.CalledProcessError) as e:
-        raise KernelUnavailable('apt-cache failed: %s' % e)
+    names = _run(['apt-cache', 'pkgnames', 'linux-image-%s.' % series])
     cands = sorted((tuple(int(x) for x in m.group(1).split('.')), n)
                    for n in names.split() for m in [rx.match(n)] if m)
     if not cands:
@@ -140,16 +161,14 @@ def debian_kernel(series: str, flavour: str = '') -> str:
             'apt-get update)' % series)
     pkg = cands[-1][1]
     os.makedirs(CACHE, exist_ok=True)
-    try:
+    debs = sorted(glob.glob(os.path.join(CACHE, pkg + '_*.deb')))
+    if not debs:
         _run(['apt-get', 'download', pkg], cwd=CACHE)
         debs = sorted(glob.glob(os.path.join(CACHE, pkg + '_*.deb')))
-        tar = subprocess.Popen(['dpkg-deb', '--fsys-tarfile', debs[-1]],
-                               stdout=subprocess.PIPE)
-        subprocess.run(['tar', '-x', '--wildcards', './boot/vmlinuz-*'],
-                       stdin=tar.stdout, cwd=CACHE, check=True)
-        tar.wait()
-    except (OSError, IndexError, subprocess.CalledProcessError) as e:
-        raise KernelUnavailable('could not fetch %s: %s' % (pkg, e))
+    if not debs:
+        raise KernelUnavailable('apt-get download %s left no %s_*.deb in %s'
+                                % (pkg, pkg, CACHE))
+    _unpack_vmlinuz(debs[-1])
     found = sorted(glob.glob(os.path.join(
         CACHE, 'boot', 'vmlinuz-%s.*+deb12-amd64' % series)))
     if not found:

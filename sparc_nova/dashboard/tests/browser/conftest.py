@@ -39,9 +39,12 @@ STATIC_CACHE = os.environ.get('SPARC_HORIZON_STATIC_CACHE',
 SETTINGS = 'sparc_nova.dashboard.tests.browser.settings'
 PASSWORD = 'sparc-horizon-' + secrets.token_hex(6)
 
-#: Files of the guest's disk: what the policy removes and what it keeps.
+#: Files of the guest's disk: what the policy removes and what it keeps,
+#: and their contents (markers the snapshot is scanned for).
 SECRET_FILE = 'srv/secret/token.txt'
+SECRET_TEXT = 'sparc-horizon secret token 5f0c2e9d\n'
 KEPT_FILE = 'srv/public/readme.txt'
+KEPT_TEXT = 'sparc-horizon kept file 8a41b7c3\n'
 
 
 @pytest.fixture(scope='session')
@@ -123,8 +126,7 @@ def build_disk(workdir: str) -> str:
     policy removes and keeps.
     """
     root = os.path.join(workdir, 'root')
-    for name, text in ((SECRET_FILE, 'sparc-horizon secret token\n'),
-                       (KEPT_FILE, 'kept\n')):
+    for name, text in ((SECRET_FILE, SECRET_TEXT), (KEPT_FILE, KEPT_TEXT)):
         path = os.path.join(root, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, 'w') as f:
@@ -169,6 +171,26 @@ def flavor(admin, tenant):
         flv, {'sparc:exclude_processes': 'keepassxc'})
     yield flv
     admin.compute.delete_flavor(flv, ignore_missing=True)
+
+
+def raw_image(conn, image, workdir: str) -> bytes:
+    """The bytes of the disk in ``image`` as Glance serves it: downloaded,
+    and converted to raw by qemu-img when it is not raw.
+    """
+    path = os.path.join(workdir, image.id)
+    with open(path, 'wb') as f:
+        response = conn.image.download_image(image, stream=True)
+        for chunk in response.iter_content(chunk_size=1 << 20):
+            f.write(chunk)
+    if image.disk_format != 'raw':
+        raw = path + '.raw'
+        proc = subprocess.run(['qemu-img', 'convert', '-f', image.disk_format,
+                               '-O', 'raw', path, raw],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        path = raw
+    with open(path, 'rb') as f:
+        return f.read()
 
 
 def _create_server(conn, name, image, flavor):
@@ -230,8 +252,12 @@ def _static_files(env) -> str:
     admin_cmd = os.path.join(VENV_BIN, 'django-admin')
     for args in (['collectstatic', '--noinput', '-v0'],
                  ['compress', '--force']):
-        subprocess.run([admin_cmd] + args, env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.run([admin_cmd] + args, env=env,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError('django-admin %s exited %d:\n%s%s'
+                               % (' '.join(args), proc.returncode,
+                                  proc.stdout[-3000:], proc.stderr[-5000:]))
     os.rename(tmp, path)
     return path
 

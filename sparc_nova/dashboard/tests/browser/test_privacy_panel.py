@@ -3,7 +3,8 @@
 A member logs in, opens Project > Compute > Privacy, sets a policy on a
 running instance (after a validation error), sees it in the table and in
 Nova's metadata, creates a private snapshot and sees the scrub result
-land; Project > Compute > Images shows the scrub column. Screenshots go
+land (and the image Glance serves holds none of the removed file's
+bytes); Project > Compute > Images shows the scrub column. Screenshots go
 to artifacts/horizon/. The read-only table also works with JavaScript
 disabled, and no page logs a console error.
 """
@@ -16,7 +17,9 @@ import pytest
 from sparc_nova.dashboard.tests.browser import conftest
 from sparc_nova.dashboard.tests import helpers
 
-pytestmark = pytest.mark.browser
+#: Browser tests need the test cloud: they are end-to-end tests too
+#: (``-m "not e2e"`` deselects them, as it does the cloud stage).
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 #: How long a snapshot (copy, scrub in the appliance, upload) may take.
 SNAPSHOT_TIMEOUT_MS = 15 * 60 * 1000
@@ -71,7 +74,7 @@ def new_context(browser, **kwargs):
 
 
 def test_member_sets_a_policy_and_takes_a_private_snapshot(
-        browser, console, horizon, tenant, server, admin):
+        browser, console, horizon, tenant, server, admin, tmp_path):
     context = new_context(browser)
     page = context.new_page()
     console.attach(page, 'member')
@@ -141,6 +144,11 @@ def test_member_sets_a_policy_and_takes_a_private_snapshot(
     assert len(snapshots) == 1, text
     snap = snapshots[0]
     assert snap.properties.get('sparc_scrubbed') == 'true', snap.properties
+    # What Glance serves: none of the removed file's bytes, the kept
+    # file's bytes still there.
+    disk = conftest.raw_image(tenant.conn, snap, str(tmp_path))
+    assert disk.count(conftest.SECRET_TEXT.encode()) == 0
+    assert disk.count(conftest.KEPT_TEXT.encode()) >= 1
     assert 'Scrubbed' in text
     summary = snap.properties['sparc_scrub_summary']
     assert summary.splitlines()[0] in text
