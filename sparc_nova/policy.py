@@ -62,10 +62,12 @@ objects: callers pass plain ``{key: value}`` mappings.
 import dataclasses
 import hashlib
 import json
+import posixpath
 import re
 from typing import Iterable, Mapping
 
 from sparc_nova import exception
+from sparc_nova.vocabulary.errors import InvalidRule
 from sparc_nova.vocabulary import paths
 from sparc_nova.vocabulary import presets as vocabulary_presets
 from sparc_nova.vocabulary import selectors
@@ -660,3 +662,82 @@ def from_sources(flavor: Mapping[str, str] | None = None,
     if problems:
         raise exception.InvalidPolicy(problems)
     return merge(parts, on_failure_allow_from)
+
+
+def validate_source(pairs: Mapping[str, str], source: str) -> list[str]:
+    """The problems of one source's keys, in the words ``sparc policy
+    check`` prints (``KEY='VALUE' (SOURCE): what is wrong``); empty when
+    the source is valid. Keys of other services are ignored, as
+    :func:`parse` does.
+
+    :param pairs: every key of the source (e.g. a flavor's extra specs or
+        a server's metadata)
+    :param source: :data:`FLAVOR`, :data:`IMAGE` or :data:`INSTANCE`
+    """
+    try:
+        parse(pairs, source)
+    except exception.InvalidPolicy as e:
+        return [str(p) for p in e.problems]
+    return []
+
+
+# -- explaining ------------------------------------------------------------
+
+
+def explain_path(effective: EffectivePolicy, path: str) -> dict:
+    """Whether guest ``path`` is excluded, and by which sources' rules.
+
+    :param path: an absolute guest path
+    :returns: ``{'path', 'excluded', 'by': [source, ...], 'rules':
+        [{'source', 'rule', 'kept_by'}]}``, one rule entry per source
+        whose rule covers the path (``kept_by`` is the negation that
+        keeps it from that rule, or None)
+    :raises InvalidRule: ``path`` is not an absolute path
+    """
+    if not path.startswith('/') or '\0' in path or \
+            len(path) > paths.MAX_RULE_LENGTH:
+        raise InvalidRule('%r is not an absolute guest path' % path)
+    normalized = posixpath.normpath(path)
+    if normalized.startswith('//'):
+        normalized = '/' + normalized.lstrip('/')
+    decider = paths.ScopedRules(paths.parse_items(
+        effective.path_rules)).decider()
+    rules, by = [], []
+    for scope, rule, keeper in decider.explain(normalized):
+        rules.append({'source': scope.label, 'rule': rule.text
+                      if rule.origin == 'path' else rule.origin,
+                      'kept_by': keeper.text if keeper else None})
+        if keeper is None and scope.label not in by:
+            by.append(scope.label)
+    return {'path': path, 'excluded': bool(by), 'by': by, 'rules': rules}
+
+
+def explain_process(effective: EffectivePolicy,
+                    process: selectors.Process) -> dict:
+    """Whether a guest process is excluded, and by which sources'
+    selectors (pid 1 never is; kernel threads, which a description cannot
+    show, never are either).
+
+    :returns: ``{'process', 'excluded', 'by': [source, ...],
+        'selectors': [{'selector', 'sources'}]}``
+    """
+    matched = []
+    by: list[str] = []
+    origins = effective.origins.get(EXCLUDE_PROCESSES, {})
+    if process.pid != 1:
+        for text in effective.exclude_processes:
+            if selectors.parse(text).matches(process):
+                sources = list(origins.get(text, []))
+                matched.append({'selector': text, 'sources': sources})
+                by.extend(s for s in sources if s not in by)
+    by.sort(key=SOURCES.index)
+    return {'process': describe_process(process), 'excluded': bool(by),
+            'by': by, 'selectors': matched}
+
+
+def describe_process(process: selectors.Process) -> str:
+    """``name=...,pid=...,exe=...,uid=...,cgroup=...`` of what is known."""
+    fields = (('name', process.comm), ('pid', process.pid),
+              ('exe', process.exe), ('uid', process.uid),
+              ('cgroup', process.cgroup))
+    return ','.join('%s=%s' % (k, v) for k, v in fields if v is not None)

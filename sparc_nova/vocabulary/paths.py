@@ -356,6 +356,22 @@ class Decider:
             if rule is not None and not self._negated(index, path):
                 yield scope, rule
 
+    def explain(self, path: str
+                ) -> Iterator[tuple[Scope, PathRule, PathRule | None]]:
+        """Every scope with a rule that covers absolute ``path``: the
+        scope, that rule, and the negation that keeps the path (None when
+        the scope selects it).
+        """
+        for index, scope in enumerate(self._rules.scopes):
+            rule = self._cover(index, path)
+            if rule is None:
+                continue
+            keeper, current = None, path
+            while keeper is None and current != '/':
+                keeper = self._rules._compiled[index][1].match(current)
+                current = posixpath.dirname(current)
+            yield scope, rule, keeper
+
     def first(self, path: str) -> PathRule | None:
         """The rule that selects ``path`` in the first scope that does."""
         for _, rule in self.selecting(path):
