@@ -93,11 +93,19 @@ class Scope:
 # -- one glob -------------------------------------------------------------
 
 
+def _class_end(component: str, start: int) -> int:
+    """The index of the ``]`` closing the class opened at ``start``, or
+    -1. A ``]`` right after ``[`` or ``[!`` is a character of the class.
+    """
+    first = start + 2 if component[start + 1:start + 2] == '!' else start + 1
+    return component.find(']', first + 1)
+
+
 def _unclosed_class(component: str) -> bool:
     i = 0
     while i < len(component):
         if component[i] == '[':
-            end = component.find(']', i + 2)
+            end = _class_end(component, i)
             if end < 0:
                 return True
             i = end
@@ -135,35 +143,77 @@ def check_glob(glob: str, negated: bool = False) -> str | None:
     return None
 
 
-def _component_regex(component: str) -> str:
-    out = []
+_STAR = object()
+
+
+def _class_regex(body: str) -> str:
+    """The regex of a class ``[body]``: ``[!...]`` negates, and never
+    matches ``/``; every other character is literal except ``-`` ranges.
+    """
+    negated = body.startswith('!')
+    if negated:
+        body = body[1:]
+    body = ''.join('\\' + ch if ch in '\\[]^&~|' else ch for ch in body)
+    return '[^/%s]' % body if negated else '[%s]' % body
+
+
+def _component_tokens(component: str) -> list:
+    """The regex fragments of one component, with :data:`_STAR` for each
+    ``*`` (a ``*`` inside a class is a character of the class).
+    """
+    out: list = []
     i = 0
     while i < len(component):
         c = component[i]
         if c == '*':
-            out.append('[^/]*')
+            out.append(_STAR)
         elif c == '?':
             out.append('[^/]')
         elif c == '[':
-            end = component.find(']', i + 2)
+            end = _class_end(component, i)
             if end < 0:
                 out.append(re.escape(c))
             else:
-                body = component[i + 1:end]
-                if body.startswith('!'):
-                    body = '^' + body[1:]
-                out.append('[%s]' % body.replace('\\', '\\\\'))
+                out.append(_class_regex(component[i + 1:end]))
                 i = end
         else:
             out.append(re.escape(c))
         i += 1
-    return ''.join(out)
+    return out
+
+
+def _linear(pieces: list[str], gap: str, last_gap: str) -> str:
+    """``pieces`` joined by ``gap`` (any run of characters, or of
+    components), matched without exponential backtracking: every piece
+    but the last is found at its earliest place, in an atomic group.
+    Each piece matches a fixed number of characters (components), so the
+    earliest place is never worse than a later one.
+    """
+    out = pieces[0]
+    for index, piece in enumerate(pieces[1:], 1):
+        if index < len(pieces) - 1:
+            out += '(?>%s*?%s)' % (gap, piece)
+        else:
+            out += last_gap + piece
+    return out
+
+
+def _component_regex(component: str) -> str:
+    pieces = ['']
+    for token in _component_tokens(component):
+        if token is _STAR:
+            pieces.append('')
+        else:
+            pieces[-1] += token
+    return _linear(pieces, '[^/]', '[^/]*')
 
 
 def glob_to_regex(glob: str) -> str:
     """The anchored regular expression (a string) for one glob without
-    its ``!``. It compiles what :func:`check_glob` accepts; InvalidRule
-    for an empty glob or one that matches ``/``.
+    its ``!``. It compiles what :func:`check_glob` accepts, and matches in
+    time linear in the path for a given glob (stars and ``**`` do not
+    backtrack into each other). InvalidRule for an empty glob or one that
+    matches ``/``.
     """
     glob = glob.strip()
     if not glob.startswith('/') and not glob.startswith('**'):
@@ -171,14 +221,17 @@ def glob_to_regex(glob: str) -> str:
     components = [c for c in glob.split('/') if c]
     if not components:
         raise InvalidRule('glob %r matches the root directory' % glob)
-    parts = []
-    for i, component in enumerate(components):
+    pieces = ['']
+    for component in components:
         if component == '**':
-            last = i == len(components) - 1
-            parts.append('(?:/[^/]+)+' if last else '(?:/[^/]+)*')
+            pieces.append('')
         else:
-            parts.append('/' + _component_regex(component))
-    return '^' + ''.join(parts) + '$'
+            pieces[-1] += '/' + _component_regex(component)
+    if len(pieces) > 1 and pieces[-1] == '':
+        # A final ``/**``: at least one component below.
+        return '^' + _linear(pieces[:-1], '(?:/[^/]+)',
+                             '(?:/[^/]+)*') + '(?:/[^/]+)+$'
+    return '^' + _linear(pieces, '(?:/[^/]+)', '(?:/[^/]+)*') + '$'
 
 
 def literal_regex(path: str) -> str:
