@@ -20,6 +20,7 @@ HOSTILE = [
 ]
 
 
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize('glob, path', HOSTILE)
 def test_hostile_globs_match_in_linear_time(glob, path):
     assert paths.check_item(glob) is None
