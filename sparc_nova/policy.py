@@ -14,14 +14,12 @@ instance. It comes from three sources, in decreasing authority:
 Keys (shown with the ``sparc:`` prefix; images use ``sparc_``):
 
 ``exclude_processes``
-    comma-separated process selectors: ``NAME`` (the task's comm, at most
-    15 characters), ``exe:GLOB`` (path of the executable), ``pid:N``,
-    ``uid:N``, ``cgroup:PATH``.
+    comma-separated process selectors (:mod:`sparc_nova.vocabulary.
+    selectors`): ``NAME``, ``exe:GLOB``, ``pid:N``, ``uid:N``,
+    ``cgroup:PATH``.
 ``exclude_paths``
-    comma-separated guest path globs (``**`` crosses directories, a glob
-    that does not start with ``/`` matches at any depth, ``!GLOB`` keeps
-    what another glob matched) and ``preset:NAME`` items naming the disk
-    engine's presets (``preset:ssh-private-keys``, ...).
+    comma-separated guest path rules (:mod:`sparc_nova.vocabulary.paths`):
+    globs, ``!GLOB`` negations and ``preset:NAME`` items.
 ``follow_ipc``, ``scrub_free_memory``
     ``true`` or ``false``.
 ``on_failure``
@@ -36,27 +34,43 @@ continuation keys, ``sparc:exclude_paths.1``, ``sparc:exclude_paths.2``...
 whose items are appended in order. A comma inside an item is written
 ``\\,``.
 
-Merging only ever adds exclusions: lists are united, a boolean is true when
-any source sets it true, ``on_failure`` is ``abort`` and ``suspend`` is
-``refuse`` as soon as one source says so. A tenant therefore cannot remove
-what the operator or the image requires.
+Nobody below a source can weaken it (flavor > image > instance):
 
-Selectors, globs and preset names are checked by the engines' own parsers
-(after friendlier checks of the common mistakes), so that what passes here
-is what the engines accept. This module knows nothing of Nova's objects:
-callers pass plain ``{key: value}`` mappings.
+* process selectors and path rules are united; a negation (``!GLOB``)
+  narrows only the rules of its own source and of the sources below it,
+  never those of a source above (the merged rule list for the engines,
+  :attr:`EffectivePolicy.path_rules`, puts each source in a scope of its
+  own, with the negations of the sources above it);
+* ``follow_ipc`` and ``scrub_free_memory`` are true when any source sets
+  them true; a source may set one false only when no source above it
+  sets it true or excludes anything (the default, true, protects the
+  exclusions of the sources above);
+* ``on_failure`` is ``abort`` when any source says so; ``allow`` is
+  granted only to a source the configuration names, and only when no
+  source above it excludes anything;
+* ``suspend`` is ``refuse`` when any source says so.
+
+What a source asked for and did not get is listed in
+:attr:`EffectivePolicy.refused`.
+
+Selectors, path rules and presets are the shared vocabulary's
+(:mod:`sparc_nova.vocabulary`), which the engines use too: what passes
+here is what the engines accept. This module knows nothing of Nova's
+objects: callers pass plain ``{key: value}`` mappings.
 """
 
 import dataclasses
 import hashlib
 import json
+import posixpath
 import re
 from typing import Iterable, Mapping
 
-from sparc_nova.engine.disk import presets as disk_presets
-from sparc_nova.engine.disk import rules as disk_rules
-from sparc_nova.engine import selectors as engine_selectors
 from sparc_nova import exception
+from sparc_nova.vocabulary.errors import InvalidRule
+from sparc_nova.vocabulary import paths
+from sparc_nova.vocabulary import presets as vocabulary_presets
+from sparc_nova.vocabulary import selectors
 
 FLAVOR = 'flavor'
 IMAGE = 'image'
@@ -108,13 +122,14 @@ RECORD_PROPERTIES = (SCRUBBED_PROPERTY, DIGEST_PROPERTY, SUMMARY_PROPERTY)
 #: image properties in 255 characters.
 MAX_VALUE_LENGTH = 255
 #: Linux comm names are at most TASK_COMM_LEN - 1 characters.
-MAX_COMM_LENGTH = 15
+MAX_COMM_LENGTH = selectors.MAX_COMM_LENGTH
 #: Highest continuation number accepted (``sparc:exclude_paths.99``).
 MAX_CONTINUATION = 99
 
 _CONTINUATION_RE = re.compile(r'^(?P<key>[a-z_]+)\.(?P<n>[1-9][0-9]*)$')
-_SELECTOR_KINDS = ('name', 'exe', 'pid', 'uid', 'cgroup')
-PRESET_PREFIX = 'preset:'
+PRESET_PREFIX = paths.PRESET_PREFIX
+#: The label of settings no source set.
+DEFAULT = 'default'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +181,11 @@ class EffectivePolicy:
 
     ``origins`` maps every list item and every setting to the sources that
     asked for it (``'default'`` for a setting no source set).
+    ``exclude_paths`` lists every source's path items (for people);
+    ``path_rules`` is what the engines get: the same items, each source
+    in a ``scope:SOURCE`` of its own followed by the negations of the
+    sources above it, so that no negation reaches up (see
+    :mod:`sparc_nova.vocabulary.paths`).
     """
 
     exclude_processes: list[str]
@@ -176,11 +196,13 @@ class EffectivePolicy:
     suspend: str
     origins: dict[str, object]
     refused: list[Refusal]
+    path_rules: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def excludes_anything(self) -> bool:
         """Whether checkpoints of the instance must be scrubbed."""
-        return bool(self.exclude_processes or self.exclude_paths)
+        return bool(self.exclude_processes or
+                    paths.selects_anything(self.path_rules))
 
     @property
     def allows_unscrubbed(self) -> bool:
@@ -190,6 +212,7 @@ class EffectivePolicy:
         """The effective settings only (what the digest covers)."""
         return {EXCLUDE_PROCESSES: list(self.exclude_processes),
                 EXCLUDE_PATHS: list(self.exclude_paths),
+                'path_rules': list(self.path_rules),
                 FOLLOW_IPC: self.follow_ipc,
                 SCRUB_FREE_MEMORY: self.scrub_free_memory,
                 ON_FAILURE: self.on_failure,
@@ -265,72 +288,20 @@ def list_pairs(key: str, items: Iterable[str],
 
 
 def check_selector(selector: str) -> str | None:
-    """Why ``selector`` is not a valid process selector, or None."""
-    kind, sep, arg = selector.partition(':')
-    if not sep or kind == 'name':
-        name = arg if sep else selector
-        if not name:
-            return 'name: needs a process name'
-        if len(name.encode()) > MAX_COMM_LENGTH:
-            return ('a process name (comm) has at most %d characters; use '
-                    'exe:GLOB to select %r by its executable'
-                    % (MAX_COMM_LENGTH, name))
-        if '/' in name:
-            return 'a process name contains no "/"; use exe:GLOB for paths'
-    elif kind not in _SELECTOR_KINDS:
-        return ('unknown selector kind %r; allowed: NAME, exe:GLOB, pid:N, '
-                'uid:N, cgroup:PATH' % kind)
-    elif kind in ('pid', 'uid') and (not arg.isdigit() or
-                                     arg != str(int(arg))):
-        return '%s: takes a decimal number, not %r' % (kind, arg)
-    elif kind == 'pid' and int(arg) < 1:
-        return 'pid: takes a number of at least 1'
-    elif not arg:
-        return '%s: needs a path' % kind
-    elif kind == 'exe' and not (arg.startswith('/') or arg.startswith('*')):
-        return 'exe: takes an absolute path glob (starting with / or *)'
-    try:
-        engine_selectors.parse(selector)
-    except exception.SparcError as e:
-        return str(e)
-    return None
+    """Why ``selector`` is not a valid process selector, or None (the
+    shared vocabulary's rule, :func:`sparc_nova.vocabulary.selectors.
+    check`).
+    """
+    return selectors.check(selector)
 
 
 def check_path_glob(glob: str) -> str | None:
-    """Why ``glob`` is not a valid guest path glob or preset, or None.
-
-    The syntax is the disk engine's: ``*``, ``?`` and ``[...]`` inside one
-    component, ``**`` as a whole component for any depth, a glob that
-    does not start with ``/`` matches at any depth, ``!`` negates. A glob
-    that covers the whole file system is refused. ``preset:NAME`` names
-    one of the disk engine's presets.
+    """Why ``glob`` is not a valid ``exclude_paths`` item (a guest path
+    glob, a ``!`` negation or a ``preset:NAME``), or None. The grammar is
+    the shared vocabulary's (:mod:`sparc_nova.vocabulary.paths`);
+    ``scope:`` items are the merge's, not a source's.
     """
-    if glob.startswith(PRESET_PREFIX):
-        name = glob[len(PRESET_PREFIX):]
-        if name not in disk_presets.PRESETS:
-            return 'unknown preset %r; presets: %s' % (
-                name, ', '.join(sorted(disk_presets.PRESETS)))
-        return None
-    pattern = glob[1:] if glob.startswith('!') else glob
-    if pattern.startswith(PRESET_PREFIX):
-        return 'a preset cannot be negated'
-    if '\0' in pattern:
-        return 'a guest path glob contains no NUL character'
-    components = [c for c in pattern.split('/') if c]
-    if not components:
-        return 'an empty glob, or one that names the root directory'
-    if all(c == '**' for c in components):
-        return 'this glob covers the whole file system'
-    if '..' in components or '.' in components:
-        return 'a guest path glob has no "." or ".." components'
-    for component in components:
-        if '**' in component and component != '**':
-            return '"**" must be a whole path component (as in /a/**/b)'
-    try:
-        disk_rules.glob_to_regex(pattern)
-    except ValueError as e:
-        return str(e)
-    return None
+    return paths.check_item(glob, allow_scopes=False)
 
 
 def split_presets(items: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -351,7 +322,8 @@ def expand_presets(items: Iterable[str]) -> list[str]:
     globs = []
     for item in items:
         if item.startswith(PRESET_PREFIX):
-            globs.extend(disk_presets.get(item[len(PRESET_PREFIX):]).globs)
+            name = item[len(PRESET_PREFIX):]
+            globs.extend(vocabulary_presets.get(name).globs)
         else:
             globs.append(item)
     return _unique(globs)
@@ -508,16 +480,132 @@ def _unique(items: Iterable[str]) -> list[str]:
 # -- merging -------------------------------------------------------------
 
 
+def _excludes(part: PolicyPart) -> bool:
+    return bool(part.exclude_processes or
+                paths.selects_anything(part.exclude_paths))
+
+
+def scoped_path_rules(ordered: list[PolicyPart]) -> list[str]:
+    """The rule list the engines get for the parts ``ordered`` (most
+    authoritative first): for each source with a rule that selects
+    something, ``scope:SOURCE``, its items, then the negations of the
+    sources above it. A negation thus narrows its own source's rules and
+    those below, never a source above.
+    """
+    rules: list[str] = []
+    negations: list[str] = []
+    for part in ordered:
+        own = [i for i in part.exclude_paths
+               if i.startswith(paths.NEGATION)]
+        negations = _unique(negations + own)
+        if not paths.selects_anything(part.exclude_paths):
+            continue
+        inherited = [n for n in negations if n not in own]
+        rules.append(paths.SCOPE_PREFIX + part.source)
+        rules.extend(part.exclude_paths + inherited)
+    return rules
+
+
+def _merge_bool(key: str, ordered: list[PolicyPart], origins: dict,
+                refused: list) -> bool:
+    """True wins; a source's false is granted only when no source above
+    it sets true or excludes anything.
+    """
+    granted: dict[bool, list[str]] = {True: [], False: []}
+    for index, part in enumerate(ordered):
+        if key not in part.settings:
+            continue
+        value = part.settings[key]
+        above = ordered[:index]
+        if value is False:
+            strict = [p.source for p in above
+                      if p.settings.get(key) is True]
+            guarded = [p.source for p in above if _excludes(p)]
+            if strict or guarded:
+                refused.append(Refusal(
+                    key, 'false', part.source,
+                    'the %s requires %s=true' % (SOURCE_NAMES[strict[0]],
+                                                 key)
+                    if strict else
+                    'it would weaken what the %s excludes; only that '
+                    'source can set it to false' % SOURCE_NAMES[guarded[0]]))
+                continue
+        granted[value].append(part.source)
+    for value in (True, False):
+        if granted[value]:
+            origins[key] = granted[value]
+            return value
+    origins[key] = [DEFAULT]
+    return BOOL_DEFAULTS[key]
+
+
+def _merge_on_failure(ordered: list[PolicyPart], allow_from: set,
+                      origins: dict, refused: list) -> str:
+    """``abort`` wins; ``allow`` only from a source the configuration
+    names and when no source above it excludes anything.
+    """
+    setters = [(i, p.source, p.settings[ON_FAILURE])
+               for i, p in enumerate(ordered) if ON_FAILURE in p.settings]
+    strict_sources = [s for _, s, v in setters if v == ON_FAILURE_ABORT]
+    granted = []
+    for index, source, value in setters:
+        if value != ON_FAILURE_ALLOW:
+            continue
+        guarded = [p.source for p in ordered[:index] if _excludes(p)]
+        if source not in allow_from:
+            reason = ('the configuration ([sparc] on_failure_allow_from) '
+                      'does not let the %s choose it' % SOURCE_NAMES[source])
+        elif strict_sources:
+            reason = 'the %s requires on_failure=%s' % (
+                SOURCE_NAMES[strict_sources[0]], ON_FAILURE_ABORT)
+        elif guarded:
+            reason = ('it would let what the %s excludes be kept; only that '
+                      'source can choose it' % SOURCE_NAMES[guarded[0]])
+        else:
+            granted.append(source)
+            continue
+        refused.append(Refusal(ON_FAILURE, value, source, reason))
+    if granted:
+        origins[ON_FAILURE] = granted
+        return ON_FAILURE_ALLOW
+    origins[ON_FAILURE] = strict_sources or [DEFAULT]
+    return ON_FAILURE_ABORT
+
+
+def _merge_suspend(ordered: list[PolicyPart], origins: dict,
+                   refused: list) -> str:
+    """``refuse`` wins; a ``scrub`` below a ``refuse`` is refused."""
+    setters = [(p.source, p.settings[SUSPEND]) for p in ordered
+               if SUSPEND in p.settings]
+    strict_sources = [s for s, v in setters if v == SUSPEND_REFUSE]
+    if not setters:
+        origins[SUSPEND] = [DEFAULT]
+        return SUSPEND_SCRUB
+    if not strict_sources:
+        origins[SUSPEND] = [s for s, _ in setters]
+        return SUSPEND_SCRUB
+    first_strict = SOURCES.index(strict_sources[0])
+    for source, value in setters:
+        if value != SUSPEND_REFUSE and SOURCES.index(source) > first_strict:
+            refused.append(Refusal(
+                SUSPEND, value, source, 'the %s requires suspend=%s'
+                % (SOURCE_NAMES[strict_sources[0]], SUSPEND_REFUSE)))
+    origins[SUSPEND] = strict_sources
+    return SUSPEND_REFUSE
+
+
 def merge(parts: Iterable[PolicyPart],
           on_failure_allow_from: Iterable[str] = (FLAVOR,)
           ) -> EffectivePolicy:
-    """Merge the parts of the sources into the effective policy.
+    """Merge the parts of the sources into the effective policy (the
+    rules are in this module's docstring: nobody below a source can
+    weaken it).
 
     :param parts: at most one part per source, in any order
     :param on_failure_allow_from: the sources whose ``on_failure=allow`` is
         honoured (from configuration); ``allow`` from any other source is
         refused, and so is any ``allow`` when another source asks for
-        ``abort``
+        ``abort`` or a source above excludes something
     """
     by_source = {}
     for part in parts:
@@ -525,7 +613,6 @@ def merge(parts: Iterable[PolicyPart],
             raise ValueError('two policy parts for source %r' % part.source)
         by_source[part.source] = part
     ordered = [by_source[s] for s in SOURCES if s in by_source]
-    allow_from = set(on_failure_allow_from)
 
     origins: dict[str, object] = {}
     lists = {}
@@ -537,58 +624,12 @@ def merge(parts: Iterable[PolicyPart],
         lists[key] = list(items)
         origins[key] = items
 
-    settings = {}
-    for key in BOOL_KEYS:
-        setters = [(p.source, p.settings[key]) for p in ordered
-                   if key in p.settings]
-        if not setters:
-            settings[key] = BOOL_DEFAULTS[key]
-            origins[key] = ['default']
-            continue
-        value = any(v for _, v in setters)
-        settings[key] = value
-        origins[key] = [s for s, v in setters if v == value]
-
-    refused = []
-    for key, allowed in CHOICE_KEYS.items():
-        default, stricter = allowed[0], STRICTER[key]
-        setters = [(p.source, p.settings[key]) for p in ordered
-                   if key in p.settings]
-        if not setters:
-            settings[key] = default
-            origins[key] = ['default']
-            continue
-        strict_sources = [s for s, v in setters if v == stricter]
-        if key == ON_FAILURE:
-            granted = []
-            for source, value in setters:
-                if value != ON_FAILURE_ALLOW:
-                    continue
-                if source not in allow_from:
-                    refused.append(Refusal(
-                        key, value, source,
-                        'the configuration ([sparc] on_failure_allow_from) '
-                        'does not let the %s choose it'
-                        % SOURCE_NAMES[source]))
-                elif strict_sources:
-                    refused.append(Refusal(
-                        key, value, source, 'the %s requires on_failure=%s'
-                        % (SOURCE_NAMES[strict_sources[0]], stricter)))
-                else:
-                    granted.append(source)
-            if granted:
-                settings[key] = ON_FAILURE_ALLOW
-                origins[key] = granted
-            else:
-                settings[key] = ON_FAILURE_ABORT
-                origins[key] = strict_sources or ['default']
-            continue
-        if strict_sources:
-            settings[key] = stricter
-            origins[key] = strict_sources
-        else:
-            settings[key] = default
-            origins[key] = [s for s, _ in setters]
+    refused: list[Refusal] = []
+    settings = {key: _merge_bool(key, ordered, origins, refused)
+                for key in BOOL_KEYS}
+    settings[ON_FAILURE] = _merge_on_failure(
+        ordered, set(on_failure_allow_from), origins, refused)
+    settings[SUSPEND] = _merge_suspend(ordered, origins, refused)
 
     return EffectivePolicy(
         exclude_processes=lists[EXCLUDE_PROCESSES],
@@ -598,7 +639,8 @@ def merge(parts: Iterable[PolicyPart],
         on_failure=settings[ON_FAILURE],
         suspend=settings[SUSPEND],
         origins=origins,
-        refused=refused)
+        refused=refused,
+        path_rules=scoped_path_rules(ordered))
 
 
 def from_sources(flavor: Mapping[str, str] | None = None,
@@ -620,3 +662,82 @@ def from_sources(flavor: Mapping[str, str] | None = None,
     if problems:
         raise exception.InvalidPolicy(problems)
     return merge(parts, on_failure_allow_from)
+
+
+def validate_source(pairs: Mapping[str, str], source: str) -> list[str]:
+    """The problems of one source's keys, in the words ``sparc policy
+    check`` prints (``KEY='VALUE' (SOURCE): what is wrong``); empty when
+    the source is valid. Keys of other services are ignored, as
+    :func:`parse` does.
+
+    :param pairs: every key of the source (e.g. a flavor's extra specs or
+        a server's metadata)
+    :param source: :data:`FLAVOR`, :data:`IMAGE` or :data:`INSTANCE`
+    """
+    try:
+        parse(pairs, source)
+    except exception.InvalidPolicy as e:
+        return [str(p) for p in e.problems]
+    return []
+
+
+# -- explaining ------------------------------------------------------------
+
+
+def explain_path(effective: EffectivePolicy, path: str) -> dict:
+    """Whether guest ``path`` is excluded, and by which sources' rules.
+
+    :param path: an absolute guest path
+    :returns: ``{'path', 'excluded', 'by': [source, ...], 'rules':
+        [{'source', 'rule', 'kept_by'}]}``, one rule entry per source
+        whose rule covers the path (``kept_by`` is the negation that
+        keeps it from that rule, or None)
+    :raises InvalidRule: ``path`` is not an absolute path
+    """
+    if not path.startswith('/') or '\0' in path or \
+            len(path) > paths.MAX_RULE_LENGTH:
+        raise InvalidRule('%r is not an absolute guest path' % path)
+    normalized = posixpath.normpath(path)
+    if normalized.startswith('//'):
+        normalized = '/' + normalized.lstrip('/')
+    decider = paths.ScopedRules(paths.parse_items(
+        effective.path_rules)).decider()
+    rules, by = [], []
+    for scope, rule, keeper in decider.explain(normalized):
+        rules.append({'source': scope.label, 'rule': rule.text
+                      if rule.origin == 'path' else rule.origin,
+                      'kept_by': keeper.text if keeper else None})
+        if keeper is None and scope.label not in by:
+            by.append(scope.label)
+    return {'path': path, 'excluded': bool(by), 'by': by, 'rules': rules}
+
+
+def explain_process(effective: EffectivePolicy,
+                    process: selectors.Process) -> dict:
+    """Whether a guest process is excluded, and by which sources'
+    selectors (pid 1 never is; kernel threads, which a description cannot
+    show, never are either).
+
+    :returns: ``{'process', 'excluded', 'by': [source, ...],
+        'selectors': [{'selector', 'sources'}]}``
+    """
+    matched = []
+    by: list[str] = []
+    origins = effective.origins.get(EXCLUDE_PROCESSES, {})
+    if process.pid != 1:
+        for text in effective.exclude_processes:
+            if selectors.parse(text).matches(process):
+                sources = list(origins.get(text, []))
+                matched.append({'selector': text, 'sources': sources})
+                by.extend(s for s in sources if s not in by)
+    by.sort(key=SOURCES.index)
+    return {'process': describe_process(process), 'excluded': bool(by),
+            'by': by, 'selectors': matched}
+
+
+def describe_process(process: selectors.Process) -> str:
+    """``name=...,pid=...,exe=...,uid=...,cgroup=...`` of what is known."""
+    fields = (('name', process.comm), ('pid', process.pid),
+              ('exe', process.exe), ('uid', process.uid),
+              ('cgroup', process.cgroup))
+    return ','.join('%s=%s' % (k, v) for k, v in fields if v is not None)

@@ -25,13 +25,14 @@ CHOICE_FIELDS = policy.BOOL_KEYS + tuple(policy.CHOICE_KEYS)
 LIST_HELP = {
     policy.EXCLUDE_PROCESSES: _(
         "Processes whose memory is never checkpointed, one per line or "
-        "comma-separated: NAME (at most 15 characters), exe:GLOB, pid:N, "
-        "uid:N, cgroup:PATH. They are terminated when the checkpoint is "
-        "restored."),
+        "comma-separated: NAME (at most 15 characters), exe:/PATH/GLOB, "
+        "pid:N, uid:N, cgroup:PATH. They are terminated when the checkpoint "
+        "is restored."),
     policy.EXCLUDE_PATHS: _(
         "Guest files removed from disk snapshots, one glob per line or "
         "comma-separated: * and ? within a name, ** for any depth, "
-        "!GLOB keeps a file another glob matched, preset:NAME."),
+        "!GLOB keeps a file one of these globs matched (never one the "
+        "flavor or the image names), preset:NAME."),
 }
 LABELS = {
     policy.EXCLUDE_PROCESSES: _("Excluded processes"),

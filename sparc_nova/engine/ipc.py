@@ -42,6 +42,7 @@ from sparc_nova.introspect import files as files_mod
 from sparc_nova.introspect import ipc as ipc_introspect
 from sparc_nova.introspect import pagecache
 from sparc_nova.introspect import walk
+from sparc_nova.vocabulary import paths as vocabulary_paths
 
 #: Kinds of shared memory scrubbed when only excluded processes hold them
 #: (a named tmpfs file only when the policy's exclude paths name it or it
@@ -332,13 +333,13 @@ def plan_kernel_copies(graph: IpcGraph, kernel, page_model,
                        excluded: set[int], exclude_paths=()
                        ) -> KernelCopyPlan:
     """The kernel-held copies to scrub for the ``excluded`` processes,
-    and the page cache of the files ``exclude_paths`` (policy globs, see
-    :mod:`sparc_nova.engine.disk.rules`) name.
+    and the page cache of the files ``exclude_paths`` (a rule list of
+    :mod:`sparc_nova.vocabulary.paths`, scopes included) name.
     """
     reader = ipc_introspect.IpcReader(kernel, page_model)
     plan = KernelCopyPlan()
-    rules = rules_mod.Rules(exclude_paths) if any(
-        not p.startswith('!') for p in exclude_paths) else None
+    rules = rules_mod.Rules(exclude_paths) \
+        if vocabulary_paths.selects_anything(exclude_paths) else None
     mine = {k: o for k, o in graph.objects.items()
             if o.pids() & excluded}
     excluded_socks = {k for k, o in mine.items()

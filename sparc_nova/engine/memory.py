@@ -98,6 +98,7 @@ from sparc_nova.introspect import memory as memory_mod
 from sparc_nova.introspect import pages
 from sparc_nova.introspect import slabfree
 from sparc_nova.introspect import tasks
+from sparc_nova.vocabulary import paths as vocabulary_paths
 
 ScrubReport = report_mod.ScrubReport
 
@@ -425,6 +426,8 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
         raise errors.ScrubError(path, 'in_place and output exclude each '
                                       'other')
     sels = selectors_mod.parse_all(selectors)
+    # Refuse a malformed path rule before any work (InvalidRule).
+    vocabulary_paths.parse_items(exclude_paths)
     rep = report_mod.ScrubReport(checkpoint=path, dry_run=dry_run,
                                  selectors=[str(s) for s in sels])
     policy = _sandbox_policy(sandbox)

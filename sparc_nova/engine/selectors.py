@@ -1,83 +1,36 @@
-"""Process selectors: which guest processes a scrub excludes.
-
-=================  ==================================================
-``NAME``           the task's comm, exactly (as ``ps`` shows it; the
-                   kernel truncates comm to 15 bytes)
-``exe:GLOB``       path of the executable (fnmatch glob)
-``pid:N``          the process with thread group id N
-``uid:N``          processes whose real uid is N
-``cgroup:PATH``    processes in cgroup v2 PATH or below it
-=================  ==================================================
+"""Process selectors in the memory engine: parsing (the grammar is the
+shared vocabulary's, :mod:`sparc_nova.vocabulary.selectors`) and
+choosing the processes of a guest.
 
 A selected process always includes all its threads; ``with_children``
-adds every descendant. Kernel threads are never selected, and pid 1 is
-refused (killing init panics the guest).
+adds every descendant. Kernel threads are never selected, and neither is
+pid 1 (killing init panics the guest).
 """
 
-import dataclasses
-import fnmatch
-
 from sparc_nova.engine import errors
+from sparc_nova.vocabulary import errors as vocabulary_errors
+from sparc_nova.vocabulary import selectors as vocabulary
 
-KINDS = ('name', 'exe', 'pid', 'uid', 'cgroup')
+__all__ = ['KINDS', 'Selector', 'parse', 'parse_all', 'select']
 
-
-@dataclasses.dataclass(frozen=True)
-class Selector:
-    kind: str
-    value: str
-
-    def __str__(self) -> str:
-        return self.value if self.kind == 'name' else '%s:%s' % (
-            self.kind, self.value)
-
-    def matches(self, proc) -> bool:
-        """Whether process ``proc`` (:class:`~sparc_nova.introspect.tasks.
-        Process`) matches.
-        """
-        if self.kind == 'name':
-            return proc.comm == self.value
-        if self.kind == 'exe':
-            return proc.exe is not None and fnmatch.fnmatchcase(
-                proc.exe, self.value)
-        if self.kind == 'pid':
-            return proc.pid == int(self.value)
-        if self.kind == 'uid':
-            return proc.uid == int(self.value)
-        if self.kind == 'cgroup':
-            path = self.value.rstrip('/') or '/'
-            cg = proc.cgroup
-            if cg is None:
-                return False
-            return cg == path or path == '/' or cg.startswith(path + '/')
-        return False
+KINDS = vocabulary.KINDS
+Selector = vocabulary.Selector
 
 
 def parse(text: str) -> Selector:
-    """Parse one selector (see the module docstring)."""
-    if not text or len(text) > 4096:
-        raise errors.SelectorError('empty or overlong process selector')
-    kind, sep, value = text.partition(':')
-    if sep and kind in KINDS[1:]:
-        if not value:
-            raise errors.SelectorError('selector %r has no value' % text)
-        if kind in ('pid', 'uid'):
-            if not value.isdigit():
-                raise errors.SelectorError('selector %r: %s must be a '
-                                           'number' % (text, kind))
-            if kind == 'pid' and int(value) == 1:
-                raise errors.SelectorError(
-                    'refusing pid:1: killing init panics the guest')
-        if kind == 'cgroup' and not value.startswith('/'):
-            raise errors.SelectorError('selector %r: a cgroup path starts '
-                                       'with /' % text)
-        return Selector(kind, value)
-    if sep and kind == 'name':
-        return Selector('name', value)
-    return Selector('name', text)
+    """Parse one selector.
+
+    :raises SelectorError: the selector is not valid (the message is the
+        vocabulary's)
+    """
+    try:
+        return vocabulary.parse(text)
+    except vocabulary_errors.InvalidRule as e:
+        raise errors.SelectorError(str(e)) from None
 
 
 def parse_all(texts) -> list[Selector]:
+    """Parse selectors given as strings or :class:`Selector`."""
     return [t if isinstance(t, Selector) else parse(t) for t in texts]
 
 

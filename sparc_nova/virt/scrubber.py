@@ -66,16 +66,13 @@ def no_policy_properties() -> dict[str, str]:
                    ).image_properties()
 
 
-def disk_rules(effective: policy.EffectivePolicy
-               ) -> tuple[list[str], list[str]]:
-    """``(globs, preset_names)`` of the policy for the disk engine, or two
-    empty lists when they select nothing (negations alone select
+def disk_rules(effective: policy.EffectivePolicy) -> list[str]:
+    """The policy's rule list for the disk engine (every source in a
+    scope of its own, see :attr:`policy.EffectivePolicy.path_rules`), or
+    an empty list when it selects nothing (negations alone select
     nothing).
     """
-    globs, presets = policy.split_presets(effective.exclude_paths)
-    if presets or any(not g.startswith('!') for g in globs):
-        return globs, presets
-    return [], []
+    return list(effective.path_rules)
 
 
 def disk_summary(report) -> str:
@@ -153,8 +150,8 @@ class Scrubber:
         :raises SparcScrubFailed: unless the policy allows unscrubbed
             snapshots
         """
-        globs, presets = disk_rules(effective)
-        if not (globs or presets):
+        rule_list = disk_rules(effective)
+        if not rule_list:
             return Outcome(False, 'the policy excludes no guest paths: the '
                            'disk image is unchanged', effective.digest,
                            path=src)
@@ -165,7 +162,7 @@ class Scrubber:
                 raise exception.SparcError(
                     'cannot scrub a %s snapshot; set [libvirt] '
                     'snapshot_image_format to qcow2 or raw' % disk_format)
-            rules = disk.Rules(globs, presets)
+            rules = disk.Rules(rule_list)
             options = disk.ScrubOptions.from_conf(
                 conf.CONF, output_format=disk_format)
             report = blocking.call(
@@ -191,7 +188,7 @@ class Scrubber:
         def work():
             result = privsep_checkpoint.scrub_managed_save(
                 path, list(effective.exclude_processes),
-                policy.expand_presets(effective.exclude_paths),
+                list(effective.path_rules),
                 effective.follow_ipc, not effective.scrub_free_memory,
                 instance.name)
             return result['summary']

@@ -178,7 +178,7 @@ class EditFormTests(helpers.PrivacyTestCase):
             with self.subTest(field=field, value=value):
                 rc, expected = helpers.sparc_policy_check(
                     {'sparc:' + field: value})
-                self.assertEqual(2, rc)
+                self.assertEqual(1, rc)
                 self.assertEqual(1, len(expected))
                 res = self.post(**{field: value})
                 self.assertEqual(200, res.status_code)

@@ -57,8 +57,12 @@ class IndexTests(helpers.PrivacyTestCase):
         suspend = str(row.cells['suspend'].value)
         self.assertIn('<code>refuse</code>', suspend)
         self.assertIn('sparc-origin-flavor', suspend)
+        # The instance's follow_ipc=false would weaken the flavor's
+        # keepassxc: refused, and the panel says so.
         follow = str(row.cells['follow_ipc'].value)
-        self.assertIn('<code>false</code>', follow)
+        self.assertIn('<code>true</code>', follow)
+        self.assertIn('Refused: sparc:follow_ipc=false (instance metadata)',
+                      str(row.cells['policy_state'].value))
         free = str(row.cells['scrub_free_memory'].value)
         self.assertIn('<code>true</code>', free)
         self.assertIn('sparc-origin-default', free)

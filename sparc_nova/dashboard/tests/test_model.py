@@ -36,7 +36,10 @@ class InstancePrivacyTests(test.TestCase):
                          row.effective.origins['exclude_paths'])
         self.assertEqual('refuse', row.effective.suspend)
         self.assertEqual(['flavor'], row.effective.origins['suspend'])
-        self.assertFalse(row.effective.follow_ipc)
+        # The tenant cannot relax follow_ipc for the flavor's keepassxc.
+        self.assertTrue(row.effective.follow_ipc)
+        self.assertEqual([('follow_ipc', 'instance')],
+                         [(r.key, r.source) for r in row.effective.refused])
         # Only sparc-nova keys are policy; scrub records are not.
         self.assertEqual(['sparc:exclude_processes', 'sparc:follow_ipc'],
                          row.instance_keys)

@@ -25,7 +25,6 @@ from xml.sax import saxutils
 
 import pytest
 
-from sparc_nova import policy
 from tests.functional.engine.disk import hostcheck
 from tests.functional.engine.disk import images
 from tests.functional.testbed import guest as guest_mod
@@ -219,9 +218,10 @@ def test_suspend_scrubs_the_managed_save_through_privsep(
 
     with mock.patch.object(privsep_checkpoint, 'scrub_managed_save', spy):
         driver.suspend(context, instance)
-    assert calls == [(save_path, ['vault'], policy.expand_presets(
-        list(images.EXCLUDE_PATHS) + ['preset:' + p for p in images.PRESETS]),
-        True, False, instance.name)]
+    assert calls == [(save_path, ['vault'], ['scope:instance'] +
+                      list(images.EXCLUDE_PATHS) +
+                      ['preset:' + p for p in images.PRESETS],
+                      True, False, instance.name)]
     assert g.dom.hasManagedSaveImage(0)
     assert not g.dom.isActive()
     # The daemon introspected the guest in its unprivileged sandbox child.

@@ -28,15 +28,17 @@ PROCS = [proc(1, 0, 'init', '/sbin/init'),
     ('exe:/usr/bin/*', 'exe', '/usr/bin/*'),
     ('pid:10', 'pid', '10'), ('uid:1000', 'uid', '1000'),
     ('cgroup:/user.slice', 'cgroup', '/user.slice'),
-    ('weird:thing', 'name', 'weird:thing'),
+    ('name:weird:thing', 'name', 'weird:thing'),
 ])
 def test_parse(text, kind, value):
     s = selectors.parse(text)
     assert (s.kind, s.value) == (kind, value)
 
 
-@pytest.mark.parametrize('text', ['', 'pid:x', 'uid:', 'pid:1',
-                                  'cgroup:relative', 'x' * 5000])
+@pytest.mark.parametrize('text', ['', 'pid:x', 'uid:', 'pid:1', 'pid:0',
+                                  'cgroup:relative', 'x' * 5000,
+                                  'weird:thing', 'exe:usr/bin/x',
+                                  'uid:\u00b2'])
 def test_parse_errors(text):
     with pytest.raises(errors.SelectorError):
         selectors.parse(text)
@@ -46,6 +48,16 @@ def _sel(*texts, children=False):
     chosen, notes = selectors.select(PROCS, selectors.parse_all(texts),
                                      children)
     return set(chosen), notes
+
+
+def test_name_with_a_colon_round_trips():
+    sel = selectors.parse('name:weird:thing')
+    assert selectors.parse(str(sel)) == sel
+
+
+def test_exe_glob_covers_the_directories_it_names():
+    assert _sel('exe:/usr/lib')[0] == {11}
+    assert _sel('exe:/**/gpg*')[0] == {20}
 
 
 def test_select():

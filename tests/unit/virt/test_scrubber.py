@@ -4,7 +4,6 @@ from unittest import mock
 
 import pytest
 
-from sparc_nova.engine import disk
 from sparc_nova.engine.disk import report as disk_report
 from sparc_nova import exception
 from sparc_nova import notifications
@@ -49,15 +48,17 @@ def snapshot(notifier, effective, src='/snap/abc', fmt='qcow2'):
 
 
 def test_disk_rules():
-    assert scrubber.disk_rules(fakes.effective()) == ([], [])
+    assert scrubber.disk_rules(fakes.effective()) == []
     assert scrubber.disk_rules(fakes.effective(
-        exclude_processes='vault')) == ([], [])
+        exclude_processes='vault')) == []
     assert scrubber.disk_rules(fakes.effective(
-        exclude_paths='!/a/*.pub')) == ([], [])
+        exclude_paths='!/a/*.pub')) == []
     assert scrubber.disk_rules(fakes.effective(
-        exclude_paths='/a/**,!/a/*.pub')) == (['/a/**', '!/a/*.pub'], [])
+        exclude_paths='/a/**,!/a/*.pub')) == [
+            'scope:instance', '/a/**', '!/a/*.pub']
     assert scrubber.disk_rules(fakes.effective(
-        exclude_paths='preset:tmp,!/tmp/keep')) == (['!/tmp/keep'], ['tmp'])
+        exclude_paths='preset:tmp,!/tmp/keep')) == [
+            'scope:instance', 'preset:tmp', '!/tmp/keep']
 
 
 def test_disk_summary_counts_and_never_names():
@@ -163,7 +164,7 @@ def test_managed_save_through_privsep(notifier):
             'ctx', fakes.instance(), effective, '/save/i-1.save')
     entry.assert_called_once_with(
         '/save/i-1.save', ['vault', 'gpg-agent'],
-        ['/srv/x'] + list(disk.presets.get('gnupg').globs), True, True,
+        ['scope:instance', '/srv/x', 'preset:gnupg'], True, True,
         'instance-00000001')
     assert outcome.scrubbed and outcome.summary == '2 processes excluded'
     assert notifier.start.call_args[0][1]['operation'] == 'suspend'

@@ -130,3 +130,33 @@ def test_every_preset_compiles_and_is_documented():
 def test_presets_select_what_they_promise(preset, removed, kept):
     r = rules.Rules(preset_names=[preset])
     assert _removed(r, removed + kept) == sorted(removed)
+
+
+def test_no_negation_keeps_a_held_path():
+    r = rules.Rules(['/srv/**', '!/srv/open'], held_paths=['/srv/open'])
+    assert _removed(r, ['/srv/open', '/srv/x']) == ['/srv/open', '/srv/x']
+
+
+def test_a_negation_narrows_only_its_scope():
+    r = rules.Rules(['scope:flavor', '/root/**', 'scope:instance',
+                     '/srv/**', '!*'])
+    assert _removed(r, ['/root/a', '/srv/b']) == ['/root/a']
+    assert r.units == ['/root/**', '/srv/**']
+
+
+def test_a_presets_negations_do_not_keep_another_rules_paths():
+    r = rules.Rules(['/root/.ssh/**'], ['ssh-private-keys'])
+    assert _removed(r, ['/root/.ssh/id_rsa.pub', '/home/a/.ssh/x.pub']) == [
+        '/root/.ssh/id_rsa.pub']
+
+
+def test_presets_in_the_rule_list():
+    r = rules.Rules(['preset:tmp', '!/tmp/keep'])
+    assert _removed(r, ['/tmp/a', '/tmp/keep']) == ['/tmp/a']
+    assert r.units == ['preset:tmp']
+
+
+@pytest.mark.parametrize('glob', ['*', '/*', '**', '**/*', '/srv/[ab'])
+def test_whole_file_system_and_malformed_globs_are_refused(glob):
+    with pytest.raises(ValueError):
+        rules.Rules([glob])
