@@ -3,6 +3,9 @@ behind it.
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import webob
@@ -57,6 +60,16 @@ def call(servers, method, path, body=None, project_prefix=''):
 def fault(response):
     (name, content), = response.json.items()
     return name, content['code'], content['message']
+
+
+def test_message_is_what_sparc_policy_check_prints():
+    sparc = os.path.join(os.path.dirname(sys.executable), 'sparc')
+    result = subprocess.run([sparc, 'policy', 'check'] + [
+        '%s=%s' % item for item in BAD.items()], capture_output=True,
+        text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        'sparc: error: ' + BAD_MESSAGE)
 
 
 # -- routing ---------------------------------------------------------------
