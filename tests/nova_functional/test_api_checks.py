@@ -146,7 +146,8 @@ class ApiChecksTest(base.SparcServersTestBase):
     # -- refusals ----------------------------------------------------------
 
     def create_volume_backed_server(self, metadata):
-        server = self._build_server(image_uuid='', networks='none')
+        server = self._build_server(networks='none')
+        server.pop('imageRef')
         server['block_device_mapping_v2'] = [{
             'boot_index': 0,
             'uuid': nova_fixtures.CinderFixture.IMAGE_BACKED_VOL,
@@ -169,7 +170,7 @@ class ApiChecksTest(base.SparcServersTestBase):
                           '%s is refused by its privacy policy'
                           % server['id'], message)
         self.assertEqual(images_before, len(self.glance.images))
-        self.assertEqual([], self.cinder.volume_snapshots)
+        self.assertEqual({}, dict(self.cinder.volume_snapshots))
 
     def test_volume_backed_snapshot_without_disk_policy_is_made(self):
         server = self.create_volume_backed_server(MEMORY_POLICY)
