@@ -131,7 +131,9 @@ def test_snapshot_does_not_inherit_scrub_records(conn, server):
         assert created.status in ('queued', 'saving'), created.status
         for key in PARENT_RECORDS:
             assert key not in created.properties, created.properties
-        image = conn.image.wait_for_image(created, wait=900)
+        image = conn.image.wait_for_status(
+            created, status='active', failures=['killed', 'deleted'],
+            wait=900)
         props = conn.image.get_image(image).properties
         for key, value in PARENT_RECORDS.items():
             assert props.get(key) != value, (key, props)
