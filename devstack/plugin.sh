@@ -13,9 +13,16 @@ if is_service_enabled sparc-nova; then
     elif [[ $1 == stack && $2 == post-config ]]; then
         echo_summary "Configuring sparc-nova"
         configure_sparc_nova
+        configure_sparc_nova_api
+        if is_service_enabled g-api; then
+            configure_sparc_glance
+        fi
     elif [[ $1 == stack && $2 == extra ]]; then
         echo_summary "Checking that Nova loads SparcLibvirtDriver"
         init_sparc_nova
+        if is_service_enabled g-api; then
+            init_sparc_glance
+        fi
     elif [[ $1 == stack && $2 == test-config ]]; then
         # No tempest plugin: sparc-nova's end-to-end checks are its own
         # test cloud's scenarios (tests/e2e).

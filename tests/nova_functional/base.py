@@ -93,10 +93,14 @@ class SparcServersTestBase(base.ServersTestBase):
             del self.__dict__[key]
 
     def _setup_services(self):
-        # The wheel installs Nova's paste configuration under the prefix.
-        self.flags(api_paste_config=os.path.join(
-            sys.prefix, 'etc', 'nova', 'api-paste.ini'), group='wsgi')
+        self.flags(api_paste_config=self.api_paste_config(), group='wsgi')
         super()._setup_services()
+
+    def api_paste_config(self) -> str:
+        """The API's paste configuration: the one the wheel installs
+        under the prefix.
+        """
+        return os.path.join(sys.prefix, 'etc', 'nova', 'api-paste.ini')
 
     # -- fakes ---------------------------------------------------------
 

@@ -15,6 +15,7 @@ import shutil
 import urllib.error
 import urllib.request
 
+from tests.e2e.cloud import devstack_lib
 from tests.e2e.cloud import inifile
 from tests.e2e.cloud import processes
 from tests.e2e.cloud import settings as settings_mod
@@ -115,7 +116,9 @@ def keystone(conf: Settings, sup: processes.Supervisor) -> None:
 
 
 def glance(conf: Settings, sup: processes.Supervisor) -> None:
-    """Glance with one file store under the state directory."""
+    """Glance with one file store under the state directory, and
+    devstack/lib/sparc's property protections and metadefs namespace.
+    """
     etc = conf.path('etc', 'glance')
     sections = _common(conf, 'glance')
     sections['DEFAULT'].update({'enabled_backends': 'fs:file'})
@@ -132,8 +135,15 @@ def glance(conf: Settings, sup: processes.Supervisor) -> None:
     })
     conf_file = inifile.write_ini(etc + '/glance-api.conf', sections)
     shutil.copy(conf.venv_etc('glance', 'glance-api-paste.ini'), etc)
+    sparc_env = {'SPARC_GLANCE_CONF_DIR': etc,
+                 'SPARC_GLANCE_API_CONF': conf_file,
+                 'SPARC_GLANCE_MANAGE': conf.bin('glance-manage')}
+    devstack_lib.run(conf, ['configure_sparc_glance'], sparc_env,
+                     'configure-sparc-glance.log')
     sup.run('glance-manage', [conf.bin('glance-manage'), '--config-file',
                               conf_file, 'db_sync'])
+    devstack_lib.run(conf, ['init_sparc_glance'], sparc_env,
+                     'configure-sparc-glance.log')
     serve(conf, sup, 'glance', 'glance.wsgi.api',
           {'OS_GLANCE_CONFIG_DIR': etc})
 

@@ -1,6 +1,7 @@
 """Keystone's content: the service project, one user per service (with
-the admin and service roles in the service project) and the service
-catalog.
+the admin and service roles in the service project), the service catalog,
+and a tenant: project :data:`MEMBER_PROJECT` whose user :data:`MEMBER_USER`
+has only the ``member`` role.
 """
 
 import openstack
@@ -16,6 +17,25 @@ SERVICES = {
     'neutron': ('network', ''),
     'nova': ('compute', '/v2.1'),
 }
+
+
+#: The tenant's project and its member (roles member and, implied, reader).
+MEMBER_PROJECT = 'sparc-tenant'
+MEMBER_USER = 'sparc-member'
+
+
+def member_auth(conf: Settings) -> dict[str, str]:
+    """openstacksdk auth arguments of the tenant's member."""
+    return dict(admin_auth(conf), username=MEMBER_USER,
+                project_name=MEMBER_PROJECT)
+
+
+def connect_member(conf: Settings) -> openstack.connection.Connection:
+    """An openstacksdk connection as the tenant's member (no admin role)."""
+    return openstack.connect(region_name=settings_mod.REGION,
+                             identity_api_version='3',
+                             connect_retries=3,
+                             **member_auth(conf))
 
 
 def admin_auth(conf: Settings) -> dict[str, str]:
@@ -63,6 +83,12 @@ def populate(conf: Settings) -> None:
             ident.create_endpoint(service_id=service.id, interface=interface,
                                   url=conf.url(name, path),
                                   region_id=settings_mod.REGION)
+    tenant = ident.create_project(name=MEMBER_PROJECT, domain_id='default')
+    member = ident.create_user(name=MEMBER_USER, password=conf.password,
+                               domain_id='default',
+                               default_project_id=tenant.id)
+    ident.assign_project_role_to_user(tenant, member,
+                                      ident.find_role('member'))
     conn.close()
 
 

@@ -96,3 +96,7 @@ class TestCloud:
     def connect(self):
         """An openstacksdk connection as the cloud's admin."""
         return catalog.connect(self.conf)
+
+    def connect_member(self):
+        """An openstacksdk connection as the tenant's member."""
+        return catalog.connect_member(self.conf)

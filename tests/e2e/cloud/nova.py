@@ -16,6 +16,7 @@ import subprocess
 import time
 
 from tests.e2e.cloud import apis
+from tests.e2e.cloud import devstack_lib
 from tests.e2e.cloud import inifile
 from tests.e2e.cloud import processes
 from tests.e2e.cloud import settings as settings_mod
@@ -109,35 +110,33 @@ def write_config(conf: Settings) -> None:
     compute = {k: v for k, v in sections.items()
                if k not in ('database', 'api_database')}
     inifile.write_ini(compute_conf_file(conf), compute)
+    # The API reads its paste pipeline from the first of its files.
+    shutil.copy(conf.venv_etc('nova', 'api-paste.ini'), paste_ini(conf))
+
+
+def paste_ini(conf: Settings) -> str:
+    """nova-api's api-paste.ini."""
+    return conf.path('etc', 'nova', 'api-paste.ini')
 
 
 def configure_sparc(conf: Settings, log_dir: str,
                     driver: str = 'sparc') -> None:
     """Run devstack/lib/sparc's configure_sparc_nova on the compute
-    service's nova-cpu.conf, as the DevStack plugin does; ``driver='stock'``
-    keeps Nova's own LibvirtDriver.
+    service's nova-cpu.conf and configure_sparc_nova_api on nova.conf and
+    api-paste.ini, as the DevStack plugin does; ``driver='stock'`` keeps
+    Nova as it is.
     """
     if driver == 'stock':
         return
-    here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ,
-               SPARC_NOVA_DIR=settings_mod.REPO,
-               SPARC_NOVA_CONF=compute_conf_file(conf),
-               SPARC_NOVA_PYTHON=conf.bin('python'),
-               SPARC_CLOUD_VENV=conf.venv,
-               SPARC_MANAGED_SAVE_DIR=managed_save_dir(conf),
-               SPARC_SEND_NOTIFICATIONS='true',
-               SPARC_PRIVSEP_HELPER_COMMAND=_privsep_helper(conf))
-    script = ('set -euo pipefail; source "%s/devstack_compat.sh"; '
-              'source "%s/devstack/lib/sparc"; configure_sparc_nova; '
-              'init_sparc_nova' % (here, settings_mod.REPO))
-    with open(os.path.join(log_dir, 'configure-sparc-nova.log'), 'ab') as out:
-        result = subprocess.run(['bash', '-c', script], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        raise processes.CloudError(
-            'configure_sparc_nova failed\n%s' % processes.log_tail(
-                os.path.join(log_dir, 'configure-sparc-nova.log')))
+    devstack_lib.run(conf, [
+        'configure_sparc_nova', 'configure_sparc_nova_api',
+        'init_sparc_nova'], {
+            'SPARC_NOVA_CONF': compute_conf_file(conf),
+            'SPARC_NOVA_API_CONF': conf_file(conf),
+            'SPARC_NOVA_API_PASTE_INI': paste_ini(conf),
+            'SPARC_MANAGED_SAVE_DIR': managed_save_dir(conf),
+            'SPARC_SEND_NOTIFICATIONS': 'true',
+            'SPARC_PRIVSEP_HELPER_COMMAND': _privsep_helper(conf)})
 
 
 def create_cells(conf: Settings, sup: processes.Supervisor) -> None:
@@ -159,8 +158,6 @@ def start(conf: Settings, sup: processes.Supervisor) -> None:
     etc = os.path.dirname(conf_file(conf))
     os.makedirs(libvirt_root(conf), exist_ok=True)
     os.makedirs(conf.path('nova', 'instances'), exist_ok=True)
-    # The API reads its paste pipeline from the first of its files.
-    shutil.copy(conf.venv_etc('nova', 'api-paste.ini'), etc)
     apis.serve(conf, sup, 'nova', 'nova.wsgi.osapi_compute',
                {'OS_NOVA_CONFIG_DIR': etc,
                 'OS_NOVA_CONFIG_FILES': 'api-paste.ini;nova.conf'})
