@@ -58,6 +58,14 @@ METHODS = (
 )
 
 
+def _source(func) -> str:
+    """The source of ``func``; empty when there is none to read."""
+    try:
+        return inspect.getsource(func)
+    except (TypeError, OSError):
+        return ''
+
+
 def _nova_version() -> str:
     from nova import version
     return version.version_string()
@@ -69,6 +77,8 @@ def problems(version: str | None = None) -> list[str]:
     """
     found = []
     version = version or _nova_version()
+    # nova-compute has registered them; a check run alone has not.
+    objects.register_all()
     try:
         major = int(version.split('.')[0])
     except ValueError:
@@ -89,7 +99,7 @@ def problems(version: str | None = None) -> list[str]:
     # The snapshot upload goes through self._image_api.update(context,
     # image_id, metadata, data) and the disks through
     # self.image_backend.by_libvirt_path(); both are set in __init__.
-    init_source = inspect.getsource(cls.__init__)
+    init_source = _source(cls.__init__)
     for attribute in ('self._image_api = ', 'self.image_backend = '):
         if attribute not in init_source:
             found.append('LibvirtDriver.__init__ no longer sets %s'
@@ -98,7 +108,7 @@ def problems(version: str | None = None) -> list[str]:
     # the driver must tell from a real suspend) and restarts it with
     # guest.launch().
     snapshot_source = ''.join(
-        inspect.getsource(getattr(cls, name, lambda: None))
+        _source(getattr(cls, name, None))
         for name in ('snapshot', '_suspend_guest_for_snapshot',
                      '_resume_guest_after_snapshot'))
     for call in ('self._image_api.update(', 'direct_snapshot(',
