@@ -49,11 +49,11 @@ class ShelveFailureTest(MemberViewMixin, base.SparcServersTestBase):
             '/snap', 'mount of /dev/sda1 failed')
         server = self.create_policy_server()
         self.api.post_server_action(server['id'], {'shelve': {}})
+        fault = self.wait_for_fault(server)
         self.assertEqual(
             'Privacy scrub of the snapshot %s of instance %s failed; '
             'nothing unscrubbed was kept: /snap: mount of /dev/sda1 failed'
-            % (self.shelve_image_id(server), server['id']),
-            self.wait_for_fault(server))
+            % (self.shelve_image_id(server), server['id']), fault)
         server = self._wait_for_server_parameter(
             server, {'status': 'ACTIVE', 'OS-EXT-STS:task_state': None})
         # No queued "<name>-shelved" left in Glance, nothing uploaded.

@@ -6,6 +6,8 @@ spec, are refused and the server stays where it was.
 
 import re
 
+import fixtures
+
 from nova.tests.functional.libvirt import base as libvirt_base
 
 from sparc_nova.virt import host_traits
@@ -25,6 +27,14 @@ class MoveTest(libvirt_base.LibvirtMigrationMixin,
         self.start_compute('compute2')
         self.src = self.computes['compute1']
         self.dest = self.computes['compute2']
+
+    def stub_disk_copy(self):
+        """Nova's own migrate_disk_and_power_off copies disk files that
+        fakelibvirt does not have: stubbed, as Nova's tests do.
+        """
+        self.useFixture(fixtures.MockPatch(
+            'nova.virt.libvirt.driver.LibvirtDriver.'
+            'migrate_disk_and_power_off', return_value='[]'))
 
     def use_native_tls(self):
         self.flags(live_migration_with_native_tls=True, group='libvirt')
@@ -88,6 +98,7 @@ class MoveBetweenSparcHostsTest(MoveTest):
         self.assertEqual('compute2', server['OS-EXT-SRV-ATTR:host'])
 
     def test_cold_migration(self):
+        self.stub_disk_copy()
         self.server = self.create_policy_server(host='compute1')
         server = self._migrate_server(self.server, host='compute2')
         self.assertEqual('compute2', server['OS-EXT-SRV-ATTR:host'])
@@ -95,6 +106,7 @@ class MoveBetweenSparcHostsTest(MoveTest):
 
     def test_refused_by_configuration(self):
         self.flags(refuse_cold_migration=True, group='sparc')
+        self.stub_disk_copy()
         self.server = self.create_policy_server(host='compute1')
         self.api.post_server_action(self.server['id'],
                                     {'migrate': {'host': 'compute2'}})
@@ -135,6 +147,7 @@ class MoveToPlainLibvirtHostTest(MoveTest):
         self.assertTrue(self.migrate_stub_ran)
 
     def test_cold_migration_refused(self):
+        self.stub_disk_copy()
         self.server = self.create_policy_server(host='compute1')
         self.api.post_server_action(self.server['id'],
                                     {'migrate': {'host': 'compute2'}})
@@ -153,6 +166,9 @@ class SameHostResizeTest(base.SparcServersTestBase):
 
     def test_resize_that_drops_the_operators_spec_refused(self):
         self.flags(allow_resize_to_same_host=True)
+        self.useFixture(fixtures.MockPatch(
+            'nova.virt.libvirt.driver.LibvirtDriver.'
+            'migrate_disk_and_power_off', return_value='[]'))
         private = self.create_flavor_with_specs(
             {'sparc:exclude_paths': '/root/.ssh/**'})
         plain = self._create_flavor(memory_mb=1024)
@@ -173,6 +189,9 @@ class SameHostResizeTest(base.SparcServersTestBase):
     def test_resize_that_keeps_the_operators_spec(self):
         self.flags(allow_resize_to_same_host=True)
         specs = {'sparc:exclude_paths': '/root/.ssh/**'}
+        self.useFixture(fixtures.MockPatch(
+            'nova.virt.libvirt.driver.LibvirtDriver.'
+            'migrate_disk_and_power_off', return_value='[]'))
         current = self.create_flavor_with_specs(specs)
         smaller = self._create_flavor(memory_mb=1024, extra_spec=specs)
         server = self.create_policy_server(metadata={}, flavor_id=current)

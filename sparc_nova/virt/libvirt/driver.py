@@ -392,16 +392,20 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
         return virt_exception.SparcOperationRefused(
             operation=operation, instance_uuid=instance.uuid, reason=reason)
 
-    def _migration_dest_host(self, context, instance, dest) -> str:
-        """The destination host of the resize or cold migration in
-        progress (``dest`` is only its address).
+    def _migration_hosts(self, context, instance, dest
+                         ) -> tuple[str, str | None]:
+        """``(source, destination)`` hosts of the resize or cold
+        migration in progress (``dest`` is only the destination's
+        address); the destination is None when it cannot be told.
         """
         migration_context = instance.migration_context
         if migration_context is not None:
             migration = objects.Migration.get_by_id(
                 context, migration_context.migration_id)
-            return migration.dest_compute
-        return CONF.host if dest == self.get_host_ip_addr() else dest
+            return migration.source_compute, migration.dest_compute
+        if dest == self.get_host_ip_addr():
+            return instance.host, instance.host
+        return instance.host, None
 
     def check_can_live_migrate_source(self, context, instance,
                                       dest_check_data,
@@ -449,11 +453,13 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
                                    timeout=0, retry_interval=0):
         try:
             refused = self._refused_resize(context, instance, flavor)
-            dest_host = self._migration_dest_host(context, instance, dest)
-            if refused is None and dest_host != CONF.host:
+            source, dest_host = self._migration_hosts(context, instance,
+                                                      dest)
+            if refused is None and dest_host != source:
+                # An unknown destination has no trait: refused.
                 refused = self._refused_move(
                     context, instance, 'Migration to another host',
-                    dest_host=dest_host)
+                    dest_host=dest_host or dest)
         except virt_exception.SparcPolicyInvalid as e:
             refused = e
         if refused is not None:
