@@ -226,7 +226,17 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
         # Durable record, before libvirt writes the memory image, that it
         # is not scrubbed yet: a crash from here on leaves the record for
         # init_host to find (_discard_interrupted_saves).
-        privsep_checkpoint.begin_managed_save(instance.name)
+        try:
+            privsep_checkpoint.begin_managed_save(instance.name)
+        except Exception as e:
+            # Nothing was saved: the guest runs on, the suspend fails.
+            failed = virt_exception.SparcScrubFailed(
+                what='memory image', instance_uuid=instance.uuid,
+                reason='the privileged daemon could not record the '
+                       'managed save (%s)' % e)
+            tenant_report.record(context, instance, failed)
+            raise nova_exception.InstanceFaultRollback(
+                inner_exception=failed)
         try:
             super().suspend(context, instance)
         except Exception:

@@ -151,6 +151,17 @@ def test_suspend_records_the_unscrubbed_save(drv, privileged):
                      ('end', inst.name)]
 
 
+def test_suspend_without_a_record_saves_nothing(drv, privileged):
+    inst = fakes.instance(metadata=POLICY)
+    privileged.begin_managed_save.side_effect = RuntimeError('no daemon')
+    with mock.patch.object(libvirt_driver.LibvirtDriver, 'suspend') as up:
+        with pytest.raises(nova_exception.InstanceFaultRollback) as e:
+            drv.suspend('ctx', inst)
+    assert up.call_count == 0
+    assert 'could not record the managed save (no daemon)' in \
+        e.value.inner_exception.format_message()
+
+
 def test_crash_during_scrub_keeps_the_record(drv, privileged):
     inst = fakes.instance(metadata=POLICY)
     drv._scrubber.managed_save.side_effect = KeyboardInterrupt
