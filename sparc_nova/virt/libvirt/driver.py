@@ -308,28 +308,39 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
             context, host)}
         for name in names:
             instance = instances.get(name)
-            LOG.warning('The managed save of %s was not scrubbed when '
-                        'nova-compute stopped: deleting it', name,
-                        instance=instance)
-            if instance is not None:
+            removed = instance is not None and \
                 self._remove_managed_save(instance)
-            privsep_checkpoint.discard_managed_save(name)
+            # Whatever libvirt left (or a file of a domain it does not
+            # know), and the record.
+            removed = privsep_checkpoint.discard_managed_save(name) or \
+                removed
+            if not removed:
+                # Rolled back before the crash: the guest runs on.
+                LOG.info('Record of an unscrubbed managed save of %s '
+                         'without the file: cleared', name)
+                continue
+            LOG.warning('The managed save of %s was not scrubbed when '
+                        'nova-compute stopped: deleted it', name,
+                        instance=instance)
             if instance is not None:
                 self._report_discarded_save(context, instance)
 
-    def _remove_managed_save(self, instance) -> None:
+    def _remove_managed_save(self, instance) -> bool:
         """Tell libvirt to drop the instance's managed save (it also
-        deletes the file), if libvirt knows the domain.
+        deletes the file), if libvirt knows the domain; whether it had
+        one.
         """
         try:
             domain = self._host.get_guest(instance)._domain
             if domain.hasManagedSaveImage(0):
                 domain.managedSaveRemove(0)
+                return True
         except nova_exception.InstanceNotFound:
             pass
         except Exception as e:
             LOG.warning('libvirt could not remove the managed save: %s', e,
                         instance=instance)
+        return False
 
     @staticmethod
     def _report_discarded_save(context, instance) -> None:

@@ -198,6 +198,30 @@ def test_start_discards_interrupted_saves(drv, privileged):
         fault.call_args[0][2].format_message()
 
 
+def test_start_clears_a_record_without_a_save(drv, privileged):
+    # The suspend was rolled back (libvirt restored the guest and deleted
+    # the file) but the record could not be cleared.
+    privileged.pending_managed_saves.return_value = ['instance-00000001']
+    privileged.discard_managed_save.return_value = False
+    inst = mock.Mock(uuid=fakes.INSTANCE_UUID, vm_state='active')
+    inst.name = 'instance-00000001'
+    drv._host = mock.Mock()
+    domain = drv._host.get_guest.return_value._domain
+    domain.hasManagedSaveImage.return_value = False
+    objects.register_all()
+    with mock.patch('nova.objects.InstanceList.get_by_host',
+                    return_value=[inst]), \
+            mock.patch('nova.context.get_admin_context'), \
+            mock.patch.object(driver.compute_utils,
+                              'add_instance_fault_from_exc') as fault:
+        drv._discard_interrupted_saves('compute1')
+    privileged.discard_managed_save.assert_called_once_with(
+        'instance-00000001')
+    assert fault.call_count == 0
+    assert inst.vm_state == 'active'
+    assert inst.save.call_count == 0
+
+
 def test_start_refuses_an_unsupported_nova(drv):
     with mock.patch.object(driver.nova_support, '_nova_version',
                            return_value='33.1.0'), \
