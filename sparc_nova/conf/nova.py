@@ -23,18 +23,23 @@ opts = [
                     '(<domain name>.save) of the libvirt connection Nova '
                     'uses. The privileged scrub refuses any path outside '
                     'it.'),
-    cfg.BoolOpt('refuse_live_migration', default=True,
-                help='Refuse to live migrate an instance that has a privacy '
-                     'policy: live migration streams its memory, excluded '
-                     'processes included, to another host, and no scrub '
-                     'can run on that stream.'),
-    cfg.BoolOpt('refuse_cold_migration', default=True,
-                help='Refuse to cold migrate or resize an instance that has '
-                     'a privacy policy to another host: its disks are '
-                     'copied as they are, files the policy excludes '
-                     'included. Resizing across cells is always refused '
-                     'for such instances: it goes through an unscrubbed '
-                     'image in Glance.'),
+    cfg.BoolOpt('refuse_live_migration', default=False,
+                help='Refuse every live migration of an instance that has '
+                     'a privacy policy. When false (the default), it may '
+                     'live migrate to a host that runs sparc-nova (trait '
+                     'CUSTOM_SPARC_NOVA), and only over libvirt\'s native '
+                     'TLS ([libvirt] live_migration_with_native_tls): its '
+                     'memory, excluded processes included, crosses the '
+                     'network.'),
+    cfg.BoolOpt('refuse_cold_migration', default=False,
+                help='Refuse every cold migration or resize to another '
+                     'host of an instance that has a privacy policy. When '
+                     'false (the default), it may move to a host that runs '
+                     'sparc-nova (trait CUSTOM_SPARC_NOVA). A resize to a '
+                     'flavor that drops the operator\'s sparc: extra specs, '
+                     'and a resize across cells (it goes through an '
+                     'unscrubbed image in Glance), are always refused for '
+                     'such instances.'),
     cfg.BoolOpt('send_notifications', default=True,
                 help='Send sparc.scrub.start, sparc.scrub.end and '
                      'sparc.scrub.error notifications on Nova\'s '

@@ -109,12 +109,26 @@ def latest_snapshots(request, instance_id: str | None = None
     return instance_privacy.latest_snapshots(images)
 
 
+#: From this microversion on, project members see the events of an
+#: instance action (without their tracebacks).
+EVENTS_MICROVERSION = '2.51'
+
+
 @profiler.trace
 def last_snapshot_request(request, instance_id: str
                           ) -> instance_privacy.SnapshotRequest | None:
-    """The newest snapshot request in the instance's action log."""
-    return instance_privacy.SnapshotRequest.latest(
+    """The newest snapshot request in the instance's action log; when it
+    failed, with the reason the compute driver recorded in its events.
+    """
+    latest = instance_privacy.SnapshotRequest.latest(
         nova.instance_action_list(request, instance_id))
+    if latest is not None and latest.failed:
+        action = _nova.novaclient(
+            request, version=EVENTS_MICROVERSION).instance_action.get(
+                instance_id, latest.request_id)
+        latest.reason = instance_privacy.policy_reason(
+            getattr(action, 'events', None))
+    return latest
 
 
 @profiler.trace

@@ -115,14 +115,16 @@ def parse_time(text: str | None) -> datetime.datetime | None:
 @dataclasses.dataclass
 class SnapshotRequest:
     """The newest request in the instance's Nova action log that makes a
-    snapshot image (createImage, createBackup, shelve), and whether it
-    failed (Nova marks a failed action ``Error``).
+    snapshot image (createImage, createBackup, shelve), whether it failed
+    (Nova marks a failed action ``Error``) and, when the privacy policy
+    made it fail, why (see :func:`policy_reason`).
     """
 
     action: str
     request_id: str
     start_time: str
     failed: bool
+    reason: str | None = None
 
     @classmethod
     def latest(cls, actions: Iterable) -> 'SnapshotRequest | None':
@@ -141,6 +143,24 @@ class SnapshotRequest:
                             failed=getattr(action, 'message', None) ==
                             'Error')
         return found
+
+
+#: The compute driver names the events it adds to a request that the
+#: privacy policy made fail with this prefix and the reason.
+POLICY_EVENT_PREFIX = 'sparc-nova: '
+
+
+def policy_reason(events: Iterable) -> str | None:
+    """Why the privacy policy made a request fail, from the events of its
+    Nova instance action (dicts with an ``event`` name, as members see
+    them from microversion 2.51), or None.
+    """
+    for event in events or ():
+        name = (event.get('event') if isinstance(event, dict)
+                else getattr(event, 'event', None)) or ''
+        if name.startswith(POLICY_EVENT_PREFIX):
+            return name[len(POLICY_EVENT_PREFIX):]
+    return None
 
 
 def latest_snapshots(images: Iterable) -> dict[str, SnapshotRecord]:

@@ -161,14 +161,17 @@ def snapshot_cell(row: instance_privacy.InstancePrivacy):
     the failed request that left no snapshot.
     """
     if row.last_request_failed and not row.snapshot_in_progress:
+        reason = row.last_request.reason
         return format_html(
-            '<div class="sparc-request-failed">{}</div>',
+            '<div class="sparc-request-failed">{}</div>{}',
             _('The last snapshot request (%(action)s at %(time)s, '
               '%(request)s) failed and no image was kept. The instance\'s '
               'action log has the request.') % {
                   'action': row.last_request.action,
                   'time': row.last_request.start_time,
-                  'request': row.last_request.request_id})
+                  'request': row.last_request.request_id},
+            format_html('<div class="sparc-request-reason">{}: {}</div>',
+                        _('Why'), reason) if reason else '')
     snap = row.last_snapshot
     if snap is None:
         return '-'

@@ -17,6 +17,7 @@ from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova import conf
 from sparc_nova import exception
 from sparc_nova import privsep
+from sparc_nova.privsep import save_markers
 
 LOG = logging.getLogger(__name__)
 
@@ -158,3 +159,54 @@ def scrub_managed_save(path: str, selectors: list[str],
     except Exception as e:
         raise PrivilegedScrubError('%s: %s' % (type(e).__name__, e)) from e
     return {'summary': report.summary(), 'report': report.to_dict()}
+
+
+# -- records of managed saves not scrubbed yet (save_markers) -------------
+
+def _instance_name(instance_name) -> str:
+    if not (isinstance(instance_name, str) and
+            INSTANCE_NAME.fullmatch(instance_name)):
+        raise PrivilegedScrubError('refused: %r is not an instance name'
+                                   % (instance_name,))
+    return instance_name
+
+
+@privsep.scrub_pctxt.entrypoint
+def begin_managed_save(instance_name: str) -> None:
+    """Record, durably, that the managed save of ``instance_name`` about
+    to be written is not scrubbed yet.
+    """
+    try:
+        save_markers.write(_instance_name(instance_name))
+    except exception.SparcError as e:
+        raise PrivilegedScrubError(str(e))
+
+
+@privsep.scrub_pctxt.entrypoint
+def end_managed_save(instance_name: str) -> bool:
+    """Forget the record: the managed save was scrubbed, kept unscrubbed
+    as the policy allows, or is gone. Returns whether there was one.
+    """
+    return save_markers.remove(_instance_name(instance_name))
+
+
+@privsep.scrub_pctxt.entrypoint
+def discard_managed_save(instance_name: str) -> bool:
+    """Delete the managed save of ``instance_name`` (checked as
+    :func:`managed_save_file` does), then its record. Returns whether a
+    file was deleted.
+    """
+    name = _instance_name(instance_name)
+    path = os.path.join(conf.CONF.sparc.managed_save_dir, name + '.save')
+    deleted = False
+    if os.path.lexists(path):
+        os.unlink(managed_save_file(path, name))
+        deleted = True
+    save_markers.remove(name)
+    return deleted
+
+
+@privsep.scrub_pctxt.entrypoint
+def pending_managed_saves() -> list:
+    """Instance names whose managed save has a record (not scrubbed)."""
+    return save_markers.pending()

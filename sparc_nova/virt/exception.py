@@ -16,3 +16,11 @@ class SparcScrubFailed(nova_exception.NovaException):
 class SparcOperationRefused(nova_exception.Invalid):
     msg_fmt = ('%(operation)s of instance %(instance_uuid)s is refused by '
                'its privacy policy: %(reason)s')
+
+
+class SparcUnscrubbedSaveDiscarded(nova_exception.NovaException):
+    msg_fmt = ('The suspend of instance %(instance_uuid)s did not finish '
+               'scrubbing its memory image before nova-compute stopped; '
+               'the unscrubbed image was deleted and the guest\'s memory '
+               'state is lost. Its disks are intact: reboot the server '
+               '(openstack server reboot --hard) to start it again.')

@@ -50,3 +50,13 @@ def has_scrub_records(instance: 'objects.Instance') -> bool:
     system_metadata = instance.system_metadata or {}
     return any(IMAGE_PROPERTY_PREFIX + key in system_metadata
                for key in policy.RECORD_PROPERTIES)
+
+
+def operator_specs(flavor) -> dict[str, str]:
+    """The ``sparc:`` extra specs of ``flavor`` (the operator's part of
+    the policy); ``{}`` for no flavor.
+    """
+    specs = dict(flavor.extra_specs or {}) if flavor else {}
+    prefix = policy.PREFIXES[policy.FLAVOR]
+    return {key: value for key, value in specs.items()
+            if key.startswith(prefix)}

@@ -26,6 +26,7 @@ from nova.tests.functional.libvirt import base
 from nova import utils as nova_utils
 from sparc_nova.engine.disk import report as disk_report
 from sparc_nova.engine.disk import scrub as disk_scrub
+from sparc_nova import privsep
 
 MARKER = b'SPARC-NOVA-SECRET-4c1f9e'
 KEPT = b'SPARC-NOVA-KEPT-DATA-77ab'
@@ -35,7 +36,6 @@ SCRUBBED_IMAGE = DISK_IMAGE.replace(MARKER, b'\0' * len(MARKER))
 
 POLICY = {'sparc:exclude_paths': '/home/*/.ssh/**',
           'sparc:exclude_processes': 'gpg-agent'}
-MANAGED_SAVE_DIR = '/var/lib/libvirt/qemu/save'
 PRIVSEP_ENTRY = 'sparc_nova.privsep.checkpoint.scrub_managed_save'
 
 
@@ -78,6 +78,12 @@ class SparcServersTestBase(base.ServersTestBase):
             side_effect=self._fake_scrub_image)).mock
         self.scrub_managed_save = self.useFixture(fixtures.MockPatch(
             PRIVSEP_ENTRY, side_effect=self._fake_scrub_managed_save)).mock
+        # The other privileged entry points (records of managed saves not
+        # scrubbed yet) run in this process, on a directory of the test.
+        self.useFixture(fixtures.MockPatchObject(
+            privsep.scrub_pctxt, 'client_mode', False))
+        self.managed_save_dir = self.useFixture(fixtures.TempDir()).path
+        self.flags(managed_save_dir=self.managed_save_dir, group='sparc')
         self.start_compute('compute1')
         self.ctxt = nova_context.get_admin_context()
 
@@ -173,8 +179,12 @@ class SparcServersTestBase(base.ServersTestBase):
                 self.uploads[image_id] = body
                 self.events.append(('upload', image_id))
                 data = io.BytesIO(body)
-            return update(context, image_id, metadata, data=data,
-                          purge_props=purge_props)
+            image = update(context, image_id, metadata, data=data,
+                           purge_props=purge_props)
+            if data is not None:
+                # As Glance does: the image's size is what was uploaded.
+                image['size'] = len(self.uploads[image_id])
+            return image
 
         self.glance.update = capture
         self.addCleanup(setattr, self.glance, 'update', update)

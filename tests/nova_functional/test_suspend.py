@@ -7,7 +7,7 @@ from tests.nova_functional import base
 class SuspendTest(base.SparcServersTestBase):
 
     def save_path(self, server):
-        return '%s/%s.save' % (base.MANAGED_SAVE_DIR,
+        return '%s/%s.save' % (self.managed_save_dir,
                                server['OS-EXT-SRV-ATTR:instance_name'])
 
     def test_suspend_scrubs_the_managed_save_and_resume_works(self):

@@ -239,6 +239,22 @@ class FailedSnapshotTests(helpers.PrivacyTestCase):
             test.IsHttpRequest(), '1')
 
     @test.create_mocks(helpers.READS)
+    def test_failed_request_shows_why(self):
+        failed = instance_privacy.SnapshotRequest(
+            'shelve', 'req-0f2', '2026-11-27T09:00:00.000000', True,
+            reason="Invalid privacy policy for instance 1: "
+                   "sparc:follow_ipc='maybe' (instance metadata): expected "
+                   "true or false")
+        self.mock_reads([self.server()], images={}, requests={'1': failed})
+        res = self.client.get(INDEX_URL)
+        cell = str(res.context['privacy_table'].get_rows()[0]
+                   .cells['last_snapshot'].value)
+        self.assertIn('failed and no image was kept', cell)
+        self.assertIn('Why: Invalid privacy policy for instance 1: '
+                      'sparc:follow_ipc=&#x27;maybe&#x27; (instance '
+                      'metadata): expected true or false', cell)
+
+    @test.create_mocks(helpers.READS)
     def test_failure_before_the_last_snapshot_is_history(self):
         failed = instance_privacy.SnapshotRequest(
             'createImage', 'req-0f1', '2026-11-27T07:00:00.000000', True)

@@ -138,6 +138,15 @@ def action(name, start_time, message=None, request_id='req-1'):
 
 class SnapshotRequestTests(test.TestCase):
 
+    def test_policy_reason_from_the_events(self):
+        events = [{'event': 'compute_shelve_instance', 'result': 'Error'},
+                  {'event': 'sparc-nova: Privacy scrub of the snapshot x '
+                            'failed', 'result': 'Error'}]
+        self.assertEqual('Privacy scrub of the snapshot x failed',
+                         instance_privacy.policy_reason(events))
+        self.assertIsNone(instance_privacy.policy_reason(events[:1]))
+        self.assertIsNone(instance_privacy.policy_reason(None))
+
     def test_latest_snapshot_action(self):
         actions = [action('create', '2026-11-27T07:00:00.000000'),
                    action('createImage', '2026-11-27T08:00:00.000000',
@@ -236,14 +245,26 @@ class ApiTests(test.APITestCase):
         self.assertEqual({}, found['2'])     # booted from a volume
         self.assertIsNone(found['3'])        # image not visible
 
+    @mock.patch.object(horizon_api._nova, 'novaclient')
     @mock.patch.object(horizon_api.nova, 'instance_action_list')
-    def test_last_snapshot_request(self, mock_actions):
+    def test_last_snapshot_request(self, mock_actions, mock_client):
         mock_actions.return_value = [
             action('createImage', '2026-11-27T09:00:00.000000',
-                   message='Error')]
+                   message='Error', request_id='req-new')]
+        get = mock_client.return_value.instance_action.get
+        get.return_value = mock.Mock(events=[
+            {'event': 'compute_snapshot_instance', 'result': 'Error'},
+            {'event': 'sparc-nova: Privacy scrub of the snapshot x failed',
+             'result': 'Error'}])
         latest = api.last_snapshot_request(self.request, '1')
         mock_actions.assert_called_once_with(self.request, '1')
         self.assertTrue(latest.failed)
+        # The events of the failed request say why (members see them
+        # from microversion 2.51).
+        mock_client.assert_called_once_with(self.request, version='2.51')
+        get.assert_called_once_with('1', 'req-new')
+        self.assertEqual('Privacy scrub of the snapshot x failed',
+                         latest.reason)
 
     @mock.patch.object(horizon_api.glance, 'image_list_detailed')
     def test_latest_snapshots_and_snapshots(self, mock_list):

@@ -20,22 +20,37 @@ by ``LibvirtDriver``:
 - ``suspend()``: the managed-save file is scrubbed in place by the
   privileged daemon; resume restores a guest whose excluded processes die
   at once. ``sparc:suspend=refuse`` refuses the suspend.
-- live migration, and cold migration or resize to another host, are
-  refused (configurable): their copies cannot be scrubbed.
+- ``trigger_crash_dump()`` is refused: the guest's kdump would write its
+  memory, excluded processes included, to its disk.
+- live migration, cold migration and resize are allowed only to hosts
+  that run sparc-nova (trait ``CUSTOM_SPARC_NOVA``, reported by
+  ``update_provider_tree``), live migration only over libvirt's native
+  TLS; a resize to a flavor that drops the operator's ``sparc:`` extra
+  specs is refused.
+- ``init_host()`` refuses to start on a Nova whose internals the driver
+  does not know (:mod:`.nova_support`), and deletes managed saves whose
+  scrub a crash interrupted.
 - A scrub that fails leaves nothing unscrubbed behind: the snapshot is
   not uploaded (Nova deletes the image), a suspend is rolled back so the
   instance runs again, and the instance gets a fault. With
   ``sparc:on_failure=allow`` (where permitted) the checkpoint proceeds
-  unscrubbed and says so.
+  unscrubbed and says so. A policed snapshot whose scrubbed bytes the
+  driver did not see go to Glance is deleted and fails. Failures caused
+  by the policy are also recorded as an event of the request's instance
+  action, which project members can read (:mod:`..tenant_report`).
 """
 
 import os
 
+from oslo_context import context as oslo_context
 from oslo_log import log as logging
 from oslo_utils import excutils
 
 from nova.compute import power_state
 from nova.compute import task_states
+from nova.compute import utils as compute_utils
+from nova.compute import vm_states
+from nova import context as nova_context
 from nova import exception as nova_exception
 from nova import objects
 from nova.virt.libvirt import driver as libvirt_driver
@@ -43,13 +58,29 @@ from nova.virt.libvirt import driver as libvirt_driver
 from sparc_nova import conf
 from sparc_nova import notifications
 from sparc_nova import policy
+from sparc_nova.privsep import checkpoint as privsep_checkpoint
 from sparc_nova.virt import exception as virt_exception
+from sparc_nova.virt import host_traits
 from sparc_nova.virt import instance_policy
+from sparc_nova.virt.libvirt import nova_support
 from sparc_nova.virt.libvirt import snapshot as snapshot_hooks
 from sparc_nova.virt import scrubber
+from sparc_nova.virt import tenant_report
 
 LOG = logging.getLogger(__name__)
 CONF = conf.CONF
+
+#: The task states of an instance being shelved (the snapshot's
+#: update_task_state moves it through them).
+SHELVING_STATES = (task_states.SHELVING,
+                   task_states.SHELVING_IMAGE_PENDING_UPLOAD,
+                   task_states.SHELVING_IMAGE_UPLOADING)
+
+#: Errors that mean "the privacy policy made this fail": the project is
+#: told why through its instance action log.
+POLICY_ERRORS = (virt_exception.SparcPolicyInvalid,
+                 virt_exception.SparcScrubFailed,
+                 virt_exception.SparcOperationRefused)
 
 
 class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
@@ -70,25 +101,91 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
     # -- snapshots -------------------------------------------------------
 
     def snapshot(self, context, instance, image_id, update_task_state):
-        effective = instance_policy.load(instance)
+        shelving = instance.task_state in SHELVING_STATES
+        # Shelve powers the guest off before the snapshot; this is its
+        # power state from before.
+        original_power_state = instance.power_state
+        try:
+            effective = instance_policy.load(instance)
+        except virt_exception.SparcPolicyInvalid as e:
+            with excutils.save_and_reraise_exception():
+                tenant_report.record(context, instance, e)
+                if shelving:
+                    self._undo_shelve(context, instance, image_id,
+                                      original_power_state)
         if (effective.excludes_anything and
                 instance.task_state == task_states.RESIZE_MIGRATING):
+            refused = virt_exception.SparcOperationRefused(
+                operation='Resize across cells',
+                instance_uuid=instance.uuid,
+                reason='it uploads the disk to Glance, where it would be '
+                       'either unscrubbed or stripped of the files the '
+                       'resized server needs')
+            tenant_report.record(context, instance, refused)
             raise nova_exception.InstanceFaultRollback(
-                inner_exception=virt_exception.SparcOperationRefused(
-                    operation='Resize across cells',
-                    instance_uuid=instance.uuid,
-                    reason='it uploads the disk to Glance, where it would '
-                           'be either unscrubbed or stripped of the files '
-                           'the resized server needs'))
+                inner_exception=refused)
         if not (effective.excludes_anything or
                 instance_policy.has_scrub_records(instance)):
             return super().snapshot(context, instance, image_id,
                                     update_task_state)
         job = snapshot_hooks.SnapshotJob(context, instance, image_id,
                                          effective)
-        with self._snapshot_jobs.running(job):
-            return super().snapshot(context, instance, image_id,
-                                    update_task_state)
+        try:
+            with self._snapshot_jobs.running(job):
+                super().snapshot(context, instance, image_id,
+                                 update_task_state)
+                self._check_upload(context, job)
+        except Exception as e:
+            with excutils.save_and_reraise_exception():
+                if isinstance(e, POLICY_ERRORS):
+                    tenant_report.record(context, instance, e)
+                if shelving and effective.excludes_anything:
+                    self._undo_shelve(context, instance, image_id,
+                                      original_power_state)
+
+    def _check_upload(self, context, job: snapshot_hooks.SnapshotJob
+                      ) -> None:
+        """Fail closed if Nova uploaded a policed snapshot by a path the
+        scrub did not see (a Nova that changed under the driver): the
+        image is deleted and :class:`SparcScrubFailed` raised.
+        """
+        if not job.policy.excludes_anything or job.uploaded:
+            return
+        LOG.error('Snapshot %s was not uploaded through the scrub; '
+                  'deleting the image', job.image_id, instance=job.instance)
+        self._delete_image_quietly(context, job.image_id)
+        raise virt_exception.SparcScrubFailed(
+            what='snapshot %s' % job.image_id,
+            instance_uuid=job.instance.uuid,
+            reason='Nova did not upload it through the scrub (is this '
+                   'Nova supported?); the image was deleted')
+
+    def _delete_image_quietly(self, context, image_id: str) -> None:
+        try:
+            self._image_api.delete(context, image_id)
+        except nova_exception.ImageNotFound:
+            pass
+        except Exception as e:
+            LOG.error('Could not delete image %(image)s: %(error)s',
+                      {'image': image_id, 'error': e})
+
+    def _undo_shelve(self, context, instance, image_id: str,
+                     original_power_state: int) -> None:
+        """After a failed shelve snapshot: delete the image the API
+        created for it (Nova leaves it queued) and start the guest again
+        if it ran before the shelve powered it off.
+        """
+        LOG.info('Shelve failed: deleting image %s and restoring the '
+                 'server', image_id, instance=instance)
+        self._delete_image_quietly(context, image_id)
+        try:
+            guest = self._host.get_guest(instance)
+            if guest.get_power_state(self._host) != power_state.RUNNING:
+                self._resume_guest_after_snapshot(
+                    context, False, original_power_state, instance, guest)
+        except Exception as e:
+            LOG.error('Could not start the guest again after the failed '
+                      'shelve: %s', e, instance=instance)
 
     def _scrub_snapshot_file(self, job: snapshot_hooks.SnapshotJob,
                              path: str, disk_format: str
@@ -115,21 +212,57 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
         try:
             effective = instance_policy.load(instance)
         except virt_exception.SparcPolicyInvalid as e:
+            tenant_report.record(context, instance, e)
             raise nova_exception.InstanceFaultRollback(inner_exception=e)
         if not effective.excludes_anything:
             return super().suspend(context, instance)
         if effective.suspend == policy.SUSPEND_REFUSE:
+            refused = virt_exception.SparcOperationRefused(
+                operation='Suspend', instance_uuid=instance.uuid,
+                reason='sparc:suspend=refuse')
+            tenant_report.record(context, instance, refused)
             raise nova_exception.InstanceFaultRollback(
-                inner_exception=virt_exception.SparcOperationRefused(
-                    operation='Suspend', instance_uuid=instance.uuid,
-                    reason='sparc:suspend=refuse'))
-        super().suspend(context, instance)
+                inner_exception=refused)
+        # Durable record, before libvirt writes the memory image, that it
+        # is not scrubbed yet: a crash from here on leaves the record for
+        # init_host to find (_discard_interrupted_saves).
+        try:
+            privsep_checkpoint.begin_managed_save(instance.name)
+        except Exception as e:
+            # Nothing was saved: the guest runs on, the suspend fails.
+            failed = virt_exception.SparcScrubFailed(
+                what='memory image', instance_uuid=instance.uuid,
+                reason='the privileged daemon could not record the '
+                       'managed save (%s)' % e)
+            tenant_report.record(context, instance, failed)
+            raise nova_exception.InstanceFaultRollback(
+                inner_exception=failed)
+        try:
+            super().suspend(context, instance)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                self._forget_managed_save(instance)
         try:
             self._scrubber.managed_save(context, instance, effective,
                                         self.managed_save_path(instance))
         except virt_exception.SparcScrubFailed as e:
-            self._undo_suspend(context, instance)
+            try:
+                self._undo_suspend(context, instance)
+            finally:
+                self._forget_managed_save(instance)
+            tenant_report.record(context, instance, e)
             raise nova_exception.InstanceFaultRollback(inner_exception=e)
+        # Scrubbed (or kept unscrubbed as the policy allows).
+        self._forget_managed_save(instance)
+
+    @staticmethod
+    def _forget_managed_save(instance) -> None:
+        try:
+            privsep_checkpoint.end_managed_save(instance.name)
+        except Exception as e:
+            # The record stays: the next start deletes the managed save.
+            LOG.error('Could not clear the record of the managed save: %s',
+                      e, instance=instance)
 
     def _undo_suspend(self, context, instance) -> None:
         """Restart a guest just saved by :meth:`suspend`, from its
@@ -151,58 +284,228 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
                           'unscrubbed managed save', instance=instance)
                 guest._domain.managedSaveRemove(0)
 
+    # -- start -----------------------------------------------------------
+
+    def init_host(self, host):
+        # Before anything else: on a Nova whose internals moved, the
+        # policy could silently stop applying.
+        nova_support.check()
+        super().init_host(host)
+        self._discard_interrupted_saves(host)
+
+    def _discard_interrupted_saves(self, host: str) -> None:
+        """Delete the managed saves whose scrub did not complete (their
+        record survived a crash of nova-compute or of the privileged
+        daemon): they may hold unscrubbed memory. Their instances go to
+        ERROR with a fault that says what happened; a hard reboot starts
+        them again from their disks.
+        """
+        names = privsep_checkpoint.pending_managed_saves()
+        if not names:
+            return
+        context = nova_context.get_admin_context()
+        instances = {i.name: i for i in objects.InstanceList.get_by_host(
+            context, host)}
+        for name in names:
+            instance = instances.get(name)
+            removed = instance is not None and \
+                self._remove_managed_save(instance)
+            # Whatever libvirt left (or a file of a domain it does not
+            # know), and the record.
+            removed = privsep_checkpoint.discard_managed_save(name) or \
+                removed
+            if not removed:
+                # Rolled back before the crash: the guest runs on.
+                LOG.info('Record of an unscrubbed managed save of %s '
+                         'without the file: cleared', name)
+                continue
+            LOG.warning('The managed save of %s was not scrubbed when '
+                        'nova-compute stopped: deleted it', name,
+                        instance=instance)
+            if instance is not None:
+                self._report_discarded_save(context, instance)
+
+    def _remove_managed_save(self, instance) -> bool:
+        """Tell libvirt to drop the instance's managed save (it also
+        deletes the file), if libvirt knows the domain; whether it had
+        one.
+        """
+        try:
+            domain = self._host.get_guest(instance)._domain
+            if domain.hasManagedSaveImage(0):
+                domain.managedSaveRemove(0)
+                return True
+        except nova_exception.InstanceNotFound:
+            pass
+        except Exception as e:
+            LOG.warning('libvirt could not remove the managed save: %s', e,
+                        instance=instance)
+        return False
+
+    @staticmethod
+    def _report_discarded_save(context, instance) -> None:
+        error = virt_exception.SparcUnscrubbedSaveDiscarded(
+            instance_uuid=instance.uuid)
+        compute_utils.add_instance_fault_from_exc(context, instance, error)
+        instance.vm_state = vm_states.ERROR
+        instance.task_state = None
+        instance.power_state = power_state.SHUTDOWN
+        instance.save()
+
+    def update_provider_tree(self, provider_tree, nodename,
+                             allocations=None):
+        super().update_provider_tree(provider_tree, nodename,
+                                     allocations=allocations)
+        provider_tree.add_traits(nodename, host_traits.TRAIT)
+
+    # -- crash dumps -----------------------------------------------------
+
+    def trigger_crash_dump(self, instance):
+        # The API refuses it first (sparc-nova's nova-api middleware);
+        # this holds even if that is not deployed.
+        try:
+            refused = None
+            if instance_policy.load(instance).excludes_anything:
+                refused = virt_exception.SparcOperationRefused(
+                    operation='Crash dump', instance_uuid=instance.uuid,
+                    reason="the guest's kdump would write its memory, "
+                           "excluded processes included, to its disk")
+        except virt_exception.SparcPolicyInvalid as e:
+            refused = e
+        if refused is not None:
+            # Nova passes no context here; the request's is the
+            # thread's current one.
+            context = oslo_context.get_current()
+            if context is not None:
+                tenant_report.record(context, instance, refused)
+            raise refused
+        return super().trigger_crash_dump(instance)
+
     # -- moves -----------------------------------------------------------
 
-    def _refuse_move_if_policed(self, instance, operation: str) -> None:
-        effective = instance_policy.load(instance)
-        if effective.excludes_anything:
-            raise virt_exception.SparcOperationRefused(
-                operation=operation, instance_uuid=instance.uuid,
-                reason='its %s cannot be scrubbed' % (
-                    'memory stream' if operation == 'Live migration'
-                    else 'disk copy'))
+    def _refused_move(self, context, instance, operation: str,
+                      dest_host: str | None = None
+                      ) -> virt_exception.SparcOperationRefused | None:
+        """Why moving ``instance`` (to ``dest_host``, when known) is
+        refused, or None when it may go.
 
-    def _moving_to_another_host(self, context, instance, dest) -> bool:
-        """Whether the resize or migration in progress leaves this host
-        (a resize on the same host copies the disk locally).
+        :raises SparcPolicyInvalid: the instance's policy is invalid
+        """
+        effective = instance_policy.load(instance)
+        if not effective.excludes_anything:
+            return None
+        live = operation == 'Live migration'
+        reason = None
+        if CONF.sparc.refuse_live_migration if live else \
+                CONF.sparc.refuse_cold_migration:
+            reason = ('[sparc] refuse_%s_migration is set on this host'
+                      % ('live' if live else 'cold'))
+        elif live and not CONF.libvirt.live_migration_with_native_tls:
+            reason = ('its memory would cross the network unencrypted '
+                      '([libvirt] live_migration_with_native_tls is off)')
+        elif dest_host is not None and not host_traits.runs_sparc_nova(
+                context, dest_host):
+            reason = ('host %s does not run sparc-nova (no trait %s), so '
+                      'its checkpoints would not be scrubbed'
+                      % (dest_host, host_traits.TRAIT))
+        if reason is None:
+            return None
+        return virt_exception.SparcOperationRefused(
+            operation=operation, instance_uuid=instance.uuid, reason=reason)
+
+    def _migration_hosts(self, context, instance, dest
+                         ) -> tuple[str, str | None]:
+        """``(source, destination)`` hosts of the resize or cold
+        migration in progress (``dest`` is only the destination's
+        address); the destination is None when it cannot be told.
         """
         migration_context = instance.migration_context
         if migration_context is not None:
             migration = objects.Migration.get_by_id(
                 context, migration_context.migration_id)
-            return migration.source_compute != migration.dest_compute
-        return dest != self.get_host_ip_addr()
+            return migration.source_compute, migration.dest_compute
+        if dest == self.get_host_ip_addr():
+            return instance.host, instance.host
+        return instance.host, None
 
     def check_can_live_migrate_source(self, context, instance,
                                       dest_check_data,
                                       block_device_info=None):
-        if CONF.sparc.refuse_live_migration:
-            try:
-                self._refuse_move_if_policed(instance, 'Live migration')
-            except (virt_exception.SparcOperationRefused,
-                    virt_exception.SparcPolicyInvalid) as e:
-                # The conductor handles this exception type cleanly (the
-                # instance stays active); it also crosses RPC intact.
-                raise nova_exception.MigrationPreCheckError(
-                    reason=e.format_message())
+        try:
+            refused = self._refused_move(context, instance,
+                                         'Live migration')
+        except virt_exception.SparcPolicyInvalid as e:
+            refused = e
+        if refused is not None:
+            tenant_report.record(context, instance, refused)
+            # The conductor handles this exception type cleanly (the
+            # instance stays active); it also crosses RPC intact.
+            raise nova_exception.MigrationPreCheckError(
+                reason=refused.format_message())
         return super().check_can_live_migrate_source(
             context, instance, dest_check_data,
             block_device_info=block_device_info)
+
+    def live_migration(self, context, instance, dest,
+                       post_method, recover_method, block_migration=False,
+                       migrate_data=None):
+        # The destination host is known only here, after the checks:
+        # refusing rolls the migration back (the instance stays here).
+        try:
+            refused = self._refused_move(context, instance,
+                                         'Live migration', dest_host=dest)
+        except virt_exception.SparcPolicyInvalid as e:
+            refused = e
+        if refused is not None:
+            LOG.error('%s', refused.format_message(), instance=instance)
+            compute_utils.add_instance_fault_from_exc(context, instance,
+                                                      refused)
+            tenant_report.record(context, instance, refused)
+            recover_method(context, instance, dest, migrate_data,
+                           migration_status='error')
+            return
+        return super().live_migration(
+            context, instance, dest, post_method, recover_method,
+            block_migration=block_migration, migrate_data=migrate_data)
 
     def migrate_disk_and_power_off(self, context, instance, dest,
                                    flavor, network_info,
                                    block_device_info=None,
                                    timeout=0, retry_interval=0):
-        if (CONF.sparc.refuse_cold_migration and
-                self._moving_to_another_host(context, instance, dest)):
-            try:
-                self._refuse_move_if_policed(instance,
-                                             'Migration to another host')
-            except (virt_exception.SparcOperationRefused,
-                    virt_exception.SparcPolicyInvalid) as e:
-                raise nova_exception.InstanceFaultRollback(
-                    inner_exception=e)
+        try:
+            refused = self._refused_resize(context, instance, flavor)
+            source, dest_host = self._migration_hosts(context, instance,
+                                                      dest)
+            if refused is None and dest_host != source:
+                # An unknown destination has no trait: refused.
+                refused = self._refused_move(
+                    context, instance, 'Migration to another host',
+                    dest_host=dest_host or dest)
+        except virt_exception.SparcPolicyInvalid as e:
+            refused = e
+        if refused is not None:
+            tenant_report.record(context, instance, refused)
+            raise nova_exception.InstanceFaultRollback(
+                inner_exception=refused)
         return super().migrate_disk_and_power_off(
             context, instance, dest, flavor, network_info,
             block_device_info=block_device_info, timeout=timeout,
             retry_interval=retry_interval)
+
+    @staticmethod
+    def _refused_resize(context, instance, flavor
+                        ) -> virt_exception.SparcOperationRefused | None:
+        """A resize to ``flavor`` that drops or changes one of the
+        operator's ``sparc:`` extra specs of the current flavor is refused
+        (the operator's floor would no longer hold).
+        """
+        old = instance_policy.operator_specs(instance.flavor)
+        new = instance_policy.operator_specs(flavor)
+        dropped = sorted(key for key, value in old.items()
+                         if new.get(key) != value)
+        if not dropped:
+            return None
+        return virt_exception.SparcOperationRefused(
+            operation='Resize', instance_uuid=instance.uuid,
+            reason='flavor %s drops or changes the operator\'s %s'
+                   % (flavor.name, ', '.join(dropped)))

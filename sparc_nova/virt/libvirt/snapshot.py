@@ -38,6 +38,11 @@ class SnapshotJob:
     instance: Any
     image_id: str
     policy: policy.EffectivePolicy
+    #: Set once the checkpoint the scrub left was uploaded to this image
+    #: through :class:`ScrubbingImageAPI` (and Glance, when it reports a
+    #: size, holds as many bytes): the driver checks it after the
+    #: snapshot.
+    uploaded: bool = False
 
 
 class SnapshotJobs:
@@ -133,15 +138,35 @@ class ScrubbingImageAPI:
         image_meta = _with_properties(image_meta,
                                       outcome.image_properties())
         if outcome.path == src:
-            return self._image_api.update(context, image_id, image_meta,
-                                          data, purge_props=purge_props)
+            return self._upload(job, context, image_meta, data,
+                                purge_props)
         try:
             with open(outcome.path, 'rb') as scrubbed:
-                return self._image_api.update(context, image_id,
-                                              image_meta, scrubbed,
-                                              purge_props=purge_props)
+                return self._upload(job, context, image_meta, scrubbed,
+                                    purge_props)
         finally:
             scrubber.remove_quietly(outcome.path)
+
+    def _upload(self, job: SnapshotJob, context, image_meta: dict, data,
+                purge_props: bool):
+        """Upload ``data`` (an open file) to the job's image and mark the
+        job uploaded if Glance does not report another size.
+        """
+        try:
+            size = os.fstat(data.fileno()).st_size
+        except (AttributeError, OSError, ValueError):
+            size = None
+        result = self._image_api.update(context, job.image_id, image_meta,
+                                        data, purge_props=purge_props)
+        stored = (result or {}).get('size')
+        if isinstance(stored, int) and size not in (None, stored):
+            LOG.error('Glance holds %(stored)d bytes of snapshot %(image)s; '
+                      'the scrubbed file has %(size)d',
+                      {'stored': stored, 'image': job.image_id,
+                       'size': size}, instance=job.instance)
+        else:
+            job.uploaded = True
+        return result
 
 
 def _with_properties(image_meta: dict, properties: dict) -> dict:

@@ -1,0 +1,96 @@
+"""Records of managed saves not scrubbed yet, and the privileged entry
+points on them (run in this process, on a directory of the test).
+"""
+
+import os
+
+import pytest
+
+from sparc_nova import conf
+from sparc_nova import privsep
+from sparc_nova.privsep import checkpoint
+from sparc_nova.privsep import save_markers
+
+
+@pytest.fixture
+def save_dir(tmp_path):
+    d = tmp_path / 'save'
+    d.mkdir(mode=0o700)
+    conf.CONF.set_override('managed_save_dir', str(d), group='sparc')
+    yield d
+    conf.CONF.clear_override('managed_save_dir', group='sparc')
+
+
+@pytest.fixture(autouse=True)
+def in_process():
+    privsep.scrub_pctxt.set_client_mode(False)
+    yield
+    privsep.scrub_pctxt.set_client_mode(True)
+
+
+def call(entry, *args):
+    """An entry point, run in this process (not in the daemon)."""
+    return entry(*args)
+
+
+def test_write_pending_remove(save_dir):
+    assert save_markers.pending() == []
+    path = save_markers.write('instance-0000002a')
+    assert path == str(save_dir / 'instance-0000002a.save.sparc-pending')
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    save_markers.write('instance-00000001')
+    (save_dir / 'instance-00000003.save').write_bytes(b'x')
+    assert save_markers.pending() == ['instance-00000001',
+                                      'instance-0000002a']
+    assert save_markers.remove('instance-0000002a') is True
+    assert save_markers.remove('instance-0000002a') is False
+    assert save_markers.pending() == ['instance-00000001']
+
+
+def test_write_refuses_a_symlink(save_dir, tmp_path):
+    target = tmp_path / 'elsewhere'
+    os.symlink(target, save_dir / 'instance-1.save.sparc-pending')
+    with pytest.raises(Exception) as e:
+        save_markers.write('instance-1')
+    assert 'cannot record the managed save as unscrubbed' in str(e.value)
+    assert not target.exists()
+
+
+def test_pending_without_the_directory(save_dir):
+    save_dir.rmdir()
+    assert save_markers.pending() == []
+
+
+def test_entry_points(save_dir):
+    call(checkpoint.begin_managed_save, 'instance-1')
+    assert call(checkpoint.pending_managed_saves) == ['instance-1']
+    save = save_dir / 'instance-1.save'
+    save.write_bytes(b'memory')
+    save.chmod(0o600)
+    assert call(checkpoint.discard_managed_save, 'instance-1') is True
+    assert not save.exists()
+    assert call(checkpoint.pending_managed_saves) == []
+    call(checkpoint.begin_managed_save, 'instance-2')
+    assert call(checkpoint.end_managed_save, 'instance-2') is True
+    assert call(checkpoint.discard_managed_save, 'instance-2') is False
+
+
+@pytest.mark.parametrize('name', ['../etc/passwd', '', 'a/b', 7])
+def test_entry_points_refuse_other_names(save_dir, name):
+    for entry in (checkpoint.begin_managed_save,
+                  checkpoint.end_managed_save,
+                  checkpoint.discard_managed_save):
+        with pytest.raises(checkpoint.PrivilegedScrubError):
+            call(entry, name)
+
+
+def test_discard_refuses_a_hard_link(save_dir, tmp_path):
+    other = tmp_path / 'other'
+    other.write_bytes(b'x')
+    other.chmod(0o600)
+    os.link(other, save_dir / 'instance-1.save')
+    save_markers.write('instance-1')
+    with pytest.raises(checkpoint.PrivilegedScrubError):
+        call(checkpoint.discard_managed_save, 'instance-1')
+    assert other.exists()
+    assert save_markers.pending() == ['instance-1']
