@@ -11,7 +11,10 @@ through ``sparc image scrub --source-format raw``. Without
 and writes nothing (no appliance needed).
 
 On code that lets qemu-img probe the format, the scrub reads the host
-disk instead of the snapshot and the host marker is in the output.
+disk instead of the snapshot and the host marker is in the output. The
+tests without ``slow`` check the working copy the appliance would be
+given (the appliance is replaced by a check that stops the scrub): the
+same hole, found in seconds.
 """
 
 import os
@@ -22,7 +25,10 @@ from unittest import mock
 
 import pytest
 
+from sparc_nova.cmd import sparc
 from sparc_nova.engine import disk
+from sparc_nova.engine.disk import appliance
+from sparc_nova import exception
 from sparc_nova import notifications
 from sparc_nova.virt import scrubber
 from tests.functional.engine.disk import hostile
@@ -81,6 +87,56 @@ def _assert_clean(path: str, fmt: str, guest_marker: str,
     assert guest_marker.encode() not in hits, 'the guest file survived'
 
 
+class _Stop(exception.DiskScrubError):
+    """Raised instead of launching the appliance."""
+
+
+@pytest.fixture
+def working_copy(monkeypatch):
+    """Replace the appliance: record the bytes of the drives it would be
+    given, then stop the scrub.
+    """
+    seen = []
+
+    def launch(path, drives, *args, **kwargs):
+        for drive, _ in drives:
+            with open(drive, 'rb') as f:
+                seen.append(f.read())
+        raise _Stop(path, 'stopped before the appliance')
+    monkeypatch.setattr(appliance, 'launch', launch)
+    return seen
+
+
+def _snapshot_file(snap: str):
+    notifier = mock.Mock(spec=notifications.ScrubNotifier, host='compute1')
+    effective = fakes.effective(exclude_paths=','.join(RULES))
+    return scrubber.Scrubber(notifier).snapshot_file(
+        'ctx', fakes.instance(), effective, 'img-1', snap, 'raw')
+
+
+def test_nova_path_working_copy_holds_no_host_byte(hostile_disk,
+                                                   working_copy):
+    snap, guest_marker, host_marker, _ = hostile_disk
+    with pytest.raises(Exception):
+        _snapshot_file(snap)
+    assert len(working_copy) == 1
+    assert host_marker.encode() not in working_copy[0]
+    assert guest_marker.encode() in working_copy[0]
+
+
+def test_cli_source_format_raw_working_copy_holds_no_host_byte(
+        hostile_disk, working_copy):
+    snap, guest_marker, host_marker, _ = hostile_disk
+    out = _out_dir(snap, 'cli-stopped')
+    assert sparc.main(['image', 'scrub', snap, '-o',
+                       os.path.join(out, 'dst.qcow2'), '--source-format',
+                       'raw', '--exclude-path', RULES[0]]) == 2
+    assert len(working_copy) == 1
+    assert host_marker.encode() not in working_copy[0]
+    assert guest_marker.encode() in working_copy[0]
+    assert os.listdir(out) == []
+
+
 def test_cli_without_source_format_refuses(hostile_disk):
     snap, _, _, host = hostile_disk
     out = _out_dir(snap, 'refused')
@@ -110,10 +166,7 @@ def test_cli_source_format_raw_reads_no_host_byte(hostile_disk):
 def test_nova_path_reads_no_host_byte(hostile_disk):
     """The scrubber glue as the driver calls it: a raw snapshot file."""
     snap, guest_marker, host_marker, _ = hostile_disk
-    notifier = mock.Mock(spec=notifications.ScrubNotifier, host='compute1')
-    effective = fakes.effective(exclude_paths=','.join(RULES))
-    outcome = scrubber.Scrubber(notifier).snapshot_file(
-        'ctx', fakes.instance(), effective, 'img-1', snap, 'raw')
+    outcome = _snapshot_file(snap)
     try:
         assert outcome.scrubbed, outcome.summary
         _assert_clean(outcome.path, 'raw', guest_marker, host_marker)
