@@ -27,6 +27,9 @@ _CHECK_OK = (0, 3)
 
 OUTPUT_FORMATS = ('qcow2', 'raw')
 
+#: The smallest disk a scrub accepts (the smallest ext2 filesystem).
+MIN_DISK_BYTES = 64 * 1024
+
 #: Files a backing chain may have, the source included.
 MAX_CHAIN = 16
 
@@ -103,8 +106,12 @@ def inspect_source(path: str, fmt: str | None = None,
             raise exception.DiskImageError(
                 path, '%s image is %s (%s)' % (
                     fmt, 'truncated' if truncated else 'corrupt', why))
-    return SourceImage(path=path, format=fmt,
-                       virtual_size=int(chain[0][1]['virtual-size']),
+    size = int(chain[0][1]['virtual-size'])
+    if size < MIN_DISK_BYTES:
+        raise exception.DiskImageError(
+            path, 'not a disk image: %d bytes are too small to hold a '
+                  'filesystem' % size)
+    return SourceImage(path=path, format=fmt, virtual_size=size,
                        backing_chain=[name for name, _ in chain[1:]])
 
 

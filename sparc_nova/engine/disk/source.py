@@ -54,6 +54,7 @@ _MAX_NAME_BYTES = 1023
 #: Bytes qemu reads to probe a format.
 _PROBE_BYTES = 2048
 _QCOW2_DATA_FILE_EXT = 0x44415441
+_VMDK_VERSION_LINES = (b'version=1', b'version=2', b'version=3')
 _VMDK_EXTENT_RE = re.compile(
     r'^\s*(?:rw|rdonly|noaccess)\s+\d+\s+\w+\s+"([^"]*)"', re.I | re.M)
 _VMDK_PARENT_RE = re.compile(r'^\s*parentFileNameHint\s*=\s*"([^"]*)"',
@@ -134,8 +135,7 @@ def _qemu_probes_vmdk_text(head: bytes) -> bool:
             continue
         if line.startswith(b' ') and not line.strip(b' \r'):
             continue
-        return line.rstrip(b'\r') in (b'version=1', b'version=2',
-                                       b'version=3')
+        return line.rstrip(b'\r') in _VMDK_VERSION_LINES
     return False
 
 
