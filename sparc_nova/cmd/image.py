@@ -150,9 +150,10 @@ def _add_source_format(parser) -> None:
         help='Format of the image (%s). Give it when you know it (a '
              'raw disk snapshot must be read as raw: its first sector '
              'is guest data). Without it the format is found by '
-             'oslo.utils\' format inspector, never by a qemu probe, and '
-             'an image with a backing file, a data file, vmdk extents or '
-             'a json: name is refused (exit 2, nothing written).'
+             'oslo.utils\' format inspector, never by a qemu probe. '
+             'Either way an image with a backing file, a data file, vmdk '
+             'extents or a json: name is refused (exit 2, nothing '
+             'written).'
         % '|'.join(source.FORMATS))
 
 
