@@ -252,7 +252,9 @@ def _convert(src: str, src_format: str, dst: str, dst_format: str,
             os.unlink(dst)
         raise exception.DiskImageError(
             image, 'qemu-img convert to %s failed: %s' % (
-                dst_format, result.stderr.strip()[-300:]))
+                dst_format, result.stderr.strip()[-300:] or
+                'exit %d (killed at a [sparc] disk_qemu_img_convert_* '
+                'limit?)' % result.returncode))
 
 
 def _compare(work: str, dst: str, dst_format: str, image: str,
