@@ -62,8 +62,10 @@ opts = [
                     '"qemu-img compare", which read a whole image: raise '
                     'it for images of several hundred GiB on slow '
                     'hosts. 0: no limit.'),
-    cfg.IntOpt('disk_qemu_img_convert_address_space_mib', default=2048,
+    cfg.IntOpt('disk_qemu_img_convert_address_space_mib', default=8192,
                min=0,
                help='Address-space limit in MiB of "qemu-img convert" '
-                    'and "qemu-img compare". 0: no limit.'),
+                    'and "qemu-img compare" (their I/O threads reserve '
+                    'stacks and malloc arenas of address space, which '
+                    'grows with the host\'s cores). 0: no limit.'),
 ]

@@ -31,7 +31,7 @@ class Limits:
     inspect_cpu_s: int = 30
     inspect_address_space_mib: int = 1024
     convert_cpu_s: int = 3600
-    convert_address_space_mib: int = 2048
+    convert_address_space_mib: int = 8192
 
     def for_command(self, command: str) -> processutils.ProcessLimits:
         """The ProcessLimits of qemu-img ``command``."""
