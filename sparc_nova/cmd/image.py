@@ -5,15 +5,14 @@ proven by a raw scan; ``verify`` scans an image's raw bytes for marker
 strings (exit 1 when one is found); ``presets`` lists the rule presets.
 """
 
-import json
 import os
-import subprocess
 import sys
 
 from sparc_nova.cmd import output
 from sparc_nova import conf
 from sparc_nova.engine import disk
 from sparc_nova.engine.disk import presets
+from sparc_nova.engine.disk import source
 from sparc_nova import exception
 
 
@@ -48,9 +47,11 @@ def _step(index: int, total: int, what: str) -> None:
 
 
 def _summary(report: disk.ScrubReport) -> str:
-    lines = ['Scrubbed %s -> %s (%s) in %.1f s'
-             % (report.source, report.destination, report.output_format,
-                report.duration_s)]
+    lines = ['Scrubbed %s (%s) -> %s (%s) in %.1f s'
+             % (report.source, report.source_format, report.destination,
+                report.output_format, report.duration_s)]
+    if len(report.source_files) > 1:
+        lines.append('Files read: %s' % ', '.join(report.source_files))
     if report.operating_system:
         lines.append('Operating system: %s' % report.operating_system)
     lines.append('')
@@ -92,7 +93,9 @@ def do_scrub(args) -> int:
         output_format=args.format, luks_keys=_luks_keys(args.luks_key),
         allow_unverified=args.allow_unverified or None,
         reveal_paths=args.show_paths or None, verify_kept=args.verify_kept,
-        accel=args.accel, work_dir=args.work_dir)
+        accel=args.accel, work_dir=args.work_dir,
+        source_format=args.source_format,
+        allow_backing_chain=args.allow_backing_chain or None)
     report = disk.scrub_image(args.src, args.output, rules, options,
                               progress=_step)
     if args.report:
@@ -101,16 +104,13 @@ def do_scrub(args) -> int:
     return 0
 
 
-def _image_format(path: str) -> str:
-    if not os.path.isfile(path):
-        raise exception.DiskImageError(path, 'no such file')
-    result = subprocess.run(['qemu-img', 'info', '--output=json', path],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise exception.DiskImageError(
-            path, 'not an image qemu can open: %s'
-            % result.stderr.strip()[-300:])
-    return json.loads(result.stdout)['format']
+def _image_format(path: str, fmt: str | None) -> str:
+    """``fmt``, or the format the inspector finds; either way the image
+    must read no other file (the scan would read it).
+    """
+    fmt = fmt or source.detect(path)
+    source.check(path, fmt)
+    return fmt
 
 
 def do_verify(args) -> int:
@@ -119,7 +119,9 @@ def do_verify(args) -> int:
         if len(m) < 4 or any(c in m for c in b'\n\r\0'):
             raise UsageError('a marker must be at least 4 bytes, without '
                              'newline, carriage return or NUL')
-    fmt = _image_format(args.image)
+    if not os.path.isfile(args.image):
+        raise exception.DiskImageError(args.image, 'no such file')
+    fmt = _image_format(args.image, args.source_format)
     hits = disk.scan_image(args.image, fmt, markers)
     rows = [dict(marker='#%d' % (i + 1), length=len(m),
                  occurrences=hits.get(m, 0)) for i, m in enumerate(markers)]
@@ -142,6 +144,19 @@ def do_presets(args) -> int:
     return 0
 
 
+def _add_source_format(parser) -> None:
+    parser.add_argument(
+        '--source-format', choices=source.FORMATS, metavar='FMT',
+        help='Format of the image (%s). Give it when you know it (a '
+             'raw disk snapshot must be read as raw: its first sector '
+             'is guest data). Without it the format is found by '
+             'oslo.utils\' format inspector, never by a qemu probe. '
+             'Either way an image with a backing file, a data file, vmdk '
+             'extents or a json: name is refused (exit 2, nothing '
+             'written).'
+        % '|'.join(source.FORMATS))
+
+
 def register(groups) -> None:
     parser = groups.add_parser(
         'image', help='Disk images: scrub files out of snapshots, verify.')
@@ -152,6 +167,13 @@ def register(groups) -> None:
         'scrub', help='Write a copy of a disk image without the selected '
                       'files, and prove that no byte of them is left.')
     p.add_argument('src', help='Source image (never modified).')
+    _add_source_format(p)
+    p.add_argument('--allow-backing-chain', action='store_true',
+                   help='Read and flatten the backing files of a source '
+                        'you trust (each in the format its overlay '
+                        'records; the report lists every file read). '
+                        'Without it an image with a backing file is '
+                        'refused.')
     p.add_argument('--output', '-o', required=True, metavar='DST',
                    help='Destination image (written atomically).')
     p.add_argument('--exclude-path', action='append', default=[],
@@ -195,6 +217,7 @@ def register(groups) -> None:
         'verify', help='Scan every guest-visible byte of an image for '
                        'marker strings; exit 1 if any is found.')
     p.add_argument('image')
+    _add_source_format(p)
     p.add_argument('--marker', action='append', required=True,
                    metavar='TEXT', help='String to look for (repeatable).')
     p.add_argument('--output-format', choices=('text', 'json'),

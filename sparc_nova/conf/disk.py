@@ -46,4 +46,26 @@ opts = [
     cfg.IntOpt('disk_canary_windows', default=4, min=1, max=64,
                help='Windows sampled from each removed file for canaries '
                     '(start, end and evenly spaced between).'),
+    cfg.IntOpt('disk_qemu_img_inspect_cpu_s', default=30, min=0,
+               help='CPU-time limit in seconds of "qemu-img info" and '
+                    '"qemu-img check" on a source image (a crafted '
+                    'header can make them loop; Nova uses 30). 0: no '
+                    'limit.'),
+    cfg.IntOpt('disk_qemu_img_inspect_address_space_mib', default=1024,
+               min=0,
+               help='Address-space limit in MiB of "qemu-img info" and '
+                    '"qemu-img check" (a crafted header can make them '
+                    'allocate without end; Nova uses 1024). 0: no '
+                    'limit.'),
+    cfg.IntOpt('disk_qemu_img_convert_cpu_s', default=3600, min=0,
+               help='CPU-time limit in seconds of "qemu-img convert" and '
+                    '"qemu-img compare", which read a whole image: raise '
+                    'it for images of several hundred GiB on slow '
+                    'hosts. 0: no limit.'),
+    cfg.IntOpt('disk_qemu_img_convert_address_space_mib', default=8192,
+               min=0,
+               help='Address-space limit in MiB of "qemu-img convert" '
+                    'and "qemu-img compare" (their I/O threads reserve '
+                    'stacks and malloc arenas of address space, which '
+                    'grows with the host\'s cores). 0: no limit.'),
 ]

@@ -146,6 +146,10 @@ class Scrubber:
                       src: str, disk_format: str) -> Outcome:
         """Scrub the disk image a snapshot is about to upload.
 
+        ``disk_format`` is the format Nova wrote ``src`` in (the image's
+        ``disk_format``); the engine reads ``src`` in it and writes the
+        scrubbed copy in it.
+
         :returns: the outcome; its ``path`` is the file to upload
         :raises SparcScrubFailed: unless the policy allows unscrubbed
             snapshots
@@ -163,8 +167,12 @@ class Scrubber:
                     'cannot scrub a %s snapshot; set [libvirt] '
                     'snapshot_image_format to qcow2 or raw' % disk_format)
             rules = disk.Rules(rule_list)
+            # The snapshot file is in the format Nova wrote it in: read
+            # it in that format, never in one qemu guesses (a raw disk
+            # whose first sector is a qcow2 header is guest data).
             options = disk.ScrubOptions.from_conf(
-                conf.CONF, output_format=disk_format)
+                conf.CONF, output_format=disk_format,
+                source_format=disk_format)
             report = blocking.call(
                 disk.scrub_image, src, dst, rules, options,
                 label='Scrubbing snapshot %s' % image_id, instance=instance)

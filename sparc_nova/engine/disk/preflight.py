@@ -1,19 +1,21 @@
-"""Checks made on the host before the appliance starts: is the source an
-image qemu can read in full, does it hold anything to scrub, can the
+"""Checks made on the host before the appliance starts: is the source
+an image qemu can read in full, in the format it was given, reading no
+file but itself (or a backing chain the operator allowed), and can the
 destination be written.
 
 Every failure raises :class:`~sparc_nova.exception.DiskImageError` and
-leaves nothing behind. The layout probe reads a raw file with util-linux
-(``sfdisk``, ``blkid``) rather than parsing partition tables by hand.
+leaves nothing behind. Nothing here parses guest data: the partition
+table and the filesystems are read inside the appliance
+(:mod:`.layout`).
 """
 
 import dataclasses
 import json
 import os
-import re
-import subprocess
 import tempfile
 
+from sparc_nova.engine.disk import qemu_img
+from sparc_nova.engine.disk import source as source_mod
 from sparc_nova import exception
 
 #: Formats whose metadata ``qemu-img check`` can verify.
@@ -23,11 +25,13 @@ _CHECKABLE = ('qcow2', 'qed', 'vdi', 'vhdx', 'vmdk', 'parallels')
 #: (0 clean, 3 leaked clusters only).
 _CHECK_OK = (0, 3)
 
-#: Partition types that hold no filesystem by design: GPT BIOS boot,
-#: MBR extended containers.
-_NO_FS_TYPES = ('21686148-6449-6e6f-744e-656564454649', '5', 'f', '85')
-
 OUTPUT_FORMATS = ('qcow2', 'raw')
+
+#: The smallest disk a scrub accepts (the smallest ext2 filesystem).
+MIN_DISK_BYTES = 64 * 1024
+
+#: Files a backing chain may have, the source included.
+MAX_CHAIN = 16
 
 
 @dataclasses.dataclass
@@ -35,45 +39,28 @@ class SourceImage:
     """What ``qemu-img info`` says about the source.
 
     ``virtual_size`` is in bytes; ``backing_chain`` lists the backing
-    files below ``path`` (flattened into the working copy).
+    files below ``path`` (flattened into the working copy; empty unless
+    the chain was allowed); ``files_read`` is every file the working
+    copy is made from, ``path`` first.
     """
     path: str
     format: str
     virtual_size: int
     backing_chain: list[str]
 
-
-@dataclasses.dataclass
-class Region:
-    """A partition (or the whole disk) of the working copy and the
-    signature blkid finds on it (``''`` when none). Offsets in bytes.
-    """
-    name: str
-    offset: int
-    size: int
-    part_type: str
-    signature: str
-    uuid: str = ''
-    #: Partition number (1-based), 0 for the whole disk.
-    number: int = 0
-
     @property
-    def appliance_name(self) -> str:
-        """The device name the appliance gives this region (the image is
-        its first disk).
-        """
-        return '/dev/sda' if self.name == 'whole disk' else \
-            '/dev/sda%d' % self.number
+    def files_read(self) -> list[str]:
+        return [self.path] + self.backing_chain
 
 
-def _run(argv: list[str], path: str, what: str) -> subprocess.CompletedProcess:
+def _qemu_img(command: str, args: list[str], path: str,
+              limits: qemu_img.Limits) -> qemu_img.Result:
     try:
-        return subprocess.run(argv, capture_output=True, text=True,
-                              check=False)
+        return qemu_img.run(command, args, [path], limits)
     except OSError as e:
         raise exception.DiskImageError(
-            path, 'cannot run %s (%s): install it (see bindep.txt)'
-            % (what, e.strerror)) from e
+            path, 'cannot run qemu-img (%s): install it (see bindep.txt)'
+            % e.strerror) from e
 
 
 def _last_line(text: str) -> str:
@@ -81,28 +68,32 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else 'no message'
 
 
-def inspect_source(path: str) -> SourceImage:
-    """Refuse a source that is missing, not a regular file, unreadable by
-    qemu, or whose metadata is corrupt or truncated.
+def inspect_source(path: str, fmt: str | None = None,
+                   allow_backing_chain: bool = False,
+                   limits: qemu_img.Limits | None = None) -> SourceImage:
+    """Refuse a source that is missing, not a regular file, unreadable,
+    not in format ``fmt``, reading other files (unless
+    ``allow_backing_chain``), or whose metadata is corrupt or truncated.
+
+    :param fmt: the source format (:data:`.source.FORMATS`); None finds
+        it with the format inspector (:func:`.source.detect`), never with
+        a qemu probe.
+    :param allow_backing_chain: read (and flatten) backing files, each
+        with the backing format its overlay records.
+    :param limits: qemu-img's resource limits.
     """
+    limits = limits or qemu_img.Limits()
     if not os.path.exists(path):
         raise exception.DiskImageError(path, 'no such file')
     if not os.path.isfile(path):
         raise exception.DiskImageError(path, 'not a regular file')
     if not os.access(path, os.R_OK):
         raise exception.DiskImageError(path, 'not readable')
-    result = _run(['qemu-img', 'info', '--output=json', '--backing-chain',
-                   path], path, 'qemu-img')
-    if result.returncode != 0:
-        raise exception.DiskImageError(
-            path, 'not an image qemu can open: %s'
-            % _last_line(result.stderr))
-    chain = json.loads(result.stdout)
-    top = chain[0]
-    fmt = top['format']
+    fmt = fmt or source_mod.detect(path)
+    chain = _chain(path, fmt, allow_backing_chain, limits)
     if fmt in _CHECKABLE:
-        check = _run(['qemu-img', 'check', '--output=json', '-f', fmt,
-                      path], path, 'qemu-img')
+        check = _qemu_img('check', ['--output=json', '-f', fmt], path,
+                          limits)
         if check.returncode not in _CHECK_OK:
             try:
                 detail = json.loads(check.stdout)
@@ -115,9 +106,68 @@ def inspect_source(path: str) -> SourceImage:
             raise exception.DiskImageError(
                 path, '%s image is %s (%s)' % (
                     fmt, 'truncated' if truncated else 'corrupt', why))
-    return SourceImage(path=path, format=fmt,
-                       virtual_size=int(top['virtual-size']),
-                       backing_chain=[c['filename'] for c in chain[1:]])
+    size = int(chain[0][1]['virtual-size'])
+    if size < MIN_DISK_BYTES:
+        raise exception.DiskImageError(
+            path, 'not a disk image: %d bytes are too small to hold a '
+                  'filesystem' % size)
+    return SourceImage(path=path, format=fmt, virtual_size=size,
+                       backing_chain=[name for name, _ in chain[1:]])
+
+
+def _chain(path: str, fmt: str, allow_backing_chain: bool,
+           limits: qemu_img.Limits) -> list[tuple[str, dict]]:
+    """``(file, qemu-img info)`` of the source and, when allowed, of
+    each backing file below it, top first.
+
+    Each layer is opened with an explicit format (its overlay must
+    record the backing format: qemu would otherwise probe it), passes
+    the format inspector's checks, and may have no data file and no
+    ``json:`` backing specification.
+    """
+    chain = []
+    name, layer_fmt = path, fmt
+    while True:
+        if name != path and not os.path.isfile(name):
+            raise exception.DiskImageError(
+                path, 'backing file %r of %s is missing or not a regular '
+                      'file' % (name, chain[-1][0]))
+        source_mod.check(name, layer_fmt, allow_backing_chain)
+        result = _qemu_img('info', ['--output=json', '-f', layer_fmt],
+                           name, limits)
+        if result.returncode != 0:
+            raise exception.DiskImageError(
+                path, 'not a %s image qemu can open%s: %s' % (
+                    layer_fmt, '' if name == path else ' (%s)' % name,
+                    _last_line(result.stderr)))
+        info = json.loads(result.stdout)
+        chain.append((name, info))
+        data_file = (info.get('format-specific', {}).get('data', {})
+                     .get('data-file'))
+        if data_file:
+            raise exception.DiskImageError(
+                path, 'refused: %s has a data file %r' % (name, data_file))
+        backing = info.get('backing-filename')
+        if not backing:
+            return chain
+        full = info.get('full-backing-filename') or backing
+        if not allow_backing_chain:
+            raise exception.DiskImageError(
+                path, 'refused: %s has a backing file %r' % (name, backing))
+        if backing.startswith('json:') or full.startswith('json:'):
+            raise exception.DiskImageError(
+                path, 'refused: %s names its backing file with a json: '
+                      'specification %r' % (name, backing))
+        if not info.get('backing-filename-format'):
+            raise exception.DiskImageError(
+                path, 'refused: %s does not record the format of its '
+                      'backing file %r (qemu would guess it)'
+                % (name, backing))
+        if len(chain) >= MAX_CHAIN:
+            raise exception.DiskImageError(
+                path, 'refused: the backing chain is longer than %d files'
+                % MAX_CHAIN)
+        name, layer_fmt = full, info['backing-filename-format']
 
 
 def check_destination(dst: str, src: str, output_format: str) -> None:
@@ -148,75 +198,3 @@ def check_destination(dst: str, src: str, output_format: str) -> None:
             % (directory, e.strerror)) from e
     os.close(fd)
     os.unlink(probe)
-
-
-def _blkid(path: str, offset: int, size: int) -> tuple[str, str]:
-    """(TYPE, UUID) of what blkid finds at ``offset``; ('', '') if
-    nothing.
-    """
-    result = _run(['blkid', '-p', '-o', 'export', '-O', str(offset),
-                   '-S', str(size), path], path, 'blkid')
-    found = dict(line.partition('=')[::2]
-                 for line in result.stdout.splitlines())
-    return found.get('TYPE', ''), found.get('UUID', '')
-
-
-def probe_layout(raw_path: str, display_path: str) -> list[Region]:
-    """The partitions of a raw disk file and their signatures.
-
-    :raises DiskImageError: when no partition carries any signature
-        (a non-image, or a disk with no filesystem, LVM, LUKS or swap).
-    """
-    size = os.path.getsize(raw_path)
-    result = _run(['sfdisk', '--json', raw_path], raw_path, 'sfdisk')
-    regions = []
-    if result.returncode == 0 and result.stdout.strip():
-        table = json.loads(result.stdout)['partitiontable']
-        sector = int(table.get('sectorsize', 512))
-        for part in table.get('partitions', []):
-            offset = int(part['start']) * sector
-            length = int(part['size']) * sector
-            signature, uuid = _blkid(raw_path, offset, length)
-            number = int(re.search(r'(\d+)$', part['node']).group(1))
-            regions.append(Region(
-                name=part['node'], offset=offset, size=length,
-                part_type=str(part.get('type', '')).lower(),
-                signature=signature, uuid=uuid, number=number))
-    else:
-        signature, uuid = _blkid(raw_path, 0, size)
-        regions.append(Region(name='whole disk', offset=0, size=size,
-                              part_type='', signature=signature, uuid=uuid))
-    if not any(r.signature for r in regions):
-        what = ('a partition table whose partitions hold no filesystem'
-                if regions[0].name != 'whole disk' else
-                'no partition table and no filesystem')
-        raise exception.DiskImageError(
-            display_path, 'nothing to scrub: the disk has %s, LVM, LUKS '
-                          'or swap signature (%s)' % (
-                              what, 'not a disk image?'
-                              if regions[0].name == 'whole disk' else
-                              'empty disk?'))
-    return regions
-
-
-def holds_no_filesystem(region: Region) -> bool:
-    """True for partitions that carry no filesystem by design."""
-    return region.part_type in _NO_FS_TYPES
-
-
-def check_luks_keys(regions: list[Region], keys, display_path: str) -> None:
-    """Refuse, before the appliance starts, a LUKS partition for which
-    ``keys`` (by ``/dev/sdaN``, ``UUID=...`` or bare UUID) has no key.
-    LUKS volumes nested deeper (inside LVM) are checked in the appliance.
-    """
-    for region in regions:
-        if region.signature != 'crypto_LUKS':
-            continue
-        names = (region.appliance_name, 'UUID=' + region.uuid, region.uuid)
-        if not any(n in keys for n in names if n and n != 'UUID='):
-            raise exception.DiskScrubError(
-                display_path, 'LUKS volume has no key: its files cannot be '
-                              'read or scrubbed (give a key for %s or '
-                              'UUID=%s, or allow unverified volumes)'
-                % (region.appliance_name, region.uuid or '?'),
-                device=region.appliance_name)

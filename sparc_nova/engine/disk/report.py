@@ -59,11 +59,16 @@ class ScrubReport:
     from removed files (content windows and names) and ``residual`` how
     many were found in the output (always 0 in a returned report: any
     residue raises). ``explained`` counts canaries that are also present
-    in kept files (the same bytes legitimately stay).
+    in kept files (the same bytes legitimately stay). ``source_format``
+    is the format the source was read in and ``source_files`` every host
+    file the working copy was made from (the source, then the backing
+    chain an operator allowed).
     """
     source: str
     destination: str
     output_format: str
+    source_format: str = ''
+    source_files: list[str] = dataclasses.field(default_factory=list)
     reveal_paths: bool = False
     duration_s: float = 0.0
     appliance_s: float = 0.0

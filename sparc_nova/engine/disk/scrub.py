@@ -3,19 +3,27 @@ of them survives, and prove it.
 
 Contract:
 
-* ``src`` is never modified. The scrub works on a private raw working
-  copy (backing chains flattened; raw so that discards punch 4 KiB
-  holes) in a fresh 0700 directory, and writes ``dst`` in the requested
-  format through a temporary file in ``dst``'s directory that is renamed
-  into place only after verification.
+* ``src`` is never modified and is read in the format the caller
+  gives (or that oslo.utils' format inspector finds), never in one
+  qemu guesses; an image that would read other host files (backing
+  file, data file, extents) is refused unless the caller allows a
+  backing chain (:mod:`.source`, :mod:`.preflight`). Every qemu-img
+  call names its formats and runs under resource limits
+  (:mod:`.qemu_img`).
+* The scrub works on a private raw working copy (an allowed backing
+  chain flattened; raw so that discards punch 4 KiB holes) in a fresh
+  0700 directory, and writes ``dst`` in the requested format through a
+  temporary file in ``dst``'s directory that is renamed into place only
+  after verification.
 * Fail closed: on any error no ``dst`` (and no temporary file) is left,
   and the exception (a :class:`~sparc_nova.exception.DiskError`) names
   the image, the device or file concerned, and why.
 * One libguestfs appliance launch per scrub.
 
 Steps: host-side checks (:mod:`.preflight`), working copy, appliance
-launch, LUKS volumes opened and volumes classified (:mod:`.volumes`),
-for every tree: list, select (:mod:`.rules`), hash kept files, sample
+launch, partition layout (:mod:`.layout`), LUKS volumes opened and
+volumes classified (:mod:`.volumes`), for every tree: list, select
+(:mod:`.rules`), hash kept files, sample
 canaries (:mod:`.canaries`), remove and trim; swap areas and free LVM
 extents wiped; each filesystem cleaned by its backend
 (:mod:`.backends`); then verification: no rule matches any more, kept
@@ -28,7 +36,6 @@ import dataclasses
 import os
 import random
 import shutil
-import subprocess
 import tempfile
 import time
 from typing import Callable
@@ -40,7 +47,9 @@ from sparc_nova.engine.disk import appliance
 from sparc_nova.engine.disk import backends
 from sparc_nova.engine.disk import batch
 from sparc_nova.engine.disk import canaries as canaries_mod
+from sparc_nova.engine.disk import layout
 from sparc_nova.engine.disk import preflight
+from sparc_nova.engine.disk import qemu_img
 from sparc_nova.engine.disk import report as report_mod
 from sparc_nova.engine.disk import rules as rules_mod
 from sparc_nova.engine.disk import scan
@@ -81,6 +90,13 @@ class ScrubOptions:
     :param work_dir: where the working copy goes (default: dst's
         directory).
     :param memsize_mib: appliance memory (0: libguestfs default).
+    :param source_format: format of the source as qemu-img names it
+        (:data:`.source.FORMATS`); None: found with the format inspector,
+        never by a qemu probe.
+    :param allow_backing_chain: read and flatten the source's backing
+        files (each in the format its overlay records); off, an image
+        with a backing file is refused.
+    :param qemu_img_limits: CPU and address-space limits of qemu-img.
     """
     output_format: str = 'qcow2'
     luks_keys: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -92,6 +108,10 @@ class ScrubOptions:
     accel: str = 'auto'
     work_dir: str | None = None
     memsize_mib: int = 0
+    source_format: str | None = None
+    allow_backing_chain: bool = False
+    qemu_img_limits: qemu_img.Limits = dataclasses.field(
+        default_factory=qemu_img.Limits)
 
     @classmethod
     def from_conf(cls, conf=None, **overrides) -> 'ScrubOptions':
@@ -107,7 +127,14 @@ class ScrubOptions:
                       verify_sample_size=c.disk_verify_sample_size,
                       canary_windows=c.disk_canary_windows,
                       accel=c.disk_accel, work_dir=c.disk_work_dir or None,
-                      memsize_mib=c.disk_appliance_memory_mib)
+                      memsize_mib=c.disk_appliance_memory_mib,
+                      qemu_img_limits=qemu_img.Limits(
+                          inspect_cpu_s=c.disk_qemu_img_inspect_cpu_s,
+                          inspect_address_space_mib=(
+                              c.disk_qemu_img_inspect_address_space_mib),
+                          convert_cpu_s=c.disk_qemu_img_convert_cpu_s,
+                          convert_address_space_mib=(
+                              c.disk_qemu_img_convert_address_space_mib)))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -118,8 +145,8 @@ def scrub_image(src: str, dst: str, rules: rules_mod.Rules,
                 ) -> report_mod.ScrubReport:
     """Write a scrubbed copy of the disk image ``src`` to ``dst``.
 
-    :param src: image file (any format qemu-img reads; backing files
-        must be reachable).
+    :param src: image file in ``options.source_format`` (see
+        :class:`ScrubOptions` for backing files).
     :param dst: output path; replaced atomically if it exists.
     :param rules: what to remove (:class:`~.rules.Rules`).
     :returns: the :class:`~.report.ScrubReport` (JSON via ``to_dict``).
@@ -135,9 +162,13 @@ def scrub_image(src: str, dst: str, rules: rules_mod.Rules,
     report = report_mod.ScrubReport(
         source=src, destination=dst, output_format=options.output_format,
         reveal_paths=options.reveal_paths)
+    limits = options.qemu_img_limits
 
     step()
-    source = preflight.inspect_source(src)
+    source = preflight.inspect_source(src, options.source_format,
+                                      options.allow_backing_chain, limits)
+    report.source_format = source.format
+    report.source_files = source.files_read
     preflight.check_destination(dst, src, options.output_format)
     parent = options.work_dir or os.path.dirname(os.path.abspath(dst))
     stale = temporaries.remove_stale(dst, parent)
@@ -154,18 +185,14 @@ def scrub_image(src: str, dst: str, rules: rules_mod.Rules,
     try:
         step()
         work = os.path.join(workdir, 'work.raw')
-        _convert(source.path, source.format, work, 'raw', src)
-        regions = preflight.probe_layout(work, src)
-        if not options.allow_unverified:
-            preflight.check_luks_keys(regions, options.luks_keys, src)
-        no_fs = {r.appliance_name for r in regions
-                 if preflight.holds_no_filesystem(r)}
+        _convert(source.path, source.format, work, 'raw', src, limits)
 
         step()
         launched = time.monotonic()
         g = appliance.launch(src, [(work, False)], options.accel,
                              options.memsize_mib)
         try:
+            no_fs = layout.no_filesystem_partitions(g, src)
             session = _Session(g, src, rules, options, report, workdir,
                                work, step)
             session.run(no_fs)
@@ -183,9 +210,10 @@ def scrub_image(src: str, dst: str, rules: rules_mod.Rules,
         step()
         tmp_dst = _temp_destination(dst)
         try:
-            _convert(work, 'raw', tmp_dst, options.output_format, src)
+            _convert(work, 'raw', tmp_dst, options.output_format, src,
+                     limits)
             step()
-            _compare(work, tmp_dst, options.output_format, src)
+            _compare(work, tmp_dst, options.output_format, src, limits)
             session.verify_output(tmp_dst, options.output_format)
             os.replace(tmp_dst, dst)
         except BaseException:
@@ -214,27 +242,28 @@ class _Stepper:
 
 
 def _convert(src: str, src_format: str, dst: str, dst_format: str,
-             image: str) -> None:
-    argv = ['qemu-img', 'convert', '-f', src_format, '-O', dst_format]
+             image: str, limits: qemu_img.Limits) -> None:
+    args = ['-f', src_format, '-O', dst_format]
     if dst_format == 'raw':
-        argv += ['-S', '4k']
-    result = subprocess.run(argv + [src, dst], capture_output=True,
-                            text=True, check=False)
+        args += ['-S', '4k']
+    result = qemu_img.run('convert', args, [src, dst], limits)
     if result.returncode != 0:
         if os.path.exists(dst):
             os.unlink(dst)
         raise exception.DiskImageError(
             image, 'qemu-img convert to %s failed: %s' % (
-                dst_format, result.stderr.strip()[-300:]))
+                dst_format, result.stderr.strip()[-300:] or
+                'exit %d (killed at a [sparc] disk_qemu_img_convert_* '
+                'limit?)' % result.returncode))
 
 
-def _compare(work: str, dst: str, dst_format: str, image: str) -> None:
+def _compare(work: str, dst: str, dst_format: str, image: str,
+             limits: qemu_img.Limits) -> None:
     """The destination's guest view must equal the verified working copy
     (what the in-appliance verification saw) byte for byte.
     """
-    result = subprocess.run(['qemu-img', 'compare', '-q', '-f', 'raw',
-                             '-F', dst_format, work, dst],
-                            capture_output=True, text=True, check=False)
+    result = qemu_img.run('compare', ['-q', '-f', 'raw', '-F', dst_format],
+                          [work, dst], limits)
     if result.returncode != 0:
         raise exception.DiskVerificationError(
             image, 'the written image differs from the verified working '

@@ -1,9 +1,13 @@
 """``sparc image`` argument handling (no appliance)."""
 
+import subprocess
+
 import pytest
 
 from sparc_nova.cmd import image
 from sparc_nova.cmd import sparc
+from sparc_nova.engine import disk
+from sparc_nova import exception
 
 
 def test_luks_keys(tmp_path):
@@ -51,3 +55,58 @@ def test_verify_exit_codes(tmp_path, capsys):
     assert sparc.main(['image', 'verify', str(img), '--marker', 'ab']) == 2
     assert sparc.main(['image', 'verify', str(tmp_path / 'none'),
                        '--marker', 'MARKER']) == 2
+
+
+@pytest.fixture
+def backed_image(tmp_path):
+    """A qcow2 whose backing file is a host file holding a marker."""
+    host = tmp_path / 'host.raw'
+    with open(host, 'wb') as f:
+        f.truncate(1 << 20)
+        f.write(b'HOST-MARKER-42')
+    path = tmp_path / 'in' / 'overlay.qcow2'
+    path.parent.mkdir()
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b',
+                    str(host), '-F', 'raw', str(path), '1M'], check=True)
+    return str(path), str(host)
+
+
+def test_scrub_refuses_a_backing_file(tmp_path, capsys, backed_image):
+    path, host = backed_image
+    out = tmp_path / 'out'
+    out.mkdir()
+    rc = sparc.main(['image', 'scrub', path, '--output',
+                     str(out / 'dst.qcow2'), '--report',
+                     str(out / 'r.json'), '--exclude-path', '/tmp/**'])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert 'refused' in err and host in err
+    assert list(out.iterdir()) == []
+
+
+def test_scrub_passes_the_source_format(tmp_path, monkeypatch):
+    seen = {}
+
+    def scrub_image(src, dst, rules, options, progress=None):
+        seen['options'] = options
+        raise exception.DiskImageError(src, 'stop here')
+    monkeypatch.setattr(disk, 'scrub_image', scrub_image)
+    assert sparc.main(['image', 'scrub', 'a.raw', '--output', 'b.qcow2',
+                       '--exclude-path', '/tmp/**',
+                       '--source-format', 'raw']) == 2
+    assert seen['options'].source_format == 'raw'
+    assert not seen['options'].allow_backing_chain
+    sparc.main(['image', 'scrub', 'a.raw', '--output', 'b.qcow2',
+                '--exclude-path', '/tmp/**', '--allow-backing-chain'])
+    assert seen['options'].source_format is None
+    assert seen['options'].allow_backing_chain
+
+
+def test_verify_refuses_a_backing_file(capsys, backed_image):
+    path, host = backed_image
+    assert sparc.main(['image', 'verify', path, '--marker',
+                       'HOST-MARKER-42']) == 2
+    assert host in capsys.readouterr().err
+    # Read as raw, the overlay's own bytes hold no host data.
+    assert sparc.main(['image', 'verify', path, '--source-format', 'raw',
+                       '--marker', 'HOST-MARKER-42']) == 0

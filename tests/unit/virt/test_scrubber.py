@@ -79,6 +79,8 @@ def test_snapshot_scrubbed(notifier, scrub_image):
     assert args[:2] == ('/snap/abc', '/snap/abc.sparc')
     assert [r.text for r in args[2].rules] == ['/home/*/.ssh/**']
     assert args[3].output_format == 'qcow2'
+    # Read in the format Nova wrote the snapshot in, never probed.
+    assert args[3].source_format == 'qcow2'
     assert callable(kwargs['progress'])
     assert outcome.image_properties() == {
         'sparc_scrubbed': 'true', 'sparc_policy_digest': effective.digest,

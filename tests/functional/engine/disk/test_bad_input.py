@@ -1,5 +1,8 @@
-"""Bad input: clear errors before the appliance starts, nothing written
-next to the destination.
+"""Bad input: clear errors, nothing written next to the destination.
+What the host can tell without parsing guest data (format, references
+to other files, size, destination) is refused before the appliance
+starts; a disk without partitions or filesystems is refused by the
+appliance, which reads them.
 """
 
 import os
@@ -48,6 +51,14 @@ def test_missing_source(tmp_path, out_dir, no_appliance):
 def test_not_an_image(tmp_path, out_dir, no_appliance):
     src = tmp_path / 'notes.txt'
     src.write_text('just some text, not a disk\n' * 100)
+    _fails(src, out_dir, 'too small to hold a filesystem')
+
+
+@pytest.mark.slow
+def test_text_is_not_a_disk_image(tmp_path, out_dir):
+    """Partition tables and signatures are read in the appliance."""
+    src = tmp_path / 'notes.txt'
+    src.write_text('just some text, not a disk\n' * 100000)
     _fails(src, out_dir, 'not a disk image')
 
 
@@ -59,17 +70,27 @@ def test_truncated_qcow2(tmp_path, out_dir, ext4_qcow2, no_appliance):
     _fails(src, out_dir, 'qcow2 image is truncated')
 
 
-def test_missing_backing_file(tmp_path, out_dir, ext4_qcow2, no_appliance):
+def test_backing_file(tmp_path, out_dir, ext4_qcow2, no_appliance):
+    """A backing file is refused unless the chain is allowed; a missing
+    one is refused either way.
+    """
     base = tmp_path / 'base.qcow2'
     subprocess.run(['cp', ext4_qcow2, str(base)], check=True)
     src = tmp_path / 'overlay.qcow2'
     subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F',
                     'qcow2', '-b', str(base), str(src)], check=True)
+    error = _fails(src, out_dir, 'refused')
+    assert str(base) in str(error)
     base.unlink()
-    _fails(src, out_dir, 'not an image qemu can open')
+    with pytest.raises(exception.DiskImageError, match='missing'):
+        disk.scrub_image(str(src), str(out_dir / 'dst.qcow2'),
+                         disk.Rules(['/tmp/**']),
+                         disk.ScrubOptions(allow_backing_chain=True))
+    assert os.listdir(out_dir) == []
 
 
-def test_image_without_filesystem(tmp_path, out_dir, no_appliance):
+@pytest.mark.slow
+def test_image_without_filesystem(tmp_path, out_dir):
     raw = str(tmp_path / 'empty.raw')
     images.partitioned_raw(raw, 64)
     src = tmp_path / 'empty.qcow2'
@@ -78,7 +99,8 @@ def test_image_without_filesystem(tmp_path, out_dir, no_appliance):
     _fails(src, out_dir, 'partitions hold no filesystem')
 
 
-def test_blank_image(tmp_path, out_dir, no_appliance):
+@pytest.mark.slow
+def test_blank_image(tmp_path, out_dir):
     src = tmp_path / 'blank.raw'
     with open(src, 'wb') as f:
         f.truncate(64 << 20)
@@ -133,4 +155,19 @@ def test_cli_reports_error_with_exit_2(tmp_path, out_dir):
     assert result.returncode == 2
     assert 'sparc: error:' in result.stderr
     assert 'not a disk image' in result.stderr
+    assert os.listdir(out_dir) == []
+
+
+def test_cli_refuses_a_backing_file_with_exit_2(tmp_path, out_dir,
+                                                ext4_qcow2):
+    src = tmp_path / 'overlay.qcow2'
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F',
+                    'qcow2', '-b', ext4_qcow2, str(src)], check=True)
+    result = subprocess.run(
+        [sys.executable, '-m', 'sparc_nova.cmd.sparc', 'image', 'scrub',
+         str(src), '--output', str(out_dir / 'dst.qcow2'),
+         '--exclude-path', '/tmp/**'],
+        capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert "backing file '%s'" % ext4_qcow2 in result.stderr
     assert os.listdir(out_dir) == []
