@@ -69,6 +69,7 @@ occurrences of byte strings in guest memory and anywhere in the stream
 """
 
 import dataclasses
+import importlib
 import os
 import time
 
@@ -76,6 +77,7 @@ import drgn
 import numpy as np
 
 from sparc_nova.checkpoint import checkpoint as checkpoint_mod
+from sparc_nova.checkpoint import formats
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import rewrite
 from sparc_nova.checkpoint import stream_follow
@@ -268,7 +270,9 @@ def _start_in_sandbox(stream, path, entry, args, limits,
                 limits=dataclasses.asdict(limits or limits_mod.DEFAULT))
     try:
         return sandbox_mod.start(entry, args, {'stream': stream}, policy,
-                                 growing=growing)
+                                 growing=growing,
+                                 keep=(args.get('buildid_cache_dir'),),
+                                 prepare=PREPARE_ENTRY)
     except sandbox_mod.SandboxError as e:
         raise errors.ScrubError(path, 'introspection sandbox: %s' % e)
 
@@ -517,6 +521,17 @@ def plan_in_sandbox(args: dict, files: dict) -> dict:
         raise _child_error(e)
 
 
+def prepare_sandbox() -> None:
+    """Sandbox child, before it is jailed: load the checkpoint format
+    plugins (stevedore reads their entry points from the file system,
+    which the jail does not have) and the module drgn imports when a
+    program is made.
+    """
+    formats.load()
+    importlib.import_module('_drgn_util.plugins')
+
+
+PREPARE_ENTRY = __name__ + ':prepare_sandbox'
 PLAN_ENTRY = __name__ + ':plan_in_sandbox'
 LISTING_ENTRY = __name__ + ':listing_in_sandbox'
 
@@ -541,10 +556,7 @@ def _plan_in_sandbox(s, path, rep, pending) -> patches.PagePatcher:
     rep.lap('sandbox')
     plan_codec.merge_report(rep, child_rep)
     if isinstance(identity, dict):
-        rep.sandbox = {k: v for k, v in identity.items()
-                       if k in ('uid', 'gid', 'cap_eff', 'no_new_privs',
-                                'seccomp')
-                       and isinstance(v, (int, str, bool))}
+        rep.sandbox = sandbox_mod.confinement_summary(identity)
     return patcher
 
 
