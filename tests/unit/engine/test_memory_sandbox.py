@@ -52,14 +52,14 @@ def plan_doc(path, fills=None, fields=None):
             'fields': [[30 * PAGE + 8, 'ff00', 'task 7 pending', False]]
             if fields is None else fields,
             '_sandbox': {'uid': 65534, 'gid': 65534, 'cap_eff': '0' * 16,
-                         'no_new_privs': True, 'seccomp': True,
+                         'no_new_privs': True, 'seccomp': 'allow-list',
                          'extra': 'dropped'}}
 
 
 def fake_child(monkeypatch, doc):
     calls = []
 
-    def start(entry, args, files, policy, growing=0):
+    def start(entry, args, files, policy, growing=0, keep=(), prepare=None):
         calls.append((entry, args, files))
         return sandbox.Pending(entry, policy, result=doc)
     monkeypatch.setattr(memory.sandbox_mod, 'start', start)
@@ -81,7 +81,7 @@ def test_valid_plan_is_applied_and_verified(save, tmp_path, monkeypatch):
     assert [p.pid for p in rep.processes] == [7]
     assert rep.sandbox == {'uid': 65534, 'gid': 65534,
                            'cap_eff': '0' * 16, 'no_new_privs': True,
-                           'seccomp': True}
+                           'seccomp': 'allow-list'}
     assert rep.checkpoint == save and rep.output == out
     assert set(rep.timings) >= {'open', 'sandbox', 'parse_and_introspect',
                                 'plan', 'rewrite', 'verify', 'total'}
@@ -152,7 +152,7 @@ def test_guest_error_in_the_real_child(save, policy):
 
 
 @pytest.mark.parametrize('target,overrides,message', [
-    ('huge_plan', dict(max_result=4096), 'more than the 4096 allowed'),
+    ('huge_plan', dict(max_result=4096), 'more than the 4096 bytes allowed'),
     ('crash', {}, 'RuntimeError: unexpected'),
     ('burn_cpu', dict(timeout=2), 'did not finish within 2s'),
     ('clear_error', {}, 'guest kernel structure at 0x1000 is bogus'),
@@ -228,12 +228,12 @@ def test_child_starts_before_this_process_parses(save, monkeypatch):
     calls = fake_child(monkeypatch, plan_doc(save))
     real_start, real_open = memory.sandbox_mod.start, memory._open
 
-    def start(entry, args, files, policy, growing=0):
+    def start(entry, args, files, policy, growing=0, keep=(), prepare=None):
         # The child is handed the checkpoint file itself.
         assert os.path.samestat(os.fstat(files['stream'].fileno()),
                                 os.stat(save))
         order.append('child')
-        return real_start(entry, args, files, policy)
+        return real_start(entry, args, files, policy, growing, keep, prepare)
 
     def parse(*args, **kwargs):
         order.append('parse')
@@ -257,11 +257,11 @@ def test_compressed_image_child_reads_the_decompressed_stream(
     fake_child(monkeypatch, plan_doc(str(path)))
     real_start = memory.sandbox_mod.start
 
-    def start(entry, args, files, policy, growing=0):
+    def start(entry, args, files, policy, growing=0, keep=(), prepare=None):
         stream = files['stream']
         stream.seek(0)
         seen.append(stream.read(4))
-        return real_start(entry, args, files, policy)
+        return real_start(entry, args, files, policy, growing, keep, prepare)
     monkeypatch.setattr(memory.sandbox_mod, 'start', start)
     memory.scrub_checkpoint(str(path), ['vault'], dry_run=True, sandbox=True)
     assert seen == [b'QEVM']
@@ -278,7 +278,7 @@ def test_image_being_written_is_followed_by_both(tmp_path, monkeypatch):
                                            chunk=2000, pause=0.002)
     started = []
 
-    def start(entry, args, files, policy, growing=0):
+    def start(entry, args, files, policy, growing=0, keep=(), prepare=None):
         started.append((writer.marked_at, args.get('follow_seconds'),
                         growing))
         return sandbox.Pending(entry, policy, result=plan_doc(path))
