@@ -774,7 +774,8 @@ def _apply_kernel_copies(s, kernel, model, patcher, copies, anon) -> None:
                 patcher.write_virt(
                     kernel, page + flags_off,
                     (old & ~(1 << bit)).to_bytes(8, 'little'),
-                    'page flags of a dropped page-cache page')
+                    'page flags of a dropped page-cache page',
+                    kind=patches.PAGE_FLAGS)
             what = '%s buffer of %s' % (c.kind,
                                         ipc.report_name(c.kind, c.object))
             for va, n in c.ranges:

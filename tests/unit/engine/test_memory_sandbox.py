@@ -47,9 +47,10 @@ def plan_doc(path, fills=None, fields=None):
         pid=7, comm='vault', exe=None, reasons=['name'], threads=[7],
         frames={'anon': [10, 20]}, refused=[]))
     rep.timings = {'parse_and_introspect': 0.25, 'plan': 0.05}
-    return {'version': 1, 'report': plan_codec.encode_value(rep),
+    return {'version': plan_codec.VERSION,
+            'report': plan_codec.encode_value(rep),
             'fills': [[0, [10, 1, 20, 1]]] if fills is None else fills,
-            'fields': [[30 * PAGE + 8, 'ff00', 'task 7 pending', False]]
+            'fields': [[30 * PAGE + 8, 'ff00', 'task 7 timer', 'timer']]
             if fields is None else fields,
             '_sandbox': {'uid': 65534, 'gid': 65534, 'cap_eff': '0' * 16,
                          'no_new_privs': True, 'seccomp': 'allow-list',
@@ -101,13 +102,13 @@ HOSTILE = [
     ('frame outside RAM', dict(fills=[[0, [64, 1]]]), 'not a RAM page'),
     ('BIOS frame', dict(fills=[[0, [1 << 20, 1]]]), 'not a RAM page'),
     ('field crossing a page',
-     dict(fields=[[31 * PAGE - 1, 'ffff', 'x', False]]), 'cross a page'),
-    ('field outside RAM', dict(fields=[[64 * PAGE, 'ff', 'x', False]]),
+     dict(fields=[[31 * PAGE - 1, 'ffff', 'x', 'timer']]), 'cross a page'),
+    ('field outside RAM', dict(fields=[[64 * PAGE, 'ff', 'x', 'timer']]),
      'not in a RAM page'),
     ('field into a scrubbed frame',
-     dict(fields=[[10 * PAGE, 'ff', 'x', False]]), 'being scrubbed'),
+     dict(fields=[[10 * PAGE, 'ff', 'x', 'timer']]), 'being scrubbed'),
     ('more frames than RAM', dict(fills=[[0, [0, 65]]]), 'more than'),
-    ('wrong types', dict(fields=[['0x1000', 'ff', 'x', False]]), 'address'),
+    ('wrong types', dict(fields=[['0x1000', 'ff', 'x', 'timer']]), 'address'),
 ]
 
 
