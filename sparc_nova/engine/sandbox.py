@@ -196,7 +196,7 @@ def start(entry: str, args: dict, files: dict[str, str],
         written), added to the address-space limit like their present
         size, twice (a follower maps a growing file anew as it grows).
     """
-    for name in (entry, prepare or ALLOWED_PREFIXES[0]):
+    for name in [entry] + ([prepare] if prepare else []):
         if not name.startswith(ALLOWED_PREFIXES):
             raise SandboxError('%s may not run in the sandbox' % name)
     if not policy.enabled:
@@ -291,7 +291,8 @@ class Pending:
                     elif len(self._out) + len(chunk) > \
                             self.policy.max_result + MAX_RECORD:
                         self._overflow = True
-                        self._kill()
+                        if not self._kill():
+                            out.close()     # it dies writing (EPIPE)
                         return
                     else:
                         self._out += chunk
