@@ -549,7 +549,8 @@ def _plan_in_sandbox(s, path, rep, pending) -> patches.PagePatcher:
     doc = _sandbox_result(pending, path)
     identity = doc.pop('_sandbox', None)
     try:
-        child_rep, patcher = plan_codec.decode_plan(doc, s.memory)
+        child_rep, patcher = plan_codec.decode_plan(doc, s.memory,
+                                                    s.ck.layout.devices)
     except plan_codec.PlanError as e:
         raise errors.ScrubError(path, 'introspection sandbox returned an '
                                       'unusable plan: %s' % e)

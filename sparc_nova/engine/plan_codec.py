@@ -296,16 +296,49 @@ def encode_plan(rep: report_mod.ScrubReport,
                        for f in patcher.fields]}
 
 
-def firmware_reserved(memory) -> tuple[tuple[int, int], ...]:
+def firmware_reserved(memory, devices=()) -> tuple[tuple[int, int], ...]:
     """Guest physical ``[start, end)`` ranges of ``memory`` (the parent's
     view of the checkpoint's RAM-block layout) that belong to the
-    firmware: :data:`LEGACY_RESERVED` where it lies in RAM. (q35's TSEG
-    is placed by the firmware at run time and is not located here.)
+    firmware: :data:`LEGACY_RESERVED`, and on q35 the TSEG that the
+    ``mch`` host bridge's configuration space (``devices``, the device
+    state the parent decoded from the stream) enables, at the top of RAM
+    below 4 GiB as QEMU places it.
     """
+    ranges = list(LEGACY_RESERVED)
+    low_end = next((end for start, end in memory.ranges if start == 0), 0)
+    size = _tseg_size(devices)
+    if size and low_end:
+        ranges.append((max(0, low_end - size), low_end))
     return tuple((max(a, start), min(b, end))
-                 for a, b in LEGACY_RESERVED
+                 for a, b in ranges
                  for start, end in memory.ranges
                  if max(a, start) < min(b, end))
+
+
+#: q35 host bridge registers (QEMU include/hw/pci-host/q35.h).
+_MCH_ESMRAMC, _MCH_EXT_TSEG_MBYTES = 0x9e, 0x50
+_ESMRAMC_T_EN, _ESMRAMC_TSEG_SZ = 0x01, 0x06
+_TSEG_MIB = {0x0: 1, 0x2: 2, 0x4: 8}
+
+
+def _tseg_size(devices) -> int:
+    """Bytes of TSEG the q35 ``mch`` device enables (0: none)."""
+    for d in devices:
+        if not d.name.endswith('/mch'):
+            continue
+        parent = d.values.get('parent_obj')
+        config = parent.get('config[0]') if isinstance(parent, dict) \
+            else None
+        if not isinstance(config, bytes) or len(config) < 0x100:
+            continue
+        esmramc = config[_MCH_ESMRAMC]
+        if not esmramc & _ESMRAMC_T_EN:
+            return 0
+        code = esmramc & _ESMRAMC_TSEG_SZ
+        mib = _TSEG_MIB.get(code) or int.from_bytes(
+            config[_MCH_EXT_TSEG_MBYTES:_MCH_EXT_TSEG_MBYTES + 2], 'little')
+        return mib << 20
+    return 0
 
 
 def _in_reserved(pfns: np.ndarray, reserved) -> np.ndarray:
@@ -319,7 +352,7 @@ def _ram_frames(memory) -> int:
     return sum((end - start) >> 12 for start, end in memory.ranges)
 
 
-def _fills(doc, memory) -> list[tuple[int, np.ndarray]]:
+def _fills(doc, memory, reserved) -> list[tuple[int, np.ndarray]]:
     fills = doc['fills']
     if not isinstance(fills, list) or len(fills) > 256:
         raise PlanError('fills: expected a list of at most 256 entries')
@@ -340,7 +373,7 @@ def _fills(doc, memory) -> list[tuple[int, np.ndarray]]:
         if len(outside):
             raise PlanError('frame 0x%x is not a RAM page of the '
                             'checkpoint' % int(outside[0]))
-        firmware = frames[_in_reserved(frames, firmware_reserved(memory))]
+        firmware = frames[_in_reserved(frames, reserved)]
         if len(firmware):
             raise PlanError('frame 0x%x is reserved for the firmware'
                             % int(firmware[0]))
@@ -348,12 +381,11 @@ def _fills(doc, memory) -> list[tuple[int, np.ndarray]]:
     return out
 
 
-def _fields(doc, memory) -> list[tuple[int, bytes, str, str]]:
+def _fields(doc, memory, reserved) -> list[tuple[int, bytes, str, str]]:
     fields = doc['fields']
     if not isinstance(fields, list) or len(fields) > MAX_FIELDS:
         raise PlanError('fields: expected a list of at most %d writes'
                         % MAX_FIELDS)
-    reserved = firmware_reserved(memory)
     counts = dict.fromkeys(FIELD_RULES, 0)
     out = []
     for entry in fields:
@@ -407,10 +439,13 @@ def _one_bit(old: bytes, new: bytes, kind: str) -> bool:
     return not changed & a if kind == patches.SIGNAL else not changed & b
 
 
-def decode_plan(doc, memory) -> tuple[report_mod.ScrubReport,
-                                      patches.PagePatcher]:
+def decode_plan(doc, memory, devices=()) -> tuple[report_mod.ScrubReport,
+                                                  patches.PagePatcher]:
     """Validate a plan document against ``memory`` (the parent's
     :class:`~.physview.CheckpointMemory`) and rebuild it.
+
+    :param devices: the device state the parent decoded from the stream
+        (``layout.devices``), for the firmware-reserved ranges.
 
     :returns: ``(report, patcher)``; the patcher's pages are built from
         ``memory``.
@@ -422,8 +457,9 @@ def decode_plan(doc, memory) -> tuple[report_mod.ScrubReport,
     if doc['version'] != VERSION:
         raise PlanError('plan version %r, expected %d'
                         % (str(doc['version'])[:16], VERSION))
-    fills = _fills(doc, memory)
-    fields = _fields(doc, memory)
+    reserved = firmware_reserved(memory, devices)
+    fills = _fills(doc, memory, reserved)
+    fields = _fields(doc, memory, reserved)
     rep = decode_value(doc['report'])
     if not isinstance(rep, report_mod.ScrubReport):
         raise PlanError('the plan holds no report')

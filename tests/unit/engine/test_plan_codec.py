@@ -237,3 +237,48 @@ def test_firmware_reserved_from_the_ram_layout():
     class Small(FakeMemory):
         ranges = [(0, 0x9f000)]
     assert plan_codec.firmware_reserved(Small()) == ()
+
+
+class _Device:
+    def __init__(self, name, config):
+        self.name = name
+        self.values = {'parent_obj': {'config[0]': bytes(config)}}
+
+
+def _mch(esmramc, ext_mib=16):
+    config = bytearray(256)
+    config[0x9e] = esmramc
+    config[0x50:0x52] = ext_mib.to_bytes(2, 'little')
+    return _Device('0000:00:00.0/mch', config)
+
+
+class _Q35Memory(FakeMemory):
+    ranges = [(0, 0x7ff00000)]      # 2 GiB - 1 MiB below 4 GiB
+
+
+@pytest.mark.parametrize('esmramc,size', [
+    (0x00, 0), (0x01, 1 << 20), (0x03, 2 << 20), (0x05, 8 << 20),
+    (0x07, 16 << 20)])
+def test_q35_tseg_from_the_host_bridge(esmramc, size):
+    got = plan_codec.firmware_reserved(_Q35Memory(), [_mch(esmramc)])
+    want = ((0xa0000, 0x100000),) + (
+        ((0x7ff00000 - size, 0x7ff00000),) if size else ())
+    assert got == want
+
+
+def test_field_in_tseg_refused():
+    class Low(FakeMemory):
+        ranges = [(0, 0x110000)]        # TSEG of 1 MiB: [0x10000, 0x110000)
+    mem = Low()
+    rep = report_mod.ScrubReport(checkpoint='/x.save')
+    for paddr, ok in ((0x5000, True), (0x10f000, False)):
+        p = patches.PagePatcher(mem)
+        p.write(paddr, b'abcd', 'timer', kind=patches.TIMER)
+        doc = plan_codec.encode_plan(rep, p)
+        if ok:
+            plan_codec.decode_plan(doc, mem, [_mch(0x01)])
+            continue
+        with pytest.raises(plan_codec.PlanError,
+                           match='0x10f000 is reserved for the firmware'):
+            plan_codec.decode_plan(doc, mem, [_mch(0x01)])
+        plan_codec.decode_plan(doc, mem, [_mch(0x00)])     # TSEG off
