@@ -23,6 +23,13 @@ opts = [
     cfg.IntOpt('sandbox_timeout', default=1800, min=10,
                help='Wall-clock limit of the sandbox child, in seconds; it '
                     'is killed past it.'),
+    cfg.BoolOpt('sandbox_require_seccomp', default=True,
+                help='Refuse to introspect a guest when the sandbox child '
+                     'cannot install its seccomp allow-list (Debian\'s '
+                     'python3-seccomp is missing, or the kernel has no '
+                     'seccomp filters). Setting this to false lets the '
+                     'scrub run with the other confinements only; the log '
+                     'and the scrub report say which were in force.'),
     cfg.IntOpt('sandbox_max_result_mib', default=256, min=1,
                help='Largest result (a scrub plan) the sandbox child may '
                     'return, in MiB.'),

@@ -30,6 +30,7 @@ import dataclasses
 
 import drgn
 
+from sparc_nova.engine import patches
 from sparc_nova.introspect import walk
 
 #: Bytes of unused stack that must remain between the timer and the
@@ -76,10 +77,11 @@ def _u64(prog, addr):
     return prog.read_u64(addr)
 
 
-def _set_bits(kernel, patcher, vaddr: int, bits: int, what: str) -> int:
+def _set_bits(kernel, patcher, vaddr: int, bits: int, what: str,
+              kind: str = patches.SIGNAL) -> int:
     old = int.from_bytes(patcher.read_virt(kernel, vaddr, 8), 'little')
     patcher.write_virt(kernel, vaddr, (old | bits).to_bytes(8, 'little'),
-                       what)
+                       what, kind=kind)
     return kernel.phys(vaddr)
 
 
@@ -90,7 +92,7 @@ def _add32(kernel, patcher, vaddr: int, delta: int, what: str) -> None:
         raise walk.CorruptStructure('%s is %d, expected a live count'
                                     % (what, old))
     new = (old + delta).to_bytes(4, 'little', signed=True)
-    patcher.write_virt(kernel, vaddr, new, what)
+    patcher.write_virt(kernel, vaddr, new, what, kind=patches.TIMER)
 
 
 class TimerWheel:
@@ -147,31 +149,32 @@ class TimerWheel:
         p = self.patcher
         first = int.from_bytes(p.read_virt(k, self.head, 8), 'little')
         entry = timer_addr + ptimer['entry']
+        timer = patches.TIMER
         p.write_virt(k, entry, first.to_bytes(8, 'little'),
-                     'timer entry.next')
+                     'timer entry.next', kind=timer)
         p.write_virt(k, entry + 8, self.head.to_bytes(8, 'little'),
-                     'timer entry.pprev')
+                     'timer entry.pprev', kind=timer)
         if first:
             p.write_virt(k, first + 8, entry.to_bytes(8, 'little'),
-                         'pprev of the timer after ours')
+                         'pprev of the timer after ours', kind=timer)
         p.write_virt(k, self.head, entry.to_bytes(8, 'little'),
                      'timer bucket head (cpu %d idx %d)'
-                     % (self.cpu, self.idx))
+                     % (self.cpu, self.idx), kind=timer)
         flags = self.cpu | c.TIMER_PINNED | (self.idx << c.TIMER_ARRAYSHIFT)
         p.write_virt(k, timer_addr + ptimer['flags'],
-                     flags.to_bytes(4, 'little'), 'timer flags')
+                     flags.to_bytes(4, 'little'), 'timer flags', kind=timer)
         _set_bits(k, p, self.pending_word, 1 << (self.idx % 64),
-                  'timer pending_map bit')
+                  'timer pending_map bit', kind=timer)
         base = self.base
         nxt = base.next_expiry.value_()
         if ((self.clk - nxt) & ((1 << 64) - 1)) >= 1 << 63:
             p.write_virt(k, base.next_expiry.address_,
                          self.clk.to_bytes(8, 'little'),
-                         'timer base next_expiry')
+                         'timer base next_expiry', kind=timer)
         p.write_virt(k, base.timers_pending.address_, b'\x01',
-                     'timer base timers_pending')
+                     'timer base timers_pending', kind=timer)
         p.write_virt(k, base.next_expiry_recalc.address_, b'\x00',
-                     'timer base next_expiry_recalc')
+                     'timer base next_expiry_recalc', kind=timer)
         self.added += 1
 
 
@@ -282,7 +285,8 @@ def _arm_timer(kernel, patcher, th, wheel_factory):
          lay['timer'] + lay['function'] + 8] = wheel.fn.to_bytes(8, 'little')
     body[lay['task']:lay['task'] + 8] = th.address.to_bytes(8, 'little')
     patcher.write_virt(kernel, where, bytes(body),
-                       'process_timer on the stack of tid %d' % th.tid)
+                       'process_timer on the stack of tid %d' % th.tid,
+                       kind=patches.TIMER)
     wheel.add(timer, lay)
     _add32(kernel, patcher, t.usage.address_of_().value_(), 1,
            'task_struct usage of tid %d' % th.tid)

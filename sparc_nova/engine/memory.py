@@ -69,6 +69,7 @@ occurrences of byte strings in guest memory and anywhere in the stream
 """
 
 import dataclasses
+import importlib
 import os
 import time
 
@@ -76,6 +77,7 @@ import drgn
 import numpy as np
 
 from sparc_nova.checkpoint import checkpoint as checkpoint_mod
+from sparc_nova.checkpoint import formats
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import rewrite
 from sparc_nova.checkpoint import stream_follow
@@ -269,7 +271,9 @@ def _start_in_sandbox(stream, path, entry, args, limits,
                 limits=dataclasses.asdict(limits or limits_mod.DEFAULT))
     try:
         return sandbox_mod.start(entry, args, {'stream': stream}, policy,
-                                 growing=growing)
+                                 growing=growing,
+                                 keep=(args.get('buildid_cache_dir'),),
+                                 prepare=PREPARE_ENTRY)
     except sandbox_mod.SandboxError as e:
         raise errors.ScrubError(path, 'introspection sandbox: %s' % e)
 
@@ -520,6 +524,17 @@ def plan_in_sandbox(args: dict, files: dict) -> dict:
         raise _child_error(e)
 
 
+def prepare_sandbox() -> None:
+    """Sandbox child, before it is jailed: load the checkpoint format
+    plugins (stevedore reads their entry points from the file system,
+    which the jail does not have) and the module drgn imports when a
+    program is made.
+    """
+    formats.load()
+    importlib.import_module('_drgn_util.plugins')
+
+
+PREPARE_ENTRY = __name__ + ':prepare_sandbox'
 PLAN_ENTRY = __name__ + ':plan_in_sandbox'
 LISTING_ENTRY = __name__ + ':listing_in_sandbox'
 
@@ -537,17 +552,15 @@ def _plan_in_sandbox(s, path, rep, pending) -> patches.PagePatcher:
     doc = _sandbox_result(pending, path)
     identity = doc.pop('_sandbox', None)
     try:
-        child_rep, patcher = plan_codec.decode_plan(doc, s.memory)
+        child_rep, patcher = plan_codec.decode_plan(doc, s.memory,
+                                                    s.ck.layout.devices)
     except plan_codec.PlanError as e:
         raise errors.ScrubError(path, 'introspection sandbox returned an '
                                       'unusable plan: %s' % e)
     rep.lap('sandbox')
     plan_codec.merge_report(rep, child_rep)
     if isinstance(identity, dict):
-        rep.sandbox = {k: v for k, v in identity.items()
-                       if k in ('uid', 'gid', 'cap_eff', 'no_new_privs',
-                                'seccomp')
-                       and isinstance(v, (int, str, bool))}
+        rep.sandbox = sandbox_mod.confinement_summary(identity)
     return patcher
 
 
@@ -765,7 +778,8 @@ def _apply_kernel_copies(s, kernel, model, patcher, copies, anon) -> None:
                 patcher.write_virt(
                     kernel, page + flags_off,
                     (old & ~(1 << bit)).to_bytes(8, 'little'),
-                    'page flags of a dropped page-cache page')
+                    'page flags of a dropped page-cache page',
+                    kind=patches.PAGE_FLAGS)
             what = '%s buffer of %s' % (c.kind,
                                         ipc.report_name(c.kind, c.object))
             for va, n in c.ranges:

@@ -1,9 +1,14 @@
 """Collect the changes a scrub makes to guest physical memory.
 
 Two kinds of change: whole frames set to one byte (scrubbed frames) and
-byte writes into kernel objects (kill injection, and zeroed kernel
-buffers that held an excluded process's data: those are redacted, their
-old bytes are neither kept nor reported). A field write
+byte writes into kernel objects. Every field write has a kind, one of
+those the engine makes (:data:`KINDS`): a bit set in a thread's pending
+signals or flags (``signal``), the wake-up timer and the links, counts
+and wheel fields it needs (``timer``), a bit cleared in a dropped page
+cache page's flags (``page-flags``), and zeroed kernel buffers that held
+an excluded process's data (``redact``: their old bytes are neither kept
+nor reported). The plan carries the kind, and the privileged side checks
+each write against its kind's rules (:mod:`.plan_codec`). A field write
 never crosses a page boundary here: :meth:`PagePatcher.write_virt` splits
 it per page and translates each part separately, and every write is
 checked to stay inside its page. Writes into a frame that is also being
@@ -19,6 +24,13 @@ from sparc_nova.introspect import memory as memory_mod
 
 PAGE_SIZE = memory_mod.PAGE_SIZE
 
+#: Field write kinds (see the module docstring).
+SIGNAL = 'signal'
+TIMER = 'timer'
+PAGE_FLAGS = 'page-flags'
+REDACT = 'redact'
+KINDS = (SIGNAL, TIMER, PAGE_FLAGS, REDACT)
+
 
 @dataclasses.dataclass
 class FieldWrite:
@@ -28,7 +40,12 @@ class FieldWrite:
     old: bytes
     new: bytes
     what: str
-    redacted: bool = False
+    kind: str = REDACT
+
+    @property
+    def redacted(self) -> bool:
+        """The bytes replaced may be secret: not kept, not reported."""
+        return self.kind == REDACT
 
     def as_dict(self) -> dict:
         if self.redacted:
@@ -51,13 +68,16 @@ class PagePatcher:
         self._fills: dict[int, np.ndarray] = {}
         self.fields: list[FieldWrite] = []
 
-    def write(self, paddr: int, data: bytes, what: str,
-              redacted: bool = False) -> None:
+    def write(self, paddr: int, data: bytes, what: str, *,
+              kind: str) -> None:
         """Write ``data`` at guest physical ``paddr`` (within one page).
 
-        :param redacted: the bytes replaced may be secret: do not keep
-            them (the write is still read back after the rewrite).
+        :param kind: one of :data:`KINDS`; for :data:`REDACT` the bytes
+            replaced are not kept (the write is still read back after the
+            rewrite).
         """
+        if kind not in KINDS:
+            raise PlanConflict('%s: unknown kind of write %r' % (what, kind))
         pfn = paddr >> 12
         within = paddr & (PAGE_SIZE - 1)
         if within + len(data) > PAGE_SIZE:
@@ -72,16 +92,17 @@ class PagePatcher:
             self._pages[pfn] = page
         old = bytes(page[within:within + len(data)])
         page[within:within + len(data)] = data
-        self.fields.append(FieldWrite(paddr, b'' if redacted else old,
-                                      bytes(data), what, redacted))
+        self.fields.append(FieldWrite(paddr, b'' if kind == REDACT else old,
+                                      bytes(data), what, kind))
 
-    def write_virt(self, kernel, vaddr: int, data: bytes, what: str) -> None:
+    def write_virt(self, kernel, vaddr: int, data: bytes, what: str, *,
+                   kind: str) -> None:
         """Write ``data`` at kernel virtual ``vaddr``, page by page."""
         pos = 0
         while pos < len(data):
             va = vaddr + pos
             n = min(len(data) - pos, PAGE_SIZE - (va & (PAGE_SIZE - 1)))
-            self.write(kernel.phys(va), data[pos:pos + n], what)
+            self.write(kernel.phys(va), data[pos:pos + n], what, kind=kind)
             pos += n
 
     def zero_virt(self, kernel, vaddr: int, size: int, what: str) -> None:
@@ -90,7 +111,7 @@ class PagePatcher:
         while pos < size:
             va = vaddr + pos
             n = min(size - pos, PAGE_SIZE - (va & (PAGE_SIZE - 1)))
-            self.write(kernel.phys(va), bytes(n), what, redacted=True)
+            self.write(kernel.phys(va), bytes(n), what, kind=REDACT)
             pos += n
 
     def zero_phys(self, paddr: int, size: int, what: str) -> None:
@@ -99,8 +120,18 @@ class PagePatcher:
         while pos < size:
             pa = paddr + pos
             n = min(size - pos, PAGE_SIZE - (pa & (PAGE_SIZE - 1)))
-            self.write(pa, bytes(n), what, redacted=True)
+            self.write(pa, bytes(n), what, kind=REDACT)
             pos += n
+
+    def read_phys(self, paddr: int, size: int) -> bytes:
+        """Current bytes at guest physical ``paddr`` (within one page),
+        including pending writes.
+        """
+        page = self._pages.get(paddr >> 12)
+        if page is None:
+            return self.memory.read(paddr, size)
+        within = paddr & (PAGE_SIZE - 1)
+        return bytes(page[within:within + size])
 
     def read_virt(self, kernel, vaddr: int, size: int) -> bytes:
         """Current bytes at ``vaddr`` including pending writes."""

@@ -1,26 +1,29 @@
 """The scrub plan as it crosses the sandbox boundary.
 
 The sandbox child (:mod:`.sandbox`) models the guest kernel and computes
-the plan; it returns it as one JSON document (version 1)::
+the plan; it returns it as one JSON document (version 2)::
 
-    {"version": 1,
+    {"version": 2,
      "report": <the ScrubReport, encoded by encode_value()>,
      "fills": [[fill, [start, count, start, count, ...]], ...],
-     "fields": [[paddr, "hex bytes", "what", redacted], ...]}
+     "fields": [[paddr, "hex bytes", "what", kind], ...]}
 
 ``fills`` lists, per fill byte, the frames set entirely to it as runs of
 consecutive frame numbers; ``fields`` lists the field writes in the order
-they were made (``redacted``: the bytes replaced may be secret and are
-neither kept nor reported, see :class:`~.patches.FieldWrite`). The pages
+they were made, each with its kind (:data:`~.patches.KINDS`). The pages
 a field write changes are not sent: the parent rebuilds them from its own
 copy of the checkpoint by replaying the writes.
 
 The parent trusts none of it. :func:`decode_plan` checks every type, size
 and count, that every frame is a RAM page of the checkpoint the parent
-opened itself and that every field write lies inside one such page, then
-replays the plan into a :class:`~.patches.PagePatcher` over the parent's
-memory, which refuses what the patcher's own rules refuse (a frame
-scrubbed with two fills, a field write into a scrubbed frame).
+opened itself and outside the firmware-reserved ranges
+(:func:`firmware_reserved`), that every field write lies inside one such
+page and keeps to its kind's rules (:data:`FIELD_RULES`: size, count, and
+what it may change — a ``signal`` write sets one bit, a ``page-flags``
+write clears one, a ``redact`` write writes zeroes), then replays the
+plan into a :class:`~.patches.PagePatcher` over the parent's memory,
+which refuses what the patcher's own rules refuse (a frame scrubbed with
+two fills, a field write into a scrubbed frame).
 
 The report is carried generically: every public field of every dataclass
 in :mod:`.report` (so new report sections need no change here), numpy
@@ -39,9 +42,22 @@ from sparc_nova.engine import patches
 from sparc_nova.engine import report as report_mod
 from sparc_nova import exception
 
-VERSION = 1
+VERSION = 2
 #: Field writes in one plan.
 MAX_FIELDS = 1 << 20
+#: Per kind of field write: (largest write in bytes, most writes in a
+#: plan). A signal write sets a bit in a 64-bit word (two per thread:
+#: pending set and thread flags); a timer write is the process_timer or
+#: one of the links, counts and wheel fields (a dozen per killed
+#: process); page-flags clears a bit in a 64-bit word.
+FIELD_RULES = {patches.SIGNAL: (8, 1 << 18), patches.TIMER: (128, 1 << 16),
+               patches.PAGE_FLAGS: (8, 1 << 20),
+               patches.REDACT: (patches.PAGE_SIZE, MAX_FIELDS)}
+#: Guest physical ranges no scrub writes on x86 pc and q35: the legacy
+#: VGA window, which is also SMRAM's ASEG, and the option ROM and BIOS
+#: shadows ([0xa0000, 0x100000)). No kernel object, user page or free
+#: page lives there.
+LEGACY_RESERVED = ((0xa0000, 0x100000),)
 #: Runs in one frame list.
 MAX_RUNS = 1 << 22
 #: Characters of a field write's description.
@@ -276,15 +292,67 @@ def encode_plan(rep: report_mod.ScrubReport,
     return {'version': VERSION, 'report': encode_value(rep),
             'fills': [[int(fill), encode_frames(arr)]
                       for fill, arr in sorted(patcher.scrubbed.items())],
-            'fields': [[f.paddr, f.new.hex(), f.what, f.redacted]
+            'fields': [[f.paddr, f.new.hex(), f.what, f.kind]
                        for f in patcher.fields]}
+
+
+def firmware_reserved(memory, devices=()) -> tuple[tuple[int, int], ...]:
+    """Guest physical ``[start, end)`` ranges of ``memory`` (the parent's
+    view of the checkpoint's RAM-block layout) that belong to the
+    firmware: :data:`LEGACY_RESERVED`, and on q35 the TSEG that the
+    ``mch`` host bridge's configuration space (``devices``, the device
+    state the parent decoded from the stream) enables, at the top of RAM
+    below 4 GiB as QEMU places it.
+    """
+    ranges = list(LEGACY_RESERVED)
+    low_end = next((end for start, end in memory.ranges if start == 0), 0)
+    size = _tseg_size(devices)
+    if size and low_end:
+        ranges.append((max(0, low_end - size), low_end))
+    return tuple((max(a, start), min(b, end))
+                 for a, b in ranges
+                 for start, end in memory.ranges
+                 if max(a, start) < min(b, end))
+
+
+#: q35 host bridge registers (QEMU include/hw/pci-host/q35.h).
+_MCH_ESMRAMC, _MCH_EXT_TSEG_MBYTES = 0x9e, 0x50
+_ESMRAMC_T_EN, _ESMRAMC_TSEG_SZ = 0x01, 0x06
+_TSEG_MIB = {0x0: 1, 0x2: 2, 0x4: 8}
+
+
+def _tseg_size(devices) -> int:
+    """Bytes of TSEG the q35 ``mch`` device enables (0: none)."""
+    for d in devices:
+        if not d.name.endswith('/mch'):
+            continue
+        parent = d.values.get('parent_obj')
+        config = parent.get('config[0]') if isinstance(parent, dict) \
+            else None
+        if not isinstance(config, bytes) or len(config) < 0x100:
+            continue
+        esmramc = config[_MCH_ESMRAMC]
+        if not esmramc & _ESMRAMC_T_EN:
+            return 0
+        code = esmramc & _ESMRAMC_TSEG_SZ
+        mib = _TSEG_MIB.get(code) or int.from_bytes(
+            config[_MCH_EXT_TSEG_MBYTES:_MCH_EXT_TSEG_MBYTES + 2], 'little')
+        return mib << 20
+    return 0
+
+
+def _in_reserved(pfns: np.ndarray, reserved) -> np.ndarray:
+    out = np.zeros(len(pfns), dtype=bool)
+    for start, end in reserved:
+        out |= (pfns >= start >> 12) & (pfns < (end + 4095) >> 12)
+    return out
 
 
 def _ram_frames(memory) -> int:
     return sum((end - start) >> 12 for start, end in memory.ranges)
 
 
-def _fills(doc, memory) -> list[tuple[int, np.ndarray]]:
+def _fills(doc, memory, reserved) -> list[tuple[int, np.ndarray]]:
     fills = doc['fills']
     if not isinstance(fills, list) or len(fills) > 256:
         raise PlanError('fills: expected a list of at most 256 entries')
@@ -305,15 +373,20 @@ def _fills(doc, memory) -> list[tuple[int, np.ndarray]]:
         if len(outside):
             raise PlanError('frame 0x%x is not a RAM page of the '
                             'checkpoint' % int(outside[0]))
+        firmware = frames[_in_reserved(frames, reserved)]
+        if len(firmware):
+            raise PlanError('frame 0x%x is reserved for the firmware'
+                            % int(firmware[0]))
         out.append((fill, frames))
     return out
 
 
-def _fields(doc, memory) -> list[tuple[int, bytes, str, bool]]:
+def _fields(doc, memory, reserved) -> list[tuple[int, bytes, str, str]]:
     fields = doc['fields']
     if not isinstance(fields, list) or len(fields) > MAX_FIELDS:
         raise PlanError('fields: expected a list of at most %d writes'
                         % MAX_FIELDS)
+    counts = dict.fromkeys(FIELD_RULES, 0)
     out = []
     for entry in fields:
         if not isinstance(entry, list) or len(entry) != 4 or \
@@ -323,15 +396,21 @@ def _fields(doc, memory) -> list[tuple[int, bytes, str, bool]]:
                 not 2 <= len(entry[1]) <= 2 * patches.PAGE_SIZE or \
                 not isinstance(entry[2], str) or \
                 len(entry[2]) > MAX_WHAT or \
-                not isinstance(entry[3], bool):
+                entry[3] not in FIELD_RULES:
             raise PlanError('fields: expected [address, hex bytes (1 to '
-                            '%d), description, redacted]' % patches.PAGE_SIZE)
-        paddr, what, redacted = entry[0], entry[2], entry[3]
+                            '%d), description, kind (%s)]'
+                            % (patches.PAGE_SIZE, ', '.join(FIELD_RULES)))
+        paddr, what, kind = entry[0], entry[2], entry[3]
         try:
             data = bytes.fromhex(entry[1])
         except ValueError:
             raise PlanError('fields: %s at 0x%x is not hex' % (what[:64],
                                                                paddr))
+        size, most = FIELD_RULES[kind]
+        counts[kind] += 1
+        if len(data) > size or counts[kind] > most:
+            raise PlanError('fields: %s writes are at most %d bytes and %d '
+                            'in a plan' % (kind, size, most))
         if (paddr & (patches.PAGE_SIZE - 1)) + len(data) > \
                 patches.PAGE_SIZE:
             raise PlanError('fields: %d bytes at 0x%x cross a page'
@@ -339,14 +418,34 @@ def _fields(doc, memory) -> list[tuple[int, bytes, str, bool]]:
         if not memory.is_ram([paddr >> 12])[0]:
             raise PlanError('fields: 0x%x is not in a RAM page of the '
                             'checkpoint' % paddr)
-        out.append((paddr, data, what, redacted))
+        if _in_reserved(np.array([paddr >> 12]), reserved)[0]:
+            raise PlanError('fields: 0x%x is reserved for the firmware'
+                            % paddr)
+        if kind == patches.REDACT and any(data):
+            raise PlanError('fields: a redact write at 0x%x is not zeroes'
+                            % paddr)
+        out.append((paddr, data, what, kind))
     return out
 
 
-def decode_plan(doc, memory) -> tuple[report_mod.ScrubReport,
-                                      patches.PagePatcher]:
+def _one_bit(old: bytes, new: bytes, kind: str) -> bool:
+    """Whether ``new`` sets (signal) or clears (page-flags) at most one
+    bit of ``old`` and changes nothing else.
+    """
+    a, b = int.from_bytes(old, 'little'), int.from_bytes(new, 'little')
+    changed = a ^ b
+    if changed & (changed - 1):
+        return False
+    return not changed & a if kind == patches.SIGNAL else not changed & b
+
+
+def decode_plan(doc, memory, devices=()) -> tuple[report_mod.ScrubReport,
+                                                  patches.PagePatcher]:
     """Validate a plan document against ``memory`` (the parent's
     :class:`~.physview.CheckpointMemory`) and rebuild it.
+
+    :param devices: the device state the parent decoded from the stream
+        (``layout.devices``), for the firmware-reserved ranges.
 
     :returns: ``(report, patcher)``; the patcher's pages are built from
         ``memory``.
@@ -358,8 +457,9 @@ def decode_plan(doc, memory) -> tuple[report_mod.ScrubReport,
     if doc['version'] != VERSION:
         raise PlanError('plan version %r, expected %d'
                         % (str(doc['version'])[:16], VERSION))
-    fills = _fills(doc, memory)
-    fields = _fields(doc, memory)
+    reserved = firmware_reserved(memory, devices)
+    fills = _fills(doc, memory, reserved)
+    fields = _fields(doc, memory, reserved)
     rep = decode_value(doc['report'])
     if not isinstance(rep, report_mod.ScrubReport):
         raise PlanError('the plan holds no report')
@@ -367,8 +467,15 @@ def decode_plan(doc, memory) -> tuple[report_mod.ScrubReport,
     try:
         for fill, frames in fills:
             patcher.scrub(frames, fill)
-        for paddr, data, what, redacted in fields:
-            patcher.write(paddr, data, what, redacted)
+        for paddr, data, what, kind in fields:
+            if kind in (patches.SIGNAL, patches.PAGE_FLAGS) and not \
+                    _one_bit(patcher.read_phys(paddr, len(data)), data,
+                             kind):
+                raise PlanError('fields: the %s write at 0x%x changes more '
+                                'than %s one bit' % (
+                                    kind, paddr, 'setting' if kind ==
+                                    patches.SIGNAL else 'clearing'))
+            patcher.write(paddr, data, what, kind=kind)
     except patches.PlanConflict as e:
         raise PlanError(str(e))
     return rep, patcher

@@ -1,24 +1,29 @@
-"""Run guest-data parsing in an unprivileged, resource-limited child.
+"""Run guest-data parsing in a jailed, resource-limited child.
 
 Checkpoint contents are hostile: the guest controls every byte of its
 memory, and introspecting it means following pointers, parsing BTF and
 kallsyms tables and walking kernel lists it wrote. That work runs in a
 child process that:
 
-* gets the files it needs as already-open, read-only descriptors and
-  cannot open anything else of value: when started as root it runs as
-  ``[sparc] sandbox_user`` with no supplementary groups
-  (util-linux ``setpriv``), no capabilities (empty bounding, inheritable
-  and ambient sets) and ``no_new_privs``;
-* has no network: a new, empty network namespace (``unshare --net``)
-  when the caller may create one, and a seccomp filter (when Debian's
-  python3-seccomp is installed) that refuses sockets, exec, ptrace and
-  opening files for writing;
+* gets the files it needs as already-open, read-only descriptors; when
+  started as root it first becomes ``[sparc] sandbox_user`` with no
+  supplementary groups and no capabilities (util-linux ``setpriv``);
+* then, before it reads a byte of guest data, jails itself
+  (:mod:`.sandbox_jail`): new user, mount, PID, IPC, UTS, network and
+  cgroup namespaces, an empty read-only root, Landlock, no capabilities,
+  not dumpable, no fork, no descriptor but its own, and a seccomp
+  allow-list whose default action kills it (:mod:`.sandbox_seccomp`).
+  Without seccomp it refuses to run unless
+  ``[sparc] sandbox_require_seccomp`` is false;
 * is bounded: address space (the mapped checkpoint plus
   ``sandbox_memory_mib``), CPU time, open files, no file writes
   (RLIMIT_FSIZE 0), no core dumps, a wall-clock timeout;
-* returns only a JSON document, size-capped, which the caller must
-  validate before acting on it.
+* writes one line, its confinement record (what of the above is in
+  force, written before any guest data is read), then one JSON document,
+  the result. The parent keeps at most ``sandbox_max_result_mib`` as it
+  reads (a child writing more is killed at once, through a pidfd),
+  checks the nesting depth before it parses, and the caller validates
+  the result before acting on it.
 
 The work itself is a plain function ``fn(args: dict, files: dict) -> dict``
 named by ``"module:function"``; ``files`` maps names to read-only binary
@@ -29,15 +34,21 @@ child side (``python -m sparc_nova.engine.sandbox``).
 import dataclasses
 import importlib
 import json
+import logging
 import os
 import resource
+import selectors
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
 
+from sparc_nova.engine import sandbox_jail
 from sparc_nova import exception
+
+LOG = logging.getLogger(__name__)
 
 #: Exit status of a child that reports a handled error in its JSON.
 EXIT_REPORTED = 3
@@ -45,6 +56,17 @@ EXIT_REPORTED = 3
 MAX_REQUEST = 16 * 1024 * 1024
 #: Modules whose functions may be run in the sandbox.
 ALLOWED_PREFIXES = ('sparc_nova.',)
+#: Deepest nesting of arrays and objects in a result.
+MAX_DEPTH = 128
+#: Largest confinement record line, bytes.
+MAX_RECORD = 4096
+#: Environment of the child: numpy's BLAS and OpenMP start no threads
+#: (the jail's confinements other than seccomp apply per thread, so the
+#: child has no thread but its own); drgn loads no plugins.
+CHILD_ENV = {'OPENBLAS_NUM_THREADS': '1', 'OMP_NUM_THREADS': '1',
+             'MKL_NUM_THREADS': '1', 'DRGN_DISABLE_PLUGINS': '*'}
+#: Bytes of the child's standard error kept (the last ones).
+MAX_STDERR = 64 * 1024
 
 
 class SandboxError(exception.SparcError):
@@ -68,6 +90,8 @@ class SandboxPolicy:
     :ivar timeout: wall-clock limit, seconds.
     :ivar max_result: largest JSON result, bytes.
     :ivar enabled: False runs the function in-process (debugging only).
+    :ivar require_seccomp: refuse to run when the seccomp allow-list
+        cannot be installed.
     """
 
     user: str | None = 'nobody'
@@ -77,6 +101,7 @@ class SandboxPolicy:
     timeout: float = 1800
     max_result: int = 256 * 1024 * 1024
     enabled: bool = True
+    require_seccomp: bool = True
 
     @classmethod
     def from_conf(cls, conf) -> 'SandboxPolicy':
@@ -86,21 +111,13 @@ class SandboxPolicy:
                    cpu_seconds=s.sandbox_cpu_seconds,
                    timeout=s.sandbox_timeout,
                    max_result=s.sandbox_max_result_mib * 1024 * 1024,
-                   enabled=s.sandbox_enabled)
-
-
-def _can_unshare_net() -> bool:
-    if os.geteuid() != 0 or not shutil.which('unshare'):
-        return False
-    return subprocess.run(['unshare', '--net', '--', 'true'],
-                          capture_output=True).returncode == 0
+                   enabled=s.sandbox_enabled,
+                   require_seccomp=s.sandbox_require_seccomp)
 
 
 def _command(policy: SandboxPolicy) -> list[str]:
     """The confinement wrappers, outermost first, then the child."""
     cmd = []
-    if _can_unshare_net():
-        cmd += ['unshare', '--net', '--']
     setpriv = shutil.which('setpriv')
     if setpriv:
         cmd += [setpriv, '--no-new-privs']
@@ -141,7 +158,8 @@ def _open_ro(source) -> int:
 
 
 def run(entry: str, args: dict, files: dict[str, str],
-        policy: SandboxPolicy = SandboxPolicy()) -> dict:
+        policy: SandboxPolicy = SandboxPolicy(),
+        keep: tuple[str, ...] = (), prepare: str | None = None) -> dict:
     """Run ``entry`` (``"module:function"``) in the sandbox and wait for
     its result: ``start(...).result()``.
 
@@ -149,19 +167,27 @@ def run(entry: str, args: dict, files: dict[str, str],
     :param files: name -> path or open file object; each is opened
         read-only here (again, for a file object) and handed to the child
         as a descriptor.
+    :param keep: directories the work opens by path; they are bound
+        read-only into the child's otherwise empty root.
+    :param prepare: ``"module:function"`` the child calls (without
+        arguments) before it is jailed, to load what the work needs from
+        the file system (plugins, tables): the jail's root is empty.
     :returns: the function's JSON result (a dict), unvalidated: the
-        caller must check it before use.
+        caller must check it before use. Its ``"_sandbox"`` entry is the
+        child's confinement record.
     :raises SandboxError: the child failed, was killed by a limit, or
-        returned something that is not a JSON object within the size cap;
-        a :class:`~sparc_nova.exception.SparcError` the child raised is
-        re-raised as SandboxError with its message.
+        returned something that is not a JSON object within the size and
+        depth caps; a :class:`~sparc_nova.exception.SparcError` the child
+        raised is re-raised as ReportedError with its message.
     """
-    return start(entry, args, files, policy).result()
+    return start(entry, args, files, policy, keep=keep,
+                 prepare=prepare).result()
 
 
 def start(entry: str, args: dict, files: dict[str, str],
           policy: SandboxPolicy = SandboxPolicy(),
-          growing: int = 0) -> 'Pending':
+          growing: int = 0, keep: tuple[str, ...] = (),
+          prepare: str | None = None) -> 'Pending':
     """Start ``entry`` in the sandbox (see :func:`run` for the arguments)
     and return at once, so that the caller can work while the child
     does; :meth:`Pending.result` waits for it.
@@ -170,8 +196,9 @@ def start(entry: str, args: dict, files: dict[str, str],
         written), added to the address-space limit like their present
         size, twice (a follower maps a growing file anew as it grows).
     """
-    if not entry.startswith(ALLOWED_PREFIXES):
-        raise SandboxError('%s may not run in the sandbox' % entry)
+    for name in [entry] + ([prepare] if prepare else []):
+        if not name.startswith(ALLOWED_PREFIXES):
+            raise SandboxError('%s may not run in the sandbox' % name)
     if not policy.enabled:
         return Pending(entry, policy, result=_call(
             entry, args, {n: os.fdopen(_open_ro(p), 'rb')
@@ -180,12 +207,15 @@ def start(entry: str, args: dict, files: dict[str, str],
     try:
         mapped = sum(os.fstat(fd).st_size for fd in fds.values())
         request = json.dumps({
-            'entry': entry, 'args': args, 'fds': fds,
+            'entry': entry, 'prepare': prepare, 'args': args, 'fds': fds,
+            'keep': [k for k in keep if k],
+            'require_seccomp': policy.require_seccomp,
             'limits': {'as': mapped + 2 * growing + policy.memory_bytes,
                        'cpu': policy.cpu_seconds,
                        'nofile': 64 + len(fds)}}).encode()
         env = {k: v for k, v in os.environ.items()
                if k in ('PATH', 'LANG', 'LC_ALL', 'PYTHONPATH')}
+        env.update(CHILD_ENV)
         for fd in fds.values():
             os.set_inheritable(fd, True)
         proc = subprocess.Popen(
@@ -199,7 +229,14 @@ def start(entry: str, args: dict, files: dict[str, str],
 
 
 class Pending:
-    """A sandboxed call under way (see :func:`start`)."""
+    """A sandboxed call under way (see :func:`start`).
+
+    Two threads serve the child while the caller works: one writes the
+    request, one reads the child's output as it comes, keeping at most
+    ``policy.max_result`` bytes of its standard output (a child that
+    writes more is killed at once) and the last :data:`MAX_STDERR` bytes
+    of its standard error.
+    """
 
     def __init__(self, entry: str, policy: SandboxPolicy, proc=None,
                  request: bytes = b'', result: dict | None = None):
@@ -208,7 +245,14 @@ class Pending:
         self._proc = proc
         self._result = result
         self._deadline = time.monotonic() + policy.timeout
+        self._out = bytearray()
+        self._err = bytearray()
+        self._overflow = False
+        self._pidfd = None
         if proc is not None:
+            # A pidfd names this child and no other, even once it has
+            # exited and its pid is reused.
+            self._pidfd = os.pidfd_open(proc.pid)
             # The child reads its whole request first thing; a writer
             # thread keeps a request larger than the pipe from blocking
             # the caller until the child's interpreter is up.
@@ -216,81 +260,196 @@ class Pending:
                 target=self._send, args=(request,), daemon=True,
                 name='sandbox-request')
             self._writer.start()
+            self._reader = threading.Thread(
+                target=self._drain, daemon=True, name='sandbox-output')
+            self._reader.start()
 
     def _send(self, request: bytes) -> None:
         try:
             self._proc.stdin.write(request)
             self._proc.stdin.close()
-        except OSError:
+        except (OSError, ValueError):
             pass    # the child died: result() reports how
+
+    def _drain(self) -> None:
+        """Read the child's stdout and stderr until both end, within the
+        caps (see the class docstring).
+        """
+        out, err = self._proc.stdout, self._proc.stderr
+        sel = selectors.DefaultSelector()
+        try:
+            sel.register(out, selectors.EVENT_READ)
+            sel.register(err, selectors.EVENT_READ)
+            while sel.get_map():
+                for key, _ in sel.select():
+                    chunk = os.read(key.fd, 1 << 16)
+                    if not chunk:
+                        sel.unregister(key.fileobj)
+                    elif key.fileobj is err:
+                        self._err += chunk
+                        del self._err[:-MAX_STDERR]
+                    elif len(self._out) + len(chunk) > \
+                            self.policy.max_result + MAX_RECORD:
+                        self._overflow = True
+                        if not self._kill():
+                            out.close()     # it dies writing (EPIPE)
+                        return
+                    else:
+                        self._out += chunk
+        except (OSError, ValueError):
+            pass    # cancel() closed the pipes
+        finally:
+            sel.close()
+
+    def _kill(self) -> bool:
+        """SIGKILL the child through its pidfd; False when this process
+        may not signal it.
+        """
+        try:
+            signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            return False
+        return True
 
     def result(self) -> dict:
         """Wait for the child and return its result (see :func:`run`)."""
         if self._proc is None:
             return self._result
-        self._writer.join(max(self._deadline - time.monotonic(), 0))
-        self._proc.stdin = None     # the writer thread closed it
+        for t in (self._writer, self._reader):
+            t.join(max(self._deadline - time.monotonic(), 0))
         try:
-            out, err = self._proc.communicate(
-                timeout=max(self._deadline - time.monotonic(), 0))
+            if self._reader.is_alive():
+                raise subprocess.TimeoutExpired(self._proc.args, 0)
+            self._proc.wait(max(self._deadline - time.monotonic(), 0))
         except subprocess.TimeoutExpired:
             self.cancel()
             raise SandboxError('%s did not finish within %ss and was '
                                'killed' % (self.entry, self.policy.timeout))
-        proc = subprocess.CompletedProcess(self._proc.args,
-                                           self._proc.returncode, out, err)
-        return _result(self.entry, proc, self.policy)
+        self._close()
+        if self._overflow:
+            raise SandboxError('%s wrote more than the %d bytes allowed '
+                               'and was killed'
+                               % (self.entry, self.policy.max_result))
+        return _result(self.entry, self._proc.returncode, bytes(self._out),
+                       bytes(self._err), self.policy)
 
     def cancel(self) -> None:
         """Stop the child (the caller gave up on it); never raises.
 
-        The child runs as another user: a caller without CAP_KILL (the
-        Nova privsep daemon keeps only the file capabilities) may not
-        signal it. Then the pipes are closed instead: the child dies on
-        its next write (EPIPE), its CPU time is capped by RLIMIT_CPU, and
+        The child runs as another user: the caller needs CAP_KILL to
+        signal it (the Nova privsep daemon keeps it for this). Without it
+        the pipes are closed instead: the child dies on its next write
+        (EPIPE), its CPU time is capped by RLIMIT_CPU, and
         :mod:`subprocess` reaps it once it has exited.
         """
-        if self._proc is None:
+        if self._proc is None or self._pidfd is None:
             return
-        try:
-            if self._proc.poll() is None:
-                self._proc.kill()
-        except PermissionError:
+        if self._proc.poll() is None and not self._kill():
             for pipe in (self._proc.stdout, self._proc.stderr):
                 pipe.close()
             return
         self._writer.join()
-        self._proc.stdin = None
-        self._proc.communicate()
+        self._reader.join()
+        self._proc.wait()
+        self._close()
+
+    def _close(self) -> None:
+        for pipe in (self._proc.stdout, self._proc.stderr):
+            pipe.close()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
 
 
-def _result(entry, proc, policy) -> dict:
-    out = proc.stdout
+def _split_record(out: bytes) -> tuple[dict, bytes]:
+    """The child's confinement record (its first line) and the rest."""
+    line, nl, rest = out.partition(b'\n')
+    if not nl or len(line) > MAX_RECORD:
+        return {}, out
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return {}, out
+    return (record if isinstance(record, dict) else {}), rest
+
+
+def _result(entry: str, returncode: int, out: bytes, err: bytes,
+            policy: SandboxPolicy) -> dict:
+    # numpy (bounded_json) is imported here, never by the child before
+    # it has entered its namespaces (the kernel refuses a new user
+    # namespace to a process with threads, and numpy starts some).
+    from sparc_nova.engine import bounded_json
+    record, out = _split_record(out)
     if len(out) > policy.max_result:
         raise SandboxError('%s returned %d bytes, more than the %d allowed'
                            % (entry, len(out), policy.max_result))
-    if proc.returncode < 0:
-        raise SandboxError('%s was killed by signal %d (a resource limit?)'
-                           % (entry, -proc.returncode))
+    if returncode < 0:
+        raise SandboxError('%s was killed by signal %d (%s)' % (
+            entry, -returncode, 'a system call outside the seccomp '
+            'allow-list' if -returncode == signal.SIGSYS else
+            'a resource limit?'))
     try:
-        doc = json.loads(out) if out else None
+        doc = bounded_json.loads(out, MAX_DEPTH) if out else None
+    except bounded_json.TooDeep as e:
+        raise SandboxError('%s returned %s' % (entry, e))
     except ValueError:
         doc = None
-    if proc.returncode == EXIT_REPORTED and isinstance(doc, dict) and \
+    if returncode == EXIT_REPORTED and isinstance(doc, dict) and \
             isinstance(doc.get('error'), str):
         raise ReportedError(doc['error'][:2000])
-    if proc.returncode != 0 or not isinstance(doc, dict) or \
+    if returncode != 0 or not isinstance(doc, dict) or \
             not isinstance(doc.get('result'), dict):
-        err = proc.stderr.decode('utf-8', 'replace').strip()
+        text = err.decode('utf-8', 'replace').strip()
         raise SandboxError('%s failed (exit %d): %s' % (
-            entry, proc.returncode, err.splitlines()[-1][:500]
-            if err else 'no result'))
-    return doc['result']
+            entry, returncode, text.splitlines()[-1][:500]
+            if text else 'no result'))
+    result = doc['result']
+    result['_sandbox'] = record
+    _log_confinement(entry, record, policy)
+    return result
+
+
+def confinement_summary(record: dict) -> dict:
+    """The confinement record as a report section: its known keys with
+    values of the expected shapes only.
+    """
+    out = {}
+    for key, value in record.items():
+        if key in ('uid', 'gid', 'landlock_abi', 'dumpable', 'nproc',
+                   'kept_paths') and type(value) is int:
+            out[key] = value
+        elif key in ('cap_eff', 'root', 'seccomp') and \
+                isinstance(value, str) and len(value) <= 32:
+            out[key] = value
+        elif key == 'no_new_privs' and isinstance(value, bool):
+            out[key] = value
+        elif key == 'namespaces' and isinstance(value, list) and all(
+                v in sandbox_jail.NAMESPACES for v in value):
+            out[key] = list(value)
+    return out
+
+
+def _log_confinement(entry: str, record: dict, policy: SandboxPolicy):
+    level = logging.INFO if record.get('seccomp') == 'allow-list' \
+        else logging.WARNING
+    LOG.log(level, 'Sandbox %s ran with namespaces %s, %s root, Landlock '
+            'ABI %s, seccomp %s%s', entry,
+            ','.join(map(str, record.get('namespaces') or ())) or 'none',
+            record.get('root'), record.get('landlock_abi'),
+            record.get('seccomp'),
+            '' if policy.require_seccomp else
+            ' ([sparc] sandbox_require_seccomp is false)')
+
+
+def _function(entry: str):
+    module, _, func = entry.partition(':')
+    return getattr(importlib.import_module(module), func)
 
 
 def _call(entry: str, args: dict, files: dict) -> dict:
-    module, _, func = entry.partition(':')
-    fn = getattr(importlib.import_module(module), func)
+    fn = _function(entry)
     try:
         return fn(args, files)
     finally:
@@ -316,55 +475,9 @@ def _apply_limits(limits: dict) -> None:
         resource.setrlimit(res, (value, value))
 
 
-def _apply_seccomp() -> bool:
-    """Refuse sockets, exec, ptrace and write-opens. Returns False when
-    python3-seccomp is not installed (the other confinements remain).
-    """
-    try:
-        import seccomp
-    except ImportError:
-        return False
-    import errno
-    f = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
-    deny = seccomp.ERRNO(errno.EPERM)
-    for name in ('socket', 'socketpair', 'connect', 'bind', 'listen',
-                 'accept', 'accept4', 'execve', 'execveat', 'ptrace',
-                 'process_vm_writev', 'mount', 'unshare', 'setns', 'bpf',
-                 'keyctl', 'add_key', 'perf_event_open', 'kexec_load',
-                 'init_module', 'finit_module', 'link', 'linkat',
-                 'rename', 'renameat', 'renameat2', 'unlink', 'unlinkat',
-                 'mkdir', 'mkdirat', 'chmod', 'fchmod', 'fchmodat',
-                 'chown', 'fchown', 'lchown', 'fchownat', 'truncate'):
-        f.add_rule(deny, name)
-    for bit in (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC):
-        f.add_rule(deny, 'open', seccomp.Arg(1, seccomp.MASKED_EQ, bit, bit))
-        f.add_rule(deny, 'openat',
-                   seccomp.Arg(2, seccomp.MASKED_EQ, bit, bit))
-    f.load()
-    return True
-
-
-def _identity() -> dict:
-    """The child's user, group, effective capabilities and
-    no_new_privs, as the kernel reports them.
-    """
-    out = {'uid': os.getuid(), 'gid': os.getgid()}
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                key, _, value = line.partition(':')
-                if key == 'CapEff':
-                    out['cap_eff'] = value.strip()
-                elif key == 'NoNewPrivs':
-                    out['no_new_privs'] = value.strip() == '1'
-    except OSError:
-        pass
-    return out
-
-
 def child_main() -> int:
-    """Entry point of the sandbox child (stdin: request, stdout:
-    result).
+    """Entry point of the sandbox child (stdin: request; stdout: the
+    confinement record on one line, then the result).
     """
     raw = sys.stdin.buffer.read(MAX_REQUEST + 1)
     if len(raw) > MAX_REQUEST:
@@ -372,19 +485,27 @@ def child_main() -> int:
     req = json.loads(raw)
     _apply_limits(req['limits'])
     out = sys.stdout.buffer
-    # Import the work before seccomp: imports may need to open files.
-    module, _, func = req['entry'].partition(':')
-    fn = getattr(importlib.import_module(module), func)
+    isolated = sandbox_jail.isolate()
+    # Import the work before the rest of the jail: its root is empty.
+    fn = _function(req['entry'])
+    if req.get('prepare'):
+        _function(req['prepare'])()
     files = {name: os.fdopen(fd, 'rb') for name, fd in req['fds'].items()}
-    seccomp_on = _apply_seccomp()
+    try:
+        record = sandbox_jail.confine(isolated, list(req['fds'].values()),
+                                      req.get('keep', []),
+                                      req.get('require_seccomp', True))
+    except sandbox_jail.JailError as e:
+        error = {'error': 'sandbox: %s' % e}
+        out.write(b'{}\n' + json.dumps(error).encode())
+        return EXIT_REPORTED
+    out.write(json.dumps(record).encode() + b'\n')
+    out.flush()
     try:
         result = fn(req['args'], files)
     except exception.SparcError as e:
         out.write(json.dumps({'error': str(e)}).encode())
         return EXIT_REPORTED
-    if isinstance(result, dict):
-        result.setdefault('_sandbox', dict(_identity(),
-                                           seccomp=seccomp_on))
     out.write(json.dumps({'result': result}).encode())
     out.flush()
     return 0

@@ -6,8 +6,11 @@ a privsep daemon of its own, started by nova-compute through its root
 helper (``sudo nova-rootwrap ... privsep-helper --privsep_context
 sparc_nova.privsep.scrub_pctxt ...``, allowed by
 ``etc/sparc-nova/rootwrap.d/sparc-nova.filters``). The daemon keeps only
-the capabilities that reading and replacing another user's file needs:
-DAC_OVERRIDE, DAC_READ_SEARCH and FOWNER.
+the capabilities that reading and replacing another user's file needs
+(DAC_OVERRIDE, DAC_READ_SEARCH and FOWNER) and KILL: its introspection
+sandbox child runs as ``[sparc] sandbox_user``, and the daemon must be
+able to kill it when it exceeds a limit (its output cap, the wall-clock
+timeout) or is abandoned.
 
 Options are in the ``[sparc_privsep]`` group (oslo.privsep's own: user,
 group, helper_command, thread_pool_size, ...).
@@ -23,7 +26,8 @@ CONF_SECTION = 'sparc_privsep'
 
 CAPABILITIES = (capabilities.CAP_DAC_OVERRIDE,
                 capabilities.CAP_DAC_READ_SEARCH,
-                capabilities.CAP_FOWNER)
+                capabilities.CAP_FOWNER,
+                capabilities.CAP_KILL)
 
 scrub_pctxt = priv_context.PrivContext(
     'sparc_nova',

@@ -47,19 +47,20 @@ def plan_doc(path, fills=None, fields=None):
         pid=7, comm='vault', exe=None, reasons=['name'], threads=[7],
         frames={'anon': [10, 20]}, refused=[]))
     rep.timings = {'parse_and_introspect': 0.25, 'plan': 0.05}
-    return {'version': 1, 'report': plan_codec.encode_value(rep),
+    return {'version': plan_codec.VERSION,
+            'report': plan_codec.encode_value(rep),
             'fills': [[0, [10, 1, 20, 1]]] if fills is None else fills,
-            'fields': [[30 * PAGE + 8, 'ff00', 'task 7 pending', False]]
+            'fields': [[30 * PAGE + 8, 'ff00', 'task 7 timer', 'timer']]
             if fields is None else fields,
             '_sandbox': {'uid': 65534, 'gid': 65534, 'cap_eff': '0' * 16,
-                         'no_new_privs': True, 'seccomp': True,
+                         'no_new_privs': True, 'seccomp': 'allow-list',
                          'extra': 'dropped'}}
 
 
 def fake_child(monkeypatch, doc):
     calls = []
 
-    def start(entry, args, files, policy, growing=0):
+    def start(entry, args, files, policy, growing=0, keep=(), prepare=None):
         calls.append((entry, args, files))
         return sandbox.Pending(entry, policy, result=doc)
     monkeypatch.setattr(memory.sandbox_mod, 'start', start)
@@ -81,7 +82,7 @@ def test_valid_plan_is_applied_and_verified(save, tmp_path, monkeypatch):
     assert [p.pid for p in rep.processes] == [7]
     assert rep.sandbox == {'uid': 65534, 'gid': 65534,
                            'cap_eff': '0' * 16, 'no_new_privs': True,
-                           'seccomp': True}
+                           'seccomp': 'allow-list'}
     assert rep.checkpoint == save and rep.output == out
     assert set(rep.timings) >= {'open', 'sandbox', 'parse_and_introspect',
                                 'plan', 'rewrite', 'verify', 'total'}
@@ -101,13 +102,13 @@ HOSTILE = [
     ('frame outside RAM', dict(fills=[[0, [64, 1]]]), 'not a RAM page'),
     ('BIOS frame', dict(fills=[[0, [1 << 20, 1]]]), 'not a RAM page'),
     ('field crossing a page',
-     dict(fields=[[31 * PAGE - 1, 'ffff', 'x', False]]), 'cross a page'),
-    ('field outside RAM', dict(fields=[[64 * PAGE, 'ff', 'x', False]]),
+     dict(fields=[[31 * PAGE - 1, 'ffff', 'x', 'timer']]), 'cross a page'),
+    ('field outside RAM', dict(fields=[[64 * PAGE, 'ff', 'x', 'timer']]),
      'not in a RAM page'),
     ('field into a scrubbed frame',
-     dict(fields=[[10 * PAGE, 'ff', 'x', False]]), 'being scrubbed'),
+     dict(fields=[[10 * PAGE, 'ff', 'x', 'timer']]), 'being scrubbed'),
     ('more frames than RAM', dict(fills=[[0, [0, 65]]]), 'more than'),
-    ('wrong types', dict(fields=[['0x1000', 'ff', 'x', False]]), 'address'),
+    ('wrong types', dict(fields=[['0x1000', 'ff', 'x', 'timer']]), 'address'),
 ]
 
 
@@ -152,7 +153,7 @@ def test_guest_error_in_the_real_child(save, policy):
 
 
 @pytest.mark.parametrize('target,overrides,message', [
-    ('huge_plan', dict(max_result=4096), 'more than the 4096 allowed'),
+    ('huge_plan', dict(max_result=4096), 'more than the 4096 bytes allowed'),
     ('crash', {}, 'RuntimeError: unexpected'),
     ('burn_cpu', dict(timeout=2), 'did not finish within 2s'),
     ('clear_error', {}, 'guest kernel structure at 0x1000 is bogus'),
@@ -228,12 +229,12 @@ def test_child_starts_before_this_process_parses(save, monkeypatch):
     calls = fake_child(monkeypatch, plan_doc(save))
     real_start, real_open = memory.sandbox_mod.start, memory._open
 
-    def start(entry, args, files, policy, growing=0):
+    def start(entry, args, files, policy, growing=0, keep=(), prepare=None):
         # The child is handed the checkpoint file itself.
         assert os.path.samestat(os.fstat(files['stream'].fileno()),
                                 os.stat(save))
         order.append('child')
-        return real_start(entry, args, files, policy)
+        return real_start(entry, args, files, policy, growing, keep, prepare)
 
     def parse(*args, **kwargs):
         order.append('parse')
@@ -257,11 +258,11 @@ def test_compressed_image_child_reads_the_decompressed_stream(
     fake_child(monkeypatch, plan_doc(str(path)))
     real_start = memory.sandbox_mod.start
 
-    def start(entry, args, files, policy, growing=0):
+    def start(entry, args, files, policy, growing=0, keep=(), prepare=None):
         stream = files['stream']
         stream.seek(0)
         seen.append(stream.read(4))
-        return real_start(entry, args, files, policy)
+        return real_start(entry, args, files, policy, growing, keep, prepare)
     monkeypatch.setattr(memory.sandbox_mod, 'start', start)
     memory.scrub_checkpoint(str(path), ['vault'], dry_run=True, sandbox=True)
     assert seen == [b'QEVM']
@@ -278,7 +279,7 @@ def test_image_being_written_is_followed_by_both(tmp_path, monkeypatch):
                                            chunk=2000, pause=0.002)
     started = []
 
-    def start(entry, args, files, policy, growing=0):
+    def start(entry, args, files, policy, growing=0, keep=(), prepare=None):
         started.append((writer.marked_at, args.get('follow_seconds'),
                         growing))
         return sandbox.Pending(entry, policy, result=plan_doc(path))

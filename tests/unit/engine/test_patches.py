@@ -14,8 +14,8 @@ def _patcher():
 
 def test_field_writes_and_replacements():
     p, data = _patcher()
-    p.write(PAGE + 8, b'\xff' * 8, 'a field')
-    p.write(PAGE + 8, b'\x01', 'again')
+    p.write(PAGE + 8, b'\xff' * 8, 'a field', kind=patches.TIMER)
+    p.write(PAGE + 8, b'\x01', 'again', kind=patches.TIMER)
     p.scrub(np.array([3, 4, 3]), 0)
     p.scrub(np.array([5]), 0xaa)
     rep = p.replacements()
@@ -31,15 +31,15 @@ def test_field_writes_and_replacements():
 def test_never_crosses_a_page():
     p, _ = _patcher()
     with pytest.raises(patches.PlanConflict, match='crosses'):
-        p.write(2 * PAGE - 4, b'12345678', 'x')
+        p.write(2 * PAGE - 4, b'12345678', 'x', kind=patches.TIMER)
 
 
 def test_conflicts():
     p, _ = _patcher()
     p.scrub(np.array([2]), 0)
     with pytest.raises(patches.PlanConflict, match='scrubbed'):
-        p.write(2 * PAGE, b'x', 'x')
-    p.write(6 * PAGE, b'x', 'y')
+        p.write(2 * PAGE, b'x', 'x', kind=patches.TIMER)
+    p.write(6 * PAGE, b'x', 'y', kind=patches.TIMER)
     with pytest.raises(patches.PlanConflict, match='both'):
         p.scrub(np.array([6]), 0)
     with pytest.raises(patches.PlanConflict, match='two fills'):
@@ -55,6 +55,16 @@ class _Kernel:
 
 def test_write_virt_splits_per_page():
     p, _ = _patcher()
-    p.write_virt(_Kernel(), PAGE - 4, b'ABCDEFGH', 'split')
+    p.write_virt(_Kernel(), PAGE - 4, b'ABCDEFGH', 'split',
+                 kind=patches.TIMER)
     assert len(p.fields) == 2
     assert p.read_virt(_Kernel(), PAGE - 4, 8) == b'ABCDEFGH'
+
+
+def test_every_write_has_a_known_kind():
+    p, _ = _patcher()
+    with pytest.raises(patches.PlanConflict, match='unknown kind'):
+        p.write(PAGE, b'x', 'x', kind='anything')
+    p.zero_phys(PAGE, 4, 'buffer')
+    assert p.fields[0].kind == patches.REDACT and p.fields[0].redacted
+    assert p.fields[0].old == b''

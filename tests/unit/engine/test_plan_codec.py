@@ -17,9 +17,12 @@ PAGE = patches.PAGE_SIZE
 
 
 class FakeMemory:
-    """Guest RAM in frames [0, 16) and [32, 48); frame N holds byte N."""
+    """Guest RAM in frames [0, 16), [32, 48) and [0x90, 0x110) (across
+    the legacy VGA and BIOS window); frame N holds byte N.
+    """
 
-    ranges = [(0, 16 * PAGE), (32 * PAGE, 48 * PAGE)]
+    ranges = [(0, 16 * PAGE), (32 * PAGE, 48 * PAGE),
+              (0x90 * PAGE, 0x110 * PAGE)]
 
     def is_ram(self, pfns):
         pfns = np.asarray(pfns, dtype=np.int64)
@@ -30,7 +33,7 @@ class FakeMemory:
 
     def read(self, addr, size):
         assert self.is_ram([addr >> 12])[0]
-        return bytes([addr >> 12]) * size
+        return bytes([(addr >> 12) & 0xff]) * size
 
 
 def make_plan():
@@ -38,9 +41,10 @@ def make_plan():
     p = patches.PagePatcher(mem)
     p.scrub(np.array([1, 2, 3, 7, 33]), 0)
     p.scrub(np.array([40, 41]), 0xaa)
-    p.write(5 * PAGE + 8, b'\x01\x02', 'task 5 pending')
-    p.write(5 * PAGE + 9, b'\x03', 'task 5 flags')
-    p.write(34 * PAGE + PAGE - 4, b'abcd', 'timer')
+    # Frame 5 holds 0x05 bytes: set one bit in its first byte.
+    p.write(5 * PAGE + 8, b'\x07\x05', 'task 5 pending', kind=patches.SIGNAL)
+    p.write(5 * PAGE + 16, b'\x04', 'page flags', kind=patches.PAGE_FLAGS)
+    p.write(34 * PAGE + PAGE - 4, b'abcd', 'timer', kind=patches.TIMER)
     p.zero_phys(36 * PAGE + 100, 50, 'pipe buffer')
     rep = report_mod.ScrubReport(checkpoint='/x.save', selectors=['vault'])
     rep.kernel = {'osrelease': '6.1.0'}
@@ -142,7 +146,7 @@ HOSTILE = [
     ('field crossing a page', ('fields', 0, 0), 5 * PAGE + PAGE - 1,
      'cross a page'),
     ('field outside RAM', ('fields', 0, 0), 20 * PAGE, 'not in a RAM'),
-    ('field in a scrubbed frame', ('fields', 0, 0), 2 * PAGE,
+    ('field in a scrubbed frame', ('fields', 2, 0), 2 * PAGE,
      'being scrubbed'),
     ('field of a page and more', ('fields', 0, 1), '00' * (PAGE + 1),
      'hex bytes'),
@@ -153,8 +157,18 @@ HOSTILE = [
     ('field description too long', ('fields', 0, 2), 'x' * 1000,
      'description'),
     ('field entry short', ('fields', 0), [5 * PAGE, '01', 'x'], 'address'),
-    ('redacted not a bool', ('fields', 0, 3), 1, 'redacted'),
-    ('wrong version', ('version',), 2, 'version'),
+    ('unknown kind', ('fields', 0, 3), 'code', 'kind'),
+    ('kind not a string', ('fields', 0, 3), True, 'kind'),
+    ('signal write sets two bits', ('fields', 0, 1), '0f05', 'one bit'),
+    ('signal write clears a bit', ('fields', 0, 1), '0405', 'one bit'),
+    ('signal write too long', ('fields', 0, 1), '07' * 9, 'at most 8'),
+    ('page-flags write sets a bit', ('fields', 1, 1), '0d', 'one bit'),
+    ('timer write too long', ('fields', 2, 1), '00' * 129, 'at most 128'),
+    ('redact write not zeroes', ('fields', 3, 1), '01', 'not zeroes'),
+    ('field in the BIOS window', ('fields', 2, 0), 0xf0000, 'firmware'),
+    ('field in SMRAM (ASEG)', ('fields', 2, 0), 0xa0008, 'firmware'),
+    ('fill in SMRAM (ASEG)', ('fills', 0, 1), [0xa0, 2], 'firmware'),
+    ('wrong version', ('version',), 1, 'version'),
     ('report not a report', ('report',), {'a': 1}, 'no report'),
     ('unknown record', ('report', '$record'), 'Popen', 'unknown record'),
     ('unknown report field', ('report', 'fields', 'evil'), 1, 'no field'),
@@ -206,3 +220,65 @@ def test_process_plan_missing_field_refused():
     del doc['report']['fields']['processes'][0]['fields']['pid']
     with pytest.raises(plan_codec.PlanError, match='does not build'):
         plan_codec.decode_plan(doc, mem)
+
+
+def test_kind_counts_are_bounded(monkeypatch):
+    mem, rep, p = make_plan()
+    monkeypatch.setitem(plan_codec.FIELD_RULES, patches.SIGNAL, (8, 0))
+    with pytest.raises(plan_codec.PlanError, match='signal writes are at '
+                                                   'most 8 bytes and 0'):
+        plan_codec.decode_plan(plan_codec.encode_plan(rep, p), mem)
+
+
+def test_firmware_reserved_from_the_ram_layout():
+    assert plan_codec.firmware_reserved(FakeMemory()) == ((0xa0000,
+                                                           0x100000),)
+
+    class Small(FakeMemory):
+        ranges = [(0, 0x9f000)]
+    assert plan_codec.firmware_reserved(Small()) == ()
+
+
+class _Device:
+    def __init__(self, name, config):
+        self.name = name
+        self.values = {'parent_obj': {'config[0]': bytes(config)}}
+
+
+def _mch(esmramc, ext_mib=16):
+    config = bytearray(256)
+    config[0x9e] = esmramc
+    config[0x50:0x52] = ext_mib.to_bytes(2, 'little')
+    return _Device('0000:00:00.0/mch', config)
+
+
+class _Q35Memory(FakeMemory):
+    ranges = [(0, 0x7ff00000)]      # 2 GiB - 1 MiB below 4 GiB
+
+
+@pytest.mark.parametrize('esmramc,size', [
+    (0x00, 0), (0x01, 1 << 20), (0x03, 2 << 20), (0x05, 8 << 20),
+    (0x07, 16 << 20)])
+def test_q35_tseg_from_the_host_bridge(esmramc, size):
+    got = plan_codec.firmware_reserved(_Q35Memory(), [_mch(esmramc)])
+    want = ((0xa0000, 0x100000),) + (
+        ((0x7ff00000 - size, 0x7ff00000),) if size else ())
+    assert got == want
+
+
+def test_field_in_tseg_refused():
+    class Low(FakeMemory):
+        ranges = [(0, 0x110000)]        # TSEG of 1 MiB: [0x10000, 0x110000)
+    mem = Low()
+    rep = report_mod.ScrubReport(checkpoint='/x.save')
+    for paddr, ok in ((0x5000, True), (0x10f000, False)):
+        p = patches.PagePatcher(mem)
+        p.write(paddr, b'abcd', 'timer', kind=patches.TIMER)
+        doc = plan_codec.encode_plan(rep, p)
+        if ok:
+            plan_codec.decode_plan(doc, mem, [_mch(0x01)])
+            continue
+        with pytest.raises(plan_codec.PlanError,
+                           match='0x10f000 is reserved for the firmware'):
+            plan_codec.decode_plan(doc, mem, [_mch(0x01)])
+        plan_codec.decode_plan(doc, mem, [_mch(0x00)])     # TSEG off
