@@ -274,7 +274,8 @@ def _result(entry, proc, policy) -> dict:
                            % (entry, -proc.returncode))
     try:
         doc = json.loads(out) if out else None
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: nested deeper than the interpreter's stack.
         doc = None
     if proc.returncode == EXIT_REPORTED and isinstance(doc, dict) and \
             isinstance(doc.get('error'), str):
