@@ -81,7 +81,7 @@ def do_info(args) -> int:
     if args.format == 'json':
         output.emit_json(info)
     else:
-        print(_info_text(info))
+        output.print_text(_info_text(info))
     return 0
 
 

@@ -17,6 +17,7 @@ from sparc_nova.checkpoint import limits
 from sparc_nova.cmd import output
 from sparc_nova import conf
 from sparc_nova.engine import memory
+from sparc_nova.printable import printable
 
 PS_COLUMNS = ['pid', 'ppid', 'uid', 'comm', 'exe', 'threads', 'rss_pages']
 
@@ -39,8 +40,8 @@ def do_ps(args) -> int:
         output.emit_json({'kernel': listing['kernel'], 'processes': procs})
     else:
         k = listing['kernel']
-        print('# kernel %s, BUILD-ID %s' % (k['osrelease'], k['build_id']))
-        print(output.table(procs, PS_COLUMNS))
+        output.print_text('# kernel %s, BUILD-ID %s\n%s' % (
+            k['osrelease'], k['build_id'], output.table(procs, PS_COLUMNS)))
     return 0
 
 
@@ -94,14 +95,14 @@ def _emit_report(args, rep) -> None:
     if getattr(args, 'dry_run', False) or args.format == 'json':
         output.emit_json(data)
     else:
-        print(rep.summary())
+        output.print_text(rep.summary())
 
 
 def _dot(graph: dict) -> str:
     """The IPC graph as a Graphviz digraph."""
     def q(text):
-        return '"%s"' % str(text).replace('\\', '\\\\').replace(
-            '"', '\\"')
+        # Guest strings, escaped (printable() doubles backslashes).
+        return '"%s"' % printable(text).replace('"', '\\"')
     lines = ['digraph ipc {', '  rankdir=LR;']
     pids = {e['from'] for e in graph['edges']} | \
         {e['to'] for e in graph['edges']}
@@ -129,7 +130,8 @@ def do_deps(args) -> int:
                  'to': '%d %s' % (e['to'], comms.get(e['to'], '?')),
                  'kind': e['kind'], 'object': e['object']}
                 for e in graph['edges']]
-        print(output.table(rows, ['from', 'to', 'kind', 'object']))
+        output.print_text(output.table(rows, ['from', 'to', 'kind',
+                                              'object']))
     return 0
 
 

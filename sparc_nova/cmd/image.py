@@ -97,7 +97,7 @@ def do_scrub(args) -> int:
                               progress=_step)
     if args.report:
         output.write_json(args.report, report.to_dict())
-    print(_summary(report))
+    output.print_text(_summary(report))
     return 0
 
 

@@ -1,9 +1,17 @@
 """Output helpers shared by the command groups: JSON or text on stdout,
-progress on stderr."""
+progress on stderr.
+
+Text output goes through :func:`print_text`, which escapes what a guest
+could have written (process names, paths, kernel strings) so that it
+cannot drive the terminal (see :mod:`sparc_nova.printable`). JSON output
+is escaped by the encoder (``ensure_ascii``).
+"""
 
 import json
 import sys
 import time
+
+from sparc_nova.printable import printable
 
 
 def add_format_arg(parser) -> None:
@@ -15,6 +23,15 @@ def add_format_arg(parser) -> None:
 def emit_json(data) -> None:
     json.dump(data, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write('\n')
+
+
+def print_text(text, file=None) -> None:
+    """Print ``text`` line by line, each line escaped with
+    :func:`~sparc_nova.printable.printable` (newlines in ``text`` separate
+    lines; a control character inside a line shows as an escape).
+    """
+    print('\n'.join(printable(line) for line in str(text).split('\n')),
+          file=file or sys.stdout)
 
 
 def write_json(path: str, data) -> None:

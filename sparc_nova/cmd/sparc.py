@@ -19,6 +19,7 @@ import sys
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from sparc_nova.cmd import output
 from sparc_nova import conf as sparc_conf
 from sparc_nova import exception
 
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or EXIT_OK
     except exception.SparcError as e:
-        print('sparc: error: %s' % e, file=sys.stderr)
+        output.print_text('sparc: error: %s' % e, file=sys.stderr)
         return EXIT_ERROR
     except cfg.Error as e:
         print('sparc: configuration error: %s' % e, file=sys.stderr)

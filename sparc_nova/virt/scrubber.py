@@ -18,6 +18,7 @@ from sparc_nova.engine import disk
 from sparc_nova import exception
 from sparc_nova import notifications
 from sparc_nova import policy
+from sparc_nova import printable
 from sparc_nova.privsep import checkpoint as privsep_checkpoint
 from sparc_nova.virt import blocking
 from sparc_nova.virt import exception as virt_exception
@@ -91,6 +92,22 @@ def disk_summary(report) -> str:
     return summary
 
 
+def failure_reason(error: Exception) -> str:
+    """Why a scrub failed, for the log, the notification and the instance
+    fault: a :class:`~sparc_nova.exception.SparcError`'s message (the
+    engines keep guest paths and contents out of it), escaped
+    (:func:`~sparc_nova.printable.printable`: guest strings cannot forge
+    log lines or drive a terminal). Any other error is named by its type
+    only: its message may quote anything (a guest path in an OSError);
+    the traceback is logged at debug level.
+    """
+    if isinstance(error, exception.SparcError):
+        return printable.printable(error, limit=2000)
+    LOG.debug('Unexpected error of the scrub', exc_info=error)
+    return 'unexpected %s (traceback in the debug log)' % (
+        type(error).__name__)
+
+
 class Scrubber:
     """Runs the engines for the driver, one checkpoint at a time."""
 
@@ -100,7 +117,9 @@ class Scrubber:
     def _payload(self, instance, effective, operation, **extra) -> dict:
         payload = {'instance_uuid': instance.uuid,
                    'operation': operation,
-                   'policy': effective.effective(),
+                   'policy': notifications.policy_payload(
+                       effective,
+                       conf.CONF.sparc.notify_clear_text_policy),
                    'policy_digest': effective.digest,
                    'host': self.notifier.host}
         payload.update(extra)
@@ -117,8 +136,7 @@ class Scrubber:
         try:
             summary = work()
         except Exception as e:
-            reason = (str(e) if isinstance(e, exception.SparcError)
-                      else '%s: %s' % (type(e).__name__, e))
+            reason = failure_reason(e)
             kept = effective.allows_unscrubbed
             self.notifier.error(context, dict(
                 payload, error=reason,

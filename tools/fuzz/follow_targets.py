@@ -125,7 +125,7 @@ def decompress_stream(data: bytes) -> None:
     opened = None
     try:
         opened = fmt.open_stream(io.BytesIO(data), 'fuzz', LIMITS, work)
-        size = os.fstat(opened.file.fileno()).st_size - opened.base
+        size = opened.file.seek(0, os.SEEK_END) - opened.base
         if size > DECOMPRESSED_BOUND:
             raise AssertionError('decompressed to %d bytes' % size)
         opened.file.seek(opened.base)
