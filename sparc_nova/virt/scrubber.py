@@ -153,8 +153,11 @@ class Scrubber:
                                effective.digest)
             LOG.error('Privacy scrub of the %(what)s failed: %(reason)s',
                       {'what': what, 'reason': reason}, instance=instance)
+            # Not chained: Nova puts the traceback into the fault's
+            # details, and the chain's messages may name guest files.
             raise virt_exception.SparcScrubFailed(
-                what=what, instance_uuid=instance.uuid, reason=reason)
+                what=what, instance_uuid=instance.uuid,
+                reason=reason) from None
         self.notifier.end(context, dict(
             payload, summary=summary,
             seconds=round(time.monotonic() - started, 3)))
