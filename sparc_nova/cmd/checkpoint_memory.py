@@ -40,8 +40,9 @@ def do_ps(args) -> int:
         output.emit_json({'kernel': listing['kernel'], 'processes': procs})
     else:
         k = listing['kernel']
-        output.print_text('# kernel %s, BUILD-ID %s\n%s' % (
-            k['osrelease'], k['build_id'], output.table(procs, PS_COLUMNS)))
+        print('# kernel %s, BUILD-ID %s' % (
+            printable(k['osrelease']), printable(k['build_id'])))
+        print(output.table(procs, PS_COLUMNS))
     return 0
 
 
@@ -95,7 +96,7 @@ def _emit_report(args, rep) -> None:
     if getattr(args, 'dry_run', False) or args.format == 'json':
         output.emit_json(data)
     else:
-        output.print_text(rep.summary())
+        print(rep.summary())
 
 
 def _dot(graph: dict) -> str:
@@ -130,8 +131,7 @@ def do_deps(args) -> int:
                  'to': '%d %s' % (e['to'], comms.get(e['to'], '?')),
                  'kind': e['kind'], 'object': e['object']}
                 for e in graph['edges']]
-        output.print_text(output.table(rows, ['from', 'to', 'kind',
-                                              'object']))
+        print(output.table(rows, ['from', 'to', 'kind', 'object']))
     return 0
 
 

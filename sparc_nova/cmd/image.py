@@ -15,6 +15,7 @@ from sparc_nova import conf
 from sparc_nova.engine import disk
 from sparc_nova.engine.disk import presets
 from sparc_nova import exception
+from sparc_nova.printable import printable
 
 
 class UsageError(exception.SparcError):
@@ -52,7 +53,8 @@ def _summary(report: disk.ScrubReport) -> str:
              % (report.source, report.destination, report.output_format,
                 report.duration_s)]
     if report.operating_system:
-        lines.append('Operating system: %s' % report.operating_system)
+        lines.append('Operating system: %s'
+                     % printable(report.operating_system))
     lines.append('')
     lines.append(output.table(
         [dict(device=v.device, role=v.role, fstype=v.fstype,
@@ -72,9 +74,9 @@ def _summary(report: disk.ScrubReport) -> str:
                     'yes' if report.kept_files_identical else 'NO'))
     if report.unmatched_rules:
         lines.append('Rules that matched nothing: %s'
-                     % ', '.join(report.unmatched_rules))
+                     % printable(', '.join(report.unmatched_rules)))
     for warning in report.warnings:
-        lines.append('Warning: %s' % warning)
+        lines.append('Warning: %s' % printable(warning))
     if not report.verified:
         lines.append('Warning: some volumes are UNVERIFIED (see the '
                      'report)')
@@ -97,7 +99,7 @@ def do_scrub(args) -> int:
                               progress=_step)
     if args.report:
         output.write_json(args.report, report.to_dict())
-    output.print_text(_summary(report))
+    print(_summary(report))
     return 0
 
 

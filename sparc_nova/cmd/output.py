@@ -1,10 +1,12 @@
 """Output helpers shared by the command groups: JSON or text on stdout,
 progress on stderr.
 
-Text output goes through :func:`print_text`, which escapes what a guest
-could have written (process names, paths, kernel strings) so that it
-cannot drive the terminal (see :mod:`sparc_nova.printable`). JSON output
-is escaped by the encoder (``ensure_ascii``).
+In text output every string a guest could have written (process names,
+paths, kernel strings) is escaped with
+:func:`sparc_nova.printable.printable`, field by field, so that it cannot
+drive the terminal or break a line: :func:`table` escapes its cells, the
+commands the fields they print. JSON output is escaped by the encoder
+(``ensure_ascii``).
 """
 
 import json
@@ -25,15 +27,6 @@ def emit_json(data) -> None:
     sys.stdout.write('\n')
 
 
-def print_text(text, file=None) -> None:
-    """Print ``text`` line by line, each line escaped with
-    :func:`~sparc_nova.printable.printable` (newlines in ``text`` separate
-    lines; a control character inside a line shows as an escape).
-    """
-    print('\n'.join(printable(line) for line in str(text).split('\n')),
-          file=file or sys.stdout)
-
-
 def write_json(path: str, data) -> None:
     """Write ``data`` as indented JSON to the file ``path`` (a report)."""
     with open(path, 'w') as f:
@@ -42,8 +35,10 @@ def write_json(path: str, data) -> None:
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
-    """A plain text table with a header row."""
-    cells = [[str(r.get(c, '')) for c in columns] for r in rows]
+    """A plain text table with a header row; cells are escaped
+    (:func:`~sparc_nova.printable.printable`).
+    """
+    cells = [[printable(r.get(c, '')) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells])
               for i, c in enumerate(columns)]
     lines = ['  '.join(c.upper().ljust(w) for c, w in zip(columns, widths))]
