@@ -8,6 +8,7 @@ bug. Used by ``tools/fuzz/run.py`` (long runs) and by
 ``tests/unit/engine/test_plan_fuzz_regression.py`` (corpus replay).
 """
 
+import copy
 import json
 import subprocess
 
@@ -88,4 +89,67 @@ def seed_plans() -> list[bytes]:
                          (report_mod.ScrubReport(checkpoint='x'), empty))]
 
 
-TARGETS = {'plan': decode_plan}
+#: Values the structured target puts into a plan: edges of every check.
+_VALUES = (None, True, False, 0, 1, -1, 255, 256, 4095, 4096, 1 << 40,
+           (1 << 40) - 1, 1 << 63, -(1 << 63), 1.5, float('inf'), '', 'x',
+           '00', 'zz', 'ff' * 4097, [], {}, [0], [1, 1], [0, -1], [1, 0, 2, 1],
+           {'$runs': [1, 2]}, {'$array': [1]}, {'$dict': [[1, 2]]},
+           {'$record': 'ScrubReport', 'fields': {}},
+           {'$record': 'ProcessPlan', 'fields': {'pid': 'x'}},
+           {'$record': 'nope', 'fields': {}}, {'$runs': 'x'}, {'$x': 1})
+
+
+def _nodes(doc, path=()):
+    """Every (path, value) in a JSON tree, parents first."""
+    yield path, doc
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from _nodes(v, path + (k,))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            yield from _nodes(v, path + (i,))
+
+
+def _replace(doc, path, value):
+    if not path:
+        return value
+    node = doc
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return doc
+
+
+def mutate_plan(data: bytes) -> dict:
+    """A seed plan with fuzz-chosen nodes replaced by edge values: each
+    pair of bytes picks a node of the tree and a value (or, with the
+    value byte's top bit set, a copy of another node), so that mutations
+    land on the plan's structure rather than on its JSON syntax.
+    """
+    seeds = _SEEDS or _SEEDS.extend(json.loads(d)['result']
+                                    for d in seed_plans()) or _SEEDS
+    doc = copy.deepcopy(seeds[data[0] % len(seeds)] if data else seeds[0])
+    for i in range(1, len(data) - 1, 2):
+        nodes = list(_nodes(doc))
+        if len(nodes) > 4000 or max(len(p) for p, _ in nodes) > 48:
+            break   # copies of subtrees into themselves grow fast
+        path, _ = nodes[data[i] % len(nodes)]
+        pick = data[i + 1]
+        if pick & 0x80:
+            value = copy.deepcopy(nodes[pick % len(nodes)][1])
+        else:
+            value = copy.deepcopy(_VALUES[pick % len(_VALUES)])
+        doc = _replace(doc, path, value)
+    return doc
+
+
+_SEEDS: list = []
+
+
+def decode_mutated_plan(data: bytes) -> None:
+    """:func:`decode_plan` of :func:`mutate_plan` (at most 32 edits)."""
+    doc = mutate_plan(data[:65])
+    decode_plan(json.dumps({'result': doc}).encode())
+
+
+TARGETS = {'plan': decode_plan, 'plan-structured': decode_mutated_plan}

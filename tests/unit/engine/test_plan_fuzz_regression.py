@@ -12,19 +12,25 @@ import pytest
 from sparc_nova.engine import sandbox
 from tools.fuzz import plan_targets
 
-CORPUS = os.path.join(os.path.dirname(__file__), '..', '..', 'fuzz_corpus',
-                      'plan')
-FILES = sorted(glob.glob(os.path.join(CORPUS, '*')))
+CORPUS = os.path.join(os.path.dirname(__file__), '..', '..', 'fuzz_corpus')
+FILES = sorted(glob.glob(os.path.join(CORPUS, 'plan', '*')))
+STRUCTURED = sorted(glob.glob(os.path.join(CORPUS, 'plan-structured', '*')))
 
 
 def test_corpus_present():
-    assert len(FILES) >= 2
+    assert len(FILES) >= 2 and len(STRUCTURED) >= 4
 
 
 @pytest.mark.parametrize('path', FILES, ids=os.path.basename)
 def test_corpus_replay(path):
     with open(path, 'rb') as f:
         plan_targets.decode_plan(f.read())
+
+
+@pytest.mark.parametrize('path', STRUCTURED, ids=os.path.basename)
+def test_structured_corpus_replay(path):
+    with open(path, 'rb') as f:
+        plan_targets.decode_mutated_plan(f.read())
 
 
 def test_seed_plans_decode():
