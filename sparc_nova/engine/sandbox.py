@@ -30,6 +30,7 @@ import dataclasses
 import importlib
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -282,11 +283,23 @@ def _result(entry, proc, policy) -> dict:
         raise ReportedError(doc['error'][:2000])
     if proc.returncode != 0 or not isinstance(doc, dict) or \
             not isinstance(doc.get('result'), dict):
-        err = proc.stderr.decode('utf-8', 'replace').strip()
         raise SandboxError('%s failed (exit %d): %s' % (
-            entry, proc.returncode, err.splitlines()[-1][:500]
-            if err else 'no result'))
+            entry, proc.returncode, _crash_name(proc.stderr)))
     return doc['result']
+
+
+def _crash_name(stderr: bytes) -> str:
+    """What the child's stderr says it died of: the exception type of the
+    traceback's last line only. Its message is left out: an unexpected
+    error in the child can quote what it was parsing (guest memory).
+    """
+    lines = stderr.decode('utf-8', 'replace').strip().splitlines()
+    if not lines:
+        return 'no result'
+    name = lines[-1].partition(':')[0].strip()
+    if re.fullmatch(r'[A-Za-z_][\w.]{0,100}', name):
+        return '%s (message not shown: it may quote guest data)' % name
+    return 'no result (unrecognised output on stderr)'
 
 
 def _call(entry: str, args: dict, files: dict) -> dict:
