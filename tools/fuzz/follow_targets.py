@@ -10,20 +10,26 @@ runs) and by ``tests/unit/checkpoint/test_follow_fuzz_regression.py``
 (corpus replay).
 """
 
+import bz2
+import gzip
 import io
+import lzma
 import os
 import tempfile
 import time
 import types
 
+from sparc_nova.checkpoint import compression
 from sparc_nova.checkpoint import formats
 from sparc_nova.checkpoint import libvirt_save
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import qemu_stream
 from sparc_nova.checkpoint import stream_follow
 from sparc_nova import exception
+from tools.fuzz import checkpoint_targets
 
-__all__ = ['follow_stream', 'decompress_stream', 'TARGETS']
+__all__ = ['follow_stream', 'decompress_stream', 'compressed_image',
+           'TARGETS']
 
 #: Small limits so that one execution stays fast.
 LIMITS = limits_mod.Limits(max_guest_ram=64 * 1024 * 1024,
@@ -151,4 +157,41 @@ def _work_dir() -> str:
     return _WORK[0]
 
 
-TARGETS = {'follow': follow_stream, 'decompress': decompress_stream}
+#: Compressors run in-process to build inputs (the product decompresses
+#: with the programs), by libvirt format number.
+_COMPRESS = {compression.GZIP: gzip.compress, compression.BZIP2: bz2.compress,
+             compression.XZ: lzma.compress}
+_DOMAIN = ("<domain type='kvm'><name>fuzz</name><memory unit='KiB'>%d"
+           "</memory></domain>\0")
+
+
+def compressed_image(data: bytes) -> bytes:
+    """A compressed save image built from fuzz bytes: ``data[0]`` picks
+    the format, ``data[1]`` the guest's memory size in the domain XML and
+    ``data[2:4]`` where the compressed stream is cut or corrupted; the
+    rest is a plausible stream (:func:`checkpoint_targets.structured`).
+    """
+    data = data.ljust(4, b'\0')
+    fmt = sorted(_COMPRESS)[data[0] % len(_COMPRESS)]
+    payload = _COMPRESS[fmt](checkpoint_targets.structured(data[4:]))
+    damage = int.from_bytes(data[2:4], 'little')
+    if data[0] & 0x80 and payload:
+        at = damage % len(payload)
+        payload = payload[:at] + bytes([payload[at] ^ 0x5a]) + \
+            payload[at + 1:]
+    elif data[0] & 0x40:
+        payload = payload[:damage % (len(payload) + 1)]
+    xml = (_DOMAIN % (4 << (data[1] % 16))).encode()
+    xml_data = xml + b'<cookie/>\0'
+    header = libvirt_save.HEADER.pack(libvirt_save.MAGIC, 2, len(xml_data),
+                                      1, fmt, len(xml), *([0] * 14))
+    return header + xml_data + payload
+
+
+def decompress_built(data: bytes) -> None:
+    """:func:`decompress_stream` of :func:`compressed_image`."""
+    decompress_stream(compressed_image(data))
+
+
+TARGETS = {'follow': follow_stream, 'decompress': decompress_stream,
+           'decompress-structured': decompress_built}

@@ -26,6 +26,7 @@ def _files(name):
 def test_corpora_present():
     assert len(_files('follow')) >= 3
     assert len(_files('decompress')) >= 5
+    assert len(_files('decompress-structured')) >= 5
 
 
 @pytest.mark.parametrize('path', _files('follow'), ids=os.path.basename)
@@ -39,6 +40,26 @@ def test_follow_corpus_replay(path):
 def test_decompress_corpus_replay(path):
     with open(path, 'rb') as f:
         follow_targets.decompress_stream(f.read())
+
+
+@pytest.mark.parametrize('path', _files('decompress-structured'),
+                         ids=os.path.basename)
+def test_decompress_structured_corpus_replay(path):
+    with open(path, 'rb') as f:
+        follow_targets.decompress_built(f.read())
+
+
+def test_built_compressed_image_reaches_the_stream_parser(tmp_path):
+    """The structured target's images decompress and are parsed (this
+    one is a stream prologue too short for its RAM).
+    """
+    image = follow_targets.compressed_image(b'\x01\x03\x00\x00')
+    path = tmp_path / 'built.save'
+    path.write_bytes(image)
+    with pytest.raises(exception.LimitExceeded,
+                       match=r'\(decompressed bzip2 stream\): at offset 66'):
+        checkpoint.open_checkpoint(str(path), work_dir=str(tmp_path))
+    assert os.listdir(tmp_path) == ['built.save']
 
 
 PROGRAMS = sorted(compression.NAMES.items())[1:]
