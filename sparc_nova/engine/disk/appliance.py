@@ -15,6 +15,7 @@ import subprocess
 import time
 
 from sparc_nova import exception
+from sparc_nova import printable
 
 ACCELS = ('auto', 'kvm', 'tcg')
 
@@ -81,8 +82,12 @@ def launch(path: str, drives: list[tuple[str, bool]], accel: str = 'auto',
         g.launch()
     except RuntimeError as e:
         g.close()
+        # The message can hold the appliance console's tail: escaped, and
+        # not chained (the chain would show it unescaped).
         raise exception.DiskScrubError(
-            path, 'the libguestfs appliance did not start: %s' % e) from e
+            path, 'the libguestfs appliance did not start: %s'
+            % printable.printable(' '.join(str(e).split()), limit=800)
+        ) from None
     return g
 
 
