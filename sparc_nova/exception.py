@@ -2,7 +2,12 @@
 
 Every error that concerns a file names the file and, where it applies, the
 byte offset at which the problem was found. Messages never contain guest
-memory or file contents.
+memory or file contents, nor the names of the guest files a policy hides
+(tool output quoted into a disk error is redacted first, see
+:mod:`sparc_nova.engine.disk.redact`). They may quote other strings of
+the guest (a process name, a machine type, a volume label): whatever
+shows or logs a message escapes it with
+:func:`sparc_nova.printable.printable`.
 """
 
 

@@ -8,9 +8,11 @@ Drivers and topics come from ``[oslo_messaging_notifications]``, as for
 any OpenStack service; ``[sparc] send_notifications = false`` silences
 them.
 
-Payloads carry the instance, the operation, the policy and its digest,
-and the report summary: never guest data, and never the names of the
-files a scrub removed.
+Payloads carry the instance, the operation, the policy's digest and
+shape (:func:`policy_payload`: how many process selectors and path globs,
+the settings; the selectors and globs themselves only with ``[sparc]
+notify_clear_text_policy = true``) and the report summary: never guest
+data, and never the names of the files a scrub removed.
 """
 
 from typing import Any
@@ -20,6 +22,7 @@ import oslo_messaging
 
 from nova import rpc as nova_rpc
 from sparc_nova import conf
+from sparc_nova import policy as policy_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -30,6 +33,26 @@ EVENT_ERROR = 'sparc.scrub.error'
 #: Outcomes of a failed scrub, in ``sparc.scrub.error`` payloads.
 OUTCOME_ABORTED = 'aborted'
 OUTCOME_KEPT_UNSCRUBBED = 'kept-unscrubbed'
+
+
+def policy_payload(effective: policy_mod.EffectivePolicy,
+                   clear_text: bool = False) -> dict[str, Any]:
+    """The ``policy`` of a notification payload: its digest, how many
+    process selectors and path globs it has, and its settings. With
+    ``clear_text`` (``[sparc] notify_clear_text_policy``) the selectors
+    and globs too; without, none of their text (a glob such as
+    ``/home/*/merger-with-acme/**`` tells what it hides).
+    """
+    data = effective.effective()
+    processes = data.pop(policy_mod.EXCLUDE_PROCESSES)
+    paths = data.pop(policy_mod.EXCLUDE_PATHS)
+    data.update(digest=effective.digest,
+                exclude_processes_count=len(processes),
+                exclude_paths_count=len(paths))
+    if clear_text:
+        data[policy_mod.EXCLUDE_PROCESSES] = processes
+        data[policy_mod.EXCLUDE_PATHS] = paths
+    return data
 
 
 class ScrubNotifier:

@@ -6,7 +6,9 @@ libvirt's own would. Python's gzip/bz2/lzma modules would cover three of
 the five formats only.
 """
 
+import os
 import shutil
+import signal
 import subprocess
 import typing
 
@@ -43,13 +45,40 @@ def program(fmt: int, path: str) -> str:
     return found
 
 
+def _bounded(argv: list[str], max_bytes: int | None, path: str
+             ) -> list[str]:
+    """``argv`` run so that it cannot write a file beyond ``max_bytes``
+    (util-linux ``prlimit`` sets ``RLIMIT_FSIZE``, then execs ``argv``; a
+    write beyond the limit kills it with ``SIGXFSZ``). Not a
+    ``preexec_fn``: that is unsafe in a process with threads.
+    """
+    if max_bytes is None:
+        return argv
+    prlimit = shutil.which('prlimit')
+    if not prlimit:
+        raise exception.UnsupportedCheckpoint(
+            path, 'the image is compressed and prlimit (util-linux), needed '
+                  'to bound its decompression, is not installed')
+    return [prlimit, '--fsize=%d' % max_bytes, '--'] + argv
+
+
 def decompress(fmt: int, src: typing.BinaryIO, offset: int,
-               dst: typing.BinaryIO, path: str) -> None:
-    """Decompress ``src`` from ``offset`` to its end into ``dst``."""
+               dst: typing.BinaryIO, path: str,
+               max_bytes: int | None = None) -> None:
+    """Decompress ``src`` from ``offset`` to its end into ``dst`` (a
+    regular file, written from its start).
+
+    :param max_bytes: most bytes the stream may decompress to. The
+        decompressor cannot write more (``RLIMIT_FSIZE``); a stream that
+        would is refused (a decompression bomb would fill the disk).
+    :raises CheckpointFormatError: the program failed, or the stream
+        expands beyond ``max_bytes``.
+    """
     prog = program(fmt, path)
     src.seek(offset)
-    proc = subprocess.Popen([prog, '-dc'], stdin=subprocess.PIPE,
-                            stdout=dst, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(_bounded([prog, '-dc'], max_bytes, path),
+                            stdin=subprocess.PIPE, stdout=dst,
+                            stderr=subprocess.PIPE)
     try:
         while True:
             chunk = src.read(_CHUNK)
@@ -59,8 +88,16 @@ def decompress(fmt: int, src: typing.BinaryIO, offset: int,
         proc.stdin.close()
     except BrokenPipeError:
         pass
-    err = proc.stderr.read()
-    if proc.wait() != 0:
+    err = proc.stderr.read(64 * 1024)
+    proc.stderr.close()
+    if proc.wait() == -signal.SIGXFSZ or (
+            proc.returncode and max_bytes is not None and
+            os.fstat(dst.fileno()).st_size >= max_bytes):
+        raise exception.CheckpointFormatError(
+            path, 'the %s memory stream decompresses to more than %d bytes, '
+                  'more than a guest within the configured limits saves'
+                  % (name(fmt), max_bytes), offset)
+    if proc.returncode != 0:
         raise exception.CheckpointFormatError(
             path, '%s could not decompress the memory stream: %s'
                   % (name(fmt), err.decode('utf-8', 'replace').strip()[:200]),

@@ -17,6 +17,7 @@ from stevedore import extension
 from sparc_nova.checkpoint import compression
 from sparc_nova.checkpoint import libvirt_save
 from sparc_nova.checkpoint import limits as limits_mod
+from sparc_nova.checkpoint import stream_follow
 
 NAMESPACE = 'sparc_nova.checkpoint.formats'
 
@@ -84,8 +85,9 @@ class LibvirtSaveFormat(CheckpointFormat):
             prefix='.sparc-stream-',
             dir=work_dir or os.path.dirname(os.path.abspath(path)))
         try:
-            compression.decompress(header.compressed, f,
-                                   header.stream_offset, tmp, path)
+            compression.decompress(
+                header.compressed, f, header.stream_offset, tmp, path,
+                max_bytes=stream_follow.stream_bound(header, limits))
             tmp.flush()
         except BaseException:
             tmp.close()

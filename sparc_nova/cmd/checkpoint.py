@@ -15,6 +15,7 @@ from sparc_nova.checkpoint import limits
 from sparc_nova.checkpoint import tempfiles
 from sparc_nova.cmd import output
 from sparc_nova import conf
+from sparc_nova.printable import printable
 
 #: Modules that add subcommands to ``sparc checkpoint``; each defines
 #: ``register(subparsers)``. Missing modules are skipped.
@@ -36,9 +37,10 @@ def open_from_args(path: str, progress_label: str = 'parsing'
 
 
 def _info_text(info: dict) -> str:
-    lines = ['File:      %s' % info['path'],
+    # The machine type, domain and notes come from the file: escaped.
+    lines = ['File:      %s' % printable(info['path']),
              'Kind:      %s' % info['kind'],
-             'Machine:   %s' % info['machine']]
+             'Machine:   %s' % printable(info['machine'])]
     if 'header' in info:
         h = info['header']
         d = info.get('domain', {})
@@ -46,8 +48,8 @@ def _info_text(info: dict) -> str:
                   % (h['version'], h['compression'],
                      'yes' if h['was_running'] else 'no'),
                   'Domain:    %s (%s), %s KiB, %s vCPUs, type %s'
-                  % (d.get('name'), d.get('uuid'), d.get('memory_kib'),
-                     d.get('vcpus'), d.get('type'))]
+                  % tuple(printable(d.get(k)) for k in (
+                      'name', 'uuid', 'memory_kib', 'vcpus', 'type'))]
     lines.append('Stream:    %d bytes%s' % (
         info['stream_size'],
         '' if info['stream_offset'] is None
@@ -67,7 +69,8 @@ def _info_text(info: dict) -> str:
     lines.append('Sections:  %d (%d devices decoded)'
                  % (info['sections'], info['devices']))
     if info.get('device_state_note'):
-        lines.append('Note:      %s' % info['device_state_note'])
+        lines.append('Note:      %s'
+                     % printable(info['device_state_note']))
     lines.append('')
     lines.append(output.table(info['vcpus'], [
         'index', 'rip', 'cr3', 'cr4', 'efer', 'cpl', 'halted', 'gs_base',

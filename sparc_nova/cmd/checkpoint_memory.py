@@ -17,6 +17,7 @@ from sparc_nova.checkpoint import limits
 from sparc_nova.cmd import output
 from sparc_nova import conf
 from sparc_nova.engine import memory
+from sparc_nova.printable import printable
 
 PS_COLUMNS = ['pid', 'ppid', 'uid', 'comm', 'exe', 'threads', 'rss_pages']
 
@@ -39,7 +40,8 @@ def do_ps(args) -> int:
         output.emit_json({'kernel': listing['kernel'], 'processes': procs})
     else:
         k = listing['kernel']
-        print('# kernel %s, BUILD-ID %s' % (k['osrelease'], k['build_id']))
+        print('# kernel %s, BUILD-ID %s' % (
+            printable(k['osrelease']), printable(k['build_id'])))
         print(output.table(procs, PS_COLUMNS))
     return 0
 
@@ -100,8 +102,8 @@ def _emit_report(args, rep) -> None:
 def _dot(graph: dict) -> str:
     """The IPC graph as a Graphviz digraph."""
     def q(text):
-        return '"%s"' % str(text).replace('\\', '\\\\').replace(
-            '"', '\\"')
+        # Guest strings, escaped (printable() doubles backslashes).
+        return '"%s"' % printable(text).replace('"', '\\"')
     lines = ['digraph ipc {', '  rankdir=LR;']
     pids = {e['from'] for e in graph['edges']} | \
         {e['to'] for e in graph['edges']}

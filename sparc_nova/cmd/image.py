@@ -14,6 +14,7 @@ from sparc_nova.engine import disk
 from sparc_nova.engine.disk import presets
 from sparc_nova.engine.disk import source
 from sparc_nova import exception
+from sparc_nova.printable import printable
 
 
 class UsageError(exception.SparcError):
@@ -53,7 +54,8 @@ def _summary(report: disk.ScrubReport) -> str:
     if len(report.source_files) > 1:
         lines.append('Files read: %s' % ', '.join(report.source_files))
     if report.operating_system:
-        lines.append('Operating system: %s' % report.operating_system)
+        lines.append('Operating system: %s'
+                     % printable(report.operating_system))
     lines.append('')
     lines.append(output.table(
         [dict(device=v.device, role=v.role, fstype=v.fstype,
@@ -73,9 +75,9 @@ def _summary(report: disk.ScrubReport) -> str:
                     'yes' if report.kept_files_identical else 'NO'))
     if report.unmatched_rules:
         lines.append('Rules that matched nothing: %s'
-                     % ', '.join(report.unmatched_rules))
+                     % printable(', '.join(report.unmatched_rules)))
     for warning in report.warnings:
-        lines.append('Warning: %s' % warning)
+        lines.append('Warning: %s' % printable(warning))
     if not report.verified:
         lines.append('Warning: some volumes are UNVERIFIED (see the '
                      'report)')

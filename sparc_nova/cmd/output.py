@@ -1,9 +1,19 @@
 """Output helpers shared by the command groups: JSON or text on stdout,
-progress on stderr."""
+progress on stderr.
+
+In text output every string a guest could have written (process names,
+paths, kernel strings) is escaped with
+:func:`sparc_nova.printable.printable`, field by field, so that it cannot
+drive the terminal or break a line: :func:`table` escapes its cells, the
+commands the fields they print. JSON output is escaped by the encoder
+(``ensure_ascii``).
+"""
 
 import json
 import sys
 import time
+
+from sparc_nova.printable import printable
 
 
 def add_format_arg(parser) -> None:
@@ -25,8 +35,10 @@ def write_json(path: str, data) -> None:
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
-    """A plain text table with a header row."""
-    cells = [[str(r.get(c, '')) for c in columns] for r in rows]
+    """A plain text table with a header row; cells are escaped
+    (:func:`~sparc_nova.printable.printable`).
+    """
+    cells = [[printable(r.get(c, '')) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells])
               for i, c in enumerate(columns)]
     lines = ['  '.join(c.upper().ljust(w) for c, w in zip(columns, widths))]

@@ -21,6 +21,7 @@ from oslo_log import log as logging
 
 from sparc_nova import conf as sparc_conf
 from sparc_nova import exception
+from sparc_nova.printable import printable
 
 #: Command group modules under sparc_nova.cmd, in help order. A group
 #: whose module is missing from an installation is simply not offered.
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or EXIT_OK
     except exception.SparcError as e:
-        print('sparc: error: %s' % e, file=sys.stderr)
+        # Messages can quote guest strings (names, paths): escaped.
+        print('sparc: error: %s' % printable(e), file=sys.stderr)
         return EXIT_ERROR
     except cfg.Error as e:
         print('sparc: configuration error: %s' % e, file=sys.stderr)

@@ -45,6 +45,14 @@ opts = [
                      'sparc.scrub.error notifications on Nova\'s '
                      'notification transport (drivers and topics from '
                      '[oslo_messaging_notifications]).'),
+    cfg.BoolOpt('notify_clear_text_policy', default=False,
+                help='Put the policy\'s process selectors and path globs '
+                     'in clear text into sparc.scrub.* notifications. By '
+                     'default notifications carry the policy digest and '
+                     'how many selectors and globs it has: a path or a '
+                     'process name can itself be a secret of the tenant, '
+                     'and notifications go to every consumer of the '
+                     'notification bus.'),
     cfg.IntOpt('progress_log_interval', default=10, min=1,
                help='Seconds between two progress log lines of a running '
                     'scrub.'),

@@ -7,6 +7,7 @@ import numpy as np
 
 from sparc_nova.introspect import addrspace
 from sparc_nova.introspect import arrays
+from sparc_nova.printable import printable
 
 
 @dataclasses.dataclass
@@ -124,14 +125,17 @@ class ScrubReport:
         }
 
     def summary(self) -> str:
-        """One line per fact, for humans."""
+        """One line per fact, for humans; guest strings (process names,
+        kernel release, notes quoting them) are escaped.
+        """
         lines = ['%s %s (kernel %s)' % (
             'would scrub' if self.dry_run else 'scrubbed', self.checkpoint,
-            self.kernel.get('osrelease', '?'))]
+            printable(self.kernel.get('osrelease', '?')))]
         for p in self.processes:
             lines.append('  pid %d %s: %d frames, %d refused, %d threads '
                          'killed (%s)' % (
-                             p.pid, p.comm, p.frame_count, len(p.refused),
+                             p.pid, printable(p.comm), p.frame_count,
+                             len(p.refused),
                              len(p.threads),
                              (p.kill or {}).get('wakeup', '-')))
         if self.free_pages:
@@ -142,11 +146,11 @@ class ScrubReport:
         if self.ipc:
             for p in self.ipc.get('pulled_in', ()):
                 lines.append('  pulled in: pid %d %s (%s from pid %d)' % (
-                    p['pid'], p['comm'], p['edge']['kind'],
+                    p['pid'], printable(p['comm']), p['edge']['kind'],
                     p['edge']['from']))
             for p in self.ipc.get('at_risk', ()):
                 lines.append('  at risk: pid %d %s (%s from pid %d)' % (
-                    p['pid'], p['comm'], p['edge']['kind'],
+                    p['pid'], printable(p['comm']), p['edge']['kind'],
                     p['edge']['from']))
             scrubbed = ', '.join(
                 '%s %d objects' % (k, v['objects'])
@@ -159,7 +163,7 @@ class ScrubReport:
                 lines.append('  kernel copies not scrubbed: %d (see the '
                              'report)' % left)
         for n in self.notes:
-            lines.append('  note: %s' % n)
+            lines.append('  note: %s' % printable(n))
         if self.verification:
             lines.append('  verification: %s' %
                          self.verification.get('result', '?'))

@@ -36,6 +36,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import resource
 import selectors
 import shutil
@@ -401,10 +402,8 @@ def _result(entry: str, returncode: int, out: bytes, err: bytes,
         raise ReportedError(doc['error'][:2000])
     if returncode != 0 or not isinstance(doc, dict) or \
             not isinstance(doc.get('result'), dict):
-        text = err.decode('utf-8', 'replace').strip()
         raise SandboxError('%s failed (exit %d): %s' % (
-            entry, returncode, text.splitlines()[-1][:500]
-            if text else 'no result'))
+            entry, returncode, _crash_name(err)))
     result = doc['result']
     result['_sandbox'] = record
     _log_confinement(entry, record, policy)
@@ -446,6 +445,20 @@ def _log_confinement(entry: str, record: dict, policy: SandboxPolicy):
 def _function(entry: str):
     module, _, func = entry.partition(':')
     return getattr(importlib.import_module(module), func)
+
+
+def _crash_name(stderr: bytes) -> str:
+    """What the child's stderr says it died of: the exception type of the
+    traceback's last line only. Its message is left out: an unexpected
+    error in the child can quote what it was parsing (guest memory).
+    """
+    lines = stderr.decode('utf-8', 'replace').strip().splitlines()
+    if not lines:
+        return 'no result'
+    name = lines[-1].partition(':')[0].strip()
+    if re.fullmatch(r'[A-Za-z_][\w.]{0,100}', name):
+        return '%s (message not shown: it may quote guest data)' % name
+    return 'no result (unrecognised output on stderr)'
 
 
 def _call(entry: str, args: dict, files: dict) -> dict:

@@ -18,6 +18,7 @@ from sparc_nova.engine import disk
 from sparc_nova import exception
 from sparc_nova import notifications
 from sparc_nova import policy
+from sparc_nova import printable
 from sparc_nova.privsep import checkpoint as privsep_checkpoint
 from sparc_nova.virt import blocking
 from sparc_nova.virt import exception as virt_exception
@@ -88,6 +89,22 @@ def disk_summary(report) -> str:
     return summary
 
 
+def failure_reason(error: Exception) -> str:
+    """Why a scrub failed, for the log, the notification and the instance
+    fault: a :class:`~sparc_nova.exception.SparcError`'s message (the
+    engines keep guest paths and contents out of it), escaped
+    (:func:`~sparc_nova.printable.printable`: guest strings cannot forge
+    log lines or drive a terminal). Any other error is named by its type
+    only: its message may quote anything (a guest path in an OSError);
+    the traceback is logged at debug level.
+    """
+    if isinstance(error, exception.SparcError):
+        return printable.printable(error, limit=2000)
+    LOG.debug('Unexpected error of the scrub', exc_info=error)
+    return 'unexpected %s (traceback in the debug log)' % (
+        type(error).__name__)
+
+
 class Scrubber:
     """Runs the engines for the driver, one checkpoint at a time."""
 
@@ -97,7 +114,9 @@ class Scrubber:
     def _payload(self, instance, effective, operation, **extra) -> dict:
         payload = {'instance_uuid': instance.uuid,
                    'operation': operation,
-                   'policy': effective.effective(),
+                   'policy': notifications.policy_payload(
+                       effective,
+                       conf.CONF.sparc.notify_clear_text_policy),
                    'policy_digest': effective.digest,
                    'host': self.notifier.host}
         payload.update(extra)
@@ -114,8 +133,7 @@ class Scrubber:
         try:
             summary = work()
         except Exception as e:
-            reason = (str(e) if isinstance(e, exception.SparcError)
-                      else '%s: %s' % (type(e).__name__, e))
+            reason = failure_reason(e)
             kept = effective.allows_unscrubbed
             self.notifier.error(context, dict(
                 payload, error=reason,
@@ -132,8 +150,11 @@ class Scrubber:
                                effective.digest)
             LOG.error('Privacy scrub of the %(what)s failed: %(reason)s',
                       {'what': what, 'reason': reason}, instance=instance)
+            # Not chained: Nova puts the traceback into the fault's
+            # details, and the chain's messages may name guest files.
             raise virt_exception.SparcScrubFailed(
-                what=what, instance_uuid=instance.uuid, reason=reason)
+                what=what, instance_uuid=instance.uuid,
+                reason=reason) from None
         self.notifier.end(context, dict(
             payload, summary=summary,
             seconds=round(time.monotonic() - started, 3)))

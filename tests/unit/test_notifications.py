@@ -90,3 +90,21 @@ def test_failure_to_send_is_logged_not_raised(transport, context, caplog):
                            side_effect=RuntimeError('broker down')):
         notifier.start(context, {})
     assert 'Could not send the sparc.scrub.start notification' in caplog.text
+
+
+def test_policy_payload_counts_without_clear_text():
+    from sparc_nova import policy
+    effective = policy.from_sources(instance={
+        'sparc:exclude_paths': '/srv/acme-merger/**,/home/*/acme.kdbx',
+        'sparc:exclude_processes': 'name:acme'})
+    hidden = notifications.policy_payload(effective)
+    assert hidden['digest'] == effective.digest
+    assert hidden['exclude_paths_count'] == 2
+    assert hidden['exclude_processes_count'] == 1
+    assert 'acme' not in repr(hidden)
+    shown = notifications.policy_payload(effective, clear_text=True)
+    assert shown['exclude_paths'] == ['/srv/acme-merger/**',
+                                      '/home/*/acme.kdbx']
+    assert shown['exclude_processes'] == ['name:acme']
+    assert dict(shown, exclude_paths=None, exclude_processes=None) == dict(
+        hidden, exclude_paths=None, exclude_processes=None)

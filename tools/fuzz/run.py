@@ -2,9 +2,9 @@
 
     python tools/fuzz/run.py TARGET [libFuzzer options...] [CORPUS_DIR...]
 
-Targets: see ``TARGETS`` in checkpoint_targets.py, introspect_targets.py
-and walker_targets.py (``walkers`` reads the checkpoint named by
-``SPARC_FUZZ_CHECKPOINT``). Example, one million
+Targets: see ``TARGETS`` in checkpoint_targets.py, introspect_targets.py,
+walker_targets.py, plan_targets.py and follow_targets.py (``walkers``
+reads the checkpoint named by ``SPARC_FUZZ_CHECKPOINT``). Example, one million
 executions of the stream parser seeded with the regression corpus:
 
     python tools/fuzz/run.py stream -runs=1000000 -timeout=10 \\
@@ -20,7 +20,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 
 from tools.fuzz import checkpoint_targets  # noqa: E402
+from tools.fuzz import follow_targets  # noqa: E402
 from tools.fuzz import introspect_targets  # noqa: E402
+from tools.fuzz import plan_targets  # noqa: E402
 from tools.fuzz import walker_targets  # noqa: E402
 
 # sparc-nova may be installed editable (a custom import finder), which
@@ -30,6 +32,8 @@ atheris.instrument_all()
 
 TARGETS = dict(checkpoint_targets.TARGETS, **introspect_targets.TARGETS,
                **walker_targets.TARGETS)
+TARGETS.update(plan_targets.TARGETS)
+TARGETS.update(follow_targets.TARGETS)
 
 
 def main() -> None:

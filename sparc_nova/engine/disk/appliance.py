@@ -28,6 +28,7 @@ import threading
 import time
 
 from sparc_nova import exception
+from sparc_nova import printable
 
 ACCELS = ('auto', 'kvm', 'tcg')
 
@@ -199,8 +200,12 @@ def _launch(path, drives, settings, memsize_mib, timeout):
         g.close()
         if watchdog.fired:
             raise ApplianceTimeout('no answer within %d s' % timeout)
+        # The message can hold the appliance console's tail: escaped, and
+        # not chained (the chain would show it unescaped).
         raise exception.DiskScrubError(
-            path, 'the libguestfs appliance did not start: %s' % e) from e
+            path, 'the libguestfs appliance did not start: %s'
+            % printable.printable(' '.join(str(e).split()), limit=800)
+        ) from None
     return g
 
 

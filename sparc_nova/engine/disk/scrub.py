@@ -50,6 +50,7 @@ from sparc_nova.engine.disk import canaries as canaries_mod
 from sparc_nova.engine.disk import layout
 from sparc_nova.engine.disk import preflight
 from sparc_nova.engine.disk import qemu_img
+from sparc_nova.engine.disk import redact
 from sparc_nova.engine.disk import report as report_mod
 from sparc_nova.engine.disk import rules as rules_mod
 from sparc_nova.engine.disk import scan
@@ -191,18 +192,18 @@ def scrub_image(src: str, dst: str, rules: rules_mod.Rules,
         launched = time.monotonic()
         g = appliance.launch(src, [(work, False)], options.accel,
                              options.memsize_mib)
+        session = _Session(g, src, rules, options, report, workdir, work,
+                           step)
         try:
             no_fs = layout.no_filesystem_partitions(g, src)
-            session = _Session(g, src, rules, options, report, workdir,
-                               work, step)
             session.run(no_fs)
             g.shutdown()
         except RuntimeError as e:
             # libguestfs reports every failure as RuntimeError; the steps
             # that can name a device did so already (DiskError).
             raise exception.DiskScrubError(
-                src, 'appliance step failed: %s' % volumes_mod.one_line(e)
-            ) from e
+                src, 'appliance step failed: %s' % session.detail(e)
+            ) from None
         finally:
             g.close()
         report.appliance_s = round(time.monotonic() - launched, 1)
@@ -318,15 +319,30 @@ class _Session:
         self.kept_hashes: dict[tuple[int, str], str] = {}
         self.kept_paths: list[str] = []
         self.explained: set[bytes] = set()
+        # The caller's globs and held paths, then every path they select:
+        # kept out of error messages (see redact).
+        self.redactor = redact.Redactor(
+            r.text for r in rules.rules if r.source in ('path', 'held'))
 
     # -- helpers ---------------------------------------------------------
 
+    def detail(self, error: Exception) -> str:
+        """The message of ``error`` (from the appliance or a tool in it)
+        for an exception of ours: one line, without guest paths, quoted
+        names or the names the rules select (:mod:`.redact`).
+        """
+        return self.redactor.clean(volumes_mod.one_line(error))
+
     def fail(self, reason: str, device: str | None = None,
              cause: Exception | None = None):
-        error = exception.DiskScrubError(self.image, reason, device=device)
-        if cause is not None:
-            raise error from cause
-        raise error
+        """Raise DiskScrubError. ``cause`` is not chained to it: its
+        message (in any traceback that shows the chain: logs, Nova's
+        instance fault details) may name guest files; ``reason`` carries
+        its :meth:`detail` instead.
+        """
+        del cause
+        raise exception.DiskScrubError(self.image, reason,
+                                       device=device) from None
 
     def backend(self, volume: volumes_mod.Volume) -> backends.base.Backend:
         if volume.fstype not in self.backends:
@@ -349,7 +365,7 @@ class _Session:
             except RuntimeError as e:
                 if not self.options.allow_unverified:
                     self.fail('cannot mount at %s: %s' % (
-                        mountpoint, volumes_mod.one_line(e)),
+                        mountpoint, self.detail(e)),
                         device=device, cause=e)
                 volume.report.action = 'skipped'
                 volume.report.verification = report_mod.UNVERIFIED
@@ -385,7 +401,7 @@ class _Session:
             self.trees = volumes_mod.trees(g, found)
         except RuntimeError as e:
             self.fail('inspecting the image failed: %s'
-                      % volumes_mod.one_line(e), cause=e)
+                      % self.detail(e), cause=e)
         self.report.volumes = [v.report for v in self.luks + found]
         if self.trees and self.trees[0].os_root:
             root = self.trees[0].os_root
@@ -426,6 +442,7 @@ class _Session:
         try:
             paths = self.list_tree()
             selection = self.rules.select(paths)
+            self.redactor.add_paths(selection.removed)
             self.kept_paths.extend(selection.kept)
             for unit, n in selection.counts.items():
                 key = self.report.rule_name(unit)
@@ -441,7 +458,7 @@ class _Session:
             return self.rules.matches_anything(paths, set(selection.counts))
         except RuntimeError as e:
             self.fail('removing files failed: %s'
-                      % volumes_mod.one_line(e),
+                      % self.detail(e),
                       device=tree.mounts[0][2], cause=e)
         finally:
             g.umount_all()
@@ -649,7 +666,7 @@ class _Session:
                 g.mkswap(volume.device, label=label, uuid=uuid)
             except RuntimeError as e:
                 self.fail('wiping swap failed: %s'
-                          % volumes_mod.one_line(e),
+                          % self.detail(e),
                           device=volume.device, cause=e)
             volume.report.action = 'wiped'
             volume.report.steps.append('zeroed, swap signature re-created '
@@ -671,7 +688,7 @@ class _Session:
                 g.lvremove(lv)
             except RuntimeError as e:
                 self.fail('wiping free extents of volume group %s failed: '
-                          '%s' % (name, volumes_mod.one_line(e)),
+                          '%s' % (name, self.detail(e)),
                           device=lv, cause=e)
             self.report.volumes.append(report_mod.VolumeReport(
                 '/dev/' + name, 'lvm-free-space', action='wiped',
@@ -689,7 +706,7 @@ class _Session:
                     self.backend(volume).clean(g, volume.device))
             except RuntimeError as e:
                 self.fail('cleaning free space failed: %s'
-                          % volumes_mod.one_line(e),
+                          % self.detail(e),
                           device=volume.device, cause=e)
             if volume.report.action == 'unmodified':
                 volume.report.action = 'cleaned'
@@ -720,7 +737,8 @@ class _Session:
                         self.report.kept_files_identical = False
                         raise exception.DiskVerificationError(
                             self.image, 'kept file changed or disappeared '
-                                        'during the scrub', device=path)
+                                        'during the scrub',
+                            device=self.report.name(path))
                     checked += 1
             finally:
                 g.umount_all()
@@ -735,7 +753,7 @@ class _Session:
                 hits = scan.count_in_appliance(self.g, volume.encrypted_by,
                                                patterns)
             except RuntimeError as e:
-                self.fail(str(e), device=volume.device, cause=e)
+                self.fail(self.detail(e), device=volume.device, cause=e)
             self.fail_on_hits(hits, volume.device + ' (decrypted view)')
             volume.report.steps.append('no canary in the decrypted view')
 
@@ -748,7 +766,7 @@ class _Session:
                 self.backend(volume).check(self.g, volume.device)
             except RuntimeError as e:
                 self.fail('filesystem check failed after the scrub: %s'
-                          % volumes_mod.one_line(e),
+                          % self.detail(e),
                           device=volume.device, cause=e)
             volume.report.steps.append('consistency check passed')
 

@@ -31,3 +31,8 @@ def huge_plan(args, files):
 
 def crash(args, files):
     raise RuntimeError('unexpected')
+
+
+def crash_quoting(args, files):
+    """An unexpected error whose message quotes what was being parsed."""
+    raise ValueError('invalid literal for int(): %r' % args['guest_bytes'])

@@ -34,3 +34,19 @@ def test_summary_of_a_scrub_while_saving():
     assert rep.to_dict()['during_save']['scrub_overlapped_save'] is True
     assert 'while saving' not in report.ScrubReport(
         checkpoint='x').summary()
+
+
+def test_summary_escapes_guest_strings():
+    rep = report.ScrubReport(checkpoint='vm.save')
+    rep.kernel = {'osrelease': '6.1\x1b[2J'}
+    rep.processes.append(report.ProcessPlan(
+        pid=5, comm='a\x1b]0;x\x07\u202eb\nFAKE', exe=None, reasons=[],
+        threads=[5], frames={}, refused=[], kill=None))
+    rep.ipc = {'pulled_in': [{'pid': 6, 'comm': 'c\x9bd',
+                              'edge': {'kind': 'pipe', 'from': 5}}]}
+    rep.notes.append('note \x1b[31m')
+    s = rep.summary()
+    assert not any(c in s for c in '\x1b\x07\x9b\u202e')
+    assert 'pid 5 a\\x1b]0;x\\x07\\u202eb\\nFAKE: 0 frames' in s
+    assert 'kernel 6.1\\x1b[2J' in s and 'c\\x9bd' in s
+    assert not [line for line in s.splitlines() if line.startswith('FAKE')]

@@ -138,3 +138,14 @@ def test_cancel_without_the_right_to_signal(monkeypatch):
     assert proc.stdout.closed and proc.stderr.closed
     # The child dies writing its result into the closed pipe.
     assert proc.wait(timeout=60) != 0
+
+
+def test_unexpected_child_error_does_not_quote_its_message():
+    """A crash of the child names its exception type, never its message
+    (which may quote guest memory the child was parsing).
+    """
+    with pytest.raises(sandbox.SandboxError) as ei:
+        sandbox.run('tests.unit.engine.sandbox_targets:crash_quoting',
+                    {'guest_bytes': 'SPRCGUEST-SECRET'}, {}, POLICY)
+    assert 'ValueError' in str(ei.value)
+    assert 'SPRCGUEST' not in str(ei.value)

@@ -118,7 +118,8 @@ def test_snapshot_without_disk_part_is_not_scrubbed(notifier, scrub_image):
 @pytest.mark.parametrize('error, reason', [
     (exception.DiskVerificationError('/snap/abc.sparc', 'a canary remains'),
      '/snap/abc.sparc: a canary remains'),
-    (RuntimeError('appliance died'), 'RuntimeError: appliance died'),
+    (RuntimeError('appliance died'),
+     'unexpected RuntimeError (traceback in the debug log)'),
 ])
 def test_snapshot_failure_aborts(notifier, scrub_image, error, reason):
     scrub_image.side_effect = error
@@ -177,3 +178,72 @@ def test_no_policy_properties_overwrite_inherited_records():
     assert scrubber.no_policy_properties() == {
         'sparc_scrubbed': 'false', 'sparc_policy_digest': '',
         'sparc_scrub_summary': 'no privacy policy: not scrubbed'}
+
+
+SECRET_GLOB = '/home/*/merger-with-acme/**'
+
+
+def test_notifications_carry_no_policy_text(notifier, scrub_image):
+    effective = fakes.effective(exclude_paths=SECRET_GLOB,
+                                exclude_processes='name:acme-deal')
+    snapshot(notifier, effective)
+    start = notifier.start.call_args[0][1]
+    assert start['policy'] == {
+        'digest': effective.digest, 'exclude_processes_count': 1,
+        'exclude_paths_count': 1, 'follow_ipc': effective.follow_ipc,
+        'scrub_free_memory': effective.scrub_free_memory,
+        'on_failure': effective.on_failure, 'suspend': effective.suspend}
+    end = notifier.end.call_args[0][1]
+    for payload in (start, end):
+        assert 'acme' not in repr(payload)
+
+
+def test_notifications_in_clear_text_when_configured(notifier, scrub_image):
+    effective = fakes.effective(exclude_paths=SECRET_GLOB)
+    scrubber.conf.CONF.set_override('notify_clear_text_policy', True,
+                                    group='sparc')
+    try:
+        snapshot(notifier, effective)
+    finally:
+        scrubber.conf.CONF.clear_override('notify_clear_text_policy',
+                                          group='sparc')
+    policy = notifier.start.call_args[0][1]['policy']
+    assert policy['exclude_paths'] == [SECRET_GLOB]
+    assert policy['exclude_paths_count'] == 1
+    assert policy['digest'] == effective.digest
+
+
+@pytest.mark.parametrize('error', [
+    RuntimeError("rm: cannot remove '/sysroot/home/alice/acme.txt'"),
+    OSError(1, 'Operation not permitted', '/home/alice/acme.txt'),
+    KeyError('/home/alice/acme.txt'),
+])
+def test_unexpected_error_text_reaches_no_fault_notification_or_log(
+        notifier, scrub_image, caplog, error):
+    """An error that is not one of sparc-nova's own may quote anything
+    (here a guest path): the fault, the notification and the log at
+    INFO and above name its type only.
+    """
+    scrub_image.side_effect = error
+    caplog.set_level('INFO')
+    with pytest.raises(virt_exception.SparcScrubFailed) as e:
+        snapshot(notifier, fakes.effective(exclude_paths='/a'))
+    fault = e.value.format_message()
+    assert type(error).__name__ in fault
+    texts = [fault, repr(notifier.error.call_args), caplog.text]
+    assert not [t for t in texts if 'acme' in t]
+
+
+def test_guest_strings_in_a_failure_are_escaped(notifier, scrub_image,
+                                                caplog):
+    scrub_image.side_effect = exception.DiskScrubError(
+        '/snap/abc', 'volume label \x1b]0;owned\x07 \u202eevil\nFAKE: ok')
+    caplog.set_level('INFO')
+    with pytest.raises(virt_exception.SparcScrubFailed) as e:
+        snapshot(notifier, fakes.effective(exclude_paths='/a'))
+    payload = notifier.error.call_args[0][1]
+    for text in (e.value.format_message(), payload['error'], caplog.text):
+        assert '\x1b' not in text and '\u202e' not in text
+        assert '\nFAKE' not in text
+    assert 'volume label \\x1b]0;owned\\x07 \\u202eevil\\nFAKE: ok' \
+        in payload['error']

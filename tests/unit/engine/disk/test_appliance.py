@@ -87,3 +87,24 @@ def test_commands_open_the_drive_libguestfs_means():
     assert 'readlink -f /dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_hd0-part1' \
         in script
     assert script.splitlines()[-1].startswith('dumpe2fs -h "$sparc_dev2"')
+
+
+def test_launch_failure_is_escaped_and_not_chained(monkeypatch):
+    import guestfs
+
+    class Handle:
+        def __init__(self, **kwargs):
+            pass
+
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+        def launch(self):
+            raise RuntimeError('appliance closed the connection: '
+                               'label \x1b]0;owned\x07\nFAKE')
+    monkeypatch.setattr(guestfs, 'GuestFS', Handle)
+    with pytest.raises(appliance.exception.DiskScrubError) as e:
+        appliance.launch('img.qcow2', [('/w.raw', False)])
+    assert '\x1b' not in str(e.value) and '\n' not in str(e.value)
+    assert 'label \\x1b]0;owned\\x07 FAKE' in str(e.value)
+    assert e.value.__cause__ is None and e.value.__suppress_context__
