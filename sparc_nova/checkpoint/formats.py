@@ -17,6 +17,7 @@ from stevedore import extension
 from sparc_nova.checkpoint import compression
 from sparc_nova.checkpoint import libvirt_save
 from sparc_nova.checkpoint import limits as limits_mod
+from sparc_nova.checkpoint import tempfiles
 
 NAMESPACE = 'sparc_nova.checkpoint.formats'
 
@@ -80,8 +81,10 @@ class LibvirtSaveFormat(CheckpointFormat):
         header = libvirt_save.read_header(f, path, limits)
         if not header.compressed:
             return OpenedStream(f, header.stream_offset, header)
+        # Named with our pid: the leftover of a killed run (the whole
+        # unscrubbed guest RAM) is found and removed by the sweep.
         tmp = tempfile.NamedTemporaryFile(
-            prefix='.sparc-stream-',
+            prefix=tempfiles.stream_prefix(),
             dir=work_dir or os.path.dirname(os.path.abspath(path)))
         try:
             compression.decompress(header.compressed, f,
