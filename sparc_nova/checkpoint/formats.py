@@ -88,7 +88,8 @@ class LibvirtSaveFormat(CheckpointFormat):
             dir=work_dir or os.path.dirname(os.path.abspath(path)))
         try:
             compression.decompress(header.compressed, f,
-                                   header.stream_offset, tmp, path)
+                                   header.stream_offset, tmp, path,
+                                   (limits.helper_user, limits.helper_group))
             tmp.flush()
         except BaseException:
             tmp.close()

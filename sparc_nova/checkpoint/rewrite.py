@@ -340,7 +340,9 @@ def _rewrite_file(ck, edits, target, progress):
                 f.write(ck.header.raw)
             f.flush()
             if ck.compressed:
-                out = compression.Compressor(ck.compressed, f, ck.path)
+                out = compression.Compressor(
+                    ck.compressed, f, ck.path,
+                    (ck.limits.helper_user, ck.limits.helper_group))
                 _write_stream(ck, edits, out, None, progress)
                 out.close()
             else:

@@ -14,16 +14,22 @@ group, helper_command, thread_pool_size, ...).
 """
 
 import copy
+import os
+import sys
 
 from oslo_config import cfg
 from oslo_privsep import capabilities
 from oslo_privsep import priv_context
 
+from sparc_nova import unprivileged
+
 CONF_SECTION = 'sparc_privsep'
 
 CAPABILITIES = (capabilities.CAP_DAC_OVERRIDE,
                 capabilities.CAP_DAC_READ_SEARCH,
-                capabilities.CAP_FOWNER)
+                capabilities.CAP_FOWNER,
+                capabilities.CAP_SETUID,
+                capabilities.CAP_SETGID)
 
 scrub_pctxt = priv_context.PrivContext(
     'sparc_nova',
@@ -36,3 +42,20 @@ scrub_pctxt = priv_context.PrivContext(
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """The ``[sparc_privsep]`` options, for oslo-config-generator."""
     return [(CONF_SECTION, copy.deepcopy(priv_context.OPTS))]
+
+
+def starting_daemon() -> bool:
+    """Whether this process is ``privsep-helper`` starting our daemon
+    (it imports this module to find :data:`scrub_pctxt`, before it forks
+    the daemon and drops privileges).
+    """
+    if os.path.basename(sys.argv[0]) != 'privsep-helper':
+        return False
+    try:
+        return cfg.CONF.privsep_context == scrub_pctxt.pypath
+    except cfg.Error:
+        return False
+
+
+if starting_daemon():
+    unprivileged.lock_down()

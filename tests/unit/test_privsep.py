@@ -60,11 +60,14 @@ def save_file(path, compressed=0):
     return path
 
 
-def test_context_keeps_only_three_capabilities():
+def test_context_keeps_only_what_it_needs():
+    # Reading and replacing root's files; switching the programs it runs
+    # to the sandbox user before they exec.
     assert privsep.scrub_pctxt.pypath == 'sparc_nova.privsep.scrub_pctxt'
     assert conf.CONF.sparc_privsep.capabilities == [
         capabilities.CAP_DAC_OVERRIDE, capabilities.CAP_DAC_READ_SEARCH,
-        capabilities.CAP_FOWNER]
+        capabilities.CAP_FOWNER, capabilities.CAP_SETUID,
+        capabilities.CAP_SETGID]
     assert privsep.scrub_pctxt.is_entrypoint(
         privsep_checkpoint.scrub_managed_save)
 
@@ -227,6 +230,9 @@ import json, sys
 from oslo_privsep import capabilities
 from sparc_nova.engine import sandbox
 from sparc_nova import privsep
+from sparc_nova import unprivileged
+if sys.argv[2] == 'locked':
+    unprivileged.lock_down()
 caps = list(privsep.CAPABILITIES)
 capabilities.drop_all_caps_except(caps, caps, [])
 print(json.dumps(sandbox.run('sparc_nova.engine.sandbox_probe:confinement',
@@ -235,21 +241,31 @@ print(json.dumps(sandbox.run('sparc_nova.engine.sandbox_probe:confinement',
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason='needs root, as the daemon')
-def test_sandbox_drops_privileges_from_the_daemons_capabilities(tmp_path):
-    # The daemon keeps uid 0 with only its three capabilities; the sandbox
-    # child it starts for the memory engine must still end up as nobody
-    # with no capabilities.
+@pytest.mark.parametrize('daemon', ['locked', 'unlocked'])
+def test_sandbox_drops_privileges_from_the_daemons_capabilities(tmp_path,
+                                                                daemon):
+    # The daemon keeps uid 0 with only its capabilities and, locked down,
+    # gains nothing at exec (so setpriv cannot switch users for it); the
+    # sandbox child it starts for the memory engine must still end up as
+    # nobody with no capabilities. Unlocked: the CLI run as root.
     import json
     import subprocess
     given = tmp_path / 'instance-00000001.save'
     given.write_bytes(b'checkpoint')
     os.chmod(given, 0o600)
-    res = subprocess.run([sys.executable, '-c', DAEMON_SANDBOX, str(given)],
-                         capture_output=True, text=True, check=True,
-                         env=dict(os.environ, PYTHONPATH=REPO))
+    res = subprocess.run([sys.executable, '-c', DAEMON_SANDBOX, str(given),
+                          daemon], capture_output=True, text=True,
+                         check=True, env=dict(os.environ, PYTHONPATH=REPO))
     probe = json.loads(res.stdout)
-    assert probe['status']['Uid'].split()[0] == '65534'
-    for cap in ('CapEff', 'CapPrm', 'CapBnd', 'CapAmb'):
+    assert probe['status']['Uid'].split() == ['65534'] * 4
+    assert probe['status']['Groups'].strip() in ('', '65534')
+    # Locked down, the child's empty network namespace lives in a user
+    # namespace of its own, whose (full) bounding set confers nothing
+    # outside it: tests/unit/test_privsep_daemon.py checks the bounding
+    # set of what runs in the daemon's namespace.
+    caps = ('CapEff', 'CapPrm', 'CapAmb') + (
+        ('CapBnd',) if daemon == 'unlocked' else ())
+    for cap in caps:
         assert int(probe['status'][cap], 16) == 0, cap
     assert probe['read_given_files'] == {'given': 10}
     assert probe['open_shadow'].startswith('denied')
