@@ -180,6 +180,51 @@ def test_entry_point_scrubs_in_place(save_dir, in_process, memory_engine):
     assert kwargs['limits'].max_guest_ram == 1024 * 1024 ** 3
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason='chown needs root')
+def test_entry_point_rewrites_where_a_journal_may_not_be_kept(
+        save_dir, in_process, memory_engine):
+    # Debian's managed-save directory belongs to libvirt-qemu: a journal
+    # there could be tampered with by the QEMU user, so the file is
+    # replaced instead of patched in place.
+    path = save_file(save_dir / 'instance-00000001.save')
+    os.chmod(path, 0o600)
+    os.chown(save_dir, 64055, 64055)
+    try:
+        privsep_checkpoint.scrub_managed_save(str(path), ['vault'], [],
+                                              True, False,
+                                              'instance-00000001')
+    finally:
+        os.chown(save_dir, 0, 0)
+    assert memory_engine.call_args[1]['in_place'] is False
+
+
+def test_entry_point_passes_the_journal_key(save_dir, in_process,
+                                            memory_engine):
+    path = save_file(save_dir / 'instance-00000001.save')
+    privsep_checkpoint.scrub_managed_save(str(path), ['vault'], [], True,
+                                          False, 'instance-00000001')
+    assert memory_engine.call_args[1]['journal_key'] == \
+        conf.CONF.sparc.journal_key_file
+
+
+def test_sweep_leftovers_sweeps_the_configured_directories(
+        save_dir, in_process, tmp_path):
+    work = tmp_path / 'work'
+    work.mkdir()
+    for d in (save_dir, work):
+        (d / '.sparc-stream-999999999-abc').write_bytes(b'guest RAM')
+        (d / ('.sparc-stream-%d-abc' % os.getpid())).write_bytes(b'mine')
+    conf.CONF.set_override('work_dir', str(work), group='sparc')
+    try:
+        reports = privsep_checkpoint.sweep_leftovers()
+    finally:
+        conf.CONF.clear_override('work_dir', group='sparc')
+    assert [r['directory'] for r in reports] == [str(save_dir), str(work)]
+    for r, d in zip(reports, (save_dir, work)):
+        assert r['removed'] == [str(d / '.sparc-stream-999999999-abc')]
+        assert os.listdir(d) == ['.sparc-stream-%d-abc' % os.getpid()]
+
+
 def test_entry_point_replaces_compressed_images(save_dir, in_process,
                                                 memory_engine):
     path = save_file(save_dir / 'instance-00000001.save', compressed=1)
