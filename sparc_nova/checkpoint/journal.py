@@ -54,8 +54,9 @@ from sparc_nova import exception
 __all__ = ['MAGIC', 'VERSION', 'PAGE_SIZE', 'FILL_PAGE', 'FILL_BYTE',
            'FULL_PAGE', 'KEY_SIZE', 'MAC_SIZE', 'Group', 'Identity',
            'JournalRefused', 'journal_path', 'temporary_path', 'fsync_dir',
-           'load_key', 'encode', 'decode', 'max_journal_bytes', 'write',
-           'apply', 'remove', 'pending', 'recover', 'fill_rows']
+           'load_key', 'encode', 'decode', 'decode_body',
+           'max_journal_bytes', 'write', 'apply_to', 'apply', 'remove',
+           'pending', 'recover', 'fill_rows']
 
 MAGIC = b'SPARCJNL'
 VERSION = 3
@@ -268,11 +269,14 @@ def decode(data: bytes, target: Identity, key: bytes,
             label, 'refused: its MAC does not match the journal key: '
                    'sparc-nova did not write it (planted or damaged); it '
                    'was not replayed')
-    return _decode_body(body, target, label)
+    return decode_body(body, target, label)
 
 
-def _decode_body(body: bytes, target: Identity, label: str) -> list[Group]:
-    """:func:`decode` past the MAC check (fuzzed on its own)."""
+def decode_body(body: bytes, target: Identity, label: str) -> list[Group]:
+    """:func:`decode` past the MAC check: the groups of ``body`` (the
+    journal without its MAC), checked as :func:`decode` says. Fuzzed on
+    its own (``tools/fuzz/journal_targets.py``).
+    """
     if len(body) < _HEAD.size:
         raise JournalRefused(label, 'refused: truncated header')
     magic, version, count, size, ino, dev = _HEAD.unpack_from(body)
@@ -384,6 +388,21 @@ def fill_rows(buf: np.ndarray, starts: np.ndarray, length: int,
         rows[starts[i:i + 4096]] = value
 
 
+def apply_to(arr: np.ndarray, groups: list[Group]) -> None:
+    """Write the groups' patches into ``arr`` (the file's bytes as a
+    writable uint8 array).
+    """
+    for g in groups:
+        offs = np.asarray(g.offsets, dtype=np.int64)
+        if g.kind == FILL_BYTE:
+            arr[offs] = g.fill
+        elif g.kind == FILL_PAGE:
+            fill_rows(arr, offs, PAGE_SIZE, g.fill)
+        else:
+            fill_rows(arr, offs, PAGE_SIZE,
+                      np.frombuffer(g.content, dtype=np.uint8))
+
+
 def apply(path: str, groups: list[Group],
           target: Identity | None = None) -> None:
     """Write the groups' patches into ``path`` (through a shared mapping,
@@ -405,15 +424,7 @@ def apply(path: str, groups: list[Group],
                        mmap.PROT_READ | mmap.PROT_WRITE)
         try:
             arr = np.frombuffer(mm, dtype=np.uint8)
-            for g in groups:
-                offs = np.asarray(g.offsets, dtype=np.int64)
-                if g.kind == FILL_BYTE:
-                    arr[offs] = g.fill
-                elif g.kind == FILL_PAGE:
-                    fill_rows(arr, offs, PAGE_SIZE, g.fill)
-                else:
-                    fill_rows(arr, offs, PAGE_SIZE,
-                              np.frombuffer(g.content, dtype=np.uint8))
+            apply_to(arr, groups)
             # The mapping cannot close while an array still views it.
             del arr
             mm.flush()

@@ -7,7 +7,16 @@ helper (``sudo nova-rootwrap ... privsep-helper --privsep_context
 sparc_nova.privsep.scrub_pctxt ...``, allowed by
 ``etc/sparc-nova/rootwrap.d/sparc-nova.filters``). The daemon keeps only
 the capabilities that reading and replacing another user's file needs:
-DAC_OVERRIDE, DAC_READ_SEARCH and FOWNER.
+DAC_OVERRIDE, DAC_READ_SEARCH and FOWNER, and SETUID and SETGID, with
+which the programs it starts (the parsing sandbox, decompressors) switch
+to ``[sparc] sandbox_user`` before they ``exec``.
+
+Before oslo.privsep drops to those, while ``privsep-helper`` still has
+every capability, importing this module locks the daemon down
+(:func:`sparc_nova.unprivileged.lock_down`): ``SECBIT_NOROOT`` and
+``SECBIT_NO_SETUID_FIXUP``, locked, an empty bounding set and
+``no_new_privs``. Nothing the daemon runs regains a capability through
+``exec``, not even as uid 0.
 
 Options are in the ``[sparc_privsep]`` group (oslo.privsep's own: user,
 group, helper_command, thread_pool_size, ...).

@@ -135,9 +135,9 @@ def scrub_managed_save(path: str, selectors: list[str],
     The guest's memory is introspected in the engine's unprivileged
     sandbox child (``[sparc] sandbox_enabled``): the daemon parses only
     the checkpoint format, checks the plan the child returns and writes.
-    The daemon keeps uid 0, so the ``setpriv`` it starts for the child
-    regains the bounding set on exec and can switch to
-    ``[sparc] sandbox_user`` and drop every capability.
+    The daemon is locked down (see :mod:`sparc_nova.privsep`): the child,
+    like a decompressor, switches to ``[sparc] sandbox_user`` in the fork
+    (CAP_SETUID/CAP_SETGID) and ``exec`` s with no capability.
 
     :param path: the managed-save file (checked by
         :func:`managed_save_file`)

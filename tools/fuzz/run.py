@@ -2,9 +2,9 @@
 
     python tools/fuzz/run.py TARGET [libFuzzer options...] [CORPUS_DIR...]
 
-Targets: see ``TARGETS`` in checkpoint_targets.py, introspect_targets.py
-and walker_targets.py (``walkers`` reads the checkpoint named by
-``SPARC_FUZZ_CHECKPOINT``). Example, one million
+Targets: see ``TARGETS`` in checkpoint_targets.py, introspect_targets.py,
+journal_targets.py and walker_targets.py (``walkers`` reads the checkpoint
+named by ``SPARC_FUZZ_CHECKPOINT``). Example, one million
 executions of the stream parser seeded with the regression corpus:
 
     python tools/fuzz/run.py stream -runs=1000000 -timeout=10 \\
@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
 
 from tools.fuzz import checkpoint_targets  # noqa: E402
 from tools.fuzz import introspect_targets  # noqa: E402
+from tools.fuzz import journal_targets  # noqa: E402
 from tools.fuzz import walker_targets  # noqa: E402
 
 # sparc-nova may be installed editable (a custom import finder), which
@@ -29,7 +30,7 @@ atheris.instrument_all()
 
 
 TARGETS = dict(checkpoint_targets.TARGETS, **introspect_targets.TARGETS,
-               **walker_targets.TARGETS)
+               **walker_targets.TARGETS, **journal_targets.TARGETS)
 
 
 def main() -> None:

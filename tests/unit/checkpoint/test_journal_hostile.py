@@ -256,7 +256,7 @@ TARGET = journal.Identity(1 << 20, 7, 9)
 ])
 def test_patches_outside_the_file_are_refused(groups, message):
     with pytest.raises(journal.JournalRefused, match=message):
-        journal._decode_body(body_of(groups, TARGET), TARGET, 'j')
+        journal.decode_body(body_of(groups, TARGET), TARGET, 'j')
 
 
 @pytest.mark.parametrize('mangle, message', [
@@ -271,7 +271,7 @@ def test_patches_outside_the_file_are_refused(groups, message):
 def test_malformed_journal_bodies_are_refused(mangle, message):
     groups = [journal.Group(journal.FILL_PAGE, np.array([0, 8192]), fill=0)]
     with pytest.raises(journal.JournalRefused, match=message):
-        journal._decode_body(mangle(body_of(groups, TARGET)), TARGET, 'j')
+        journal.decode_body(mangle(body_of(groups, TARGET)), TARGET, 'j')
 
 
 def test_oversized_journal_is_refused_before_its_mac():
