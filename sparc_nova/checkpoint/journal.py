@@ -494,15 +494,16 @@ def recover(path: str, key_file: str) -> str | None:
         or a directory that is not private.
     """
     jpath, tmp = journal_path(path), temporary_path(path)
-    tempfiles.check_private_directory(os.path.dirname(jpath), path)
     outcome = None
     if os.path.lexists(tmp):
-        # Never renamed into place: the checkpoint was not touched.
+        # Never renamed into place: the checkpoint was not touched. (A
+        # link is removed, never followed.)
         os.unlink(tmp)
         fsync_dir(tmp)
         outcome = 'discarded'
     if not os.path.lexists(jpath):
         return outcome
+    tempfiles.check_private_directory(os.path.dirname(jpath), path)
     data = _read_journal(path, jpath)
     key = load_key(key_file)
     target = Identity.of(os.stat(path))

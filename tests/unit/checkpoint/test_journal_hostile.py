@@ -278,3 +278,20 @@ def test_oversized_journal_is_refused_before_its_mac():
     data = b'\0' * (journal.max_journal_bytes(TARGET.size) + 1)
     with pytest.raises(journal.JournalRefused, match='more than'):
         journal.decode(data, TARGET, b'k' * 32, 'j')
+
+
+def test_journal_in_a_directory_others_may_write_is_refused(image,
+                                                            journal_key):
+    original = open(image, 'rb').read()
+    plant(image, genuine(image, journal_key))
+    os.chmod(os.path.dirname(image), 0o1777)
+    try:
+        with pytest.raises(exception.CheckpointError,
+                           match='writable by no one else'):
+            journal.recover(image, journal_key)
+        os.unlink(journal.journal_path(image))
+        # Nothing to recover is not an error, wherever the file is.
+        assert journal.recover(image, journal_key) is None
+    finally:
+        os.chmod(os.path.dirname(image), 0o700)
+    assert open(image, 'rb').read() == original
