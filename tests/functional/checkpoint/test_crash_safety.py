@@ -253,21 +253,25 @@ def test_sweep_after_killed_scrubs(saved, module_dir):
     out = os.path.join(d, 'out.save')
     common = ['--exclude-process', 'pid:%d' % pid]
 
-    def stream_written():
-        return any(n.startswith('.sparc-stream-') and
-                   os.path.getsize(os.path.join(d, n)) > 32 << 20
-                   for n in os.listdir(d))
+    def streams():
+        return {n for n in os.listdir(d) if n.startswith('.sparc-stream-')}
+
+    def stream_written(earlier):
+        """A new decompressed stream holds more than 32 MiB."""
+        return lambda: any(os.path.getsize(os.path.join(d, n)) > 32 << 20
+                           for n in streams() - earlier)
 
     killed_streams = 0
     for _ in range(2):
         killed_streams += kill_when(['checkpoint', 'scrub', gz, '--output',
-                                     out] + common, stream_written)
+                                     out] + common,
+                                    stream_written(streams()))
     assert killed_streams == 2
-    streams = [n for n in os.listdir(d) if n.startswith('.sparc-stream-')]
-    assert len(streams) == 2
+    left = streams()
+    assert len(left) == 2
     # The unscrubbed guest RAM is there, in clear.
     assert any(marker in open(os.path.join(d, n), 'rb').read()
-               for n in streams)
+               for n in left)
 
     target = os.path.join(d, 'raw.save')
     shutil.copy(original, target)
