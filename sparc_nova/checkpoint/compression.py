@@ -4,6 +4,13 @@ libvirt pipes the QEMU stream through an external program; so do we, with
 the same programs, so that a rewritten image decompresses exactly as
 libvirt's own would. Python's gzip/bz2/lzma modules would cover three of
 the five formats only.
+
+The programs parse guest-controlled bytes. When sparc-nova runs as root
+(the CLI under sudo, the privsep daemon) they run as an unprivileged user
+(``run_as``: ``[sparc] sandbox_user``/``sandbox_group`` through
+:class:`~.limits.Limits`), with no supplementary groups and no
+capabilities, on a pipe and a descriptor this process opened: they never
+open the checkpoint or the temporary file themselves.
 """
 
 import os
@@ -13,6 +20,11 @@ import subprocess
 import typing
 
 from sparc_nova import exception
+from sparc_nova import unprivileged
+
+#: (user, group) of the programs when sparc-nova runs as root.
+RunAs = tuple[str | None, str | None]
+DEFAULT_RUN_AS: RunAs = ('nobody', 'nogroup')
 
 #: libvirt's virQEMUSaveFormat values, as stored in the save header.
 RAW, GZIP, BZIP2, XZ, LZOP, ZSTD = range(6)
@@ -64,9 +76,11 @@ def _bounded(argv: list[str], max_bytes: int | None, path: str
 
 def decompress(fmt: int, src: typing.BinaryIO, offset: int,
                dst: typing.BinaryIO, path: str,
+               run_as: RunAs = DEFAULT_RUN_AS,
                max_bytes: int | None = None) -> None:
     """Decompress ``src`` from ``offset`` to its end into ``dst`` (a
-    regular file, written from its start).
+    regular file, written from its start): the program reads a pipe and
+    writes ``dst``'s descriptor, as ``run_as`` when this process is root.
 
     :param max_bytes: most bytes the stream may decompress to. The
         decompressor cannot write more (``RLIMIT_FSIZE``); a stream that
@@ -78,7 +92,8 @@ def decompress(fmt: int, src: typing.BinaryIO, offset: int,
     src.seek(offset)
     proc = subprocess.Popen(_bounded([prog, '-dc'], max_bytes, path),
                             stdin=subprocess.PIPE, stdout=dst,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE,
+                            **unprivileged.popen_credentials(*run_as))
     try:
         while True:
             chunk = src.read(_CHUNK)
@@ -105,15 +120,18 @@ def decompress(fmt: int, src: typing.BinaryIO, offset: int,
 
 
 class Compressor:
-    """A write-only file object that compresses into ``dst``."""
+    """A write-only file object that compresses into ``dst`` (the program
+    runs as ``run_as`` when this process is root).
+    """
 
-    def __init__(self, fmt: int, dst: typing.BinaryIO, path: str):
+    def __init__(self, fmt: int, dst: typing.BinaryIO, path: str,
+                 run_as: RunAs = DEFAULT_RUN_AS):
         self._path = path
         self._fmt = fmt
         dst.flush()
-        self._proc = subprocess.Popen([program(fmt, path), '-c'],
-                                      stdin=subprocess.PIPE, stdout=dst,
-                                      stderr=subprocess.PIPE)
+        self._proc = subprocess.Popen(
+            [program(fmt, path), '-c'], stdin=subprocess.PIPE, stdout=dst,
+            stderr=subprocess.PIPE, **unprivileged.popen_credentials(*run_as))
 
     def write(self, data) -> int:
         self._proc.stdin.write(data)

@@ -18,6 +18,7 @@ from sparc_nova.checkpoint import compression
 from sparc_nova.checkpoint import libvirt_save
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import stream_follow
+from sparc_nova.checkpoint import tempfiles
 
 NAMESPACE = 'sparc_nova.checkpoint.formats'
 
@@ -81,12 +82,15 @@ class LibvirtSaveFormat(CheckpointFormat):
         header = libvirt_save.read_header(f, path, limits)
         if not header.compressed:
             return OpenedStream(f, header.stream_offset, header)
+        # Named with our pid: the leftover of a killed run (the whole
+        # unscrubbed guest RAM) is found and removed by the sweep.
         tmp = tempfile.NamedTemporaryFile(
-            prefix='.sparc-stream-',
+            prefix=tempfiles.stream_prefix(),
             dir=work_dir or os.path.dirname(os.path.abspath(path)))
         try:
             compression.decompress(
                 header.compressed, f, header.stream_offset, tmp, path,
+                run_as=(limits.helper_user, limits.helper_group),
                 max_bytes=stream_follow.stream_bound(header, limits))
             tmp.flush()
         except BaseException:

@@ -4,43 +4,79 @@ Patching a checkpoint in place writes many pages; a crash half way would
 leave some pages old and some new. Before the first write, every patch is
 written to a journal next to the checkpoint and fsync'd; then the pages
 are written and fsync'd; then the journal is removed. :func:`recover`
-finishes an interrupted run by replaying a complete journal (roll
-forward), or discards a journal that was never completed (the checkpoint
-was not touched yet). Either way the checkpoint ends up as the original or
-as the completely patched file.
+finishes an interrupted run by replaying the journal (roll forward), or
+discards the journal's temporary when the journal was never completed
+(the checkpoint was not touched yet). Either way the checkpoint ends up as
+the original or as the completely patched file.
+
+The journal is written by root (the privsep daemon) and replayed by root,
+into a file it names: it is hostile input unless it is ours. So:
+
+* the journal and its temporary are created ``O_EXCL|O_NOFOLLOW``, mode
+  0600, in a directory owned by root or the running user that no one else
+  may write (:func:`.tempfiles.check_private_directory`); a symbolic link
+  or any file already in their place is refused, never followed;
+* a journal is replayed only when it is a regular file with one link,
+  owned by root or the running user, mode 0600 or stricter, and its
+  HMAC-SHA256 under the journal key (``[sparc] journal_key_file``, see
+  :func:`load_key`) matches: a planted journal is refused and left for
+  the operator to inspect;
+* the MAC covers the target's size, inode and device: a journal of
+  another file, or of another version of this one, is refused.
 
 Patches come in groups that share their content (typically every
 scrubbed page is zero), so a journal stays small. Layout (little endian)::
 
-    8s  b'SPARCJNL'   u32 version (2)   u32 group count
-    u64 target size   u64 target inode
+    8s  b'SPARCJNL'   u32 version (3)   u32 group count
+    u64 target size   u64 target inode   u64 target device
     groups: u8 kind, u8 fill byte, u32 count,
             [4096 content bytes if kind is FULL_PAGE],
             count x u64 file offsets
-    32s SHA-256 of everything before it
+    32s HMAC-SHA256 of everything before it, under the journal key
 """
 
 import dataclasses
+import errno
 import hashlib
+import hmac
 import mmap
 import os
+import stat
 import struct
+import tempfile
 
 import numpy as np
 from numpy.lib import stride_tricks
 
+from sparc_nova.checkpoint import tempfiles
 from sparc_nova import exception
 
+__all__ = ['MAGIC', 'VERSION', 'PAGE_SIZE', 'FILL_PAGE', 'FILL_BYTE',
+           'FULL_PAGE', 'KEY_SIZE', 'MAC_SIZE', 'Group', 'Identity',
+           'JournalRefused', 'journal_path', 'temporary_path', 'fsync_dir',
+           'load_key', 'encode', 'decode', 'decode_body',
+           'max_journal_bytes', 'write', 'apply_to', 'apply', 'remove',
+           'pending', 'recover', 'fill_rows']
+
 MAGIC = b'SPARCJNL'
-VERSION = 2
+VERSION = 3
 PAGE_SIZE = 4096
-_HEAD = struct.Struct('<8sIIQQ')
+KEY_SIZE = 32
+MAC_SIZE = 32
+_HEAD = struct.Struct('<8sIIQQQ')
 _GROUP = struct.Struct('<BBI')
 
 #: Group kinds: 4096 bytes of one value / one byte / given 4096 bytes at
 #: each offset.
 FILL_PAGE, FILL_BYTE, FULL_PAGE = 1, 2, 3
 _LENGTH = {FILL_PAGE: PAGE_SIZE, FILL_BYTE: 1, FULL_PAGE: PAGE_SIZE}
+
+
+class JournalRefused(exception.CheckpointError):
+    """A journal next to a checkpoint is not one sparc-nova wrote with
+    this key (or its file is not as sparc-nova makes it): it is not
+    replayed and left in place.
+    """
 
 
 @dataclasses.dataclass
@@ -53,10 +89,28 @@ class Group:
     content: bytes | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """The version of a checkpoint file a journal patches."""
+
+    size: int
+    inode: int
+    device: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> 'Identity':
+        return cls(st.st_size, st.st_ino, st.st_dev)
+
+
 def journal_path(path: str) -> str:
     """Where the journal of checkpoint ``path`` lives."""
     d, base = os.path.split(os.path.abspath(path))
     return os.path.join(d, '.%s.sparc-journal' % base)
+
+
+def temporary_path(path: str) -> str:
+    """Where the journal of ``path`` is written before it is complete."""
+    return journal_path(path) + '.tmp'
 
 
 def fsync_dir(path: str) -> None:
@@ -68,31 +122,244 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write(path: str, groups: list[Group]) -> str:
-    """Write and fsync the journal of ``groups`` for checkpoint ``path``;
-    return the journal's path.
+def _check_key_file(fd: int, key_file: str) -> None:
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid not in (0, os.geteuid()) \
+            or st.st_mode & 0o077 or st.st_size != KEY_SIZE:
+        raise exception.CheckpointError(
+            key_file, 'refused as the journal key: it must be a regular '
+                      'file of %d bytes owned by root or uid %d, mode 0600 '
+                      '(it has owner %d, mode %o, %d bytes)'
+            % (KEY_SIZE, os.geteuid(), st.st_uid, stat.S_IMODE(st.st_mode),
+               st.st_size))
+
+
+def _read_key(key_file: str) -> bytes:
+    fd = os.open(key_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC |
+                 os.O_NONBLOCK)
+    try:
+        _check_key_file(fd, key_file)
+        key = os.pread(fd, KEY_SIZE, 0)
+    finally:
+        os.close(fd)
+    if len(key) != KEY_SIZE:
+        raise exception.CheckpointError(key_file, 'short journal key')
+    return key
+
+
+def _create_key(key_file: str) -> None:
+    """Write a new random key to ``key_file`` unless one appears first:
+    written to an ``O_EXCL`` 0600 temporary, fsync'd, then linked to its
+    name (which fails if the name exists), so that no reader ever sees a
+    partial key.
     """
-    st = os.stat(path)
-    h = hashlib.sha256()
-    jpath = journal_path(path)
-    tmp = jpath + '.tmp'
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    d = os.path.dirname(key_file)
+    fd, tmp = tempfile.mkstemp(prefix='.journal-key-', dir=d)
+    try:
+        os.write(fd, os.urandom(KEY_SIZE))
+        os.fsync(fd)
+        try:
+            os.link(tmp, key_file)
+        except FileExistsError:
+            pass
+    finally:
+        os.close(fd)
+        os.unlink(tmp)
+    fsync_dir(key_file)
+
+
+def load_key(key_file: str, create: bool = False) -> bytes:
+    """The journal key held in ``key_file`` (``[sparc] journal_key_file``).
+
+    The file must be a regular file of 32 bytes owned by root or the
+    running user, mode 0600 or stricter, in a directory owned by root or
+    the running user that no one else may write; a symbolic link is
+    refused. With ``create``, a missing key is made (and a missing
+    directory, mode 0700).
+
+    :raises CheckpointError: the key or its directory is refused, or the
+        key is missing and ``create`` is false.
+    """
+    key_file = os.path.abspath(key_file)
+    d = os.path.dirname(key_file)
+    if create and not os.path.lexists(d):
+        try:
+            os.makedirs(d, mode=0o700)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise exception.CheckpointError(
+                key_file, 'cannot make the journal key directory %s: %s'
+                % (d, e.strerror or e))
+    tempfiles.check_private_directory(d, key_file)
+    try:
+        return _read_key(key_file)
+    except FileNotFoundError:
+        if not create:
+            raise exception.CheckpointError(
+                key_file, 'no journal key ([sparc] journal_key_file)')
+    except OSError as e:
+        raise exception.CheckpointError(
+            key_file, 'cannot read the journal key: %s' % (e.strerror or e))
+    try:
+        _create_key(key_file)
+        return _read_key(key_file)
+    except OSError as e:
+        raise exception.CheckpointError(
+            key_file, 'cannot create the journal key: %s'
+            % (e.strerror or e))
+
+
+def _chunks(groups: list[Group], target: Identity):
+    """The journal's body, piece by piece."""
+    yield _HEAD.pack(MAGIC, VERSION, len(groups), target.size,
+                     target.inode, target.device)
+    for g in groups:
+        if g.kind not in _LENGTH:
+            raise ValueError('unknown group kind %r' % g.kind)
+        if g.kind == FULL_PAGE and len(g.content or b'') != PAGE_SIZE:
+            raise ValueError('a full-page group needs 4096 bytes')
+        yield _GROUP.pack(g.kind, g.fill, len(g.offsets))
+        if g.kind == FULL_PAGE:
+            yield bytes(g.content)
+        yield np.asarray(g.offsets, dtype='<u8').tobytes()
+
+
+def encode(groups: list[Group], target: Identity, key: bytes) -> bytes:
+    """The journal of ``groups`` for ``target``, MAC included."""
+    body = b''.join(_chunks(groups, target))
+    return body + hmac.new(key, body, hashlib.sha256).digest()
+
+
+def max_journal_bytes(target_size: int) -> int:
+    """The largest journal a checkpoint of ``target_size`` bytes can have:
+    each page patch stands for a 4096-byte payload and each fill patch
+    for a 9-byte ZERO record, so the offsets take less than the file;
+    page contents add at most the file's size again.
+    """
+    return _HEAD.size + MAC_SIZE + 2 * target_size + 64 * 1024
+
+
+def decode(data: bytes, target: Identity, key: bytes,
+           label: str) -> list[Group]:
+    """The groups of journal ``data`` for ``target``.
+
+    Every byte is checked: the MAC first (under ``key``), then the magic
+    and version, that the journal is for ``target`` (size, inode,
+    device), that every group has a known kind and fits in ``data``, that
+    every patch lies inside the target and that nothing follows the last
+    group.
+
+    :param label: the journal's path, for errors.
+    :raises JournalRefused: not a journal written with ``key``, or not
+        well formed.
+    :raises CheckpointError: a journal of another version of the file.
+    """
+    if len(data) < _HEAD.size + MAC_SIZE:
+        raise JournalRefused(label, 'refused: %d bytes, too short for a '
+                                    'journal' % len(data))
+    if len(data) > max_journal_bytes(target.size):
+        raise JournalRefused(label, 'refused: %d bytes, more than a journal '
+                                    'of a %d-byte file can hold'
+                             % (len(data), target.size))
+    body, mac = data[:-MAC_SIZE], data[-MAC_SIZE:]
+    if not hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest(),
+                               mac):
+        raise JournalRefused(
+            label, 'refused: its MAC does not match the journal key: '
+                   'sparc-nova did not write it (planted or damaged); it '
+                   'was not replayed')
+    return decode_body(body, target, label)
+
+
+def decode_body(body: bytes, target: Identity, label: str) -> list[Group]:
+    """:func:`decode` past the MAC check: the groups of ``body`` (the
+    journal without its MAC), checked as :func:`decode` says. Fuzzed on
+    its own (``tools/fuzz/journal_targets.py``).
+    """
+    if len(body) < _HEAD.size:
+        raise JournalRefused(label, 'refused: truncated header')
+    magic, version, count, size, ino, dev = _HEAD.unpack_from(body)
+    if magic != MAGIC or version != VERSION:
+        raise JournalRefused(label, 'refused: not a version %d journal'
+                             % VERSION)
+    if Identity(size, ino, dev) != target:
+        raise exception.CheckpointError(
+            label, 'this in-place journal belongs to another version of its '
+                   'checkpoint (size, inode or device differ); remove it by '
+                   'hand after checking')
+    groups = []
+    pos = _HEAD.size
+    for i in range(count):
+        if pos + _GROUP.size > len(body):
+            raise JournalRefused(label, 'refused: group %d is truncated' % i)
+        kind, fill, n = _GROUP.unpack_from(body, pos)
+        pos += _GROUP.size
+        if kind not in _LENGTH:
+            raise JournalRefused(label, 'refused: group %d has unknown kind '
+                                        '%d' % (i, kind))
+        content = None
+        if kind == FULL_PAGE:
+            content = body[pos:pos + PAGE_SIZE]
+            pos += PAGE_SIZE
+        if pos + 8 * n > len(body):
+            raise JournalRefused(label, 'refused: group %d is truncated' % i)
+        offsets = np.frombuffer(body, dtype='<u8', count=n, offset=pos)
+        pos += 8 * n
+        if n and int(offsets.max()) > target.size - _LENGTH[kind]:
+            raise JournalRefused(label, 'refused: group %d patches beyond '
+                                        'the end of the file' % i)
+        groups.append(Group(kind, offsets.astype(np.int64), fill, content))
+    if pos != len(body):
+        raise JournalRefused(label, 'refused: %d bytes after the last group'
+                             % (len(body) - pos))
+    return groups
+
+
+def _create_exclusive(path: str, subject: str) -> int:
+    """A new file at ``path``, mode 0600, opened for writing; never
+    through a symbolic link, never over an existing file.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                     os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise exception.CheckpointError(
+            subject, 'refused: %s already exists (left by a killed scrub, '
+                     'or planted); run "sparc checkpoint recover %s"'
+            % (path, subject))
+    except OSError as e:
+        raise exception.CheckpointError(
+            subject, 'cannot create %s: %s' % (path, e.strerror or e))
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def write(path: str, groups: list[Group], key_file: str) -> str:
+    """Write and fsync the journal of ``groups`` for checkpoint ``path``
+    (MAC'd with the key in ``key_file``, made if missing); return the
+    journal's path.
+
+    :raises CheckpointError: the directory is not private, a journal or
+        its temporary already exists (or is a link), or the key is
+        refused.
+    """
+    key = load_key(key_file, create=True)
+    jpath, tmp = journal_path(path), temporary_path(path)
+    tempfiles.check_private_directory(os.path.dirname(jpath), path)
+    if os.path.lexists(jpath):
+        raise exception.CheckpointError(
+            path, 'an in-place journal %s already exists; run "sparc '
+                  'checkpoint recover %s"' % (jpath, path))
+    target = Identity.of(os.stat(path))
+    fd = _create_exclusive(tmp, path)
     try:
         with os.fdopen(fd, 'wb') as f:
-            def put(b):
-                h.update(b)
-                f.write(b)
-            put(_HEAD.pack(MAGIC, VERSION, len(groups), st.st_size,
-                           st.st_ino))
-            for g in groups:
-                if g.kind == FULL_PAGE and len(g.content or b'') != \
-                        PAGE_SIZE:
-                    raise ValueError('a full-page group needs 4096 bytes')
-                put(_GROUP.pack(g.kind, g.fill, len(g.offsets)))
-                if g.kind == FULL_PAGE:
-                    put(g.content)
-                put(np.asarray(g.offsets, dtype='<u8').tobytes())
-            f.write(h.digest())
+            mac = hmac.new(key, digestmod=hashlib.sha256)
+            for chunk in _chunks(groups, target):
+                mac.update(chunk)
+                f.write(chunk)
+            f.write(mac.digest())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, jpath)
@@ -105,45 +372,6 @@ def write(path: str, groups: list[Group]) -> str:
                 pass
         raise
     return jpath
-
-
-def _read(path: str, jpath: str) -> list[Group] | None:
-    """The journal's groups, or None if it is incomplete or not ours."""
-    with open(jpath, 'rb') as f:
-        data = f.read()
-    if len(data) < _HEAD.size + 32:
-        return None
-    body, digest = data[:-32], data[-32:]
-    if hashlib.sha256(body).digest() != digest:
-        return None
-    magic, version, count, size, ino = _HEAD.unpack_from(body)
-    if magic != MAGIC or version != VERSION:
-        return None
-    st = os.stat(path)
-    if (st.st_size, st.st_ino) != (size, ino):
-        raise exception.CheckpointError(
-            path, 'the in-place journal %s belongs to another version of '
-                  'this file (size or inode differ); remove it by hand after '
-                  'checking' % jpath)
-    groups = []
-    pos = _HEAD.size
-    for _ in range(count):
-        kind, fill, n = _GROUP.unpack_from(body, pos)
-        pos += _GROUP.size
-        content = None
-        if kind == FULL_PAGE:
-            content = body[pos:pos + PAGE_SIZE]
-            pos += PAGE_SIZE
-        offsets = np.frombuffer(body, dtype='<u8', count=n,
-                                offset=pos).astype(np.int64)
-        pos += 8 * n
-        if kind not in _LENGTH or (
-                n and int(offsets.max()) + _LENGTH[kind] > size):
-            raise exception.CheckpointError(
-                path, 'in-place journal %s patches beyond the end of the '
-                      'file' % jpath)
-        groups.append(Group(kind, offsets, fill, content))
-    return groups
 
 
 def fill_rows(buf: np.ndarray, starts: np.ndarray, length: int,
@@ -160,27 +388,43 @@ def fill_rows(buf: np.ndarray, starts: np.ndarray, length: int,
         rows[starts[i:i + 4096]] = value
 
 
-def apply(path: str, groups: list[Group]) -> None:
+def apply_to(arr: np.ndarray, groups: list[Group]) -> None:
+    """Write the groups' patches into ``arr`` (the file's bytes as a
+    writable uint8 array).
+    """
+    for g in groups:
+        offs = np.asarray(g.offsets, dtype=np.int64)
+        if g.kind == FILL_BYTE:
+            arr[offs] = g.fill
+        elif g.kind == FILL_PAGE:
+            fill_rows(arr, offs, PAGE_SIZE, g.fill)
+        else:
+            fill_rows(arr, offs, PAGE_SIZE,
+                      np.frombuffer(g.content, dtype=np.uint8))
+
+
+def apply(path: str, groups: list[Group],
+          target: Identity | None = None) -> None:
     """Write the groups' patches into ``path`` (through a shared mapping,
     so that millions of pages cost one pass of memory writes) and fsync
     it.
+
+    :param target: when given, the file opened must be this version of
+        it (checked on the open descriptor; a symbolic link is refused).
     """
-    fd = os.open(path, os.O_RDWR)
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if target is not None and (not stat.S_ISREG(st.st_mode) or
+                                   Identity.of(st) != target):
+            raise exception.CheckpointError(
+                path, 'changed while its journal was being checked')
+        size = st.st_size
         mm = mmap.mmap(fd, size, mmap.MAP_SHARED,
                        mmap.PROT_READ | mmap.PROT_WRITE)
         try:
             arr = np.frombuffer(mm, dtype=np.uint8)
-            for g in groups:
-                offs = np.asarray(g.offsets, dtype=np.int64)
-                if g.kind == FILL_BYTE:
-                    arr[offs] = g.fill
-                elif g.kind == FILL_PAGE:
-                    fill_rows(arr, offs, PAGE_SIZE, g.fill)
-                else:
-                    fill_rows(arr, offs, PAGE_SIZE,
-                              np.frombuffer(g.content, dtype=np.uint8))
+            apply_to(arr, groups)
             # The mapping cannot close while an array still views it.
             del arr
             mm.flush()
@@ -199,27 +443,71 @@ def remove(path: str) -> None:
 
 
 def pending(path: str) -> bool:
-    """Whether an interrupted in-place patch of ``path`` needs recovery."""
-    return os.path.exists(journal_path(path))
+    """Whether an interrupted in-place patch of ``path`` needs recovery
+    (a journal, or a journal's temporary, is next to it).
+    """
+    return os.path.lexists(journal_path(path)) or \
+        os.path.lexists(temporary_path(path))
 
 
-def recover(path: str) -> str | None:
+def _read_journal(path: str, jpath: str) -> bytes:
+    """The journal's bytes, if its file is as :func:`write` makes it."""
+    try:
+        fd = os.open(jpath, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC |
+                     os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise JournalRefused(jpath, 'refused: a symbolic link')
+        raise exception.CheckpointError(jpath, 'cannot open: %s'
+                                        % (e.strerror or e))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or \
+                st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o077:
+            raise JournalRefused(
+                jpath, 'refused: owner %d, mode %o, %d links (a journal is '
+                       'a regular file with one link, owned by root or uid '
+                       '%d, mode 0600)' % (st.st_uid,
+                                           stat.S_IMODE(st.st_mode),
+                                           st.st_nlink, os.geteuid()))
+        limit = max_journal_bytes(os.stat(path).st_size)
+        if st.st_size > limit:
+            raise JournalRefused(jpath, 'refused: %d bytes, more than a '
+                                        'journal of its file can hold'
+                                 % st.st_size)
+        data = os.pread(fd, limit + 1, 0)
+    finally:
+        os.close(fd)
+    return data
+
+
+def recover(path: str, key_file: str) -> str | None:
     """Finish or discard an interrupted in-place patch of ``path``.
 
+    :param key_file: the journal key (``[sparc] journal_key_file``).
     :returns: ``'replayed'`` (the patches are now all in the file),
         ``'discarded'`` (an incomplete journal: the file was never
         touched) or None (no journal).
+    :raises JournalRefused: a journal that is not ours (owner, mode, link
+        count or MAC): nothing was written, the journal is left in place.
+    :raises CheckpointError: a journal of another version of the file,
+        or a directory that is not private.
     """
-    jpath = journal_path(path)
-    if os.path.exists(jpath + '.tmp'):
-        os.unlink(jpath + '.tmp')
-    if not os.path.exists(jpath):
-        return None
-    groups = _read(path, jpath)
-    if groups is None:
-        os.unlink(jpath)
-        fsync_dir(jpath)
-        return 'discarded'
-    apply(path, groups)
+    jpath, tmp = journal_path(path), temporary_path(path)
+    outcome = None
+    if os.path.lexists(tmp):
+        # Never renamed into place: the checkpoint was not touched. (A
+        # link is removed, never followed.)
+        os.unlink(tmp)
+        fsync_dir(tmp)
+        outcome = 'discarded'
+    if not os.path.lexists(jpath):
+        return outcome
+    tempfiles.check_private_directory(os.path.dirname(jpath), path)
+    data = _read_journal(path, jpath)
+    key = load_key(key_file)
+    target = Identity.of(os.stat(path))
+    groups = decode(data, target, key, jpath)
+    apply(path, groups, target)
     remove(path)
     return 'replayed'

@@ -17,7 +17,10 @@ holds the old bytes). Two modes:
 * in place (raw images only): the 4096 payload bytes of each PAGE record
   are overwritten in the file, through a redo journal (see
   :mod:`.journal`): a crash leaves a journal that :func:`journal.recover`
-  replays, so the file ends up original or completely patched.
+  replays, so the file ends up original or completely patched. The
+  journal is authenticated with the key in ``journal_key`` and made only
+  in a directory owned by root or the running user that no one else may
+  write.
 """
 
 import dataclasses
@@ -337,7 +340,9 @@ def _rewrite_file(ck, edits, target, progress):
                 f.write(ck.header.raw)
             f.flush()
             if ck.compressed:
-                out = compression.Compressor(ck.compressed, f, ck.path)
+                out = compression.Compressor(
+                    ck.compressed, f, ck.path,
+                    (ck.limits.helper_user, ck.limits.helper_group))
                 _write_stream(ck, edits, out, None, progress)
                 out.close()
             else:
@@ -382,7 +387,7 @@ def _groups(ck, edits) -> list | None:
     return [g for g in groups if len(g.offsets)]
 
 
-def _patch_in_place(ck, edits):
+def _patch_in_place(ck, edits, journal_key):
     if ck.compressed:
         raise exception.CheckpointError(
             ck.path, 'in-place scrubbing needs a raw image; this one is %s-'
@@ -395,7 +400,7 @@ def _patch_in_place(ck, edits):
             ck.path, 'page record at offset %d is a ZERO record and '
                      'cannot take new content in place'
             % (ck.stream_base + int(hdr[np.argmax(grow)])))
-    journal.write(ck.path, groups)
+    journal.write(ck.path, groups, journal_key)
     journal.apply(ck.path, groups)
     journal.remove(ck.path)
 
@@ -403,7 +408,8 @@ def _patch_in_place(ck, edits):
 def rewrite_pages(ck, replacements: dict[int, bytes],
                   output: str | None = None, in_place: bool = False,
                   work_dir: str | None = None,
-                  progress=None) -> RewriteResult:
+                  progress=None,
+                  journal_key: str | None = None) -> RewriteResult:
     """Replace guest frames in checkpoint ``ck`` (an open
     :class:`~sparc_nova.checkpoint.checkpoint.Checkpoint`).
 
@@ -415,18 +421,22 @@ def rewrite_pages(ck, replacements: dict[int, bytes],
     :param work_dir: where :meth:`RewriteResult.verify` decompresses a
         compressed result (the rewritten file itself is always made in the
         target's directory, so that the final rename is atomic).
+    :param journal_key: the file holding the in-place journal's MAC key
+        (``[sparc] journal_key_file``); needed with ``in_place``.
     :returns: a :class:`RewriteResult`; call its ``verify()`` to re-parse
         the result. On any error the target is untouched.
     """
     if in_place and output not in (None, ck.path):
         raise ValueError('in_place and output are exclusive')
+    if in_place and not journal_key:
+        raise ValueError('in_place needs journal_key')
     edits = _plan(ck, replacements)
     result = RewriteResult(path=output or ck.path, pages=len(replacements),
                            records_rewritten=len(edits), in_place=in_place,
                            replacements=dict(replacements),
                            work_dir=work_dir)
     if in_place:
-        _patch_in_place(ck, edits)
+        _patch_in_place(ck, edits, journal_key)
     else:
         _rewrite_file(ck, edits, result.path, progress)
     return result

@@ -1,13 +1,35 @@
-"""Temporary files next to a file being replaced, named after their
-writer's pid so that the leftovers of a killed writer can be told from
-files still being written (and removed).
+"""Temporary files of sparc-nova's writers: their names, the directories
+they may be made in, and the removal of those a killed writer left.
+
+Every temporary carries its writer's pid, so that the leftovers of a
+killed writer can be told from files still being written:
+
+* ``.<target>.sparc-<pid>-XXXX``: a rewrite of ``<target>`` (a checkpoint
+  or a disk image) before it is renamed over it;
+* ``.sparc-stream-<pid>-XXXX``: a decompressed memory stream (the whole
+  guest RAM, unscrubbed);
+* ``.sparc-scrub-<pid>-XXXX``: a disk scrub's working directory (a raw,
+  unscrubbed copy of the image).
 
 Kept apart from :mod:`.rewrite` so that callers that only clean up (the
-disk scrubber, ``sparc checkpoint recover``) need none of its
-dependencies.
+disk scrubber, ``sparc checkpoint recover``, the Nova driver at start)
+need none of its dependencies.
 """
 
 import os
+import shutil
+import stat
+
+from sparc_nova import exception
+
+__all__ = ['STREAM_PREFIX', 'SCRUB_WORK_PREFIX', 'temp_prefix',
+           'stream_prefix', 'left_by_dead_writer', 'remove_leftover',
+           'remove_stale_temporaries', 'check_private_directory']
+
+#: Name prefix of decompressed memory streams.
+STREAM_PREFIX = '.sparc-stream-'
+#: Name prefix of disk scrubs' working directories.
+SCRUB_WORK_PREFIX = '.sparc-scrub-'
 
 
 def temp_prefix(target: str) -> str:
@@ -16,6 +38,11 @@ def temp_prefix(target: str) -> str:
     files still being written).
     """
     return '.%s.sparc-%d-' % (os.path.basename(target), os.getpid())
+
+
+def stream_prefix() -> str:
+    """Prefix of this process's decompressed memory streams."""
+    return '%s%d-' % (STREAM_PREFIX, os.getpid())
 
 
 def left_by_dead_writer(name: str, head: str) -> bool:
@@ -28,6 +55,17 @@ def left_by_dead_writer(name: str, head: str) -> bool:
     return pid.isdigit() and not os.path.exists('/proc/%s' % pid)
 
 
+def remove_leftover(path: str) -> None:
+    """Remove a leftover temporary: a file (or a symbolic link, never
+    followed) or a working directory with everything in it.
+    """
+    st = os.lstat(path)
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
 def remove_stale_temporaries(target: str) -> list[str]:
     """Delete temporary files left next to ``target`` by rewrites whose
     process is gone (killed). Returns the removed paths.
@@ -38,6 +76,34 @@ def remove_stale_temporaries(target: str) -> list[str]:
     for name in os.listdir(d):
         if not left_by_dead_writer(name, head):
             continue
-        os.unlink(os.path.join(d, name))
+        remove_leftover(os.path.join(d, name))
         removed.append(os.path.join(d, name))
     return removed
+
+
+def check_private_directory(directory: str, subject: str) -> None:
+    """Refuse ``directory`` unless it is a directory owned by root or by
+    the running user that neither its group nor others may write (the
+    sticky bit does not help: another user could still plant a name
+    before we create it). Journals, their temporaries and the journal
+    key are only ever made in such a directory.
+
+    :param subject: the file the directory is needed for (named in the
+        error).
+    :raises CheckpointError: the directory is missing or not private.
+    """
+    try:
+        st = os.stat(directory)
+    except OSError as e:
+        raise exception.CheckpointError(
+            subject, 'cannot use directory %s: %s'
+            % (directory, e.strerror or e))
+    if not stat.S_ISDIR(st.st_mode):
+        raise exception.CheckpointError(subject, '%s is not a directory'
+                                        % directory)
+    if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+        raise exception.CheckpointError(
+            subject, 'refused: directory %s has owner %d and mode %o; it '
+                     'must be owned by root or uid %d and writable by no '
+                     'one else' % (directory, st.st_uid,
+                                   stat.S_IMODE(st.st_mode), os.geteuid()))

@@ -12,6 +12,7 @@ import sys
 from sparc_nova.checkpoint import checkpoint
 from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import limits
+from sparc_nova.checkpoint import sweep
 from sparc_nova.checkpoint import tempfiles
 from sparc_nova.cmd import output
 from sparc_nova import conf
@@ -100,17 +101,41 @@ def do_extract_ram(args) -> int:
     return 0
 
 
+_RECOVERED = {None: 'nothing to recover',
+              'replayed': 'finished the interrupted in-place scrub',
+              'discarded': 'discarded an incomplete journal; the file was '
+                           'not modified'}
+
+
+def _print_sweep(rep: sweep.SweepReport) -> None:
+    for path in rep.replayed:
+        print('%s: finished the interrupted in-place scrub' % path)
+    for path in rep.removed:
+        print('%s: removed' % path)
+    for message in rep.refused:
+        print('refused: %s' % message, file=sys.stderr)
+    print('%s: %d journals replayed, %d leftovers removed, %d refused'
+          % (rep.directory, len(rep.replayed), len(rep.removed),
+             len(rep.refused)))
+
+
 def do_recover(args) -> int:
-    outcome = journal.recover(args.file)
-    removed = tempfiles.remove_stale_temporaries(args.file)
-    messages = {None: 'nothing to recover',
-                'replayed': 'finished the interrupted in-place scrub',
-                'discarded': 'discarded an incomplete journal; the file was '
-                             'not modified'}
-    print('%s: %s%s' % (args.file, messages[outcome],
-                        '; removed %d stale temporary files' % len(removed)
-                        if removed else ''))
-    return 0
+    if not args.file and not args.sweep:
+        raise SystemExit('sparc: checkpoint recover needs FILE or --sweep '
+                         'DIR')
+    key_file = conf.CONF.sparc.journal_key_file
+    status = 0
+    if args.file:
+        outcome = journal.recover(args.file, key_file)
+        removed = tempfiles.remove_stale_temporaries(args.file)
+        print('%s: %s%s' % (args.file, _RECOVERED[outcome],
+                            '; removed %d stale temporary files'
+                            % len(removed) if removed else ''))
+    for directory in args.sweep or ():
+        rep = sweep.sweep(directory, key_file)
+        _print_sweep(rep)
+        status = 2 if rep.refused else status
+    return status
 
 
 def register(groups) -> None:
@@ -134,11 +159,25 @@ def register(groups) -> None:
     p.add_argument('out', help='Output file (sparse).')
     p.set_defaults(func=do_extract_ram)
 
-    p = sub.add_parser('recover',
-                       help='Finish (or discard) an interrupted in-place '
-                            'scrub and remove temporary files left by a '
-                            'killed rewrite.')
-    p.add_argument('file', help='Checkpoint file.')
+    p = sub.add_parser(
+        'recover',
+        help='Finish (or discard) an interrupted in-place scrub and remove '
+             'temporary files left by a killed rewrite.',
+        description='Finish (or discard) an interrupted in-place scrub of '
+                    'FILE and remove temporary files left next to it by a '
+                    'killed rewrite. A journal is replayed only when its '
+                    'owner, mode and MAC ([sparc] journal_key_file) match; '
+                    'otherwise it is refused and left in place (exit 2). '
+                    'With --sweep DIR, do the same for every leftover in '
+                    'DIR: journals, journal temporaries, rewritten files '
+                    'not yet renamed, decompressed memory streams '
+                    '(.sparc-stream-*) and disk scrub working directories '
+                    '(.sparc-scrub-*) of processes that are gone.')
+    p.add_argument('file', nargs='?', help='Checkpoint file.')
+    p.add_argument('--sweep', metavar='DIR', action='append',
+                   help='Also sweep this directory (not recursive); may be '
+                        'repeated, e.g. the managed-save directory and '
+                        '[sparc] work_dir.')
     p.set_defaults(func=do_recover)
 
     register_engine_commands(sub)

@@ -56,7 +56,8 @@ def do_scrub(args) -> int:
             in_place=args.in_place, with_children=args.with_children,
             keep_free_pages=args.keep_free_pages, dry_run=args.dry_run,
             follow_ipc=args.follow_ipc, exclude_paths=args.exclude_path or (),
-            work_dir=_work_dir(), progress=progress, limits=_limits())
+            work_dir=_work_dir(), progress=progress, limits=_limits(),
+            journal_key=conf.CONF.sparc.journal_key_file)
     finally:
         progress.finish()
     _emit_report(args, rep)

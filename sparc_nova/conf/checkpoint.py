@@ -2,6 +2,9 @@
 
 from oslo_config import cfg
 
+#: Where the in-place journal's MAC key lives unless configured.
+DEFAULT_JOURNAL_KEY_FILE = '/var/lib/sparc-nova/journal.key'
+
 opts = [
     cfg.StrOpt('work_dir',
                help='Directory for temporary files: decompressed memory '
@@ -22,4 +25,13 @@ opts = [
     cfg.IntOpt('max_page_copies', default=16, min=1,
                help='How many times, on average, a guest page may appear '
                     'in one migration stream. Bounds the RAM index.'),
+    cfg.StrOpt('journal_key_file', default=DEFAULT_JOURNAL_KEY_FILE,
+               help='File holding the key of the HMAC-SHA256 that '
+                    'authenticates in-place scrub journals: "sparc '
+                    'checkpoint recover" replays only a journal whose MAC '
+                    'matches. Created on first use (32 random bytes, mode '
+                    '0600, O_EXCL) in a directory that must be owned by '
+                    'root or the running user and writable by no one else; '
+                    'it is made, mode 0700, when missing. Keep it readable '
+                    'by root only.'),
 ]

@@ -5,7 +5,7 @@ Public API (the CLI and the Nova driver call exactly these):
 ``scrub_checkpoint(path, selectors, *, output=None, in_place=False,
 with_children=False, keep_free_pages=False, dry_run=False, work_dir=None,
 progress=None, follow_ipc=True, exclude_paths=(), buildid_cache_dir=None,
-limits=None, sandbox=None, follow=None) -> ScrubReport``
+limits=None, sandbox=None, follow=None, journal_key=None) -> ScrubReport``
 
     Contract:
 
@@ -421,10 +421,12 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
                      buildid_cache_dir: str | None = None,
                      limits: limits_mod.Limits | None = None,
                      sandbox: bool | None = None,
-                     follow: stream_follow.Follow | None = None
+                     follow: stream_follow.Follow | None = None,
+                     journal_key: str | None = None
                      ) -> report_mod.ScrubReport:
     """Exclude processes from a memory checkpoint; see the module
-    docstring for the contract.
+    docstring for the contract. ``journal_key`` is the in-place journal's
+    MAC key file (``[sparc] journal_key_file``), needed with ``in_place``.
     """
     if in_place and output is not None:
         raise errors.ScrubError(path, 'in_place and output exclude each '
@@ -464,7 +466,8 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
             result = rewrite.rewrite_pages(s.ck, replacements, output=output,
                                            in_place=in_place,
                                            work_dir=work_dir,
-                                           progress=progress)
+                                           progress=progress,
+                                           journal_key=journal_key)
         except exception.CheckpointError:
             raise
         except OSError as e:

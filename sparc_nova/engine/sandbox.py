@@ -48,6 +48,7 @@ import time
 
 from sparc_nova.engine import sandbox_jail
 from sparc_nova import exception
+from sparc_nova import unprivileged
 
 LOG = logging.getLogger(__name__)
 
@@ -116,8 +117,38 @@ class SandboxPolicy:
                    require_seccomp=s.sandbox_require_seccomp)
 
 
+def _switched_before_exec(policy: SandboxPolicy) -> bool:
+    """Whether the child switches to ``policy.user`` in the fork, before
+    ``exec``: in a process where ``exec`` gives uid 0 no capabilities
+    (the locked-down privsep daemon), ``setpriv`` could not switch.
+    """
+    return bool(os.geteuid() == 0 and policy.user and
+                not unprivileged.exec_regains_root())
+
+
+def _unprivileged_command(policy: SandboxPolicy) -> list[str]:
+    """The wrappers of a child that is already ``policy.user``: a new
+    user namespace holding an empty network namespace when the kernel
+    allows it (no capability outside it), and ``no_new_privs``.
+    """
+    cmd = []
+    if shutil.which('unshare') and subprocess.run(
+            ['unshare', '--user', '--net', '--', 'true'],
+            capture_output=True, cwd='/', **unprivileged.popen_credentials(
+                policy.user, policy.group)).returncode == 0:
+        cmd += ['unshare', '--user', '--net', '--']
+    setpriv = shutil.which('setpriv')
+    if not setpriv:
+        raise SandboxError('setpriv (util-linux) is needed to set '
+                           'no_new_privs for the parsing sandbox')
+    return cmd + [setpriv, '--no-new-privs', '--inh-caps=-all', '--',
+                  sys.executable, '-m', 'sparc_nova.engine.sandbox']
+
+
 def _command(policy: SandboxPolicy) -> list[str]:
     """The confinement wrappers, outermost first, then the child."""
+    if _switched_before_exec(policy):
+        return _unprivileged_command(policy)
     cmd = []
     setpriv = shutil.which('setpriv')
     if setpriv:
@@ -219,10 +250,13 @@ def start(entry: str, args: dict, files: dict[str, str],
         env.update(CHILD_ENV)
         for fd in fds.values():
             os.set_inheritable(fd, True)
+        credentials = unprivileged.popen_credentials(
+            policy.user, policy.group) if _switched_before_exec(policy) \
+            else {}
         proc = subprocess.Popen(
             _command(policy), stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            pass_fds=tuple(fds.values()), env=env, cwd='/')
+            pass_fds=tuple(fds.values()), env=env, cwd='/', **credentials)
     finally:
         for fd in fds.values():
             os.close(fd)

@@ -14,6 +14,8 @@ from oslo_log import log as logging
 
 from sparc_nova.checkpoint import libvirt_save
 from sparc_nova.checkpoint import limits as limits_mod
+from sparc_nova.checkpoint import sweep
+from sparc_nova.checkpoint import tempfiles
 from sparc_nova import conf
 from sparc_nova import exception
 from sparc_nova import privsep
@@ -96,6 +98,20 @@ def _primitives(path, selectors, exclude_paths, follow_ipc,
             'str)')
 
 
+def _journal_directory_is_private(path: str) -> bool:
+    """Whether an in-place journal may be made next to ``path`` (its
+    directory is owned by root or us and no one else may write it); the
+    managed-save directory of some distributions belongs to the QEMU
+    user, and a file is then replaced instead.
+    """
+    try:
+        tempfiles.check_private_directory(os.path.dirname(path), path)
+    except exception.CheckpointError as e:
+        LOG.info('Not scrubbing in place: %s', e)
+        return False
+    return True
+
+
 class _ProgressLog:
     """A progress callback (done, total) that logs now and then."""
 
@@ -120,9 +136,9 @@ def scrub_managed_save(path: str, selectors: list[str],
     The guest's memory is introspected in the engine's unprivileged
     sandbox child (``[sparc] sandbox_enabled``): the daemon parses only
     the checkpoint format, checks the plan the child returns and writes.
-    The daemon keeps uid 0, so the ``setpriv`` it starts for the child
-    regains the bounding set on exec and can switch to
-    ``[sparc] sandbox_user`` and drop every capability.
+    The daemon is locked down (see :mod:`sparc_nova.privsep`): the child,
+    like a decompressor, switches to ``[sparc] sandbox_user`` in the fork
+    (CAP_SETUID/CAP_SETGID) and ``exec`` s with no capability.
 
     :param path: the managed-save file (checked by
         :func:`managed_save_file`)
@@ -131,7 +147,9 @@ def scrub_managed_save(path: str, selectors: list[str],
     :param follow_ipc: also exclude the processes an excluded one talks to
     :param keep_free_pages: leave free guest pages as they are
     :param instance_name: the instance's libvirt domain name; ``path``
-        must be its managed-save file
+        must be its managed-save file. A raw image is patched in place
+        (through the journal, ``[sparc] journal_key_file``) when its
+        directory is private to root, else rewritten.
     :returns: ``{'summary': str, 'report': dict}``
     :raises PrivilegedScrubError: the file was refused or the scrub failed;
         the engine writes nothing on failure
@@ -148,10 +166,14 @@ def scrub_managed_save(path: str, selectors: list[str],
         with open(checked, 'rb') as f:
             header = libvirt_save.read_header(f, checked, limits)
         # Raw images are patched in place (only the scrubbed pages are
-        # written); compressed ones are rewritten and replaced atomically,
+        # written) where a journal may be kept next to them; compressed
+        # ones, and the others, are rewritten and replaced atomically,
         # keeping their owner and mode.
+        in_place = not header.compressed and \
+            _journal_directory_is_private(checked)
         report = memory.scrub_checkpoint(
-            checked, list(selectors), in_place=not header.compressed,
+            checked, list(selectors), in_place=in_place,
+            journal_key=conf.CONF.sparc.journal_key_file,
             keep_free_pages=keep_free_pages, follow_ipc=follow_ipc,
             exclude_paths=list(exclude_paths),
             work_dir=conf.CONF.sparc.work_dir or None,
@@ -210,3 +232,42 @@ def discard_managed_save(instance_name: str) -> bool:
 def pending_managed_saves() -> list:
     """Instance names whose managed save has a record (not scrubbed)."""
     return save_markers.pending()
+
+
+@privsep.scrub_pctxt.entrypoint
+def sweep_leftovers() -> list[dict]:
+    """Finish or remove what killed scrubs left on disk in
+    ``[sparc] managed_save_dir`` and ``[sparc] work_dir`` (see
+    :mod:`sparc_nova.checkpoint.sweep`): interrupted in-place scrubs are
+    finished from their journal, decompressed memory streams, rewrites
+    not yet renamed and journal temporaries of dead processes removed.
+    Journals that are not ours are refused and left in place.
+
+    For nova-compute to call once at start (``init_host``), before any
+    managed save is restored: those directories belong to root. Takes
+    no argument: it works only on the configured directories.
+
+    :returns: one :meth:`SweepReport.to_dict` per directory that exists.
+    :raises PrivilegedScrubError: a directory could not be listed.
+    """
+    directories = [conf.CONF.sparc.managed_save_dir]
+    if conf.CONF.sparc.work_dir:
+        directories.append(conf.CONF.sparc.work_dir)
+    reports = []
+    for directory in directories:
+        if not os.path.isdir(directory):
+            continue
+        try:
+            rep = sweep.sweep(directory, conf.CONF.sparc.journal_key_file)
+        except Exception as e:
+            raise PrivilegedScrubError('%s: %s' % (type(e).__name__, e)) \
+                from e
+        for message in rep.refused:
+            LOG.warning('Left in place: %s', message)
+        if rep.replayed or rep.removed:
+            LOG.info('%(dir)s: finished %(r)d interrupted scrubs, removed '
+                     '%(n)d leftovers',
+                     {'dir': directory, 'r': len(rep.replayed),
+                      'n': len(rep.removed)})
+        reports.append(rep.to_dict())
+    return reports

@@ -60,11 +60,14 @@ def save_file(path, compressed=0):
     return path
 
 
-def test_context_keeps_only_four_capabilities():
+def test_context_keeps_only_what_it_needs():
+    # Reading and replacing root's files; switching the programs it runs
+    # to the sandbox user before they exec; killing its sandbox child.
     assert privsep.scrub_pctxt.pypath == 'sparc_nova.privsep.scrub_pctxt'
     assert conf.CONF.sparc_privsep.capabilities == [
         capabilities.CAP_DAC_OVERRIDE, capabilities.CAP_DAC_READ_SEARCH,
-        capabilities.CAP_FOWNER, capabilities.CAP_KILL]
+        capabilities.CAP_FOWNER, capabilities.CAP_KILL,
+        capabilities.CAP_SETUID, capabilities.CAP_SETGID]
     assert privsep.scrub_pctxt.is_entrypoint(
         privsep_checkpoint.scrub_managed_save)
 
@@ -177,6 +180,51 @@ def test_entry_point_scrubs_in_place(save_dir, in_process, memory_engine):
     assert kwargs['limits'].max_guest_ram == 1024 * 1024 ** 3
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason='chown needs root')
+def test_entry_point_rewrites_where_a_journal_may_not_be_kept(
+        save_dir, in_process, memory_engine):
+    # Debian's managed-save directory belongs to libvirt-qemu: a journal
+    # there could be tampered with by the QEMU user, so the file is
+    # replaced instead of patched in place.
+    path = save_file(save_dir / 'instance-00000001.save')
+    os.chmod(path, 0o600)
+    os.chown(save_dir, 64055, 64055)
+    try:
+        privsep_checkpoint.scrub_managed_save(str(path), ['vault'], [],
+                                              True, False,
+                                              'instance-00000001')
+    finally:
+        os.chown(save_dir, 0, 0)
+    assert memory_engine.call_args[1]['in_place'] is False
+
+
+def test_entry_point_passes_the_journal_key(save_dir, in_process,
+                                            memory_engine):
+    path = save_file(save_dir / 'instance-00000001.save')
+    privsep_checkpoint.scrub_managed_save(str(path), ['vault'], [], True,
+                                          False, 'instance-00000001')
+    assert memory_engine.call_args[1]['journal_key'] == \
+        conf.CONF.sparc.journal_key_file
+
+
+def test_sweep_leftovers_sweeps_the_configured_directories(
+        save_dir, in_process, tmp_path):
+    work = tmp_path / 'work'
+    work.mkdir()
+    for d in (save_dir, work):
+        (d / '.sparc-stream-999999999-abc').write_bytes(b'guest RAM')
+        (d / ('.sparc-stream-%d-abc' % os.getpid())).write_bytes(b'mine')
+    conf.CONF.set_override('work_dir', str(work), group='sparc')
+    try:
+        reports = privsep_checkpoint.sweep_leftovers()
+    finally:
+        conf.CONF.clear_override('work_dir', group='sparc')
+    assert [r['directory'] for r in reports] == [str(save_dir), str(work)]
+    for r, d in zip(reports, (save_dir, work)):
+        assert r['removed'] == [str(d / '.sparc-stream-999999999-abc')]
+        assert os.listdir(d) == ['.sparc-stream-%d-abc' % os.getpid()]
+
+
 def test_entry_point_replaces_compressed_images(save_dir, in_process,
                                                 memory_engine):
     path = save_file(save_dir / 'instance-00000001.save', compressed=1)
@@ -227,6 +275,9 @@ import json, sys
 from oslo_privsep import capabilities
 from sparc_nova.engine import sandbox
 from sparc_nova import privsep
+from sparc_nova import unprivileged
+if sys.argv[2] == 'locked':
+    unprivileged.lock_down()
 caps = list(privsep.CAPABILITIES)
 capabilities.drop_all_caps_except(caps, caps, [])
 print(json.dumps(sandbox.run('sparc_nova.engine.sandbox_probe:confinement',
@@ -235,18 +286,21 @@ print(json.dumps(sandbox.run('sparc_nova.engine.sandbox_probe:confinement',
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason='needs root, as the daemon')
-def test_sandbox_drops_privileges_from_the_daemons_capabilities(tmp_path):
-    # The daemon keeps uid 0 with only its three capabilities; the sandbox
-    # child it starts for the memory engine must still end up as nobody
-    # with no capabilities.
+@pytest.mark.parametrize('daemon', ['locked', 'unlocked'])
+def test_sandbox_drops_privileges_from_the_daemons_capabilities(tmp_path,
+                                                                daemon):
+    # The daemon keeps uid 0 with only its capabilities and, locked down,
+    # gains nothing at exec (so setpriv cannot switch users for it); the
+    # sandbox child it starts for the memory engine must still end up as
+    # nobody with no capabilities. Unlocked: the CLI run as root.
     import json
     import subprocess
     given = tmp_path / 'instance-00000001.save'
     given.write_bytes(b'checkpoint')
     os.chmod(given, 0o600)
-    res = subprocess.run([sys.executable, '-c', DAEMON_SANDBOX, str(given)],
-                         capture_output=True, text=True, check=True,
-                         env=dict(os.environ, PYTHONPATH=REPO))
+    res = subprocess.run([sys.executable, '-c', DAEMON_SANDBOX, str(given),
+                          daemon], capture_output=True, text=True,
+                         check=True, env=dict(os.environ, PYTHONPATH=REPO))
     probe = json.loads(res.stdout)
     assert probe['_sandbox']['uid'] == 65534
     assert probe['_sandbox']['cap_eff'] == '0' * 16

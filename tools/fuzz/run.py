@@ -3,8 +3,9 @@
     python tools/fuzz/run.py TARGET [libFuzzer options...] [CORPUS_DIR...]
 
 Targets: see ``TARGETS`` in checkpoint_targets.py, introspect_targets.py,
-walker_targets.py, plan_targets.py and follow_targets.py (``walkers``
-reads the checkpoint named by ``SPARC_FUZZ_CHECKPOINT``). Example, one million
+walker_targets.py, plan_targets.py, follow_targets.py and journal_targets.py
+(``walkers`` reads the checkpoint named by ``SPARC_FUZZ_CHECKPOINT``).
+Example, one million
 executions of the stream parser seeded with the regression corpus:
 
     python tools/fuzz/run.py stream -runs=1000000 -timeout=10 \\
@@ -23,6 +24,7 @@ from tools.fuzz import checkpoint_targets  # noqa: E402
 from tools.fuzz import follow_targets  # noqa: E402
 from tools.fuzz import introspect_targets  # noqa: E402
 from tools.fuzz import plan_targets  # noqa: E402
+from tools.fuzz import journal_targets  # noqa: E402
 from tools.fuzz import walker_targets  # noqa: E402
 
 # sparc-nova may be installed editable (a custom import finder), which
@@ -34,6 +36,7 @@ TARGETS = dict(checkpoint_targets.TARGETS, **introspect_targets.TARGETS,
                **walker_targets.TARGETS)
 TARGETS.update(plan_targets.TARGETS)
 TARGETS.update(follow_targets.TARGETS)
+TARGETS.update(journal_targets.TARGETS)
 
 
 def main() -> None:

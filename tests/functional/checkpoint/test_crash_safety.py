@@ -13,11 +13,14 @@ Kills per mode: ``SPARC_CRASH_KILLS`` (see tests/functional/crash.py), at
 least the two at the commit point.
 """
 
+import gzip
 import multiprocessing
 import os
 import random
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -26,6 +29,7 @@ from sparc_nova.checkpoint import checkpoint
 from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import rewrite
 from sparc_nova.cmd import sparc
+from sparc_nova import conf
 from tests.functional import crash
 from tests.functional.engine import scenario as scen
 
@@ -41,7 +45,8 @@ def marker_frames(path, marker):
 def worker(path, frames, in_place):
     with checkpoint.open_checkpoint(path) as ck:
         rewrite.rewrite_pages(ck, {int(f): bytes(4096) for f in frames},
-                              in_place=in_place)
+                              in_place=in_place,
+                              journal_key=conf.CONF.sparc.journal_key_file)
 
 
 def held_worker(path, frames, in_place, when, notify_fd):
@@ -265,3 +270,114 @@ def test_kill_scrub_command(saved, module_dir, mode):
                             'survivor-%s-%s.save' % (mode, outcome))
         if os.path.exists(path):
             restores(g, path, module_dir)
+
+
+def gzip_copy(path, dst):
+    """``path`` as a gzip-compressed libvirt save image (what
+    save_image_format = "gzip" writes).
+    """
+    raw = open(path, 'rb').read()
+    cut = raw.index(b'QEVM')
+    header = bytearray(raw[:cut])
+    header[28:32] = (1).to_bytes(4, 'little')
+    with open(dst, 'wb') as f:
+        f.write(bytes(header) + gzip.compress(raw[cut:], compresslevel=1))
+    os.chmod(dst, 0o600)
+
+
+def kill_when(args, seen, timeout=120):
+    """Run ``sparc ARGS`` in its own session and SIGKILL the group as soon
+    as ``seen()`` is true. Returns whether it was killed.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'sparc_nova.cmd.sparc'] + list(args),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if seen():
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return True
+            time.sleep(0.0005)
+        return False
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def sparc_leftovers(directory):
+    return sorted(n for n in os.listdir(directory) if '.sparc-' in n)
+
+
+@pytest.mark.slow
+def test_sweep_after_killed_scrubs(saved, module_dir):
+    """Real leftovers of killed scrubs: the decompressed stream of a
+    gzip-compressed checkpoint (unscrubbed guest RAM) and the
+    half-written output of ``--output`` runs, the journal (or its
+    temporary) of ``--in-place`` runs. ``sparc checkpoint recover --sweep
+    DIR`` removes or finishes every one; the in-place target ends up the
+    original or the scrubbed file.
+    """
+    g, original, _, marker, pid = saved
+    d = os.path.join(module_dir, 'sweep')
+    os.mkdir(d, 0o700)
+    gz = os.path.join(d, 'gz.save')
+    gzip_copy(original, gz)
+    out = os.path.join(d, 'out.save')
+    common = ['--exclude-process', 'pid:%d' % pid]
+
+    def streams():
+        return {n for n in os.listdir(d) if n.startswith('.sparc-stream-')}
+
+    def stream_written(earlier):
+        """A new decompressed stream holds more than 32 MiB."""
+        return lambda: any(os.path.getsize(os.path.join(d, n)) > 32 << 20
+                           for n in streams() - earlier)
+
+    killed_streams = 0
+    for _ in range(2):
+        killed_streams += kill_when(['checkpoint', 'scrub', gz, '--output',
+                                     out] + common,
+                                    stream_written(streams()))
+    assert killed_streams == 2
+    left = streams()
+    assert len(left) == 2
+    # Unscrubbed guest RAM (the start of the decompressed stream).
+    for n in left:
+        with open(os.path.join(d, n), 'rb') as f:
+            assert f.read(4) == b'QEVM'
+
+    target = os.path.join(d, 'raw.save')
+    shutil.copy(original, target)
+    os.chmod(target, 0o600)
+    crash.run_sparc(['checkpoint', 'scrub', target, '--in-place'] + common)
+    done_hash = sha(target)
+    shutil.copy(original, target)
+    orig_hash = sha(original)
+
+    def journal_written():
+        return os.path.lexists(journal.journal_path(target)) or \
+            os.path.lexists(journal.temporary_path(target))
+
+    killed_journal = kill_when(['checkpoint', 'scrub', target,
+                                '--in-place'] + common, journal_written)
+    assert killed_journal, 'the in-place scrub ended before its journal'
+    assert journal.pending(target)
+
+    before = sparc_leftovers(d)
+    assert len(before) >= 3, before
+    res = subprocess.run([sys.executable, '-m', 'sparc_nova.cmd.sparc',
+                          'checkpoint', 'recover', '--sweep', d],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert sparc_leftovers(d) == []
+    assert not os.path.exists(out)
+    # Finished from its journal, or untouched (killed while the journal
+    # was still a temporary).
+    assert sha(target) in (orig_hash, done_hash)
+    print('sweep after kills: %d leftovers (%s); %s' % (
+        len(before), ', '.join(n.split('-')[0] + '-...' for n in before),
+        res.stdout.strip().splitlines()[-1]))

@@ -10,6 +10,7 @@ from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import rewrite
 from sparc_nova.checkpoint import tempfiles
 from sparc_nova.cmd import sparc
+from sparc_nova import conf
 from sparc_nova import exception
 from tests import streamgen
 
@@ -33,57 +34,75 @@ def patches_for(path, pages=(4, 6)):
             for p in pages]
 
 
-def test_complete_journal_is_replayed(image):
+def test_complete_journal_is_replayed(image, journal_key):
     original = open(image, 'rb').read()
     patches = patches_for(image)
-    journal.write(image, patches)
+    journal.write(image, patches, journal_key)
     # Crash after the journal, before any page was written.
     assert open(image, 'rb').read() == original
     with pytest.raises(exception.CheckpointError) as ei:
         checkpoint.open_checkpoint(image)
     assert 'sparc checkpoint recover' in str(ei.value)
-    assert journal.recover(image) == 'replayed'
+    assert journal.recover(image, journal_key) == 'replayed'
     assert SECRET not in open(image, 'rb').read()
     assert not journal.pending(image)
     checkpoint.open_checkpoint(image).close()
 
 
-def test_half_applied_journal_is_finished(image):
+def test_half_applied_journal_is_finished(image, journal_key):
     patches = patches_for(image)
-    journal.write(image, patches)
+    journal.write(image, patches, journal_key)
     journal.apply(image, patches[:1])       # crash after the first page
     assert open(image, 'rb').read().count(SECRET) == 1
-    assert sparc.main(['checkpoint', 'recover', image]) == 0
+    conf.CONF.set_override('journal_key_file', journal_key, group='sparc')
+    try:
+        assert sparc.main(['checkpoint', 'recover', image]) == 0
+    finally:
+        conf.CONF.clear_override('journal_key_file', group='sparc')
     assert SECRET not in open(image, 'rb').read()
 
 
-def test_torn_journal_is_discarded(image):
+def test_torn_journal_is_refused(image, journal_key):
+    # A journal is renamed into place only once complete and fsync'd: a
+    # torn one is damage (or a forgery), never replayed.
     original = open(image, 'rb').read()
-    jpath = journal.write(image, patches_for(image))
+    jpath = journal.write(image, patches_for(image), journal_key)
     with open(jpath, 'r+b') as f:
         f.truncate(os.path.getsize(jpath) - 10)
-    assert journal.recover(image) == 'discarded'
+    with pytest.raises(journal.JournalRefused, match='MAC does not match'):
+        journal.recover(image, journal_key)
     assert open(image, 'rb').read() == original
+    assert os.path.exists(jpath)
 
 
-def test_journal_for_another_file_is_refused(image):
-    journal.write(image, patches_for(image))
+def test_incomplete_journal_temporary_is_discarded(image, journal_key):
+    original = open(image, 'rb').read()
+    jpath = journal.write(image, patches_for(image), journal_key)
+    os.rename(jpath, journal.temporary_path(image))
+    assert journal.pending(image)
+    assert journal.recover(image, journal_key) == 'discarded'
+    assert open(image, 'rb').read() == original
+    assert not journal.pending(image)
+
+
+def test_journal_for_another_file_is_refused(image, journal_key):
+    journal.write(image, patches_for(image), journal_key)
     with open(image, 'ab') as f:
         f.write(b'x')
     with pytest.raises(exception.CheckpointError) as ei:
-        journal.recover(image)
+        journal.recover(image, journal_key)
     assert 'another version' in str(ei.value)
 
 
-def test_in_place_rewrite_leaves_no_journal(image):
+def test_in_place_rewrite_leaves_no_journal(image, journal_key):
     with checkpoint.open_checkpoint(image) as ck:
         rewrite.rewrite_pages(ck, {4: bytes(4096), 6: bytes(4096)},
-                              in_place=True)
+                              in_place=True, journal_key=journal_key)
     assert not journal.pending(image)
     assert sorted(os.listdir(os.path.dirname(image))) == ['save.img']
 
 
-def test_groups_of_every_kind(image):
+def test_groups_of_every_kind(image, journal_key):
     with checkpoint.open_checkpoint(image) as ck:
         idx = ck.layout.ram
         page2 = ck.stream_base + int(idx.rec_data[idx.last[0][2]])
@@ -94,22 +113,22 @@ def test_groups_of_every_kind(image):
                             content=content),
               journal.Group(journal.FILL_PAGE, np.array([page4]), fill=0xaa),
               journal.Group(journal.FILL_BYTE, np.array([fill3]), fill=0x55)]
-    journal.write(image, groups)
-    assert journal.recover(image) == 'replayed'
+    journal.write(image, groups, journal_key)
+    assert journal.recover(image, journal_key) == 'replayed'
     with checkpoint.open_checkpoint(image) as ck:
         assert ck.memory.read_page(2) == content
         assert ck.memory.read_page(4) == b'\xaa' * 4096
         assert ck.memory.read_page(3) == b'\x55' * 4096
 
 
-def test_fill_byte_groups_alone(image):
+def test_fill_byte_groups_alone(image, journal_key):
     """A journal of ZERO-record fill changes only (no page-sized group)."""
     with checkpoint.open_checkpoint(image) as ck:
         idx = ck.layout.ram
         fill3 = ck.stream_base + int(idx.rec_data[idx.last[0][3]])
     journal.write(image, [journal.Group(journal.FILL_BYTE, np.array([fill3]),
-                                        fill=0x11)])
-    assert journal.recover(image) == 'replayed'
+                                        fill=0x11)], journal_key)
+    assert journal.recover(image, journal_key) == 'replayed'
     with checkpoint.open_checkpoint(image) as ck:
         assert ck.memory.read_page(3) == b'\x11' * 4096
 

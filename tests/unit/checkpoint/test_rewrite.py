@@ -77,25 +77,25 @@ def test_zero_record_becomes_page_when_last_copy(tmp_path):
         assert ck.layout.ram.rec_kind[ck.layout.ram.last[0][3]] == 2
 
 
-def test_in_place(tmp_path):
+def test_in_place(tmp_path, journal_key):
     path = make(tmp_path)
     size = os.path.getsize(path)
     with checkpoint.open_checkpoint(path) as ck:
         res = rewrite.rewrite_pages(ck, {10: bytes(4096), 20: bytes(4096)},
-                                    in_place=True)
+                                    in_place=True, journal_key=journal_key)
     assert res.in_place
     assert os.path.getsize(path) == size
     assert SECRET not in open(path, 'rb').read()
     res.verify()
 
 
-def test_in_place_refuses_zero_record_content(tmp_path):
+def test_in_place_refuses_zero_record_content(tmp_path, journal_key):
     path = make(tmp_path)
     before = open(path, 'rb').read()
     with checkpoint.open_checkpoint(path) as ck:
         with pytest.raises(exception.CheckpointError) as ei:
             rewrite.rewrite_pages(ck, {3: streamgen.page_of(3)},
-                                  in_place=True)
+                                  in_place=True, journal_key=journal_key)
     assert 'ZERO record' in str(ei.value)
     assert open(path, 'rb').read() == before
 
@@ -137,7 +137,8 @@ def test_failure_leaves_nothing(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize('kernel_copy_min', [0, 1 << 20])
-def test_many_pages_mixed_contents(tmp_path, monkeypatch, kernel_copy_min):
+def test_many_pages_mixed_contents(tmp_path, monkeypatch, kernel_copy_min,
+                                   journal_key):
     """Runs of zero pages, a poison fill and full pages in one rewrite,
     both modes, checked page by page; unchanged spans copied inside the
     kernel or through a buffer.
@@ -156,7 +157,8 @@ def test_many_pages_mixed_contents(tmp_path, monkeypatch, kernel_copy_min):
         with checkpoint.open_checkpoint(path) as ck:
             if in_place:
                 del rep[9]
-            res = rewrite.rewrite_pages(ck, rep, in_place=in_place)
+            res = rewrite.rewrite_pages(ck, rep, in_place=in_place,
+                                        journal_key=journal_key)
         res.verify()
         with checkpoint.open_checkpoint(path) as ck:
             for pfn in range(512):
