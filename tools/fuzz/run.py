@@ -23,8 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
 from tools.fuzz import checkpoint_targets  # noqa: E402
 from tools.fuzz import follow_targets  # noqa: E402
 from tools.fuzz import introspect_targets  # noqa: E402
-from tools.fuzz import plan_targets  # noqa: E402
 from tools.fuzz import journal_targets  # noqa: E402
+from tools.fuzz import plan_targets  # noqa: E402
 from tools.fuzz import walker_targets  # noqa: E402
 
 # sparc-nova may be installed editable (a custom import finder), which
