@@ -46,12 +46,16 @@ def policy_payload(effective: policy_mod.EffectivePolicy,
     data = effective.effective()
     processes = data.pop(policy_mod.EXCLUDE_PROCESSES)
     paths = data.pop(policy_mod.EXCLUDE_PATHS)
+    # The scoped rule list the engines get holds the same globs.
+    path_rules = data.pop('path_rules', None)
     data.update(digest=effective.digest,
                 exclude_processes_count=len(processes),
                 exclude_paths_count=len(paths))
     if clear_text:
         data[policy_mod.EXCLUDE_PROCESSES] = processes
         data[policy_mod.EXCLUDE_PATHS] = paths
+        if path_rules is not None:
+            data['path_rules'] = path_rules
     return data
 
 

@@ -127,16 +127,13 @@ def _switched_before_exec(policy: SandboxPolicy) -> bool:
 
 
 def _unprivileged_command(policy: SandboxPolicy) -> list[str]:
-    """The wrappers of a child that is already ``policy.user``: a new
-    user namespace holding an empty network namespace when the kernel
-    allows it (no capability outside it), and ``no_new_privs``.
+    """The wrapper of a child that is already ``policy.user``:
+    ``no_new_privs`` and no inheritable capabilities. Its namespaces
+    (user, mount, pid, ipc, uts, net) are made by the child itself
+    (:mod:`.sandbox_jail`): a user namespace made here, with no mapping
+    for the child's uid, would keep the jail from making its own.
     """
     cmd = []
-    if shutil.which('unshare') and subprocess.run(
-            ['unshare', '--user', '--net', '--', 'true'],
-            capture_output=True, cwd='/', **unprivileged.popen_credentials(
-                policy.user, policy.group)).returncode == 0:
-        cmd += ['unshare', '--user', '--net', '--']
     setpriv = shutil.which('setpriv')
     if not setpriv:
         raise SandboxError('setpriv (util-linux) is needed to set '

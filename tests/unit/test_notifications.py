@@ -106,5 +106,6 @@ def test_policy_payload_counts_without_clear_text():
     assert shown['exclude_paths'] == ['/srv/acme-merger/**',
                                       '/home/*/acme.kdbx']
     assert shown['exclude_processes'] == ['name:acme']
-    assert dict(shown, exclude_paths=None, exclude_processes=None) == dict(
-        hidden, exclude_paths=None, exclude_processes=None)
+    assert dict(shown, exclude_paths=None, exclude_processes=None,
+                path_rules=None) == dict(
+        hidden, exclude_paths=None, exclude_processes=None, path_rules=None)

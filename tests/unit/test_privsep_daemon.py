@@ -143,7 +143,8 @@ def test_daemon_children_have_no_capabilities_after_exec(daemon_setup):
     [daemon] = [status_fields(s) for s in out['daemon']]
     assert daemon['Uid'].split()[0] == '0'
     assert int(daemon['CapEff'], 16) == sum(
-        1 << c for c in (1, 2, 3, 6, 7))    # DAC_*, FOWNER, SETGID, SETUID
+        1 << c for c in (1, 2, 3, 5, 6, 7))  # DAC_*, FOWNER, KILL, SETGID,
+    #                                          SETUID
     assert int(daemon['CapBnd'], 16) == 0
     assert daemon['NoNewPrivs'] == '1'
 

@@ -10,7 +10,6 @@ bug. Used by ``tools/fuzz/run.py`` (long runs) and by
 
 import copy
 import json
-import subprocess
 
 import numpy as np
 
@@ -57,9 +56,9 @@ def decode_plan(data: bytes) -> None:
     """Child output bytes (``{"result": plan}``), read and decoded as the
     parent does (:func:`sandbox._result`, then ``decode_plan``).
     """
-    proc = subprocess.CompletedProcess(['fuzz'], 0, data, b'')
     try:
-        doc = sandbox._result('fuzz', proc, POLICY)
+        doc = sandbox._result('fuzz', 0, data, b'', POLICY)
+        doc.pop('_sandbox', None)       # as the memory engine does
         rep, patcher = plan_codec.decode_plan(doc, MEMORY)
     except (sandbox.SandboxError, plan_codec.PlanError):
         return
@@ -72,7 +71,8 @@ def seed_plans() -> list[bytes]:
     p = patches.PagePatcher(MEMORY)
     p.scrub(np.array([1, 2, 3, 7, 33]), 0)
     p.scrub(np.array([40, 41]), 0xaa)
-    p.write(5 * PAGE + 8, b'\x01\x02', 'task 5 pending')
+    # Frame 5 holds 0x05 bytes: a signal write sets one bit.
+    p.write(5 * PAGE + 8, b'\x07', 'task 5 pending', kind=patches.SIGNAL)
     p.zero_phys(36 * PAGE + 100, 50, 'pipe buffer')
     rep = report_mod.ScrubReport(checkpoint='/x.save', selectors=['vault'])
     rep.kernel = {'osrelease': '6.1.0'}

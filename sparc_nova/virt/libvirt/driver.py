@@ -291,7 +291,24 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
         # policy could silently stop applying.
         nova_support.check()
         super().init_host(host)
+        self._sweep_leftovers()
         self._discard_interrupted_saves(host)
+
+    def _sweep_leftovers(self) -> None:
+        """Finish the in-place scrubs a crash interrupted (from their
+        authenticated journals) and remove what killed scrubs left in the
+        managed-save and work directories (decompressed memory streams,
+        rewrites not yet renamed): no unscrubbed byte stays on disk.
+        """
+        for report in privsep_checkpoint.sweep_leftovers():
+            if report.get('replayed') or report.get('removed') or \
+                    report.get('refused'):
+                LOG.warning('Leftovers of interrupted scrubs in %s: %d '
+                            'finished, %d removed, %d journals refused',
+                            report.get('directory'),
+                            len(report.get('replayed') or ()),
+                            len(report.get('removed') or ()),
+                            len(report.get('refused') or ()))
 
     def _discard_interrupted_saves(self, host: str) -> None:
         """Delete the managed saves whose scrub did not complete (their

@@ -14,9 +14,9 @@ from sparc_nova.api import middleware
 
 SERVER = 'c6f8b1c2-4a1e-4a5e-9b0e-2f9d1f3c7a10'
 BAD = {'sparc:exclude_processes': 'keepassxc,pid:x'}
-BAD_MESSAGE = ("invalid privacy policy: sparc:exclude_processes="
-               "'keepassxc,pid:x' (instance metadata): 'pid:x': pid: takes "
-               "a decimal number, not 'x'")
+BAD_PROBLEM = ("sparc:exclude_processes='keepassxc,pid:x' (instance "
+               "metadata): 'pid:x': pid: takes a decimal number, not 'x'")
+BAD_MESSAGE = 'invalid privacy policy: ' + BAD_PROBLEM
 
 
 class FakeServers:
@@ -67,9 +67,10 @@ def test_message_is_what_sparc_policy_check_prints():
     result = subprocess.run([sparc, 'policy', 'check'] + [
         '%s=%s' % item for item in BAD.items()], capture_output=True,
         text=True)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
-        'sparc: error: ' + BAD_MESSAGE)
+    # Exit 1: problems found. Each problem is printed on its own line,
+    # word for word what the API's 400 says after its prefix.
+    assert result.returncode == 1
+    assert '  problem: ' + BAD_PROBLEM in result.stdout.splitlines()
 
 
 # -- routing ---------------------------------------------------------------

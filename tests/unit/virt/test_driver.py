@@ -25,7 +25,8 @@ POLICY = {'sparc:exclude_paths': '/secret/**'}
 def privileged():
     """The privileged entry points on managed saves, mocked."""
     names = ('begin_managed_save', 'end_managed_save',
-             'discard_managed_save', 'pending_managed_saves')
+             'discard_managed_save', 'pending_managed_saves',
+             'sweep_leftovers')
     mocks = mock.Mock()
     patches = [mock.patch.object(driver.privsep_checkpoint, name,
                                  getattr(mocks, name)) for name in names]
@@ -170,6 +171,20 @@ def test_crash_during_scrub_keeps_the_record(drv, privileged):
             drv.suspend('ctx', inst)
     assert privileged.begin_managed_save.call_count == 1
     assert privileged.end_managed_save.call_count == 0
+
+
+def test_start_sweeps_leftovers_before_discarding_saves(drv, privileged):
+    calls = []
+    privileged.sweep_leftovers.side_effect = lambda: calls.append(
+        'sweep') or [{'directory': '/save', 'replayed': ['/save/x.save'],
+                      'removed': ['/save/.sparc-stream-1-a'],
+                      'refused': []}]
+    privileged.pending_managed_saves.side_effect = lambda: calls.append(
+        'pending') or []
+    with mock.patch.object(driver.nova_support, 'check'), \
+            mock.patch.object(libvirt_driver.LibvirtDriver, 'init_host'):
+        drv.init_host('compute1')
+    assert calls == ['sweep', 'pending']
 
 
 def test_start_discards_interrupted_saves(drv, privileged):

@@ -64,6 +64,9 @@ class FakeAppliance:
                     + appliance._RC_MARK + '1')
         return appliance._RC_MARK + '0'
 
+    def get_pid(self):
+        raise RuntimeError('no hypervisor is running')
+
     def sync(self):
         pass
 
@@ -80,7 +83,7 @@ class FakeAppliance:
 def _session(tmp_path, g, reveal_paths=False, globs=(GLOB,)):
     rules = rules_mod.Rules(list(globs), held_paths=[HELD])
     report = report_mod.ScrubReport('img.qcow2', 'out', 'qcow2',
-                                    reveal_paths)
+                                    reveal_paths=reveal_paths)
     s = scrub._Session(g, 'img.qcow2', rules, scrub.ScrubOptions(), report,
                        str(tmp_path), str(tmp_path / 'work.raw'),
                        scrub._Stepper(None))

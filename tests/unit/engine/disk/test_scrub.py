@@ -11,7 +11,8 @@ from sparc_nova import exception
 def _session(rule_set, reveal_paths=True):
     return scrub._Session(None, 'img.qcow2', rule_set, scrub.ScrubOptions(),
                           report_mod.ScrubReport('img.qcow2', 'out',
-                                                 'qcow2', reveal_paths),
+                                                 'qcow2',
+                                                 reveal_paths=reveal_paths),
                           '/nonexistent', '/nonexistent/work.raw',
                           scrub._Stepper(None))
 
