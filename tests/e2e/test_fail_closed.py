@@ -2,7 +2,8 @@
 policy is invalid, end with no image in Glance, the server ACTIVE, the
 reason recorded as an instance fault, and for the scrub a
 ``sparc.scrub.error`` notification. The invalid value gets the same message
-as ``sparc policy check`` gives offline.
+as ``sparc policy check`` gives offline, from nova-api when it is set and
+from the driver for a server that holds one anyway.
 
 The faults are read from Nova's database: the API shows a server's fault
 only while it is in ERROR (or deleted), and Nova records the snapshot's
@@ -71,12 +72,25 @@ def _policy_check(*pairs: str) -> subprocess.CompletedProcess:
 
 
 def test_invalid_policy_reported_as_offline(cloud, conn, luks_server):
+    """nova-api refuses the invalid value with the words of ``sparc policy
+    check``; a server that holds one anyway (written before the API
+    checked, here straight into Nova's database) fails its snapshot with
+    the same words.
+    """
+    import openstack.exceptions
+
     pair = 'sparc:follow_ipc=maybe'
     offline = _policy_check(pair)
     assert offline.returncode == 1
     message = offline.stdout.splitlines()[1].split('problem: ', 1)[1]
     key, value = pair.split('=', 1)
-    conn.compute.set_server_metadata(luks_server, **{key: value})
+    with pytest.raises(openstack.exceptions.BadRequestException) as e:
+        conn.compute.set_server_metadata(luks_server, **{key: value})
+    assert message in str(e.value), (message, str(e.value))
+    conn.compute.set_server_metadata(luks_server, **{key: 'true'})
+    cloud.sql('nova', "UPDATE instance_metadata SET value = '%s' WHERE "
+                      "instance_uuid = '%s' AND `key` = '%s' AND deleted = 0"
+              % (value, luks_server.id, key))
     try:
         _snapshot_fails(conn, luks_server, 'e2e-invalid-policy')
     finally:
