@@ -34,16 +34,20 @@ PARENT_RECORDS = {'sparc_scrubbed': 'true',
 
 
 def policy_check_error(pairs: dict) -> str:
-    """What ``sparc policy check`` prints for instance metadata ``pairs``
-    after ``sparc: error:``.
+    """The message nova-api answers instance metadata ``pairs`` with:
+    ``invalid privacy policy:`` and the problems ``sparc policy check``
+    prints (one ``problem:`` line each, exit 1), in its words.
     """
     sparc = os.path.join(os.path.dirname(sys.executable), 'sparc')
     result = subprocess.run(
         [sparc, 'policy', 'check'] + ['%s=%s' % i for i in pairs.items()],
         capture_output=True, text=True)
-    assert result.returncode == 2, result
-    return result.stderr.strip().splitlines()[-1].split(
-        'sparc: error: ', 1)[1]
+    assert result.returncode == 1, result
+    problems = [line.split('problem: ', 1)[1]
+                for line in result.stdout.splitlines()
+                if line.startswith('  problem: ')]
+    assert problems, result
+    return 'invalid privacy policy: ' + '; '.join(problems)
 
 
 BAD_MESSAGE = policy_check_error(BAD)

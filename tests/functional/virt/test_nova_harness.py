@@ -20,9 +20,65 @@ SUITE = os.path.join('tests', 'nova_functional')
 #: Every test of the suite (junit ``classname.name``): each one must run
 #: and pass in both modes. A test added to the suite is added here.
 EXPECTED = frozenset('tests.nova_functional.' + name for name in (
-    'test_moves.MoveTest.test_cold_migration_refused',
-    'test_moves.MoveTest.test_live_migration_refused',
-    'test_moves.MoveTest.test_live_migration_without_policy',
+    'test_api_checks.ApiChecksTest.'
+    'test_crash_dump_with_memory_policy_is_refused',
+    'test_api_checks.ApiChecksTest.'
+    'test_crash_dump_without_memory_policy_reaches_nova',
+    'test_api_checks.ApiChecksTest.test_flavor_extra_spec_invalid_is_400',
+    'test_api_checks.ApiChecksTest.'
+    'test_metadata_set_invalid_is_400_and_nothing_changes',
+    'test_api_checks.ApiChecksTest.'
+    'test_other_project_server_is_404_not_checked',
+    'test_api_checks.ApiChecksTest.test_server_create_invalid_metadata_is_400',
+    'test_api_checks.ApiChecksTest.'
+    'test_snapshot_does_not_inherit_scrub_records',
+    'test_api_checks.ApiChecksTest.'
+    'test_volume_backed_snapshot_with_disk_policy_is_refused',
+    'test_api_checks.ApiChecksTest.'
+    'test_volume_backed_snapshot_without_disk_policy_reaches_nova',
+    'test_fail_closed.CrashDumpTest.test_crash_dump_refused_with_a_policy',
+    'test_fail_closed.CrashDumpTest.test_crash_dump_without_policy',
+    'test_fail_closed.InterruptedSuspendTest.'
+    'test_record_cleared_after_a_failed_scrub',
+    'test_fail_closed.InterruptedSuspendTest.'
+    'test_record_exists_during_the_scrub_only',
+    'test_fail_closed.InterruptedSuspendTest.'
+    'test_start_deletes_a_managed_save_whose_scrub_was_cut_short',
+    'test_fail_closed.InterruptedSuspendTest.'
+    'test_start_without_records_changes_nothing',
+    'test_fail_closed.MemberSeesWhyTest.'
+    'test_failed_snapshot_named_in_the_create_image_events',
+    'test_fail_closed.MemberSeesWhyTest.'
+    'test_invalid_policy_named_in_the_suspend_events',
+    'test_fail_closed.ShelveFailureTest.'
+    'test_failed_scrub_leaves_no_image_and_the_server_as_it_was',
+    'test_fail_closed.ShelveFailureTest.test_failed_scrub_of_a_stopped_server',
+    'test_fail_closed.ShelveFailureTest.test_invalid_policy_leaves_no_image',
+    'test_fail_closed.UnsupportedNovaTest.'
+    'test_compute_refuses_to_start_on_an_unknown_nova',
+    'test_fail_closed.UnsupportedNovaTest.'
+    'test_compute_refuses_to_start_when_an_internal_moved',
+    'test_fail_closed.UploadCheckTest.'
+    'test_glance_holding_other_bytes_fails_the_snapshot',
+    'test_fail_closed.UploadCheckTest.'
+    'test_snapshot_uploaded_past_the_scrub_is_deleted',
+    'test_moves.MoveBetweenSparcHostsTest.test_cold_migration',
+    'test_moves.MoveBetweenSparcHostsTest.test_every_host_reports_the_trait',
+    'test_moves.MoveBetweenSparcHostsTest.test_live_migration_over_tls',
+    'test_moves.MoveBetweenSparcHostsTest.'
+    'test_live_migration_without_policy_needs_no_tls',
+    'test_moves.MoveBetweenSparcHostsTest.'
+    'test_live_migration_without_tls_refused',
+    'test_moves.MoveBetweenSparcHostsTest.test_refused_by_configuration',
+    'test_moves.MoveToPlainLibvirtHostTest.test_cold_migration_refused',
+    'test_moves.MoveToPlainLibvirtHostTest.test_live_migration_refused',
+    'test_moves.MoveToPlainLibvirtHostTest.test_live_migration_without_policy',
+    'test_moves.MoveToPlainLibvirtHostTest.test_plain_host_has_no_trait',
+    'test_moves.SameHostResizeTest.'
+    'test_resize_that_drops_the_operators_spec_refused',
+    'test_moves.SameHostResizeTest.test_resize_that_keeps_the_operators_spec',
+    'test_snapshot.RealDiskEngineSnapshotTest.'
+    'test_create_image_uploads_an_image_without_the_files',
     'test_snapshot.SnapshotTest.test_backup',
     'test_snapshot.SnapshotTest.test_create_image_cold_of_running_server',
     'test_snapshot.SnapshotTest.test_create_image_cold_of_stopped_server',
@@ -37,8 +93,6 @@ EXPECTED = frozenset('tests.nova_functional.' + name for name in (
     'test_snapshot.SnapshotTest.'
     'test_records_of_an_earlier_scrub_are_not_inherited',
     'test_snapshot.SnapshotTest.test_shelve',
-    'test_snapshot.RealDiskEngineSnapshotTest.'
-    'test_create_image_uploads_an_image_without_the_files',
     'test_suspend.SuspendTest.test_invalid_policy_refuses_the_suspend',
     'test_suspend.SuspendTest.test_scrub_failure_allowed_by_operator',
     'test_suspend.SuspendTest.test_scrub_failure_rolls_the_suspend_back',
