@@ -42,7 +42,8 @@ if [ -n "$missing" ]; then
 fi
 
 "${PIP[@]}" -c "$HERE/tools/constraints.txt" \
-    -r "$HERE/requirements.txt" -r "$HERE/test-requirements.txt"
+    -r "$HERE/requirements.txt" -r "$HERE/test-requirements.txt" \
+    -r "$HERE/doc/requirements.txt"
 "${PIP[@]}" -c "$HERE/tools/constraints.txt" --no-deps -e "$HERE"
 # compute_driver = sparc_libvirt.SparcLibvirtDriver with an editable install.
 bash "$HERE/tools/link-nova-shim.sh"

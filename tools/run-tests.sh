@@ -1,5 +1,6 @@
 #!/bin/bash
-# The whole test suite: style checks (flake8, shellcheck), unit tests,
+# The whole test suite: style checks (flake8, shellcheck), the
+# documentation build (Sphinx, warnings are errors), unit tests,
 # real-guest functional tests (libvirt + QEMU/TCG), the Nova driver tests,
 # the end-to-end stage against a test cloud, and the Horizon plugin's unit
 # and browser tests. Installs what it needs first. Extra arguments go to
@@ -137,7 +138,8 @@ run_pytest() {
 }
 
 if ! stage install - install; then
-    for name in flake8 shellcheck pytest 'Horizon unit' 'Horizon browser'
+    for name in flake8 shellcheck docs pytest 'Horizon unit' \
+        'Horizon browser'
     do
         not_run "$name" 'the install failed'
     done
@@ -145,6 +147,9 @@ if ! stage install - install; then
 fi
 stage flake8 - "$VENV/bin/flake8" sparc_nova tests benchmarks tools || true
 stage shellcheck - shellcheck -x "${SHELL_FILES[@]}" || true
+# The documentation (tox -e docs): warnings are errors.
+stage docs - "$VENV/bin/sphinx-build" -W --keep-going -q -E -b html \
+    doc/source artifacts/docs || true
 stage pytest artifacts/junit.xml run_pytest "$@" || true
 stage 'Horizon unit' artifacts/junit-horizon.xml \
     bash tools/horizon/run-tests.sh || true
