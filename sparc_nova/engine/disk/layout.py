@@ -44,6 +44,17 @@ def no_filesystem_partitions(g, image: str) -> set[str]:
     no_fs = {p for p in partitions if _holds_no_filesystem(g, p)}
     found = {device: fstype for device, fstype
              in g.list_filesystems().items() if device not in no_fs}
+    # list_filesystems leaves out a LUKS volume it has no key for (and
+    # can leave out LVM physical volumes): ask blkid for the signature of
+    # every partition it did not list.
+    for partition in partitions:
+        if partition in no_fs or found.get(partition) not in (None, '',
+                                                              'unknown'):
+            continue
+        try:
+            found[partition] = g.vfs_type(partition)
+        except RuntimeError:
+            pass
     if not any(t and t != 'unknown' for t in found.values()):
         what = ('a partition table whose partitions hold no filesystem'
                 if partitions else 'no partition table and no filesystem')

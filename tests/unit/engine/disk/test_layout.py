@@ -9,10 +9,14 @@ from sparc_nova import exception
 
 
 class Handle:
-    def __init__(self, table, types, filesystems):
+    def __init__(self, table, types, filesystems, signatures=None):
         self.table = table
         self.types = types              # partnum -> mbr id or gpt guid
         self.filesystems = filesystems
+        self.signatures = signatures or {}  # what blkid finds
+
+    def vfs_type(self, device):
+        return self.signatures.get(device, '')
 
     def list_partitions(self):
         return ['/dev/sda%d' % n for n in sorted(self.types)]
@@ -56,3 +60,14 @@ def test_nothing_to_scrub(types, filesystems, fragment):
                                         'img.raw')
     assert 'nothing to scrub' in str(e.value)
     assert fragment in str(e.value)
+
+
+def test_luks_without_key_is_something_to_scrub():
+    # libguestfs lists no filesystem for a LUKS volume it has no key
+    # for; blkid still sees its signature (the scrub then stops with "no
+    # key", not "nothing to scrub").
+    g = Handle('msdos', {1: 0x83}, {}, {'/dev/sda1': 'crypto_LUKS'})
+    assert layout.no_filesystem_partitions(g, 'img') == set()
+    with pytest.raises(exception.DiskImageError, match='nothing to scrub'):
+        layout.no_filesystem_partitions(Handle('msdos', {1: 0x83}, {}),
+                                        'img')
