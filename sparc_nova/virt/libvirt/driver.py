@@ -103,8 +103,8 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
     def snapshot(self, context, instance, image_id, update_task_state):
         shelving = instance.task_state in SHELVING_STATES
         # Shelve powers the guest off before the snapshot; this is its
-        # power state from before.
-        original_power_state = instance.power_state
+        # power state from before (only a shelve is undone).
+        original_power_state = instance.power_state if shelving else None
         try:
             effective = instance_policy.load(instance)
         except virt_exception.SparcPolicyInvalid as e:
