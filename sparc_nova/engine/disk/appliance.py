@@ -101,10 +101,13 @@ def kernel_runs(accel: str, timeout: float) -> bool:
     if accel == 'kvm':
         argv[3:3] = ['-cpu', 'host']
     try:
+        # In the caller's process group: whoever kills the caller's group
+        # (a timeout, the crash tests) kills the probe with it; a probe in
+        # a session of its own would outlive a killed caller, stuck in
+        # its vCPU.
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+                                stderr=subprocess.DEVNULL)
     except OSError:
         return False
     seen = b''
@@ -128,7 +131,7 @@ def kernel_runs(accel: str, timeout: float) -> bool:
 
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        proc.kill()
     except OSError:
         pass
     proc.wait()
