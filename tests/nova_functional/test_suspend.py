@@ -19,8 +19,9 @@ class SuspendTest(base.SparcServersTestBase):
         server = self._suspend_server(server)
         self.assertEqual('SUSPENDED', server['status'])
         self.scrub_managed_save.assert_called_once_with(
+            # The scoped rule list (each source's rules in its scope).
             self.save_path(server), ['gpg-agent', 'vault'],
-            ['/home/*/.ssh/**'], True, True,
+            ['scope:instance', '/home/*/.ssh/**'], True, True,
             server['OS-EXT-SRV-ATTR:instance_name'])
         # libvirt wrote the managed save before the scrub was asked for.
         self.assertTrue(self.domain(server).hasManagedSaveImage(0))
