@@ -14,7 +14,6 @@ neither forged nor inherited (the real APIs of the test cloud):
 
 import os
 import subprocess
-import sys
 import uuid
 
 import pytest
@@ -22,6 +21,7 @@ import pytest
 from tests.e2e.cloud import catalog
 from tests.e2e import guest_image
 from tests.e2e import servers
+from tests.policy_check import policy_check_error
 
 BAD_SELECTOR = {'sparc:exclude_processes': 'keepassxc,pid:x'}
 PARENT_RECORDS = {'sparc_scrubbed': 'true',
@@ -35,23 +35,6 @@ def member_conn(cloud):
     connection = cloud.connect_member()
     yield connection
     connection.close()
-
-
-def policy_check_error(pairs: dict) -> str:
-    """The message nova-api answers instance metadata ``pairs`` with:
-    ``invalid privacy policy:`` and the problems ``sparc policy check``
-    prints (one ``problem:`` line each, exit 1), in its words.
-    """
-    sparc = os.path.join(os.path.dirname(sys.executable), 'sparc')
-    result = subprocess.run(
-        [sparc, 'policy', 'check'] + ['%s=%s' % i for i in pairs.items()],
-        capture_output=True, text=True)
-    assert result.returncode == 1, result
-    problems = [line.split('problem: ', 1)[1]
-                for line in result.stdout.splitlines()
-                if line.startswith('  problem: ')]
-    assert problems, result
-    return 'invalid privacy policy: ' + '; '.join(problems)
 
 
 def _message(response) -> str:

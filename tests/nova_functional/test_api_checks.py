@@ -8,8 +8,6 @@ and Cinder fixtures.
 import configparser
 import copy
 import os
-import subprocess
-import sys
 
 import fixtures
 from nova.api.validation.extra_specs import validators
@@ -20,6 +18,7 @@ from sparc_nova.api import extra_specs
 from sparc_nova.api import paste_ini
 from sparc_nova import policy
 from tests.nova_functional import base
+from tests.policy_check import policy_check_error
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -31,23 +30,6 @@ MEMORY_POLICY = {'sparc:exclude_processes': 'gpg-agent'}
 PARENT_RECORDS = {'sparc_scrubbed': 'true',
                   'sparc_policy_digest': 'sha256:' + 'ab' * 32,
                   'sparc_scrub_summary': 'parent: 3 paths removed'}
-
-
-def policy_check_error(pairs: dict) -> str:
-    """The message nova-api answers instance metadata ``pairs`` with:
-    ``invalid privacy policy:`` and the problems ``sparc policy check``
-    prints (one ``problem:`` line each, exit 1), in its words.
-    """
-    sparc = os.path.join(os.path.dirname(sys.executable), 'sparc')
-    result = subprocess.run(
-        [sparc, 'policy', 'check'] + ['%s=%s' % i for i in pairs.items()],
-        capture_output=True, text=True)
-    assert result.returncode == 1, result
-    problems = [line.split('problem: ', 1)[1]
-                for line in result.stdout.splitlines()
-                if line.startswith('  problem: ')]
-    assert problems, result
-    return 'invalid privacy policy: ' + '; '.join(problems)
 
 
 BAD_MESSAGE = policy_check_error(BAD)
