@@ -10,7 +10,6 @@ bug. Used by ``tools/fuzz/run.py`` (long runs) and by
 
 import copy
 import json
-import logging
 
 import numpy as np
 
@@ -51,9 +50,6 @@ class RamMap:
 
 MEMORY = RamMap()
 POLICY = sandbox.SandboxPolicy(max_result=MAX_INPUT)
-# The parent logs the confinement record of every result it reads: not
-# for each of a million fuzzer inputs.
-logging.getLogger(sandbox.__name__).setLevel(logging.ERROR)
 
 
 def decode_plan(data: bytes) -> None:
