@@ -14,6 +14,7 @@ import re
 
 import pytest
 
+from sparc_nova.cmd import policy as cmd_policy
 from sparc_nova.dashboard.tests.browser import conftest
 from sparc_nova.dashboard.tests import helpers
 
@@ -99,7 +100,7 @@ def test_member_sets_a_policy_and_takes_a_private_snapshot(
     assert 'keepassxc' in enforced.inner_text()
     rc, expected = helpers.sparc_policy_check(
         {'sparc:exclude_processes': INVALID_PROCESS})
-    assert rc == 2
+    assert rc == cmd_policy.EXIT_INVALID
     form.locator('#id_exclude_processes').fill(INVALID_PROCESS)
     form.locator('input[type=submit]').click()
     page.locator('#edit_privacy_policy_form').get_by_text(
