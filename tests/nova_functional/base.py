@@ -55,9 +55,9 @@ class SparcServersTestBase(base.ServersTestBase):
     CAST_AS_CALL = False
 
     def setUp(self):
-        #: A real image file to hand over as the snapshot instead of
-        #: DISK_IMAGE.
-        self.disk_image_file = None
+        #: Real image files by format, to hand over as the snapshot (in
+        #: the format Nova asks for) instead of DISK_IMAGE.
+        self.disk_image_files = None
         self.events = []
         self.uploads = {}
         self.disks = []
@@ -137,8 +137,10 @@ class SparcServersTestBase(base.ServersTestBase):
                 self._write_disk_image(out, out_fmt, how='live'))).mock
 
     def _write_disk_image(self, out_path, image_format, how='cold'):
-        if self.disk_image_file:
-            shutil.copyfile(self.disk_image_file, out_path)
+        if self.disk_image_files:
+            # The snapshot file is in the format Nova asks for (raw for a
+            # raw, rbd or lvm disk): the disk engine reads it as that.
+            shutil.copyfile(self.disk_image_files[image_format], out_path)
         else:
             with open(out_path, 'wb') as f:
                 f.write(DISK_IMAGE)
@@ -204,12 +206,25 @@ class SparcServersTestBase(base.ServersTestBase):
         flavor_id = self._create_flavor(extra_spec=specs)
         return flavor_id
 
-    def create_image(self, server, name='snap', timeout=10):
-        """createImage; return the image id once the snapshot ended."""
+    def create_image(self, server, name='snap', timeout=10,
+                     scrub_must_succeed=False):
+        """createImage; return the image id once the snapshot ended
+        (``timeout`` in seconds). With ``scrub_must_succeed``, a scrub
+        error notified before that fails the test at once, with its
+        payload.
+        """
         result = self.api.post_server_action(
             server['id'], {'createImage': {'name': name}})
-        self.notifier.wait_for_versioned_notifications(
-            'instance.snapshot.end', timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while not any(n['event_type'] == 'instance.snapshot.end'
+                      for n in self.notifier.versioned_notifications):
+            errors = [payload for event, payload in self.sparc_notifications()
+                      if event == 'sparc.scrub.error']
+            if scrub_must_succeed and errors:
+                self.fail('snapshot scrub failed: %s' % errors)
+            if time.monotonic() > deadline:
+                self.fail('no instance.snapshot.end within %d s' % timeout)
+            time.sleep(0.1)
         return result['image_id']
 
     def image(self, image_id):

@@ -245,10 +245,11 @@ class RealDiskEngineSnapshotTest(base.SparcServersTestBase):
         marker = 'SPRC' + secrets.token_hex(10).upper()
         tree = images.populate(os.path.join(work, 'tree'), marker,
                                small_files=20)
-        self.disk_image_file = images.ext4_image(
-            tree, os.path.join(work, 'disk.qcow2'), size_mib=64)
-        before = hostcheck.count_marker(
-            hostcheck.to_raw(self.disk_image_file, work), marker)
+        qcow2 = images.ext4_image(tree, os.path.join(work, 'disk.qcow2'),
+                                  size_mib=64)
+        raw = hostcheck.to_raw(qcow2, work)
+        self.disk_image_files = {'qcow2': qcow2, 'raw': raw}
+        before = hostcheck.count_marker(raw, marker)
         self.assertGreater(before, 0)
         self.use_real_disk_engine()
 
@@ -256,7 +257,8 @@ class RealDiskEngineSnapshotTest(base.SparcServersTestBase):
             'sparc:exclude_paths': ','.join(images.EXCLUDE_PATHS),
             'sparc:exclude_paths.1': 'preset:shell-history,preset:tmp'})
         # One appliance launch: tens of seconds under TCG.
-        image_id = self.create_image(server, timeout=600)
+        image_id = self.create_image(server, timeout=300,
+                                     scrub_must_succeed=True)
 
         uploaded = os.path.join(work, 'uploaded.qcow2')
         with open(uploaded, 'wb') as f:
