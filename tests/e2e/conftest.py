@@ -14,6 +14,7 @@ import subprocess
 
 import pytest
 
+from tests.e2e import cli
 from tests.e2e.cloud import cloud as cloud_mod
 from tests.e2e.cloud import processes
 from tests.e2e.cloud import settings
@@ -87,6 +88,20 @@ def conn(cloud):
 
 
 @pytest.fixture(scope='session')
+def member_conn(cloud):
+    """openstacksdk as a member (no admin role) of the tenant's project."""
+    connection = cloud.connect_member()
+    yield connection
+    connection.close()
+
+
+@pytest.fixture(scope='session')
+def member_cli(cloud):
+    """The ``openstack`` CLI as the same member."""
+    return cli.MemberCLI(cloud.conf)
+
+
+@pytest.fixture(scope='session')
 def notifications(cloud):
     """Every notification published from now on."""
     log = notifications_mod.NotificationLog(cloud.conf.amqp_url)
@@ -105,20 +120,21 @@ def guest(cloud):
 def images(conn, guest):
     """Glance images: ``root`` (ext4 root disk) and ``root_luks`` (with a
     LUKS volume nobody has the key of), both booting the test kernel and
-    ramdisk.
+    ramdisk; public, as an operator's base images are.
     """
     kernel = conn.image.create_image(
         name='sparc-e2e-kernel', filename=guest.kernel, disk_format='aki',
-        container_format='aki', wait=True)
+        container_format='aki', wait=True, visibility='public')
     ramdisk = conn.image.create_image(
         name='sparc-e2e-ramdisk', filename=guest.ramdisk, disk_format='ari',
-        container_format='ari', wait=True)
+        container_format='ari', wait=True, visibility='public')
     made = {}
     for name, path in (('root', guest.root),
                        ('root_luks', guest.root_luks)):
         made[name] = conn.image.create_image(
             name='sparc-e2e-' + name, filename=path, disk_format='ami',
-            container_format='ami', wait=True, kernel_id=kernel.id,
+            container_format='ami', wait=True, visibility='public',
+            kernel_id=kernel.id,
             ramdisk_id=ramdisk.id,
             os_command_line=guest_image.KERNEL_CMDLINE)
     return made

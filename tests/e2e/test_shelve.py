@@ -10,13 +10,15 @@ from tests.e2e import servers
 
 
 @pytest.fixture(scope='module')
-def shelved(conn, images, flavor, notifications):
-    """(server, shelved image) while the server is shelved offloaded."""
-    server = servers.boot(conn, 'e2e-shelve', images['root'], flavor)
-    conn.compute.set_server_metadata(
-        server, **{'sparc:exclude_paths': '/secrets/**',
-                   'sparc:exclude_processes': 'vault'})
-    conn.compute.shelve_server(server)
+def shelved(conn, member_conn, member_cli, images, flavor, notifications):
+    """(server, shelved image) while the server is shelved offloaded: the
+    member's server, policy set and shelved with the ``openstack`` CLI.
+    """
+    server = servers.boot(member_conn, 'e2e-shelve', images['root'], flavor)
+    member_cli.set_properties(server.id, {
+        'sparc:exclude_paths': '/secrets/**',
+        'sparc:exclude_processes': 'vault'})
+    member_cli.check('server', 'shelve', server.id)
     server = conn.compute.wait_for_server(server, status='SHELVED_OFFLOADED',
                                           wait=900)
     image = conn.image.find_image('e2e-shelve-shelved', ignore_missing=False)
@@ -24,9 +26,10 @@ def shelved(conn, images, flavor, notifications):
     servers.delete(conn, server)
 
 
-def test_shelved_image_is_scrubbed(conn, guest, shelved):
+def test_shelved_image_is_scrubbed(conn, member_cli, guest, shelved,
+                                   tmp_path):
     _, image = shelved
-    data = servers.download(conn, image)
+    data = member_cli.download_image(image.id, str(tmp_path / 'image'))
     for path, marker in guest.secret_files.items():
         assert servers.count(data, marker) == 0, path
     for path, marker in guest.kept_files.items():
@@ -43,9 +46,9 @@ def test_scrub_notifications(shelved, notifications):
     assert end['payload'].get('summary')
 
 
-def test_unshelve_boots(conn, shelved):
+def test_unshelve_boots(conn, member_cli, shelved):
     server, _ = shelved
-    conn.compute.unshelve_server(server)
+    member_cli.check('server', 'unshelve', server.id)
     conn.compute.wait_for_server(server, status='ACTIVE', wait=600)
     files = servers.wait_console(conn, server, servers.FILES_RE)
     assert files.groups() == ('0', '2')

@@ -21,17 +21,20 @@ from tests.e2e import servers
 
 
 @pytest.fixture(scope='module')
-def suspended(cloud, conn, images, flavor, notifications):
+def suspended(cloud, conn, member_conn, member_cli, images, flavor,
+              notifications):
     """(server, managed-save bytes, last heartbeat before the suspend,
-    console text before the suspend) while the server is suspended.
+    console text before the suspend) while the server is suspended: the
+    member's server, policy set and suspended with the ``openstack`` CLI.
     """
-    server = servers.boot(conn, 'e2e-suspend', images['root'], flavor)
-    conn.compute.set_server_metadata(
-        server, **{'sparc:exclude_processes': 'vault',
-                   'sparc:exclude_paths': '/secrets/**'})
+    server = servers.boot(member_conn, 'e2e-suspend', images['root'],
+                          flavor)
+    member_cli.set_properties(server.id, {
+        'sparc:exclude_processes': 'vault',
+        'sparc:exclude_paths': '/secrets/**'})
     last_beat = servers.last_beat(conn, server)
     before = servers.console(conn, server)
-    conn.compute.suspend_server(server)
+    member_cli.check('server', 'suspend', server.id)
     server = conn.compute.wait_for_server(server, status='SUSPENDED',
                                           wait=900)
     name = conn.compute.get_server(server.id).instance_name
@@ -71,9 +74,9 @@ def test_scrub_notifications(suspended, notifications):
     assert end['payload'].get('summary')
 
 
-def test_resume_runs_without_excluded_process(conn, suspended):
+def test_resume_runs_without_excluded_process(conn, member_cli, suspended):
     server, _, last_beat, _ = suspended
-    conn.compute.resume_server(server)
+    member_cli.check('server', 'resume', server.id)
     conn.compute.wait_for_server(server, status='ACTIVE', wait=300)
     # The guest's heartbeat counter goes on from where it was saved.
     deadline = time.monotonic() + 120
