@@ -4,6 +4,10 @@ and a process, as a project member does it with the ``openstack`` CLI
 save``): the image Glance serves holds none of the excluded files' bytes,
 keeps the rest, records the scrub, and boots. Scenario 5 for snapshots:
 start and end notifications.
+
+The files to exclude are the operator's (the flavor's extra spec), and the
+member's metadata tries to keep them with a negation: a negation narrows
+only the rules of its own source, so the image still holds none of them.
 """
 
 import pytest
@@ -11,17 +15,31 @@ import pytest
 from tests.e2e import notifications as notif
 from tests.e2e import servers
 
-POLICY = {'sparc:exclude_paths': '/secrets/**',
+#: The operator's rule (flavor extra spec).
+OPERATOR_SPECS = {'sparc:exclude_paths': '/secrets/**'}
+#: The member's metadata: a process, and a negation of the operator's rule.
+POLICY = {'sparc:exclude_paths': '!/secrets/**',
           'sparc:exclude_processes': 'vault'}
 
 
 @pytest.fixture(scope='module')
-def snapshot(conn, member_conn, member_cli, images, flavor, notifications):
+def operator_flavor(conn):
+    """A public flavor whose extra spec excludes /secrets."""
+    flavor = conn.compute.create_flavor(name='sparc.e2e.secrets', ram=256,
+                                        vcpus=1, disk=1)
+    conn.compute.create_flavor_extra_specs(flavor, OPERATOR_SPECS)
+    yield flavor
+    conn.compute.delete_flavor(flavor, ignore_missing=True)
+
+
+@pytest.fixture(scope='module')
+def snapshot(conn, member_conn, member_cli, images, operator_flavor,
+             notifications):
     """(server, image) after ``server image create`` with the policy, the
     member's server and image.
     """
     server = servers.boot(member_conn, 'e2e-snapshot', images['root'],
-                          flavor)
+                          operator_flavor)
     member_cli.set_properties(server.id, POLICY)
     created = member_cli.json('server', 'image', 'create', '--name',
                               'e2e-snapshot-image', '--wait', server.id)
