@@ -332,6 +332,18 @@ def expand_presets(items: Iterable[str]) -> list[str]:
 # -- parsing -------------------------------------------------------------
 
 
+def keys_of(pairs: Mapping[str, str] | None, source: str
+            ) -> dict[str, str] | None:
+    """The sparc-nova policy keys of one source, prefix kept (``None``
+    stays ``None``: the source could not be read). The records sparc-nova
+    leaves on the images it scrubbed are not policy and are left out.
+    """
+    if pairs is None:
+        return None
+    return {PREFIXES[source] + key: value
+            for key, value in _source_keys(pairs, source).items()}
+
+
 def _source_keys(pairs: Mapping[str, str], source: str) -> dict[str, str]:
     """The pairs of ``pairs`` that belong to sparc-nova in ``source``,
     with the prefix removed (record properties left out).

@@ -40,12 +40,7 @@ def policy_keys(pairs: Mapping[str, str] | None,
     the source could not be read). The records sparc-nova leaves on the
     images it scrubbed are not policy and are left out.
     """
-    if pairs is None:
-        return None
-    prefix = policy.PREFIXES[source]
-    return {key: value for key, value in pairs.items()
-            if key.startswith(prefix) and
-            not (source == policy.IMAGE and key in policy.RECORD_PROPERTIES)}
+    return policy.keys_of(pairs, source)
 
 
 @dataclasses.dataclass

@@ -98,3 +98,36 @@ def test_server_from_snapshot_boots_without_secrets(conn, images, flavor,
     # /secrets gone, /keep intact; the console is in the failure message.
     assert (secrets, keep) == ('0', '2'), (
         'secrets=%s keep=%s; console:\n%s' % (secrets, keep, text[-3000:]))
+
+
+def test_member_sees_the_policy_with_the_openstack_cli(member_cli,
+                                                       snapshot):
+    server, _ = snapshot
+    shown = member_cli.json('server', 'privacy', 'show', server.id)
+    assert shown['exclude_paths'] == [
+        {'value': '/secrets/**', 'sources': ['flavor'], 'locked': True},
+        {'value': '!/secrets/**', 'sources': ['instance'], 'locked': False}]
+    assert shown['exclude_processes'] == [
+        {'value': 'vault', 'sources': ['instance'], 'locked': False}]
+    assert shown['unreadable_sources'] == []
+
+
+def test_member_reads_the_scrub_record_with_the_openstack_cli(member_cli,
+                                                              snapshot):
+    server, image = snapshot
+    record = member_cli.json('image', 'scrub', 'show', image.id)
+    assert record['scrubbed'] == 'true', record
+    assert record['instance_uuid'] == server.id
+    assert record['policy_digest'] == member_cli.json(
+        'server', 'privacy', 'show', server.id)['digest']
+
+
+def test_member_sets_an_invalid_policy_and_nothing_changes(member_cli,
+                                                           snapshot):
+    server, _ = snapshot
+    result = member_cli.run('server', 'privacy', 'set', server.id,
+                            '--exclude-process', 'pid:x')
+    assert result.returncode != 0
+    assert "'pid:x': pid: takes a decimal number" in result.stderr
+    shown = member_cli.json('server', 'privacy', 'show', server.id)
+    assert [i['value'] for i in shown['exclude_processes']] == ['vault']

@@ -1,0 +1,34 @@
+"""``openstack image scrub show``."""
+
+from unittest import mock
+
+from sparc_nova.osc import image_scrub
+
+
+def _show(properties):
+    conn = mock.Mock()
+    image = mock.Mock(id='img-1', properties=properties)
+    image.name = 'snap'
+    conn.image.find_image.return_value = image
+    conn.image.get_image.return_value = image
+    app = mock.Mock()
+    app.client_manager.sparc = conn
+    cmd = image_scrub.ShowImageScrub(app, None)
+    parsed = cmd.get_parser('openstack image scrub show').parse_args(
+        ['snap'])
+    return dict(zip(*cmd.take_action(parsed)))
+
+
+def test_scrubbed_snapshot():
+    rows = _show({'sparc_scrubbed': 'true',
+                  'sparc_policy_digest': 'sha256:ab',
+                  'sparc_scrub_summary': 'removed 2 paths',
+                  'instance_uuid': 'srv-1', 'image_type': 'snapshot'})
+    assert rows == {'image': 'img-1', 'name': 'snap', 'scrubbed': 'true',
+                    'policy_digest': 'sha256:ab',
+                    'summary': 'removed 2 paths', 'instance_uuid': 'srv-1',
+                    'image_type': 'snapshot'}
+
+
+def test_image_never_scrubbed():
+    assert _show({})['scrubbed'] == 'none'
