@@ -2,11 +2,13 @@
 ``sparc.scrub.error``.
 
 Nova's own notifier drops event types it does not know (and sends nothing
-at all in versioned-only mode), so sparc-nova has an
-``oslo_messaging.Notifier`` of its own on Nova's notification transport.
-Drivers and topics come from ``[oslo_messaging_notifications]``, as for
-any OpenStack service; ``[sparc] send_notifications = false`` silences
-them.
+at all in versioned-only mode), so sparc-nova has ``oslo_messaging``
+notifiers of its own on Nova's notification transport, and follows Nova's
+``[notifications] notification_format``: ``unversioned`` sends the payload
+dicts on the topics of ``[oslo_messaging_notifications]``, ``versioned``
+sends their versioned objects (:mod:`sparc_nova.notification_payloads`)
+on ``[notifications] versioned_notifications_topics``, ``both`` sends
+both. ``[sparc] send_notifications = false`` silences them.
 
 Payloads carry the instance, the operation, the policy's digest and
 shape (:func:`policy_payload`: how many process selectors and path globs,
@@ -22,6 +24,7 @@ import oslo_messaging
 
 from nova import rpc as nova_rpc
 from sparc_nova import conf
+from sparc_nova import notification_payloads
 from sparc_nova import policy as policy_mod
 
 LOG = logging.getLogger(__name__)
@@ -33,6 +36,11 @@ EVENT_ERROR = 'sparc.scrub.error'
 #: Outcomes of a failed scrub, in ``sparc.scrub.error`` payloads.
 OUTCOME_ABORTED = 'aborted'
 OUTCOME_KEPT_UNSCRUBBED = 'kept-unscrubbed'
+
+#: Values of Nova's ``[notifications] notification_format``.
+FORMAT_UNVERSIONED = 'unversioned'
+FORMAT_VERSIONED = 'versioned'
+FORMAT_BOTH = 'both'
 
 
 def policy_payload(effective: policy_mod.EffectivePolicy,
@@ -62,40 +70,68 @@ def policy_payload(effective: policy_mod.EffectivePolicy,
 class ScrubNotifier:
     """Sends the scrub notifications of one compute host.
 
-    The notifier is made on first use, on the notification transport Nova
-    set up (``nova.rpc.NOTIFICATION_TRANSPORT``). A notification that
-    cannot be sent is logged, never raised: it must not change the outcome
-    of the operation it describes.
+    ``notification_format`` and ``versioned_topics`` are Nova's
+    ``[notifications] notification_format`` and
+    ``versioned_notifications_topics``. The notifiers are made on first
+    use, on the notification transport Nova set up
+    (``nova.rpc.NOTIFICATION_TRANSPORT``). A notification that cannot be
+    sent is logged, never raised: it must not change the outcome of the
+    operation it describes.
     """
 
-    def __init__(self, host: str, transport=None):
+    def __init__(self, host: str, transport=None,
+                 notification_format: str = FORMAT_UNVERSIONED,
+                 versioned_topics: tuple[str, ...] = (
+                     'versioned_notifications',)):
+        if notification_format not in (FORMAT_UNVERSIONED, FORMAT_VERSIONED,
+                                       FORMAT_BOTH):
+            raise ValueError('notification format %r'
+                             % notification_format)
         self.host = host
+        self.notification_format = notification_format
+        self.versioned_topics = list(versioned_topics)
         self._transport = transport
-        self._notifier = None
+        self._notifiers = None
 
-    def _get_notifier(self):
-        if self._notifier is None:
+    def _get_notifiers(self) -> list | None:
+        """``[(notifier, versioned)]`` by the format, or None without a
+        transport.
+        """
+        if self._notifiers is None:
             transport = self._transport or nova_rpc.NOTIFICATION_TRANSPORT
             if transport is None:
                 return None
             serializer = nova_rpc.RequestContextSerializer(
                 nova_rpc.JsonPayloadSerializer())
-            self._notifier = oslo_messaging.Notifier(
-                transport, publisher_id='sparc.%s' % self.host,
-                serializer=serializer)
-        return self._notifier
+            notifiers = []
+            if self.notification_format != FORMAT_VERSIONED:
+                notifiers.append((oslo_messaging.Notifier(
+                    transport, publisher_id='sparc.%s' % self.host,
+                    serializer=serializer), False))
+            if self.notification_format != FORMAT_UNVERSIONED:
+                notifiers.append((oslo_messaging.Notifier(
+                    transport, publisher_id='sparc-compute:%s' % self.host,
+                    topics=self.versioned_topics,
+                    serializer=serializer), True))
+            self._notifiers = notifiers
+        return self._notifiers
 
     def _send(self, context, priority: str, event_type: str,
               payload: dict[str, Any]) -> None:
         if not conf.CONF.sparc.send_notifications:
             return
         try:
-            notifier = self._get_notifier()
-            if notifier is None:
+            notifiers = self._get_notifiers()
+            if notifiers is None:
                 LOG.debug('No notification transport: %s not sent',
                           event_type)
                 return
-            getattr(notifier, priority)(context, event_type, payload)
+            for notifier, versioned in notifiers:
+                body = payload
+                if versioned:
+                    body = notification_payloads.scrub_payload(
+                        payload).obj_to_primitive()
+                getattr(notifier, priority)(context, event_type, body)
         except Exception:
             LOG.exception('Could not send the %s notification', event_type)
 

@@ -2,8 +2,10 @@
 
 Nova and sparc-nova publish with oslo.messaging's ``messagingv2`` driver
 on the ``nova`` topic exchange (routing keys ``notifications.info``,
-``notifications.error``, ...). A queue of our own bound to that exchange
-receives a copy of every notification from the moment it is declared.
+``notifications.error``, ... for unversioned notifications,
+``versioned_notifications.*`` for versioned ones: the test cloud sends
+both). A queue of our own bound to that exchange receives a copy of every
+notification from the moment it is declared.
 """
 
 import json
@@ -26,9 +28,12 @@ class NotificationLog:
 
     def __init__(self, amqp_url: str, queue: str = 'sparc-e2e'):
         self.url = amqp_url
-        self.queue = kombu.Queue(queue, EXCHANGE,
-                                 routing_key='notifications.*',
-                                 durable=False, auto_delete=True)
+        self.queue = kombu.Queue(
+            queue, bindings=[
+                kombu.binding(EXCHANGE, routing_key='notifications.*'),
+                kombu.binding(EXCHANGE,
+                              routing_key='versioned_notifications.*')],
+            durable=False, auto_delete=True)
         self.received: list[Notification] = []
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -102,3 +107,15 @@ class NotificationLog:
 def for_instance(uuid: str) -> Callable[[dict], bool]:
     """A payload matcher: the payload names this instance."""
     return lambda payload: payload.get('instance_uuid') == uuid
+
+
+#: The key of a versioned payload's fields (sparc_nova.notification_payloads).
+VERSIONED_DATA = 'sparc_nova_object.data'
+
+
+def versioned_for_instance(uuid: str) -> Callable[[dict], bool]:
+    """A payload matcher: a versioned sparc-nova payload naming this
+    instance.
+    """
+    return lambda payload: (payload.get(VERSIONED_DATA) or {}).get(
+        'instance_uuid') == uuid

@@ -10,10 +10,16 @@ member's metadata tries to keep them with a negation: a negation narrows
 only the rules of its own source, so the image still holds none of them.
 """
 
+import json
+import os
+
 import pytest
 
 from tests.e2e import notifications as notif
 from tests.e2e import servers
+
+SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), 'doc', 'notification_samples')
 
 #: The operator's rule (flavor extra spec).
 OPERATOR_SPECS = {'sparc:exclude_paths': '/secrets/**'}
@@ -76,6 +82,32 @@ def test_scrub_notifications(snapshot, notifications):
                                  notif.for_instance(server.id))
     assert start['payload']['operation'] == end['payload']['operation']
     assert end['payload'].get('summary')
+
+
+def _shape(payload: dict) -> dict:
+    """A versioned payload's object names, versions and field names."""
+    data = payload[notif.VERSIONED_DATA]
+    return {'name': payload['sparc_nova_object.name'],
+            'version': payload['sparc_nova_object.version'],
+            'fields': sorted(data),
+            'policy': _shape(data['policy']) if 'policy' in data else None}
+
+
+@pytest.mark.parametrize('event', ['sparc.scrub.start', 'sparc.scrub.end'])
+def test_versioned_notifications_are_the_documented_samples(
+        snapshot, notifications, event):
+    """Nova's notification_format is ``both`` in the test cloud: each
+    event is also sent versioned, shaped as its sample in the docs.
+    """
+    server, image = snapshot
+    got = notifications.wait_for(event,
+                                 notif.versioned_for_instance(server.id))
+    with open(os.path.join(SAMPLES, event + '.json')) as f:
+        sample = json.load(f)
+    assert got['publisher_id'].startswith('sparc-compute:')
+    assert got['priority'] == sample['priority']
+    assert _shape(got['payload']) == _shape(sample['payload'])
+    assert got['payload'][notif.VERSIONED_DATA]['image_id'] == image.id
 
 
 def _boot_and_count(conn, image, flavor):

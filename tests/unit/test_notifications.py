@@ -109,3 +109,38 @@ def test_policy_payload_counts_without_clear_text():
     assert dict(shown, exclude_paths=None, exclude_processes=None,
                 path_rules=None) == dict(
         hidden, exclude_paths=None, exclude_processes=None, path_rules=None)
+
+
+@pytest.mark.parametrize('fmt, expected', [
+    ('unversioned', [('sparc.compute1', False)]),
+    ('versioned', [('sparc-compute:compute1', True)]),
+    ('both', [('sparc.compute1', False),
+              ('sparc-compute:compute1', True)])])
+def test_follows_novas_notification_format(transport, context, fmt,
+                                           expected):
+    from sparc_nova import policy
+    effective = policy.from_sources(instance={
+        'sparc:exclude_processes': 'vault'})
+    payload = {'instance_uuid': '7f0c2a44-54c4-4a4e-9c6d-0f6a1e0b9d11',
+               'operation': 'suspend', 'host': 'compute1',
+               'policy': notifications.policy_payload(effective),
+               'policy_digest': effective.digest, 'path': '/x.save'}
+    notifier = notifications.ScrubNotifier(
+        'compute1', transport, notification_format=fmt)
+    notifier.start(context, payload)
+    got = [(e[2], 'sparc_nova_object.data' in e[3]) for e in sent()]
+    assert got == expected
+    for event in sent():
+        assert event[0] == 'sparc.scrub.start'
+        if 'sparc_nova_object.data' in event[3]:
+            data = event[3]['sparc_nova_object.data']
+            assert data['path'] == '/x.save'
+            assert data['policy']['sparc_nova_object.data']['digest'] == \
+                effective.digest
+        else:
+            assert event[3] == payload
+
+
+def test_unknown_format_is_refused():
+    with pytest.raises(ValueError):
+        notifications.ScrubNotifier('h', notification_format='json')

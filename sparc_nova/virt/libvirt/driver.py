@@ -92,7 +92,11 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
         super().__init__(virtapi, read_only=read_only)
         self._snapshot_jobs = snapshot_hooks.SnapshotJobs()
         self._scrubber = scrubber.Scrubber(
-            notifications.ScrubNotifier(host=CONF.host))
+            notifications.ScrubNotifier(
+                host=CONF.host,
+                notification_format=CONF.notifications.notification_format,
+                versioned_topics=tuple(
+                    CONF.notifications.versioned_notifications_topics)))
         self._image_api = snapshot_hooks.ScrubbingImageAPI(
             self._image_api, self._snapshot_jobs, self._scrub_snapshot_file)
         self.image_backend = snapshot_hooks.PolicyAwareImageBackend(
