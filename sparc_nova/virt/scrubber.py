@@ -16,6 +16,8 @@ from oslo_log import log as logging
 from sparc_nova import conf
 from sparc_nova.engine import disk
 from sparc_nova import exception
+from sparc_nova.i18n import _
+from sparc_nova.i18n import _P
 from sparc_nova import notifications
 from sparc_nova import policy
 from sparc_nova import printable
@@ -77,15 +79,27 @@ def disk_rules(effective: policy.EffectivePolicy) -> list[str]:
 
 
 def disk_summary(report) -> str:
-    """One line of counts from a disk ScrubReport: never a path."""
-    summary = ('removed %d paths (%d bytes) on %d volumes; %d canaries, '
-               '%d left; %s' % (
-                   len(report.removed), sum(r.size for r in report.removed),
-                   len(report.volumes), report.canaries, report.residual,
-                   'verified' if report.verified else 'NOT fully verified'))
+    """One line of counts from a disk ScrubReport: never a path. The
+    words follow the counts ("1 path", "2 paths").
+    """
+    removed = len(report.removed)
+    volumes = len(report.volumes)
+    summary = '; '.join([
+        _P('removed %(n)d path (%(bytes)d bytes) on %(volumes)s',
+           'removed %(n)d paths (%(bytes)d bytes) on %(volumes)s',
+           removed) % {'n': removed,
+                       'bytes': sum(r.size for r in report.removed),
+                       'volumes': _P('%d volume', '%d volumes',
+                                     volumes) % volumes},
+        _P('%(n)d canary, %(left)d left', '%(n)d canaries, %(left)d left',
+           report.canaries) % {'n': report.canaries,
+                               'left': report.residual},
+        _('verified') if report.verified else _('NOT fully verified')])
     if report.unmatched_rules:
-        summary += '; %d rules matched nothing' % len(
-            report.unmatched_rules)
+        unmatched = len(report.unmatched_rules)
+        summary += '; ' + _P('%d rule matched nothing',
+                             '%d rules matched nothing',
+                             unmatched) % unmatched
     return summary
 
 

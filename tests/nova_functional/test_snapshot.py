@@ -36,7 +36,7 @@ class SnapshotTest(base.SparcServersTestBase):
         props = self.image(image_id)['properties']
         self.assertEqual('true', props['sparc_scrubbed'])
         self.assertTrue(props['sparc_policy_digest'].startswith('sha256:'))
-        self.assertIn('removed 1 paths', props['sparc_scrub_summary'])
+        self.assertIn('removed 1 path (', props['sparc_scrub_summary'])
         self.assertEqual('active', self.image(image_id)['status'])
 
     def test_create_image_live(self):
@@ -54,7 +54,7 @@ class SnapshotTest(base.SparcServersTestBase):
         # The policy's digest and counts; its text only when configured.
         self.assertEqual(1, start['policy']['exclude_processes_count'])
         self.assertNotIn('gpg-agent', str(start))
-        self.assertIn('removed 1 paths', end['summary'])
+        self.assertIn('removed 1 path (', end['summary'])
         self._wait_for_state_change(server, 'ACTIVE')
 
     def test_create_image_cold_of_running_server(self):

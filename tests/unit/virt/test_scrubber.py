@@ -25,7 +25,7 @@ def disk_report_of(removed=2, unmatched=()):
     return report
 
 
-SUMMARY = ('removed 2 paths (200 bytes) on 1 volumes; 8 canaries, 0 left; '
+SUMMARY = ('removed 2 paths (200 bytes) on 1 volume; 8 canaries, 0 left; '
            'verified')
 
 
@@ -65,9 +65,18 @@ def test_disk_summary_counts_and_never_names():
     report = disk_report_of(unmatched=['/nothing/**'])
     report.volumes[0].verification = disk_report.UNVERIFIED
     summary = scrubber.disk_summary(report)
-    assert summary == ('removed 2 paths (200 bytes) on 1 volumes; 8 '
-                       'canaries, 0 left; NOT fully verified; 1 rules '
+    assert summary == ('removed 2 paths (200 bytes) on 1 volume; 8 '
+                       'canaries, 0 left; NOT fully verified; 1 rule '
                        'matched nothing')
+
+
+def test_disk_summary_words_follow_the_counts():
+    report = disk_report_of(removed=1, unmatched=['/a/**', '/b/**'])
+    report.canaries = 1
+    report.volumes.append(report.volumes[0])
+    assert scrubber.disk_summary(report) == (
+        'removed 1 path (100 bytes) on 2 volumes; 1 canary, 0 left; '
+        'verified; 2 rules matched nothing')
 
 
 def test_snapshot_scrubbed(notifier, scrub_image):
