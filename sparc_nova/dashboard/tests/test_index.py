@@ -406,6 +406,22 @@ class DetailTests(helpers.PrivacyTestCase):
         self.assertContains(res, 'sparc-enforced-image')
 
     @test.create_mocks(helpers.READS)
+    def test_detail_lists_refused_operations_escaped(self):
+        server = data.server('1', flavor_specs={},
+                             metadata={'sparc:exclude_paths': '/srv/**'})
+        suspend = instance_privacy.InstanceRequest(
+            'suspend', 'req-5u5', '2026-11-27T09:00:00.000000', True,
+            reason='Suspend refused: <script>alert(1)</script>')
+        self.mock_reads([server], requests={'1': [suspend]})
+        res = self.client.get(detail_url('1'))
+        self.assertContains(res, 'sparc-refused-suspend')
+        self.assertContains(res, '2026-11-27 09:00:00')
+        self.assertContains(res, 'req-5u5')
+        self.assertContains(
+            res, 'Suspend refused: &lt;script&gt;alert(1)&lt;/script&gt;')
+        self.assertNotContains(res, '<script>alert(1)</script>')
+
+    @test.create_mocks(helpers.READS)
     def test_detail_of_an_instance_nova_does_not_show(self):
         self.mock_reads([])
         res = self.client.get(detail_url('foreign'))
