@@ -134,8 +134,15 @@ def policed_requests(request, instance_id: str
         actions = _nova.novaclient(
             request, version=EVENTS_MICROVERSION).instance_action
         for last in failed:
-            last.reason = instance_privacy.policy_reason(getattr(
-                actions.get(instance_id, last.request_id), 'events', None))
+            try:
+                action = actions.get(instance_id, last.request_id)
+            except Exception:
+                # Still shown as failed, without a reason.
+                LOG.info('Events of request %s of instance %s not '
+                         'readable', last.request_id, instance_id)
+                continue
+            last.reason = instance_privacy.policy_reason(
+                getattr(action, 'events', None))
     return newest
 
 

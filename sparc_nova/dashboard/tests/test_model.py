@@ -341,6 +341,19 @@ class ApiTests(test.APITestCase):
 
     @mock.patch.object(horizon_api._nova, 'novaclient')
     @mock.patch.object(horizon_api.nova, 'instance_action_list')
+    def test_unreadable_events_leave_the_request_failed(
+            self, mock_actions, mock_client):
+        mock_actions.return_value = [
+            action('shelve', '2026-11-27T10:00:00.000000', message='Error',
+                   request_id='req-shelve')]
+        get = mock_client.return_value.instance_action.get
+        get.side_effect = self.exceptions.nova
+        shelve = api.policed_requests(self.request, '1')['shelve']
+        self.assertTrue(shelve.failed)
+        self.assertIsNone(shelve.reason)
+
+    @mock.patch.object(horizon_api._nova, 'novaclient')
+    @mock.patch.object(horizon_api.nova, 'instance_action_list')
     def test_policed_requests_without_failures_reads_no_events(
             self, mock_actions, mock_client):
         mock_actions.return_value = [
