@@ -208,8 +208,8 @@ def refused_cell(row: instance_privacy.InstancePrivacy):
         format_html_join(
             '', '<li class="sparc-refused-request sparc-refused-{}">'
                 '<strong>{}</strong>: '
-                '<span class="sparc-request-reason">{}</span> '
-                '<small class="text-muted">({} UTC, {})</small></li>',
+                '<span class="sparc-request-reason">{}</span>'
+                '<br><small class="text-muted">{} UTC, {}</small></li>',
             ((r.action,
               _('%(action)s failed') % {
                   'action': ACTION_LABELS.get(r.action, r.action)},
