@@ -115,20 +115,35 @@ EVENTS_MICROVERSION = '2.51'
 
 
 @profiler.trace
-def last_snapshot_request(request, instance_id: str
-                          ) -> instance_privacy.SnapshotRequest | None:
-    """The newest snapshot request in the instance's action log; when it
-    failed, with the reason the compute driver recorded in its events.
+def policed_requests(request, instance_id: str
+                     ) -> dict[str, instance_privacy.InstanceRequest]:
+    """The newest request of each action the compute driver polices
+    (:data:`~sparc_nova.dashboard.instance_privacy.POLICED_ACTIONS`) in
+    the instance's action log, keyed by action name; each one that failed
+    with the reason the driver recorded in its events, if any.
+
+    Nova API calls: one instance-action list, plus one instance-action
+    get (microversion 2.51, which shows a project member the events,
+    never their tracebacks) per action whose newest request failed: at
+    most ``1 + len(POLICED_ACTIONS)``, however long the log is.
     """
-    latest = instance_privacy.SnapshotRequest.latest(
+    newest = instance_privacy.newest_requests(
         nova.instance_action_list(request, instance_id))
-    if latest is not None and latest.failed:
-        action = _nova.novaclient(
-            request, version=EVENTS_MICROVERSION).instance_action.get(
-                instance_id, latest.request_id)
-        latest.reason = instance_privacy.policy_reason(
-            getattr(action, 'events', None))
-    return latest
+    failed = [r for r in newest.values() if r.failed]
+    if failed:
+        actions = _nova.novaclient(
+            request, version=EVENTS_MICROVERSION).instance_action
+        for last in failed:
+            try:
+                action = actions.get(instance_id, last.request_id)
+            except Exception:
+                # Still shown as failed, without a reason.
+                LOG.info('Events of request %s of instance %s not '
+                         'readable', last.request_id, instance_id)
+                continue
+            last.reason = instance_privacy.policy_reason(
+                getattr(action, 'events', None))
+    return newest
 
 
 @profiler.trace

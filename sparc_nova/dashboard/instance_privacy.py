@@ -32,6 +32,14 @@ SCRUB_FAILED = 'failed'
 
 #: Nova instance actions that make a snapshot image the driver scrubs.
 SNAPSHOT_ACTIONS = ('createImage', 'createBackup', 'shelve')
+#: Nova instance actions (the names of ``nova.compute.instance_actions``)
+#: that the compute driver makes fail when the privacy policy forbids
+#: them or its scrub fails, adding a ``sparc-nova:`` event that says why
+#: (``sparc_nova.virt.tenant_report``): snapshots, backups and shelves
+#: (``snapshot``), suspends, crash dumps, live and cold migrations and
+#: resizes.
+POLICED_ACTIONS = SNAPSHOT_ACTIONS + ('suspend', 'trigger_crash_dump',
+                                      'live-migration', 'migrate', 'resize')
 
 
 def policy_keys(pairs: Mapping[str, str] | None,
@@ -108,11 +116,12 @@ def parse_time(text: str | None) -> datetime.datetime | None:
 
 
 @dataclasses.dataclass
-class SnapshotRequest:
-    """The newest request in the instance's Nova action log that makes a
-    snapshot image (createImage, createBackup, shelve), whether it failed
-    (Nova marks a failed action ``Error``) and, when the privacy policy
-    made it fail, why (see :func:`policy_reason`).
+class InstanceRequest:
+    """One request in the instance's Nova action log (an instance action:
+    ``createImage``, ``suspend``, ...), whether it failed (Nova marks a
+    failed action ``Error``) and, when the privacy policy made it fail,
+    why (see :func:`policy_reason`; None until looked up, or when the
+    request did not fail because of the policy).
     """
 
     action: str
@@ -122,22 +131,55 @@ class SnapshotRequest:
     reason: str | None = None
 
     @classmethod
-    def latest(cls, actions: Iterable) -> 'SnapshotRequest | None':
-        """From Nova instance actions (novaclient objects)."""
-        found = None
-        for action in actions:
-            if getattr(action, 'action', None) not in SNAPSHOT_ACTIONS:
-                continue
-            when = parse_time(getattr(action, 'start_time', None))
-            if when is None:
-                continue
-            if found is None or when > parse_time(found.start_time):
-                found = cls(action=action.action,
-                            request_id=getattr(action, 'request_id', ''),
-                            start_time=action.start_time,
-                            failed=getattr(action, 'message', None) ==
-                            'Error')
-        return found
+    def from_action(cls, action) -> 'InstanceRequest | None':
+        """From a Nova instance action (novaclient object); None when it
+        has no readable start time.
+        """
+        start_time = getattr(action, 'start_time', None)
+        if parse_time(start_time) is None:
+            return None
+        return cls(action=getattr(action, 'action', None) or '',
+                   request_id=getattr(action, 'request_id', None) or '',
+                   start_time=start_time,
+                   failed=getattr(action, 'message', None) == 'Error')
+
+    @property
+    def started(self) -> datetime.datetime:
+        """:attr:`start_time` as aware UTC."""
+        return parse_time(self.start_time)
+
+    @property
+    def refused(self) -> bool:
+        """The request failed and the compute driver said the privacy
+        policy is why.
+        """
+        return self.failed and bool(self.reason)
+
+
+def newest_requests(actions: Iterable,
+                    names: Iterable[str] = POLICED_ACTIONS
+                    ) -> dict[str, InstanceRequest]:
+    """The newest request of each Nova action in ``names`` (the action
+    log of one instance, novaclient objects), keyed by action name.
+    """
+    wanted = frozenset(names)
+    newest: dict[str, InstanceRequest] = {}
+    for action in actions:
+        if getattr(action, 'action', None) not in wanted:
+            continue
+        request = InstanceRequest.from_action(action)
+        if request is None:
+            continue
+        known = newest.get(request.action)
+        if known is None or request.started > known.started:
+            newest[request.action] = request
+    return newest
+
+
+def newest_of(requests: Iterable[InstanceRequest]
+              ) -> InstanceRequest | None:
+    """The request that started last, or None."""
+    return max(requests, key=lambda r: r.started, default=None)
 
 
 #: The compute driver names the events it adds to a request that the
@@ -193,8 +235,10 @@ class InstancePrivacy:
     sources: dict[str, dict[str, str] | None]
     last_snapshot: SnapshotRecord | None = None
     on_failure_allow_from: tuple[str, ...] = (policy.FLAVOR,)
-    #: The newest snapshot request; None when not looked up or none.
-    last_request: SnapshotRequest | None = None
+    #: The newest request of each of :data:`POLICED_ACTIONS` in Nova's
+    #: action log, keyed by action name; empty when not looked up.
+    requests: dict[str, InstanceRequest] = dataclasses.field(
+        default_factory=dict)
     effective: policy.EffectivePolicy | None = dataclasses.field(
         init=False, default=None)
     problems: list[policy.Problem] = dataclasses.field(
@@ -269,6 +313,31 @@ class InstancePrivacy:
         fails on the policy's problems).
         """
         return not self.valid or self.excludes_anything
+
+    @property
+    def may_be_policed(self) -> bool:
+        """Whether the compute driver may refuse operations on the
+        instance: its policy excludes something, is invalid, or has a
+        source the user cannot read (which may exclude something).
+        """
+        return self.scrubs_snapshots or bool(self.incomplete)
+
+    @property
+    def last_request(self) -> InstanceRequest | None:
+        """The newest request that makes a snapshot image."""
+        return newest_of(self.requests[a] for a in SNAPSHOT_ACTIONS
+                         if a in self.requests)
+
+    @property
+    def refused_requests(self) -> list[InstanceRequest]:
+        """The requests the privacy policy made fail, newest first: of
+        each action, only its newest request counts, so a later request
+        of the same action that did not fail (or failed for another
+        reason) hides an older refusal: the refusal no longer says what
+        that operation does now.
+        """
+        refused = [r for r in self.requests.values() if r.refused]
+        return sorted(refused, key=lambda r: r.started, reverse=True)
 
     @property
     def last_request_failed(self) -> bool:

@@ -36,7 +36,7 @@ def build(request, servers,
           history: bool = True) -> list[instance_privacy.InstancePrivacy]:
     """Rows for ``servers`` (``snapshots``: the latest snapshot of each
     instance; None when they could not be read). ``history`` also looks
-    up each instance's newest snapshot request.
+    up each instance's newest policed requests (Nova's action log).
     """
     try:
         images = api.image_properties(request, servers)
@@ -53,32 +53,34 @@ def build(request, servers,
             last_snapshot=(snapshots or {}).get(server.id),
             on_failure_allow_from=allow_from))
     if history:
-        _add_snapshot_requests(request, rows)
+        _add_requests(request, rows)
     return rows
 
 
-def _add_snapshot_requests(request, rows) -> None:
-    """Look up the newest snapshot request of the rows whose snapshots
-    are scrubbed (in parallel, one call per instance): a failed one is
-    the only trace of a scrub that failed, as nothing was kept.
+def _add_requests(request, rows) -> None:
+    """Look up the newest policed requests of the rows whose operations
+    the compute driver may refuse (in parallel; per instance the calls of
+    :func:`api.policed_requests`). A failed snapshot request is the only
+    trace of a scrub that failed, as nothing was kept; a refused suspend,
+    shelve or move leaves only its event.
     """
-    wanted = [row for row in rows if row.scrubs_snapshots]
+    wanted = [row for row in rows if row.may_be_policed]
     if not wanted:
         return
 
     def lookup(row):
         try:
-            return api.last_snapshot_request(request, row.id)
+            return api.policed_requests(request, row.id)
         except Exception:
-            return None
+            return {}
 
     # concurrent.futures rather than Horizon's futurist helper, whose
     # pool takes a second to shut down.
     with futures.ThreadPoolExecutor(
             max_workers=min(len(wanted), MAX_PARALLEL_CALLS)) as pool:
         found = list(pool.map(lookup, wanted))
-    for row, last in zip(wanted, found):
-        row.last_request = last
+    for row, newest in zip(wanted, found):
+        row.requests = newest
 
 
 def load_page(request, marker: str | None = None
@@ -102,7 +104,7 @@ def load_page(request, marker: str | None = None
 def load_one(request, instance_id: str, history: bool = True
              ) -> instance_privacy.InstancePrivacy:
     """One instance; with ``history``, also its latest snapshot and
-    snapshot request (the forms need neither).
+    policed requests (the forms need neither).
 
     :raises: whatever Nova raises (404 for an instance of another project)
     """

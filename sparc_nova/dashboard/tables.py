@@ -74,6 +74,19 @@ SCRUB_DISPLAY_CHOICES = (
 )
 
 
+#: How the Last Refused Operations column names each policed Nova action.
+ACTION_LABELS = {
+    'createImage': pgettext_lazy("refused action", "Snapshot"),
+    'createBackup': pgettext_lazy("refused action", "Backup"),
+    'shelve': pgettext_lazy("refused action", "Shelve"),
+    'suspend': pgettext_lazy("refused action", "Suspend"),
+    'trigger_crash_dump': pgettext_lazy("refused action", "Crash dump"),
+    'live-migration': pgettext_lazy("refused action", "Live migration"),
+    'migrate': pgettext_lazy("refused action", "Migration"),
+    'resize': pgettext_lazy("refused action", "Resize"),
+}
+
+
 # -- cells -------------------------------------------------------------------
 
 
@@ -182,6 +195,28 @@ def snapshot_cell(row: instance_privacy.InstancePrivacy):
         snap.name or snap.image_id, snap.summary or '')
 
 
+def refused_cell(row: instance_privacy.InstancePrivacy):
+    """The newest request of each policed action that the privacy policy
+    made fail, with the compute driver's reason (tenant-influenced text:
+    escaped), its time and request id; newest first.
+    """
+    refused = row.refused_requests
+    if not refused:
+        return '-'
+    return format_html(
+        '<ul class="list-unstyled sparc-refused-requests">{}</ul>',
+        format_html_join(
+            '', '<li class="sparc-refused-request sparc-refused-{}">'
+                '<strong>{}</strong>: '
+                '<span class="sparc-request-reason">{}</span>'
+                '<br><small class="text-muted">{} UTC, {}</small></li>',
+            ((r.action,
+              _('%(action)s failed') % {
+                  'action': ACTION_LABELS.get(r.action, r.action)},
+              r.reason, r.started.strftime('%Y-%m-%d %H:%M:%S'),
+              r.request_id) for r in refused)))
+
+
 # -- actions -----------------------------------------------------------------
 
 
@@ -285,6 +320,8 @@ class PrivacyTable(tables.DataTable):
                           display_choices=SCRUB_DISPLAY_CHOICES)
     last_snapshot = tables.Column(snapshot_cell,
                                   verbose_name=_("Last Snapshot"))
+    last_refused = tables.Column(
+        refused_cell, verbose_name=_("Last Refused Operations"))
 
     class Meta(object):
         name = "privacy"

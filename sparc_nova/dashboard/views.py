@@ -192,6 +192,9 @@ class DetailView(InstanceMixin, views.HorizonTemplateView):
         context['instance'] = instance
         context['effective'] = effective_rows(instance)
         context['enforced'] = enforced_parts(instance)
+        context['refused'] = [
+            (privacy_tables.ACTION_LABELS.get(r.action, r.action), r)
+            for r in instance.refused_requests]
         try:
             context['snapshots'] = api.snapshots(self.request, instance.id)
         except Exception:

@@ -24,7 +24,7 @@ REAL_POLICY_SETTINGS = {
 }
 
 READS = {api: ['server_list', 'server_get', 'image_properties',
-               'latest_snapshots', 'snapshots', 'last_snapshot_request']}
+               'latest_snapshots', 'snapshots', 'policed_requests']}
 
 
 class PrivacyTestCase(test.TestCase):
@@ -36,8 +36,9 @@ class PrivacyTestCase(test.TestCase):
                    requests=None):
         """Nova answers with ``servers``; every image is the base image
         with ``images`` as its properties; ``snapshots`` are the latest
-        snapshot records by instance id, ``requests`` the latest snapshot
-        requests (Nova's action log) by instance id.
+        snapshot records by instance id, ``requests`` the newest policed
+        requests (Nova's action log) by instance id: one
+        ``InstanceRequest`` or a list of them, at most one per action.
         """
         images = (data.IMAGE_PROPERTIES if images is None else images)
         by_id = {s.id: s for s in servers}
@@ -62,8 +63,14 @@ class PrivacyTestCase(test.TestCase):
         self.mock_image_properties.side_effect = image_properties
         self.mock_latest_snapshots.side_effect = latest_snapshots
         self.mock_snapshots.return_value = list((snapshots or {}).values())
-        self.mock_last_snapshot_request.side_effect = (
-            lambda request, instance_id: (requests or {}).get(instance_id))
+
+        def policed_requests(request, instance_id):
+            found = (requests or {}).get(instance_id) or []
+            if not isinstance(found, list):
+                found = [found]
+            return {r.action: r for r in found}
+
+        self.mock_policed_requests.side_effect = policed_requests
 
 
 class RealPolicyMixin(object):

@@ -92,7 +92,7 @@ class EditFormTests(helpers.PrivacyTestCase):
         self.assertEqual(sorted(EMPTY_FORM), sorted(form.fields))
         # The form needs no snapshot history (Nova calls are slow).
         self.mock_latest_snapshots.assert_not_called()
-        self.mock_last_snapshot_request.assert_not_called()
+        self.mock_policed_requests.assert_not_called()
 
     @test.create_mocks(MOCKS)
     def test_get_with_invalid_metadata_shows_it_raw_with_its_problems(self):

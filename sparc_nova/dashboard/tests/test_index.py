@@ -1,5 +1,7 @@
 """The Privacy table: what each row shows, row updates, the detail view."""
 
+from unittest import mock
+
 from django.conf import settings
 from django.urls import reverse
 
@@ -220,7 +222,7 @@ class FailedSnapshotTests(helpers.PrivacyTestCase):
 
     @test.create_mocks(helpers.READS)
     def test_failed_request_after_the_last_snapshot(self):
-        failed = instance_privacy.SnapshotRequest(
+        failed = instance_privacy.InstanceRequest(
             'createImage', 'req-0f1', '2026-11-27T09:00:00.000000', True)
         self.mock_reads([self.server(), data.server('2', flavor_specs={})],
                         images={}, requests={'1': failed},
@@ -235,12 +237,12 @@ class FailedSnapshotTests(helpers.PrivacyTestCase):
         self.assertIn('failed and no image was kept', cell)
         self.assertIn('req-0f1', cell)
         # Only instances whose snapshots are scrubbed are looked up.
-        self.mock_last_snapshot_request.assert_called_once_with(
+        self.mock_policed_requests.assert_called_once_with(
             test.IsHttpRequest(), '1')
 
     @test.create_mocks(helpers.READS)
     def test_failed_request_shows_why(self):
-        failed = instance_privacy.SnapshotRequest(
+        failed = instance_privacy.InstanceRequest(
             'shelve', 'req-0f2', '2026-11-27T09:00:00.000000', True,
             reason="Invalid privacy policy for instance 1: "
                    "sparc:follow_ipc='maybe' (instance metadata): expected "
@@ -256,7 +258,7 @@ class FailedSnapshotTests(helpers.PrivacyTestCase):
 
     @test.create_mocks(helpers.READS)
     def test_failure_before_the_last_snapshot_is_history(self):
-        failed = instance_privacy.SnapshotRequest(
+        failed = instance_privacy.InstanceRequest(
             'createImage', 'req-0f1', '2026-11-27T07:00:00.000000', True)
         self.mock_reads([self.server()], images={}, requests={'1': failed},
                         snapshots={'1': data.record(
@@ -275,7 +277,7 @@ class FailedSnapshotTests(helpers.PrivacyTestCase):
         row = res.context['privacy_table'].get_rows()[0]
         self.assertEqual('In progress', row.cells['scrub'].value)
         # Nova deleted the half-made image and marked the action Error.
-        failed = instance_privacy.SnapshotRequest(
+        failed = instance_privacy.InstanceRequest(
             'createImage', 'req-0f1', '2026-11-27T09:00:00.000000', True)
         self.mock_reads([self.server()], images={}, requests={'1': failed})
         res = self.client.get(row.attrs['data-update-url'],
@@ -283,6 +285,108 @@ class FailedSnapshotTests(helpers.PrivacyTestCase):
         self.assertContains(res, 'Failed')
         self.assertContains(res, 'failed and no image was kept')
         self.assertContains(res, 'status_down')
+
+
+class RefusedOperationTests(helpers.PrivacyTestCase):
+    """What the compute driver refused, and why, as a member sees it:
+    the ``sparc-nova:`` event of the request in Nova's action log.
+    """
+
+    SUSPEND_REASON = ('Suspend of instance 1 refused: sparc:suspend=refuse '
+                      '(flavor extra specs)')
+
+    def server(self):
+        return data.server('1', flavor_specs={'sparc:suspend': 'refuse'},
+                           metadata={'sparc:exclude_paths': '/srv/**'})
+
+    def cell(self, requests):
+        self.mock_reads([self.server()], images={},
+                        requests={'1': requests})
+        res = self.client.get(INDEX_URL)
+        row = res.context['privacy_table'].get_rows()[0]
+        return row, str(row.cells['last_refused'].value)
+
+    @test.create_mocks(helpers.READS)
+    def test_refused_suspend_shows_why(self):
+        suspend = instance_privacy.InstanceRequest(
+            'suspend', 'req-5u5', '2026-11-27T09:00:00.000000', True,
+            reason=self.SUSPEND_REASON)
+        row, cell = self.cell([suspend])
+        self.assertIn('Suspend failed', cell)
+        self.assertIn(self.SUSPEND_REASON, cell)
+        self.assertIn('2026-11-27 09:00:00 UTC', cell)
+        self.assertIn('req-5u5', cell)
+        self.assertIn('sparc-refused-suspend', cell)
+        # No snapshot failed: the scrub state is unaffected.
+        self.assertEqual('No snapshot', row.cells['scrub'].value)
+
+    @test.create_mocks(helpers.READS)
+    def test_refused_shelve_shows_why_and_fails_the_scrub(self):
+        reason = ('Privacy scrub of the snapshot of instance 1 failed: '
+                  'no space left on device')
+        shelve = instance_privacy.InstanceRequest(
+            'shelve', 'req-5he', '2026-11-27T10:00:00.000000', True,
+            reason=reason)
+        suspend = instance_privacy.InstanceRequest(
+            'suspend', 'req-5u5', '2026-11-27T09:00:00.000000', True,
+            reason=self.SUSPEND_REASON)
+        row, cell = self.cell([suspend, shelve])
+        self.assertIn('Shelve failed', cell)
+        self.assertIn(reason, cell)
+        # Newest first.
+        self.assertLess(cell.index('Shelve failed'),
+                        cell.index('Suspend failed'))
+        self.assertEqual('Failed', row.cells['scrub'].value)
+
+    @test.create_mocks(helpers.READS)
+    def test_reason_is_escaped(self):
+        # The reason quotes tenant metadata: never markup.
+        reason = ("Invalid privacy policy for instance 1: "
+                  "sparc:exclude_paths='<script>alert(1)</script>' "
+                  "(instance metadata): not an absolute path")
+        suspend = instance_privacy.InstanceRequest(
+            'suspend', 'req-<b>', '2026-11-27T09:00:00.000000', True,
+            reason=reason)
+        self.mock_reads([self.server()], images={},
+                        requests={'1': [suspend]})
+        res = self.client.get(INDEX_URL)
+        self.assertNotContains(res, '<script>alert(1)</script>')
+        self.assertNotContains(res, 'req-<b>')
+        self.assertContains(res, '&lt;script&gt;alert(1)&lt;/script&gt;')
+        self.assertContains(res, 'req-&lt;b&gt;')
+
+    @test.create_mocks(helpers.READS)
+    def test_failure_without_a_policy_event_is_not_a_refusal(self):
+        resize = instance_privacy.InstanceRequest(
+            'resize', 'req-r', '2026-11-27T09:00:00.000000', True)
+        row, cell = self.cell([resize])
+        self.assertEqual('-', cell)
+
+    @test.create_mocks(helpers.READS)
+    def test_later_request_of_the_same_action_hides_the_refusal(self):
+        # Nova's action log for the instance: the refused suspend, then
+        # one that went through (the policy was changed in between). Only
+        # the newest request of each action counts.
+        log = [mock.Mock(action='suspend', request_id='req-ok',
+                         start_time='2026-11-27T10:00:00.000000',
+                         message=None),
+               mock.Mock(action='suspend', request_id='req-refused',
+                         start_time='2026-11-27T09:00:00.000000',
+                         message='Error')]
+        newest = instance_privacy.newest_requests(log)
+        row, cell = self.cell(list(newest.values()))
+        self.assertEqual('-', cell)
+
+    @test.create_mocks(helpers.READS)
+    def test_only_instances_the_driver_may_police_are_looked_up(self):
+        self.mock_reads([self.server(), data.server('2', flavor_specs={}),
+                         data.server('3', flavor_specs=None)],
+                        images={})
+        self.client.get(INDEX_URL)
+        self.assertEqual(
+            ['1', '3'],
+            sorted(c.args[1]
+                   for c in self.mock_policed_requests.call_args_list))
 
 
 class DetailTests(helpers.PrivacyTestCase):
@@ -300,6 +404,22 @@ class DetailTests(helpers.PrivacyTestCase):
         self.assertContains(res, 'sparc-scrub-scrubbed')
         self.assertContains(res, 'sparc-enforced-flavor')
         self.assertContains(res, 'sparc-enforced-image')
+
+    @test.create_mocks(helpers.READS)
+    def test_detail_lists_refused_operations_escaped(self):
+        server = data.server('1', flavor_specs={},
+                             metadata={'sparc:exclude_paths': '/srv/**'})
+        suspend = instance_privacy.InstanceRequest(
+            'suspend', 'req-5u5', '2026-11-27T09:00:00.000000', True,
+            reason='Suspend refused: <script>alert(1)</script>')
+        self.mock_reads([server], requests={'1': [suspend]})
+        res = self.client.get(detail_url('1'))
+        self.assertContains(res, 'sparc-refused-suspend')
+        self.assertContains(res, '2026-11-27 09:00:00')
+        self.assertContains(res, 'req-5u5')
+        self.assertContains(
+            res, 'Suspend refused: &lt;script&gt;alert(1)&lt;/script&gt;')
+        self.assertNotContains(res, '<script>alert(1)</script>')
 
     @test.create_mocks(helpers.READS)
     def test_detail_of_an_instance_nova_does_not_show(self):

@@ -136,7 +136,13 @@ def action(name, start_time, message=None, request_id='req-1'):
                      request_id=request_id)
 
 
-class SnapshotRequestTests(test.TestCase):
+def request(name, start_time, failed=False, reason=None,
+            request_id='req-1'):
+    return instance_privacy.InstanceRequest(name, request_id, start_time,
+                                            failed, reason)
+
+
+class InstanceRequestTests(test.TestCase):
 
     def test_policy_reason_from_the_events(self):
         events = [{'event': 'compute_shelve_instance', 'result': 'Error'},
@@ -147,38 +153,83 @@ class SnapshotRequestTests(test.TestCase):
         self.assertIsNone(instance_privacy.policy_reason(events[:1]))
         self.assertIsNone(instance_privacy.policy_reason(None))
 
-    def test_latest_snapshot_action(self):
+    def test_newest_request_of_each_policed_action(self):
         actions = [action('create', '2026-11-27T07:00:00.000000'),
                    action('createImage', '2026-11-27T08:00:00.000000',
                           request_id='req-old'),
                    action('createImage', '2026-11-27T09:00:00.000000',
                           message='Error', request_id='req-new'),
+                   action('suspend', '2026-11-27T09:30:00.000000',
+                          message='Error', request_id='req-suspend'),
+                   action('shelve', 'not a time', request_id='req-bad'),
                    action('reboot', '2026-11-27T10:00:00.000000')]
-        latest = instance_privacy.SnapshotRequest.latest(actions)
-        self.assertEqual('req-new', latest.request_id)
-        self.assertTrue(latest.failed)
-        self.assertIsNone(instance_privacy.SnapshotRequest.latest(
+        newest = instance_privacy.newest_requests(actions)
+        self.assertEqual({'createImage': 'req-new',
+                          'suspend': 'req-suspend'},
+                         {k: v.request_id for k, v in newest.items()})
+        self.assertTrue(newest['createImage'].failed)
+        self.assertFalse(newest['createImage'].refused)  # no reason yet
+        self.assertEqual({}, instance_privacy.newest_requests(
             [action('reboot', '2026-11-27T10:00:00.000000')]))
 
-    def make(self, request, snapshot):
+    def make(self, requests, snapshot=None):
         server = data.server(metadata={'sparc:exclude_paths': '/srv/**'})
         row = instance_privacy.InstancePrivacy.from_server(
             server, {}, {}, last_snapshot=snapshot)
-        row.last_request = request
+        row.requests = {r.action: r for r in requests}
         return row
 
     def test_failed_request_newer_than_the_last_snapshot(self):
-        failed = instance_privacy.SnapshotRequest(
-            'createImage', 'req-1', '2026-11-27T09:00:00.000000', True)
+        failed = request('createImage', '2026-11-27T09:00:00.000000', True)
         older = data.record(created_at='2026-11-27T08:00:00Z')
         newer = data.record(created_at='2026-11-27T09:30:00Z')
-        self.assertTrue(self.make(failed, None).last_request_failed)
-        self.assertTrue(self.make(failed, older).last_request_failed)
-        self.assertFalse(self.make(failed, newer).last_request_failed)
-        done = instance_privacy.SnapshotRequest(
-            'createImage', 'req-1', '2026-11-27T09:00:00.000000', False)
-        self.assertFalse(self.make(done, older).last_request_failed)
-        self.assertFalse(self.make(None, older).last_request_failed)
+        self.assertTrue(self.make([failed]).last_request_failed)
+        self.assertTrue(self.make([failed], older).last_request_failed)
+        self.assertFalse(self.make([failed], newer).last_request_failed)
+        done = request('createImage', '2026-11-27T09:00:00.000000')
+        self.assertFalse(self.make([done], older).last_request_failed)
+        self.assertFalse(self.make([], older).last_request_failed)
+
+    def test_last_request_is_the_newest_snapshot_making_one(self):
+        shelve = request('shelve', '2026-11-27T09:00:00.000000', True)
+        image = request('createImage', '2026-11-27T08:00:00.000000')
+        suspend = request('suspend', '2026-11-27T10:00:00.000000', True)
+        row = self.make([shelve, image, suspend])
+        self.assertIs(shelve, row.last_request)
+        self.assertTrue(row.last_request_failed)
+
+    def test_refused_requests_newest_first_with_a_reason_only(self):
+        suspend = request('suspend', '2026-11-27T10:00:00.000000', True,
+                          'Suspend of instance 1 refused')
+        shelve = request('shelve', '2026-11-27T09:00:00.000000', True,
+                         'Privacy scrub failed')
+        # Failed, but not because of the policy: no sparc-nova event.
+        resize = request('resize', '2026-11-27T11:00:00.000000', True)
+        image = request('createImage', '2026-11-27T12:00:00.000000')
+        row = self.make([shelve, suspend, resize, image])
+        self.assertEqual([suspend, shelve], row.refused_requests)
+
+    def test_a_later_request_of_the_same_action_hides_a_refusal(self):
+        # Only the newest request of each action counts: Nova's action
+        # log as the API returns it, the failure first.
+        actions = [action('suspend', '2026-11-27T09:00:00.000000',
+                          message='Error', request_id='req-refused'),
+                   action('suspend', '2026-11-27T10:00:00.000000',
+                          request_id='req-done')]
+        row = self.make([])
+        row.requests = instance_privacy.newest_requests(actions)
+        self.assertEqual('req-done', row.requests['suspend'].request_id)
+        self.assertEqual([], row.refused_requests)
+
+    def test_who_may_be_policed(self):
+        self.assertTrue(self.make([]).may_be_policed)
+        plain = instance_privacy.InstancePrivacy.from_server(
+            data.server(), {}, {})
+        self.assertFalse(plain.may_be_policed)
+        # Hidden extra specs may hold the operator's policy.
+        hidden = instance_privacy.InstancePrivacy.from_server(
+            data.server(), None, {})
+        self.assertTrue(hidden.may_be_policed)
 
     def test_parse_time(self):
         nova = instance_privacy.parse_time('2026-11-27T09:00:00.000000')
@@ -247,24 +298,69 @@ class ApiTests(test.APITestCase):
 
     @mock.patch.object(horizon_api._nova, 'novaclient')
     @mock.patch.object(horizon_api.nova, 'instance_action_list')
-    def test_last_snapshot_request(self, mock_actions, mock_client):
+    def test_policed_requests(self, mock_actions, mock_client):
         mock_actions.return_value = [
+            action('createImage', '2026-11-27T08:00:00.000000',
+                   message='Error', request_id='req-old'),
             action('createImage', '2026-11-27T09:00:00.000000',
-                   message='Error', request_id='req-new')]
+                   message='Error', request_id='req-image'),
+            action('suspend', '2026-11-27T10:00:00.000000',
+                   message='Error', request_id='req-suspend'),
+            action('shelve', '2026-11-27T11:00:00.000000',
+                   request_id='req-shelve'),
+            action('stop', '2026-11-27T12:00:00.000000', message='Error',
+                   request_id='req-stop')]
+        events = {
+            'req-image': [
+                {'event': 'compute_snapshot_instance', 'result': 'Error'},
+                {'event': 'sparc-nova: Privacy scrub of the snapshot x '
+                          'failed', 'result': 'Error'}],
+            'req-suspend': [
+                {'event': 'compute_suspend_instance', 'result': 'Error'}]}
         get = mock_client.return_value.instance_action.get
-        get.return_value = mock.Mock(events=[
-            {'event': 'compute_snapshot_instance', 'result': 'Error'},
-            {'event': 'sparc-nova: Privacy scrub of the snapshot x failed',
-             'result': 'Error'}])
-        latest = api.last_snapshot_request(self.request, '1')
+        get.side_effect = lambda instance_id, request_id: mock.Mock(
+            events=events[request_id])
+        newest = api.policed_requests(self.request, '1')
         mock_actions.assert_called_once_with(self.request, '1')
-        self.assertTrue(latest.failed)
-        # The events of the failed request say why (members see them
-        # from microversion 2.51).
+        self.assertEqual(['createImage', 'shelve', 'suspend'],
+                         sorted(newest))
+        # The events of the newest failed request of each action say why
+        # (members see them from microversion 2.51); nothing else is
+        # read: one get per failed action, not per failed request.
         mock_client.assert_called_once_with(self.request, version='2.51')
-        get.assert_called_once_with('1', 'req-new')
+        self.assertCountEqual([mock.call('1', 'req-image'),
+                               mock.call('1', 'req-suspend')],
+                              get.call_args_list)
         self.assertEqual('Privacy scrub of the snapshot x failed',
-                         latest.reason)
+                         newest['createImage'].reason)
+        self.assertTrue(newest['createImage'].refused)
+        # A suspend that failed without sparc-nova's event: not refused.
+        self.assertTrue(newest['suspend'].failed)
+        self.assertIsNone(newest['suspend'].reason)
+        self.assertFalse(newest['shelve'].failed)
+
+    @mock.patch.object(horizon_api._nova, 'novaclient')
+    @mock.patch.object(horizon_api.nova, 'instance_action_list')
+    def test_unreadable_events_leave_the_request_failed(
+            self, mock_actions, mock_client):
+        mock_actions.return_value = [
+            action('shelve', '2026-11-27T10:00:00.000000', message='Error',
+                   request_id='req-shelve')]
+        get = mock_client.return_value.instance_action.get
+        get.side_effect = self.exceptions.nova
+        shelve = api.policed_requests(self.request, '1')['shelve']
+        self.assertTrue(shelve.failed)
+        self.assertIsNone(shelve.reason)
+
+    @mock.patch.object(horizon_api._nova, 'novaclient')
+    @mock.patch.object(horizon_api.nova, 'instance_action_list')
+    def test_policed_requests_without_failures_reads_no_events(
+            self, mock_actions, mock_client):
+        mock_actions.return_value = [
+            action('suspend', '2026-11-27T10:00:00.000000')]
+        self.assertFalse(api.policed_requests(self.request, '1')[
+            'suspend'].failed)
+        mock_client.assert_not_called()
 
     @mock.patch.object(horizon_api.glance, 'image_list_detailed')
     def test_latest_snapshots_and_snapshots(self, mock_list):

@@ -4,13 +4,16 @@ A member logs in, opens Project > Compute > Privacy, sets a policy on a
 running instance (after a validation error), sees it in the table and in
 Nova's metadata, creates a private snapshot and sees the scrub result
 land (and the image Glance serves holds none of the removed file's
-bytes); Project > Compute > Images shows the scrub column. Screenshots go
-to artifacts/horizon/. The read-only table also works with JavaScript
-disabled, and no page logs a console error.
+bytes); Project > Compute > Images shows the scrub column. A suspend the
+policy refuses shows with its reason in the row, as the member reads it
+from Nova's action log. Screenshots go to artifacts/horizon/. The
+read-only table also works with JavaScript disabled, and no page logs a
+console error.
 """
 
 import os
 import re
+import time
 
 import pytest
 
@@ -27,6 +30,11 @@ SNAPSHOT_TIMEOUT_MS = 15 * 60 * 1000
 #: How long a page may take: the test cloud's Nova API needs several
 #: seconds per request on a loaded two-core machine.
 PAGE_TIMEOUT_MS = 3 * 60 * 1000
+#: How long a refused request may take to land in Nova's action log.
+ACTION_TIMEOUT_S = 5 * 60
+#: The microversion from which a project member sees the events of an
+#: instance action (never their tracebacks).
+EVENTS_MICROVERSION = '2.51'
 INVALID_PROCESS = 'usr/bin/gpg'
 POLICY_PROCESSES = 'gpg-agent'
 POLICY_PATHS = '/srv/secret/**'
@@ -170,6 +178,72 @@ def test_member_sets_a_policy_and_takes_a_private_snapshot(
     shot(page, 'image-detail-scrub-summary.png')
     context.close()
     assert conftest.unexpected(console.errors('member')) == []
+
+
+def refused_action(conn, server, name: str) -> dict:
+    """The newest ``name`` action of ``server`` once Nova marked it
+    failed and the compute driver's ``sparc-nova:`` event is in it, as
+    the project member reads it (``openstack --os-compute-api-version
+    2.51 server event show``).
+    """
+    base = '/servers/%s/os-instance-actions' % server.id
+    deadline = time.monotonic() + ACTION_TIMEOUT_S
+    while True:
+        actions = conn.compute.get(
+            base, microversion=EVENTS_MICROVERSION).json()['instanceActions']
+        found = sorted((a for a in actions if a['action'] == name),
+                       key=lambda a: a['start_time'])
+        if found and found[-1]['message'] == 'Error':
+            action = conn.compute.get(
+                '%s/%s' % (base, found[-1]['request_id']),
+                microversion=EVENTS_MICROVERSION).json()['instanceAction']
+            if any(e['event'].startswith('sparc-nova: ')
+                   for e in action.get('events') or ()):
+                return action
+        assert time.monotonic() < deadline, (name, found)
+        time.sleep(2)
+
+
+def test_refused_suspend_shows_why(browser, console, horizon, tenant,
+                                   server):
+    # The member asks for what the operator may also enforce: no suspend
+    # (the flavor's keepassxc means there is something to exclude).
+    conn = tenant.conn
+    conn.compute.set_server_metadata(server, **{'sparc:suspend': 'refuse'})
+    try:
+        conn.compute.suspend_server(server)
+        action = refused_action(conn, server, 'suspend')
+        reason = ('Suspend of instance %s is refused by its privacy '
+                  'policy: sparc:suspend=refuse' % server.id)
+        names = [e['event'] for e in action['events']]
+        assert 'sparc-nova: ' + reason in names, names
+        # No traceback for a member.
+        assert all(not e.get('traceback') for e in action['events'])
+        deadline = time.monotonic() + ACTION_TIMEOUT_S
+        while True:
+            current = conn.compute.get_server(server)
+            if current.task_state is None:
+                break
+            assert time.monotonic() < deadline, current.task_state
+            time.sleep(2)
+        assert current.status == 'ACTIVE'
+
+        context = new_context(browser)
+        page = context.new_page()
+        console.attach(page, 'refused')
+        login(page, horizon, tenant.username, tenant.password)
+        refused = page.locator(row_selector(server.id) +
+                               ' .sparc-refused-suspend')
+        refused.wait_for()
+        text = refused.inner_text()
+        assert 'Suspend failed' in text
+        assert reason in text
+        assert action['request_id'] in text
+        shot(page, 'privacy-refused-suspend.png')
+        context.close()
+        assert conftest.unexpected(console.errors('refused')) == []
+    finally:
+        conn.compute.delete_server_metadata(server, ['sparc:suspend'])
 
 
 def test_read_only_table_without_javascript(browser, console, horizon,
