@@ -198,14 +198,14 @@ def _timed_save(conn, path, name, target, sels=None) -> tuple:
     plainly, or with the scrub overlapping the save when ``sels``
     are given. ``(seconds of the save call, report or None)``.
     """
-    from sparc_nova.virt.libvirt import live_save
+    from sparc_nova.engine import domain_save
     conn.restore(path)
     dom = conn.lookupByName(name)
     os.sync()
     t = time.monotonic()
     rep = None
     if sels:
-        rep = live_save.save_scrubbed(dom, target, sels)
+        rep = domain_save.save_scrubbed(dom, target, sels)
     else:
         dom.saveFlags(target, None, 0)
     seconds = time.monotonic() - t

@@ -12,9 +12,10 @@ Big endian throughout (QEMU ``migration/savevm.c`` and ``migration/ram.c``)::
     0x00 EOF
     0x06 VMDESCRIPTION      be32 len, JSON (see vmdesc.py)
 
-The ``ram`` section's payload is a list of RAM records, each starting with
-``be64 offset | flags``; see :data:`RAM_FLAGS`. Device (FULL) sections are
-walked with the vmdesc.
+:class:`StreamParser` reads the sections in order, one handler per section
+type: CONFIGURATION (machine type and its subsections), START / PART /
+END of the ``ram`` section (its records: :mod:`.qemu_ram`), FULL device
+sections (walked with the vmdesc, :mod:`.vmdesc`) and EOF.
 
 Everything here is bounded: each step advances the position, the number of
 sections and of RAM records is capped (:class:`~.limits.Limits`), and every
@@ -24,12 +25,18 @@ read is checked against the end of the stream.
 import dataclasses
 
 import numpy as np
-from numpy.lib import stride_tricks
 
 from sparc_nova.checkpoint import limits as limits_mod
+from sparc_nova.checkpoint import qemu_ram
 from sparc_nova.checkpoint import ram_index
 from sparc_nova.checkpoint import vmdesc as vmdesc_mod
 from sparc_nova import exception
+
+__all__ = ['parse', 'StreamParser', 'StreamReader', 'StreamLayout',
+           'Section', 'DeviceState', 'MAGIC', 'VERSION', 'SECTION_NAMES',
+           'SEC_EOF', 'SEC_START', 'SEC_PART', 'SEC_END', 'SEC_FULL',
+           'SEC_SUBSECTION', 'SEC_VMDESCRIPTION', 'SEC_CONFIGURATION',
+           'SEC_COMMAND', 'SEC_FOOTER']
 
 MAGIC = 0x5145564d
 VERSION = 3
@@ -49,40 +56,9 @@ SECTION_NAMES = {SEC_EOF: 'EOF', SEC_START: 'START', SEC_PART: 'PART',
                  SEC_END: 'END', SEC_FULL: 'FULL',
                  SEC_CONFIGURATION: 'CONFIGURATION', SEC_COMMAND: 'COMMAND'}
 
-RAM_ZERO = 0x02
-RAM_MEM_SIZE = 0x04
-RAM_PAGE = 0x08
-RAM_EOS = 0x10
-RAM_CONTINUE = 0x20
-RAM_XBZRLE = 0x40
-RAM_HOOK = 0x80
-RAM_COMPRESS_PAGE = 0x100
-RAM_MULTIFD_FLUSH = 0x200
-RAM_FLAG_MASK = 0xfff
-
-RAM_FLAGS = {RAM_ZERO: 'ZERO', RAM_MEM_SIZE: 'MEM_SIZE', RAM_PAGE: 'PAGE',
-             RAM_EOS: 'EOS', RAM_CONTINUE: 'CONTINUE', RAM_XBZRLE: 'XBZRLE',
-             RAM_HOOK: 'HOOK', RAM_COMPRESS_PAGE: 'COMPRESS_PAGE',
-             RAM_MULTIFD_FLUSH: 'MULTIFD_FLUSH'}
-_UNSUPPORTED_RAM = RAM_XBZRLE | RAM_HOOK | RAM_COMPRESS_PAGE | \
-    RAM_MULTIFD_FLUSH
-
-PAGE_SIZE = ram_index.PAGE_SIZE
-PAGE_RECORD = 8 + PAGE_SIZE
-ZERO_RECORD = 8 + 1            # the smallest record a page can have
-_MAX_RUN_CHUNK = 1 << 16
-
 #: Subsections QEMU may append to the CONFIGURATION section.
 _CONFIG_SUBSECTIONS = ('configuration/target-page-bits',
                        'configuration/capabilities', 'configuration/uuid')
-
-
-def flag_names(flags: int) -> str:
-    names = [n for bit, n in sorted(RAM_FLAGS.items()) if flags & bit]
-    unknown = flags & ~sum(RAM_FLAGS)
-    if unknown:
-        names.append('0x%x' % unknown)
-    return '|'.join(names) or '0'
 
 
 @dataclasses.dataclass
@@ -193,17 +169,75 @@ class StreamParser:
                  progress=None):
         self.r = reader
         self.limits = limits
-        self.progress = progress
-        self.blocks = []
-        self.blocks_by_name = {}
-        self.builder = None
-        self.current_block = None
+        self.ram = qemu_ram.RamSectionParser(reader, limits, progress)
         self.ram_section_id = None
-        self._mem_size_pos = 0
+        self.machine = ''
+        self.sections = []
+        self.devices = []
+        self.device_state_note = None
+        self.eof = None
+        self.vmdesc = self.stream_end = self.device_descs = None
 
     # -- top level ---------------------------------------------------------
 
     def parse(self) -> StreamLayout:
+        """Read the whole stream.
+
+        :raises sparc_nova.exception.CheckpointFormatError: a malformed
+            stream (the message names the file and the offset).
+        :raises sparc_nova.exception.UnsupportedCheckpoint: a valid stream
+            this parser does not read (version, compression, iterative
+            sections other than RAM).
+        :raises sparc_nova.exception.LimitExceeded: more sections, RAM or
+            records than the limits allow.
+        """
+        r = self.r
+        self._check_header()
+        # The vmdesc JSON is the stream's tail: a stream still being
+        # written is followed through its RAM first and the vmdesc read
+        # once the device sections (which need it) are reached.
+        if not r.growing:
+            self._load_vmdesc()
+        handlers = {SEC_CONFIGURATION: self._configuration,
+                    SEC_START: self._ram_start,
+                    SEC_PART: self._ram_part, SEC_END: self._ram_part,
+                    SEC_FULL: self._device, SEC_EOF: self._eof}
+        pos = 8
+        for _ in range(self.limits.max_sections):
+            if self.stream_end is not None and pos >= self.stream_end:
+                raise r.error('stream ends without an EOF marker', pos)
+            kind = r.u8(pos)
+            if self.stream_end is None and kind in (SEC_FULL, SEC_EOF):
+                r.wait_complete()
+                self._load_vmdesc()
+                if pos >= self.stream_end:
+                    raise r.error('stream ends without an EOF marker', pos)
+            handler = handlers.get(kind)
+            if handler is None:
+                raise r.error('unknown section type 0x%02x' % kind, pos)
+            pos = handler(pos)
+            if pos is None:
+                break
+        else:
+            raise exception.LimitExceeded(
+                r.path, 'more than %d sections' % self.limits.max_sections,
+                r.file_offset(pos))
+        if self.ram_section_id is None:
+            raise r.error('stream has no RAM section', 8)
+        if not self.ram.announced:
+            raise r.error('the RAM section announces no RAM blocks (no '
+                          'MEM_SIZE record)', 8)
+        if self.eof is None:
+            self.eof = self.stream_end
+        if r.growing:
+            self.ram.check_claim()
+        return StreamLayout(size=r.size, machine=self.machine,
+                            sections=self.sections, ram=self.ram.index(),
+                            devices=self.devices, vmdesc=self.vmdesc,
+                            eof_offset=self.eof,
+                            device_state_note=self.device_state_note)
+
+    def _check_header(self) -> None:
         r = self.r
         if r.size < 8:
             raise r.error('too short for a QEMU migration stream (%d bytes)'
@@ -216,121 +250,106 @@ class StreamParser:
                 r.path, 'migration stream version %d is not supported '
                         '(version %d only)' % (r.be32(4), VERSION),
                 r.file_offset(4))
-        # The vmdesc JSON is the stream's tail: a stream still being
-        # written is followed through its RAM first and the vmdesc read
-        # once the device sections (which need it) are reached.
-        vmdesc = stream_end = device_descs = None
-        if not r.growing:
-            vmdesc, stream_end, device_descs = self._vmdesc()
-        pos = 8
-        machine = ''
-        sections = []
-        devices = []
-        note = None
-        ram_seen = False
-        eof = None
-        for _ in range(self.limits.max_sections):
-            if stream_end is not None and pos >= stream_end:
-                raise r.error('stream ends without an EOF marker', pos)
-            kind = r.u8(pos)
-            start = pos
-            if stream_end is None and kind in (SEC_FULL, SEC_EOF):
-                r.wait_complete()
-                vmdesc, stream_end, device_descs = self._vmdesc()
-                if pos >= stream_end:
-                    raise r.error('stream ends without an EOF marker', pos)
-            if kind == SEC_CONFIGURATION:
-                if sections or machine:
-                    raise r.error('CONFIGURATION section not at the start',
-                                  pos)
-                n = r.be32(pos + 1)
-                if n > 256:
-                    raise r.error('machine type name of %d bytes' % n, pos)
-                machine = r.bytes(pos + 5, n).decode('ascii', 'replace')
-                pos = self._config_subsections(pos + 5 + n)
-                continue
-            if kind == SEC_EOF:
-                eof = pos
-                break
-            if kind in (SEC_START, SEC_FULL):
-                sid = r.be32(pos + 1)
-                idstr, p = r.idstr(pos + 5)
-                inst = r.be32(p)
-                ver = r.be32(p + 4)
-                pos = p + 8
-            elif kind in (SEC_PART, SEC_END):
-                sid = r.be32(pos + 1)
-                pos += 5
-                if sid != self.ram_section_id:
-                    raise r.error('%s of section %d, which was never '
-                                  'started as an iterative section'
-                                  % (SECTION_NAMES[kind], sid), start)
-                idstr, inst, ver = 'ram', 0, 0
-            else:
-                raise r.error('unknown section type 0x%02x' % kind, pos)
 
-            if kind == SEC_START:
-                if idstr != 'ram' or self.ram_section_id is not None:
-                    raise exception.UnsupportedCheckpoint(
-                        r.path, 'iterative section %r is not supported '
-                                '(only RAM)' % idstr, r.file_offset(start))
-                self.ram_section_id = sid
-                pos = self._ram_records(pos, first=True)
-                ram_seen = True
-            elif kind in (SEC_PART, SEC_END):
-                pos = self._ram_records(pos, first=False)
-            else:   # FULL: a device
-                if device_descs is None:
-                    note = ('the stream carries no vmdesc: device state '
-                            'from offset %d on was not decoded'
-                            % r.file_offset(start))
-                    sections.append(Section(kind, sid, idstr, inst, ver,
-                                            start, stream_end))
-                    break
-                if not device_descs:
-                    raise r.error('device section %r has no vmdesc entry'
-                                  % idstr, start)
-                d = device_descs.pop(0)
-                if (not isinstance(d, dict) or d.get('name') != idstr or
-                        d.get('instance_id') != inst):
-                    raise r.error(
-                        'device section %r instance %d does not match the '
-                        'vmdesc entry %r' % (idstr, inst, d.get('name')
-                                             if isinstance(d, dict) else d),
-                        start)
-                end, values = vmdesc_mod.SectionWalker(r).walk(d, pos)
-                devices.append(DeviceState(idstr, inst, ver, start, end,
-                                           values))
-                pos = end
-            pos = self._footer(pos, sid, idstr)
-            sections.append(Section(kind, sid, idstr, inst, ver, start,
-                                    pos))
-        else:
-            raise exception.LimitExceeded(
-                r.path, 'more than %d sections' % self.limits.max_sections,
-                r.file_offset(pos))
-        if not ram_seen:
-            raise r.error('stream has no RAM section', 8)
-        if self.builder is None:
-            raise r.error('the RAM section announces no RAM blocks (no '
-                          'MEM_SIZE record)', 8)
-        if eof is None:
-            eof = stream_end
-        if r.growing:
-            self._check_claim()
-        index = self.builder.finish(self.blocks)
-        return StreamLayout(size=r.size, machine=machine, sections=sections,
-                            ram=index, devices=devices, vmdesc=vmdesc,
-                            eof_offset=eof, device_state_note=note)
-
-    def _vmdesc(self):
-        """``(vmdesc, end of the sections, device descriptions)``."""
+    def _load_vmdesc(self) -> None:
+        """Find the vmdesc: it sets the end of the sections and the
+        device descriptions (None without a vmdesc).
+        """
         r = self.r
         desc = vmdesc_mod.locate(r.buf, r.size, r.path,
                                  self.limits.max_vmdesc)
-        vmdesc = desc[1] if desc else None
-        return (vmdesc, desc[0] if desc else r.size,
-                list(vmdesc['devices']) if vmdesc else None)
+        self.vmdesc = desc[1] if desc else None
+        self.stream_end = desc[0] if desc else r.size
+        self.device_descs = list(self.vmdesc['devices']) \
+            if self.vmdesc else None
+
+    def _section_header(self, pos: int) -> tuple[int, str, int, int, int]:
+        """A START or FULL section's header: ``(section_id, idstr,
+        instance_id, version_id, payload position)``.
+        """
+        r = self.r
+        sid = r.be32(pos + 1)
+        idstr, p = r.idstr(pos + 5)
+        return sid, idstr, r.be32(p), r.be32(p + 4), p + 8
+
+    def _close(self, start: int, kind: int, sid: int, idstr: str,
+               inst: int, ver: int, pos: int) -> int:
+        """Check the footer at ``pos``, record the section; return the
+        position after the footer.
+        """
+        pos = self._footer(pos, sid, idstr)
+        self.sections.append(Section(kind, sid, idstr, inst, ver, start,
+                                     pos))
+        return pos
+
+    # -- one handler per section type: each takes the section's offset
+    # -- and returns the next section's, or None to stop.
+
+    def _configuration(self, pos: int) -> int:
+        r = self.r
+        if self.sections or self.machine:
+            raise r.error('CONFIGURATION section not at the start', pos)
+        n = r.be32(pos + 1)
+        if n > 256:
+            raise r.error('machine type name of %d bytes' % n, pos)
+        self.machine = r.bytes(pos + 5, n).decode('ascii', 'replace')
+        return self._config_subsections(pos + 5 + n)
+
+    def _ram_start(self, start: int) -> int:
+        r = self.r
+        sid, idstr, inst, ver, pos = self._section_header(start)
+        if idstr != 'ram' or self.ram_section_id is not None:
+            raise exception.UnsupportedCheckpoint(
+                r.path, 'iterative section %r is not supported '
+                        '(only RAM)' % idstr, r.file_offset(start))
+        self.ram_section_id = sid
+        pos = self.ram.records(pos, first=True)
+        return self._close(start, SEC_START, sid, idstr, inst, ver, pos)
+
+    def _ram_part(self, start: int) -> int:
+        """A PART or END section (only the RAM section is iterative)."""
+        r = self.r
+        kind = r.u8(start)
+        sid = r.be32(start + 1)
+        if sid != self.ram_section_id:
+            raise r.error('%s of section %d, which was never '
+                          'started as an iterative section'
+                          % (SECTION_NAMES[kind], sid), start)
+        pos = self.ram.records(start + 5, first=False)
+        return self._close(start, kind, sid, 'ram', 0, 0, pos)
+
+    def _device(self, start: int) -> int | None:
+        """A FULL section: one device's state, walked with its vmdesc
+        entry (the next one in order).
+        """
+        r = self.r
+        sid, idstr, inst, ver, pos = self._section_header(start)
+        if self.device_descs is None:
+            self.device_state_note = (
+                'the stream carries no vmdesc: device state from offset '
+                '%d on was not decoded' % r.file_offset(start))
+            self.sections.append(Section(SEC_FULL, sid, idstr, inst, ver,
+                                         start, self.stream_end))
+            return None
+        if not self.device_descs:
+            raise r.error('device section %r has no vmdesc entry'
+                          % idstr, start)
+        d = self.device_descs.pop(0)
+        if (not isinstance(d, dict) or d.get('name') != idstr or
+                d.get('instance_id') != inst):
+            raise r.error(
+                'device section %r instance %d does not match the '
+                'vmdesc entry %r' % (idstr, inst, d.get('name')
+                                     if isinstance(d, dict) else d),
+                start)
+        end, values = vmdesc_mod.SectionWalker(r).walk(d, pos)
+        self.devices.append(DeviceState(idstr, inst, ver, start, end,
+                                        values))
+        return self._close(start, SEC_FULL, sid, idstr, inst, ver, end)
+
+    def _eof(self, pos: int) -> None:
+        self.eof = pos
+        return None
 
     def _config_subsections(self, pos: int) -> int:
         r = self.r
@@ -371,174 +390,6 @@ class StreamParser:
             raise r.error('footer of section %d names section %d'
                           % (sid, r.be32(pos + 1)), pos)
         return pos + 5
-
-    # -- RAM ---------------------------------------------------------------
-
-    def _mem_size(self, pos: int, total: int) -> int:
-        r = self.r
-        if total > self.limits.max_guest_ram:
-            raise exception.LimitExceeded(
-                r.path, 'RAM blocks claim %d bytes, more than the limit of '
-                        '%d' % (total, self.limits.max_guest_ram),
-                r.file_offset(pos - 8))
-        seen = 0
-        for _ in range(4096):
-            if seen == total:
-                break
-            name, p = r.idstr(pos)
-            length = r.be64(p)
-            if length > total - seen or length == 0:
-                raise r.error('RAM block %r of %d bytes does not fit the '
-                              'announced total of %d' % (name, length,
-                                                         total), pos)
-            if name in self.blocks_by_name:
-                raise r.error('RAM block %r announced twice' % name, pos)
-            block = ram_index.RamBlock(len(self.blocks), name, length)
-            self.blocks.append(block)
-            self.blocks_by_name[name] = block
-            seen += length
-            pos = p + 8
-        else:
-            raise r.error('too many RAM blocks', pos)
-        self._mem_size_pos = pos
-        self._check_claim()
-        pages = sum(b.pages for b in self.blocks)
-        self.builder = ram_index.RamIndexBuilder(
-            self.limits.max_page_copies * pages + 65536)
-        return pos
-
-    def _check_claim(self) -> None:
-        """Per-page tables are sized by the RAM blocks' claim: a claim the
-        stream cannot back with one record per page is refused before
-        they are built (a stream still being written is checked again
-        once complete).
-        """
-        r = self.r
-        pages = sum(b.pages for b in self.blocks)
-        if pages * ZERO_RECORD > r.size:
-            raise exception.LimitExceeded(
-                r.path, 'RAM blocks claim %d bytes (%d pages) but the '
-                        '%d-byte stream can hold at most %d page records'
-                        % (sum(b.length for b in self.blocks), pages,
-                           r.size, r.size // ZERO_RECORD),
-                r.file_offset(self._mem_size_pos))
-
-    def _ram_records(self, pos: int, first: bool) -> int:
-        r = self.r
-        # Every iteration consumes at least 8 bytes, so the stream size
-        # bounds the loop; the record budget bounds memory.
-        for _ in range(r.size // 8 + 1):
-            hdr_off = pos
-            hdr = r.be64(pos)
-            flags = hdr & RAM_FLAG_MASK
-            addr = hdr & ~RAM_FLAG_MASK
-            pos += 8
-            if flags & RAM_MEM_SIZE:
-                if not first or self.blocks or flags != RAM_MEM_SIZE:
-                    raise r.error('unexpected MEM_SIZE record (flags %s)'
-                                  % flag_names(flags), hdr_off)
-                pos = self._mem_size(pos, addr)
-                continue
-            if flags & RAM_EOS:
-                if flags != RAM_EOS:
-                    raise r.error('corrupt RAM record flags %s'
-                                  % flag_names(flags), hdr_off)
-                return pos
-            if self.builder is None:
-                raise r.error('RAM page before the MEM_SIZE record',
-                              hdr_off)
-            if flags & _UNSUPPORTED_RAM:
-                raise exception.UnsupportedCheckpoint(
-                    r.path, 'RAM record with flags %s: compressed, XBZRLE, '
-                            'multifd and RDMA streams are not supported'
-                            % flag_names(flags), r.file_offset(hdr_off))
-            kind_flag = flags & (RAM_ZERO | RAM_PAGE)
-            if (kind_flag not in (RAM_ZERO, RAM_PAGE) or
-                    flags & ~(RAM_ZERO | RAM_PAGE | RAM_CONTINUE)):
-                raise r.error('corrupt RAM record flags %s'
-                              % flag_names(flags), hdr_off)
-            if not flags & RAM_CONTINUE:
-                name, pos = r.idstr(pos)
-                block = self.blocks_by_name.get(name)
-                if block is None:
-                    raise r.error('RAM record names unknown block %r'
-                                  % name, hdr_off)
-                self.current_block = block
-            elif self.current_block is None:
-                raise r.error('CONTINUE record with no current RAM block',
-                              hdr_off)
-            block = self.current_block
-            page = addr >> ram_index.PAGE_SHIFT
-            if page >= block.pages:
-                raise r.error('page offset 0x%x is beyond RAM block %r '
-                              '(%d bytes)' % (addr, block.name,
-                                              block.length), hdr_off)
-            if kind_flag == RAM_PAGE:
-                r.need(pos, PAGE_SIZE, 'page data')
-                ok = self.builder.add(block.index, page, hdr_off, pos,
-                                      ram_index.KIND_PAGE, 0)
-                pos += PAGE_SIZE
-                stride = PAGE_RECORD
-                kind = ram_index.KIND_PAGE
-            else:
-                fill = r.u8(pos)
-                ok = self.builder.add(block.index, page, hdr_off, pos,
-                                      ram_index.KIND_ZERO, fill)
-                pos += 1
-                stride = ZERO_RECORD
-                kind = ram_index.KIND_ZERO
-            if not ok:
-                raise self._too_many(hdr_off)
-            pos = self._run(pos, block, page, kind_flag, kind, stride)
-        raise r.error('RAM section never ends', pos)
-
-    def _too_many(self, pos):
-        return exception.LimitExceeded(
-            self.r.path, 'more than %d RAM records for %d pages'
-            % (self.builder.max_records,
-               sum(b.pages for b in self.blocks)), self.r.file_offset(pos))
-
-    def _run(self, pos: int, block, page: int, kind_flag: int, kind: int,
-             stride: int) -> int:
-        """Vectorised fast path: consume the longest run of CONTINUE
-        records of the same kind for consecutive pages that starts at
-        ``pos``, checking predicted headers at a fixed stride.
-        """
-        r = self.r
-        max_n = min(block.pages - page - 1, (r.available() - pos) // stride)
-        if max_n <= 0:
-            return pos
-        flags = kind_flag | RAM_CONTINUE
-        done = 0
-        chunk = 16
-        while done < max_n:
-            n = min(chunk, max_n - done)
-            start = pos + done * stride
-            view = stride_tricks.as_strided(r.u8arr[start:], shape=(n, 8),
-                                            strides=(stride, 1),
-                                            writeable=False)
-            hdrs = view.view('>u8')[:, 0]
-            first = page + 1 + done
-            expect = ((np.arange(first, first + n, dtype=np.uint64)
-                       << np.uint64(12)) | np.uint64(flags))
-            ok = hdrs == expect
-            m = n if ok.all() else int(np.argmin(ok))
-            if m:
-                offs = start + np.arange(m, dtype=np.int64) * stride
-                fills = r.u8arr[offs + 8] if kind == ram_index.KIND_ZERO \
-                    else None
-                if not self.builder.add_run(
-                        block.index,
-                        np.arange(first, first + m, dtype=np.int64),
-                        offs, kind, fills):
-                    raise self._too_many(start)
-                done += m
-            if m < n:
-                break
-            chunk = min(chunk * 8, _MAX_RUN_CHUNK)
-            if self.progress:
-                self.progress(pos + done * stride, r.size)
-        return pos + done * stride
 
 
 def parse(buf, size: int, path: str, base: int = 0, label: str = '',

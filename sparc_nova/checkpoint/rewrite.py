@@ -33,7 +33,7 @@ from sparc_nova.checkpoint import checkpoint as checkpoint_mod
 from sparc_nova.checkpoint import compression
 from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import physmem
-from sparc_nova.checkpoint import qemu_stream
+from sparc_nova.checkpoint import qemu_ram
 from sparc_nova.checkpoint import ram_index
 from sparc_nova.checkpoint import tempfiles
 from sparc_nova import exception
@@ -182,11 +182,8 @@ def _grown_record(ck, rec: int, data: bytes) -> bytes:
     idx = ck.layout.ram
     hdr_off = int(idx.rec_hdr[rec])
     data_off = int(idx.rec_data[rec])
-    old = int.from_bytes(ck.stream[hdr_off:hdr_off + 8], 'big')
-    keep = old & (~qemu_stream.RAM_FLAG_MASK | qemu_stream.RAM_CONTINUE)
-    name = bytes(ck.stream[hdr_off + 8:data_off])
-    flags = keep | qemu_stream.RAM_PAGE
-    return flags.to_bytes(8, 'big') + name + data
+    return qemu_ram.page_record(bytes(ck.stream[hdr_off:hdr_off + 8]),
+                                bytes(ck.stream[hdr_off + 8:data_off]), data)
 
 
 def _edit_columns(ck, edits):
@@ -197,15 +194,12 @@ def _edit_columns(ck, edits):
     return idx.rec_hdr[edits.recs], idx.rec_data[edits.recs], kind, fill
 
 
-def _shrunk_headers(ck, hdr: np.ndarray) -> np.ndarray:
-    """The 8-byte headers of PAGE records ``hdr`` (stream offsets) turned
-    into ZERO record headers: same page, same CONTINUE bit.
+def _headers(ck, hdr: np.ndarray) -> np.ndarray:
+    """The 8-byte headers of the records at stream offsets ``hdr``, as
+    uint8 rows.
     """
     u8 = np.frombuffer(ck.stream, dtype=np.uint8)
-    old = u8[hdr[:, None] + np.arange(8)].copy().view('>u8')[:, 0]
-    new = (old & np.uint64(~qemu_stream.RAM_PAGE & 0xffffffffffffffff)) | \
-        np.uint64(qemu_stream.RAM_ZERO)
-    return new.astype('>u8').view(np.uint8).reshape(len(hdr), 8)
+    return u8[hdr[:, None] + np.arange(8)]
 
 
 def _splices(ck, edits) -> list:
@@ -223,10 +217,7 @@ def _splices(ck, edits) -> list:
     # PAGE records without a block name (CONTINUE): hdr + 8 == dat.
     fast = page & (fill >= 0) & (dat == hdr + 8)
     fi = np.nonzero(fast)[0]
-    rows = np.empty((len(fi), 9), dtype=np.uint8)
-    if len(fi):
-        rows[:, :8] = _shrunk_headers(ck, hdr[fi])
-        rows[:, 8] = fill[fi]
+    rows = qemu_ram.zero_records(_headers(ck, hdr[fi]), fill[fi])
     a = hdr[fi]
     b = dat[fi] + PAGE_SIZE
     # Runs of back-to-back records become one splice.
@@ -239,9 +230,8 @@ def _splices(ck, edits) -> list:
         h, d, f = int(hdr[e]), int(dat[e]), int(fill[e])
         data = edits.contents[edits.content[e]]
         if page[e] and f >= 0:
-            head = _shrunk_headers(ck, hdr[e:e + 1]).tobytes()
-            out.append((h, d + PAGE_SIZE,
-                        head + bytes(ck.stream[h + 8:d]) + bytes([f])))
+            out.append((h, d + PAGE_SIZE, qemu_ram.zero_record(
+                bytes(ck.stream[h:h + 8]), bytes(ck.stream[h + 8:d]), f)))
         elif page[e]:
             out.append((d, d + PAGE_SIZE, data))
         elif f >= 0:

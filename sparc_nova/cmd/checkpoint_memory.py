@@ -2,7 +2,7 @@
 commands.
 
 Thin wrappers over :mod:`sparc_nova.engine.memory` (``save``:
-:mod:`sparc_nova.virt.libvirt.live_save`); exit codes follow
+:mod:`sparc_nova.engine.domain_save`); exit codes follow
 :mod:`sparc_nova.cmd.sparc` (``verify`` exits 1 when a marker is found).
 
 ``verify`` names markers by their position on the command line (``#1``,
@@ -16,6 +16,7 @@ import sys
 from sparc_nova.checkpoint import limits
 from sparc_nova.cmd import output
 from sparc_nova import conf
+from sparc_nova.engine import domain_save
 from sparc_nova.engine import memory
 from sparc_nova.printable import printable
 
@@ -67,15 +68,13 @@ def do_scrub(args) -> int:
 def do_save(args) -> int:
     import libvirt
 
-    from sparc_nova.virt.libvirt import live_save
-
     try:
         conn = libvirt.open(args.connect)
     except libvirt.libvirtError as e:
         raise SystemExit('sparc: %s' % e)
     try:
         dom = conn.lookupByName(args.domain)
-        rep = live_save.save_scrubbed(
+        rep = domain_save.save_scrubbed(
             dom, os.path.abspath(args.file), args.exclude_process,
             with_children=args.with_children,
             keep_free_pages=args.keep_free_pages,

@@ -3,8 +3,14 @@
 ``scrub`` writes a copy of an image without the files the rules select,
 proven by a raw scan; ``verify`` scans an image's raw bytes for marker
 strings (exit 1 when one is found); ``presets`` lists the rule presets.
+
+``--format text|json`` is the report format, as in every ``sparc``
+command; the destination image format is ``--image-format qcow2|raw``.
+The spellings of the previous release (``scrub --format qcow2|raw``,
+``verify --output-format``) still work and warn on stderr.
 """
 
+import argparse
 import os
 import sys
 
@@ -15,6 +21,11 @@ from sparc_nova.engine.disk import presets
 from sparc_nova.engine.disk import source
 from sparc_nova import exception
 from sparc_nova.printable import printable
+
+__all__ = ['register', 'UsageError', 'IMAGE_FORMATS']
+
+#: Destination image formats of ``scrub --image-format``.
+IMAGE_FORMATS = ('qcow2', 'raw')
 
 
 class UsageError(exception.SparcError):
@@ -92,7 +103,7 @@ def do_scrub(args) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from e
     options = disk.ScrubOptions.from_conf(
-        output_format=args.format, luks_keys=_luks_keys(args.luks_key),
+        output_format=args.image_format, luks_keys=_luks_keys(args.luks_key),
         allow_unverified=args.allow_unverified or None,
         reveal_paths=args.show_paths or None, verify_kept=args.verify_kept,
         accel=args.accel, work_dir=args.work_dir,
@@ -102,7 +113,10 @@ def do_scrub(args) -> int:
                               progress=_step)
     if args.report:
         output.write_json(args.report, report.to_dict())
-    print(_summary(report))
+    if args.format == 'json':
+        output.emit_json(report.to_dict())
+    else:
+        print(_summary(report))
     return 0
 
 
@@ -127,7 +141,7 @@ def do_verify(args) -> int:
     hits = disk.scan_image(args.image, fmt, markers)
     rows = [dict(marker='#%d' % (i + 1), length=len(m),
                  occurrences=hits.get(m, 0)) for i, m in enumerate(markers)]
-    if args.output_format == 'json':
+    if args.format == 'json':
         output.emit_json({'image': args.image, 'format': fmt,
                           'markers': rows,
                           'found': sum(r['occurrences'] for r in rows)})
@@ -144,6 +158,21 @@ def do_presets(args) -> int:
         for glob in preset.globs:
             print('    %s' % glob)
     return 0
+
+
+class _ReportOrImageFormat(argparse.Action):
+    """``image scrub --format``: the report format (text|json). The
+    destination image format it named before (qcow2|raw) is still taken,
+    for one release, as ``--image-format`` with a warning on stderr.
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values in IMAGE_FORMATS:
+            output.warn_deprecated('%s %s' % (option_string, values),
+                                   '--image-format %s' % values)
+            namespace.image_format = values
+        else:
+            namespace.format = values
 
 
 def _add_source_format(parser) -> None:
@@ -194,9 +223,15 @@ def register(groups) -> None:
                    metavar='DEV:KEYFILE',
                    help='Passphrase file for a LUKS volume, by device '
                         '(/dev/sda2) or UUID=... (repeatable).')
-    p.add_argument('--format', choices=('qcow2', 'raw'), default=None,
-                   help='Destination format (default: [sparc] '
+    p.add_argument('--image-format', choices=IMAGE_FORMATS, default=None,
+                   help='Destination image format (default: [sparc] '
                         'disk_output_format, qcow2).')
+    p.add_argument('--format', action=_ReportOrImageFormat, default='text',
+                   choices=output.REPORT_FORMATS + IMAGE_FORMATS,
+                   metavar='{text,json}',
+                   help='Output format (default: text); json prints the '
+                        'scrub report. qcow2 and raw are the deprecated '
+                        'spelling of --image-format.')
     p.add_argument('--report', metavar='R.json',
                    help='Write the JSON scrub report here.')
     p.add_argument('--strict', action='store_true',
@@ -222,8 +257,11 @@ def register(groups) -> None:
     _add_source_format(p)
     p.add_argument('--marker', action='append', required=True,
                    metavar='TEXT', help='String to look for (repeatable).')
-    p.add_argument('--output-format', choices=('text', 'json'),
-                   default='text', help='Output format (default: text).')
+    output.add_format_arg(p)
+    p.add_argument('--output-format', action=output.DeprecatedAlias,
+                   dest='format', new_option='--format',
+                   choices=output.REPORT_FORMATS,
+                   help='Deprecated spelling of --format.')
     p.set_defaults(func=do_verify)
 
     p = sub.add_parser('presets', help='List the rule presets.')

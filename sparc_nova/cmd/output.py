@@ -9,17 +9,51 @@ commands the fields they print. JSON output is escaped by the encoder
 (``ensure_ascii``).
 """
 
+import argparse
 import json
 import sys
 import time
 
 from sparc_nova.printable import printable
 
+__all__ = ['REPORT_FORMATS', 'add_format_arg', 'warn_deprecated',
+           'DeprecatedAlias', 'emit_json', 'write_json', 'table',
+           'Progress']
 
-def add_format_arg(parser) -> None:
-    parser.add_argument('--format', choices=('text', 'json'),
-                        default='text',
+#: What ``--format`` chooses in every command: the report on stdout.
+REPORT_FORMATS = ('text', 'json')
+
+
+def add_format_arg(parser, choices: tuple[str, ...] = REPORT_FORMATS
+                   ) -> None:
+    """Add ``--format`` (the report format on stdout, default ``text``;
+    ``args.format``) to a command's parser.
+    """
+    parser.add_argument('--format', choices=choices, default='text',
                         help='Output format (default: text).')
+
+
+def warn_deprecated(old: str, new: str) -> None:
+    """Tell the user on stderr that the option spelling ``old`` is
+    deprecated and ``new`` replaces it. Writes one line; never fails.
+    """
+    print('sparc: warning: %s is deprecated and will be removed in the '
+          'next release; use %s' % (old, new), file=sys.stderr)
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old option spelling that still works for one release: stores
+    its value where the new option does (``dest``) and warns on stderr
+    (:func:`warn_deprecated`) naming ``new_option``.
+    """
+
+    def __init__(self, option_strings, dest, new_option: str, **kwargs):
+        self.new_option = new_option
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        warn_deprecated(option_string, self.new_option)
+        setattr(namespace, self.dest, values)
 
 
 def emit_json(data) -> None:

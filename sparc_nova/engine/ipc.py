@@ -1,4 +1,4 @@
-"""Follow an excluded process's data: IPC dependencies and kernel copies.
+"""Who can send data to whom: the IPC dependency graph of a guest.
 
 :func:`build_graph` reads every process's open files and shared mappings
 (:mod:`sparc_nova.introspect.files`) and derives who can send data to
@@ -22,39 +22,31 @@ edge kind           from -> to
 ==================  ====================================================
 
 :func:`follow` extends a selection along those edges (``follow_ipc``) or
-lists the peers it reaches as at risk. :func:`plan_kernel_copies` then
-finds what the kernel holds for the excluded processes: pipe buffers,
-unix socket queues (their own and the datagrams they sent), terminal
-buffers of the sessions they lead or the ptys they drive, and shared
-memory no other process holds. Shared memory that another process still
-holds is never scrubbed (that would corrupt it): it is reported.
+lists the peers it reaches as at risk. What the kernel holds for the
+processes finally excluded is planned from this graph by
+:mod:`sparc_nova.engine.kernel_copies`.
 """
 
 import collections
 import dataclasses
-import posixpath
 
 import drgn
 
 from sparc_nova.engine.disk import report as disk_report
-from sparc_nova.engine.disk import rules as rules_mod
 from sparc_nova.introspect import files as files_mod
 from sparc_nova.introspect import ipc as ipc_introspect
-from sparc_nova.introspect import pagecache
 from sparc_nova.introspect import walk
-from sparc_nova.vocabulary import paths as vocabulary_paths
 
-#: Kinds of shared memory scrubbed when only excluded processes hold them
-#: (a named tmpfs file only when the policy's exclude paths name it or it
-#: lives under /dev/shm, the POSIX shm mount).
+__all__ = ['Edge', 'IpcObject', 'IpcGraph', 'build_graph', 'follow',
+           'report_name', 'file_label', 'SHM_KINDS', 'GRAPH_BUDGET']
+
+#: Kinds of shared memory: every pair of their holders is linked (and
+#: :mod:`~sparc_nova.engine.kernel_copies` scrubs them when only excluded
+#: processes hold them).
 SHM_KINDS = ('sysv-shm', 'memfd', 'shmem')
-POSIX_SHM_DIR = '/dev/shm/'
 #: Guest memory reads allowed for the graph, outside the walks that have
 #: budgets of their own (fd tables, sockets, ptrace links of every task).
 GRAPH_BUDGET = 20000000
-#: Report classes of kernel copies.
-CLASSES = ('pipe', 'unix-socket', 'tty', 'memfd-shmem', 'sysv-shm',
-           'page-cache')
 
 
 @dataclasses.dataclass
@@ -127,7 +119,16 @@ class IpcGraph:
 
 def build_graph(kernel, page_model, procs) -> IpcGraph:
     """The IPC graph of the user processes ``procs``
-    (:class:`~sparc_nova.introspect.tasks.Process`).
+    (:class:`~sparc_nova.introspect.tasks.Process`; kernel threads are
+    skipped): their open files and shared mappings, the objects they
+    share, and the edges between them (self-edges and duplicates
+    dropped). Pipe buffers and unix socket queues are read once here and
+    kept in the objects' ``info`` for the kernel-copy plan.
+
+    :raises sparc_nova.introspect.walk.CorruptStructure: guest memory the
+        walk needs is unreadable or inconsistent.
+    :raises sparc_nova.exception.SparcError: the guest memory reads exceed
+        :data:`GRAPH_BUDGET`.
     """
     with kernel.budget(GRAPH_BUDGET, 'building the IPC graph'):
         return _build_graph(kernel, page_model, procs)
@@ -309,109 +310,6 @@ def follow(graph: IpcGraph, chosen: dict, follow_ipc: bool,
     return pulled, at_risk
 
 
-@dataclasses.dataclass
-class KernelCopyPlan:
-    """What to scrub in kernel-held copies, per report class."""
-
-    copies: dict = dataclasses.field(
-        default_factory=lambda: {c: [] for c in CLASSES})
-    not_scrubbed: list = dataclasses.field(default_factory=list)
-
-    def summary(self) -> dict:
-        out = {}
-        for cls, items in self.copies.items():
-            out[cls] = {
-                'objects': len({c.object for c in items}),
-                'bytes': sum(c.data_bytes for c in items),
-                'frames': sum(len(c.frames) for c in items),
-                'ranges': sum(len(c.ranges) + len(c.phys_ranges)
-                              for c in items)}
-        return out
-
-
-def plan_kernel_copies(graph: IpcGraph, kernel, page_model,
-                       excluded: set[int], exclude_paths=()
-                       ) -> KernelCopyPlan:
-    """The kernel-held copies to scrub for the ``excluded`` processes,
-    and the page cache of the files ``exclude_paths`` (a rule list of
-    :mod:`sparc_nova.vocabulary.paths`, scopes included) name.
-    """
-    reader = ipc_introspect.IpcReader(kernel, page_model)
-    plan = KernelCopyPlan()
-    rules = rules_mod.Rules(exclude_paths) \
-        if vocabulary_paths.selects_anything(exclude_paths) else None
-    mine = {k: o for k, o in graph.objects.items()
-            if o.pids() & excluded}
-    excluded_socks = {k for k, o in mine.items()
-                      if o.info.get('family') == 'unix'}
-    for key, obj in graph.objects.items():
-        held = key in mine
-        if obj.kind == 'pipe' and held:
-            plan.copies['pipe'].append(obj.info['_pipe'])
-        elif obj.info.get('family') == 'unix':
-            for sender, copy in obj.info.get('_queue', ()):
-                if held or sender in excluded_socks:
-                    plan.copies['unix-socket'].append(copy)
-        elif obj.kind == 'tty' and held:
-            _plan_tty(graph, reader, obj, excluded, plan)
-        elif obj.kind in SHM_KINDS and held:
-            _plan_shm(reader, obj, excluded, rules, plan)
-    if rules is not None:
-        _plan_page_cache(kernel, page_model, rules, plan)
-    for items in plan.copies.values():
-        for c in items:
-            plan.not_scrubbed += [{'object': c.object, 'kind': c.kind,
-                                   'reason': r} for r in c.left]
-    for entry in plan.not_scrubbed:
-        entry['object'] = report_name(entry['kind'], entry['object'])
-    return plan
-
-
-def _plan_tty(graph, reader, obj, excluded, plan) -> None:
-    master = obj.info.get('master')
-    session = obj.info.get('session')
-    if not (master or session in excluded):
-        plan.not_scrubbed.append({
-            'object': obj.object, 'kind': 'tty',
-            'reason': 'terminal of session %d, which is not excluded'
-                      % session if session else
-                      'terminal without a session leader among the '
-                      'excluded processes'})
-        return
-    ttys = [obj.key]
-    link = obj.info.get('_link')
-    if link:
-        ttys.append(link)
-    for tty in ttys:
-        name = obj.object if tty == obj.key else \
-            graph.objects[link].object if link in graph.objects else \
-            '%s (pty peer)' % obj.object
-        plan.copies['tty'].append(reader.tty(tty, name))
-
-
-def _plan_shm(reader, obj, excluded, rules, plan) -> None:
-    others = sorted(obj.pids() - excluded)
-    if others:
-        plan.not_scrubbed.append({
-            'object': obj.object, 'kind': obj.kind,
-            'reason': 'also held by pid %s, which is not excluded'
-                      % ', '.join(map(str, others))})
-        return
-    deleted = obj.object.endswith(' (deleted)')
-    if obj.kind == 'shmem' and not deleted and \
-            not obj.object.startswith(POSIX_SHM_DIR) and \
-            not (rules and _selected(rules, obj.object)):
-        plan.not_scrubbed.append({
-            'object': obj.object, 'kind': obj.kind,
-            'reason': 'a named tmpfs file outlives the process; name it in '
-                      'the exclude paths to scrub it'})
-        return
-    copy = reader.shmem_frames(obj.key, obj.object)
-    copy.kind = obj.kind
-    cls = 'sysv-shm' if obj.kind == 'sysv-shm' else 'memfd-shmem'
-    plan.copies[cls].append(copy)
-
-
 def report_name(kind: str, name: str) -> str:
     """``name`` as a scrub report shows it: file names hashed
     (:func:`file_label`), IPC object names as they are.
@@ -427,55 +325,3 @@ def file_label(path: str) -> str:
     too).
     """
     return 'sha256:' + disk_report.path_digest(path)
-
-
-#: Deepest guest path matched against the policy (components).
-MAX_PATH_DEPTH = 256
-
-
-def _selected(rules, path: str) -> bool:
-    path = posixpath.normpath(path)
-    if not path.startswith('/') or path.count('/') > MAX_PATH_DEPTH:
-        return False
-    return bool(rules.select([path]).removed)
-
-
-def _plan_page_cache(kernel, page_model, rules, plan) -> None:
-    """Drop the cached pages of the files ``rules`` select.
-
-    A page of tmpfs or ramfs is the file itself: it is zeroed. A clean
-    page of a disk-backed file is zeroed and loses ``PG_uptodate``, so
-    the guest reads it again from its disk. A page that is mapped, dirty,
-    under writeback, locked, or carries buffer heads is left alone and
-    reported (dropping it would lose data or corrupt a process).
-    """
-    prog = kernel.prog
-    bit = {name: prog[name].value_() for name in (
-        'PG_uptodate', 'PG_dirty', 'PG_writeback', 'PG_locked',
-        'PG_private')}
-    for cached in pagecache.cached_files(kernel):
-        if not any(_selected(rules, p) for p in cached.paths):
-            continue
-        label = file_label(cached.paths[0])
-        copy = ipc_introspect.KernelCopies(label, 'page-cache')
-        folios = pagecache.file_folios(kernel, cached.inode, label)
-        heads = [page_model.pfn_of_page(page) for page, _ in folios]
-        info = page_model.read(heads) if heads else None
-        for i, (page, nr) in enumerate(folios):
-            flags = int(info['flags'][i])
-            mapped = int(info['mapcount'][i]) + 1 > 0
-            busy = [n for n in ('PG_writeback', 'PG_locked')
-                    if flags >> bit[n] & 1]
-            if cached.backed:
-                busy += [n for n in ('PG_dirty', 'PG_private')
-                         if flags >> bit[n] & 1]
-            if mapped:
-                busy.append('mapped by a process')
-            if busy:
-                copy.left.append('a page is %s' % ', '.join(busy))
-                continue
-            copy.frames.extend(range(heads[i], heads[i] + nr))
-            copy.data_bytes += nr * 4096
-            if cached.backed:
-                copy.flag_clears.append((page, bit['PG_uptodate']))
-        plan.copies['page-cache'].append(copy)

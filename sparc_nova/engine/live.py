@@ -37,7 +37,7 @@ clean-up.
       ``save()`` has returned, and the unscrubbed image is left to the
       caller, which must discard it (the guest's state is only there:
       restore the guest from it, then delete it;
-      :mod:`sparc_nova.virt.libvirt.live_save` does).
+      :mod:`sparc_nova.engine.domain_save` does).
     * Returns the scrub's :class:`~.report.ScrubReport`, with
       ``timings['save']`` (the save call), ``timings['after_save']``
       (what the scrub added after it) and ``during_save`` (when the image

@@ -83,6 +83,7 @@ from sparc_nova.checkpoint import rewrite
 from sparc_nova.checkpoint import stream_follow
 from sparc_nova.engine import errors
 from sparc_nova.engine import ipc
+from sparc_nova.engine import kernel_copies
 from sparc_nova.engine import kill
 from sparc_nova.engine import patches
 from sparc_nova.engine import physview
@@ -726,8 +727,8 @@ def _plan(s, sels, with_children, keep_free_pages, rep, follow_ipc=True,
         rep.free_pages = {'kept': True}
     if len(scrub):
         patcher.scrub(scrub, 0)
-    copies = ipc.plan_kernel_copies(graph, kernel, model, set(chosen),
-                                    exclude_paths)
+    copies = kernel_copies.plan_kernel_copies(graph, kernel, model,
+                                              set(chosen), exclude_paths)
     _apply_kernel_copies(s, kernel, model, patcher, copies, scrub)
     rep.ipc = {'follow_ipc': follow_ipc, 'pulled_in': pulled,
                'at_risk': at_risk, 'scrubbed': copies.summary(),

@@ -1,16 +1,10 @@
-"""A BTF (BPF Type Format) parser that serves types to drgn.
+"""A BTF (BPF Type Format) parser.
 
 The guest kernel carries its own type information as BTF between the
-``__start_BTF`` and ``__stop_BTF`` symbols. drgn reads DWARF but not BTF;
-:class:`BtfTypes` parses a BTF blob and :meth:`BtfTypes.register` installs
-it in a :class:`drgn.Program` as
-
-* a type finder: structs and unions (members resolved lazily, bit fields
-  included), enums, typedefs, base types, pointers, arrays, function
-  prototypes;
-* an object finder for enumerators (``prog["PIDTYPE_PID"]``), for
-  per-CPU variables (BTF types them; addresses come from the symbol
-  table) and for functions.
+``__start_BTF`` and ``__stop_BTF`` symbols. :class:`BtfTypes` parses a
+BTF blob into raw type records and name indexes; it knows nothing of
+drgn (:mod:`sparc_nova.introspect.btf_finder` serves these types to a
+:class:`drgn.Program`).
 
 The blob is untrusted guest memory: the header, every section offset,
 every type id and every string offset is checked, and the number of types
@@ -22,10 +16,18 @@ Format reference: the kernel's ``Documentation/bpf/btf.rst``.
 import array
 import struct
 
-import drgn
 import numpy as np
 
 from sparc_nova import exception
+
+__all__ = ['BtfError', 'BtfType', 'BtfTypes', 'enum_value', 'CANONICAL_INT',
+           'BTF_MAGIC', 'MAX_BTF_BYTES', 'MAX_TYPES', 'MAX_QUALIFIER_CHAIN',
+           'INT_SIGNED', 'INT_CHAR', 'INT_BOOL',
+           'KIND_INT', 'KIND_PTR', 'KIND_ARRAY', 'KIND_STRUCT', 'KIND_UNION',
+           'KIND_ENUM', 'KIND_FWD', 'KIND_TYPEDEF', 'KIND_VOLATILE',
+           'KIND_CONST', 'KIND_RESTRICT', 'KIND_FUNC', 'KIND_FUNC_PROTO',
+           'KIND_VAR', 'KIND_DATASEC', 'KIND_FLOAT', 'KIND_DECL_TAG',
+           'KIND_TYPE_TAG', 'KIND_ENUM64']
 
 BTF_MAGIC = 0xeb9f
 HEADER = struct.Struct('<HBBIIIII')
@@ -68,7 +70,7 @@ _EXTRA = {
 }
 
 #: GCC's base type names and the names drgn uses for them.
-_CANONICAL_INT = {
+CANONICAL_INT = {
     'short int': 'short', 'short unsigned int': 'unsigned short',
     'long int': 'long', 'long unsigned int': 'unsigned long',
     'long long int': 'long long',
@@ -173,8 +175,6 @@ class BtfTypes:
         self._parse_header()
         self._parse_types(max_types)
         self._index()
-        self._prog = None
-        self._drgn = {}
 
     # -- parsing -----------------------------------------------------------
 
@@ -275,23 +275,29 @@ class BtfTypes:
         for item in items:
             if t.kind in (KIND_STRUCT, KIND_UNION, KIND_FUNC_PROTO):
                 self.string(item[0])
-                self._check_ref(item[1], t, 'member')
+                self.check_ref(item[1], t, 'member')
             elif t.kind == KIND_DATASEC:
-                self._check_ref(item[0], t, 'variable')
+                self.check_ref(item[0], t, 'variable')
             else:
                 self.string(item[0])
         t.items = items
         return items
 
-    def _check_ref(self, ref, t, what):
+    def check_ref(self, ref: int, t: BtfType, what: str) -> None:
+        """Raise :class:`BtfError` unless ``ref`` (a type id that ``t``
+        refers to as its ``what``) names a type of this blob.
+        """
         if ref >= len(self.types):
             raise BtfError('type %d (%s) refers to %s type %d but there '
                            'are only %d types' % (t.id, t.name or '<anon>',
                                                   what, ref,
                                                   len(self.types) - 1))
 
-    def _target(self, t):
-        self._check_ref(t.size_or_type, t, 'target')
+    def target(self, t: BtfType) -> int:
+        """The type id ``t`` refers to (pointer target, typedef, qualifier,
+        variable or function type), checked with :meth:`check_ref`.
+        """
+        self.check_ref(t.size_or_type, t, 'target')
         return t.size_or_type
 
     def _index(self):
@@ -325,7 +331,7 @@ class BtfTypes:
         self.by_kind['typedef'] = {names[i - 1]: i for i in
                                    last_first(kind == KIND_TYPEDEF)}
         self.by_kind['base'] = {
-            _CANONICAL_INT.get(names[i - 1], names[i - 1]): i
+            CANONICAL_INT.get(names[i - 1], names[i - 1]): i
             for i in last_first((kind == KIND_INT) | (kind == KIND_FLOAT))}
         self.variables = {names[i - 1]: int(target[i - 1])
                           for i in last_first(kind == KIND_VAR)}
@@ -374,222 +380,18 @@ class BtfTypes:
                 out[self.string(name_off)] = bits // 8
         return out
 
-    # -- drgn ----------------------------------------------------------------
 
-    def register(self, prog: drgn.Program, symbol_address=None,
-                 name: str = 'btf') -> None:
-        """Register this BTF as ``prog``'s type finder and as an object
-        finder for enumerators, per-CPU variables and functions.
-
-        :param symbol_address: callable(name) -> address or None, used to
-            place variables and functions (e.g. from kallsyms).
-        """
-        self._prog = prog
-        self._drgn = {}
-        self._symbol_address = symbol_address or (lambda n: None)
-        prog.register_type_finder(name, self._find_type, enable_index=0)
-        prog.register_object_finder(name, self._find_object,
-                                    enable_index=-1)
-
-    def drgn_type(self, tid: int) -> drgn.Type:
-        """The drgn type for BTF type id ``tid``."""
-        t = self._drgn.get(tid)
-        if t is None:
-            try:
-                t = self._build(tid, 0)
-            except (ValueError, OverflowError, TypeError) as e:
-                # drgn refuses shapes no compiler emits (an integer of
-                # 4 billion bits...): that is malformed BTF, say so.
-                raise BtfError('type %d cannot be represented: %s'
-                               % (tid, e))
-            self._drgn[tid] = t
-        return t
-
-    def _find_type(self, prog, kinds, name, filename):
-        for kind in kinds:
-            key = {drgn.TypeKind.STRUCT: 'struct',
-                   drgn.TypeKind.UNION: 'union',
-                   drgn.TypeKind.ENUM: 'enum',
-                   drgn.TypeKind.TYPEDEF: 'typedef',
-                   drgn.TypeKind.INT: 'base',
-                   drgn.TypeKind.BOOL: 'base',
-                   drgn.TypeKind.FLOAT: 'base'}.get(kind)
-            if key is None:
-                continue
-            tid = self.by_kind[key].get(name)
-            if tid is not None:
-                t = self.drgn_type(tid)
-                if t.kind == kind:
-                    return t
-        return None
-
-    def _find_object(self, prog, name, flags, filename):
-        if flags & drgn.FindObjectFlags.CONSTANT:
-            hit = self.enumerators.get(name)
-            if hit is not None:
-                tid, i = hit
-                t = self.types[tid]
-                return drgn.Object(prog, self.drgn_type(tid),
-                                   self._enum_value(t, self.items(t)[i]))
-        if flags & drgn.FindObjectFlags.VARIABLE:
-            tid = self.variables.get(name)
-            if tid is not None:
-                addr = self._symbol_address(name)
-                if addr is not None:
-                    return drgn.Object(prog, self.drgn_type(tid),
-                                       address=addr)
-        if flags & drgn.FindObjectFlags.FUNCTION:
-            tid = self.functions.get(name)
-            if tid is not None:
-                addr = self._symbol_address(name)
-                if addr is not None:
-                    return drgn.Object(prog, self.drgn_type(tid),
-                                       address=addr)
-        return None
-
-    @staticmethod
-    def _enum_value(t, item):
-        if t.kind == KIND_ENUM64:
-            v = item[1] | (item[2] << 32)
-            if t.kind_flag and v >> 63:
-                v -= 1 << 64
-            return v
-        v = item[1]
-        if not t.kind_flag and v < 0:
-            v += 1 << 32
+def enum_value(t: BtfType, item: tuple) -> int:
+    """The value of enumerator ``item`` (an entry of
+    :meth:`BtfTypes.items`) of the enum type ``t``, signed when ``t``'s
+    kind flag says so (32 bits for ``ENUM``, 64 for ``ENUM64``).
+    """
+    if t.kind == KIND_ENUM64:
+        v = item[1] | (item[2] << 32)
+        if t.kind_flag and v >> 63:
+            v -= 1 << 64
         return v
-
-    def _build(self, tid: int, depth: int) -> drgn.Type:
-        prog = self._prog
-        if tid == 0:
-            return prog.void_type()
-        if depth > MAX_QUALIFIER_CHAIN:
-            raise BtfError('type %d: reference chain longer than %d'
-                           % (tid, MAX_QUALIFIER_CHAIN))
-        if tid >= len(self.types):
-            raise BtfError('type %d does not exist (there are %d)'
-                           % (tid, len(self.types) - 1))
-        t = self.types[tid]
-        k = t.kind
-        if k == KIND_INT:
-            (enc,) = struct.unpack('<I', t.extra)
-            flags = (enc >> 24) & 0xf
-            if t.size_or_type not in (1, 2, 4, 8, 16):
-                raise BtfError('integer type %d (%s) is %d bytes'
-                               % (tid, t.name, t.size_or_type))
-            name = _CANONICAL_INT.get(t.name, t.name)
-            if flags & INT_BOOL:
-                return prog.bool_type(name, t.size_or_type)
-            return prog.int_type(name, t.size_or_type,
-                                 bool(flags & INT_SIGNED))
-        if k == KIND_FLOAT:
-            if t.size_or_type not in (2, 4, 8, 10, 12, 16):
-                raise BtfError('float type %d (%s) is %d bytes'
-                               % (tid, t.name, t.size_or_type))
-            return prog.float_type(t.name, t.size_or_type)
-        if k == KIND_PTR:
-            return prog.pointer_type(self._ref(self._target(t), depth))
-        if k == KIND_ARRAY:
-            elem, _, nelems = struct.unpack('<III', t.extra)
-            self._check_ref(elem, t, 'element')
-            if elem == 0:
-                raise BtfError('array type %d has void elements' % tid)
-            return prog.array_type(self._ref(elem, depth), nelems)
-        if k in (KIND_STRUCT, KIND_UNION):
-            return self._compound(t)
-        if k == KIND_FWD:
-            # A forward declaration stands for the full definition of the
-            # same name when the blob has one (as DWARF consumers do).
-            full = self.by_kind['union' if t.kind_flag else 'struct'].get(
-                t.name)
-            if full is not None and self.types[full].kind != KIND_FWD:
-                return self._ref(full, depth)
-            tag = t.name or None
-            return (prog.union_type(tag) if t.kind_flag
-                    else prog.struct_type(tag))
-        if k in (KIND_ENUM, KIND_ENUM64):
-            size = t.size_or_type
-            if size not in (1, 2, 4, 8):
-                raise BtfError('enum type %d (%s) is %d bytes'
-                               % (tid, t.name, size))
-            signed = bool(t.kind_flag)
-            base = {1: 'char', 2: 'short', 4: 'int'}.get(size, 'long')
-            compat = prog.int_type(base if signed else 'unsigned ' + base,
-                                   size, signed)
-            enumerators = [drgn.TypeEnumerator(self.string(item[0]),
-                                               self._enum_value(t, item))
-                           for item in self.items(t)]
-            return prog.enum_type(t.name or None, compat, enumerators)
-        if k == KIND_TYPEDEF:
-            return prog.typedef_type(t.name, self._ref(self._target(t),
-                                                       depth))
-        if k in (KIND_VOLATILE, KIND_CONST, KIND_RESTRICT):
-            q = {KIND_VOLATILE: drgn.Qualifiers.VOLATILE,
-                 KIND_CONST: drgn.Qualifiers.CONST,
-                 KIND_RESTRICT: drgn.Qualifiers.RESTRICT}[k]
-            inner = self._ref(self._target(t), depth)
-            return inner.qualified(inner.qualifiers | q)
-        if k in (KIND_TYPE_TAG, KIND_DECL_TAG, KIND_VAR, KIND_FUNC):
-            return self._ref(self._target(t), depth)
-        if k == KIND_FUNC_PROTO:
-            params = []
-            variadic = False
-            items = self.items(t)
-            for i, (name_off, ptype) in enumerate(items):
-                if ptype == 0 and i == len(items) - 1:
-                    variadic = True
-                    continue
-                params.append(drgn.TypeParameter(
-                    self._lazy(ptype), self.string(name_off) or None))
-            return prog.function_type(self._ref(self._target(t), depth),
-                                      params, variadic)
-        if k == KIND_DATASEC:
-            return prog.void_type()
-        raise BtfError('type %d has unsupported kind %d' % (tid, k))
-
-    def _ref(self, tid, depth):
-        if tid in self._drgn:
-            return self._drgn[tid]
-        t = self._build(tid, depth + 1)
-        self._drgn[tid] = t
-        return t
-
-    def _lazy(self, tid):
-        return lambda: self.drgn_type(tid)
-
-    def _compound(self, t):
-        prog = self._prog
-        members = []
-        for name_off, mtype, off in self.items(t):
-            if t.kind_flag:
-                bit_size = off >> 24
-                bit_off = off & 0xffffff
-            else:
-                bit_size = 0
-                bit_off = off
-            if bit_size > 64:
-                raise BtfError('type %d (%s): bit field of %d bits'
-                               % (t.id, t.name, bit_size))
-            if bit_off > t.size_or_type * 8:
-                raise BtfError('type %d (%s): member at bit %d is outside '
-                               'its %d bytes' % (t.id, t.name, bit_off,
-                                                 t.size_or_type))
-            name = self.string(name_off) or None
-            members.append(drgn.TypeMember(
-                self._member_thunk(mtype, bit_size), name, bit_off))
-        ctor = prog.struct_type if t.kind == KIND_STRUCT else \
-            prog.union_type
-        return ctor(t.name or None, t.size_or_type, members)
-
-    def _member_thunk(self, mtype, bit_size):
-        if bit_size:
-            def thunk():
-                mt = self.drgn_type(mtype)
-                try:
-                    return drgn.Object(self._prog, mt,
-                                       bit_field_size=bit_size)
-                except (ValueError, OverflowError, TypeError) as e:
-                    raise BtfError('bit field of %d bits of type %d: %s'
-                                   % (bit_size, mtype, e))
-            return thunk
-        return lambda: self.drgn_type(mtype)
+    v = item[1]
+    if not t.kind_flag and v < 0:
+        v += 1 << 32
+    return v

@@ -23,6 +23,7 @@ from drgn.helpers.linux import percpu
 
 from sparc_nova import exception
 from sparc_nova.introspect import btf as btf_mod
+from sparc_nova.introspect import btf_finder
 from sparc_nova.introspect import buildid_cache
 from sparc_nova.introspect import constants
 from sparc_nova.introspect import kallsyms_finder
@@ -490,7 +491,7 @@ class GuestKernel:
             if types.find('struct', name) is None:
                 raise btf_mod.BtfError('no struct %s in %s' % (name, source))
         self.btf = types
-        types.register(self.prog, self.symbol_address)
+        btf_finder.register(types, self.prog, self.symbol_address)
         objects.GlobalsFinder(self.symbol_address).register(self.prog)
         self.sources.types = source
 

@@ -9,6 +9,7 @@ import drgn
 
 from sparc_nova import exception
 from sparc_nova.introspect import btf
+from sparc_nova.introspect import btf_finder
 from sparc_nova.introspect import vmcoreinfo
 
 MAX_TYPES = 20000
@@ -47,10 +48,10 @@ def parse_btf(data: bytes) -> None:
         prog = drgn.Program(drgn.Platform(drgn.Architecture.X86_64,
                                           drgn.PlatformFlags.IS_64_BIT |
                                           drgn.PlatformFlags.IS_LITTLE_ENDIAN))
-        types.register(prog)
+        finder = btf_finder.register(types, prog)
         budget = [MAX_MEMBERS]
         for tid in range(1, min(len(types) + 1, 200)):
-            t = types.drgn_type(tid)
+            t = finder.drgn_type(tid)
             _walk(t, budget)
         for name in ('task_struct', 'list_head'):
             try:

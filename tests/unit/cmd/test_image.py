@@ -1,6 +1,8 @@
 """``sparc image`` argument handling (no appliance)."""
 
+import json
 import subprocess
+from unittest import mock
 
 import pytest
 
@@ -42,12 +44,18 @@ def test_presets_listed(capsys):
     assert 'ssh-private-keys:' in out and '/tmp/**' in out
 
 
-def test_verify_exit_codes(tmp_path, capsys):
+def _marked_raw(tmp_path):
+    """A 1 MiB raw image holding ``MARKER-XYZ-1`` at byte 5000."""
     img = tmp_path / 'd.raw'
     with open(img, 'wb') as f:
         f.truncate(1 << 20)
         f.seek(5000)
         f.write(b'MARKER-XYZ-1')
+    return str(img)
+
+
+def test_verify_exit_codes(tmp_path, capsys):
+    img = _marked_raw(tmp_path)
     assert sparc.main(['image', 'verify', str(img), '--marker',
                        'MARKER-XYZ-1']) == 1
     assert sparc.main(['image', 'verify', str(img), '--marker',
@@ -84,13 +92,19 @@ def test_scrub_refuses_a_backing_file(tmp_path, capsys, backed_image):
     assert list(out.iterdir()) == []
 
 
-def test_scrub_passes_the_source_format(tmp_path, monkeypatch):
+def _stop_at_scrub(monkeypatch):
+    """Replace the scrub by one that records its options and fails."""
     seen = {}
 
     def scrub_image(src, dst, rules, options, progress=None):
         seen['options'] = options
         raise exception.DiskImageError(src, 'stop here')
     monkeypatch.setattr(disk, 'scrub_image', scrub_image)
+    return seen
+
+
+def test_scrub_passes_the_source_format(tmp_path, monkeypatch):
+    seen = _stop_at_scrub(monkeypatch)
     assert sparc.main(['image', 'scrub', 'a.raw', '--output', 'b.qcow2',
                        '--exclude-path', '/tmp/**',
                        '--source-format', 'raw']) == 2
@@ -110,3 +124,57 @@ def test_verify_refuses_a_backing_file(capsys, backed_image):
     # Read as raw, the overlay's own bytes hold no host data.
     assert sparc.main(['image', 'verify', path, '--source-format', 'raw',
                        '--marker', 'HOST-MARKER-42']) == 0
+
+
+SCRUB = ['image', 'scrub', 'a.raw', '--output', 'b.img',
+         '--exclude-path', '/tmp/**']
+
+
+def test_scrub_image_format(monkeypatch, capsys):
+    seen = _stop_at_scrub(monkeypatch)
+    assert sparc.main(SCRUB + ['--image-format', 'raw']) == 2
+    assert seen['options'].output_format == 'raw'
+    assert 'deprecated' not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('fmt', image.IMAGE_FORMATS)
+def test_scrub_format_image_is_a_deprecated_alias(monkeypatch, capsys, fmt):
+    seen = _stop_at_scrub(monkeypatch)
+    assert sparc.main(SCRUB + ['--format', fmt]) == 2
+    assert seen['options'].output_format == fmt
+    err = capsys.readouterr().err
+    assert '--format %s is deprecated' % fmt in err
+    assert 'use --image-format %s' % fmt in err
+
+
+def test_scrub_format_is_the_report_format(monkeypatch, capsys):
+    parser = sparc.build_parser()
+    args = parser.parse_args(SCRUB + ['--format', 'json'])
+    assert args.format == 'json' and args.image_format is None
+    args = parser.parse_args(SCRUB + ['--format', 'raw', '--format', 'json'])
+    assert args.format == 'json' and args.image_format == 'raw'
+    args = parser.parse_args(SCRUB)
+    assert args.format == 'text' and args.image_format is None
+
+
+def test_scrub_json_prints_the_report(monkeypatch, capsys):
+    report = mock.Mock()
+    report.to_dict.return_value = {'verified': True, 'removed': []}
+    monkeypatch.setattr(disk, 'scrub_image',
+                        lambda *a, **kw: report)
+    assert sparc.main(SCRUB + ['--format', 'json']) == 0
+    assert json.loads(capsys.readouterr().out) == {'verified': True,
+                                                   'removed': []}
+
+
+@pytest.mark.parametrize('option, warning', [
+    ('--format', None),
+    ('--output-format', '--output-format is deprecated and will be removed '
+                        'in the next release; use --format')])
+def test_verify_format_json(tmp_path, capsys, option, warning):
+    img = _marked_raw(tmp_path)
+    assert sparc.main(['image', 'verify', img, '--marker', 'MARKER-XYZ-1',
+                       option, 'json']) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)['found'] == 1
+    assert (warning in err) if warning else 'deprecated' not in err

@@ -80,3 +80,34 @@ class BtfBuilder:
         hdr = struct.pack('<HBBIIIII', btf.BTF_MAGIC, 1, 0, 24, 0,
                           len(types), len(types), len(self.strings))
         return hdr + types + bytes(self.strings)
+
+
+def sample():
+    """A blob with one type of each kind the finder serves: a
+    self-referencing struct with bit fields, an array, an anonymous
+    union, a typedef, enums (one signed), a function, a variable and a
+    const.
+    """
+    b = BtfBuilder()
+    u32 = b.int('unsigned int', 4)
+    ulong = b.int('long unsigned int', 8)
+    i32 = b.int('int', 4, signed=True)
+    node = b.fwd('node')                     # forward, completed below
+    pnode = b.ptr(node)
+    arr = b.array(ulong, u32, 4)
+    full = b.struct('node', 56, [('next', pnode, 0, 0),
+                                 ('flags', u32, 64, 3),
+                                 ('mode', u32, 67, 5),
+                                 ('count', i32, 96, 0),
+                                 ('words', arr, 128, 0),
+                                 ('', b.struct(None, 8, [('a', u32, 0, 0),
+                                                         ('b', u32, 0, 0)],
+                                               union=True), 384, 0)])
+    b.typedef('node_t', full)
+    b.enum('pid_type', 4, [('PIDTYPE_PID', 0), ('PIDTYPE_TGID', 1)])
+    b.enum('', 4, [('NEG', -3)], signed=True)
+    proto = b.func_proto(i32, [('n', pnode)])
+    b.func('walk', proto)
+    b.var('per_cpu_thing', ulong)
+    b.const(full)
+    return b

@@ -78,7 +78,7 @@ def test_negation_from_below_cannot_cancel_paths_on_disk(notifier, attack,
 def test_tenant_negation_cannot_cancel_flavor_page_cache(notifier,
                                                          negation):
     """The memory engine drops the page cache of the policy's paths
-    (engine/ipc.py builds its rules from the list it is handed).
+    (engine/kernel_copies.py builds its rules from the list it is handed).
     """
     inst = fakes.instance(extra_specs=OPERATOR,
                           metadata={'sparc:exclude_paths': negation})

@@ -70,7 +70,7 @@ def test_path_rules_agree(text):
     assert (policy.validate_source({'sparc:exclude_paths': text},
                                    policy.INSTANCE) == []) is valid
     # The disk engine's rules, and the page-cache rules the memory engine
-    # builds from the same list (engine/ipc.py).
+    # builds from the same list (engine/kernel_copies.py).
     if valid:
         disk_rules.Rules(['/anchor', text])
     else:

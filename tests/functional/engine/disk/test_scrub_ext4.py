@@ -92,7 +92,7 @@ def test_verify_command(scrubbed, ext4_qcow2, disk_tree):
                    disk_tree.marker)
     assert clean.returncode == 0, clean.stderr
     dirty = _sparc('image', 'verify', ext4_qcow2, '--marker',
-                   disk_tree.marker, '--output-format', 'json')
+                   disk_tree.marker, '--format', 'json')
     assert dirty.returncode == 1
     assert json.loads(dirty.stdout)['found'] > 0
 

@@ -1,5 +1,9 @@
 """Save a libvirt domain and scrub its memory checkpoint while libvirt
-writes it (:mod:`sparc_nova.engine.live`).
+writes it (:mod:`sparc_nova.engine.live`), failing closed.
+
+This is engine code that knows one libvirt call sequence (save, and
+restore on failure) and nothing of Nova: the ``sparc checkpoint save``
+command and the Nova driver can both use it.
 
 ``save_scrubbed(dom, path, selectors, **options) -> ScrubReport``
 
@@ -18,13 +22,17 @@ writes it (:mod:`sparc_nova.engine.live`).
       image is the guest, and the error names it.
 
 Needs libvirt-python (Debian's python3-libvirt), as Nova's libvirt
-driver does.
+driver does; it is imported only when a failed scrub must restore the
+guest.
 """
 
 import os
 
 from sparc_nova.engine import live
+from sparc_nova.engine import report as report_mod
 from sparc_nova import exception
+
+__all__ = ['save_scrubbed']
 
 
 def _restore_and_discard(conn, path: str) -> None:
@@ -42,9 +50,16 @@ def _restore_and_discard(conn, path: str) -> None:
     os.unlink(path)
 
 
-def save_scrubbed(dom, path: str, selectors, **options):
-    """Save ``dom`` to ``path`` and scrub the image; see the module
-    docstring for the contract.
+def save_scrubbed(dom, path: str, selectors: list[str],
+                  **options) -> report_mod.ScrubReport:
+    """Save ``dom`` (a ``libvirt.virDomain``) to ``path`` and scrub the
+    image while libvirt writes it, excluding the processes ``selectors``
+    name; see the module docstring for the contract.
+
+    :raises libvirt.libvirtError: the save failed (the guest is kept).
+    :raises sparc_nova.exception.SparcError: the scrub failed (the guest
+        was restored from the image and the image deleted), or the guest
+        could not be restored (the image is kept and named).
     """
     saved = False
 

@@ -1,12 +1,12 @@
 """Saving a domain with the scrub overlapping the save: failure
-handling (virt.libvirt.live_save).
+handling (engine.domain_save).
 """
 
 import pytest
 
+from sparc_nova.engine import domain_save
 from sparc_nova.engine import errors
 from sparc_nova.engine import live
-from sparc_nova.virt.libvirt import live_save
 
 
 class FakeConn:
@@ -50,7 +50,7 @@ def test_success_returns_the_report(tmp_path, monkeypatch):
     _scrub_with(monkeypatch)
     dom = FakeDom(FakeConn())
     path = str(tmp_path / 'vm.save')
-    assert live_save.save_scrubbed(dom, path, ['vault']) == 'report'
+    assert domain_save.save_scrubbed(dom, path, ['vault']) == 'report'
     assert dom.saved == [(path, 0)]
     assert dom.conn.restored == []
 
@@ -61,7 +61,7 @@ def test_failed_scrub_restores_the_guest_and_deletes_the_image(
     dom = FakeDom(FakeConn())
     path = tmp_path / 'vm.save'
     with pytest.raises(errors.ScrubError, match='bad BTF'):
-        live_save.save_scrubbed(dom, str(path), ['vault'])
+        domain_save.save_scrubbed(dom, str(path), ['vault'])
     assert dom.conn.restored == [str(path)]
     assert not path.exists()
 
@@ -71,7 +71,7 @@ def test_failed_save_restores_nothing(tmp_path, monkeypatch):
     _scrub_with(monkeypatch)
     dom = FakeDom(FakeConn(), fail_save=libvirt.libvirtError('no space'))
     with pytest.raises(libvirt.libvirtError):
-        live_save.save_scrubbed(dom, str(tmp_path / 'vm.save'), ['x'])
+        domain_save.save_scrubbed(dom, str(tmp_path / 'vm.save'), ['x'])
     assert dom.conn.restored == []
 
 
@@ -81,5 +81,5 @@ def test_unrestorable_image_is_kept_and_named(tmp_path, monkeypatch):
     dom = FakeDom(FakeConn(fail=libvirt.libvirtError('no such disk')))
     path = tmp_path / 'vm.save'
     with pytest.raises(Exception, match='restore it or delete it'):
-        live_save.save_scrubbed(dom, str(path), ['vault'])
+        domain_save.save_scrubbed(dom, str(path), ['vault'])
     assert path.exists()
