@@ -96,8 +96,8 @@ from sparc_nova.introspect import arrays
 from sparc_nova.introspect import buildid_cache
 from sparc_nova.introspect import freepages
 from sparc_nova.introspect import kernel as kernel_mod
-from sparc_nova.introspect import memory as memory_mod
 from sparc_nova.introspect import pages
+from sparc_nova.introspect import physical
 from sparc_nova.introspect import slabfree
 from sparc_nova.introspect import tasks
 from sparc_nova.vocabulary import paths as vocabulary_paths
@@ -802,7 +802,7 @@ def _changed(s, patcher) -> dict[int, bytes]:
         if not len(arr):
             continue
         need = arr[~s.memory.holds(arr, fill)]
-        page = bytes([fill]) * memory_mod.PAGE_SIZE
+        page = bytes([fill]) * physical.PAGE_SIZE
         for pfn in need.tolist():
             out[pfn] = page
     for pfn in patcher.patched_pfns:
@@ -827,7 +827,7 @@ def _verify(path, patcher, work_dir, limits) -> dict:
                           '(first 0x%x)' % (len(bad), fill, int(bad[0])))
             checked += len(arr)
         for pfn in patcher.patched_pfns:
-            if s.memory.read(pfn << 12, memory_mod.PAGE_SIZE) != \
+            if s.memory.read(pfn << 12, physical.PAGE_SIZE) != \
                     patcher.replacements_for(pfn):
                 raise errors.ScrubError(
                     path, 'patched frame 0x%x does not read back' % pfn)
