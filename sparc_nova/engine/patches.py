@@ -22,6 +22,9 @@ import numpy as np
 from sparc_nova.introspect import arrays
 from sparc_nova.introspect import physical
 
+__all__ = ['KINDS', 'PAGE_FLAGS', 'PAGE_SIZE', 'REDACT', 'SIGNAL', 'TIMER',
+           'FieldWrite', 'PagePatcher', 'PlanConflict']
+
 PAGE_SIZE = physical.PAGE_SIZE
 
 #: Field write kinds (see the module docstring).

@@ -16,6 +16,8 @@ from numpy.lib import stride_tricks
 from sparc_nova.checkpoint import ram_index
 from sparc_nova.introspect import physical
 
+__all__ = ['DATA', 'PAGE_SIZE', 'CheckpointMemory', 'pages_hold']
+
 PAGE_SIZE = ram_index.PAGE_SIZE
 #: fill value meaning "a data page" in :meth:`CheckpointMemory.fills`.
 DATA = -1
