@@ -37,6 +37,7 @@ Needs what the functional tests need (libvirtd, qemu-system-x86).
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -62,15 +63,29 @@ def child(argv) -> None:
     # The sparc_nova of PYTHONPATH, not the one next to this script.
     if sys.path[0] == ROOT:
         del sys.path[0]
+    import inspect
+
     import sparc_nova
+    from sparc_nova import conf
     from sparc_nova.engine import memory
     path, mode, sandbox, sels = argv[0], argv[1], argv[2], argv[3:]
     sandbox = {v: k for k, v in SANDBOX_ARG.items()}[sandbox]
     t = time.monotonic()
     cpu = time.process_time()
     out = None if mode == 'in-place' else path + '.out'
-    # Only when asked: a --baseline tree may predate the option.
-    extra = {} if sandbox is None else {'sandbox': sandbox}
+    params = inspect.signature(memory.scrub_checkpoint).parameters
+    if 'scrub_free_memory' in params:
+        # The engine is handed its configuration, as the CLI does.
+        from sparc_nova.engine import sandbox as sandbox_mod
+        policy = sandbox_mod.SandboxPolicy.from_conf(conf.CONF)
+        if sandbox is not None:
+            policy = dataclasses.replace(policy, enabled=sandbox)
+        extra = {'sandbox': policy,
+                 'buildid_cache_dir': conf.CONF.sparc.buildid_cache_dir}
+    else:
+        # A --baseline tree from before that: it reads [sparc] itself,
+        # and may predate the sandbox option.
+        extra = {} if sandbox is None else {'sandbox': sandbox}
     rep = memory.scrub_checkpoint(path, sels, in_place=mode == 'in-place',
                                   output=out, **extra)
     wall = time.monotonic() - t

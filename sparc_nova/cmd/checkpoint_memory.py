@@ -1,8 +1,10 @@
 """``sparc checkpoint ps | deps | scrub | save | verify``: memory
 commands.
 
-Thin wrappers over :mod:`sparc_nova.engine.memory` (``save``:
-:mod:`sparc_nova.engine.domain_save`); exit codes follow
+Thin wrappers over :mod:`sparc_nova.engine.memory` (``scrub``),
+:mod:`sparc_nova.engine.listings` (``ps``, ``deps``, ``verify``) and
+:mod:`sparc_nova.engine.domain_save` (``save``), which get their
+configuration from here (:func:`_engine_conf`); exit codes follow
 :mod:`sparc_nova.cmd.sparc` (``verify`` exits 1 when a marker is found).
 
 ``verify`` names markers by their position on the command line (``#1``,
@@ -17,7 +19,9 @@ from sparc_nova.checkpoint import limits
 from sparc_nova.cmd import output
 from sparc_nova import conf
 from sparc_nova.engine import domain_save
+from sparc_nova.engine import listings
 from sparc_nova.engine import memory
+from sparc_nova.engine import sandbox
 from sparc_nova.printable import printable
 
 PS_COLUMNS = ['pid', 'ppid', 'uid', 'comm', 'exe', 'threads', 'rss_pages']
@@ -31,9 +35,15 @@ def _work_dir():
     return conf.CONF.sparc.work_dir or None
 
 
+def _engine_conf() -> dict:
+    """The memory engine's configuration, from ``[sparc]``."""
+    return {'buildid_cache_dir': conf.CONF.sparc.buildid_cache_dir,
+            'sandbox': sandbox.SandboxPolicy.from_conf(conf.CONF),
+            'limits': _limits(), 'work_dir': _work_dir()}
+
+
 def do_ps(args) -> int:
-    listing = memory.list_processes(args.file, work_dir=_work_dir(),
-                                    limits=_limits())
+    listing = listings.list_processes(args.file, **_engine_conf())
     procs = listing['processes']
     if not args.all:
         procs = [p for p in procs if not p['kernel_thread']]
@@ -55,10 +65,10 @@ def do_scrub(args) -> int:
         rep = memory.scrub_checkpoint(
             args.file, args.exclude_process, output=args.output,
             in_place=args.in_place, with_children=args.with_children,
-            keep_free_pages=args.keep_free_pages, dry_run=args.dry_run,
-            follow_ipc=args.follow_ipc, exclude_paths=args.exclude_path or (),
-            work_dir=_work_dir(), progress=progress, limits=_limits(),
-            journal_key=conf.CONF.sparc.journal_key_file)
+            scrub_free_memory=not args.keep_free_pages,
+            dry_run=args.dry_run, follow_ipc=args.follow_ipc,
+            exclude_paths=args.exclude_path or (), progress=progress,
+            journal_key=conf.CONF.sparc.journal_key_file, **_engine_conf())
     finally:
         progress.finish()
     _emit_report(args, rep)
@@ -77,10 +87,9 @@ def do_save(args) -> int:
         rep = domain_save.save_scrubbed(
             dom, os.path.abspath(args.file), args.exclude_process,
             with_children=args.with_children,
-            keep_free_pages=args.keep_free_pages,
+            scrub_free_memory=not args.keep_free_pages,
             follow_ipc=args.follow_ipc,
-            exclude_paths=args.exclude_path or (), limits=_limits(),
-            work_dir=_work_dir())
+            exclude_paths=args.exclude_path or (), **_engine_conf())
     except libvirt.libvirtError as e:
         raise SystemExit('sparc: %s' % e)
     finally:
@@ -119,8 +128,7 @@ def _dot(graph: dict) -> str:
 
 
 def do_deps(args) -> int:
-    graph = memory.list_dependencies(args.file, work_dir=_work_dir(),
-                                     limits=_limits())
+    graph = listings.list_dependencies(args.file, **_engine_conf())
     if args.format == 'json':
         output.emit_json(graph)
     elif args.format == 'dot':
@@ -137,8 +145,8 @@ def do_deps(args) -> int:
 
 def do_verify(args) -> int:
     markers = [m.encode() for m in args.marker]
-    counts = memory.count_markers(args.file, markers, work_dir=_work_dir(),
-                                  limits=_limits())
+    counts = listings.count_markers(args.file, markers, work_dir=_work_dir(),
+                                    limits=_limits())
     found = False
     rows = []
     for i, m in enumerate(markers):

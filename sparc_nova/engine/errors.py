@@ -7,6 +7,8 @@ reason are escaped where the message is shown
 
 from sparc_nova import exception
 
+__all__ = ['ScrubError', 'SelectorError']
+
 
 class ScrubError(exception.CheckpointError):
     """A scrub (or its verification) failed; nothing was written."""

@@ -33,6 +33,9 @@ import drgn
 from sparc_nova.engine import patches
 from sparc_nova.introspect import walk
 
+__all__ = ['STACK_MARGIN', 'STACK_OFFSET', 'ProcessKill', 'ThreadKill',
+           'TimerWheel', 'inject']
+
 #: Bytes of unused stack that must remain between the timer and the
 #: thread's saved stack pointer.
 STACK_MARGIN = 2048

@@ -54,6 +54,8 @@ from sparc_nova.engine import memory as memory_mod
 from sparc_nova.engine import report as report_mod
 from sparc_nova import exception
 
+__all__ = ['POLL_SECONDS', 'SCRUB_NICE', 'save_and_scrub']
+
 #: Seconds between two looks for the image file.
 POLL_SECONDS = 0.005
 #: Nice value of the scrub (and its sandbox child) while it overlaps the

@@ -20,9 +20,12 @@ import dataclasses
 import numpy as np
 
 from sparc_nova.introspect import arrays
-from sparc_nova.introspect import memory as memory_mod
+from sparc_nova.introspect import physical
 
-PAGE_SIZE = memory_mod.PAGE_SIZE
+__all__ = ['KINDS', 'PAGE_FLAGS', 'PAGE_SIZE', 'REDACT', 'SIGNAL', 'TIMER',
+           'FieldWrite', 'PagePatcher', 'PlanConflict']
+
+PAGE_SIZE = physical.PAGE_SIZE
 
 #: Field write kinds (see the module docstring).
 SIGNAL = 'signal'

@@ -2,7 +2,7 @@
 
 :class:`CheckpointMemory` adapts a parsed
 :class:`~sparc_nova.checkpoint.checkpoint.Checkpoint` to the interface
-:mod:`sparc_nova.introspect.memory` reads through, with the fast paths the
+:mod:`sparc_nova.introspect.physical` reads through, with the fast paths the
 engine needs: single-page reads straight from the stream, a memmem scan of
 the stream, and vectorised "what does this frame hold now" queries.
 """
@@ -14,7 +14,9 @@ import numpy as np
 from numpy.lib import stride_tricks
 
 from sparc_nova.checkpoint import ram_index
-from sparc_nova.introspect import memory as memory_mod
+from sparc_nova.introspect import physical
+
+__all__ = ['DATA', 'PAGE_SIZE', 'CheckpointMemory', 'pages_hold']
 
 PAGE_SIZE = ram_index.PAGE_SIZE
 #: fill value meaning "a data page" in :meth:`CheckpointMemory.fills`.
@@ -155,7 +157,7 @@ class CheckpointMemory:
     def _locate(self, addr: int) -> tuple[int, int]:
         i = bisect.bisect_right(self._starts, addr) - 1
         if i < 0 or addr >= self.ranges[i][1]:
-            raise memory_mod.PhysicalAddressError(addr)
+            raise physical.PhysicalAddressError(addr)
         return i, (addr >> 12) - self._pfn0[i]
 
     def _page(self, i: int, p: int) -> bytes:
@@ -244,7 +246,7 @@ class CheckpointMemory:
             out[sel] = self._fill[i][pfns[sel] - self._pfn0[i]]
             done |= sel
         if not done.all():
-            raise memory_mod.PhysicalAddressError(
+            raise physical.PhysicalAddressError(
                 int(pfns[~done][0]) << 12)
         return out
 

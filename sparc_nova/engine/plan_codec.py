@@ -42,6 +42,12 @@ from sparc_nova.engine import patches
 from sparc_nova.engine import report as report_mod
 from sparc_nova import exception
 
+__all__ = ['FIELD_RULES', 'LEGACY_RESERVED', 'MAX_ARRAY', 'MAX_DEPTH',
+           'MAX_FIELDS', 'MAX_NODES', 'MAX_PFN', 'MAX_RUNS', 'MAX_WHAT',
+           'PARENT_FIELDS', 'RECORDS', 'VERSION', 'PlanError', 'decode_frames',
+           'decode_plan', 'decode_value', 'encode_frames', 'encode_plan',
+           'encode_value', 'firmware_reserved', 'merge_report']
+
 VERSION = 2
 #: Field writes in one plan.
 MAX_FIELDS = 1 << 20

@@ -9,6 +9,8 @@ from sparc_nova.introspect import addrspace
 from sparc_nova.introspect import arrays
 from sparc_nova.printable import printable
 
+__all__ = ['ProcessPlan', 'ScrubReport']
+
 
 @dataclasses.dataclass
 class ProcessPlan:

@@ -50,6 +50,11 @@ from sparc_nova.engine import sandbox_jail
 from sparc_nova import exception
 from sparc_nova import unprivileged
 
+__all__ = ['ALLOWED_PREFIXES', 'CHILD_ENV', 'EXIT_REPORTED', 'MAX_DEPTH',
+           'MAX_RECORD', 'MAX_REQUEST', 'MAX_STDERR', 'Pending',
+           'ReportedError', 'SandboxError', 'SandboxPolicy', 'child_main',
+           'confinement_summary', 'run', 'start']
+
 LOG = logging.getLogger(__name__)
 
 #: Exit status of a child that reports a handled error in its JSON.

@@ -27,9 +27,9 @@ from sparc_nova.introspect import btf_finder
 from sparc_nova.introspect import buildid_cache
 from sparc_nova.introspect import constants
 from sparc_nova.introspect import kallsyms_finder
-from sparc_nova.introspect import memory as memory_mod
 from sparc_nova.introspect import objects
 from sparc_nova.introspect import pagetable
+from sparc_nova.introspect import physical
 from sparc_nova.introspect import vmcoreinfo as vmcoreinfo_mod
 
 #: Largest BTF blob read from guest memory.
@@ -171,7 +171,7 @@ class GuestKernel:
         self.consts = constants.X86_64
         self.sources = KernelSources()
         self.btf = None
-        self._budget = memory_mod.Budget()
+        self._budget = physical.Budget()
         self._symbols = {}
         platform = drgn.Platform(
             drgn.Architecture.X86_64,
@@ -207,7 +207,7 @@ class GuestKernel:
         self._budget.charge()
         try:
             return self.memory.read(address, count)
-        except memory_mod.PhysicalAddressError:
+        except physical.PhysicalAddressError:
             raise drgn.FaultError('guest physical address is not RAM',
                                   address)
 
@@ -293,7 +293,7 @@ class GuestKernel:
         """
         phys = vaddr - self.consts.START_KERNEL_MAP + self.vmcoreinfo.phys_base
         if phys < 0 or phys + count > 1 << 52:
-            raise memory_mod.PhysicalAddressError(phys & ((1 << 64) - 1))
+            raise physical.PhysicalAddressError(phys & ((1 << 64) - 1))
         self._budget.charge()
         return self.memory.read(phys, count)
 
@@ -309,7 +309,7 @@ class GuestKernel:
             with self.budget(100000, 'checking the kallsyms mapping'):
                 return pagetable.kernel_range_read_only(
                     self.memory, pgd_pa, vmci.pgtable_l5_enabled, start, end)
-        except memory_mod.PhysicalAddressError:
+        except physical.PhysicalAddressError:
             return False
 
     def _load_scanned_kallsyms(self) -> None:

@@ -17,7 +17,7 @@ import dataclasses
 import re
 
 from sparc_nova import exception
-from sparc_nova.introspect import memory as memory_mod
+from sparc_nova.introspect import physical
 
 NEEDLE = b'OSRELEASE='
 MAX_SIZE = 4096
@@ -152,17 +152,17 @@ def iter_candidates(memory):
     """:func:`candidates`, lazily (the scan stops when the caller does)."""
     seen = set()
     count = 0
-    for addr in memory_mod.find(memory, NEEDLE):
+    for addr in physical.find(memory, NEEDLE):
         try:
             text = memory.read(addr, MAX_SIZE)
-        except memory_mod.PhysicalAddressError:
+        except physical.PhysicalAddressError:
             # The text may end close to the end of RAM.
             text = b''
             for n in (2048, 1024, 512):
                 try:
                     text = memory.read(addr, n)
                     break
-                except memory_mod.PhysicalAddressError:
+                except physical.PhysicalAddressError:
                     continue
         text = text.split(b'\0', 1)[0]
         if not re.search(rb'\nKERNELOFFSET=[0-9a-fA-F]+\n', text):

@@ -82,7 +82,7 @@ def managed_save_file(path: str, instance_name: str) -> str:
 
 
 def _primitives(path, selectors, exclude_paths, follow_ipc,
-                keep_free_pages, instance_name) -> None:
+                scrub_free_memory, instance_name) -> None:
     """Refuse arguments that are not the primitives the entry point
     documents (msgpack delivers lists as tuples).
     """
@@ -92,10 +92,11 @@ def _primitives(path, selectors, exclude_paths, follow_ipc,
     if not (isinstance(path, str) and isinstance(instance_name, str) and
             strings(selectors) and strings(exclude_paths) and
             isinstance(follow_ipc, bool) and
-            isinstance(keep_free_pages, bool)):
+            isinstance(scrub_free_memory, bool)):
         raise PrivilegedScrubError(
-            'refused: arguments are not (str, [str], [str], bool, bool, '
-            'str)')
+            'refused: arguments are not path: str, instance_name: str, '
+            'selectors: [str], exclude_paths: [str], follow_ipc: bool, '
+            'scrub_free_memory: bool')
 
 
 def _journal_directory_is_private(path: str) -> bool:
@@ -128,9 +129,9 @@ class _ProgressLog:
 
 
 @privsep.scrub_pctxt.entrypoint
-def scrub_managed_save(path: str, selectors: list[str],
-                       exclude_paths: list[str], follow_ipc: bool,
-                       keep_free_pages: bool, instance_name: str) -> dict:
+def scrub_managed_save(*, path: str, instance_name: str,
+                       selectors: list[str], exclude_paths: list[str],
+                       follow_ipc: bool, scrub_free_memory: bool) -> dict:
     """Scrub a managed-save file in place with the memory engine.
 
     The guest's memory is introspected in the engine's unprivileged
@@ -140,16 +141,23 @@ def scrub_managed_save(path: str, selectors: list[str],
     like a decompressor, switches to ``[sparc] sandbox_user`` in the fork
     (CAP_SETUID/CAP_SETGID) and ``exec`` s with no capability.
 
+    Every argument is a keyword, named as in the instance's effective
+    policy (:class:`sparc_nova.policy.EffectivePolicy`). The engine's
+    configuration (sandbox, limits, BUILD-ID cache, work directory,
+    journal key) is built here from the daemon's ``[sparc]`` options and
+    handed to it.
+
     :param path: the managed-save file (checked by
         :func:`managed_save_file`)
-    :param selectors: process selectors of the policy
-    :param exclude_paths: guest path globs of the policy (page cache)
-    :param follow_ipc: also exclude the processes an excluded one talks to
-    :param keep_free_pages: leave free guest pages as they are
     :param instance_name: the instance's libvirt domain name; ``path``
         must be its managed-save file. A raw image is patched in place
         (through the journal, ``[sparc] journal_key_file``) when its
         directory is private to root, else rewritten.
+    :param selectors: process selectors of the policy
+        (``exclude_processes``)
+    :param exclude_paths: guest path globs of the policy (``path_rules``)
+    :param follow_ipc: also exclude the processes an excluded one talks to
+    :param scrub_free_memory: also scrub free guest memory
     :returns: ``{'summary': str, 'report': dict}``
     :raises PrivilegedScrubError: the file was refused or the scrub failed;
         the engine writes nothing on failure
@@ -157,9 +165,10 @@ def scrub_managed_save(path: str, selectors: list[str],
     # The engine (drgn, numpy) is only ever loaded in the daemon, never
     # in nova-compute, which imports this module for the entry point.
     from sparc_nova.engine import memory
+    from sparc_nova.engine import sandbox
 
     _primitives(path, selectors, exclude_paths, follow_ipc,
-                keep_free_pages, instance_name)
+                scrub_free_memory, instance_name)
     checked = managed_save_file(path, instance_name)
     limits = limits_mod.Limits.from_conf(conf.CONF)
     try:
@@ -174,10 +183,12 @@ def scrub_managed_save(path: str, selectors: list[str],
         report = memory.scrub_checkpoint(
             checked, list(selectors), in_place=in_place,
             journal_key=conf.CONF.sparc.journal_key_file,
-            keep_free_pages=keep_free_pages, follow_ipc=follow_ipc,
+            scrub_free_memory=scrub_free_memory, follow_ipc=follow_ipc,
             exclude_paths=list(exclude_paths),
             work_dir=conf.CONF.sparc.work_dir or None,
-            progress=_ProgressLog(checked), limits=limits)
+            progress=_ProgressLog(checked), limits=limits,
+            buildid_cache_dir=conf.CONF.sparc.buildid_cache_dir,
+            sandbox=sandbox.SandboxPolicy.from_conf(conf.CONF))
     except Exception as e:
         raise PrivilegedScrubError('%s: %s' % (type(e).__name__, e)) from e
     return {'summary': report.summary(), 'report': report.to_dict()}

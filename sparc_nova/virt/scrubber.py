@@ -230,10 +230,11 @@ class Scrubber:
         """
         def work():
             result = privsep_checkpoint.scrub_managed_save(
-                path, list(effective.exclude_processes),
-                list(effective.path_rules),
-                effective.follow_ipc, not effective.scrub_free_memory,
-                instance.name)
+                path=path, instance_name=instance.name,
+                selectors=list(effective.exclude_processes),
+                exclude_paths=list(effective.path_rules),
+                follow_ipc=effective.follow_ipc,
+                scrub_free_memory=effective.scrub_free_memory)
             return result['summary']
 
         outcome = self._run(context, instance, effective, SUSPEND,

@@ -163,8 +163,9 @@ class SparcServersTestBase(base.ServersTestBase):
                                                    'filesystem')]
         return report
 
-    def _fake_scrub_managed_save(self, path, selectors, exclude_paths,
-                                 follow_ipc, keep_free_pages, instance_name):
+    def _fake_scrub_managed_save(self, *, path, instance_name, selectors,
+                                 exclude_paths, follow_ipc,
+                                 scrub_free_memory):
         self.events.append(('privsep', path))
         return {'summary': 'scrubbed %s: 1 process' % path, 'report': {}}
 

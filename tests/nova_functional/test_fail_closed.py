@@ -152,7 +152,7 @@ class InterruptedSuspendTest(MemberViewMixin, base.SparcServersTestBase):
     def test_record_exists_during_the_scrub_only(self):
         seen = []
 
-        def scrub(path, *args):
+        def scrub(**kwargs):
             seen.append(save_markers.pending())
             return {'summary': 'scrubbed', 'report': {}}
 

@@ -19,10 +19,12 @@ class SuspendTest(base.SparcServersTestBase):
         server = self._suspend_server(server)
         self.assertEqual('SUSPENDED', server['status'])
         self.scrub_managed_save.assert_called_once_with(
+            path=self.save_path(server),
+            instance_name=server['OS-EXT-SRV-ATTR:instance_name'],
+            selectors=['gpg-agent', 'vault'],
             # The scoped rule list (each source's rules in its scope).
-            self.save_path(server), ['gpg-agent', 'vault'],
-            ['scope:instance', '/home/*/.ssh/**'], True, True,
-            server['OS-EXT-SRV-ATTR:instance_name'])
+            exclude_paths=['scope:instance', '/home/*/.ssh/**'],
+            follow_ipc=True, scrub_free_memory=False)
         # libvirt wrote the managed save before the scrub was asked for.
         self.assertTrue(self.domain(server).hasManagedSaveImage(0))
         events = self.sparc_notifications()

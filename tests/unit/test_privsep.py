@@ -16,6 +16,7 @@ import pytest
 from sparc_nova.checkpoint import libvirt_save
 from sparc_nova import conf
 from sparc_nova.engine import memory
+from sparc_nova.engine import sandbox
 from sparc_nova import exception
 from sparc_nova import privsep
 from sparc_nova.privsep import checkpoint as privsep_checkpoint
@@ -139,19 +140,28 @@ def test_managed_save_file_owner_and_mode(save_dir, setup, message):
         os.chmod(save_dir, 0o755)
 
 
+def scrub(path, selectors=('x',), exclude_paths=(), follow_ipc=True,
+          scrub_free_memory=True, instance_name='instance-00000001'):
+    """The entry point, called with keywords as the driver does."""
+    return privsep_checkpoint.scrub_managed_save(
+        path=path, instance_name=instance_name, selectors=selectors,
+        exclude_paths=exclude_paths, follow_ipc=follow_ipc,
+        scrub_free_memory=scrub_free_memory)
+
+
 @pytest.mark.parametrize('args', [
-    (b'/x/instance-00000001.save', ['x'], [], True, False, 'i'),
-    ('/x/instance-00000001.save', 'vault', [], True, False, 'i'),
-    ('/x/instance-00000001.save', [1], [], True, False, 'i'),
-    ('/x/instance-00000001.save', ['x'], None, True, False, 'i'),
-    ('/x/instance-00000001.save', ['x'], [], 1, False, 'i'),
+    (b'/x/instance-00000001.save', ['x'], [], True, True, 'i'),
+    ('/x/instance-00000001.save', 'vault', [], True, True, 'i'),
+    ('/x/instance-00000001.save', [1], [], True, True, 'i'),
+    ('/x/instance-00000001.save', ['x'], None, True, True, 'i'),
+    ('/x/instance-00000001.save', ['x'], [], 1, True, 'i'),
     ('/x/instance-00000001.save', ['x'], [], True, 'no', 'i'),
-    ('/x/instance-00000001.save', ['x'], [], True, False, None),
+    ('/x/instance-00000001.save', ['x'], [], True, True, None),
 ])
 def test_entry_point_takes_primitives_only(save_dir, in_process,
                                            memory_engine, args):
     with pytest.raises(privsep_checkpoint.PrivilegedScrubError) as e:
-        privsep_checkpoint.scrub_managed_save(*args)
+        scrub(*args)
     assert 'arguments are not' in str(e.value)
     assert memory_engine.call_count == 0
 
@@ -164,20 +174,47 @@ def test_relative_path_refused(save_dir):
 
 def test_entry_point_scrubs_in_place(save_dir, in_process, memory_engine):
     path = save_file(save_dir / 'instance-00000001.save')
-    result = privsep_checkpoint.scrub_managed_save(
-        str(path), ('vault', 'pid:42'), ('/srv/**',), False, True,
-        'instance-00000001')
+    result = scrub(str(path), ('vault', 'pid:42'), ('/srv/**',),
+                   follow_ipc=False, scrub_free_memory=False)
     assert result == {'summary': '1 process excluded, 10 pages scrubbed',
                       'report': {'pages': 10}}
     args, kwargs = memory_engine.call_args
     assert args == (str(path), ['vault', 'pid:42'])
     assert kwargs['in_place'] is True
-    assert kwargs['keep_free_pages'] is True
+    assert kwargs['scrub_free_memory'] is False
     assert kwargs['follow_ipc'] is False
     assert kwargs['exclude_paths'] == ['/srv/**']
     assert kwargs['work_dir'] is None
     assert callable(kwargs['progress'])
     assert kwargs['limits'].max_guest_ram == 1024 * 1024 ** 3
+    # The engine is handed its configuration; it reads none itself.
+    assert kwargs['sandbox'] == sandbox.SandboxPolicy.from_conf(conf.CONF)
+    assert kwargs['buildid_cache_dir'] == conf.CONF.sparc.buildid_cache_dir
+
+
+def test_entry_point_takes_keywords_only(save_dir, in_process,
+                                         memory_engine):
+    path = save_file(save_dir / 'instance-00000001.save')
+    with pytest.raises(TypeError):
+        privsep_checkpoint.scrub_managed_save(
+            str(path), ['vault'], [], True, True, 'instance-00000001')
+    assert memory_engine.call_count == 0
+
+
+def test_entry_point_hands_the_configured_sandbox_over(
+        save_dir, in_process, memory_engine):
+    path = save_file(save_dir / 'instance-00000001.save')
+    conf.CONF.set_override('sandbox_enabled', False, group='sparc')
+    conf.CONF.set_override('buildid_cache_dir', '/srv/kernels',
+                           group='sparc')
+    try:
+        scrub(str(path))
+    finally:
+        conf.CONF.clear_override('sandbox_enabled', group='sparc')
+        conf.CONF.clear_override('buildid_cache_dir', group='sparc')
+    kwargs = memory_engine.call_args[1]
+    assert kwargs['sandbox'].enabled is False
+    assert kwargs['buildid_cache_dir'] == '/srv/kernels'
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason='chown needs root')
@@ -190,9 +227,7 @@ def test_entry_point_rewrites_where_a_journal_may_not_be_kept(
     os.chmod(path, 0o600)
     os.chown(save_dir, 64055, 64055)
     try:
-        privsep_checkpoint.scrub_managed_save(str(path), ['vault'], [],
-                                              True, False,
-                                              'instance-00000001')
+        scrub(str(path), ['vault'])
     finally:
         os.chown(save_dir, 0, 0)
     assert memory_engine.call_args[1]['in_place'] is False
@@ -201,8 +236,7 @@ def test_entry_point_rewrites_where_a_journal_may_not_be_kept(
 def test_entry_point_passes_the_journal_key(save_dir, in_process,
                                             memory_engine):
     path = save_file(save_dir / 'instance-00000001.save')
-    privsep_checkpoint.scrub_managed_save(str(path), ['vault'], [], True,
-                                          False, 'instance-00000001')
+    scrub(str(path), ['vault'])
     assert memory_engine.call_args[1]['journal_key'] == \
         conf.CONF.sparc.journal_key_file
 
@@ -228,8 +262,7 @@ def test_sweep_leftovers_sweeps_the_configured_directories(
 def test_entry_point_replaces_compressed_images(save_dir, in_process,
                                                 memory_engine):
     path = save_file(save_dir / 'instance-00000001.save', compressed=1)
-    privsep_checkpoint.scrub_managed_save(str(path), ['vault'], [], True,
-                                          False, 'instance-00000001')
+    scrub(str(path), ['vault'])
     assert memory_engine.call_args[1]['in_place'] is False
     assert memory_engine.call_args[1].get('output') is None
 
@@ -239,8 +272,7 @@ def test_entry_point_refuses_what_is_not_a_save_image(save_dir, in_process,
     path = save_dir / 'instance-00000001.save'
     path.write_bytes(b'x' * 100)
     with pytest.raises(privsep_checkpoint.PrivilegedScrubError) as e:
-        privsep_checkpoint.scrub_managed_save(str(path), ['x'], [], True,
-                                              False, 'instance-00000001')
+        scrub(str(path))
     assert 'CheckpointFormatError' in str(e.value)
     assert 'not a libvirt save image' in str(e.value)
     assert memory_engine.call_count == 0
@@ -249,8 +281,7 @@ def test_entry_point_refuses_what_is_not_a_save_image(save_dir, in_process,
 def test_entry_point_refuses_other_files(save_dir, in_process,
                                          memory_engine):
     with pytest.raises(privsep_checkpoint.PrivilegedScrubError) as e:
-        privsep_checkpoint.scrub_managed_save('/etc/shadow', ['x'], [],
-                                              True, False, 'shadow')
+        scrub('/etc/shadow', instance_name='shadow')
     assert 'not a managed-save file' in str(e.value)
     assert memory_engine.call_count == 0
 
@@ -261,8 +292,7 @@ def test_engine_errors_cross_the_channel_as_one_message(save_dir, in_process,
     memory_engine.side_effect = exception.CheckpointFormatError(
         str(path), 'bad magic', offset=0)
     with pytest.raises(privsep_checkpoint.PrivilegedScrubError) as e:
-        privsep_checkpoint.scrub_managed_save(str(path), ['x'], [], True,
-                                              False, 'instance-00000001')
+        scrub(str(path))
     assert str(e.value) == ('CheckpointFormatError: %s: at offset 0: bad '
                             'magic' % path)
     # oslo.privsep rebuilds the exception from its class and args.

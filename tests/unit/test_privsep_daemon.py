@@ -41,8 +41,10 @@ out = {}
 for name in sys.argv[2:]:
     try:
         privsep_checkpoint.scrub_managed_save(
-            os.path.join(conf.CONF.sparc.managed_save_dir, name + '.save'),
-            ['pid:42'], [], False, True, name)
+            path=os.path.join(conf.CONF.sparc.managed_save_dir,
+                              name + '.save'),
+            instance_name=name, selectors=['pid:42'], exclude_paths=[],
+            follow_ipc=False, scrub_free_memory=False)
         out[name] = 'scrubbed'
     except Exception as e:
         out[name] = '%s: %s' % (type(e).__name__, e)

@@ -1,7 +1,7 @@
 """Structure-aware fuzzing of the guest-structure walkers.
 
-The memory engine's whole planning step (:func:`sparc_nova.engine.memory.
-_plan`: task list, selectors, page-table walks, the IPC graph and the
+The memory engine's whole planning step (:func:`sparc_nova.engine.planner.
+plan_scrub`: task list, selectors, page-table walks, the IPC graph and the
 kernel-held copies, free pages and free slab objects, kill injection)
 runs over a real checkpoint whose guest physical memory is seen through
 :class:`OverlayMemory`, which replaces a few words with hostile values.
@@ -15,7 +15,7 @@ overlapping frames), huge counts, small deltas, addresses just outside
 RAM.
 
 Oracle (:meth:`Walkers.check`): the plan is returned, or one of the
-errors the engine treats as a clean failure is raised (``_GUEST_ERRORS``
+errors the engine treats as a clean failure is raised (``GUEST_ERRORS``
 and :class:`~sparc_nova.engine.patches.PlanConflict`, less the
 IndexError and KeyError of our own code); the run ends within
 :data:`TIME_LIMIT` seconds; the plan passes the parent's validator
@@ -37,17 +37,17 @@ The long run::
 import json
 import os
 import signal
-import types
 
 import drgn
 
 from sparc_nova.checkpoint import checkpoint as checkpoint_mod
-from sparc_nova.engine import memory as engine_memory
 from sparc_nova.engine import patches
 from sparc_nova.engine import physview
 from sparc_nova.engine import plan_codec
+from sparc_nova.engine import planner
 from sparc_nova.engine import report as report_mod
 from sparc_nova.engine import selectors as selectors_mod
+from sparc_nova.engine import session as session_mod
 from sparc_nova.introspect import kernel as kernel_mod
 from sparc_nova.introspect import tasks
 
@@ -61,7 +61,7 @@ MAX_RECORDED = 400000
 #: array of struct pages): its nonzero words, evenly spaced.
 WORDS_PER_BULK_READ = 32
 
-CLEAN_ERRORS = engine_memory._GUEST_ERRORS + (patches.PlanConflict,)
+CLEAN_ERRORS = session_mod.GUEST_ERRORS + (patches.PlanConflict,)
 #: Errors of the clean tuple that only a bug in our code raises (drgn
 #: reports a missing name as ObjectNotFoundError, a KeyError).
 BUG_ERRORS = (IndexError, KeyError)
@@ -176,13 +176,12 @@ class Walkers:
 
     def plan(self):
         """Run the engine's planning step; ``(report, patcher)``."""
-        session = types.SimpleNamespace(kernel=self.kernel,
-                                        memory=self.memory)
         rep = report_mod.ScrubReport(checkpoint=self.ck.path, dry_run=True,
                                      selectors=[str(s)
                                                 for s in self.selectors])
-        patcher = engine_memory._plan(session, self.selectors, False,
-                                      False, rep)
+        patcher = planner.plan_scrub(
+            self.kernel, self.memory,
+            planner.Exclusion(selectors=tuple(self.selectors)), rep)
         return rep, patcher
 
     def check(self, overrides: dict) -> str:

@@ -19,7 +19,7 @@ from sparc_nova.checkpoint import checkpoint
 from sparc_nova.checkpoint import rewrite
 from sparc_nova.engine import physview
 from sparc_nova.introspect import kernel as kernel_mod
-from sparc_nova.introspect import memory as memory_mod
+from sparc_nova.introspect import physical
 from tests.functional.engine import scenario as scen
 from tools.fuzz import walker_targets
 
@@ -47,9 +47,9 @@ def corrupt(sc, name, edit):
             for paddr, data in writes.items():
                 pfn = paddr >> 12
                 page = pages.setdefault(pfn, bytearray(
-                    mem.read(pfn << 12, memory_mod.PAGE_SIZE)))
+                    mem.read(pfn << 12, physical.PAGE_SIZE)))
                 off = paddr & 0xfff
-                assert off + len(data) <= memory_mod.PAGE_SIZE
+                assert off + len(data) <= physical.PAGE_SIZE
                 page[off:off + len(data)] = data
         finally:
             mem.close()
@@ -79,7 +79,7 @@ def test_corrupt_vmcoreinfo(sc):
     def edit(kernel, mem):
         writes = {}
         for key in (b'SYMBOL(swapper_pg_dir)=', b'SYMBOL(init_top_pgt)='):
-            for addr in memory_mod.find(mem, key):
+            for addr in physical.find(mem, key):
                 text = mem.read(addr, 64)
                 value = text[len(key):text.index(b'\n')]
                 if not all(c in b'0123456789abcdef' for c in value):
@@ -94,7 +94,7 @@ def test_corrupt_vmcoreinfo(sc):
 
 def test_no_vmcoreinfo(sc):
     def edit(kernel, mem):
-        return {a: b'XSRELEASE=' for a in memory_mod.find(
+        return {a: b'XSRELEASE=' for a in physical.find(
             mem, b'OSRELEASE=')}
     err = scrub_fails(sc, corrupt(sc, 'novmcoreinfo', edit))
     assert 'no vmcoreinfo' in err
@@ -163,7 +163,7 @@ def test_missing_kallsyms_needs_cache(sc, tmp_path):
     """
     def edit(kernel, mem):
         writes = {}
-        for addr in memory_mod.find(mem, b'SYMBOL(kallsyms_names)'):
+        for addr in physical.find(mem, b'SYMBOL(kallsyms_names)'):
             writes[addr] = b'SYMBOL(kallsyms_nameX)'
         assert writes
         return writes

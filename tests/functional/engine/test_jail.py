@@ -18,6 +18,7 @@ import pytest
 from sparc_nova.engine import errors
 from sparc_nova.engine import memory
 from sparc_nova.engine import sandbox
+from sparc_nova.engine import sandboxed_plan
 from tests.functional.engine import scenario as scen
 
 pytestmark = pytest.mark.slow
@@ -65,8 +66,7 @@ def test_hostile_planner_writes_nothing(sc, original, attack, message,
                                         monkeypatch):
     policy = sandbox.SandboxPolicy(max_result=MAX_RESULT, timeout=120,
                                    cpu_seconds=60)
-    monkeypatch.setattr(memory, '_sandbox_policy', lambda enabled: policy)
-    monkeypatch.setattr(memory, 'PLAN_ENTRY',
+    monkeypatch.setattr(sandboxed_plan, 'PLAN_ENTRY',
                         'tests.functional.engine.jail_targets:' + attack)
     monkeypatch.setattr(sandbox, 'ALLOWED_PREFIXES',
                         ('sparc_nova.', 'tests.'))
@@ -76,7 +76,7 @@ def test_hostile_planner_writes_nothing(sc, original, attack, message,
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(errors.ScrubError) as ei:
         memory.scrub_checkpoint(sc.save_path, sc.selectors(), output=out,
-                                sandbox=True)
+                                sandbox=policy)
     assert message in str(ei.value)
     assert sc.save_path in str(ei.value)
     assert 'root:x:0:0' not in str(ei.value)
@@ -152,7 +152,7 @@ def test_override_runs_without_seccomp_and_says_so(sc, no_seccomp,
 def test_real_scrub_reports_the_jail(sc):
     out = os.path.join(sc.workdir, 'jailed.save')
     rep = memory.scrub_checkpoint(sc.save_path, sc.selectors(), output=out,
-                                  sandbox=True)
+                                  sandbox=sandbox.SandboxPolicy())
     os.unlink(out)
     assert rep.sandbox['seccomp'] == 'allow-list'
     assert rep.sandbox['root'] == 'empty'

@@ -121,11 +121,13 @@ def test_sandbox_gives_the_same_scrub(sc):
     process; the child ran as nobody with no capabilities.
     """
     from sparc_nova.engine import memory
+    from sparc_nova.engine import sandbox as sandbox_mod
     outs, reports = {}, {}
     for sandbox in (True, False):
         outs[sandbox] = os.path.join(sc.workdir, 'sandbox-%s.save' % sandbox)
-        rep = memory.scrub_checkpoint(sc.save_path, sc.selectors(),
-                                      output=outs[sandbox], sandbox=sandbox)
+        rep = memory.scrub_checkpoint(
+            sc.save_path, sc.selectors(), output=outs[sandbox],
+            sandbox=sandbox_mod.SandboxPolicy(enabled=sandbox))
         reports[sandbox] = rep.to_dict()
     assert scen.sha256(outs[True]) == scen.sha256(outs[False])
     child = reports[True].pop('sandbox')

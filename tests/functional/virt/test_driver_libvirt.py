@@ -188,8 +188,8 @@ def disk_markers(path, marker, directory):
 
 
 def in_memory(path, marker):
-    from sparc_nova.engine import memory
-    counts = memory.count_markers(path, [marker.encode()])
+    from sparc_nova.engine import listings
+    counts = listings.count_markers(path, [marker.encode()])
     return counts[marker.encode()]['memory']
 
 
@@ -211,17 +211,19 @@ def test_suspend_scrubs_the_managed_save_through_privsep(
 
     results = []
 
-    def spy(*args):
-        calls.append(args)
-        results.append(real_entry(*args))
+    def spy(**kwargs):
+        calls.append(kwargs)
+        results.append(real_entry(**kwargs))
         return results[-1]
 
     with mock.patch.object(privsep_checkpoint, 'scrub_managed_save', spy):
         driver.suspend(context, instance)
-    assert calls == [(save_path, ['vault'], ['scope:instance'] +
+    assert calls == [{'path': save_path, 'instance_name': instance.name,
+                      'selectors': ['vault'],
+                      'exclude_paths': ['scope:instance'] +
                       list(images.EXCLUDE_PATHS) +
                       ['preset:' + p for p in images.PRESETS],
-                      True, False, instance.name)]
+                      'follow_ipc': True, 'scrub_free_memory': True}]
     assert g.dom.hasManagedSaveImage(0)
     assert not g.dom.isActive()
     # The daemon introspected the guest in its unprivileged sandbox child.
@@ -295,7 +297,7 @@ def test_cold_snapshot_scrubs_the_disk(vm, driver, context, disk_tree,
     image_id = str(uuid.uuid4())
 
     with mock.patch.object(privsep_checkpoint, 'scrub_managed_save',
-                           side_effect=lambda *a: calls.append(a)):
+                           side_effect=lambda **kw: calls.append(kw)):
         driver.snapshot(context, instance, image_id, lambda **kw: None)
 
     # Nova's cold snapshot saved and restored the guest: not scrubbed.

@@ -26,7 +26,7 @@ def _listing():
 
 
 def test_ps_text_escapes_guest_strings(monkeypatch, capsys):
-    monkeypatch.setattr(checkpoint_memory.memory, 'list_processes',
+    monkeypatch.setattr(checkpoint_memory.listings, 'list_processes',
                         lambda *a, **k: _listing())
     assert sparc.main(['checkpoint', 'ps', 'x.save']) == 0
     out = capsys.readouterr().out
@@ -36,7 +36,7 @@ def test_ps_text_escapes_guest_strings(monkeypatch, capsys):
 
 
 def test_ps_json_is_escaped_by_the_encoder(monkeypatch, capsys):
-    monkeypatch.setattr(checkpoint_memory.memory, 'list_processes',
+    monkeypatch.setattr(checkpoint_memory.listings, 'list_processes',
                         lambda *a, **k: _listing())
     assert sparc.main(['checkpoint', 'ps', 'x.save', '--format',
                        'json']) == 0
@@ -50,7 +50,7 @@ def test_deps_text_and_dot_escape_guest_strings(monkeypatch, capsys):
                            {'pid': 8, 'comm': 'b"x\\'}],
              'edges': [{'from': 7, 'to': 8, 'kind': 'pipe',
                         'object': 'pipe:[' + HOSTILE + ']'}]}
-    monkeypatch.setattr(checkpoint_memory.memory, 'list_dependencies',
+    monkeypatch.setattr(checkpoint_memory.listings, 'list_dependencies',
                         lambda *a, **k: graph)
     assert sparc.main(['checkpoint', 'deps', 'x.save']) == 0
     assert _clean(capsys.readouterr().out)

@@ -69,7 +69,7 @@ def test_scrub_follows_the_image_from_its_creation(tmp_path, scrubs):
     calls, _ = scrubs
     save = FakeSave(str(tmp_path / 'vm.save'), write_s=0.2)
     rep = live.save_and_scrub(save, save.path, ['vault'],
-                              keep_free_pages=True)
+                              scrub_free_memory=False)
     assert len(calls) == 1
     call = calls[0]
     # Started while QEMU was still writing, went on once libvirt marked
@@ -77,7 +77,7 @@ def test_scrub_follows_the_image_from_its_creation(tmp_path, scrubs):
     assert not call['done_at_start']
     assert call['started'] < save.marked_at <= call['complete']
     assert call['magic'] == libvirt_save.MAGIC
-    assert call['kw'] == {'keep_free_pages': True}
+    assert call['kw'] == {'scrub_free_memory': False}
     assert rep.during_save['scrub_overlapped_save'] is True
     assert 0.15 <= rep.during_save['image_complete_after'] < 0.5
     assert rep.timings['save'] >= 0.55

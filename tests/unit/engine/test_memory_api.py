@@ -26,7 +26,7 @@ def test_signature_is_stable():
     import inspect
     params = inspect.signature(memory.scrub_checkpoint).parameters
     assert list(params)[:2] == ['path', 'selectors']
-    for name in ('output', 'in_place', 'with_children', 'keep_free_pages',
+    for name in ('output', 'in_place', 'with_children', 'scrub_free_memory',
                  'dry_run', 'work_dir', 'progress', 'follow_ipc',
                  'exclude_paths'):
         assert params[name].kind == inspect.Parameter.KEYWORD_ONLY

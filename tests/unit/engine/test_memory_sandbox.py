@@ -8,12 +8,17 @@ import os
 
 import pytest
 
+from sparc_nova.checkpoint import checkpoint as checkpoint_mod
 from sparc_nova.checkpoint import stream_follow
+from sparc_nova import conf
 from sparc_nova.engine import errors
+from sparc_nova.engine import listings
 from sparc_nova.engine import memory
 from sparc_nova.engine import plan_codec
 from sparc_nova.engine import report as report_mod
 from sparc_nova.engine import sandbox
+from sparc_nova.engine import sandboxed_plan
+from sparc_nova.engine import session
 from tests import streamgen
 
 SECRET = b'TOP-SECRET-PASSPHRASE-0123456789'
@@ -22,6 +27,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 POLICY = sandbox.SandboxPolicy(memory_bytes=1024 * 1024 * 1024,
                                cpu_seconds=60, timeout=120)
+#: The sandbox as the engine's callers hand it over by default.
+ON = sandbox.SandboxPolicy()
+OFF = sandbox.SandboxPolicy(enabled=False)
 
 
 @pytest.fixture
@@ -34,8 +42,8 @@ def save(tmp_path):
 
 
 @pytest.fixture
-def policy(monkeypatch):
-    monkeypatch.setattr(memory, '_sandbox_policy', lambda enabled: POLICY)
+def test_targets(monkeypatch):
+    """The real sandbox child may run this suite's targets."""
     monkeypatch.setattr(sandbox, 'ALLOWED_PREFIXES',
                         ('sparc_nova.', 'tests.'))
     monkeypatch.setenv('PYTHONPATH', ROOT)
@@ -63,16 +71,16 @@ def fake_child(monkeypatch, doc):
     def start(entry, args, files, policy, growing=0, keep=(), prepare=None):
         calls.append((entry, args, files))
         return sandbox.Pending(entry, policy, result=doc)
-    monkeypatch.setattr(memory.sandbox_mod, 'start', start)
+    monkeypatch.setattr(sandbox, 'start', start)
     return calls
 
 
 def test_valid_plan_is_applied_and_verified(save, tmp_path, monkeypatch):
     calls = fake_child(monkeypatch, plan_doc(save))
     out = str(tmp_path / 'out.save')
-    rep = memory.scrub_checkpoint(save, ['vault'], output=out, sandbox=True)
+    rep = memory.scrub_checkpoint(save, ['vault'], output=out, sandbox=ON)
     (entry, args, files), = calls
-    assert entry == memory.PLAN_ENTRY
+    assert entry == sandboxed_plan.PLAN_ENTRY
     assert args['selectors'] == ['vault'] and args['path'] == save
     assert files['stream'].name == save
     data = open(out, 'rb').read()
@@ -89,7 +97,7 @@ def test_valid_plan_is_applied_and_verified(save, tmp_path, monkeypatch):
     # The field write was applied to the parent's own copy of frame 30.
     page = bytearray(streamgen.page_of(30))
     page[8:10] = b'\xff\x00'
-    with memory.checkpoint_mod.open_checkpoint(out) as ck:
+    with checkpoint_mod.open_checkpoint(out) as ck:
         assert ck.memory.read_page(30) == bytes(page)
 
 
@@ -122,7 +130,7 @@ def test_hostile_plan_writes_nothing(save, tmp_path, monkeypatch, what,
     listing = sorted(os.listdir(tmp_path))
     with pytest.raises(errors.ScrubError) as ei:
         memory.scrub_checkpoint(
-            save, ['vault'], sandbox=True, in_place=in_place,
+            save, ['vault'], sandbox=ON, in_place=in_place,
             output=None if in_place else str(tmp_path / 'out.save'))
     assert ei.value.path == save
     assert 'unusable plan' in str(ei.value) and message in str(ei.value)
@@ -133,23 +141,23 @@ def test_child_without_a_plan_writes_nothing(save, tmp_path, monkeypatch):
     fake_child(monkeypatch, {'result': 'ok'})
     before = open(save, 'rb').read()
     with pytest.raises(errors.ScrubError, match='not a plan'):
-        memory.scrub_checkpoint(save, ['vault'], sandbox=True)
+        memory.scrub_checkpoint(save, ['vault'], sandbox=ON)
     _unchanged(save, before, ['vm.save'])
 
 
-def test_guest_error_in_the_real_child(save, policy):
+def test_guest_error_in_the_real_child(save, test_targets):
     # The synthetic guest has no kernel: the child's clear error comes
     # back with its message, naming the file once.
     before = open(save, 'rb').read()
     with pytest.raises(errors.ScrubError) as ei:
-        memory.scrub_checkpoint(save, ['vault'], sandbox=True)
+        memory.scrub_checkpoint(save, ['vault'], sandbox=POLICY)
     assert str(ei.value).startswith(save + ': ')
     assert str(ei.value).count(save) == 1
     assert 'vmcoreinfo' in str(ei.value)
     assert 'sandbox' not in str(ei.value)
     _unchanged(save, before, ['vm.save'])
     with pytest.raises(errors.ScrubError, match='vmcoreinfo'):
-        memory.list_processes(save, sandbox=True)
+        listings.list_processes(save, sandbox=POLICY)
 
 
 @pytest.mark.parametrize('target,overrides,message', [
@@ -158,16 +166,16 @@ def test_guest_error_in_the_real_child(save, policy):
     ('burn_cpu', dict(timeout=2), 'did not finish within 2s'),
     ('clear_error', {}, 'guest kernel structure at 0x1000 is bogus'),
 ])
-def test_child_failures_write_nothing(save, policy, monkeypatch, target,
-                                      overrides, message):
+def test_child_failures_write_nothing(save, test_targets, monkeypatch,
+                                      target, overrides, message):
     import dataclasses
-    monkeypatch.setattr(memory, '_sandbox_policy', lambda enabled:
-                        dataclasses.replace(POLICY, **overrides))
-    monkeypatch.setattr(memory, 'PLAN_ENTRY',
+    monkeypatch.setattr(sandboxed_plan, 'PLAN_ENTRY',
                         'tests.unit.engine.sandbox_targets:' + target)
     before = open(save, 'rb').read()
     with pytest.raises(errors.ScrubError, match=message) as ei:
-        memory.scrub_checkpoint(save, ['vault'], sandbox=True)
+        memory.scrub_checkpoint(
+            save, ['vault'],
+            sandbox=dataclasses.replace(POLICY, **overrides))
     assert ei.value.path == save
     _unchanged(save, before, ['vm.save'])
 
@@ -181,16 +189,16 @@ def test_child_failures_write_nothing(save, policy, monkeypatch, target,
 def test_list_processes_checks_the_child(save, monkeypatch, doc):
     fake_child(monkeypatch, doc)
     with pytest.raises(errors.ScrubError, match='out of shape'):
-        memory.list_processes(save, sandbox=True)
+        listings.list_processes(save, sandbox=ON)
 
 
 def test_list_processes_through_the_child(save, monkeypatch):
     calls = fake_child(monkeypatch, {'kernel': {'osrelease': '6.1'},
                                      'processes': [{'pid': 1}],
                                      '_sandbox': {}})
-    assert memory.list_processes(save, sandbox=True) == {
+    assert listings.list_processes(save, sandbox=ON) == {
         'kernel': {'osrelease': '6.1'}, 'processes': [{'pid': 1}]}
-    assert calls[0][0] == memory.LISTING_ENTRY
+    assert calls[0][0] == listings.LISTING_ENTRY
     assert calls[0][1]['listing'] == 'processes'
 
 
@@ -198,27 +206,27 @@ def test_list_dependencies_through_the_child(save, monkeypatch):
     doc = {'kernel': {}, 'processes': [], 'objects': [{'kind': 'pipe'}],
            'edges': [{'from': 1, 'to': 2}]}
     calls = fake_child(monkeypatch, dict(doc))
-    assert memory.list_dependencies(save, sandbox=True) == doc
+    assert listings.list_dependencies(save, sandbox=ON) == doc
     assert calls[0][1]['listing'] == 'dependencies'
 
 
-@pytest.mark.parametrize('option,explicit,sandboxed', [
-    (True, None, True), (False, None, False), (False, True, True),
-    (True, False, False)])
-def test_sandbox_follows_the_option(save, monkeypatch, option, explicit,
-                                    sandboxed):
-    from sparc_nova import conf
+@pytest.mark.parametrize('policy,sandboxed', [
+    (None, True), (ON, True), (OFF, False)])
+def test_sandbox_follows_the_policy_passed_in(save, monkeypatch, policy,
+                                              sandboxed):
+    # The engine reads no configuration: [sparc] sandbox_enabled set the
+    # other way changes nothing (its callers build the policy from it).
     calls = fake_child(monkeypatch, plan_doc(save))
-    conf.CONF.set_override('sandbox_enabled', option, 'sparc')
+    conf.CONF.set_override('sandbox_enabled', not sandboxed, 'sparc')
     try:
         if sandboxed:
             memory.scrub_checkpoint(save, ['vault'], dry_run=True,
-                                    sandbox=explicit)
+                                    sandbox=policy)
         else:
             # Introspection runs here and fails on the synthetic guest.
             with pytest.raises(errors.ScrubError, match='vmcoreinfo'):
                 memory.scrub_checkpoint(save, ['vault'], dry_run=True,
-                                        sandbox=explicit)
+                                        sandbox=policy)
     finally:
         conf.CONF.clear_override('sandbox_enabled', 'sparc')
     assert len(calls) == int(sandboxed)
@@ -227,7 +235,7 @@ def test_sandbox_follows_the_option(save, monkeypatch, option, explicit,
 def test_child_starts_before_this_process_parses(save, monkeypatch):
     order = []
     calls = fake_child(monkeypatch, plan_doc(save))
-    real_start, real_open = memory.sandbox_mod.start, memory._open
+    real_start, real_open = sandbox.start, session.open_session
 
     def start(entry, args, files, policy, growing=0, keep=(), prepare=None):
         # The child is handed the checkpoint file itself.
@@ -239,9 +247,9 @@ def test_child_starts_before_this_process_parses(save, monkeypatch):
     def parse(*args, **kwargs):
         order.append('parse')
         return real_open(*args, **kwargs)
-    monkeypatch.setattr(memory.sandbox_mod, 'start', start)
-    monkeypatch.setattr(memory, '_open', parse)
-    memory.scrub_checkpoint(save, ['vault'], dry_run=True, sandbox=True)
+    monkeypatch.setattr(sandbox, 'start', start)
+    monkeypatch.setattr(session, 'open_session', parse)
+    memory.scrub_checkpoint(save, ['vault'], dry_run=True, sandbox=ON)
     assert order == ['child', 'parse'] and len(calls) == 1
 
 
@@ -256,15 +264,15 @@ def test_compressed_image_child_reads_the_decompressed_stream(
     path.write_bytes(bytes(header) + gzip.compress(data[start:]))
     seen = []
     fake_child(monkeypatch, plan_doc(str(path)))
-    real_start = memory.sandbox_mod.start
+    real_start = sandbox.start
 
     def start(entry, args, files, policy, growing=0, keep=(), prepare=None):
         stream = files['stream']
         stream.seek(0)
         seen.append(stream.read(4))
         return real_start(entry, args, files, policy, growing, keep, prepare)
-    monkeypatch.setattr(memory.sandbox_mod, 'start', start)
-    memory.scrub_checkpoint(str(path), ['vault'], dry_run=True, sandbox=True)
+    monkeypatch.setattr(sandbox, 'start', start)
+    memory.scrub_checkpoint(str(path), ['vault'], dry_run=True, sandbox=ON)
     assert seen == [b'QEVM']
 
 
@@ -283,10 +291,10 @@ def test_image_being_written_is_followed_by_both(tmp_path, monkeypatch):
         started.append((writer.marked_at, args.get('follow_seconds'),
                         growing))
         return sandbox.Pending(entry, policy, result=plan_doc(path))
-    monkeypatch.setattr(memory.sandbox_mod, 'start', start)
+    monkeypatch.setattr(sandbox, 'start', start)
     out = str(tmp_path / 'out.save')
     rep = memory.scrub_checkpoint(
-        path, ['vault'], output=out, sandbox=True,
+        path, ['vault'], output=out, sandbox=ON,
         follow=stream_follow.Follow.within(60, writer.done.is_set))
     (marked, seconds, growing), = started
     assert marked is None and 0 < seconds <= 60

@@ -2,14 +2,14 @@ import numpy as np
 import pytest
 
 from sparc_nova.engine import patches
-from sparc_nova.introspect import memory
+from sparc_nova.introspect import physical
 
-PAGE = memory.PAGE_SIZE
+PAGE = physical.PAGE_SIZE
 
 
 def _patcher():
     data = bytes(range(256)) * (PAGE * 8 // 256)
-    return patches.PagePatcher(memory.BytesMemory(data)), data
+    return patches.PagePatcher(physical.BytesMemory(data)), data
 
 
 def test_field_writes_and_replacements():

@@ -1,7 +1,7 @@
 import struct
 
-from sparc_nova.introspect import memory
 from sparc_nova.introspect import pagetable
+from sparc_nova.introspect import physical
 
 P = 0x1 | 0x2 | 0x4          # present, rw, user
 
@@ -23,7 +23,7 @@ def _tables():
     put(0x4000, 0, (0x100 << 12) | P)
     put(0x4000, 1, (~(0x101 << 12) & 0x000ffffffffff000) | 0x100)
     put(0x4000, 2, 0x3 << 9)        # a swap entry: not present
-    return memory.BytesMemory(bytes(mem))
+    return physical.BytesMemory(bytes(mem))
 
 
 def test_leaves():

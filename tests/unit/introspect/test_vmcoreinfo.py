@@ -1,6 +1,6 @@
 import pytest
 
-from sparc_nova.introspect import memory
+from sparc_nova.introspect import physical
 from sparc_nova.introspect import vmcoreinfo
 
 TEXT = (b'OSRELEASE=6.12.7-amd64\nBUILD-ID=abcdef0123\nPAGESIZE=4096\n'
@@ -48,5 +48,5 @@ def test_candidates_skip_format_string_and_duplicates():
     data[100:100 + len(rodata)] = rodata
     data[8192:8192 + len(TEXT)] = TEXT
     data[20000:20000 + len(TEXT)] = TEXT
-    found = vmcoreinfo.candidates(memory.BytesMemory(bytes(data)))
+    found = vmcoreinfo.candidates(physical.BytesMemory(bytes(data)))
     assert found == [(8192, TEXT)]

@@ -50,7 +50,7 @@ def _memory_call(notifier, inst):
         scrub.return_value = {'summary': 'ok', 'report': {}}
         scrubber.Scrubber(notifier).managed_save(
             'ctx', inst, effective, '/var/lib/libvirt/qemu/save/x.save')
-    return scrub.call_args[0]
+    return scrub.call_args[1]
 
 
 IMAGE_OWNER = {'sparc_exclude_paths': '/root/.ssh/**,/etc/secret.key'}
@@ -82,9 +82,9 @@ def test_tenant_negation_cannot_cancel_flavor_page_cache(notifier,
     """
     inst = fakes.instance(extra_specs=OPERATOR,
                           metadata={'sparc:exclude_paths': negation})
-    _, selectors, exclude_paths, _, _, _ = _memory_call(notifier, inst)
-    assert selectors == ['vault']
-    rules = disk_rules.Rules(exclude_paths)
+    call = _memory_call(notifier, inst)
+    assert call['selectors'] == ['vault']
+    rules = disk_rules.Rules(call['exclude_paths'])
     assert sorted(rules.select(SECRETS).removed) == sorted(SECRETS)
 
 
@@ -128,8 +128,8 @@ def test_tenant_cannot_relax_a_setting_that_protects_flavor_rules(
     assert getattr(effective, key) is True
     assert [(r.key, r.source) for r in effective.refused] == [
         (key, 'instance')]
-    _, _, _, follow_ipc, keep_free_pages, _ = _memory_call(notifier, inst)
-    assert follow_ipc is True and keep_free_pages is False
+    call = _memory_call(notifier, inst)
+    assert call['follow_ipc'] is True and call['scrub_free_memory'] is True
 
 
 @pytest.mark.parametrize('key', ['follow_ipc', 'scrub_free_memory'])

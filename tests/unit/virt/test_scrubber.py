@@ -175,9 +175,10 @@ def test_managed_save_through_privsep(notifier):
         outcome = scrubber.Scrubber(notifier).managed_save(
             'ctx', fakes.instance(), effective, '/save/i-1.save')
     entry.assert_called_once_with(
-        '/save/i-1.save', ['vault', 'gpg-agent'],
-        ['scope:instance', '/srv/x', 'preset:gnupg'], True, True,
-        'instance-00000001')
+        path='/save/i-1.save', instance_name='instance-00000001',
+        selectors=['vault', 'gpg-agent'],
+        exclude_paths=['scope:instance', '/srv/x', 'preset:gnupg'],
+        follow_ipc=True, scrub_free_memory=False)
     assert outcome.scrubbed and outcome.summary == '2 processes excluded'
     assert notifier.start.call_args[0][1]['operation'] == 'suspend'
     assert notifier.start.call_args[0][1]['path'] == '/save/i-1.save'
