@@ -92,7 +92,8 @@ def do_scrub(args) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from e
     options = disk.ScrubOptions.from_conf(
-        output_format=args.format, luks_keys=_luks_keys(args.luks_key),
+        conf.CONF, output_format=args.format,
+        luks_keys=_luks_keys(args.luks_key),
         allow_unverified=args.allow_unverified or None,
         reveal_paths=args.show_paths or None, verify_kept=args.verify_kept,
         accel=args.accel, work_dir=args.work_dir,
