@@ -78,6 +78,8 @@ def _summary(report: disk.ScrubReport) -> str:
                      % printable(', '.join(report.unmatched_rules)))
     for warning in report.warnings:
         lines.append('Warning: %s' % printable(warning))
+    for note in report.notes:
+        lines.append('Note: %s' % printable(note))
     if not report.verified:
         lines.append('Warning: some volumes are UNVERIFIED (see the '
                      'report)')

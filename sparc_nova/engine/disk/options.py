@@ -9,6 +9,7 @@ global configuration.
 import dataclasses
 from typing import Mapping
 
+from sparc_nova.engine.disk import appliance
 from sparc_nova.engine.disk import qemu_img
 
 __all__ = ['ScrubOptions']
@@ -35,6 +36,8 @@ class ScrubOptions:
     :param work_dir: where the working copy goes (default: dst's
         directory).
     :param memsize_mib: appliance memory (0: libguestfs default).
+    :param launch_timeout_s: seconds an appliance launch may take before
+        it is killed (and, if it was not on TCG, tried once on TCG).
     :param source_format: format of the source as qemu-img names it
         (:data:`.source.FORMATS`); None: found with the format inspector,
         never by a qemu probe.
@@ -53,6 +56,7 @@ class ScrubOptions:
     accel: str = 'auto'
     work_dir: str | None = None
     memsize_mib: int = 0
+    launch_timeout_s: float = appliance.LAUNCH_TIMEOUT
     source_format: str | None = None
     allow_backing_chain: bool = False
     qemu_img_limits: qemu_img.Limits = dataclasses.field(
@@ -73,6 +77,7 @@ class ScrubOptions:
                       canary_windows=c.disk_canary_windows,
                       accel=c.disk_accel, work_dir=c.disk_work_dir or None,
                       memsize_mib=c.disk_appliance_memory_mib,
+                      launch_timeout_s=c.disk_appliance_launch_timeout_s,
                       qemu_img_limits=qemu_img.Limits(
                           inspect_cpu_s=c.disk_qemu_img_inspect_cpu_s,
                           inspect_address_space_mib=(

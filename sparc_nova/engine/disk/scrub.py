@@ -146,7 +146,9 @@ def _scrub_in_appliance(src: str, rules: rules_mod.Rules,
     step()
     launched = time.monotonic()
     g = appliance.launch(src, [(work, False)], options.accel,
-                         options.memsize_mib)
+                         options.memsize_mib,
+                         timeout=options.launch_timeout_s,
+                         notes=report.notes)
     session = session_mod.Session(g, src, rules, options, report, workdir,
                                   work)
     try:

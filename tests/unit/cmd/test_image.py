@@ -110,3 +110,9 @@ def test_verify_refuses_a_backing_file(capsys, backed_image):
     # Read as raw, the overlay's own bytes hold no host data.
     assert sparc.main(['image', 'verify', path, '--source-format', 'raw',
                        '--marker', 'HOST-MARKER-42']) == 0
+
+
+def test_scrub_summary_shows_the_notes():
+    r = disk.ScrubReport('s', 'd', 'qcow2')
+    r.notes.append('the appliance was started on TCG')
+    assert 'Note: the appliance was started on TCG' in image._summary(r)

@@ -4,7 +4,10 @@ from oslo_config import cfg
 import pytest
 
 from sparc_nova.conf import disk as disk_conf
+from sparc_nova.engine.disk import appliance
+from sparc_nova.engine.disk import host_image
 from sparc_nova.engine.disk import options as options_mod
+from sparc_nova.engine.disk import preflight
 from sparc_nova.engine.disk import removal
 from sparc_nova.engine.disk import report as report_mod
 from sparc_nova.engine.disk import rules as rules_mod
@@ -71,12 +74,13 @@ def _conf(**sparc):
 
 
 def test_options_from_conf_and_overrides():
-    conf = _conf(disk_verify_kept='all')
+    conf = _conf(disk_verify_kept='all', disk_appliance_launch_timeout_s=42)
     options = options_mod.ScrubOptions.from_conf(
         conf, output_format='raw', allow_unverified=None)
     assert options.output_format == 'raw'
     assert options.allow_unverified is False
     assert options.verify_kept == 'all'
+    assert options.launch_timeout_s == 42
 
 
 def test_options_need_the_callers_conf():
@@ -87,6 +91,31 @@ def test_options_need_the_callers_conf():
 def test_defaults_match_the_options():
     assert options_mod.ScrubOptions() == options_mod.ScrubOptions.from_conf(
         _conf())
+
+
+def test_launch_gets_the_deadline_and_the_reports_notes(tmp_path,
+                                                        monkeypatch):
+    """A TCG retry after the KVM launch deadline ends up in the report."""
+    seen = {}
+
+    def launch(path, drives, accel, memsize_mib, timeout, notes):
+        seen['timeout'] = timeout
+        notes.append('retried on TCG')
+        seen['notes'] = notes
+        raise exception.DiskScrubError(path, 'stop here')
+    monkeypatch.setattr(preflight, 'inspect_source',
+                        lambda *a: preflight.SourceImage(
+                            str(tmp_path / 's'), 'raw', 0, []))
+    monkeypatch.setattr(preflight, 'check_destination', lambda *a: None)
+    monkeypatch.setattr(host_image, 'convert', lambda *a: None)
+    monkeypatch.setattr(appliance, 'launch', launch)
+    with pytest.raises(exception.DiskScrubError, match='stop here'):
+        scrub.scrub_image(str(tmp_path / 's'), str(tmp_path / 'd'),
+                          rules_mod.Rules(['/tmp/**']),
+                          options_mod.ScrubOptions(launch_timeout_s=7))
+    assert seen['timeout'] == 7
+    assert seen['notes'] == ['retried on TCG']
+    assert [p.name for p in tmp_path.iterdir()] == []
 
 
 def test_steps_are_announced():
