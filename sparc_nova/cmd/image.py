@@ -89,6 +89,8 @@ def _summary(report: disk.ScrubReport) -> str:
                      % printable(', '.join(report.unmatched_rules)))
     for warning in report.warnings:
         lines.append('Warning: %s' % printable(warning))
+    for note in report.notes:
+        lines.append('Note: %s' % printable(note))
     if not report.verified:
         lines.append('Warning: some volumes are UNVERIFIED (see the '
                      'report)')
@@ -103,7 +105,8 @@ def do_scrub(args) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from e
     options = disk.ScrubOptions.from_conf(
-        output_format=args.image_format, luks_keys=_luks_keys(args.luks_key),
+        conf.CONF, output_format=args.image_format,
+        luks_keys=_luks_keys(args.luks_key),
         allow_unverified=args.allow_unverified or None,
         reveal_paths=args.show_paths or None, verify_kept=args.verify_kept,
         accel=args.accel, work_dir=args.work_dir,

@@ -17,6 +17,11 @@ opts = [
     cfg.IntOpt('disk_appliance_memory_mib', default=0, min=0,
                help='Memory of the libguestfs appliance in MiB; 0 keeps '
                     'the libguestfs default.'),
+    cfg.IntOpt('disk_appliance_launch_timeout_s', default=300, min=1,
+               help='Seconds a libguestfs appliance launch may take (about '
+                    '30 s under TCG) before it is killed; a launch with '
+                    'KVM allowed is then tried once more on TCG, and the '
+                    'scrub report notes it.'),
     cfg.StrOpt('disk_output_format', default='qcow2',
                choices=['qcow2', 'raw'],
                help='Format of scrubbed images when the caller does not '

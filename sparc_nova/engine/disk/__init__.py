@@ -25,7 +25,7 @@ __all__ = ['PRESETS', 'Rules', 'ScrubOptions', 'ScrubReport',
 #: and the appliance glue, which the memory engine (it uses this
 #: package's rules and report) should not load in every sandbox child.
 _LAZY = {'scrub_image': ('scrub', 'scrub_image'),
-         'ScrubOptions': ('scrub', 'ScrubOptions'),
+         'ScrubOptions': ('options', 'ScrubOptions'),
          'scan_image': ('scan', 'count')}
 
 

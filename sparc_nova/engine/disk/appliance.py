@@ -50,7 +50,8 @@ QEMU = 'qemu-system-x86_64'
 KVM_PROBE_TIMEOUT = 10
 #: The kernel's first message on an early serial console.
 _KERNEL_BANNER = b'Linux version'
-#: Seconds an appliance launch may take (21-28 s measured under TCG).
+#: Default seconds an appliance launch may take (21-28 s measured under
+#: TCG); scrubs take theirs from [sparc] disk_appliance_launch_timeout_s.
 LAUNCH_TIMEOUT = 300
 #: Seconds one command in the appliance may take (wiping free space runs
 #: at 30-40 MB/s under TCG: an hour covers 100 GB).

@@ -62,7 +62,9 @@ class ScrubReport:
     in kept files (the same bytes legitimately stay). ``source_format``
     is the format the source was read in and ``source_files`` every host
     file the working copy was made from (the source, then the backing
-    chain an operator allowed).
+    chain an operator allowed). ``warnings`` are about the result (data
+    a scrub could not reach); ``notes`` about how the scrub ran (an
+    appliance retried on TCG after its KVM launch deadline).
     """
     source: str
     destination: str
@@ -84,6 +86,7 @@ class ScrubReport:
     kept_files_checked: int = 0
     kept_files_identical: bool = True
     warnings: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     def name(self, path: str) -> str:
         """How ``path`` appears in this report."""

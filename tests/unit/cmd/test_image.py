@@ -178,3 +178,9 @@ def test_verify_format_json(tmp_path, capsys, option, warning):
     out, err = capsys.readouterr()
     assert json.loads(out)['found'] == 1
     assert (warning in err) if warning else 'deprecated' not in err
+
+
+def test_scrub_summary_shows_the_notes():
+    r = disk.ScrubReport('s', 'd', 'qcow2')
+    r.notes.append('the appliance was started on TCG')
+    assert 'Note: the appliance was started on TCG' in image._summary(r)

@@ -12,11 +12,15 @@ import pytest
 
 from sparc_nova.engine.disk import appliance
 from sparc_nova.engine.disk import batch
+from sparc_nova.engine.disk import options as options_mod
 from sparc_nova.engine.disk import redact
+from sparc_nova.engine.disk import removal
 from sparc_nova.engine.disk import report as report_mod
 from sparc_nova.engine.disk import rules as rules_mod
-from sparc_nova.engine.disk import scrub
+from sparc_nova.engine.disk import session as session_mod
+from sparc_nova.engine.disk import verify
 from sparc_nova.engine.disk import volumes as volumes_mod
+from sparc_nova.engine.disk import wipe
 from sparc_nova import exception
 
 SECRET = 'SPRCNAME4f1c'
@@ -84,9 +88,9 @@ def _session(tmp_path, g, reveal_paths=False, globs=(GLOB,)):
     rules = rules_mod.Rules(list(globs), held_paths=[HELD])
     report = report_mod.ScrubReport('img.qcow2', 'out', 'qcow2',
                                     reveal_paths=reveal_paths)
-    s = scrub._Session(g, 'img.qcow2', rules, scrub.ScrubOptions(), report,
-                       str(tmp_path), str(tmp_path / 'work.raw'),
-                       scrub._Stepper(None))
+    s = session_mod.Session(g, 'img.qcow2', rules,
+                            options_mod.ScrubOptions(), report,
+                            str(tmp_path), str(tmp_path / 'work.raw'))
     volume = volumes_mod.Volume('/dev/sda1', 'ext4',
                                 volumes_mod.ROLE_FILESYSTEM,
                                 report_mod.VolumeReport('/dev/sda1',
@@ -121,7 +125,7 @@ def _assert_unnamed(error):
 def test_failed_removal_names_no_file(tmp_path, tool, reveal_paths):
     session = _session(tmp_path, FakeAppliance(fail_on=tool), reveal_paths)
     with pytest.raises(exception.DiskScrubError) as e:
-        session.scrub_tree(0, session.trees[0])
+        removal.scrub_tree(session, 0, session.trees[0])
     assert 'removing files failed: sh exited 1: %s: <path>' % tool in str(
         e.value)
     assert str(e.value).count('<name>') == 1
@@ -132,13 +136,13 @@ def test_failed_directory_removal_names_no_file(tmp_path):
     session = _session(tmp_path, FakeAppliance(),
                        globs=(GLOB, DIRECTORY))
     with pytest.raises(exception.DiskScrubError) as e:
-        session.scrub_tree(0, session.trees[0])
+        removal.scrub_tree(session, 0, session.trees[0])
     assert 'rmdir: <path> Directory not empty' in str(e.value)
     _assert_unnamed(e.value)
 
 
 @pytest.mark.parametrize('step, method', [
-    ('clean_filesystems', 'clean'), ('check_filesystems', 'check')])
+    (wipe.clean_filesystems, 'clean'), (verify.check_filesystems, 'check')])
 def test_failed_filesystem_step_names_no_file(tmp_path, monkeypatch, step,
                                               method):
     session = _session(tmp_path, FakeAppliance())
@@ -152,7 +156,7 @@ def test_failed_filesystem_step_names_no_file(tmp_path, monkeypatch, step,
             "INCONSISTENCY" % (SECRET, DIRECTORY, SECRET))
     monkeypatch.setattr(backend, method, fails)
     with pytest.raises(exception.DiskScrubError) as e:
-        getattr(session, step)()
+        step(session)
     assert '/dev/sda1' in str(e.value) and 'e2fsck exited 4' in str(e.value)
     _assert_unnamed(e.value)
 
@@ -171,7 +175,7 @@ def test_kept_file_changed_is_named_like_the_report_names_paths(tmp_path):
     session = _session(tmp_path, g)
     session.kept_hashes = {(0, '/home/alice/kept.txt'): '1' * 64}
     with pytest.raises(exception.DiskVerificationError) as e:
-        session.verify_trees()
+        verify.verify_trees(session)
     assert '/home/alice/kept.txt' not in str(e.value)
     assert 'sha256:' + report_mod.path_digest('/home/alice/kept.txt') in \
         str(e.value)

@@ -24,3 +24,9 @@ def test_json_serialisable_and_verified_flag():
     r.volumes.append(report.VolumeReport('/dev/sda2', 'luks',
                                          verification=report.UNVERIFIED))
     assert r.to_dict()['verified'] is False
+
+
+def test_notes_are_in_the_json():
+    r = report.ScrubReport('s', 'd', 'qcow2')
+    r.notes.append('started on TCG')
+    assert json.loads(json.dumps(r.to_dict()))['notes'] == ['started on TCG']

@@ -1,26 +1,33 @@
 """Parts of scrub_image that need no appliance."""
 
+from oslo_config import cfg
 import pytest
 
+from sparc_nova.conf import disk as disk_conf
+from sparc_nova.engine.disk import appliance
+from sparc_nova.engine.disk import host_image
+from sparc_nova.engine.disk import options as options_mod
+from sparc_nova.engine.disk import preflight
+from sparc_nova.engine.disk import removal
 from sparc_nova.engine.disk import report as report_mod
 from sparc_nova.engine.disk import rules as rules_mod
 from sparc_nova.engine.disk import scrub
+from sparc_nova.engine.disk import session as session_mod
 from sparc_nova import exception
 
 
 def _session(rule_set, reveal_paths=True):
-    return scrub._Session(None, 'img.qcow2', rule_set, scrub.ScrubOptions(),
-                          report_mod.ScrubReport('img.qcow2', 'out',
-                                                 'qcow2',
-                                                 reveal_paths=reveal_paths),
-                          '/nonexistent', '/nonexistent/work.raw',
-                          scrub._Stepper(None))
+    return session_mod.Session(
+        None, 'img.qcow2', rule_set, options_mod.ScrubOptions(),
+        report_mod.ScrubReport('img.qcow2', 'out', 'qcow2',
+                               reveal_paths=reveal_paths),
+        '/nonexistent', '/nonexistent/work.raw')
 
 
 def test_unmatched_rules_are_reported():
     session = _session(rules_mod.Rules(['/a/**', '/b'], ['tmp'],
                                        ['/held']))
-    session.check_rules_matched({'/a/**'})
+    removal.check_rules_matched(session, {'/a/**'})
     assert session.report.unmatched_rules == ['/b', 'preset:tmp', '/held']
     assert session.report.rules == {'/a/**': 0, '/b': 0, 'preset:tmp': 0,
                                     '/held': 0}
@@ -30,13 +37,13 @@ def test_strict_rules_fail_on_unmatched_glob():
     session = _session(rules_mod.Rules(['/a/**', '/b'], strict=True))
     with pytest.raises(exception.DiskScrubError,
                        match="/b matches nothing"):
-        session.check_rules_matched({'/a/**'})
+        removal.check_rules_matched(session, {'/a/**'})
 
 
 def test_rules_are_digested_unless_names_are_asked_for():
     rules = (['/home/SECRET-x', '/a/**'], ['tmp'], ['/held-SECRET'])
     session = _session(rules_mod.Rules(*rules), reveal_paths=False)
-    session.check_rules_matched({'/a/**'})
+    removal.check_rules_matched(session, {'/a/**'})
     report = session.report
     assert 'SECRET' not in repr(report.to_dict())
     assert report.unmatched_rules == [
@@ -46,24 +53,69 @@ def test_rules_are_digested_unless_names_are_asked_for():
     session = _session(rules_mod.Rules(*rules, strict=True),
                        reveal_paths=False)
     with pytest.raises(exception.DiskScrubError) as e:
-        session.check_rules_matched({'/a/**'})
+        removal.check_rules_matched(session, {'/a/**'})
     assert 'SECRET' not in str(e.value)
 
 
 def test_strict_rules_tolerate_missing_held_paths():
     session = _session(rules_mod.Rules(['/a/**'], held_paths=['/gone'],
                                        strict=True))
-    session.check_rules_matched({'/a/**'})
+    removal.check_rules_matched(session, {'/a/**'})
     assert session.report.unmatched_rules == ['/gone']
 
 
+def _conf(**sparc):
+    conf = cfg.ConfigOpts()
+    conf.register_opts(disk_conf.opts, group='sparc')
+    conf([], default_config_files=[])
+    for name, value in sparc.items():
+        conf.set_override(name, value, group='sparc')
+    return conf
+
+
 def test_options_from_conf_and_overrides():
-    from sparc_nova import conf
-    options = scrub.ScrubOptions.from_conf(conf.CONF, output_format='raw',
-                                           allow_unverified=None)
+    conf = _conf(disk_verify_kept='all', disk_appliance_launch_timeout_s=42)
+    options = options_mod.ScrubOptions.from_conf(
+        conf, output_format='raw', allow_unverified=None)
     assert options.output_format == 'raw'
     assert options.allow_unverified is False
-    assert options.verify_kept == 'sample'
+    assert options.verify_kept == 'all'
+    assert options.launch_timeout_s == 42
+
+
+def test_options_need_the_callers_conf():
+    with pytest.raises(TypeError):
+        options_mod.ScrubOptions.from_conf()
+
+
+def test_defaults_match_the_options():
+    assert options_mod.ScrubOptions() == options_mod.ScrubOptions.from_conf(
+        _conf())
+
+
+def test_launch_gets_the_deadline_and_the_reports_notes(tmp_path,
+                                                        monkeypatch):
+    """A TCG retry after the KVM launch deadline ends up in the report."""
+    seen = {}
+
+    def launch(path, drives, accel, memsize_mib, timeout, notes):
+        seen['timeout'] = timeout
+        notes.append('retried on TCG')
+        seen['notes'] = notes
+        raise exception.DiskScrubError(path, 'stop here')
+    monkeypatch.setattr(preflight, 'inspect_source',
+                        lambda *a: preflight.SourceImage(
+                            str(tmp_path / 's'), 'raw', 0, []))
+    monkeypatch.setattr(preflight, 'check_destination', lambda *a: None)
+    monkeypatch.setattr(host_image, 'convert', lambda *a: None)
+    monkeypatch.setattr(appliance, 'launch', launch)
+    with pytest.raises(exception.DiskScrubError, match='stop here'):
+        scrub.scrub_image(str(tmp_path / 's'), str(tmp_path / 'd'),
+                          rules_mod.Rules(['/tmp/**']),
+                          options_mod.ScrubOptions(launch_timeout_s=7))
+    assert seen['timeout'] == 7
+    assert seen['notes'] == ['retried on TCG']
+    assert [p.name for p in tmp_path.iterdir()] == []
 
 
 def test_steps_are_announced():

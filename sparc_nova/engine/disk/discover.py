@@ -1,0 +1,46 @@
+"""Phase 1 in the appliance: what the image holds.
+
+LUKS volumes are opened with the caller's keys, every volume is
+classified (filesystem with a backend, swap, unknown...) and grouped into
+trees (an OS root with its mounts, or a lone filesystem); the findings go
+into the session and its report (:mod:`.volumes` does the work).
+"""
+
+from sparc_nova.engine.disk import session as session_mod
+from sparc_nova.engine.disk import volumes as volumes_mod
+
+__all__ = ['open_volumes']
+
+
+def open_volumes(session: session_mod.Session, no_fs: set[str]) -> None:
+    """Fill ``session.luks``, ``session.volumes`` and ``session.trees``
+    and report the volumes and the operating system found.
+
+    :param no_fs: devices that hold no filesystem by the partition table
+        (:func:`.layout.no_filesystem_partitions`).
+    :raises DiskScrubError: a volume cannot be opened or classified (and
+        the options do not allow it unverified), or the image holds
+        neither a filesystem nor a swap area.
+    """
+    g = session.g
+    options = session.options
+    try:
+        session.luks = volumes_mod.open_luks(
+            g, session.image, dict(options.luks_keys),
+            options.allow_unverified)
+        found = volumes_mod.classify(
+            g, session.image, session.luks, no_fs,
+            set(session.backend_classes), options.allow_unverified)
+        session.volumes = {v.device: v for v in found}
+        session.trees = volumes_mod.trees(g, found)
+    except RuntimeError as e:
+        session.fail('inspecting the image failed: %s'
+                     % session.detail(e), cause=e)
+    session.report.volumes = [v.report for v in session.luks + found]
+    if session.trees and session.trees[0].os_root:
+        root = session.trees[0].os_root
+        session.report.operating_system = '%s %s' % (
+            g.inspect_get_distro(root), g.inspect_get_product_name(root))
+    if not session.trees and not any(
+            v.role == volumes_mod.ROLE_SWAP for v in found):
+        session.fail('no filesystem could be found in the image')
