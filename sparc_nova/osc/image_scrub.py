@@ -43,7 +43,19 @@ class ShowImageScrub(command.ShowOne):
         image = conn.image.find_image(parsed_args.image,
                                       ignore_missing=False)
         image = conn.image.get_image(image.id)
-        record = scrub_record(image.id, image.name,
-                              {k: str(v) for k, v in
-                               (image.properties or {}).items()})
+        return self.columns_of(image)
+
+    @staticmethod
+    def columns_of(image) -> tuple[tuple, tuple]:
+        """The columns and values of an openstacksdk image: sparc-nova's
+        records are among its ``properties``; the properties openstacksdk
+        knows by name (``instance_uuid``) are attributes of the image.
+        """
+        properties = {k: str(v) for k, v in
+                      (image.properties or {}).items()}
+        for name in CONTEXT_PROPERTIES:
+            value = getattr(image, name, None)
+            if value is not None:
+                properties.setdefault(name, str(value))
+        record = scrub_record(image.id, image.name, properties)
         return tuple(record), tuple(record.values())

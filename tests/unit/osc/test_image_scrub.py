@@ -30,5 +30,17 @@ def test_scrubbed_snapshot():
                     'image_type': 'snapshot'}
 
 
+def test_instance_uuid_as_openstacksdk_gives_it():
+    """openstacksdk's Image has ``instance_uuid`` as an attribute, not in
+    ``properties``.
+    """
+    image = mock.Mock(id='img-1', properties={'sparc_scrubbed': 'true'},
+                      instance_uuid='srv-1', image_type=None)
+    image.name = 'snap'
+    rows = dict(zip(*image_scrub.ShowImageScrub.columns_of(image)))
+    assert rows['instance_uuid'] == 'srv-1'
+    assert rows['image_type'] == ''
+
+
 def test_image_never_scrubbed():
     assert _show({})['scrubbed'] == 'none'
