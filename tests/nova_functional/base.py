@@ -246,11 +246,17 @@ class SparcServersTestBase(base.ServersTestBase):
             self.ctxt, [server['id']])
         return [f.message for f in faults]
 
-    def sparc_notifications(self):
-        """(event_type, payload) of the sparc.* notifications sent."""
+    def sparc_notifications(self, versioned=False):
+        """(event_type, payload) of the sparc.* notifications sent, the
+        unversioned ones (publisher ``sparc.HOST``) or, with
+        ``versioned``, the versioned ones (``sparc-compute:HOST``; Nova's
+        test base sends both formats).
+        """
+        publisher = 'sparc-compute:' if versioned else 'sparc.'
         return [(m['event_type'], m['payload'])
                 for ctxt, m, priority, retry in _impl_test.NOTIFICATIONS
-                if m['event_type'].startswith('sparc.')]
+                if m['event_type'].startswith('sparc.') and
+                m['publisher_id'].startswith(publisher)]
 
     def domain(self, server):
         conn = self.computes['compute1'].driver._host.get_connection()

@@ -55,6 +55,14 @@ class SnapshotTest(base.SparcServersTestBase):
         self.assertEqual(1, start['policy']['exclude_processes_count'])
         self.assertNotIn('gpg-agent', str(start))
         self.assertIn('removed 1 path (', end['summary'])
+        # Nova's test base sends both formats: the versioned payloads say
+        # the same.
+        versioned = self.sparc_notifications(versioned=True)
+        self.assertEqual(SPARC_EVENTS, [e for e, _ in versioned])
+        data = versioned[1][1]['sparc_nova_object.data']
+        self.assertEqual(end['summary'], data['summary'])
+        self.assertEqual(image_id, data['image_id'])
+        self.assertNotIn('gpg-agent', str(versioned))
         self._wait_for_state_change(server, 'ACTIVE')
 
     def test_create_image_cold_of_running_server(self):
