@@ -115,11 +115,7 @@ def temporary_path(path: str) -> str:
 
 def fsync_dir(path: str) -> None:
     """fsync the directory holding ``path`` (makes a rename durable)."""
-    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    tempfiles.fsync_directory(os.path.dirname(os.path.abspath(path)))
 
 
 def _check_key_file(fd: int, key_file: str) -> None:

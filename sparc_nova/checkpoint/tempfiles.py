@@ -11,6 +11,10 @@ killed writer can be told from files still being written:
 * ``.sparc-scrub-<pid>-XXXX``: a disk scrub's working directory (a raw,
   unscrubbed copy of the image).
 
+:func:`fsync_directory` makes the rename of a finished file durable, for
+every writer (checkpoint rewrites and journals, disk scrubs, the Nova
+driver's managed-save markers).
+
 Kept apart from :mod:`.rewrite` so that callers that only clean up (the
 disk scrubber, ``sparc checkpoint recover``, the Nova driver at start)
 need none of its dependencies.
@@ -24,7 +28,8 @@ from sparc_nova import exception
 
 __all__ = ['STREAM_PREFIX', 'SCRUB_WORK_PREFIX', 'temp_prefix',
            'stream_prefix', 'left_by_dead_writer', 'remove_leftover',
-           'remove_stale_temporaries', 'check_private_directory']
+           'remove_stale_temporaries', 'check_private_directory',
+           'fsync_directory']
 
 #: Name prefix of decompressed memory streams.
 STREAM_PREFIX = '.sparc-stream-'
@@ -107,3 +112,15 @@ def check_private_directory(directory: str, subject: str) -> None:
                      'must be owned by root or uid %d and writable by no '
                      'one else' % (directory, st.st_uid,
                                    stat.S_IMODE(st.st_mode), os.geteuid()))
+
+
+def fsync_directory(path: str) -> None:
+    """fsync the directory ``path`` (makes a rename in it durable).
+
+    :raises OSError: ``path`` is not a directory that can be opened
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -14,6 +14,7 @@ These functions run in the daemon (see
 
 import os
 
+from sparc_nova.checkpoint import tempfiles
 from sparc_nova import conf
 from sparc_nova import exception
 
@@ -30,14 +31,6 @@ def _save_dir() -> str:
 def marker_path(instance_name: str) -> str:
     """The marker of ``instance_name``'s managed save."""
     return os.path.join(_save_dir(), instance_name + '.save' + SUFFIX)
-
-
-def _sync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write(instance_name: str) -> str:
@@ -58,7 +51,7 @@ def write(instance_name: str) -> str:
         os.fsync(fd)
     finally:
         os.close(fd)
-    _sync_dir(os.path.dirname(path))
+    tempfiles.fsync_directory(os.path.dirname(path))
     return path
 
 
@@ -69,7 +62,7 @@ def remove(instance_name: str) -> bool:
         os.unlink(path)
     except FileNotFoundError:
         return False
-    _sync_dir(os.path.dirname(path))
+    tempfiles.fsync_directory(os.path.dirname(path))
     return True
 
 

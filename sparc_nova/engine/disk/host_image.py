@@ -3,9 +3,10 @@
 The private working directory, the raw working copy (:func:`convert`
 from the source), the destination written through a temporary file next
 to it (:func:`temp_destination`, :func:`convert` back, :func:`compare`
-with the verified working copy) and made durable
-(:func:`fsync_directory`). Every qemu-img call names its formats and runs
-under the caller's :class:`~.qemu_img.Limits`.
+with the verified working copy; the rename is made durable with
+:func:`sparc_nova.checkpoint.tempfiles.fsync_directory`). Every
+qemu-img call names its formats and runs under the caller's
+:class:`~.qemu_img.Limits`.
 """
 
 import os
@@ -15,7 +16,7 @@ from sparc_nova.engine.disk import qemu_img
 from sparc_nova.engine.disk import temporaries
 from sparc_nova import exception
 
-__all__ = ['compare', 'convert', 'fsync_directory', 'make_work_directory',
+__all__ = ['compare', 'convert', 'make_work_directory',
            'temp_destination']
 
 
@@ -86,12 +87,3 @@ def temp_destination(dst: str) -> str:
         dir=os.path.dirname(os.path.abspath(dst)))
     os.close(fd)
     return path
-
-
-def fsync_directory(path: str) -> None:
-    """fsync the directory ``path`` (makes a rename in it durable)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -50,6 +50,7 @@ from typing import Callable
 
 from oslo_log import log as logging
 
+from sparc_nova.checkpoint import tempfiles
 from sparc_nova.engine.disk import appliance
 from sparc_nova.engine.disk import discover
 from sparc_nova.engine.disk import host_image
@@ -198,7 +199,7 @@ def _write_destination(session: session_mod.Session, dst: str,
         if os.path.exists(tmp_dst):
             os.unlink(tmp_dst)
         raise
-    host_image.fsync_directory(os.path.dirname(os.path.abspath(dst)))
+    tempfiles.fsync_directory(os.path.dirname(os.path.abspath(dst)))
 
 
 class _Stepper:
