@@ -98,7 +98,7 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
                 versioned_topics=tuple(
                     CONF.notifications.versioned_notifications_topics)))
         self._image_api = snapshot_hooks.ScrubbingImageAPI(
-            self._image_api, self._snapshot_jobs, self._scrub_snapshot_file)
+            self._image_api, self._snapshot_jobs, self._scrubber)
         self.image_backend = snapshot_hooks.PolicyAwareImageBackend(
             self.image_backend, self._snapshot_jobs)
 
@@ -190,13 +190,6 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
         except Exception as e:
             LOG.error('Could not start the guest again after the failed '
                       'shelve: %s', e, instance=instance)
-
-    def _scrub_snapshot_file(self, job: snapshot_hooks.SnapshotJob,
-                             path: str, disk_format: str
-                             ) -> scrubber.Outcome:
-        return self._scrubber.snapshot_file(
-            job.context, job.instance, job.policy, job.image_id, path,
-            disk_format)
 
     # -- suspend ---------------------------------------------------------
 

@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import os
 import threading
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from oslo_log import log as logging
 
@@ -93,15 +93,14 @@ class ScrubbingImageAPI:
 
     :param image_api: the API object to wrap
     :param jobs: the snapshots in progress
-    :param scrub: ``scrub(job, path, disk_format) -> scrubber.Outcome``
+    :param scrub: the scrubber that scrubs the file before the upload
     """
 
     def __init__(self, image_api, jobs: SnapshotJobs,
-                 scrub: Callable[[SnapshotJob, str, str],
-                                 'scrubber.Outcome']):
+                 scrub: scrubber.Scrubber):
         self._image_api = image_api
         self._jobs = jobs
-        self._scrub = scrub
+        self._scrubber = scrub
 
     def __getattr__(self, name):
         return getattr(self._image_api, name)
@@ -134,7 +133,9 @@ class ScrubbingImageAPI:
                 instance_uuid=job.instance.uuid,
                 reason='the snapshot data is not a file that can be '
                        'scrubbed')
-        outcome = self._scrub(job, src, image_meta.get('disk_format'))
+        outcome = self._scrubber.snapshot_file(
+            job.context, job.instance, job.policy, job.image_id, src,
+            image_meta.get('disk_format'))
         image_meta = _with_properties(image_meta,
                                       outcome.image_properties())
         if outcome.path == src:

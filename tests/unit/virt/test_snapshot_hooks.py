@@ -41,8 +41,15 @@ def glance():
 
 
 def make_api(glance, jobs, scrub=None):
-    return snapshot.ScrubbingImageAPI(glance, jobs,
-                                      scrub or mock.Mock(name='scrub'))
+    """The wrapper with a scrubber whose ``snapshot_file`` calls
+    ``scrub(job, path, disk_format)``.
+    """
+    scrub = scrub or mock.Mock(name='scrub')
+    fake = mock.Mock(spec=scrubber.Scrubber)
+    fake.snapshot_file.side_effect = (
+        lambda context, instance, policy, image_id, path, disk_format:
+        scrub(jobs.for_image(image_id), path, disk_format))
+    return snapshot.ScrubbingImageAPI(glance, jobs, fake)
 
 
 def job(effective, image_id='img-1'):
