@@ -127,10 +127,19 @@ install() {
         --scan "$HERE/tests/e2e/cloud"
 }
 
+# Real guests under TCG keep one core busy each, so the pytest stage runs
+# on SPARC_TEST_WORKERS processes (default 2, CI's cores; 1 runs it in
+# this process). Tests sharing a test cloud, disk images or a module's
+# guests stay on one worker (tests/conftest.py).
+WORKERS=${SPARC_TEST_WORKERS:-2}
+
 run_pytest() {
-    local status=0
+    local status=0 parallel=()
+    if [ "$WORKERS" -gt 1 ]; then
+        parallel=(-n "$WORKERS")
+    fi
     "$VENV/bin/python" -m pytest -p no:cacheprovider --tb=short \
-        --junitxml=artifacts/junit.xml "$@" || status=$?
+        "${parallel[@]}" --junitxml=artifacts/junit.xml "$@" || status=$?
     if [ "$status" = 5 ]; then
         echo "run-tests.sh: no test ran" >&2
     fi
