@@ -28,7 +28,6 @@ state before the managed-save records, the authenticated journal
   read by this one.
 """
 
-import hashlib
 import json
 import os
 import random
@@ -38,6 +37,7 @@ from unittest import mock
 
 import pytest
 
+from tests.functional.engine import scenario
 from tests.functional.virt import guest_checks
 from tests.functional.virt import instances
 
@@ -83,14 +83,6 @@ def run_previous(previous_release, *args, stdin=None):
     return done.stdout
 
 
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
-
-
 def ours(directory, instance_name):
     """Files of ``instance_name`` in ``directory`` (its save, a record, a
     journal, a temporary).
@@ -133,7 +125,7 @@ def test_suspended_under_the_previous_release_resumes_under_this_one(
     assert guest_checks.in_memory(save_path, guest_image.marker(1)) == 0
     assert guest_checks.in_memory(save_path, guest_image.marker(4)) > 0
     assert ours(save_dir, name) == [name + '.save']
-    digest = sha256(save_path)
+    digest = scenario.sha256(save_path)
 
     # This release starts: its sweep and its check for unfinished
     # scrubs run through its daemon (Nova's own start checks are
@@ -162,7 +154,7 @@ def test_suspended_under_the_previous_release_resumes_under_this_one(
             assert not [m for m in report[what] if name in m], report
     assert name not in pending
     assert g.dom.hasManagedSaveImage(0)
-    assert sha256(save_path) == digest
+    assert scenario.sha256(save_path) == digest
 
     # Resume: libvirt restores the managed save (and deletes it).
     g.resume_managed()
