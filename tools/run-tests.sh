@@ -27,7 +27,7 @@ HORIZON_VENV=${SPARC_HORIZON_VENV:-/opt/sparc/horizon-venv}
 CLOUD_VENV=${SPARC_CLOUD_VENV:-/opt/sparc/cloud-venv}
 # The shell files tox -e pep8 checks.
 SHELL_FILES=(devstack/plugin.sh devstack/settings devstack/lib/sparc
-             tests/e2e/cloud/*.sh)
+             tests/e2e/cloud/*.sh tests/functional/devstack/*.sh)
 cd "$HERE"
 
 mkdir -p artifacts

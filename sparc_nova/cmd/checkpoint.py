@@ -16,6 +16,7 @@ from sparc_nova.checkpoint import sweep
 from sparc_nova.checkpoint import tempfiles
 from sparc_nova.cmd import output
 from sparc_nova import conf
+from sparc_nova.i18n import _P
 from sparc_nova.printable import printable
 
 #: Modules that add subcommands to ``sparc checkpoint``; each defines
@@ -67,8 +68,9 @@ def _info_text(info: dict) -> str:
     for r in info['guest_ram']:
         lines.append('  %s..+%d  %s@%s' % (r['gpa'], r['length'],
                                            r['block'], r['block_offset']))
-    lines.append('Sections:  %d (%d devices decoded)'
-                 % (info['sections'], info['devices']))
+    lines.append('Sections:  %d (%s decoded)' % (
+        info['sections'],
+        _P('%d device', '%d devices', info['devices']) % info['devices']))
     if info.get('device_state_note'):
         lines.append('Note:      %s'
                      % printable(info['device_state_note']))
@@ -114,9 +116,13 @@ def _print_sweep(rep: sweep.SweepReport) -> None:
         print('%s: removed' % path)
     for message in rep.refused:
         print('refused: %s' % message, file=sys.stderr)
-    print('%s: %d journals replayed, %d leftovers removed, %d refused'
-          % (rep.directory, len(rep.replayed), len(rep.removed),
-             len(rep.refused)))
+    replayed, removed = len(rep.replayed), len(rep.removed)
+    print('%s: %s, %s, %d refused' % (
+        rep.directory,
+        _P('%d journal replayed', '%d journals replayed', replayed)
+        % replayed,
+        _P('%d leftover removed', '%d leftovers removed', removed) % removed,
+        len(rep.refused)))
 
 
 def do_recover(args) -> int:

@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 
+from sparc_nova.i18n import _P
 from sparc_nova.introspect import addrspace
 from sparc_nova.introspect import arrays
 from sparc_nova.printable import printable
@@ -134,17 +135,21 @@ class ScrubReport:
             'would scrub' if self.dry_run else 'scrubbed', self.checkpoint,
             printable(self.kernel.get('osrelease', '?')))]
         for p in self.processes:
-            lines.append('  pid %d %s: %d frames, %d refused, %d threads '
-                         'killed (%s)' % (
-                             p.pid, printable(p.comm), p.frame_count,
-                             len(p.refused),
-                             len(p.threads),
-                             (p.kill or {}).get('wakeup', '-')))
+            lines.append('  pid %d %s: %s, %d refused, %s killed (%s)' % (
+                p.pid, printable(p.comm),
+                _P('%d frame', '%d frames', p.frame_count) % p.frame_count,
+                len(p.refused),
+                _P('%d thread', '%d threads', len(p.threads))
+                % len(p.threads),
+                (p.kill or {}).get('wakeup', '-')))
         if self.free_pages:
-            lines.append('  free pages: %s of %s frames rewritten (fill %s)'
-                         % (self.free_pages.get('frames_rewritten', 0),
-                            self.free_pages.get('frames', 0),
-                            self.free_pages.get('fill')))
+            frames = self.free_pages.get('frames', 0)
+            lines.append('  free pages: %s (fill %s)' % (
+                _P('%(done)d of %(n)d frame rewritten',
+                   '%(done)d of %(n)d frames rewritten', frames)
+                % {'done': self.free_pages.get('frames_rewritten', 0),
+                   'n': frames},
+                self.free_pages.get('fill')))
         if self.ipc:
             for p in self.ipc.get('pulled_in', ()):
                 lines.append('  pulled in: pid %d %s (%s from pid %d)' % (
@@ -155,15 +160,17 @@ class ScrubReport:
                     p['pid'], printable(p['comm']), p['edge']['kind'],
                     p['edge']['from']))
             scrubbed = ', '.join(
-                '%s %d objects' % (k, v['objects'])
+                '%s %s' % (k, _P('%d object', '%d objects', v['objects'])
+                           % v['objects'])
                 for k, v in self.ipc.get('scrubbed', {}).items()
                 if v['objects'])
             if scrubbed:
                 lines.append('  kernel copies scrubbed: %s' % scrubbed)
             left = len(self.ipc.get('not_scrubbed', ()))
             if left:
-                lines.append('  kernel copies not scrubbed: %d (see the '
-                             'report)' % left)
+                lines.append('  %s (see the report)' % (
+                    _P('%d kernel copy not scrubbed',
+                       '%d kernel copies not scrubbed', left) % left))
         for n in self.notes:
             lines.append('  note: %s' % printable(n))
         if self.verification:

@@ -226,8 +226,8 @@ def end_managed_save(instance_name: str) -> bool:
 @privsep.scrub_pctxt.entrypoint
 def discard_managed_save(instance_name: str) -> bool:
     """Delete the managed save of ``instance_name`` (checked as
-    :func:`managed_save_file` does), then its record. Returns whether a
-    file was deleted.
+    :func:`managed_save_file` does), then its record and the journal of
+    its unfinished scrub. Returns whether a file was deleted.
     """
     name = _instance_name(instance_name)
     path = os.path.join(conf.CONF.sparc.managed_save_dir, name + '.save')
@@ -235,14 +235,21 @@ def discard_managed_save(instance_name: str) -> bool:
     if os.path.lexists(path):
         os.unlink(managed_save_file(path, name))
         deleted = True
+    save_markers.remove_journals(name)
     save_markers.remove(name)
     return deleted
 
 
 @privsep.scrub_pctxt.entrypoint
 def pending_managed_saves() -> list:
-    """Instance names whose managed save has a record (not scrubbed)."""
-    return save_markers.pending()
+    """Instance names whose managed save may hold unscrubbed memory: it
+    has a record (:func:`begin_managed_save`), or the journal of an
+    in-place scrub that :func:`sweep_leftovers` did not finish (call this
+    after it): a scrub interrupted under a release whose journal format
+    this one refuses. Names that are not instance names are left out.
+    """
+    return [name for name in save_markers.unfinished()
+            if INSTANCE_NAME.fullmatch(name)]
 
 
 @privsep.scrub_pctxt.entrypoint

@@ -421,6 +421,38 @@ class DetailTests(helpers.PrivacyTestCase):
             res, 'Suspend refused: &lt;script&gt;alert(1)&lt;/script&gt;')
         self.assertNotContains(res, '<script>alert(1)</script>')
 
+    def mock_refusals(self, *actions):
+        """Instance 1 with a policy, a snapshot and a refused request of
+        each of ``actions``.
+        """
+        server = data.server('1', flavor_specs={},
+                             metadata={'sparc:exclude_paths': '/srv/**'})
+        requests = [instance_privacy.InstanceRequest(
+            action, 'req-%d' % i, '2026-11-27T09:0%d:00.000000' % i, True,
+            reason='refused') for i, action in enumerate(actions)]
+        self.mock_reads([server], snapshots={'1': data.record('1')},
+                        requests={'1': requests})
+
+    @test.create_mocks(helpers.READS)
+    def test_detail_counts_in_the_singular(self):
+        self.mock_refusals('suspend')
+        res = self.client.get(detail_url('1'))
+        self.assertContains(res, '1 snapshot of this instance.')
+        self.assertContains(
+            res, '1 operation was refused by the privacy policy')
+
+    @test.create_mocks(helpers.READS)
+    def test_detail_counts_in_the_plural(self):
+        self.mock_refusals('suspend', 'createImage')
+        self.mock_snapshots.return_value = [
+            data.record('1'),
+            data.record('1', image_id='5a000000-0000-4000-8000-000000000002',
+                        name='vm1-older')]
+        res = self.client.get(detail_url('1'))
+        self.assertContains(res, '2 snapshots of this instance.')
+        self.assertContains(
+            res, '2 operations were refused by the privacy policy')
+
     @test.create_mocks(helpers.READS)
     def test_detail_of_an_instance_nova_does_not_show(self):
         self.mock_reads([])

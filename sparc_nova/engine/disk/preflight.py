@@ -17,6 +17,7 @@ import tempfile
 from sparc_nova.engine.disk import qemu_img
 from sparc_nova.engine.disk import source as source_mod
 from sparc_nova import exception
+from sparc_nova.i18n import _P
 
 #: Formats whose metadata ``qemu-img check`` can verify.
 _CHECKABLE = ('qcow2', 'qed', 'vdi', 'vhdx', 'vmdk', 'parallels')
@@ -97,9 +98,12 @@ def inspect_source(path: str, fmt: str | None = None,
         if check.returncode not in _CHECK_OK:
             try:
                 detail = json.loads(check.stdout)
-                why = '%d corruptions, %d check errors' % (
-                    detail.get('corruptions', 0),
-                    detail.get('check-errors', 0))
+                corruptions = detail.get('corruptions', 0)
+                errors = detail.get('check-errors', 0)
+                why = '%s, %s' % (
+                    _P('%d corruption', '%d corruptions', corruptions)
+                    % corruptions,
+                    _P('%d check error', '%d check errors', errors) % errors)
             except ValueError:
                 why = _last_line(check.stderr)
             truncated = 'exceeding the end of the file' in check.stderr

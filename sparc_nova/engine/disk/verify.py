@@ -22,6 +22,7 @@ from sparc_nova.engine.disk import scan
 from sparc_nova.engine.disk import session as session_mod
 from sparc_nova.engine.disk import volumes as volumes_mod
 from sparc_nova import exception
+from sparc_nova.i18n import _P
 
 __all__ = ['check_filesystems', 'explain', 'verify_decrypted_views',
            'verify_in_appliance', 'verify_output', 'verify_trees']
@@ -66,8 +67,10 @@ def verify_trees(session: session_mod.Session) -> None:
                      .verification != report_mod.UNVERIFIED]
             if still:
                 raise exception.DiskVerificationError(
-                    session.image, '%d paths still match the rules after '
-                                   'the scrub' % len(still),
+                    session.image,
+                    _P('%d path still matches the rules after the scrub',
+                       '%d paths still match the rules after the scrub',
+                       len(still)) % len(still),
                     device=tree.mounts[0][2])
             expected = {path: digest for (tree_index, path), digest
                         in session.kept_hashes.items()
@@ -199,7 +202,15 @@ def _raise_residual(session: session_mod.Session, hits: dict[bytes, int],
     session.report.residual = sum(hits[d] for d in unexplained)
     files = {c.path for c in session.canaries if c.data in unexplained}
     raise exception.DiskVerificationError(
-        session.image, '%d canaries of %d removed files are %s (%d '
-                       'occurrences)' % (len(unexplained), len(files), state,
-                                         session.report.residual),
+        session.image, _P('%(canaries)s of %(files)s is %(state)s '
+                          '(%(hits)s)',
+                          '%(canaries)s of %(files)s are %(state)s '
+                          '(%(hits)s)', len(unexplained)) % {
+            'canaries': _P('%d canary', '%d canaries', len(unexplained))
+            % len(unexplained),
+            'files': _P('%d removed file', '%d removed files', len(files))
+            % len(files),
+            'state': state,
+            'hits': _P('%d occurrence', '%d occurrences',
+                       session.report.residual) % session.report.residual},
         device=where)

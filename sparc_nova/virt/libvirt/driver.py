@@ -310,9 +310,10 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
     def _discard_interrupted_saves(self, host: str) -> None:
         """Delete the managed saves whose scrub did not complete (their
         record survived a crash of nova-compute or of the privileged
-        daemon): they may hold unscrubbed memory. Their instances go to
-        ERROR with a fault that says what happened; a hard reboot starts
-        them again from their disks.
+        daemon, or the journal of their in-place scrub was not replayed:
+        one an earlier release wrote): they may hold unscrubbed memory.
+        Their instances go to ERROR with a fault that says what
+        happened; a hard reboot starts them again from their disks.
         """
         names = privsep_checkpoint.pending_managed_saves()
         if not names:

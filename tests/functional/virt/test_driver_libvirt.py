@@ -28,6 +28,8 @@ import pytest
 from tests.functional.engine.disk import hostcheck
 from tests.functional.engine.disk import images
 from tests.functional.testbed import guest as guest_mod
+from tests.functional.virt import guest_checks
+from tests.functional.virt import instances
 
 pytestmark = pytest.mark.slow
 
@@ -75,50 +77,6 @@ class RecordingImageAPI:
 
 
 @pytest.fixture(scope='module')
-def nova(module_dir, libvirt_daemons):
-    """Nova's configuration for a driver on this host's libvirt, and the
-    privsep daemons' helper commands (the virtualenv's privsep-helper).
-    """
-    from nova import conf as nova_conf
-    from nova import objects
-    import nova.privsep  # noqa: F401  (registers [nova_sys_admin])
-    from sparc_nova import privsep
-
-    objects.register_all()
-    conf = nova_conf.CONF
-    helper = os.path.join(os.path.dirname(sys.executable), 'privsep-helper')
-    daemon_conf = os.path.join(module_dir, 'privsep.conf')
-    with open(daemon_conf, 'w') as f:
-        f.write('[sparc]\nmanaged_save_dir = /var/lib/libvirt/qemu/save\n')
-    overrides = [
-        ('virt_type', 'qemu', 'libvirt'),
-        ('connection_uri', guest_mod.URI, 'libvirt'),
-        ('instances_path', os.path.join(module_dir, 'instances'), None),
-        ('lock_path', os.path.join(module_dir, 'locks'), 'oslo_concurrency'),
-        ('disable_libvirt_livesnapshot', True, 'workarounds'),
-        ('helper_command', '%s --config-file %s' % (helper, daemon_conf),
-         'sparc_privsep'),
-        ('helper_command', helper, 'nova_sys_admin'),
-    ]
-    for name, value, group in overrides:
-        conf.set_override(name, value, group=group)
-    os.makedirs(os.path.join(module_dir, 'instances'), exist_ok=True)
-    yield conf
-    privsep.scrub_pctxt.stop()
-    for name, _, group in overrides:
-        conf.clear_override(name, group=group)
-
-
-@pytest.fixture(scope='module')
-def driver(nova):
-    from nova.virt import driver as virt_driver
-    drv = virt_driver.load_compute_driver(
-        mock.Mock(), 'sparc_libvirt.SparcLibvirtDriver')
-    assert type(drv).__name__ == 'SparcLibvirtDriver'
-    return drv
-
-
-@pytest.fixture(scope='module')
 def disk_tree(module_dir):
     marker = 'SPRC' + secrets.token_hex(10).upper()
     return images.populate(os.path.join(module_dir, 'tree'), marker,
@@ -128,9 +86,6 @@ def disk_tree(module_dir):
 @pytest.fixture(scope='module')
 def vm(guest_image, module_dir, disk_tree, nova):
     """The guest, and the Nova instance object that describes it."""
-    from nova.network import model as network_model
-    from nova import objects
-
     instance_id = random.randint(0x10000000, 0x7fffffff)
     name = nova.instance_name_template % instance_id
     disk = images.ext4_image(disk_tree, os.path.join(module_dir,
@@ -139,40 +94,16 @@ def vm(guest_image, module_dir, disk_tree, nova):
     g = DiskGuest(guest_image, disk, name=name)
     try:
         g.start()
-        instance = objects.Instance(
-            id=instance_id, uuid=g.dom.UUIDString(), project_id='project',
-            user_id='user', task_state=None, vm_state='active',
-            kernel_id='', ramdisk_id='', os_type=None, image_ref='',
-            numa_topology=None,
-            flavor=objects.Flavor(extra_specs={}),
-            metadata={'sparc:exclude_processes': 'vault',
-                      'sparc:exclude_paths': ','.join(
-                          images.EXCLUDE_PATHS),
-                      'sparc:exclude_paths.1': ','.join(
-                          'preset:' + p for p in images.PRESETS)},
-            system_metadata={'image_disk_format': 'qcow2',
-                             'image_container_format': 'bare'},
-            pci_devices=objects.PciDeviceList(objects=[]),
-            info_cache=objects.InstanceInfoCache(
-                network_info=network_model.NetworkInfo([])))
+        instance = instances.nova_instance(
+            instance_id, g.dom.UUIDString(),
+            {'sparc:exclude_processes': 'vault',
+             'sparc:exclude_paths': ','.join(images.EXCLUDE_PATHS),
+             'sparc:exclude_paths.1': ','.join(
+                 'preset:' + p for p in images.PRESETS)})
         assert instance.name == name
         yield g, instance
     finally:
         g.destroy()
-
-
-@pytest.fixture
-def context():
-    from nova import context as nova_context
-    return nova_context.get_admin_context()
-
-
-def start_processes(g):
-    """``vault`` (excluded) and ``webapp`` (control), each holding a
-    marker; returns their pids.
-    """
-    return {'vault': g.start_workload('hold 1 --pages 16', program='vault'),
-            'webapp': g.start_workload('hold 4', program='webapp')}
 
 
 def disk_markers(path, marker, directory):
@@ -187,23 +118,10 @@ def disk_markers(path, marker, directory):
         os.unlink(raw)
 
 
-def in_memory(path, marker):
-    from sparc_nova.engine import listings
-    counts = listings.count_markers(path, [marker.encode()])
-    return counts[marker.encode()]['memory']
-
-
-def wait_for_new_heartbeats(g, count=3, timeout=60):
-    since = g.console_size()
-    for _ in range(count):
-        m = g.wait_for(r'HEARTBEAT (\d+)', timeout=timeout, since=since)
-        since += m.end()
-
-
 def test_suspend_scrubs_the_managed_save_through_privsep(
         vm, driver, context, guest_image):
     g, instance = vm
-    pids = start_processes(g)
+    pids = guest_checks.start_processes(g)
     save_path = driver.managed_save_path(instance)
     calls = []
     from sparc_nova.privsep import checkpoint as privsep_checkpoint
@@ -232,12 +150,12 @@ def test_suspend_scrubs_the_managed_save_through_privsep(
     # The daemon rewrote root's 0600 file in place.
     st = os.stat(save_path)
     assert (st.st_uid, st.st_mode & 0o777) == (0, 0o600)
-    assert in_memory(save_path, guest_image.marker(1)) == 0
-    assert in_memory(save_path, guest_image.marker(4)) > 0
+    assert guest_checks.in_memory(save_path, guest_image.marker(1)) == 0
+    assert guest_checks.in_memory(save_path, guest_image.marker(4)) > 0
 
     # Resume: libvirt restores the managed save (and deletes it).
     g.resume_managed()
-    wait_for_new_heartbeats(g)
+    guest_checks.wait_for_new_heartbeats(g)
     alive = {p['pid'] for p in g.processes()}
     assert pids['vault'] not in alive
     assert pids['webapp'] in alive
@@ -251,7 +169,7 @@ def test_failed_scrub_rolls_the_suspend_back(vm, driver, context, nova,
     from sparc_nova import privsep
 
     g, instance = vm
-    pids = start_processes(g)
+    pids = guest_checks.start_processes(g)
     # A daemon whose limits refuse any real migration stream.
     daemon_conf = os.path.join(module_dir, 'privsep-strict.conf')
     with open(daemon_conf, 'w') as f:
@@ -275,7 +193,7 @@ def test_failed_scrub_rolls_the_suspend_back(vm, driver, context, nova,
     assert g.dom.isActive()
     assert not g.dom.hasManagedSaveImage(0)
     g.connect_console()
-    wait_for_new_heartbeats(g)
+    guest_checks.wait_for_new_heartbeats(g)
     alive = {p['pid'] for p in g.processes()}
     assert {pids['vault'], pids['webapp']} <= alive
 
@@ -291,7 +209,7 @@ def test_cold_snapshot_scrubs_the_disk(vm, driver, context, disk_tree,
     driver._image_api._image_api = glance
     before = disk_markers(g.disk_path, disk_tree.marker, module_dir)
     assert before > 0
-    pids = start_processes(g)
+    pids = guest_checks.start_processes(g)
     calls = []
     from sparc_nova.privsep import checkpoint as privsep_checkpoint
     image_id = str(uuid.uuid4())
@@ -304,7 +222,7 @@ def test_cold_snapshot_scrubs_the_disk(vm, driver, context, disk_tree,
     assert calls == []
     assert g.dom.isActive()
     g.connect_console()
-    wait_for_new_heartbeats(g)
+    guest_checks.wait_for_new_heartbeats(g)
     assert pids['vault'] in {p['pid'] for p in g.processes()}
 
     [update] = glance.updates

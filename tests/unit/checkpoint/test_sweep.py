@@ -115,7 +115,7 @@ def test_recover_sweep_command(workdir, journal_key, capsys):
     finally:
         conf.CONF.clear_override('journal_key_file', group='sparc')
     out = capsys.readouterr().out
-    assert '1 journals replayed, 4 leftovers removed, 0 refused' in out
+    assert '1 journal replayed, 4 leftovers removed, 0 refused' in out
     assert SECRET not in open(a, 'rb').read()
 
 

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from sparc_nova.engine import report
 
 
@@ -50,3 +52,40 @@ def test_summary_escapes_guest_strings():
     assert 'pid 5 a\\x1b]0;x\\x07\\u202eb\\nFAKE: 0 frames' in s
     assert 'kernel 6.1\\x1b[2J' in s and 'c\\x9bd' in s
     assert not [line for line in s.splitlines() if line.startswith('FAKE')]
+
+
+def summary_of(frames, threads, free_frames, objects, not_scrubbed):
+    rep = report.ScrubReport(checkpoint='vm.save')
+    rep.processes.append(report.ProcessPlan(
+        pid=5, comm='vault', exe=None, reasons=[],
+        threads=list(range(threads)),
+        frames={'heap': list(range(frames))}, refused=[], kill=None))
+    rep.free_pages = {'frames': free_frames, 'frames_rewritten': 1,
+                      'fill': '0x00'}
+    rep.ipc = {'scrubbed': {'pipe': {'objects': objects}},
+               'not_scrubbed': [{}] * not_scrubbed}
+    return rep.summary()
+
+
+@pytest.mark.parametrize('count, expected', [
+    (1, ['pid 5 vault: 1 frame, 0 refused, 1 thread killed (-)',
+         'free pages: 1 of 1 frame rewritten (fill 0x00)',
+         'kernel copies scrubbed: pipe 1 object',
+         '1 kernel copy not scrubbed (see the report)']),
+    (2, ['pid 5 vault: 2 frames, 0 refused, 2 threads killed (-)',
+         'free pages: 1 of 2 frames rewritten (fill 0x00)',
+         'kernel copies scrubbed: pipe 2 objects',
+         '2 kernel copies not scrubbed (see the report)']),
+])
+def test_summary_words_follow_the_counts(count, expected):
+    s = summary_of(frames=count, threads=count, free_frames=count,
+                   objects=count, not_scrubbed=count)
+    for line in expected:
+        assert line in s
+
+
+def test_summary_of_zero_counts():
+    s = summary_of(frames=0, threads=0, free_frames=0, objects=0,
+                   not_scrubbed=0)
+    assert 'vault: 0 frames, 0 refused, 0 threads killed' in s
+    assert 'not scrubbed' not in s and 'kernel copies scrubbed' not in s

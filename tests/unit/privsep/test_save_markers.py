@@ -94,3 +94,26 @@ def test_discard_refuses_a_hard_link(save_dir, tmp_path):
         call(checkpoint.discard_managed_save, 'instance-1')
     assert other.exists()
     assert save_markers.pending() == ['instance-1']
+
+
+def test_a_journal_left_after_the_sweep_is_an_unfinished_scrub(save_dir):
+    # A scrub interrupted under a release whose journal the sweep refused:
+    # the save is half scrubbed, so it is discarded like a recorded one.
+    save = save_dir / 'instance-7.save'
+    save.write_bytes(b'memory')
+    save.chmod(0o600)
+    journal = save_dir / '.instance-7.save.sparc-journal'
+    journal.write_bytes(b'SPARCJNL\x02\x00\x00\x00')
+    (save_dir / '.instance-7.save.sparc-journal.tmp').write_bytes(b'')
+    # Not instance saves: left out.
+    (save_dir / '.x y.save.sparc-journal').write_bytes(b'')
+    (save_dir / '.instance-8.save.sparc-journal.tmp').write_bytes(b'')
+    call(checkpoint.begin_managed_save, 'instance-1')
+    assert save_markers.journaled() == ['instance-7', 'x y']
+    assert call(checkpoint.pending_managed_saves) == ['instance-1',
+                                                      'instance-7']
+    assert call(checkpoint.discard_managed_save, 'instance-7') is True
+    assert sorted(os.listdir(save_dir)) == [
+        '.instance-8.save.sparc-journal.tmp', '.x y.save.sparc-journal',
+        'instance-1.save.sparc-pending']
+    assert call(checkpoint.pending_managed_saves) == ['instance-1']

@@ -19,6 +19,7 @@ import re
 
 from sparc_nova.engine.disk import appliance
 from sparc_nova.engine.disk.backends import base
+from sparc_nova.i18n import _P
 
 _TOP_LEVEL = 'subvolid=5'
 
@@ -73,7 +74,8 @@ class BtrfsBackend(base.Backend):
             os.unlink(tarball)
         return ['rebuilt (kept tree copied out and back; old extents and '
                 'metadata leaves discarded)',
-                '%d subvolumes re-created' % len(subvolumes)]
+                _P('%d subvolume re-created', '%d subvolumes re-created',
+                   len(subvolumes)) % len(subvolumes)]
 
     def trim(self, g, mountpoint: str) -> None:
         """Nothing to do before the rebuild."""
