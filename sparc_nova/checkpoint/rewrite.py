@@ -29,7 +29,6 @@ Which of the two, and with which compression, is decided by
 
 import dataclasses
 import os
-import tempfile
 
 import numpy as np
 
@@ -324,37 +323,22 @@ def _write_stream(ck, edits, out, fd, progress) -> None:
 
 def _rewrite_file(ck, edits, target, recompress, progress):
     st = os.stat(ck.path)
-    # The new file is made in the target's directory so that the final
-    # step is an atomic rename within one filesystem.
-    tmp_dir = os.path.dirname(os.path.abspath(target))
-    fd, tmp_path = tempfile.mkstemp(prefix=tempfiles.temp_prefix(target),
-                                    dir=tmp_dir)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            if ck.header:
-                f.write(ck.header.raw)
-            f.flush()
-            if recompress:
-                out = compression.Compressor(
-                    recompress, f, ck.path,
-                    (ck.limits.helper_user, ck.limits.helper_group))
-                _write_stream(ck, edits, out, None, progress)
-                out.close()
-            else:
-                _write_stream(ck, edits, f, f.fileno(), progress)
-            f.flush()
-            os.fchmod(f.fileno(), st.st_mode & 0o7777)
-            if os.geteuid() == 0:
-                os.fchown(f.fileno(), st.st_uid, st.st_gid)
-            os.fsync(f.fileno())
-        os.replace(tmp_path, target)
-        journal.fsync_dir(target)
-    except BaseException:
-        try:
-            os.unlink(tmp_path)
-        except OSError:
-            pass
-        raise
+    with tempfiles.replacement(target) as (f, _):
+        if ck.header:
+            f.write(ck.header.raw)
+        f.flush()
+        if recompress:
+            out = compression.Compressor(
+                recompress, f, ck.path,
+                (ck.limits.helper_user, ck.limits.helper_group))
+            _write_stream(ck, edits, out, None, progress)
+            out.close()
+        else:
+            _write_stream(ck, edits, f, f.fileno(), progress)
+        f.flush()
+        os.fchmod(f.fileno(), st.st_mode & 0o7777)
+        if os.geteuid() == 0:
+            os.fchown(f.fileno(), st.st_uid, st.st_gid)
 
 
 def _groups(ck, edits) -> list | None:
