@@ -147,13 +147,13 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     rep = report_mod.ScrubReport(
         checkpoint=path, dry_run=dry_run,
         selectors=[str(s) for s in exclusion.selectors])
-    policy = sandbox or sandbox_mod.SandboxPolicy()
+    sandbox_policy = sandbox or sandbox_mod.SandboxPolicy()
     s, pending = sandboxed_plan.open_and_start_plan(
         path, exclusion, rep, work_dir=work_dir, limits=limits,
-        buildid_cache_dir=buildid_cache_dir, policy=policy,
+        buildid_cache_dir=buildid_cache_dir, sandbox_policy=sandbox_policy,
         progress=progress, follow=follow)
     try:
-        if policy.enabled:
+        if sandbox_policy.enabled:
             rep.lap('open')
             patcher = sandboxed_plan.receive_plan(s, path, rep, pending)
         else:
