@@ -20,10 +20,16 @@ import re
 from sparc_nova.engine.disk import appliance
 from sparc_nova.engine.disk.backends import base
 
+__all__ = ['BtrfsBackend']
+
 _TOP_LEVEL = 'subvolid=5'
 
 
 class BtrfsBackend(base.Backend):
+    """Btrfs: removed files' extents are made unrecoverable by a
+    rebuild of the filesystem (see the module docstring).
+    """
+
     fstypes = ('btrfs',)
     overwrites_in_place = False
 
