@@ -53,7 +53,7 @@ from sparc_nova import exception
 
 __all__ = ['MAGIC', 'VERSION', 'PAGE_SIZE', 'FILL_PAGE', 'FILL_BYTE',
            'FULL_PAGE', 'KEY_SIZE', 'MAC_SIZE', 'Group', 'Identity',
-           'JournalRefused', 'journal_path', 'temporary_path', 'fsync_dir',
+           'JournalRefused', 'journal_path', 'temporary_path',
            'load_key', 'encode', 'decode', 'decode_body',
            'max_journal_bytes', 'write', 'apply_to', 'apply', 'remove',
            'pending', 'recover', 'fill_rows']
@@ -113,11 +113,6 @@ def temporary_path(path: str) -> str:
     return journal_path(path) + '.tmp'
 
 
-def fsync_dir(path: str) -> None:
-    """fsync the directory holding ``path`` (makes a rename durable)."""
-    tempfiles.fsync_directory(os.path.dirname(os.path.abspath(path)))
-
-
 def _check_key_file(fd: int, key_file: str) -> None:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_uid not in (0, os.geteuid()) \
@@ -161,7 +156,7 @@ def _create_key(key_file: str) -> None:
     finally:
         os.close(fd)
         os.unlink(tmp)
-    fsync_dir(key_file)
+    tempfiles.fsync_parent(key_file)
 
 
 def load_key(key_file: str, create: bool = False) -> bytes:
@@ -317,8 +312,7 @@ def _create_exclusive(path: str, subject: str) -> int:
     through a symbolic link, never over an existing file.
     """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
-                     os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        return tempfiles.create_exclusive(path)
     except FileExistsError:
         raise exception.CheckpointError(
             subject, 'refused: %s already exists (left by a killed scrub, '
@@ -327,8 +321,6 @@ def _create_exclusive(path: str, subject: str) -> int:
     except OSError as e:
         raise exception.CheckpointError(
             subject, 'cannot create %s: %s' % (path, e.strerror or e))
-    os.fchmod(fd, 0o600)
-    return fd
 
 
 def write(path: str, groups: list[Group], key_file: str) -> str:
@@ -359,7 +351,7 @@ def write(path: str, groups: list[Group], key_file: str) -> str:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, jpath)
-        fsync_dir(jpath)
+        tempfiles.fsync_parent(jpath)
     except BaseException:
         for p in (tmp, jpath):
             try:
@@ -435,7 +427,7 @@ def remove(path: str) -> None:
     """Remove the journal of ``path`` once its patches are on disk."""
     jpath = journal_path(path)
     os.unlink(jpath)
-    fsync_dir(jpath)
+    tempfiles.fsync_parent(jpath)
 
 
 def pending(path: str) -> bool:
@@ -495,7 +487,7 @@ def recover(path: str, key_file: str) -> str | None:
         # Never renamed into place: the checkpoint was not touched. (A
         # link is removed, never followed.)
         os.unlink(tmp)
-        fsync_dir(tmp)
+        tempfiles.fsync_parent(tmp)
         outcome = 'discarded'
     if not os.path.lexists(jpath):
         return outcome

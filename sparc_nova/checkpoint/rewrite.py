@@ -21,11 +21,14 @@ holds the old bytes). Two modes:
   journal is authenticated with the key in ``journal_key`` and made only
   in a directory owned by root or the running user that no one else may
   write.
+
+Which of the two, and with which compression, is decided by
+:func:`.write_mode.choose`; :func:`rewrite_pages` carries out the
+:class:`~.write_mode.WriteMode` it is given.
 """
 
 import dataclasses
 import os
-import tempfile
 
 import numpy as np
 
@@ -36,6 +39,7 @@ from sparc_nova.checkpoint import physmem
 from sparc_nova.checkpoint import qemu_ram
 from sparc_nova.checkpoint import ram_index
 from sparc_nova.checkpoint import tempfiles
+from sparc_nova.checkpoint import write_mode as write_mode_mod
 from sparc_nova import exception
 
 PAGE_SIZE = ram_index.PAGE_SIZE
@@ -317,39 +321,24 @@ def _write_stream(ck, edits, out, fd, progress) -> None:
         progress(ck.stream_size, ck.stream_size)
 
 
-def _rewrite_file(ck, edits, target, progress):
+def _rewrite_file(ck, edits, target, recompress, progress):
     st = os.stat(ck.path)
-    # The new file is made in the target's directory so that the final
-    # step is an atomic rename within one filesystem.
-    tmp_dir = os.path.dirname(os.path.abspath(target))
-    fd, tmp_path = tempfile.mkstemp(prefix=tempfiles.temp_prefix(target),
-                                    dir=tmp_dir)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            if ck.header:
-                f.write(ck.header.raw)
-            f.flush()
-            if ck.compressed:
-                out = compression.Compressor(
-                    ck.compressed, f, ck.path,
-                    (ck.limits.helper_user, ck.limits.helper_group))
-                _write_stream(ck, edits, out, None, progress)
-                out.close()
-            else:
-                _write_stream(ck, edits, f, f.fileno(), progress)
-            f.flush()
-            os.fchmod(f.fileno(), st.st_mode & 0o7777)
-            if os.geteuid() == 0:
-                os.fchown(f.fileno(), st.st_uid, st.st_gid)
-            os.fsync(f.fileno())
-        os.replace(tmp_path, target)
-        journal.fsync_dir(target)
-    except BaseException:
-        try:
-            os.unlink(tmp_path)
-        except OSError:
-            pass
-        raise
+    with tempfiles.replacement(target) as (f, _):
+        if ck.header:
+            f.write(ck.header.raw)
+        f.flush()
+        if recompress:
+            out = compression.Compressor(
+                recompress, f, ck.path,
+                (ck.limits.helper_user, ck.limits.helper_group))
+            _write_stream(ck, edits, out, None, progress)
+            out.close()
+        else:
+            _write_stream(ck, edits, f, f.fileno(), progress)
+        f.flush()
+        os.fchmod(f.fileno(), st.st_mode & 0o7777)
+        if os.geteuid() == 0:
+            os.fchown(f.fileno(), st.st_uid, st.st_gid)
 
 
 def _groups(ck, edits) -> list | None:
@@ -378,10 +367,6 @@ def _groups(ck, edits) -> list | None:
 
 
 def _patch_in_place(ck, edits, journal_key):
-    if ck.compressed:
-        raise exception.CheckpointError(
-            ck.path, 'in-place scrubbing needs a raw image; this one is %s-'
-                     'compressed' % ck.header.compression)
     groups = _groups(ck, edits)
     if groups is None:
         hdr, _, kind, fill = _edit_columns(ck, edits)
@@ -399,12 +384,18 @@ def rewrite_pages(ck, replacements: dict[int, bytes],
                   output: str | None = None, in_place: bool = False,
                   work_dir: str | None = None,
                   progress=None,
-                  journal_key: str | None = None) -> RewriteResult:
+                  journal_key: str | None = None, *,
+                  mode: write_mode_mod.WriteMode | None = None
+                  ) -> RewriteResult:
     """Replace guest frames in checkpoint ``ck`` (an open
     :class:`~sparc_nova.checkpoint.checkpoint.Checkpoint`).
 
     :param replacements: guest frame number (gpa >> 12) to its new 4096
         bytes.
+    :param mode: how the result is written, as decided by
+        :func:`.write_mode.choose` for ``ck``. None: decided here from
+        ``output``, ``in_place`` and ``journal_key`` (the same function,
+        the same rules).
     :param output: where to write the result; None replaces ``ck.path``.
     :param in_place: patch ``ck.path`` itself (raw images only; ``output``
         must be None).
@@ -415,18 +406,28 @@ def rewrite_pages(ck, replacements: dict[int, bytes],
         (``[sparc] journal_key_file``); needed with ``in_place``.
     :returns: a :class:`RewriteResult`; call its ``verify()`` to re-parse
         the result. On any error the target is untouched.
+    :raises CheckpointError: ``mode`` was decided for another file or
+        another compression than ``ck``'s, the request is refused by
+        :func:`.write_mode.choose`, or writing failed.
     """
-    if in_place and output not in (None, ck.path):
-        raise ValueError('in_place and output are exclusive')
-    if in_place and not journal_key:
-        raise ValueError('in_place needs journal_key')
+    if mode is None:
+        mode = write_mode_mod.choose(ck.path, ck.compressed, output=output,
+                                     in_place=in_place,
+                                     journal_key=journal_key)
+    if mode.source != ck.path or mode.compression != ck.compressed:
+        raise exception.CheckpointError(
+            ck.path, 'the write mode was decided for %s (%s), not for '
+                     'this checkpoint (%s)'
+            % (mode.source, compression.name(mode.compression),
+               compression.name(ck.compressed)))
     edits = _plan(ck, replacements)
-    result = RewriteResult(path=output or ck.path, pages=len(replacements),
-                           records_rewritten=len(edits), in_place=in_place,
+    result = RewriteResult(path=mode.target, pages=len(replacements),
+                           records_rewritten=len(edits),
+                           in_place=mode.in_place,
                            replacements=dict(replacements),
                            work_dir=work_dir)
-    if in_place:
-        _patch_in_place(ck, edits, journal_key)
+    if mode.in_place:
+        _patch_in_place(ck, edits, mode.journal_key)
     else:
-        _rewrite_file(ck, edits, result.path, progress)
+        _rewrite_file(ck, edits, result.path, mode.compression, progress)
     return result

@@ -11,8 +11,13 @@ killed writer can be told from files still being written:
 * ``.sparc-scrub-<pid>-XXXX``: a disk scrub's working directory (a raw,
   unscrubbed copy of the image).
 
-:func:`fsync_directory` makes the rename of a finished file durable, for
-every writer (checkpoint rewrites and journals, disk scrubs, the Nova
+:func:`replacement` is how a writer replaces a file atomically (a
+temporary next to it, named as above, synced and renamed over it, the
+rename made durable; the temporary removed on any failure): checkpoint
+rewrites and disk scrubs use it. :func:`create_exclusive` makes a new
+file that no link or existing file can stand in for (the journal);
+:func:`fsync_directory` and :func:`fsync_parent` make a rename durable,
+for every writer (checkpoint rewrites and journals, disk scrubs, the Nova
 driver's managed-save markers).
 
 Kept apart from :mod:`.rewrite` so that callers that only clean up (the
@@ -20,16 +25,20 @@ disk scrubber, ``sparc checkpoint recover``, the Nova driver at start)
 need none of its dependencies.
 """
 
+import contextlib
 import os
 import shutil
 import stat
+import tempfile
+import typing
 
 from sparc_nova import exception
 
 __all__ = ['STREAM_PREFIX', 'SCRUB_WORK_PREFIX', 'temp_prefix',
            'stream_prefix', 'left_by_dead_writer', 'remove_leftover',
            'remove_stale_temporaries', 'check_private_directory',
-           'fsync_directory']
+           'fsync_directory', 'fsync_parent', 'create_exclusive',
+           'replacement']
 
 #: Name prefix of decompressed memory streams.
 STREAM_PREFIX = '.sparc-stream-'
@@ -124,3 +133,66 @@ def fsync_directory(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_parent(path: str) -> None:
+    """fsync the directory holding ``path`` (makes a rename or removal of
+    ``path`` durable).
+
+    :raises OSError: the directory cannot be opened
+    """
+    fsync_directory(os.path.dirname(os.path.abspath(path)))
+
+
+def create_exclusive(path: str, mode: int = 0o600) -> int:
+    """Create the new file ``path`` with ``mode`` (whatever the umask)
+    and return a descriptor open for writing: ``O_EXCL | O_NOFOLLOW``, so
+    that neither an existing file nor a symbolic link planted at ``path``
+    is ever written through.
+
+    :raises FileExistsError: ``path`` exists (a file or a link)
+    :raises OSError: it cannot be created
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                 os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def replacement(target: str
+                ) -> typing.Iterator[tuple[typing.BinaryIO, str]]:
+    """Replace ``target`` atomically with what the ``with`` block writes.
+
+    Yields ``(file, path)``: a new, empty temporary file next to
+    ``target`` (same directory, so the rename stays in one filesystem;
+    named :func:`temp_prefix` ``(target)`` plus a random part, created
+    ``O_EXCL | O_NOFOLLOW``, mode 0600), open for binary writing, and its
+    path (for a program that writes it by name). When the block ends
+    normally the file is flushed, fsync'd and closed, renamed over
+    ``target`` and the directory fsync'd: a crash leaves the old or the
+    new ``target``, never a mix. When the block raises, the temporary is
+    removed and ``target`` is untouched. Owner and mode are the block's
+    to set (``os.fchmod(file.fileno(), ...)``).
+
+    :raises OSError: the temporary cannot be made, synced or renamed
+    """
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target),
+                               dir=os.path.dirname(os.path.abspath(target)))
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            yield f, tmp
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        fsync_parent(target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -58,8 +58,9 @@ def do_ps(args) -> int:
 
 
 def do_scrub(args) -> int:
-    if args.output and args.in_place:
-        raise SystemExit('sparc: --output and --in-place exclude each other')
+    # --output and --in-place are requests: the engine decides the write
+    # mode (sparc_nova.checkpoint.write_mode) and refuses what cannot be
+    # done (exit 2).
     progress = output.Progress('scrubbing')
     try:
         rep = memory.scrub_checkpoint(

@@ -9,3 +9,5 @@ Memory (a libvirt save image or QEMU migration stream): the entry is
 :mod:`.verify` (where they are read back); :mod:`.listings` for ``ps``,
 ``deps`` and marker counts. Disk images: :mod:`.disk`.
 """
+
+__all__ = []

@@ -46,6 +46,17 @@ STACK_OFFSET = 128
 
 @dataclasses.dataclass
 class ThreadKill:
+    """The kill planted in one thread.
+
+    :ivar tid: the thread's id in the guest.
+    :ivar task: guest virtual address of its ``task_struct``.
+    :ivar state: its ``__state`` when the checkpoint was taken.
+    :ivar signal_field: guest physical address of the word of
+        ``pending.signal`` where the SIGKILL bit is set.
+    :ivar flags_field: guest physical address of the word of
+        ``thread_info.flags`` where TIF_SIGPENDING is set.
+    """
+
     tid: int
     task: int
     state: int
@@ -61,6 +72,17 @@ class ThreadKill:
 
 @dataclasses.dataclass
 class ProcessKill:
+    """The kill planted in one process: one :class:`ThreadKill` per
+    thread, and how it is woken to die on restore.
+
+    :ivar pid: the process's id in the guest.
+    :ivar wakeup: ``'runnable'`` (a thread runs anyway), ``'timer'``
+        (a sleeping thread's timer is made to expire) or ``'none'``.
+    :ivar wakeup_detail: why that wake-up, for the report.
+    :ivar timer: the timer armed for ``'timer'`` (fields as reported),
+        else None.
+    """
+
     pid: int
     threads: list[ThreadKill]
     wakeup: str                 # 'timer', 'runnable', 'none'

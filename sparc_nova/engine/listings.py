@@ -75,18 +75,18 @@ def _check_listing(path, doc) -> dict:
 
 def _listing(path, listing, work_dir, limits, buildid_cache_dir,
              sandbox) -> dict:
-    policy = sandbox or sandbox_mod.SandboxPolicy()
+    sandbox_policy = sandbox or sandbox_mod.SandboxPolicy()
     s = session_mod.open_session(path, work_dir=work_dir, limits=limits,
                                  buildid_cache_dir=buildid_cache_dir,
-                                 model_kernel=not policy.enabled)
+                                 model_kernel=not sandbox_policy.enabled)
     try:
-        if policy.enabled:
+        if sandbox_policy.enabled:
             cache = session_mod.buildid_cache(buildid_cache_dir)
             pending = sandbox_calls.start_in_sandbox(
                 s.ck.stream_file, path, LISTING_ENTRY,
                 {'listing': listing,
                  'buildid_cache_dir': cache.directory or ''},
-                limits, policy)
+                limits, sandbox_policy)
             return _check_listing(path, sandbox_calls.wait_for_result(
                 pending, path))
         return _LISTINGS[listing](s.kernel)

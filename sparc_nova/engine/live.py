@@ -25,9 +25,9 @@ clean-up.
       thread of its own. Its exception is re-raised unchanged: libvirt
       removes a partial image and keeps the guest.
     * ``options``: the keyword arguments of
-      :func:`.memory.scrub_checkpoint` (not ``output``, ``in_place`` or
-      ``dry_run``: the image is replaced by its scrubbed version, same
-      owner and mode).
+      :func:`.memory.scrub_checkpoint` (not ``output``, ``in_place``,
+      ``write`` or ``dry_run``: the image is replaced by its scrubbed
+      version, same owner and mode).
     * The image counts as complete once libvirt marks it so, or once
       ``save()`` returns if that comes first; ``timeout`` bounds every
       wait. The scrub runs in a thread of its own at least at ``nice``
@@ -83,7 +83,7 @@ def save_and_scrub(save, path: str, selectors, *, timeout: float = 1800,
     """Save and scrub, the scrub overlapping the save; see the module
     docstring for the contract.
     """
-    for name in ('output', 'in_place', 'dry_run', 'follow'):
+    for name in ('output', 'in_place', 'write', 'dry_run', 'follow'):
         if name in options:
             raise TypeError('save_and_scrub() takes no %r' % name)
     box = {}

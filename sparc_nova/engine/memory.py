@@ -28,7 +28,8 @@ global configuration.
 ``scrub_checkpoint(path, selectors, *, output=None, in_place=False,
 with_children=False, scrub_free_memory=True, dry_run=False, work_dir=None,
 progress=None, follow_ipc=True, exclude_paths=(), buildid_cache_dir=None,
-limits=None, sandbox=None, follow=None, journal_key=None) -> ScrubReport``
+limits=None, sandbox=None, follow=None, journal_key=None, write=None)
+-> ScrubReport``
 
     Contract:
 
@@ -45,11 +46,15 @@ limits=None, sandbox=None, follow=None, journal_key=None) -> ScrubReport``
       gets a pending SIGKILL, and sleeping processes a wake-up, so that
       they die on restore before running on scrubbed memory
       (:mod:`.kill`).
-    * Output: ``output`` (a new file, atomically renamed into place),
-      else ``in_place`` (raw images: the original file patched, through
-      the journal keyed by ``journal_key``), else the original file
-      replaced atomically (same owner and mode). ``dry_run`` writes
-      nothing and returns the plan.
+    * Output: decided once by
+      :func:`sparc_nova.checkpoint.write_mode.choose` from ``output``,
+      ``in_place`` and ``journal_key`` and the checkpoint's compression,
+      or given decided as ``write`` (the privileged daemon asks for in
+      place where possible): ``output`` (a new file, atomically renamed
+      into place), else in place (raw images: the original file patched,
+      through the journal keyed by ``journal_key``), else the original
+      file replaced atomically (same owner and mode, recompressed as it
+      was). ``dry_run`` writes nothing and returns the plan.
     * Fails closed: on any error nothing is written (the original is
       unchanged, no output file is left) and a
       :class:`~sparc_nova.exception.SparcError` subclass names the file and
@@ -89,6 +94,7 @@ import os
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import rewrite
 from sparc_nova.checkpoint import stream_follow
+from sparc_nova.checkpoint import write_mode
 from sparc_nova.engine import errors
 from sparc_nova.engine import patches
 from sparc_nova.engine import planner
@@ -115,15 +121,23 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
                      limits: limits_mod.Limits | None = None,
                      sandbox: sandbox_mod.SandboxPolicy | None = None,
                      follow: stream_follow.Follow | None = None,
-                     journal_key: str | None = None
+                     journal_key: str | None = None,
+                     write: write_mode.WriteMode | None = None
                      ) -> report_mod.ScrubReport:
     """Exclude processes from a memory checkpoint; see the module
     docstring for the contract. ``journal_key`` is the in-place journal's
     MAC key file (``[sparc] journal_key_file``), needed with ``in_place``.
+    ``write``: the write mode already decided for ``path`` (then
+    ``output``, ``in_place`` and ``journal_key`` are not given).
     """
-    if in_place and output is not None:
-        raise errors.ScrubError(path, 'in_place and output exclude each '
-                                      'other')
+    if write is not None and (output is not None or in_place or
+                              journal_key is not None):
+        raise TypeError('scrub_checkpoint() takes write or output, '
+                        'in_place and journal_key, not both')
+    if write is not None and write.source != path:
+        raise errors.ScrubError(path, 'the write mode is for %s'
+                                % write.source)
+    write_mode.check_request(path, output=output, in_place=in_place)
     exclusion = planner.Exclusion(
         selectors=tuple(selectors_mod.parse_all(selectors)),
         with_children=with_children, scrub_free_memory=scrub_free_memory,
@@ -133,13 +147,13 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     rep = report_mod.ScrubReport(
         checkpoint=path, dry_run=dry_run,
         selectors=[str(s) for s in exclusion.selectors])
-    policy = sandbox or sandbox_mod.SandboxPolicy()
+    sandbox_policy = sandbox or sandbox_mod.SandboxPolicy()
     s, pending = sandboxed_plan.open_and_start_plan(
         path, exclusion, rep, work_dir=work_dir, limits=limits,
-        buildid_cache_dir=buildid_cache_dir, policy=policy,
+        buildid_cache_dir=buildid_cache_dir, sandbox_policy=sandbox_policy,
         progress=progress, follow=follow)
     try:
-        if policy.enabled:
+        if sandbox_policy.enabled:
             rep.lap('open')
             patcher = sandboxed_plan.receive_plan(s, path, rep, pending)
         else:
@@ -148,23 +162,21 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
             rep.lap('plan')
         if dry_run:
             return rep
+        if write is None:
+            write = write_mode.choose(path, s.ck.compressed, output=output,
+                                      in_place=in_place,
+                                      journal_key=journal_key)
         replacements = _changed_pages(s.memory, patcher)
         rep.rewrite['frames_replaced'] = len(replacements)
-        target = output or path
-        if in_place and s.ck.compressed:
-            raise errors.ScrubError(path, 'in-place scrubbing needs a raw '
-                                          'image; this one is compressed')
         try:
-            result = rewrite.rewrite_pages(s.ck, replacements, output=output,
-                                           in_place=in_place,
+            result = rewrite.rewrite_pages(s.ck, replacements,
                                            work_dir=work_dir,
-                                           progress=progress,
-                                           journal_key=journal_key)
+                                           progress=progress, mode=write)
         except exception.CheckpointError:
             raise
         except OSError as e:
             raise errors.ScrubError(path, 'writing %s failed: %s'
-                                    % (target, e.strerror or e))
+                                    % (write.target, e.strerror or e))
         rep.output = result.path
         rep.rewrite.update(result.to_dict())
         rep.lap('rewrite')
@@ -174,9 +186,9 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
         rep.verification = verify.verify_rewrite(result.path, patcher,
                                                  work_dir, limits)
     except BaseException as e:
-        if output is not None:
+        if not write.replaces_source:
             try:
-                os.unlink(output)
+                os.unlink(write.target)
             except OSError:
                 pass
         if isinstance(e, exception.SparcError):

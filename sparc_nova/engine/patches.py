@@ -59,7 +59,11 @@ class FieldWrite:
 
 
 class PlanConflict(Exception):
-    pass
+    """Two queued changes contradict each other (a field write into a
+    frame being scrubbed, a frame both scrubbed and patched, a write
+    crossing a page or of an unknown kind): the plan is wrong and nothing
+    may be written.
+    """
 
 
 class PagePatcher:

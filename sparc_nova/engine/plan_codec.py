@@ -266,7 +266,12 @@ class _Decoder:
 
 
 def decode_value(data):
-    """Inverse of :func:`encode_value`, for untrusted ``data``."""
+    """Inverse of :func:`encode_value`, for untrusted ``data`` (the
+    sandbox child's JSON).
+
+    :raises PlanError: ``data`` is too large, too deeply nested or holds
+        a type :func:`encode_value` never makes
+    """
     return _Decoder().value(data)
 
 

@@ -122,17 +122,18 @@ class SandboxPolicy:
                    require_seccomp=s.sandbox_require_seccomp)
 
 
-def _switched_before_exec(policy: SandboxPolicy) -> bool:
-    """Whether the child switches to ``policy.user`` in the fork, before
-    ``exec``: in a process where ``exec`` gives uid 0 no capabilities
-    (the locked-down privsep daemon), ``setpriv`` could not switch.
+def _switched_before_exec(sandbox_policy: SandboxPolicy) -> bool:
+    """Whether the child switches to ``sandbox_policy.user`` in the
+    fork, before ``exec``: in a process where ``exec`` gives uid 0 no
+    capabilities (the locked-down privsep daemon), ``setpriv`` could not
+    switch.
     """
-    return bool(os.geteuid() == 0 and policy.user and
+    return bool(os.geteuid() == 0 and sandbox_policy.user and
                 not unprivileged.exec_regains_root())
 
 
-def _unprivileged_command(policy: SandboxPolicy) -> list[str]:
-    """The wrapper of a child that is already ``policy.user``:
+def _unprivileged_command(sandbox_policy: SandboxPolicy) -> list[str]:
+    """The wrapper of a child that is already ``sandbox_policy.user``:
     ``no_new_privs`` and no inheritable capabilities. Its namespaces
     (user, mount, pid, ipc, uts, net) are made by the child itself
     (:mod:`.sandbox_jail`): a user namespace made here, with no mapping
@@ -147,21 +148,22 @@ def _unprivileged_command(policy: SandboxPolicy) -> list[str]:
                   sys.executable, '-m', 'sparc_nova.engine.sandbox']
 
 
-def _command(policy: SandboxPolicy) -> list[str]:
+def _command(sandbox_policy: SandboxPolicy) -> list[str]:
     """The confinement wrappers, outermost first, then the child."""
-    if _switched_before_exec(policy):
-        return _unprivileged_command(policy)
+    if _switched_before_exec(sandbox_policy):
+        return _unprivileged_command(sandbox_policy)
     cmd = []
     setpriv = shutil.which('setpriv')
     if setpriv:
         cmd += [setpriv, '--no-new-privs']
-        if os.geteuid() == 0 and policy.user:
-            cmd += ['--reuid=%s' % policy.user,
-                    '--regid=%s' % (policy.group or policy.user),
+        if os.geteuid() == 0 and sandbox_policy.user:
+            cmd += ['--reuid=%s' % sandbox_policy.user,
+                    '--regid=%s' % (sandbox_policy.group or
+                                    sandbox_policy.user),
                     '--clear-groups', '--inh-caps=-all',
                     '--bounding-set=-all']
         cmd += ['--']
-    elif os.geteuid() == 0 and policy.user:
+    elif os.geteuid() == 0 and sandbox_policy.user:
         raise SandboxError('setpriv (util-linux) is needed to drop '
                            'privileges for the parsing sandbox')
     return cmd + [sys.executable, '-m', 'sparc_nova.engine.sandbox']
@@ -192,7 +194,7 @@ def _open_ro(source) -> int:
 
 
 def run(entry: str, args: dict, files: dict[str, str],
-        policy: SandboxPolicy = SandboxPolicy(),
+        sandbox_policy: SandboxPolicy = SandboxPolicy(),
         keep: tuple[str, ...] = (), prepare: str | None = None) -> dict:
     """Run ``entry`` (``"module:function"``) in the sandbox and wait for
     its result: ``start(...).result()``.
@@ -214,12 +216,12 @@ def run(entry: str, args: dict, files: dict[str, str],
         depth caps; a :class:`~sparc_nova.exception.SparcError` the child
         raised is re-raised as ReportedError with its message.
     """
-    return start(entry, args, files, policy, keep=keep,
+    return start(entry, args, files, sandbox_policy, keep=keep,
                  prepare=prepare).result()
 
 
 def start(entry: str, args: dict, files: dict[str, str],
-          policy: SandboxPolicy = SandboxPolicy(),
+          sandbox_policy: SandboxPolicy = SandboxPolicy(),
           growing: int = 0, keep: tuple[str, ...] = (),
           prepare: str | None = None) -> 'Pending':
     """Start ``entry`` in the sandbox (see :func:`run` for the arguments)
@@ -233,8 +235,8 @@ def start(entry: str, args: dict, files: dict[str, str],
     for name in [entry] + ([prepare] if prepare else []):
         if not name.startswith(ALLOWED_PREFIXES):
             raise SandboxError('%s may not run in the sandbox' % name)
-    if not policy.enabled:
-        return Pending(entry, policy, result=_call(
+    if not sandbox_policy.enabled:
+        return Pending(entry, sandbox_policy, result=_call(
             entry, args, {n: os.fdopen(_open_ro(p), 'rb')
                           for n, p in files.items()}))
     fds = {name: _open_ro(path) for name, path in files.items()}
@@ -243,9 +245,10 @@ def start(entry: str, args: dict, files: dict[str, str],
         request = json.dumps({
             'entry': entry, 'prepare': prepare, 'args': args, 'fds': fds,
             'keep': [k for k in keep if k],
-            'require_seccomp': policy.require_seccomp,
-            'limits': {'as': mapped + 2 * growing + policy.memory_bytes,
-                       'cpu': policy.cpu_seconds,
+            'require_seccomp': sandbox_policy.require_seccomp,
+            'limits': {'as': (mapped + 2 * growing +
+                              sandbox_policy.memory_bytes),
+                       'cpu': sandbox_policy.cpu_seconds,
                        'nofile': 64 + len(fds)}}).encode()
         env = {k: v for k, v in os.environ.items()
                if k in ('PATH', 'LANG', 'LC_ALL', 'PYTHONPATH')}
@@ -253,16 +256,16 @@ def start(entry: str, args: dict, files: dict[str, str],
         for fd in fds.values():
             os.set_inheritable(fd, True)
         credentials = unprivileged.popen_credentials(
-            policy.user, policy.group) if _switched_before_exec(policy) \
-            else {}
+            sandbox_policy.user, sandbox_policy.group) \
+            if _switched_before_exec(sandbox_policy) else {}
         proc = subprocess.Popen(
-            _command(policy), stdin=subprocess.PIPE,
+            _command(sandbox_policy), stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             pass_fds=tuple(fds.values()), env=env, cwd='/', **credentials)
     finally:
         for fd in fds.values():
             os.close(fd)
-    return Pending(entry, policy, proc=proc, request=request)
+    return Pending(entry, sandbox_policy, proc=proc, request=request)
 
 
 class Pending:
@@ -270,18 +273,18 @@ class Pending:
 
     Two threads serve the child while the caller works: one writes the
     request, one reads the child's output as it comes, keeping at most
-    ``policy.max_result`` bytes of its standard output (a child that
+    ``sandbox_policy.max_result`` bytes of its standard output (a child that
     writes more is killed at once) and the last :data:`MAX_STDERR` bytes
     of its standard error.
     """
 
-    def __init__(self, entry: str, policy: SandboxPolicy, proc=None,
+    def __init__(self, entry: str, sandbox_policy: SandboxPolicy, proc=None,
                  request: bytes = b'', result: dict | None = None):
         self.entry = entry
-        self.policy = policy
+        self.sandbox_policy = sandbox_policy
         self._proc = proc
         self._result = result
-        self._deadline = time.monotonic() + policy.timeout
+        self._deadline = time.monotonic() + sandbox_policy.timeout
         self._out = bytearray()
         self._err = bytearray()
         self._overflow = False
@@ -326,7 +329,7 @@ class Pending:
                         self._err += chunk
                         del self._err[:-MAX_STDERR]
                     elif len(self._out) + len(chunk) > \
-                            self.policy.max_result + MAX_RECORD:
+                            self.sandbox_policy.max_result + MAX_RECORD:
                         self._overflow = True
                         if not self._kill():
                             out.close()     # it dies writing (EPIPE)
@@ -363,14 +366,15 @@ class Pending:
         except subprocess.TimeoutExpired:
             self.cancel()
             raise SandboxError('%s did not finish within %ss and was '
-                               'killed' % (self.entry, self.policy.timeout))
+                               'killed' % (self.entry,
+                                           self.sandbox_policy.timeout))
         self._close()
         if self._overflow:
             raise SandboxError('%s wrote more than the %d bytes allowed '
                                'and was killed'
-                               % (self.entry, self.policy.max_result))
+                               % (self.entry, self.sandbox_policy.max_result))
         return _result(self.entry, self._proc.returncode, bytes(self._out),
-                       bytes(self._err), self.policy)
+                       bytes(self._err), self.sandbox_policy)
 
     def cancel(self) -> None:
         """Stop the child (the caller gave up on it); never raises.
@@ -413,15 +417,15 @@ def _split_record(out: bytes) -> tuple[dict, bytes]:
 
 
 def _result(entry: str, returncode: int, out: bytes, err: bytes,
-            policy: SandboxPolicy) -> dict:
+            sandbox_policy: SandboxPolicy) -> dict:
     # numpy (bounded_json) is imported here, never by the child before
     # it has entered its namespaces (the kernel refuses a new user
     # namespace to a process with threads, and numpy starts some).
     from sparc_nova.engine import bounded_json
     record, out = _split_record(out)
-    if len(out) > policy.max_result:
+    if len(out) > sandbox_policy.max_result:
         raise SandboxError('%s returned %d bytes, more than the %d allowed'
-                           % (entry, len(out), policy.max_result))
+                           % (entry, len(out), sandbox_policy.max_result))
     if returncode < 0:
         raise SandboxError('%s was killed by signal %d (%s)' % (
             entry, -returncode, 'a system call outside the seccomp '
@@ -442,7 +446,7 @@ def _result(entry: str, returncode: int, out: bytes, err: bytes,
             entry, returncode, _crash_name(err)))
     result = doc['result']
     result['_sandbox'] = record
-    _log_confinement(entry, record, policy)
+    _log_confinement(entry, record, sandbox_policy)
     return result
 
 
@@ -466,7 +470,7 @@ def confinement_summary(record: dict) -> dict:
     return out
 
 
-def _log_confinement(entry: str, record: dict, policy: SandboxPolicy):
+def _log_confinement(entry: str, record: dict, sandbox_policy: SandboxPolicy):
     level = logging.INFO if record.get('seccomp') == 'allow-list' \
         else logging.WARNING
     LOG.log(level, 'Sandbox %s ran with namespaces %s, %s root, Landlock '
@@ -474,7 +478,7 @@ def _log_confinement(entry: str, record: dict, policy: SandboxPolicy):
             ','.join(map(str, record.get('namespaces') or ())) or 'none',
             record.get('root'), record.get('landlock_abi'),
             record.get('seccomp'),
-            '' if policy.require_seccomp else
+            '' if sandbox_policy.require_seccomp else
             ' ([sparc] sandbox_require_seccomp is false)')
 
 

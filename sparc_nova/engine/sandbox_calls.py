@@ -41,7 +41,7 @@ PREPARE_ENTRY = __name__ + ':prepare_sandbox'
 
 def start_in_sandbox(stream, path: str, entry: str, args: dict,
                      limits: limits_mod.Limits | None,
-                     policy: sandbox_mod.SandboxPolicy,
+                     sandbox_policy: sandbox_mod.SandboxPolicy,
                      growing: int = 0) -> sandbox_mod.Pending:
     """Start ``entry`` (``"module:function"``) in the sandbox child on
     the open migration ``stream`` of checkpoint ``path``, and return at
@@ -65,8 +65,8 @@ def start_in_sandbox(stream, path: str, entry: str, args: dict,
     args = dict(args, path=path,
                 limits=dataclasses.asdict(limits or limits_mod.DEFAULT))
     try:
-        return sandbox_mod.start(entry, args, {'stream': stream}, policy,
-                                 growing=growing,
+        return sandbox_mod.start(entry, args, {'stream': stream},
+                                 sandbox_policy, growing=growing,
                                  keep=(args.get('buildid_cache_dir'),),
                                  prepare=PREPARE_ENTRY)
     except sandbox_mod.SandboxError as e:

@@ -10,6 +10,8 @@ import os
 import resource
 import socket
 
+__all__ = ['confinement']
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _PR_GET_DUMPABLE, _PR_GET_SECCOMP, _PR_GET_NO_NEW_PRIVS = 3, 21, 39
 

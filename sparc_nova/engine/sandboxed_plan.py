@@ -75,13 +75,14 @@ def open_and_start_plan(path: str, exclusion: planner.Exclusion,
                         work_dir: str | None,
                         limits: limits_mod.Limits | None,
                         buildid_cache_dir: str | None,
-                        policy: sandbox_mod.SandboxPolicy, progress=None,
+                        sandbox_policy: sandbox_mod.SandboxPolicy,
+                        progress=None,
                         follow: stream_follow.Follow | None = None):
     """Open ``path`` for a scrub: ``(session, pending plan)``.
 
-    With the sandbox (``policy.enabled``), the child that plans the scrub
-    is started on the file before this process parses it, so that both
-    parse at once (a machine has more than one core): the child's
+    With the sandbox (``sandbox_policy.enabled``), the child that plans
+    the scrub is started on the file before this process parses it, so
+    that both parse at once (a machine has more than one core): the child's
     start-up and parse then cost little more than this process's own. A
     compressed image is decompressed here first and the child reads the
     decompressed stream. Without the sandbox the pending plan is None and
@@ -91,7 +92,7 @@ def open_and_start_plan(path: str, exclusion: planner.Exclusion,
     :raises CheckpointError: the file cannot be parsed.
     :raises ScrubError: naming ``path``, for any other failure.
     """
-    if not policy.enabled:
+    if not sandbox_policy.enabled:
         return session_mod.open_session(
             path, work_dir=work_dir, limits=limits,
             buildid_cache_dir=buildid_cache_dir, progress=progress,
@@ -115,8 +116,8 @@ def open_and_start_plan(path: str, exclusion: planner.Exclusion,
                                                limits_mod.DEFAULT)
             follow_args = args
         if raw:
-            pending = _start_plan(f, path, limits, follow_args, rep, policy,
-                                  growing)
+            pending = _start_plan(f, path, limits, follow_args, rep,
+                                  sandbox_policy, growing)
         s = session_mod.open_session(
             path, work_dir=work_dir, limits=limits, buildid_cache_dir=None,
             model_kernel=False, progress=progress, file=f, follow=follow)
@@ -128,21 +129,21 @@ def open_and_start_plan(path: str, exclusion: planner.Exclusion,
     if pending is None:
         try:
             pending = _start_plan(s.ck.stream_file, path, limits, args, rep,
-                                  policy)
+                                  sandbox_policy)
         except BaseException:
             s.close()
             raise
     return s, pending
 
 
-def _start_plan(stream, path, limits, args, rep, policy,
+def _start_plan(stream, path, limits, args, rep, sandbox_policy,
                 growing=0) -> sandbox_mod.Pending:
     """Start :func:`plan_in_sandbox` on the open ``stream`` (which may
     still grow by ``growing`` bytes).
     """
     args = dict(args, report=plan_codec.encode_value(rep))
     return sandbox_calls.start_in_sandbox(stream, path, PLAN_ENTRY, args,
-                                          limits, policy, growing)
+                                          limits, sandbox_policy, growing)
 
 
 def receive_plan(s: session_mod.KernelSession, path: str,

@@ -30,7 +30,11 @@ def parse(text: str) -> Selector:
 
 
 def parse_all(texts) -> list[Selector]:
-    """Parse selectors given as strings or :class:`Selector`."""
+    """Parse selectors given as strings or :class:`Selector` (kept as
+    they are), in order.
+
+    :raises SelectorError: one of them is not valid
+    """
     return [t if isinstance(t, Selector) else parse(t) for t in texts]
 
 

@@ -15,7 +15,7 @@ from oslo_log import log as logging
 from sparc_nova.checkpoint import libvirt_save
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import sweep
-from sparc_nova.checkpoint import tempfiles
+from sparc_nova.checkpoint import write_mode
 from sparc_nova import conf
 from sparc_nova import exception
 from sparc_nova import privsep
@@ -99,20 +99,6 @@ def _primitives(path, selectors, exclude_paths, follow_ipc,
             'scrub_free_memory: bool')
 
 
-def _journal_directory_is_private(path: str) -> bool:
-    """Whether an in-place journal may be made next to ``path`` (its
-    directory is owned by root or us and no one else may write it); the
-    managed-save directory of some distributions belongs to the QEMU
-    user, and a file is then replaced instead.
-    """
-    try:
-        tempfiles.check_private_directory(os.path.dirname(path), path)
-    except exception.CheckpointError as e:
-        LOG.info('Not scrubbing in place: %s', e)
-        return False
-    return True
-
-
 class _ProgressLog:
     """A progress callback (done, total) that logs now and then."""
 
@@ -178,11 +164,11 @@ def scrub_managed_save(*, path: str, instance_name: str,
         # written) where a journal may be kept next to them; compressed
         # ones, and the others, are rewritten and replaced atomically,
         # keeping their owner and mode.
-        in_place = not header.compressed and \
-            _journal_directory_is_private(checked)
+        write = write_mode.choose(
+            checked, header.compressed, in_place_if_possible=True,
+            journal_key=conf.CONF.sparc.journal_key_file)
         report = memory.scrub_checkpoint(
-            checked, list(selectors), in_place=in_place,
-            journal_key=conf.CONF.sparc.journal_key_file,
+            checked, list(selectors), write=write,
             scrub_free_memory=scrub_free_memory, follow_ipc=follow_ipc,
             exclude_paths=list(exclude_paths),
             work_dir=conf.CONF.sparc.work_dir or None,

@@ -180,7 +180,10 @@ def test_entry_point_scrubs_in_place(save_dir, in_process, memory_engine):
                       'report': {'pages': 10}}
     args, kwargs = memory_engine.call_args
     assert args == (str(path), ['vault', 'pid:42'])
-    assert kwargs['in_place'] is True
+    # The write mode is decided once (write_mode.choose) and handed over.
+    assert kwargs['write'].in_place is True
+    assert kwargs['write'].source == kwargs['write'].target == str(path)
+    assert 'in_place' not in kwargs and 'output' not in kwargs
     assert kwargs['scrub_free_memory'] is False
     assert kwargs['follow_ipc'] is False
     assert kwargs['exclude_paths'] == ['/srv/**']
@@ -230,14 +233,14 @@ def test_entry_point_rewrites_where_a_journal_may_not_be_kept(
         scrub(str(path), ['vault'])
     finally:
         os.chown(save_dir, 0, 0)
-    assert memory_engine.call_args[1]['in_place'] is False
+    assert memory_engine.call_args[1]['write'].in_place is False
 
 
 def test_entry_point_passes_the_journal_key(save_dir, in_process,
                                             memory_engine):
     path = save_file(save_dir / 'instance-00000001.save')
     scrub(str(path), ['vault'])
-    assert memory_engine.call_args[1]['journal_key'] == \
+    assert memory_engine.call_args[1]['write'].journal_key == \
         conf.CONF.sparc.journal_key_file
 
 
@@ -263,8 +266,10 @@ def test_entry_point_replaces_compressed_images(save_dir, in_process,
                                                 memory_engine):
     path = save_file(save_dir / 'instance-00000001.save', compressed=1)
     scrub(str(path), ['vault'])
-    assert memory_engine.call_args[1]['in_place'] is False
-    assert memory_engine.call_args[1].get('output') is None
+    write = memory_engine.call_args[1]['write']
+    assert write.in_place is False
+    assert write.compression == 1
+    assert write.target == str(path)
 
 
 def test_entry_point_refuses_what_is_not_a_save_image(save_dir, in_process,

@@ -30,6 +30,10 @@ import time
 from sparc_nova import exception
 from sparc_nova import printable
 
+__all__ = ['ACCELS', 'QEMU', 'KVM_PROBE_TIMEOUT', 'LAUNCH_TIMEOUT',
+           'CALL_TIMEOUT', 'ApplianceTimeout', 'kvm_usable', 'kernel_runs',
+           'backend_settings', 'launch', 'run', 'kernel_device', 'run_status']
+
 ACCELS = ('auto', 'kvm', 'tcg')
 
 _RC_MARK = 'sparc-rc='

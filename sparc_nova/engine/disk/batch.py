@@ -16,6 +16,9 @@ import tarfile
 
 from sparc_nova.engine.disk import appliance
 
+__all__ = ['SYSROOT', 'sha256_files', 'read_files', 'read_windows',
+           'overwrite_with_zeros', 'unlink', 'rebuild_directory']
+
 SYSROOT = '/sysroot'
 _ARG_BYTES = 60 * 1024
 #: Output of one call: base64 of this must fit libguestfs' 4 MiB message.
@@ -91,7 +94,12 @@ def read_files(g, files: list[tuple[str, int]]) -> dict[str, bytes]:
 
 
 def read_windows(g, windows: list[tuple[str, int, int]]) -> list[bytes]:
-    """The bytes at ``(path, offset, length)`` of each window, in order."""
+    """The bytes at ``(path, offset, length)`` of each window (guest
+    path, offset and length in bytes), in order.
+
+    :raises RuntimeError: libguestfs reports the command failed, or a
+        window could not be read
+    """
     script = ('while [ $# -gt 0 ]; do dd if="$1" iflag=skip_bytes,'
               'count_bytes skip="$2" count="$3" status=none | base64 -w0; '
               'echo; shift 3; done')
@@ -119,7 +127,12 @@ def overwrite_with_zeros(g, paths: list[str]) -> None:
 
 
 def unlink(g, paths: list[str]) -> None:
-    """Unlink non-directories."""
+    """Unlink the non-directories ``paths`` (guest paths, below
+    :data:`SYSROOT` in the appliance), in batches; a missing one is no
+    error.
+
+    :raises RuntimeError: libguestfs reports the command failed
+    """
     for chunk in _batches(paths, len):
         _sh(g, 'exec rm -f -- "$@"', [SYSROOT + p for p in chunk])
 

@@ -12,6 +12,11 @@ usable string has no content canary. Canary bytes are never logged.
 import dataclasses
 import re
 
+__all__ = ['MAX_BYTES', 'MIN_BYTES', 'MIN_DISTINCT', 'WINDOW',
+           'WHOLE_FILE_BYTES', 'MIN_NAME_BYTES', 'Canary', 'usable',
+           'best_piece', 'window_offsets', 'windows', 'from_windows',
+           'name_canary']
+
 MAX_BYTES = 32
 MIN_BYTES = 12
 MIN_DISTINCT = 6
@@ -36,6 +41,10 @@ class Canary:
 
 
 def usable(piece: bytes) -> bool:
+    """Whether ``piece`` can serve as a canary: at least
+    :data:`MIN_BYTES` long, :data:`MIN_DISTINCT` distinct bytes, and no
+    line or string separator (a scan reads it as one run).
+    """
     return len(piece) >= MIN_BYTES and len(set(piece)) >= MIN_DISTINCT \
         and not _SEPARATORS.search(piece)
 

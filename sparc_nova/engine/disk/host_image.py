@@ -2,9 +2,9 @@
 
 The private working directory, the raw working copy (:func:`convert`
 from the source), the destination written through a temporary file next
-to it (:func:`temp_destination`, :func:`convert` back, :func:`compare`
-with the verified working copy; the rename is made durable with
-:func:`sparc_nova.checkpoint.tempfiles.fsync_directory`). Every
+to it (:func:`sparc_nova.checkpoint.tempfiles.replacement`, the one
+atomic replace of every writer; :func:`convert` back, :func:`compare`
+with the verified working copy). Every
 qemu-img call names its formats and runs under the caller's
 :class:`~.qemu_img.Limits`.
 """
@@ -16,8 +16,7 @@ from sparc_nova.engine.disk import qemu_img
 from sparc_nova.engine.disk import temporaries
 from sparc_nova import exception
 
-__all__ = ['compare', 'convert', 'make_work_directory',
-           'temp_destination']
+__all__ = ['compare', 'convert', 'make_work_directory']
 
 
 def make_work_directory(parent: str, image: str) -> str:
@@ -75,15 +74,3 @@ def compare(work: str, dst: str, dst_format: str, image: str,
             image, 'the written image differs from the verified working '
                    'copy: %s' % (result.stderr.strip()[-300:] or
                                  'exit %d' % result.returncode), device=dst)
-
-
-def temp_destination(dst: str) -> str:
-    """Create and return an empty temporary file next to ``dst`` (named
-    so that :func:`~.temporaries.remove_stale` recognises it), to be
-    renamed over ``dst`` once verified.
-    """
-    fd, path = tempfile.mkstemp(
-        prefix=temporaries.destination_prefix(dst),
-        dir=os.path.dirname(os.path.abspath(dst)))
-    os.close(fd)
-    return path

@@ -19,6 +19,9 @@ from sparc_nova.engine.disk import source as source_mod
 from sparc_nova import exception
 from sparc_nova.i18n import _P
 
+__all__ = ['OUTPUT_FORMATS', 'MIN_DISK_BYTES', 'MAX_CHAIN', 'SourceImage',
+           'inspect_source', 'check_destination']
+
 #: Formats whose metadata ``qemu-img check`` can verify.
 _CHECKABLE = ('qcow2', 'qed', 'vdi', 'vhdx', 'vmdk', 'parallels')
 

@@ -11,6 +11,9 @@ The report never holds file contents or canary bytes.
 import dataclasses
 import hashlib
 
+__all__ = ['VERIFIED_IMAGE', 'VERIFIED_DECRYPTED', 'UNVERIFIED', 'path_digest',
+           'VolumeReport', 'RemovedPath', 'ScrubReport']
+
 #: Volume verification states.
 VERIFIED_IMAGE = 'verified'
 VERIFIED_DECRYPTED = 'verified-decrypted-view-only'
@@ -18,6 +21,10 @@ UNVERIFIED = 'unverified'
 
 
 def path_digest(path: str) -> str:
+    """The hex SHA-256 of a guest ``path`` (its bytes as the guest
+    stored them, undecodable ones kept by ``surrogateescape``): how a
+    report names a removed path without disclosing it.
+    """
     return hashlib.sha256(path.encode('utf-8', 'surrogateescape')) \
         .hexdigest()
 

@@ -19,6 +19,8 @@ import threading
 from sparc_nova.engine.disk import appliance
 from sparc_nova import exception
 
+__all__ = ['count', 'count_in_appliance']
+
 _ENV = dict(os.environ, LC_ALL='C')
 
 

@@ -186,20 +186,13 @@ def _write_destination(session: session_mod.Session, dst: str,
     options = session.options
     fmt = options.output_format
     step()
-    tmp_dst = host_image.temp_destination(dst)
-    try:
+    with tempfiles.replacement(dst) as (_, tmp_dst):
         host_image.convert(session.work, 'raw', tmp_dst, fmt, session.image,
                            options.qemu_img_limits)
         step()
         host_image.compare(session.work, tmp_dst, fmt, session.image,
                            options.qemu_img_limits)
         verify.verify_output(session, tmp_dst, fmt)
-        os.replace(tmp_dst, dst)
-    except BaseException:
-        if os.path.exists(tmp_dst):
-            os.unlink(tmp_dst)
-        raise
-    tempfiles.fsync_directory(os.path.dirname(os.path.abspath(dst)))
 
 
 class _Stepper:

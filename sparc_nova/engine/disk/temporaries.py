@@ -2,10 +2,11 @@
 
 A scrub works in a directory ``.sparc-scrub-PID-XXXX`` (it holds a raw
 copy of the unscrubbed image) and writes the result to
-``.DST.sparc-PID-XXXX`` next to the destination, renamed over it only once
-verified. A scrub killed on the way leaves both behind; the next scrub into
-the same places removes those whose process is gone, so that neither a
-half image nor an unscrubbed copy lingers.
+``.DST.sparc-PID-XXXX`` next to the destination, renamed over it only
+once verified (:func:`sparc_nova.checkpoint.tempfiles.replacement`). A
+scrub killed on the way leaves both behind; the next scrub into the same
+places removes those whose process is gone, so that neither a half image
+nor an unscrubbed copy lingers.
 """
 
 import os
@@ -13,17 +14,14 @@ import shutil
 
 from sparc_nova.checkpoint import tempfiles
 
-WORK_PREFIX = '.sparc-scrub-'
+__all__ = ['WORK_PREFIX', 'work_prefix', 'remove_stale']
+
+WORK_PREFIX = tempfiles.SCRUB_WORK_PREFIX
 
 
 def work_prefix() -> str:
     """Prefix of this process's working directory."""
     return '%s%d-' % (WORK_PREFIX, os.getpid())
-
-
-def destination_prefix(dst: str) -> str:
-    """Prefix of this process's temporary destination next to ``dst``."""
-    return tempfiles.temp_prefix(dst)
 
 
 def remove_stale(dst: str, work_parent: str) -> list[str]:

@@ -14,6 +14,10 @@ import dataclasses
 from sparc_nova.engine.disk import report as report_mod
 from sparc_nova import exception
 
+__all__ = ['CONTAINERS', 'ROLE_FILESYSTEM', 'ROLE_FOREIGN', 'ROLE_SWAP',
+           'ROLE_LUKS', 'ROLE_OTHER', 'Volume', 'Tree', 'open_luks',
+           'one_line', 'encrypting_mappers', 'classify', 'trees']
+
 #: vfs types that contain other volumes rather than files.
 CONTAINERS = ('crypto_LUKS', 'LVM2_member')
 

@@ -8,6 +8,7 @@ import pytest
 from sparc_nova.checkpoint import checkpoint
 from sparc_nova.checkpoint import compression
 from sparc_nova.checkpoint import rewrite
+from sparc_nova.checkpoint import write_mode
 from sparc_nova import exception
 from tests import streamgen
 
@@ -116,6 +117,24 @@ def test_recompresses_gzip(tmp_path):
     stream = gzip.decompress(out[cut:])
     assert SECRET not in stream
     assert stream.startswith(b'QEVM')
+    res.verify()
+
+
+def test_carries_out_the_mode_decided_for_the_checkpoint(tmp_path):
+    path = make(tmp_path)
+    before = open(path, 'rb').read()
+    with checkpoint.open_checkpoint(path) as ck:
+        # Decided for a compressed image, or for another file: refused,
+        # nothing written.
+        for mode in (write_mode.choose(path, compression.GZIP),
+                     write_mode.choose(str(tmp_path / 'other.img'), 0)):
+            with pytest.raises(exception.CheckpointError,
+                               match='write mode was decided'):
+                rewrite.rewrite_pages(ck, {10: bytes(4096)}, mode=mode)
+        res = rewrite.rewrite_pages(ck, {10: bytes(4096)}, mode=write_mode.
+                                    choose(path, 0, output=path + '.out'))
+    assert res.path == path + '.out' and not res.in_place
+    assert open(path, 'rb').read() == before
     res.verify()
 
 

@@ -135,8 +135,8 @@ def test_the_wait_is_bounded(tmp_path, scrubs):
     assert calls == []
 
 
-@pytest.mark.parametrize('option', ['output', 'in_place', 'dry_run',
-                                    'follow'])
+@pytest.mark.parametrize('option', ['output', 'in_place', 'write',
+                                    'dry_run', 'follow'])
 def test_output_options_are_refused(tmp_path, option):
     with pytest.raises(TypeError):
         live.save_and_scrub(lambda: None, str(tmp_path / 'x'), ['x'],

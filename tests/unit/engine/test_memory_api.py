@@ -15,7 +15,8 @@ def test_not_a_checkpoint(tmp_path):
 
 
 def test_argument_errors(tmp_path):
-    with pytest.raises(errors.ScrubError, match='exclude each other'):
+    with pytest.raises(exception.CheckpointError,
+                       match='exclude each other'):
         memory.scrub_checkpoint(str(tmp_path / 'x'), ['a'], in_place=True,
                                 output=str(tmp_path / 'y'))
     with pytest.raises(errors.SelectorError):

@@ -64,18 +64,18 @@ def test_reads_given_descriptors(secret_file):
 
 
 def test_cpu_limit_kills(secret_file):
-    policy = sandbox.SandboxPolicy(cpu_seconds=1, timeout=60)
+    sandbox_policy = sandbox.SandboxPolicy(cpu_seconds=1, timeout=60)
     with pytest.raises(sandbox.SandboxError) as ei:
         sandbox.run('tests.unit.engine.sandbox_targets:burn_cpu', {}, {},
-                    policy)
+                    sandbox_policy)
     assert 'killed by signal' in str(ei.value)
 
 
 def test_wall_clock_timeout(secret_file):
-    policy = sandbox.SandboxPolicy(cpu_seconds=100, timeout=1)
+    sandbox_policy = sandbox.SandboxPolicy(cpu_seconds=100, timeout=1)
     with pytest.raises(sandbox.SandboxError) as ei:
         sandbox.run('tests.unit.engine.sandbox_targets:burn_cpu', {}, {},
-                    policy)
+                    sandbox_policy)
     assert 'did not finish within' in str(ei.value)
 
 
@@ -87,10 +87,10 @@ def test_memory_limit(secret_file):
 
 
 def test_result_size_cap():
-    policy = sandbox.SandboxPolicy(max_result=1000, timeout=60)
+    sandbox_policy = sandbox.SandboxPolicy(max_result=1000, timeout=60)
     with pytest.raises(sandbox.SandboxError) as ei:
         sandbox.run('tests.unit.engine.sandbox_targets:huge_result',
-                    {'bytes': 5000}, {}, policy)
+                    {'bytes': 5000}, {}, sandbox_policy)
     assert 'more than the 1000 bytes allowed' in str(ei.value)
 
 

@@ -12,6 +12,8 @@ from sparc_nova.engine.disk.backends import btrfs
 from sparc_nova.engine.disk.backends import ext
 from sparc_nova.engine.disk.backends import xfs
 
+__all__ = ['NAMESPACE', 'backend_classes']
+
 NAMESPACE = 'sparc_nova.disk.backends'
 
 _BUILTIN = (ext.ExtBackend, xfs.XfsBackend, btrfs.BtrfsBackend)

@@ -15,6 +15,8 @@ order, on one appliance handle:
 
 from sparc_nova.engine.disk import batch
 
+__all__ = ['Backend', 'is_directory']
+
 
 class Backend:
     """Base backend: no overwrite, trim, no cleaning, no check."""
@@ -66,4 +68,7 @@ def _is_regular(stat: dict) -> bool:
 
 
 def is_directory(stat: dict) -> bool:
+    """Whether ``stat`` (a libguestfs ``statns``/``lstatns`` dict)
+    describes a directory.
+    """
     return (stat['st_mode'] & 0o170000) == 0o040000

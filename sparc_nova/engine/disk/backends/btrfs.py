@@ -21,10 +21,16 @@ from sparc_nova.engine.disk import appliance
 from sparc_nova.engine.disk.backends import base
 from sparc_nova.i18n import _P
 
+__all__ = ['BtrfsBackend']
+
 _TOP_LEVEL = 'subvolid=5'
 
 
 class BtrfsBackend(base.Backend):
+    """Btrfs: removed files' extents are made unrecoverable by a
+    rebuild of the filesystem (see the module docstring).
+    """
+
     fstypes = ('btrfs',)
     overwrites_in_place = False
 

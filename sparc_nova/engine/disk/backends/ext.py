@@ -14,8 +14,14 @@ import re
 from sparc_nova.engine.disk import appliance
 from sparc_nova.engine.disk.backends import base
 
+__all__ = ['ExtBackend']
+
 
 class ExtBackend(base.Backend):
+    """ext2/3/4: overwrite in place, then journal removed, free blocks
+    zeroed and journal re-created (see the module docstring).
+    """
+
     fstypes = ('ext2', 'ext3', 'ext4')
     overwrites_in_place = True
 

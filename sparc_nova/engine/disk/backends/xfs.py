@@ -14,8 +14,14 @@ recently logged metadata (directory blocks, inodes).
 from sparc_nova.engine.disk import appliance
 from sparc_nova.engine.disk.backends import base
 
+__all__ = ['XfsBackend']
+
 
 class XfsBackend(base.Backend):
+    """XFS: overwrite in place, directories rebuilt, free extents
+    trimmed, log zeroed (see the module docstring).
+    """
+
     fstypes = ('xfs',)
     overwrites_in_place = True
     rebuilds_directories = True

@@ -2,6 +2,7 @@
 
 import os
 
+from sparc_nova.checkpoint import tempfiles
 from sparc_nova.engine.disk import temporaries
 
 
@@ -14,7 +15,7 @@ def test_remove_stale(tmp_path):
     live_dir.mkdir()
     dead_dst = tmp_path / '.out.qcow2.sparc-999999999-abc'
     dead_dst.write_bytes(b'half')
-    live_dst = tmp_path / (temporaries.destination_prefix(str(dst)) + 'x')
+    live_dst = tmp_path / (tempfiles.temp_prefix(str(dst)) + 'x')
     live_dst.write_bytes(b'half')
     other = tmp_path / '.other.qcow2.sparc-999999999-abc'
     other.write_bytes(b'')
