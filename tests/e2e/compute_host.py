@@ -52,10 +52,14 @@ def uids(pid: int) -> list[int]:
     raise AssertionError('no Uid line for %d' % pid)
 
 
-def environ(pid: int) -> dict[str, str]:
+def environ(pid: int, names: tuple[str, ...]) -> dict[str, str]:
+    """The variables ``names`` of ``pid``'s environment that are set (only
+    those: the rest may hold secrets a test must not print).
+    """
     with open('/proc/%d/environ' % pid, 'rb') as f:
         items = f.read().decode(errors='replace').split('\0')
-    return dict(i.partition('=')[::2] for i in items if '=' in i)
+    pairs = (i.partition('=')[::2] for i in items if '=' in i)
+    return {k: v for k, v in pairs if k in names}
 
 
 def path_files(*roots: str, skip: tuple[str, ...] = ()) -> list[str]:
