@@ -2,8 +2,10 @@
 
 MariaDB and RabbitMQ (private instances), Keystone, Glance, Placement,
 Neutron (ML2, no agents) and Nova (API, conductor, scheduler, one compute
-service running SparcLibvirtDriver over libvirt's embedded QEMU driver,
-TCG), from the virtualenv that ``install.sh`` makes. No sudo: the services
-run as root and start privsep-helper directly. ``python -m
-tests.e2e.cloud`` brings it up and down by hand.
+service running SparcLibvirtDriver over the cloud's own libvirtd, TCG),
+from the virtualenv that ``install.sh`` makes. nova-compute runs as the
+unprivileged ``nova`` user and starts its privsep daemons through ``sudo
+nova-rootwrap`` with the rootwrap filters Nova and sparc-nova ship; the
+other services run as root. ``python -m tests.e2e.cloud`` brings it up
+and down by hand.
 """

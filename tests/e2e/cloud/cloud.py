@@ -8,7 +8,9 @@ import time
 
 from tests.e2e.cloud import apis
 from tests.e2e.cloud import catalog
+from tests.e2e.cloud import host_accounts
 from tests.e2e.cloud import infra
+from tests.e2e.cloud import libvirtd
 from tests.e2e.cloud import nova
 from tests.e2e.cloud import processes
 from tests.e2e.cloud import settings as settings_mod
@@ -50,6 +52,8 @@ class TestCloud:
         os.makedirs(self.conf.logs)
         c, s = self.conf, self.sup
         try:
+            self._step('accounts', host_accounts.ensure, c)
+            self._step('libvirtd', libvirtd.start, c, s)
             self._step('mariadb', infra.MariaDB(c, s).start)
             self._step('rabbitmq', infra.RabbitMQ(c, s).start)
             self._step('keystone', apis.keystone, c, s)
@@ -81,13 +85,15 @@ class TestCloud:
 
     def clean(self) -> None:
         """Stop what a previous run left and remove its state (not its
-        logs).
+        logs) and its configuration under /etc.
         """
         self.sup.stop_leftovers()
         if os.path.isdir(self.conf.state):
             for pid in nova.qemu_pids(self.conf):
                 os.kill(pid, signal.SIGKILL)
             shutil.rmtree(self.conf.state)
+        host_accounts.remove_sudoers(self.conf)
+        shutil.rmtree(self.conf.etc_dir, ignore_errors=True)
 
     def sql(self, database: str, statement: str) -> list[list[str]]:
         """Query one of the cloud's databases (rows of strings)."""

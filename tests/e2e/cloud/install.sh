@@ -21,7 +21,10 @@ fi
 # Debian starts a package's service when installing it; the cloud runs its
 # own private instances, so keep the distribution's stopped (a
 # policy-rc.d already in place is left alone).
-packages=(mariadb-server mariadb-client rabbitmq-server python3-venv)
+# sudo: nova-compute runs as the nova user and starts its privsep daemons
+# with "sudo nova-rootwrap ..." (the user and the sudoers drop-in are made
+# by the bring-up, tests/e2e/cloud/host_accounts.py).
+packages=(mariadb-server mariadb-client rabbitmq-server python3-venv sudo)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -1,11 +1,21 @@
 """Nova: API (gunicorn), conductor, scheduler and one compute service
-running TCG guests through libvirt's embedded QEMU driver.
+running TCG guests through the cloud's own libvirtd (see
+:mod:`tests.e2e.cloud.libvirtd`).
 
-The compute service's libvirt is ``qemu:///embed?root=<state>/libvirt``: a
-private domain namespace inside nova-compute, so that domains of the
-machine's own libvirtd are never seen (nova-compute refuses a fresh
-database while its libvirt already holds domains) and the guests' files
-(managed-save images included) live under the state directory.
+nova-compute runs as the unprivileged ``nova`` user, as deployed: it
+reaches libvirt through the socket's group, and every privsep daemon
+(Nova's and sparc-nova's) is started by Nova's root helper, ``sudo
+nova-rootwrap <etc>/rootwrap.conf privsep-helper --config-file
+<etc>/nova-cpu.conf ...``, allowed by the sudoers drop-in of
+:mod:`tests.e2e.cloud.host_accounts` and by the filters Nova and
+sparc-nova ship (copied into ``<etc>/rootwrap.d``, as an installation
+does into ``/etc/nova/rootwrap.d``). ``<etc>`` is under ``/etc`` because
+those filters accept configuration files only there. Everything else
+(databases, instances, managed saves) stays under the state directory.
+
+The daemon runs as root, after sudo cleared the environment: it imports
+the sparc-nova installed in the cloud's virtualenv (``install.sh``), not
+a checkout named by ``PYTHONPATH``.
 """
 
 import os
@@ -17,7 +27,9 @@ import time
 
 from tests.e2e.cloud import apis
 from tests.e2e.cloud import devstack_lib
+from tests.e2e.cloud import host_accounts
 from tests.e2e.cloud import inifile
+from tests.e2e.cloud import libvirtd
 from tests.e2e.cloud import processes
 from tests.e2e.cloud import settings as settings_mod
 
@@ -31,13 +43,15 @@ INSTANCE_NAME_TEMPLATE = 'sparc-cloud-%08x'
 SERVICES = ('nova-conductor', 'nova-scheduler', 'nova-compute')
 
 
-def libvirt_root(conf: Settings) -> str:
-    return conf.path('libvirt')
-
-
 def managed_save_dir(conf: Settings) -> str:
-    """Where the embedded driver keeps ``<domain>.save`` files."""
-    return os.path.join(libvirt_root(conf), 'lib', 'qemu', 'save')
+    """Where libvirt keeps ``<domain>.save`` files (its
+    ``/var/lib/libvirt/qemu/save``, seen from outside its namespace).
+    """
+    return libvirtd.host_path(conf, '/var/lib/libvirt/qemu/save')
+
+
+def instances_dir(conf: Settings) -> str:
+    return conf.path('nova', 'instances')
 
 
 def conf_file(conf: Settings) -> str:
@@ -46,16 +60,38 @@ def conf_file(conf: Settings) -> str:
 
 
 def compute_conf_file(conf: Settings) -> str:
-    """nova-cpu.conf: nova.conf without database access."""
-    return conf.path('etc', 'nova', 'nova-cpu.conf')
+    """nova-cpu.conf: nova.conf without database access (under /etc)."""
+    return os.path.join(conf.etc_dir, 'nova-cpu.conf')
 
 
-def _privsep_helper(conf: Settings) -> str:
-    """No sudo on the test machines: the services run as root and start
-    privsep-helper directly.
+#: The rootwrap filters of Nova (in its wheel's etc/) and of sparc-nova
+#: (in this repository), installed into <etc>/rootwrap.d.
+def _filters(conf: Settings) -> list[str]:
+    return [conf.venv_etc('nova', 'rootwrap.d', 'compute.filters'),
+            os.path.join(settings_mod.REPO, 'etc', 'sparc-nova',
+                         'rootwrap.d', 'sparc-nova.filters')]
+
+
+def _write_rootwrap(conf: Settings) -> None:
+    """<etc>/rootwrap.conf and <etc>/rootwrap.d, root's and read-only to
+    everyone else, as nova-rootwrap requires.
     """
-    return '%s --config-file %s' % (conf.bin('privsep-helper'),
-                                    compute_conf_file(conf))
+    filters_dir = os.path.join(conf.etc_dir, 'rootwrap.d')
+    os.makedirs(filters_dir, mode=0o755, exist_ok=True)
+    for path in _filters(conf):
+        target = os.path.join(filters_dir, os.path.basename(path))
+        shutil.copyfile(path, target)
+        os.chmod(target, 0o644)
+    inifile.write_ini(host_accounts.rootwrap_conf(conf), {'DEFAULT': {
+        'filters_path': filters_dir,
+        # privsep-helper is the virtualenv's.
+        'exec_dirs': ','.join([os.path.dirname(conf.bin('privsep-helper')),
+                               '/sbin', '/usr/sbin', '/bin', '/usr/bin']),
+        'use_syslog': False,
+        'daemon_timeout': 600,
+        'rlimit_nofile': 1024,
+    }})
+    os.chmod(host_accounts.rootwrap_conf(conf), 0o644)
 
 
 def write_config(conf: Settings) -> None:
@@ -77,6 +113,7 @@ def write_config(conf: Settings) -> None:
             'instance_name_template': INSTANCE_NAME_TEMPLATE,
             'heal_instance_info_cache_interval': -1,
             'shelved_offload_time': 0,
+            'rootwrap_config': host_accounts.rootwrap_conf(conf),
             # The test guest has no ACPI handler: power off at once.
             'shutdown_timeout': 0,
             'reserved_host_disk_mb': 0,
@@ -96,20 +133,23 @@ def write_config(conf: Settings) -> None:
         'libvirt': {
             'virt_type': 'qemu',
             'cpu_mode': 'none',
-            'connection_uri': 'qemu:///embed?root=%s' % libvirt_root(conf),
+            'connection_uri': libvirtd.connection_uri(conf),
         },
         'oslo_concurrency': {'lock_path': os.path.join(state, 'lock')},
         'oslo_messaging_notifications': {'driver': 'messagingv2'},
         'notifications': {'notification_format': 'both'},
-        'workarounds': {'disable_rootwrap': True},
-        'nova_sys_admin': {'helper_command': _privsep_helper(conf)},
         'vnc': {'enabled': False},
         'serial_console': {'enabled': False},
     }
     inifile.write_ini(conf_file(conf), sections)
     compute = {k: v for k, v in sections.items()
                if k not in ('database', 'api_database')}
+    os.makedirs(conf.etc_dir, mode=0o755, exist_ok=True)
     inifile.write_ini(compute_conf_file(conf), compute)
+    # Secrets inside: root's, readable by the nova group only.
+    os.chown(compute_conf_file(conf), 0, host_accounts.compute_ids()[1])
+    os.chmod(compute_conf_file(conf), 0o640)
+    _write_rootwrap(conf)
     # The API reads its paste pipeline from the first of its files.
     shutil.copy(conf.venv_etc('nova', 'api-paste.ini'), paste_ini(conf))
 
@@ -136,7 +176,8 @@ def configure_sparc(conf: Settings, log_dir: str,
             'SPARC_NOVA_API_PASTE_INI': paste_ini(conf),
             'SPARC_MANAGED_SAVE_DIR': managed_save_dir(conf),
             'SPARC_SEND_NOTIFICATIONS': 'true',
-            'SPARC_PRIVSEP_HELPER_COMMAND': _privsep_helper(conf)})
+            # oslo.privsep's default: through Nova's root helper.
+            'SPARC_PRIVSEP_HELPER_COMMAND': ''})
 
 
 def create_cells(conf: Settings, sup: processes.Supervisor) -> None:
@@ -156,15 +197,21 @@ def start(conf: Settings, sup: processes.Supervisor) -> None:
     mapped to cell1 and its resource provider is in Placement.
     """
     etc = os.path.dirname(conf_file(conf))
-    os.makedirs(libvirt_root(conf), exist_ok=True)
-    os.makedirs(conf.path('nova', 'instances'), exist_ok=True)
+    uid, gid, _ = host_accounts.compute_ids()
+    # nova-compute's own directories (state_path, instances, locks).
+    for path in (conf.path('nova'), instances_dir(conf),
+                 conf.path('nova', 'lock')):
+        os.makedirs(path, exist_ok=True)
+        os.chown(path, uid, gid)
     apis.serve(conf, sup, 'nova', 'nova.wsgi.osapi_compute',
                {'OS_NOVA_CONFIG_DIR': etc,
                 'OS_NOVA_CONFIG_FILES': 'api-paste.ini;nova.conf'})
     for name in SERVICES:
-        conf_path = (compute_conf_file(conf) if name == 'nova-compute'
-                     else conf_file(conf))
-        sup.start(name, [conf.bin(name), '--config-file', conf_path])
+        if name == 'nova-compute':
+            start_compute(conf, sup)
+        else:
+            sup.start(name, [conf.bin(name), '--config-file',
+                             conf_file(conf)])
     manage = [conf.bin('nova-manage'), '--config-file', conf_file(conf)]
     deadline = time.monotonic() + 180
     while True:
@@ -183,6 +230,19 @@ def start(conf: Settings, sup: processes.Supervisor) -> None:
         time.sleep(2)
 
 
+def start_compute(conf: Settings, sup: processes.Supervisor) -> None:
+    """Start nova-compute as the nova user (also after a crash). Its
+    privsep sockets must be under /tmp (the filters' pattern).
+    """
+    sup.start('nova-compute', [conf.bin('nova-compute'), '--config-file',
+                               compute_conf_file(conf)],
+              env={'HOME': host_accounts.NOVA_HOME,
+                   'USER': settings_mod.COMPUTE_USER,
+                   'LOGNAME': settings_mod.COMPUTE_USER,
+                   'TMPDIR': '/tmp'},
+              ids=host_accounts.compute_ids())
+
+
 #: The line a Nova service logs when it failed to start (its top-level
 #: logger is "nova"); some then hang instead of exiting.
 _CRASHED = re.compile(r' (ERROR|CRITICAL) nova [^.]')
@@ -197,8 +257,8 @@ def _check_not_crashed(sup: processes.Supervisor, name: str) -> None:
 
 
 def stop(conf: Settings, sup: processes.Supervisor) -> None:
-    """Stop Nova's services, then any QEMU process the embedded driver
-    left (they run in sessions of their own).
+    """Stop Nova's services, then the guests' QEMU processes (libvirtd
+    leaves them running), then libvirtd.
     """
     for name in reversed(SERVICES + ('nova-api',)):
         sup.stop(name)
@@ -207,13 +267,14 @@ def stop(conf: Settings, sup: processes.Supervisor) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    sup.stop('libvirtd')
 
 
 def qemu_pids(conf: Settings) -> list[int]:
-    """QEMU processes started by this cloud's embedded libvirt (their
-    command lines name files under its root).
+    """QEMU processes of this cloud's guests (their command lines name
+    their disks, under the state directory).
     """
-    root = libvirt_root(conf).encode()
+    root = (conf.state.rstrip('/') + '/').encode()
     pids = []
     for entry in os.listdir('/proc'):
         if not entry.isdigit():

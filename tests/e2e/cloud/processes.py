@@ -82,6 +82,18 @@ class Supervisor:
         os.makedirs(self.log_dir, exist_ok=True)
         return os.path.join(self.log_dir, name + '.log')
 
+    def pid(self, name: str) -> int | None:
+        """The process id of running service ``name`` (from its pid file,
+        so also for a cloud another process brought up), or None.
+        """
+        try:
+            with open(self._pid_path(name)) as f:
+                pid_text, _, started = f.read().strip().partition(' ')
+        except FileNotFoundError:
+            return None
+        pid = int(pid_text)
+        return pid if _start_time(pid) == started else None
+
     def _pid_path(self, name: str) -> str:
         return os.path.join(self.run_dir, name + '.pid')
 
@@ -115,20 +127,28 @@ class Supervisor:
     def start(self, name: str, argv: Sequence[str],
               env: Mapping[str, str] | None = None,
               cwd: str | None = None,
-              port: tuple[str, int] | None = None) -> subprocess.Popen:
+              port: tuple[str, int] | None = None,
+              ids: tuple[int, int, Sequence[int]] | None = None
+              ) -> subprocess.Popen:
         """Start a long-running service in its own session. ``port``
         (host, port) is where it will listen: refused if something else
         already does, so that a readiness check never talks to a stranger.
+        ``ids`` (uid, gid, supplementary gids): run it as that user
+        instead of this process's.
         """
         if port and port_open(*port):
             raise CloudError(
                 '%s: %s:%d is already in use (another cloud? set '
                 'SPARC_CLOUD_PORT_BASE)' % (name, port[0], port[1]))
+        user = {}
+        if ids is not None:
+            user = {'user': ids[0], 'group': ids[1],
+                    'extra_groups': list(ids[2])}
         with open(self.log_path(name), 'ab') as out:
             proc = subprocess.Popen(
                 list(argv), env=self._env(env), cwd=cwd,
                 stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True)
+                stderr=subprocess.STDOUT, start_new_session=True, **user)
         self.procs[name] = proc
         os.makedirs(self.run_dir, exist_ok=True)
         with open(self._pid_path(name), 'w') as f:

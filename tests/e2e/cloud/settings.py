@@ -5,12 +5,16 @@ clouds (or a cloud and a CI run) can share a machine: ``SPARC_CLOUD_STATE``
 (databases, images, instances; wiped at every bring-up),
 ``SPARC_CLOUD_LOGS`` (one log file per service, kept after tear-down),
 ``SPARC_CLOUD_VENV`` (the virtualenv holding the OpenStack services) and
-``SPARC_CLOUD_PORT_BASE`` (every port is this base plus a fixed offset).
+``SPARC_CLOUD_PORT_BASE`` (every port is this base plus a fixed offset)
+and ``SPARC_CLOUD_ETC`` (nova-compute's configuration and rootwrap.conf:
+under ``/etc``, as rootwrap's filters require; by default a directory of
+``/etc/sparc-cloud`` named after the state directory).
 Everything listens on 127.0.0.1 only.
 """
 
 import dataclasses
 import os
+import re
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
@@ -28,6 +32,11 @@ PORT_OFFSETS = {
     'placement': 778,
 }
 
+#: The unprivileged user nova-compute runs as, and the group of libvirt's
+#: read-write socket (as Debian's libvirt-daemon-system names them).
+COMPUTE_USER = 'nova'
+LIBVIRT_GROUP = 'libvirt'
+
 REGION = 'RegionOne'
 SERVICE_PROJECT = 'service'
 
@@ -40,6 +49,7 @@ class CloudSettings:
     logs: str
     venv: str
     port_base: int
+    etc: str = ''
     password: str = 'sparc-cloud-secret'
     host: str = '127.0.0.1'
 
@@ -50,7 +60,24 @@ class CloudSettings:
             logs=os.environ.get('SPARC_CLOUD_LOGS',
                                 os.path.join(REPO, 'artifacts', 'cloud')),
             venv=os.environ.get('SPARC_CLOUD_VENV', '/opt/sparc/cloud-venv'),
-            port_base=int(os.environ.get('SPARC_CLOUD_PORT_BASE', '17000')))
+            port_base=int(os.environ.get('SPARC_CLOUD_PORT_BASE', '17000')),
+            etc=os.environ.get('SPARC_CLOUD_ETC', ''))
+
+    @property
+    def etc_dir(self) -> str:
+        """nova-compute's configuration directory (under ``/etc``)."""
+        if self.etc:
+            return self.etc
+        name = re.sub(r'[^A-Za-z0-9_-]', '_', self.state.strip('/'))
+        return os.path.join('/etc/sparc-cloud', name)
+
+    @property
+    def sudoers_file(self) -> str:
+        """The sudoers drop-in that lets nova-compute run nova-rootwrap
+        with this cloud's rootwrap.conf (sudo ignores names with a dot).
+        """
+        return os.path.join('/etc/sudoers.d', 'sparc-cloud-' + re.sub(
+            r'[^A-Za-z0-9_-]', '_', self.etc_dir.strip('/')))
 
     def port(self, service: str) -> int:
         return self.port_base + PORT_OFFSETS[service]
