@@ -65,18 +65,28 @@ def do_ps(args) -> int:
     return 0
 
 
-def do_scrub(args) -> int:
+def _rewrite_args(args) -> dict:
+    """The options ``scrub`` and ``seal`` pass to their engine: what to
+    exclude, where to write, and the configuration.
+    """
     if args.output and args.in_place:
         raise SystemExit('sparc: --output and --in-place exclude each other')
+    return dict(output=args.output, in_place=args.in_place,
+                with_children=args.with_children,
+                scrub_free_memory=not args.keep_free_pages,
+                follow_ipc=args.follow_ipc,
+                exclude_paths=args.exclude_path or (),
+                journal_key=conf.CONF.sparc.journal_key_file,
+                **_engine_conf())
+
+
+def do_scrub(args) -> int:
+    kwargs = _rewrite_args(args)
     progress = output.Progress('scrubbing')
     try:
         rep = memory.scrub_checkpoint(
-            args.file, args.exclude_process, output=args.output,
-            in_place=args.in_place, with_children=args.with_children,
-            scrub_free_memory=not args.keep_free_pages,
-            dry_run=args.dry_run, follow_ipc=args.follow_ipc,
-            exclude_paths=args.exclude_path or (), progress=progress,
-            journal_key=conf.CONF.sparc.journal_key_file, **_engine_conf())
+            args.file, args.exclude_process, dry_run=args.dry_run,
+            progress=progress, **kwargs)
     finally:
         progress.finish()
     _emit_report(args, rep)
@@ -84,18 +94,12 @@ def do_scrub(args) -> int:
 
 
 def do_seal(args) -> int:
-    if args.output and args.in_place:
-        raise SystemExit('sparc: --output and --in-place exclude each other')
+    kwargs = _rewrite_args(args)
     key = sealed.load_key_file(args.key_file)
     progress = output.Progress('sealing')
     try:
-        rep = seal.seal_checkpoint(
-            args.file, args.exclude_process, key, output=args.output,
-            in_place=args.in_place, with_children=args.with_children,
-            scrub_free_memory=not args.keep_free_pages,
-            follow_ipc=args.follow_ipc,
-            exclude_paths=args.exclude_path or (), progress=progress,
-            journal_key=conf.CONF.sparc.journal_key_file, **_engine_conf())
+        rep = seal.seal_checkpoint(args.file, args.exclude_process, key,
+                                   progress=progress, **kwargs)
     finally:
         progress.finish()
     _emit_report(args, rep)
