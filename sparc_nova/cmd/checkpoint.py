@@ -12,6 +12,7 @@ import sys
 from sparc_nova.checkpoint import checkpoint
 from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import limits
+from sparc_nova.checkpoint import sealed
 from sparc_nova.checkpoint import sweep
 from sparc_nova.checkpoint import tempfiles
 from sparc_nova.cmd import output
@@ -81,13 +82,39 @@ def _info_text(info: dict) -> str:
     return '\n'.join(lines)
 
 
+def sealed_state(path: str) -> dict | None:
+    """Whether checkpoint ``path`` is sealed: its sealed-pages file's
+    header (no key needed), ``{'file', 'error'}`` when that file is
+    refused, or None when there is none.
+    """
+    spath = sealed.sealed_path(path)
+    try:
+        head = sealed.peek(spath)
+    except sealed.SealedFileError as e:
+        return {'file': spath, 'error': e.reason}
+    return head.as_dict() if head else None
+
+
+def sealed_line(state: dict) -> str:
+    """The line ``info`` and ``verify`` print for a sealed checkpoint."""
+    if 'error' in state:
+        return 'Sealed:    %s is refused: %s' % (
+            state['file'], state['error'])
+    return ('Sealed:    yes, %d records in %s; unseal before restoring '
+            '(restored sealed, its excluded processes run on zeroed '
+            'pages)' % (state['records'], state['file']))
+
+
 def do_info(args) -> int:
     with open_from_args(args.file) as ck:
         info = ck.info()
+    info['sealed'] = sealed_state(args.file)
     if args.format == 'json':
         output.emit_json(info)
     else:
         print(_info_text(info))
+        if info['sealed']:
+            print(sealed_line(info['sealed']))
     return 0
 
 

@@ -1,7 +1,8 @@
-"""``sparc checkpoint ps | deps | scrub | save | verify``: memory
-commands.
+"""``sparc checkpoint ps | deps | scrub | seal | unseal | save | verify``:
+memory commands.
 
 Thin wrappers over :mod:`sparc_nova.engine.memory` (``scrub``),
+:mod:`sparc_nova.engine.seal` (``seal``, ``unseal``),
 :mod:`sparc_nova.engine.listings` (``ps``, ``deps``, ``verify``) and
 :mod:`sparc_nova.engine.domain_save` (``save``), which get their
 configuration from here (:func:`_engine_conf`); exit codes follow
@@ -10,18 +11,25 @@ configuration from here (:func:`_engine_conf`); exit codes follow
 ``verify`` names markers by their position on the command line (``#1``,
 ``#2``...) and length, never by their text: markers are secrets, and its
 output ends up in logs and CI artifacts.
+
+``seal`` and ``unseal`` read their key from ``--key-file`` (32 bytes,
+:func:`sparc_nova.checkpoint.sealed.load_key_file`) and never write it
+anywhere: not in the report, the output or a temporary file.
 """
 
 import os
 import sys
 
 from sparc_nova.checkpoint import limits
+from sparc_nova.checkpoint import sealed
+from sparc_nova.cmd import checkpoint as checkpoint_cmd
 from sparc_nova.cmd import output
 from sparc_nova import conf
 from sparc_nova.engine import domain_save
 from sparc_nova.engine import listings
 from sparc_nova.engine import memory
 from sparc_nova.engine import sandbox
+from sparc_nova.engine import seal
 from sparc_nova.printable import printable
 
 PS_COLUMNS = ['pid', 'ppid', 'uid', 'comm', 'exe', 'threads', 'rss_pages']
@@ -57,22 +65,68 @@ def do_ps(args) -> int:
     return 0
 
 
+def _rewrite_args(args) -> dict:
+    """The options ``scrub`` and ``seal`` pass to their engine: what to
+    exclude, where to write, and the configuration. ``--output`` and
+    ``--in-place`` are requests: the engine decides the write mode
+    (sparc_nova.checkpoint.write_mode) and refuses what cannot be done
+    (exit 2).
+    """
+    return dict(output=args.output, in_place=args.in_place,
+                with_children=args.with_children,
+                scrub_free_memory=not args.keep_free_pages,
+                follow_ipc=args.follow_ipc,
+                exclude_paths=args.exclude_path or (),
+                journal_key=conf.CONF.sparc.journal_key_file,
+                **_engine_conf())
+
+
 def do_scrub(args) -> int:
-    # --output and --in-place are requests: the engine decides the write
-    # mode (sparc_nova.checkpoint.write_mode) and refuses what cannot be
-    # done (exit 2).
+    kwargs = _rewrite_args(args)
     progress = output.Progress('scrubbing')
     try:
         rep = memory.scrub_checkpoint(
-            args.file, args.exclude_process, output=args.output,
-            in_place=args.in_place, with_children=args.with_children,
-            scrub_free_memory=not args.keep_free_pages,
-            dry_run=args.dry_run, follow_ipc=args.follow_ipc,
-            exclude_paths=args.exclude_path or (), progress=progress,
-            journal_key=conf.CONF.sparc.journal_key_file, **_engine_conf())
+            args.file, args.exclude_process, dry_run=args.dry_run,
+            progress=progress, **kwargs)
     finally:
         progress.finish()
     _emit_report(args, rep)
+    return 0
+
+
+def do_seal(args) -> int:
+    kwargs = _rewrite_args(args)
+    key = sealed.load_key_file(args.key_file)
+    progress = output.Progress('sealing')
+    try:
+        rep = seal.seal_checkpoint(args.file, args.exclude_process, key,
+                                   progress=progress, **kwargs)
+    finally:
+        progress.finish()
+    _emit_report(args, rep)
+    return 0
+
+
+def do_unseal(args) -> int:
+    key = sealed.load_key_file(args.key_file)
+    progress = output.Progress('unsealing')
+    try:
+        result = seal.unseal_checkpoint(
+            args.file, key, output=args.output, in_place=args.in_place,
+            sealed_file=args.sealed_file, work_dir=_work_dir(),
+            limits=_limits(), progress=progress,
+            journal_key=conf.CONF.sparc.journal_key_file)
+    finally:
+        progress.finish()
+    if args.format == 'json':
+        output.emit_json(result)
+    else:
+        print('unsealed %s: %d frames and %d byte ranges restored, '
+              'verification %s; written to %s; removed %s'
+              % (args.file, result['frames_restored'],
+                 result['byte_ranges_restored'],
+                 result['verification']['result'], result['output'],
+                 result['sealed_file']))
     return 0
 
 
@@ -159,13 +213,16 @@ def do_verify(args) -> int:
                      'stale_copies': c['stale_copies'],
                      'in_file': c['stream'],
                      'first_addresses': ' '.join(c['addresses'][:4])})
+    state = checkpoint_cmd.sealed_state(args.file)
     if args.format == 'json':
         output.emit_json({'file': args.file, 'found': found,
-                          'markers': rows})
+                          'markers': rows, 'sealed': state})
     else:
         print(output.table(rows, ['marker', 'length', 'in_memory',
                                   'stale_copies',
                                   'in_file', 'first_addresses']))
+        if state:
+            print(checkpoint_cmd.sealed_line(state))
     if found:
         print('sparc: markers found in %s' % args.file, file=sys.stderr)
         return 1
@@ -197,9 +254,23 @@ def _add_exclusion_args(p) -> None:
                         'processes hold them (repeatable).')
 
 
+def _add_key_args(p) -> None:
+    """The options ``seal`` and ``unseal`` share."""
+    p.add_argument('--key-file', required=True, metavar='KEY',
+                   help='File holding the 32-byte sealing key (mode 0600 '
+                        'or 0400, owned by root or you).')
+    p.add_argument('--output', metavar='OUT',
+                   help='Write the result here (default: replace FILE '
+                        'atomically).')
+    p.add_argument('--in-place', action='store_true',
+                   help='Patch FILE in place through the journal (raw '
+                        'images only; unseal in place needs a seal made '
+                        'in place).')
+
+
 def register(sub) -> None:
-    """Add ``ps``, ``deps``, ``scrub``, ``save`` and ``verify`` to
-    ``sparc checkpoint``.
+    """Add ``ps``, ``deps``, ``scrub``, ``seal``, ``unseal``, ``save``
+    and ``verify`` to ``sparc checkpoint``.
     """
     p = sub.add_parser('ps', help='Processes in the checkpoint\'s guest.')
     p.add_argument('file', help='Checkpoint file.')
@@ -233,6 +304,31 @@ def register(sub) -> None:
                    help='Also write the full report here.')
     output.add_format_arg(p)
     p.set_defaults(func=do_scrub)
+
+    p = sub.add_parser(
+        'seal', help='Exclude processes without losing them: encrypt what '
+                     'a scrub would zero into a sealed-pages file next to '
+                     'the checkpoint, zero it in the checkpoint, arm no '
+                     'kill. Unseal before restoring.')
+    p.add_argument('file', help='Checkpoint file.')
+    _add_exclusion_args(p)
+    _add_key_args(p)
+    p.add_argument('--report', metavar='REPORT.json',
+                   help='Also write the full report here.')
+    output.add_format_arg(p)
+    p.set_defaults(func=do_seal)
+
+    p = sub.add_parser(
+        'unseal', help='Put back what a seal took out (after checking the '
+                       'key, every record and that the checkpoint did not '
+                       'change), then remove the sealed-pages file.')
+    p.add_argument('file', help='Sealed checkpoint file.')
+    _add_key_args(p)
+    p.add_argument('--sealed-file', metavar='PATH',
+                   help='The sealed-pages file (default: FILE%s).'
+                        % sealed.SUFFIX)
+    output.add_format_arg(p)
+    p.set_defaults(func=do_unseal)
 
     p = sub.add_parser(
         'save', help='Save a libvirt domain to FILE (like virsh save) and '

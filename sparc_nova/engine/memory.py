@@ -107,7 +107,8 @@ from sparc_nova import exception
 from sparc_nova.introspect import physical
 from sparc_nova.vocabulary import paths as vocabulary_paths
 
-__all__ = ['ScrubReport', 'scrub_checkpoint']
+__all__ = ['ScrubReport', 'changed_pages', 'plan_exclusion',
+           'scrub_checkpoint', 'verify_written', 'write_pages']
 
 ScrubReport = report_mod.ScrubReport
 
@@ -147,6 +148,44 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     rep = report_mod.ScrubReport(
         checkpoint=path, dry_run=dry_run,
         selectors=[str(s) for s in exclusion.selectors])
+    s, patcher = plan_exclusion(
+        path, exclusion, rep, work_dir=work_dir, limits=limits,
+        buildid_cache_dir=buildid_cache_dir, sandbox=sandbox,
+        progress=progress, follow=follow)
+    try:
+        if dry_run:
+            return rep
+        if write is None:
+            write = write_mode.choose(path, s.ck.compressed, output=output,
+                                      in_place=in_place,
+                                      journal_key=journal_key)
+        replacements = changed_pages(s.memory, patcher)
+        rep.rewrite['frames_replaced'] = len(replacements)
+        result = write_pages(s, path, replacements, write=write,
+                             work_dir=work_dir, progress=progress)
+        rep.output = result.path
+        rep.rewrite.update(result.to_dict())
+        rep.lap('rewrite')
+    finally:
+        s.close()
+    rep.verification = verify_written(result.path, patcher, write,
+                                      work_dir, limits)
+    rep.lap('verify')
+    rep.timings['total'] = rep.elapsed()
+    return rep
+
+
+def plan_exclusion(path: str, exclusion: planner.Exclusion,
+                   rep: report_mod.ScrubReport, *, work_dir: str | None,
+                   limits: limits_mod.Limits | None,
+                   buildid_cache_dir: str | None,
+                   sandbox: sandbox_mod.SandboxPolicy | None,
+                   progress=None,
+                   follow: stream_follow.Follow | None = None):
+    """Open ``path`` and plan ``exclusion`` (in the sandbox child unless
+    ``sandbox`` disables it): ``(session, patcher)``, the caller closing
+    the session. Fills ``rep`` with the plan's sections and laps.
+    """
     sandbox_policy = sandbox or sandbox_mod.SandboxPolicy()
     s, pending = sandboxed_plan.open_and_start_plan(
         path, exclusion, rep, work_dir=work_dir, limits=limits,
@@ -160,31 +199,43 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
             rep.lap('parse_and_introspect')
             patcher = sandboxed_plan.plan_session(s, path, exclusion, rep)
             rep.lap('plan')
-        if dry_run:
-            return rep
-        if write is None:
-            write = write_mode.choose(path, s.ck.compressed, output=output,
-                                      in_place=in_place,
-                                      journal_key=journal_key)
-        replacements = _changed_pages(s.memory, patcher)
-        rep.rewrite['frames_replaced'] = len(replacements)
-        try:
-            result = rewrite.rewrite_pages(s.ck, replacements,
-                                           work_dir=work_dir,
-                                           progress=progress, mode=write)
-        except exception.CheckpointError:
-            raise
-        except OSError as e:
-            raise errors.ScrubError(path, 'writing %s failed: %s'
-                                    % (write.target, e.strerror or e))
-        rep.output = result.path
-        rep.rewrite.update(result.to_dict())
-        rep.lap('rewrite')
-    finally:
+    except BaseException:
         s.close()
+        raise
+    return s, patcher
+
+
+def write_pages(s, path: str, replacements: dict[int, bytes], *,
+                write: write_mode.WriteMode, work_dir: str | None,
+                progress=None) -> rewrite.RewriteResult:
+    """Write ``replacements`` (frame -> 4096 bytes) into the checkpoint
+    of session ``s`` the way ``write`` decided
+    (:func:`.rewrite.rewrite_pages`: to a new file, in place, or
+    replacing ``path``).
+
+    :raises ScrubError: naming ``path``: the file cannot be written.
+    :raises CheckpointError: the rewrite refuses (raised as is).
+    """
     try:
-        rep.verification = verify.verify_rewrite(result.path, patcher,
-                                                 work_dir, limits)
+        return rewrite.rewrite_pages(s.ck, replacements, work_dir=work_dir,
+                                     progress=progress, mode=write)
+    except exception.CheckpointError:
+        raise
+    except OSError as e:
+        raise errors.ScrubError(path, 'writing %s failed: %s'
+                                % (write.target, e.strerror or e))
+
+
+def verify_written(path: str, patcher: patches.PagePatcher,
+                   write: write_mode.WriteMode, work_dir: str | None,
+                   limits: limits_mod.Limits | None) -> dict:
+    """Read back every change of ``patcher`` in the written ``path``
+    (:func:`.verify.verify_rewrite`); on failure a new file the write
+    made (``write`` did not replace the source) is removed and
+    :class:`~.errors.ScrubError` raised.
+    """
+    try:
+        return verify.verify_rewrite(path, patcher, work_dir, limits)
     except BaseException as e:
         if not write.replaces_source:
             try:
@@ -192,15 +243,11 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
             except OSError:
                 pass
         if isinstance(e, exception.SparcError):
-            raise errors.ScrubError(result.path, 'verification failed: %s'
-                                    % e)
+            raise errors.ScrubError(path, 'verification failed: %s' % e)
         raise
-    rep.lap('verify')
-    rep.timings['total'] = rep.elapsed()
-    return rep
 
 
-def _changed_pages(memory, patcher: patches.PagePatcher) -> dict[int, bytes]:
+def changed_pages(memory, patcher: patches.PagePatcher) -> dict[int, bytes]:
     """The new content of every frame ``patcher`` changes whose content
     in ``memory`` actually changes (frame -> 4096 bytes): what the
     rewrite writes.

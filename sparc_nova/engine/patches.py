@@ -7,12 +7,19 @@ signals or flags (``signal``), the wake-up timer and the links, counts
 and wheel fields it needs (``timer``), a bit cleared in a dropped page
 cache page's flags (``page-flags``), and zeroed kernel buffers that held
 an excluded process's data (``redact``: their old bytes are neither kept
-nor reported). The plan carries the kind, and the privileged side checks
-each write against its kind's rules (:mod:`.plan_codec`). A field write
-never crosses a page boundary here: :meth:`PagePatcher.write_virt` splits
-it per page and translates each part separately, and every write is
-checked to stay inside its page. Writes into a frame that is also being
-scrubbed are refused: that would mean the plan is inconsistent.
+nor reported), and zeroed free slab objects (``free-object``: free
+memory, redacted like ``redact``). The plan carries the kind, and the
+privileged side checks each write against its kind's rules
+(:mod:`.plan_codec`). A field write never crosses a page boundary here:
+:meth:`PagePatcher.write_virt` splits it per page and translates each
+part separately, and every write is checked to stay inside its page.
+Writes into a frame that is also being scrubbed are refused: that would
+mean the plan is inconsistent.
+
+The changes to free memory (free frames, ``free-object`` writes) are
+told apart from those to the excluded processes' data
+(:attr:`PagePatcher.free_frames`): a seal (:mod:`.seal`) keeps the
+latter and scrubs the former for good.
 """
 
 import dataclasses
@@ -22,8 +29,9 @@ import numpy as np
 from sparc_nova.introspect import arrays
 from sparc_nova.introspect import physical
 
-__all__ = ['KINDS', 'PAGE_FLAGS', 'PAGE_SIZE', 'REDACT', 'SIGNAL', 'TIMER',
-           'FieldWrite', 'PagePatcher', 'PlanConflict']
+__all__ = ['FREE_OBJECT', 'KINDS', 'PAGE_FLAGS', 'PAGE_SIZE', 'REDACT',
+           'REDACTED_KINDS', 'SIGNAL', 'TIMER', 'FieldWrite', 'PagePatcher',
+           'PlanConflict']
 
 PAGE_SIZE = physical.PAGE_SIZE
 
@@ -32,7 +40,11 @@ SIGNAL = 'signal'
 TIMER = 'timer'
 PAGE_FLAGS = 'page-flags'
 REDACT = 'redact'
-KINDS = (SIGNAL, TIMER, PAGE_FLAGS, REDACT)
+FREE_OBJECT = 'free-object'
+KINDS = (SIGNAL, TIMER, PAGE_FLAGS, REDACT, FREE_OBJECT)
+#: Kinds whose replaced bytes may be secret: zeroes written, the old
+#: bytes neither kept nor reported.
+REDACTED_KINDS = (REDACT, FREE_OBJECT)
 
 
 @dataclasses.dataclass
@@ -48,7 +60,7 @@ class FieldWrite:
     @property
     def redacted(self) -> bool:
         """The bytes replaced may be secret: not kept, not reported."""
-        return self.kind == REDACT
+        return self.kind in REDACTED_KINDS
 
     def as_dict(self) -> dict:
         if self.redacted:
@@ -73,14 +85,15 @@ class PagePatcher:
         self.memory = memory
         self._pages: dict[int, bytearray] = {}
         self._fills: dict[int, np.ndarray] = {}
+        self._free = np.zeros(0, dtype=np.int64)
         self.fields: list[FieldWrite] = []
 
     def write(self, paddr: int, data: bytes, what: str, *,
               kind: str) -> None:
         """Write ``data`` at guest physical ``paddr`` (within one page).
 
-        :param kind: one of :data:`KINDS`; for :data:`REDACT` the bytes
-            replaced are not kept (the write is still read back after the
+        :param kind: one of :data:`KINDS`; for :data:`REDACTED_KINDS` the
+            bytes replaced are not kept (the write is still read back after the
             rewrite).
         """
         if kind not in KINDS:
@@ -99,7 +112,8 @@ class PagePatcher:
             self._pages[pfn] = page
         old = bytes(page[within:within + len(data)])
         page[within:within + len(data)] = data
-        self.fields.append(FieldWrite(paddr, b'' if kind == REDACT else old,
+        self.fields.append(FieldWrite(paddr,
+                                      b'' if kind in REDACTED_KINDS else old,
                                       bytes(data), what, kind))
 
     def write_virt(self, kernel, vaddr: int, data: bytes, what: str, *,
@@ -121,13 +135,16 @@ class PagePatcher:
             self.write(kernel.phys(va), bytes(n), what, kind=REDACT)
             pos += n
 
-    def zero_phys(self, paddr: int, size: int, what: str) -> None:
-        """Zero ``size`` bytes at guest physical ``paddr`` (redacted)."""
+    def zero_phys(self, paddr: int, size: int, what: str, *,
+                  kind: str = REDACT) -> None:
+        """Zero ``size`` bytes at guest physical ``paddr`` (``kind``: one
+        of :data:`REDACTED_KINDS`).
+        """
         pos = 0
         while pos < size:
             pa = paddr + pos
             n = min(size - pos, PAGE_SIZE - (pa & (PAGE_SIZE - 1)))
-            self.write(pa, bytes(n), what, kind=REDACT)
+            self.write(pa, bytes(n), what, kind=kind)
             pos += n
 
     def read_phys(self, paddr: int, size: int) -> bytes:
@@ -157,8 +174,11 @@ class PagePatcher:
             pos += n
         return out
 
-    def scrub(self, pfns: np.ndarray, fill: int) -> None:
-        """Set every frame of ``pfns`` to ``fill`` bytes."""
+    def scrub(self, pfns: np.ndarray, fill: int, *,
+              free: bool = False) -> None:
+        """Set every frame of ``pfns`` to ``fill`` bytes; ``free``: they
+        are free memory (:attr:`free_frames`).
+        """
         pfns = arrays.unique(np.asarray(pfns, dtype=np.int64))
         clash = [p for p in pfns.tolist() if p in self._pages] \
             if self._pages else []
@@ -171,6 +191,8 @@ class PagePatcher:
         old = self._fills.get(fill)
         self._fills[fill] = pfns if old is None else arrays.unique(
             np.concatenate([old, pfns]))
+        if free and len(pfns):
+            self._free = arrays.unique(np.concatenate([self._free, pfns]))
 
     def _scrubbed(self, pfn: int) -> bool:
         return any(arrays.isin_sorted([pfn], arr)[0]
@@ -179,6 +201,11 @@ class PagePatcher:
     @property
     def scrubbed(self) -> dict[int, np.ndarray]:
         return dict(self._fills)
+
+    @property
+    def free_frames(self) -> np.ndarray:
+        """The scrubbed frames that are free memory (sorted, unique)."""
+        return self._free
 
     @property
     def patched_pfns(self) -> list[int]:

@@ -6,13 +6,16 @@ the plan; it returns it as one JSON document (version 2)::
     {"version": 2,
      "report": <the ScrubReport, encoded by encode_value()>,
      "fills": [[fill, [start, count, start, count, ...]], ...],
-     "fields": [[paddr, "hex bytes", "what", kind], ...]}
+     "fields": [[paddr, "hex bytes", "what", kind], ...],
+     "free": [start, count, ...]}
 
 ``fills`` lists, per fill byte, the frames set entirely to it as runs of
-consecutive frame numbers; ``fields`` lists the field writes in the order
-they were made, each with its kind (:data:`~.patches.KINDS`). The pages
-a field write changes are not sent: the parent rebuilds them from its own
-copy of the checkpoint by replaying the writes.
+consecutive frame numbers; ``free`` (optional) the runs of those frames
+that are free memory (a seal scrubs them instead of sealing them);
+``fields`` lists the field writes in the order they were made, each with
+its kind (:data:`~.patches.KINDS`). The pages a field write changes are
+not sent: the parent rebuilds them from its own copy of the checkpoint
+by replaying the writes.
 
 The parent trusts none of it. :func:`decode_plan` checks every type, size
 and count, that every frame is a RAM page of the checkpoint the parent
@@ -58,7 +61,8 @@ MAX_FIELDS = 1 << 20
 #: process); page-flags clears a bit in a 64-bit word.
 FIELD_RULES = {patches.SIGNAL: (8, 1 << 18), patches.TIMER: (128, 1 << 16),
                patches.PAGE_FLAGS: (8, 1 << 20),
-               patches.REDACT: (patches.PAGE_SIZE, MAX_FIELDS)}
+               patches.REDACT: (patches.PAGE_SIZE, MAX_FIELDS),
+               patches.FREE_OBJECT: (patches.PAGE_SIZE, MAX_FIELDS)}
 #: Guest physical ranges no scrub writes on x86 pc and q35: the legacy
 #: VGA window, which is also SMRAM's ASEG, and the option ROM and BIOS
 #: shadows ([0xa0000, 0x100000)). No kernel object, user page or free
@@ -83,7 +87,7 @@ RECORDS = {name: obj for name, obj in vars(report_mod).items()
 
 #: Report fields the parent sets itself and never takes from the child.
 PARENT_FIELDS = ('checkpoint', 'output', 'dry_run', 'selectors',
-                 'verification', 'timings', 'sandbox')
+                 'verification', 'timings', 'sandbox', 'seal')
 
 
 class PlanError(exception.SparcError):
@@ -295,7 +299,7 @@ def merge_report(rep: report_mod.ScrubReport,
 def encode_plan(rep: report_mod.ScrubReport,
                 patcher: patches.PagePatcher) -> dict:
     """The plan document for the parent (see the module docstring)."""
-    carried = {'memory', '_pages', '_fills', 'fields'}
+    carried = {'memory', '_pages', '_fills', '_free', 'fields'}
     extra = set(vars(patcher)) - carried
     if extra:
         raise PlanError('the plan holds changes the sandbox cannot carry '
@@ -304,7 +308,8 @@ def encode_plan(rep: report_mod.ScrubReport,
             'fills': [[int(fill), encode_frames(arr)]
                       for fill, arr in sorted(patcher.scrubbed.items())],
             'fields': [[f.paddr, f.new.hex(), f.what, f.kind]
-                       for f in patcher.fields]}
+                       for f in patcher.fields],
+            'free': encode_frames(patcher.free_frames)}
 
 
 def firmware_reserved(memory, devices=()) -> tuple[tuple[int, int], ...]:
@@ -432,9 +437,9 @@ def _fields(doc, memory, reserved) -> list[tuple[int, bytes, str, str]]:
         if _in_reserved(np.array([paddr >> 12]), reserved)[0]:
             raise PlanError('fields: 0x%x is reserved for the firmware'
                             % paddr)
-        if kind == patches.REDACT and any(data):
-            raise PlanError('fields: a redact write at 0x%x is not zeroes'
-                            % paddr)
+        if kind in patches.REDACTED_KINDS and any(data):
+            raise PlanError('fields: a %s write at 0x%x is not zeroes'
+                            % (kind, paddr))
         out.append((paddr, data, what, kind))
     return out
 
@@ -463,13 +468,15 @@ def decode_plan(doc, memory, devices=()) -> tuple[report_mod.ScrubReport,
     :raises PlanError: anything is out of shape or out of bounds.
     """
     if not isinstance(doc, dict) or \
-            set(doc) != {'version', 'report', 'fills', 'fields'}:
+            set(doc) - {'free'} != {'version', 'report', 'fills', 'fields'}:
         raise PlanError('not a plan document')
     if doc['version'] != VERSION:
         raise PlanError('plan version %r, expected %d'
                         % (str(doc['version'])[:16], VERSION))
     reserved = firmware_reserved(memory, devices)
     fills = _fills(doc, memory, reserved)
+    free = decode_frames(doc.get('free', []), _ram_frames(memory),
+                         'free frames')
     fields = _fields(doc, memory, reserved)
     rep = decode_value(doc['report'])
     if not isinstance(rep, report_mod.ScrubReport):
@@ -477,7 +484,12 @@ def decode_plan(doc, memory, devices=()) -> tuple[report_mod.ScrubReport,
     patcher = patches.PagePatcher(memory)
     try:
         for fill, frames in fills:
-            patcher.scrub(frames, fill)
+            is_free = np.isin(frames, free)
+            patcher.scrub(frames[~is_free], fill)
+            patcher.scrub(frames[is_free], fill, free=True)
+        if len(patcher.free_frames) != len(free):
+            raise PlanError('free frames: frame 0x%x is not scrubbed'
+                            % int(np.setdiff1d(free, patcher.free_frames)[0]))
         for paddr, data, what, kind in fields:
             if kind in (patches.SIGNAL, patches.PAGE_FLAGS) and not \
                     _one_bit(patcher.read_phys(paddr, len(data)), data,

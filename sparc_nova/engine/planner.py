@@ -12,7 +12,8 @@ five named steps, each a function of this module:
 4. :func:`scrub_kernel_copies`: the kernel-held copies of their data
    (pipe and socket buffers, terminals, shared memory, page cache);
 5. :func:`kill_selected`: a pending SIGKILL (and a wake-up) for every
-   thread, so that they die on restore.
+   thread, so that they die on restore (not for a seal, whose processes
+   resume: ``Exclusion.kill``).
 
 The changes are queued in a :class:`~.patches.PagePatcher` (whole frames
 set to one byte, byte writes into kernel objects); the rewrite
@@ -62,6 +63,8 @@ class Exclusion:
         data to, transitively (else they are reported at risk).
     :ivar exclude_paths: guest path rules whose tmpfs and shared-memory
         contents are scrubbed when only selected processes hold them.
+    :ivar kill: arm the kill on restore (:func:`kill_selected`); a seal
+        (:mod:`.seal`) plans without it, as the processes must survive.
     """
 
     selectors: tuple[selectors_mod.Selector, ...]
@@ -69,6 +72,7 @@ class Exclusion:
     scrub_free_memory: bool = True
     follow_ipc: bool = True
     exclude_paths: tuple[str, ...] = ()
+    kill: bool = True
 
     def to_args(self) -> dict:
         """The exclusion as JSON primitives (the sandbox child's
@@ -78,7 +82,8 @@ class Exclusion:
                 'with_children': self.with_children,
                 'scrub_free_memory': self.scrub_free_memory,
                 'follow_ipc': self.follow_ipc,
-                'exclude_paths': list(self.exclude_paths)}
+                'exclude_paths': list(self.exclude_paths),
+                'kill': self.kill}
 
     @classmethod
     def from_args(cls, args: dict) -> 'Exclusion':
@@ -91,7 +96,8 @@ class Exclusion:
                    with_children=args['with_children'],
                    scrub_free_memory=args['scrub_free_memory'],
                    follow_ipc=args['follow_ipc'],
-                   exclude_paths=tuple(args['exclude_paths']))
+                   exclude_paths=tuple(args['exclude_paths']),
+                   kill=bool(args['kill']))
 
 
 class _FramesCache:
@@ -162,7 +168,8 @@ def plan_scrub(kernel, memory, exclusion: Exclusion,
         patcher.scrub(frames, 0)
     scrub_kernel_copies(kernel, memory, selection, exclusion, frames,
                         patcher, rep)
-    kill_selected(kernel, selection, patcher, rep)
+    if exclusion.kill:
+        kill_selected(kernel, selection, patcher, rep)
     shown = [f for f in patcher.fields if not f.redacted]
     rep.rewrite = {'fields_patched': len(shown),
                    'byte_ranges_zeroed': len(patcher.fields) - len(shown)}
@@ -350,12 +357,13 @@ def scrub_free_memory(kernel, model, memory, selected: np.ndarray,
     change = free.pfns[~memory.holds(free.pfns, free.fill)]
     rep.free_pages = free.summary()
     rep.free_pages['frames_rewritten'] = int(len(change))
-    patcher.scrub(change, free.fill)
+    patcher.scrub(change, free.fill, free=True)
     caches, slab_notes = slabfree.free_objects(kernel, model)
     rep.notes += slab_notes
     for cache in caches:
         for paddr, size in cache.ranges:
-            patcher.zero_phys(paddr, size, 'free object of %s' % cache.cache)
+            patcher.zero_phys(paddr, size, 'free object of %s' % cache.cache,
+                              kind=patches.FREE_OBJECT)
     rep.free_pages['slab_objects'] = sum(c.objects for c in caches)
     rep.free_pages['slab_caches'] = len(caches)
 

@@ -58,6 +58,9 @@ class ScrubReport:
     :ivar during_save: for a scrub run while the checkpoint was saved
         (:mod:`.live`): seconds until the image was complete and whether
         the scrub overlapped the save; empty otherwise.
+    :ivar seal: for a seal (:mod:`.seal`): the sealed-pages file and what
+        it holds (records, frames, byte ranges, bytes); empty for a
+        scrub. A seal arms no kill: its processes resume after an unseal.
     """
 
     checkpoint: str
@@ -75,6 +78,7 @@ class ScrubReport:
     patched_fields: list[dict] = dataclasses.field(default_factory=list)
     sandbox: dict = dataclasses.field(default_factory=dict)
     during_save: dict = dataclasses.field(default_factory=dict)
+    seal: dict = dataclasses.field(default_factory=dict)
     _t0: float = dataclasses.field(default_factory=time.monotonic,
                                    repr=False)
     _last: float = dataclasses.field(default=0.0, repr=False)
@@ -116,7 +120,8 @@ class ScrubReport:
             'frames_scrubbed_by_class': by_class,
             'frames_scrubbed': self.frames_scrubbed,
             'frames_refused': sum(len(p.refused) for p in self.processes),
-            'threads_killed': sum(len(p.threads) for p in self.processes),
+            'threads_killed': sum(len(p.threads) for p in self.processes
+                                  if p.kill is not None),
             'free_pages': self.free_pages,
             'ipc': self.ipc,
             'rewrite': self.rewrite,
@@ -125,23 +130,26 @@ class ScrubReport:
             'timings': self.timings,
             'sandbox': self.sandbox,
             'during_save': self.during_save,
+            **({'seal': self.seal} if self.seal else {}),
         }
 
     def summary(self) -> str:
         """One line per fact, for humans; guest strings (process names,
         kernel release, notes quoting them) are escaped.
         """
+        verb = 'sealed' if self.seal else 'scrubbed'
         lines = ['%s %s (kernel %s)' % (
-            'would scrub' if self.dry_run else 'scrubbed', self.checkpoint,
+            'would ' + verb[:-1] if self.dry_run else verb, self.checkpoint,
             printable(self.kernel.get('osrelease', '?')))]
         for p in self.processes:
-            lines.append('  pid %d %s: %s, %d refused, %s killed (%s)' % (
+            lines.append('  pid %d %s: %s, %d refused, %s %s' % (
                 p.pid, printable(p.comm),
                 _P('%d frame', '%d frames', p.frame_count) % p.frame_count,
                 len(p.refused),
                 _P('%d thread', '%d threads', len(p.threads))
                 % len(p.threads),
-                (p.kill or {}).get('wakeup', '-')))
+                'kept (no kill on restore)' if p.kill is None
+                else 'killed (%s)' % p.kill.get('wakeup', '-')))
         if self.free_pages:
             frames = self.free_pages.get('frames', 0)
             lines.append('  free pages: %s (fill %s)' % (
@@ -178,6 +186,12 @@ class ScrubReport:
                          self.verification.get('result', '?'))
         if self.output:
             lines.append('  written to %s' % self.output)
+        if self.seal:
+            lines.append('  sealed pages: %s (%d frames, %d byte ranges; '
+                         'unseal before restoring)' % (
+                             self.seal.get('file'),
+                             self.seal.get('frames', 0),
+                             self.seal.get('byte_ranges', 0)))
         if self.during_save:
             lines.append('  while saving: image complete after %.2f s of '
                          'a %.2f s save; the scrub ended %.2f s after the '

@@ -282,3 +282,33 @@ def test_field_in_tseg_refused():
                            match='0x10f000 is reserved for the firmware'):
             plan_codec.decode_plan(doc, mem, [_mch(0x01)])
         plan_codec.decode_plan(doc, mem, [_mch(0x00)])     # TSEG off
+
+
+def test_free_memory_crosses_apart_from_the_processes_data():
+    mem, rep, p = make_plan()
+    p.scrub(np.array([8, 9]), 0, free=True)
+    p.zero_phys(37 * PAGE, 16, 'free object of kmalloc-16',
+                kind=patches.FREE_OBJECT)
+    doc = plan_codec.encode_plan(rep, p)
+    assert doc['free'] == [8, 2]
+    _, back = roundtrip(doc, mem)
+    assert back.free_frames.tolist() == [8, 9]
+    assert back.scrubbed[0].tolist() == [1, 2, 3, 7, 8, 9, 33]
+    assert back.fields[-1].kind == patches.FREE_OBJECT
+    assert back.fields[-1].redacted
+
+
+def test_free_frames_must_be_scrubbed():
+    mem, rep, p = make_plan()
+    doc = plan_codec.encode_plan(rep, p)
+    doc['free'] = [12, 1]
+    with pytest.raises(plan_codec.PlanError, match='not scrubbed'):
+        roundtrip(doc, mem)
+
+
+def test_free_object_writes_are_zeroes():
+    mem, rep, p = make_plan()
+    doc = plan_codec.encode_plan(rep, p)
+    doc['fields'].append([37 * PAGE, 'ff', 'free object', 'free-object'])
+    with pytest.raises(plan_codec.PlanError, match='not zeroes'):
+        roundtrip(doc, mem)

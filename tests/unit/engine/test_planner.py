@@ -22,11 +22,12 @@ def test_exclusion_crosses_into_the_child_unchanged():
     exclusion = planner.Exclusion(
         selectors=tuple(selectors.parse_all(['vault', 'pid:42'])),
         with_children=True, scrub_free_memory=False, follow_ipc=False,
-        exclude_paths=('/srv/**', '!/srv/public/**'))
+        exclude_paths=('/srv/**', '!/srv/public/**'), kill=False)
     args = exclusion.to_args()
     assert args == {'selectors': ['vault', 'pid:42'], 'with_children': True,
                     'scrub_free_memory': False, 'follow_ipc': False,
-                    'exclude_paths': ['/srv/**', '!/srv/public/**']}
+                    'exclude_paths': ['/srv/**', '!/srv/public/**'],
+                    'kill': False}
     assert planner.Exclusion.from_args(args) == exclusion
 
 

@@ -59,7 +59,8 @@ def summary_of(frames, threads, free_frames, objects, not_scrubbed):
     rep.processes.append(report.ProcessPlan(
         pid=5, comm='vault', exe=None, reasons=[],
         threads=list(range(threads)),
-        frames={'heap': list(range(frames))}, refused=[], kill=None))
+        frames={'heap': list(range(frames))}, refused=[],
+        kill={'wakeup': 'futex'}))
     rep.free_pages = {'frames': free_frames, 'frames_rewritten': 1,
                       'fill': '0x00'}
     rep.ipc = {'scrubbed': {'pipe': {'objects': objects}},
@@ -68,11 +69,11 @@ def summary_of(frames, threads, free_frames, objects, not_scrubbed):
 
 
 @pytest.mark.parametrize('count, expected', [
-    (1, ['pid 5 vault: 1 frame, 0 refused, 1 thread killed (-)',
+    (1, ['pid 5 vault: 1 frame, 0 refused, 1 thread killed (futex)',
          'free pages: 1 of 1 frame rewritten (fill 0x00)',
          'kernel copies scrubbed: pipe 1 object',
          '1 kernel copy not scrubbed (see the report)']),
-    (2, ['pid 5 vault: 2 frames, 0 refused, 2 threads killed (-)',
+    (2, ['pid 5 vault: 2 frames, 0 refused, 2 threads killed (futex)',
          'free pages: 1 of 2 frames rewritten (fill 0x00)',
          'kernel copies scrubbed: pipe 2 objects',
          '2 kernel copies not scrubbed (see the report)']),

@@ -1,0 +1,491 @@
+"""The sealed-pages file: what a seal took out of a checkpoint, encrypted.
+
+A seal (:mod:`sparc_nova.engine.seal`) zeroes in a checkpoint what a
+scrub would zero, but first encrypts the bytes it zeroes into this file,
+next to the checkpoint (:func:`sealed_path`); an unseal puts them back.
+The file holds two kinds of record:
+
+* a **frame run**: consecutive guest frames (at most
+  :data:`MAX_RUN_FRAMES`) that the seal set entirely to one fill byte;
+  the plaintext is their original 4096-byte pages;
+* a **byte range**: bytes inside one guest page that the seal changed
+  (a kernel buffer zeroed, a page-cache page's flags); the plaintext is
+  the original bytes followed by the bytes the seal wrote.
+
+Cryptography (``cryptography``'s AES-256-GCM throughout):
+
+* every seal draws a fresh random 32-byte **data key**; the records are
+  encrypted with it, record *i* under the 96-bit nonce ``0^4 || le64(i)``
+  (a data key encrypts one file, so a counter never repeats a nonce);
+* the data key is **wrapped** with AES-256-GCM under the caller's 32-byte
+  key (a random nonce; key-wrap use is a handful of seals per key, far
+  from GCM's random-nonce bound), with the whole file header as
+  associated data. AES-GCM rather than RFC 3394 key wrap: the same
+  primitive also authenticates the header (magic, version, checkpoint
+  identity, record count and sizes), so a wrong key and an altered
+  header are refused in one step, before any record is read;
+* each record's associated data is the checkpoint identity, the record's
+  index and its 16-byte record header (kind, fill, length, guest physical
+  address): a record cannot be moved to another frame, another index or
+  another checkpoint, and the header's record count makes dropping or
+  appending records fail.
+
+The **checkpoint identity** (:func:`identity_of`) is a SHA-256 over what
+a seal and an unseal never change and what tells two checkpoints apart:
+the libvirt header with its domain and cookie XML, the machine type, the
+RAM blocks and the guest physical RAM layout, and every device section
+of the stream (vCPU registers among them).
+
+Layout (little endian)::
+
+    8s  b'SPARCSLD'  u32 version (1)  u32 flags (0)
+    32s checkpoint identity   u64 record count   u64 plaintext bytes
+    12s wrap nonce   48s wrapped data key (32 bytes + 16-byte tag)
+    records: u8 kind (1 frames, 2 bytes), u8 fill, u16 0,
+             u32 plaintext length, u64 guest physical address,
+             ciphertext (plaintext length + 16-byte tag)
+
+The file is hostile input until its tags check: every count and size is
+bounded before it is used (:data:`MAX_RECORDS`, :data:`MAX_RUN_FRAMES`,
+the size of the checkpoint's RAM), the file must end exactly after its
+last record, and every error names the file and what is wrong. It is
+written ``O_EXCL``/``O_NOFOLLOW``, mode 0600, fsync'd, under a temporary
+name, and linked to its name only when complete (never over an existing
+file); it is read only when it is a regular file with one link, owned by
+root or the running user, that neither group nor others may access.
+"""
+
+import dataclasses
+import hashlib
+import os
+import stat
+import struct
+import tempfile
+import typing
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import aead
+
+from sparc_nova.checkpoint import qemu_stream
+from sparc_nova.checkpoint import tempfiles
+from sparc_nova import exception
+
+__all__ = ['BYTES', 'FRAMES', 'KEY_SIZE', 'MAGIC', 'MAX_RECORDS',
+           'MAX_RUN_FRAMES', 'PAGE_SIZE', 'SUFFIX', 'VERSION', 'ByteRange',
+           'FrameRun', 'SealedHeader', 'SealedFileError', 'check_key',
+           'identity_of', 'load_key_file', 'peek', 'read', 'sealed_path',
+           'write']
+
+MAGIC = b'SPARCSLD'
+VERSION = 1
+KEY_SIZE = 32
+PAGE_SIZE = 4096
+#: Name suffix of a checkpoint's sealed-pages file.
+SUFFIX = '.sparc-sealed'
+#: Record kinds.
+FRAMES, BYTES = 1, 2
+#: Frames in one frame-run record (1 MiB of plaintext).
+MAX_RUN_FRAMES = 256
+#: Records in one file (a 16 TiB guest in full runs is 2^16 records;
+#: byte ranges are at most a few per kernel buffer).
+MAX_RECORDS = 1 << 22
+
+_TAG = 16
+_NONCE = 12
+_PREFIX = struct.Struct('<8sII32sQQ')
+_HEAD = struct.Struct('<8sII32sQQ12s48s')
+_RECORD = struct.Struct('<BBHIQ')
+
+
+class SealedFileError(exception.CheckpointError):
+    """A sealed-pages file is refused: not ours, altered, truncated, for
+    another checkpoint, or the key does not open it.
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameRun:
+    """Consecutive frames from ``first_pfn`` the seal set to ``fill``;
+    ``pages`` is their original content (a multiple of 4096 bytes).
+    """
+
+    first_pfn: int
+    fill: int
+    pages: bytes
+
+    @property
+    def frames(self) -> int:
+        return len(self.pages) // PAGE_SIZE
+
+
+@dataclasses.dataclass(frozen=True)
+class ByteRange:
+    """Bytes at guest physical ``paddr`` (inside one page): ``original``
+    before the seal, ``sealed`` what the seal wrote (same length).
+    """
+
+    paddr: int
+    original: bytes
+    sealed: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class SealedHeader:
+    """What a sealed-pages file says of itself before it is opened."""
+
+    path: str
+    version: int
+    identity: bytes
+    records: int
+    plaintext_bytes: int
+
+    def as_dict(self) -> dict:
+        return {'file': self.path, 'version': self.version,
+                'identity': self.identity.hex(), 'records': self.records,
+                'plaintext_bytes': self.plaintext_bytes}
+
+
+Record = typing.Union[FrameRun, ByteRange]
+
+
+def sealed_path(checkpoint: str) -> str:
+    """Where the sealed-pages file of ``checkpoint`` lives."""
+    return os.path.abspath(checkpoint) + SUFFIX
+
+
+def check_key(key: bytes, label: str = 'the sealing key') -> None:
+    """Refuse a key that is not exactly :data:`KEY_SIZE` bytes."""
+    if not isinstance(key, bytes) or len(key) != KEY_SIZE:
+        raise ValueError('%s must be %d bytes' % (label, KEY_SIZE))
+
+
+def load_key_file(key_file: str) -> bytes:
+    """The 32-byte sealing key held in ``key_file``.
+
+    The file must be a regular file (a symbolic link is refused) owned by
+    root or the running user that neither group nor others may read or
+    write, holding exactly 32 bytes.
+
+    :raises CheckpointError: naming ``key_file``.
+    """
+    try:
+        fd = os.open(key_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC |
+                     os.O_NONBLOCK)
+    except OSError as e:
+        raise exception.CheckpointError(
+            key_file, 'cannot open the sealing key: %s' % (e.strerror or e))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or \
+                st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o077 \
+                or st.st_size != KEY_SIZE:
+            raise exception.CheckpointError(
+                key_file, 'refused as the sealing key: it must be a regular '
+                          'file of exactly %d bytes owned by root or uid %d '
+                          'that group and others cannot access (mode 0600 '
+                          'or 0400; it has owner %d, mode %o, %d bytes)'
+                % (KEY_SIZE, os.geteuid(), st.st_uid,
+                   stat.S_IMODE(st.st_mode), st.st_size))
+        key = os.pread(fd, KEY_SIZE + 1, 0)
+    finally:
+        os.close(fd)
+    if len(key) != KEY_SIZE:
+        raise exception.CheckpointError(key_file, 'the sealing key changed '
+                                                  'while it was read')
+    return key
+
+
+def identity_of(ck) -> bytes:
+    """The checkpoint identity (32 bytes) of ``ck``, an open
+    :class:`~.checkpoint.Checkpoint` (see the module docstring).
+    """
+    h = hashlib.sha256(b'sparc-nova sealed checkpoint identity 1\0')
+
+    def part(data: bytes) -> None:
+        h.update(struct.pack('<Q', len(data)))
+        h.update(data)
+    part(ck.header.raw if ck.header else b'')
+    part(ck.layout.machine.encode('utf-8', 'surrogateescape'))
+    for b in ck.layout.ram.blocks:
+        part(b.name.encode('utf-8', 'surrogateescape'))
+        h.update(struct.pack('<Q', b.length))
+    for r in ck.memory.ranges:
+        part(r.block.encode('utf-8', 'surrogateescape'))
+        h.update(struct.pack('<QQQ', r.gpa, r.block_offset, r.length))
+    stream = ck.stream
+    for sec in ck.layout.sections:
+        if sec.kind == qemu_stream.SEC_FULL:
+            part(bytes(stream[sec.offset:sec.end]))
+    return h.digest()
+
+
+def _record_head(rec: Record) -> tuple[bytes, bytes]:
+    """(16-byte record header, plaintext) of ``rec``."""
+    if isinstance(rec, FrameRun):
+        n = rec.frames
+        if not 1 <= n <= MAX_RUN_FRAMES or len(rec.pages) % PAGE_SIZE or \
+                not 0 <= rec.fill < 256:
+            raise ValueError('a frame run holds 1 to %d whole pages'
+                             % MAX_RUN_FRAMES)
+        return _RECORD.pack(FRAMES, rec.fill, 0, len(rec.pages),
+                            rec.first_pfn * PAGE_SIZE), rec.pages
+    n = len(rec.original)
+    if not 1 <= n <= PAGE_SIZE or len(rec.sealed) != n or \
+            (rec.paddr % PAGE_SIZE) + n > PAGE_SIZE:
+        raise ValueError('a byte range holds 1 to 4096 bytes inside one '
+                         'page, with as many sealed bytes')
+    return (_RECORD.pack(BYTES, 0, 0, 2 * n, rec.paddr),
+            rec.original + rec.sealed)
+
+
+def _nonce(index: int) -> bytes:
+    return bytes(4) + struct.pack('<Q', index)
+
+
+def _aad(identity: bytes, index: int, head: bytes) -> bytes:
+    return identity + struct.pack('<Q', index) + head
+
+
+def _create_temporary(path: str) -> tuple[int, str]:
+    """A 0600 temporary next to ``path``, made ``O_EXCL|O_NOFOLLOW`` by
+    :func:`tempfile.mkstemp`, and named so that ``sparc checkpoint
+    recover --sweep`` removes it if the writer dies.
+    """
+    return tempfile.mkstemp(prefix=tempfiles.temp_prefix(path),
+                            dir=os.path.dirname(os.path.abspath(path)))
+
+
+def write(path: str, key: bytes, identity: bytes,
+          records: typing.Sequence[Record]) -> dict:
+    """Write the sealed-pages file ``path`` holding ``records`` (in
+    order), sealed under a fresh data key wrapped with ``key``.
+
+    Nothing is at ``path`` until the file is complete and fsync'd: it is
+    written to a 0600 ``O_EXCL|O_NOFOLLOW`` temporary, then linked to
+    ``path`` (refused if anything is there) and the directory fsync'd.
+
+    :returns: ``{'file', 'records', 'frames', 'byte_ranges',
+        'plaintext_bytes', 'file_bytes'}``.
+    :raises CheckpointError: ``path`` exists, or the file cannot be
+        written (the temporary is removed).
+    :raises ValueError: a bad key, identity or record, or more than
+        :data:`MAX_RECORDS` records.
+    """
+    check_key(key)
+    count = len(records)
+    if len(identity) != 32 or count > MAX_RECORDS:
+        raise ValueError('bad identity or record count')
+    if os.path.lexists(path):
+        raise exception.CheckpointError(
+            path, 'refused: a sealed-pages file is already there (unseal '
+                  'or remove it first)')
+    data_key = aead.AESGCM.generate_key(bit_length=256)
+    encoded = [_record_head(rec) for rec in records]
+    plain = sum(len(payload) for _, payload in encoded)
+    prefix = _PREFIX.pack(MAGIC, VERSION, 0, identity, count, plain)
+    wrap_nonce = os.urandom(_NONCE)
+    wrapped = aead.AESGCM(key).encrypt(wrap_nonce, data_key, prefix)
+    stats = {'file': path, 'records': count, 'frames': 0, 'byte_ranges': 0,
+             'plaintext_bytes': plain}
+    fd, tmp = _create_temporary(path)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(prefix + wrap_nonce + wrapped)
+            cipher = aead.AESGCM(data_key)
+            for i, (head, payload) in enumerate(encoded):
+                f.write(head)
+                f.write(cipher.encrypt(_nonce(i), payload,
+                                       _aad(identity, i, head)))
+                if head[0] == FRAMES:
+                    stats['frames'] += len(payload) // PAGE_SIZE
+                else:
+                    stats['byte_ranges'] += 1
+            f.flush()
+            os.fsync(f.fileno())
+            stats['file_bytes'] = f.tell()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise exception.CheckpointError(
+                path, 'refused: a sealed-pages file appeared there while '
+                      'this one was written')
+        tempfiles.fsync_directory(os.path.dirname(os.path.abspath(path)))
+    except OSError as e:
+        raise exception.CheckpointError(path, 'cannot write: %s'
+                                        % (e.strerror or e))
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+    return stats
+
+
+def _open_checked(path: str) -> int:
+    """``path`` opened for reading if it is as :func:`write` makes it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC |
+                     os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise SealedFileError(path, 'no sealed-pages file (was this '
+                                    'checkpoint sealed?)')
+    except OSError as e:
+        raise SealedFileError(path, 'cannot open: %s' % (e.strerror or e))
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or \
+            st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o077:
+        os.close(fd)
+        raise SealedFileError(
+            path, 'refused: owner %d, mode %o, %d links (a sealed-pages '
+                  'file is a regular file with one link, owned by root or '
+                  'uid %d, mode 0600)' % (st.st_uid, stat.S_IMODE(st.st_mode),
+                                          st.st_nlink, os.geteuid()))
+    return fd
+
+
+def _header(path: str, data: bytes) -> SealedHeader:
+    if len(data) < _HEAD.size:
+        raise SealedFileError(path, 'truncated: %d bytes, a header is %d'
+                              % (len(data), _HEAD.size))
+    magic, version, flags, ident, count, plain, _, _ = \
+        _HEAD.unpack_from(data)
+    if magic != MAGIC:
+        raise SealedFileError(path, 'not a sealed-pages file (bad magic)')
+    if version != VERSION or flags:
+        raise SealedFileError(path, 'version %d, flags 0x%x: only version '
+                                    '%d without flags is understood'
+                              % (version, flags, VERSION))
+    if count > MAX_RECORDS:
+        raise SealedFileError(path, '%d records, more than the %d allowed'
+                              % (count, MAX_RECORDS))
+    return SealedHeader(path, version, ident, count, plain)
+
+
+def peek(path: str) -> SealedHeader | None:
+    """The header of the sealed-pages file ``path`` (unauthenticated: no
+    key is needed), or None when there is none.
+
+    :raises SealedFileError: a file is there but refused or malformed.
+    """
+    if not os.path.lexists(path):
+        return None
+    fd = _open_checked(path)
+    try:
+        return _header(path, os.pread(fd, _HEAD.size, 0))
+    finally:
+        os.close(fd)
+
+
+def read(path: str, key: bytes, identity: bytes,
+         ram_bytes: int) -> list[Record]:
+    """Open and check the sealed-pages file ``path`` with ``key``: every
+    record, decrypted, in file order.
+
+    Nothing is returned unless everything checks: the file's owner, mode
+    and links; its header (magic, version, bounds); the wrapped data key
+    under ``key`` (which authenticates the header); that it was sealed
+    from the checkpoint of ``identity``; every record's kind, bounds and
+    tag; and that the file ends after its last record.
+
+    :param ram_bytes: the checkpoint's guest RAM size: the records cannot
+        hold more than three times that (frames once, byte ranges twice).
+    :raises SealedFileError: naming ``path`` and what is wrong.
+    """
+    check_key(key)
+    fd = _open_checked(path)
+    try:
+        size = os.fstat(fd).st_size
+        limit = _HEAD.size + 3 * ram_bytes + MAX_RECORDS * (_RECORD.size +
+                                                            _TAG)
+        if size > limit:
+            raise SealedFileError(path, '%d bytes, more than a checkpoint '
+                                        'of %d bytes of RAM can seal'
+                                  % (size, ram_bytes))
+        data = os.pread(fd, size + 1, 0)
+    finally:
+        os.close(fd)
+    if len(data) != size:
+        raise SealedFileError(path, 'changed while it was read')
+    head = _header(path, data)
+    if head.plaintext_bytes > 3 * ram_bytes:
+        raise SealedFileError(path, '%d bytes of plaintext, more than a '
+                                    'checkpoint of %d bytes of RAM can seal'
+                              % (head.plaintext_bytes, ram_bytes))
+    expected = _HEAD.size + head.plaintext_bytes + head.records * (
+        _RECORD.size + _TAG)
+    if size < expected:
+        raise SealedFileError(path, 'truncated: %d bytes, its header '
+                                    'announces %d' % (size, expected))
+    prefix = data[:_PREFIX.size]
+    wrap_nonce = data[_PREFIX.size:_PREFIX.size + _NONCE]
+    wrapped = data[_PREFIX.size + _NONCE:_HEAD.size]
+    try:
+        data_key = aead.AESGCM(key).decrypt(wrap_nonce, wrapped, prefix)
+    except InvalidTag:
+        raise SealedFileError(path, 'the key does not open it: a wrong '
+                                    'key, or its header was altered')
+    if head.identity != identity:
+        raise SealedFileError(path, 'sealed from another checkpoint: the '
+                                    'checkpoint is not the one sealed (its '
+                                    'header, RAM layout or device state '
+                                    'changed since)')
+    cipher = aead.AESGCM(data_key)
+    out = []
+    pos = _HEAD.size
+    total = 0
+    for i in range(head.records):
+        if pos + _RECORD.size > len(data):
+            raise SealedFileError(path, 'truncated: record %d of %d is '
+                                        'missing' % (i, head.records))
+        rhead = data[pos:pos + _RECORD.size]
+        kind, fill, zero, length, addr = _RECORD.unpack(rhead)
+        _check_record(path, i, kind, fill, zero, length, addr)
+        end = pos + _RECORD.size + length + _TAG
+        if end > len(data):
+            raise SealedFileError(path, 'truncated: record %d of %d ends '
+                                        'past the end of the file'
+                                  % (i, head.records))
+        try:
+            payload = cipher.decrypt(_nonce(i), data[pos + _RECORD.size:end],
+                                     _aad(identity, i, rhead))
+        except InvalidTag:
+            raise SealedFileError(path, 'record %d (guest physical 0x%x) '
+                                        'fails its authentication tag: the '
+                                        'file was altered' % (i, addr))
+        total += length
+        if kind == FRAMES:
+            out.append(FrameRun(addr // PAGE_SIZE, fill, payload))
+        else:
+            half = length // 2
+            out.append(ByteRange(addr, payload[:half], payload[half:]))
+        pos = end
+    if pos != len(data):
+        raise SealedFileError(path, '%d bytes after the last record'
+                              % (len(data) - pos))
+    if total != head.plaintext_bytes:
+        raise SealedFileError(path, 'the records hold %d bytes, the header '
+                                    'says %d' % (total, head.plaintext_bytes))
+    return out
+
+
+def _check_record(path, i, kind, fill, zero, length, addr) -> None:
+    """Bounds of record ``i``'s header, before anything is decrypted."""
+    if zero:
+        raise SealedFileError(path, 'record %d: reserved bytes are not zero'
+                              % i)
+    if kind == FRAMES:
+        if addr % PAGE_SIZE or length % PAGE_SIZE or \
+                not 1 <= length // PAGE_SIZE <= MAX_RUN_FRAMES:
+            raise SealedFileError(path, 'record %d: a frame run of %d bytes '
+                                        'at 0x%x (1 to %d aligned pages)'
+                                  % (i, length, addr, MAX_RUN_FRAMES))
+    elif kind == BYTES:
+        if fill or length % 2 or not 2 <= length <= 2 * PAGE_SIZE or \
+                addr % PAGE_SIZE + length // 2 > PAGE_SIZE:
+            raise SealedFileError(path, 'record %d: a byte range of %d '
+                                        'bytes at 0x%x (1 to 4096 bytes '
+                                        'inside one page)'
+                                  % (i, length // 2, addr))
+    else:
+        raise SealedFileError(path, 'record %d has unknown kind %d'
+                              % (i, kind))

@@ -1,0 +1,369 @@
+"""Seal and unseal: exclude processes from a memory checkpoint at rest
+without losing them.
+
+A **seal** selects, follows and plans exactly as a scrub
+(:func:`.memory.plan_exclusion`, the planner with ``Exclusion.kill``
+off), then, before the checkpoint is rewritten, encrypts everything the
+plan zeroes for the excluded processes into the sealed-pages file next
+to the checkpoint (:mod:`sparc_nova.checkpoint.sealed`): their frames
+(frame runs) and the kernel-held bytes the plan writes (byte ranges:
+pipe, socket and tty buffers, page-cache flags). The checkpoint is then
+rewritten as a scrub would write it, with no kill armed, and read back.
+Free memory (free frames and free slab objects) is scrubbed, not sealed:
+it belongs to no one.
+
+An **unseal** opens the sealed-pages file with the key, checks everything
+before it writes anything (the file's header and every record's tag,
+that it was sealed from this checkpoint, and that every sealed frame and
+byte range still holds what the seal wrote), writes the original bytes
+back (to a new file, replacing the checkpoint atomically, or in place
+through the journal), reads them back, and only then removes the
+sealed-pages file.
+
+A sealed checkpoint must be unsealed before it is restored: restored
+sealed, its excluded processes run on zeroed pages (no kill is armed),
+and crash or misbehave.
+"""
+
+import os
+
+import numpy as np
+
+from sparc_nova.checkpoint import limits as limits_mod
+from sparc_nova.checkpoint import sealed
+from sparc_nova.checkpoint import tempfiles
+from sparc_nova.checkpoint import write_mode
+from sparc_nova.engine import errors
+from sparc_nova.engine import memory
+from sparc_nova.engine import patches
+from sparc_nova.engine import planner
+from sparc_nova.engine import report as report_mod
+from sparc_nova.engine import sandbox as sandbox_mod
+from sparc_nova.engine import selectors as selectors_mod
+from sparc_nova.engine import session as session_mod
+from sparc_nova import exception
+from sparc_nova.introspect import arrays
+from sparc_nova.introspect import physical
+from sparc_nova.vocabulary import paths as vocabulary_paths
+
+__all__ = ['SealError', 'seal_checkpoint', 'seal_planned', 'sealed_records',
+           'unseal_checkpoint']
+
+PAGE_SIZE = physical.PAGE_SIZE
+
+
+class SealError(errors.ScrubError):
+    """A seal or an unseal is refused or failed; the checkpoint is as it
+    was (an unseal wrote nothing).
+    """
+
+
+def seal_checkpoint(path: str, selectors, key: bytes, *,
+                    output: str | None = None, in_place: bool = False,
+                    with_children: bool = False,
+                    scrub_free_memory: bool = True,
+                    work_dir: str | None = None, progress=None,
+                    follow_ipc: bool = True, exclude_paths=(),
+                    buildid_cache_dir: str | None = None,
+                    limits: limits_mod.Limits | None = None,
+                    sandbox: sandbox_mod.SandboxPolicy | None = None,
+                    journal_key: str | None = None
+                    ) -> report_mod.ScrubReport:
+    """Seal the processes ``selectors`` select out of checkpoint ``path``.
+
+    The arguments are :func:`.memory.scrub_checkpoint`'s (no dry run, no
+    following of an image being written) plus ``key``, the caller's 32
+    bytes that wrap the seal's fresh data key. The sealed-pages file is
+    written next to the result (``output``, else ``path``:
+    :func:`.sealed.sealed_path`) before the checkpoint is rewritten, and
+    named in ``report.seal['file']``.
+
+    :raises ValueError: ``key`` is not 32 bytes.
+    :raises SealError: a sealed-pages file is already there, the plan
+        holds a kill, or the write fails (no sealed-pages file is left and
+        the checkpoint is unchanged).
+    :raises ScrubError, CheckpointError: as a scrub.
+    """
+    sealed.check_key(key)
+    write_mode.check_request(path, output=output, in_place=in_place)
+    exclusion = planner.Exclusion(
+        selectors=tuple(selectors_mod.parse_all(selectors)),
+        with_children=with_children, scrub_free_memory=scrub_free_memory,
+        follow_ipc=follow_ipc, exclude_paths=tuple(exclude_paths),
+        kill=False)
+    vocabulary_paths.parse_items(exclusion.exclude_paths)
+    rep = report_mod.ScrubReport(
+        checkpoint=path, selectors=[str(s) for s in exclusion.selectors])
+    s, patcher = memory.plan_exclusion(
+        path, exclusion, rep, work_dir=work_dir, limits=limits,
+        buildid_cache_dir=buildid_cache_dir, sandbox=sandbox,
+        progress=progress)
+    seal_planned(s, path, patcher, key, rep, output=output,
+                 in_place=in_place, work_dir=work_dir, limits=limits,
+                 progress=progress, journal_key=journal_key)
+    rep.timings['total'] = rep.elapsed()
+    return rep
+
+
+def seal_planned(s: session_mod.KernelSession, path: str,
+                 patcher: patches.PagePatcher, key: bytes,
+                 rep: report_mod.ScrubReport, *, output: str | None,
+                 in_place: bool, work_dir: str | None,
+                 limits: limits_mod.Limits | None, progress=None,
+                 journal_key: str | None = None) -> None:
+    """From a plan to a sealed checkpoint: the sealed-pages file, the
+    rewrite, the read back (sets ``rep.seal``, ``output``, ``rewrite``
+    and ``verification``). Closes session ``s``.
+
+    The sealed-pages file is complete on disk before the checkpoint is
+    touched; it is removed again if the rewrite fails, or if the
+    verification of an ``output`` fails (which removes that output).
+    """
+    try:
+        write = write_mode.choose(path, s.ck.compressed, output=output,
+                                  in_place=in_place, journal_key=journal_key)
+    except BaseException:
+        s.close()
+        raise
+    spath = sealed.sealed_path(write.target)
+    try:
+        kills = [f for f in patcher.fields
+                 if f.kind in (patches.SIGNAL, patches.TIMER)]
+        if kills:
+            raise SealError(path, 'the plan arms a kill (%s at 0x%x); a '
+                                  'seal arms none' % (kills[0].what,
+                                                      kills[0].paddr))
+        identity = sealed.identity_of(s.ck)
+        records = sealed_records(s.memory, patcher)
+        replacements = memory.changed_pages(s.memory, patcher)
+        try:
+            rep.seal = sealed.write(spath, key, identity, records)
+        except exception.CheckpointError as e:
+            raise SealError(path, 'cannot seal: %s' % e)
+        del records
+        rep.seal['identity'] = identity.hex()
+        rep.lap('seal')
+        rep.rewrite['frames_replaced'] = len(replacements)
+        try:
+            result = memory.write_pages(
+                s, path, replacements, write=write, work_dir=work_dir,
+                progress=progress)
+        except BaseException:
+            _remove(spath)
+            raise
+        rep.output = result.path
+        rep.rewrite.update(result.to_dict())
+        rep.lap('rewrite')
+    finally:
+        s.close()
+    try:
+        rep.verification = memory.verify_written(result.path, patcher,
+                                                 write, work_dir, limits)
+    except BaseException:
+        if not write.replaces_source:
+            _remove(spath)
+        raise
+    rep.lap('verify')
+
+
+def _runs(pfns: np.ndarray, most: int):
+    """``(first, count)`` of the runs of consecutive frames of sorted
+    ``pfns``, each at most ``most`` long.
+    """
+    if not len(pfns):
+        return
+    breaks = np.nonzero(np.diff(pfns) != 1)[0] + 1
+    starts = np.concatenate([[0], breaks]).tolist()
+    ends = np.concatenate([breaks, [len(pfns)]]).tolist()
+    for a, b in zip(starts, ends):
+        for i in range(a, b, most):
+            yield int(pfns[i]), min(most, b - i)
+
+
+def _mask_runs(mask: bytearray):
+    """``(start, end)`` of the runs of non-zero bytes of ``mask``."""
+    arr = np.frombuffer(bytes(mask), dtype=np.uint8) != 0
+    edges = np.diff(np.concatenate([[0], arr.astype(np.int8), [0]]))
+    return zip(np.nonzero(edges == 1)[0].tolist(),
+               np.nonzero(edges == -1)[0].tolist())
+
+
+def sealed_records(mem, patcher: patches.PagePatcher) -> list:
+    """The records of the seal of ``patcher`` over ``mem`` (the
+    checkpoint's memory before the rewrite): a frame run for every run of
+    frames the plan sets to a fill and that do not hold it yet, free
+    frames excepted; a byte range for every run of bytes the plan's field
+    writes change in a page, free slab objects excepted.
+    """
+    out = []
+    free = patcher.free_frames
+    for fill, arr in sorted(patcher.scrubbed.items()):
+        mine = arr[~arrays.isin_sorted(arr, free)] if len(free) else arr
+        if not len(mine):
+            continue
+        need = mine[~mem.holds(mine, fill)]
+        for first, n in _runs(need, sealed.MAX_RUN_FRAMES):
+            out.append(sealed.FrameRun(first, fill,
+                                       mem.read(first * PAGE_SIZE,
+                                                n * PAGE_SIZE)))
+    masks = {}
+    for f in patcher.fields:
+        if f.kind == patches.FREE_OBJECT:
+            continue
+        mask = masks.setdefault(f.paddr // PAGE_SIZE, bytearray(PAGE_SIZE))
+        within = f.paddr % PAGE_SIZE
+        mask[within:within + len(f.new)] = b'\1' * len(f.new)
+    for pfn in sorted(masks):
+        for a, b in _mask_runs(masks[pfn]):
+            paddr = pfn * PAGE_SIZE + a
+            original = mem.read(paddr, b - a)
+            written = patcher.final_bytes(paddr, b - a)
+            if original != written:
+                out.append(sealed.ByteRange(paddr, original, written))
+    return out
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+        tempfiles.fsync_directory(os.path.dirname(path))
+    except OSError:
+        pass
+
+
+def _restorations(path: str, mem, records: list) -> tuple[dict, dict]:
+    """The pages an unseal writes (frame -> 4096 bytes) and their counts,
+    after checking every record against ``mem`` (the sealed checkpoint):
+    its frames are RAM, named by no other record, and still hold what the
+    seal wrote.
+
+    :raises SealError: naming ``path``: the checkpoint changed since it
+        was sealed, or the records overlap.
+    """
+    out = {}
+    frames = 0
+    for rec in records:
+        pfns = np.arange(rec.first_pfn, rec.first_pfn + rec.frames,
+                         dtype=np.int64) if isinstance(
+                             rec, sealed.FrameRun) else None
+        if pfns is None:
+            continue
+        if not mem.is_ram(pfns).all():
+            raise SealError(path, 'the sealed pages name frame 0x%x, which '
+                                  'is not RAM of this checkpoint'
+                            % rec.first_pfn)
+        held = mem.holds(pfns, rec.fill)
+        if not held.all():
+            raise SealError(path, 'changed since it was sealed: frame 0x%x '
+                                  'no longer holds the 0x%02x bytes the seal '
+                                  'wrote' % (int(pfns[~held][0]), rec.fill))
+        for i, pfn in enumerate(pfns.tolist()):
+            if pfn in out:
+                raise SealError(path, 'the sealed pages name frame 0x%x '
+                                      'twice' % pfn)
+            out[pfn] = rec.pages[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
+        frames += len(pfns)
+    pages = {}
+    masks = {}
+    for rec in records:
+        if not isinstance(rec, sealed.ByteRange):
+            continue
+        pfn, within, n = (rec.paddr // PAGE_SIZE, rec.paddr % PAGE_SIZE,
+                          len(rec.original))
+        if not mem.is_ram([pfn])[0] or pfn in out:
+            raise SealError(path, 'the sealed bytes at 0x%x are not in a '
+                                  'RAM page of this checkpoint, or in a '
+                                  'sealed frame' % rec.paddr)
+        mask = masks.setdefault(pfn, bytearray(PAGE_SIZE))
+        if any(mask[within:within + n]):
+            raise SealError(path, 'the sealed bytes at 0x%x overlap other '
+                                  'sealed bytes' % rec.paddr)
+        mask[within:within + n] = b'\1' * n
+        if mem.read(rec.paddr, n) != rec.sealed:
+            raise SealError(path, 'changed since it was sealed: the %d '
+                                  'bytes at 0x%x no longer hold what the '
+                                  'seal wrote' % (n, rec.paddr))
+        page = pages.setdefault(pfn, bytearray(mem.read(pfn * PAGE_SIZE,
+                                                        PAGE_SIZE)))
+        page[within:within + n] = rec.original
+    for pfn, page in pages.items():
+        out[pfn] = bytes(page)
+    return out, {'frames_restored': frames,
+                 'byte_ranges_restored': sum(
+                     isinstance(r, sealed.ByteRange) for r in records),
+                 'pages_written': len(out)}
+
+
+def _read_back(path: str, replacements: dict, work_dir, limits) -> dict:
+    s = session_mod.KernelSession(path, work_dir, limits, None)
+    try:
+        for pfn, data in replacements.items():
+            if s.memory.read(pfn * PAGE_SIZE, PAGE_SIZE) != data:
+                raise SealError(path, 'unsealed frame 0x%x does not read '
+                                      'back' % pfn)
+        return {'result': 'ok', 'reparsed': True,
+                'frames_checked': len(replacements)}
+    finally:
+        s.close()
+
+
+def unseal_checkpoint(path: str, key: bytes, *, output: str | None = None,
+                      in_place: bool = False, sealed_file: str | None = None,
+                      work_dir: str | None = None,
+                      limits: limits_mod.Limits | None = None,
+                      progress=None, journal_key: str | None = None) -> dict:
+    """Put back what a seal of checkpoint ``path`` took out.
+
+    :param key: the 32 bytes the seal was made with.
+    :param output: write the unsealed checkpoint here (atomically); else
+        ``in_place`` (raw images sealed in place: patched through the
+        journal keyed by ``journal_key``), else ``path`` is replaced
+        atomically.
+    :param sealed_file: the sealed-pages file (default:
+        :func:`.sealed.sealed_path` of ``path``).
+    :returns: ``{'checkpoint', 'output', 'sealed_file', 'frames_restored',
+        'byte_ranges_restored', 'pages_written', 'rewrite',
+        'verification', 'timings'}``.
+    :raises SealedFileError: the key does not open the sealed-pages file,
+        or it is altered, truncated, refused, or for another checkpoint;
+        nothing was written.
+    :raises SealError: the checkpoint changed since it was sealed (nothing
+        was written), or the read back failed (an ``output`` is removed).
+    :raises CheckpointError: the checkpoint does not parse, or the rewrite
+        refuses (a record that cannot grow in place).
+    """
+    sealed.check_key(key)
+    write_mode.check_request(path, output=output, in_place=in_place)
+    rep = report_mod.ScrubReport(checkpoint=path)
+    spath = sealed_file or sealed.sealed_path(path)
+    s = session_mod.open_session(path, work_dir=work_dir, limits=limits,
+                                 buildid_cache_dir=None, model_kernel=False,
+                                 progress=progress)
+    try:
+        identity = sealed.identity_of(s.ck)
+        ram = sum(end - start for start, end in s.memory.ranges)
+        records = sealed.read(spath, key, identity, ram)
+        rep.lap('open')
+        replacements, counts = _restorations(path, s.memory, records)
+        del records
+        write = write_mode.choose(path, s.ck.compressed, output=output,
+                                  in_place=in_place, journal_key=journal_key)
+        result = memory.write_pages(s, path, replacements, write=write,
+                                    work_dir=work_dir, progress=progress)
+        rep.lap('rewrite')
+    finally:
+        s.close()
+    try:
+        verification = _read_back(result.path, replacements, work_dir,
+                                  limits)
+    except BaseException:
+        if not write.replaces_source:
+            _remove(write.target)
+        raise
+    rep.lap('verify')
+    os.unlink(spath)
+    tempfiles.fsync_directory(os.path.dirname(os.path.abspath(spath)))
+    rep.timings['total'] = rep.elapsed()
+    return dict(counts, checkpoint=path, output=result.path,
+                sealed_file=spath, rewrite=result.to_dict(),
+                verification=verification, timings=rep.timings)

@@ -1,0 +1,254 @@
+"""The sealed-pages file: round trip and every refusal."""
+
+import os
+import stat
+import struct
+
+import pytest
+
+from sparc_nova.checkpoint import checkpoint
+from sparc_nova.checkpoint import sealed
+from sparc_nova import exception
+from tests import streamgen
+
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
+IDENTITY = bytes(31) + b'\x01'
+RAM = 64 * 4096
+SECRET = b'SEALED-SECRET-0123456789'
+HEAD = 8 + 4 + 4 + 32 + 8 + 8 + 12 + 48
+RECORD = 16 + 16
+
+
+def records():
+    page = (SECRET * 200)[:4096]
+    return [sealed.FrameRun(3, 0, page * 2),
+            sealed.ByteRange(9 * 4096 + 100, SECRET, bytes(len(SECRET))),
+            sealed.ByteRange(10 * 4096 + 8, b'\xff' * 8,
+                             b'\xfe' + b'\xff' * 7)]
+
+
+@pytest.fixture
+def sealed_file(tmp_path):
+    path = str(tmp_path / 'vm.save.sparc-sealed')
+    stats = sealed.write(path, KEY, IDENTITY, records())
+    assert stats['records'] == 3 and stats['frames'] == 2
+    assert stats['byte_ranges'] == 2
+    return path
+
+
+def test_round_trip(sealed_file):
+    st = os.stat(sealed_file)
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_nlink == 1
+    data = open(sealed_file, 'rb').read()
+    assert SECRET not in data and KEY not in data
+    assert sealed.read(sealed_file, KEY, IDENTITY, RAM) == records()
+    head = sealed.peek(sealed_file)
+    assert head.records == 3 and head.identity == IDENTITY
+    # No temporary is left next to it.
+    assert os.listdir(os.path.dirname(sealed_file)) == [
+        os.path.basename(sealed_file)]
+
+
+def test_each_seal_has_its_own_data_key(tmp_path):
+    a, b = str(tmp_path / 'a'), str(tmp_path / 'b')
+    sealed.write(a, KEY, IDENTITY, records())
+    sealed.write(b, KEY, IDENTITY, records())
+    assert open(a, 'rb').read()[HEAD:] != open(b, 'rb').read()[HEAD:]
+
+
+def test_never_over_an_existing_file(sealed_file):
+    before = open(sealed_file, 'rb').read()
+    with pytest.raises(exception.CheckpointError, match='already there'):
+        sealed.write(sealed_file, KEY, IDENTITY, records())
+    assert open(sealed_file, 'rb').read() == before
+
+
+def test_never_through_a_link(tmp_path):
+    target = tmp_path / 'elsewhere'
+    link = tmp_path / 'vm.save.sparc-sealed'
+    os.symlink(target, link)
+    with pytest.raises(exception.CheckpointError, match='already there'):
+        sealed.write(str(link), KEY, IDENTITY, records())
+    assert not target.exists()
+
+
+def test_wrong_key(sealed_file):
+    with pytest.raises(sealed.SealedFileError, match='does not open it'):
+        sealed.read(sealed_file, OTHER_KEY, IDENTITY, RAM)
+
+
+def test_other_checkpoint(sealed_file):
+    with pytest.raises(sealed.SealedFileError, match='another checkpoint'):
+        sealed.read(sealed_file, KEY, bytes(32), RAM)
+
+
+def _flipped(path, pos):
+    data = bytearray(open(path, 'rb').read())
+    data[pos] ^= 0x10
+    open(path, 'wb').write(bytes(data))
+
+
+def _positions(size):
+    """Every byte of the header and of each record header and tag, and
+    bytes all through the ciphertexts.
+    """
+    out = set(range(HEAD))
+    pos = HEAD
+    for rec in records():
+        length = 2 * len(rec.original) if isinstance(
+            rec, sealed.ByteRange) else len(rec.pages)
+        end = pos + 16 + length + 16
+        out |= set(range(pos, pos + 24)) | set(range(end - 24, end))
+        out |= set(range(pos, end, 97))
+        pos = end
+    assert pos == size
+    return sorted(out)
+
+
+def test_every_flipped_bit_is_refused(sealed_file):
+    # One bit in the header, record headers, ciphertexts and tags.
+    original = open(sealed_file, 'rb').read()
+    for pos in _positions(len(original)):
+        _flipped(sealed_file, pos)
+        with pytest.raises(sealed.SealedFileError) as e:
+            sealed.read(sealed_file, KEY, IDENTITY, RAM)
+        assert sealed_file in str(e.value)
+        open(sealed_file, 'wb').write(original)
+
+
+def test_flipped_record_names_the_record(sealed_file):
+    # The first record's ciphertext, past its 16-byte header.
+    _flipped(sealed_file, HEAD + 16 + 5)
+    with pytest.raises(sealed.SealedFileError,
+                       match='record 0 .*authentication tag'):
+        sealed.read(sealed_file, KEY, IDENTITY, RAM)
+
+
+def test_every_truncation_is_refused(sealed_file):
+    original = open(sealed_file, 'rb').read()
+    sizes = list(range(0, HEAD + 40)) + [len(original) - 1,
+                                         len(original) - 17]
+    for size in sizes:
+        open(sealed_file, 'wb').write(original[:size])
+        with pytest.raises(sealed.SealedFileError):
+            sealed.read(sealed_file, KEY, IDENTITY, RAM)
+
+
+def test_appended_bytes_are_refused(sealed_file):
+    with open(sealed_file, 'ab') as f:
+        f.write(b'\0' * 32)
+    with pytest.raises(sealed.SealedFileError, match='after the last'):
+        sealed.read(sealed_file, KEY, IDENTITY, RAM)
+
+
+def test_record_count_over_the_bound(sealed_file):
+    data = bytearray(open(sealed_file, 'rb').read())
+    struct.pack_into('<Q', data, 48, sealed.MAX_RECORDS + 1)
+    open(sealed_file, 'wb').write(bytes(data))
+    with pytest.raises(sealed.SealedFileError, match='more than the'):
+        sealed.read(sealed_file, KEY, IDENTITY, RAM)
+    with pytest.raises(sealed.SealedFileError, match='more than the'):
+        sealed.peek(sealed_file)
+
+
+def test_larger_than_the_checkpoint_can_seal(sealed_file):
+    with pytest.raises(sealed.SealedFileError, match='more than a '):
+        sealed.read(sealed_file, KEY, IDENTITY, 1024)
+
+
+@pytest.mark.parametrize('mode', [0o640, 0o604, 0o660])
+def test_accessible_file_is_refused(sealed_file, mode):
+    os.chmod(sealed_file, mode)
+    with pytest.raises(sealed.SealedFileError, match='mode'):
+        sealed.read(sealed_file, KEY, IDENTITY, RAM)
+
+
+def test_linked_file_is_refused(sealed_file, tmp_path):
+    os.link(sealed_file, tmp_path / 'second')
+    with pytest.raises(sealed.SealedFileError, match='links'):
+        sealed.read(sealed_file, KEY, IDENTITY, RAM)
+
+
+def test_symlink_is_refused(sealed_file, tmp_path):
+    link = str(tmp_path / 'link')
+    os.symlink(sealed_file, link)
+    with pytest.raises(sealed.SealedFileError, match='cannot open'):
+        sealed.read(link, KEY, IDENTITY, RAM)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(sealed.SealedFileError, match='no sealed-pages'):
+        sealed.read(str(tmp_path / 'none'), KEY, IDENTITY, RAM)
+    assert sealed.peek(str(tmp_path / 'none')) is None
+
+
+@pytest.mark.parametrize('key', [b'', bytes(16), bytes(31), bytes(33)])
+def test_key_size(sealed_file, tmp_path, key):
+    with pytest.raises(ValueError):
+        sealed.write(str(tmp_path / 'x'), key, IDENTITY, records())
+    with pytest.raises(ValueError):
+        sealed.read(sealed_file, key, IDENTITY, RAM)
+
+
+@pytest.mark.parametrize('rec', [
+    sealed.FrameRun(1, 0, b''),
+    sealed.FrameRun(1, 0, bytes(4095)),
+    sealed.FrameRun(1, 0, bytes(4096 * (sealed.MAX_RUN_FRAMES + 1))),
+    sealed.ByteRange(4090, bytes(8), bytes(8)),
+    sealed.ByteRange(0, bytes(4), bytes(3)),
+    sealed.ByteRange(0, b'', b''),
+])
+def test_bad_records_are_not_written(tmp_path, rec):
+    with pytest.raises(ValueError):
+        sealed.write(str(tmp_path / 'x'), KEY, IDENTITY, [rec])
+    assert not os.listdir(tmp_path)
+
+
+def _key_file(tmp_path, data=KEY, mode=0o600):
+    path = tmp_path / 'seal.key'
+    path.write_bytes(data)
+    os.chmod(path, mode)
+    return str(path)
+
+
+def test_key_file(tmp_path):
+    assert sealed.load_key_file(_key_file(tmp_path)) == KEY
+    assert sealed.load_key_file(_key_file(tmp_path, mode=0o400)) == KEY
+
+
+@pytest.mark.parametrize('data,mode', [(bytes(31), 0o600),
+                                       (bytes(33), 0o600),
+                                       (KEY, 0o640), (KEY, 0o604),
+                                       (KEY, 0o620)])
+def test_key_file_refused(tmp_path, data, mode):
+    path = _key_file(tmp_path, data, mode)
+    with pytest.raises(exception.CheckpointError, match='sealing key') as e:
+        sealed.load_key_file(path)
+    assert KEY.hex() not in str(e.value)
+
+
+def test_key_file_symlink_refused(tmp_path):
+    path = _key_file(tmp_path)
+    os.symlink(path, tmp_path / 'link')
+    with pytest.raises(exception.CheckpointError, match='cannot open'):
+        sealed.load_key_file(str(tmp_path / 'link'))
+
+
+def test_identity(tmp_path):
+    a = tmp_path / 'a.save'
+    a.write_bytes(streamgen.simple_save(ram_pages=64))
+    b = tmp_path / 'b.save'
+    b.write_bytes(streamgen.simple_save(ram_pages=64, secret_pfns=(10,),
+                                        secret=SECRET))
+    c = tmp_path / 'c.save'
+    c.write_bytes(streamgen.simple_save(ram_pages=128))
+    with checkpoint.open_checkpoint(str(a)) as ck:
+        ia = sealed.identity_of(ck)
+    with checkpoint.open_checkpoint(str(b)) as ck:
+        ib = sealed.identity_of(ck)
+    with checkpoint.open_checkpoint(str(c)) as ck:
+        ic = sealed.identity_of(ck)
+    # RAM contents are not part of it (a seal changes them); the layout
+    # and the header are.
+    assert ia == ib != ic and len(ia) == 32

@@ -1,0 +1,259 @@
+"""Seal and unseal of a planned exclusion, on synthetic checkpoints (the
+planning itself is the scrub's, tested with real guests in
+tests/functional/engine/test_seal.py).
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from sparc_nova.checkpoint import checkpoint
+from sparc_nova.checkpoint import rewrite
+from sparc_nova.checkpoint import sealed
+from sparc_nova.engine import patches
+from sparc_nova.engine import report as report_mod
+from sparc_nova.engine import seal
+from sparc_nova.engine import session as session_mod
+from sparc_nova import exception
+from tests import streamgen
+
+KEY = bytes(range(32))
+SECRET = b'SEAL-ME-0123456789abcdef'
+PAGE = 4096
+#: Frames 10 and 20 hold the secret; 4 and 8 are data pages holding
+#: kernel buffers; 30 and 32 are free.
+SECRET_FRAMES = (10, 20)
+FREE_FRAMES = (30, 32)
+
+
+def make(tmp_path, name='vm.save'):
+    path = tmp_path / name
+    path.write_bytes(streamgen.simple_save(
+        ram_pages=64, secret_pfns=SECRET_FRAMES, secret=SECRET))
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+def plan(s, free=True, kill=False):
+    p = patches.PagePatcher(s.memory)
+    p.scrub(np.array(SECRET_FRAMES), 0)
+    p.zero_phys(4 * PAGE + 100, 50, 'pipe buffer of pipe:[1]')
+    # Frame 8 holds b'PAGE' + le64(8) repeated: clear bit 3 of the 8.
+    old = int.from_bytes(s.memory.read(8 * PAGE + 4, 8), 'little')
+    p.write(8 * PAGE + 4, (old & ~8).to_bytes(8, 'little'), 'page flags',
+            kind=patches.PAGE_FLAGS)
+    if free:
+        p.scrub(np.array(FREE_FRAMES), 0, free=True)
+        p.zero_phys(6 * PAGE + 64, 32, 'free object of kmalloc-32',
+                    kind=patches.FREE_OBJECT)
+    if kill:
+        p.write(12 * PAGE, b'\x01', 'pending', kind=patches.SIGNAL)
+    return p
+
+
+def do_seal(path, free=True, kill=False, **kw):
+    s = session_mod.open_session(path, work_dir=None, limits=None,
+                                 buildid_cache_dir=None, model_kernel=False)
+    rep = report_mod.ScrubReport(checkpoint=path)
+    seal.seal_planned(s, path, plan(s, free, kill), KEY, rep,
+                      output=kw.get('output'),
+                      in_place=kw.get('in_place', False), work_dir=None,
+                      limits=None, journal_key=kw.get('journal_key'))
+    return rep
+
+
+def pages(path):
+    with checkpoint.open_checkpoint(path) as ck:
+        return [ck.memory.read_page(p) for p in range(64)]
+
+
+def test_seal_then_unseal(tmp_path):
+    path = make(tmp_path)
+    before = pages(path)
+    rep = do_seal(path)
+    spath = sealed.sealed_path(path)
+    assert rep.seal['file'] == spath
+    assert rep.seal['frames'] == 2 and rep.seal['byte_ranges'] == 2
+    assert rep.verification['result'] == 'ok'
+    assert 'unseal before restoring' in rep.summary()
+    # Nothing readable at rest: not in the checkpoint, not in the file.
+    for p in (path, spath):
+        assert SECRET not in open(p, 'rb').read()
+    assert oct(os.stat(spath).st_mode & 0o777) == '0o600'
+    sealed_pages = pages(path)
+    for pfn in SECRET_FRAMES + FREE_FRAMES:
+        assert sealed_pages[pfn] == bytes(PAGE)
+    assert sealed_pages[4][100:150] == bytes(50)
+    out = seal.unseal_checkpoint(path, KEY)
+    assert out['frames_restored'] == 2 and out['byte_ranges_restored'] == 2
+    assert out['verification']['result'] == 'ok'
+    assert not os.path.exists(spath)
+    after = pages(path)
+    for pfn in range(64):
+        if pfn in FREE_FRAMES:
+            # Free memory stays scrubbed: it belongs to no one.
+            assert after[pfn] == bytes(PAGE)
+        elif pfn == 6:
+            assert after[6][64:96] == bytes(32)
+            assert after[6][:64] == before[6][:64]
+        else:
+            assert after[pfn] == before[pfn], pfn
+    assert SECRET in open(path, 'rb').read()
+
+
+def test_without_free_memory_the_round_trip_is_byte_identical(tmp_path):
+    path = make(tmp_path)
+    original = open(path, 'rb').read()
+    do_seal(path, free=False)
+    assert open(path, 'rb').read() != original
+    seal.unseal_checkpoint(path, KEY)
+    assert open(path, 'rb').read() == original
+
+
+def test_in_place_round_trip(tmp_path, journal_key):
+    path = make(tmp_path)
+    original = open(path, 'rb').read()
+    do_seal(path, free=False, in_place=True, journal_key=journal_key)
+    assert SECRET not in open(path, 'rb').read()
+    seal.unseal_checkpoint(path, KEY, in_place=True,
+                           journal_key=journal_key)
+    assert open(path, 'rb').read() == original
+
+
+def test_to_output(tmp_path):
+    path = make(tmp_path)
+    original = open(path, 'rb').read()
+    out = str(tmp_path / 'sealed.save')
+    rep = do_seal(path, output=out)
+    assert open(path, 'rb').read() == original
+    assert rep.seal['file'] == sealed.sealed_path(out)
+    back = str(tmp_path / 'back.save')
+    res = seal.unseal_checkpoint(out, KEY, output=back)
+    assert res['output'] == back and SECRET in open(back, 'rb').read()
+    assert not os.path.exists(sealed.sealed_path(out))
+
+
+def _unchanged_after(path, call, error, match):
+    spath = sealed.sealed_path(path)
+    files = {p: open(p, 'rb').read() for p in (path, spath)}
+    listing = sorted(os.listdir(os.path.dirname(path)))
+    with pytest.raises(error, match=match) as e:
+        call()
+    for p, data in files.items():
+        assert open(p, 'rb').read() == data
+    assert sorted(os.listdir(os.path.dirname(path))) == listing
+    return e.value
+
+
+def test_wrong_key_changes_nothing(tmp_path):
+    path = make(tmp_path)
+    do_seal(path)
+    err = _unchanged_after(
+        path, lambda: seal.unseal_checkpoint(path, bytes(32)),
+        sealed.SealedFileError, 'does not open it')
+    assert sealed.sealed_path(path) in str(err)
+
+
+def _flip(data):
+    data = bytearray(data)
+    data[-40] ^= 1
+    return bytes(data)
+
+
+@pytest.mark.parametrize('damage,match', [
+    (_flip, 'authentication tag'), (lambda d: d[:-100], 'truncated')])
+def test_damaged_sealed_file_changes_nothing(tmp_path, damage, match):
+    path = make(tmp_path)
+    do_seal(path)
+    spath = sealed.sealed_path(path)
+    data = open(spath, 'rb').read()
+    open(spath, 'wb').write(damage(data))
+    _unchanged_after(path, lambda: seal.unseal_checkpoint(path, KEY),
+                     sealed.SealedFileError, match)
+
+
+def test_changed_checkpoint_changes_nothing(tmp_path):
+    path = make(tmp_path)
+    do_seal(path)
+    # The same layout and header, but the sealed frames hold data again
+    # (another save of the guest, say).
+    spath = sealed.sealed_path(path)
+    os.rename(spath, spath + '.keep')
+    os.unlink(path)
+    make(tmp_path)
+    os.rename(spath + '.keep', spath)
+    _unchanged_after(path, lambda: seal.unseal_checkpoint(path, KEY),
+                     seal.SealError, 'changed since it was sealed')
+
+
+def test_changed_byte_range_changes_nothing(tmp_path):
+    path = make(tmp_path)
+    do_seal(path, free=False)
+    s = session_mod.open_session(path, work_dir=None, limits=None,
+                                 buildid_cache_dir=None, model_kernel=False)
+    with s.ck:
+        page = bytearray(s.memory.read(4 * PAGE, PAGE))
+        page[120] = 0x55
+        rewrite.rewrite_pages(s.ck, {4: bytes(page)})
+    s.close()
+    _unchanged_after(path, lambda: seal.unseal_checkpoint(path, KEY),
+                     seal.SealError, 'bytes at 0x4064 no longer')
+
+
+def test_other_checkpoint_changes_nothing(tmp_path):
+    path = make(tmp_path)
+    do_seal(path)
+    other = tmp_path / 'other.save'
+    other.write_bytes(streamgen.simple_save(ram_pages=128))
+    os.chmod(other, 0o600)
+    os.rename(sealed.sealed_path(path), sealed.sealed_path(str(other)))
+    _unchanged_after(str(other),
+                     lambda: seal.unseal_checkpoint(str(other), KEY),
+                     sealed.SealedFileError, 'another checkpoint')
+
+
+def test_in_place_unseal_of_a_rewritten_seal_is_refused(tmp_path,
+                                                        journal_key):
+    path = make(tmp_path)
+    do_seal(path)
+    _unchanged_after(path, lambda: seal.unseal_checkpoint(
+        path, KEY, in_place=True, journal_key=journal_key),
+        exception.CheckpointError, 'cannot take new content in place')
+
+
+def test_a_plan_with_a_kill_is_not_sealed(tmp_path):
+    path = make(tmp_path)
+    original = open(path, 'rb').read()
+    with pytest.raises(seal.SealError, match='arms a kill'):
+        do_seal(path, kill=True)
+    assert open(path, 'rb').read() == original
+    assert os.listdir(tmp_path) == ['vm.save']
+
+
+def test_sealing_twice_is_refused(tmp_path):
+    path = make(tmp_path)
+    do_seal(path)
+    _unchanged_after(path, lambda: do_seal(path), seal.SealError,
+                     'already there')
+
+
+def test_rewrite_failure_leaves_no_sealed_file(tmp_path, monkeypatch):
+    path = make(tmp_path)
+    original = open(path, 'rb').read()
+
+    def broken(*args, **kw):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(seal.memory.rewrite, 'rewrite_pages', broken)
+    with pytest.raises(seal.errors.ScrubError, match='No space left'):
+        do_seal(path)
+    assert open(path, 'rb').read() == original
+    assert os.listdir(tmp_path) == ['vm.save']
+
+
+def test_key_size_is_checked_first(tmp_path):
+    path = make(tmp_path)
+    with pytest.raises(ValueError, match='32 bytes'):
+        seal.unseal_checkpoint(path, bytes(16))
+    with pytest.raises(ValueError, match='32 bytes'):
+        seal.seal_checkpoint(path, ['vault'], bytes(31))
