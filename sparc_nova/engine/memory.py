@@ -28,7 +28,8 @@ global configuration.
 ``scrub_checkpoint(path, selectors, *, output=None, in_place=False,
 with_children=False, scrub_free_memory=True, dry_run=False, work_dir=None,
 progress=None, follow_ipc=True, exclude_paths=(), buildid_cache_dir=None,
-limits=None, sandbox=None, follow=None, journal_key=None) -> ScrubReport``
+limits=None, sandbox=None, follow=None, journal_key=None, file=None)
+-> ScrubReport``
 
     Contract:
 
@@ -70,6 +71,12 @@ limits=None, sandbox=None, follow=None, journal_key=None) -> ScrubReport``
       when ``path`` is a libvirt save image still being written: it is
       parsed (here and in the sandbox child) as it is written, and the
       scrub goes on once libvirt has marked it complete (:mod:`.live`).
+    * ``file``: ``path`` already open for reading (binary), to parse
+      instead of opening ``path`` (the scrub then owns and closes it):
+      a caller that checked the file it opened (owner, links, no
+      symbolic link) makes sure the scrub reads that file. An in-place
+      patch then writes only to that file (:mod:`.rewrite` checks its
+      identity); the caller checks for an interrupted in-place scrub.
     * ``buildid_cache_dir``: ``[sparc] buildid_cache_dir`` (None: no
       cache); ``limits``: parser bounds (None: the defaults);
       ``work_dir``: where a compressed image is decompressed.
@@ -115,7 +122,7 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
                      limits: limits_mod.Limits | None = None,
                      sandbox: sandbox_mod.SandboxPolicy | None = None,
                      follow: stream_follow.Follow | None = None,
-                     journal_key: str | None = None
+                     journal_key: str | None = None, file=None
                      ) -> report_mod.ScrubReport:
     """Exclude processes from a memory checkpoint; see the module
     docstring for the contract. ``journal_key`` is the in-place journal's
@@ -137,7 +144,7 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     s, pending = sandboxed_plan.open_and_start_plan(
         path, exclusion, rep, work_dir=work_dir, limits=limits,
         buildid_cache_dir=buildid_cache_dir, policy=policy,
-        progress=progress, follow=follow)
+        progress=progress, follow=follow, file=file)
     try:
         if policy.enabled:
             rep.lap('open')
