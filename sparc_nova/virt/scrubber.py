@@ -148,7 +148,7 @@ class Scrubber:
             summary = work()
         except SaveFailed as e:
             # Not the scrub's failure: the checkpoint was never made.
-            raise e.error
+            raise e.error from None
         except Exception as e:
             reason = failure_reason(e)
             kept = effective.allows_unscrubbed
@@ -266,6 +266,7 @@ class Scrubber:
             _save_or_raise(save, instance)
             result = privsep_checkpoint.finish_managed_save(
                 instance_name=instance.name, saved=True)
+            _log_overlap(instance, result.get('report') or {})
             return result['summary']
 
         work = scrub_written if save is None else scrub_while_saving
@@ -273,6 +274,22 @@ class Scrubber:
                             'memory image', work, path=path)
         outcome.path = path
         return outcome
+
+
+def _log_overlap(instance, report: dict) -> None:
+    """Log how the scrub overlapped managedSave (from the report's
+    ``during_save`` and ``timings``, in seconds).
+    """
+    during = report.get('during_save') or {}
+    timings = report.get('timings') or {}
+    LOG.info('Memory image scrubbed while libvirt saved it: complete '
+             'after %(complete)s s of a %(save)s s save, scrub overlapped '
+             'the save: %(overlapped)s, ended %(after)s s after the save '
+             'returned',
+             {'complete': during.get('image_complete_after'),
+              'save': timings.get('save'),
+              'overlapped': during.get('scrub_overlapped_save'),
+              'after': timings.get('after_save')}, instance=instance)
 
 
 class SaveFailed(Exception):
