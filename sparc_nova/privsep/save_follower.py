@@ -29,10 +29,14 @@ import stat
 import threading
 import time
 
+from oslo_log import log as logging
+
 from sparc_nova.engine import errors
 from sparc_nova import exception
 
 __all__ = ['Follower', 'SaveFailed', 'check_opened', 'followers']
+
+LOG = logging.getLogger(__name__)
 
 #: Seconds :meth:`Follower.finish` waits beyond the deadline for the scrub
 #: thread to end once told the save returned.
@@ -187,7 +191,20 @@ class Follower:
                 os.close(self._dir_fd)
 
     def _discard_partial(self) -> None:
-        if self._opened is not None and self._still_named():
+        """Delete what a failed save left at the name: the file the scrub
+        opened, or one libvirt created after the scrub's last look (the
+        same checks as for a scrub).
+        """
+        if self._opened is None:
+            try:
+                f = self._open_image()
+            except exception.SparcError as e:
+                LOG.warning('Left in place after the failed save: %s', e)
+                return
+            if f is None:
+                return
+            f.close()
+        if self._still_named():
             os.unlink(self.name, dir_fd=self._dir_fd)
 
 

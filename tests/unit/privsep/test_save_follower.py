@@ -20,6 +20,7 @@ from sparc_nova.engine import report as report_mod
 from sparc_nova import exception
 from sparc_nova import privsep
 from sparc_nova.privsep import checkpoint as privsep_checkpoint
+from sparc_nova.privsep import save_follower
 
 NAME = 'instance-00000001'
 
@@ -256,3 +257,19 @@ def test_a_directory_writable_by_others_is_refused(save_dir, engine):
             follow()
     finally:
         os.chmod(save_dir, 0o755)
+
+
+def test_a_file_created_after_the_last_look_is_deleted_too(save_dir,
+                                                           engine):
+    """libvirt created the file after the follower's last look, then the
+    save failed and left it: it is deleted all the same.
+    """
+    follow()
+    path = str(save_dir / (NAME + '.save'))
+    follower = save_follower.followers._followers[NAME]
+    follower._returned.set()      # the follower stops looking at once
+    follower._thread.join(5)
+    libvirt_writes(path, mark=False)
+    assert privsep_checkpoint.finish_managed_save(
+        instance_name=NAME, saved=False) == {}
+    assert os.listdir(save_dir) == []
