@@ -255,7 +255,6 @@ def follow_managed_save(*, instance_name: str, selectors: list[str],
     :raises PrivilegedScrubError: refused (arguments, an existing file,
         the directory, a scrub of this instance already running).
     """
-    from sparc_nova.engine import live
     from sparc_nova.privsep import save_follower
 
     path = os.path.join(os.path.realpath(conf.CONF.sparc.managed_save_dir),
@@ -272,6 +271,10 @@ def follow_managed_save(*, instance_name: str, selectors: list[str],
     timeout = _follow_seconds()
 
     def scrub(save, path, open_image) -> dict:
+        # Imported in the follower's thread: the first suspend after the
+        # daemon started does not wait for the engine's imports before
+        # libvirt starts writing.
+        from sparc_nova.engine import live
         report = live.save_and_scrub(save, path, list(selectors),
                                      timeout=timeout, open_image=open_image,
                                      in_place=in_place, **options)
