@@ -147,11 +147,36 @@ class Follower:
         return (st.st_dev, st.st_ino) == self._opened and \
             stat.S_ISREG(st.st_mode) and st.st_nlink == 1
 
+    def _replacement_checked(self) -> bool:
+        """Whether the file now at the name passes the checks of a file
+        to scrub (the scrub replaced the image by its rewrite).
+        """
+        try:
+            fd = os.open(self.name, os.O_RDONLY | os.O_NOFOLLOW |
+                         os.O_CLOEXEC | os.O_NOCTTY, dir_fd=self._dir_fd)
+        except OSError:
+            return False
+        try:
+            check_opened(fd, self.path)
+        except exception.SparcError:
+            return False
+        finally:
+            os.close(fd)
+        return True
+
     def _run(self) -> None:
         try:
             result = self._scrub(self._wait_returned, self.path,
                                  self._open_image)
-            if not self._still_named():
+            rewrite = (result.get('report') or {}).get('rewrite') or {}
+            # Patched in place: the name must still lead to the file that
+            # was opened and checked. Rewritten (a compressed image, or a
+            # directory where no journal may be kept): the scrub renamed
+            # its checked rewrite over the name, which must now lead to a
+            # file that passes the same checks.
+            kept = self._still_named() if rewrite.get('in_place', True) \
+                else self._replacement_checked()
+            if not kept:
                 raise errors.ScrubError(self.path, 'replaced while it was '
                                         'scrubbed')
             self._result = result

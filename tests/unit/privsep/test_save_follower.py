@@ -50,6 +50,8 @@ def engine(monkeypatch):
 
     def fake(path, selectors, follow=None, file=None, in_place=False,
              **kw):
+        if state.get('replace'):
+            return _replace(path, selectors, follow, file, state)
         state['calls'].append({'path': path, 'selectors': selectors,
                                'in_place': in_place,
                                'ino': os.fstat(file.fileno()).st_ino})
@@ -69,6 +71,23 @@ def engine(monkeypatch):
         return report_mod.ScrubReport(checkpoint=path)
     monkeypatch.setattr(memory, 'scrub_checkpoint', fake)
     return state
+
+
+def _replace(path, selectors, follow, file, state):
+    """As the engine's rewrite: a new file renamed over the image."""
+    state['calls'].append({'path': path, 'replaced': True})
+    with file as f:
+        stream_follow.wait_complete(f, path, follow)
+        data = os.pread(f.fileno(), 1 << 20, 0)
+    tmp = path + '.tmp'
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.fchmod(fd, state.get('replace_mode', 0o600))
+    os.write(fd, data + b'SCRUBBED')
+    os.close(fd)
+    os.rename(tmp, path)
+    rep = report_mod.ScrubReport(checkpoint=path)
+    rep.rewrite['in_place'] = False
+    return rep
 
 
 def follow(**kw):
@@ -273,3 +292,26 @@ def test_a_file_created_after_the_last_look_is_deleted_too(save_dir,
     assert privsep_checkpoint.finish_managed_save(
         instance_name=NAME, saved=False) == {}
     assert os.listdir(save_dir) == []
+
+
+@pytest.mark.parametrize('mode,ok', [(0o600, True), (0o622, False)])
+def test_a_rewrite_renamed_over_the_image_is_checked(save_dir, engine,
+                                                     mode, ok):
+    """Where the image is rewritten rather than patched (compressed, or
+    no journal may be kept), the file the scrub renamed into place must
+    pass the checks of a file to scrub.
+    """
+    engine['replace'] = True
+    engine['replace_mode'] = mode
+    path = follow()
+    libvirt_writes(path)
+    if ok:
+        privsep_checkpoint.finish_managed_save(instance_name=NAME,
+                                               saved=True)
+        with open(path, 'rb') as f:
+            assert f.read().endswith(b'SCRUBBED')
+    else:
+        with pytest.raises(privsep_checkpoint.PrivilegedScrubError,
+                           match='replaced while it was scrubbed'):
+            privsep_checkpoint.finish_managed_save(instance_name=NAME,
+                                                   saved=True)
