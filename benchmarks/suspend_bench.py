@@ -2,12 +2,15 @@
 
 Brings the test cloud up (``tests/e2e/cloud``, on
 ``SPARC_CLOUD_PORT_BASE`` / ``SPARC_CLOUD_STATE`` / ``SPARC_CLOUD_LOGS``),
-boots one server of ``--ram`` MiB whose excluded process (``vault``,
-policy ``sparc:exclude_processes=vault``) holds ``--hold`` MiB of
-anonymous memory, then for ``--rounds`` rounds, alternating which comes
-first, runs with each driver in turn (nova-compute restarted with
-``compute_driver`` set to ``sparc_libvirt.SparcLibvirtDriver`` or to
-Nova's own ``libvirt.LibvirtDriver``, the same guest, the same cloud):
+boots one server of ``--ram`` MiB with a policy
+(``sparc:exclude_processes=vault``) whose control process (``webapp``,
+not excluded) holds ``--hold`` MiB of anonymous memory (the excluded
+process dies at the first resume from a scrubbed save: memory it held
+would be gone from every later round), then for ``--rounds`` rounds,
+alternating which comes first, runs with each driver in turn
+(nova-compute restarted with ``compute_driver`` set to
+``sparc_libvirt.SparcLibvirtDriver`` or to Nova's own
+``libvirt.LibvirtDriver``, the same guest, the same cloud):
 
 * ``openstack server suspend`` until the server is SUSPENDED, timed from
   the start of the CLI (what a user waits for);
@@ -124,7 +127,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument('--ram', type=int, default=2048, help='MiB')
     parser.add_argument('--hold', type=int, default=1024,
-                        help='MiB held by the excluded process')
+                        help='MiB held by the control process')
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--out')
     args = parser.parse_args(argv)
@@ -141,7 +144,7 @@ def main(argv=None) -> int:
             key, _, value = line[len('export '):].partition('=')
             env[key] = value
         guest = guest_image.build_guest(cloud.conf.path('guest'),
-                                        vault_pages=args.hold * 256)
+                                        webapp_pages=args.hold * 256)
         kernel = conn.image.create_image(
             name='bench-kernel', filename=guest.kernel, disk_format='aki',
             container_format='aki', wait=True)

@@ -65,7 +65,7 @@ BOOT_SCRIPT = r"""#!/bin/sh
 echo "SPARC-FILES secrets=$(ls /mnt/root/secrets 2>/dev/null | wc -l)" \
      "keep=$(ls /mnt/root/keep 2>/dev/null | wc -l)"
 vault hold {vault} --pages {vault_pages} &
-webapp hold {webapp} --pages 16 &
+webapp hold {webapp} --pages {webapp_pages} &
 i=0
 while true; do
     i=$((i+1))
@@ -149,16 +149,18 @@ def _write(path: str, text: str) -> None:
 
 def build_root_disk(workdir: str, secret_files: dict[str, str],
                     kept_files: dict[str, str], size_mib: int = 32,
-                    vault_pages: int = 64) -> str:
+                    vault_pages: int = 64, webapp_pages: int = 16) -> str:
     """A raw ext4 filesystem holding the marker files and boot.sh (whose
-    vault holds its marker in ``vault_pages`` anonymous pages).
+    vault and webapp hold their markers in ``vault_pages`` and
+    ``webapp_pages`` anonymous pages).
     """
     tree = os.path.join(workdir, 'rootfs')
     for path, marker in list(secret_files.items()) + list(
             kept_files.items()):
         _write(os.path.join(tree, path.lstrip('/')), marker + '\n')
     _write(os.path.join(tree, 'sparc', 'boot.sh'), BOOT_SCRIPT.format(
-        vault=VAULT_MARKER, webapp=WEBAPP_MARKER, vault_pages=vault_pages))
+        vault=VAULT_MARKER, webapp=WEBAPP_MARKER, vault_pages=vault_pages,
+        webapp_pages=webapp_pages))
     disk = os.path.join(workdir, 'root.raw')
     subprocess.run(['mkfs.ext4', '-q', '-F', '-L', 'sparcroot', '-d', tree,
                     disk, '%dM' % size_mib], check=True, capture_output=True)
@@ -203,9 +205,11 @@ def build_luks_disk(workdir: str, root_fs: str,
 
 
 def build_guest(workdir: str, kernel: str | None = None,
-                vault_pages: int = 64) -> CloudGuest:
+                vault_pages: int = 64, webapp_pages: int = 16
+                ) -> CloudGuest:
     """Build the kernel, ramdisk and root disk under ``workdir`` (the
-    vault workload holding ``vault_pages`` pages of memory).
+    vault and webapp workloads holding ``vault_pages`` and
+    ``webapp_pages`` pages of memory).
     """
     os.makedirs(workdir, exist_ok=True)
     os.chmod(workdir, 0o755)
@@ -226,7 +230,8 @@ def build_guest(workdir: str, kernel: str | None = None,
     kept_files = {'/keep/readme': file_markers[2],
                   '/keep/config/app.conf': file_markers[3]}
     root = build_root_disk(workdir, secret_files, kept_files,
-                           vault_pages=vault_pages)
+                           vault_pages=vault_pages,
+                           webapp_pages=webapp_pages)
     root_luks = build_luks_disk(workdir, root)
     return CloudGuest(kernel=kernel, ramdisk=ramdisk, root=root,
                       root_luks=root_luks, markers=markers,
