@@ -323,10 +323,12 @@ def _create_exclusive(path: str, subject: str) -> int:
             subject, 'cannot create %s: %s' % (path, e.strerror or e))
 
 
-def write(path: str, groups: list[Group], key_file: str) -> str:
+def write(path: str, groups: list[Group], key_file: str,
+          target: Identity | None = None) -> str:
     """Write and fsync the journal of ``groups`` for checkpoint ``path``
     (MAC'd with the key in ``key_file``, made if missing); return the
-    journal's path.
+    journal's path. With ``target``, ``path`` must still be that version
+    of the file (the one the caller parsed).
 
     :raises CheckpointError: the directory is not private, a journal or
         its temporary already exists (or is a link), or the key is
@@ -339,7 +341,12 @@ def write(path: str, groups: list[Group], key_file: str) -> str:
         raise exception.CheckpointError(
             path, 'an in-place journal %s already exists; run "sparc '
                   'checkpoint recover %s"' % (jpath, path))
-    target = Identity.of(os.stat(path))
+    current = Identity.of(os.stat(path, follow_symlinks=False))
+    if target is not None and current != target:
+        raise exception.CheckpointError(
+            path, 'is no longer the file that was parsed (replaced or '
+                  'changed since)')
+    target = current
     fd = _create_exclusive(tmp, path)
     try:
         with os.fdopen(fd, 'wb') as f:

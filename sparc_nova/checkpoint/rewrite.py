@@ -375,8 +375,11 @@ def _patch_in_place(ck, edits, journal_key):
             ck.path, 'page record at offset %d is a ZERO record and '
                      'cannot take new content in place'
             % (ck.stream_base + int(hdr[np.argmax(grow)])))
-    journal.write(ck.path, groups, journal_key)
-    journal.apply(ck.path, groups)
+    # Only the file that was parsed is patched: a name swapped for
+    # another file since is refused, not written.
+    target = journal.Identity.of(os.fstat(ck.stream_file.fileno()))
+    journal.write(ck.path, groups, journal_key, target=target)
+    journal.apply(ck.path, groups, target)
     journal.remove(ck.path)
 
 

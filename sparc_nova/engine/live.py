@@ -16,7 +16,7 @@ The scrub then adds to the save only what it takes beyond libvirt's own
 clean-up.
 
 ``save_and_scrub(save, path, selectors, *, timeout=1800, nice=10,
-**options) -> ScrubReport``
+open_image=None, in_place_if_possible=False, **options) -> ScrubReport``
 
     Contract:
 
@@ -26,8 +26,18 @@ clean-up.
       removes a partial image and keeps the guest.
     * ``options``: the keyword arguments of
       :func:`.memory.scrub_checkpoint` (not ``output``, ``in_place``,
-      ``write`` or ``dry_run``: the image is replaced by its scrubbed
-      version, same owner and mode).
+      ``write``, ``dry_run``, ``follow`` or ``file``). The image is
+      replaced by its scrubbed version (same owner and mode), or, with
+      ``in_place_if_possible`` (and the ``journal_key`` it needs), patched
+      in place when :func:`sparc_nova.checkpoint.write_mode.choose` allows
+      it for the image's compression, read from its header as it is
+      written, and its directory.
+    * ``open_image()``: returns the image open for reading (binary) once
+      libvirt has created it, None before; it may raise a
+      :class:`~sparc_nova.exception.SparcError` to refuse the file it
+      found (the scrub fails). The scrub reads only that file, and an
+      in-place patch writes only to it. None: ``path`` is opened as
+      soon as it exists.
     * The image counts as complete once libvirt marks it so, or once
       ``save()`` returns if that comes first; ``timeout`` bounds every
       wait. The scrub runs in a thread of its own at least at ``nice``
@@ -48,7 +58,9 @@ import os
 import threading
 import time
 
+from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import stream_follow
+from sparc_nova.checkpoint import write_mode
 from sparc_nova.engine import errors
 from sparc_nova.engine import memory as memory_mod
 from sparc_nova.engine import report as report_mod
@@ -63,27 +75,64 @@ POLL_SECONDS = 0.005
 SCRUB_NICE = 10
 
 
-def _wait_created(path: str, saving: threading.Thread,
-                  deadline: float) -> bool:
-    """Wait until libvirt has created the image (True) or the save ended
-    (False); bounded by ``deadline``.
+def _open_if_created(path: str):
+    """``path`` open for reading, or None while it does not exist."""
+    try:
+        return open(path, 'rb')
+    except FileNotFoundError:
+        return None
+
+
+def _wait_created(path: str, open_image, saving: threading.Thread,
+                  deadline: float):
+    """Wait until libvirt has created the image (returned open by
+    ``open_image()``) or the save ended (None); bounded by ``deadline``.
     """
-    while saving.is_alive():
-        if os.path.exists(path):
-            return True
+    while True:
+        ended = not saving.is_alive()
+        f = open_image()
+        if f is not None or ended:
+            return f
         if time.monotonic() >= deadline:
             raise errors.ScrubError(path, 'the save did not start in time')
         time.sleep(POLL_SECONDS)
-    return os.path.exists(path)
+
+
+def _scrub_opened(f, path: str, selectors, follow: stream_follow.Follow,
+                  in_place_if_possible: bool,
+                  options: dict) -> report_mod.ScrubReport:
+    """Scrub the image open in ``f`` as it is written; with
+    ``in_place_if_possible`` the write mode is decided
+    (:func:`sparc_nova.checkpoint.write_mode.choose`) from its header's
+    compression as soon as that is written.
+    """
+    if not in_place_if_possible:
+        return memory_mod.scrub_checkpoint(path, selectors, follow=follow,
+                                           file=f, **options)
+    options = dict(options)
+    journal_key = options.pop('journal_key', None)
+    try:
+        head = stream_follow.wait_header(
+            f, path, follow, options.get('limits') or limits_mod.DEFAULT)
+        write = write_mode.choose(path, head.compressed,
+                                  in_place_if_possible=True,
+                                  journal_key=journal_key)
+    except BaseException:
+        f.close()
+        raise
+    return memory_mod.scrub_checkpoint(path, selectors, follow=follow,
+                                       write=write, file=f, **options)
 
 
 def save_and_scrub(save, path: str, selectors, *, timeout: float = 1800,
-                   nice: int = SCRUB_NICE,
+                   nice: int = SCRUB_NICE, open_image=None,
+                   in_place_if_possible: bool = False,
                    **options) -> report_mod.ScrubReport:
     """Save and scrub, the scrub overlapping the save; see the module
     docstring for the contract.
     """
-    for name in ('output', 'in_place', 'write', 'dry_run', 'follow'):
+    for name in ('output', 'in_place', 'write', 'dry_run', 'follow',
+                 'file'):
         if name in options:
             raise TypeError('save_and_scrub() takes no %r' % name)
     box = {}
@@ -114,9 +163,12 @@ def save_and_scrub(save, path: str, selectors, *, timeout: float = 1800,
         except OSError:
             pass
         try:
-            if _wait_created(path, saving, follow.deadline):
-                scrubbed['report'] = memory_mod.scrub_checkpoint(
-                    path, selectors, follow=follow, **options)
+            f = _wait_created(path, open_image or (
+                lambda: _open_if_created(path)), saving, follow.deadline)
+            if f is not None:
+                scrubbed['report'] = _scrub_opened(
+                    f, path, selectors, follow, in_place_if_possible,
+                    options)
         except BaseException as e:  # re-raised in the caller's thread
             scrubbed['error'] = e
     scrubbing = threading.Thread(target=run_scrub, name='sparc-scrub',

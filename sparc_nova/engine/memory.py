@@ -28,7 +28,8 @@ global configuration.
 ``scrub_checkpoint(path, selectors, *, output=None, in_place=False,
 with_children=False, scrub_free_memory=True, dry_run=False, work_dir=None,
 progress=None, follow_ipc=True, exclude_paths=(), buildid_cache_dir=None,
-limits=None, sandbox=None, follow=None, journal_key=None, write=None)
+limits=None, sandbox=None, follow=None, journal_key=None, write=None,
+file=None)
 -> ScrubReport``
 
     Contract:
@@ -75,6 +76,12 @@ limits=None, sandbox=None, follow=None, journal_key=None, write=None)
       when ``path`` is a libvirt save image still being written: it is
       parsed (here and in the sandbox child) as it is written, and the
       scrub goes on once libvirt has marked it complete (:mod:`.live`).
+    * ``file``: ``path`` already open for reading (binary), to parse
+      instead of opening ``path`` (the scrub then owns and closes it):
+      a caller that checked the file it opened (owner, links, no
+      symbolic link) makes sure the scrub reads that file. An in-place
+      patch then writes only to that file (:mod:`.rewrite` checks its
+      identity); the caller checks for an interrupted in-place scrub.
     * ``buildid_cache_dir``: ``[sparc] buildid_cache_dir`` (None: no
       cache); ``limits``: parser bounds (None: the defaults);
       ``work_dir``: where a compressed image is decompressed.
@@ -123,7 +130,7 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
                      sandbox: sandbox_mod.SandboxPolicy | None = None,
                      follow: stream_follow.Follow | None = None,
                      journal_key: str | None = None,
-                     write: write_mode.WriteMode | None = None
+                     write: write_mode.WriteMode | None = None, file=None
                      ) -> report_mod.ScrubReport:
     """Exclude processes from a memory checkpoint; see the module
     docstring for the contract. ``journal_key`` is the in-place journal's
@@ -151,7 +158,7 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     s, patcher = plan_exclusion(
         path, exclusion, rep, work_dir=work_dir, limits=limits,
         buildid_cache_dir=buildid_cache_dir, sandbox=sandbox,
-        progress=progress, follow=follow)
+        progress=progress, follow=follow, file=file)
     try:
         if dry_run:
             return rep
@@ -181,16 +188,19 @@ def plan_exclusion(path: str, exclusion: planner.Exclusion,
                    buildid_cache_dir: str | None,
                    sandbox: sandbox_mod.SandboxPolicy | None,
                    progress=None,
-                   follow: stream_follow.Follow | None = None):
+                   follow: stream_follow.Follow | None = None,
+                   file=None):
     """Open ``path`` and plan ``exclusion`` (in the sandbox child unless
     ``sandbox`` disables it): ``(session, patcher)``, the caller closing
     the session. Fills ``rep`` with the plan's sections and laps.
+    ``file``: ``path`` already open for reading (see
+    :func:`.sandboxed_plan.open_and_start_plan`).
     """
     sandbox_policy = sandbox or sandbox_mod.SandboxPolicy()
     s, pending = sandboxed_plan.open_and_start_plan(
         path, exclusion, rep, work_dir=work_dir, limits=limits,
         buildid_cache_dir=buildid_cache_dir, sandbox_policy=sandbox_policy,
-        progress=progress, follow=follow)
+        progress=progress, follow=follow, file=file)
     try:
         if sandbox_policy.enabled:
             rep.lap('open')

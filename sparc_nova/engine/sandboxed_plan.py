@@ -77,8 +77,11 @@ def open_and_start_plan(path: str, exclusion: planner.Exclusion,
                         buildid_cache_dir: str | None,
                         sandbox_policy: sandbox_mod.SandboxPolicy,
                         progress=None,
-                        follow: stream_follow.Follow | None = None):
-    """Open ``path`` for a scrub: ``(session, pending plan)``.
+                        follow: stream_follow.Follow | None = None,
+                        file=None):
+    """Open ``path`` for a scrub: ``(session, pending plan)``; ``file``
+    is ``path`` already open (binary, for reading), used instead of
+    opening it and closed with the session.
 
     With the sandbox (``sandbox_policy.enabled``), the child that plans
     the scrub is started on the file before this process parses it, so
@@ -96,10 +99,10 @@ def open_and_start_plan(path: str, exclusion: planner.Exclusion,
         return session_mod.open_session(
             path, work_dir=work_dir, limits=limits,
             buildid_cache_dir=buildid_cache_dir, progress=progress,
-            follow=follow), None
+            follow=follow, file=file), None
     args = dict(exclusion.to_args(), buildid_cache_dir=session_mod.
                 buildid_cache(buildid_cache_dir).directory or '')
-    f = checkpoint_mod.open_file(path)
+    f = file if file is not None else checkpoint_mod.open_file(path)
     pending = None
     try:
         growing = 0

@@ -151,33 +151,160 @@ def scrub_managed_save(*, path: str, instance_name: str,
     # The engine (drgn, numpy) is only ever loaded in the daemon, never
     # in nova-compute, which imports this module for the entry point.
     from sparc_nova.engine import memory
-    from sparc_nova.engine import sandbox
 
     _primitives(path, selectors, exclude_paths, follow_ipc,
                 scrub_free_memory, instance_name)
     checked = managed_save_file(path, instance_name)
-    limits = limits_mod.Limits.from_conf(conf.CONF)
+    options = _engine_options(checked, exclude_paths, follow_ipc,
+                              scrub_free_memory)
     try:
         with open(checked, 'rb') as f:
-            header = libvirt_save.read_header(f, checked, limits)
+            header = libvirt_save.read_header(f, checked, options['limits'])
         # Raw images are patched in place (only the scrubbed pages are
         # written) where a journal may be kept next to them; compressed
         # ones, and the others, are rewritten and replaced atomically,
         # keeping their owner and mode.
         write = write_mode.choose(
             checked, header.compressed, in_place_if_possible=True,
-            journal_key=conf.CONF.sparc.journal_key_file)
-        report = memory.scrub_checkpoint(
-            checked, list(selectors), write=write,
-            scrub_free_memory=scrub_free_memory, follow_ipc=follow_ipc,
-            exclude_paths=list(exclude_paths),
-            work_dir=conf.CONF.sparc.work_dir or None,
-            progress=_ProgressLog(checked), limits=limits,
-            buildid_cache_dir=conf.CONF.sparc.buildid_cache_dir,
-            sandbox=sandbox.SandboxPolicy.from_conf(conf.CONF))
+            journal_key=options.pop('journal_key'))
+        report = memory.scrub_checkpoint(checked, list(selectors),
+                                         write=write, **options)
     except Exception as e:
         raise PrivilegedScrubError('%s: %s' % (type(e).__name__, e)) from e
     return {'summary': report.summary(), 'report': report.to_dict()}
+
+
+def _engine_options(path: str, exclude_paths, follow_ipc: bool,
+                    scrub_free_memory: bool) -> dict:
+    """The memory engine's keyword arguments for a scrub of ``path``
+    (not ``in_place``): the policy's, and the configuration built from
+    the daemon's ``[sparc]`` options.
+    """
+    from sparc_nova.engine import sandbox
+    return dict(journal_key=conf.CONF.sparc.journal_key_file,
+                scrub_free_memory=scrub_free_memory, follow_ipc=follow_ipc,
+                exclude_paths=list(exclude_paths),
+                work_dir=conf.CONF.sparc.work_dir or None,
+                progress=_ProgressLog(path),
+                limits=limits_mod.Limits.from_conf(conf.CONF),
+                buildid_cache_dir=conf.CONF.sparc.buildid_cache_dir,
+                sandbox=sandbox.SandboxPolicy.from_conf(conf.CONF))
+
+
+# -- the scrub that overlaps managedSave (save_follower) ------------------
+
+def _follow_seconds() -> float:
+    """What bounds every wait of a followed scrub, from its start:
+    ``[sparc] sandbox_timeout``.
+    """
+    return float(conf.CONF.sparc.sandbox_timeout)
+
+
+def _open_save_dir(path: str) -> int:
+    """The managed-save directory open (``O_DIRECTORY``, no link
+    followed at its last component), checked as
+    :func:`managed_save_file` checks it: only its owner may write it
+    (or it is sticky).
+    """
+    save_dir = os.path.dirname(path)
+    try:
+        fd = os.open(save_dir, os.O_RDONLY | os.O_DIRECTORY |
+                     os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise PrivilegedScrubError('%s: cannot open the managed-save '
+                                   'directory: %s' % (path, e.strerror))
+    st = os.fstat(fd)
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        os.close(fd)
+        raise PrivilegedScrubError(
+            '%s: refused: %s is writable by others' % (path, save_dir))
+    return fd
+
+
+@privsep.scrub_pctxt.entrypoint
+def follow_managed_save(*, instance_name: str, selectors: list[str],
+                        exclude_paths: list[str], follow_ipc: bool,
+                        scrub_free_memory: bool) -> str:
+    """Start scrubbing the managed save of ``instance_name`` while
+    libvirt writes it (:mod:`.save_follower`); returns its path at once.
+    For the driver to call just before ``managedSave``, then
+    :func:`finish_managed_save` once that returned or failed.
+
+    The arguments are those of :func:`scrub_managed_save` without the
+    path: it is always ``<[sparc] managed_save_dir>/<instance_name>.save``,
+    which must not exist yet (a stale image could not be told from the
+    new one). The file is opened, once libvirt creates it, relative to
+    the directory opened now and without following links, then checked
+    on the open descriptor (:func:`.save_follower.check_opened`). Raw
+    images are patched in place where a journal may be kept, others
+    replaced. Every wait is bounded by ``[sparc] sandbox_timeout``.
+
+    :raises PrivilegedScrubError: refused (arguments, an existing file,
+        the directory, a scrub of this instance already running).
+    """
+    from sparc_nova.privsep import save_follower
+
+    path = os.path.join(os.path.realpath(conf.CONF.sparc.managed_save_dir),
+                        str(instance_name) + '.save')
+    _primitives(path, selectors, exclude_paths, follow_ipc,
+                scrub_free_memory, instance_name)
+    _instance_name(instance_name)
+    if os.path.lexists(path):
+        raise PrivilegedScrubError('%s: refused: a managed save already '
+                                   'exists' % path)
+    options = _engine_options(path, exclude_paths, follow_ipc,
+                              scrub_free_memory)
+    timeout = _follow_seconds()
+
+    def scrub(save, path, open_image) -> dict:
+        # Imported in the follower's thread: the first suspend after the
+        # daemon started does not wait for the engine's imports before
+        # libvirt starts writing.
+        from sparc_nova.engine import live
+        report = live.save_and_scrub(save, path, list(selectors),
+                                     timeout=timeout, open_image=open_image,
+                                     in_place_if_possible=True, **options)
+        return {'summary': report.summary(), 'report': report.to_dict()}
+
+    dir_fd = _open_save_dir(path)
+    try:
+        save_follower.followers.add(
+            instance_name,
+            save_follower.Follower(path, dir_fd, scrub, timeout))
+    except exception.SparcError as e:
+        os.close(dir_fd)
+        raise PrivilegedScrubError(str(e))
+    return path
+
+
+@privsep.scrub_pctxt.entrypoint
+def finish_managed_save(*, instance_name: str, saved: bool) -> dict:
+    """Tell the scrub started by :func:`follow_managed_save` that
+    ``managedSave`` returned (``saved``) or failed, and wait for it.
+
+    :returns: as :func:`scrub_managed_save`: ``{'summary', 'report'}``;
+        after a failed save ``{}`` (the follower stopped, and the file it
+        opened, if libvirt left it, deleted).
+    :raises PrivilegedScrubError: no scrub follows this instance, or the
+        scrub failed or did not end in time: the managed save is
+        unscrubbed and the caller must discard it (restore the guest from
+        it), as after a failed :func:`scrub_managed_save`.
+    """
+    from sparc_nova.privsep import save_follower
+
+    name = _instance_name(instance_name)
+    if not isinstance(saved, bool):
+        raise PrivilegedScrubError('refused: saved is not a bool')
+    follower = save_follower.followers.pop(name)
+    if follower is None:
+        raise PrivilegedScrubError('%s: no scrub follows its managed save'
+                                   % name)
+    try:
+        return follower.finish(saved)
+    except save_follower.SaveFailed:
+        return {}
+    except Exception as e:
+        raise PrivilegedScrubError('%s: %s' % (type(e).__name__, e)) from e
 
 
 # -- records of managed saves not scrubbed yet (save_markers) -------------

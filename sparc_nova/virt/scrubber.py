@@ -146,6 +146,9 @@ class Scrubber:
         started = time.monotonic()
         try:
             summary = work()
+        except SaveFailed as e:
+            # Not the scrub's failure: the checkpoint was never made.
+            raise e.error from None
         except Exception as e:
             reason = failure_reason(e)
             kept = effective.allows_unscrubbed
@@ -221,14 +224,25 @@ class Scrubber:
 
     def managed_save(self, context, instance,
                      effective: policy.EffectivePolicy,
-                     path: str) -> Outcome:
+                     path: str, save=None) -> Outcome:
         """Scrub a managed-save file in place, through the privileged
         daemon (the file is root's).
 
+        With ``save`` (a callable that runs libvirt's ``managedSave`` and
+        returns when it has), the scrub overlaps the save: the daemon
+        follows the file while libvirt writes it
+        (:func:`~sparc_nova.privsep.checkpoint.follow_managed_save`), and
+        is told when ``save()`` returned. An error of ``save()`` is
+        raised unchanged once the daemon stopped following (nothing of
+        the save is kept). If the daemon refuses to follow, nothing is
+        saved, unless the policy allows unscrubbed checkpoints. Without
+        ``save`` the file, already written, is scrubbed.
+
         :raises SparcScrubFailed: unless the policy allows unscrubbed
-            checkpoints
+            checkpoints; the managed save, if ``save()`` made one, is
+            then unscrubbed and the caller must discard it.
         """
-        def work():
+        def scrub_written():
             result = privsep_checkpoint.scrub_managed_save(
                 path=path, instance_name=instance.name,
                 selectors=list(effective.exclude_processes),
@@ -237,10 +251,71 @@ class Scrubber:
                 scrub_free_memory=effective.scrub_free_memory)
             return result['summary']
 
+        def scrub_while_saving():
+            try:
+                privsep_checkpoint.follow_managed_save(
+                    instance_name=instance.name,
+                    selectors=list(effective.exclude_processes),
+                    exclude_paths=list(effective.path_rules),
+                    follow_ipc=effective.follow_ipc,
+                    scrub_free_memory=effective.scrub_free_memory)
+            except Exception:
+                if effective.allows_unscrubbed:
+                    _save_or_raise(save)
+                raise
+            _save_or_raise(save, instance)
+            result = privsep_checkpoint.finish_managed_save(
+                instance_name=instance.name, saved=True)
+            _log_overlap(instance, result.get('report') or {})
+            return result['summary']
+
+        work = scrub_written if save is None else scrub_while_saving
         outcome = self._run(context, instance, effective, SUSPEND,
                             'memory image', work, path=path)
         outcome.path = path
         return outcome
+
+
+def _log_overlap(instance, report: dict) -> None:
+    """Log how the scrub overlapped managedSave (from the report's
+    ``during_save`` and ``timings``, in seconds).
+    """
+    during = report.get('during_save') or {}
+    timings = report.get('timings') or {}
+    LOG.info('Memory image scrubbed while libvirt saved it: complete '
+             'after %(complete)s s of a %(save)s s save, scrub overlapped '
+             'the save: %(overlapped)s, ended %(after)s s after the save '
+             'returned',
+             {'complete': during.get('image_complete_after'),
+              'save': timings.get('save'),
+              'overlapped': during.get('scrub_overlapped_save'),
+              'after': timings.get('after_save')}, instance=instance)
+
+
+class SaveFailed(Exception):
+    """The save a scrub overlapped failed with ``error``."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _save_or_raise(save, instance=None) -> None:
+    """Run ``save()``; if it fails, raise :class:`SaveFailed` with its
+    error, after telling the daemon following the save of ``instance``
+    (if any) that it failed.
+    """
+    try:
+        save()
+    except Exception as e:
+        if instance is not None:
+            try:
+                privsep_checkpoint.finish_managed_save(
+                    instance_name=instance.name, saved=False)
+            except Exception as stop_error:
+                LOG.error('Could not stop following the failed managed '
+                          'save: %s', stop_error, instance=instance)
+        raise SaveFailed(e) from e
 
 
 def remove_quietly(path: str) -> None:

@@ -64,8 +64,8 @@ while true; do sleep 3600; done
 BOOT_SCRIPT = r"""#!/bin/sh
 echo "SPARC-FILES secrets=$(ls /mnt/root/secrets 2>/dev/null | wc -l)" \
      "keep=$(ls /mnt/root/keep 2>/dev/null | wc -l)"
-vault hold {vault} --pages 64 &
-webapp hold {webapp} --pages 16 &
+vault hold {vault} --pages {vault_pages} &
+webapp hold {webapp} --pages {webapp_pages} &
 i=0
 while true; do
     i=$((i+1))
@@ -148,14 +148,19 @@ def _write(path: str, text: str) -> None:
 
 
 def build_root_disk(workdir: str, secret_files: dict[str, str],
-                    kept_files: dict[str, str], size_mib: int = 32) -> str:
-    """A raw ext4 filesystem holding the marker files and boot.sh."""
+                    kept_files: dict[str, str], size_mib: int = 32,
+                    vault_pages: int = 64, webapp_pages: int = 16) -> str:
+    """A raw ext4 filesystem holding the marker files and boot.sh (whose
+    vault and webapp hold their markers in ``vault_pages`` and
+    ``webapp_pages`` anonymous pages).
+    """
     tree = os.path.join(workdir, 'rootfs')
     for path, marker in list(secret_files.items()) + list(
             kept_files.items()):
         _write(os.path.join(tree, path.lstrip('/')), marker + '\n')
     _write(os.path.join(tree, 'sparc', 'boot.sh'), BOOT_SCRIPT.format(
-        vault=VAULT_MARKER, webapp=WEBAPP_MARKER))
+        vault=VAULT_MARKER, webapp=WEBAPP_MARKER, vault_pages=vault_pages,
+        webapp_pages=webapp_pages))
     disk = os.path.join(workdir, 'root.raw')
     subprocess.run(['mkfs.ext4', '-q', '-F', '-L', 'sparcroot', '-d', tree,
                     disk, '%dM' % size_mib], check=True, capture_output=True)
@@ -199,8 +204,13 @@ def build_luks_disk(workdir: str, root_fs: str,
     return disk
 
 
-def build_guest(workdir: str, kernel: str | None = None) -> CloudGuest:
-    """Build the kernel, ramdisk and root disk under ``workdir``."""
+def build_guest(workdir: str, kernel: str | None = None,
+                vault_pages: int = 64, webapp_pages: int = 16
+                ) -> CloudGuest:
+    """Build the kernel, ramdisk and root disk under ``workdir`` (the
+    vault and webapp workloads holding ``vault_pages`` and
+    ``webapp_pages`` pages of memory).
+    """
     os.makedirs(workdir, exist_ok=True)
     os.chmod(workdir, 0o755)
     kernel = kernel or build.default_kernel()
@@ -219,7 +229,9 @@ def build_guest(workdir: str, kernel: str | None = None) -> CloudGuest:
                     '/secrets/db/password': file_markers[1]}
     kept_files = {'/keep/readme': file_markers[2],
                   '/keep/config/app.conf': file_markers[3]}
-    root = build_root_disk(workdir, secret_files, kept_files)
+    root = build_root_disk(workdir, secret_files, kept_files,
+                           vault_pages=vault_pages,
+                           webapp_pages=webapp_pages)
     root_luks = build_luks_disk(workdir, root)
     return CloudGuest(kernel=kernel, ramdisk=ramdisk, root=root,
                       root_luks=root_luks, markers=markers,

@@ -64,6 +64,20 @@ def test_managed_save_holds_no_cached_excluded_file(guest, suspended):
         assert servers.count(data, marker) == 0, path
 
 
+def test_scrub_overlapped_the_save(cloud, conn, suspended):
+    """The privileged daemon scrubbed the managed save while libvirt
+    wrote it: libvirt marked the image complete before managedSave
+    returned, and the scrub had followed it from its creation.
+    """
+    server, _, _, _ = suspended
+    with open(os.path.join(cloud.conf.logs, 'nova-compute.log'),
+              errors='replace') as f:
+        lines = [line for line in f if server.id in line and
+                 'scrubbed while libvirt saved it' in line]
+    assert len(lines) == 1, lines
+    assert 'scrub overlapped the save: True' in lines[0], lines[0]
+
+
 def test_scrub_notifications(suspended, notifications):
     server, _, _, _ = suspended
     start = notifications.wait_for('sparc.scrub.start',

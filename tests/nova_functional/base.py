@@ -36,7 +36,9 @@ SCRUBBED_IMAGE = DISK_IMAGE.replace(MARKER, b'\0' * len(MARKER))
 
 POLICY = {'sparc:exclude_paths': '/home/*/.ssh/**',
           'sparc:exclude_processes': 'gpg-agent'}
-PRIVSEP_ENTRY = 'sparc_nova.privsep.checkpoint.scrub_managed_save'
+#: The privileged entry points of the scrub that overlaps managedSave.
+FOLLOW_ENTRY = 'sparc_nova.privsep.checkpoint.follow_managed_save'
+FINISH_ENTRY = 'sparc_nova.privsep.checkpoint.finish_managed_save'
 
 
 def _open_existing_for_reading(path, mode='r', *args, **kwargs):
@@ -76,8 +78,12 @@ class SparcServersTestBase(base.ServersTestBase):
         self.scrub_image = self.useFixture(fixtures.MockPatch(
             'sparc_nova.engine.disk.scrub_image',
             side_effect=self._fake_scrub_image)).mock
-        self.scrub_managed_save = self.useFixture(fixtures.MockPatch(
-            PRIVSEP_ENTRY, side_effect=self._fake_scrub_managed_save)).mock
+        # The daemon's follower: started before managedSave, asked for
+        # its verdict once managedSave returned (finish_managed_save).
+        self.follow_managed_save = self.useFixture(fixtures.MockPatch(
+            FOLLOW_ENTRY, side_effect=self._fake_follow_managed_save)).mock
+        self.finish_managed_save = self.useFixture(fixtures.MockPatch(
+            FINISH_ENTRY, side_effect=self._fake_finish_managed_save)).mock
         # The other privileged entry points (records of managed saves not
         # scrubbed yet) run in this process, on a directory of the test.
         self.useFixture(fixtures.MockPatchObject(
@@ -163,11 +169,18 @@ class SparcServersTestBase(base.ServersTestBase):
                                                    'filesystem')]
         return report
 
-    def _fake_scrub_managed_save(self, *, path, instance_name, selectors,
-                                 exclude_paths, follow_ipc,
-                                 scrub_free_memory):
-        self.events.append(('privsep', path))
-        return {'summary': 'scrubbed %s: 1 process' % path, 'report': {}}
+    def _fake_follow_managed_save(self, *, instance_name, selectors,
+                                  exclude_paths, follow_ipc,
+                                  scrub_free_memory):
+        self.events.append(('privsep-follow', instance_name))
+        return os.path.join(self.managed_save_dir, instance_name + '.save')
+
+    def _fake_finish_managed_save(self, *, instance_name, saved):
+        self.events.append(('privsep-finish', instance_name, saved))
+        if not saved:
+            return {}
+        return {'summary': 'scrubbed %s: 1 process' % instance_name,
+                'report': {}}
 
     def use_real_disk_engine(self):
         self.scrub_image.side_effect = disk_scrub.scrub_image

@@ -152,19 +152,26 @@ class InterruptedSuspendTest(MemberViewMixin, base.SparcServersTestBase):
     def test_record_exists_during_the_scrub_only(self):
         seen = []
 
-        def scrub(**kwargs):
-            seen.append(save_markers.pending())
+        def follow(**kwargs):
+            # Before managedSave starts writing.
+            seen.append(('follow', save_markers.pending()))
+            return self._fake_follow_managed_save(**kwargs)
+
+        def finish(**kwargs):
+            seen.append(('finish', save_markers.pending()))
             return {'summary': 'scrubbed', 'report': {}}
 
-        self.scrub_managed_save.side_effect = scrub
+        self.follow_managed_save.side_effect = follow
+        self.finish_managed_save.side_effect = finish
         server = self.create_policy_server()
         self._suspend_server(server)
-        self.assertEqual([[server['OS-EXT-SRV-ATTR:instance_name']]], seen)
+        name = server['OS-EXT-SRV-ATTR:instance_name']
+        self.assertEqual([('follow', [name]), ('finish', [name])], seen)
         self.assertEqual([], save_markers.pending())
 
     def test_record_cleared_after_a_failed_scrub(self):
         from sparc_nova.privsep import checkpoint
-        self.scrub_managed_save.side_effect = (
+        self.finish_managed_save.side_effect = (
             checkpoint.PrivilegedScrubError('ScrubError: x'))
         server = self.create_policy_server()
         self.api.post_server_action(server['id'], {'suspend': {}})

@@ -44,7 +44,7 @@ class SnapshotTest(base.SparcServersTestBase):
         server = self.create_policy_server()
         image_id = self.create_image(server)
         self.assert_scrubbed_upload(image_id, 'live')
-        self.assertEqual(0, self.scrub_managed_save.call_count)
+        self.assertEqual(0, self.follow_managed_save.call_count)
         events = self.sparc_notifications()
         self.assertEqual(SPARC_EVENTS, [e for e, _ in events])
         start, end = events[0][1], events[1][1]
@@ -72,7 +72,7 @@ class SnapshotTest(base.SparcServersTestBase):
         server = self.create_policy_server()
         image_id = self.create_image(server)
         self.assert_scrubbed_upload(image_id, 'cold')
-        self.assertEqual(0, self.scrub_managed_save.call_count)
+        self.assertEqual(0, self.follow_managed_save.call_count)
         server = self._wait_for_state_change(server, 'ACTIVE')
         self.assert_running(server)
 
@@ -99,7 +99,7 @@ class SnapshotTest(base.SparcServersTestBase):
         [image_id] = self.uploads
         # Shelving powers the guest off first: a cold snapshot.
         self.assert_scrubbed_upload(image_id, 'cold')
-        self.assertEqual(0, self.scrub_managed_save.call_count)
+        self.assertEqual(0, self.follow_managed_save.call_count)
         # Unshelving boots from the scrubbed image (and deletes it).
         self._unshelve_server(server)
 

@@ -166,3 +166,56 @@ def test_daemon_children_have_no_capabilities_after_exec(daemon_setup):
             assert st['Gid'].split() == ['65534'] * 4, (program, st)
             assert st['Groups'] == '', (program, st)
             assert st['NoNewPrivs'] == '1', (program, st)
+
+
+FOLLOW_CLIENT = """
+import json, os, sys
+from oslo_config import cfg
+from sparc_nova import conf
+from sparc_nova.privsep import checkpoint as privsep_checkpoint
+
+cfg.CONF(['--config-file', sys.argv[1]], project='sparc-test')
+with open(sys.argv[2], 'rb') as f:
+    raw = f.read()
+out = {}
+policy = dict(selectors=['pid:42'], exclude_paths=[], follow_ipc=False,
+              scrub_free_memory=False)
+for name, saved in (('instance-00000003', True),
+                    ('instance-00000004', False)):
+    path = privsep_checkpoint.follow_managed_save(instance_name=name,
+                                                  **policy)
+    # What libvirt does: create the file (0600), write it, mark it.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b'LibvirtQemudPart' + raw[16:])
+    if saved:
+        os.pwrite(fd, b'LibvirtQemudSave', 0)
+    os.close(fd)
+    try:
+        out[name] = privsep_checkpoint.finish_managed_save(
+            instance_name=name, saved=saved)
+    except Exception as e:
+        out[name] = '%s: %s' % (type(e).__name__, e)
+    out[name + '-left'] = os.path.exists(path)
+print(json.dumps(out))
+"""
+
+
+def test_daemon_follows_a_managed_save_as_it_is_written(daemon_setup,
+                                                        tmp_path):
+    conf_file, _, env = daemon_setup
+    image = tmp_path / 'image'
+    image.write_bytes(streamgen.simple_save(ram_pages=32))
+    res = subprocess.run(
+        [sys.executable, '-c', FOLLOW_CLIENT, str(conf_file), str(image)],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    # The daemon followed and parsed the whole image (the synthetic
+    # guest then has no kernel to introspect: the scrub fails cleanly,
+    # and the unscrubbed file is the driver's to roll back).
+    assert out['instance-00000003'].startswith('PrivilegedScrubError'), out
+    assert 'no vmcoreinfo in guest memory' in out['instance-00000003'], out
+    assert out['instance-00000003-left'] is True
+    # A failed save: the follower stopped, nothing is left.
+    assert out['instance-00000004'] == {}
+    assert out['instance-00000004-left'] is False

@@ -18,7 +18,8 @@ by ``LibvirtDriver``:
   rbd direct snapshots are turned off for these instances. A snapshot
   taken for a resize across cells is refused.
 - ``suspend()``: the managed-save file is scrubbed in place by the
-  privileged daemon; resume restores a guest whose excluded processes die
+  privileged daemon while libvirt writes it (the scrub overlaps
+  ``managedSave``); resume restores a guest whose excluded processes die
   at once. ``sparc:suspend=refuse`` refuses the suspend.
 - ``trigger_crash_dump()`` is refused: the guest's kdump would write its
   memory, excluded processes included, to its disk.
@@ -234,21 +235,29 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
             tenant_report.record(context, instance, failed)
             raise nova_exception.InstanceFaultRollback(
                 inner_exception=failed)
-        try:
-            super().suspend(context, instance)
-        except Exception:
-            with excutils.save_and_reraise_exception():
-                self._forget_managed_save(instance)
+        # The privileged daemon scrubs the managed save while libvirt
+        # writes it; the scrub's verdict comes once managedSave returned.
+        saved = []
+
+        def save():
+            super(SparcLibvirtDriver, self).suspend(context, instance)
+            saved.append(True)
         try:
             self._scrubber.managed_save(context, instance, effective,
-                                        self.managed_save_path(instance))
+                                        self.managed_save_path(instance),
+                                        save=save)
         except virt_exception.SparcScrubFailed as e:
             try:
-                self._undo_suspend(context, instance)
+                if saved:
+                    self._undo_suspend(context, instance)
             finally:
                 self._forget_managed_save(instance)
             tenant_report.record(context, instance, e)
             raise nova_exception.InstanceFaultRollback(inner_exception=e)
+        except Exception:
+            # The save failed: libvirt kept the guest, nothing was saved.
+            with excutils.save_and_reraise_exception():
+                self._forget_managed_save(instance)
         # Scrubbed (or kept unscrubbed as the policy allows).
         self._forget_managed_save(instance)
 

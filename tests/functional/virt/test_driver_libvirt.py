@@ -125,23 +125,35 @@ def test_suspend_scrubs_the_managed_save_through_privsep(
     save_path = driver.managed_save_path(instance)
     calls = []
     from sparc_nova.privsep import checkpoint as privsep_checkpoint
-    real_entry = privsep_checkpoint.scrub_managed_save
+    real_follow = privsep_checkpoint.follow_managed_save
+    real_finish = privsep_checkpoint.finish_managed_save
 
     results = []
 
-    def spy(**kwargs):
+    def follow(**kwargs):
+        # The daemon follows the file before libvirt creates it.
+        assert not os.path.exists(save_path)
         calls.append(kwargs)
-        results.append(real_entry(**kwargs))
+        return real_follow(**kwargs)
+
+    def finish(**kwargs):
+        results.append(real_finish(**kwargs))
         return results[-1]
 
-    with mock.patch.object(privsep_checkpoint, 'scrub_managed_save', spy):
+    with mock.patch.object(privsep_checkpoint, 'follow_managed_save',
+                           follow), \
+            mock.patch.object(privsep_checkpoint, 'finish_managed_save',
+                              finish):
         driver.suspend(context, instance)
-    assert calls == [{'path': save_path, 'instance_name': instance.name,
+    assert calls == [{'instance_name': instance.name,
                       'selectors': ['vault'],
                       'exclude_paths': ['scope:instance'] +
                       list(images.EXCLUDE_PATHS) +
                       ['preset:' + p for p in images.PRESETS],
                       'follow_ipc': True, 'scrub_free_memory': True}]
+    # The scrub followed the image as libvirt wrote it.
+    during = results[0]['report']['during_save']
+    assert during['scrub_overlapped_save'] is True, during
     assert g.dom.hasManagedSaveImage(0)
     assert not g.dom.isActive()
     # The daemon introspected the guest in its unprivileged sandbox child.
@@ -214,7 +226,7 @@ def test_cold_snapshot_scrubs_the_disk(vm, driver, context, disk_tree,
     from sparc_nova.privsep import checkpoint as privsep_checkpoint
     image_id = str(uuid.uuid4())
 
-    with mock.patch.object(privsep_checkpoint, 'scrub_managed_save',
+    with mock.patch.object(privsep_checkpoint, 'follow_managed_save',
                            side_effect=lambda **kw: calls.append(kw)):
         driver.snapshot(context, instance, image_id, lambda **kw: None)
 

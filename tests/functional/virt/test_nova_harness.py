@@ -101,6 +101,9 @@ EXPECTED = frozenset('tests.nova_functional.' + name for name in (
     'test_suspend_scrubs_the_managed_save_and_resume_works',
     'test_suspend.SuspendTest.test_suspend_without_policy',
     'test_suspend.SuspendTest.test_tenant_cannot_allow_failures',
+    'test_suspend.SuspendTest.'
+    'test_the_scrub_follows_the_save_while_libvirt_writes_it',
+    'test_suspend.SuspendTest.test_failed_save_stops_the_follower',
 ))
 
 

@@ -141,3 +141,25 @@ def test_stale_temporaries_removed(image):
         open(p, 'w').close()
     assert tempfiles.remove_stale_temporaries(image) == [dead]
     assert os.path.exists(alive)
+
+
+def test_in_place_rewrite_writes_only_the_file_it_parsed(image, journal_key):
+    """The name now leads to another file (swapped while the scrub
+    planned): the in-place patch refuses it and writes nothing.
+    """
+    other = image + '.other'
+    with open(image, 'rb') as f:
+        original = f.read()
+    with checkpoint.open_checkpoint(image) as ck:
+        os.rename(image, other)
+        with open(image, 'wb') as f:
+            f.write(original)
+        with pytest.raises(exception.CheckpointError,
+                           match='no longer the file that was parsed'):
+            rewrite.rewrite_pages(ck, {4: bytes(4096)}, in_place=True,
+                                  journal_key=journal_key)
+    with open(image, 'rb') as f:
+        assert f.read() == original
+    with open(other, 'rb') as f:
+        assert f.read() == original
+    assert not journal.pending(image)

@@ -49,13 +49,13 @@ def scrubs(monkeypatch):
     calls = []
     error = [None]
 
-    def fake_scrub(path, selectors, follow=None, **kw):
+    def fake_scrub(path, selectors, follow=None, file=None, **kw):
         call = {'started': time.monotonic(), 'kw': kw,
-                'done_at_start': follow.done()}
+                'done_at_start': follow.done(), 'file': file}
         calls.append(call)
-        with open(path, 'rb') as f:
+        with file as f:
             stream_follow.wait_complete(f, path, follow)
-            call['magic'] = f.read(16)
+            call['magic'] = os.pread(f.fileno(), 16, 0)
         call['complete'] = time.monotonic()
         if error[0] is not None:
             raise error[0]
@@ -136,7 +136,7 @@ def test_the_wait_is_bounded(tmp_path, scrubs):
 
 
 @pytest.mark.parametrize('option', ['output', 'in_place', 'write',
-                                    'dry_run', 'follow'])
+                                    'dry_run', 'follow', 'file'])
 def test_output_options_are_refused(tmp_path, option):
     with pytest.raises(TypeError):
         live.save_and_scrub(lambda: None, str(tmp_path / 'x'), ['x'],
@@ -146,10 +146,10 @@ def test_output_options_are_refused(tmp_path, option):
 def test_the_scrub_runs_nicer_than_the_caller(tmp_path, monkeypatch):
     seen = []
 
-    def fake_scrub(path, selectors, follow=None, **kw):
+    def fake_scrub(path, selectors, follow=None, file=None, **kw):
         seen.append(os.getpriority(os.PRIO_PROCESS,
                                    threading.get_native_id()))
-        with open(path, 'rb') as f:
+        with file as f:
             stream_follow.wait_complete(f, path, follow)
         return report_mod.ScrubReport(checkpoint=path)
     monkeypatch.setattr(memory, 'scrub_checkpoint', fake_scrub)
@@ -159,3 +159,60 @@ def test_the_scrub_runs_nicer_than_the_caller(tmp_path, monkeypatch):
     assert seen == [max(7, mine)]
     assert os.getpriority(os.PRIO_PROCESS,
                           threading.get_native_id()) == mine
+
+
+def _raw_header(magic=libvirt_save.MAGIC_PARTIAL, compressed=0):
+    xml = b'<domain/>\0'
+    return libvirt_save.HEADER.pack(magic, 2, len(xml), 1, compressed, 0,
+                                    *[0] * 14) + xml
+
+
+@pytest.mark.parametrize('compressed,expected', [(0, True), (1, False)])
+def test_in_place_only_for_a_raw_image(tmp_path, scrubs, compressed,
+                                       expected):
+    calls, _ = scrubs
+    path = str(tmp_path / 'vm.save')
+
+    def save():
+        with open(path, 'wb') as f:
+            f.write(_raw_header(compressed=compressed))
+        time.sleep(0.05)
+        with open(path, 'r+b') as f:
+            f.write(libvirt_save.MAGIC)
+    live.save_and_scrub(save, path, ['vault'], in_place_if_possible=True,
+                        journal_key='/k')
+    write = calls[0]['kw']['write']
+    assert set(calls[0]['kw']) == {'write'}
+    assert write.in_place is expected and write.compression == compressed
+    assert write.journal_key == ('/k' if expected else None)
+
+
+def test_the_image_is_the_one_open_image_returned(tmp_path, scrubs):
+    """The scrub reads the file its opener checked and returned, not
+    whatever the name points to later.
+    """
+    calls, _ = scrubs
+    save = FakeSave(str(tmp_path / 'vm.save'), stop_s=0.05)
+    opened = []
+
+    def open_image():
+        if not os.path.exists(save.path):
+            return None
+        opened.append(open(save.path, 'rb'))
+        return opened[-1]
+    live.save_and_scrub(save, save.path, ['vault'], open_image=open_image)
+    assert len(opened) == 1 and calls[0]['file'] is opened[0]
+
+
+def test_a_refused_image_fails_the_scrub(tmp_path, scrubs):
+    calls, _ = scrubs
+    save = FakeSave(str(tmp_path / 'vm.save'), stop_s=0.05)
+
+    def open_image():
+        if os.path.exists(save.path):
+            raise errors.ScrubError(save.path, 'refused: 2 hard links')
+        return None
+    with pytest.raises(errors.ScrubError, match='2 hard links'):
+        live.save_and_scrub(save, save.path, ['vault'],
+                            open_image=open_image)
+    assert calls == []

@@ -143,13 +143,17 @@ def test_suspend_records_the_unscrubbed_save(drv, privileged):
         lambda name: order.append(('begin', name))
     privileged.end_managed_save.side_effect = \
         lambda name: order.append(('end', name))
-    drv._scrubber.managed_save.side_effect = \
-        lambda *a: order.append(('scrub',))
+
+    def scrub(*a, save):
+        order.append(('follow',))
+        save()
+        order.append(('scrubbed',))
+    drv._scrubber.managed_save.side_effect = scrub
     with mock.patch.object(libvirt_driver.LibvirtDriver, 'suspend',
                            side_effect=lambda *a: order.append(('save',))):
         drv.suspend('ctx', inst)
-    assert order == [('begin', inst.name), ('save',), ('scrub',),
-                     ('end', inst.name)]
+    assert order == [('begin', inst.name), ('follow',), ('save',),
+                     ('scrubbed',), ('end', inst.name)]
 
 
 def test_suspend_without_a_record_saves_nothing(drv, privileged):
@@ -455,10 +459,18 @@ def test_suspend_inside_a_snapshot_is_not_scrubbed(drv):
         assert drv._scrubber.managed_save.call_count == 1
 
 
+def scrub_fails_after_the_save(inst):
+    """A Scrubber.managed_save that saves, then fails."""
+    def scrub(*a, save):
+        save()
+        raise virt_exception.SparcScrubFailed(
+            what='memory image', instance_uuid=inst.uuid, reason='x')
+    return scrub
+
+
 def test_failed_rollback_removes_the_unscrubbed_managed_save(drv):
     inst = fakes.instance(metadata=POLICY)
-    drv._scrubber.managed_save.side_effect = virt_exception.SparcScrubFailed(
-        what='memory image', instance_uuid=inst.uuid, reason='x')
+    drv._scrubber.managed_save.side_effect = scrub_fails_after_the_save(inst)
     guest = mock.Mock()
     drv._host = mock.Mock()
     drv._host.get_guest.return_value = guest
@@ -473,8 +485,7 @@ def test_failed_rollback_removes_the_unscrubbed_managed_save(drv):
 
 def test_rollback_restores_the_guest(drv):
     inst = fakes.instance(metadata=POLICY)
-    drv._scrubber.managed_save.side_effect = virt_exception.SparcScrubFailed(
-        what='memory image', instance_uuid=inst.uuid, reason='x')
+    drv._scrubber.managed_save.side_effect = scrub_fails_after_the_save(inst)
     drv._host = mock.Mock()
     with mock.patch.object(libvirt_driver.LibvirtDriver, 'suspend'), \
             mock.patch.object(libvirt_driver.LibvirtDriver,
@@ -485,3 +496,31 @@ def test_rollback_restores_the_guest(drv):
                                    drv._host.get_guest.return_value)
     assert drv._host.get_guest.return_value._domain.managedSaveRemove \
         .call_count == 0
+
+
+def test_scrub_refused_before_the_save_restores_nothing(drv, privileged):
+    inst = fakes.instance(metadata=POLICY)
+    drv._scrubber.managed_save.side_effect = virt_exception.SparcScrubFailed(
+        what='memory image', instance_uuid=inst.uuid, reason='refused')
+    drv._host = mock.Mock()
+    with mock.patch.object(libvirt_driver.LibvirtDriver, 'suspend') as up, \
+            mock.patch.object(libvirt_driver.LibvirtDriver,
+                              '_resume_guest_after_snapshot') as resume:
+        with pytest.raises(nova_exception.InstanceFaultRollback):
+            drv.suspend('ctx', inst)
+    assert up.call_count == 0 and resume.call_count == 0
+    privileged.end_managed_save.assert_called_once_with(inst.name)
+
+
+def test_failed_save_is_raised_and_the_record_cleared(drv, privileged):
+    inst = fakes.instance(metadata=POLICY)
+    drv._scrubber.managed_save.side_effect = lambda *a, save: save()
+    drv._host = mock.Mock()
+    with mock.patch.object(libvirt_driver.LibvirtDriver, 'suspend',
+                           side_effect=RuntimeError('libvirt: no space')), \
+            mock.patch.object(libvirt_driver.LibvirtDriver,
+                              '_resume_guest_after_snapshot') as resume:
+        with pytest.raises(RuntimeError, match='no space'):
+            drv.suspend('ctx', inst)
+    assert resume.call_count == 0
+    privileged.end_managed_save.assert_called_once_with(inst.name)

@@ -7,6 +7,7 @@ import pytest
 from sparc_nova.engine.disk import report as disk_report
 from sparc_nova import exception
 from sparc_nova import notifications
+from sparc_nova.privsep import checkpoint as privsep_checkpoint
 from sparc_nova.virt import exception as virt_exception
 from sparc_nova.virt import scrubber
 from tests.unit.virt import fakes
@@ -182,6 +183,94 @@ def test_managed_save_through_privsep(notifier):
     assert outcome.scrubbed and outcome.summary == '2 processes excluded'
     assert notifier.start.call_args[0][1]['operation'] == 'suspend'
     assert notifier.start.call_args[0][1]['path'] == '/save/i-1.save'
+
+
+@pytest.fixture
+def overlapped():
+    """The two privileged entry points of the overlapped scrub, mocked;
+    ``calls`` records them and the save in order.
+    """
+    calls = []
+    with mock.patch.object(scrubber.privsep_checkpoint,
+                           'follow_managed_save') as follow, \
+            mock.patch.object(scrubber.privsep_checkpoint,
+                              'finish_managed_save') as finish:
+        follow.side_effect = lambda **kw: calls.append(('follow', kw))
+
+        def finished(**kw):
+            calls.append(('finish', kw))
+            return {'summary': '1 process excluded', 'report': {}}
+        finish.side_effect = finished
+        yield calls, follow, finish
+
+
+def managed_save(notifier, save, effective=None):
+    return scrubber.Scrubber(notifier).managed_save(
+        'ctx', fakes.instance(),
+        effective or fakes.effective(exclude_processes='vault'),
+        '/save/instance-00000001.save', save=save)
+
+
+def test_scrub_overlaps_the_save(notifier, overlapped):
+    calls, _, _ = overlapped
+    outcome = managed_save(notifier, lambda: calls.append(('save',)))
+    assert [c[0] for c in calls] == ['follow', 'save', 'finish']
+    assert calls[0][1]['instance_name'] == 'instance-00000001'
+    assert calls[0][1]['selectors'] == ['vault']
+    assert calls[2][1] == {'instance_name': 'instance-00000001',
+                           'saved': True}
+    assert outcome.scrubbed and outcome.summary == '1 process excluded'
+    assert notifier.end.call_count == 1
+
+
+def test_failed_save_stops_the_follower_and_is_raised(notifier,
+                                                      overlapped):
+    calls, _, _ = overlapped
+    boom = RuntimeError('libvirt: managed save failed')
+
+    def save():
+        raise boom
+    with pytest.raises(RuntimeError) as e:
+        managed_save(notifier, save)
+    assert e.value is boom
+    assert [c[0] for c in calls] == ['follow', 'finish']
+    assert calls[1][1]['saved'] is False
+    assert notifier.error.call_count == 0
+
+
+def test_failed_overlapped_scrub_fails_after_the_save(notifier,
+                                                      overlapped):
+    calls, _, finish = overlapped
+    finish.side_effect = privsep_checkpoint.PrivilegedScrubError(
+        'ScrubError: /save/instance-00000001.save: the save did not '
+        'finish in time')
+    saved = []
+    with pytest.raises(virt_exception.SparcScrubFailed) as e:
+        managed_save(notifier, lambda: saved.append(1))
+    assert saved == [1]
+    assert 'did not finish in time' in e.value.format_message()
+    assert notifier.error.call_args[0][1]['outcome'] == 'aborted'
+
+
+def test_refused_follow_saves_nothing(notifier, overlapped):
+    _, follow, finish = overlapped
+    follow.side_effect = privsep_checkpoint.PrivilegedScrubError(
+        'refused: a managed save already exists')
+    saved = []
+    with pytest.raises(virt_exception.SparcScrubFailed):
+        managed_save(notifier, lambda: saved.append(1))
+    assert saved == [] and finish.call_count == 0
+
+
+def test_refused_follow_saves_unscrubbed_when_allowed(notifier,
+                                                      overlapped):
+    _, follow, finish = overlapped
+    follow.side_effect = privsep_checkpoint.PrivilegedScrubError('no')
+    effective = fakes.effective(exclude_processes='vault')
+    effective.on_failure = 'allow'
+    saved = []
+    outcome = managed_save(notifier, lambda: saved.append(1), effective)
+    assert saved == [1] and not outcome.scrubbed and finish.call_count == 0
 
 
 def test_no_policy_properties_overwrite_inherited_records():
