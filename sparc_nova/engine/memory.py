@@ -33,7 +33,10 @@ limits=None, sandbox=None, follow=None, journal_key=None) -> ScrubReport``
     Contract:
 
     * ``path``: a libvirt save image (raw or compressed; ``virsh save``,
-      managed save) or a bare QEMU migration stream.
+      managed save, an external memory snapshot), a bare QEMU migration
+      stream, or a guest memory dump (``virsh dump --memory-only --format
+      elf``; it is never restored, so nothing is killed in it and the
+      report's notes say so).
     * ``selectors``: process selectors (strings or
       :class:`~.selectors.Selector`; see :mod:`.selectors`).
     * Scrubs, in guest memory, every anonymous frame mapped only by the
@@ -86,6 +89,7 @@ limits=None, sandbox=None, follow=None, journal_key=None) -> ScrubReport``
 
 import os
 
+from sparc_nova.checkpoint import checkpoint as checkpoint_mod
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import rewrite
 from sparc_nova.checkpoint import stream_follow
@@ -127,7 +131,8 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     exclusion = planner.Exclusion(
         selectors=tuple(selectors_mod.parse_all(selectors)),
         with_children=with_children, scrub_free_memory=scrub_free_memory,
-        follow_ipc=follow_ipc, exclude_paths=tuple(exclude_paths))
+        follow_ipc=follow_ipc, exclude_paths=tuple(exclude_paths),
+        kill=follow is not None or checkpoint_mod.restorable(path))
     # Refuse a malformed path rule before any work (InvalidRule).
     vocabulary_paths.parse_items(exclusion.exclude_paths)
     rep = report_mod.ScrubReport(

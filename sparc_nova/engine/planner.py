@@ -41,10 +41,13 @@ from sparc_nova.introspect import pages
 from sparc_nova.introspect import slabfree
 from sparc_nova.introspect import tasks
 
-__all__ = ['MAX_REFUSED_LISTED', 'Exclusion', 'Selection', 'kill_selected',
+__all__ = ['MAX_REFUSED_LISTED', 'NO_RESTORE_NOTE', 'Exclusion', 'Selection',
+           'kill_selected',
            'plan_scrub', 'scrub_free_memory', 'scrub_kernel_copies',
            'select_processes', 'selected_frames']
 
+#: The report's note when no process is killed (:attr:`Exclusion.kill`).
+NO_RESTORE_NOTE = 'memory dump: no restore, processes are not killed'
 #: Refused frames listed individually in a report (the count is exact).
 MAX_REFUSED_LISTED = 1000
 
@@ -62,6 +65,8 @@ class Exclusion:
         data to, transitively (else they are reported at risk).
     :ivar exclude_paths: guest path rules whose tmpfs and shared-memory
         contents are scrubbed when only selected processes hold them.
+    :ivar kill: plant a SIGKILL in the selected processes (False for a
+        checkpoint that is never restored, e.g. a memory dump).
     """
 
     selectors: tuple[selectors_mod.Selector, ...]
@@ -69,6 +74,7 @@ class Exclusion:
     scrub_free_memory: bool = True
     follow_ipc: bool = True
     exclude_paths: tuple[str, ...] = ()
+    kill: bool = True
 
     def to_args(self) -> dict:
         """The exclusion as JSON primitives (the sandbox child's
@@ -78,7 +84,8 @@ class Exclusion:
                 'with_children': self.with_children,
                 'scrub_free_memory': self.scrub_free_memory,
                 'follow_ipc': self.follow_ipc,
-                'exclude_paths': list(self.exclude_paths)}
+                'exclude_paths': list(self.exclude_paths),
+                'kill': self.kill}
 
     @classmethod
     def from_args(cls, args: dict) -> 'Exclusion':
@@ -91,7 +98,8 @@ class Exclusion:
                    with_children=args['with_children'],
                    scrub_free_memory=args['scrub_free_memory'],
                    follow_ipc=args['follow_ipc'],
-                   exclude_paths=tuple(args['exclude_paths']))
+                   exclude_paths=tuple(args['exclude_paths']),
+                   kill=bool(args['kill']))
 
 
 class _FramesCache:
@@ -162,7 +170,10 @@ def plan_scrub(kernel, memory, exclusion: Exclusion,
         patcher.scrub(frames, 0)
     scrub_kernel_copies(kernel, memory, selection, exclusion, frames,
                         patcher, rep)
-    kill_selected(kernel, selection, patcher, rep)
+    if exclusion.kill:
+        kill_selected(kernel, selection, patcher, rep)
+    else:
+        rep.notes.append(NO_RESTORE_NOTE)
     shown = [f for f in patcher.fields if not f.redacted]
     rep.rewrite = {'fields_patched': len(shown),
                    'byte_ranges_zeroed': len(patcher.fields) - len(shown)}

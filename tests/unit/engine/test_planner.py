@@ -26,7 +26,8 @@ def test_exclusion_crosses_into_the_child_unchanged():
     args = exclusion.to_args()
     assert args == {'selectors': ['vault', 'pid:42'], 'with_children': True,
                     'scrub_free_memory': False, 'follow_ipc': False,
-                    'exclude_paths': ['/srv/**', '!/srv/public/**']}
+                    'exclude_paths': ['/srv/**', '!/srv/public/**'],
+                    'kill': True}
     assert planner.Exclusion.from_args(args) == exclusion
 
 
