@@ -1,9 +1,9 @@
 """``sparc checkpoint``: memory checkpoints (libvirt save images, managed
 save files, QEMU migration streams).
 
-``info`` and ``extract-ram`` are the format layer's commands; the memory
-engine adds its own (``ps``, ``scrub``, ``verify``...) through
-:func:`register_engine_commands`.
+``info`` and ``recover`` are the format layer's commands; the memory
+engine adds its own (``ps``, ``scrub``, ``verify``, ``extract-ram``...)
+through :func:`register_engine_commands`.
 """
 
 import importlib
@@ -89,18 +89,6 @@ def do_info(args) -> int:
     return 0
 
 
-def do_extract_ram(args) -> int:
-    with open_from_args(args.file) as ck:
-        progress = output.Progress('extracting')
-        with open(args.out, 'wb') as f:
-            ck.memory.write_raw(f, progress)
-        progress.finish()
-        size = ck.memory.size
-    print('wrote %d bytes of guest RAM to %s' % (size, args.out),
-          file=sys.stderr)
-    return 0
-
-
 _RECOVERED = {None: 'nothing to recover',
               'replayed': 'finished the interrupted in-place scrub',
               'discarded': 'discarded an incomplete journal; the file was '
@@ -151,13 +139,6 @@ def register(groups) -> None:
     p.add_argument('file', help='Checkpoint file.')
     output.add_format_arg(p)
     p.set_defaults(func=do_info)
-
-    p = sub.add_parser('extract-ram',
-                       help='Write guest physical memory as a flat image '
-                            '(byte N = guest physical address N).')
-    p.add_argument('file', help='Checkpoint file.')
-    p.add_argument('out', help='Output file (sparse).')
-    p.set_defaults(func=do_extract_ram)
 
     p = sub.add_parser(
         'recover',

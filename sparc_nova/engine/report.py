@@ -115,7 +115,8 @@ class ScrubReport:
             'frames_scrubbed_by_class': by_class,
             'frames_scrubbed': self.frames_scrubbed,
             'frames_refused': sum(len(p.refused) for p in self.processes),
-            'threads_killed': sum(len(p.threads) for p in self.processes),
+            'threads_killed': sum(len(p.threads) for p in self.processes
+                                  if p.kill is not None),
             'free_pages': self.free_pages,
             'ipc': self.ipc,
             'rewrite': self.rewrite,
@@ -138,7 +139,7 @@ class ScrubReport:
                          'killed (%s)' % (
                              p.pid, printable(p.comm), p.frame_count,
                              len(p.refused),
-                             len(p.threads),
+                             len(p.threads) if p.kill is not None else 0,
                              (p.kill or {}).get('wakeup', '-')))
         if self.free_pages:
             lines.append('  free pages: %s of %s frames rewritten (fill %s)'
