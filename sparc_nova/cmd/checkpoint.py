@@ -51,6 +51,15 @@ def _info_text(info: dict) -> str:
                   'Domain:    %s (%s), %s KiB, %s vCPUs, type %s'
                   % tuple(printable(d.get(k)) for k in (
                       'name', 'uuid', 'memory_kib', 'vcpus', 'type'))]
+    if 'elf' in info:
+        # Note names come from the file: escaped.
+        e = info['elf']
+        lines += ['ELF core:  %d segments; notes: %s; VMCOREINFO: %s'
+                  % (len(e['segments']), ', '.join(
+                      '%s x%d' % (printable(k), v)
+                      for k, v in sorted(e['notes'].items())) or 'none',
+                      'yes' if e['vmcoreinfo'] else 'no'),
+                  'Restore:   %s' % info['restore']]
     lines.append('Stream:    %d bytes%s' % (
         info['stream_size'],
         '' if info['stream_offset'] is None

@@ -63,6 +63,10 @@ def test_extract_ram_as_elf_core(tmp_path, capsys):
         assert ck.memory.read_page((0x100000000 - 4096) >> 12) == \
             b'\xff' * 4096
         assert ck.layout.core.note_counts() == {}
+    assert sparc.main(['checkpoint', 'info', str(out)]) == 0
+    text = capsys.readouterr().out
+    assert 'ELF core:  2 segments; notes: none; VMCOREINFO: no' in text
+    assert 'Restore:   none' in text
 
 
 def test_error_exit_code(tmp_path, capsys):
