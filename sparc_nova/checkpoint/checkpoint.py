@@ -12,7 +12,6 @@ import os
 import typing
 import xml.etree.ElementTree as ET
 
-from sparc_nova.checkpoint import cpu_state
 from sparc_nova.checkpoint import formats
 from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import limits as limits_mod
@@ -35,7 +34,8 @@ class Checkpoint:
     :ivar pages_only: whether a page's record is its bytes alone (a dump:
         a rewrite keeps every page record's size).
     :ivar header: the :class:`~.libvirt_save.SaveHeader` (libvirt only).
-    :ivar layout: the :class:`~.qemu_stream.StreamLayout`.
+    :ivar layout: the :class:`~.qemu_stream.StreamLayout` (a
+        :class:`~.memory_dump.DumpLayout` for a memory dump).
     :ivar memory: the :class:`~.physmem.GuestPhysicalMemory`.
     :ivar stream_base: offset of the raw stream in :attr:`stream_file`.
     """
@@ -101,7 +101,7 @@ class Checkpoint:
         ranges = fmt.ram_ranges(self.layout, path)
         self.memory = physmem.GuestPhysicalMemory(self._view, self.layout.ram,
                                                   ranges)
-        self.cpus = cpu_state.cpus(self.layout.devices)
+        self.cpus = fmt.cpus(self.layout, self._view)
 
     @property
     def stream(self) -> memoryview:

@@ -19,6 +19,7 @@ import typing
 from stevedore import extension
 
 from sparc_nova.checkpoint import compression
+from sparc_nova.checkpoint import cpu_state
 from sparc_nova.checkpoint import elf_core
 from sparc_nova.checkpoint import libvirt_save
 from sparc_nova.checkpoint import limits as limits_mod
@@ -109,6 +110,10 @@ class CheckpointFormat:
         """Facts of this format for ``sparc checkpoint info``."""
         return {}
 
+    def cpus(self, layout, view) -> list[cpu_state.CpuState]:
+        """The vCPUs' registers (``view``: the stream's bytes)."""
+        return cpu_state.cpus(layout.devices)
+
 
 class LibvirtSaveFormat(CheckpointFormat):
     """libvirt's QEMU save image (``virsh save``, managed save)."""
@@ -182,6 +187,9 @@ class ElfDumpFormat(CheckpointFormat):
 
     def describe(self, layout):
         return layout.describe()
+
+    def cpus(self, layout, view):
+        return memory_dump.cpus(layout, view)
 
 
 class KdumpFormat(CheckpointFormat):

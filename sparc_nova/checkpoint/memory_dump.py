@@ -12,14 +12,16 @@ device state and cannot be restored.
 """
 
 import dataclasses
+import struct
 
 import numpy as np
 
+from sparc_nova.checkpoint import cpu_state
 from sparc_nova.checkpoint import elf_core
 from sparc_nova.checkpoint import machine as machine_mod
 from sparc_nova.checkpoint import ram_index
 
-__all__ = ['DumpLayout', 'block_name', 'layout', 'ram_ranges']
+__all__ = ['DumpLayout', 'block_name', 'cpus', 'layout', 'ram_ranges']
 
 PAGE_SIZE = ram_index.PAGE_SIZE
 
@@ -87,3 +89,35 @@ def ram_ranges(dump: DumpLayout) -> list[machine_mod.RamRange]:
     """Each segment at its own guest physical address."""
     return [machine_mod.RamRange(s.paddr, block_name(s), 0, s.size)
             for s in dump.core.loads]
+
+
+#: QEMU's ``QEMUCPUState`` (``target/i386/arch_dump.c``): version, size,
+#: 16 general registers (rsp is the 7th), rip, rflags, ten segments (cs,
+#: ds, es, fs, gs, ss, ldt, tr, gdt, idt: selector, limit, flags, pad,
+#: base), cr0..cr4, KERNEL_GS_BASE.
+_QEMU_CPU = struct.Struct('<II16QQQ' + 'IIIIQ' * 10 + '5QQ')
+#: QEMU's segment flag for a 64-bit code segment (``DESC_L_MASK``).
+_DESC_L = 1 << 21
+
+
+def cpus(dump: DumpLayout, view) -> list[cpu_state.CpuState]:
+    """The vCPUs of the dump's ``QEMU`` notes (one per vCPU, in order);
+    ``view`` is the file's bytes. EFER and the halted state are not in
+    the note (None); the CPL is the CS selector's RPL.
+    """
+    out = []
+    for n in dump.core.notes:
+        if n.name != 'QEMU' or n.desc_size < _QEMU_CPU.size:
+            continue
+        v = _QEMU_CPU.unpack_from(view, n.desc_offset)
+        regs, rip = v[2:18], v[18]
+        seg = v[20:70]
+        cs_sel, cs_flags = seg[0], seg[2]
+        fs_base, gs_base = seg[3 * 5 + 4], seg[4 * 5 + 4]
+        cr = v[70:75]
+        out.append(cpu_state.CpuState(
+            index=len(out), rip=rip, rsp=regs[6], cr0=cr[0], cr2=cr[2],
+            cr3=cr[3], cr4=cr[4], efer=None, cpl=cs_sel & 3,
+            long_mode=bool(cs_flags & _DESC_L), halted=None,
+            fs_base=fs_base, gs_base=gs_base, kernel_gs_base=v[75]))
+    return out

@@ -101,6 +101,14 @@ def test_elf_dump_is_a_checkpoint(files):
                                  '--format', 'json', check=0).stdout)
     assert info['kind'] == 'elf-dump'
     assert info['elf']['segments']
+    # The vCPUs of QEMU's notes are the save image's (same paused guest).
+    saved = json.loads(scen.sparc('checkpoint', 'info', files.save,
+                                  '--format', 'json', check=0).stdout)
+    keys = ('rip', 'rsp', 'cr0', 'cr3', 'cr4', 'cpl', 'long_mode',
+            'gs_base', 'kernel_gs_base')
+    assert len(info['vcpus']) == 2
+    assert [[c[k] for k in keys] for c in info['vcpus']] == \
+        [[c[k] for k in keys] for c in saved['vcpus']]
     # ps on the dump lists what it lists on the save image of the same
     # paused guest.
     listed = ps(files.dump)

@@ -93,6 +93,42 @@ def test_dump_reads_as_guest_physical_memory(tmp_path):
             mem.close()
 
 
+def qemu_cpu_note(cr3: int, gs_base: int) -> bytes:
+    """A QEMUCPUState: rsp 0x1000, rip 0xffffffff81000000, CS selector
+    0x10 with the 64-bit flag, GS base, cr0..cr4, KERNEL_GS_BASE.
+    """
+    regs = [0] * 16
+    regs[6] = 0x1000
+    segs = []
+    for name in ('cs', 'ds', 'es', 'fs', 'gs', 'ss', 'ldt', 'tr', 'gdt',
+                 'idt'):
+        sel, flags, base = 0, 0, 0
+        if name == 'cs':
+            sel, flags = 0x10, 1 << 21
+        if name == 'gs':
+            base = gs_base
+        segs += [sel, 0xffffffff, flags, 0, base]
+    return struct.pack('<II16QQQ' + 'IIIIQ' * 10 + '5QQ', 1, 440, *regs,
+                       0xffffffff81000000, 0x2, *segs,
+                       0x80050033, 0, 0x7f000, cr3, 0x3506f0, 0xabc)
+
+
+def test_dump_vcpus_from_qemu_notes(tmp_path):
+    notes = (('CORE', 1, bytes(336)), ('QEMU', 0, qemu_cpu_note(0x1000, 7)),
+             ('CORE', 1, bytes(336)), ('QEMU', 0, qemu_cpu_note(0x2000, 8)))
+    path = write(tmp_path, core_bytes(notes=notes))
+    with checkpoint.open_checkpoint(path) as ck:
+        cpus = ck.cpus
+        info = ck.info()
+    assert [(c.index, c.cr3, c.gs_base) for c in cpus] == \
+        [(0, 0x1000, 7), (1, 0x2000, 8)]
+    c = cpus[0]
+    assert (c.rip, c.rsp, c.cr0, c.cr4, c.kernel_gs_base) == \
+        (0xffffffff81000000, 0x1000, 0x80050033, 0x3506f0, 0xabc)
+    assert c.cpl == 0 and c.long_mode and c.efer is None
+    assert info['vcpus'][1]['cr3'] == '0x2000'
+
+
 def test_dump_is_not_restorable(tmp_path):
     assert not checkpoint.restorable(write(tmp_path, core_bytes()))
 
