@@ -128,13 +128,14 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     if in_place and output is not None:
         raise errors.ScrubError(path, 'in_place and output exclude each '
                                       'other')
-    exclusion = planner.Exclusion(
-        selectors=tuple(selectors_mod.parse_all(selectors)),
-        with_children=with_children, scrub_free_memory=scrub_free_memory,
-        follow_ipc=follow_ipc, exclude_paths=tuple(exclude_paths),
-        kill=follow is not None or checkpoint_mod.restorable(path))
+    parsed = tuple(selectors_mod.parse_all(selectors))
     # Refuse a malformed path rule before any work (InvalidRule).
-    vocabulary_paths.parse_items(exclusion.exclude_paths)
+    vocabulary_paths.parse_items(tuple(exclude_paths))
+    exclusion = planner.Exclusion(
+        selectors=parsed, with_children=with_children,
+        scrub_free_memory=scrub_free_memory, follow_ipc=follow_ipc,
+        exclude_paths=tuple(exclude_paths),
+        kill=follow is not None or checkpoint_mod.restorable(path))
     rep = report_mod.ScrubReport(
         checkpoint=path, dry_run=dry_run,
         selectors=[str(s) for s in exclusion.selectors])
