@@ -1,4 +1,5 @@
-"""Open a memory checkpoint: a libvirt save image or a bare QEMU stream.
+"""Open a memory checkpoint: a libvirt save image, a bare QEMU stream or a
+guest memory dump (ELF core).
 
 :class:`Checkpoint` ties the format pieces together: the libvirt header
 (:mod:`.libvirt_save`), decompression (:mod:`.compression`), the stream
@@ -11,13 +12,10 @@ import os
 import typing
 import xml.etree.ElementTree as ET
 
-from sparc_nova.checkpoint import cpu_state
 from sparc_nova.checkpoint import formats
 from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import limits as limits_mod
-from sparc_nova.checkpoint import machine as machine_mod
 from sparc_nova.checkpoint import physmem
-from sparc_nova.checkpoint import qemu_stream
 from sparc_nova.checkpoint import stream_follow
 from sparc_nova import exception
 
@@ -30,9 +28,14 @@ class Checkpoint:
 
     :ivar path: the checkpoint file.
     :ivar kind: the format plugin's name (``libvirt-save``,
-        ``qemu-stream``).
+        ``qemu-stream``, ``elf-dump``).
+    :ivar restorable: whether QEMU can resume the guest from it (a guest
+        memory dump cannot).
+    :ivar pages_only: whether a page's record is its bytes alone (a dump:
+        a rewrite keeps every page record's size).
     :ivar header: the :class:`~.libvirt_save.SaveHeader` (libvirt only).
-    :ivar layout: the :class:`~.qemu_stream.StreamLayout`.
+    :ivar layout: the :class:`~.qemu_stream.StreamLayout` (a
+        :class:`~.memory_dump.DumpLayout` for a memory dump).
     :ivar memory: the :class:`~.physmem.GuestPhysicalMemory`.
     :ivar stream_base: offset of the raw stream in :attr:`stream_file`.
     """
@@ -66,10 +69,13 @@ class Checkpoint:
             f.seek(0, os.SEEK_END)
         fmt = _format(f, path)
         self.kind = fmt.name
+        self.restorable = fmt.restorable
+        self.pages_only = fmt.pages_only
+        self._format = fmt
         opened = fmt.open_stream(f, path, self.limits, work_dir)
         self._tmp = opened.temporary
         self.header = opened.header
-        stream_file, base, label = opened.file, opened.base, opened.label
+        stream_file, base = opened.file, opened.base
         self.stream_file = stream_file
         self.stream_base = base
         size = os.fstat(stream_file.fileno()).st_size
@@ -89,20 +95,13 @@ class Checkpoint:
             self._mm = mmap.mmap(stream_file.fileno(), 0,
                                  prot=mmap.PROT_READ)
         self._view = memoryview(self._mm)[base:]
-        self.layout = followed.layout if followed else qemu_stream.parse(
-            self._view, self.stream_size, path, base, label, self.limits,
+        self.layout = followed.layout if followed else fmt.parse_layout(
+            opened, self._view, self.stream_size, path, self.limits,
             progress)
-        ram = self.layout.ram
-        if machine_mod.RAM_BLOCK not in ram.by_name:
-            raise exception.UnsupportedCheckpoint(
-                path, 'no %r RAM block (blocks: %s)' % (
-                    machine_mod.RAM_BLOCK,
-                    ', '.join(b.name for b in ram.blocks)))
-        ranges = machine_mod.ram_layout(
-            self.layout.machine,
-            ram.block(machine_mod.RAM_BLOCK).length, path)
-        self.memory = physmem.GuestPhysicalMemory(self._view, ram, ranges)
-        self.cpus = cpu_state.cpus(self.layout.devices)
+        ranges = fmt.ram_ranges(self.layout, path)
+        self.memory = physmem.GuestPhysicalMemory(self._view, self.layout.ram,
+                                                  ranges)
+        self.cpus = fmt.cpus(self.layout, self._view)
 
     @property
     def stream(self) -> memoryview:
@@ -157,6 +156,7 @@ class Checkpoint:
         out['devices'] = len(lay.devices)
         if lay.device_state_note:
             out['device_state_note'] = lay.device_state_note
+        out.update(self._format.describe(lay))
         out['vcpus'] = [c.as_dict() for c in self.cpus]
         return out
 
@@ -209,9 +209,19 @@ def _format(f, path: str) -> formats.CheckpointFormat:
     fmt = next((x for x in formats.load() if x.detect(head)), None)
     if fmt is None:
         raise exception.CheckpointFormatError(
-            path, 'neither a libvirt save image nor a QEMU migration '
-                  'stream (starts with %r)' % head[:16], 0)
+            path, 'not a libvirt save image, a QEMU migration stream or '
+                  'an ELF memory dump (starts with %r)' % head[:16], 0)
     return fmt
+
+
+def restorable(path: str) -> bool:
+    """Whether the checkpoint at ``path`` can be restored (a guest memory
+    dump cannot).
+
+    :raises CheckpointError: it cannot be opened, or is not a checkpoint.
+    """
+    with open_file(path) as f:
+        return _format(f, path).restorable
 
 
 def stream_is_raw(f, path: str,

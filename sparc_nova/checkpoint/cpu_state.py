@@ -21,7 +21,7 @@ class CpuState:
     cr2: int
     cr3: int
     cr4: int
-    efer: int
+    efer: int | None
     cpl: int
     long_mode: bool
     halted: bool | None

@@ -1,7 +1,11 @@
 """Checkpoint container formats, as stevedore plugins.
 
 A format recognises its files by their first bytes and hands back where
-the raw QEMU migration stream lies (decompressing it first if it must).
+the raw QEMU migration stream lies (decompressing it first if it must),
+then reads the stream's layout and places its RAM in guest physical
+memory. A guest memory dump (an ELF core) has no migration stream: its
+plugin reads the whole file as the "stream" and describes its segments
+as RAM (:mod:`.memory_dump`).
 Plugins are registered in setup.cfg under ``sparc_nova.checkpoint.formats``;
 a new container (another hypervisor's save file wrapping a QEMU stream) is
 a new class plus one line there.
@@ -15,10 +19,16 @@ import typing
 from stevedore import extension
 
 from sparc_nova.checkpoint import compression
+from sparc_nova.checkpoint import cpu_state
+from sparc_nova.checkpoint import elf_core
 from sparc_nova.checkpoint import libvirt_save
 from sparc_nova.checkpoint import limits as limits_mod
+from sparc_nova.checkpoint import machine as machine_mod
+from sparc_nova.checkpoint import memory_dump
+from sparc_nova.checkpoint import qemu_stream
 from sparc_nova.checkpoint import stream_follow
 from sparc_nova.checkpoint import tempfiles
+from sparc_nova import exception
 
 NAMESPACE = 'sparc_nova.checkpoint.formats'
 
@@ -50,6 +60,12 @@ class CheckpointFormat:
 
     #: Short name, shown by ``sparc checkpoint info``.
     name = ''
+    #: Whether QEMU can resume the guest from it (a scrub then plants a
+    #: SIGKILL in the excluded processes; a memory dump gets none).
+    restorable = True
+    #: Whether a page's record is its 4096 bytes and nothing else (a
+    #: rewrite then never turns a page into a shorter record).
+    pages_only = False
 
     def detect(self, head: bytes) -> bool:
         """Whether a file starting with ``head`` (16 bytes) is ours."""
@@ -65,6 +81,38 @@ class CheckpointFormat:
                    limits: limits_mod.Limits) -> bool:
         """Whether :meth:`open_stream` would decompress the stream."""
         return False
+
+    def parse_layout(self, opened: OpenedStream, view: memoryview,
+                     size: int, path: str, limits: limits_mod.Limits,
+                     progress=None):
+        """The layout of the stream ``view`` (``size`` bytes) that
+        :meth:`open_stream` located: a
+        :class:`~.qemu_stream.StreamLayout` (sections, RAM index,
+        devices, machine type) or its equivalent.
+        """
+        return qemu_stream.parse(view, size, path, opened.base, opened.label,
+                                 limits, progress)
+
+    def ram_ranges(self, layout, path: str) -> list[machine_mod.RamRange]:
+        """Where the layout's RAM blocks lie in guest physical memory:
+        ``pc.ram`` by the machine type's rules.
+        """
+        ram = layout.ram
+        if machine_mod.RAM_BLOCK not in ram.by_name:
+            raise exception.UnsupportedCheckpoint(
+                path, 'no %r RAM block (blocks: %s)' % (
+                    machine_mod.RAM_BLOCK,
+                    ', '.join(b.name for b in ram.blocks)))
+        return machine_mod.ram_layout(
+            layout.machine, ram.block(machine_mod.RAM_BLOCK).length, path)
+
+    def describe(self, layout) -> dict:
+        """Facts of this format for ``sparc checkpoint info``."""
+        return {}
+
+    def cpus(self, layout, view) -> list[cpu_state.CpuState]:
+        """The vCPUs' registers (``view``: the stream's bytes)."""
+        return cpu_state.cpus(layout.devices)
 
 
 class LibvirtSaveFormat(CheckpointFormat):
@@ -111,6 +159,56 @@ class QemuStreamFormat(CheckpointFormat):
 
     def open_stream(self, f, path, limits, work_dir):
         return OpenedStream(f, 0)
+
+
+class ElfDumpFormat(CheckpointFormat):
+    """A guest memory dump: QEMU's ``dump-guest-memory`` ELF core
+    (``virsh dump --memory-only --format elf``). Read, scrubbed and
+    verified like a save image; it cannot be restored, so no process is
+    killed in it.
+    """
+
+    name = 'elf-dump'
+    restorable = False
+    pages_only = True
+
+    def detect(self, head: bytes) -> bool:
+        return elf_core.is_elf(head)
+
+    def open_stream(self, f, path, limits, work_dir):
+        return OpenedStream(f, 0)
+
+    def parse_layout(self, opened, view, size, path, limits, progress=None):
+        return memory_dump.layout(elf_core.read_core(opened.file, path,
+                                                     limits))
+
+    def ram_ranges(self, layout, path):
+        return memory_dump.ram_ranges(layout)
+
+    def describe(self, layout):
+        return layout.describe()
+
+    def cpus(self, layout, view):
+        return memory_dump.cpus(layout, view)
+
+
+class KdumpFormat(CheckpointFormat):
+    """``virsh dump --memory-only --format kdump-zlib|kdump-lzo|
+    kdump-snappy``: recognised and refused (its pages are compressed one
+    by one; reading them for ``ps``/``verify`` and recompressing them for
+    a scrub is not implemented).
+    """
+
+    name = 'kdump-compressed'
+
+    def detect(self, head: bytes) -> bool:
+        return head[:8] == b'KDUMP   ' or head[:12] == b'makedumpfile'
+
+    def open_stream(self, f, path, limits, work_dir):
+        raise exception.UnsupportedCheckpoint(
+            path, 'kdump-compressed memory dump: not supported; dump the '
+                  'guest as ELF instead (virsh dump --memory-only --format '
+                  'elf)')
 
 
 def load() -> list[CheckpointFormat]:

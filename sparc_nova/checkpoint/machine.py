@@ -61,3 +61,20 @@ def ram_layout(machine: str, ram_size: int, path: str = ''
     if ram_size > low:
         ranges.append(RamRange(FOUR_GIB, RAM_BLOCK, low, ram_size - low))
     return ranges
+
+
+#: The firmware ROM block mapped just below 4 GiB (QEMU's ``pc.bios``).
+BIOS_BLOCK = 'pc.bios'
+
+
+def rom_ranges(blocks: dict, path: str = '') -> list[RamRange]:
+    """The guest-physical ranges of the ROM blocks QEMU maps at a fixed
+    address: ``pc.bios`` ends at 4 GiB (``hw/i386/x86.c``, x86_bios_rom_init;
+    its last 128 KiB is also aliased below 1 MiB, where the guest's RAM
+    shadows it once the firmware has run). ``blocks`` maps block names to
+    lengths in bytes.
+    """
+    length = blocks.get(BIOS_BLOCK)
+    if not length or length % 4096 or length > 16 * 1024 * 1024:
+        return []
+    return [RamRange(FOUR_GIB - length, BIOS_BLOCK, 0, length)]

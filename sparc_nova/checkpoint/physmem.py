@@ -95,49 +95,62 @@ class GuestPhysicalMemory:
             np.arange(r.gpa >> 12, r.end >> 12, dtype=np.int64)
             for r in self.ranges])
 
+    def chunks(self, rng: machine_mod.RamRange, pages: int = 256):
+        """The bytes of range ``rng``, in order, as ``(gpa, data)`` pieces
+        of at most ``pages`` pages; ``data`` is None for a piece that
+        loads as zeros.
+        """
+        block = self.index.block(rng.block)
+        last = self.index.last[block.index]
+        first_page = rng.block_offset >> 12
+        npages = rng.length >> 12
+        for start in range(0, npages, pages):
+            n = min(pages, npages - start)
+            recs = last[first_page + start:first_page + start + n]
+            kinds = np.where(recs >= 0,
+                             self.index.rec_kind[np.maximum(recs, 0)], 0)
+            fills = np.where(recs >= 0,
+                             self.index.rec_fill[np.maximum(recs, 0)], 0)
+            gpa = rng.gpa + start * PAGE_SIZE
+            if not (kinds == ram_index.KIND_PAGE).any() and \
+                    not fills.any():
+                yield gpa, None, n * PAGE_SIZE
+                continue
+            buf = bytearray(n * PAGE_SIZE)
+            for i in range(n):
+                rec = int(recs[i])
+                if rec < 0:
+                    continue
+                if kinds[i] == ram_index.KIND_PAGE:
+                    off = int(self.index.rec_data[rec])
+                    buf[i * PAGE_SIZE:(i + 1) * PAGE_SIZE] = \
+                        self._buf[off:off + PAGE_SIZE]
+                elif fills[i]:
+                    buf[i * PAGE_SIZE:(i + 1) * PAGE_SIZE] = \
+                        bytes([int(fills[i])]) * PAGE_SIZE
+            yield gpa, buf, n * PAGE_SIZE
+
     def write_raw(self, out, progress=None) -> None:
         """Write guest physical memory as a flat image: byte N of ``out``
         is guest physical address N; holes (e.g. between the end of low
         RAM and 4 GiB) are sparse.
         """
-        chunk = 256
-        zero = bytes(PAGE_SIZE * chunk)
         done = 0
         total = self.size
         for rng in self.ranges:
-            block = self.index.block(rng.block)
-            last = self.index.last[block.index]
-            first_page = rng.block_offset >> 12
-            npages = rng.length >> 12
-            for start in range(0, npages, chunk):
-                n = min(chunk, npages - start)
-                recs = last[first_page + start:first_page + start + n]
-                kinds = np.where(recs >= 0,
-                                 self.index.rec_kind[np.maximum(recs, 0)], 0)
-                fills = np.where(recs >= 0,
-                                 self.index.rec_fill[np.maximum(recs, 0)], 0)
-                gpa = rng.gpa + start * PAGE_SIZE
-                if not (kinds == ram_index.KIND_PAGE).any() and \
-                        not fills.any():
-                    out.seek(gpa)
-                    out.write(zero[:n * PAGE_SIZE])
-                    done += n * PAGE_SIZE
-                    continue
-                buf = bytearray(n * PAGE_SIZE)
-                for i in range(n):
-                    rec = int(recs[i])
-                    if rec < 0:
-                        continue
-                    if kinds[i] == ram_index.KIND_PAGE:
-                        off = int(self.index.rec_data[rec])
-                        buf[i * PAGE_SIZE:(i + 1) * PAGE_SIZE] = \
-                            self._buf[off:off + PAGE_SIZE]
-                    elif fills[i]:
-                        buf[i * PAGE_SIZE:(i + 1) * PAGE_SIZE] = \
-                            bytes([int(fills[i])]) * PAGE_SIZE
+            for gpa, data, n in self.chunks(rng):
                 out.seek(gpa)
-                out.write(buf)
-                done += n * PAGE_SIZE
+                out.write(data if data is not None else bytes(n))
+                done += n
                 if progress:
                     progress(done, total)
         out.truncate(max(r.end for r in self.ranges))
+
+    def write_range(self, rng: machine_mod.RamRange, out,
+                    progress=None) -> None:
+        """Write range ``rng``'s bytes at ``out``'s position."""
+        zero = bytes(256 * PAGE_SIZE)
+        for gpa, data, n in self.chunks(rng):
+            out.write(data if data is not None else zero[:n])
+            if progress:
+                progress(gpa + n - rng.gpa, rng.length)

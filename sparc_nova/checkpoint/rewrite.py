@@ -48,6 +48,8 @@ _COPY_CHUNK = 32 * 1024 * 1024
 #: (copy_file_range); shorter ones are read and written with their
 #: neighbours.
 _KERNEL_COPY_MIN = 1024 * 1024
+#: Pages joined into one splice of a memory dump's rewrite.
+_SPLICE_PAGES = 256
 
 
 @dataclasses.dataclass
@@ -216,6 +218,8 @@ def _splices(ck, edits) -> list:
     new payload, ZERO records a new fill byte, and a ZERO record that
     must hold non-uniform content grows into a PAGE record.
     """
+    if ck.pages_only:
+        return _payload_splices(edits, _edit_columns(ck, edits)[1])
     hdr, dat, kind, fill = _edit_columns(ck, edits)
     page = kind == ram_index.KIND_PAGE
     # PAGE records without a block name (CONTINUE): hdr + 8 == dat.
@@ -244,6 +248,29 @@ def _splices(ck, edits) -> list:
             out.append((h, d + 1, _grown_record(ck, int(edits.recs[e]),
                                                 data)))
     out.sort(key=lambda x: x[0])
+    return out
+
+
+def _payload_splices(edits, dat: np.ndarray) -> list:
+    """The edits of a checkpoint whose page records are their bytes alone
+    (a memory dump) as splices: every page keeps its place and size and
+    gets its new 4096 bytes; back-to-back pages are one splice of at
+    most :data:`_SPLICE_PAGES` pages.
+    """
+    out = []
+    start = None
+    parts = []
+    for d, c in zip(dat.tolist(), edits.content.tolist()):
+        if start is not None and (d != start + len(parts) * PAGE_SIZE or
+                                  len(parts) == _SPLICE_PAGES):
+            out.append((start, start + len(parts) * PAGE_SIZE,
+                        b''.join(parts)))
+            start, parts = None, []
+        if start is None:
+            start = d
+        parts.append(edits.contents[c])
+    if parts:
+        out.append((start, start + len(parts) * PAGE_SIZE, b''.join(parts)))
     return out
 
 

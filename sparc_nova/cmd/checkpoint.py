@@ -1,9 +1,9 @@
 """``sparc checkpoint``: memory checkpoints (libvirt save images, managed
 save files, QEMU migration streams).
 
-``info`` and ``extract-ram`` are the format layer's commands; the memory
-engine adds its own (``ps``, ``scrub``, ``verify``...) through
-:func:`register_engine_commands`.
+``info`` and ``recover`` are the format layer's commands; the memory
+engine adds its own (``ps``, ``scrub``, ``verify``, ``extract-ram``...)
+through :func:`register_engine_commands`.
 """
 
 import importlib
@@ -53,6 +53,15 @@ def _info_text(info: dict) -> str:
                   'Domain:    %s (%s), %s KiB, %s vCPUs, type %s'
                   % tuple(printable(d.get(k)) for k in (
                       'name', 'uuid', 'memory_kib', 'vcpus', 'type'))]
+    if 'elf' in info:
+        # Note names come from the file: escaped.
+        e = info['elf']
+        lines += ['ELF core:  %d segments; notes: %s; VMCOREINFO: %s'
+                  % (len(e['segments']), ', '.join(
+                      '%s x%d' % (printable(k), v)
+                      for k, v in sorted(e['notes'].items())) or 'none',
+                      'yes' if e['vmcoreinfo'] else 'no'),
+                  'Restore:   %s' % info['restore']]
     lines.append('Stream:    %d bytes%s' % (
         info['stream_size'],
         '' if info['stream_offset'] is None
@@ -118,18 +127,6 @@ def do_info(args) -> int:
     return 0
 
 
-def do_extract_ram(args) -> int:
-    with open_from_args(args.file) as ck:
-        progress = output.Progress('extracting')
-        with open(args.out, 'wb') as f:
-            ck.memory.write_raw(f, progress)
-        progress.finish()
-        size = ck.memory.size
-    print('wrote %d bytes of guest RAM to %s' % (size, args.out),
-          file=sys.stderr)
-    return 0
-
-
 _RECOVERED = {None: 'nothing to recover',
               'replayed': 'finished the interrupted in-place scrub',
               'discarded': 'discarded an incomplete journal; the file was '
@@ -184,13 +181,6 @@ def register(groups) -> None:
     p.add_argument('file', help='Checkpoint file.')
     output.add_format_arg(p)
     p.set_defaults(func=do_info)
-
-    p = sub.add_parser('extract-ram',
-                       help='Write guest physical memory as a flat image '
-                            '(byte N = guest physical address N).')
-    p.add_argument('file', help='Checkpoint file.')
-    p.add_argument('out', help='Output file (sparse).')
-    p.set_defaults(func=do_extract_ram)
 
     p = sub.add_parser(
         'recover',

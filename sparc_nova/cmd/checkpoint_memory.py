@@ -1,10 +1,12 @@
-"""``sparc checkpoint ps | deps | scrub | seal | unseal | save | verify``:
-memory commands.
+"""``sparc checkpoint ps | deps | scrub | seal | unseal | save | verify |
+extract-ram``: memory commands.
 
 Thin wrappers over :mod:`sparc_nova.engine.memory` (``scrub``),
 :mod:`sparc_nova.engine.seal` (``seal``, ``unseal``),
-:mod:`sparc_nova.engine.listings` (``ps``, ``deps``, ``verify``) and
-:mod:`sparc_nova.engine.domain_save` (``save``), which get their
+:mod:`sparc_nova.engine.listings` (``ps``, ``deps``, ``verify``, the
+VMCOREINFO note of ``extract-ram --format elf``),
+:mod:`sparc_nova.checkpoint.elf_extract` (``extract-ram --format elf``)
+and :mod:`sparc_nova.engine.domain_save` (``save``), which get their
 configuration from here (:func:`_engine_conf`); exit codes follow
 :mod:`sparc_nova.cmd.sparc` (``verify`` exits 1 when a marker is found).
 
@@ -20,6 +22,7 @@ anywhere: not in the report, the output or a temporary file.
 import os
 import sys
 
+from sparc_nova.checkpoint import elf_extract
 from sparc_nova.checkpoint import limits
 from sparc_nova.checkpoint import sealed
 from sparc_nova.cmd import checkpoint as checkpoint_cmd
@@ -30,6 +33,7 @@ from sparc_nova.engine import listings
 from sparc_nova.engine import memory
 from sparc_nova.engine import sandbox
 from sparc_nova.engine import seal
+from sparc_nova import exception
 from sparc_nova.printable import printable
 
 PS_COLUMNS = ['pid', 'ppid', 'uid', 'comm', 'exe', 'threads', 'rss_pages']
@@ -268,9 +272,38 @@ def _add_key_args(p) -> None:
                         'in place).')
 
 
+def _vmcoreinfo(path: str) -> bytes | None:
+    """The guest kernel's vmcoreinfo for an ELF core's note, or None
+    (with a warning) when the guest kernel cannot be modelled.
+    """
+    try:
+        return listings.kernel_vmcoreinfo(path, **_engine_conf())
+    except exception.SparcError as e:
+        print('warning: no VMCOREINFO note: %s' % printable(str(e)),
+              file=sys.stderr)
+        return None
+
+
+def do_extract_ram(args) -> int:
+    vmcoreinfo = _vmcoreinfo(args.file) if args.format == 'elf' else None
+    with checkpoint_cmd.open_from_args(args.file) as ck:
+        progress = output.Progress('extracting')
+        with open(args.out, 'wb') as f:
+            if args.format == 'elf':
+                ranges = elf_extract.write_elf(ck, f, vmcoreinfo, progress)
+                size = sum(r.length for r in ranges)
+            else:
+                ck.memory.write_raw(f, progress)
+                size = ck.memory.size
+        progress.finish()
+    print('wrote %d bytes of guest memory to %s' % (size, args.out),
+          file=sys.stderr)
+    return 0
+
+
 def register(sub) -> None:
-    """Add ``ps``, ``deps``, ``scrub``, ``seal``, ``unseal``, ``save``
-    and ``verify`` to ``sparc checkpoint``.
+    """Add ``ps``, ``deps``, ``scrub``, ``seal``, ``unseal``, ``save``,
+    ``extract-ram`` and ``verify`` to ``sparc checkpoint``.
     """
     p = sub.add_parser('ps', help='Processes in the checkpoint\'s guest.')
     p.add_argument('file', help='Checkpoint file.')
@@ -342,6 +375,19 @@ def register(sub) -> None:
                    help='Also write the full report here.')
     output.add_format_arg(p)
     p.set_defaults(func=do_save)
+
+    p = sub.add_parser('extract-ram',
+                       help='Write guest physical memory as a flat image '
+                            '(byte N = guest physical address N) or an ELF '
+                            'core.')
+    p.add_argument('file', help='Checkpoint file.')
+    p.add_argument('out', help='Output file.')
+    p.add_argument('--format', choices=('raw', 'elf'), default='raw',
+                   help='raw: a flat image of guest RAM; elf: an ELF core '
+                        'with one PT_LOAD per guest-physical range (the '
+                        'firmware ROM included) and the guest\'s '
+                        'VMCOREINFO note, which crash and drgn open.')
+    p.set_defaults(func=do_extract_ram)
 
     p = sub.add_parser('verify',
                        help='Count occurrences of markers in guest memory '

@@ -7,6 +7,8 @@ a scrub (:func:`listing_in_sandbox`), and ``verify``
 Nothing here writes; the listings are only displayed, never acted upon.
 """
 
+import string
+
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.engine import errors
 from sparc_nova.engine import ipc
@@ -16,8 +18,9 @@ from sparc_nova.engine import session as session_mod
 from sparc_nova.introspect import pages
 from sparc_nova.introspect import tasks
 
-__all__ = ['LISTING_ENTRY', 'MAX_LISTED', 'count_markers',
-           'list_dependencies', 'list_processes', 'listing_in_sandbox']
+__all__ = ['LISTING_ENTRY', 'MAX_LISTED', 'MAX_VMCOREINFO', 'count_markers',
+           'kernel_vmcoreinfo', 'list_dependencies', 'list_processes',
+           'listing_in_sandbox']
 
 #: Entries of one list ``list_processes``/``list_dependencies`` accept
 #: from the sandbox.
@@ -38,8 +41,17 @@ def _dependencies(kernel) -> dict:
     return out
 
 
-#: What list_processes and list_dependencies compute from the guest kernel.
-_LISTINGS = {'processes': _processes, 'dependencies': _dependencies}
+def _vmcoreinfo(kernel) -> dict:
+    vmci = kernel.vmcoreinfo
+    return {'kernel': kernel.summary(),
+            'vmcoreinfo': [{'text': bytes(vmci.raw).decode('latin-1')}]}
+
+
+#: What the listings compute from the guest kernel.
+_LISTINGS = {'processes': _processes, 'dependencies': _dependencies,
+             'vmcoreinfo': _vmcoreinfo}
+#: Bytes of vmcoreinfo text accepted (Linux keeps it in one page).
+MAX_VMCOREINFO = 4096
 
 
 def listing_in_sandbox(args: dict, files: dict) -> dict:
@@ -131,6 +143,28 @@ def list_dependencies(path: str, *, work_dir: str | None = None,
     """
     return _listing(path, 'dependencies', work_dir, limits,
                     buildid_cache_dir, sandbox)
+
+
+def kernel_vmcoreinfo(path: str, *, work_dir: str | None = None,
+                      buildid_cache_dir: str | None = None,
+                      limits: limits_mod.Limits | None = None,
+                      sandbox: sandbox_mod.SandboxPolicy | None = None
+                      ) -> bytes:
+    """The guest kernel's own vmcoreinfo text (the one the kernel model
+    accepted, checked against kallsyms), for the VMCOREINFO note of an
+    ELF core. Arguments and errors as :func:`list_processes`; also a
+    :class:`~.errors.ScrubError` when the child's text is not at most
+    :data:`MAX_VMCOREINFO` printable bytes.
+    """
+    doc = _listing(path, 'vmcoreinfo', work_dir, limits, buildid_cache_dir,
+                   sandbox)
+    entries = doc.get('vmcoreinfo') or [{}]
+    text = entries[0].get('text')
+    if not isinstance(text, str) or len(text) > MAX_VMCOREINFO or \
+            any(c not in string.printable for c in text):
+        raise errors.ScrubError(path, 'introspection sandbox: the '
+                                      'vmcoreinfo text is out of shape')
+    return text.encode('latin-1')
 
 
 def count_markers(path: str, markers: list[bytes], *,

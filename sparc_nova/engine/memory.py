@@ -35,7 +35,10 @@ file=None)
     Contract:
 
     * ``path``: a libvirt save image (raw or compressed; ``virsh save``,
-      managed save) or a bare QEMU migration stream.
+      managed save, an external memory snapshot), a bare QEMU migration
+      stream, or a guest memory dump (``virsh dump --memory-only --format
+      elf``; it is never restored, so nothing is killed in it and the
+      report's notes say so).
     * ``selectors``: process selectors (strings or
       :class:`~.selectors.Selector`; see :mod:`.selectors`).
     * Scrubs, in guest memory, every anonymous frame mapped only by the
@@ -98,6 +101,7 @@ file=None)
 
 import os
 
+from sparc_nova.checkpoint import checkpoint as checkpoint_mod
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import rewrite
 from sparc_nova.checkpoint import stream_follow
@@ -146,12 +150,18 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
         raise errors.ScrubError(path, 'the write mode is for %s'
                                 % write.source)
     write_mode.check_request(path, output=output, in_place=in_place)
-    exclusion = planner.Exclusion(
-        selectors=tuple(selectors_mod.parse_all(selectors)),
-        with_children=with_children, scrub_free_memory=scrub_free_memory,
-        follow_ipc=follow_ipc, exclude_paths=tuple(exclude_paths))
+    parsed = tuple(selectors_mod.parse_all(selectors))
     # Refuse a malformed path rule before any work (InvalidRule).
-    vocabulary_paths.parse_items(exclusion.exclude_paths)
+    vocabulary_paths.parse_items(tuple(exclude_paths))
+    exclusion = planner.Exclusion(
+        selectors=parsed, with_children=with_children,
+        scrub_free_memory=scrub_free_memory, follow_ipc=follow_ipc,
+        exclude_paths=tuple(exclude_paths),
+        # A file being saved, or opened by a caller that checked it, is a
+        # save image; a memory dump is never restored, so nothing is
+        # killed in it.
+        kill=(follow is not None or file is not None or
+              checkpoint_mod.restorable(path)))
     rep = report_mod.ScrubReport(
         checkpoint=path, dry_run=dry_run,
         selectors=[str(s) for s in exclusion.selectors])
@@ -159,6 +169,8 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
         path, exclusion, rep, work_dir=work_dir, limits=limits,
         buildid_cache_dir=buildid_cache_dir, sandbox=sandbox,
         progress=progress, follow=follow, file=file)
+    if not exclusion.kill:
+        rep.notes.append(planner.NO_RESTORE_NOTE)
     try:
         if dry_run:
             return rep

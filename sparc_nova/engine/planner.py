@@ -42,10 +42,13 @@ from sparc_nova.introspect import pages
 from sparc_nova.introspect import slabfree
 from sparc_nova.introspect import tasks
 
-__all__ = ['MAX_REFUSED_LISTED', 'Exclusion', 'Selection', 'kill_selected',
+__all__ = ['MAX_REFUSED_LISTED', 'NO_RESTORE_NOTE', 'Exclusion', 'Selection',
+           'kill_selected',
            'plan_scrub', 'scrub_free_memory', 'scrub_kernel_copies',
            'select_processes', 'selected_frames']
 
+#: The report's note when no process is killed (:attr:`Exclusion.kill`).
+NO_RESTORE_NOTE = 'memory dump: no restore, processes are not killed'
 #: Refused frames listed individually in a report (the count is exact).
 MAX_REFUSED_LISTED = 1000
 
@@ -63,8 +66,9 @@ class Exclusion:
         data to, transitively (else they are reported at risk).
     :ivar exclude_paths: guest path rules whose tmpfs and shared-memory
         contents are scrubbed when only selected processes hold them.
-    :ivar kill: arm the kill on restore (:func:`kill_selected`); a seal
-        (:mod:`.seal`) plans without it, as the processes must survive.
+    :ivar kill: arm the kill on restore (:func:`kill_selected`); False
+        for a seal (:mod:`.seal`: the processes must survive) and for a
+        checkpoint that is never restored (a memory dump).
     """
 
     selectors: tuple[selectors_mod.Selector, ...]

@@ -8,12 +8,15 @@ and by the regression tests in ``tests/unit/checkpoint`` (corpus replay).
 """
 
 import io
+import os
 import struct
 
 from sparc_nova.checkpoint import cpu_state
+from sparc_nova.checkpoint import elf_core
 from sparc_nova.checkpoint import libvirt_save
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import machine
+from sparc_nova.checkpoint import memory_dump
 from sparc_nova.checkpoint import physmem
 from sparc_nova.checkpoint import qemu_stream
 from sparc_nova import exception
@@ -88,5 +91,27 @@ def parse_structured(data: bytes) -> None:
     parse_stream(structured(data))
 
 
+def parse_elf_core(data: bytes) -> None:
+    """An ELF memory dump (read from a file, as the parser reads by
+    offset), its layout as RAM, then guest pages.
+    """
+    fd = os.memfd_create('fuzz-elf')
+    with os.fdopen(fd, 'w+b') as f:
+        f.write(data)
+        f.flush()
+        try:
+            core = elf_core.read_core(f, 'fuzz', LIMITS)
+            dump = memory_dump.layout(core)
+            dump.ram.stats()
+            mem = physmem.GuestPhysicalMemory(
+                data, dump.ram, memory_dump.ram_ranges(dump))
+            for r in mem.ranges:
+                mem.read(r.gpa, 16)
+                mem.read(r.end - 16, 16)
+            mem.read(1 << 40, 1)
+        except EXPECTED:
+            pass
+
+
 TARGETS = {'header': parse_header, 'stream': parse_stream,
-           'structured': parse_structured}
+           'structured': parse_structured, 'elf': parse_elf_core}

@@ -163,6 +163,15 @@ def test_4g_q35_guest_above_4g_hole(make_guest, module_dir):
         assert result['differing_pages'] == []
         # QEMU also dumps non-RAM regions (the BIOS below 4 GiB).
         assert result['pages_outside_raw'] > 0
+        # extract-ram --format elf: every PT_LOAD of QEMU's dump, the BIOS
+        # included, is in ours with the same bytes.
+        core = os.path.join(module_dir, 'q35-extracted.elf')
+        assert sparc.main(['checkpoint', 'extract-ram', save, core,
+                           '--format', 'elf']) == 0
+        compared = elfdump.compare_cores(core, dump)
+        os.unlink(core)
+        assert compared['uncovered'] == [] and compared['differing'] == []
+        assert compared['compared_bytes'] >= 4 << 30
         assert_runs_after_restore(g, save)
     finally:
         os.unlink(dump)

@@ -67,3 +67,36 @@ def compare_with_raw(dump_path: str, raw_path: str,
             outside += (size - inside) // page_size
     return {'segments': segs, 'compared_pages': compared,
             'differing_pages': differ, 'pages_outside_raw': outside}
+
+
+def compare_cores(ours_path: str, theirs_path: str) -> dict:
+    """Find every PT_LOAD of core ``theirs_path`` (QEMU's dump) inside a
+    PT_LOAD of core ``ours_path`` and compare the bytes.
+
+    Returns the bytes compared, the segments of ``theirs`` that no
+    segment of ``ours`` covers, and the guest physical addresses of the
+    first differing 16 MiB pieces.
+    """
+    ours = load_segments(ours_path)
+    theirs = load_segments(theirs_path)
+    compared = 0
+    uncovered = []
+    differ = []
+    piece = 1 << 24
+    with open(ours_path, 'rb') as a, open(theirs_path, 'rb') as b:
+        for paddr, off, size in theirs:
+            seg = [s for s in ours
+                   if s[0] <= paddr and paddr + size <= s[0] + s[2]]
+            if not seg:
+                uncovered.append((paddr, size))
+                continue
+            o_paddr, o_off, _ = seg[0]
+            for pos in range(0, size, piece):
+                n = min(piece, size - pos)
+                b.seek(off + pos)
+                a.seek(o_off + paddr - o_paddr + pos)
+                if a.read(n) != b.read(n):
+                    differ.append(paddr + pos)
+                compared += n
+    return {'ours': ours, 'theirs': theirs, 'compared_bytes': compared,
+            'uncovered': uncovered, 'differing': differ}

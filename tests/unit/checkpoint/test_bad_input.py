@@ -52,7 +52,7 @@ def test_truncated_stream(tmp_path, cut):
 def test_wrong_magic(tmp_path):
     data = b'LibvirtQemudXXXX' + streamgen.simple_save()[16:]
     check_error(tmp_path, data, exception.CheckpointFormatError,
-                'neither a libvirt save image', 'at offset 0')
+                'not a libvirt save image', 'at offset 0')
 
 
 def test_partial_save(tmp_path):
@@ -196,8 +196,9 @@ def test_vmdesc_field_past_end(tmp_path):
 
 
 def test_not_a_checkpoint(tmp_path):
-    check_error(tmp_path, b'\x7fELF' + bytes(200),
-                exception.CheckpointFormatError, 'neither')
+    check_error(tmp_path, b'PK\x03\x04' + bytes(200),
+                exception.CheckpointFormatError, 'not a libvirt save image',
+                'ELF memory dump')
 
 
 def test_missing_file(tmp_path):

@@ -49,3 +49,21 @@ def test_mutated_save_images(flips, cut):
 @given(st.binary(max_size=600))
 def test_structured_streams(data):
     checkpoint_targets.parse_structured(data)
+
+
+ELF_SEED = open(os.path.join(CORPUS, 'seed-elf-core'), 'rb').read()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)),
+                max_size=8),
+       st.integers(0, len(ELF_SEED)))
+def test_mutated_elf_cores(flips, cut):
+    """Bytes of the ELF header, program headers and notes (the first 400
+    bytes) changed, the file cut short.
+    """
+    data = bytearray(ELF_SEED[:cut] if cut > 16 else ELF_SEED)
+    for pos, val in flips:
+        if pos < len(data):
+            data[pos] = val
+    checkpoint_targets.parse_elf_core(bytes(data))

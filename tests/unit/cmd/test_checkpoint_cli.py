@@ -2,6 +2,7 @@
 
 import json
 
+from sparc_nova.checkpoint import checkpoint
 from sparc_nova.cmd import sparc
 from tests import streamgen
 
@@ -38,6 +39,34 @@ def test_extract_ram(tmp_path, capsys):
     raw = out.read_bytes()
     assert len(raw) == 16 * 4096
     assert raw[8192:12288] == streamgen.page_of(2)
+
+
+def test_extract_ram_as_elf_core(tmp_path, capsys):
+    """One PT_LOAD for RAM and one for the BIOS ROM below 4 GiB; the core
+    reads back as a checkpoint with the same pages. The synthetic guest
+    has no kernel: no VMCOREINFO note, and a warning says so.
+    """
+    path = tmp_path / 'save.img'
+    path.write_bytes(streamgen.simple_save(ram_pages=16))
+    out = tmp_path / 'ram.elf'
+    assert sparc.main(['checkpoint', 'extract-ram', str(path), str(out),
+                       '--format', 'elf']) == 0
+    assert 'no VMCOREINFO note' in capsys.readouterr().err
+    with checkpoint.open_checkpoint(str(out)) as ck:
+        assert ck.kind == 'elf-dump'
+        assert [(r.gpa, r.length) for r in ck.memory.ranges] == \
+            [(0, 16 * 4096), (0x100000000 - 8192, 8192)]
+        assert ck.memory.read_page(2) == streamgen.page_of(2)
+        assert ck.memory.read_page(3) == bytes(4096)
+        assert ck.memory.read_page((0x100000000 - 8192) >> 12) == \
+            streamgen.page_of(0, b'BIOS')
+        assert ck.memory.read_page((0x100000000 - 4096) >> 12) == \
+            b'\xff' * 4096
+        assert ck.layout.core.note_counts() == {}
+    assert sparc.main(['checkpoint', 'info', str(out)]) == 0
+    text = capsys.readouterr().out
+    assert 'ELF core:  2 segments; notes: none; VMCOREINFO: no' in text
+    assert 'Restore:   none' in text
 
 
 def test_error_exit_code(tmp_path, capsys):

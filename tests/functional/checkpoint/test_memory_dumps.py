@@ -1,0 +1,283 @@
+"""The other memory checkpoints a libvirt user makes, on one real guest
+(Debian 6.1, 256 MiB, pc): QEMU's ELF memory dump (``virsh dump
+--memory-only --format elf``), ``extract-ram --format elf`` compared with
+it, and an external memory snapshot (``virsh snapshot-create-as
+--memspec file=MEM,snapshot=external``).
+
+The guest boots once and runs one selected process (``simple``) and a
+control; it is paused, dumped by QEMU (ELF, and kdump-zlib to check it is
+refused) and saved while paused, so the dump and the save image hold the
+same memory. It is then restored and its external snapshot taken.
+"""
+
+import json
+import os
+import re
+import shutil
+
+import libvirt
+import pytest
+
+from sparc_nova.checkpoint import elf_core
+from sparc_nova.engine import planner
+from sparc_nova.introspect import btf
+from sparc_nova.introspect import btf_finder
+from sparc_nova.introspect import objects
+from tests.functional.engine import scenario as scen
+from tests.functional.testbed import elfdump
+
+pytestmark = pytest.mark.slow
+
+SELECTED = ('simple',)
+
+
+class Files:
+    """The files made from the one guest."""
+
+    def __init__(self, guest, image, workdir, pids):
+        self.guest = guest
+        self.image = image
+        self.workdir = workdir
+        self.pids = pids
+        self.dump = os.path.join(workdir, 'guest.elf')
+        self.kdump = os.path.join(workdir, 'guest.kdump')
+        self.save = os.path.join(workdir, 'guest.save')
+        self.snapshot_mem = os.path.join(workdir, 'snapshot.mem')
+        self.kdump_error = None
+
+    def marker(self, name: str) -> str:
+        return self.image.marker(scen.MARKERS[name])
+
+    def selectors(self):
+        return ['pid:%d' % self.pids[n] for n in SELECTED]
+
+
+@pytest.fixture(scope='module')
+def files(make_guest, guest_image, module_dir):
+    g = make_guest(memory_mib=256, machine='pc')
+    pids = {'simple': g.start_workload('hold 1 --pages 16'),
+            'control': g.start_workload('hold 4')}
+    f = Files(g, guest_image, module_dir, pids)
+    g.suspend()
+    g.dump_memory(f.dump)
+    try:
+        g.dom.coreDumpWithFormat(
+            f.kdump, libvirt.VIR_DOMAIN_CORE_DUMP_FORMAT_KDUMP_ZLIB,
+            libvirt.VIR_DUMP_MEMORY_ONLY)
+    except libvirt.libvirtError as e:
+        f.kdump_error = str(e)
+    g.save(f.save)
+    g.restore(f.save)
+    g.resume()
+    g.wait_for(r'HEARTBEAT \d+', timeout=60)
+    snap = g.dom.snapshotCreateXML(
+        "<domainsnapshot><name>ext1</name><memory snapshot='external' "
+        "file='%s'/></domainsnapshot>" % f.snapshot_mem, 0)
+    f.snapshot = snap
+    yield f
+    try:
+        snap.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
+    except libvirt.libvirtError:
+        pass
+
+
+def ps(path: str) -> list[tuple[int, str]]:
+    res = scen.sparc('checkpoint', 'ps', path, '--format', 'json', check=0)
+    return sorted((p['pid'], p['comm'])
+                  for p in json.loads(res.stdout)['processes'])
+
+
+def markers(path: str, *names, files) -> dict:
+    args = ['checkpoint', 'verify', path, '--format', 'json']
+    for n in names:
+        args += ['--marker', files.marker(n)]
+    res = scen.sparc(*args)
+    return {n: m['in_memory'] for n, m in
+            zip(names, json.loads(res.stdout)['markers'])}
+
+
+def test_elf_dump_is_a_checkpoint(files):
+    info = json.loads(scen.sparc('checkpoint', 'info', files.dump,
+                                 '--format', 'json', check=0).stdout)
+    assert info['kind'] == 'elf-dump'
+    assert info['elf']['segments']
+    # The vCPUs of QEMU's notes are the save image's (same paused guest).
+    saved = json.loads(scen.sparc('checkpoint', 'info', files.save,
+                                  '--format', 'json', check=0).stdout)
+    keys = ('rip', 'rsp', 'cr0', 'cr3', 'cr4', 'cpl', 'long_mode',
+            'gs_base', 'kernel_gs_base')
+    assert len(info['vcpus']) == 2
+    assert [[c[k] for k in keys] for c in info['vcpus']] == \
+        [[c[k] for k in keys] for c in saved['vcpus']]
+    # ps on the dump lists what it lists on the save image of the same
+    # paused guest.
+    listed = ps(files.dump)
+    assert listed == ps(files.save)
+    pids = {pid for pid, _ in listed}
+    assert set(files.pids.values()) <= pids
+    scen.sparc('checkpoint', 'deps', files.dump, check=0)
+    assert markers(files.dump, 'simple', 'control', files=files) == \
+        markers(files.save, 'simple', 'control', files=files)
+
+
+def test_elf_dump_scrubbed(files):
+    out = os.path.join(files.workdir, 'scrubbed.elf')
+    report_path = os.path.join(files.workdir, 'dump-report.json')
+    args = ['checkpoint', 'scrub', files.dump, '--output', out, '--report',
+            report_path]
+    for sel in files.selectors():
+        args += ['--exclude-process', sel]
+    scen.sparc(*args, check=0)
+    with open(report_path) as f:
+        report = json.load(f)
+    assert report['verification']['result'] == 'ok'
+    assert planner.NO_RESTORE_NOTE in report['notes']
+    # No SIGKILL planted: nothing resumes from a dump.
+    assert report['processes']
+    assert all('kill' not in p for p in report['processes'])
+    assert report['threads_killed'] == 0
+    assert os.path.getsize(out) == os.path.getsize(files.dump)
+    found = markers(out, 'simple', 'control', files=files)
+    assert found['simple'] == 0
+    assert found['control'] > 0
+    # A raw scan of the whole file, not only guest memory.
+    with open(out, 'rb') as f:
+        data = f.read()
+    assert files.marker('simple').encode() not in data
+    assert files.marker('control').encode() in data
+    assert ps(out) == ps(files.dump)
+    os.unlink(out)
+
+
+def test_elf_dump_scrubbed_in_place(files):
+    path = os.path.join(files.workdir, 'inplace.elf')
+    shutil.copyfile(files.dump, path)
+    args = ['checkpoint', 'scrub', path, '--in-place', '--format', 'json']
+    for sel in files.selectors():
+        args += ['--exclude-process', sel]
+    rep = json.loads(scen.sparc(*args, check=0).stdout)
+    assert rep['rewrite']['in_place'] and rep['output'] == path
+    assert planner.NO_RESTORE_NOTE in rep['notes']
+    with open(path, 'rb') as f:
+        data = f.read()
+    assert files.marker('simple').encode() not in data
+    assert files.marker('control').encode() in data
+    assert len(data) == os.path.getsize(files.dump)
+    assert not [f for f in os.listdir(files.workdir) if '.sparc-' in f]
+    os.unlink(path)
+
+
+def test_kdump_compressed_is_refused(files):
+    if files.kdump_error:
+        pytest.skip('QEMU wrote no kdump-zlib dump: %s' % files.kdump_error)
+    res = scen.sparc('checkpoint', 'info', files.kdump, check=2)
+    assert 'kdump-compressed' in res.stderr
+    res = scen.sparc('checkpoint', 'scrub', files.kdump, '--exclude-process',
+                     'pid:1', '--output', files.kdump + '.out', check=2)
+    assert not os.path.exists(files.kdump + '.out')
+
+
+def test_extract_ram_elf_matches_qemu_dump(files):
+    out = os.path.join(files.workdir, 'extracted.elf')
+    scen.sparc('checkpoint', 'extract-ram', files.save, out, '--format',
+               'elf', check=0)
+    result = elfdump.compare_cores(out, files.dump)
+    assert result['uncovered'] == [] and result['differing'] == []
+    assert result['compared_bytes'] >= 256 << 20
+    ours, theirs = result['ours'], result['theirs']
+    # The BIOS below 4 GiB is in both.
+    assert any(p + s == 1 << 32 for p, _, s in theirs)
+    assert any(p + s == 1 << 32 for p, _, s in ours)
+    _drgn_reads_the_core(out, files)
+    os.unlink(out)
+
+
+def _drgn_reads_the_core(path, files):
+    drgn = pytest.importorskip('drgn')
+    with open(path, 'rb') as f:
+        core = elf_core.read_core(f, path)
+    assert core.vmcoreinfo
+    text = core.vmcoreinfo.decode()
+    release = re.search(r'^OSRELEASE=(.*)$', text, re.M).group(1)
+    uts = int(re.search(r'^SYMBOL\(init_uts_ns\)=([0-9a-f]+)$', text,
+                        re.M).group(1), 16)
+    prog = drgn.Program()
+    prog.set_core_dump(path)
+    assert prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL
+    # struct uts_namespace starts with struct new_utsname (65-byte
+    # sysname, nodename, release).
+    name = prog.read(uts, 65 * 3)
+    assert name[:6] == b'Linux\0'
+    assert name[130:130 + len(release)].decode() == release
+    # drgn's own helpers list the tasks, with the kernel's kallsyms (found
+    # through the core's VMCOREINFO note) and its BTF served by our type
+    # finder.
+    from drgn.helpers.linux import kallsyms
+    from drgn.helpers.linux import pid as pid_helpers
+    prog.register_symbol_finder(
+        'kallsyms', kallsyms.load_vmlinux_kallsyms(prog), enable_index=0)
+
+    def address(name):
+        try:
+            return prog.symbol(name).address
+        except LookupError:
+            return None
+    start, stop = address('__start_BTF'), address('__stop_BTF')
+    btf_finder.register(btf.BtfTypes(prog.read(start, stop - start)), prog,
+                        address)
+    objects.GlobalsFinder(address).register(prog)
+    tasks = {int(t.pid): t.comm.string_().decode()
+             for t in pid_helpers.for_each_task(prog)}
+    assert {files.pids['simple'], files.pids['control']} <= set(tasks)
+    assert tasks[1]
+
+
+def test_external_snapshot(files):
+    mem = files.snapshot_mem
+    with open(mem, 'rb') as f:
+        assert f.read(16) == b'LibvirtQemudSave'
+    info = json.loads(scen.sparc('checkpoint', 'info', mem, '--format',
+                                 'json', check=0).stdout)
+    assert info['kind'] == 'libvirt-save'
+    pids = {pid for pid, _ in ps(mem)}
+    assert set(files.pids.values()) <= pids
+    scen.sparc('checkpoint', 'deps', mem, check=0)
+    raw = os.path.join(files.workdir, 'snapshot.raw')
+    scen.sparc('checkpoint', 'extract-ram', mem, raw, check=0)
+    os.unlink(raw)
+    assert markers(mem, 'simple', 'control', files=files)['simple'] > 0
+    args = ['checkpoint', 'scrub', mem]
+    for sel in files.selectors():
+        args += ['--exclude-process', sel]
+    scen.sparc(*args, check=0)
+    found = markers(mem, 'simple', 'control', files=files)
+    assert found['simple'] == 0 and found['control'] > 0
+    with open(mem, 'rb') as f:
+        assert files.marker('simple').encode() not in f.read()
+    # Revert to the scrubbed snapshot (libvirt < 9.7 cannot revert an
+    # external snapshot: restore its memory file, the same image).
+    g = files.guest
+    g.disconnect_console()
+    g.dom.destroy()
+    try:
+        g.dom.revertToSnapshot(files.snapshot,
+                               libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING)
+        g.connect_console()
+        route = 'snapshot-revert'
+    except libvirt.libvirtError as e:
+        assert 'external' in str(e) or 'not supported' in str(e), e
+        g.restore(mem)
+        route = 'restore (%s)' % e
+    print('external snapshot reverted by', route)
+    beat = g.heartbeat()
+    procs = scen.wait_gone(g, [files.pids[n] for n in SELECTED])
+    alive = {p['pid'] for p in procs}
+    assert files.pids['simple'] not in alive
+    assert files.pids['control'] in alive
+    g.wait_for(r'HEARTBEAT %d\b' % (beat + 2), timeout=60, since=0)
+    assert g.oopses() == []
+    # The running guest holds no copy of the excluded marker either.
+    live = os.path.join(files.workdir, 'after-revert.save')
+    g.save(live)
+    assert markers(live, 'simple', files=files)['simple'] == 0
+    os.unlink(live)
