@@ -6,7 +6,9 @@ Nova's metadata, creates a private snapshot and sees the scrub result
 land (and the image Glance serves holds none of the removed file's
 bytes); Project > Compute > Images shows the scrub column. A suspend the
 policy refuses shows with its reason in the row, as the member reads it
-from Nova's action log. Screenshots go to artifacts/horizon/. The
+from Nova's action log. Screenshots go to artifacts/horizon/, and the
+text of every page screenshotted has its counts agree with their nouns
+(``1 path``, ``2 rules``). The
 read-only table also works with JavaScript disabled, and no page logs a
 console error.
 """
@@ -19,6 +21,7 @@ import pytest
 
 from sparc_nova.cmd import policy as cmd_policy
 from sparc_nova.dashboard.tests.browser import conftest
+from sparc_nova.dashboard.tests import grammar
 from sparc_nova.dashboard.tests import helpers
 
 #: Browser tests need the test cloud: they are end-to-end tests too
@@ -41,8 +44,14 @@ POLICY_PATHS = '/srv/secret/**'
 
 
 def shot(page, name):
+    """Screenshot the page into the artifacts, and check its text: every
+    count agrees with its noun (:mod:`..grammar`).
+    """
     path = os.path.join(conftest.ARTIFACTS, name)
     page.screenshot(path=path, full_page=True)
+    wrong = grammar.count_disagreements(page.inner_text('body'))
+    assert wrong == [], '%s: counts that disagree with their noun: %s' % (
+        name, wrong)
     return path
 
 
