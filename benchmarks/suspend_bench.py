@@ -71,8 +71,9 @@ def set_driver(cloud, driver: str) -> None:
     sup.stop('nova-compute')
     log = sup.log_path('nova-compute')
     start_at = os.path.getsize(log)
-    sup.start('nova-compute', [cloud.conf.bin('nova-compute'),
-                               '--config-file', path])
+    # As the cloud starts it: as the nova user, privsep through sudo and
+    # nova-rootwrap.
+    cloud_nova.start_compute(cloud.conf, sup)
     sup.wait_until('nova-compute', lambda: _logged(
         log, start_at, 'Compute node record created|Updating compute '
         'node|Final resource view'), 'ready', timeout=180)
