@@ -60,6 +60,16 @@ def previous_release(module_dir):
                       capture_output=True).returncode:
         pytest.skip('not a git checkout: the previous release is taken '
                     'from its history')
+    if not _has_commit(PREVIOUS_RELEASE):
+        # A shallow clone: fetch that one commit from where it came from,
+        # if that can be reached; else say why nothing was tested.
+        subprocess.run(['git', '-C', ROOT, 'fetch', '--quiet', '--depth=1',
+                        'origin', PREVIOUS_RELEASE], capture_output=True,
+                       timeout=120)
+        if not _has_commit(PREVIOUS_RELEASE):
+            pytest.skip('the previous release %s is not in this clone\'s '
+                        'history (shallow clone, origin unreachable)'
+                        % PREVIOUS_RELEASE)
     dest = os.path.join(module_dir, 'previous-release')
     os.makedirs(dest, exist_ok=True)
     archive = subprocess.run(
@@ -67,6 +77,12 @@ def previous_release(module_dir):
         capture_output=True, check=True).stdout
     subprocess.run(['tar', '-x', '-C', dest], input=archive, check=True)
     return dest
+
+
+def _has_commit(commit: str) -> bool:
+    return subprocess.run(
+        ['git', '-C', ROOT, 'cat-file', '-e', commit + '^{commit}'],
+        capture_output=True).returncode == 0
 
 
 def run_previous(previous_release, *args, stdin=None):
