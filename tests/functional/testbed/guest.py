@@ -306,40 +306,46 @@ class Guest:
         """Exclusive anonymous frames of each pid, from the guest's own
         /proc/PID/pagemap.
         """
-        headers = {}
+        # The serial console occasionally garbles a character: only
+        # parts whose sum checks out are kept, and the rest asked for
+        # again. Parts are kept per header (count and sum of a pid's
+        # frames), so that a process whose memory changed between two
+        # runs is never assembled from both.
         parts = {}
-        for _ in range(8):
+        frames = {}
+        for _ in range(16):
             out = self.run('/bin/pagemap %s' % ' '.join(map(str, pids)),
                            'PAGEMAP-END', timeout=120)
+            headers = {}
             for m in re.finditer(r'^PAGEMAP (\d+) (\d+) ([0-9a-f]+)\r?$',
                                  out, re.M):
                 headers[int(m.group(1))] = (int(m.group(2)),
                                             int(m.group(3), 16))
-            # The serial console occasionally garbles a character: keep
-            # only parts whose sum checks out, ask again for the rest.
             for m in re.finditer(r'^PAGEMAP-PART (\d+) (\d+) ([0-9a-f]+) '
                                  r'([0-9a-f,]+)\r?$', out, re.M):
+                pid = int(m.group(1))
                 try:
                     pfns = [int(x, 16) for x in m.group(4).split(',')]
                 except ValueError:
                     continue
-                if sum(pfns) == int(m.group(3), 16) and len(pfns) <= 32:
-                    parts[int(m.group(1)), int(m.group(2))] = pfns
-            frames = {}
+                if pid in headers and len(pfns) <= 32 and \
+                        sum(pfns) == int(m.group(3), 16):
+                    parts[pid, headers[pid], int(m.group(2))] = pfns
             for pid in pids:
-                if pid not in headers:
-                    break
+                if pid in frames or pid not in headers:
+                    continue
                 count, total = headers[pid]
-                got = [parts.get((pid, i)) for i in range((count + 31) // 32)]
+                got = [parts.get((pid, headers[pid], i))
+                       for i in range((count + 31) // 32)]
                 if None in got:
-                    break
+                    continue
                 flat = [p for part in got for p in part]
-                if len(flat) != count or sum(flat) != total:
-                    break
-                frames[pid] = set(flat)
-            else:
+                if len(flat) == count and sum(flat) == total:
+                    frames[pid] = set(flat)
+            if len(frames) == len(pids):
                 return frames
-        raise GuestError('pagemap output of %s stayed garbled' % pids)
+        raise GuestError('pagemap output of %s stayed garbled'
+                         % sorted(set(pids) - set(frames)))
 
     def start_ipc(self, scenario: str, idx: int,
                   timeout: float = 60) -> dict[str, int]:
