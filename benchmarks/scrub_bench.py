@@ -25,6 +25,18 @@ against ``sparc checkpoint save`` (the scrub overlapping the save,
     python benchmarks/scrub_bench.py --image vm.save --selectors pid:7 \\
         --overlap --repeat 9
 
+``--cli`` times what a user sees instead: the installed commands
+``virsh save DOMAIN FILE`` against ``sparc checkpoint save DOMAIN FILE
+--exclude-process ...``, each as a new process, wall time until it
+returns, ``--repeat`` pairs back to back (nothing synced between them,
+as a user saving one guest after another), the guest restored from the
+image before each run (untimed). It also times the CLI's start-up
+(``sparc checkpoint save --help``) and records the dirty page cache
+before each run:
+
+    python benchmarks/scrub_bench.py --image vm.save --selectors pid:7 \\
+        --cli --repeat 5
+
 ``--sandbox``/``--no-sandbox`` force guest introspection into the
 unprivileged sandbox child or into the scrubbing process (default:
 ``[sparc] sandbox_enabled``); ``--compare-sandbox`` also scrubs each image
@@ -182,7 +194,7 @@ def scrub_image(path, sels, save, repeat, baseline, sandbox=None,
 
 
 def bench_size(image, workdir, mib: int, repeat, baseline, sandbox=None,
-               compare=False, overlap=False) -> dict:
+               compare=False, overlap=False, cli=None) -> dict:
     machine = 'q35' if mib > 2048 else 'pc'
     g = guest_mod.Guest(image, memory_mib=mib, machine=machine)
     try:
@@ -199,12 +211,15 @@ def bench_size(image, workdir, mib: int, repeat, baseline, sandbox=None,
         sels = ['pid:%d' % p for p in pids]
         overlapped = compare_overlap(path, sels, repeat) if overlap \
             else None
+        by_cli = compare_cli(path, sels, repeat, cli) if cli else None
     finally:
         g.destroy()
     os.sync()
     r = scrub_image(path, sels, save, repeat, baseline, sandbox, compare)
     if overlapped:
         r['overlap'] = overlapped
+    if by_cli:
+        r['cli'] = by_cli
     return dict(r, guest_mib=mib, machine=machine)
 
 
@@ -266,6 +281,73 @@ def compare_overlap(path, sels, repeat: int) -> dict:
             'added_pct': round(100 * (s - p) / p, 1)}
 
 
+def _dirty_mib() -> float:
+    """Dirty plus under-writeback page cache, MiB (/proc/meminfo)."""
+    total = 0
+    with open('/proc/meminfo') as f:
+        for row in f:
+            key, value = row.split(':', 1)
+            if key in ('Dirty', 'Writeback'):
+                total += int(value.split()[0])
+    return total / 1024
+
+
+def _timed_command(argv) -> float:
+    t = time.monotonic()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return time.monotonic() - t
+
+
+def compare_cli(path, sels, repeat: int, sparc: str) -> dict:
+    """``sparc checkpoint save`` against ``virsh save`` as a user runs
+    them (installed commands, wall time until they return, back to back),
+    ``repeat`` pairs, the order alternating; the guest saved in ``path``
+    is restored before each run (untimed).
+    """
+    import libvirt
+    from xml.etree import ElementTree
+    conn = libvirt.open('qemu:///system')
+    try:
+        name = ElementTree.fromstring(
+            conn.saveImageGetXMLDesc(path, 0)).findtext('name')
+    finally:
+        conn.close()
+    target = path + '.run'
+    report = path + '.report.json'
+    argv_sparc = [sparc, 'checkpoint', 'save', name, target, '--report',
+                  report]
+    for sel in sels:
+        argv_sparc += ['--exclude-process', sel]
+    runs = {'virsh': [], 'sparc': []}
+    for i in range(repeat):
+        for kind in (('virsh', 'sparc') if i % 2 == 0 else
+                     ('sparc', 'virsh')):
+            subprocess.run(['virsh', '-q', 'restore', path], check=True,
+                           stdout=subprocess.DEVNULL)
+            dirty = _dirty_mib()
+            if kind == 'virsh':
+                seconds = _timed_command(['virsh', '-q', 'save', name,
+                                          target])
+                run = {'seconds': seconds}
+            else:
+                seconds = _timed_command(argv_sparc)
+                with open(report) as f:
+                    rep = json.load(f)
+                run = {'seconds': seconds, 'timings': rep['timings'],
+                       'during_save': rep.get('during_save')}
+            run['dirty_mib_before'] = round(dirty, 1)
+            runs[kind].append(run)
+            os.unlink(target)
+    startup = statistics.median(
+        _timed_command([sparc, 'checkpoint', 'save', '--help'])
+        for _ in range(3))
+    v = statistics.median(r['seconds'] for r in runs['virsh'])
+    s = statistics.median(r['seconds'] for r in runs['sparc'])
+    return {'runs': runs, 'cli_startup_seconds': round(startup, 3),
+            'median_virsh_save': round(v, 3),
+            'median_sparc_save': round(s, 3), 'ratio': round(s / v, 3)}
+
+
 def line(label, r) -> str:
     ph = ', '.join('%s %.2f' % (k, v) for k, v in r['timings'].items()
                    if k != 'total')
@@ -294,6 +376,20 @@ def show(label, r) -> None:
                   o['median_virsh_save'], o['added_pct'],
                   statistics.median(o['image_complete_after_seconds']),
                   ', '.join('%.2f' % x for x in o['after_save_seconds'])))
+    c = r.get('cli')
+    if c:
+        print('  installed CLIs, back to back (median of %d each): sparc '
+              'checkpoint save %.2fs vs virsh save %.2fs (x%.2f); sparc '
+              'start-up %.2fs' % (
+                  len(c['runs']['virsh']), c['median_sparc_save'],
+                  c['median_virsh_save'], c['ratio'],
+                  c['cli_startup_seconds']))
+        for kind in ('virsh', 'sparc'):
+            for run in c['runs'][kind]:
+                print('    %-5s %5.2fs (dirty before %6.0f MiB) %s' % (
+                    kind, run['seconds'], run['dirty_mib_before'],
+                    ', '.join('%s %.2f' % kv for kv in
+                              run.get('timings', {}).items())))
     c = r.get('sandbox_comparison')
     if c:
         on, off = c['sandbox'], c['no_sandbox']
@@ -333,6 +429,14 @@ def main() -> int:
                         'save (the scrub overlapping the save), restoring '
                         'the saved guest before each run (with --image: '
                         'its disk must still exist).')
+    p.add_argument('--cli', action='store_true',
+                   help='Also time the installed virsh save against the '
+                        'installed sparc checkpoint save, back to back '
+                        '(with --image: its disk must still exist).')
+    p.add_argument('--sparc', default=os.path.join(
+        os.path.dirname(sys.executable), 'sparc'),
+        help='The sparc command for --cli (default: beside this '
+             'Python).')
     p.add_argument('--compare-sandbox', action='store_true',
                    help='Also scrub each image with and without the '
                         'sandbox and report the overhead.')
@@ -347,6 +451,9 @@ def main() -> int:
             r['overlap'] = compare_overlap(args.image,
                                            args.selectors.split(','),
                                            args.repeat)
+        if args.cli:
+            r['cli'] = compare_cli(args.image, args.selectors.split(','),
+                                   args.repeat, args.sparc)
         results.append(r)
         show(args.image, r)
     else:
@@ -357,7 +464,8 @@ def main() -> int:
         image = build.build_guest(os.path.join(workdir, 'image'))
         for mib in [int(x) for x in args.sizes.split(',')]:
             r = bench_size(image, workdir, mib, args.repeat, baseline,
-                           args.sandbox, args.compare_sandbox, args.overlap)
+                           args.sandbox, args.compare_sandbox, args.overlap,
+                           args.sparc if args.cli else None)
             results.append(r)
             show('%5d MiB %s' % (mib, r['machine']), r)
         if not args.workdir:
