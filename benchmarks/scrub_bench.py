@@ -94,6 +94,8 @@ def child(argv) -> None:
             policy = dataclasses.replace(policy, enabled=sandbox)
         extra = {'sandbox': policy,
                  'buildid_cache_dir': conf.CONF.sparc.buildid_cache_dir}
+        if mode == 'in-place':
+            extra['journal_key'] = conf.CONF.sparc.journal_key_file
     else:
         # A --baseline tree from before that: it reads [sparc] itself,
         # and may predate the sandbox option.
