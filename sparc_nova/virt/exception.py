@@ -32,5 +32,12 @@ class SparcSealKeyError(nova_exception.NovaException):
 
 
 class SparcSealFailed(nova_exception.NovaException):
-    msg_fmt = ('The %(operation)s of the sealed memory image of instance '
-               '%(instance_uuid)s failed: %(reason)s')
+    # What happened comes first: Nova keeps 255 characters of a fault.
+    msg_fmt = ('%(operation)s of the sealed memory image of instance '
+               '%(instance_uuid)s failed, %(outcome)s: %(reason)s')
+
+
+class SparcSealFallbackKill(nova_exception.NovaException):
+    msg_fmt = ('Resumed without the excluded processes ([sparc] '
+               'seal_fallback = kill): the sealing key could not be '
+               'fetched: %(reason)s')

@@ -420,9 +420,9 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
                 instance_name=instance.name, key=key)
         except Exception as e:
             failed = virt_exception.SparcSealFailed(
-                operation='unseal', instance_uuid=instance.uuid,
-                reason='%s; nothing was changed, the server stays '
-                       'suspended' % scrubber.failure_reason(e))
+                operation='Unseal', instance_uuid=instance.uuid,
+                outcome='nothing changed, the server stays suspended',
+                reason=scrubber.failure_reason(e))
             LOG.error('%s', failed.format_message(), instance=instance)
             tenant_report.record(context, instance, failed)
             raise nova_exception.InstanceFaultRollback(
@@ -458,18 +458,17 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
                 e, nova_exception.NovaException) else \
                 scrubber.failure_reason(e)
             failed = virt_exception.SparcSealFailed(
-                operation='kill fallback', instance_uuid=instance.uuid,
-                reason='%s; and killing the sealed processes instead '
-                       'failed: %s; the server stays suspended'
-                       % (error.format_message(), reason))
+                operation='Kill fallback', instance_uuid=instance.uuid,
+                outcome='the server stays suspended',
+                reason='the sealing key could not be fetched (%s), and '
+                       'killing the sealed processes instead failed: %s'
+                       % (error.kwargs.get('reason'), reason))
             LOG.error('%s', failed.format_message(), instance=instance)
             tenant_report.record(context, instance, failed)
             raise nova_exception.InstanceFaultRollback(
                 inner_exception=failed)
-        degraded = virt_exception.SparcSealFailed(
-            operation='unseal', instance_uuid=instance.uuid,
-            reason='%s; resumed without the excluded processes ([sparc] '
-                   'seal_fallback = kill)' % error.format_message())
+        degraded = virt_exception.SparcSealFallbackKill(
+            reason=error.kwargs.get('reason', error.format_message()))
         LOG.warning('%s', degraded.format_message(), instance=instance)
         tenant_report.record(context, instance, degraded)
 
