@@ -398,7 +398,17 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
         :raises InstanceFaultRollback: the resume must not go on; the
             managed save and its sealed pages are unchanged.
         """
-        state = privsep_checkpoint.sealed_pages_state(instance.name)
+        try:
+            state = privsep_checkpoint.sealed_pages_state(instance.name)
+        except Exception as e:
+            failed = virt_exception.SparcSealFailed(
+                operation='Unseal', instance_uuid=instance.uuid,
+                outcome='nothing changed, the server stays suspended',
+                reason='the privileged daemon could not look at the '
+                       'managed save (%s)' % scrubber.failure_reason(e))
+            tenant_report.record(context, instance, failed)
+            raise nova_exception.InstanceFaultRollback(
+                inner_exception=failed)
         if not state['sealed']:
             # Unsealed by an earlier resume that failed later on.
             LOG.info('No sealed pages next to the managed save: nothing '
@@ -478,10 +488,10 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
         on disk; if that fails, delete the managed save (fail closed: the
         guest's memory state is lost, its disks are intact).
         """
-        state = privsep_checkpoint.sealed_pages_state(instance.name)
-        if not state['managed_save']:
-            return
         try:
+            if not privsep_checkpoint.sealed_pages_state(
+                    instance.name)['managed_save']:
+                return
             effective = instance_policy.load(instance)
             self._scrubber.seal_managed_save(
                 context, instance, effective,

@@ -222,3 +222,18 @@ def test_cleanup_keeps_the_seal_while_libvirt_keeps_the_managed_save(
     privileged.discard_sealed_pages.assert_called_once_with(instance.name)
     assert manager.keys == {}
     assert driver.SEAL_KEY_REF not in instance.system_metadata
+
+
+def test_a_daemon_that_cannot_look_keeps_the_server_suspended(
+        drv, privileged, manager, record):
+    instance, ref, key = sealed_instance(drv)
+    privileged.sealed_pages_state.side_effect = RuntimeError('no daemon')
+    with mock.patch.object(libvirt_driver.LibvirtDriver, 'resume') as res:
+        with pytest.raises(nova_exception.InstanceFaultRollback) as e:
+            drv.resume(CTX, instance, [])
+    res.assert_not_called()
+    assert e.value.inner_exception.format_message().startswith(
+        'Unseal of the sealed memory image of instance %s failed, nothing '
+        'changed, the server stays suspended: the privileged daemon could '
+        'not look at the managed save' % instance.uuid)
+    assert ref in manager.keys
