@@ -27,7 +27,9 @@ Keys (shown with the ``sparc:`` prefix; images use ``sparc_``):
     checkpoint proceeds unscrubbed and says so), where the configuration
     lets that source choose ``allow``.
 ``suspend``
-    ``scrub`` (default) or ``refuse``.
+    ``scrub`` (default), ``seal`` (what a scrub would zero is encrypted
+    under a key the project holds in the key manager and put back on
+    resume: nothing readable at rest, nothing lost) or ``refuse``.
 
 Nova limits values to 255 characters, so the list keys take numbered
 continuation keys, ``sparc:exclude_paths.1``, ``sparc:exclude_paths.2``...
@@ -48,7 +50,10 @@ Nobody below a source can weaken it (flavor > image > instance):
 * ``on_failure`` is ``abort`` when any source says so; ``allow`` is
   granted only to a source the configuration names, and only when no
   source above it excludes anything;
-* ``suspend`` is ``refuse`` when any source says so.
+* ``suspend`` takes the strictest value any source sets: ``refuse``
+  over ``scrub`` over ``seal`` (a seal keeps the excluded processes'
+  memory, encrypted, where a scrub discards it), so a source below one
+  that sets ``scrub`` or ``refuse`` cannot weaken it to ``seal``.
 
 What a source asked for and did not get is listed in
 :attr:`EffectivePolicy.refused`.
@@ -99,10 +104,13 @@ ON_FAILURE_ABORT = 'abort'
 ON_FAILURE_ALLOW = 'allow'
 SUSPEND_SCRUB = 'scrub'
 SUSPEND_REFUSE = 'refuse'
+SUSPEND_SEAL = 'seal'
+#: The values of ``suspend``, the weakest first (see :func:`merge`).
+SUSPEND_STRICTNESS = (SUSPEND_SEAL, SUSPEND_SCRUB, SUSPEND_REFUSE)
 
 #: Choice keys: their allowed values, the default first.
 CHOICE_KEYS = {ON_FAILURE: (ON_FAILURE_ABORT, ON_FAILURE_ALLOW),
-               SUSPEND: (SUSPEND_SCRUB, SUSPEND_REFUSE)}
+               SUSPEND: (SUSPEND_SCRUB, SUSPEND_REFUSE, SUSPEND_SEAL)}
 #: The value of each choice key that wins a merge.
 STRICTER = {ON_FAILURE: ON_FAILURE_ABORT, SUSPEND: SUSPEND_REFUSE}
 KEYS = LIST_KEYS + BOOL_KEYS + tuple(CHOICE_KEYS)
@@ -586,24 +594,26 @@ def _merge_on_failure(ordered: list[PolicyPart], allow_from: set,
 
 def _merge_suspend(ordered: list[PolicyPart], origins: dict,
                    refused: list) -> str:
-    """``refuse`` wins; a ``scrub`` below a ``refuse`` is refused."""
+    """The strictest value set wins (:data:`SUSPEND_STRICTNESS`:
+    ``refuse`` over ``scrub`` over ``seal``); a value below a source that
+    sets a stricter one is refused. No source: ``scrub``.
+    """
     setters = [(p.source, p.settings[SUSPEND]) for p in ordered
                if SUSPEND in p.settings]
-    strict_sources = [s for s, v in setters if v == SUSPEND_REFUSE]
     if not setters:
         origins[SUSPEND] = [DEFAULT]
         return SUSPEND_SCRUB
-    if not strict_sources:
-        origins[SUSPEND] = [s for s, _ in setters]
-        return SUSPEND_SCRUB
-    first_strict = SOURCES.index(strict_sources[0])
-    for source, value in setters:
-        if value != SUSPEND_REFUSE and SOURCES.index(source) > first_strict:
+    rank = SUSPEND_STRICTNESS.index
+    winner = max((v for _, v in setters), key=rank)
+    for index, (source, value) in enumerate(setters):
+        stricter = [(s, v) for s, v in setters[:index]
+                    if rank(v) > rank(value)]
+        if stricter:
             refused.append(Refusal(
                 SUSPEND, value, source, 'the %s requires suspend=%s'
-                % (SOURCE_NAMES[strict_sources[0]], SUSPEND_REFUSE)))
-    origins[SUSPEND] = strict_sources
-    return SUSPEND_REFUSE
+                % (SOURCE_NAMES[stricter[0][0]], stricter[0][1])))
+    origins[SUSPEND] = [s for s, v in setters if v == winner]
+    return winner
 
 
 def merge(parts: Iterable[PolicyPart],

@@ -43,7 +43,10 @@ _DESCRIPTIONS = {
         'abort: a checkpoint whose scrub failed is discarded; allow: it is '
         'kept unscrubbed and marked so.',
     policy.SUSPEND:
-        'scrub: suspend scrubs the saved memory; refuse: suspend fails.',
+        'scrub: suspend scrubs the saved memory; seal: suspend encrypts '
+        'what a scrub would zero under a key in the key manager and '
+        'resume puts it back; refuse: suspend fails. The strictest source '
+        'wins (refuse over scrub over seal).',
 }
 
 _CONTINUATION = {

@@ -53,6 +53,21 @@ opts = [
                      'process name can itself be a secret of the tenant, '
                      'and notifications go to every consumer of the '
                      'notification bus.'),
+    cfg.StrOpt('seal_fallback', default='refuse',
+               choices=(('refuse', 'the resume fails with a fault that '
+                         'says why and the server stays SUSPENDED, its '
+                         'managed save and sealed pages untouched'),
+                        ('kill', 'the server resumes without the excluded '
+                         'processes: they are killed on restore, as after '
+                         'a scrub, and the sealed pages are deleted')),
+               help='What the resume of a server suspended with '
+                    'sparc:suspend=seal does when the key that opens its '
+                    'sealed pages cannot be fetched from the key manager '
+                    '(the secret was deleted, the project may not read it, '
+                    'or the key manager is unreachable). The key manager '
+                    'is the one Nova uses for encrypted volumes: the '
+                    '[key_manager] and [barbican] sections of nova.conf '
+                    '(castellan).'),
     cfg.IntOpt('progress_log_interval', default=10, min=1,
                help='Seconds between two progress log lines of a running '
                     'scrub.'),

@@ -22,7 +22,9 @@ sealed-pages file.
 
 A sealed checkpoint must be unsealed before it is restored: restored
 sealed, its excluded processes run on zeroed pages (no kill is armed),
-and crash or misbehave.
+and crash or misbehave. When the key is lost, :func:`kill_sealed` turns
+it into a scrubbed checkpoint instead: the excluded processes are killed
+on restore, as after a scrub, and the sealed-pages file is deleted.
 """
 
 import os
@@ -46,8 +48,8 @@ from sparc_nova.introspect import arrays
 from sparc_nova.introspect import physical
 from sparc_nova.vocabulary import paths as vocabulary_paths
 
-__all__ = ['SealError', 'seal_checkpoint', 'seal_planned', 'sealed_records',
-           'unseal_checkpoint']
+__all__ = ['SealError', 'kill_sealed', 'seal_checkpoint', 'seal_planned',
+           'sealed_records', 'unseal_checkpoint']
 
 PAGE_SIZE = physical.PAGE_SIZE
 
@@ -367,3 +369,41 @@ def unseal_checkpoint(path: str, key: bytes, *, output: str | None = None,
     return dict(counts, checkpoint=path, output=result.path,
                 sealed_file=spath, rewrite=result.to_dict(),
                 verification=verification, timings=rep.timings)
+
+
+def kill_sealed(path: str, selectors, *, sealed_file: str | None = None,
+                **options) -> report_mod.ScrubReport:
+    """Give up a seal whose key is lost: scrub the sealed checkpoint
+    ``path`` with the kill armed, then delete its sealed-pages file.
+
+    The excluded processes' pages already hold zeros; their kernel
+    state (task, memory map, files) is intact, so a scrub with the
+    seal's ``selectors`` finds them again and arms their kill on
+    restore, exactly as a scrub of the original checkpoint would have.
+    Free memory is scrubbed again (a no-op for what the seal zeroed).
+
+    :param sealed_file: the sealed-pages file (default:
+        :func:`.sealed.sealed_path` of ``path``); it must exist (its header
+        is checked, no key needed).
+    :param options: the keyword arguments of
+        :func:`.memory.scrub_checkpoint` (not ``dry_run``, ``follow`` or
+        ``file``).
+    :returns: the scrub's report (a scrub's: the sealed-pages file is
+        gone).
+    :raises SealedFileError: there is no sealed-pages file, or it is
+        refused.
+    :raises ScrubError, CheckpointError: the scrub failed; the
+        sealed-pages file is kept (an unseal with the key still works if
+        the checkpoint was not rewritten).
+    """
+    for name in ('dry_run', 'follow', 'file'):
+        if name in options:
+            raise TypeError('kill_sealed() takes no %r' % name)
+    spath = sealed_file or sealed.sealed_path(path)
+    if sealed.peek(spath) is None:
+        raise sealed.SealedFileError(spath, 'no sealed-pages file (was '
+                                            'this checkpoint sealed?)')
+    rep = memory.scrub_checkpoint(path, selectors, **options)
+    os.unlink(spath)
+    tempfiles.fsync_directory(os.path.dirname(os.path.abspath(spath)))
+    return rep

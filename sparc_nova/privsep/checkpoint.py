@@ -339,8 +339,9 @@ def end_managed_save(instance_name: str) -> bool:
 @privsep.scrub_pctxt.entrypoint
 def discard_managed_save(instance_name: str) -> bool:
     """Delete the managed save of ``instance_name`` (checked as
-    :func:`managed_save_file` does), then its record and the journal of
-    its unfinished scrub. Returns whether a file was deleted.
+    :func:`managed_save_file` does) and its sealed pages, then its record
+    and the journal of its unfinished scrub. Returns whether a managed
+    save was deleted.
     """
     name = _instance_name(instance_name)
     path = os.path.join(conf.CONF.sparc.managed_save_dir, name + '.save')
@@ -348,6 +349,11 @@ def discard_managed_save(instance_name: str) -> bool:
     if os.path.lexists(path):
         os.unlink(managed_save_file(path, name))
         deleted = True
+    # Sealed pages of a seal that did not finish: nothing to unseal now.
+    try:
+        os.unlink(_sealed_pages_path(name))
+    except FileNotFoundError:
+        pass
     save_markers.remove_journals(name)
     save_markers.remove(name)
     return deleted
@@ -402,3 +408,205 @@ def sweep_leftovers() -> list[dict]:
                       'n': len(rep.removed)})
         reports.append(rep.to_dict())
     return reports
+
+
+# -- sealed suspends (engine.seal) ----------------------------------------
+
+def _sealing_key(key) -> bytes:
+    from sparc_nova.checkpoint import sealed
+    if not isinstance(key, bytes) or len(key) != sealed.KEY_SIZE:
+        raise PrivilegedScrubError('refused: the sealing key is not %d '
+                                   'bytes' % sealed.KEY_SIZE)
+    return key
+
+
+def _save_path(instance_name: str) -> str:
+    """Where the managed save of ``instance_name`` is."""
+    return os.path.join(os.path.realpath(conf.CONF.sparc.managed_save_dir),
+                        _instance_name(instance_name) + '.save')
+
+
+def _sealed_pages_path(instance_name: str) -> str:
+    """The sealed-pages file of ``instance_name``'s managed save, next to
+    it in ``[sparc] managed_save_dir`` (root's, mode 0600).
+    """
+    from sparc_nova.checkpoint import sealed
+    return sealed.sealed_path(_save_path(instance_name))
+
+
+def _in_place(path: str, limits) -> bool:
+    """Whether the seal or unseal of managed save ``path`` patches it in
+    place (raw, with a journal key, in a directory private to root), as
+    :func:`scrub_managed_save` decides it.
+    """
+    with open(path, 'rb') as f:
+        header = libvirt_save.read_header(f, path, limits)
+    return write_mode.choose(
+        path, header.compressed, in_place_if_possible=True,
+        journal_key=conf.CONF.sparc.journal_key_file).in_place
+
+
+@privsep.scrub_pctxt.entrypoint
+def seal_managed_save(*, path: str, instance_name: str, key: bytes,
+                      selectors: list[str], exclude_paths: list[str],
+                      follow_ipc: bool, scrub_free_memory: bool) -> dict:
+    """Seal a managed-save file (written, libvirt's save returned): what
+    a scrub with the same arguments would zero is encrypted into its
+    sealed-pages file (``<path>.sparc-sealed``, root's, mode 0600) under
+    ``key``, then zeroed, with no kill armed (:func:`sparc_nova.engine.
+    seal.seal_checkpoint`).
+
+    The arguments are :func:`scrub_managed_save`'s plus ``key``, the 32
+    bytes from the key manager; it crosses only this call and is kept
+    nowhere.
+
+    :returns: ``{'summary': str, 'report': dict}``
+    :raises PrivilegedScrubError: refused, or the seal failed. The
+        managed save is then as libvirt wrote it (a seal that failed
+        after its rewrite is unsealed again with ``key``); if even that
+        fails, the managed save and its sealed pages are deleted (fail
+        closed), and the message says so.
+    """
+    from sparc_nova.engine import seal
+
+    _primitives(path, selectors, exclude_paths, follow_ipc,
+                scrub_free_memory, instance_name)
+    key = _sealing_key(key)
+    checked = managed_save_file(path, instance_name)
+    options = _engine_options(checked, exclude_paths, follow_ipc,
+                              scrub_free_memory)
+    spath = _sealed_pages_path(instance_name)
+    if os.path.lexists(spath):
+        raise PrivilegedScrubError('%s: refused: sealed pages are already '
+                                   'there' % spath)
+    try:
+        in_place = _in_place(checked, options['limits'])
+        journal_key = options.pop('journal_key')
+        report = seal.seal_checkpoint(
+            checked, list(selectors), key, in_place=in_place,
+            journal_key=journal_key if in_place else None, **options)
+    except Exception as e:
+        message = '%s: %s' % (type(e).__name__, e)
+        if os.path.lexists(spath):
+            message += '; ' + _undo_seal(checked, spath, key, options)
+        raise PrivilegedScrubError(message) from e
+    return {'summary': report.summary(), 'report': report.to_dict()}
+
+
+def _undo_seal(path: str, spath: str, key: bytes, options: dict) -> str:
+    """Put back a seal that failed after its sealed pages were written;
+    if that fails, delete the managed save and its sealed pages. What
+    was done, in words.
+    """
+    from sparc_nova.engine import seal
+    try:
+        seal.unseal_checkpoint(path, key, work_dir=options['work_dir'],
+                               limits=options['limits'])
+        return 'the managed save was unsealed again'
+    except Exception as e:
+        LOG.error('%s: the failed seal could not be undone (%s: %s); '
+                  'deleting the managed save', path, type(e).__name__, e)
+    for name in (path, spath):
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
+    return 'it could not be unsealed again, so the managed save was deleted'
+
+
+@privsep.scrub_pctxt.entrypoint
+def unseal_managed_save(*, path: str, instance_name: str,
+                        key: bytes) -> dict:
+    """Unseal a sealed managed save with ``key`` before it is restored
+    (:func:`sparc_nova.engine.seal.unseal_checkpoint`): every tag, the
+    checkpoint's identity and every sealed page are checked before
+    anything is written; the sealed-pages file is deleted last.
+
+    :returns: the unseal's counts and timings.
+    :raises PrivilegedScrubError: refused (a wrong key, altered or
+        truncated sealed pages, a checkpoint changed since the seal) or
+        failed; nothing was changed.
+    """
+    from sparc_nova.engine import seal
+
+    if not (isinstance(path, str) and isinstance(instance_name, str)):
+        raise PrivilegedScrubError('refused: arguments are not path: str, '
+                                   'instance_name: str, key: bytes')
+    key = _sealing_key(key)
+    checked = managed_save_file(path, instance_name)
+    spath = _sealed_pages_path(instance_name)
+    journal_key = conf.CONF.sparc.journal_key_file
+    try:
+        limits = limits_mod.Limits.from_conf(conf.CONF)
+        in_place = _in_place(checked, limits)
+        result = seal.unseal_checkpoint(
+            checked, key, in_place=in_place, sealed_file=spath,
+            journal_key=journal_key if in_place else None,
+            work_dir=conf.CONF.sparc.work_dir or None, limits=limits,
+            progress=_ProgressLog(checked))
+    except Exception as e:
+        raise PrivilegedScrubError('%s: %s' % (type(e).__name__, e)) from e
+    return {k: result[k] for k in ('frames_restored', 'byte_ranges_restored',
+                                   'pages_written', 'timings')}
+
+
+@privsep.scrub_pctxt.entrypoint
+def kill_sealed_managed_save(*, path: str, instance_name: str,
+                             selectors: list[str], exclude_paths: list[str],
+                             follow_ipc: bool,
+                             scrub_free_memory: bool) -> dict:
+    """Give up the seal of a managed save whose key cannot be fetched:
+    scrub it with the kill armed and delete its sealed pages
+    (:func:`sparc_nova.engine.seal.kill_sealed`). The arguments are
+    :func:`scrub_managed_save`'s.
+
+    :returns: ``{'summary': str, 'report': dict}``
+    :raises PrivilegedScrubError: refused or failed; the sealed pages are
+        kept.
+    """
+    from sparc_nova.engine import seal
+
+    _primitives(path, selectors, exclude_paths, follow_ipc,
+                scrub_free_memory, instance_name)
+    checked = managed_save_file(path, instance_name)
+    options = _engine_options(checked, exclude_paths, follow_ipc,
+                              scrub_free_memory)
+    try:
+        in_place = _in_place(checked, options['limits'])
+        journal_key = options.pop('journal_key')
+        report = seal.kill_sealed(
+            checked, list(selectors),
+            sealed_file=_sealed_pages_path(instance_name),
+            in_place=in_place, journal_key=journal_key if in_place else None,
+            **options)
+    except Exception as e:
+        raise PrivilegedScrubError('%s: %s' % (type(e).__name__, e)) from e
+    return {'summary': report.summary(), 'report': report.to_dict()}
+
+
+@privsep.scrub_pctxt.entrypoint
+def sealed_pages_state(instance_name: str) -> dict:
+    """``{'managed_save': bool, 'sealed': bool}``: whether
+    ``instance_name`` has a managed-save file, and sealed pages next to
+    it.
+    """
+    return {'managed_save': os.path.lexists(_save_path(instance_name)),
+            'sealed': os.path.lexists(_sealed_pages_path(instance_name))}
+
+
+@privsep.scrub_pctxt.entrypoint
+def discard_sealed_pages(instance_name: str) -> bool:
+    """Delete the sealed pages of ``instance_name`` once its managed save
+    is gone (deleted, or dropped by libvirt: nothing can be unsealed
+    any more). Refused while the managed save is there. Returns whether
+    there were any.
+    """
+    spath = _sealed_pages_path(instance_name)
+    if os.path.lexists(_save_path(instance_name)):
+        raise PrivilegedScrubError('%s: refused: its managed save is still '
+                                   'there' % spath)
+    try:
+        os.unlink(spath)
+    except FileNotFoundError:
+        return False
+    return True

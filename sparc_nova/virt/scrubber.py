@@ -275,6 +275,40 @@ class Scrubber:
         outcome.path = path
         return outcome
 
+    def seal_managed_save(self, context, instance,
+                          effective: policy.EffectivePolicy, path: str,
+                          key: bytes) -> Outcome:
+        """Seal a managed-save file that libvirt has written, through
+        the privileged daemon (:func:`~sparc_nova.privsep.checkpoint.
+        seal_managed_save`), under the failure policy and with the
+        notifications of a scrub. ``key`` goes to the daemon through the
+        privsep call only.
+
+        The seal does not overlap ``managedSave`` (the follower of
+        :meth:`managed_save` runs a scrub): it starts once libvirt has
+        returned.
+
+        :returns: the outcome (``scrubbed`` False: the seal failed and
+            the policy allows keeping the managed save as libvirt wrote
+            it).
+        :raises SparcScrubFailed: the seal failed; the managed save is as
+            libvirt wrote it (or was deleted, as the message says), and
+            the caller must discard it.
+        """
+        def work():
+            result = privsep_checkpoint.seal_managed_save(
+                path=path, instance_name=instance.name, key=key,
+                selectors=list(effective.exclude_processes),
+                exclude_paths=list(effective.path_rules),
+                follow_ipc=effective.follow_ipc,
+                scrub_free_memory=effective.scrub_free_memory)
+            return result['summary']
+
+        outcome = self._run(context, instance, effective, SUSPEND,
+                            'memory image', work, path=path)
+        outcome.path = path
+        return outcome
+
 
 def _log_overlap(instance, report: dict) -> None:
     """Log how the scrub overlapped managedSave (from the report's

@@ -21,7 +21,8 @@ from nova import exception as nova_exception
 from nova import objects
 from nova import utils as nova_utils
 
-__all__ = ['EVENT_PREFIX', 'MAX_EVENT_NAME', 'event_name', 'record']
+__all__ = ['EVENT_PREFIX', 'MAX_EVENT_NAME', 'event_name', 'record',
+           'record_success']
 
 LOG = logging.getLogger(__name__)
 
@@ -55,3 +56,21 @@ def record(context, instance, error: Exception) -> None:
     except Exception as e:
         LOG.warning('Could not record why the operation failed in the '
                     'instance action log: %s', e, instance=instance)
+
+
+def record_success(context, instance, message: str) -> None:
+    """Add a successful event named ``sparc-nova: MESSAGE`` to the
+    instance action of the request in ``context`` (e.g. ``sparc-nova:
+    sealed`` after a sealed suspend, which Horizon shows). Never raises,
+    as :func:`record`.
+    """
+    name = event_name(message)
+    try:
+        objects.InstanceActionEvent.event_start(
+            context, instance.uuid, name, want_result=False)
+        objects.InstanceActionEvent.event_finish(
+            context, instance.uuid, name, want_result=False)
+    except Exception as e:
+        LOG.warning('Could not record %(name)r in the instance action '
+                    'log: %(error)s', {'name': name, 'error': e},
+                    instance=instance)

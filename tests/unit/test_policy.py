@@ -178,6 +178,7 @@ def test_bool_keys_invalid(key, value):
 @pytest.mark.parametrize('key, value', [
     ('on_failure', 'abort'), ('on_failure', 'allow'),
     ('suspend', 'scrub'), ('suspend', 'refuse'), ('suspend', 'Refuse'),
+    ('suspend', 'seal'), ('suspend', 'Seal'),
 ])
 def test_choice_keys_valid(key, value):
     assert parse({'sparc:' + key: value}).settings == {key: value.lower()}
@@ -187,9 +188,9 @@ def test_choice_keys_valid(key, value):
     ('on_failure', 'ignore', 'abort, allow'),
     ('on_failure', '', 'abort, allow'),
     ('on_failure', 'true', 'abort, allow'),
-    ('suspend', 'allow', 'scrub, refuse'),
-    ('suspend', 'no', 'scrub, refuse'),
-    ('suspend', '', 'scrub, refuse'),
+    ('suspend', 'allow', 'scrub, refuse, seal'),
+    ('suspend', 'no', 'scrub, refuse, seal'),
+    ('suspend', '', 'scrub, refuse, seal'),
 ])
 def test_choice_keys_invalid(key, value, allowed):
     assert only_problem({'sparc:' + key: value}) == (
@@ -395,6 +396,66 @@ def test_suspend_refuse_wins():
     p = merged(image={'sparc_suspend': 'refuse'},
                instance={'sparc:suspend': 'scrub'})
     assert p.suspend == 'refuse'
+
+
+def test_suspend_default_is_scrub():
+    p = merged(instance={'sparc:exclude_processes': 'vault'})
+    assert p.suspend == 'scrub'
+    assert p.origins['suspend'] == ['default']
+    assert p.refused == []
+
+
+def test_suspend_seal_from_any_source():
+    for source, key in (('flavor', 'sparc:suspend'),
+                        ('image', 'sparc_suspend'),
+                        ('instance', 'sparc:suspend')):
+        p = merged(**{source: {key: 'seal'}})
+        assert p.suspend == 'seal'
+        assert p.origins['suspend'] == [source]
+        assert p.refused == []
+
+
+@pytest.mark.parametrize('above, below, winner', [
+    ('scrub', 'seal', 'scrub'), ('refuse', 'seal', 'refuse'),
+])
+def test_suspend_seal_cannot_weaken_a_source_above(above, below, winner):
+    p = merged(flavor={'sparc:suspend': above},
+               instance={'sparc:suspend': below})
+    assert p.suspend == winner
+    assert p.origins['suspend'] == ['flavor']
+    assert [str(r) for r in p.refused] == [
+        'sparc:suspend=seal (instance metadata): the flavor extra spec '
+        'requires suspend=%s' % above]
+
+
+@pytest.mark.parametrize('below', ['scrub', 'refuse'])
+def test_suspend_a_source_below_may_tighten_a_seal(below):
+    p = merged(image={'sparc_suspend': 'seal'},
+               instance={'sparc:suspend': below})
+    assert p.suspend == below
+    assert p.origins['suspend'] == ['instance']
+    assert p.refused == []
+
+
+def test_suspend_every_weaker_value_below_is_refused():
+    p = merged(flavor={'sparc:suspend': 'refuse'},
+               image={'sparc_suspend': 'seal'},
+               instance={'sparc:suspend': 'scrub'})
+    assert p.suspend == 'refuse'
+    assert [str(r) for r in p.refused] == [
+        'sparc_suspend=seal (image property): the flavor extra spec '
+        'requires suspend=refuse',
+        'sparc:suspend=scrub (instance metadata): the flavor extra spec '
+        'requires suspend=refuse']
+    # The nearest stricter source above is named.
+    p = merged(flavor={'sparc:suspend': 'seal'},
+               image={'sparc_suspend': 'scrub'},
+               instance={'sparc:suspend': 'seal'})
+    assert p.suspend == 'scrub'
+    assert p.origins['suspend'] == ['image']
+    assert [str(r) for r in p.refused] == [
+        'sparc:suspend=seal (instance metadata): the image property '
+        'requires suspend=scrub']
 
 
 def test_on_failure_allow_from_permitted_source():

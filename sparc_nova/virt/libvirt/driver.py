@@ -21,6 +21,17 @@ by ``LibvirtDriver``:
   privileged daemon while libvirt writes it (the scrub overlaps
   ``managedSave``); resume restores a guest whose excluded processes die
   at once. ``sparc:suspend=refuse`` refuses the suspend.
+  ``sparc:suspend=seal`` seals the managed save instead once libvirt has
+  written it: what a scrub would zero is encrypted under a fresh key kept
+  in the key manager (castellan, with the suspend request's context; its
+  reference is the instance's system metadata ``sparc_seal_key_ref``),
+  and ``resume()`` fetches the key with the resume request's context,
+  unseals and restores a guest whose excluded processes go on. The
+  suspend's instance action gets the event ``sparc-nova: sealed``. A key
+  that cannot be fetched keeps the server SUSPENDED, unless ``[sparc]
+  seal_fallback = kill`` (see :meth:`SparcLibvirtDriver.resume`).
+  Whenever Nova drops the managed save (delete, hard reboot, shelve
+  offload), its sealed pages and its secret go too (:meth:`cleanup`).
 - ``trigger_crash_dump()`` is refused: the guest's kdump would write its
   memory, excluded processes included, to its disk.
 - live migration, cold migration and resize are allowed only to hosts
@@ -66,6 +77,7 @@ from sparc_nova.virt import instance_policy
 from sparc_nova.virt.libvirt import nova_support
 from sparc_nova.virt.libvirt import snapshot as snapshot_hooks
 from sparc_nova.virt import scrubber
+from sparc_nova.virt import seal_keys
 from sparc_nova.virt import tenant_report
 
 LOG = logging.getLogger(__name__)
@@ -82,6 +94,13 @@ SHELVING_STATES = (task_states.SHELVING,
 POLICY_ERRORS = (virt_exception.SparcPolicyInvalid,
                  virt_exception.SparcScrubFailed,
                  virt_exception.SparcOperationRefused)
+
+#: The instance's system metadata key that holds the reference of the
+#: key-manager secret that opens its sealed managed save.
+SEAL_KEY_REF = 'sparc_seal_key_ref'
+#: The event added to a suspend's instance action once it is sealed
+#: (with the prefix: ``sparc-nova: sealed``).
+SEALED_EVENT = 'sealed'
 
 
 class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
@@ -102,6 +121,9 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
             self._image_api, self._snapshot_jobs, self._scrubber)
         self.image_backend = snapshot_hooks.PolicyAwareImageBackend(
             self.image_backend, self._snapshot_jobs)
+        # castellan's key manager, built from nova.conf's [key_manager]
+        # and [barbican] when a sealed suspend first needs it.
+        self._seal_keys = seal_keys.SealKeys(CONF)
 
     # -- snapshots -------------------------------------------------------
 
@@ -221,20 +243,10 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
             tenant_report.record(context, instance, refused)
             raise nova_exception.InstanceFaultRollback(
                 inner_exception=refused)
-        # Durable record, before libvirt writes the memory image, that it
-        # is not scrubbed yet: a crash from here on leaves the record for
-        # init_host to find (_discard_interrupted_saves).
-        try:
-            privsep_checkpoint.begin_managed_save(instance.name)
-        except Exception as e:
-            # Nothing was saved: the guest runs on, the suspend fails.
-            failed = virt_exception.SparcScrubFailed(
-                what='memory image', instance_uuid=instance.uuid,
-                reason='the privileged daemon could not record the '
-                       'managed save (%s)' % e)
-            tenant_report.record(context, instance, failed)
-            raise nova_exception.InstanceFaultRollback(
-                inner_exception=failed)
+        if effective.suspend == policy.SUSPEND_SEAL:
+            return self._sealed_suspend(context, instance, effective)
+        # Nothing saved if this fails: the guest runs on.
+        self._begin_save_or_rollback(context, instance)
         # The privileged daemon scrubs the managed save while libvirt
         # writes it; the scrub's verdict comes once managedSave returned.
         saved = []
@@ -260,6 +272,284 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
                 self._forget_managed_save(instance)
         # Scrubbed (or kept unscrubbed as the policy allows).
         self._forget_managed_save(instance)
+
+    # -- sealed suspend ----------------------------------------------------
+
+    def _begin_save_or_rollback(self, context, instance) -> None:
+        """Durable record, before libvirt writes the memory image, that it
+        is not scrubbed (or sealed) yet: a crash from here on leaves the
+        record for init_host to find (_discard_interrupted_saves).
+
+        :raises InstanceFaultRollback: the record could not be written.
+        """
+        try:
+            privsep_checkpoint.begin_managed_save(instance.name)
+        except Exception as e:
+            failed = virt_exception.SparcScrubFailed(
+                what='memory image', instance_uuid=instance.uuid,
+                reason='the privileged daemon could not record the '
+                       'managed save (%s)' % e)
+            tenant_report.record(context, instance, failed)
+            raise nova_exception.InstanceFaultRollback(
+                inner_exception=failed)
+
+    def _sealed_suspend(self, context, instance, effective) -> None:
+        """``suspend`` with ``sparc:suspend=seal``.
+
+        A fresh key is stored in the key manager with the suspend
+        request's context (the secret is the server's project's) and its
+        reference kept in the instance's system metadata
+        (:data:`SEAL_KEY_REF`). libvirt's ``managedSave`` writes the
+        memory image, then the privileged daemon seals it (the key crosses
+        only the privsep call); the seal starts once ``managedSave``
+        returned (the overlapped follower of the scrub is not used).
+
+        Fails closed: when any step fails, the suspend is rolled back
+        (the guest restored from the image libvirt wrote, which it then
+        deletes), the secret deleted and the reference dropped; nothing
+        unsealed stays on disk.
+        """
+        try:
+            ref, key = self._seal_keys.create(context, instance)
+        except virt_exception.SparcSealKeyError as e:
+            tenant_report.record(context, instance, e)
+            raise nova_exception.InstanceFaultRollback(inner_exception=e)
+        # Kept before anything is saved: whatever happens next, a later
+        # cleanup finds the secret to delete.
+        instance.system_metadata[SEAL_KEY_REF] = ref
+        instance.save()
+        try:
+            self._begin_save_or_rollback(context, instance)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                self._drop_seal_key(context, instance, ref)
+        path = self.managed_save_path(instance)
+        try:
+            super().suspend(context, instance)
+        except Exception:
+            # libvirt kept the guest, nothing was saved.
+            with excutils.save_and_reraise_exception():
+                self._forget_managed_save(instance)
+                self._drop_seal_key(context, instance, ref)
+        try:
+            outcome = self._scrubber.seal_managed_save(
+                context, instance, effective, path, key)
+        except virt_exception.SparcScrubFailed as e:
+            try:
+                self._undo_suspend(context, instance)
+            finally:
+                self._forget_managed_save(instance)
+                self._drop_seal_key(context, instance, ref)
+            tenant_report.record(context, instance, e)
+            raise nova_exception.InstanceFaultRollback(inner_exception=e)
+        finally:
+            del key
+        self._forget_managed_save(instance)
+        if not outcome.scrubbed:
+            # Kept as libvirt wrote it, as the policy allows: nothing to
+            # unseal on resume.
+            self._drop_seal_key(context, instance, ref)
+            return
+        tenant_report.record_success(context, instance, SEALED_EVENT)
+
+    def _drop_seal_key(self, context, instance, ref: str) -> None:
+        """Delete secret ``ref`` (best effort, logged) and forget it."""
+        self._seal_keys.delete_quietly(context, instance, ref)
+        if instance.system_metadata.get(SEAL_KEY_REF) == ref:
+            del instance.system_metadata[SEAL_KEY_REF]
+            try:
+                instance.save()
+            except Exception as e:
+                LOG.warning('Could not forget the sealing key reference: '
+                            '%s', e, instance=instance)
+
+    def resume(self, context, instance, network_info, block_device_info=None,
+               share_info=None):
+        """Resume; a sealed managed save is unsealed first.
+
+        The key is fetched with the resume request's context; the daemon
+        checks every tag before it writes anything back; the secret is
+        deleted once the guest runs. A wrong key or altered sealed pages
+        fail the resume and change nothing (the server stays SUSPENDED).
+        A key that cannot be fetched (deleted, forbidden, key manager
+        down) fails the resume the same way, unless ``[sparc]
+        seal_fallback = kill``: the excluded processes are then killed on
+        restore, as after a scrub, the sealed pages deleted, and the
+        resume goes on (recorded in the instance action).
+        """
+        ref = instance.system_metadata.get(SEAL_KEY_REF)
+        key = self._unseal(context, instance, ref) if ref else None
+        try:
+            super().resume(context, instance, network_info,
+                           block_device_info=block_device_info,
+                           share_info=share_info)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                if key is not None:
+                    self._reseal(context, instance, ref, key)
+        if ref:
+            self._drop_seal_key(context, instance, ref)
+
+    def _unseal(self, context, instance, ref: str) -> bytes | None:
+        """Unseal the managed save of ``instance`` before its resume; the
+        key, or None when there was nothing to unseal (or the kill
+        fallback ran).
+
+        :raises InstanceFaultRollback: the resume must not go on; the
+            managed save and its sealed pages are unchanged.
+        """
+        try:
+            state = privsep_checkpoint.sealed_pages_state(instance.name)
+        except Exception as e:
+            failed = virt_exception.SparcSealFailed(
+                operation='Unseal', instance_uuid=instance.uuid,
+                outcome='nothing changed, the server stays suspended',
+                reason='the privileged daemon could not look at the '
+                       'managed save (%s)' % scrubber.failure_reason(e))
+            tenant_report.record(context, instance, failed)
+            raise nova_exception.InstanceFaultRollback(
+                inner_exception=failed)
+        if not state['sealed']:
+            # Unsealed by an earlier resume that failed later on.
+            LOG.info('No sealed pages next to the managed save: nothing '
+                     'to unseal', instance=instance)
+            return None
+        try:
+            key = self._seal_keys.fetch(context, instance, ref)
+        except virt_exception.SparcSealKeyError as e:
+            if CONF.sparc.seal_fallback == 'kill':
+                self._resume_without_sealed(context, instance, e)
+                return None
+            LOG.error('%s; the server stays suspended', e.format_message(),
+                      instance=instance)
+            tenant_report.record(context, instance, e)
+            raise nova_exception.InstanceFaultRollback(inner_exception=e)
+        try:
+            result = privsep_checkpoint.unseal_managed_save(
+                path=self.managed_save_path(instance),
+                instance_name=instance.name, key=key)
+        except Exception as e:
+            failed = virt_exception.SparcSealFailed(
+                operation='Unseal', instance_uuid=instance.uuid,
+                outcome='nothing changed, the server stays suspended',
+                reason=scrubber.failure_reason(e))
+            LOG.error('%s', failed.format_message(), instance=instance)
+            tenant_report.record(context, instance, failed)
+            raise nova_exception.InstanceFaultRollback(
+                inner_exception=failed)
+        LOG.info('Managed save unsealed: %(frames)s frames, %(ranges)s '
+                 'byte ranges put back',
+                 {'frames': result.get('frames_restored'),
+                  'ranges': result.get('byte_ranges_restored')},
+                 instance=instance)
+        return key
+
+    def _resume_without_sealed(self, context, instance,
+                               error: virt_exception.SparcSealKeyError
+                               ) -> None:
+        """The kill fallback (``[sparc] seal_fallback = kill``): the
+        sealed processes are killed on restore, the sealed pages deleted;
+        the instance action records why.
+
+        :raises InstanceFaultRollback: the fallback failed; the sealed
+            pages are kept.
+        """
+        try:
+            effective = instance_policy.load(instance)
+            privsep_checkpoint.kill_sealed_managed_save(
+                path=self.managed_save_path(instance),
+                instance_name=instance.name,
+                selectors=list(effective.exclude_processes),
+                exclude_paths=list(effective.path_rules),
+                follow_ipc=effective.follow_ipc,
+                scrub_free_memory=effective.scrub_free_memory)
+        except Exception as e:
+            reason = e.format_message() if isinstance(
+                e, nova_exception.NovaException) else \
+                scrubber.failure_reason(e)
+            failed = virt_exception.SparcSealFailed(
+                operation='Kill fallback', instance_uuid=instance.uuid,
+                outcome='the server stays suspended',
+                reason='the sealing key could not be fetched (%s), and '
+                       'killing the sealed processes instead failed: %s'
+                       % (error.kwargs.get('reason'), reason))
+            LOG.error('%s', failed.format_message(), instance=instance)
+            tenant_report.record(context, instance, failed)
+            raise nova_exception.InstanceFaultRollback(
+                inner_exception=failed)
+        degraded = virt_exception.SparcSealFallbackKill(
+            reason=error.kwargs.get('reason', error.format_message()))
+        LOG.warning('%s', degraded.format_message(), instance=instance)
+        tenant_report.record(context, instance, degraded)
+
+    def _reseal(self, context, instance, ref: str, key: bytes) -> None:
+        """After a resume that failed once its managed save was unsealed:
+        seal it again with the same key, so that nothing unsealed stays
+        on disk; if that fails, delete the managed save (fail closed: the
+        guest's memory state is lost, its disks are intact).
+        """
+        try:
+            if not privsep_checkpoint.sealed_pages_state(
+                    instance.name)['managed_save']:
+                return
+            effective = instance_policy.load(instance)
+            self._scrubber.seal_managed_save(
+                context, instance, effective,
+                self.managed_save_path(instance), key)
+            return
+        except Exception as e:
+            LOG.error('The unsealed managed save could not be sealed again '
+                      '(%s); deleting it', e, instance=instance)
+        self._remove_managed_save(instance)
+        try:
+            privsep_checkpoint.discard_managed_save(instance.name)
+        except Exception as e:
+            LOG.error('Could not delete the unsealed managed save: %s', e,
+                      instance=instance)
+
+    def cleanup(self, context, instance, network_info, block_device_info=None,
+                destroy_disks=True, migrate_data=None, destroy_vifs=True,
+                destroy_secrets=True):
+        super().cleanup(context, instance, network_info,
+                        block_device_info=block_device_info,
+                        destroy_disks=destroy_disks,
+                        migrate_data=migrate_data,
+                        destroy_vifs=destroy_vifs,
+                        destroy_secrets=destroy_secrets)
+        ref = instance.system_metadata.get(SEAL_KEY_REF)
+        if ref:
+            self._discard_seal(context, instance, ref)
+
+    def _discard_seal(self, context, instance, ref: str) -> None:
+        """Once Nova dropped a sealed managed save (libvirt deletes it
+        when the domain is undefined: delete, hard reboot, shelve
+        offload), delete its sealed pages and its secret (best effort,
+        logged).
+        """
+        if self._has_managed_save(instance):
+            return
+        try:
+            if privsep_checkpoint.discard_sealed_pages(instance.name):
+                LOG.info('Sealed pages of the dropped managed save '
+                         'deleted', instance=instance)
+        except Exception as e:
+            LOG.error('Could not delete the sealed pages of the dropped '
+                      'managed save: %s', e, instance=instance)
+        self._drop_seal_key(context, instance, ref)
+
+    def _has_managed_save(self, instance) -> bool:
+        """Whether libvirt holds a managed save of ``instance`` (True when
+        it cannot tell: its sealed pages are then kept).
+        """
+        try:
+            return bool(self._host.get_guest(instance)._domain
+                        .hasManagedSaveImage(0))
+        except nova_exception.InstanceNotFound:
+            return False
+        except Exception as e:
+            LOG.warning('libvirt could not tell whether a managed save is '
+                        'kept: %s', e, instance=instance)
+            return True
 
     @staticmethod
     def _forget_managed_save(instance) -> None:

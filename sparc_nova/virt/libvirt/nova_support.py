@@ -55,6 +55,13 @@ METHODS = (
       'guest']),
     ('init_host', ['host']),
     ('get_host_ip_addr', []),
+    # Sealed suspends: unsealed before resume, dropped with the managed
+    # save in cleanup (which destroy, hence hard reboot, calls).
+    ('resume', ['context', 'instance', 'network_info', 'block_device_info',
+                'share_info']),
+    ('cleanup', ['context', 'instance', 'network_info', 'block_device_info',
+                 'destroy_disks', 'migrate_data', 'destroy_vifs',
+                 'destroy_secrets']),
 )
 
 
@@ -117,6 +124,10 @@ def problems(version: str | None = None) -> list[str]:
         if call not in snapshot_source:
             found.append('LibvirtDriver.snapshot no longer calls %s...)'
                          % call)
+    # The sealed pages and secret of a dropped managed save are deleted in
+    # cleanup(), which destroy() must call (delete, hard reboot, power on).
+    if 'self.cleanup(' not in _source(getattr(cls, 'destroy', None)):
+        found.append('LibvirtDriver.destroy no longer calls self.cleanup(')
     for cls_, name in ((imagebackend.Backend, 'by_libvirt_path'),
                        (imagebackend.Image, 'direct_snapshot'),
                        (libvirt_guest.Guest, 'launch')):

@@ -9,6 +9,11 @@ scrub (started with the virtualenv's privsep-helper: no sudo here).
   ``vault`` and with the control process;
 - a scrub that fails (the daemon refuses the stream by a configured
   limit) rolls the suspend back: the guest runs again, unscrubbed;
+- sealed suspend (``sparc:suspend=seal``, the key in castellan's
+  in-memory key manager): the daemon seals the managed save, no marker of
+  ``vault`` is readable in it or in its sealed pages, the daemon unseals
+  it with the key, and libvirt's restore brings ``vault`` back alive with
+  its marker pages;
 - cold snapshot: Nova's own snapshot path (internal managedSave, qemu-img
   extract, restore), then the real disk engine on the extracted qcow2;
   the bytes handed to the image service hold none of the disk markers.
@@ -208,6 +213,55 @@ def test_failed_scrub_rolls_the_suspend_back(vm, driver, context, nova,
     guest_checks.wait_for_new_heartbeats(g)
     alive = {p['pid'] for p in g.processes()}
     assert {pids['vault'], pids['webapp']} <= alive
+
+
+def test_sealed_suspend_keeps_the_excluded_process(vm, driver, context,
+                                                   guest_image):
+    from sparc_nova.checkpoint import sealed
+    from sparc_nova.virt.libvirt import driver as driver_mod
+    from tests import fake_key_manager
+
+    g, instance = vm
+    pids = guest_checks.start_processes(g)
+    vault_marker = guest_image.marker(1)
+    manager = fake_key_manager.ProjectKeyManager()
+    save_path = driver.managed_save_path(instance)
+    spath = sealed.sealed_path(save_path)
+    policy = dict(instance.metadata)
+    instance.metadata = dict(policy, **{'sparc:suspend': 'seal'})
+    with mock.patch.object(driver._seal_keys, '_manager', manager), \
+            mock.patch.object(type(instance), 'save'), \
+            mock.patch.object(driver_mod.tenant_report,
+                              'record_success') as event:
+        driver.suspend(context, instance)
+        event.assert_called_once_with(context, instance, 'sealed')
+        ref = instance.system_metadata[driver_mod.SEAL_KEY_REF]
+        key = manager.keys[ref].get_encoded()
+        assert g.dom.hasManagedSaveImage(0)
+        # Nothing of vault readable at rest, nor the key; the control
+        # process is there.
+        for path in (save_path, spath):
+            st = os.stat(path)
+            assert (st.st_uid, st.st_mode & 0o777) == (0, 0o600), path
+            with open(path, 'rb') as f:
+                data = f.read()
+            assert data.count(vault_marker.encode()) == 0, path
+            assert data.count(key) == 0, path
+            del data
+        assert guest_checks.in_memory(save_path, guest_image.marker(4)) > 0
+
+        # Resume's first half: the daemon unseals with the key.
+        assert driver._unseal(context, instance, ref) == key
+    instance.metadata = policy
+    assert not os.path.exists(spath)
+    assert guest_checks.in_memory(save_path, vault_marker) > 0
+    # Then libvirt restores the managed save: vault goes on.
+    g.resume_managed()
+    guest_checks.wait_for_new_heartbeats(g)
+    alive = {p['pid'] for p in g.processes()}
+    assert {pids['vault'], pids['webapp']} <= alive
+    assert not os.path.exists(save_path)
+    assert g.oopses() == []
 
 
 def test_cold_snapshot_scrubs_the_disk(vm, driver, context, disk_tree,

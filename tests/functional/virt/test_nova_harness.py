@@ -77,6 +77,29 @@ EXPECTED = frozenset('tests.nova_functional.' + name for name in (
     'test_moves.SameHostResizeTest.'
     'test_resize_that_drops_the_operators_spec_refused',
     'test_moves.SameHostResizeTest.test_resize_that_keeps_the_operators_spec',
+    'test_sealed_suspend.SealedSuspendTest.'
+    'test_delete_deletes_the_secret_and_the_sealed_pages',
+    'test_sealed_suspend.SealedSuspendTest.'
+    'test_fallback_kill_resumes_without_the_excluded_processes',
+    'test_sealed_suspend.SealedSuspendTest.'
+    'test_hard_reboot_drops_the_sealed_state',
+    'test_sealed_suspend.SealedSuspendTest.'
+    'test_key_manager_down_keeps_the_server_suspended',
+    'test_sealed_suspend.SealedSuspendTest.'
+    'test_key_manager_down_refuses_the_suspend',
+    'test_sealed_suspend.SealedSuspendTest.'
+    'test_key_missing_keeps_the_server_suspended',
+    'test_sealed_suspend.SealedSuspendTest.'
+    'test_operator_scrub_overrides_a_tenants_seal',
+    'test_sealed_suspend.SealedSuspendTest.'
+    'test_seal_failure_rolls_back_and_deletes_the_secret',
+    'test_sealed_suspend.SealedSuspendTest.test_sealed_suspend_then_resume',
+    'test_sealed_suspend.SealedSuspendTest.'
+    'test_shelve_uploads_the_scrubbed_disk_and_drops_the_seal',
+    'test_sealed_suspend.SealedSuspendTest.'
+    'test_tampered_sealed_pages_are_refused_and_nothing_changes',
+    'test_sealed_suspend.SealedSuspendTest.'
+    'test_wrong_key_is_refused_and_nothing_changes',
     'test_snapshot.RealDiskEngineSnapshotTest.'
     'test_create_image_uploads_an_image_without_the_files',
     'test_snapshot.SnapshotTest.test_backup',

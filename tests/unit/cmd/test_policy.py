@@ -72,7 +72,7 @@ def test_invalid_json_lists_every_error(capsys):
         "sparc:follow_ipc='maybe' (instance metadata): expected true or "
         "false",
         "sparc:suspend='never' (instance metadata): expected one of: "
-        "scrub, refuse"]
+        "scrub, refuse, seal"]
 
 
 def test_sources_merge(capsys):
@@ -94,6 +94,18 @@ def test_source_option_reads_pairs_as_image_properties(capsys):
     assert code == 0
     assert json.loads(out)['origins']['exclude_processes'] == {
         'vault': ['image']}
+
+
+def test_suspend_seal_shown_and_its_refusal_listed(capsys):
+    code, out, _ = run(capsys, 'sparc:suspend=seal')
+    assert code == 0
+    assert 'suspend            seal  [instance]' in out
+    code, out, _ = run(capsys, '--flavor', 'sparc:suspend=scrub',
+                       'sparc:suspend=seal')
+    assert code == 0
+    assert 'suspend            scrub  [flavor]' in out
+    assert ('refused: sparc:suspend=seal (instance metadata): the flavor '
+            'extra spec requires suspend=scrub') in out
 
 
 def test_on_failure_allow_follows_configuration(capsys, tmp_path):

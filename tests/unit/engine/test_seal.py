@@ -257,3 +257,49 @@ def test_key_size_is_checked_first(tmp_path):
         seal.unseal_checkpoint(path, bytes(16))
     with pytest.raises(ValueError, match='32 bytes'):
         seal.seal_checkpoint(path, ['vault'], bytes(31))
+
+
+# -- kill_sealed: the fallback when the key is lost -------------------------
+
+def test_kill_sealed_scrubs_with_the_kill_then_deletes_the_sealed_file(
+        tmp_path, monkeypatch):
+    path = make(tmp_path)
+    do_seal(path)
+    spath = sealed.sealed_path(path)
+    calls = []
+
+    def scrub(p, selectors, **options):
+        # The sealed-pages file is still there while the scrub runs.
+        assert os.path.exists(spath)
+        calls.append((p, list(selectors), options))
+        return report_mod.ScrubReport(checkpoint=p)
+    monkeypatch.setattr(seal.memory, 'scrub_checkpoint', scrub)
+    rep = seal.kill_sealed(path, ['vault'], follow_ipc=False)
+    assert calls == [(path, ['vault'], {'follow_ipc': False})]
+    assert not os.path.exists(spath)
+    assert rep.seal == {}
+
+
+def test_kill_sealed_failure_keeps_the_sealed_file(tmp_path, monkeypatch):
+    path = make(tmp_path)
+    do_seal(path)
+    spath = sealed.sealed_path(path)
+
+    def scrub(p, selectors, **options):
+        raise exception.CheckpointError(p, 'no vmcoreinfo')
+    monkeypatch.setattr(seal.memory, 'scrub_checkpoint', scrub)
+    with pytest.raises(exception.CheckpointError):
+        seal.kill_sealed(path, ['vault'])
+    assert os.path.exists(spath)
+    # The key still opens it.
+    seal.unseal_checkpoint(path, KEY)
+
+
+def test_kill_sealed_needs_a_sealed_checkpoint(tmp_path, monkeypatch):
+    path = make(tmp_path)
+    monkeypatch.setattr(seal.memory, 'scrub_checkpoint',
+                        lambda *a, **k: pytest.fail('scrubbed'))
+    with pytest.raises(sealed.SealedFileError, match='no sealed-pages file'):
+        seal.kill_sealed(path, ['vault'])
+    with pytest.raises(TypeError):
+        seal.kill_sealed(path, ['vault'], dry_run=True)

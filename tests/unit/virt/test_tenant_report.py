@@ -41,3 +41,22 @@ def test_never_raises():
     with mock.patch('nova.objects.InstanceActionEvent.event_start',
                     side_effect=RuntimeError('no action for the request')):
         tenant_report.record('ctx', fakes.instance(), refused())
+
+
+def test_success_event_is_named_exactly():
+    objects.register_all()
+    with mock.patch('nova.objects.InstanceActionEvent.event_start') as st, \
+            mock.patch('nova.objects.InstanceActionEvent.'
+                       'event_finish') as fin:
+        tenant_report.record_success('ctx', fakes.instance(), 'sealed')
+    st.assert_called_once_with('ctx', fakes.INSTANCE_UUID,
+                               'sparc-nova: sealed', want_result=False)
+    fin.assert_called_once_with('ctx', fakes.INSTANCE_UUID,
+                                'sparc-nova: sealed', want_result=False)
+
+
+def test_success_event_never_raises():
+    objects.register_all()
+    with mock.patch('nova.objects.InstanceActionEvent.event_start',
+                    side_effect=RuntimeError('no action for the request')):
+        tenant_report.record_success('ctx', fakes.instance(), 'sealed')

@@ -52,3 +52,14 @@ def test_check_raises_with_every_problem():
         'sparc-nova cannot enforce privacy policies on this Nova (36.0.0); '
         'refusing to start: Nova 36.0.0 is not a supported release '
         '(supported: 34.x); LibvirtDriver.trigger_crash_dump is missing')
+
+
+def test_a_destroy_that_skips_cleanup_is_found():
+    def destroy(self, context, instance, network_info,
+                block_device_info=None, destroy_disks=True,
+                destroy_secrets=True):
+        self._destroy(instance)
+    with mock.patch.object(libvirt_driver.LibvirtDriver, 'destroy',
+                           destroy):
+        found = nova_support.problems('34.0.0')
+    assert 'LibvirtDriver.destroy no longer calls self.cleanup(' in found
