@@ -378,7 +378,9 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
         resume goes on (recorded in the instance action).
         """
         ref = instance.system_metadata.get(SEAL_KEY_REF)
-        key = self._unseal(context, instance, ref) if ref else None
+        # Asked even without a reference: sealed pages whose key reference
+        # was lost must not restore as a zeroed, unarmed checkpoint.
+        key = self._unseal(context, instance, ref)
         try:
             super().resume(context, instance, network_info,
                            block_device_info=block_device_info,
@@ -390,7 +392,7 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
         if ref:
             self._drop_seal_key(context, instance, ref)
 
-    def _unseal(self, context, instance, ref: str) -> bytes | None:
+    def _unseal(self, context, instance, ref: str | None) -> bytes | None:
         """Unseal the managed save of ``instance`` before its resume; the
         key, or None when there was nothing to unseal (or the kill
         fallback ran).
@@ -415,6 +417,12 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
                      'to unseal', instance=instance)
             return None
         try:
+            if not ref:
+                raise virt_exception.SparcSealKeyError(
+                    instance_uuid=instance.uuid, action='found',
+                    reason='the managed save is sealed but the instance '
+                           'keeps no reference to its key (system '
+                           'metadata %s)' % SEAL_KEY_REF)
             key = self._seal_keys.fetch(context, instance, ref)
         except virt_exception.SparcSealKeyError as e:
             if CONF.sparc.seal_fallback == 'kill':

@@ -237,3 +237,31 @@ def test_a_daemon_that_cannot_look_keeps_the_server_suspended(
         'changed, the server stays suspended: the privileged daemon could '
         'not look at the managed save' % instance.uuid)
     assert ref in manager.keys
+
+
+def test_sealed_pages_without_a_key_reference_keep_the_server_suspended(
+        drv, privileged, record):
+    """Sealed pages next to the managed save and no key reference in the
+    instance (lost system metadata): restoring would run the excluded
+    processes on zeroed pages with no kill armed, so the resume is
+    refused and nothing changes.
+    """
+    instance = fakes.instance(metadata=SEAL)
+    instance.save = mock.Mock()
+    with mock.patch.object(libvirt_driver.LibvirtDriver, 'resume') as res:
+        with pytest.raises(nova_exception.InstanceFaultRollback) as e:
+            drv.resume(CTX, instance, [])
+    res.assert_not_called()
+    privileged.unseal_managed_save.assert_not_called()
+    assert 'keeps no reference to its key' in \
+        e.value.inner_exception.format_message()
+
+
+def test_a_resume_without_sealed_pages_or_reference_goes_on(
+        drv, privileged):
+    instance = fakes.instance(metadata={})
+    privileged.sealed_pages_state.return_value = {'managed_save': True,
+                                                  'sealed': False}
+    with mock.patch.object(libvirt_driver.LibvirtDriver, 'resume') as res:
+        drv.resume(CTX, instance, [])
+    res.assert_called_once()
