@@ -152,8 +152,8 @@ class Checkpoint:
         """Everything ``sparc checkpoint info`` shows."""
         lay = self.layout
         out = {'path': self.path, 'kind': self.kind,
-               'stream_offset': self.stream_base if not self.compressed
-               else None,
+               'stream_offset': self.stream_base
+               if not self.compressed and self.container is None else None,
                'stream_size': self.stream_size,
                'machine': lay.machine}
         if self.header:
