@@ -101,9 +101,14 @@ def _inflate(data: bytes, cluster_size: int, path: str, index: int) -> bytes:
 
 
 def _deflate(data: bytes) -> bytes:
-    c = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED,
-                         _DEFLATE_WBITS)
-    return c.compress(data) + c.flush()
+    """``data`` deflated as QEMU inflates it, the shortest of two
+    levels (the result must fit in the bytes the cluster has).
+    """
+    out = []
+    for level in (zlib.Z_DEFAULT_COMPRESSION, zlib.Z_BEST_COMPRESSION):
+        c = zlib.compressobj(level, zlib.DEFLATED, _DEFLATE_WBITS)
+        out.append(c.compress(data) + c.flush())
+    return min(out, key=len)
 
 
 class Vmstate:
