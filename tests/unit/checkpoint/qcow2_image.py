@@ -63,8 +63,22 @@ def vmstate_l1_index() -> int:
     return -(-DISK_SIZE // (CS * L2E))
 
 
+def _share(b: Builder, l1: int, l2: int) -> None:
+    """Make L1 table ``l1`` map the vmstate L2 table ``l2`` too (with
+    every refcount that adds).
+    """
+    b.put(l1 + 8 * vmstate_l1_index(), struct.pack('>Q', l2))
+    b.refs[l2 // CS] += 1
+    for i in range(L2E):
+        e = struct.unpack_from('>Q', b.clusters[l2 // CS], 8 * i)[0]
+        if e & (1 << 62):
+            b.refs[(e & ((1 << (70 - CLUSTER_BITS)) - 1)) // CS] += 1
+        elif e & ~1:
+            b.refs[e // CS] += 1
+
+
 def build(vmstates: dict, compress=(), share_active: str | None = None,
-          bump_refcount: tuple = ()) -> bytes:
+          bump_refcount: tuple = (), share: tuple = ()) -> bytes:
     """An image with one internal snapshot per ``vmstates`` item
     (name -> vmstate bytes).
 
@@ -73,6 +87,8 @@ def build(vmstates: dict, compress=(), share_active: str | None = None,
         maps (as QEMU leaves it after savevm).
     :param bump_refcount: (snapshot, cluster) pairs whose data cluster's
         refcount is one too high (shared with something unknown).
+    :param share: ``(a, b)``: snapshot ``a``'s L1 maps snapshot ``b``'s
+        vmstate L2 table at its own vmstate (they share it).
     """
     b = Builder()
     hdr = b.alloc()
@@ -85,11 +101,13 @@ def build(vmstates: dict, compress=(), share_active: str | None = None,
     disk_data = b.alloc(DISK_BYTES, refs=0)
     b.put(disk_l2, struct.pack('>Q', disk_data))
     l1s = [active_l1]
+    by_name = {}
     entries = []
     vm_l2 = {}
     for name, vm in vmstates.items():
         l1 = b.alloc()
         l1s.append(l1)
+        by_name[name] = l1
         l2 = b.alloc()
         vm_l2[name] = l2
         b.put(l1 + 8 * vmstate_l1_index(), struct.pack('>Q', l2))
@@ -115,15 +133,16 @@ def build(vmstates: dict, compress=(), share_active: str | None = None,
         b.refs[disk_l2 // CS] += 1
         b.refs[disk_data // CS] += 1
     if share_active:
-        l2 = vm_l2[share_active]
-        b.put(active_l1 + 8 * vmstate_l1_index(), struct.pack('>Q', l2))
-        b.refs[l2 // CS] += 1
+        _share(b, active_l1, vm_l2[share_active])
+    if share:
+        a, src = share
+        old = vm_l2[a]
+        b.refs[old // CS] -= 1
         for i in range(L2E):
-            e = struct.unpack_from('>Q', b.clusters[l2 // CS], 8 * i)[0]
-            if e & (1 << 62):
-                b.refs[(e & ((1 << (70 - CLUSTER_BITS)) - 1)) // CS] += 1
-            elif e & ~1:
-                b.refs[e // CS] += 1
+            e = struct.unpack_from('>Q', b.clusters[old // CS], 8 * i)[0]
+            if e & ~1 and not e & (1 << 62):
+                b.refs[e // CS] -= 1
+        _share(b, by_name[a], vm_l2[src])
     snap_bytes = b''.join(entries)
     assert len(snap_bytes) <= CS
     b.put(table, snap_bytes)

@@ -210,6 +210,20 @@ def test_scrub_refuses_a_shared_cluster(tmp_path, journal_key):
         assert not os.path.exists(tmp_path / 'out.qcow2')
 
 
+def test_scrub_refuses_a_cluster_another_snapshot_reads(
+        tmp_path, journal_key):
+    # s2's vmstate is s1's (one L2 table, as QEMU shares it between two
+    # L1 tables): scrubbing s1 would change s2.
+    path = write(tmp_path, img.build({'s1': stream(), 's2': stream()},
+                                     share=('s2', 's1')))
+    qemu_img_check(path)
+    before = digest(path)
+    with pytest.raises(exception.CheckpointError,
+                       match="data of snapshot 's2'.*nothing written"):
+        _scrub(path, in_place=True, key=journal_key)
+    assert digest(path) == before
+
+
 def test_scrub_refuses_an_image_in_use(image, journal_key):
     before = digest(image)
     with open(image, 'r+b') as holder:
