@@ -22,8 +22,9 @@ no metadata cluster; otherwise nothing is written. The image's disk,
 its other snapshots and every table stay byte-identical; the snapshot's
 vmstate size does not change (a scrubbed page keeps its record).
 
-Limits: deflate-compressed clusters only (zstd ones are refused), a
-cluster size of at least 4096 bytes for a scrub, no image in use by a
+Compressed clusters (deflate or zstd) are read and written by
+:mod:`.qcow2_codec`. Limits: a cluster size of at least 4096 bytes for a
+scrub, no image in use by a
 running QEMU (its lock bytes are held), no image with out-of-date
 refcounts (the dirty bit).
 """
@@ -34,13 +35,13 @@ import io
 import mmap
 import os
 import struct
-import zlib
 
 import numpy as np
 
 from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import qcow2
+from sparc_nova.checkpoint import qcow2_codec
 from sparc_nova.checkpoint import tempfiles
 from sparc_nova import exception
 
@@ -55,8 +56,6 @@ _F_OFD_GETLK = 36
 _FLOCK = struct.Struct('hhqqi4x')
 _PATCH_LENGTH = {journal.FILL_PAGE: PAGE, journal.FILL_BYTE: 1,
                  journal.FULL_PAGE: PAGE}
-#: zlib window QEMU compresses and decompresses clusters with.
-_DEFLATE_WBITS = -12
 _COPY_CHUNK = 64 * 1024 * 1024
 
 
@@ -79,51 +78,19 @@ def in_use(fd: int) -> bool:
     return _FLOCK.unpack(res)[0] != fcntl.F_UNLCK
 
 
-def _inflate(data: bytes, cluster_size: int, path: str, index: int) -> bytes:
-    """A deflate-compressed cluster's bytes: exactly one cluster."""
-    d = zlib.decompressobj(_DEFLATE_WBITS)
-    try:
-        out = d.decompress(data, cluster_size + 1)
-        if len(out) <= cluster_size and not d.eof:
-            out += d.flush(cluster_size + 1 - len(out))
-    except zlib.error as e:
-        raise exception.CheckpointFormatError(
-            path, 'vmstate cluster %d does not inflate: %s' % (index, e))
-    if len(out) > cluster_size:
-        raise exception.CheckpointFormatError(
-            path, 'vmstate cluster %d inflates past the cluster size (%d '
-                  'bytes)' % (index, cluster_size))
-    if len(out) < cluster_size:
-        raise exception.CheckpointFormatError(
-            path, 'vmstate cluster %d inflates to %d bytes, not a cluster '
-                  '(%d)' % (index, len(out), cluster_size))
-    return out
-
-
-def _deflate(data: bytes) -> bytes:
-    """``data`` deflated as QEMU inflates it, the shortest of two
-    levels (the result must fit in the bytes the cluster has).
-    """
-    out = []
-    for level in (zlib.Z_DEFAULT_COMPRESSION, zlib.Z_BEST_COMPRESSION):
-        c = zlib.compressobj(level, zlib.DEFLATED, _DEFLATE_WBITS)
-        out.append(c.compress(data) + c.flush())
-    return min(out, key=len)
-
-
 class Vmstate:
     """The vmstate of snapshot ``name`` of the qcow2 image open in ``fd``.
 
     :raises CheckpointError: no such snapshot, or one without memory.
     :raises CheckpointFormatError: a malformed image or mapping.
-    :raises UnsupportedCheckpoint: zstd-compressed vmstate clusters, or a
-        qcow2 feature :mod:`.qcow2` refuses.
+    :raises UnsupportedCheckpoint: a qcow2 feature :mod:`.qcow2` refuses.
     :raises LimitExceeded: a vmstate larger than the limits allow.
     """
 
     def __init__(self, fd: int, path: str, name: str,
                  limits: limits_mod.Limits = limits_mod.DEFAULT):
         self.path = path
+        self.run_as = (limits.helper_user, limits.helper_group)
         self.image = qcow2.Image(fd, path, limits)
         self.snapshot = sn = self.image.find_snapshot(name)
         if not sn.vm_state_size:
@@ -139,13 +106,6 @@ class Vmstate:
         self.cluster_size = self.image.header.cluster_size
         self.map = self.image.cluster_map(
             sn, self.image.vmstate_offset(sn), self.size)
-        compressed = self.map.kind == qcow2.COMPRESSED
-        if compressed.any() and \
-                self.image.header.compression_type != qcow2.DEFLATE:
-            raise exception.UnsupportedCheckpoint(
-                path, 'snapshot %r: %s-compressed vmstate clusters are not '
-                      'supported (deflate only)'
-                % (sn.name, self.image.header.compression))
 
     @property
     def fd(self) -> int:
@@ -176,7 +136,9 @@ class Vmstate:
             n = min(int(self.map.csize[i]), self.image.file_size - host)
             data = self.image.read(host, n, 'compressed vmstate cluster %d'
                                    % i)
-            return _inflate(data, cs, self.path, i)
+            return qcow2_codec.decompress(
+                self.image.header.compression_type, data, cs, self.path, i,
+                self.run_as)
         return bytes(cs)
 
     def extract(self, dst: io.BufferedRandom) -> None:
@@ -426,7 +388,8 @@ class _Planner:
             nxt = starts[np.searchsorted(starts, coff, side='right'):]
             end = min(coff + int(vm.map.csize[c]), vm.image.file_size,
                       int(nxt[0]) if len(nxt) else coff + cs + 512)
-            data = _deflate(new)
+            data = qcow2_codec.compress(
+                vm.image.header.compression_type, new, vm.path, vm.run_as)
             if len(data) > end - coff:
                 raise exception.CheckpointError(
                     vm.path, 'vmstate cluster %d recompresses to %d bytes, '

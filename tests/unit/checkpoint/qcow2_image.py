@@ -12,6 +12,7 @@ clusters stored deflate-compressed (packed by the byte, as QEMU does).
 
 import collections
 import struct
+import subprocess
 import zlib
 
 CLUSTER_BITS = 12
@@ -27,8 +28,16 @@ def deflate(data: bytes) -> bytes:
     return c.compress(data) + c.flush()
 
 
+def zstd(data: bytes) -> bytes:
+    """One zstd frame declaring its size, as QEMU writes it."""
+    return subprocess.run(['zstd', '-q', '-c', '--stream-size=%d'
+                           % len(data)], input=data, capture_output=True,
+                          check=True).stdout
+
+
 class Builder:
-    def __init__(self):
+    def __init__(self, codec=deflate):
+        self.codec = codec
         self.clusters = {}
         self.refs = collections.Counter()
         self.next = 0
@@ -47,7 +56,7 @@ class Builder:
 
     def compressed(self, data: bytes) -> int:
         """An L2 entry for ``data`` compressed, packed after the last."""
-        z = deflate(data)
+        z = self.codec(data)
         if self.cpos is None or self.cpos % CS + len(z) > CS:
             self.cpos = self.alloc(refs=0)
         off = self.cpos
@@ -78,7 +87,8 @@ def _share(b: Builder, l1: int, l2: int) -> None:
 
 
 def build(vmstates: dict, compress=(), share_active: str | None = None,
-          bump_refcount: tuple = (), share: tuple = ()) -> bytes:
+          bump_refcount: tuple = (), share: tuple = (),
+          codec=deflate) -> bytes:
     """An image with one internal snapshot per ``vmstates`` item
     (name -> vmstate bytes).
 
@@ -89,8 +99,10 @@ def build(vmstates: dict, compress=(), share_active: str | None = None,
         refcount is one too high (shared with something unknown).
     :param share: ``(a, b)``: snapshot ``a``'s L1 maps snapshot ``b``'s
         vmstate L2 table at its own vmstate (they share it).
+    :param codec: :func:`deflate` or :func:`zstd` (the header's
+        compression type follows).
     """
-    b = Builder()
+    b = Builder(codec)
     hdr = b.alloc()
     rt = b.alloc()
     rb = b.alloc()
@@ -152,6 +164,11 @@ def build(vmstates: dict, compress=(), share_active: str | None = None,
     header = struct.pack('>4sIQIIQIIQQIIQ', b'QFI\xfb', 3, 0, 0,
                          CLUSTER_BITS, DISK_SIZE, 0, n_l1, active_l1, rt, 1,
                          len(vmstates), table if vmstates else 0)
-    header += struct.pack('>QQQII', 0, 0, 0, 4, 104)
+    if codec is zstd:
+        # Incompatible feature "compression type", header of 112 bytes.
+        header += struct.pack('>QQQII', 1 << 3, 0, 0, 4, 112)
+        header += bytes([1]) + bytes(7)
+    else:
+        header += struct.pack('>QQQII', 0, 0, 0, 4, 104)
     b.put(hdr, header)
     return b''.join(bytes(b.clusters[i]) for i in range(b.next))

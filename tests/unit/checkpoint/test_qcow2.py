@@ -393,3 +393,75 @@ def test_disk_only_snapshot(tmp_path):
     pos = _snapshot_entry(data)
     bad = _field(_field(data, pos + 40, '>Q', 0), pos + 32, '>I', 0)
     _refused(tmp_path, bad, 'no memory state', exception.CheckpointError)
+
+
+def _qemu_reads_vmstate(path: str, size: int) -> bytes:
+    """The active state's vmstate as QEMU reads it (``qemu-io -c 'read -b
+    -v'``), which the images of these tests share with snapshot s1.
+    """
+    out = subprocess.run(['qemu-io', '-r', '-f', 'qcow2', '-c',
+                          'read -b -v 0 %d' % (-(-size // 512) * 512),
+                          path], capture_output=True, text=True,
+                         check=True).stdout
+    data = bytearray()
+    for line in out.splitlines():
+        head, sep, rest = line.partition(':  ')
+        if sep and len(head) == 8:
+            data += bytes.fromhex(rest[:48])
+    return bytes(data[:size])
+
+
+@pytest.mark.parametrize('codec', [img.deflate, img.zstd])
+def test_compressed_clusters_as_qemu_reads_them(tmp_path, journal_key,
+                                                codec):
+    if codec is img.zstd and not shutil.which('zstd'):
+        pytest.skip('no zstd program')
+    s = stream(secret=True)
+    n = -(-len(s) // img.CS)
+    path = write(tmp_path, img.build(
+        {'s1': s}, compress={('s1', i) for i in range(n)},
+        share_active='s1', codec=codec))
+    qemu_img_check(path)
+    assert vmstate(path, 's1') == s
+    have_qemu_io = shutil.which('qemu-io')
+    if have_qemu_io:
+        assert _qemu_reads_vmstate(path, len(s)) == s
+    rep = _scrub(path, in_place=True, key=journal_key,
+                 pfns=tuple(range(0, PAGES, 2)))
+    qemu_img_check(path)
+    with checkpoint_mod.open_checkpoint(path, snapshot='s1') as ck:
+        for pfn, data in rep.items():
+            assert ck.memory.read_page(pfn) == data
+        scrubbed = bytes(ck.stream)
+    # QEMU decompresses the recompressed clusters to the same bytes.
+    if have_qemu_io:
+        assert _qemu_reads_vmstate(path, len(s)) == scrubbed
+    with open(path, 'rb') as f:
+        assert codec(streamgen.page_of(2))[:32] not in f.read()
+
+
+def test_zstd_frame_bounds(tmp_path):
+    if not shutil.which('zstd'):
+        pytest.skip('no zstd program')
+    s = stream()
+    data = bytearray(img.build({'s1': s}, compress={('s1', 0)},
+                               codec=img.zstd))
+    l2 = _vm_l2(bytes(data))
+    entry = struct.unpack_from('>Q', data, l2)[0]
+    shift = 62 - (img.CLUSTER_BITS - 8)
+    off = entry & ((1 << shift) - 1)
+    good = bytes(data)
+    # A frame that declares more than a cluster (a bomb) is refused
+    # before the program runs.
+    big = img.zstd(bytes(img.CS * 64))
+    data[off:off + len(big)] = big
+    sectors = (off % 512 + len(big) + 511) // 512
+    struct.pack_into('>Q', data, l2, (1 << 62) | ((sectors - 1) << shift) |
+                     off)
+    _refused(tmp_path, bytes(data), 'declares 262144 bytes of zstd content')
+    bad = bytearray(good)
+    bad[off:off + 4] = b'\0\0\0\0'
+    _refused(tmp_path, bytes(bad), 'not a zstd frame')
+    bad = bytearray(good)
+    bad[off + 10:off + 40] = b'\xff' * 30
+    _refused(tmp_path, bytes(bad), 'zstd')
