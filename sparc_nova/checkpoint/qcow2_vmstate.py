@@ -304,6 +304,7 @@ class _Planner:
     vm: Vmstate
     new: np.ndarray
     _normal: dict | None = None
+    _others: list | None = None
 
     def plan(self, groups: list[journal.Group]) -> list[journal.Group]:
         vm = self.vm
@@ -427,7 +428,8 @@ class _Planner:
                     vm.path, 'host cluster at %d is mapped %d times by this '
                              'snapshot\'s vmstate: refused, nothing written'
                     % (c * cs, n + k))
-            if refs[c] != n + k + self._dead_references(c):
+            dead = self._dead_references(c) if refs[c] != n + k else 0
+            if refs[c] != n + k + dead:
                 raise exception.CheckpointError(
                     vm.path, 'host cluster at %d has refcount %d, but this '
                              'snapshot\'s vmstate accounts for %d: it is '
@@ -449,11 +451,14 @@ class _Planner:
         img = vm.image
         cs = vm.cluster_size
         start = img.vmstate_offset(vm.snapshot)
+        if self._others is None:
+            self._others = [
+                (other, img.cluster_map(other, start, vm.size,
+                                        short_l1=True))
+                for other in [img.active()] + img.snapshots
+                if other.index != vm.snapshot.index]
         dead = 0
-        for other in [img.active()] + img.snapshots:
-            if other.index == vm.snapshot.index:
-                continue
-            m = img.cluster_map(other, start, vm.size, short_l1=True)
+        for other, m in self._others:
             hit = np.nonzero(_touches(m, c, cs))[0]
             if not len(hit):
                 continue

@@ -174,6 +174,10 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
         progress=progress, follow=follow, file=file, snapshot=snapshot)
     if not exclusion.kill:
         rep.notes.append(planner.NO_RESTORE_NOTE)
+    if snapshot is not None:
+        rep.notes.append(
+            'internal snapshot %r of a qcow2 image: only its memory state '
+            'is written; restore it with virsh snapshot-revert' % snapshot)
     try:
         if dry_run:
             return rep
