@@ -201,5 +201,16 @@ def test_scrub_to_output_and_revert(files):
     assert markers(src, 'mem1', files)['simple'] > 0
     # Sparse like the original.
     assert os.stat(out).st_blocks <= os.stat(src).st_blocks + 64
-    revert_and_check(files, out)
+    # mem2 of that copy to a second one: no copy of the marker is left.
+    out2 = os.path.join(files.workdir, 'scrubbed2.qcow2')
+    scrub(out, 'mem2', files, '--output', out2)
+    with open(out2, 'rb') as f:
+        data = f.read()
+    assert files.marker('simple') not in data
+    assert files.marker('control') in data
+    with open(src, 'rb') as f:
+        assert files.marker('simple') in f.read()
+    assert sha256(src) == digest
+    revert_and_check(files, out2)
     os.unlink(src)
+    os.unlink(out)
