@@ -214,7 +214,9 @@ def register(groups) -> None:
     parser = groups.add_parser(
         'checkpoint', help='Inspect, scrub and verify memory checkpoints.',
         description='Memory checkpoints: libvirt save images (virsh save, '
-                    'managed save) and QEMU migration streams.')
+                    'managed save, external memory snapshots), QEMU '
+                    'migration streams, ELF memory dumps and the internal '
+                    'snapshots of qcow2 disk images (--snapshot NAME).')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
 
