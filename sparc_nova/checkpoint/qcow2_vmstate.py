@@ -23,10 +23,10 @@ its other snapshots and every table stay byte-identical; the snapshot's
 vmstate size does not change (a scrubbed page keeps its record).
 
 Compressed clusters (deflate or zstd) are read and written by
-:mod:`.qcow2_codec`. Limits: a cluster size of at least 4096 bytes for a
-scrub, no image in use by a
-running QEMU (its lock bytes are held), no image with out-of-date
-refcounts (the dirty bit).
+:mod:`.qcow2_codec`. A scrub refuses clusters smaller than 4096 bytes,
+an image a running QEMU holds (its lock bytes are locked, or cannot be
+queried) and an image whose refcounts may be out of date (the dirty
+bit).
 """
 
 import dataclasses
@@ -68,13 +68,13 @@ def max_vmstate_bytes(limits: limits_mod.Limits) -> int:
 
 def in_use(fd: int) -> bool:
     """Whether another process (a running QEMU) holds a lock on the
-    image's lock bytes.
+    image's lock bytes; True when the locks cannot be queried.
     """
     req = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, _LOCK_START, _LOCK_LEN, 0)
     try:
         res = fcntl.fcntl(fd, _F_OFD_GETLK, req)
     except OSError:
-        return False
+        return True
     return _FLOCK.unpack(res)[0] != fcntl.F_UNLCK
 
 
@@ -186,8 +186,9 @@ class Vmstate:
         if in_use(self.fd):
             raise exception.CheckpointError(
                 self.path, 'the image is in use (a QEMU process holds its '
-                           'lock): shut the domain off before scrubbing '
-                           'its internal snapshot')
+                           'lock, or its locks cannot be queried): shut the '
+                           'domain off before scrubbing its internal '
+                           'snapshot')
         if self.image.dirty:
             raise exception.CheckpointError(
                 self.path, 'the image was not closed cleanly (dirty bit): '
