@@ -449,15 +449,22 @@ class Image:
                 'snapshot %r: its vmstate (%d bytes at %d of its view) '
                 'needs L1 entries up to %d, its L1 table has %d'
                 % (sn.name, length, start, last_l1, sn.l1_size))
-        l1 = self._table(sn.l1_table_offset, sn.l1_size,
-                         'the L1 table of snapshot %r' % sn.name) \
-            if n else np.zeros(0, np.uint64)
+        # Only the entries that map the range are read.
+        l1 = np.zeros(0, np.uint64)
+        if last_l1 >= first_l1:
+            what = 'the L1 table of snapshot %r' % sn.name
+            if sn.l1_table_offset % cs:
+                raise self.error('%s at offset %d is not cluster aligned'
+                                 % (what, sn.l1_table_offset))
+            l1 = np.frombuffer(self.read(
+                sn.l1_table_offset + 8 * first_l1,
+                8 * (last_l1 - first_l1 + 1), what), dtype='>u8')
         kind = np.zeros(n, dtype=np.uint8)
         host = np.zeros(n, dtype=np.int64)
         csize = np.zeros(n, dtype=np.int64)
         tables, seen = [], {}
         for j in range(first_l1, last_l1 + 1):
-            l2_off = int(l1[j]) & _OFFSET_MASK
+            l2_off = int(l1[j - first_l1]) & _OFFSET_MASK
             if not l2_off:
                 continue
             if l2_off in seen:
