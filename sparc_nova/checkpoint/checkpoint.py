@@ -1,5 +1,6 @@
-"""Open a memory checkpoint: a libvirt save image, a bare QEMU stream or a
-guest memory dump (ELF core).
+"""Open a memory checkpoint: a libvirt save image, a bare QEMU stream, a
+guest memory dump (ELF core) or an internal snapshot of a qcow2 disk
+image.
 
 :class:`Checkpoint` ties the format pieces together: the libvirt header
 (:mod:`.libvirt_save`), decompression (:mod:`.compression`), the stream
@@ -16,6 +17,7 @@ from sparc_nova.checkpoint import formats
 from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import physmem
+from sparc_nova.checkpoint import qcow2_vmstate
 from sparc_nova.checkpoint import stream_follow
 from sparc_nova import exception
 
@@ -38,15 +40,22 @@ class Checkpoint:
         :class:`~.memory_dump.DumpLayout` for a memory dump).
     :ivar memory: the :class:`~.physmem.GuestPhysicalMemory`.
     :ivar stream_base: offset of the raw stream in :attr:`stream_file`.
+    :ivar snapshot: the internal snapshot read (qcow2 images), or None.
+    :ivar container: what writes a scrub back into a file that holds
+        more than the stream (a qcow2 snapshot's
+        :class:`~.qcow2_vmstate.Vmstate`), or None.
     """
 
     def __init__(self, path: str, work_dir: str | None = None,
                  limits: limits_mod.Limits = limits_mod.DEFAULT,
                  progress=None, file=None,
-                 follow: stream_follow.Follow | None = None):
+                 follow: stream_follow.Follow | None = None,
+                 snapshot: str | None = None):
         self.path = path
         self.limits = limits
         self.header = None
+        self.snapshot = snapshot
+        self.container = None
         self._tmp = None
         self._file = None
         self._mm = None
@@ -72,8 +81,14 @@ class Checkpoint:
         self.restorable = fmt.restorable
         self.pages_only = fmt.pages_only
         self._format = fmt
-        opened = fmt.open_stream(f, path, self.limits, work_dir)
+        if self.snapshot is not None and not fmt.has_snapshots:
+            raise exception.CheckpointError(
+                path, 'a %s holds no internal snapshots: --snapshot applies '
+                      'to qcow2 disk images' % fmt.name)
+        opened = fmt.open_stream(f, path, self.limits, work_dir,
+                                 self.snapshot)
         self._tmp = opened.temporary
+        self.container = opened.container
         self.header = opened.header
         stream_file, base = opened.file, opened.base
         self.stream_file = stream_file
@@ -137,8 +152,8 @@ class Checkpoint:
         """Everything ``sparc checkpoint info`` shows."""
         lay = self.layout
         out = {'path': self.path, 'kind': self.kind,
-               'stream_offset': self.stream_base if not self.compressed
-               else None,
+               'stream_offset': self.stream_base
+               if not self.compressed and self.container is None else None,
                'stream_size': self.stream_size,
                'machine': lay.machine}
         if self.header:
@@ -157,6 +172,11 @@ class Checkpoint:
         if lay.device_state_note:
             out['device_state_note'] = lay.device_state_note
         out.update(self._format.describe(lay))
+        if self.container is not None:
+            out['qcow2'] = self.container.describe()
+            out['restore'] = ('virsh snapshot-revert DOMAIN %s (the domain '
+                              'shut off while it is scrubbed)'
+                              % self.container.snapshot.name)
         out['vcpus'] = [c.as_dict() for c in self.cpus]
         return out
 
@@ -209,8 +229,9 @@ def _format(f, path: str) -> formats.CheckpointFormat:
     fmt = next((x for x in formats.load() if x.detect(head)), None)
     if fmt is None:
         raise exception.CheckpointFormatError(
-            path, 'not a libvirt save image, a QEMU migration stream or '
-                  'an ELF memory dump (starts with %r)' % head[:16], 0)
+            path, 'not a libvirt save image, a QEMU migration stream, an ELF '
+                  'memory dump or a qcow2 disk image (starts with %r)'
+            % head[:16], 0)
     return fmt
 
 
@@ -241,8 +262,8 @@ def stream_is_raw(f, path: str,
 def open_checkpoint(path: str, work_dir: str | None = None,
                     limits: limits_mod.Limits = limits_mod.DEFAULT,
                     progress=None, file=None,
-                    follow: stream_follow.Follow | None = None
-                    ) -> Checkpoint:
+                    follow: stream_follow.Follow | None = None,
+                    snapshot: str | None = None) -> Checkpoint:
     """Open and parse a memory checkpoint.
 
     :param file: an open binary file to read instead of opening ``path``
@@ -252,5 +273,22 @@ def open_checkpoint(path: str, work_dir: str | None = None,
     :param follow: the image (a libvirt save image) is still being
         written: parse it as it is written and return once it is complete
         (:mod:`.stream_follow`).
+    :param snapshot: the internal snapshot of a qcow2 disk image to read
+        (its memory state); refused for any other format.
     """
-    return Checkpoint(path, work_dir, limits, progress, file, follow)
+    return Checkpoint(path, work_dir, limits, progress, file, follow,
+                      snapshot)
+
+
+def internal_snapshots(path: str,
+                       limits: limits_mod.Limits = limits_mod.DEFAULT
+                       ) -> dict | None:
+    """The internal snapshots of ``path`` when it is a qcow2 disk image
+    (:func:`.qcow2_vmstate.list_snapshots`), else None.
+
+    :raises CheckpointError: it cannot be opened, or a malformed image.
+    """
+    with open_file(path) as f:
+        if not _format(f, path).has_snapshots:
+            return None
+        return qcow2_vmstate.list_snapshots(f, path, limits)

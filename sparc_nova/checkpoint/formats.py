@@ -5,7 +5,10 @@ the raw QEMU migration stream lies (decompressing it first if it must),
 then reads the stream's layout and places its RAM in guest physical
 memory. A guest memory dump (an ELF core) has no migration stream: its
 plugin reads the whole file as the "stream" and describes its segments
-as RAM (:mod:`.memory_dump`).
+as RAM (:mod:`.memory_dump`). A qcow2 disk image holds one stream per
+internal snapshot made with memory: its plugin extracts the one named by
+``snapshot`` (:mod:`.qcow2_vmstate`) and writes a scrub back into the
+image itself (:attr:`OpenedStream.container`).
 Plugins are registered in setup.cfg under ``sparc_nova.checkpoint.formats``;
 a new container (another hypervisor's save file wrapping a QEMU stream) is
 a new class plus one line there.
@@ -25,6 +28,8 @@ from sparc_nova.checkpoint import libvirt_save
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import machine as machine_mod
 from sparc_nova.checkpoint import memory_dump
+from sparc_nova.checkpoint import qcow2
+from sparc_nova.checkpoint import qcow2_vmstate
 from sparc_nova.checkpoint import qemu_stream
 from sparc_nova.checkpoint import stream_follow
 from sparc_nova.checkpoint import tempfiles
@@ -45,6 +50,9 @@ class OpenedStream:
         they are offsets in the decompressed stream).
     :ivar temporary: a temporary file to close (and so delete) with the
         checkpoint.
+    :ivar container: what writes a scrub back when the stream is a part
+        of a larger file (a qcow2 snapshot's
+        :class:`~.qcow2_vmstate.Vmstate`), else None.
     """
 
     file: typing.BinaryIO
@@ -53,6 +61,7 @@ class OpenedStream:
     compressed: int = 0
     label: str = ''
     temporary: typing.Any = None
+    container: typing.Any = None
 
 
 class CheckpointFormat:
@@ -66,6 +75,9 @@ class CheckpointFormat:
     #: Whether a page's record is its 4096 bytes and nothing else (a
     #: rewrite then never turns a page into a shorter record).
     pages_only = False
+    #: Whether the file holds several checkpoints, one of which is named
+    #: by ``snapshot`` (a qcow2 image's internal snapshots).
+    has_snapshots = False
 
     def detect(self, head: bytes) -> bool:
         """Whether a file starting with ``head`` (16 bytes) is ours."""
@@ -73,8 +85,11 @@ class CheckpointFormat:
 
     def open_stream(self, f: typing.BinaryIO, path: str,
                     limits: limits_mod.Limits,
-                    work_dir: str | None) -> OpenedStream:
-        """Parse the container and locate the stream."""
+                    work_dir: str | None,
+                    snapshot: str | None = None) -> OpenedStream:
+        """Parse the container and locate the stream (of internal
+        snapshot ``snapshot`` for a format that :attr:`has_snapshots`).
+        """
         raise NotImplementedError
 
     def compressed(self, f: typing.BinaryIO, path: str,
@@ -126,15 +141,11 @@ class LibvirtSaveFormat(CheckpointFormat):
     def compressed(self, f, path, limits):
         return bool(libvirt_save.read_header(f, path, limits).compressed)
 
-    def open_stream(self, f, path, limits, work_dir):
+    def open_stream(self, f, path, limits, work_dir, snapshot=None):
         header = libvirt_save.read_header(f, path, limits)
         if not header.compressed:
             return OpenedStream(f, header.stream_offset, header)
-        # Named with our pid: the leftover of a killed run (the whole
-        # unscrubbed guest RAM) is found and removed by the sweep.
-        tmp = tempfile.NamedTemporaryFile(
-            prefix=tempfiles.stream_prefix(),
-            dir=work_dir or os.path.dirname(os.path.abspath(path)))
+        tmp = _stream_temporary(path, work_dir)
         try:
             compression.decompress(
                 header.compressed, f, header.stream_offset, tmp, path,
@@ -157,7 +168,7 @@ class QemuStreamFormat(CheckpointFormat):
     def detect(self, head: bytes) -> bool:
         return head[:4] == b'QEVM'
 
-    def open_stream(self, f, path, limits, work_dir):
+    def open_stream(self, f, path, limits, work_dir, snapshot=None):
         return OpenedStream(f, 0)
 
 
@@ -175,7 +186,7 @@ class ElfDumpFormat(CheckpointFormat):
     def detect(self, head: bytes) -> bool:
         return elf_core.is_elf(head)
 
-    def open_stream(self, f, path, limits, work_dir):
+    def open_stream(self, f, path, limits, work_dir, snapshot=None):
         return OpenedStream(f, 0)
 
     def parse_layout(self, opened, view, size, path, limits, progress=None):
@@ -204,11 +215,60 @@ class KdumpFormat(CheckpointFormat):
     def detect(self, head: bytes) -> bool:
         return head[:8] == b'KDUMP   ' or head[:12] == b'makedumpfile'
 
-    def open_stream(self, f, path, limits, work_dir):
+    def open_stream(self, f, path, limits, work_dir, snapshot=None):
         raise exception.UnsupportedCheckpoint(
             path, 'kdump-compressed memory dump: not supported; dump the '
                   'guest as ELF instead (virsh dump --memory-only --format '
                   'elf)')
+
+
+class Qcow2SnapshotFormat(CheckpointFormat):
+    """The memory state of an internal snapshot of a qcow2 disk image
+    (``virsh snapshot-create-as DOM NAME`` of a running guest, QEMU's
+    ``savevm``), named by ``snapshot``. The vmstate is extracted into a
+    private temporary file and parsed as a migration stream; a scrub is
+    written back into the snapshot's own clusters (in place through the
+    journal, or into a copy of the whole image), restored by ``virsh
+    snapshot-revert``.
+    """
+
+    name = 'qcow2-snapshot'
+    has_snapshots = True
+
+    def detect(self, head: bytes) -> bool:
+        return qcow2.is_qcow2(head)
+
+    def compressed(self, f, path, limits):
+        # The stream is always extracted: the file itself is no stream.
+        return True
+
+    def open_stream(self, f, path, limits, work_dir, snapshot=None):
+        if snapshot is None:
+            names = [s['name'] for s in qcow2_vmstate.list_snapshots(
+                f, path, limits)['snapshots'] if s['vm_state_size']]
+            raise exception.CheckpointError(
+                path, 'a qcow2 disk image: name the internal snapshot with '
+                      '--snapshot (snapshots with memory: %s)'
+                % (', '.join(names) or 'none'))
+        vm = qcow2_vmstate.open_vmstate(f, path, snapshot, limits)
+        tmp = _stream_temporary(path, work_dir)
+        try:
+            vm.extract(tmp)
+        except BaseException:
+            tmp.close()
+            raise
+        return OpenedStream(tmp, 0, label=' (vmstate of snapshot %r)'
+                            % vm.snapshot.name, temporary=tmp, container=vm)
+
+
+def _stream_temporary(path: str, work_dir: str | None):
+    """A new private temporary file for a stream extracted from ``path``.
+    Named with our pid: the leftover of a killed run (the whole
+    unscrubbed guest RAM) is found and removed by the sweep.
+    """
+    return tempfile.NamedTemporaryFile(
+        prefix=tempfiles.stream_prefix(),
+        dir=work_dir or os.path.dirname(os.path.abspath(path)))
 
 
 def load() -> list[CheckpointFormat]:

@@ -14,6 +14,10 @@ holds the old bytes). Two modes:
   payload, ZERO records a new fill byte, and a ZERO record that must hold
   non-uniform content becomes a PAGE record. Unchanged spans of a raw
   image are copied inside the kernel.
+* a qcow2 internal snapshot: the stream's records keep their size (a
+  scrubbed page stays a PAGE record of zeros) and are written back into
+  the snapshot's clusters by :mod:`.qcow2_vmstate`, in place through
+  the journal or into a copy of the whole image.
 * in place (raw images only): the 4096 payload bytes of each PAGE record
   are overwritten in the file, through a redo journal (see
   :mod:`.journal`): a crash leaves a journal that :func:`journal.recover`
@@ -68,14 +72,16 @@ class RewriteResult:
     in_place: bool
     replacements: dict = dataclasses.field(repr=False, default_factory=dict)
     work_dir: str | None = None
+    snapshot: str | None = None
 
     def verify(self) -> dict:
         """Re-parse :attr:`path` and check every replaced page reads back
         exactly as given. Returns counts; raises CheckpointError on any
         mismatch.
         """
-        with checkpoint_mod.open_checkpoint(self.path,
-                                            work_dir=self.work_dir) as ck:
+        with checkpoint_mod.open_checkpoint(
+                self.path, work_dir=self.work_dir,
+                snapshot=self.snapshot) as ck:
             bad = [pfn for pfn, data in self.replacements.items()
                    if ck.memory.read_page(pfn) != data]
             if bad:
@@ -393,7 +399,8 @@ def _groups(ck, edits) -> list | None:
     return [g for g in groups if len(g.offsets)]
 
 
-def _patch_in_place(ck, edits, journal_key):
+def _same_size_groups(ck, edits) -> list:
+    """:func:`_groups`, or the error naming the record that must grow."""
     groups = _groups(ck, edits)
     if groups is None:
         hdr, _, kind, fill = _edit_columns(ck, edits)
@@ -402,6 +409,24 @@ def _patch_in_place(ck, edits, journal_key):
             ck.path, 'page record at offset %d is a ZERO record and '
                      'cannot take new content in place'
             % (ck.stream_base + int(hdr[np.argmax(grow)])))
+    return groups
+
+
+def _write_container(ck, edits, mode) -> None:
+    """Write the edits back into the file that holds the stream (a qcow2
+    snapshot's vmstate, :mod:`.qcow2_vmstate`): every record keeps its
+    size, so that the stream's length does not change.
+    """
+    groups = _same_size_groups(ck, edits)
+    fd = ck.stream_file.fileno()
+    if mode.in_place:
+        ck.container.patch_in_place(groups, fd, mode.journal_key)
+    else:
+        ck.container.write_copy(groups, fd, mode.target)
+
+
+def _patch_in_place(ck, edits, journal_key):
+    groups = _same_size_groups(ck, edits)
     # Only the file that was parsed is patched: a name swapped for
     # another file since is refused, not written.
     target = journal.Identity.of(os.fstat(ck.stream_file.fileno()))
@@ -455,8 +480,10 @@ def rewrite_pages(ck, replacements: dict[int, bytes],
                            records_rewritten=len(edits),
                            in_place=mode.in_place,
                            replacements=dict(replacements),
-                           work_dir=work_dir)
-    if mode.in_place:
+                           work_dir=work_dir, snapshot=ck.snapshot)
+    if ck.container is not None:
+        _write_container(ck, edits, mode)
+    elif mode.in_place:
         _patch_in_place(ck, edits, mode.journal_key)
     else:
         _rewrite_file(ck, edits, result.path, mode.compression, progress)

@@ -1,5 +1,6 @@
 """``sparc checkpoint``: memory checkpoints (libvirt save images, managed
-save files, QEMU migration streams).
+save files, QEMU migration streams, ELF memory dumps, internal snapshots
+of qcow2 disk images named with ``--snapshot``).
 
 ``info`` and ``recover`` are the format layer's commands; the memory
 engine adds its own (``ps``, ``scrub``, ``verify``, ``extract-ram``...)
@@ -8,6 +9,7 @@ through :func:`register_engine_commands`.
 
 import importlib
 import sys
+import time
 
 from sparc_nova.checkpoint import checkpoint
 from sparc_nova.checkpoint import journal
@@ -25,16 +27,18 @@ from sparc_nova.printable import printable
 ENGINE_COMMANDS = ('sparc_nova.cmd.checkpoint_memory',)
 
 
-def open_from_args(path: str, progress_label: str = 'parsing'
-                   ) -> checkpoint.Checkpoint:
-    """Open a checkpoint with the configured limits and work directory,
-    with a progress bar on a terminal.
+def open_from_args(path: str, progress_label: str = 'parsing',
+                   snapshot: str | None = None) -> checkpoint.Checkpoint:
+    """Open a checkpoint (internal snapshot ``snapshot`` of a qcow2 disk
+    image) with the configured limits and work directory, with a
+    progress bar on a terminal.
     """
     progress = output.Progress(progress_label)
     try:
         return checkpoint.open_checkpoint(
             path, work_dir=conf.CONF.sparc.work_dir or None,
-            limits=limits.Limits.from_conf(conf.CONF), progress=progress)
+            limits=limits.Limits.from_conf(conf.CONF), progress=progress,
+            snapshot=snapshot)
     finally:
         progress.finish()
 
@@ -53,6 +57,17 @@ def _info_text(info: dict) -> str:
                   'Domain:    %s (%s), %s KiB, %s vCPUs, type %s'
                   % tuple(printable(d.get(k)) for k in (
                       'name', 'uuid', 'memory_kib', 'vcpus', 'type'))]
+    if 'qcow2' in info:
+        q = info['qcow2']
+        sn = q['snapshot']
+        lines += ['Snapshot:  %s (ID %s) of a qcow2 v%d image, %d bytes of '
+                  'vmstate at %d of its view; clusters: %s'
+                  % (printable(sn['name']), printable(sn['id']),
+                     q['qcow2_version'], sn['vm_state_size'],
+                     q['vmstate_offset'], ', '.join(
+                         '%d %s' % (n, k) for k, n in
+                         q['vmstate_clusters'].items() if n)),
+                  'Restore:   %s' % printable(info['restore'])]
     if 'elf' in info:
         # Note names come from the file: escaped.
         e = info['elf']
@@ -114,8 +129,35 @@ def sealed_line(state: dict) -> str:
             'pages)' % (state['records'], state['file']))
 
 
+def _snapshots_text(listing: dict) -> str:
+    """``info`` of a qcow2 image without ``--snapshot``."""
+    rows = [{'id': s['id'], 'name': s['name'],
+             'vmstate_bytes': s['vm_state_size'],
+             'date': time.strftime('%Y-%m-%d %H:%M:%S',
+                                   time.gmtime(s['date']))}
+            for s in listing['snapshots']]
+    n = sum(1 for s in listing['snapshots'] if s['vm_state_size'])
+    return '\n'.join([
+        'File:      %s' % printable(listing['path']),
+        'Kind:      qcow2 v%d disk image, %d bytes, clusters of %d bytes'
+        % (listing['qcow2_version'], listing['virtual_size'],
+           listing['cluster_size']),
+        'Snapshots: %s; name one with --snapshot NAME'
+        % (_P('%d holds memory', '%d hold memory', n) % n), '',
+        output.table(rows, ['id', 'name', 'vmstate_bytes', 'date'])])
+
+
 def do_info(args) -> int:
-    with open_from_args(args.file) as ck:
+    if args.snapshot is None:
+        listing = checkpoint.internal_snapshots(
+            args.file, limits.Limits.from_conf(conf.CONF))
+        if listing is not None:
+            if args.format == 'json':
+                output.emit_json(listing)
+            else:
+                print(_snapshots_text(listing))
+            return 0
+    with open_from_args(args.file, snapshot=args.snapshot) as ck:
         info = ck.info()
     info['sealed'] = sealed_state(args.file)
     if args.format == 'json':
@@ -172,13 +214,17 @@ def register(groups) -> None:
     parser = groups.add_parser(
         'checkpoint', help='Inspect, scrub and verify memory checkpoints.',
         description='Memory checkpoints: libvirt save images (virsh save, '
-                    'managed save) and QEMU migration streams.')
+                    'managed save, external memory snapshots), QEMU '
+                    'migration streams, ELF memory dumps and the internal '
+                    'snapshots of qcow2 disk images (--snapshot NAME).')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
 
     p = sub.add_parser('info', help='Header, machine, RAM blocks, page '
                                     'counts and vCPU registers.')
     p.add_argument('file', help='Checkpoint file.')
+    add_snapshot_arg(p, ' Without it, info lists the internal snapshots '
+                        'of a qcow2 image.')
     output.add_format_arg(p)
     p.set_defaults(func=do_info)
 
@@ -204,6 +250,15 @@ def register(groups) -> None:
     p.set_defaults(func=do_recover)
 
     register_engine_commands(sub)
+
+
+def add_snapshot_arg(p, more: str = '') -> None:
+    """``--snapshot NAME``: the internal snapshot of a qcow2 image."""
+    p.add_argument('--snapshot', metavar='NAME',
+                   help='The internal snapshot (name or ID) of a qcow2 disk '
+                        'image whose memory state is the checkpoint '
+                        '(virsh snapshot-create-as of a running guest).'
+                   + more)
 
 
 def register_engine_commands(sub) -> None:

@@ -55,7 +55,8 @@ def _engine_conf() -> dict:
 
 
 def do_ps(args) -> int:
-    listing = listings.list_processes(args.file, **_engine_conf())
+    listing = listings.list_processes(args.file, snapshot=args.snapshot,
+                                      **_engine_conf())
     procs = listing['processes']
     if not args.all:
         procs = [p for p in procs if not p['kernel_thread']]
@@ -91,7 +92,7 @@ def do_scrub(args) -> int:
     try:
         rep = memory.scrub_checkpoint(
             args.file, args.exclude_process, dry_run=args.dry_run,
-            progress=progress, **kwargs)
+            progress=progress, snapshot=args.snapshot, **kwargs)
     finally:
         progress.finish()
     _emit_report(args, rep)
@@ -187,7 +188,8 @@ def _dot(graph: dict) -> str:
 
 
 def do_deps(args) -> int:
-    graph = listings.list_dependencies(args.file, **_engine_conf())
+    graph = listings.list_dependencies(args.file, snapshot=args.snapshot,
+                                       **_engine_conf())
     if args.format == 'json':
         output.emit_json(graph)
     elif args.format == 'dot':
@@ -205,7 +207,7 @@ def do_deps(args) -> int:
 def do_verify(args) -> int:
     markers = [m.encode() for m in args.marker]
     counts = listings.count_markers(args.file, markers, work_dir=_work_dir(),
-                                    limits=_limits())
+                                    limits=_limits(), snapshot=args.snapshot)
     found = False
     rows = []
     for i, m in enumerate(markers):
@@ -272,12 +274,13 @@ def _add_key_args(p) -> None:
                         'in place).')
 
 
-def _vmcoreinfo(path: str) -> bytes | None:
+def _vmcoreinfo(path: str, snapshot: str | None) -> bytes | None:
     """The guest kernel's vmcoreinfo for an ELF core's note, or None
     (with a warning) when the guest kernel cannot be modelled.
     """
     try:
-        return listings.kernel_vmcoreinfo(path, **_engine_conf())
+        return listings.kernel_vmcoreinfo(path, snapshot=snapshot,
+                                          **_engine_conf())
     except exception.SparcError as e:
         print('warning: no VMCOREINFO note: %s' % printable(str(e)),
               file=sys.stderr)
@@ -285,8 +288,10 @@ def _vmcoreinfo(path: str) -> bytes | None:
 
 
 def do_extract_ram(args) -> int:
-    vmcoreinfo = _vmcoreinfo(args.file) if args.format == 'elf' else None
-    with checkpoint_cmd.open_from_args(args.file) as ck:
+    vmcoreinfo = _vmcoreinfo(args.file, args.snapshot) \
+        if args.format == 'elf' else None
+    with checkpoint_cmd.open_from_args(args.file,
+                                       snapshot=args.snapshot) as ck:
         progress = output.Progress('extracting')
         with open(args.out, 'wb') as f:
             if args.format == 'elf':
@@ -309,6 +314,7 @@ def register(sub) -> None:
     p.add_argument('file', help='Checkpoint file.')
     p.add_argument('--all', action='store_true',
                    help='Include kernel threads.')
+    checkpoint_cmd.add_snapshot_arg(p)
     output.add_format_arg(p)
     p.set_defaults(func=do_ps)
 
@@ -319,6 +325,7 @@ def register(sub) -> None:
     p.add_argument('file', help='Checkpoint file.')
     p.add_argument('--format', choices=('text', 'json', 'dot'),
                    default='text', help='Output format (default: text).')
+    checkpoint_cmd.add_snapshot_arg(p)
     p.set_defaults(func=do_deps)
 
     p = sub.add_parser(
@@ -330,7 +337,12 @@ def register(sub) -> None:
                    help='Write the result here (default: replace FILE '
                         'atomically).')
     p.add_argument('--in-place', action='store_true',
-                   help='Patch FILE in place (raw images only).')
+                   help='Patch FILE in place (raw images and qcow2 '
+                        'internal snapshots).')
+    checkpoint_cmd.add_snapshot_arg(
+        p, ' Only that snapshot\'s own clusters are written; the disk and '
+           'the other snapshots stay as they are. The domain must be shut '
+           'off.')
     p.add_argument('--dry-run', action='store_true',
                    help='Print the plan as JSON; write nothing.')
     p.add_argument('--report', metavar='REPORT.json',
@@ -387,6 +399,7 @@ def register(sub) -> None:
                         'with one PT_LOAD per guest-physical range (the '
                         'firmware ROM included) and the guest\'s '
                         'VMCOREINFO note, which crash and drgn open.')
+    checkpoint_cmd.add_snapshot_arg(p)
     p.set_defaults(func=do_extract_ram)
 
     p = sub.add_parser('verify',
@@ -396,5 +409,6 @@ def register(sub) -> None:
     p.add_argument('--marker', action='append', required=True,
                    metavar='TEXT', help='Text to look for (repeatable; '
                                         'reported as #1, #2... in order).')
+    checkpoint_cmd.add_snapshot_arg(p)
     output.add_format_arg(p)
     p.set_defaults(func=do_verify)

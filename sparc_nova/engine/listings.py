@@ -86,11 +86,12 @@ def _check_listing(path, doc) -> dict:
 
 
 def _listing(path, listing, work_dir, limits, buildid_cache_dir,
-             sandbox) -> dict:
+             sandbox, snapshot=None) -> dict:
     sandbox_policy = sandbox or sandbox_mod.SandboxPolicy()
     s = session_mod.open_session(path, work_dir=work_dir, limits=limits,
                                  buildid_cache_dir=buildid_cache_dir,
-                                 model_kernel=not sandbox_policy.enabled)
+                                 model_kernel=not sandbox_policy.enabled,
+                                 snapshot=snapshot)
     try:
         if sandbox_policy.enabled:
             cache = session_mod.buildid_cache(buildid_cache_dir)
@@ -111,8 +112,8 @@ def _listing(path, listing, work_dir, limits, buildid_cache_dir,
 def list_processes(path: str, *, work_dir: str | None = None,
                    buildid_cache_dir: str | None = None,
                    limits: limits_mod.Limits | None = None,
-                   sandbox: sandbox_mod.SandboxPolicy | None = None
-                   ) -> dict:
+                   sandbox: sandbox_mod.SandboxPolicy | None = None,
+                   snapshot: str | None = None) -> dict:
     """The guest's processes: ``{'kernel': {...}, 'processes': [...]}``
     (each process as :meth:`~sparc_nova.introspect.tasks.Process.as_dict`).
 
@@ -124,32 +125,34 @@ def list_processes(path: str, *, work_dir: str | None = None,
     :param limits: parser bounds (None: the defaults).
     :param sandbox: how the sandbox child is confined (None: the
         defaults, sandbox on).
+    :param snapshot: the internal snapshot to read when ``path`` is a
+        qcow2 disk image.
     :raises CheckpointError: the file cannot be parsed.
     :raises ScrubError: naming ``path``: the guest cannot be introspected
         or the child's listing is out of shape.
     """
     return _listing(path, 'processes', work_dir, limits, buildid_cache_dir,
-                    sandbox)
+                    sandbox, snapshot)
 
 
 def list_dependencies(path: str, *, work_dir: str | None = None,
                       buildid_cache_dir: str | None = None,
                       limits: limits_mod.Limits | None = None,
-                      sandbox: sandbox_mod.SandboxPolicy | None = None
-                      ) -> dict:
+                      sandbox: sandbox_mod.SandboxPolicy | None = None,
+                      snapshot: str | None = None) -> dict:
     """The guest's IPC graph: ``{'kernel': {...}, 'processes': [...],
     'objects': [...], 'edges': [...]}``; see :meth:`.ipc.IpcGraph.as_dict`.
     Arguments and errors as :func:`list_processes`.
     """
     return _listing(path, 'dependencies', work_dir, limits,
-                    buildid_cache_dir, sandbox)
+                    buildid_cache_dir, sandbox, snapshot)
 
 
 def kernel_vmcoreinfo(path: str, *, work_dir: str | None = None,
                       buildid_cache_dir: str | None = None,
                       limits: limits_mod.Limits | None = None,
-                      sandbox: sandbox_mod.SandboxPolicy | None = None
-                      ) -> bytes:
+                      sandbox: sandbox_mod.SandboxPolicy | None = None,
+                      snapshot: str | None = None) -> bytes:
     """The guest kernel's own vmcoreinfo text (the one the kernel model
     accepted, checked against kallsyms), for the VMCOREINFO note of an
     ELF core. Arguments and errors as :func:`list_processes`; also a
@@ -157,7 +160,7 @@ def kernel_vmcoreinfo(path: str, *, work_dir: str | None = None,
     :data:`MAX_VMCOREINFO` printable bytes.
     """
     doc = _listing(path, 'vmcoreinfo', work_dir, limits, buildid_cache_dir,
-                   sandbox)
+                   sandbox, snapshot)
     entries = doc.get('vmcoreinfo') or [{}]
     text = entries[0].get('text')
     if not isinstance(text, str) or len(text) > MAX_VMCOREINFO or \
@@ -169,7 +172,8 @@ def kernel_vmcoreinfo(path: str, *, work_dir: str | None = None,
 
 def count_markers(path: str, markers: list[bytes], *,
                   work_dir: str | None = None,
-                  limits: limits_mod.Limits | None = None) -> dict:
+                  limits: limits_mod.Limits | None = None,
+                  snapshot: str | None = None) -> dict:
     """Occurrences of each of ``markers`` (bytes) in checkpoint ``path``:
     ``{marker: {'memory': n, 'stale_copies': n, 'stream': n,
     'addresses': [...]}}``; see :meth:`.physview.CheckpointMemory.count`.
@@ -177,7 +181,8 @@ def count_markers(path: str, markers: list[bytes], *,
 
     :raises CheckpointError: the file cannot be parsed.
     """
-    s = session_mod.KernelSession(path, work_dir, limits, None)
+    s = session_mod.KernelSession(path, work_dir, limits, None,
+                                  snapshot=snapshot)
     try:
         return {m: s.memory.count(m) for m in markers}
     finally:

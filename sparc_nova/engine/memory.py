@@ -134,13 +134,16 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
                      sandbox: sandbox_mod.SandboxPolicy | None = None,
                      follow: stream_follow.Follow | None = None,
                      journal_key: str | None = None,
-                     write: write_mode.WriteMode | None = None, file=None
+                     write: write_mode.WriteMode | None = None, file=None,
+                     snapshot: str | None = None
                      ) -> report_mod.ScrubReport:
     """Exclude processes from a memory checkpoint; see the module
     docstring for the contract. ``journal_key`` is the in-place journal's
     MAC key file (``[sparc] journal_key_file``), needed with ``in_place``.
     ``write``: the write mode already decided for ``path`` (then
     ``output``, ``in_place`` and ``journal_key`` are not given).
+    ``snapshot``: the internal snapshot to scrub when ``path`` is a qcow2
+    disk image (its other snapshots and its disk are left as they are).
     """
     if write is not None and (output is not None or in_place or
                               journal_key is not None):
@@ -168,9 +171,13 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     s, patcher = plan_exclusion(
         path, exclusion, rep, work_dir=work_dir, limits=limits,
         buildid_cache_dir=buildid_cache_dir, sandbox=sandbox,
-        progress=progress, follow=follow, file=file)
+        progress=progress, follow=follow, file=file, snapshot=snapshot)
     if not exclusion.kill:
         rep.notes.append(planner.NO_RESTORE_NOTE)
+    if snapshot is not None:
+        rep.notes.append(
+            'internal snapshot %r of a qcow2 image: only its memory state '
+            'is written; restore it with virsh snapshot-revert' % snapshot)
     try:
         if dry_run:
             return rep
@@ -188,7 +195,7 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     finally:
         s.close()
     rep.verification = verify_written(result.path, patcher, write,
-                                      work_dir, limits)
+                                      work_dir, limits, snapshot)
     rep.lap('verify')
     rep.timings['total'] = rep.elapsed()
     return rep
@@ -201,8 +208,9 @@ def plan_exclusion(path: str, exclusion: planner.Exclusion,
                    sandbox: sandbox_mod.SandboxPolicy | None,
                    progress=None,
                    follow: stream_follow.Follow | None = None,
-                   file=None):
-    """Open ``path`` and plan ``exclusion`` (in the sandbox child unless
+                   file=None, snapshot: str | None = None):
+    """Open ``path`` (internal snapshot ``snapshot`` of a qcow2 image)
+    and plan ``exclusion`` (in the sandbox child unless
     ``sandbox`` disables it): ``(session, patcher)``, the caller closing
     the session. Fills ``rep`` with the plan's sections and laps.
     ``file``: ``path`` already open for reading (see
@@ -212,7 +220,7 @@ def plan_exclusion(path: str, exclusion: planner.Exclusion,
     s, pending = sandboxed_plan.open_and_start_plan(
         path, exclusion, rep, work_dir=work_dir, limits=limits,
         buildid_cache_dir=buildid_cache_dir, sandbox_policy=sandbox_policy,
-        progress=progress, follow=follow, file=file)
+        progress=progress, follow=follow, file=file, snapshot=snapshot)
     try:
         if sandbox_policy.enabled:
             rep.lap('open')
@@ -250,14 +258,16 @@ def write_pages(s, path: str, replacements: dict[int, bytes], *,
 
 def verify_written(path: str, patcher: patches.PagePatcher,
                    write: write_mode.WriteMode, work_dir: str | None,
-                   limits: limits_mod.Limits | None) -> dict:
+                   limits: limits_mod.Limits | None,
+                   snapshot: str | None = None) -> dict:
     """Read back every change of ``patcher`` in the written ``path``
     (:func:`.verify.verify_rewrite`); on failure a new file the write
     made (``write`` did not replace the source) is removed and
     :class:`~.errors.ScrubError` raised.
     """
     try:
-        return verify.verify_rewrite(path, patcher, work_dir, limits)
+        return verify.verify_rewrite(path, patcher, work_dir, limits,
+                                     snapshot)
     except BaseException as e:
         if not write.replaces_source:
             try:

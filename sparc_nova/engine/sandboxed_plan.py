@@ -78,10 +78,11 @@ def open_and_start_plan(path: str, exclusion: planner.Exclusion,
                         sandbox_policy: sandbox_mod.SandboxPolicy,
                         progress=None,
                         follow: stream_follow.Follow | None = None,
-                        file=None):
+                        file=None, snapshot: str | None = None):
     """Open ``path`` for a scrub: ``(session, pending plan)``; ``file``
     is ``path`` already open (binary, for reading), used instead of
-    opening it and closed with the session.
+    opening it and closed with the session; ``snapshot``, the internal
+    snapshot of a qcow2 disk image.
 
     With the sandbox (``sandbox_policy.enabled``), the child that plans
     the scrub is started on the file before this process parses it, so
@@ -99,7 +100,7 @@ def open_and_start_plan(path: str, exclusion: planner.Exclusion,
         return session_mod.open_session(
             path, work_dir=work_dir, limits=limits,
             buildid_cache_dir=buildid_cache_dir, progress=progress,
-            follow=follow, file=file), None
+            follow=follow, file=file, snapshot=snapshot), None
     args = dict(exclusion.to_args(), buildid_cache_dir=session_mod.
                 buildid_cache(buildid_cache_dir).directory or '')
     f = file if file is not None else checkpoint_mod.open_file(path)
@@ -123,7 +124,8 @@ def open_and_start_plan(path: str, exclusion: planner.Exclusion,
                                   sandbox_policy, growing)
         s = session_mod.open_session(
             path, work_dir=work_dir, limits=limits, buildid_cache_dir=None,
-            model_kernel=False, progress=progress, file=f, follow=follow)
+            model_kernel=False, progress=progress, file=f, follow=follow,
+            snapshot=snapshot)
     except BaseException:
         if pending is not None:
             pending.cancel()

@@ -52,6 +52,8 @@ class KernelSession:
         opening it (the session then owns it).
     :param follow: a :class:`~sparc_nova.checkpoint.stream_follow.Follow`
         when the image is still being written.
+    :param snapshot: the internal snapshot to read when ``path`` is a
+        qcow2 disk image.
     :ivar ck: the parsed checkpoint.
     :ivar memory: its guest physical memory.
     :ivar kernel: the guest kernel model, or None.
@@ -64,10 +66,11 @@ class KernelSession:
                  limits: limits_mod.Limits | None,
                  cache: buildid_cache_mod.BuildIdCache | None,
                  progress=None, file=None,
-                 follow: stream_follow.Follow | None = None):
+                 follow: stream_follow.Follow | None = None,
+                 snapshot: str | None = None):
         self.ck = checkpoint_mod.open_checkpoint(
             path, work_dir=work_dir, limits=limits or limits_mod.DEFAULT,
-            progress=progress, file=file, follow=follow)
+            progress=progress, file=file, follow=follow, snapshot=snapshot)
         try:
             self.memory = physview.CheckpointMemory(self.ck)
             self.kernel = None
@@ -100,11 +103,11 @@ def open_session(path: str, *, work_dir: str | None,
                  limits: limits_mod.Limits | None,
                  buildid_cache_dir: str | None, model_kernel: bool = True,
                  progress=None, file=None,
-                 follow: stream_follow.Follow | None = None
-                 ) -> KernelSession:
+                 follow: stream_follow.Follow | None = None,
+                 snapshot: str | None = None) -> KernelSession:
     """A :class:`KernelSession` on ``path``, with the guest kernel
     modelled (from ``buildid_cache_dir``) unless ``model_kernel`` is
-    False.
+    False. ``snapshot``: the internal snapshot of a qcow2 disk image.
 
     :raises CheckpointError: the file cannot be parsed (raised as is).
     :raises ScrubError: any other guest-side failure, naming ``path``.
@@ -112,7 +115,7 @@ def open_session(path: str, *, work_dir: str | None,
     cache = buildid_cache(buildid_cache_dir) if model_kernel else None
     try:
         return KernelSession(path, work_dir, limits, cache, progress, file,
-                             follow)
+                             follow, snapshot)
     except exception.CheckpointError:
         raise
     except GUEST_ERRORS as e:

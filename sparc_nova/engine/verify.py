@@ -16,11 +16,13 @@ __all__ = ['verify_rewrite']
 
 def verify_rewrite(path: str, patcher: patches.PagePatcher,
                    work_dir: str | None,
-                   limits: limits_mod.Limits | None) -> dict:
+                   limits: limits_mod.Limits | None,
+                   snapshot: str | None = None) -> dict:
     """Re-parse the written checkpoint ``path`` and read back every change
     of ``patcher``.
 
     :param work_dir: where a compressed image is decompressed.
+    :param snapshot: the internal snapshot written (a qcow2 image).
     :returns: the report's ``verification``: ``{'result': 'ok',
         'reparsed': True, 'frames_checked', 'patched_frames_checked',
         'fields_checked', 'ram_records'}`` (counts).
@@ -28,7 +30,8 @@ def verify_rewrite(path: str, patcher: patches.PagePatcher,
         not read back.
     :raises CheckpointError: the written file does not parse.
     """
-    s = session_mod.KernelSession(path, work_dir, limits, None)
+    s = session_mod.KernelSession(path, work_dir, limits, None,
+                                  snapshot=snapshot)
     try:
         checked = 0
         for fill, arr in patcher.scrubbed.items():

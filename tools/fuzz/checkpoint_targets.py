@@ -13,11 +13,13 @@ import struct
 
 from sparc_nova.checkpoint import cpu_state
 from sparc_nova.checkpoint import elf_core
+from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import libvirt_save
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import machine
 from sparc_nova.checkpoint import memory_dump
 from sparc_nova.checkpoint import physmem
+from sparc_nova.checkpoint import qcow2_vmstate
 from sparc_nova.checkpoint import qemu_stream
 from sparc_nova import exception
 
@@ -113,5 +115,43 @@ def parse_elf_core(data: bytes) -> None:
             pass
 
 
+def parse_qcow2(data: bytes) -> None:
+    """A qcow2 image: its snapshot table, then for every snapshot with a
+    vmstate the vmstate extracted and read through its view, and the
+    image patches of a scrub planned (refcounts, sharing, compressed
+    clusters); nothing is written to the image.
+    """
+    fd = os.memfd_create('fuzz-qcow2')
+    with os.fdopen(fd, 'w+b') as f:
+        f.write(data)
+        f.flush()
+        try:
+            listing = qcow2_vmstate.list_snapshots(f, 'fuzz', LIMITS)
+            for sn in listing['snapshots'][:4]:
+                if sn['vm_state_size']:
+                    _fuzz_vmstate(f, sn['name'])
+        except EXPECTED:
+            pass
+
+
+def _fuzz_vmstate(f, name: str) -> None:
+    try:
+        vm = qcow2_vmstate.open_vmstate(f, 'fuzz', name, LIMITS)
+        qcow2_vmstate.VmstateView(vm).read(1 << 16)
+        tmp = os.memfd_create('fuzz-vmstate')
+        with os.fdopen(tmp, 'w+b') as out:
+            vm.extract(out)
+            size = vm.size
+            groups = [journal.Group(journal.FILL_BYTE, [0, size - 1], 0)]
+            if size > journal.PAGE_SIZE:
+                groups.append(journal.Group(
+                    journal.FILL_PAGE, [(size - journal.PAGE_SIZE) // 2],
+                    0))
+            vm.file_patches(out.fileno(), groups)
+    except EXPECTED:
+        pass
+
+
 TARGETS = {'header': parse_header, 'stream': parse_stream,
-           'structured': parse_structured, 'elf': parse_elf_core}
+           'structured': parse_structured, 'elf': parse_elf_core,
+           'qcow2': parse_qcow2}

@@ -21,6 +21,13 @@ from tests.functional.testbed import build
 
 URI = os.environ.get('SPARC_TEST_LIBVIRT_URI', 'qemu:///system')
 
+DISK_XML = """    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{path}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+"""
+
 DOMAIN_XML = """<domain type='qemu'>
   <name>{name}</name>
   <memory unit='MiB'>{memory_mib}</memory>
@@ -42,7 +49,7 @@ DOMAIN_XML = """<domain type='qemu'>
       <log file='{log}' append='on'/>
       <target port='0'/>
     </serial>
-    <memballoon model='none'/>
+{disk}    <memballoon model='none'/>
   </devices>
 </domain>
 """
@@ -111,8 +118,12 @@ class Guest:
     def __init__(self, image: build.GuestImage, memory_mib: int = 256,
                  vcpus: int = 2, machine: str = 'pc',
                  cmdline: str = DEFAULT_CMDLINE, name: str | None = None,
-                 uri: str = URI, la57: bool = False):
+                 uri: str = URI, la57: bool = False,
+                 disk: str | None = None):
         self.image = image
+        #: A qcow2 image attached as vda (the guest does not use it; it
+        #: holds the domain's internal snapshots).
+        self.disk = disk
         self.la57 = la57
         self.memory_mib = memory_mib
         self.vcpus = vcpus
@@ -138,7 +149,8 @@ class Guest:
             machine=self.machine, kernel=q(self.image.kernel),
             initrd=q(self.image.initrd), cmdline=q(self.cmdline),
             socket=q(self.socket_path), log=q(self.log_path),
-            cpu=LA57_CPU if self.la57 else '')
+            cpu=LA57_CPU if self.la57 else '',
+            disk=DISK_XML.format(path=q(self.disk)) if self.disk else '')
 
     def start(self, timeout: float = 120) -> None:
         """Define, boot and wait for the guest's shell."""

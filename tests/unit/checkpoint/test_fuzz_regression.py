@@ -67,3 +67,28 @@ def test_mutated_elf_cores(flips, cut):
         if pos < len(data):
             data[pos] = val
     checkpoint_targets.parse_elf_core(bytes(data))
+
+
+QCOW2_SEED = open(os.path.join(CORPUS, 'seed-qcow2'), 'rb').read()
+#: Where the seed image's metadata lies: the first bytes of each of its
+#: 4 KiB clusters (header, refcount table and block, L1 tables, snapshot
+#: table, L2 tables, compressed data).
+QCOW2_SPOTS = [c * 4096 + i for c in range(len(QCOW2_SEED) // 4096)
+               for i in range(0, 128)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(QCOW2_SPOTS),
+                          st.integers(0, 255)), max_size=8),
+       st.integers(0, len(QCOW2_SEED)))
+def test_mutated_qcow2_images(flips, cut):
+    """Bytes of a qcow2 image with two internal snapshots (one with a
+    compressed cluster, its vmstate also mapped by the active state)
+    changed, the file cut short: read, extracted and a scrub planned, or
+    refused with a clear error.
+    """
+    data = bytearray(QCOW2_SEED[:cut] if cut > 72 else QCOW2_SEED)
+    for pos, val in flips:
+        if pos < len(data):
+            data[pos] = val
+    checkpoint_targets.parse_qcow2(bytes(data))

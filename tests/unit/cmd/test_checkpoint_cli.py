@@ -75,3 +75,45 @@ def test_error_exit_code(tmp_path, capsys):
     assert sparc.main(['checkpoint', 'info', str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith('sparc: error: %s: at offset 0:' % path)
+
+
+def _qcow2(tmp_path):
+    from tests.unit.checkpoint import qcow2_image
+    data = streamgen.simple_save(ram_pages=16)
+    vm = data[len(streamgen.libvirt_header(16 * 4)):]
+    path = tmp_path / 'disk.qcow2'
+    path.write_bytes(qcow2_image.build({'before-upgrade': vm, 'b': vm}))
+    return str(path)
+
+
+def test_qcow2_info_lists_snapshots(tmp_path, capsys):
+    path = _qcow2(tmp_path)
+    assert sparc.main(['checkpoint', 'info', path]) == 0
+    out = capsys.readouterr().out
+    assert 'Snapshots: 2 hold memory; name one with --snapshot NAME' in out
+    assert 'before-upgrade' in out and '2023-11-14' in out
+    assert sparc.main(['checkpoint', 'info', path, '--format', 'json']) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert [s['id'] for s in listing['snapshots']] == ['1', '2']
+
+
+def test_qcow2_snapshot_commands(tmp_path, capsys):
+    path = _qcow2(tmp_path)
+    assert sparc.main(['checkpoint', 'info', path, '--snapshot',
+                       'before-upgrade']) == 0
+    out = capsys.readouterr().out
+    assert 'Kind:      qcow2-snapshot' in out
+    assert "Snapshot:  before-upgrade (ID 1) of a qcow2 v3 image" in out
+    assert 'Restore:   virsh snapshot-revert DOMAIN before-upgrade' in out
+    assert 'at file offset' not in out
+    raw = tmp_path / 'ram.raw'
+    assert sparc.main(['checkpoint', 'extract-ram', path, str(raw),
+                       '--snapshot', '2']) == 0
+    assert raw.read_bytes()[8192:12288] == streamgen.page_of(2)
+    marker = streamgen.page_of(2)[:24].decode('latin-1')
+    assert sparc.main(['checkpoint', 'verify', path, '--snapshot', 'b',
+                       '--marker', marker]) == 1
+    # Without --snapshot, the commands that need one say which exist.
+    assert sparc.main(['checkpoint', 'extract-ram', path, str(raw)]) == 2
+    assert 'snapshots with memory: before-upgrade, b' in \
+        capsys.readouterr().err
