@@ -75,10 +75,12 @@ def one_round(sparc: str, image: str, sels: list[str], workdir: str,
                  sealed_copy, '--key-file', key, '--format', 'json'] + excl}
     out = {}
     for name in (('seal', 'scrub') if seal_first else ('scrub', 'seal')):
-        out[name], _ = _run(commands[name])
+        out[name], report = _run(commands[name])
+        out[name + '_phases'] = report['timings']
     out['unseal'], report = _run(
         [sparc, 'checkpoint', 'unseal', sealed_copy, '--key-file', key,
          '--output', unsealed, '--format', 'json'])
+    out['unseal_phases'] = report['timings']
     out['unseal_rewrite'] = report['timings']['rewrite']
     out['unseal_beyond_rewrite'] = out['unseal'] - out['unseal_rewrite']
     _remove(scrubbed, sealed_copy, sealed_copy + '.sparc-sealed', unsealed,
@@ -110,6 +112,9 @@ def show(r: dict) -> None:
               '%.2fs, beyond it %.2fs)' % (
                   i, x['scrub'], x['seal'], x['unseal'],
                   x['unseal_rewrite'], x['unseal_beyond_rewrite']))
+        for name in ('scrub', 'seal', 'unseal'):
+            print('    %-6s %s' % (name, ', '.join(
+                '%s %.2f' % kv for kv in x[name + '_phases'].items())))
     print('  median: seal %.2fs vs scrub %.2fs (x%.3f, target <= 1.10); '
           'unseal %.2fs, %.2fs beyond its rewrite (target < 1 s)' % (
               r['median_seal'], r['median_scrub'], r['seal_over_scrub'],
