@@ -29,6 +29,7 @@ from tests.e2e.cloud import apis
 from tests.e2e.cloud import devstack_lib
 from tests.e2e.cloud import host_accounts
 from tests.e2e.cloud import inifile
+from tests.e2e.cloud import keymanager
 from tests.e2e.cloud import libvirtd
 from tests.e2e.cloud import processes
 from tests.e2e.cloud import settings as settings_mod
@@ -141,6 +142,8 @@ def write_config(conf: Settings) -> None:
         'vnc': {'enabled': False},
         'serial_console': {'enabled': False},
     }
+    # Castellan's Barbican backend (encrypted suspend's data keys).
+    sections.update(keymanager.nova_sections(conf))
     inifile.write_ini(conf_file(conf), sections)
     compute = {k: v for k, v in sections.items()
                if k not in ('database', 'api_database')}

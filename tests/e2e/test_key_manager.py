@@ -1,0 +1,130 @@
+"""The cloud's key manager, as Nova's sealed suspend uses it: castellan's
+``key_manager.API`` built from the cloud's own ``nova.conf`` (its
+``[key_manager]`` and ``[barbican]`` sections), with a project member's
+request context (an oslo.context ``RequestContext`` holding the member's
+Keystone token and project), reaches Barbican through the catalog:
+
+* it stores a 256-bit AES key and gets the same bytes back;
+* the secret belongs to the member's project: ``openstack secret list``
+  of that member shows it, a member of another project can neither read
+  nor delete it (Barbican answers 403 or 404) nor sees it listed;
+* the member deletes it, after which it is gone (castellan's not-found
+  error, and no longer listed).
+"""
+
+import os
+import uuid
+
+from castellan.common import exception as castellan_exception
+from castellan.common.objects import symmetric_key
+from castellan import key_manager
+from keystoneauth1.identity import v3
+from keystoneauth1 import session as ks_session
+from oslo_config import cfg
+from oslo_context import context as oslo_context
+import pytest
+
+from tests.e2e.cloud import catalog
+from tests.e2e.cloud import nova
+from tests.e2e.cloud import settings as settings_mod
+
+pytestmark = pytest.mark.e2e
+
+
+def _session(conf: settings_mod.CloudSettings, username: str,
+             project_name: str) -> ks_session.Session:
+    """A keystoneauth session of ``username`` scoped to ``project_name``."""
+    auth = v3.Password(auth_url=conf.auth_url, username=username,
+                       password=conf.password, project_name=project_name,
+                       user_domain_name='Default',
+                       project_domain_name='Default')
+    return ks_session.Session(auth=auth)
+
+
+def _context(sess: ks_session.Session) -> oslo_context.RequestContext:
+    """The request context an API service builds for the session's user."""
+    return oslo_context.RequestContext(auth_token=sess.get_token(),
+                                       project_id=sess.get_project_id(),
+                                       user_id=sess.get_user_id())
+
+
+def _barbican_url(sess: ks_session.Session, path: str) -> str:
+    endpoint = sess.get_endpoint(service_type='key-manager',
+                                 interface='public',
+                                 region_name=settings_mod.REGION)
+    return endpoint.rstrip('/') + path
+
+
+def _listed(cli, secret_id: str) -> bool:
+    """Whether ``openstack secret list`` (the member's) shows the secret."""
+    return any(row['Secret href'].endswith('/' + secret_id)
+               for row in cli.json('secret', 'list'))
+
+
+@pytest.fixture(scope='module')
+def key_manager_api(cloud):
+    """castellan's key manager configured by the cloud's nova.conf."""
+    conf = cfg.ConfigOpts()
+    conf(args=[], project='nova',
+         default_config_files=[nova.conf_file(cloud.conf)])
+    return key_manager.API(conf)
+
+
+@pytest.fixture(scope='module')
+def other_member(cloud, conn):
+    """A session of a member of another project (made for this module)."""
+    suffix = uuid.uuid4().hex[:8]
+    project = conn.identity.create_project(name='sparc-e2e-other-' + suffix,
+                                           domain_id='default')
+    user = conn.identity.create_user(name='sparc-e2e-other-' + suffix,
+                                     password=cloud.conf.password,
+                                     domain_id='default',
+                                     default_project_id=project.id)
+    conn.identity.assign_project_role_to_user(
+        project, user, conn.identity.find_role('member'))
+    try:
+        yield _session(cloud.conf, user.name, project.name)
+    finally:
+        conn.identity.delete_user(user, ignore_missing=True)
+        conn.identity.delete_project(project, ignore_missing=True)
+
+
+def test_member_stores_gets_and_deletes_a_project_key(
+        cloud, key_manager_api, member_cli, other_member):
+    member = _session(cloud.conf, catalog.MEMBER_USER,
+                      catalog.MEMBER_PROJECT)
+    ctx = _context(member)
+    key_bytes = os.urandom(32)
+    key_id = key_manager_api.store(
+        ctx, symmetric_key.SymmetricKey('AES', 256, key_bytes))
+    try:
+        fetched = key_manager_api.get(ctx, key_id)
+        assert fetched.get_encoded() == key_bytes
+        assert (fetched.algorithm, fetched.bit_length) == ('AES', 256)
+        assert _listed(member_cli, key_id)
+
+        # Another project's member: refused, and not in its listing.
+        other_ctx = _context(other_member)
+        assert other_ctx.project_id != ctx.project_id
+        with pytest.raises((castellan_exception.KeyManagerError,
+                            castellan_exception.ManagedObjectNotFoundError)):
+            key_manager_api.get(other_ctx, key_id)
+        with pytest.raises((castellan_exception.KeyManagerError,
+                            castellan_exception.ManagedObjectNotFoundError)):
+            key_manager_api.delete(other_ctx, key_id)
+        url = _barbican_url(other_member, '/v1/secrets/' + key_id)
+        for method in ('GET', 'DELETE'):
+            response = other_member.request(url, method, raise_exc=False)
+            assert response.status_code in (403, 404), (
+                method, response.status_code, response.text)
+        listing = other_member.get(_barbican_url(other_member, '/v1/secrets'),
+                                   params={'limit': 100}).json()
+        assert all(not s['secret_ref'].endswith('/' + key_id)
+                   for s in listing['secrets'])
+        # Still there for its own project.
+        assert key_manager_api.get(ctx, key_id).get_encoded() == key_bytes
+    finally:
+        key_manager_api.delete(ctx, key_id)
+    with pytest.raises(castellan_exception.ManagedObjectNotFoundError):
+        key_manager_api.get(ctx, key_id)
+    assert not _listed(member_cli, key_id)
