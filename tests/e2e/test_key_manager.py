@@ -4,7 +4,9 @@
 request context (an oslo.context ``RequestContext`` holding the member's
 Keystone token and project), reaches Barbican through the catalog:
 
-* it stores a 256-bit AES key and gets the same bytes back;
+* it stores a 256-bit AES key and gets the same bytes back; another
+  member of the same project gets them too (a resume may be asked for
+  by another user than the suspend);
 * the secret belongs to the member's project: ``openstack secret list``
   of that member shows it, a member of another project can neither read
   nor delete it (Barbican answers 403 or 404) nor sees it listed;
@@ -70,27 +72,41 @@ def key_manager_api(cloud):
     return key_manager.API(conf)
 
 
-@pytest.fixture(scope='module')
-def other_member(cloud, conn):
-    """A session of a member of another project (made for this module)."""
-    suffix = uuid.uuid4().hex[:8]
-    project = conn.identity.create_project(name='sparc-e2e-other-' + suffix,
-                                           domain_id='default')
-    user = conn.identity.create_user(name='sparc-e2e-other-' + suffix,
-                                     password=cloud.conf.password,
-                                     domain_id='default',
-                                     default_project_id=project.id)
+def _add_member(cloud, conn, project, made: list) -> ks_session.Session:
+    """A new user with the member role in ``project``; its session."""
+    user = conn.identity.create_user(
+        name='sparc-e2e-member-' + uuid.uuid4().hex[:8],
+        password=cloud.conf.password, domain_id='default',
+        default_project_id=project.id)
+    made.append(user)
     conn.identity.assign_project_role_to_user(
         project, user, conn.identity.find_role('member'))
+    return _session(cloud.conf, user.name, project.name)
+
+
+@pytest.fixture(scope='module')
+def members(cloud, conn):
+    """Sessions of two users made for this module: ``same``, another
+    member of the tenant's project, and ``other``, the member of another
+    project.
+    """
+    made: list = []
+    other_project = conn.identity.create_project(
+        name='sparc-e2e-other-' + uuid.uuid4().hex[:8], domain_id='default')
     try:
-        yield _session(cloud.conf, user.name, project.name)
+        tenant = conn.identity.find_project(catalog.MEMBER_PROJECT,
+                                            ignore_missing=False)
+        yield {'same': _add_member(cloud, conn, tenant, made),
+               'other': _add_member(cloud, conn, other_project, made)}
     finally:
-        conn.identity.delete_user(user, ignore_missing=True)
-        conn.identity.delete_project(project, ignore_missing=True)
+        for user in made:
+            conn.identity.delete_user(user, ignore_missing=True)
+        conn.identity.delete_project(other_project, ignore_missing=True)
 
 
 def test_member_stores_gets_and_deletes_a_project_key(
-        cloud, key_manager_api, member_cli, other_member):
+        cloud, key_manager_api, member_cli, members):
+    other_member = members['other']
     member = _session(cloud.conf, catalog.MEMBER_USER,
                       catalog.MEMBER_PROJECT)
     ctx = _context(member)
@@ -102,6 +118,12 @@ def test_member_stores_gets_and_deletes_a_project_key(
         assert fetched.get_encoded() == key_bytes
         assert (fetched.algorithm, fetched.bit_length) == ('AES', 256)
         assert _listed(member_cli, key_id)
+        # Another member of the same project reads it.
+        same_ctx = _context(members['same'])
+        assert same_ctx.project_id == ctx.project_id
+        assert same_ctx.user_id != ctx.user_id
+        assert key_manager_api.get(same_ctx, key_id).get_encoded() == \
+            key_bytes
 
         # Another project's member: refused, and not in its listing.
         other_ctx = _context(other_member)
