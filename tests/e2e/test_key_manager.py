@@ -19,42 +19,12 @@ import uuid
 
 from castellan.common import exception as castellan_exception
 from castellan.common.objects import symmetric_key
-from castellan import key_manager
-from keystoneauth1.identity import v3
-from keystoneauth1 import session as ks_session
-from oslo_config import cfg
-from oslo_context import context as oslo_context
 import pytest
 
+from tests.e2e import castellan_client
 from tests.e2e.cloud import catalog
-from tests.e2e.cloud import nova
-from tests.e2e.cloud import settings as settings_mod
 
 pytestmark = pytest.mark.e2e
-
-
-def _session(conf: settings_mod.CloudSettings, username: str,
-             project_name: str) -> ks_session.Session:
-    """A keystoneauth session of ``username`` scoped to ``project_name``."""
-    auth = v3.Password(auth_url=conf.auth_url, username=username,
-                       password=conf.password, project_name=project_name,
-                       user_domain_name='Default',
-                       project_domain_name='Default')
-    return ks_session.Session(auth=auth)
-
-
-def _context(sess: ks_session.Session) -> oslo_context.RequestContext:
-    """The request context an API service builds for the session's user."""
-    return oslo_context.RequestContext(auth_token=sess.get_token(),
-                                       project_id=sess.get_project_id(),
-                                       user_id=sess.get_user_id())
-
-
-def _barbican_url(sess: ks_session.Session, path: str) -> str:
-    endpoint = sess.get_endpoint(service_type='key-manager',
-                                 interface='public',
-                                 region_name=settings_mod.REGION)
-    return endpoint.rstrip('/') + path
 
 
 def _listed(cli, secret_id: str) -> bool:
@@ -66,13 +36,10 @@ def _listed(cli, secret_id: str) -> bool:
 @pytest.fixture(scope='module')
 def key_manager_api(cloud):
     """castellan's key manager configured by the cloud's nova.conf."""
-    conf = cfg.ConfigOpts()
-    conf(args=[], project='nova',
-         default_config_files=[nova.conf_file(cloud.conf)])
-    return key_manager.API(conf)
+    return castellan_client.castellan_api(cloud.conf)
 
 
-def _add_member(cloud, conn, project, made: list) -> ks_session.Session:
+def _add_member(cloud, conn, project, made: list):
     """A new user with the member role in ``project``; its session."""
     user = conn.identity.create_user(
         name='sparc-e2e-member-' + uuid.uuid4().hex[:8],
@@ -81,7 +48,7 @@ def _add_member(cloud, conn, project, made: list) -> ks_session.Session:
     made.append(user)
     conn.identity.assign_project_role_to_user(
         project, user, conn.identity.find_role('member'))
-    return _session(cloud.conf, user.name, project.name)
+    return castellan_client.session(cloud.conf, user.name, project.name)
 
 
 @pytest.fixture(scope='module')
@@ -107,9 +74,9 @@ def members(cloud, conn):
 def test_member_stores_gets_and_deletes_a_project_key(
         cloud, key_manager_api, member_cli, members):
     other_member = members['other']
-    member = _session(cloud.conf, catalog.MEMBER_USER,
-                      catalog.MEMBER_PROJECT)
-    ctx = _context(member)
+    member = castellan_client.session(cloud.conf, catalog.MEMBER_USER,
+                                      catalog.MEMBER_PROJECT)
+    ctx = castellan_client.request_context(member)
     key_bytes = os.urandom(32)
     key_id = key_manager_api.store(
         ctx, symmetric_key.SymmetricKey('AES', 256, key_bytes))
@@ -119,14 +86,14 @@ def test_member_stores_gets_and_deletes_a_project_key(
         assert (fetched.algorithm, fetched.bit_length) == ('AES', 256)
         assert _listed(member_cli, key_id)
         # Another member of the same project reads it.
-        same_ctx = _context(members['same'])
+        same_ctx = castellan_client.request_context(members['same'])
         assert same_ctx.project_id == ctx.project_id
         assert same_ctx.user_id != ctx.user_id
         assert key_manager_api.get(same_ctx, key_id).get_encoded() == \
             key_bytes
 
         # Another project's member: refused, and not in its listing.
-        other_ctx = _context(other_member)
+        other_ctx = castellan_client.request_context(other_member)
         assert other_ctx.project_id != ctx.project_id
         with pytest.raises((castellan_exception.KeyManagerError,
                             castellan_exception.ManagedObjectNotFoundError)):
@@ -134,15 +101,14 @@ def test_member_stores_gets_and_deletes_a_project_key(
         with pytest.raises((castellan_exception.KeyManagerError,
                             castellan_exception.ManagedObjectNotFoundError)):
             key_manager_api.delete(other_ctx, key_id)
-        url = _barbican_url(other_member, '/v1/secrets/' + key_id)
+        url = castellan_client.barbican_url(other_member,
+                                            '/v1/secrets/' + key_id)
         for method in ('GET', 'DELETE'):
             response = other_member.request(url, method, raise_exc=False)
             assert response.status_code in (403, 404), (
                 method, response.status_code, response.text)
-        listing = other_member.get(_barbican_url(other_member, '/v1/secrets'),
-                                   params={'limit': 100}).json()
-        assert all(not s['secret_ref'].endswith('/' + key_id)
-                   for s in listing['secrets'])
+        assert key_id not in castellan_client.project_secret_ids(other_member)
+        assert key_id in castellan_client.project_secret_ids(member)
         # Still there for its own project.
         assert key_manager_api.get(ctx, key_id).get_encoded() == key_bytes
     finally:

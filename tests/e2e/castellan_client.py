@@ -1,0 +1,70 @@
+"""The cloud's key manager as the end-to-end tests reach it: castellan's
+``key_manager.API`` configured by the cloud's own ``nova.conf`` (what
+nova-compute uses for sealed suspends), request contexts of Keystone
+users, and Barbican's REST API for what a project holds.
+"""
+
+from castellan import key_manager
+from castellan.key_manager import key_manager as key_manager_base
+from keystoneauth1.identity import v3
+from keystoneauth1 import session as ks_session
+from oslo_config import cfg
+from oslo_context import context as oslo_context
+
+from tests.e2e.cloud import nova
+from tests.e2e.cloud import settings as settings_mod
+
+__all__ = ['castellan_api', 'session', 'request_context', 'barbican_url',
+           'project_secret_ids']
+
+
+def castellan_api(conf: settings_mod.CloudSettings
+                  ) -> key_manager_base.KeyManager:
+    """castellan's key manager, configured by the cloud's nova.conf (its
+    ``[key_manager]`` and ``[barbican]`` sections).
+    """
+    options = cfg.ConfigOpts()
+    options(args=[], project='nova',
+            default_config_files=[nova.conf_file(conf)])
+    return key_manager.API(options)
+
+
+def session(conf: settings_mod.CloudSettings, username: str,
+            project_name: str) -> ks_session.Session:
+    """A keystoneauth session of ``username`` (the cloud's password)
+    scoped to ``project_name``.
+    """
+    auth = v3.Password(auth_url=conf.auth_url, username=username,
+                       password=conf.password, project_name=project_name,
+                       user_domain_name='Default',
+                       project_domain_name='Default')
+    return ks_session.Session(auth=auth)
+
+
+def request_context(sess: ks_session.Session) -> oslo_context.RequestContext:
+    """The request context an API service builds for the session's user
+    (its token, project and user).
+    """
+    return oslo_context.RequestContext(auth_token=sess.get_token(),
+                                       project_id=sess.get_project_id(),
+                                       user_id=sess.get_user_id())
+
+
+def barbican_url(sess: ks_session.Session, path: str) -> str:
+    """``path`` on Barbican's public endpoint (from the session's
+    catalog).
+    """
+    endpoint = sess.get_endpoint(service_type='key-manager',
+                                 interface='public',
+                                 region_name=settings_mod.REGION)
+    return endpoint.rstrip('/') + path
+
+
+def project_secret_ids(sess: ks_session.Session) -> set[str]:
+    """The ids of the secrets Barbican lists for the session's project
+    (first 100).
+    """
+    listing = sess.get(barbican_url(sess, '/v1/secrets'),
+                       params={'limit': 100}).json()
+    return {s['secret_ref'].rstrip('/').rpartition('/')[2]
+            for s in listing['secrets']}
