@@ -9,7 +9,8 @@ Keystone token and project), reaches Barbican through the catalog:
   by another user than the suspend);
 * the secret belongs to the member's project: ``openstack secret list``
   of that member shows it, a member of another project can neither read
-  nor delete it (Barbican answers 403 or 404) nor sees it listed;
+  nor delete it (Barbican answers 403 or 404) nor sees it listed, and a
+  request without a token is refused (401);
 * the member deletes it, after which it is gone (castellan's not-found
   error, and no longer listed).
 """
@@ -20,6 +21,7 @@ import uuid
 from castellan.common import exception as castellan_exception
 from castellan.common.objects import symmetric_key
 import pytest
+import requests
 
 from tests.e2e import castellan_client
 from tests.e2e.cloud import catalog
@@ -108,6 +110,10 @@ def test_member_stores_gets_and_deletes_a_project_key(
             assert response.status_code in (403, 404), (
                 method, response.status_code, response.text)
         assert key_id not in castellan_client.project_secret_ids(other_member)
+        # No token, no secret: keystonemiddleware is in the pipeline.
+        anonymous = requests.get(castellan_client.barbican_url(
+            member, '/v1/secrets/' + key_id), timeout=30)
+        assert anonymous.status_code == 401, anonymous.text
         assert key_id in castellan_client.project_secret_ids(member)
         # Still there for its own project.
         assert key_manager_api.get(ctx, key_id).get_encoded() == key_bytes
