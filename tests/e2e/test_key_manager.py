@@ -6,7 +6,8 @@ Keystone token and project), reaches Barbican through the catalog:
 
 * it stores a 256-bit AES key and gets the same bytes back; another
   member of the same project gets them too (a resume may be asked for
-  by another user than the suspend);
+  by another user than the suspend), also with Nova's own request
+  context as nova-compute receives it;
 * the secret belongs to the member's project: ``openstack secret list``
   of that member shows it, a member of another project can neither read
   nor delete it (Barbican answers 403 or 404) nor sees it listed, and a
@@ -92,6 +93,11 @@ def test_member_stores_gets_and_deletes_a_project_key(
         assert same_ctx.project_id == ctx.project_id
         assert same_ctx.user_id != ctx.user_id
         assert key_manager_api.get(same_ctx, key_id).get_encoded() == \
+            key_bytes
+        # So does Nova's own context of that member, as nova-compute
+        # gets it (castellan uses Nova's auth plugin and its catalog).
+        nova_ctx = castellan_client.nova_request_context(members['same'])
+        assert key_manager_api.get(nova_ctx, key_id).get_encoded() == \
             key_bytes
 
         # Another project's member: refused, and not in its listing.
