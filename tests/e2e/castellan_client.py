@@ -1,6 +1,6 @@
 """The cloud's key manager as the end-to-end tests reach it: castellan's
-``key_manager.API`` configured by the cloud's own ``nova.conf`` (what
-nova-compute uses for sealed suspends), request contexts of Keystone
+``key_manager.API`` configured by nova-compute's own configuration (what
+it uses for sealed suspends), request contexts of Keystone
 users (oslo.context's, and Nova's own as nova-compute receives it), and
 Barbican's REST API for what a project holds.
 """
@@ -22,12 +22,13 @@ __all__ = ['castellan_api', 'session', 'request_context',
 
 def castellan_api(conf: settings_mod.CloudSettings
                   ) -> key_manager_base.KeyManager:
-    """castellan's key manager, configured by the cloud's nova.conf (its
-    ``[key_manager]`` and ``[barbican]`` sections).
+    """castellan's key manager, configured by nova-compute's
+    configuration file (its ``[key_manager]`` and ``[barbican]``
+    sections).
     """
     options = cfg.ConfigOpts()
     options(args=[], project='nova',
-            default_config_files=[nova.conf_file(conf)])
+            default_config_files=[nova.compute_conf_file(conf)])
     return key_manager.API(options)
 
 

@@ -1,6 +1,7 @@
 """The cloud's key manager, as Nova's sealed suspend uses it: castellan's
-``key_manager.API`` built from the cloud's own ``nova.conf`` (its
-``[key_manager]`` and ``[barbican]`` sections), with a project member's
+``key_manager.API`` built from nova-compute's own ``nova-cpu.conf`` (its
+``[key_manager]`` and ``[barbican]`` sections, written by
+devstack/lib/sparc's ``configure_sparc_key_manager``), with a project member's
 request context (an oslo.context ``RequestContext`` holding the member's
 Keystone token and project), reaches Barbican through the catalog:
 
@@ -38,7 +39,7 @@ def _listed(cli, secret_id: str) -> bool:
 
 @pytest.fixture(scope='module')
 def key_manager_api(cloud):
-    """castellan's key manager configured by the cloud's nova.conf."""
+    """castellan's key manager configured by nova-compute's file."""
     return castellan_client.castellan_api(cloud.conf)
 
 

@@ -1,7 +1,10 @@
 """Barbican, the cloud's key manager: configuration, database schema and
-its API served by gunicorn (:func:`tests.e2e.cloud.apis.serve`), and the
-``[key_manager]``/``[barbican]`` sections that point Nova's castellan at
-it.
+its API served by gunicorn (:func:`tests.e2e.cloud.apis.serve`).
+nova-compute's castellan is pointed at it by devstack/lib/sparc's
+``configure_sparc_key_manager`` (see
+:func:`tests.e2e.cloud.nova.configure_sparc`): ``[key_manager] backend =
+barbican`` and ``[barbican]`` with the cloud's Keystone as
+``auth_endpoint``.
 
 Secrets are stored by the ``store_crypto`` plugin with ``simple_crypto``:
 each project's key-encryption key is wrapped by a master KEK, a Fernet key
@@ -34,7 +37,7 @@ from tests.e2e.cloud import inifile
 from tests.e2e.cloud import processes
 from tests.e2e.cloud import settings as settings_mod
 
-__all__ = ['start', 'nova_sections', 'conf_dir', 'SERVICE_TYPE']
+__all__ = ['start', 'conf_dir', 'SERVICE_TYPE']
 
 Settings = settings_mod.CloudSettings
 
@@ -99,18 +102,3 @@ def start(conf: Settings, sup: processes.Supervisor) -> None:
                                 'upgrade'], env=env)
     apis.serve(conf, sup, 'barbican', 'barbican.api.app',
                dict(env, SPARC_CLOUD_WSGI_PASTE_INI=paste))
-
-
-def nova_sections(conf: Settings) -> dict[str, dict[str, object]]:
-    """Nova's key manager: castellan's Barbican backend, authenticated
-    with the request context's token against this cloud's Keystone, the
-    endpoint found in the token's catalog.
-    """
-    return {
-        'key_manager': {'backend': 'barbican'},
-        'barbican': {
-            'auth_endpoint': conf.auth_url,
-            'barbican_endpoint_type': 'public',
-            'barbican_region_name': settings_mod.REGION,
-        },
-    }

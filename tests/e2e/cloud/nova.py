@@ -29,7 +29,6 @@ from tests.e2e.cloud import apis
 from tests.e2e.cloud import devstack_lib
 from tests.e2e.cloud import host_accounts
 from tests.e2e.cloud import inifile
-from tests.e2e.cloud import keymanager
 from tests.e2e.cloud import libvirtd
 from tests.e2e.cloud import processes
 from tests.e2e.cloud import settings as settings_mod
@@ -142,8 +141,6 @@ def write_config(conf: Settings) -> None:
         'vnc': {'enabled': False},
         'serial_console': {'enabled': False},
     }
-    # Castellan's Barbican backend (encrypted suspend's data keys).
-    sections.update(keymanager.nova_sections(conf))
     inifile.write_ini(conf_file(conf), sections)
     compute = {k: v for k, v in sections.items()
                if k not in ('database', 'api_database')}
@@ -164,23 +161,27 @@ def paste_ini(conf: Settings) -> str:
 
 def configure_sparc(conf: Settings, log_dir: str,
                     driver: str = 'sparc') -> None:
-    """Run devstack/lib/sparc's configure_sparc_nova on the compute
-    service's nova-cpu.conf and configure_sparc_nova_api on nova.conf and
-    api-paste.ini, as the DevStack plugin does; ``driver='stock'`` keeps
+    """Run devstack/lib/sparc's configure_sparc_nova and
+    configure_sparc_key_manager (the cloud's Barbican, for sealed
+    suspends) on the compute service's nova-cpu.conf and
+    configure_sparc_nova_api on nova.conf and api-paste.ini, as the
+    DevStack plugin does with Barbican enabled; ``driver='stock'`` keeps
     Nova as it is.
     """
     if driver == 'stock':
         return
     devstack_lib.run(conf, [
-        'configure_sparc_nova', 'configure_sparc_nova_api',
-        'init_sparc_nova'], {
+        'configure_sparc_nova', 'configure_sparc_key_manager',
+        'configure_sparc_nova_api', 'init_sparc_nova'], {
             'SPARC_NOVA_CONF': compute_conf_file(conf),
             'SPARC_NOVA_API_CONF': conf_file(conf),
             'SPARC_NOVA_API_PASTE_INI': paste_ini(conf),
             'SPARC_MANAGED_SAVE_DIR': managed_save_dir(conf),
             'SPARC_SEND_NOTIFICATIONS': 'true',
             # oslo.privsep's default: through Nova's root helper.
-            'SPARC_PRIVSEP_HELPER_COMMAND': ''})
+            'SPARC_PRIVSEP_HELPER_COMMAND': '',
+            'SPARC_KEY_MANAGER_AUTH_URL': conf.auth_url,
+            'SPARC_KEY_MANAGER_REGION': settings_mod.REGION})
 
 
 def create_cells(conf: Settings, sup: processes.Supervisor) -> None:
