@@ -14,6 +14,10 @@ if is_service_enabled sparc-nova; then
         echo_summary "Configuring sparc-nova"
         configure_sparc_nova
         configure_sparc_nova_api
+        # Sealed suspends (sparc:suspend=seal) need the key manager.
+        if is_service_enabled barbican; then
+            configure_sparc_key_manager
+        fi
         if is_service_enabled g-api; then
             configure_sparc_glance
         fi

@@ -115,34 +115,41 @@ EVENTS_MICROVERSION = '2.51'
 
 
 @profiler.trace
-def policed_requests(request, instance_id: str
+def policed_requests(request, instance_id: str, suspended: bool = False
                      ) -> dict[str, instance_privacy.InstanceRequest]:
     """The newest request of each action the compute driver polices
     (:data:`~sparc_nova.dashboard.instance_privacy.POLICED_ACTIONS`) in
     the instance's action log, keyed by action name; each one that failed
-    with the reason the driver recorded in its events, if any.
+    with the reason the driver recorded in its events, if any. With
+    ``suspended`` (the instance is SUSPENDED), the newest suspend request
+    also says whether the driver sealed it
+    (:attr:`~sparc_nova.dashboard.instance_privacy.InstanceRequest.sealed`).
 
     Nova API calls: one instance-action list, plus one instance-action
     get (microversion 2.51, which shows a project member the events,
-    never their tracebacks) per action whose newest request failed: at
-    most ``1 + len(POLICED_ACTIONS)``, however long the log is.
+    never their tracebacks) per action whose newest request failed, and
+    for the newest suspend of a suspended instance: at most
+    ``1 + len(POLICED_ACTIONS)``, however long the log is.
     """
     newest = instance_privacy.newest_requests(
         nova.instance_action_list(request, instance_id))
-    failed = [r for r in newest.values() if r.failed]
-    if failed:
+    wanted = [r for r in newest.values()
+              if r.failed or (suspended and r.action == 'suspend')]
+    if wanted:
         actions = _nova.novaclient(
             request, version=EVENTS_MICROVERSION).instance_action
-        for last in failed:
+        for last in wanted:
             try:
                 action = actions.get(instance_id, last.request_id)
             except Exception:
-                # Still shown as failed, without a reason.
+                # Still shown as failed, without a reason; sealed unknown.
                 LOG.info('Events of request %s of instance %s not '
                          'readable', last.request_id, instance_id)
                 continue
-            last.reason = instance_privacy.policy_reason(
-                getattr(action, 'events', None))
+            events = getattr(action, 'events', None)
+            last.sealed = instance_privacy.sealed_event(events)
+            if last.failed:
+                last.reason = instance_privacy.policy_reason(events)
     return newest
 
 

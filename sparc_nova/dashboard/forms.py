@@ -5,6 +5,7 @@ the Nova driver and ``sparc policy check`` run, and every error message is
 its message, word for word.
 """
 
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
@@ -50,9 +51,32 @@ CHOICE_HELP = {
     policy.ON_FAILURE: _("abort: a checkpoint that cannot be scrubbed is "
                          "not kept. allow: it is kept unscrubbed and says "
                          "so (only where the operator permits it)."),
-    policy.SUSPEND: _("scrub: suspend scrubs the saved memory. refuse: "
-                      "suspend is refused."),
 }
+
+#: The suspend modes (``sparc:suspend``) the form offers, in this order,
+#: and what each does.
+SUSPEND_MODES = ('scrub', 'seal', 'refuse')
+SUSPEND_HELP = {
+    'scrub': _("scrub: the excluded processes' memory is zeroed in the "
+               "saved state; they are gone after resume."),
+    'seal': _("seal: their memory is encrypted in the saved state with a "
+              "key kept in the project's key manager; they continue after "
+              "resume."),
+    'refuse': _("refuse: suspend is refused."),
+}
+CHOICE_HELP[policy.SUSPEND] = format_lazy(
+    '{} {} {}', *(SUSPEND_HELP[m] for m in SUSPEND_MODES))
+
+
+def choice_values(key: str) -> tuple[str, ...]:
+    """The values the form offers for a choice key: the policy module's,
+    and for ``suspend`` :data:`SUSPEND_MODES` first. Whatever is picked
+    is checked by :func:`sparc_nova.policy.parse` like any value.
+    """
+    known = tuple(policy.CHOICE_KEYS[key])
+    if key != policy.SUSPEND:
+        return known
+    return SUSPEND_MODES + tuple(v for v in known if v not in SUSPEND_MODES)
 
 
 def _choices(key: str) -> list[tuple[str, str]]:
@@ -60,8 +84,8 @@ def _choices(key: str) -> list[tuple[str, str]]:
         default = 'true' if policy.BOOL_DEFAULTS[key] else 'false'
         values = ('true', 'false')
     else:
-        values = policy.CHOICE_KEYS[key]
-        default = values[0]
+        values = choice_values(key)
+        default = policy.CHOICE_KEYS[key][0]
     unset = pgettext_lazy("policy setting", "Not set (default: %s)")
     return [('', unset % default)] + [(v, v) for v in values]
 

@@ -23,6 +23,9 @@ SNAPSHOT_TASK_STATES = ('image_snapshot', 'image_snapshot_pending',
                         'image_backup', 'shelving_image_pending_upload',
                         'shelving_image_uploading')
 
+#: Nova's status of a suspended instance.
+SUSPENDED = 'SUSPENDED'
+
 #: Scrub states of a snapshot.
 SCRUB_PENDING = 'pending'
 SCRUB_DONE = 'scrubbed'
@@ -129,6 +132,9 @@ class InstanceRequest:
     start_time: str
     failed: bool
     reason: str | None = None
+    #: Whether the compute driver recorded a sealed suspend on this
+    #: request (:func:`sealed_event`); None while its events are unread.
+    sealed: bool | None = None
 
     @classmethod
     def from_action(cls, action) -> 'InstanceRequest | None':
@@ -185,6 +191,19 @@ def newest_of(requests: Iterable[InstanceRequest]
 #: The compute driver names the events it adds to a request that the
 #: privacy policy made fail with this prefix and the reason.
 POLICY_EVENT_PREFIX = 'sparc-nova: '
+#: The event the compute driver adds (result ``Success``) to a suspend
+#: request whose excluded processes it sealed (``sparc:suspend=seal``):
+#: their memory is encrypted in the saved state and they continue after
+#: resume.
+SEALED_EVENT = POLICY_EVENT_PREFIX + 'sealed'
+#: Nova's result of an instance-action event that succeeded.
+EVENT_SUCCESS = 'Success'
+
+
+def _event_field(event, field: str) -> str:
+    value = (event.get(field) if isinstance(event, dict)
+             else getattr(event, field, None))
+    return value or ''
 
 
 def policy_reason(events: Iterable) -> str | None:
@@ -193,11 +212,20 @@ def policy_reason(events: Iterable) -> str | None:
     them from microversion 2.51), or None.
     """
     for event in events or ():
-        name = (event.get('event') if isinstance(event, dict)
-                else getattr(event, 'event', None)) or ''
-        if name.startswith(POLICY_EVENT_PREFIX):
+        name = _event_field(event, 'event')
+        if name.startswith(POLICY_EVENT_PREFIX) and name != SEALED_EVENT:
             return name[len(POLICY_EVENT_PREFIX):]
     return None
+
+
+def sealed_event(events) -> bool:
+    """Whether the events of a suspend request (as for
+    :func:`policy_reason`) hold the compute driver's :data:`SEALED_EVENT`
+    with result ``Success``.
+    """
+    return any(_event_field(e, 'event') == SEALED_EVENT and
+               _event_field(e, 'result') == EVENT_SUCCESS
+               for e in events or ())
 
 
 def latest_snapshots(images: Iterable) -> dict[str, SnapshotRecord]:
@@ -321,6 +349,30 @@ class InstancePrivacy:
         source the user cannot read (which may exclude something).
         """
         return self.scrubs_snapshots or bool(self.incomplete)
+
+    @property
+    def suspended(self) -> bool:
+        return self.status == SUSPENDED
+
+    @property
+    def sealed(self) -> bool | None:
+        """Whether the suspended instance is sealed: its newest suspend
+        request carries :data:`SEALED_EVENT`. False when it is not
+        suspended or that suspend did not seal; None when suspended and
+        the suspend's events could not be read (or no suspend request is
+        in the action log).
+        """
+        if not self.suspended:
+            return False
+        request = self.requests.get('suspend')
+        return None if request is None else request.sealed
+
+    @property
+    def wants_requests(self) -> bool:
+        """Whether the rows look up the instance's action log: the driver
+        may refuse its operations, or it is suspended (sealed or not).
+        """
+        return self.may_be_policed or self.suspended
 
     @property
     def last_request(self) -> InstanceRequest | None:

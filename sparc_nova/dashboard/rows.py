@@ -59,18 +59,20 @@ def build(request, servers,
 
 def _add_requests(request, rows) -> None:
     """Look up the newest policed requests of the rows whose operations
-    the compute driver may refuse (in parallel; per instance the calls of
-    :func:`api.policed_requests`). A failed snapshot request is the only
-    trace of a scrub that failed, as nothing was kept; a refused suspend,
-    shelve or move leaves only its event.
+    the compute driver may refuse, and of the suspended ones (in
+    parallel; per instance the calls of :func:`api.policed_requests`). A
+    failed snapshot request is the only trace of a scrub that failed, as
+    nothing was kept; a refused suspend, shelve or move leaves only its
+    event, and so does a sealed suspend.
     """
-    wanted = [row for row in rows if row.may_be_policed]
+    wanted = [row for row in rows if row.wants_requests]
     if not wanted:
         return
 
     def lookup(row):
         try:
-            return api.policed_requests(request, row.id)
+            return api.policed_requests(request, row.id,
+                                        suspended=row.suspended)
         except Exception:
             return {}
 

@@ -133,6 +133,28 @@ def setting_cell(key: str):
     return cell
 
 
+def suspend_cell(row: instance_privacy.InstancePrivacy):
+    """The suspend setting; a suspended instance whose suspend sealed its
+    excluded processes says "Sealed".
+    """
+    setting = setting_cell(policy.SUSPEND)(row)
+    if row.sealed:
+        return format_html('{} {}', setting, sealed_badge())
+    return setting
+
+
+def sealed_badge() -> str:
+    return format_html(
+        '<span class="label label-info sparc-sealed" title="{}">{}</span>',
+        SEALED_TITLE, pgettext_lazy("suspend state", "Sealed"))
+
+
+#: What "Sealed" means for a suspended instance.
+SEALED_TITLE = _("The excluded processes' memory is encrypted in the saved "
+                 "state with a key kept in the project's key manager; they "
+                 "continue after resume.")
+
+
 def policy_cell(row: instance_privacy.InstancePrivacy):
     """Whether the instance has a policy, and every problem of it."""
     notes = [SOURCE_UNREADABLE[s] for s in row.incomplete]
@@ -313,8 +335,7 @@ class PrivacyTable(tables.DataTable):
                                       verbose_name=_("Scrub Free Memory"))
     on_failure = tables.Column(setting_cell(policy.ON_FAILURE),
                                verbose_name=_("On Failure"))
-    suspend = tables.Column(setting_cell(policy.SUSPEND),
-                            verbose_name=_("Suspend"))
+    suspend = tables.Column(suspend_cell, verbose_name=_("Suspend"))
     scrub = tables.Column(scrub_state, verbose_name=_("Last Scrub"),
                           status=True, status_choices=SCRUB_STATUS_CHOICES,
                           display_choices=SCRUB_DISPLAY_CHOICES)

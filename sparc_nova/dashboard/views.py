@@ -3,6 +3,7 @@
 from django.urls import reverse
 from django.urls import reverse_lazy
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from horizon import exceptions
 from horizon import forms
@@ -144,6 +145,30 @@ def effective_rows(instance) -> list[tuple[str, str]]:
     return result
 
 
+#: What the detail view says of a suspended instance: sealed (True), not
+#: sealed (False), unknown (None).
+SUSPEND_STATES = {
+    True: ('sealed', pgettext_lazy("suspend state", "Sealed"),
+           privacy_tables.SEALED_TITLE),
+    False: ('not-sealed', pgettext_lazy("suspend state", "Not sealed"),
+            _("Its suspend did not seal: excluded processes, if any, were "
+              "scrubbed from the saved state and are gone after resume.")),
+    None: ('unknown', pgettext_lazy("suspend state", "Unknown"),
+           _("Whether its suspend sealed the excluded processes could not "
+             "be read from the instance's action log.")),
+}
+
+
+def suspend_state(instance) -> dict | None:
+    """For a suspended instance: whether it is sealed, as ``state`` (a
+    CSS class suffix), ``label`` and ``text``; None otherwise.
+    """
+    if not instance.suspended:
+        return None
+    state, label, text = SUSPEND_STATES[instance.sealed]
+    return {'state': state, 'label': label, 'text': text}
+
+
 class SnapshotView(InstanceMixin, forms.ModalFormView):
     form_class = privacy_forms.CreatePrivateSnapshot
     form_id = "create_private_snapshot_form"
@@ -192,6 +217,7 @@ class DetailView(InstanceMixin, views.HorizonTemplateView):
         context['instance'] = instance
         context['effective'] = effective_rows(instance)
         context['enforced'] = enforced_parts(instance)
+        context['suspend_state'] = suspend_state(instance)
         context['refused'] = [
             (privacy_tables.ACTION_LABELS.get(r.action, r.action), r)
             for r in instance.refused_requests]

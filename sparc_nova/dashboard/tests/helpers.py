@@ -64,7 +64,7 @@ class PrivacyTestCase(test.TestCase):
         self.mock_latest_snapshots.side_effect = latest_snapshots
         self.mock_snapshots.return_value = list((snapshots or {}).values())
 
-        def policed_requests(request, instance_id):
+        def policed_requests(request, instance_id, suspended=False):
             found = (requests or {}).get(instance_id) or []
             if not isinstance(found, list):
                 found = [found]

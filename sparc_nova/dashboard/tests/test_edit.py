@@ -12,6 +12,7 @@ from openstack_dashboard.test import helpers as test
 
 from sparc_nova.dashboard.tests import data
 from sparc_nova.dashboard.tests import helpers
+from sparc_nova import policy
 
 INDEX_URL = reverse('horizon:project:privacy:index')
 WRITES = {horizon_api.nova: ['server_metadata_update',
@@ -103,7 +104,8 @@ class EditFormTests(helpers.PrivacyTestCase):
                          res.context['form'].initial['exclude_paths'])
         self.assertEqual('never', res.context['form'].initial['suspend'])
         self.assertContains(res, 'sparc-current-problems')
-        self.assertContains(res, 'expected one of: scrub, refuse')
+        self.assertContains(res, 'expected one of: ' + ', '.join(
+            policy.CHOICE_KEYS[policy.SUSPEND]))
 
     @test.create_mocks(MOCKS)
     def test_valid_post_writes_the_metadata(self):

@@ -238,7 +238,7 @@ class FailedSnapshotTests(helpers.PrivacyTestCase):
         self.assertIn('req-0f1', cell)
         # Only instances whose snapshots are scrubbed are looked up.
         self.mock_policed_requests.assert_called_once_with(
-            test.IsHttpRequest(), '1')
+            test.IsHttpRequest(), '1', suspended=False)
 
     @test.create_mocks(helpers.READS)
     def test_failed_request_shows_why(self):

@@ -59,7 +59,7 @@ class InstancePrivacyTests(test.TestCase):
         self.assertFalse(row.excludes_anything)
         self.assertEqual(
             ["sparc:suspend='never' (flavor extra spec): expected one of: "
-             "scrub, refuse",
+             + ', '.join(policy.CHOICE_KEYS[policy.SUSPEND]),
              "sparc:follow_ipc='maybe' (instance metadata): expected true "
              "or false"],
             [str(p) for p in row.problems])

@@ -16,6 +16,7 @@ SERVICES = {
     'placement': ('placement', ''),
     'neutron': ('network', ''),
     'nova': ('compute', '/v2.1'),
+    'barbican': ('key-manager', ''),
 }
 
 

@@ -10,6 +10,7 @@ from tests.e2e.cloud import apis
 from tests.e2e.cloud import catalog
 from tests.e2e.cloud import host_accounts
 from tests.e2e.cloud import infra
+from tests.e2e.cloud import keymanager
 from tests.e2e.cloud import libvirtd
 from tests.e2e.cloud import nova
 from tests.e2e.cloud import processes
@@ -61,6 +62,7 @@ class TestCloud:
             self._step('glance', apis.glance, c, s)
             self._step('placement', apis.placement, c, s)
             self._step('neutron', apis.neutron, c, s)
+            self._step('barbican', keymanager.start, c, s)
             self._step('nova-config', self._configure_nova)
             self._step('nova-cells', nova.create_cells, c, s)
             self._step('nova', nova.start, c, s)

@@ -15,7 +15,7 @@ from tests.e2e.cloud import settings as settings_mod
 
 #: One database per service (nova needs three: API, cell0, cell1).
 DATABASES = ('keystone', 'glance', 'placement', 'neutron', 'nova_api',
-             'nova_cell0', 'nova')
+             'nova_cell0', 'nova', 'barbican')
 
 
 class MariaDB:

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Install the test cloud on Debian 12, as root: MariaDB and RabbitMQ (their
 # distribution services are not started), a virtualenv holding Keystone,
-# Glance, Placement, Neutron and Nova pinned by constraints.txt, and
+# Glance, Placement, Neutron, Nova and Barbican pinned by constraints.txt, and
 # sparc-nova installed into it by devstack/lib/sparc's install_sparc_nova,
 # the function the DevStack plugin runs. Safe to run again: it skips what
 # is already there.

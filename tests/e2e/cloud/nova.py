@@ -161,23 +161,27 @@ def paste_ini(conf: Settings) -> str:
 
 def configure_sparc(conf: Settings, log_dir: str,
                     driver: str = 'sparc') -> None:
-    """Run devstack/lib/sparc's configure_sparc_nova on the compute
-    service's nova-cpu.conf and configure_sparc_nova_api on nova.conf and
-    api-paste.ini, as the DevStack plugin does; ``driver='stock'`` keeps
+    """Run devstack/lib/sparc's configure_sparc_nova and
+    configure_sparc_key_manager (the cloud's Barbican, for sealed
+    suspends) on the compute service's nova-cpu.conf and
+    configure_sparc_nova_api on nova.conf and api-paste.ini, as the
+    DevStack plugin does with Barbican enabled; ``driver='stock'`` keeps
     Nova as it is.
     """
     if driver == 'stock':
         return
     devstack_lib.run(conf, [
-        'configure_sparc_nova', 'configure_sparc_nova_api',
-        'init_sparc_nova'], {
+        'configure_sparc_nova', 'configure_sparc_key_manager',
+        'configure_sparc_nova_api', 'init_sparc_nova'], {
             'SPARC_NOVA_CONF': compute_conf_file(conf),
             'SPARC_NOVA_API_CONF': conf_file(conf),
             'SPARC_NOVA_API_PASTE_INI': paste_ini(conf),
             'SPARC_MANAGED_SAVE_DIR': managed_save_dir(conf),
             'SPARC_SEND_NOTIFICATIONS': 'true',
             # oslo.privsep's default: through Nova's root helper.
-            'SPARC_PRIVSEP_HELPER_COMMAND': ''})
+            'SPARC_PRIVSEP_HELPER_COMMAND': '',
+            'SPARC_KEY_MANAGER_AUTH_URL': conf.auth_url,
+            'SPARC_KEY_MANAGER_REGION': settings_mod.REGION})
 
 
 def create_cells(conf: Settings, sup: processes.Supervisor) -> None:

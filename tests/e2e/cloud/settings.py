@@ -24,6 +24,7 @@ PORT_OFFSETS = {
     'mariadb': 306,
     'epmd': 369,
     'keystone': 500,
+    'barbican': 311,
     'glance': 292,
     'rabbitmq': 672,
     'rabbitmq_dist': 673,

@@ -92,7 +92,10 @@ def node(tmp_path_factory):
         SPARC_MANAGED_SAVE_DIR=str(root / 'save'),
         SPARC_PRIVSEP_HELPER_COMMAND='%s -m oslo_privsep.daemon'
                                      % sys.executable,
-        ENABLED_SERVICES='key,n-api,n-cpu,n-cond,g-api,placement-api',
+        ENABLED_SERVICES='key,n-api,n-cpu,n-cond,g-api,placement-api,'
+                         'barbican',
+        KEYSTONE_SERVICE_URI='http://192.0.2.10/identity',
+        REGION_NAME='RegionTwo',
         SPARC_PLUGIN_CALLS=str(root / 'calls'))
     env.pop('PYTHONPATH', None)
     return root, env
@@ -135,6 +138,14 @@ def test_the_plugin_phase_by_phase(node):
     assert nova_conf.get('sparc_privsep', 'helper_command') == \
         env['SPARC_PRIVSEP_HELPER_COMMAND']
     assert nova_conf.get('DEFAULT', 'debug') == 'true'
+    # Barbican enabled: castellan's Barbican backend with Keystone auth.
+    assert nova_conf.get('key_manager', 'backend') == 'barbican'
+    assert {k: nova_conf.get('barbican', k) for k in (
+        'auth_endpoint', 'barbican_endpoint_type',
+        'barbican_region_name')} == {
+        'auth_endpoint': 'http://192.0.2.10/identity/v3',
+        'barbican_endpoint_type': 'public',
+        'barbican_region_name': 'RegionTwo'}
     non_inheritable = nova_conf.get(
         'DEFAULT', 'non_inheritable_image_properties').split(',')
     assert {'sparc_scrubbed', 'sparc_policy_digest'} <= {
