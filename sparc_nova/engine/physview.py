@@ -32,6 +32,8 @@ _MIN_RUN = 16
 #: first to its last eight bytes (a page that differs there needs no
 #: further look).
 _SAMPLE = np.linspace(0, PAGE_SIZE - 8, 9).astype(np.int64)
+#: Pages sampled per numpy call (about 1.5 MiB of temporaries).
+_SAMPLE_PAGES = 1 << 16
 #: Bytes counted per numpy call.
 _COUNT_CHUNK = 16 * 1024 * 1024
 
@@ -86,8 +88,12 @@ def pages_hold(buf, offsets: np.ndarray, fill: int,
     if expected:
         maybe = np.arange(len(offsets))
     else:
-        sample = words[offsets[:, None] + _SAMPLE]
-        maybe = np.nonzero((sample == word).all(axis=1))[0]
+        # A sample is 9 words a page: _SAMPLE_PAGES pages at a time keep
+        # the temporaries small.
+        maybe = np.concatenate([
+            lo + np.nonzero((words[offsets[lo:lo + _SAMPLE_PAGES, None] +
+                                   _SAMPLE] == word).all(axis=1))[0]
+            for lo in range(0, len(offsets), _SAMPLE_PAGES)])
     cand = offsets[maybe]
     cut = np.nonzero(np.diff(cand) != _RECORD)[0] + 1
     bounds = np.concatenate([[0], cut, [len(cand)]]).tolist()
@@ -116,20 +122,28 @@ class CheckpointMemory:
         self.ranges = [(r.gpa, r.end) for r in mem.ranges]
         self._starts = [r.gpa for r in mem.ranges]
         self._pfn0 = []
-        self._data = []      # per range: payload offset, -1 if none
-        self._fill = []      # per range: fill byte, DATA for a data page
+        # Per range and page: the record number of the loaded data page
+        # (-1: none) and the fill byte (DATA for a data page). Derived
+        # CHUNK pages at a time (temporaries stay small).
+        self._rec = []
+        self._fill = []
         for r in mem.ranges:
             block = idx.block(r.block)
             first = r.block_offset >> 12
             n = r.length >> 12
             last = idx.last[block.index][first:first + n]
-            present = last >= 0
-            rec = np.where(present, last, 0)
-            kind = np.where(present, idx.rec_kind[rec], 0)
-            is_data = kind == ram_index.KIND_PAGE
-            self._data.append(np.where(is_data, idx.rec_data[rec], -1))
-            fill = np.where(present, idx.rec_fill[rec], 0).astype(np.int16)
-            fill[is_data] = DATA
+            recs = np.full(n, -1, dtype=last.dtype)
+            fill = np.zeros(n, dtype=np.int16)
+            for lo in range(0, n, ram_index.CHUNK):
+                part = last[lo:lo + ram_index.CHUNK]
+                present = part >= 0
+                rec = np.where(present, part, 0)
+                is_data = present & (idx.rec_kind[rec] == ram_index.KIND_PAGE)
+                recs[lo:lo + len(part)][is_data] = part[is_data]
+                f = np.where(present, idx.rec_fill[rec], 0).astype(np.int16)
+                f[is_data] = DATA
+                fill[lo:lo + len(part)] = f
+            self._rec.append(recs)
             self._fill.append(fill)
             self._pfn0.append(r.gpa >> 12)
         self._stream = ck.stream
@@ -148,9 +162,17 @@ class CheckpointMemory:
         self._cache = {}
 
     def close(self) -> None:
+        """Unmap the checkpoint and drop the per-page arrays (about 10
+        bytes per guest page) and the checkpoint's RAM index: the view
+        can no longer be read.
+        """
         if self._mm is not None and self._own_mm:
             self._mm.close()
         self._mm = None
+        self._rec, self._fill, self._pfn0 = [], [], []
+        self.ranges, self._starts = [], []
+        self._index = self._ck = self._stream = None
+        self._cache = {}
 
     # -- introspection interface -------------------------------------------
 
@@ -161,8 +183,9 @@ class CheckpointMemory:
         return i, (addr >> 12) - self._pfn0[i]
 
     def _page(self, i: int, p: int) -> bytes:
-        off = int(self._data[i][p])
-        if off >= 0:
+        rec = int(self._rec[i][p])
+        if rec >= 0:
+            off = int(self._index.rec_data[rec])
             return self._stream[off:off + PAGE_SIZE]
         return bytes([int(self._fill[i][p])]) * PAGE_SIZE
 
@@ -268,7 +291,8 @@ class CheckpointMemory:
         offs = np.empty(len(data), dtype=np.int64)
         for i, (start, end) in enumerate(self.ranges):
             sel = (p >= start >> 12) & (p < end >> 12)
-            offs[sel] = self._data[i][p[sel] - self._pfn0[i]]
+            offs[sel] = self._index.rec_data[
+                self._rec[i][p[sel] - self._pfn0[i]]]
         out[data] = pages_hold(self._mm, offs + self._base, fill, expected)
         return out
 
@@ -308,16 +332,17 @@ class CheckpointMemory:
         """Every occurrence in range ``i`` as guest memory loads, including
         occurrences that cross page boundaries.
         """
-        data = self._data[i]
+        recs = self._rec[i]
         fill = self._fill[i]
-        npages = len(data)
+        npages = len(recs)
         carry = b''
         carry_addr = 0
         base = self.ranges[i][0]
         uniform_ok = len(set(needle)) > 1
         for first in range(0, npages, chunk):
             n = min(chunk, npages - first)
-            d = data[first:first + n]
+            r = recs[first:first + n]
+            d = np.where(r >= 0, self._index.rec_data[np.maximum(r, 0)], -1)
             f = fill[first:first + n]
             if uniform_ok and not (d >= 0).any():
                 # Only uniform pages: a needle of two different bytes
