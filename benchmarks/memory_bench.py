@@ -196,9 +196,11 @@ def scrub(path: str, sels: list[str], code: str, interval: float) -> dict:
                         if not k.endswith('_mib')}}
 
 
-def boot_and_save(image, workdir: str, mib: int, hold: float) -> dict:
-    """Boot a ``mib`` MiB guest, hold ``hold`` of its RAM in the excluded
-    process, save it (timed): the image's description.
+def boot_and_save(image, workdir: str, mib: int, hold: float,
+                  hold_mib: int | None = None) -> dict:
+    """Boot a ``mib`` MiB guest, hold ``hold`` of its RAM (or
+    ``hold_mib`` MiB) in the excluded process, save it (timed): the
+    image's description.
     """
     machine = 'q35' if mib > 2048 else 'pc'
     g = guest_mod.Guest(image, memory_mib=mib, machine=machine)
@@ -206,7 +208,8 @@ def boot_and_save(image, workdir: str, mib: int, hold: float) -> dict:
         t = time.monotonic()
         g.start(timeout=900)
         boot = time.monotonic() - t
-        pages = int(mib * 256 * hold)
+        pages = int(mib * 256 * hold) if hold_mib is None else \
+            hold_mib * 256
         t = time.monotonic()
         pids = [g.start_workload('hold 1 --pages %d' % pages, timeout=900),
                 g.start_workload('hold 2 --threads 4'),
@@ -272,6 +275,9 @@ def main() -> int:
                    help='Guest sizes in MiB (comma separated).')
     p.add_argument('--hold', type=float, default=0.25,
                    help='Share of guest RAM the excluded process fills.')
+    p.add_argument('--hold-mib', type=int, default=None,
+                   help='MiB the excluded process fills, whatever the '
+                        'guest size (instead of --hold).')
     p.add_argument('--workdir', default=None)
     p.add_argument('--keep', action='store_true',
                    help='Keep the save images in --workdir.')
@@ -305,15 +311,17 @@ def main() -> int:
         image = build.build_guest(os.path.join(workdir, 'image'))
         metas = None
     for i, mib in enumerate(sizes):
-        meta = metas[i] if metas else boot_and_save(image, workdir, mib,
-                                                    args.hold)
+        meta = metas[i] if metas else boot_and_save(
+            image, workdir, mib, args.hold, args.hold_mib)
         r = bench_image(meta, codes, args.repeat, args.interval)
         if not metas and not args.keep:
             os.unlink(meta['path'])
         results.append(r)
-        print('# %d MiB guest: boot %.0fs, fill %.0fs, virsh save %.2fs'
-              % (mib, meta['boot_seconds'], meta['fill_seconds'],
-                 meta['save_seconds']))
+        print('# %d MiB guest, %d MiB held: boot %.0fs, fill %.0fs, '
+              'virsh save %.2fs' % (mib, meta['held_pages'] >> 8,
+                                    meta['boot_seconds'],
+                                    meta['fill_seconds'],
+                                    meta['save_seconds']))
         for key in codes:
             print(row(key, r))
             if r[key]['reported']:

@@ -18,7 +18,11 @@ life); the peak of private memory is the largest of samples taken every
 (:class:`MemorySampler`), so a spike shorter than that can be missed.
 The sandbox child also reports its own figures just before it exits
 (:func:`own_figures`, through its result; :mod:`.sandbox`), which the
-sampler takes as one more sample.
+sampler takes as one more sample. The sandbox child is two processes:
+the one started, which forks into its PID namespace and then only
+waits, and that fork, which does the work; the figures are the larger
+of the two (the waiter's memory is the interpreter's before the fork,
+shared with the worker).
 """
 
 import ctypes
@@ -26,8 +30,9 @@ import dataclasses
 import os
 import threading
 
-__all__ = ['MemorySampler', 'ProcessMemory', 'SAMPLE_INTERVAL',
-           'give_back_free_memory', 'mib', 'own_figures', 'parse_status',
+__all__ = ['MMAP_THRESHOLD', 'MemorySampler', 'ProcessMemory',
+           'SAMPLE_INTERVAL', 'children', 'give_back_free_memory',
+           'map_large_allocations', 'mib', 'own_figures', 'parse_status',
            'read_status']
 
 #: Seconds between two samples of :class:`MemorySampler`.
@@ -97,6 +102,17 @@ def read_status(pid: int | str = 'self') -> ProcessMemory | None:
     return parse_status(text.decode('ascii', 'replace'))
 
 
+def children(pid: int) -> list[int]:
+    """The children of process ``pid`` (``/proc/PID/task/PID/children``;
+    empty when unreadable).
+    """
+    try:
+        with open('/proc/%d/task/%d/children' % (pid, pid), 'rb') as f:
+            return [int(x) for x in f.read(4096).split()]
+    except (OSError, ValueError):
+        return []
+
+
 def own_figures(status_fd: int) -> dict | None:
     """This process's figures (:meth:`ProcessMemory.to_dict`) read from
     ``status_fd``, its ``/proc/self/status`` opened earlier (the sandbox
@@ -120,6 +136,34 @@ def _find_malloc_trim():
 #: glibc's ``malloc_trim``, looked up at import (the sandbox child imports
 #: this module before its root is emptied).
 _MALLOC_TRIM = _find_malloc_trim()
+
+
+def _find_mallopt():
+    try:
+        return ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOPT = _find_mallopt()
+#: glibc's ``M_MMAP_THRESHOLD`` parameter of ``mallopt``.
+_M_MMAP_THRESHOLD = -3
+#: Allocations from this size up get mappings of their own
+#: (:func:`map_large_allocations`; the sandbox child's
+#: ``MALLOC_MMAP_THRESHOLD_``).
+MMAP_THRESHOLD = 1 << 20
+
+
+def map_large_allocations() -> None:
+    """Have glibc map every allocation of :data:`MMAP_THRESHOLD` bytes
+    or more on its own, so that freeing it returns it to the kernel at
+    once (glibc otherwise raises the threshold to the largest block
+    freed, up to 32 MiB, and keeps such blocks in its heap). For
+    processes that exist to scrub (the CLI): it changes the whole
+    process's allocator. No-op without glibc.
+    """
+    if _MALLOPT is not None:
+        _MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def give_back_free_memory() -> None:
@@ -154,10 +198,11 @@ class MemorySampler:
     """Samples the peaks of processes' memory while a scrub runs.
 
     A daemon thread reads ``/proc/PID/status`` of every watched process
-    every ``interval`` seconds until :meth:`stop`. For this process (the
-    scrubbing one, which may be a long-lived daemon) the peak RSS is the
-    largest sampled ``VmRSS``; for a process started for the scrub
-    (``whole_life``: the sandbox child) it is its ``VmHWM``, exact. Peaks
+    (and of its children, which count as it: the peaks are the largest
+    of any of them) every ``interval`` seconds until :meth:`stop`. For
+    this process (the scrubbing one, which may be a long-lived daemon)
+    the peak RSS is the largest sampled ``VmRSS``; for a process started
+    for the scrub (the sandbox child) it is its ``VmHWM``, exact. Peaks
     of private memory are sampled for both.
 
     Use as ``with MemorySampler() as m: ...; m.figures()``.
@@ -191,10 +236,15 @@ class MemorySampler:
             self._peaks.setdefault(name, _Peaks(whole_life=True)).add(m)
 
     def _sample_one(self, name, pid) -> None:
-        m = read_status(pid)
-        if m is not None:
-            with self._lock:
-                self._peaks[name].add(m)
+        # A watched process's children count as it: the sandbox child
+        # forks once into its PID namespace, and the work is done by
+        # that fork (its parent only waits).
+        pids = [pid] if pid == 'self' else [pid] + children(pid)
+        for p in pids:
+            m = read_status(p)
+            if m is not None:
+                with self._lock:
+                    self._peaks[name].add(m)
 
     def sample(self) -> None:
         """Take one sample of every watched process now."""

@@ -77,7 +77,7 @@ CHILD_ENV = {'OPENBLAS_NUM_THREADS': '1', 'OMP_NUM_THREADS': '1',
              # mapped and unmapped on their own, so that memory freed is
              # returned at once (the threshold stays fixed, instead of
              # rising to the largest block freed).
-             'MALLOC_MMAP_THRESHOLD_': str(1 << 20)}
+             'MALLOC_MMAP_THRESHOLD_': str(memstats.MMAP_THRESHOLD)}
 #: Bytes of the child's standard error kept (the last ones).
 MAX_STDERR = 64 * 1024
 
