@@ -198,7 +198,12 @@ class RamIndex:
         pages = np.asarray(pages, dtype=np.int64)
         if self.single_copy[block]:
             recs = self.last[block][pages]
-            return np.unique(recs[recs >= 0]).astype(np.int64)
+            # Each page's one record: distinct when the pages are.
+            recs = np.sort(recs[recs >= 0]).astype(np.int64)
+            if (recs[1:] == recs[:-1]).any():
+                recs = np.concatenate([recs[:1], recs[1:][recs[1:] !=
+                                                          recs[:-1]]])
+            return recs
         b = self.blocks[block]
         want = np.zeros(b.pages, dtype=bool)
         want[pages] = True

@@ -83,7 +83,8 @@ class PageReplacements:
                 int(self.content.max()) >= len(self.contents) or
                 int(self.content.min()) < 0):
             raise ValueError('a content index is out of range')
-        if len(np.unique(self.pfns)) != len(self.pfns):
+        ordered = np.sort(self.pfns)
+        if (ordered[1:] == ordered[:-1]).any():
             raise ValueError('a frame is replaced twice')
 
     @classmethod

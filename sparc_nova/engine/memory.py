@@ -324,7 +324,11 @@ def changed_pages(memory, patcher: patches.PagePatcher
     all_pfns = np.concatenate(pfns)
     all_content = np.concatenate(content)
     # The last entry for a frame wins (patched content over a fill).
-    _, first_from_end = np.unique(all_pfns[::-1], return_index=True)
-    keep = np.sort(len(all_pfns) - 1 - first_from_end)
-    return rewrite.PageReplacements(all_pfns[keep], all_content[keep],
-                                    contents)
+    order = np.argsort(all_pfns, kind='stable')
+    ordered = all_pfns[order]
+    later = np.zeros(len(order), dtype=bool)
+    later[:-1] = ordered[1:] == ordered[:-1]
+    if later.any():
+        keep = np.sort(order[~later])
+        all_pfns, all_content = all_pfns[keep], all_content[keep]
+    return rewrite.PageReplacements(all_pfns, all_content, contents)

@@ -34,6 +34,8 @@ _MIN_RUN = 16
 _SAMPLE = np.linspace(0, PAGE_SIZE - 8, 9).astype(np.int64)
 #: Pages sampled per numpy call (about 1.5 MiB of temporaries).
 _SAMPLE_PAGES = 1 << 16
+#: Frames :meth:`CheckpointMemory.holds` looks at per step.
+_HOLDS_FRAMES = 1 << 18
 #: Bytes counted per numpy call.
 _COUNT_CHUNK = 16 * 1024 * 1024
 
@@ -279,9 +281,18 @@ class CheckpointMemory:
         whether from a ZERO record or from a data page (an in-place
         rewrite leaves data pages). ``expected``: most frames are expected
         to (a read-back), which makes the check faster; the result is the
-        same.
+        same. Works :data:`_HOLDS_FRAMES` frames at a time (the free
+        frames of a large guest number millions).
         """
         pfns = np.asarray(pfns, dtype=np.int64)
+        if len(pfns) > _HOLDS_FRAMES:
+            return np.concatenate([
+                self._holds(pfns[lo:lo + _HOLDS_FRAMES], fill, expected)
+                for lo in range(0, len(pfns), _HOLDS_FRAMES)])
+        return self._holds(pfns, fill, expected)
+
+    def _holds(self, pfns: np.ndarray, fill: int,
+               expected: bool) -> np.ndarray:
         fills = self.fills(pfns)
         out = fills == fill
         data = np.nonzero(fills == DATA)[0]
