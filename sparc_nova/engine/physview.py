@@ -124,29 +124,15 @@ class CheckpointMemory:
         self.ranges = [(r.gpa, r.end) for r in mem.ranges]
         self._starts = [r.gpa for r in mem.ranges]
         self._pfn0 = []
-        # Per range and page: the record number of the loaded data page
-        # (-1: none) and the fill byte (DATA for a data page). Derived
-        # CHUNK pages at a time (temporaries stay small).
-        self._rec = []
-        self._fill = []
+        # Per range: the index's record numbers of its pages' last copies
+        # (a view, no copy: the view adds no per-page memory); kinds and
+        # fills are looked up from them when asked.
+        self._last = []
         for r in mem.ranges:
             block = idx.block(r.block)
             first = r.block_offset >> 12
-            n = r.length >> 12
-            last = idx.last[block.index][first:first + n]
-            recs = np.full(n, -1, dtype=last.dtype)
-            fill = np.zeros(n, dtype=np.int16)
-            for lo in range(0, n, ram_index.CHUNK):
-                part = last[lo:lo + ram_index.CHUNK]
-                present = part >= 0
-                rec = np.where(present, part, 0)
-                is_data = present & (idx.rec_kind[rec] == ram_index.KIND_PAGE)
-                recs[lo:lo + len(part)][is_data] = part[is_data]
-                f = np.where(present, idx.rec_fill[rec], 0).astype(np.int16)
-                f[is_data] = DATA
-                fill[lo:lo + len(part)] = f
-            self._rec.append(recs)
-            self._fill.append(fill)
+            self._last.append(
+                idx.last[block.index][first:first + (r.length >> 12)])
             self._pfn0.append(r.gpa >> 12)
         self._stream = ck.stream
         owner = ck.stream.obj if isinstance(ck.stream, memoryview) else None
@@ -171,7 +157,7 @@ class CheckpointMemory:
         if self._mm is not None and self._own_mm:
             self._mm.close()
         self._mm = None
-        self._rec, self._fill, self._pfn0 = [], [], []
+        self._last, self._pfn0 = [], []
         self.ranges, self._starts = [], []
         self._index = self._ck = self._stream = None
         self._cache = {}
@@ -184,12 +170,26 @@ class CheckpointMemory:
             raise physical.PhysicalAddressError(addr)
         return i, (addr >> 12) - self._pfn0[i]
 
+    def _fills_of(self, last: np.ndarray) -> np.ndarray:
+        """Per record number of ``last`` (-1: never sent): the fill byte
+        its page loads with, :data:`DATA` for a data page (int16).
+        """
+        idx = self._index
+        present = last >= 0
+        rec = np.where(present, last, 0)
+        fill = np.where(present, idx.rec_fill[rec], 0).astype(np.int16)
+        fill[present & (idx.rec_kind[rec] == ram_index.KIND_PAGE)] = DATA
+        return fill
+
     def _page(self, i: int, p: int) -> bytes:
-        rec = int(self._rec[i][p])
-        if rec >= 0:
-            off = int(self._index.rec_data[rec])
+        rec = int(self._last[i][p])
+        if rec < 0:
+            return bytes(PAGE_SIZE)
+        idx = self._index
+        if idx.rec_kind[rec] == ram_index.KIND_PAGE:
+            off = int(idx.rec_data[rec])
             return self._stream[off:off + PAGE_SIZE]
-        return bytes([int(self._fill[i][p])]) * PAGE_SIZE
+        return bytes([int(idx.rec_fill[rec])]) * PAGE_SIZE
 
     def read(self, addr: int, size: int) -> bytes:
         within = addr & (PAGE_SIZE - 1)
@@ -268,7 +268,8 @@ class CheckpointMemory:
         done = np.zeros(len(pfns), dtype=bool)
         for i, (start, end) in enumerate(self.ranges):
             sel = (pfns >= start >> 12) & (pfns < end >> 12)
-            out[sel] = self._fill[i][pfns[sel] - self._pfn0[i]]
+            out[sel] = self._fills_of(self._last[i][pfns[sel] -
+                                                    self._pfn0[i]])
             done |= sel
         if not done.all():
             raise physical.PhysicalAddressError(
@@ -302,8 +303,9 @@ class CheckpointMemory:
         offs = np.empty(len(data), dtype=np.int64)
         for i, (start, end) in enumerate(self.ranges):
             sel = (p >= start >> 12) & (p < end >> 12)
+            # A data page's last copy is its data record.
             offs[sel] = self._index.rec_data[
-                self._rec[i][p[sel] - self._pfn0[i]]]
+                self._last[i][p[sel] - self._pfn0[i]]]
         out[data] = pages_hold(self._mm, offs + self._base, fill, expected)
         return out
 
@@ -343,18 +345,17 @@ class CheckpointMemory:
         """Every occurrence in range ``i`` as guest memory loads, including
         occurrences that cross page boundaries.
         """
-        recs = self._rec[i]
-        fill = self._fill[i]
-        npages = len(recs)
+        last = self._last[i]
+        npages = len(last)
         carry = b''
         carry_addr = 0
         base = self.ranges[i][0]
         uniform_ok = len(set(needle)) > 1
         for first in range(0, npages, chunk):
             n = min(chunk, npages - first)
-            r = recs[first:first + n]
-            d = np.where(r >= 0, self._index.rec_data[np.maximum(r, 0)], -1)
-            f = fill[first:first + n]
+            f = self._fills_of(last[first:first + n])
+            d = np.where(f == DATA, self._index.rec_data[
+                np.maximum(last[first:first + n], 0)], -1)
             if uniform_ok and not (d >= 0).any():
                 # Only uniform pages: a needle of two different bytes
                 # can only straddle into them from the carried tail.
