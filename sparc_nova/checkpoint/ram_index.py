@@ -3,6 +3,12 @@
 Built by :mod:`sparc_nova.checkpoint.qemu_stream` while it walks the RAM
 records; read by the guest-physical view and by the rewriter. All arrays
 are numpy arrays so that lookups and scrub selections are vectorised.
+
+Memory: the index holds 24 bytes per record and 4 bytes per guest page
+(record and page numbers are 32-bit while they fit), about 60 MiB for
+an 8 GiB guest. Building it and its per-page tables works through
+:data:`CHUNK` records at a time, so that what it needs on top of the
+result does not grow with the guest.
 """
 
 import dataclasses
@@ -15,6 +21,17 @@ PAGE_SHIFT = 12
 #: Record kinds.
 KIND_ZERO = 1   # RAM_SAVE_FLAG_ZERO: the page is filled with one byte
 KIND_PAGE = 2   # RAM_SAVE_FLAG_PAGE: 4096 bytes of data follow
+
+#: Records (or pages) handled at once where the index is built or a
+#: per-page table derived from it.
+CHUNK = 1 << 20
+
+
+def index_dtype(bound: int):
+    """The narrowest of int32 and int64 that holds every integer below
+    ``bound`` (record numbers, page numbers).
+    """
+    return np.int32 if bound <= 1 << 31 else np.int64
 
 
 @dataclasses.dataclass
@@ -62,14 +79,23 @@ class RamIndexBuilder:
             fills = np.zeros(n, dtype=np.uint8)
         data_offs = hdr_offs + 8
         self._order.append(['c', len(self._chunks)])
+        page_dtype = index_dtype(int(pages.max()) + 1) if n else np.int32
         self._chunks.append((np.full(n, block, dtype=np.int32),
-                             pages.astype(np.int64), hdr_offs.astype(np.int64),
+                             pages.astype(page_dtype),
+                             hdr_offs.astype(np.int64),
                              data_offs.astype(np.int64),
                              np.full(n, kind, dtype=np.uint8),
                              fills.astype(np.uint8)))
         return self._check(n)
 
     def finish(self, blocks: list[RamBlock]) -> 'RamIndex':
+        """The index of every record added (the builder is then empty).
+        Columns are joined one at a time, each column's pieces released
+        as soon as it is joined.
+        """
+        dtypes = (np.int32, index_dtype(max([b.pages for b in blocks] +
+                                            [1])),
+                  np.int64, np.int64, np.uint8, np.uint8)
         parts = [[] for _ in range(6)]
         si = 0
         for kind, val in self._order:
@@ -77,19 +103,18 @@ class RamIndexBuilder:
                 rows = self._singles[si:si + val]
                 si += val
                 cols = list(zip(*rows))
-                dtypes = (np.int32, np.int64, np.int64, np.int64, np.uint8,
-                          np.uint8)
                 for i in range(6):
                     parts[i].append(np.array(cols[i], dtype=dtypes[i]))
             else:
                 for i in range(6):
-                    parts[i].append(self._chunks[val][i])
-        if parts[0]:
-            arrays = [np.concatenate(p) for p in parts]
-        else:
-            arrays = [np.zeros(0, dtype=t) for t in
-                      (np.int32, np.int64, np.int64, np.int64, np.uint8,
-                       np.uint8)]
+                    parts[i].append(self._chunks[val][i].astype(
+                        dtypes[i], copy=False))
+        self._singles, self._chunks, self._order = [], [], []
+        arrays = []
+        for i in range(6):
+            arrays.append(np.concatenate(parts[i]) if parts[i] else
+                          np.zeros(0, dtype=dtypes[i]))
+            parts[i] = None
         return RamIndex(blocks, *arrays)
 
 
@@ -101,26 +126,42 @@ class RamIndex:
     payload (relative to the start of the stream), kind and, for ZERO
     records, the fill byte. ``last[b][p]`` is the record number of the last
     copy of page ``p`` of block ``b`` (-1: never sent).
+    ``single_copy[b]``: every record of block ``b`` is of another page
+    (no page was sent twice).
+
+    Record numbers (``last``) and page numbers (``rec_page``) are int32
+    when every one fits (see :func:`index_dtype`), else int64; block
+    numbers are int32.
     """
 
     def __init__(self, blocks, rec_block, rec_page, rec_hdr, rec_data,
                  rec_kind, rec_fill):
         self.blocks = blocks
         self.by_name = {b.name: b for b in blocks}
-        self.rec_block = rec_block
-        self.rec_page = rec_page
+        n = len(rec_block)
+        self.rec_block = np.asarray(rec_block).astype(np.int32, copy=False)
+        self.rec_page = np.asarray(rec_page).astype(index_dtype(max(
+            [b.pages for b in blocks] + [1])), copy=False)
         self.rec_hdr = rec_hdr
         self.rec_data = rec_data
         self.rec_kind = rec_kind
         self.rec_fill = rec_fill
-        n = len(rec_block)
-        self.last = []
-        recno = np.arange(n, dtype=np.int64)
-        for b in blocks:
-            last = np.full(b.pages, -1, dtype=np.int64)
-            sel = rec_block == b.index
-            np.maximum.at(last, rec_page[sel], recno[sel])
-            self.last.append(last)
+        rec_dtype = index_dtype(n)
+        self.last = [np.full(b.pages, -1, dtype=rec_dtype) for b in blocks]
+        records = [0] * len(blocks)
+        for start in range(0, n, CHUNK):
+            part = self.rec_block[start:start + CHUNK]
+            for b in blocks:
+                idx = np.flatnonzero(part == b.index)
+                if not len(idx):
+                    continue
+                records[b.index] += len(idx)
+                idx += start
+                np.maximum.at(self.last[b.index], self.rec_page[idx],
+                              idx.astype(rec_dtype))
+        self.single_copy = [
+            records[b.index] == int(np.count_nonzero(self.last[b.index] >= 0))
+            for b in blocks]
 
     def __len__(self) -> int:
         return len(self.rec_block)
@@ -151,10 +192,26 @@ class RamIndex:
         return out
 
     def copies_of(self, block: int, pages: np.ndarray) -> np.ndarray:
-        """Record numbers of every copy of the given pages of a block."""
+        """Record numbers of every copy of the given pages of a block,
+        ascending (int64).
+        """
+        pages = np.asarray(pages, dtype=np.int64)
+        if self.single_copy[block]:
+            recs = self.last[block][pages]
+            # Each page's one record: distinct when the pages are.
+            recs = np.sort(recs[recs >= 0]).astype(np.int64)
+            if (recs[1:] == recs[:-1]).any():
+                recs = np.concatenate([recs[:1], recs[1:][recs[1:] !=
+                                                          recs[:-1]]])
+            return recs
         b = self.blocks[block]
         want = np.zeros(b.pages, dtype=bool)
         want[pages] = True
-        sel = (self.rec_block == block)
-        idx = np.nonzero(sel)[0]
-        return idx[want[self.rec_page[idx]]]
+        out = []
+        for start in range(0, len(self.rec_block), CHUNK):
+            idx = np.flatnonzero(self.rec_block[start:start + CHUNK] ==
+                                 block)
+            idx = idx[want[self.rec_page[start + idx]]]
+            out.append(idx + start)
+        return np.concatenate(out).astype(np.int64) if out else \
+            np.zeros(0, dtype=np.int64)

@@ -47,13 +47,80 @@ from sparc_nova.checkpoint import write_mode as write_mode_mod
 from sparc_nova import exception
 
 PAGE_SIZE = ram_index.PAGE_SIZE
-_COPY_CHUNK = 32 * 1024 * 1024
+#: Bytes of new stream gathered before a write (and most bytes of an
+#: unchanged span read at once): 8 MiB writes run at the disk's speed,
+#: and the buffer (which may double as it grows) stays small.
+_COPY_CHUNK = 8 * 1024 * 1024
 #: Unchanged spans at least this long are copied inside the kernel
 #: (copy_file_range); shorter ones are read and written with their
 #: neighbours.
 _KERNEL_COPY_MIN = 1024 * 1024
 #: Pages joined into one splice of a memory dump's rewrite.
 _SPLICE_PAGES = 256
+
+
+class PageReplacements:
+    """New contents of guest frames, held compactly: 9 bytes per frame
+    (its number and which content), each distinct 4096-byte content once.
+    A scrub replaces millions of frames with one fill page; a dict of
+    frame to bytes cost about 100 bytes per frame.
+
+    :ivar pfns: guest frame numbers (int64, distinct).
+    :ivar content: per frame, an index into ``contents`` (uint8 when
+        fewer than 256 contents, else int64).
+    :ivar contents: the distinct new page contents (4096 bytes each).
+    """
+
+    def __init__(self, pfns, content, contents: list[bytes]):
+        self.pfns = np.asarray(pfns, dtype=np.int64).reshape(-1)
+        dtype = np.uint8 if len(contents) <= 256 else np.int64
+        self.content = np.asarray(content).astype(dtype).reshape(-1)
+        self.contents = [bytes(c) for c in contents]
+        if len(self.pfns) != len(self.content):
+            raise ValueError('%d frames but %d content indexes'
+                             % (len(self.pfns), len(self.content)))
+        for c in self.contents:
+            if len(c) != PAGE_SIZE:
+                raise ValueError('a replacement page is %d bytes, not %d'
+                                 % (len(c), PAGE_SIZE))
+        if len(self.content) and (
+                int(self.content.max()) >= len(self.contents) or
+                int(self.content.min()) < 0):
+            raise ValueError('a content index is out of range')
+        ordered = np.sort(self.pfns)
+        if (ordered[1:] == ordered[:-1]).any():
+            raise ValueError('a frame is replaced twice')
+
+    @classmethod
+    def of(cls, replacements) -> 'PageReplacements':
+        """``replacements`` as is when it is one, else from a dict of
+        frame number to 4096 bytes; equal objects (typically one zero
+        page for every scrubbed frame) share one content.
+        """
+        if isinstance(replacements, cls):
+            return replacements
+        n = len(replacements)
+        pfns = np.fromiter(replacements.keys(), dtype=np.int64, count=n)
+        values = list(replacements.values())
+        # Group by object identity in numpy: no Python step per frame.
+        ids = np.fromiter(map(id, values), dtype=np.uint64, count=n)
+        _, first, index = np.unique(ids, return_index=True,
+                                    return_inverse=True)
+        for i in first.tolist():
+            if len(values[i]) != PAGE_SIZE:
+                raise ValueError('replacement for frame 0x%x is %d bytes, '
+                                 'not %d' % (int(pfns[i]), len(values[i]),
+                                             PAGE_SIZE))
+        return cls(pfns, index.reshape(-1),
+                   [values[i] for i in first.tolist()])
+
+    def __len__(self) -> int:
+        return len(self.pfns)
+
+    def items(self):
+        """``(frame, 4096 bytes)`` pairs, frame by frame."""
+        for pfn, c in zip(self.pfns.tolist(), self.content.tolist()):
+            yield pfn, self.contents[c]
 
 
 @dataclasses.dataclass
@@ -70,7 +137,8 @@ class RewriteResult:
     pages: int
     records_rewritten: int
     in_place: bool
-    replacements: dict = dataclasses.field(repr=False, default_factory=dict)
+    replacements: PageReplacements | None = dataclasses.field(
+        repr=False, default=None)
     work_dir: str | None = None
     snapshot: str | None = None
 
@@ -82,14 +150,14 @@ class RewriteResult:
         with checkpoint_mod.open_checkpoint(
                 self.path, work_dir=self.work_dir,
                 snapshot=self.snapshot) as ck:
-            bad = [pfn for pfn, data in self.replacements.items()
+            bad = [pfn for pfn, data in (self.replacements or {}).items()
                    if ck.memory.read_page(pfn) != data]
             if bad:
                 raise exception.CheckpointError(
                     self.path, 'verification failed: %d replaced pages do '
                                'not read back (first frame 0x%x)'
                                % (len(bad), bad[0]))
-            return {'pages_checked': len(self.replacements),
+            return {'pages_checked': len(self.replacements or ()),
                     'records': len(ck.layout.ram)}
 
     def to_dict(self) -> dict:
@@ -122,27 +190,17 @@ class _Edits:
         return len(self.recs)
 
 
-def _contents(replacements) -> tuple[np.ndarray, np.ndarray, list, list]:
-    """Frame numbers and content indexes of ``replacements``; equal
-    objects (typically one zero page for every scrubbed frame) share an
-    index.
+def _contents(replacements: PageReplacements
+              ) -> tuple[np.ndarray, np.ndarray, list, list]:
+    """Frame numbers, content indexes, contents and per content its fill
+    byte (-1: not uniform).
     """
-    n = len(replacements)
-    pfns = np.fromiter(replacements.keys(), dtype=np.int64, count=n)
-    values = list(replacements.values())
-    # Group by object identity in numpy: no Python step per frame.
-    ids = np.fromiter(map(id, values), dtype=np.uint64, count=n)
-    _, first, index = np.unique(ids, return_index=True, return_inverse=True)
-    contents, fills = [], []
-    for i in first.tolist():
-        data = values[i]
-        if len(data) != PAGE_SIZE:
-            raise ValueError('replacement for frame 0x%x is %d bytes, not '
-                             '%d' % (int(pfns[i]), len(data), PAGE_SIZE))
-        contents.append(bytes(data))
+    fills = []
+    for data in replacements.contents:
         fill = _uniform(data)
         fills.append(-1 if fill is None else fill)
-    return pfns, index.astype(np.int64).reshape(-1), contents, fills
+    return (replacements.pfns, replacements.content.astype(np.int64),
+            replacements.contents, fills)
 
 
 def _plan(ck, replacements) -> _Edits:
@@ -166,7 +224,8 @@ def _plan(ck, replacements) -> _Edits:
             pfn = int(pfns[sel][np.argmax(missing)])
             raise exception.CheckpointError(
                 ck.path, 'guest frame 0x%x is not in the stream' % pfn)
-        lookup = np.full(block.pages, -1, dtype=np.int64)
+        lookup = np.full(block.pages, -1,
+                         dtype=ram_index.index_dtype(len(contents)))
         lookup[pages] = cindex[sel]
         recs = idx.copies_of(block.index, pages)
         rec_pages = idx.rec_page[recs]
@@ -435,7 +494,7 @@ def _patch_in_place(ck, edits, journal_key):
     journal.remove(ck.path)
 
 
-def rewrite_pages(ck, replacements: dict[int, bytes],
+def rewrite_pages(ck, replacements: 'dict[int, bytes] | PageReplacements',
                   output: str | None = None, in_place: bool = False,
                   work_dir: str | None = None,
                   progress=None,
@@ -446,7 +505,8 @@ def rewrite_pages(ck, replacements: dict[int, bytes],
     :class:`~sparc_nova.checkpoint.checkpoint.Checkpoint`).
 
     :param replacements: guest frame number (gpa >> 12) to its new 4096
-        bytes.
+        bytes, as a dict or a :class:`PageReplacements` (which a scrub of
+        millions of frames uses: it is kept by the result, not copied).
     :param mode: how the result is written, as decided by
         :func:`.write_mode.choose` for ``ck``. None: decided here from
         ``output``, ``in_place`` and ``journal_key`` (the same function,
@@ -475,11 +535,12 @@ def rewrite_pages(ck, replacements: dict[int, bytes],
                      'this checkpoint (%s)'
             % (mode.source, compression.name(mode.compression),
                compression.name(ck.compressed)))
+    replacements = PageReplacements.of(replacements)
     edits = _plan(ck, replacements)
     result = RewriteResult(path=mode.target, pages=len(replacements),
                            records_rewritten=len(edits),
                            in_place=mode.in_place,
-                           replacements=dict(replacements),
+                           replacements=replacements,
                            work_dir=work_dir, snapshot=ck.snapshot)
     if ck.container is not None:
         _write_container(ck, edits, mode)

@@ -31,6 +31,7 @@ from sparc_nova import conf
 from sparc_nova.engine import domain_save
 from sparc_nova.engine import listings
 from sparc_nova.engine import memory
+from sparc_nova.engine import memstats
 from sparc_nova.engine import sandbox
 from sparc_nova.engine import seal
 from sparc_nova import exception
@@ -87,6 +88,8 @@ def _rewrite_args(args) -> dict:
 
 
 def do_scrub(args) -> int:
+    # This process exists to scrub: big arrays freed go back at once.
+    memstats.map_large_allocations()
     kwargs = _rewrite_args(args)
     progress = output.Progress('scrubbing')
     try:
@@ -100,6 +103,8 @@ def do_scrub(args) -> int:
 
 
 def do_seal(args) -> int:
+    # This process exists to scrub: big arrays freed go back at once.
+    memstats.map_large_allocations()
     kwargs = _rewrite_args(args)
     key = sealed.load_key_file(args.key_file)
     progress = output.Progress('sealing')
@@ -136,6 +141,8 @@ def do_unseal(args) -> int:
 
 
 def do_save(args) -> int:
+    # This process exists to scrub: big arrays freed go back at once.
+    memstats.map_large_allocations()
     import libvirt
 
     try:

@@ -101,12 +101,15 @@ file=None)
 
 import os
 
+import numpy as np
+
 from sparc_nova.checkpoint import checkpoint as checkpoint_mod
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import rewrite
 from sparc_nova.checkpoint import stream_follow
 from sparc_nova.checkpoint import write_mode
 from sparc_nova.engine import errors
+from sparc_nova.engine import memstats
 from sparc_nova.engine import patches
 from sparc_nova.engine import planner
 from sparc_nova.engine import report as report_mod
@@ -168,6 +171,28 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     rep = report_mod.ScrubReport(
         checkpoint=path, dry_run=dry_run,
         selectors=[str(s) for s in exclusion.selectors])
+    sampler = memstats.MemorySampler().start()
+    rep.measure_memory(sampler)
+    try:
+        return _scrub(path, exclusion, rep, dry_run=dry_run, write=write,
+                      output=output, in_place=in_place,
+                      journal_key=journal_key, work_dir=work_dir,
+                      limits=limits, buildid_cache_dir=buildid_cache_dir,
+                      sandbox=sandbox, progress=progress, follow=follow,
+                      file=file, snapshot=snapshot)
+    finally:
+        sampler.stop()
+        rep.timings.update(sampler.figures())
+
+
+def _scrub(path: str, exclusion: planner.Exclusion,
+           rep: report_mod.ScrubReport, *, dry_run: bool, write, output,
+           in_place: bool, journal_key, work_dir, limits, buildid_cache_dir,
+           sandbox, progress, follow, file,
+           snapshot) -> report_mod.ScrubReport:
+    """:func:`scrub_checkpoint`'s steps, once its arguments are checked
+    and its report made.
+    """
     s, patcher = plan_exclusion(
         path, exclusion, rep, work_dir=work_dir, limits=limits,
         buildid_cache_dir=buildid_cache_dir, sandbox=sandbox,
@@ -194,7 +219,12 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
         rep.lap('rewrite')
     finally:
         s.close()
-    rep.verification = verify_written(result.path, patcher, write,
+    # The verification parses the written file anew: let go of the
+    # source's RAM index and of what was written first, so that the two
+    # are never held at once.
+    del s, replacements, result
+    memstats.give_back_free_memory()
+    rep.verification = verify_written(rep.output, patcher, write,
                                       work_dir, limits, snapshot)
     rep.lap('verify')
     rep.timings['total'] = rep.elapsed()
@@ -235,10 +265,12 @@ def plan_exclusion(path: str, exclusion: planner.Exclusion,
     return s, patcher
 
 
-def write_pages(s, path: str, replacements: dict[int, bytes], *,
+def write_pages(s, path: str,
+                replacements: 'rewrite.PageReplacements | dict[int, bytes]',
+                *,
                 write: write_mode.WriteMode, work_dir: str | None,
                 progress=None) -> rewrite.RewriteResult:
-    """Write ``replacements`` (frame -> 4096 bytes) into the checkpoint
+    """Write ``replacements`` (:func:`changed_pages`) into the checkpoint
     of session ``s`` the way ``write`` decided
     (:func:`.rewrite.rewrite_pages`: to a new file, in place, or
     replacing ``path``).
@@ -279,19 +311,35 @@ def verify_written(path: str, patcher: patches.PagePatcher,
         raise
 
 
-def changed_pages(memory, patcher: patches.PagePatcher) -> dict[int, bytes]:
+def changed_pages(memory, patcher: patches.PagePatcher
+                  ) -> rewrite.PageReplacements:
     """The new content of every frame ``patcher`` changes whose content
-    in ``memory`` actually changes (frame -> 4096 bytes): what the
-    rewrite writes.
+    in ``memory`` actually changes: what the rewrite writes. Held as
+    arrays (:class:`~sparc_nova.checkpoint.rewrite.PageReplacements`, 9
+    bytes per frame); a frame both scrubbed and patched gets its patched
+    content.
     """
-    out = {}
+    pfns, content, contents = [], [], []
     for fill, arr in patcher.scrubbed.items():
         if not len(arr):
             continue
-        need = arr[~memory.holds(arr, fill)]
-        page = bytes([fill]) * physical.PAGE_SIZE
-        for pfn in need.tolist():
-            out[pfn] = page
-    for pfn in patcher.patched_pfns:
-        out[pfn] = patcher.replacements_for(pfn)
-    return out
+        need = np.asarray(arr, dtype=np.int64)[~memory.holds(arr, fill)]
+        pfns.append(need)
+        content.append(np.full(len(need), len(contents), dtype=np.int64))
+        contents.append(bytes([fill]) * physical.PAGE_SIZE)
+    patched = list(patcher.patched_pfns)
+    pfns.append(np.array(patched, dtype=np.int64))
+    content.append(np.arange(len(contents), len(contents) + len(patched),
+                             dtype=np.int64))
+    contents += [patcher.replacements_for(pfn) for pfn in patched]
+    all_pfns = np.concatenate(pfns)
+    all_content = np.concatenate(content)
+    # The last entry for a frame wins (patched content over a fill).
+    order = np.argsort(all_pfns, kind='stable')
+    ordered = all_pfns[order]
+    later = np.zeros(len(order), dtype=bool)
+    later[:-1] = ordered[1:] == ordered[:-1]
+    if later.any():
+        keep = np.sort(order[~later])
+        all_pfns, all_content = all_pfns[keep], all_content[keep]
+    return rewrite.PageReplacements(all_pfns, all_content, contents)

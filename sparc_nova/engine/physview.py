@@ -32,6 +32,10 @@ _MIN_RUN = 16
 #: first to its last eight bytes (a page that differs there needs no
 #: further look).
 _SAMPLE = np.linspace(0, PAGE_SIZE - 8, 9).astype(np.int64)
+#: Pages sampled per numpy call (about 1.5 MiB of temporaries).
+_SAMPLE_PAGES = 1 << 16
+#: Frames :meth:`CheckpointMemory.holds` looks at per step.
+_HOLDS_FRAMES = 1 << 18
 #: Bytes counted per numpy call.
 _COUNT_CHUNK = 16 * 1024 * 1024
 
@@ -86,8 +90,12 @@ def pages_hold(buf, offsets: np.ndarray, fill: int,
     if expected:
         maybe = np.arange(len(offsets))
     else:
-        sample = words[offsets[:, None] + _SAMPLE]
-        maybe = np.nonzero((sample == word).all(axis=1))[0]
+        # A sample is 9 words a page: _SAMPLE_PAGES pages at a time keep
+        # the temporaries small.
+        maybe = np.concatenate([
+            lo + np.nonzero((words[offsets[lo:lo + _SAMPLE_PAGES, None] +
+                                   _SAMPLE] == word).all(axis=1))[0]
+            for lo in range(0, len(offsets), _SAMPLE_PAGES)])
     cand = offsets[maybe]
     cut = np.nonzero(np.diff(cand) != _RECORD)[0] + 1
     bounds = np.concatenate([[0], cut, [len(cand)]]).tolist()
@@ -116,21 +124,15 @@ class CheckpointMemory:
         self.ranges = [(r.gpa, r.end) for r in mem.ranges]
         self._starts = [r.gpa for r in mem.ranges]
         self._pfn0 = []
-        self._data = []      # per range: payload offset, -1 if none
-        self._fill = []      # per range: fill byte, DATA for a data page
+        # Per range: the index's record numbers of its pages' last copies
+        # (a view, no copy: the view adds no per-page memory); kinds and
+        # fills are looked up from them when asked.
+        self._last = []
         for r in mem.ranges:
             block = idx.block(r.block)
             first = r.block_offset >> 12
-            n = r.length >> 12
-            last = idx.last[block.index][first:first + n]
-            present = last >= 0
-            rec = np.where(present, last, 0)
-            kind = np.where(present, idx.rec_kind[rec], 0)
-            is_data = kind == ram_index.KIND_PAGE
-            self._data.append(np.where(is_data, idx.rec_data[rec], -1))
-            fill = np.where(present, idx.rec_fill[rec], 0).astype(np.int16)
-            fill[is_data] = DATA
-            self._fill.append(fill)
+            self._last.append(
+                idx.last[block.index][first:first + (r.length >> 12)])
             self._pfn0.append(r.gpa >> 12)
         self._stream = ck.stream
         owner = ck.stream.obj if isinstance(ck.stream, memoryview) else None
@@ -148,9 +150,17 @@ class CheckpointMemory:
         self._cache = {}
 
     def close(self) -> None:
+        """Unmap the checkpoint and drop the per-page arrays (about 10
+        bytes per guest page) and the checkpoint's RAM index: the view
+        can no longer be read.
+        """
         if self._mm is not None and self._own_mm:
             self._mm.close()
         self._mm = None
+        self._last, self._pfn0 = [], []
+        self.ranges, self._starts = [], []
+        self._index = self._ck = self._stream = None
+        self._cache = {}
 
     # -- introspection interface -------------------------------------------
 
@@ -160,11 +170,26 @@ class CheckpointMemory:
             raise physical.PhysicalAddressError(addr)
         return i, (addr >> 12) - self._pfn0[i]
 
+    def _fills_of(self, last: np.ndarray) -> np.ndarray:
+        """Per record number of ``last`` (-1: never sent): the fill byte
+        its page loads with, :data:`DATA` for a data page (int16).
+        """
+        idx = self._index
+        present = last >= 0
+        rec = np.where(present, last, 0)
+        fill = np.where(present, idx.rec_fill[rec], 0).astype(np.int16)
+        fill[present & (idx.rec_kind[rec] == ram_index.KIND_PAGE)] = DATA
+        return fill
+
     def _page(self, i: int, p: int) -> bytes:
-        off = int(self._data[i][p])
-        if off >= 0:
+        rec = int(self._last[i][p])
+        if rec < 0:
+            return bytes(PAGE_SIZE)
+        idx = self._index
+        if idx.rec_kind[rec] == ram_index.KIND_PAGE:
+            off = int(idx.rec_data[rec])
             return self._stream[off:off + PAGE_SIZE]
-        return bytes([int(self._fill[i][p])]) * PAGE_SIZE
+        return bytes([int(idx.rec_fill[rec])]) * PAGE_SIZE
 
     def read(self, addr: int, size: int) -> bytes:
         within = addr & (PAGE_SIZE - 1)
@@ -243,7 +268,8 @@ class CheckpointMemory:
         done = np.zeros(len(pfns), dtype=bool)
         for i, (start, end) in enumerate(self.ranges):
             sel = (pfns >= start >> 12) & (pfns < end >> 12)
-            out[sel] = self._fill[i][pfns[sel] - self._pfn0[i]]
+            out[sel] = self._fills_of(self._last[i][pfns[sel] -
+                                                    self._pfn0[i]])
             done |= sel
         if not done.all():
             raise physical.PhysicalAddressError(
@@ -256,9 +282,18 @@ class CheckpointMemory:
         whether from a ZERO record or from a data page (an in-place
         rewrite leaves data pages). ``expected``: most frames are expected
         to (a read-back), which makes the check faster; the result is the
-        same.
+        same. Works :data:`_HOLDS_FRAMES` frames at a time (the free
+        frames of a large guest number millions).
         """
         pfns = np.asarray(pfns, dtype=np.int64)
+        if len(pfns) > _HOLDS_FRAMES:
+            return np.concatenate([
+                self._holds(pfns[lo:lo + _HOLDS_FRAMES], fill, expected)
+                for lo in range(0, len(pfns), _HOLDS_FRAMES)])
+        return self._holds(pfns, fill, expected)
+
+    def _holds(self, pfns: np.ndarray, fill: int,
+               expected: bool) -> np.ndarray:
         fills = self.fills(pfns)
         out = fills == fill
         data = np.nonzero(fills == DATA)[0]
@@ -268,7 +303,9 @@ class CheckpointMemory:
         offs = np.empty(len(data), dtype=np.int64)
         for i, (start, end) in enumerate(self.ranges):
             sel = (p >= start >> 12) & (p < end >> 12)
-            offs[sel] = self._data[i][p[sel] - self._pfn0[i]]
+            # A data page's last copy is its data record.
+            offs[sel] = self._index.rec_data[
+                self._last[i][p[sel] - self._pfn0[i]]]
         out[data] = pages_hold(self._mm, offs + self._base, fill, expected)
         return out
 
@@ -308,17 +345,17 @@ class CheckpointMemory:
         """Every occurrence in range ``i`` as guest memory loads, including
         occurrences that cross page boundaries.
         """
-        data = self._data[i]
-        fill = self._fill[i]
-        npages = len(data)
+        last = self._last[i]
+        npages = len(last)
         carry = b''
         carry_addr = 0
         base = self.ranges[i][0]
         uniform_ok = len(set(needle)) > 1
         for first in range(0, npages, chunk):
             n = min(chunk, npages - first)
-            d = data[first:first + n]
-            f = fill[first:first + n]
+            f = self._fills_of(last[first:first + n])
+            d = np.where(f == DATA, self._index.rec_data[
+                np.maximum(last[first:first + n], 0)], -1)
             if uniform_ok and not (d >= 0).any():
                 # Only uniform pages: a needle of two different bytes
                 # can only straddle into them from the carried tail.

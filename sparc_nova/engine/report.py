@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 
+from sparc_nova.engine import memstats
 from sparc_nova.i18n import _P
 from sparc_nova.introspect import addrspace
 from sparc_nova.introspect import arrays
@@ -61,6 +62,15 @@ class ScrubReport:
     :ivar seal: for a seal (:mod:`.seal`): the sealed-pages file and what
         it holds (records, frames, byte ranges, bytes); empty for a
         scrub. A seal arms no kill: its processes resume after an unseal.
+    :ivar timings: wall seconds per phase (``open``, ``sandbox``,
+        ``parse_and_introspect``, ``plan``, ``rewrite``, ``verify``,
+        ``total``; ``save`` and ``after_save`` for a scrub during a save)
+        and, for a scrub, memory peaks in MiB (:mod:`.memstats`):
+        ``peak_rss_mib`` and ``peak_private_mib`` of the scrubbing
+        process, ``sandbox_peak_rss_mib`` and ``sandbox_peak_private_mib``
+        of its sandbox child. RSS includes the page cache of the mapped
+        checkpoint; private is anonymous memory (``RssAnon``), what the
+        process holds beyond the page cache.
     """
 
     checkpoint: str
@@ -82,6 +92,8 @@ class ScrubReport:
     _t0: float = dataclasses.field(default_factory=time.monotonic,
                                    repr=False)
     _last: float = dataclasses.field(default=0.0, repr=False)
+    _memory: memstats.MemorySampler | None = dataclasses.field(
+        default=None, repr=False, compare=False)
 
     def lap(self, name: str) -> None:
         """Record the seconds since the previous lap under ``name``."""
@@ -89,6 +101,28 @@ class ScrubReport:
         start = self._last or self._t0
         self.timings[name] = round(now - start, 4)
         self._last = now
+
+    def measure_memory(self, sampler: memstats.MemorySampler) -> None:
+        """Have the processes of this scrub sampled by ``sampler``
+        (started by the caller, who adds :meth:`~.memstats.MemorySampler.
+        figures` to :attr:`timings` once it stopped).
+        """
+        self._memory = sampler
+
+    def watch_process(self, name: str, pid: int | None) -> None:
+        """Sample process ``pid`` (started for this scrub) as ``name``,
+        when memory is measured; no-op otherwise or for a None ``pid``.
+        """
+        if self._memory is not None and pid is not None:
+            self._memory.watch(name, pid)
+
+    def note_memory(self, name: str,
+                    figures: memstats.ProcessMemory | None) -> None:
+        """Take the figures process ``name`` reported about itself, when
+        memory is measured.
+        """
+        if self._memory is not None and figures is not None:
+            self._memory.note(name, figures)
 
     def elapsed(self) -> float:
         """Wall seconds since the report was made (phases of the sandbox

@@ -46,6 +46,7 @@ import sys
 import threading
 import time
 
+from sparc_nova.engine import memstats
 from sparc_nova.engine import sandbox_jail
 from sparc_nova import exception
 from sparc_nova import unprivileged
@@ -71,7 +72,12 @@ MAX_RECORD = 4096
 #: (the jail's confinements other than seccomp apply per thread, so the
 #: child has no thread but its own); drgn loads no plugins.
 CHILD_ENV = {'OPENBLAS_NUM_THREADS': '1', 'OMP_NUM_THREADS': '1',
-             'MKL_NUM_THREADS': '1', 'DRGN_DISABLE_PLUGINS': '*'}
+             'MKL_NUM_THREADS': '1', 'DRGN_DISABLE_PLUGINS': '*',
+             # glibc: allocations from 1 MiB up (the index's arrays) are
+             # mapped and unmapped on their own, so that memory freed is
+             # returned at once (the threshold stays fixed, instead of
+             # rising to the largest block freed).
+             'MALLOC_MMAP_THRESHOLD_': str(memstats.MMAP_THRESHOLD)}
 #: Bytes of the child's standard error kept (the last ones).
 MAX_STDERR = 64 * 1024
 
@@ -289,6 +295,13 @@ class Pending:
         self._err = bytearray()
         self._overflow = False
         self._pidfd = None
+        #: The child's pid (None without the sandbox), for
+        #: :class:`.memstats.MemorySampler`.
+        self.pid = proc.pid if proc is not None else None
+        #: The figures the child reported about itself just before it
+        #: exited (a :class:`.memstats.ProcessMemory`), once
+        #: :meth:`result` returned; None if it reported none.
+        self.memory = None
         if proc is not None:
             # A pidfd names this child and no other, even once it has
             # exited and its pid is reused.
@@ -373,8 +386,11 @@ class Pending:
             raise SandboxError('%s wrote more than the %d bytes allowed '
                                'and was killed'
                                % (self.entry, self.sandbox_policy.max_result))
-        return _result(self.entry, self._proc.returncode, bytes(self._out),
-                       bytes(self._err), self.sandbox_policy)
+        out, memory = _split_memory(bytes(self._out))
+        result = _result(self.entry, self._proc.returncode, out,
+                         bytes(self._err), self.sandbox_policy)
+        self.memory = memory
+        return result
 
     def cancel(self) -> None:
         """Stop the child (the caller gave up on it); never raises.
@@ -448,6 +464,24 @@ def _result(entry: str, returncode: int, out: bytes, err: bytes,
     result['_sandbox'] = record
     _log_confinement(entry, record, sandbox_policy)
     return result
+
+
+def _split_memory(out: bytes
+                  ) -> tuple[bytes, memstats.ProcessMemory | None]:
+    """The child's output without its last line when that line holds
+    its memory figures (see :func:`child_main`), and those figures,
+    validated (None when absent or out of shape).
+    """
+    body, nl, last = out.rpartition(b'\n')
+    if not nl or not last.startswith(b'{"memory": ') or \
+            len(last) > MAX_RECORD:
+        return out, None
+    try:
+        doc = json.loads(last)
+    except ValueError:
+        return body, None
+    figures = doc.get('memory') if isinstance(doc, dict) else None
+    return body, memstats.ProcessMemory.from_dict(figures)
 
 
 def confinement_summary(record: dict) -> dict:
@@ -544,8 +578,12 @@ def child_main() -> int:
     if req.get('prepare'):
         _function(req['prepare'])()
     files = {name: os.fdopen(fd, 'rb') for name, fd in req['fds'].items()}
+    # Kept through the jail (whose root has no /proc) to report this
+    # process's memory figures at the end.
+    status_fd = os.open('/proc/self/status', os.O_RDONLY | os.O_CLOEXEC)
     try:
-        record = sandbox_jail.confine(isolated, list(req['fds'].values()),
+        record = sandbox_jail.confine(isolated, list(req['fds'].values()) +
+                                      [status_fd],
                                       req.get('keep', []),
                                       req.get('require_seccomp', True))
     except sandbox_jail.JailError as e:
@@ -560,6 +598,10 @@ def child_main() -> int:
         out.write(json.dumps({'error': str(e)}).encode())
         return EXIT_REPORTED
     out.write(json.dumps({'result': result}).encode())
+    # Last, after the result has been encoded: the figures include its
+    # encoding. The parent parses the result up to this line.
+    out.write(b'\n' + json.dumps(
+        {'memory': memstats.own_figures(status_fd)}).encode())
     out.flush()
     return 0
 

@@ -15,6 +15,7 @@ from sparc_nova.checkpoint import checkpoint as checkpoint_mod
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import stream_follow
 from sparc_nova.engine import errors
+from sparc_nova.engine import memstats
 from sparc_nova.engine import patches
 from sparc_nova.engine import plan_codec
 from sparc_nova.engine import planner
@@ -23,8 +24,8 @@ from sparc_nova.engine import sandbox as sandbox_mod
 from sparc_nova.engine import sandbox_calls
 from sparc_nova.engine import session as session_mod
 
-__all__ = ['PLAN_ENTRY', 'open_and_start_plan', 'plan_in_sandbox',
-           'plan_session', 'receive_plan']
+__all__ = ['PLAN_ENTRY', 'SANDBOX_PROCESS', 'open_and_start_plan',
+           'plan_in_sandbox', 'plan_session', 'receive_plan']
 
 
 def plan_session(s: session_mod.KernelSession, path: str,
@@ -60,6 +61,7 @@ def plan_in_sandbox(args: dict, files: dict) -> dict:
             rep.lap('parse_and_introspect')
             patcher = plan_session(s, args['path'], exclusion, rep)
             rep.lap('plan')
+            memstats.give_back_free_memory()
             return plan_codec.encode_plan(rep, patcher)
         finally:
             s.close()
@@ -68,6 +70,10 @@ def plan_in_sandbox(args: dict, files: dict) -> dict:
 
 
 PLAN_ENTRY = __name__ + ':plan_in_sandbox'
+
+#: The sandbox child's name in the report's memory figures
+#: (``sandbox_peak_rss_mib``, ``sandbox_peak_private_mib``).
+SANDBOX_PROCESS = 'sandbox'
 
 
 def open_and_start_plan(path: str, exclusion: planner.Exclusion,
@@ -147,8 +153,10 @@ def _start_plan(stream, path, limits, args, rep, sandbox_policy,
     still grow by ``growing`` bytes).
     """
     args = dict(args, report=plan_codec.encode_value(rep))
-    return sandbox_calls.start_in_sandbox(stream, path, PLAN_ENTRY, args,
-                                          limits, sandbox_policy, growing)
+    pending = sandbox_calls.start_in_sandbox(stream, path, PLAN_ENTRY, args,
+                                             limits, sandbox_policy, growing)
+    rep.watch_process(SANDBOX_PROCESS, pending.pid)
+    return pending
 
 
 def receive_plan(s: session_mod.KernelSession, path: str,
@@ -168,6 +176,7 @@ def receive_plan(s: session_mod.KernelSession, path: str,
         unusable (a frame or write outside the checkpoint's RAM, ...).
     """
     doc = sandbox_calls.wait_for_result(pending, path)
+    rep.note_memory(SANDBOX_PROCESS, pending.memory)
     identity = doc.pop('_sandbox', None)
     try:
         child_rep, patcher = plan_codec.decode_plan(doc, s.memory,
@@ -179,4 +188,6 @@ def receive_plan(s: session_mod.KernelSession, path: str,
     plan_codec.merge_report(rep, child_rep)
     if isinstance(identity, dict):
         rep.sandbox = sandbox_mod.confinement_summary(identity)
+    del doc, child_rep
+    memstats.give_back_free_memory()    # the decoded document's
     return patcher

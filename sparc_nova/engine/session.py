@@ -14,6 +14,7 @@ from sparc_nova.checkpoint import checkpoint as checkpoint_mod
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import stream_follow
 from sparc_nova.engine import errors
+from sparc_nova.engine import memstats
 from sparc_nova.engine import physview
 from sparc_nova import exception
 from sparc_nova.introspect import buildid_cache as buildid_cache_mod
@@ -79,6 +80,8 @@ class KernelSession:
         except BaseException:
             self.close()
             raise
+        # The parse's temporaries (the index is built in pieces) are free.
+        memstats.give_back_free_memory()
 
     def close(self) -> None:
         """Release the memory view and the checkpoint (and its temporary

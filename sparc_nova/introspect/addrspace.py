@@ -10,6 +10,7 @@ import drgn
 import numpy as np
 
 from sparc_nova.introspect import arrays
+from sparc_nova.introspect import pages
 from sparc_nova.introspect import pagetable
 from sparc_nova.introspect import walk
 
@@ -134,6 +135,20 @@ def classify(page_model, pfns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not len(pfns):
         return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
     uniq, inverse = arrays.unique(pfns, return_inverse=True)
+    anon = np.empty(len(uniq), dtype=bool)
+    mapcount = np.empty(len(uniq), dtype=np.int64)
+    # A piece at a time: reading and decoding struct pages costs about
+    # 150 bytes a frame until the two answers are made.
+    for lo in range(0, len(uniq), pages.READ_CHUNK):
+        hi = lo + pages.READ_CHUNK
+        anon[lo:hi], mapcount[lo:hi] = _classify_unique(page_model,
+                                                        uniq[lo:hi])
+    return anon[inverse], mapcount[inverse]
+
+
+def _classify_unique(page_model, uniq: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`classify` of distinct frames."""
     info = page_model.read(uniq)
     ch = info['compound_head']
     is_tail = (ch & np.uint64(1)) == 1
@@ -153,4 +168,4 @@ def classify(page_model, pfns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if large.any():
         entire = page_model.entire_mapcount(head_pfn[large])
         mapcount[large] += entire + 1
-    return anon[inverse], mapcount[inverse]
+    return anon, mapcount

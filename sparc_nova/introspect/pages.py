@@ -15,6 +15,9 @@ from sparc_nova.introspect import arrays
 from sparc_nova.introspect import walk
 
 PAGE_SIZE = 4096
+#: Frames whose struct pages :meth:`PageModel.read` reads and decodes at
+#: once (bounds its temporaries to about 13 MiB).
+READ_CHUNK = 1 << 16
 #: Most vmemmap pages read at once (1 MiB: struct pages of 1 GiB of RAM).
 MAX_RUN_PAGES = 256
 
@@ -74,6 +77,18 @@ class PageModel:
         unsigned), refcount, compound_head.
         """
         pfns = np.asarray(pfns, dtype=np.int64)
+        if len(pfns) > READ_CHUNK:
+            # A piece at a time: the raw struct pages and the vmemmap
+            # pages read cost about 200 bytes a frame until decoded.
+            parts = [self._read(pfns[lo:lo + READ_CHUNK])
+                     for lo in range(0, len(pfns), READ_CHUNK)]
+            out = {k: np.concatenate([p[k] for p in parts])
+                   for k in parts[0] if k != 'mapcount'}
+            out['mapcount'] = out['page_type'].view('<i4')
+            return out
+        return self._read(pfns)
+
+    def _read(self, pfns: np.ndarray) -> dict[str, np.ndarray]:
         n = len(pfns)
         size = self.size
         if not n:

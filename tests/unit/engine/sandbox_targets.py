@@ -36,3 +36,9 @@ def crash(args, files):
 def crash_quoting(args, files):
     """An unexpected error whose message quotes what was being parsed."""
     raise ValueError('invalid literal for int(): %r' % args['guest_bytes'])
+
+
+def hold_memory(args, files):
+    """Hold ``mib`` MiB of written (resident, private) memory, return."""
+    blob = bytearray(b'\x01') * (args['mib'] * 1024 * 1024)
+    return {'held': len(blob)}

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from sparc_nova.engine import errors
@@ -31,3 +32,24 @@ def test_signature_is_stable():
                  'dry_run', 'work_dir', 'progress', 'follow_ipc',
                  'exclude_paths'):
         assert params[name].kind == inspect.Parameter.KEYWORD_ONLY
+
+
+def test_changed_pages_is_compact_and_patched_content_wins():
+    """A scrubbed frame that is also patched gets its patched content;
+    frames already holding their fill are left out.
+    """
+    class Memory:
+        def holds(self, pfns, fill):
+            return np.asarray(pfns) == 4      # frame 4 is already zero
+
+    class Patcher:
+        scrubbed = {0: np.array([2, 3, 4], dtype=np.int64),
+                    0x6b: np.array([8], dtype=np.int64)}
+        patched_pfns = [3]
+
+        def replacements_for(self, pfn):
+            return b'P' * 4096
+
+    r = memory.changed_pages(Memory(), Patcher())
+    assert dict(r.items()) == {2: bytes(4096), 8: b'\x6b' * 4096,
+                               3: b'P' * 4096}

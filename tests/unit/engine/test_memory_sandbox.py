@@ -14,6 +14,7 @@ from sparc_nova import conf
 from sparc_nova.engine import errors
 from sparc_nova.engine import listings
 from sparc_nova.engine import memory
+from sparc_nova.engine import memstats
 from sparc_nova.engine import plan_codec
 from sparc_nova.engine import report as report_mod
 from sparc_nova.engine import sandbox
@@ -73,6 +74,25 @@ def fake_child(monkeypatch, doc):
         return sandbox.Pending(entry, policy, result=doc)
     monkeypatch.setattr(sandbox, 'start', start)
     return calls
+
+
+def test_report_carries_memory_figures(save, tmp_path, monkeypatch):
+    """The timings block holds the peaks of the scrubbing process and of
+    the sandbox child (the figures it reported about itself), in MiB.
+    """
+    def start(entry, args, files, policy, growing=0, keep=(), prepare=None):
+        pending = sandbox.Pending(entry, policy, result=plan_doc(save))
+        pending.memory = memstats.ProcessMemory(
+            rss=50 << 20, peak_rss=90 << 20, private=40 << 20)
+        return pending
+    monkeypatch.setattr(sandbox, 'start', start)
+    rep = memory.scrub_checkpoint(save, ['vault'], sandbox=ON,
+                                  output=str(tmp_path / 'out.save'))
+    t = rep.to_dict()['timings']
+    assert t['sandbox_peak_rss_mib'] == 90.0
+    assert t['sandbox_peak_private_mib'] == 40.0
+    # This process: at least the interpreter, private within resident.
+    assert 10 < t['peak_private_mib'] <= t['peak_rss_mib'] < 64 * 1024
 
 
 def test_valid_plan_is_applied_and_verified(save, tmp_path, monkeypatch):

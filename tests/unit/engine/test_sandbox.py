@@ -149,3 +149,41 @@ def test_unexpected_child_error_does_not_quote_its_message():
                     {'guest_bytes': 'SPRCGUEST-SECRET'}, {}, POLICY)
     assert 'ValueError' in str(ei.value)
     assert 'SPRCGUEST' not in str(ei.value)
+
+
+def test_child_reports_its_memory(secret_file):
+    """The child's last line holds its own memory figures, which the
+    parent keeps apart from the result (it is measured after the work,
+    so it covers the memory the work held).
+    """
+    pending = sandbox.start('tests.unit.engine.sandbox_targets:hold_memory',
+                            {'mib': 64}, {'checkpoint': secret_file}, POLICY)
+    assert pending.pid is not None
+    res = pending.result()
+    assert res['held'] == 64 << 20
+    assert set(res) == {'held', '_sandbox'}
+    m = pending.memory
+    assert m is not None
+    # Its peak resident set covers the 64 MiB it wrote; its private
+    # memory is no more than its resident set.
+    assert m.peak_rss >= 64 << 20
+    assert 0 < m.private <= m.rss <= m.peak_rss
+
+
+def test_memory_line_is_checked():
+    """Figures out of shape are dropped; a last line that is not the
+    figures is left to the result's own checks.
+    """
+    split = sandbox._split_memory
+    body = b'{}\n{"result": {}}'
+    good = b'{"memory": {"rss": 10, "peak_rss": 20, "private": 5}}'
+    assert split(body + b'\n' + good) == (body, sandbox.memstats.
+                                          ProcessMemory(10, 20, 5))
+    for bad in (b'{"memory": {"rss": -1, "peak_rss": 20, "private": 5}}',
+                b'{"memory": {"rss": 1.5, "peak_rss": 20, "private": 5}}',
+                b'{"memory": {"rss": 1, "peak_rss": 20}}',
+                b'{"memory": [1, 2, 3]}', b'{"memory": not json'):
+        assert split(body + b'\n' + bad) == (body, None)
+    assert split(body) == (body, None)
+    other = body + b'\n{"other": 1}'
+    assert split(other) == (other, None)
