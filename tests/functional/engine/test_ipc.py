@@ -4,6 +4,7 @@ restore``, against the guest's own view (see ipc_scenario).
 """
 
 import json
+import os
 import re
 
 import pytest
@@ -348,3 +349,69 @@ def test_deps_sysv_object(sc, deps):
     assert len(ours) == 1, shm
     assert re.fullmatch(r'sysv-shm:\[key 0x0+ id \d+\]', ours[0]['object']), \
         ours[0]
+
+
+@pytest.fixture(scope='module')
+def sealed_ipc(sc):
+    """The save sealed with --follow-ipc (the default) into a new file,
+    then unsealed into another: ``(verify rows of the sealed copy, the
+    sealed-pages file's bytes, the unsealed path)``.
+    """
+    key = os.path.join(sc.workdir, 'seal.key')
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'wb') as f:
+        f.write(os.urandom(32))
+    sealed = os.path.join(sc.workdir, 'sealed.save')
+    scen.sparc('checkpoint', 'seal', sc.save_path, '--output', sealed,
+               '--key-file', key, *sc.selectors(), check=0)
+    rows = verify(sealed, [sc.marker(n) for n in
+                           list(isc.MARKERS) + ['control']])
+    with open(sealed + '.sparc-sealed', 'rb') as f:
+        sealed_bytes = f.read()
+    unsealed = os.path.join(sc.workdir, 'unsealed.save')
+    scen.sparc('checkpoint', 'unseal', sealed, '--key-file', key,
+               '--output', unsealed, check=0)
+    return rows, sealed_bytes, unsealed
+
+
+def test_seal_leaves_no_marker_at_rest(sc, sealed_ipc):
+    """Sealed with IPC followed, neither the checkpoint nor the sealed
+    pages hold any scenario's marker in the clear (the buffers in flight
+    included); the control's marker is there.
+    """
+    rows, sealed_bytes, _ = sealed_ipc
+    left = {n: rows[sc.marker(n)] for n in isc.MARKERS
+            if rows[sc.marker(n)]['in_memory'] or
+            rows[sc.marker(n)]['in_file']}
+    assert not left, left
+    assert rows[sc.marker('control')]['in_memory'] > 0
+    for name in isc.MARKERS:
+        assert sc.marker(name).encode() not in sealed_bytes, name
+
+
+@pytest.fixture(scope='module')
+def restored_unsealed(sc, sealed_ipc):
+    """The unsealed checkpoint restored (nobody dies: a seal arms no
+    kill); every peer then read once from its channel.
+    """
+    _, _, unsealed = sealed_ipc
+    alive = isc.restore(sc, unsealed, [])
+    assert set(sc.named() + sc.peers()) <= alive
+    return sc.guest.ipc_reads(sc.peers())
+
+
+@pytest.mark.parametrize('name,role', BUFFER_READERS)
+def test_unsealed_bytes_in_flight_are_delivered(sc, restored_unsealed,
+                                                name, role):
+    """What the writer left unread in the pipe / socket queue at the save
+    reaches the reader after seal, unseal and restore.
+    """
+    got = restored_unsealed[sc.pid(name, role)]
+    assert (got['scenario'], got['role']) == (name, role)
+    assert got['found'], got
+    assert got['ret'] > 0, got
+
+
+def test_unsealed_tty_echo_is_delivered(sc, restored_unsealed):
+    got = restored_unsealed[sc.pid('pty', 'terminal')]
+    assert got['found'], got
