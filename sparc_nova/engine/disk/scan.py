@@ -6,7 +6,11 @@ huge line) into ``grep -F`` (a multi-string matcher that stays fast with
 thousands of patterns). Patterns never contain NUL, CR or newline (see
 :mod:`.canaries`) and reach grep through a pipe, never a file, so they
 are not written anywhere. qcow2 and other formats are streamed as raw
-with ``nbdcopy`` from a read-only ``qemu-nbd``.
+with ``nbdcopy`` from a read-only ``qemu-nbd``. A raw file is read
+only where it is not a hole (:mod:`.allocation`): a hole reads as zeros,
+and no pattern holds a zero byte, so skipping it finds the same matches
+(a newline between two separate data ranges keeps a match from joining
+them, as the zeros between them would).
 """
 
 import base64
@@ -16,6 +20,7 @@ import shlex
 import subprocess
 import threading
 
+from sparc_nova.engine.disk import allocation
 from sparc_nova.engine.disk import appliance
 from sparc_nova import exception
 
@@ -30,10 +35,33 @@ def _feed(fd: int, patterns: list[bytes]) -> None:
 
 
 def _reader(path: str, fmt: str) -> list[str]:
-    if fmt == 'raw':
-        return ['cat', path]
     return ['nbdcopy', '--', '[', 'qemu-nbd', '--read-only', '--format',
             fmt, path, ']', '-']
+
+
+#: Bytes per sendfile call of :func:`_stream_data`.
+_SEND_BYTES = 16 * 1024 * 1024
+
+
+def _stream_data(path: str, fd: int, errors: list) -> None:
+    """Write the data ranges of the raw file ``path`` to ``fd`` (then
+    close it), a newline after each; an error goes to ``errors``.
+    """
+    try:
+        with os.fdopen(fd, 'wb') as pipe, open(path, 'rb') as f:
+            for offset, length in allocation.data_ranges(path):
+                end = offset + length
+                while offset < end:
+                    sent = os.sendfile(pipe.fileno(), f.fileno(), offset,
+                                       min(end - offset, _SEND_BYTES))
+                    if sent == 0:
+                        raise OSError('%s ends before its data does'
+                                      % path)
+                    offset += sent
+                pipe.write(b'\n')
+                pipe.flush()
+    except OSError as e:
+        errors.append(e)
 
 
 def count(path: str, fmt: str, patterns: list[bytes]) -> dict[bytes, int]:
@@ -53,23 +81,40 @@ def count(path: str, fmt: str, patterns: list[bytes]) -> dict[bytes, int]:
             raise ValueError('pattern contains a separator byte')
     read_fd, write_fd = os.pipe()
     feeder = threading.Thread(target=_feed, args=(write_fd, wanted))
-    script = '%s | tr "\\000" "\\n" | grep -a -o -F -f /dev/fd/%d' % (
-        ' '.join(shlex.quote(a) for a in _reader(path, fmt)), read_fd)
+    script = 'tr "\\000" "\\n" | grep -a -o -F -f /dev/fd/%d' % read_fd
+    if fmt != 'raw':
+        script = '%s | %s' % (' '.join(shlex.quote(a) for a in
+                                       _reader(path, fmt)), script)
     # pipefail: a reader that stops early must not look like "no match".
     try:
         proc = subprocess.Popen(['bash', '-o', 'pipefail', '-c', script],
+                                stdin=subprocess.PIPE if fmt == 'raw'
+                                else subprocess.DEVNULL,
                                 stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE,
                                 pass_fds=(read_fd,), env=_ENV)
     finally:
         os.close(read_fd)
     feeder.start()
+    read_errors: list = []
+    streamer = None
+    if fmt == 'raw':
+        streamer = threading.Thread(
+            target=_stream_data,
+            args=(path, os.dup(proc.stdin.fileno()), read_errors))
+        proc.stdin.close()
+        streamer.start()
     counts = collections.Counter()
     for line in proc.stdout:
         counts[line.rstrip(b'\n')] += 1
     stderr = proc.stderr.read()
     proc.wait()
     feeder.join()
+    if streamer is not None:
+        streamer.join()
+    if read_errors:
+        raise exception.DiskError(path, 'raw scan failed: %s'
+                                  % read_errors[0])
     # grep exits 1 when nothing matched; with pipefail any reader failure
     # (exit >= 2 or a signal) shows through.
     if proc.returncode not in (0, 1) or (proc.returncode == 1 and stderr):
