@@ -93,17 +93,42 @@ def run_sysprep(src: str, workdir: str) -> tuple[float, str, str]:
     return elapsed, copy, status
 
 
+class StepClock:
+    """A ``progress`` callback that records how long each scrub step
+    took (seconds, by step description).
+    """
+
+    def __init__(self):
+        self.steps = []
+        self.last = None
+
+    def __call__(self, index: int, count: int, description: str) -> None:
+        self.stop()
+        self.last = (description, time.monotonic())
+
+    def stop(self) -> None:
+        if self.last is not None:
+            name, since = self.last
+            self.steps.append((name, time.monotonic() - since))
+            self.last = None
+
+
 def run_scrub(src: str, workdir: str) -> tuple[float, str, str]:
     dst = os.path.join(workdir, 'sparc-' + os.path.basename(src))
     rules = disk.Rules(images.EXCLUDE_PATHS + ('/home/*/.ssh/**',),
                        images.PRESETS)
+    clock = StepClock()
     started = time.monotonic()
     try:
-        disk.scrub_image(src, dst, rules)
+        disk.scrub_image(src, dst, rules, progress=clock)
         status = 'ok'
     except exception.SparcError as e:
         status = 'error: %s' % e
-    return time.monotonic() - started, dst, status
+    elapsed = time.monotonic() - started
+    clock.stop()
+    print('  steps: ' + ', '.join('%s %.1f s' % step for step in clock.steps),
+          file=sys.stderr, flush=True)
+    return elapsed, dst, status
 
 
 def main(argv=None) -> int:

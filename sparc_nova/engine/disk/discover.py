@@ -12,12 +12,16 @@ from sparc_nova.engine.disk import volumes as volumes_mod
 __all__ = ['open_volumes']
 
 
-def open_volumes(session: session_mod.Session, no_fs: set[str]) -> None:
+def open_volumes(session: session_mod.Session, no_fs: set[str],
+                 filesystems: dict[str, str] | None = None) -> None:
     """Fill ``session.luks``, ``session.volumes`` and ``session.trees``
     and report the volumes and the operating system found.
 
     :param no_fs: devices that hold no filesystem by the partition table
         (:func:`.layout.no_filesystem_partitions`).
+    :param filesystems: ``g.list_filesystems()`` taken before any LUKS
+        volume was opened (listed again when one was: its content
+        appears only then).
     :raises DiskScrubError: a volume cannot be opened or classified (and
         the options do not allow it unverified), or the image holds
         neither a filesystem nor a swap area.
@@ -28,9 +32,12 @@ def open_volumes(session: session_mod.Session, no_fs: set[str]) -> None:
         session.luks = volumes_mod.open_luks(
             g, session.image, dict(options.luks_keys),
             options.allow_unverified)
+        if any(v.encrypted_by for v in session.luks):
+            filesystems = None
         found = volumes_mod.classify(
             g, session.image, session.luks, no_fs,
-            set(session.backend_classes), options.allow_unverified)
+            set(session.backend_classes), options.allow_unverified,
+            filesystems)
         session.volumes = {v.device: v for v in found}
         session.trees = volumes_mod.trees(g, found)
     except RuntimeError as e:

@@ -31,10 +31,13 @@ def _holds_no_filesystem(g, partition: str) -> bool:
     return False
 
 
-def no_filesystem_partitions(g, image: str) -> set[str]:
+def no_filesystem_partitions(g, image: str,
+                             filesystems: dict[str, str] | None = None
+                             ) -> set[str]:
     """Partitions of the appliance's disks that hold no filesystem by
     design (extended partitions, BIOS boot partitions), as libguestfs
-    names them.
+    names them. ``filesystems`` is ``g.list_filesystems()`` when the
+    caller has it already (it probes every device: seconds under TCG).
 
     :raises DiskImageError: no partition or disk carries any signature
         (a non-image, or a disk with no filesystem, LVM, LUKS or swap);
@@ -43,7 +46,8 @@ def no_filesystem_partitions(g, image: str) -> set[str]:
     partitions = g.list_partitions()
     no_fs = {p for p in partitions if _holds_no_filesystem(g, p)}
     found = {device: fstype for device, fstype
-             in g.list_filesystems().items() if device not in no_fs}
+             in (g.list_filesystems() if filesystems is None
+                 else filesystems).items() if device not in no_fs}
     # list_filesystems leaves out a LUKS volume it has no key for (and
     # can leave out LVM physical volumes): ask blkid for the signature of
     # every partition it did not list.

@@ -104,7 +104,9 @@ class Session:
         """The filesystem backend of ``volume`` (one per type and scrub)."""
         if volume.fstype not in self.backends:
             cls = self.backend_classes[volume.fstype]
-            self.backends[volume.fstype] = cls(self.workdir)
+            backend = cls(self.workdir)
+            backend.working_copy = self.work
+            self.backends[volume.fstype] = backend
         return self.backends[volume.fstype]
 
     def mount_tree(self, tree: volumes_mod.Tree, readonly: bool) -> bool:

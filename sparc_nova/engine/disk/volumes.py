@@ -167,19 +167,23 @@ def encrypting_mappers(g, luks: list[Volume]) -> dict[str, str]:
 
 
 def classify(g, image: str, luks: list[Volume], no_filesystem: set[str],
-             supported: set[str], allow_unverified: bool) -> list[Volume]:
+             supported: set[str], allow_unverified: bool,
+             filesystems: dict[str, str] | None = None) -> list[Volume]:
     """Every volume but the LUKS containers, with its role.
 
     ``no_filesystem`` names devices that hold no filesystem by design
     (BIOS boot partitions); ``supported`` are the vfs types a backend
-    scrubs.
+    scrubs; ``filesystems`` is ``g.list_filesystems()`` if the caller
+    listed them already and opened nothing since (None: listed here).
 
     :raises DiskScrubError: an unknown or unformatted volume (unless
         ``allow_unverified``).
     """
     inside = encrypting_mappers(g, luks)
     volumes = []
-    for device, fstype in sorted(g.list_filesystems().items()):
+    if filesystems is None:
+        filesystems = g.list_filesystems()
+    for device, fstype in sorted(filesystems.items()):
         if fstype in CONTAINERS or device in no_filesystem:
             continue
         if fstype in supported:

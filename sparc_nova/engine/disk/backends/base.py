@@ -30,6 +30,11 @@ class Backend:
     #: directory's blocks, so that directories that lost entries must be
     #: rebuilt (see :func:`~sparc_nova.engine.disk.batch.rebuild_directory`).
     rebuilds_directories = False
+    #: The raw working copy on the host (set by the scrub's session), so
+    #: that :meth:`clean` can skip what its allocation map shows is a
+    #: hole (see :mod:`~sparc_nova.engine.disk.free_blocks`); None: not
+    #: known, clean everything.
+    working_copy: str | None = None
 
     def __init__(self, workdir: str):
         #: Host directory for temporary files of this scrub.

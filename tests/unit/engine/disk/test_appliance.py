@@ -89,6 +89,16 @@ def test_commands_open_the_drive_libguestfs_means():
     assert script.splitlines()[-1].startswith('dumpe2fs -h "$sparc_dev2"')
 
 
+def test_only_commands_on_devices_wait_for_udev():
+    g = FakeHandle('ok\nsparc-rc=0\n')
+    appliance.run(g, ['e2fsck', '-f', '-n', '/dev/sda1'])
+    appliance.run(g, ['blkdiscard', '-z', '/dev/mapper/sparc-luks0'])
+    appliance.run(g, ['sh', '-c', 'exec rm -f -- "$@"', 'sh',
+                      '/sysroot/tmp/x'])
+    settles = ['udevadm settle' in args[0] for _, args in g.calls]
+    assert settles == [True, True, False]
+
+
 def test_launch_failure_is_escaped_and_not_chained(monkeypatch):
     import guestfs
 

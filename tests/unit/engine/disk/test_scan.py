@@ -50,3 +50,27 @@ def test_separator_in_pattern_refused(raw):
 def test_unreadable_image_is_an_error(tmp_path):
     with pytest.raises(exception.DiskError):
         scan.count(str(tmp_path / 'missing.raw'), 'raw', [b'CANARY-ONE'])
+
+
+def test_unreadable_qcow2_is_an_error(tmp_path):
+    bad = tmp_path / 'bad.qcow2'
+    bad.write_bytes(b'QFI\xfb' + bytes(4096))
+    with pytest.raises(exception.DiskError, match='nbdcopy'):
+        scan.count(str(bad), 'qcow2', [b'CANARY-ONE'])
+
+
+def test_zero_runs_do_not_join_or_split_matches(tmp_path):
+    raw = tmp_path / 'z.raw'
+    with open(raw, 'wb') as f:
+        f.truncate(4 << 20)
+        f.seek((1 << 20) - 7)
+        f.write(b'CANARY-')             # then 3 MiB of zeros
+        f.seek((4 << 20) - 6)
+        f.write(b'FOUR-4')
+    qcow2 = tmp_path / 'z.qcow2'
+    subprocess.run(['qemu-img', 'convert', '-O', 'qcow2', str(raw),
+                    str(qcow2)], check=True)
+    for path, fmt in ((raw, 'raw'), (qcow2, 'qcow2')):
+        assert scan.count(str(path), fmt, [b'CANARY-FOUR-4', b'CANARY-',
+                                           b'FOUR-4']) == {
+            b'CANARY-': 1, b'FOUR-4': 1}
