@@ -172,7 +172,7 @@ class Checkpoint:
         if lay.device_state_note:
             out['device_state_note'] = lay.device_state_note
         out.update(self._format.describe(lay))
-        if self.container is not None:
+        if self.container is not None and self.snapshot is not None:
             out['qcow2'] = self.container.describe()
             out['restore'] = ('virsh snapshot-revert DOMAIN %s (the domain '
                               'shut off while it is scrubbed)'
