@@ -458,7 +458,7 @@ def _decompressor(compression: int, path: str):
                 if not data[i - 1] & 0x80:
                     break
             if n != PAGE_SIZE:
-                return bytes(min(n, PAGE_SIZE + 1))
+                raise ValueError('the snappy data claims %d bytes' % n)
             return bytes(cramjam.snappy.decompress_raw(data))
         return unsnappy
     return None

@@ -254,3 +254,20 @@ def test_refuses_another_block_size(tmp_path):
     struct.pack_into('<I', bad, 428, 8192)
     _refused(tmp_path, bytes(bad), exception.UnsupportedCheckpoint,
              'block size 8192')
+
+
+@pytest.mark.parametrize('compression,module,package', [
+    (kdump.COMPRESS_LZO, 'lzo', 'python-lzo'),
+    (kdump.COMPRESS_SNAPPY, 'cramjam', 'cramjam')])
+def test_lzo_and_snappy_need_their_library(tmp_path, compression, module,
+                                           package):
+    try:
+        __import__(module)
+    except ImportError:
+        pass
+    else:
+        pytest.skip('%s is installed' % package)
+    img, _ = kb.logical_image(guest_pages(), compression=compression,
+                              compress=lambda b: b[:100])
+    _refused(tmp_path, kb.flatten(img), exception.UnsupportedCheckpoint,
+             package, 'not installed')
