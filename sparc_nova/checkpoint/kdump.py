@@ -134,6 +134,9 @@ class LogicalFile:
 
     :ivar flattened: whether the file is in the flattened layout.
     :ivar size: the logical size (the end of the last piece).
+    :ivar stored: the bytes the pieces hold (a table that must be read
+        whole, such as the page descriptors, fits in it: a gap, read as
+        zeros, never makes one larger than the file).
     :ivar pieces: for a flattened file, ``(logical offset, file offset,
         size)`` of every piece, by logical offset; for a seekable file,
         one piece covering the whole file.
@@ -147,7 +150,8 @@ class LogicalFile:
         self.pieces = pieces
         self.flat_header = flat_header
         self._starts = [p[0] for p in pieces]
-        self.size = pieces[-1][0] + pieces[-1][2] if pieces else 0
+        self.size = max((p[0] + p[2] for p in pieces), default=0)
+        self.stored = sum(p[2] for p in pieces)
 
     def read(self, offset: int, size: int, what: str) -> bytes:
         """``size`` logical bytes at ``offset`` (a gap between pieces
@@ -377,6 +381,11 @@ def parse(logical: LogicalFile,
     if not len(pfns):
         raise _error(path, 'the dump holds no page', bitmap_off)
     desc_off = bitmap_off + bitmap_blocks * PAGE_SIZE
+    if len(pfns) * DESCRIPTOR.itemsize > logical.stored:
+        raise exception.LimitExceeded(
+            path, 'kdump: the bitmap claims %d pages, whose descriptors '
+                  'alone take more than the %d bytes the file holds'
+            % (len(pfns), logical.stored), bitmap_off)
     table = np.frombuffer(logical.read(
         desc_off, len(pfns) * DESCRIPTOR.itemsize, 'the page descriptors'),
         dtype=DESCRIPTOR)
