@@ -288,3 +288,30 @@ def test_lzo_and_snappy_need_their_library(tmp_path, compression, module,
                               compress=lambda b: b[:100])
     _refused(tmp_path, kb.flatten(img), exception.UnsupportedCheckpoint,
              package, 'not installed')
+
+
+@pytest.mark.parametrize('flattened', [True, False])
+def test_mutated_dumps_open_or_fail_cleanly(tmp_path, flattened):
+    """Bytes flipped in the headers, bitmaps, descriptors and pieces:
+    every dump opens, or is refused with a CheckpointError.
+    """
+    data = dump_bytes(flattened)
+    rng = np.random.default_rng(21)
+    # Half of the flips land in the headers (and the first pieces' tags),
+    # the others anywhere (bitmaps, descriptors, page data, tags).
+    head = 12 * 1024
+    path = str(tmp_path / 'guest.kdump')
+    for i in range(300):
+        bad = bytearray(data)
+        hot = head if i % 2 else len(data)
+        for at in rng.integers(0, hot, size=int(rng.integers(1, 4))):
+            bad[int(at)] = int(rng.integers(0, 256))
+        if rng.random() < 0.2:
+            bad = bad[:int(rng.integers(0, len(bad)))]
+        with open(path, 'wb') as f:
+            f.write(bad)
+        try:
+            checkpoint.open_checkpoint(path).close()
+        except exception.CheckpointError:
+            pass
+    assert sorted(os.listdir(tmp_path)) == ['guest.kdump']
