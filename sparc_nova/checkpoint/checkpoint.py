@@ -1,6 +1,6 @@
 """Open a memory checkpoint: a libvirt save image, a bare QEMU stream, a
-guest memory dump (ELF core) or an internal snapshot of a qcow2 disk
-image.
+guest memory dump (ELF core or kdump-compressed) or an internal snapshot
+of a qcow2 disk image.
 
 :class:`Checkpoint` ties the format pieces together: the libvirt header
 (:mod:`.libvirt_save`), decompression (:mod:`.compression`), the stream
@@ -43,7 +43,8 @@ class Checkpoint:
     :ivar snapshot: the internal snapshot read (qcow2 images), or None.
     :ivar container: what writes a scrub back into a file that holds
         more than the stream (a qcow2 snapshot's
-        :class:`~.qcow2_vmstate.Vmstate`), or None.
+        :class:`~.qcow2_vmstate.Vmstate`, a kdump-compressed dump's
+        :class:`~.kdump.Container`), or None.
     """
 
     def __init__(self, path: str, work_dir: str | None = None,
@@ -172,7 +173,7 @@ class Checkpoint:
         if lay.device_state_note:
             out['device_state_note'] = lay.device_state_note
         out.update(self._format.describe(lay))
-        if self.container is not None:
+        if self.container is not None and self.snapshot is not None:
             out['qcow2'] = self.container.describe()
             out['restore'] = ('virsh snapshot-revert DOMAIN %s (the domain '
                               'shut off while it is scrubbed)'
@@ -230,7 +231,8 @@ def _format(f, path: str) -> formats.CheckpointFormat:
     if fmt is None:
         raise exception.CheckpointFormatError(
             path, 'not a libvirt save image, a QEMU migration stream, an ELF '
-                  'memory dump or a qcow2 disk image (starts with %r)'
+                  'memory dump, a kdump-compressed memory dump or a qcow2 '
+                  'disk image (starts with %r)'
             % head[:16], 0)
     return fmt
 

@@ -24,6 +24,7 @@ from stevedore import extension
 from sparc_nova.checkpoint import compression
 from sparc_nova.checkpoint import cpu_state
 from sparc_nova.checkpoint import elf_core
+from sparc_nova.checkpoint import kdump
 from sparc_nova.checkpoint import libvirt_save
 from sparc_nova.checkpoint import limits as limits_mod
 from sparc_nova.checkpoint import machine as machine_mod
@@ -204,22 +205,51 @@ class ElfDumpFormat(CheckpointFormat):
 
 
 class KdumpFormat(CheckpointFormat):
-    """``virsh dump --memory-only --format kdump-zlib|kdump-lzo|
-    kdump-snappy``: recognised and refused (its pages are compressed one
-    by one; reading them for ``ps``/``verify`` and recompressing them for
-    a scrub is not implemented).
+    """A kdump-compressed guest memory dump (``virsh dump --memory-only
+    --format kdump-zlib|kdump-lzo|kdump-snappy``), flattened or seekable
+    (:mod:`.kdump`). Its pages are decompressed into a private temporary
+    file laid out as an ELF core's segments, read like an ELF dump; a
+    scrub writes a new dump (changed pages stored raw). It cannot be
+    restored, so no process is killed in it.
     """
 
     name = 'kdump-compressed'
+    restorable = False
+    pages_only = True
 
     def detect(self, head: bytes) -> bool:
-        return head[:8] == b'KDUMP   ' or head[:12] == b'makedumpfile'
+        return kdump.is_kdump(head)
+
+    def compressed(self, f, path, limits):
+        # The pages are always decompressed: the file itself is no image.
+        return True
 
     def open_stream(self, f, path, limits, work_dir, snapshot=None):
-        raise exception.UnsupportedCheckpoint(
-            path, 'kdump-compressed memory dump: not supported; dump the '
-                  'guest as ELF instead (virsh dump --memory-only --format '
-                  'elf)')
+        tmp = _stream_temporary(path, work_dir)
+        try:
+            dump, core, base = kdump.read(f, path, tmp, limits)
+            tmp.flush()
+        except BaseException:
+            tmp.close()
+            raise
+        return OpenedStream(tmp, 0, label=' (decompressed pages of the dump)',
+                            temporary=tmp,
+                            container=kdump.Container(dump, core, base))
+
+    def parse_layout(self, opened, view, size, path, limits, progress=None):
+        lay = memory_dump.layout(opened.container.core)
+        lay.kdump = opened.container.dump
+        return lay
+
+    def ram_ranges(self, layout, path):
+        return memory_dump.ram_ranges(layout)
+
+    def describe(self, layout):
+        return {'kdump': layout.kdump.describe(),
+                'restore': 'none (a memory dump cannot be restored)'}
+
+    def cpus(self, layout, view):
+        return memory_dump.cpus(layout, view)
 
 
 class Qcow2SnapshotFormat(CheckpointFormat):

@@ -306,9 +306,3 @@ def test_refuses_no_memory(tmp_path):
     elf_write.write_core(out, [], elf_write.core_notes([]), None)
     _refused(tmp_path, out.getvalue(), exception.CheckpointFormatError,
              'no PT_LOAD')
-
-
-def test_refuses_kdump_compressed_dumps(tmp_path):
-    data = b'KDUMP   ' + bytes(4096)
-    _refused(tmp_path, data, exception.UnsupportedCheckpoint,
-             'kdump-compressed', '--format elf')
