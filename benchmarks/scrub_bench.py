@@ -63,6 +63,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from tests.functional.testbed import bench as bench_guest  # noqa: E402
 from tests.functional.testbed import build  # noqa: E402
 from tests.functional.testbed import guest as guest_mod  # noqa: E402
 
@@ -195,37 +196,12 @@ def scrub_image(path, sels, save, repeat, baseline, sandbox=None,
     return out
 
 
-def machine_for(mib: int) -> str:
-    """The machine type of a ``mib`` MiB benchmark guest."""
-    return 'q35' if mib > 2048 else 'pc'
-
-
-def start_bench_guest(image, mib: int):
-    """A running ``mib`` MiB test bed guest with the benchmark's workloads:
-    ``(guest, selectors of the processes to exclude)``. The first holds a
-    quarter of guest RAM in anonymous pages; free memory holds sprayed
-    markers.
-    """
-    g = guest_mod.Guest(image, memory_mib=mib, machine=machine_for(mib))
-    try:
-        g.start(timeout=600)
-        pids = [g.start_workload('hold 1 --pages %d' % (mib * 256 // 4)),
-                g.start_workload('hold 2 --threads 4'),
-                g.start_workload('hold 3 --wait pipe')]
-        g.run('/bin/workload spray 6 4096; echo SPRAY""-END', 'SPRAY-END',
-              timeout=300)
-    except BaseException:
-        g.destroy()
-        raise
-    return g, ['pid:%d' % p for p in pids]
-
-
 def bench_size(image, workdir, mib: int, repeat, baseline, sandbox=None,
                compare=False, overlap=False, cli=None) -> dict:
-    machine = machine_for(mib)
+    machine = bench_guest.machine_for(mib)
     g = None
     try:
-        g, sels = start_bench_guest(image, mib)
+        g, sels = bench_guest.start_bench_guest(image, mib)
         path = os.path.join(workdir, 'bench-%d.save' % mib)
         t = time.monotonic()
         g.save(path)

@@ -31,9 +31,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
 
-import scrub_bench  # noqa: E402
+from tests.functional.testbed import bench as bench_guest  # noqa: E402
 from tests.functional.testbed import build  # noqa: E402
 from tests.functional.testbed import guest as guest_mod  # noqa: E402
 
@@ -145,7 +144,7 @@ def main() -> int:
         os.chmod(workdir, 0o755)
         try:
             image = build.build_guest(os.path.join(workdir, 'image'))
-            g, sels = scrub_bench.start_bench_guest(image, args.size)
+            g, sels = bench_guest.start_bench_guest(image, args.size)
             path = os.path.join(workdir, 'bench-%d.save' % args.size)
             try:
                 g.save(path)
