@@ -20,7 +20,6 @@ import struct
 import libvirt
 import pytest
 
-from sparc_nova.checkpoint import elf_core
 from sparc_nova.engine import planner
 from sparc_nova.introspect import btf
 from sparc_nova.introspect import btf_finder
@@ -344,22 +343,8 @@ def test_extract_ram_elf_matches_qemu_dump(files):
 
 
 def _drgn_reads_the_core(path, files):
-    drgn = pytest.importorskip('drgn')
-    with open(path, 'rb') as f:
-        core = elf_core.read_core(f, path)
-    assert core.vmcoreinfo
-    text = core.vmcoreinfo.decode()
-    release = re.search(r'^OSRELEASE=(.*)$', text, re.M).group(1)
-    uts = int(re.search(r'^SYMBOL\(init_uts_ns\)=([0-9a-f]+)$', text,
-                        re.M).group(1), 16)
-    prog = drgn.Program()
-    prog.set_core_dump(path)
-    assert prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL
-    # struct uts_namespace starts with struct new_utsname (65-byte
-    # sysname, nodename, release).
-    name = prog.read(uts, 65 * 3)
-    assert name[:6] == b'Linux\0'
-    assert name[130:130 + len(release)].decode() == release
+    pytest.importorskip('drgn')
+    prog = elfdump.drgn_reads_release(path)
     # drgn's own helpers list the tasks, with the kernel's kallsyms (found
     # through the core's VMCOREINFO note) and its BTF served by our type
     # finder.

@@ -1,6 +1,7 @@
 """Read QEMU's own memory dump (``virsh dump --memory-only``, ELF64) for
 comparison with what sparc-nova reconstructs."""
 
+import re
 import struct
 
 
@@ -100,3 +101,30 @@ def compare_cores(ours_path: str, theirs_path: str) -> dict:
                 compared += n
     return {'ours': ours, 'theirs': theirs, 'compared_bytes': compared,
             'uncovered': uncovered, 'differing': differ}
+
+
+def drgn_reads_release(path: str):
+    """Open the ELF core ``path`` with drgn (``drgn -c PATH``), check it is
+    taken for a Linux kernel and read ``init_uts_ns`` at the address of
+    the core's VMCOREINFO note: ``Linux`` and the note's ``OSRELEASE``.
+    Returns the drgn program.
+    """
+    import drgn
+
+    from sparc_nova.checkpoint import elf_core
+    with open(path, 'rb') as f:
+        core = elf_core.read_core(f, path)
+    assert core.vmcoreinfo, 'no VMCOREINFO note in %s' % path
+    text = core.vmcoreinfo.decode()
+    release = re.search(r'^OSRELEASE=(.*)$', text, re.M).group(1)
+    uts = int(re.search(r'^SYMBOL\(init_uts_ns\)=([0-9a-f]+)$', text,
+                        re.M).group(1), 16)
+    prog = drgn.Program()
+    prog.set_core_dump(path)
+    assert prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL
+    # struct uts_namespace starts with struct new_utsname (65-byte
+    # sysname, nodename, release).
+    name = prog.read(uts, 65 * 3)
+    assert name[:6] == b'Linux\0', name[:6]
+    assert name[130:130 + len(release)].decode() == release
+    return prog
