@@ -20,6 +20,7 @@ import base64
 import collections
 import fcntl
 import os
+import select
 import subprocess
 import threading
 
@@ -40,6 +41,26 @@ def _feed(fd: int, patterns: list[bytes]) -> None:
 def _reader(path: str, fmt: str) -> list[str]:
     return ['nbdcopy', '--', '[', 'qemu-nbd', '--read-only', '--format',
             fmt, path, ']', '-']
+
+
+def _wait_writable(fd: int) -> None:
+    """Wait until the pipe ``fd`` takes more bytes. Needed when it is
+    non-blocking: under eventlet (nova-compute's default mode) the pipes
+    of ``subprocess`` are, and ``select`` then yields to the other green
+    threads (among them the one reading grep's output) instead of
+    blocking them.
+    """
+    select.select([], [fd], [])
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the pipe ``fd``, blocking or not."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            _wait_writable(fd)
 
 
 #: Bytes read at a time from nbdcopy by :func:`_stream_guest_view`.
@@ -64,7 +85,7 @@ def _stream_guest_view(path: str, fmt: str, fd: int, errors: list) -> None:
     included) goes to ``errors``.
     """
     try:
-        with os.fdopen(fd, 'wb') as pipe:
+        try:
             reader = subprocess.Popen(_reader(path, fmt),
                                       stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE,
@@ -80,19 +101,21 @@ def _stream_guest_view(path: str, fmt: str, fd: int, errors: list) -> None:
                     # bytes is the object itself, not a copy.
                     if piece == _ZEROS[:len(piece)]:
                         if not separated:
-                            pipe.write(b'\n')
+                            _write_all(fd, b'\n')
                             separated = True
                         continue
-                    pipe.write(piece)
+                    _write_all(fd, piece)
                     separated = False
             finally:
                 reader.stdout.close()
                 stderr = reader.stderr.read()
                 reader.wait()
-            if reader.returncode != 0:
-                errors.append('nbdcopy exited %d: %s' % (
-                    reader.returncode,
-                    stderr.decode('utf-8', 'replace').strip()[-300:]))
+        finally:
+            os.close(fd)
+        if reader.returncode != 0:
+            errors.append('nbdcopy exited %d: %s' % (
+                reader.returncode,
+                stderr.decode('utf-8', 'replace').strip()[-300:]))
     except OSError as e:
         errors.append(e)
 
@@ -106,18 +129,25 @@ def _stream_data(path: str, fd: int, errors: list) -> None:
     close it), a newline after each; an error goes to ``errors``.
     """
     try:
-        with os.fdopen(fd, 'wb') as pipe, open(path, 'rb') as f:
-            for offset, length in allocation.data_ranges(path):
-                end = offset + length
-                while offset < end:
-                    sent = os.sendfile(pipe.fileno(), f.fileno(), offset,
-                                       min(end - offset, _SEND_BYTES))
-                    if sent == 0:
-                        raise OSError('%s ends before its data does'
-                                      % path)
-                    offset += sent
-                pipe.write(b'\n')
-                pipe.flush()
+        try:
+            with open(path, 'rb') as f:
+                for offset, length in allocation.data_ranges(path):
+                    end = offset + length
+                    while offset < end:
+                        try:
+                            sent = os.sendfile(
+                                fd, f.fileno(), offset,
+                                min(end - offset, _SEND_BYTES))
+                        except BlockingIOError:
+                            _wait_writable(fd)
+                            continue
+                        if sent == 0:
+                            raise OSError('%s ends before its data does'
+                                          % path)
+                        offset += sent
+                    _write_all(fd, b'\n')
+        finally:
+            os.close(fd)
     except OSError as e:
         errors.append(e)
 
