@@ -193,6 +193,9 @@ def test_failed_scrub_rolls_the_suspend_back(vm, driver, context, nova,
         f.write('[sparc]\nmanaged_save_dir = /var/lib/libvirt/qemu/save\n'
                 'max_stream_sections = 16\n')
     helper = os.path.join(os.path.dirname(sys.executable), 'privsep-helper')
+    # The module's own command is put back afterwards (cleared, the
+    # option would fall back to sudo for the tests after this one).
+    usual = nova.sparc_privsep.helper_command
     privsep.scrub_pctxt.stop()
     nova.set_override('helper_command', '%s --config-file %s'
                       % (helper, daemon_conf), group='sparc_privsep')
@@ -201,7 +204,7 @@ def test_failed_scrub_rolls_the_suspend_back(vm, driver, context, nova,
             driver.suspend(context, instance)
     finally:
         privsep.scrub_pctxt.stop()
-        nova.clear_override('helper_command', group='sparc_privsep')
+        nova.set_override('helper_command', usual, group='sparc_privsep')
     message = e.value.inner_exception.format_message()
     assert re.match(r'Privacy scrub of the memory image of instance %s '
                     r'failed; nothing unscrubbed was kept: LimitExceeded: '
