@@ -17,7 +17,8 @@ from tests.e2e.cloud import nova
 from tests.e2e.cloud import settings as settings_mod
 
 __all__ = ['castellan_api', 'session', 'request_context',
-           'nova_request_context', 'barbican_url', 'project_secret_ids']
+           'nova_request_context', 'barbican_url', 'project_secrets',
+           'project_secret_ids']
 
 
 def castellan_api(conf: settings_mod.CloudSettings
@@ -97,11 +98,17 @@ def barbican_url(sess: ks_session.Session, path: str) -> str:
     return endpoint.rstrip('/') + path
 
 
+def project_secrets(sess: ks_session.Session) -> list[dict]:
+    """The secrets Barbican lists for the session's project (first 100),
+    as its API describes them (``secret_ref``, ``name``, ``algorithm``...).
+    """
+    return sess.get(barbican_url(sess, '/v1/secrets'),
+                    params={'limit': 100}).json()['secrets']
+
+
 def project_secret_ids(sess: ks_session.Session) -> set[str]:
     """The ids of the secrets Barbican lists for the session's project
     (first 100).
     """
-    listing = sess.get(barbican_url(sess, '/v1/secrets'),
-                       params={'limit': 100}).json()
     return {s['secret_ref'].rstrip('/').rpartition('/')[2]
-            for s in listing['secrets']}
+            for s in project_secrets(sess)}

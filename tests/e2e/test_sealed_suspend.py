@@ -46,9 +46,7 @@ def _secrets_of(session, server) -> list[dict]:
     """The project's Barbican secrets that hold ``server``'s sealing key
     (the driver names them after the server).
     """
-    listing = session.get(castellan_client.barbican_url(
-        session, '/v1/secrets'), params={'limit': 100}).json()
-    return [s for s in listing['secrets']
+    return [s for s in castellan_client.project_secrets(session)
             if server.id in (s.get('name') or '')]
 
 
