@@ -47,6 +47,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from tests.functional.testbed import bench as bench_guest  # noqa: E402
 from tests.functional.testbed import build  # noqa: E402
 from tests.functional.testbed import guest as guest_mod  # noqa: E402
 
@@ -202,7 +203,7 @@ def boot_and_save(image, workdir: str, mib: int, hold: float,
     ``hold_mib`` MiB) in the excluded process, save it (timed): the
     image's description.
     """
-    machine = 'q35' if mib > 2048 else 'pc'
+    machine = bench_guest.machine_for(mib)
     g = guest_mod.Guest(image, memory_mib=mib, machine=machine)
     try:
         t = time.monotonic()
