@@ -129,10 +129,14 @@ def test_elf_dump_is_a_checkpoint(files):
         markers(files.save, 'simple', 'control', files=files)
 
 
-def test_elf_dump_scrubbed(files):
-    out = os.path.join(files.workdir, 'scrubbed.elf')
-    report_path = os.path.join(files.workdir, 'dump-report.json')
-    args = ['checkpoint', 'scrub', files.dump, '--output', out, '--report',
+def _scrub_dump(files, path: str, name: str) -> str:
+    """``sparc checkpoint scrub`` of the memory dump ``path`` into
+    ``NAME`` in the work directory; checks the report (verified, no kill
+    planted: nothing resumes from a dump) and returns the output's path.
+    """
+    out = os.path.join(files.workdir, name)
+    report_path = os.path.join(files.workdir, name + '.report.json')
+    args = ['checkpoint', 'scrub', path, '--output', out, '--report',
             report_path]
     for sel in files.selectors():
         args += ['--exclude-process', sel]
@@ -141,10 +145,14 @@ def test_elf_dump_scrubbed(files):
         report = json.load(f)
     assert report['verification']['result'] == 'ok'
     assert planner.NO_RESTORE_NOTE in report['notes']
-    # No SIGKILL planted: nothing resumes from a dump.
     assert report['processes']
     assert all('kill' not in p for p in report['processes'])
     assert report['threads_killed'] == 0
+    return out
+
+
+def test_elf_dump_scrubbed(files):
+    out = _scrub_dump(files, files.dump, 'scrubbed.elf')
     assert os.path.getsize(out) == os.path.getsize(files.dump)
     found = markers(out, 'simple', 'control', files=files)
     assert found['simple'] == 0
@@ -246,20 +254,7 @@ def test_kdump_scrubbed(files, comp):
     path = _kdump(files, comp)
     if path is None:
         return
-    out = os.path.join(files.workdir, 'scrubbed.kdump')
-    report_path = os.path.join(files.workdir, 'kdump-report.json')
-    args = ['checkpoint', 'scrub', path, '--output', out, '--report',
-            report_path]
-    for sel in files.selectors():
-        args += ['--exclude-process', sel]
-    scen.sparc(*args, check=0)
-    with open(report_path) as f:
-        report = json.load(f)
-    assert report['verification']['result'] == 'ok'
-    assert planner.NO_RESTORE_NOTE in report['notes']
-    assert report['processes']
-    assert all('kill' not in p for p in report['processes'])
-    assert report['threads_killed'] == 0
+    out = _scrub_dump(files, path, 'scrubbed.kdump')
     with open(out, 'rb') as f:
         assert f.read(12) == b'makedumpfile'
     found = markers(out, 'simple', 'control', files=files)
