@@ -268,7 +268,7 @@ class Guest:
         return its output.
         """
         since = self.send(command)
-        m = self.wait_for(re.escape(end_token) + r'\r?\n', timeout, since)
+        m = self.wait_for(end_token_pattern(end_token), timeout, since)
         with open(self.log_path, 'rb') as f:
             f.seek(since)
             text = f.read().decode('utf-8', 'replace')
@@ -469,6 +469,24 @@ class Guest:
 
     def resume(self) -> None:
         self.dom.resume()
+
+
+def end_token_pattern(token: str) -> str:
+    """A regex for a line holding ``token`` as the serial console may show
+    it: whole, or with one character changed, dropped or doubled (the
+    console garbles a character now and then; a garbled end token must
+    not turn into a minute's timeout). The token must start the line, so
+    a shell's echo of the command that prints it never matches.
+    """
+    variants = {re.escape(token)}
+    for i in range(len(token)):
+        head, tail = re.escape(token[:i]), re.escape(token[i + 1:])
+        variants.add(head + '.' + tail)
+        variants.add(head + tail)
+    for i in range(len(token) + 1):
+        variants.add(re.escape(token[:i]) + '.' + re.escape(token[i:]))
+    return r'(?m)^(?:%s)\r?\n' % '|'.join(sorted(variants, key=len,
+                                                   reverse=True))
 
 
 def _checked_lines(text: str, prefix: str) -> list[str]:
