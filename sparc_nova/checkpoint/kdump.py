@@ -501,15 +501,30 @@ def read(f: typing.BinaryIO, path: str, dst: typing.BinaryIO,
     base = os.fstat(out).st_size
     os.ftruncate(out, base + len(dump.pfns) * PAGE_SIZE)
     inflate = _decompressor(dump.compression, path)
+    ahead = _ReadAhead(logical)
+    zero = bytes(PAGE_SIZE)
     cache_key, cache = None, None
+    # Consecutive non-zero pages are written together: ``run`` holds the
+    # pages from page index ``run_at``.
+    run_at, run = 0, []
     t = dump.descriptors
-    for i in range(len(t)):
-        key = (int(t['offset'][i]), int(t['size'][i]), int(t['flags'][i]))
+    keys = zip(t['offset'].tolist(), t['size'].tolist(),
+               t['flags'].tolist())
+    for i, key in enumerate(keys):
         if key != cache_key:
-            cache_key, cache = key, _page(logical, key, inflate,
+            cache_key, cache = key, _page(ahead, key, inflate,
                                           int(dump.pfns[i]))
-        if cache.count(0) != PAGE_SIZE:
-            os.pwrite(out, cache, base + i * PAGE_SIZE)
+        if cache == zero:
+            continue
+        if run and (run_at + len(run) != i or
+                    len(run) * PAGE_SIZE >= _CHUNK):
+            _pwrite_all(out, b''.join(run), base + run_at * PAGE_SIZE)
+            run = []
+        if not run:
+            run_at = i
+        run.append(cache)
+    if run:
+        _pwrite_all(out, b''.join(run), base + run_at * PAGE_SIZE)
     core = elf_core.read_core(dst, path, limits)
     if core.vmcoreinfo is None:
         core.vmcoreinfo = dump.vmcoreinfo
@@ -517,8 +532,48 @@ def read(f: typing.BinaryIO, path: str, dst: typing.BinaryIO,
     return dump, core, base
 
 
-def _page(logical: LogicalFile, key: tuple[int, int, int], inflate,
-          pfn: int) -> bytes:
+class _ReadAhead:
+    """Reads of page data through a window of :data:`_CHUNK` logical
+    bytes that only moves forward: a dump stores its pages one after the
+    other, and one read per page cost more than inflating it. A read
+    behind the window (pages sharing stored data, typically the one zero
+    page every zero frame names) is read on its own, and the last such
+    read is kept.
+    """
+
+    def __init__(self, logical: LogicalFile):
+        self.path = logical.path
+        self._logical = logical
+        self._start = 0
+        self._data = b''
+        self._behind = (None, b'')
+
+    def read(self, offset: int, size: int, what: str) -> bytes:
+        """As :meth:`LogicalFile.read`."""
+        logical = self._logical
+        at = offset - self._start
+        if 0 <= at and at + size <= len(self._data):
+            return self._data[at:at + size]
+        if at < 0 or offset + size > logical.size:
+            if self._behind[0] != (offset, size):
+                self._behind = ((offset, size),
+                                logical.read(offset, size, what))
+            return self._behind[1]
+        self._start = offset
+        self._data = logical.read(
+            offset, max(size, min(_CHUNK, logical.size - offset)), what)
+        return self._data[:size]
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while len(view):
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _page(logical: 'LogicalFile | _ReadAhead', key: tuple[int, int, int],
+          inflate, pfn: int) -> bytes:
     """The 4096 bytes of the page stored as ``key`` (offset, size,
     flags) for frame ``pfn``.
     """
@@ -637,22 +692,25 @@ def write_copy(dump: Kdump, base: int, groups: list[journal.Group],
     pos = dump.data_offset
     placed: dict = {}
     order = []
-    for i in range(len(t)):
+    offsets = np.zeros(len(t), dtype=np.int64)
+    sizes = t['size'].astype(np.int64)
+    flag_col = t['flags'].astype(np.int64)
+    stored = zip(t['offset'].tolist(), sizes.tolist(), flag_col.tolist())
+    for i, key in enumerate(stored):
+        size = key[1]
         if i in changed:
             key = ('new', changed[i])
-            size, flags = PAGE_SIZE, 0
-        else:
-            key = (int(t['offset'][i]), int(t['size'][i]),
-                   int(t['flags'][i]))
-            size, flags = key[1], key[2]
+            size = sizes[i] = PAGE_SIZE
+            flag_col[i] = 0
         at = placed.get(key)
         if at is None:
             at = placed[key] = pos
             order.append(key)
             pos += size
-        new['offset'][i] = at
-        new['size'][i] = size
-        new['flags'][i] = flags
+        offsets[i] = at
+    new['offset'] = offsets
+    new['size'] = sizes
+    new['flags'] = flag_col
     st = os.fstat(logical.fd)
     with tempfiles.replacement(target) as (f, _):
         sink = _Sink(f, logical.flattened, logical.flat_header)
@@ -662,11 +720,12 @@ def write_copy(dump: Kdump, base: int, groups: list[journal.Group],
         sink.write(dump.desc_offset, new.tobytes())
         out, start = [], dump.data_offset
         written = start
+        ahead = _ReadAhead(logical)
         for key in order:
             if key[0] == 'new':
                 out.append(key[1])
             else:
-                out.append(logical.read(key[0], key[1], 'page data'))
+                out.append(ahead.read(key[0], key[1], 'page data'))
             written += len(out[-1])
             if written - start >= _CHUNK:
                 data = b''.join(out)

@@ -93,6 +93,45 @@ def test_uncompressed_and_scattered_pieces(tmp_path):
         assert ck.memory.read_page(5)[100:100 + len(SECRET)] == SECRET
 
 
+def _large_pages() -> dict[int, bytes]:
+    """About 3 MiB of stored data (more than one read-ahead window):
+    incompressible pages stored raw, compressible ones, zero frames
+    naming the one stored zero page behind the window, and a hole in
+    the frame numbers.
+    """
+    rng = np.random.default_rng(7)
+    pages = {}
+    for pfn in list(range(1700)) + list(range(2000, 2100)):
+        if pfn % 5 == 0:
+            pages[pfn] = bytes(PAGE)
+        elif pfn % 5 in (1, 2):
+            pages[pfn] = rng.bytes(PAGE)
+        else:
+            pages[pfn] = struct.pack('<Q', pfn) + bytes([pfn % 251]) * \
+                (PAGE - 8)
+    return pages
+
+
+@pytest.mark.parametrize('flattened', [True, False])
+def test_pages_beyond_one_read_window(tmp_path, flattened):
+    pages = _large_pages()
+    img, where = kb.logical_image(pages)
+    assert len(img) - where['data'] > 2 * kdump._CHUNK
+    path = write(tmp_path, kb.flatten(img, piece=300000) if flattened
+                 else img)
+    with checkpoint.open_checkpoint(path) as ck:
+        for pfn, data in pages.items():
+            assert ck.memory.read_page(pfn) == data, hex(pfn)
+    out = str(tmp_path / 'scrubbed.kdump')
+    with checkpoint.open_checkpoint(path) as ck:
+        rewrite.rewrite_pages(ck, {1: bytes(PAGE), 1699: b'x' * PAGE},
+                              output=out).verify()
+    pages.update({1: bytes(PAGE), 1699: b'x' * PAGE})
+    with checkpoint.open_checkpoint(out) as ck:
+        for pfn, data in pages.items():
+            assert ck.memory.read_page(pfn) == data, hex(pfn)
+
+
 @pytest.mark.parametrize('flattened', [True, False])
 def test_rewrite_writes_a_new_dump(tmp_path, flattened, journal_key):
     before = dump_bytes(flattened)
