@@ -430,6 +430,9 @@ def read(path: str, key: bytes, identity: bytes,
                                     'header, RAM layout or device state '
                                     'changed since)')
     cipher = aead.AESGCM(data_key)
+    # Ciphertexts are passed as views of ``data``: no copy of what may
+    # be gigabytes.
+    view = memoryview(data)
     out = []
     pos = _HEAD.size
     total = 0
@@ -446,7 +449,7 @@ def read(path: str, key: bytes, identity: bytes,
                                         'past the end of the file'
                                   % (i, head.records))
         try:
-            payload = cipher.decrypt(_nonce(i), data[pos + _RECORD.size:end],
+            payload = cipher.decrypt(_nonce(i), view[pos + _RECORD.size:end],
                                      _aad(identity, i, rhead))
         except InvalidTag:
             raise SealedFileError(path, 'record %d (guest physical 0x%x) '

@@ -32,6 +32,7 @@ import os
 import numpy as np
 
 from sparc_nova.checkpoint import limits as limits_mod
+from sparc_nova.checkpoint import rewrite
 from sparc_nova.checkpoint import sealed
 from sparc_nova.checkpoint import tempfiles
 from sparc_nova.checkpoint import write_mode
@@ -169,8 +170,9 @@ def seal_planned(s: session_mod.KernelSession, path: str,
 
 
 def _runs(pfns: np.ndarray, most: int):
-    """``(first, count)`` of the runs of consecutive frames of sorted
-    ``pfns``, each at most ``most`` long.
+    """``(first frame, count, position)`` of the runs of consecutive
+    frames in ``pfns`` (in its order, sorted or not), each at most
+    ``most`` long; ``position`` is the run's first index in ``pfns``.
     """
     if not len(pfns):
         return
@@ -179,7 +181,7 @@ def _runs(pfns: np.ndarray, most: int):
     ends = np.concatenate([breaks, [len(pfns)]]).tolist()
     for a, b in zip(starts, ends):
         for i in range(a, b, most):
-            yield int(pfns[i]), min(most, b - i)
+            yield int(pfns[i]), min(most, b - i), i
 
 
 def _mask_runs(mask: bytearray):
@@ -204,7 +206,7 @@ def sealed_records(mem, patcher: patches.PagePatcher) -> list:
         if not len(mine):
             continue
         need = mine[~mem.holds(mine, fill)]
-        for first, n in _runs(need, sealed.MAX_RUN_FRAMES):
+        for first, n, _ in _runs(need, sealed.MAX_RUN_FRAMES):
             out.append(sealed.FrameRun(first, fill,
                                        mem.read(first * PAGE_SIZE,
                                                 n * PAGE_SIZE)))
@@ -233,23 +235,26 @@ def _remove(path: str) -> None:
         pass
 
 
-def _restorations(path: str, mem, records: list) -> tuple[dict, dict]:
-    """The pages an unseal writes (frame -> 4096 bytes) and their counts,
-    after checking every record against ``mem`` (the sealed checkpoint):
-    its frames are RAM, named by no other record, and still hold what the
-    seal wrote.
+def _restorations(path: str, mem, records: list
+                  ) -> tuple[rewrite.PageReplacements, dict]:
+    """The pages an unseal writes and their counts, after checking every
+    record against ``mem`` (the sealed checkpoint): its frames are RAM,
+    named by no other record, and still hold what the seal wrote.
+
+    The frame runs' pages come first, in record order (so that the
+    replacements hold runs of consecutive frames, read back a run at a
+    time by :func:`_read_back`), then the pages byte ranges change.
 
     :raises SealError: naming ``path``: the checkpoint changed since it
         was sealed, or the records overlap.
     """
-    out = {}
-    frames = 0
-    for rec in records:
+    runs = [r for r in records if isinstance(r, sealed.FrameRun)]
+    ranges = [r for r in records if isinstance(r, sealed.ByteRange)]
+    pfn_parts = [np.zeros(0, dtype=np.int64)]
+    contents = []
+    for rec in runs:
         pfns = np.arange(rec.first_pfn, rec.first_pfn + rec.frames,
-                         dtype=np.int64) if isinstance(
-                             rec, sealed.FrameRun) else None
-        if pfns is None:
-            continue
+                         dtype=np.int64)
         if not mem.is_ram(pfns).all():
             raise SealError(path, 'the sealed pages name frame 0x%x, which '
                                   'is not RAM of this checkpoint'
@@ -259,20 +264,24 @@ def _restorations(path: str, mem, records: list) -> tuple[dict, dict]:
             raise SealError(path, 'changed since it was sealed: frame 0x%x '
                                   'no longer holds the 0x%02x bytes the seal '
                                   'wrote' % (int(pfns[~held][0]), rec.fill))
-        for i, pfn in enumerate(pfns.tolist()):
-            if pfn in out:
-                raise SealError(path, 'the sealed pages name frame 0x%x '
-                                      'twice' % pfn)
-            out[pfn] = rec.pages[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
-        frames += len(pfns)
+        pfn_parts.append(pfns)
+        pages = rec.pages
+        contents.extend([pages[i:i + PAGE_SIZE]
+                         for i in range(0, len(pages), PAGE_SIZE)])
+    frames = np.concatenate(pfn_parts)
+    ordered = np.sort(frames)
+    twice = ordered[1:][ordered[1:] == ordered[:-1]]
+    if len(twice):
+        raise SealError(path, 'the sealed pages name frame 0x%x twice'
+                        % int(twice[0]))
     pages = {}
     masks = {}
-    for rec in records:
-        if not isinstance(rec, sealed.ByteRange):
-            continue
+    for rec in ranges:
         pfn, within, n = (rec.paddr // PAGE_SIZE, rec.paddr % PAGE_SIZE,
                           len(rec.original))
-        if not mem.is_ram([pfn])[0] or pfn in out:
+        if not mem.is_ram([pfn])[0] or \
+                arrays.isin_sorted(np.array([pfn], dtype=np.int64),
+                                   ordered)[0]:
             raise SealError(path, 'the sealed bytes at 0x%x are not in a '
                                   'RAM page of this checkpoint, or in a '
                                   'sealed frame' % rec.paddr)
@@ -288,23 +297,40 @@ def _restorations(path: str, mem, records: list) -> tuple[dict, dict]:
         page = pages.setdefault(pfn, bytearray(mem.read(pfn * PAGE_SIZE,
                                                         PAGE_SIZE)))
         page[within:within + n] = rec.original
-    for pfn, page in pages.items():
-        out[pfn] = bytes(page)
-    return out, {'frames_restored': frames,
-                 'byte_ranges_restored': sum(
-                     isinstance(r, sealed.ByteRange) for r in records),
-                 'pages_written': len(out)}
+    for pfn in sorted(pages):
+        contents.append(bytes(pages[pfn]))
+    pfns = np.concatenate([frames, np.array(sorted(pages), dtype=np.int64)])
+    replacements = rewrite.PageReplacements(
+        pfns, np.arange(len(pfns), dtype=np.int64), contents)
+    return replacements, {'frames_restored': len(frames),
+                          'byte_ranges_restored': len(ranges),
+                          'pages_written': len(pfns)}
 
 
-def _read_back(path: str, replacements: dict, work_dir, limits) -> dict:
+def _read_back(path: str, replacements: rewrite.PageReplacements,
+               work_dir, limits) -> dict:
+    """Parse the written checkpoint ``path`` again and check that every
+    frame of ``replacements`` holds its new content, reading runs of
+    consecutive frames (in the replacements' order) at once.
+
+    :raises SealError: naming the first frame that does not read back.
+    """
     s = session_mod.KernelSession(path, work_dir, limits, None)
     try:
-        for pfn, data in replacements.items():
-            if s.memory.read(pfn * PAGE_SIZE, PAGE_SIZE) != data:
+        pfns = replacements.pfns
+        contents = replacements.contents
+        index = replacements.content.tolist()
+        for first, n, at in _runs(pfns, sealed.MAX_RUN_FRAMES):
+            got = s.memory.read(first * PAGE_SIZE, n * PAGE_SIZE)
+            want = b''.join(contents[c] for c in index[at:at + n])
+            if got != want:
+                bad = next(i for i in range(n) if
+                           got[i * PAGE_SIZE:(i + 1) * PAGE_SIZE] !=
+                           want[i * PAGE_SIZE:(i + 1) * PAGE_SIZE])
                 raise SealError(path, 'unsealed frame 0x%x does not read '
-                                      'back' % pfn)
+                                      'back' % (first + bad))
         return {'result': 'ok', 'reparsed': True,
-                'frames_checked': len(replacements)}
+                'frames_checked': len(pfns)}
     finally:
         s.close()
 
@@ -325,7 +351,9 @@ def unseal_checkpoint(path: str, key: bytes, *, output: str | None = None,
         :func:`.sealed.sealed_path` of ``path``).
     :returns: ``{'checkpoint', 'output', 'sealed_file', 'frames_restored',
         'byte_ranges_restored', 'pages_written', 'rewrite',
-        'verification', 'timings'}``.
+        'verification', 'timings'}``; the timings' phases are ``open``
+        (parse, read and decrypt the sealed-pages file), ``check`` (every
+        record against the checkpoint), ``rewrite`` and ``verify``.
     :raises SealedFileError: the key does not open the sealed-pages file,
         or it is altered, truncated, refused, or for another checkpoint;
         nothing was written.
@@ -348,6 +376,7 @@ def unseal_checkpoint(path: str, key: bytes, *, output: str | None = None,
         rep.lap('open')
         replacements, counts = _restorations(path, s.memory, records)
         del records
+        rep.lap('check')
         write = write_mode.choose(path, s.ck.compressed, output=output,
                                   in_place=in_place, journal_key=journal_key)
         result = memory.write_pages(s, path, replacements, write=write,

@@ -303,3 +303,59 @@ def test_kill_sealed_needs_a_sealed_checkpoint(tmp_path, monkeypatch):
         seal.kill_sealed(path, ['vault'])
     with pytest.raises(TypeError):
         seal.kill_sealed(path, ['vault'], dry_run=True)
+
+
+def _restorations_of(path, records):
+    s = session_mod.open_session(path, work_dir=None, limits=None,
+                                 buildid_cache_dir=None, model_kernel=False)
+    try:
+        return seal._restorations(path, s.memory, records)
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize('records, match', [
+    ([sealed.FrameRun(3, 0, bytes(PAGE)),
+      sealed.FrameRun(3, 0, bytes(PAGE))], 'frame 0x3 twice'),
+    ([sealed.FrameRun(3, 0, bytes(PAGE)),
+      sealed.ByteRange(3 * PAGE + 8, b'ab', bytes(2))],
+     'not in a RAM page of this checkpoint, or in a sealed frame'),
+    ([sealed.ByteRange(5 * PAGE, b'ab', bytes(2)),
+      sealed.ByteRange(5 * PAGE + 1, b'cd', bytes(2))], 'overlap'),
+    ([sealed.FrameRun(64, 0, bytes(PAGE))], 'not RAM'),
+])
+def test_records_that_contradict_each_other_are_refused(tmp_path, records,
+                                                        match):
+    """Records come from the sealer (their tags need the key), but a
+    sealer's bug must not make an unseal write one frame twice. (Odd
+    frames of the test checkpoint hold zeros.)
+    """
+    path = make(tmp_path)
+    with pytest.raises(seal.SealError, match=match):
+        _restorations_of(path, records)
+
+
+def test_restorations_keep_the_records_order(tmp_path):
+    path = make(tmp_path)
+    records = [sealed.FrameRun(41, 0, b'x' * PAGE),
+               sealed.ByteRange(7 * PAGE + 2, b'ab', bytes(2)),
+               sealed.FrameRun(13, 0, b'y' * PAGE)]
+    repl, counts = _restorations_of(path, records)
+    assert repl.pfns.tolist() == [41, 13, 7]
+    assert [repl.contents[c][:4] for c in repl.content.tolist()] == \
+        [b'xxxx', b'yyyy', b'\0\0ab']
+    assert counts == {'frames_restored': 2, 'byte_ranges_restored': 1,
+                      'pages_written': 3}
+
+
+def test_read_back_names_the_frame_that_did_not_read_back(tmp_path):
+    path = make(tmp_path)
+    before = pages(path)
+    repl = rewrite.PageReplacements([2, 3, 4, 40], [0, 1, 2, 3],
+                                    [before[2], before[3], b'z' * PAGE,
+                                     before[40]])
+    with pytest.raises(seal.SealError, match='frame 0x4 does not read'):
+        seal._read_back(path, repl, None, None)
+    repl = rewrite.PageReplacements([2, 3, 4, 40], [0, 1, 2, 3],
+                                    [before[p] for p in (2, 3, 4, 40)])
+    assert seal._read_back(path, repl, None, None)['frames_checked'] == 4
