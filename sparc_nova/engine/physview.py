@@ -8,6 +8,7 @@ the stream, and vectorised "what does this frame hold now" queries.
 """
 
 import bisect
+import functools
 import mmap
 
 import numpy as np
@@ -38,6 +39,12 @@ _SAMPLE_PAGES = 1 << 16
 _HOLDS_FRAMES = 1 << 18
 #: Bytes counted per numpy call.
 _COUNT_CHUNK = 16 * 1024 * 1024
+
+
+@functools.lru_cache(maxsize=256)
+def _fill_page(fill: int) -> bytes:
+    """A page of byte ``fill`` (one object per fill, shared)."""
+    return bytes([fill]) * PAGE_SIZE
 
 
 def _differing(arr: np.ndarray, start: int, end: int, fill: int) -> int:
@@ -184,12 +191,12 @@ class CheckpointMemory:
     def _page(self, i: int, p: int) -> bytes:
         rec = int(self._last[i][p])
         if rec < 0:
-            return bytes(PAGE_SIZE)
+            return _fill_page(0)
         idx = self._index
         if idx.rec_kind[rec] == ram_index.KIND_PAGE:
             off = int(idx.rec_data[rec])
             return self._stream[off:off + PAGE_SIZE]
-        return bytes([int(idx.rec_fill[rec])]) * PAGE_SIZE
+        return _fill_page(int(idx.rec_fill[rec]))
 
     def read(self, addr: int, size: int) -> bytes:
         within = addr & (PAGE_SIZE - 1)
@@ -204,15 +211,19 @@ class CheckpointMemory:
                     self._cache.clear()
                 self._cache[addr >> 12] = page
             return page[within:within + size]
-        out = bytearray()
+        # Pieces are views of the stream where they can be, joined once:
+        # a read of many pages copies each byte once.
+        pieces = []
         while size > 0:
             i, p = self._locate(addr)
             within = addr & (PAGE_SIZE - 1)
             n = min(size, PAGE_SIZE - within)
-            out += self._page(i, p)[within:within + n]
+            page = self._page(i, p)
+            pieces.append(page if n == PAGE_SIZE else
+                          page[within:within + n])
             addr += n
             size -= n
-        return bytes(out)
+        return b''.join(pieces)
 
     def find(self, needle: bytes):
         """Guest physical addresses of ``needle`` within one page of the
