@@ -99,6 +99,7 @@ file=None)
       ``summary()``).
 """
 
+import dataclasses
 import os
 
 import numpy as np
@@ -121,8 +122,9 @@ from sparc_nova import exception
 from sparc_nova.introspect import physical
 from sparc_nova.vocabulary import paths as vocabulary_paths
 
-__all__ = ['ScrubReport', 'changed_pages', 'plan_exclusion',
-           'scrub_checkpoint', 'verify_written', 'write_pages']
+__all__ = ['ScrubReport', 'changed_pages', 'checked_exclusion',
+           'plan_exclusion', 'scrub_checkpoint', 'verify_written',
+           'write_pages']
 
 ScrubReport = report_mod.ScrubReport
 
@@ -156,18 +158,16 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
         raise errors.ScrubError(path, 'the write mode is for %s'
                                 % write.source)
     write_mode.check_request(path, output=output, in_place=in_place)
-    parsed = tuple(selectors_mod.parse_all(selectors))
-    # Refuse a malformed path rule before any work (InvalidRule).
-    vocabulary_paths.parse_items(tuple(exclude_paths))
-    exclusion = planner.Exclusion(
-        selectors=parsed, with_children=with_children,
+    exclusion = checked_exclusion(
+        selectors, with_children=with_children,
         scrub_free_memory=scrub_free_memory, follow_ipc=follow_ipc,
-        exclude_paths=tuple(exclude_paths),
+        exclude_paths=exclude_paths, kill=False)
+    if follow is not None or file is not None or \
+            checkpoint_mod.restorable(path):
         # A file being saved, or opened by a caller that checked it, is a
         # save image; a memory dump is never restored, so nothing is
         # killed in it.
-        kill=(follow is not None or file is not None or
-              checkpoint_mod.restorable(path)))
+        exclusion = dataclasses.replace(exclusion, kill=True)
     rep = report_mod.ScrubReport(
         checkpoint=path, dry_run=dry_run,
         selectors=[str(s) for s in exclusion.selectors])
@@ -183,6 +183,21 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     finally:
         sampler.stop()
         rep.timings.update(sampler.figures())
+
+
+def checked_exclusion(selectors, *, with_children: bool,
+                      scrub_free_memory: bool, follow_ipc: bool,
+                      exclude_paths, kill: bool) -> planner.Exclusion:
+    """The exclusion the arguments describe, refused before any work
+    when a selector (:class:`~.errors.SelectorError`) or a path rule
+    (:class:`~sparc_nova.vocabulary.errors.InvalidRule`) is malformed.
+    """
+    parsed = tuple(selectors_mod.parse_all(selectors))
+    vocabulary_paths.parse_items(tuple(exclude_paths))
+    return planner.Exclusion(
+        selectors=parsed, with_children=with_children,
+        scrub_free_memory=scrub_free_memory, follow_ipc=follow_ipc,
+        exclude_paths=tuple(exclude_paths), kill=kill)
 
 
 def _scrub(path: str, exclusion: planner.Exclusion,

@@ -39,15 +39,12 @@ from sparc_nova.checkpoint import write_mode
 from sparc_nova.engine import errors
 from sparc_nova.engine import memory
 from sparc_nova.engine import patches
-from sparc_nova.engine import planner
 from sparc_nova.engine import report as report_mod
 from sparc_nova.engine import sandbox as sandbox_mod
-from sparc_nova.engine import selectors as selectors_mod
 from sparc_nova.engine import session as session_mod
 from sparc_nova import exception
 from sparc_nova.introspect import arrays
 from sparc_nova.introspect import physical
-from sparc_nova.vocabulary import paths as vocabulary_paths
 
 __all__ = ['SealError', 'kill_sealed', 'seal_checkpoint', 'seal_planned',
            'sealed_records', 'unseal_checkpoint']
@@ -89,12 +86,10 @@ def seal_checkpoint(path: str, selectors, key: bytes, *,
     """
     sealed.check_key(key)
     write_mode.check_request(path, output=output, in_place=in_place)
-    exclusion = planner.Exclusion(
-        selectors=tuple(selectors_mod.parse_all(selectors)),
-        with_children=with_children, scrub_free_memory=scrub_free_memory,
-        follow_ipc=follow_ipc, exclude_paths=tuple(exclude_paths),
-        kill=False)
-    vocabulary_paths.parse_items(exclusion.exclude_paths)
+    exclusion = memory.checked_exclusion(
+        selectors, with_children=with_children,
+        scrub_free_memory=scrub_free_memory, follow_ipc=follow_ipc,
+        exclude_paths=exclude_paths, kill=False)
     rep = report_mod.ScrubReport(
         checkpoint=path, selectors=[str(s) for s in exclusion.selectors])
     s, patcher = memory.plan_exclusion(
