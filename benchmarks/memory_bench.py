@@ -203,30 +203,22 @@ def boot_and_save(image, workdir: str, mib: int, hold: float,
     ``hold_mib`` MiB) in the excluded process, save it (timed): the
     image's description.
     """
-    machine = bench_guest.machine_for(mib)
-    g = guest_mod.Guest(image, memory_mib=mib, machine=machine)
+    pages = int(mib * 256 * hold) if hold_mib is None else hold_mib * 256
+    timings = {}
+    g, selectors = bench_guest.start_bench_guest(
+        image, mib, held_pages=pages, spray=False, timeout=900,
+        timings=timings)
     try:
-        t = time.monotonic()
-        g.start(timeout=900)
-        boot = time.monotonic() - t
-        pages = int(mib * 256 * hold) if hold_mib is None else \
-            hold_mib * 256
-        t = time.monotonic()
-        pids = [g.start_workload('hold 1 --pages %d' % pages, timeout=900),
-                g.start_workload('hold 2 --threads 4'),
-                g.start_workload('hold 3 --wait pipe')]
-        fill = time.monotonic() - t
         path = os.path.join(workdir, 'mem-%d.save' % mib)
         t = time.monotonic()
         g.save(path)
         save = time.monotonic() - t
     finally:
         g.destroy()
-    meta = {'guest_mib': mib, 'machine': machine, 'path': path,
-            'held_pages': pages, 'boot_seconds': round(boot, 1),
-            'fill_seconds': round(fill, 1), 'save_seconds': round(save, 3),
-            'file_bytes': os.path.getsize(path),
-            'selectors': ['pid:%d' % p for p in pids]}
+    meta = dict(timings, guest_mib=mib,
+                machine=bench_guest.machine_for(mib), path=path,
+                held_pages=pages, save_seconds=round(save, 3),
+                file_bytes=os.path.getsize(path), selectors=selectors)
     with open(path[:-len('.save')] + '.json', 'w') as f:
         json.dump(meta, f)
     return meta
