@@ -16,6 +16,7 @@ from sparc_nova import conf
 from sparc_nova.virt import exception as virt_exception
 from sparc_nova.virt.libvirt import driver
 from sparc_nova.virt.libvirt import snapshot as snapshot_hooks
+from tests.unit.virt import driver_fakes
 from tests.unit.virt import fakes
 
 POLICY = {'sparc:exclude_paths': '/secret/**'}
@@ -24,25 +25,15 @@ POLICY = {'sparc:exclude_paths': '/secret/**'}
 @pytest.fixture
 def privileged():
     """The privileged entry points on managed saves, mocked."""
-    names = ('begin_managed_save', 'end_managed_save',
-             'discard_managed_save', 'pending_managed_saves',
-             'sweep_leftovers')
-    mocks = mock.Mock()
-    patches = [mock.patch.object(driver.privsep_checkpoint, name,
-                                 getattr(mocks, name)) for name in names]
-    for p in patches:
-        p.start()
-    yield mocks
-    for p in patches:
-        p.stop()
+    with driver_fakes.mocked_privileged(
+            'begin_managed_save', 'end_managed_save', 'discard_managed_save',
+            'pending_managed_saves', 'sweep_leftovers') as mocks:
+        yield mocks
 
 
 @pytest.fixture
 def drv(privileged):
-    d = driver.SparcLibvirtDriver.__new__(driver.SparcLibvirtDriver)
-    d._snapshot_jobs = snapshot_hooks.SnapshotJobs()
-    d._scrubber = mock.Mock()
-    return d
+    return driver_fakes.bare_driver()
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ from sparc_nova import conf
 from sparc_nova import exception
 from sparc_nova.virt import exception as virt_exception
 from sparc_nova.virt.libvirt import driver
-from sparc_nova.virt.libvirt import snapshot as snapshot_hooks
 from sparc_nova.virt import scrubber
 from sparc_nova.virt import seal_keys
 from tests import fake_key_manager
+from tests.unit.virt import driver_fakes
 from tests.unit.virt import fakes
 
 SEAL = {'sparc:exclude_processes': 'vault', 'sparc:suspend': 'seal'}
@@ -28,21 +28,15 @@ CTX = types.SimpleNamespace(project_id='project-a', user_id='u')
 
 @pytest.fixture
 def privileged():
-    names = ('begin_managed_save', 'end_managed_save', 'seal_managed_save',
-             'unseal_managed_save', 'kill_sealed_managed_save',
-             'sealed_pages_state', 'discard_sealed_pages',
-             'discard_managed_save')
-    mocks = mock.Mock()
-    mocks.sealed_pages_state.return_value = {'managed_save': True,
-                                             'sealed': True}
-    mocks.unseal_managed_save.return_value = {'frames_restored': 1}
-    patches = [mock.patch.object(driver.privsep_checkpoint, name,
-                                 getattr(mocks, name)) for name in names]
-    for p in patches:
-        p.start()
-    yield mocks
-    for p in patches:
-        p.stop()
+    with driver_fakes.mocked_privileged(
+            'begin_managed_save', 'end_managed_save', 'seal_managed_save',
+            'unseal_managed_save', 'kill_sealed_managed_save',
+            'sealed_pages_state', 'discard_sealed_pages',
+            'discard_managed_save') as mocks:
+        mocks.sealed_pages_state.return_value = {'managed_save': True,
+                                                 'sealed': True}
+        mocks.unseal_managed_save.return_value = {'frames_restored': 1}
+        yield mocks
 
 
 @pytest.fixture
@@ -52,9 +46,7 @@ def manager():
 
 @pytest.fixture
 def drv(privileged, manager):
-    d = driver.SparcLibvirtDriver.__new__(driver.SparcLibvirtDriver)
-    d._snapshot_jobs = snapshot_hooks.SnapshotJobs()
-    d._scrubber = mock.Mock()
+    d = driver_fakes.bare_driver()
     d._seal_keys = seal_keys.SealKeys(conf.CONF, manager=manager)
     d._host = mock.Mock()
     return d
