@@ -256,9 +256,14 @@ def _create_temporary(path: str) -> tuple[int, str]:
 
 
 def write(path: str, key: bytes, identity: bytes,
-          records: typing.Sequence[Record]) -> dict:
+          records: typing.Iterable[Record]) -> dict:
     """Write the sealed-pages file ``path`` holding ``records`` (in
     order), sealed under a fresh data key wrapped with ``key``.
+
+    ``records`` may be a generator: each record is encrypted and written
+    as it comes, so that the plaintext of a whole seal is never held at
+    once. The header (record count, plaintext size and the wrapped key,
+    which authenticates both) is written last, at the file's start.
 
     Nothing is at ``path`` until the file is complete and fsync'd: it is
     written to a 0600 ``O_EXCL|O_NOFOLLOW`` temporary, then linked to
@@ -269,38 +274,46 @@ def write(path: str, key: bytes, identity: bytes,
     :raises CheckpointError: ``path`` exists, or the file cannot be
         written (the temporary is removed).
     :raises ValueError: a bad key, identity or record, or more than
-        :data:`MAX_RECORDS` records.
+        :data:`MAX_RECORDS` records (the temporary is removed).
     """
     check_key(key)
-    count = len(records)
-    if len(identity) != 32 or count > MAX_RECORDS:
-        raise ValueError('bad identity or record count')
+    if len(identity) != 32:
+        raise ValueError('bad identity')
     if os.path.lexists(path):
         raise exception.CheckpointError(
             path, 'refused: a sealed-pages file is already there (unseal '
                   'or remove it first)')
     data_key = aead.AESGCM.generate_key(bit_length=256)
-    encoded = [_record_head(rec) for rec in records]
-    plain = sum(len(payload) for _, payload in encoded)
-    prefix = _PREFIX.pack(MAGIC, VERSION, 0, identity, count, plain)
-    wrap_nonce = os.urandom(_NONCE)
-    wrapped = aead.AESGCM(key).encrypt(wrap_nonce, data_key, prefix)
-    stats = {'file': path, 'records': count, 'frames': 0, 'byte_ranges': 0,
-             'plaintext_bytes': plain}
+    stats = {'file': path, 'records': 0, 'frames': 0, 'byte_ranges': 0,
+             'plaintext_bytes': 0}
     fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, 'wb') as f:
-            f.write(prefix + wrap_nonce + wrapped)
+            f.write(bytes(_HEAD.size))
             cipher = aead.AESGCM(data_key)
-            for i, (head, payload) in enumerate(encoded):
+            count = 0
+            for rec in records:
+                if count == MAX_RECORDS:
+                    raise ValueError('more than %d records' % MAX_RECORDS)
+                head, payload = _record_head(rec)
                 f.write(head)
-                f.write(cipher.encrypt(_nonce(i), payload,
-                                       _aad(identity, i, head)))
+                f.write(cipher.encrypt(_nonce(count), payload,
+                                       _aad(identity, count, head)))
+                count += 1
+                stats['plaintext_bytes'] += len(payload)
                 if head[0] == FRAMES:
                     stats['frames'] += len(payload) // PAGE_SIZE
                 else:
                     stats['byte_ranges'] += 1
+            stats['records'] = count
+            prefix = _PREFIX.pack(MAGIC, VERSION, 0, identity, count,
+                                  stats['plaintext_bytes'])
+            wrap_nonce = os.urandom(_NONCE)
+            wrapped = aead.AESGCM(key).encrypt(wrap_nonce, data_key, prefix)
             f.flush()
+            header = prefix + wrap_nonce + wrapped
+            if os.pwrite(f.fileno(), header, 0) != len(header):
+                raise OSError('short write of the header')
             os.fsync(f.fileno())
             stats['file_bytes'] = f.tell()
         try:

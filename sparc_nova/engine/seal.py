@@ -132,13 +132,12 @@ def seal_planned(s: session_mod.KernelSession, path: str,
                                   'seal arms none' % (kills[0].what,
                                                       kills[0].paddr))
         identity = sealed.identity_of(s.ck)
-        records = sealed_records(s.memory, patcher)
         replacements = memory.changed_pages(s.memory, patcher)
         try:
-            rep.seal = sealed.write(spath, key, identity, records)
+            rep.seal = sealed.write(spath, key, identity,
+                                    sealed_records(s.memory, patcher))
         except exception.CheckpointError as e:
             raise SealError(path, 'cannot seal: %s' % e)
-        del records
         rep.seal['identity'] = identity.hex()
         rep.lap('seal')
         rep.rewrite['frames_replaced'] = len(replacements)
@@ -187,14 +186,16 @@ def _mask_runs(mask: bytearray):
                np.nonzero(edges == -1)[0].tolist())
 
 
-def sealed_records(mem, patcher: patches.PagePatcher) -> list:
+def sealed_records(mem, patcher: patches.PagePatcher):
     """The records of the seal of ``patcher`` over ``mem`` (the
-    checkpoint's memory before the rewrite): a frame run for every run of
-    frames the plan sets to a fill and that do not hold it yet, free
-    frames excepted; a byte range for every run of bytes the plan's field
-    writes change in a page, free slab objects excepted.
+    checkpoint's memory before the rewrite), generated in order: a frame
+    run for every run of frames the plan sets to a fill and that do not
+    hold it yet, free frames excepted; a byte range for every run of
+    bytes the plan's field writes change in a page, free slab objects
+    excepted. Each frame run's pages are read when it is generated
+    (:func:`.sealed.write` encrypts and writes it before the next), so
+    that the excluded processes' memory is never held whole.
     """
-    out = []
     free = patcher.free_frames
     for fill, arr in sorted(patcher.scrubbed.items()):
         mine = arr[~arrays.isin_sorted(arr, free)] if len(free) else arr
@@ -202,9 +203,9 @@ def sealed_records(mem, patcher: patches.PagePatcher) -> list:
             continue
         need = mine[~mem.holds(mine, fill)]
         for first, n, _ in _runs(need, sealed.MAX_RUN_FRAMES):
-            out.append(sealed.FrameRun(first, fill,
-                                       mem.read(first * PAGE_SIZE,
-                                                n * PAGE_SIZE)))
+            yield sealed.FrameRun(first, fill,
+                                  mem.read(first * PAGE_SIZE,
+                                           n * PAGE_SIZE))
     masks = {}
     for f in patcher.fields:
         if f.kind == patches.FREE_OBJECT:
@@ -218,8 +219,7 @@ def sealed_records(mem, patcher: patches.PagePatcher) -> list:
             original = mem.read(paddr, b - a)
             written = patcher.final_bytes(paddr, b - a)
             if original != written:
-                out.append(sealed.ByteRange(paddr, original, written))
-    return out
+                yield sealed.ByteRange(paddr, original, written)
 
 
 def _remove(path: str) -> None:

@@ -50,6 +50,32 @@ def test_round_trip(sealed_file):
         os.path.basename(sealed_file)]
 
 
+def test_records_may_come_one_at_a_time(tmp_path):
+    """A generator is consumed once, record by record; the header written
+    last counts what it gave.
+    """
+    given = []
+
+    def generate():
+        for rec in records():
+            given.append(rec)
+            yield rec
+
+    path = str(tmp_path / 'vm.save.sparc-sealed')
+    stats = sealed.write(path, KEY, IDENTITY, generate())
+    assert stats['records'] == 3 and stats['plaintext_bytes'] == \
+        2 * 4096 + 2 * len(SECRET) + 16
+    assert sealed.peek(path).records == 3
+    assert sealed.read(path, KEY, IDENTITY, RAM) == given == records()
+
+
+def test_too_many_records_leave_no_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(sealed, 'MAX_RECORDS', 2)
+    with pytest.raises(ValueError, match='more than 2 records'):
+        sealed.write(str(tmp_path / 'x'), KEY, IDENTITY, iter(records()))
+    assert not os.listdir(tmp_path)
+
+
 def test_each_seal_has_its_own_data_key(tmp_path):
     a, b = str(tmp_path / 'a'), str(tmp_path / 'b')
     sealed.write(a, KEY, IDENTITY, records())
