@@ -246,15 +246,19 @@ def _plan(ck, replacements) -> _Edits:
     return _Edits(recs[order], content[order], contents, fills)
 
 
-def _grown_record(ck, rec: int, data: bytes) -> bytes:
+def _grown_record(ck, rec: int, data: bytes) -> tuple[bytes, bytes]:
     """A ZERO record that must now hold non-uniform content, rewritten as
-    a PAGE record (same offset, same block naming).
+    a PAGE record (same offset, same block naming), in two parts: its
+    header and block name, then ``data``. Kept apart, a rewrite that
+    grows a million records (an unseal) does not hold a second copy of
+    every page until it writes them.
     """
     idx = ck.layout.ram
     hdr_off = int(idx.rec_hdr[rec])
     data_off = int(idx.rec_data[rec])
-    return qemu_ram.page_record(bytes(ck.stream[hdr_off:hdr_off + 8]),
-                                bytes(ck.stream[hdr_off + 8:data_off]), data)
+    return (qemu_ram.page_record(bytes(ck.stream[hdr_off:hdr_off + 8]),
+                                 bytes(ck.stream[hdr_off + 8:data_off]), b''),
+            data)
 
 
 def _edit_columns(ck, edits):
@@ -276,7 +280,8 @@ def _headers(ck, hdr: np.ndarray) -> np.ndarray:
 def _splices(ck, edits) -> list:
     """The edits as ``(start, end, data)`` splices of the stream, in
     stream order, contiguous ones merged: ``stream[start:end]`` is
-    replaced by ``data``.
+    replaced by ``data`` (bytes-like, or a tuple of bytes-like parts
+    written one after the other).
 
     A PAGE record that must hold one repeated byte becomes a 9-byte ZERO
     record (the common case, vectorised); other PAGE records get their
@@ -403,7 +408,8 @@ def _write_stream(ck, edits, out, fd, progress) -> None:
     pos = 0
     for start, end, data in _splices(ck, edits):
         sink.copy(pos, start)
-        sink.write(data)
+        for part in data if isinstance(data, tuple) else (data,):
+            sink.write(part)
         pos = end
         if progress:
             progress(pos, ck.stream_size)

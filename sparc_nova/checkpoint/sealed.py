@@ -407,18 +407,23 @@ def read(path: str, key: bytes, identity: bytes,
     check_key(key)
     fd = _open_checked(path)
     try:
-        size = os.fstat(fd).st_size
-        limit = _HEAD.size + 3 * ram_bytes + MAX_RECORDS * (_RECORD.size +
-                                                            _TAG)
-        if size > limit:
-            raise SealedFileError(path, '%d bytes, more than a checkpoint '
-                                        'of %d bytes of RAM can seal'
-                                  % (size, ram_bytes))
-        data = os.pread(fd, size + 1, 0)
+        return _read_records(fd, path, key, identity, ram_bytes)
     finally:
         os.close(fd)
-    if len(data) != size:
-        raise SealedFileError(path, 'changed while it was read')
+
+
+def _read_records(fd: int, path: str, key: bytes, identity: bytes,
+                  ram_bytes: int) -> list[Record]:
+    """:func:`read` of the file open as ``fd``: the header, then one
+    record at a time (never the whole ciphertext at once).
+    """
+    size = os.fstat(fd).st_size
+    limit = _HEAD.size + 3 * ram_bytes + MAX_RECORDS * (_RECORD.size + _TAG)
+    if size > limit:
+        raise SealedFileError(path, '%d bytes, more than a checkpoint of %d '
+                                    'bytes of RAM can seal'
+                              % (size, ram_bytes))
+    data = os.pread(fd, _HEAD.size, 0)
     head = _header(path, data)
     if head.plaintext_bytes > 3 * ram_bytes:
         raise SealedFileError(path, '%d bytes of plaintext, more than a '
@@ -443,26 +448,25 @@ def read(path: str, key: bytes, identity: bytes,
                                     'header, RAM layout or device state '
                                     'changed since)')
     cipher = aead.AESGCM(data_key)
-    # Ciphertexts are passed as views of ``data``: no copy of what may
-    # be gigabytes.
-    view = memoryview(data)
     out = []
     pos = _HEAD.size
     total = 0
     for i in range(head.records):
-        if pos + _RECORD.size > len(data):
+        if pos + _RECORD.size > size:
             raise SealedFileError(path, 'truncated: record %d of %d is '
                                         'missing' % (i, head.records))
-        rhead = data[pos:pos + _RECORD.size]
+        rhead = _pread_exactly(fd, path, _RECORD.size, pos)
         kind, fill, zero, length, addr = _RECORD.unpack(rhead)
         _check_record(path, i, kind, fill, zero, length, addr)
         end = pos + _RECORD.size + length + _TAG
-        if end > len(data):
+        if end > size:
             raise SealedFileError(path, 'truncated: record %d of %d ends '
                                         'past the end of the file'
                                   % (i, head.records))
+        sealed_bytes = _pread_exactly(fd, path, length + _TAG,
+                                      pos + _RECORD.size)
         try:
-            payload = cipher.decrypt(_nonce(i), view[pos + _RECORD.size:end],
+            payload = cipher.decrypt(_nonce(i), sealed_bytes,
                                      _aad(identity, i, rhead))
         except InvalidTag:
             raise SealedFileError(path, 'record %d (guest physical 0x%x) '
@@ -475,13 +479,22 @@ def read(path: str, key: bytes, identity: bytes,
             half = length // 2
             out.append(ByteRange(addr, payload[:half], payload[half:]))
         pos = end
-    if pos != len(data):
+    if pos != size:
         raise SealedFileError(path, '%d bytes after the last record'
-                              % (len(data) - pos))
+                              % (size - pos))
     if total != head.plaintext_bytes:
         raise SealedFileError(path, 'the records hold %d bytes, the header '
                                     'says %d' % (total, head.plaintext_bytes))
+    if os.fstat(fd).st_size != size:
+        raise SealedFileError(path, 'changed while it was read')
     return out
+
+
+def _pread_exactly(fd: int, path: str, n: int, offset: int) -> bytes:
+    data = os.pread(fd, n, offset)
+    if len(data) != n:
+        raise SealedFileError(path, 'changed while it was read')
+    return data
 
 
 def _check_record(path, i, kind, fill, zero, length, addr) -> None:

@@ -118,6 +118,8 @@ def do_seal(args) -> int:
 
 
 def do_unseal(args) -> int:
+    # The decrypted records (1 MiB each) go back once checked.
+    memstats.map_large_allocations()
     key = sealed.load_key_file(args.key_file)
     progress = output.Progress('unsealing')
     try:

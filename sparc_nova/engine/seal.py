@@ -38,6 +38,7 @@ from sparc_nova.checkpoint import tempfiles
 from sparc_nova.checkpoint import write_mode
 from sparc_nova.engine import errors
 from sparc_nova.engine import memory
+from sparc_nova.engine import memstats
 from sparc_nova.engine import patches
 from sparc_nova.engine import report as report_mod
 from sparc_nova.engine import sandbox as sandbox_mod
@@ -235,6 +236,7 @@ def _restorations(path: str, mem, records: list
     """The pages an unseal writes and their counts, after checking every
     record against ``mem`` (the sealed checkpoint): its frames are RAM,
     named by no other record, and still hold what the seal wrote.
+    ``records`` (a list) is emptied.
 
     The frame runs' pages come first, in record order (so that the
     replacements hold runs of consecutive frames, read back a run at a
@@ -245,9 +247,15 @@ def _restorations(path: str, mem, records: list
     """
     runs = [r for r in records if isinstance(r, sealed.FrameRun)]
     ranges = [r for r in records if isinstance(r, sealed.ByteRange)]
+    # Each run is dropped once its pages are taken, so that the records
+    # and the pages taken from them are never held both in full: the
+    # caller's list is emptied.
+    records.clear()
+    runs.reverse()
     pfn_parts = [np.zeros(0, dtype=np.int64)]
     contents = []
-    for rec in runs:
+    while runs:
+        rec = runs.pop()
         pfns = np.arange(rec.first_pfn, rec.first_pfn + rec.frames,
                          dtype=np.int64)
         if not mem.is_ram(pfns).all():
@@ -371,6 +379,7 @@ def unseal_checkpoint(path: str, key: bytes, *, output: str | None = None,
         rep.lap('open')
         replacements, counts = _restorations(path, s.memory, records)
         del records
+        memstats.give_back_free_memory()
         rep.lap('check')
         write = write_mode.choose(path, s.ck.compressed, output=output,
                                   in_place=in_place, journal_key=journal_key)
