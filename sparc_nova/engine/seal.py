@@ -93,13 +93,19 @@ def seal_checkpoint(path: str, selectors, key: bytes, *,
         exclude_paths=exclude_paths, kill=False)
     rep = report_mod.ScrubReport(
         checkpoint=path, selectors=[str(s) for s in exclusion.selectors])
-    s, patcher = memory.plan_exclusion(
-        path, exclusion, rep, work_dir=work_dir, limits=limits,
-        buildid_cache_dir=buildid_cache_dir, sandbox=sandbox,
-        progress=progress)
-    seal_planned(s, path, patcher, key, rep, output=output,
-                 in_place=in_place, work_dir=work_dir, limits=limits,
-                 progress=progress, journal_key=journal_key)
+    sampler = memstats.MemorySampler().start()
+    rep.measure_memory(sampler)
+    try:
+        s, patcher = memory.plan_exclusion(
+            path, exclusion, rep, work_dir=work_dir, limits=limits,
+            buildid_cache_dir=buildid_cache_dir, sandbox=sandbox,
+            progress=progress)
+        seal_planned(s, path, patcher, key, rep, output=output,
+                     in_place=in_place, work_dir=work_dir, limits=limits,
+                     progress=progress, journal_key=journal_key)
+    finally:
+        sampler.stop()
+        rep.timings.update(sampler.figures())
     rep.timings['total'] = rep.elapsed()
     return rep
 
@@ -356,7 +362,9 @@ def unseal_checkpoint(path: str, key: bytes, *, output: str | None = None,
         'byte_ranges_restored', 'pages_written', 'rewrite',
         'verification', 'timings'}``; the timings' phases are ``open``
         (parse, read and decrypt the sealed-pages file), ``check`` (every
-        record against the checkpoint), ``rewrite`` and ``verify``.
+        record against the checkpoint), ``rewrite`` and ``verify``, and
+        they hold the process's peak memory (``peak_rss_mib``,
+        ``peak_private_mib``).
     :raises SealedFileError: the key does not open the sealed-pages file,
         or it is altered, truncated, refused, or for another checkpoint;
         nothing was written.
@@ -369,6 +377,25 @@ def unseal_checkpoint(path: str, key: bytes, *, output: str | None = None,
     write_mode.check_request(path, output=output, in_place=in_place)
     rep = report_mod.ScrubReport(checkpoint=path)
     spath = sealed_file or sealed.sealed_path(path)
+    sampler = memstats.MemorySampler().start()
+    try:
+        out = _unseal(path, key, spath, rep, output=output,
+                      in_place=in_place, work_dir=work_dir, limits=limits,
+                      progress=progress, journal_key=journal_key)
+    finally:
+        sampler.stop()
+        rep.timings.update(sampler.figures())
+    rep.timings['total'] = rep.elapsed()
+    out['timings'] = rep.timings
+    return out
+
+
+def _unseal(path: str, key: bytes, spath: str, rep: report_mod.ScrubReport,
+            *, output, in_place, work_dir, limits, progress,
+            journal_key) -> dict:
+    """:func:`unseal_checkpoint`'s steps, its arguments checked; laps
+    ``rep``.
+    """
     s = session_mod.open_session(path, work_dir=work_dir, limits=limits,
                                  buildid_cache_dir=None, model_kernel=False,
                                  progress=progress)
@@ -398,10 +425,9 @@ def unseal_checkpoint(path: str, key: bytes, *, output: str | None = None,
     rep.lap('verify')
     os.unlink(spath)
     tempfiles.fsync_directory(os.path.dirname(os.path.abspath(spath)))
-    rep.timings['total'] = rep.elapsed()
     return dict(counts, checkpoint=path, output=result.path,
                 sealed_file=spath, rewrite=result.to_dict(),
-                verification=verification, timings=rep.timings)
+                verification=verification)
 
 
 def kill_sealed(path: str, selectors, *, sealed_file: str | None = None,

@@ -88,6 +88,10 @@ def test_seal_then_unseal(tmp_path):
     out = seal.unseal_checkpoint(path, KEY)
     assert out['frames_restored'] == 2 and out['byte_ranges_restored'] == 2
     assert out['verification']['result'] == 'ok'
+    assert set(out['timings']) >= {'open', 'check', 'rewrite', 'verify',
+                                   'total', 'peak_rss_mib',
+                                   'peak_private_mib'}
+    assert out['timings']['peak_private_mib'] > 0
     assert not os.path.exists(spath)
     after = pages(path)
     for pfn in range(64):
