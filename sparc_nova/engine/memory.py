@@ -171,18 +171,13 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     rep = report_mod.ScrubReport(
         checkpoint=path, dry_run=dry_run,
         selectors=[str(s) for s in exclusion.selectors])
-    sampler = memstats.MemorySampler().start()
-    rep.measure_memory(sampler)
-    try:
+    with rep.measuring_memory():
         return _scrub(path, exclusion, rep, dry_run=dry_run, write=write,
                       output=output, in_place=in_place,
                       journal_key=journal_key, work_dir=work_dir,
                       limits=limits, buildid_cache_dir=buildid_cache_dir,
                       sandbox=sandbox, progress=progress, follow=follow,
                       file=file, snapshot=snapshot)
-    finally:
-        sampler.stop()
-        rep.timings.update(sampler.figures())
 
 
 def checked_exclusion(selectors, *, with_children: bool,

@@ -1,7 +1,9 @@
 """The scrub plan and report (JSON-serialisable)."""
 
+import contextlib
 import dataclasses
 import time
+import typing
 
 import numpy as np
 
@@ -102,12 +104,20 @@ class ScrubReport:
         self.timings[name] = round(now - start, 4)
         self._last = now
 
-    def measure_memory(self, sampler: memstats.MemorySampler) -> None:
-        """Have the processes of this scrub sampled by ``sampler``
-        (started by the caller, who adds :meth:`~.memstats.MemorySampler.
-        figures` to :attr:`timings` once it stopped).
+    @contextlib.contextmanager
+    def measuring_memory(self) -> typing.Iterator[None]:
+        """Sample this process's memory, and that of every process
+        :meth:`watch_process` names, while the block runs; then add their
+        peaks to :attr:`timings` (:meth:`.memstats.MemorySampler.figures`,
+        MiB), also when the block raised.
         """
+        sampler = memstats.MemorySampler().start()
         self._memory = sampler
+        try:
+            yield
+        finally:
+            sampler.stop()
+            self.timings.update(sampler.figures())
 
     def watch_process(self, name: str, pid: int | None) -> None:
         """Sample process ``pid`` (started for this scrub) as ``name``,

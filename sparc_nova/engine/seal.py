@@ -93,9 +93,7 @@ def seal_checkpoint(path: str, selectors, key: bytes, *,
         exclude_paths=exclude_paths, kill=False)
     rep = report_mod.ScrubReport(
         checkpoint=path, selectors=[str(s) for s in exclusion.selectors])
-    sampler = memstats.MemorySampler().start()
-    rep.measure_memory(sampler)
-    try:
+    with rep.measuring_memory():
         s, patcher = memory.plan_exclusion(
             path, exclusion, rep, work_dir=work_dir, limits=limits,
             buildid_cache_dir=buildid_cache_dir, sandbox=sandbox,
@@ -103,9 +101,6 @@ def seal_checkpoint(path: str, selectors, key: bytes, *,
         seal_planned(s, path, patcher, key, rep, output=output,
                      in_place=in_place, work_dir=work_dir, limits=limits,
                      progress=progress, journal_key=journal_key)
-    finally:
-        sampler.stop()
-        rep.timings.update(sampler.figures())
     rep.timings['total'] = rep.elapsed()
     return rep
 
@@ -377,14 +372,10 @@ def unseal_checkpoint(path: str, key: bytes, *, output: str | None = None,
     write_mode.check_request(path, output=output, in_place=in_place)
     rep = report_mod.ScrubReport(checkpoint=path)
     spath = sealed_file or sealed.sealed_path(path)
-    sampler = memstats.MemorySampler().start()
-    try:
+    with rep.measuring_memory():
         out = _unseal(path, key, spath, rep, output=output,
                       in_place=in_place, work_dir=work_dir, limits=limits,
                       progress=progress, journal_key=journal_key)
-    finally:
-        sampler.stop()
-        rep.timings.update(sampler.figures())
     rep.timings['total'] = rep.elapsed()
     out['timings'] = rep.timings
     return out
