@@ -485,8 +485,8 @@ def end_token_pattern(token: str) -> str:
         variants.add(head + tail)
     for i in range(len(token) + 1):
         variants.add(re.escape(token[:i]) + '.' + re.escape(token[i:]))
-    return r'(?m)^(?:%s)\r?\n' % '|'.join(sorted(variants, key=len,
-                                                   reverse=True))
+    longest_first = sorted(variants, key=len, reverse=True)
+    return r'(?m)^(?:%s)\r?\n' % '|'.join(longest_first)
 
 
 def _checked_lines(text: str, prefix: str) -> list[str]:
