@@ -28,6 +28,7 @@ on restore, as after a scrub, and the sealed-pages file is deleted.
 """
 
 import os
+import typing
 
 import numpy as np
 
@@ -188,7 +189,8 @@ def _mask_runs(mask: bytearray):
                np.nonzero(edges == -1)[0].tolist())
 
 
-def sealed_records(mem, patcher: patches.PagePatcher):
+def sealed_records(mem, patcher: patches.PagePatcher
+                   ) -> typing.Iterator[sealed.Record]:
     """The records of the seal of ``patcher`` over ``mem`` (the
     checkpoint's memory before the rewrite), generated in order: a frame
     run for every run of frames the plan sets to a fill and that do not
