@@ -538,7 +538,11 @@ class _ReadAhead:
     other, and one read per page cost more than inflating it. A read
     behind the window (pages sharing stored data, typically the one zero
     page every zero frame names) is read on its own, and the last such
-    read is kept.
+    read is kept. Whatever order hostile descriptors take, the window
+    starts at least ``_CHUNK - PAGE_SIZE`` bytes further each time it
+    moves (a stored page is at most 4096 bytes), so the window reads the
+    logical file about once, and a read behind it costs no more than the
+    page it returns.
     """
 
     def __init__(self, logical: LogicalFile):
