@@ -308,6 +308,10 @@ class Guest:
         procs = []
         for m in re.finditer(r'^PS (\d+) (\d+) (\d+) (\d+) (.*?)\r?$', out,
                              re.M):
+            if not m.group(5).strip():
+                # It exited between its status and its comm being read
+                # (the listing's own short-lived helpers do).
+                continue
             procs.append({'pid': int(m.group(1)), 'ppid': int(m.group(2)),
                           'uid': int(m.group(3)),
                           'threads': int(m.group(4)),
