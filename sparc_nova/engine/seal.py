@@ -167,9 +167,8 @@ def seal_planned(s: session_mod.KernelSession, path: str,
 
 
 def _runs(pfns: np.ndarray, most: int):
-    """``(first frame, count, position)`` of the runs of consecutive
-    frames in ``pfns`` (in its order, sorted or not), each at most
-    ``most`` long; ``position`` is the run's first index in ``pfns``.
+    """``(first, count)`` of the runs of consecutive frames of sorted
+    ``pfns``, each at most ``most`` long.
     """
     if not len(pfns):
         return
@@ -178,7 +177,7 @@ def _runs(pfns: np.ndarray, most: int):
     ends = np.concatenate([breaks, [len(pfns)]]).tolist()
     for a, b in zip(starts, ends):
         for i in range(a, b, most):
-            yield int(pfns[i]), min(most, b - i), i
+            yield int(pfns[i]), min(most, b - i)
 
 
 def _mask_runs(mask: bytearray):
@@ -206,7 +205,7 @@ def sealed_records(mem, patcher: patches.PagePatcher
         if not len(mine):
             continue
         need = mine[~mem.holds(mine, fill)]
-        for first, n, _ in _runs(need, sealed.MAX_RUN_FRAMES):
+        for first, n in _runs(need, sealed.MAX_RUN_FRAMES):
             yield sealed.FrameRun(first, fill,
                                   mem.read(first * PAGE_SIZE,
                                            n * PAGE_SIZE))
@@ -241,9 +240,8 @@ def _restorations(path: str, mem, records: list
     named by no other record, and still hold what the seal wrote.
     ``records`` (a list) is emptied.
 
-    The frame runs' pages come first, in record order (so that the
-    replacements hold runs of consecutive frames, read back a run at a
-    time by :func:`_read_back`), then the pages byte ranges change.
+    The frame runs' pages come first, in record order, then the pages
+    byte ranges change.
 
     :raises SealError: naming ``path``: the checkpoint changed since it
         was sealed, or the records overlap.
@@ -313,32 +311,18 @@ def _restorations(path: str, mem, records: list
                           'pages_written': len(pfns)}
 
 
-def _read_back(path: str, replacements: rewrite.PageReplacements,
-               work_dir, limits) -> dict:
-    """Parse the written checkpoint ``path`` again and check that every
-    frame of ``replacements`` holds its new content, reading runs of
-    consecutive frames (in the replacements' order) at once.
+def _read_back(path: str, result: rewrite.RewriteResult) -> dict:
+    """Parse the written checkpoint again and check that every restored
+    frame reads back (:meth:`.rewrite.RewriteResult.verify`).
 
-    :raises SealError: naming the first frame that does not read back.
+    :raises SealError: naming ``path`` and the first frame that does not.
     """
-    s = session_mod.KernelSession(path, work_dir, limits, None)
     try:
-        pfns = replacements.pfns
-        contents = replacements.contents
-        index = replacements.content.tolist()
-        for first, n, at in _runs(pfns, sealed.MAX_RUN_FRAMES):
-            got = s.memory.read(first * PAGE_SIZE, n * PAGE_SIZE)
-            want = b''.join(contents[c] for c in index[at:at + n])
-            if got != want:
-                bad = next(i for i in range(n) if
-                           got[i * PAGE_SIZE:(i + 1) * PAGE_SIZE] !=
-                           want[i * PAGE_SIZE:(i + 1) * PAGE_SIZE])
-                raise SealError(path, 'unsealed frame 0x%x does not read '
-                                      'back' % (first + bad))
-        return {'result': 'ok', 'reparsed': True,
-                'frames_checked': len(pfns)}
-    finally:
-        s.close()
+        checked = result.verify()
+    except exception.CheckpointError as e:
+        raise SealError(path, 'the unsealed pages do not read back: %s' % e)
+    return {'result': 'ok', 'reparsed': True,
+            'frames_checked': checked['pages_checked']}
 
 
 def unseal_checkpoint(path: str, key: bytes, *, output: str | None = None,
@@ -409,8 +393,7 @@ def _unseal(path: str, key: bytes, spath: str, rep: report_mod.ScrubReport,
     finally:
         s.close()
     try:
-        verification = _read_back(result.path, replacements, work_dir,
-                                  limits)
+        verification = _read_back(path, result)
     except BaseException:
         if not write.replaces_source:
             _remove(write.target)

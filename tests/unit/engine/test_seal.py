@@ -355,11 +355,14 @@ def test_restorations_keep_the_records_order(tmp_path):
 def test_read_back_names_the_frame_that_did_not_read_back(tmp_path):
     path = make(tmp_path)
     before = pages(path)
-    repl = rewrite.PageReplacements([2, 3, 4, 40], [0, 1, 2, 3],
-                                    [before[2], before[3], b'z' * PAGE,
-                                     before[40]])
-    with pytest.raises(seal.SealError, match='frame 0x4 does not read'):
-        seal._read_back(path, repl, None, None)
-    repl = rewrite.PageReplacements([2, 3, 4, 40], [0, 1, 2, 3],
-                                    [before[p] for p in (2, 3, 4, 40)])
-    assert seal._read_back(path, repl, None, None)['frames_checked'] == 4
+
+    def written(contents):
+        repl = rewrite.PageReplacements([2, 3, 4, 40], [0, 1, 2, 3],
+                                        contents)
+        return rewrite.RewriteResult(path=path, pages=4, records_rewritten=4,
+                                     in_place=False, replacements=repl)
+    with pytest.raises(seal.SealError, match=r'first frame 0x4\)'):
+        seal._read_back(path, written([before[2], before[3], b'z' * PAGE,
+                                       before[40]]))
+    assert seal._read_back(path, written(
+        [before[p] for p in (2, 3, 4, 40)]))['frames_checked'] == 4
