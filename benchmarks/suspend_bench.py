@@ -52,6 +52,13 @@ POLL_SECONDS = 0.2
 OVERLAP_RE = re.compile(
     r'scrubbed while libvirt saved it: complete after (\S+) s of a (\S+) s '
     r'save, scrub overlapped the save: (\S+), ended (\S+) s after')
+#: The wall time of the driver's calls around managedSave, s.
+CALLS_RE = re.compile(
+    r'follow call (\S+) s, managedSave (\S+) s, verdict call (\S+) s, '
+    r'in place: (\S+)')
+DRIVER_RE = re.compile(
+    r'Suspend with a scrubbed memory image: (\S+) s in the driver, of '
+    r'which (\S+) s recording the managed save and (\S+) s clearing')
 
 
 def set_driver(cloud, driver: str) -> None:
@@ -112,12 +119,22 @@ def timed_action(conn, env: dict, server, action: str, status: str,
 def overlap_since(log: str, offset: int) -> dict:
     with open(log, errors='replace') as f:
         f.seek(offset)
-        found = OVERLAP_RE.findall(f.read())
+        text = f.read()
+    found = OVERLAP_RE.findall(text)
     if not found:
         return {}
     complete, save, overlapped, after = found[-1]
-    return {'image_complete_after': complete, 'save': save,
-            'overlapped': overlapped, 'after_save': after}
+    overlap = {'image_complete_after': complete, 'save': save,
+               'overlapped': overlapped, 'after_save': after}
+    calls = CALLS_RE.findall(text)
+    if calls:
+        overlap.update(zip(('follow_call', 'managed_save', 'verdict_call',
+                            'in_place'), calls[-1]))
+    driver = DRIVER_RE.findall(text)
+    if driver:
+        overlap.update(zip(('in_driver', 'record', 'clear_record'),
+                           driver[-1]))
+    return overlap
 
 
 def median(values):
@@ -131,12 +148,23 @@ def main(argv=None) -> int:
                         help='MiB held by the control process')
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--out')
+    parser.add_argument(
+        '--in-place', action='store_true',
+        help='also run the sparc driver with the managed-save directory '
+             'made root-owned (0755) for its rounds only ("sparc-in-place"), '
+             'so that the scrub patches the image in place through its '
+             'journal instead of rewriting it: measures what the in-place '
+             'patch saves, in the same run')
     args = parser.parse_args(argv)
 
     cloud = cloud_mod.TestCloud(driver='sparc')
     t = time.monotonic()
     cloud.up()
     print('cloud up in %.0f s' % (time.monotonic() - t), file=sys.stderr)
+    save_dir = cloud_nova.managed_save_dir(cloud.conf)
+    qemu_owner = os.stat(save_dir)
+    variants = ['sparc', 'stock'] + (['sparc-in-place'] if args.in_place
+                                     else [])
     rows = []
     try:
         conn = cloud.connect()
@@ -164,8 +192,15 @@ def main(argv=None) -> int:
             server, **{'sparc:exclude_processes': 'vault'})
         log = cloud.sup.log_path('nova-compute')
         for r in range(args.rounds):
-            order = ('sparc', 'stock') if r % 2 == 0 else ('stock', 'sparc')
-            for driver in order:
+            # Each round starts with another variant.
+            order = variants[r % len(variants):] + \
+                variants[:r % len(variants)]
+            for variant in order:
+                driver = variant.split('-')[0]
+                if variant == 'sparc-in-place':
+                    os.chown(save_dir, 0, 0)
+                else:
+                    os.chown(save_dir, qemu_owner.st_uid, qemu_owner.st_gid)
                 set_driver(cloud, driver)
                 offset = os.path.getsize(log)
                 suspend = timed_action(conn, env, server, 'suspend',
@@ -174,7 +209,7 @@ def main(argv=None) -> int:
                     if driver == 'sparc' else {}
                 resume = timed_action(conn, env, server, 'resume',
                                       'ACTIVE')
-                row = {'round': r, 'driver': driver,
+                row = {'round': r, 'driver': variant,
                        'suspend': round(suspend, 3),
                        'resume': round(resume, 3), 'overlap': overlap}
                 rows.append(row)
@@ -185,17 +220,19 @@ def main(argv=None) -> int:
         cloud.down()
     table = {}
     for op in ('suspend', 'resume'):
-        sparc = median([r[op] for r in rows if r['driver'] == 'sparc'])
         stock = median([r[op] for r in rows if r['driver'] == 'stock'])
-        table[op] = {'sparc': sparc, 'stock': stock,
-                     'ratio': round(sparc / stock, 3) if sparc and stock
-                     else None}
-    print('| %d MiB guest, %d MiB held | sparc (median s) | stock (median '
-          's) | sparc / stock |' % (args.ram, args.hold))
-    print('|---|---|---|---|')
+        table[op] = {'stock': stock}
+        for variant in variants[:1] + variants[2:]:
+            value = median([r[op] for r in rows if r['driver'] == variant])
+            table[op][variant] = value
+            table[op][variant + ' / stock'] = \
+                round(value / stock, 3) if value and stock else None
+    columns = list(table['suspend'])
+    print('| %d MiB guest, %d MiB held (median s) | %s |'
+          % (args.ram, args.hold, ' | '.join(columns)))
+    print('|---' * (len(columns) + 1) + '|')
     for op, t in table.items():
-        print('| %s | %s | %s | %s |' % (op, t['sparc'], t['stock'],
-                                         t['ratio']))
+        print('| %s | %s |' % (op, ' | '.join(str(t[c]) for c in columns)))
     if args.out:
         with open(args.out, 'w') as f:
             json.dump({'ram_mib': args.ram, 'hold_mib': args.hold,

@@ -252,6 +252,10 @@ class Scrubber:
             return result['summary']
 
         def scrub_while_saving():
+            # Wall time of each step, s: where a suspend spends what it
+            # adds to libvirt's save (logged with the overlap).
+            calls = {}
+            started = time.monotonic()
             try:
                 privsep_checkpoint.follow_managed_save(
                     instance_name=instance.name,
@@ -263,10 +267,15 @@ class Scrubber:
                 if effective.allows_unscrubbed:
                     _save_or_raise(save)
                 raise
+            calls['follow_call'] = time.monotonic() - started
+            started = time.monotonic()
             _save_or_raise(save, instance)
+            calls['managed_save'] = time.monotonic() - started
+            started = time.monotonic()
             result = privsep_checkpoint.finish_managed_save(
                 instance_name=instance.name, saved=True)
-            _log_overlap(instance, result.get('report') or {})
+            calls['finish_call'] = time.monotonic() - started
+            _log_overlap(instance, result.get('report') or {}, calls)
             return result['summary']
 
         work = scrub_written if save is None else scrub_while_saving
@@ -310,20 +319,26 @@ class Scrubber:
         return outcome
 
 
-def _log_overlap(instance, report: dict) -> None:
+def _log_overlap(instance, report: dict, calls: dict) -> None:
     """Log how the scrub overlapped managedSave (from the report's
-    ``during_save`` and ``timings``, in seconds).
+    ``during_save`` and ``timings``) and the wall time of the driver's
+    three steps (``calls``: ``follow_call``, ``managed_save``,
+    ``finish_call``), all in seconds.
     """
     during = report.get('during_save') or {}
     timings = report.get('timings') or {}
     LOG.info('Memory image scrubbed while libvirt saved it: complete '
              'after %(complete)s s of a %(save)s s save, scrub overlapped '
              'the save: %(overlapped)s, ended %(after)s s after the save '
-             'returned',
-             {'complete': during.get('image_complete_after'),
-              'save': timings.get('save'),
-              'overlapped': during.get('scrub_overlapped_save'),
-              'after': timings.get('after_save')}, instance=instance)
+             'returned; follow call %(follow_call).3f s, managedSave '
+             '%(managed_save).3f s, verdict call %(finish_call).3f s, '
+             'in place: %(in_place)s',
+             dict(calls, complete=during.get('image_complete_after'),
+                  save=timings.get('save'),
+                  overlapped=during.get('scrub_overlapped_save'),
+                  after=timings.get('after_save'),
+                  in_place=(report.get('rewrite') or {}).get('in_place')),
+             instance=instance)
 
 
 class SaveFailed(Exception):

@@ -53,6 +53,7 @@ by ``LibvirtDriver``:
 """
 
 import os
+import time
 
 from oslo_context import context as oslo_context
 from oslo_log import log as logging
@@ -245,8 +246,11 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
                 inner_exception=refused)
         if effective.suspend == policy.SUSPEND_SEAL:
             return self._sealed_suspend(context, instance, effective)
+        # Wall time of the steps around the scrubbed save, s (logged).
+        started = time.monotonic()
         # Nothing saved if this fails: the guest runs on.
         self._begin_save_or_rollback(context, instance)
+        record = time.monotonic() - started
         # The privileged daemon scrubs the managed save while libvirt
         # writes it; the scrub's verdict comes once managedSave returned.
         saved = []
@@ -271,7 +275,14 @@ class SparcLibvirtDriver(libvirt_driver.LibvirtDriver):
             with excutils.save_and_reraise_exception():
                 self._forget_managed_save(instance)
         # Scrubbed (or kept unscrubbed as the policy allows).
+        forget_started = time.monotonic()
         self._forget_managed_save(instance)
+        LOG.info('Suspend with a scrubbed memory image: %(total).3f s in '
+                 'the driver, of which %(record).3f s recording the '
+                 'managed save and %(forget).3f s clearing the record',
+                 {'total': time.monotonic() - started, 'record': record,
+                  'forget': time.monotonic() - forget_started},
+                 instance=instance)
 
     # -- sealed suspend ----------------------------------------------------
 
