@@ -14,8 +14,12 @@ into a file it names: it is hostile input unless it is ours. So:
 
 * the journal and its temporary are created ``O_EXCL|O_NOFOLLOW``, mode
   0600, in a directory owned by root or the running user that no one else
-  may write (:func:`.tempfiles.check_private_directory`); a symbolic link
-  or any file already in their place is refused, never followed;
+  may write (:func:`.tempfiles.check_private_directory`): the
+  checkpoint's own directory, or, where that one is not private (the
+  QEMU user's managed-save directory on Debian), a journal directory of
+  root's (``[sparc] journal_dir``) where the journal is named after the
+  checkpoint's path (:func:`journal_path`); a symbolic link or any file
+  already in their place is refused, never followed;
 * a journal is replayed only when it is a regular file with one link,
   owned by root or the running user, mode 0600 or stricter, and its
   HMAC-SHA256 under the journal key (``[sparc] journal_key_file``, see
@@ -51,10 +55,10 @@ from numpy.lib import stride_tricks
 from sparc_nova.checkpoint import tempfiles
 from sparc_nova import exception
 
-__all__ = ['MAGIC', 'VERSION', 'PAGE_SIZE', 'FILL_PAGE', 'FILL_BYTE',
-           'FULL_PAGE', 'KEY_SIZE', 'MAC_SIZE', 'Group', 'Identity',
-           'JournalRefused', 'journal_path', 'temporary_path',
-           'load_key', 'encode', 'decode', 'decode_body',
+__all__ = ['MAGIC', 'VERSION', 'SUFFIX', 'PAGE_SIZE', 'FILL_PAGE',
+           'FILL_BYTE', 'FULL_PAGE', 'KEY_SIZE', 'MAC_SIZE', 'Group',
+           'Identity', 'JournalRefused', 'journal_path', 'temporary_path',
+           'load_key', 'make_directory', 'encode', 'decode', 'decode_body',
            'max_journal_bytes', 'write', 'apply_to', 'apply', 'remove',
            'pending', 'recover', 'fill_rows']
 
@@ -102,15 +106,32 @@ class Identity:
         return cls(st.st_size, st.st_ino, st.st_dev)
 
 
-def journal_path(path: str) -> str:
-    """Where the journal of checkpoint ``path`` lives."""
-    d, base = os.path.split(os.path.abspath(path))
-    return os.path.join(d, '.%s.sparc-journal' % base)
+#: What ends the name of a journal (before ``.tmp`` for a temporary).
+SUFFIX = '.sparc-journal'
 
 
-def temporary_path(path: str) -> str:
+def journal_path(path: str, directory: str | None = None) -> str:
+    """Where the journal of checkpoint ``path`` lives.
+
+    :param directory: the journal directory (``[sparc] journal_dir``);
+        None: next to the checkpoint, as ``.<name>.sparc-journal``. In a
+        journal directory the name is ``<name>.<16 hex digits>`` plus
+        :data:`SUFFIX`, the digits from the SHA-256 of the checkpoint's
+        absolute path (two checkpoints of one name in two directories
+        have two journals).
+    """
+    path = os.path.abspath(path)
+    d, base = os.path.split(path)
+    if directory is None:
+        return os.path.join(d, '.%s%s' % (base, SUFFIX))
+    digest = hashlib.sha256(os.fsencode(path)).hexdigest()[:16]
+    return os.path.join(os.path.abspath(directory),
+                        '%s.%s%s' % (base, digest, SUFFIX))
+
+
+def temporary_path(path: str, directory: str | None = None) -> str:
     """Where the journal of ``path`` is written before it is complete."""
-    return journal_path(path) + '.tmp'
+    return journal_path(path, directory) + '.tmp'
 
 
 def _check_key_file(fd: int, key_file: str) -> None:
@@ -173,16 +194,10 @@ def load_key(key_file: str, create: bool = False) -> bytes:
     """
     key_file = os.path.abspath(key_file)
     d = os.path.dirname(key_file)
-    if create and not os.path.lexists(d):
-        try:
-            os.makedirs(d, mode=0o700)
-        except FileExistsError:
-            pass
-        except OSError as e:
-            raise exception.CheckpointError(
-                key_file, 'cannot make the journal key directory %s: %s'
-                % (d, e.strerror or e))
-    tempfiles.check_private_directory(d, key_file)
+    if create:
+        make_directory(d, key_file, 'journal key directory')
+    else:
+        tempfiles.check_private_directory(d, key_file)
     try:
         return _read_key(key_file)
     except FileNotFoundError:
@@ -307,6 +322,27 @@ def decode_body(body: bytes, target: Identity, label: str) -> list[Group]:
     return groups
 
 
+def make_directory(directory: str, subject: str,
+                   what: str = 'journal directory') -> None:
+    """Make ``directory`` (mode 0700) if it is missing, and check that it
+    is private (:func:`.tempfiles.check_private_directory`).
+
+    :param subject: the checkpoint (or key) it is needed for, named in
+        errors.
+    :param what: what the directory is, in errors.
+    :raises CheckpointError: it cannot be made, or it is not private.
+    """
+    try:
+        os.makedirs(directory, mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise exception.CheckpointError(
+            subject, 'cannot make the %s %s: %s'
+            % (what, directory, e.strerror or e))
+    tempfiles.check_private_directory(directory, subject)
+
+
 def _create_exclusive(path: str, subject: str) -> int:
     """A new file at ``path``, mode 0600, opened for writing; never
     through a symbolic link, never over an existing file.
@@ -324,18 +360,21 @@ def _create_exclusive(path: str, subject: str) -> int:
 
 
 def write(path: str, groups: list[Group], key_file: str,
-          target: Identity | None = None) -> str:
+          target: Identity | None = None,
+          directory: str | None = None) -> str:
     """Write and fsync the journal of ``groups`` for checkpoint ``path``
     (MAC'd with the key in ``key_file``, made if missing); return the
     journal's path. With ``target``, ``path`` must still be that version
-    of the file (the one the caller parsed).
+    of the file (the one the caller parsed). ``directory``: the journal
+    directory (see :func:`journal_path`), which must exist.
 
     :raises CheckpointError: the directory is not private, a journal or
         its temporary already exists (or is a link), or the key is
         refused.
     """
     key = load_key(key_file, create=True)
-    jpath, tmp = journal_path(path), temporary_path(path)
+    jpath = journal_path(path, directory)
+    tmp = temporary_path(path, directory)
     tempfiles.check_private_directory(os.path.dirname(jpath), path)
     if os.path.lexists(jpath):
         raise exception.CheckpointError(
@@ -430,19 +469,23 @@ def apply(path: str, groups: list[Group],
         os.close(fd)
 
 
-def remove(path: str) -> None:
-    """Remove the journal of ``path`` once its patches are on disk."""
-    jpath = journal_path(path)
+def remove(path: str, directory: str | None = None) -> None:
+    """Remove the journal of ``path`` (kept in ``directory``, see
+    :func:`journal_path`) once its patches are on disk.
+    """
+    jpath = journal_path(path, directory)
     os.unlink(jpath)
     tempfiles.fsync_parent(jpath)
 
 
-def pending(path: str) -> bool:
+def pending(path: str, directory: str | None = None) -> bool:
     """Whether an interrupted in-place patch of ``path`` needs recovery
-    (a journal, or a journal's temporary, is next to it).
+    (a journal, or a journal's temporary, is next to it, or in
+    ``directory`` when given).
     """
-    return os.path.lexists(journal_path(path)) or \
-        os.path.lexists(temporary_path(path))
+    places = [None] if directory is None else [None, directory]
+    return any(os.path.lexists(journal_path(path, d)) or
+               os.path.lexists(temporary_path(path, d)) for d in places)
 
 
 def _read_journal(path: str, jpath: str) -> bytes:
@@ -476,8 +519,11 @@ def _read_journal(path: str, jpath: str) -> bytes:
     return data
 
 
-def recover(path: str, key_file: str) -> str | None:
-    """Finish or discard an interrupted in-place patch of ``path``.
+def recover(path: str, key_file: str,
+            directory: str | None = None) -> str | None:
+    """Finish or discard an interrupted in-place patch of ``path`` whose
+    journal is next to it, or in ``directory`` (see :func:`journal_path`;
+    the caller looks in each place it may have used).
 
     :param key_file: the journal key (``[sparc] journal_key_file``).
     :returns: ``'replayed'`` (the patches are now all in the file),
@@ -488,7 +534,8 @@ def recover(path: str, key_file: str) -> str | None:
     :raises CheckpointError: a journal of another version of the file,
         or a directory that is not private.
     """
-    jpath, tmp = journal_path(path), temporary_path(path)
+    jpath = journal_path(path, directory)
+    tmp = temporary_path(path, directory)
     outcome = None
     if os.path.lexists(tmp):
         # Never renamed into place: the checkpoint was not touched. (A
@@ -504,5 +551,5 @@ def recover(path: str, key_file: str) -> str | None:
     target = Identity.of(os.stat(path))
     groups = decode(data, target, key, jpath)
     apply(path, groups, target)
-    remove(path)
+    remove(path, directory)
     return 'replayed'

@@ -668,7 +668,8 @@ class Container:
     def describe(self) -> dict:
         return {}
 
-    def patch_in_place(self, groups, stream_fd, journal_key) -> None:
+    def patch_in_place(self, groups, stream_fd, journal_key,
+                       journal_dir=None) -> None:
         raise exception.CheckpointError(
             self.dump.logical.path,
             'a kdump-compressed dump cannot be scrubbed in place (its pages '

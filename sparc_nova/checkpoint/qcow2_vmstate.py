@@ -223,15 +223,18 @@ class Vmstate:
             new.close()
 
     def patch_in_place(self, groups: list[journal.Group], stream_fd: int,
-                       journal_key: str) -> None:
-        """Patch the image through the journal (:mod:`.journal`): a crash
-        leaves a journal that ``sparc checkpoint recover`` replays.
+                       journal_key: str,
+                       journal_dir: str | None = None) -> None:
+        """Patch the image through the journal (:mod:`.journal`, kept in
+        ``journal_dir`` or next to the image): a crash leaves a journal
+        that ``sparc checkpoint recover`` replays.
         """
         patches = self.file_patches(stream_fd, groups)
         target = journal.Identity.of(os.fstat(self.fd))
-        journal.write(self.path, patches, journal_key, target=target)
+        journal.write(self.path, patches, journal_key, target=target,
+                      directory=journal_dir)
         journal.apply(self.path, patches, target)
-        journal.remove(self.path)
+        journal.remove(self.path, journal_dir)
 
     def write_copy(self, groups: list[journal.Group], stream_fd: int,
                    target: str) -> None:

@@ -485,19 +485,21 @@ def _write_container(ck, edits, mode) -> None:
     groups = _same_size_groups(ck, edits)
     fd = ck.stream_file.fileno()
     if mode.in_place:
-        ck.container.patch_in_place(groups, fd, mode.journal_key)
+        ck.container.patch_in_place(groups, fd, mode.journal_key,
+                                    mode.journal_dir)
     else:
         ck.container.write_copy(groups, fd, mode.target)
 
 
-def _patch_in_place(ck, edits, journal_key):
+def _patch_in_place(ck, edits, mode):
     groups = _same_size_groups(ck, edits)
     # Only the file that was parsed is patched: a name swapped for
     # another file since is refused, not written.
     target = journal.Identity.of(os.fstat(ck.stream_file.fileno()))
-    journal.write(ck.path, groups, journal_key, target=target)
+    journal.write(ck.path, groups, mode.journal_key, target=target,
+                  directory=mode.journal_dir)
     journal.apply(ck.path, groups, target)
-    journal.remove(ck.path)
+    journal.remove(ck.path, mode.journal_dir)
 
 
 def rewrite_pages(ck, replacements: 'dict[int, bytes] | PageReplacements',
@@ -551,7 +553,7 @@ def rewrite_pages(ck, replacements: 'dict[int, bytes] | PageReplacements',
     if ck.container is not None:
         _write_container(ck, edits, mode)
     elif mode.in_place:
-        _patch_in_place(ck, edits, mode.journal_key)
+        _patch_in_place(ck, edits, mode)
     else:
         _rewrite_file(ck, edits, result.path, mode.compression, progress)
     return result

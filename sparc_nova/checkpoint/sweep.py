@@ -8,6 +8,9 @@ directory of the file it worked on or in ``[sparc] work_dir``:
   left for the operator), or removed when its checkpoint is gone;
 * a journal's temporary (``.<name>.sparc-journal.tmp``): the checkpoint
   was not touched yet, it is removed;
+* the same two in the journal directory (``[sparc] journal_dir``), named
+  after their checkpoint's path (:func:`.journal.journal_path`), for the
+  checkpoints of a directory that may not hold journals itself;
 * temporaries of dead writers (see :mod:`.tempfiles`): rewritten
   checkpoints and disk images not yet renamed (``.<name>.sparc-PID-*``),
   decompressed memory streams (``.sparc-stream-PID-*``, the whole
@@ -32,6 +35,8 @@ from sparc_nova import exception
 __all__ = ['SweepReport', 'sweep']
 
 _JOURNAL = re.compile(r'\.(?P<target>.+)\.sparc-journal(?P<tmp>\.tmp)?')
+_KEPT_JOURNAL = re.compile(
+    r'(?P<target>.+)\.[0-9a-f]{16}\.sparc-journal(?P<tmp>\.tmp)?')
 _REWRITE = re.compile(r'\.(?P<target>.+)\.sparc-(?P<pid>\d+)-.*')
 
 
@@ -69,45 +74,79 @@ def _dead_writer(name: str) -> bool:
 
 
 def _journal(directory: str, target_name: str, key_file: str,
-             rep: SweepReport) -> None:
+             rep: SweepReport, journal_dir: str | None = None) -> None:
     target = os.path.join(directory, target_name)
     if not os.path.lexists(target):
-        for p in (journal.journal_path(target),
-                  journal.temporary_path(target)):
+        for p in (journal.journal_path(target, journal_dir),
+                  journal.temporary_path(target, journal_dir)):
             if os.path.lexists(p):
                 tempfiles.remove_leftover(p)
                 rep.removed.append(p)
         return
-    had_tmp = os.path.lexists(journal.temporary_path(target))
+    tmp = journal.temporary_path(target, journal_dir)
+    had_tmp = os.path.lexists(tmp)
     try:
-        outcome = journal.recover(target, key_file)
+        outcome = journal.recover(target, key_file, journal_dir)
     except exception.CheckpointError as e:
         rep.refused.append(str(e))
         return
     if had_tmp:
-        rep.removed.append(journal.temporary_path(target))
+        rep.removed.append(tmp)
     if outcome == 'replayed':
         rep.replayed.append(target)
 
 
-def sweep(directory: str, key_file: str) -> SweepReport:
+def _names(directory: str) -> list[str]:
+    """The names in ``directory``, sorted.
+
+    :raises CheckpointError: it cannot be listed.
+    """
+    try:
+        return sorted(os.listdir(directory))
+    except OSError as e:
+        raise exception.CheckpointError(directory, 'cannot list: %s'
+                                        % (e.strerror or e))
+
+
+def _kept_journal_targets(directory: str, journal_dir: str) -> list[str]:
+    """Names of the files of ``directory`` that have a journal (or a
+    journal's temporary) in ``journal_dir``, whether or not they still
+    exist; journals of other directories' files are not listed.
+    """
+    if not os.path.lexists(journal_dir):
+        return []
+    found = set()
+    for name in _names(journal_dir):
+        m = _KEPT_JOURNAL.fullmatch(name)
+        if not m:
+            continue
+        target = os.path.join(directory, m.group('target'))
+        # The name's digits are those of this directory's file: its own
+        # naming (journal.journal_path) decides.
+        if os.path.join(journal_dir, name) in (
+                journal.journal_path(target, journal_dir),
+                journal.temporary_path(target, journal_dir)):
+            found.add(m.group('target'))
+    return sorted(found)
+
+
+def sweep(directory: str, key_file: str,
+          journal_dir: str | None = None) -> SweepReport:
     """Finish or remove every leftover of a killed run in ``directory``
     (see the module docstring); not recursive.
 
     :param key_file: the journal key (``[sparc] journal_key_file``); read
         only when a journal is found.
+    :param journal_dir: the journal directory (``[sparc] journal_dir``):
+        the journals it keeps for files of ``directory`` are finished or
+        removed too.
     :returns: what was done; journals that were refused are listed in
         :attr:`SweepReport.refused` and left in place.
     :raises CheckpointError: ``directory`` cannot be listed.
     """
     rep = SweepReport(directory)
-    try:
-        names = sorted(os.listdir(directory))
-    except OSError as e:
-        raise exception.CheckpointError(directory, 'cannot list: %s'
-                                        % (e.strerror or e))
     journals = set()
-    for name in names:
+    for name in _names(directory):
         m = _JOURNAL.fullmatch(name)
         if m:
             journals.add(m.group('target'))
@@ -120,4 +159,10 @@ def sweep(directory: str, key_file: str) -> SweepReport:
             rep.removed.append(path)
     for target_name in sorted(journals):
         _journal(directory, target_name, key_file, rep)
+    if journal_dir:
+        # A journal is named after the real path of its file.
+        directory = os.path.realpath(directory)
+        journal_dir = os.path.abspath(journal_dir)
+        for target_name in _kept_journal_targets(directory, journal_dir):
+            _journal(directory, target_name, key_file, rep, journal_dir)
     return rep

@@ -7,8 +7,9 @@ A scrub's result is written in one of two ways (see :mod:`.rewrite`):
   written to a separate output file;
 * **in place**: the original file's page payloads overwritten through the
   redo journal (:mod:`.journal`). Only a raw image can be patched in
-  place, only over itself, and only with a journal key and a directory
-  in which a journal may be kept.
+  place, only over itself, and only with a journal key and a private
+  directory for the journal: the image's own, or else, when the caller
+  gives one, a journal directory (``[sparc] journal_dir``).
 
 :func:`choose` is the one place that decides between them, from what the
 caller asks (``output``, ``in_place``, ``in_place_if_possible``) and
@@ -23,6 +24,7 @@ import logging
 import os
 
 from sparc_nova.checkpoint import compression as compression_mod
+from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import tempfiles
 from sparc_nova import exception
 
@@ -45,6 +47,9 @@ class WriteMode:
         recompressed with it.
     :ivar journal_key: the journal's MAC key file (``[sparc]
         journal_key_file``); set when ``in_place``.
+    :ivar journal_dir: where the journal is kept when ``in_place``: None
+        next to ``source``, else this journal directory (see
+        :func:`.journal.journal_path`).
     """
 
     source: str
@@ -52,6 +57,7 @@ class WriteMode:
     in_place: bool
     compression: int
     journal_key: str | None = None
+    journal_dir: str | None = None
 
     @property
     def replaces_source(self) -> bool:
@@ -61,7 +67,8 @@ class WriteMode:
 
 def choose(path: str, compression: int, *, output: str | None = None,
            in_place: bool = False, in_place_if_possible: bool = False,
-           journal_key: str | None = None) -> WriteMode:
+           journal_key: str | None = None,
+           journal_dir: str | None = None) -> WriteMode:
     """Decide how the scrubbed result of checkpoint ``path`` is written.
 
     :param path: the checkpoint.
@@ -73,11 +80,15 @@ def choose(path: str, compression: int, *, output: str | None = None,
         not possible.
     :param in_place_if_possible: patch ``path`` in place when it is raw,
         no ``output`` is asked for, ``journal_key`` is given and the
-        directory of ``path`` may hold a journal (owned by root or us,
-        writable by no one else); else replace it by a rewrite. The
-        privileged daemon asks this for managed saves.
+        directory of ``path``, or else ``journal_dir``, may hold a journal
+        (owned by root or us, writable by no one else); else replace it
+        by a rewrite. The privileged daemon asks this for managed saves.
     :param journal_key: the journal's MAC key file.
-    :returns: a :class:`WriteMode`. Writes nothing.
+    :param journal_dir: the journal directory to use, in place, when the
+        directory of ``path`` is not private (``[sparc] journal_dir``);
+        made (mode 0700) if missing.
+    :returns: a :class:`WriteMode`. Writes nothing but a missing
+        ``journal_dir``.
     :raises CheckpointError: naming ``path``: ``in_place`` with an
         ``output`` other than ``path``, with a compressed image, or
         without a journal key.
@@ -90,12 +101,26 @@ def choose(path: str, compression: int, *, output: str | None = None,
     if in_place and not journal_key:
         raise exception.CheckpointError(
             path, 'in-place scrubbing needs a journal key file')
-    if not in_place and in_place_if_possible and output is None and \
+    directory = None
+    if in_place and journal_dir and \
+            not _journal_directory_is_private(path) and \
+            _journal_directory_usable(journal_dir, path):
+        # Asked for: where neither directory is private, the journal
+        # refuses to be written (the error names the directory).
+        directory = os.path.abspath(journal_dir)
+    elif not in_place and in_place_if_possible and output is None and \
             not compression and journal_key:
         in_place = _journal_directory_is_private(path)
+        if not in_place and journal_dir:
+            in_place = _journal_directory_usable(journal_dir, path)
+            directory = os.path.abspath(journal_dir) if in_place else None
+        if not in_place:
+            LOG.info('Not scrubbing %s in place: no private directory for '
+                     'its journal', path)
     return WriteMode(source=path, target=output or path, in_place=in_place,
                      compression=compression,
-                     journal_key=journal_key if in_place else None)
+                     journal_key=journal_key if in_place else None,
+                     journal_dir=directory)
 
 
 def check_request(path: str, *, output: str | None = None,
@@ -119,12 +144,24 @@ def check_request(path: str, *, output: str | None = None,
 def _journal_directory_is_private(path: str) -> bool:
     """Whether an in-place journal may be made next to ``path``; the
     managed-save directory of some distributions belongs to the QEMU
-    user, and the file is then replaced instead.
+    user, and the journal then goes to the journal directory, if any.
     """
     try:
         tempfiles.check_private_directory(
             os.path.dirname(os.path.abspath(path)), path)
     except exception.CheckpointError as e:
-        LOG.info('Not scrubbing in place: %s', e)
+        LOG.debug('No in-place journal next to the file: %s', e)
+        return False
+    return True
+
+
+def _journal_directory_usable(journal_dir: str, path: str) -> bool:
+    """Whether the journal of ``path`` may be kept in ``journal_dir``
+    (made if missing); else the file is replaced by a rewrite.
+    """
+    try:
+        journal.make_directory(journal_dir, path)
+    except exception.CheckpointError as e:
+        LOG.warning('The journal directory cannot be used: %s', e)
         return False
     return True

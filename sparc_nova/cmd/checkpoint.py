@@ -8,6 +8,7 @@ through :func:`register_engine_commands`.
 """
 
 import importlib
+import os
 import sys
 import time
 
@@ -196,15 +197,21 @@ def do_recover(args) -> int:
         raise SystemExit('sparc: checkpoint recover needs FILE or --sweep '
                          'DIR')
     key_file = conf.CONF.sparc.journal_key_file
+    journal_dir = conf.CONF.sparc.journal_dir or None
     status = 0
     if args.file:
         outcome = journal.recover(args.file, key_file)
+        if journal_dir:
+            # A managed save's journal may be kept in the journal
+            # directory, named after the file's real path.
+            outcome = journal.recover(os.path.realpath(args.file),
+                                      key_file, journal_dir) or outcome
         removed = tempfiles.remove_stale_temporaries(args.file)
         print('%s: %s%s' % (args.file, _RECOVERED[outcome],
                             '; removed %d stale temporary files'
                             % len(removed) if removed else ''))
     for directory in args.sweep or ():
-        rep = sweep.sweep(directory, key_file)
+        rep = sweep.sweep(directory, key_file, journal_dir)
         _print_sweep(rep)
         status = 2 if rep.refused else status
     return status
@@ -237,6 +244,8 @@ def register(groups) -> None:
                     'killed rewrite. A journal is replayed only when its '
                     'owner, mode and MAC ([sparc] journal_key_file) match; '
                     'otherwise it is refused and left in place (exit 2). '
+                    'Journals are looked for next to FILE and in [sparc] '
+                    'journal_dir. '
                     'With --sweep DIR, do the same for every leftover in '
                     'DIR: journals, journal temporaries, rewritten files '
                     'not yet renamed, decompressed memory streams '

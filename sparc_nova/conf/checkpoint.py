@@ -4,6 +4,8 @@ from oslo_config import cfg
 
 #: Where the in-place journal's MAC key lives unless configured.
 DEFAULT_JOURNAL_KEY_FILE = '/var/lib/sparc-nova/journal.key'
+#: Where in-place journals of managed saves live unless configured.
+DEFAULT_JOURNAL_DIR = '/var/lib/sparc-nova/journals'
 
 opts = [
     cfg.StrOpt('work_dir',
@@ -34,4 +36,15 @@ opts = [
                     'root or the running user and writable by no one else; '
                     'it is made, mode 0700, when missing. Keep it readable '
                     'by root only.'),
+    cfg.StrOpt('journal_dir', default=DEFAULT_JOURNAL_DIR,
+               help='Directory of root\'s for the in-place scrub journals '
+                    'of managed saves whose own directory may not hold '
+                    'one (on Debian and Ubuntu libvirt\'s managed-save '
+                    'directory belongs to the QEMU user). With it, the '
+                    'privileged daemon patches the scrubbed pages of a raw '
+                    'managed save in place instead of rewriting the whole '
+                    'image; nova-compute replays what a crash left in it '
+                    'when it starts. It must be owned by root and writable '
+                    'by no one else; it is made, mode 0700, when missing. '
+                    'Empty: such managed saves are rewritten.'),
 ]

@@ -28,10 +28,11 @@ open_image=None, in_place_if_possible=False, **options) -> ScrubReport``
       :func:`.memory.scrub_checkpoint` (not ``output``, ``in_place``,
       ``write``, ``dry_run``, ``follow`` or ``file``). The image is
       replaced by its scrubbed version (same owner and mode), or, with
-      ``in_place_if_possible`` (and the ``journal_key`` it needs), patched
-      in place when :func:`sparc_nova.checkpoint.write_mode.choose` allows
-      it for the image's compression, read from its header as it is
-      written, and its directory.
+      ``in_place_if_possible`` (and the ``journal_key`` it needs, and
+      optionally a ``journal_dir``), patched in place when
+      :func:`sparc_nova.checkpoint.write_mode.choose` allows it for the
+      image's compression, read from its header as it is written, and its
+      directory.
     * ``open_image()``: returns the image open for reading (binary) once
       libvirt has created it, None before; it may raise a
       :class:`~sparc_nova.exception.SparcError` to refuse the file it
@@ -111,12 +112,14 @@ def _scrub_opened(f, path: str, selectors, follow: stream_follow.Follow,
                                            file=f, **options)
     options = dict(options)
     journal_key = options.pop('journal_key', None)
+    journal_dir = options.pop('journal_dir', None)
     try:
         head = stream_follow.wait_header(
             f, path, follow, options.get('limits') or limits_mod.DEFAULT)
         write = write_mode.choose(path, head.compressed,
                                   in_place_if_possible=True,
-                                  journal_key=journal_key)
+                                  journal_key=journal_key,
+                                  journal_dir=journal_dir)
     except BaseException:
         f.close()
         raise

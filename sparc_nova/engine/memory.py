@@ -29,7 +29,7 @@ global configuration.
 with_children=False, scrub_free_memory=True, dry_run=False, work_dir=None,
 progress=None, follow_ipc=True, exclude_paths=(), buildid_cache_dir=None,
 limits=None, sandbox=None, follow=None, journal_key=None, write=None,
-file=None)
+file=None, snapshot=None, journal_dir=None)
 -> ScrubReport``
 
     Contract:
@@ -140,20 +140,25 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
                      follow: stream_follow.Follow | None = None,
                      journal_key: str | None = None,
                      write: write_mode.WriteMode | None = None, file=None,
-                     snapshot: str | None = None
+                     snapshot: str | None = None,
+                     journal_dir: str | None = None
                      ) -> report_mod.ScrubReport:
     """Exclude processes from a memory checkpoint; see the module
     docstring for the contract. ``journal_key`` is the in-place journal's
-    MAC key file (``[sparc] journal_key_file``), needed with ``in_place``.
+    MAC key file (``[sparc] journal_key_file``), needed with ``in_place``;
+    ``journal_dir`` the journal directory used in place where the
+    directory of ``path`` is not private (``[sparc] journal_dir``).
     ``write``: the write mode already decided for ``path`` (then
-    ``output``, ``in_place`` and ``journal_key`` are not given).
+    ``output``, ``in_place``, ``journal_key`` and ``journal_dir`` are not
+    given).
     ``snapshot``: the internal snapshot to scrub when ``path`` is a qcow2
     disk image (its other snapshots and its disk are left as they are).
     """
     if write is not None and (output is not None or in_place or
-                              journal_key is not None):
+                              journal_key is not None or
+                              journal_dir is not None):
         raise TypeError('scrub_checkpoint() takes write or output, '
-                        'in_place and journal_key, not both')
+                        'in_place, journal_key and journal_dir, not both')
     if write is not None and write.source != path:
         raise errors.ScrubError(path, 'the write mode is for %s'
                                 % write.source)
@@ -174,7 +179,8 @@ def scrub_checkpoint(path: str, selectors, *, output: str | None = None,
     with rep.measuring_memory():
         return _scrub(path, exclusion, rep, dry_run=dry_run, write=write,
                       output=output, in_place=in_place,
-                      journal_key=journal_key, work_dir=work_dir,
+                      journal_key=journal_key, journal_dir=journal_dir,
+                      work_dir=work_dir,
                       limits=limits, buildid_cache_dir=buildid_cache_dir,
                       sandbox=sandbox, progress=progress, follow=follow,
                       file=file, snapshot=snapshot)
@@ -197,7 +203,8 @@ def checked_exclusion(selectors, *, with_children: bool,
 
 def _scrub(path: str, exclusion: planner.Exclusion,
            rep: report_mod.ScrubReport, *, dry_run: bool, write, output,
-           in_place: bool, journal_key, work_dir, limits, buildid_cache_dir,
+           in_place: bool, journal_key, journal_dir, work_dir, limits,
+           buildid_cache_dir,
            sandbox, progress, follow, file,
            snapshot) -> report_mod.ScrubReport:
     """:func:`scrub_checkpoint`'s steps, once its arguments are checked
@@ -219,7 +226,8 @@ def _scrub(path: str, exclusion: planner.Exclusion,
         if write is None:
             write = write_mode.choose(path, s.ck.compressed, output=output,
                                       in_place=in_place,
-                                      journal_key=journal_key)
+                                      journal_key=journal_key,
+                                      journal_dir=journal_dir)
         replacements = changed_pages(s.memory, patcher)
         rep.rewrite['frames_replaced'] = len(replacements)
         result = write_pages(s, path, replacements, write=write,

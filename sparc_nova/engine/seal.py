@@ -69,7 +69,8 @@ def seal_checkpoint(path: str, selectors, key: bytes, *,
                     buildid_cache_dir: str | None = None,
                     limits: limits_mod.Limits | None = None,
                     sandbox: sandbox_mod.SandboxPolicy | None = None,
-                    journal_key: str | None = None
+                    journal_key: str | None = None,
+                    journal_dir: str | None = None
                     ) -> report_mod.ScrubReport:
     """Seal the processes ``selectors`` select out of checkpoint ``path``.
 
@@ -101,7 +102,8 @@ def seal_checkpoint(path: str, selectors, key: bytes, *,
             progress=progress)
         seal_planned(s, path, patcher, key, rep, output=output,
                      in_place=in_place, work_dir=work_dir, limits=limits,
-                     progress=progress, journal_key=journal_key)
+                     progress=progress, journal_key=journal_key,
+                     journal_dir=journal_dir)
     rep.timings['total'] = rep.elapsed()
     return rep
 
@@ -111,7 +113,8 @@ def seal_planned(s: session_mod.KernelSession, path: str,
                  rep: report_mod.ScrubReport, *, output: str | None,
                  in_place: bool, work_dir: str | None,
                  limits: limits_mod.Limits | None, progress=None,
-                 journal_key: str | None = None) -> None:
+                 journal_key: str | None = None,
+                 journal_dir: str | None = None) -> None:
     """From a plan to a sealed checkpoint: the sealed-pages file, the
     rewrite, the read back (sets ``rep.seal``, ``output``, ``rewrite``
     and ``verification``). Closes session ``s``.
@@ -122,7 +125,8 @@ def seal_planned(s: session_mod.KernelSession, path: str,
     """
     try:
         write = write_mode.choose(path, s.ck.compressed, output=output,
-                                  in_place=in_place, journal_key=journal_key)
+                                  in_place=in_place, journal_key=journal_key,
+                                  journal_dir=journal_dir)
     except BaseException:
         s.close()
         raise
@@ -329,7 +333,8 @@ def unseal_checkpoint(path: str, key: bytes, *, output: str | None = None,
                       in_place: bool = False, sealed_file: str | None = None,
                       work_dir: str | None = None,
                       limits: limits_mod.Limits | None = None,
-                      progress=None, journal_key: str | None = None) -> dict:
+                      progress=None, journal_key: str | None = None,
+                      journal_dir: str | None = None) -> dict:
     """Put back what a seal of checkpoint ``path`` took out.
 
     :param key: the 32 bytes the seal was made with.
@@ -361,7 +366,8 @@ def unseal_checkpoint(path: str, key: bytes, *, output: str | None = None,
     with rep.measuring_memory():
         out = _unseal(path, key, spath, rep, output=output,
                       in_place=in_place, work_dir=work_dir, limits=limits,
-                      progress=progress, journal_key=journal_key)
+                      progress=progress, journal_key=journal_key,
+                      journal_dir=journal_dir)
     rep.timings['total'] = rep.elapsed()
     out['timings'] = rep.timings
     return out
@@ -369,7 +375,7 @@ def unseal_checkpoint(path: str, key: bytes, *, output: str | None = None,
 
 def _unseal(path: str, key: bytes, spath: str, rep: report_mod.ScrubReport,
             *, output, in_place, work_dir, limits, progress,
-            journal_key) -> dict:
+            journal_key, journal_dir) -> dict:
     """:func:`unseal_checkpoint`'s steps, its arguments checked; laps
     ``rep``.
     """
@@ -386,7 +392,8 @@ def _unseal(path: str, key: bytes, spath: str, rep: report_mod.ScrubReport,
         memstats.give_back_free_memory()
         rep.lap('check')
         write = write_mode.choose(path, s.ck.compressed, output=output,
-                                  in_place=in_place, journal_key=journal_key)
+                                  in_place=in_place, journal_key=journal_key,
+                                  journal_dir=journal_dir)
         result = memory.write_pages(s, path, replacements, write=write,
                                     work_dir=work_dir, progress=progress)
         rep.lap('rewrite')

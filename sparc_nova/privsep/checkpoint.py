@@ -138,7 +138,8 @@ def scrub_managed_save(*, path: str, instance_name: str,
     :param instance_name: the instance's libvirt domain name; ``path``
         must be its managed-save file. A raw image is patched in place
         (through the journal, ``[sparc] journal_key_file``) when its
-        directory is private to root, else rewritten.
+        directory, or else ``[sparc] journal_dir``, is private to root,
+        else rewritten.
     :param selectors: process selectors of the policy
         (``exclude_processes``)
     :param exclude_paths: guest path globs of the policy (``path_rules``)
@@ -166,7 +167,8 @@ def scrub_managed_save(*, path: str, instance_name: str,
         # keeping their owner and mode.
         write = write_mode.choose(
             checked, header.compressed, in_place_if_possible=True,
-            journal_key=options.pop('journal_key'))
+            journal_key=options.pop('journal_key'),
+            journal_dir=_journal_dir())
         report = memory.scrub_checkpoint(checked, list(selectors),
                                          write=write, **options)
     except Exception as e:
@@ -261,9 +263,10 @@ def follow_managed_save(*, instance_name: str, selectors: list[str],
         # daemon started does not wait for the engine's imports before
         # libvirt starts writing.
         from sparc_nova.engine import live
-        report = live.save_and_scrub(save, path, list(selectors),
-                                     timeout=timeout, open_image=open_image,
-                                     in_place_if_possible=True, **options)
+        report = live.save_and_scrub(
+            save, path, list(selectors), timeout=timeout,
+            open_image=open_image, in_place_if_possible=True,
+            journal_dir=_journal_dir(), **options)
         return {'summary': report.summary(), 'report': report.to_dict()}
 
     dir_fd = _open_save_dir(path)
@@ -395,7 +398,9 @@ def sweep_leftovers() -> list[dict]:
         if not os.path.isdir(directory):
             continue
         try:
-            rep = sweep.sweep(directory, conf.CONF.sparc.journal_key_file)
+            rep = sweep.sweep(
+                directory, conf.CONF.sparc.journal_key_file,
+                journal_dir=conf.CONF.sparc.journal_dir or None)
         except Exception as e:
             raise PrivilegedScrubError('%s: %s' % (type(e).__name__, e)) \
                 from e
@@ -436,14 +441,21 @@ def _sealed_pages_path(instance_name: str) -> str:
 
 def _in_place(path: str, limits) -> bool:
     """Whether the seal or unseal of managed save ``path`` patches it in
-    place (raw, with a journal key, in a directory private to root), as
+    place (raw, with a journal key, its journal in a directory private to
+    root: its own or ``[sparc] journal_dir``), as
     :func:`scrub_managed_save` decides it.
     """
     with open(path, 'rb') as f:
         header = libvirt_save.read_header(f, path, limits)
     return write_mode.choose(
         path, header.compressed, in_place_if_possible=True,
-        journal_key=conf.CONF.sparc.journal_key_file).in_place
+        journal_key=conf.CONF.sparc.journal_key_file,
+        journal_dir=_journal_dir()).in_place
+
+
+def _journal_dir() -> str | None:
+    """``[sparc] journal_dir``, None when empty."""
+    return conf.CONF.sparc.journal_dir or None
 
 
 @privsep.scrub_pctxt.entrypoint
@@ -484,7 +496,8 @@ def seal_managed_save(*, path: str, instance_name: str, key: bytes,
         journal_key = options.pop('journal_key')
         report = seal.seal_checkpoint(
             checked, list(selectors), key, in_place=in_place,
-            journal_key=journal_key if in_place else None, **options)
+            journal_key=journal_key if in_place else None,
+            journal_dir=_journal_dir() if in_place else None, **options)
     except Exception as e:
         message = '%s: %s' % (type(e).__name__, e)
         if os.path.lexists(spath):
@@ -542,6 +555,7 @@ def unseal_managed_save(*, path: str, instance_name: str,
         result = seal.unseal_checkpoint(
             checked, key, in_place=in_place, sealed_file=spath,
             journal_key=journal_key if in_place else None,
+            journal_dir=_journal_dir() if in_place else None,
             work_dir=conf.CONF.sparc.work_dir or None, limits=limits,
             progress=_ProgressLog(checked))
     except Exception as e:
@@ -578,7 +592,7 @@ def kill_sealed_managed_save(*, path: str, instance_name: str,
             checked, list(selectors),
             sealed_file=_sealed_pages_path(instance_name),
             in_place=in_place, journal_key=journal_key if in_place else None,
-            **options)
+            journal_dir=_journal_dir() if in_place else None, **options)
     except Exception as e:
         raise PrivilegedScrubError('%s: %s' % (type(e).__name__, e)) from e
     return {'summary': report.summary(), 'report': report.to_dict()}

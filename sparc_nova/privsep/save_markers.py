@@ -92,28 +92,52 @@ def _save_path(instance_name: str) -> str:
     return os.path.join(_save_dir(), instance_name + '.save')
 
 
+def _journal_dirs() -> list:
+    """Where journals of managed saves may be: next to them (None) and
+    ``[sparc] journal_dir``.
+    """
+    journal_dir = conf.CONF.sparc.journal_dir
+    return [None, journal_dir] if journal_dir else [None]
+
+
 def journaled() -> list[str]:
     """Names of the instances whose managed save has an in-place scrub
-    journal next to it (``.<name>.save.sparc-journal``), sorted.
+    journal next to it (``.<name>.save.sparc-journal``) or in ``[sparc]
+    journal_dir`` (``<name>.save.<digits>.sparc-journal``), sorted.
     """
-    save_dir = _save_dir()
-    try:
-        names = os.listdir(save_dir)
-    except FileNotFoundError:
-        return []
-    end = '.save.sparc-journal'
-    found = []
-    for name in names:
-        instance_name = name[1:-len(end)]
-        if not (name.startswith('.') and name.endswith(end) and
-                instance_name):
+    found = set()
+    for directory in _journal_dirs():
+        listed = _save_dir() if directory is None else directory
+        try:
+            names = os.listdir(listed)
+        except FileNotFoundError:
             continue
-        path = os.path.join(save_dir, name)
-        # The journal's own naming (journal.journal_path) decides.
-        if journal.journal_path(_save_path(instance_name)) == path and \
-                os.path.isfile(path):
-            found.append(instance_name)
+        for name in names:
+            instance_name = _instance_of_journal(name, directory)
+            path = os.path.join(listed, name)
+            # The journal's own naming (journal.journal_path) decides.
+            if instance_name and journal.journal_path(
+                    _save_path(instance_name), directory) == \
+                    os.path.abspath(path) and os.path.isfile(path):
+                found.add(instance_name)
     return sorted(found)
+
+
+def _instance_of_journal(name: str, directory) -> str:
+    """The instance name a journal's file name would belong to ('' if it
+    is not a journal's name), next to the managed save (None) or in a
+    journal directory.
+    """
+    end = '.save' + journal.SUFFIX
+    if directory is None:
+        return name[1:-len(end)] if name.startswith('.') and \
+            name.endswith(end) else ''
+    if not name.endswith(journal.SUFFIX):
+        return ''
+    # <instance name>.save.<16 hex digits>.sparc-journal
+    head = name[:-len(journal.SUFFIX)]
+    return head[:-len('.save.') - 16] if head[-17:-16] == '.' and \
+        head[:-17].endswith('.save') else ''
 
 
 def unfinished() -> list[str]:
@@ -130,11 +154,11 @@ def remove_journals(instance_name: str) -> list[str]:
     """
     target = _save_path(instance_name)
     removed = []
-    for path in (journal.journal_path(target),
-                 journal.temporary_path(target)):
-        if os.path.lexists(path):
-            tempfiles.remove_leftover(path)
-            removed.append(path)
-    if removed:
-        tempfiles.fsync_directory(_save_dir())
+    for directory in _journal_dirs():
+        for path in (journal.journal_path(target, directory),
+                     journal.temporary_path(target, directory)):
+            if os.path.lexists(path):
+                tempfiles.remove_leftover(path)
+                tempfiles.fsync_parent(path)
+                removed.append(path)
     return removed

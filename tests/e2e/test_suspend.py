@@ -76,6 +76,10 @@ def test_scrub_overlapped_the_save(cloud, conn, suspended):
                  'scrubbed while libvirt saved it' in line]
     assert len(lines) == 1, lines
     assert 'scrub overlapped the save: True' in lines[0], lines[0]
+    # libvirt's managed-save directory is the QEMU user's: the raw image
+    # was patched in place all the same, its journal in [sparc]
+    # journal_dir.
+    assert 'in place: True' in lines[0], lines[0]
 
 
 def test_scrub_notifications(suspended, notifications):

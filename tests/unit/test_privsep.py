@@ -32,8 +32,11 @@ def save_dir(tmp_path):
     path = tmp_path / 'save'
     path.mkdir()
     conf.CONF.set_override('managed_save_dir', str(path), group='sparc')
+    conf.CONF.set_override('journal_dir', str(tmp_path / 'journals'),
+                           group='sparc')
     yield path
     conf.CONF.clear_override('managed_save_dir', group='sparc')
+    conf.CONF.clear_override('journal_dir', group='sparc')
 
 
 @pytest.fixture
@@ -221,11 +224,15 @@ def test_entry_point_hands_the_configured_sandbox_over(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason='chown needs root')
-def test_entry_point_rewrites_where_a_journal_may_not_be_kept(
-        save_dir, in_process, memory_engine):
+@pytest.mark.parametrize('journal_dir', [True, False])
+def test_entry_point_keeps_the_journal_where_root_alone_writes(
+        save_dir, in_process, memory_engine, journal_dir):
     # Debian's managed-save directory belongs to libvirt-qemu: a journal
-    # there could be tampered with by the QEMU user, so the file is
-    # replaced instead of patched in place.
+    # there could be tampered with by the QEMU user, so it is kept in
+    # [sparc] journal_dir; without one the file is replaced instead of
+    # patched in place.
+    if not journal_dir:
+        conf.CONF.set_override('journal_dir', '', group='sparc')
     path = save_file(save_dir / 'instance-00000001.save')
     os.chmod(path, 0o600)
     os.chown(save_dir, 64055, 64055)
@@ -233,7 +240,12 @@ def test_entry_point_rewrites_where_a_journal_may_not_be_kept(
         scrub(str(path), ['vault'])
     finally:
         os.chown(save_dir, 0, 0)
-    assert memory_engine.call_args[1]['write'].in_place is False
+    write = memory_engine.call_args[1]['write']
+    if journal_dir:
+        assert (write.in_place, write.journal_dir) == (
+            True, conf.CONF.sparc.journal_dir)
+    else:
+        assert (write.in_place, write.journal_dir) == (False, None)
 
 
 def test_entry_point_passes_the_journal_key(save_dir, in_process,

@@ -16,12 +16,15 @@ def nova_overrides(module_dir: str) -> list[tuple]:
     """``(name, value, group)`` settings of Nova's configuration for a
     driver on this host's libvirt, with the privsep daemons' helper
     commands (the virtualenv's privsep-helper; no sudo here). Writes the
-    scrub daemon's configuration file into ``module_dir``.
+    scrub daemon's configuration file into ``module_dir``; its journal
+    directory is :func:`journal_dir` (libvirt's managed-save directory
+    is the QEMU user's here, as on Debian).
     """
     helper = os.path.join(os.path.dirname(sys.executable), 'privsep-helper')
     daemon_conf = os.path.join(module_dir, 'privsep.conf')
     with open(daemon_conf, 'w') as f:
-        f.write('[sparc]\nmanaged_save_dir = /var/lib/libvirt/qemu/save\n')
+        f.write('[sparc]\nmanaged_save_dir = /var/lib/libvirt/qemu/save\n'
+                'journal_dir = %s\n' % journal_dir(module_dir))
     os.makedirs(os.path.join(module_dir, 'instances'), exist_ok=True)
     return [
         ('virt_type', 'qemu', 'libvirt'),
@@ -33,6 +36,11 @@ def nova_overrides(module_dir: str) -> list[tuple]:
          'sparc_privsep'),
         ('helper_command', helper, 'nova_sys_admin'),
     ]
+
+
+def journal_dir(module_dir: str) -> str:
+    """The scrub daemon's ``[sparc] journal_dir`` (made by the daemon)."""
+    return os.path.join(module_dir, 'journals')
 
 
 def apply_overrides(overrides) -> object:

@@ -124,7 +124,7 @@ def disk_markers(path, marker, directory):
 
 
 def test_suspend_scrubs_the_managed_save_through_privsep(
-        vm, driver, context, guest_image):
+        vm, driver, context, guest_image, module_dir):
     g, instance = vm
     pids = guest_checks.start_processes(g)
     save_path = driver.managed_save_path(instance)
@@ -164,9 +164,17 @@ def test_suspend_scrubs_the_managed_save_through_privsep(
     # The daemon introspected the guest in its unprivileged sandbox child.
     child = results[0]['report']['sandbox']
     assert (child['uid'], int(child['cap_eff'], 16)) == (65534, 0)
-    # The daemon rewrote root's 0600 file in place.
+    # libvirt's managed-save directory is the QEMU user's: the daemon
+    # patched root's 0600 file in place all the same, its journal kept in
+    # the journal directory (made private) and removed once the pages
+    # were on disk.
     st = os.stat(save_path)
     assert (st.st_uid, st.st_mode & 0o777) == (0, 0o600)
+    assert os.stat(os.path.dirname(save_path)).st_uid != 0
+    assert results[0]['report']['rewrite']['in_place'] is True
+    journals = instances.journal_dir(module_dir)
+    assert os.stat(journals).st_mode & 0o777 == 0o700
+    assert os.listdir(journals) == []
     assert guest_checks.in_memory(save_path, guest_image.marker(1)) == 0
     assert guest_checks.in_memory(save_path, guest_image.marker(4)) > 0
 

@@ -9,6 +9,7 @@ from sparc_nova.checkpoint import checkpoint
 from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import rewrite
 from sparc_nova.checkpoint import tempfiles
+from sparc_nova.checkpoint import write_mode
 from sparc_nova.cmd import sparc
 from sparc_nova import conf
 from sparc_nova import exception
@@ -163,3 +164,113 @@ def test_in_place_rewrite_writes_only_the_file_it_parsed(image, journal_key):
     with open(other, 'rb') as f:
         assert f.read() == original
     assert not journal.pending(image)
+
+
+@pytest.fixture
+def journals(tmp_path):
+    """A journal directory (``[sparc] journal_dir``), made private."""
+    d = str(tmp_path / 'journals')
+    journal.make_directory(d, 'test')
+    return d
+
+
+def test_journal_directory_names_a_journal_after_the_path(tmp_path):
+    one = journal.journal_path('/srv/a/x.save', str(tmp_path))
+    other = journal.journal_path('/srv/b/x.save', str(tmp_path))
+    assert one != other
+    for p in (one, other):
+        assert os.path.dirname(p) == str(tmp_path)
+        assert os.path.basename(p).startswith('x.save.')
+        assert p.endswith(journal.SUFFIX)
+    assert journal.temporary_path('/srv/a/x.save', str(tmp_path)) == \
+        one + '.tmp'
+    # Without a journal directory: next to the file, as before.
+    assert journal.journal_path('/srv/a/x.save') == \
+        '/srv/a/.x.save' + journal.SUFFIX
+
+
+def test_journal_in_the_journal_directory_is_replayed(image, journal_key,
+                                                      journals):
+    original = open(image, 'rb').read()
+    patches = patches_for(image)
+    jpath = journal.write(image, patches, journal_key, directory=journals)
+    assert os.path.dirname(jpath) == journals
+    assert not os.path.lexists(journal.journal_path(image))
+    assert journal.pending(image, journals) and not journal.pending(image)
+    # Crash after the journal, before any page was written.
+    assert open(image, 'rb').read() == original
+    assert journal.recover(image, journal_key) is None
+    assert journal.recover(image, journal_key, journals) == 'replayed'
+    assert SECRET not in open(image, 'rb').read()
+    assert os.listdir(journals) == []
+
+
+def test_journal_directory_journal_of_another_file_is_refused(
+        tmp_path, journal_key, journals):
+    # Two images of one name in two directories: a journal of one,
+    # renamed to the other's name, names the other inode in its MAC.
+    paths = []
+    for d in ('one', 'two'):
+        (tmp_path / d).mkdir()
+        p = tmp_path / d / 'save.img'
+        p.write_bytes(streamgen.simple_save(ram_pages=32, secret_pfns=(4, 6),
+                                            secret=SECRET))
+        paths.append(str(p))
+    jpath = journal.write(paths[0], patches_for(paths[0]), journal_key,
+                          directory=journals)
+    os.rename(jpath, journal.journal_path(paths[1], journals))
+    with pytest.raises(exception.CheckpointError, match='another version'):
+        journal.recover(paths[1], journal_key, journals)
+    assert open(paths[1], 'rb').read().count(SECRET) == 2
+
+
+def test_journal_directory_must_be_private(image, journal_key, tmp_path):
+    shared = tmp_path / 'shared'
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.raises(exception.CheckpointError,
+                       match='writable by no one else'):
+        journal.make_directory(str(shared), image)
+    with pytest.raises(exception.CheckpointError,
+                       match='writable by no one else'):
+        journal.write(image, patches_for(image), journal_key,
+                      directory=str(shared))
+    assert os.listdir(shared) == []
+
+
+def test_in_place_rewrite_with_a_journal_directory(tmp_path, journal_key,
+                                                   journals):
+    # The file's own directory may not hold a journal (the QEMU user's
+    # managed-save directory): the patch goes through the journal
+    # directory, in place, and leaves nothing behind.
+    shared = tmp_path / 'shared'
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    path = shared / 'save.img'
+    path.write_bytes(streamgen.simple_save(ram_pages=32, secret_pfns=(4, 6),
+                                           secret=SECRET))
+    inode = os.stat(path).st_ino
+    mode = write_mode.choose(str(path), 0, in_place_if_possible=True,
+                             journal_key=journal_key, journal_dir=journals)
+    with checkpoint.open_checkpoint(str(path)) as ck:
+        result = rewrite.rewrite_pages(
+            ck, {4: bytes(4096), 6: bytes(4096)}, mode=mode)
+    assert result.in_place
+    assert os.stat(path).st_ino == inode
+    assert SECRET not in path.read_bytes()
+    assert os.listdir(journals) == []
+    assert sorted(os.listdir(shared)) == ['save.img']
+
+
+def test_recover_command_looks_in_the_journal_directory(image, journal_key,
+                                                        journals):
+    journal.write(image, patches_for(image), journal_key, directory=journals)
+    conf.CONF.set_override('journal_key_file', journal_key, group='sparc')
+    conf.CONF.set_override('journal_dir', journals, group='sparc')
+    try:
+        assert sparc.main(['checkpoint', 'recover', image]) == 0
+    finally:
+        conf.CONF.clear_override('journal_key_file', group='sparc')
+        conf.CONF.clear_override('journal_dir', group='sparc')
+    assert SECRET not in open(image, 'rb').read()
+    assert os.listdir(journals) == []

@@ -122,3 +122,34 @@ def test_recover_sweep_command(workdir, journal_key, capsys):
 def test_recover_needs_a_file_or_a_directory():
     with pytest.raises(SystemExit):
         sparc.main(['checkpoint', 'recover'])
+
+
+def test_sweep_finishes_the_journals_of_its_files_in_the_journal_dir(
+        tmp_path, journal_key):
+    # The directory of the files may not hold journals (others may
+    # write it): theirs are kept in the journal directory.
+    shared = tmp_path / 'shared'
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    journals = str(tmp_path / 'journals')
+    journal.make_directory(journals, 'test')
+    image = make_image(shared)
+    journal.write(image, zero_page_4(image), journal_key, directory=journals)
+    gone = make_image(shared, 'gone.save')
+    journal.write(gone, zero_page_4(gone), journal_key, directory=journals)
+    os.unlink(gone)
+    # A journal of a file of the same name in another directory stays.
+    (tmp_path / 'other').mkdir(mode=0o700)
+    elsewhere = make_image(tmp_path / 'other')
+    kept = journal.write(elsewhere, zero_page_4(elsewhere), journal_key,
+                         directory=journals)
+    rep = sweep.sweep(str(shared), journal_key, journals)
+    assert rep.replayed == [image]
+    assert rep.removed == [journal.journal_path(gone, journals)]
+    assert rep.refused == []
+    assert SECRET not in open(image, 'rb').read()
+    assert os.listdir(journals) == [os.path.basename(kept)]
+    # Without the journal directory, the sweep does not look there.
+    assert sweep.sweep(str(tmp_path / 'other'), journal_key).replayed == []
+    assert sweep.sweep(str(tmp_path / 'other'), journal_key,
+                       journals).replayed == [elsewhere]

@@ -82,3 +82,43 @@ def test_check_request_refuses_before_any_file_is_read(tmp_path):
                                  in_place=True)
     assert write_mode.check_request(missing, output=missing,
                                     in_place=True) is None
+
+
+def test_journal_directory_where_the_directory_is_not_private(private,
+                                                              tmp_path):
+    shared = tmp_path / 'shared'
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    path = str(shared / 'a.save')
+    journals = tmp_path / 'state' / 'journals'
+    mode = write_mode.choose(path, 0, in_place_if_possible=True,
+                             journal_key='k', journal_dir=str(journals))
+    assert (mode.in_place, mode.journal_key, mode.journal_dir) == \
+        (True, 'k', str(journals))
+    # Made for it, private.
+    assert os.stat(journals).st_mode & 0o777 == 0o700
+    # A private directory of its own keeps the journal next to the file.
+    mode = write_mode.choose(str(private / 'a.save'), 0,
+                             in_place_if_possible=True, journal_key='k',
+                             journal_dir=str(journals))
+    assert mode.in_place and mode.journal_dir is None
+    # Only for in_place_if_possible, a raw image and no output.
+    for compression, out in ((3, None), (0, str(private / 'b'))):
+        mode = write_mode.choose(path, compression, output=out,
+                                 in_place_if_possible=True, journal_key='k',
+                                 journal_dir=str(journals))
+        assert not mode.in_place and mode.journal_dir is None
+
+
+def test_journal_directory_others_may_write_is_not_used(tmp_path, caplog):
+    shared = tmp_path / 'shared'
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    open_journals = tmp_path / 'journals'
+    open_journals.mkdir()
+    os.chmod(open_journals, 0o775)
+    mode = write_mode.choose(str(shared / 'a.save'), 0,
+                             in_place_if_possible=True, journal_key='k',
+                             journal_dir=str(open_journals))
+    assert not mode.in_place and mode.journal_dir is None
+    assert 'writable by no one else' in caplog.text

@@ -59,7 +59,8 @@ def do_seal(path, free=True, kill=False, **kw):
     seal.seal_planned(s, path, plan(s, free, kill), KEY, rep,
                       output=kw.get('output'),
                       in_place=kw.get('in_place', False), work_dir=None,
-                      limits=None, journal_key=kw.get('journal_key'))
+                      limits=None, journal_key=kw.get('journal_key'),
+                      journal_dir=kw.get('journal_dir'))
     return rep
 
 

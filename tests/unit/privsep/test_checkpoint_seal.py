@@ -10,6 +10,7 @@ import os
 
 import pytest
 
+from sparc_nova.checkpoint import limits
 from sparc_nova.checkpoint import sealed
 from sparc_nova import conf
 from sparc_nova.engine import memory
@@ -33,11 +34,34 @@ def save_dir(request, tmp_path):
         'journal_key_file',
         str(tmp_path / 'keys' / 'journal') if request.param == 'in-place'
         else '', group='sparc')
+    conf.CONF.set_override('journal_dir', str(tmp_path / 'journals'),
+                           group='sparc')
     privsep.scrub_pctxt.set_client_mode(False)
     yield path
     privsep.scrub_pctxt.set_client_mode(True)
-    conf.CONF.clear_override('managed_save_dir', group='sparc')
-    conf.CONF.clear_override('journal_key_file', group='sparc')
+    for name in ('managed_save_dir', 'journal_key_file', 'journal_dir'):
+        conf.CONF.clear_override(name, group='sparc')
+
+
+@pytest.fixture
+def shared_save_dir(tmp_path):
+    """A managed-save directory that may not hold a journal, as on
+    Debian (the QEMU user's; here: anyone may write it, sticky), with a
+    journal key: in place, the journal in ``[sparc] journal_dir``.
+    """
+    path = tmp_path / 'save'
+    path.mkdir()
+    os.chmod(path, 0o1777)
+    overrides = {'managed_save_dir': str(path),
+                 'journal_key_file': str(tmp_path / 'keys' / 'journal'),
+                 'journal_dir': str(tmp_path / 'journals')}
+    for name, value in overrides.items():
+        conf.CONF.set_override(name, value, group='sparc')
+    privsep.scrub_pctxt.set_client_mode(False)
+    yield path
+    privsep.scrub_pctxt.set_client_mode(True)
+    for name in overrides:
+        conf.CONF.clear_override(name, group='sparc')
 
 
 def seal_as_the_daemon(path):
@@ -46,7 +70,8 @@ def seal_as_the_daemon(path):
     """
     journal_key = conf.CONF.sparc.journal_key_file or None
     engine_seal.do_seal(path, in_place=bool(journal_key),
-                        journal_key=journal_key)
+                        journal_key=journal_key,
+                        journal_dir=conf.CONF.sparc.journal_dir)
 
 
 def sealed_save(save_dir):
@@ -82,6 +107,23 @@ def test_unseal_puts_everything_back_and_deletes_the_sealed_pages(save_dir):
     assert not os.path.exists(sealed.sealed_path(path))
     assert privsep_checkpoint.sealed_pages_state(NAME) == {
         'managed_save': True, 'sealed': False}
+
+
+def test_seal_and_unseal_in_place_with_the_journal_directory(
+        shared_save_dir):
+    path = engine_seal.make(shared_save_dir, NAME + '.save')
+    inode = os.stat(path).st_ino
+    before = engine_seal.pages(path)
+    seal_as_the_daemon(path)
+    assert os.stat(path).st_ino == inode
+    assert privsep_checkpoint._in_place(path, limits.DEFAULT)
+    privsep_checkpoint.unseal_managed_save(path=path, instance_name=NAME,
+                                           key=KEY)
+    # Patched, not replaced: the same file, and no journal left.
+    assert os.stat(path).st_ino == inode
+    assert restored(engine_seal.pages(path), before)
+    assert os.listdir(conf.CONF.sparc.journal_dir) == []
+    assert os.listdir(shared_save_dir) == [NAME + '.save']
 
 
 def test_unseal_with_a_wrong_key_changes_nothing(save_dir):

@@ -17,8 +17,11 @@ def save_dir(tmp_path):
     d = tmp_path / 'save'
     d.mkdir(mode=0o700)
     conf.CONF.set_override('managed_save_dir', str(d), group='sparc')
+    conf.CONF.set_override('journal_dir', str(tmp_path / 'journals'),
+                           group='sparc')
     yield d
     conf.CONF.clear_override('managed_save_dir', group='sparc')
+    conf.CONF.clear_override('journal_dir', group='sparc')
 
 
 @pytest.fixture(autouse=True)
@@ -117,3 +120,27 @@ def test_a_journal_left_after_the_sweep_is_an_unfinished_scrub(save_dir):
         '.instance-8.save.sparc-journal.tmp', '.x y.save.sparc-journal',
         'instance-1.save.sparc-pending']
     assert call(checkpoint.pending_managed_saves) == ['instance-1']
+
+
+def test_a_journal_in_the_journal_directory_is_an_unfinished_scrub(
+        save_dir, tmp_path):
+    from sparc_nova.checkpoint import journal
+    journals = tmp_path / 'journals'
+    journals.mkdir(mode=0o700)
+    save = save_dir / 'instance-7.save'
+    save.write_bytes(b'memory')
+    jpath = journal.journal_path(str(save), str(journals))
+    with open(jpath, 'wb') as f:
+        f.write(b'SPARCJNL\x02\x00\x00\x00')
+    with open(journal.temporary_path(str(save), str(journals)), 'wb'):
+        pass
+    # Named like a journal of instance-9's save, but of another path.
+    other = journal.journal_path('/elsewhere/instance-9.save', str(journals))
+    with open(other, 'wb'):
+        pass
+    assert save_markers.journaled() == ['instance-7']
+    assert call(checkpoint.pending_managed_saves) == ['instance-7']
+    assert call(checkpoint.discard_managed_save, 'instance-7') is True
+    assert os.listdir(journals) == [os.path.basename(other)]
+    assert os.listdir(save_dir) == []
+    assert call(checkpoint.pending_managed_saves) == []
