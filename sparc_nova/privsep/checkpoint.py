@@ -441,16 +441,19 @@ def _sealed_pages_path(instance_name: str) -> str:
 
 def _in_place(path: str, limits) -> bool:
     """Whether the seal or unseal of managed save ``path`` patches it in
-    place (raw, with a journal key, its journal in a directory private to
-    root: its own or ``[sparc] journal_dir``), as
-    :func:`scrub_managed_save` decides it.
+    place (raw, with a journal key, in a directory private to root).
+
+    Unlike a scrub, not through ``[sparc] journal_dir`` where the
+    managed-save directory is the QEMU user's: an in-place unseal
+    journals every restored page with its content (one journal group a
+    page), which took 26 s for 1 GiB of sealed pages where the rewrite
+    takes 9-10 s; there the file is rewritten instead.
     """
     with open(path, 'rb') as f:
         header = libvirt_save.read_header(f, path, limits)
     return write_mode.choose(
         path, header.compressed, in_place_if_possible=True,
-        journal_key=conf.CONF.sparc.journal_key_file,
-        journal_dir=_journal_dir()).in_place
+        journal_key=conf.CONF.sparc.journal_key_file).in_place
 
 
 def _journal_dir() -> str | None:
@@ -496,8 +499,7 @@ def seal_managed_save(*, path: str, instance_name: str, key: bytes,
         journal_key = options.pop('journal_key')
         report = seal.seal_checkpoint(
             checked, list(selectors), key, in_place=in_place,
-            journal_key=journal_key if in_place else None,
-            journal_dir=_journal_dir() if in_place else None, **options)
+            journal_key=journal_key if in_place else None, **options)
     except Exception as e:
         message = '%s: %s' % (type(e).__name__, e)
         if os.path.lexists(spath):
@@ -555,7 +557,6 @@ def unseal_managed_save(*, path: str, instance_name: str,
         result = seal.unseal_checkpoint(
             checked, key, in_place=in_place, sealed_file=spath,
             journal_key=journal_key if in_place else None,
-            journal_dir=_journal_dir() if in_place else None,
             work_dir=conf.CONF.sparc.work_dir or None, limits=limits,
             progress=_ProgressLog(checked))
     except Exception as e:
@@ -592,7 +593,7 @@ def kill_sealed_managed_save(*, path: str, instance_name: str,
             checked, list(selectors),
             sealed_file=_sealed_pages_path(instance_name),
             in_place=in_place, journal_key=journal_key if in_place else None,
-            journal_dir=_journal_dir() if in_place else None, **options)
+            **options)
     except Exception as e:
         raise PrivilegedScrubError('%s: %s' % (type(e).__name__, e)) from e
     return {'summary': report.summary(), 'report': report.to_dict()}

@@ -109,20 +109,39 @@ def test_unseal_puts_everything_back_and_deletes_the_sealed_pages(save_dir):
         'managed_save': True, 'sealed': False}
 
 
-def test_seal_and_unseal_in_place_with_the_journal_directory(
+def test_seal_and_unseal_rewrite_where_the_directory_is_not_private(
+        shared_save_dir):
+    # Unlike a scrub, not in place through [sparc] journal_dir: an
+    # in-place unseal journals every restored page with its content.
+    path = engine_seal.make(shared_save_dir, NAME + '.save')
+    before = engine_seal.pages(path)
+    assert not privsep_checkpoint._in_place(path, limits.DEFAULT)
+    engine_seal.do_seal(path)
+    inode = os.stat(path).st_ino
+    privsep_checkpoint.unseal_managed_save(path=path, instance_name=NAME,
+                                           key=KEY)
+    assert os.stat(path).st_ino != inode
+    assert restored(engine_seal.pages(path), before)
+    assert not os.path.exists(conf.CONF.sparc.journal_dir)
+    assert os.listdir(shared_save_dir) == [NAME + '.save']
+
+
+def test_engine_seals_and_unseals_in_place_with_a_journal_directory(
         shared_save_dir):
     path = engine_seal.make(shared_save_dir, NAME + '.save')
     inode = os.stat(path).st_ino
     before = engine_seal.pages(path)
-    seal_as_the_daemon(path)
-    assert os.stat(path).st_ino == inode
-    assert privsep_checkpoint._in_place(path, limits.DEFAULT)
-    privsep_checkpoint.unseal_managed_save(path=path, instance_name=NAME,
-                                           key=KEY)
+    journals = conf.CONF.sparc.journal_dir
+    engine_seal.do_seal(path, in_place=True,
+                        journal_key=conf.CONF.sparc.journal_key_file,
+                        journal_dir=journals)
+    seal.unseal_checkpoint(path, KEY, in_place=True,
+                           journal_key=conf.CONF.sparc.journal_key_file,
+                           journal_dir=journals)
     # Patched, not replaced: the same file, and no journal left.
     assert os.stat(path).st_ino == inode
     assert restored(engine_seal.pages(path), before)
-    assert os.listdir(conf.CONF.sparc.journal_dir) == []
+    assert os.listdir(journals) == []
     assert os.listdir(shared_save_dir) == [NAME + '.save']
 
 
