@@ -4,7 +4,6 @@ measure it (resource-bound tests).
 
 import dataclasses
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -20,35 +19,49 @@ class Outcome:
     peak_mib: float         # largest RSS of the command and its children
 
 
+#: Started by the test process, starts ``sparc`` and reports its exit
+#: code and peak RSS (KiB) on stdout. A process's maximum RSS on Linux
+#: starts from the RSS of the process that forked it (kept across exec),
+#: and a pytest worker may hold gigabytes: ``sparc`` is forked from this
+#: small process instead, so that the peak is its own.
+LAUNCHER = """
+import os, resource, sys
+limit = int(sys.argv[1])
+pid = os.fork()
+if pid == 0:
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    os.execv(sys.executable,
+             [sys.executable, '-m', 'sparc_nova.cmd.sparc'] + sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
 def run_sparc(args: list, memory_mib: int, timeout: float) -> Outcome:
     """``sparc ARGS`` with RLIMIT_AS of ``memory_mib`` (its sandbox sets
     its own, lower, limits), killed with its process group after
     ``timeout`` seconds.
     """
     limit = memory_mib << 20
-
-    def limits():
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    with tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
         start = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, '-m', 'sparc_nova.cmd.sparc']
+            [sys.executable, '-c', LAUNCHER, str(limit)]
             + [str(a) for a in args], stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=err, preexec_fn=limits,
-            start_new_session=True)
+            stdout=out, stderr=err, start_new_session=True)
         killed = False
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
+        while proc.poll() is None:
             if not killed and time.monotonic() - start > timeout:
                 os.killpg(proc.pid, signal.SIGKILL)
                 killed = True
             time.sleep(0.05)
         seconds = time.monotonic() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         text = err.read().decode(errors='replace')
-    return Outcome(None if killed else proc.returncode, text, seconds,
-                   usage.ru_maxrss / 1024)
+        out.seek(0)
+        report = out.read().split()
+    if killed or len(report) != 2:
+        return Outcome(None, text, seconds, float('nan'))
+    return Outcome(int(report[0]), text, seconds, int(report[1]) / 1024)
