@@ -45,6 +45,7 @@ import hashlib
 import hmac
 import mmap
 import os
+import re
 import stat
 import struct
 import tempfile
@@ -58,6 +59,7 @@ from sparc_nova import exception
 __all__ = ['MAGIC', 'VERSION', 'SUFFIX', 'PAGE_SIZE', 'FILL_PAGE',
            'FILL_BYTE', 'FULL_PAGE', 'KEY_SIZE', 'MAC_SIZE', 'Group',
            'Identity', 'JournalRefused', 'journal_path', 'temporary_path',
+           'target_name',
            'load_key', 'make_directory', 'encode', 'decode', 'decode_body',
            'max_journal_bytes', 'write', 'apply_to', 'apply', 'remove',
            'pending', 'recover', 'fill_rows']
@@ -132,6 +134,23 @@ def journal_path(path: str, directory: str | None = None) -> str:
 def temporary_path(path: str, directory: str | None = None) -> str:
     """Where the journal of ``path`` is written before it is complete."""
     return journal_path(path, directory) + '.tmp'
+
+
+_NEXT_TO_NAME = re.compile(r'\.(?P<target>.+)%s(?P<tmp>\.tmp)?'
+                           % re.escape(SUFFIX))
+_KEPT_NAME = re.compile(r'(?P<target>.+)\.[0-9a-f]{16}%s(?P<tmp>\.tmp)?'
+                        % re.escape(SUFFIX))
+
+
+def target_name(name: str, kept: bool) -> tuple[str, bool] | None:
+    """The name of the checkpoint whose journal (``False``) or journal's
+    temporary (``True``) a file named ``name`` would be, next to the
+    checkpoint or, with ``kept``, in a journal directory; None for any
+    other name. A name only: the caller compares the file's path with
+    :func:`journal_path` (or :func:`temporary_path`) of the checkpoint.
+    """
+    m = (_KEPT_NAME if kept else _NEXT_TO_NAME).fullmatch(name)
+    return (m.group('target'), bool(m.group('tmp'))) if m else None
 
 
 def _check_key_file(fd: int, key_file: str) -> None:

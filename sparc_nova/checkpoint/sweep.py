@@ -34,9 +34,6 @@ from sparc_nova import exception
 
 __all__ = ['SweepReport', 'sweep']
 
-_JOURNAL = re.compile(r'\.(?P<target>.+)\.sparc-journal(?P<tmp>\.tmp)?')
-_KEPT_JOURNAL = re.compile(
-    r'(?P<target>.+)\.[0-9a-f]{16}\.sparc-journal(?P<tmp>\.tmp)?')
 _REWRITE = re.compile(r'\.(?P<target>.+)\.sparc-(?P<pid>\d+)-.*')
 
 
@@ -117,16 +114,16 @@ def _kept_journal_targets(directory: str, journal_dir: str) -> list[str]:
         return []
     found = set()
     for name in _names(journal_dir):
-        m = _KEPT_JOURNAL.fullmatch(name)
-        if not m:
+        kept = journal.target_name(name, kept=True)
+        if kept is None:
             continue
-        target = os.path.join(directory, m.group('target'))
+        target = os.path.join(directory, kept[0])
         # The name's digits are those of this directory's file: its own
         # naming (journal.journal_path) decides.
         if os.path.join(journal_dir, name) in (
                 journal.journal_path(target, journal_dir),
                 journal.temporary_path(target, journal_dir)):
-            found.add(m.group('target'))
+            found.add(kept[0])
     return sorted(found)
 
 
@@ -147,9 +144,9 @@ def sweep(directory: str, key_file: str,
     rep = SweepReport(directory)
     journals = set()
     for name in _names(directory):
-        m = _JOURNAL.fullmatch(name)
-        if m:
-            journals.add(m.group('target'))
+        next_to = journal.target_name(name, kept=False)
+        if next_to is not None:
+            journals.add(next_to[0])
         elif _dead_writer(name):
             path = os.path.join(directory, name)
             try:

@@ -400,7 +400,7 @@ def sweep_leftovers() -> list[dict]:
         try:
             rep = sweep.sweep(
                 directory, conf.CONF.sparc.journal_key_file,
-                journal_dir=conf.CONF.sparc.journal_dir or None)
+                journal_dir=_journal_dir())
         except Exception as e:
             raise PrivilegedScrubError('%s: %s' % (type(e).__name__, e)) \
                 from e

@@ -125,19 +125,13 @@ def journaled() -> list[str]:
 
 def _instance_of_journal(name: str, directory) -> str:
     """The instance name a journal's file name would belong to ('' if it
-    is not a journal's name), next to the managed save (None) or in a
-    journal directory.
+    is not a managed save's journal), next to the managed save (None) or
+    in a journal directory.
     """
-    end = '.save' + journal.SUFFIX
-    if directory is None:
-        return name[1:-len(end)] if name.startswith('.') and \
-            name.endswith(end) else ''
-    if not name.endswith(journal.SUFFIX):
+    found = journal.target_name(name, kept=directory is not None)
+    if found is None or found[1] or not found[0].endswith('.save'):
         return ''
-    # <instance name>.save.<16 hex digits>.sparc-journal
-    head = name[:-len(journal.SUFFIX)]
-    return head[:-len('.save.') - 16] if head[-17:-16] == '.' and \
-        head[:-17].endswith('.save') else ''
+    return found[0][:-len('.save')]
 
 
 def unfinished() -> list[str]:
