@@ -13,11 +13,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 
 #: Directories whose tests share session fixtures that must exist once:
 #: the end-to-end stage's one test cloud, and the disk tests' images
-#: built in one appliance launch. Every other file is its own group
-#: (its module-scoped guests are booted once, on one worker).
+#: built in one appliance launch; and the modules that run the driver's
+#: managed saves through the host's libvirt, whose managed-save directory
+#: they share: the driver's start (``init_host``, in test_upgrade) deletes
+#: every unfinished managed save there and sweeps the leftovers of
+#: interrupted scrubs, which would include another module's save in
+#: flight. Every other file is its own group (its module-scoped guests
+#: are booted once, on one worker).
 SHARED_GROUPS = (
     ('tests/e2e/', 'e2e'),
     ('tests/functional/engine/disk/', 'disk'),
+    ('tests/functional/virt/test_driver_libvirt.py', 'host-managed-saves'),
+    ('tests/functional/virt/test_upgrade.py', 'host-managed-saves'),
 )
 
 #: Tests that need no shared fixture and take minutes each: one group

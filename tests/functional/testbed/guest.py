@@ -290,9 +290,45 @@ class Guest:
         one of its aliases, see ``build.WORKLOAD_ALIASES``); return its pid
         once it printed READY.
         """
-        since = self.send('/bin/%s %s &' % (program, args))
+        # The shell prints the background job's pid (``$!``) and the
+        # program its own on its READY line. The console garbles a
+        # character now and then: a pid both lines agree on is taken;
+        # otherwise the guest says which candidate runs ``program``.
+        since = self.send('/bin/%s %s & echo "BGPID $!"' % (program, args))
         m = self.wait_for(r'READY hold marker=\d+ pid=(\d+)', timeout, since)
-        return int(m.group(1))
+        with open(self.log_path, 'rb') as f:
+            f.seek(since)
+            shown = f.read().decode('utf-8', 'replace')
+        ready = int(m.group(1))
+        background = {int(p) for p in re.findall(r'(?m)^BGPID (\d+)\r?$',
+                                                 shown)}
+        if background == {ready}:
+            return ready
+        candidates = background | {ready}
+        running = [pid for pid in sorted(candidates)
+                   if self._comm(pid) == program[:15]]
+        if len(running) != 1:
+            raise GuestError('%s: cannot tell the pid of %s from the '
+                             'console (candidates %s, running it: %s)'
+                             % (self.name, program, sorted(candidates),
+                                running))
+        return running[0]
+
+    def _comm(self, pid: int) -> str:
+        """The command name of guest process ``pid`` ('' if none), read
+        until two answers agree (the console may garble one).
+        """
+        answers = []
+        for _ in range(5):
+            out = self.run('echo "COMM %d $(cat /proc/%d/comm 2>/dev/null)"'
+                           '; echo COMM-""END' % (pid, pid), 'COMM-END')
+            found = re.findall(r'(?m)^COMM %d ?(.*?)\r?$' % pid, out)
+            if found:
+                answers.append(found[-1].strip())
+                if answers.count(answers[-1]) >= 2:
+                    return answers[-1]
+        raise GuestError('%s: no two agreeing answers for the command of '
+                         'pid %d: %r' % (self.name, pid, answers))
 
     def processes(self) -> list[dict]:
         """The guest's process list as it prints it: pid, ppid, uid,

@@ -199,7 +199,8 @@ def test_failed_scrub_rolls_the_suspend_back(vm, driver, context, nova,
     daemon_conf = os.path.join(module_dir, 'privsep-strict.conf')
     with open(daemon_conf, 'w') as f:
         f.write('[sparc]\nmanaged_save_dir = /var/lib/libvirt/qemu/save\n'
-                'max_stream_sections = 16\n')
+                'journal_dir = %s\nmax_stream_sections = 16\n'
+                % instances.journal_dir(module_dir))
     helper = os.path.join(os.path.dirname(sys.executable), 'privsep-helper')
     # The module's own command is put back afterwards (cleared, the
     # option would fall back to sudo for the tests after this one).
