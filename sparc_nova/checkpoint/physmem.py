@@ -61,6 +61,34 @@ class GuestPhysicalMemory:
         b, p = self.locate(gpa)
         return int(self.index.last[b][p])
 
+    def page_records(self, pfns: np.ndarray) -> np.ndarray:
+        """For each guest frame of ``pfns``: the record number of its
+        last copy (-1: never sent), as :meth:`page_record` gives it for
+        one, found for all at once (int64).
+
+        :raises PhysicalAddressError: a frame is not RAM.
+        """
+        pfns = np.asarray(pfns, dtype=np.int64).reshape(-1)
+        out = np.empty(len(pfns), dtype=np.int64)
+        done = np.zeros(len(pfns), dtype=bool)
+        for rng in self.ranges:
+            first = rng.gpa >> 12
+            sel = (pfns >= first) & (pfns < rng.end >> 12)
+            if not sel.any():
+                continue
+            block = self.index.block(rng.block)
+            pages = pfns[sel] - first + (rng.block_offset >> 12)
+            out[sel] = self.index.last[block.index][pages]
+            done |= sel
+        if not done.all():
+            raise PhysicalAddressError(int(pfns[~done][0]) << 12)
+        return out
+
+    def record_page(self, record: int) -> bytes:
+        """The 4096 bytes PAGE record number ``record`` carries."""
+        off = int(self.index.rec_data[record])
+        return bytes(self._buf[off:off + PAGE_SIZE])
+
     def read_page(self, pfn: int) -> bytes:
         """The 4096 bytes of guest frame ``pfn``."""
         rec = self.page_record(pfn << 12)

@@ -32,7 +32,10 @@ Which of the two, and with which compression, is decided by
 """
 
 import dataclasses
+import functools
 import os
+import queue
+import threading
 
 import numpy as np
 
@@ -55,6 +58,10 @@ _COPY_CHUNK = 8 * 1024 * 1024
 #: (copy_file_range); shorter ones are read and written with their
 #: neighbours.
 _KERNEL_COPY_MIN = 1024 * 1024
+#: Buffers of new stream (of about :data:`_COPY_CHUNK` bytes) or kernel
+#: copies queued for the writer thread at most: it stays busy while the
+#: next is built, and the queue holds a few tens of MiB at most.
+_QUEUED_WRITES = 2
 #: Pages joined into one splice of a memory dump's rewrite.
 _SPLICE_PAGES = 256
 
@@ -150,13 +157,12 @@ class RewriteResult:
         with checkpoint_mod.open_checkpoint(
                 self.path, work_dir=self.work_dir,
                 snapshot=self.snapshot) as ck:
-            bad = [pfn for pfn, data in (self.replacements or {}).items()
-                   if ck.memory.read_page(pfn) != data]
-            if bad:
+            bad = _not_read_back(ck.memory, self.replacements)
+            if len(bad):
                 raise exception.CheckpointError(
                     self.path, 'verification failed: %d replaced pages do '
                                'not read back (first frame 0x%x)'
-                               % (len(bad), bad[0]))
+                               % (len(bad), int(bad[0])))
             return {'pages_checked': len(self.replacements or ()),
                     'records': len(ck.layout.ram)}
 
@@ -164,6 +170,53 @@ class RewriteResult:
         return {'path': self.path, 'pages': self.pages,
                 'records_rewritten': self.records_rewritten,
                 'in_place': self.in_place}
+
+
+def _not_read_back(memory, replacements: PageReplacements | None
+                   ) -> np.ndarray:
+    """The frames of ``replacements`` whose content as ``memory`` loads
+    it is not the replacement, ascending.
+
+    The frames' last copies are looked up all at once; a frame never
+    sent or sent as a ZERO record is checked against its content's fill
+    byte (each distinct content looked at once), and only data pages
+    are compared byte by byte: a read back of a million frames costs no
+    Python step per uniform frame.
+    """
+    if replacements is None or not len(replacements):
+        return np.zeros(0, dtype=np.int64)
+    pfns = replacements.pfns
+    records = memory.page_records(pfns)
+    index = memory.index
+    sent = records >= 0
+    kinds = np.full(len(pfns), -1, dtype=np.int16)
+    kinds[sent] = index.rec_kind[records[sent]]
+    loaded_fill = np.full(len(pfns), -1, dtype=np.int16)
+    loaded_fill[~sent] = 0
+    zero = kinds == ram_index.KIND_ZERO
+    loaded_fill[zero] = index.rec_fill[records[zero]]
+    uniform = ~sent | zero
+    # The fill byte of each content those frames should hold (-1: not
+    # uniform), each content looked at once.
+    wanted = replacements.content.astype(np.int64)
+    fills = np.full(len(replacements.contents), -1, dtype=np.int16)
+    for c in np.unique(wanted[uniform]).tolist():
+        fill = _uniform(replacements.contents[c])
+        fills[c] = -1 if fill is None else fill
+    bad = uniform & (loaded_fill != fills[wanted])
+    data = kinds == ram_index.KIND_PAGE
+    contents = replacements.contents
+    for i, rec, c in zip(np.nonzero(data)[0].tolist(),
+                         records[data].tolist(),
+                         replacements.content[data].tolist()):
+        if memory.record_page(rec) != contents[c]:
+            bad[i] = True
+    # Any other record kind: read as the memory view loads it.
+    for i in np.nonzero(~uniform & ~data)[0].tolist():
+        if memory.read_page(int(pfns[i])) != \
+                contents[int(replacements.content[i])]:
+            bad[i] = True
+    return np.sort(pfns[bad])
 
 
 def _uniform(data: bytes) -> int | None:
@@ -348,6 +401,13 @@ class _StreamCopier:
     """Writes a new stream to a file descriptor or a compressor: new
     bytes through a buffer, unchanged spans of the old stream copied
     inside the kernel when the output is a plain file.
+
+    The output is written by a thread of its own, in order, with at most
+    :data:`_QUEUED_WRITES` buffers waiting: the system calls that put the
+    bytes into the file overlap with building the next ones (an unseal
+    grows a million records, and building them costs about as much as
+    writing them). :meth:`close` waits for the last write and raises the
+    writer's error; :meth:`abort` stops the writer after a failure.
     """
 
     def __init__(self, ck, out, fd: int | None):
@@ -355,6 +415,52 @@ class _StreamCopier:
         self._out = out
         self._fd = fd
         self._buf = bytearray()
+        self._error = None
+        self._tasks = queue.Queue(maxsize=_QUEUED_WRITES)
+        self._thread = threading.Thread(target=self._drain, daemon=True,
+                                        name='sparc-stream-writer')
+        self._thread.start()
+
+    # -- in the writer thread ---------------------------------------------
+
+    def _drain(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            if self._error is not None:
+                # Failed: what is queued is dropped, never written after
+                # a gap.
+                continue
+            try:
+                task()
+            except BaseException as e:
+                self._error = e
+
+    def _emit(self, buf: bytearray) -> None:
+        if self._fd is None:
+            self._out.write(buf)
+            return
+        view = memoryview(buf)
+        while len(view):
+            view = view[os.write(self._fd, view):]
+
+    def _kernel_copy(self, off: int, left: int) -> None:
+        ck = self._ck
+        src = ck.stream_file.fileno()
+        while left:
+            n = os.copy_file_range(src, self._fd, left, off)
+            if n <= 0:
+                raise exception.CheckpointError(ck.path, 'short copy', off)
+            off += n
+            left -= n
+
+    # -- in the caller's thread -------------------------------------------
+
+    def _submit(self, task) -> None:
+        if self._error is not None:
+            raise self._error
+        self._tasks.put(task)
 
     def write(self, data) -> None:
         """Append ``data`` (bytes or a C-contiguous uint8 array)."""
@@ -363,14 +469,10 @@ class _StreamCopier:
             self.flush()
 
     def flush(self) -> None:
+        """Queue the buffered bytes for the writer."""
         if self._buf:
-            if self._fd is None:
-                self._out.write(self._buf)
-            else:
-                view = memoryview(self._buf)
-                while len(view):
-                    view = view[os.write(self._fd, view):]
-            self._buf = bytearray()
+            buf, self._buf = self._buf, bytearray()
+            self._submit(functools.partial(self._emit, buf))
 
     def copy(self, start: int, end: int) -> None:
         """Append ``stream[start:end]``."""
@@ -378,15 +480,8 @@ class _StreamCopier:
         src = ck.stream_file.fileno()
         if self._fd is not None and end - start >= _KERNEL_COPY_MIN:
             self.flush()
-            off = ck.stream_base + start
-            left = end - start
-            while left:
-                n = os.copy_file_range(src, self._fd, left, off)
-                if n <= 0:
-                    raise exception.CheckpointError(ck.path, 'short copy',
-                                                    off)
-                off += n
-                left -= n
+            self._submit(functools.partial(
+                self._kernel_copy, ck.stream_base + start, end - start))
             return
         for pos in range(start, end, _COPY_CHUNK):
             raw = bytearray(min(_COPY_CHUNK, end - pos))
@@ -398,6 +493,27 @@ class _StreamCopier:
                     ck.stream_base + pos)
             self.write(raw)
 
+    def close(self) -> None:
+        """Write what is buffered, wait until the writer has written
+        everything, and raise its error if it had one.
+        """
+        self.flush()
+        self._stop()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        """After a failure in the caller: stop the writer (what it still
+        had queued is dropped) and wait for it.
+        """
+        self._error = self._error or exception.CheckpointError(
+            self._ck.path, 'rewrite abandoned')
+        self._stop()
+
+    def _stop(self) -> None:
+        self._tasks.put(None)
+        self._thread.join()
+
 
 def _write_stream(ck, edits, out, fd, progress) -> None:
     """Write the stream with the edits spliced in to ``out`` (a file
@@ -405,16 +521,20 @@ def _write_stream(ck, edits, out, fd, progress) -> None:
     unchanged spans be copied inside the kernel).
     """
     sink = _StreamCopier(ck, out, fd)
-    pos = 0
-    for start, end, data in _splices(ck, edits):
-        sink.copy(pos, start)
-        for part in data if isinstance(data, tuple) else (data,):
-            sink.write(part)
-        pos = end
-        if progress:
-            progress(pos, ck.stream_size)
-    sink.copy(pos, ck.stream_size)
-    sink.flush()
+    try:
+        pos = 0
+        for start, end, data in _splices(ck, edits):
+            sink.copy(pos, start)
+            for part in data if isinstance(data, tuple) else (data,):
+                sink.write(part)
+            pos = end
+            if progress:
+                progress(pos, ck.stream_size)
+        sink.copy(pos, ck.stream_size)
+    except BaseException:
+        sink.abort()
+        raise
+    sink.close()
     if progress:
         progress(ck.stream_size, ck.stream_size)
 

@@ -191,3 +191,67 @@ def test_bad_replacement_size(tmp_path):
     with checkpoint.open_checkpoint(path) as ck:
         with pytest.raises(ValueError):
             rewrite.rewrite_pages(ck, {10: b'short'})
+
+
+@pytest.mark.parametrize('tamper', ['data page', 'zero record fill'])
+def test_verify_finds_a_page_that_does_not_read_back(tmp_path, tamper):
+    """The read back compares every replaced frame: a data page changed
+    by one byte, or a ZERO record whose fill byte changed, is named.
+    """
+    data = streamgen.simple_save(ram_pages=64)
+    full = streamgen.page_of(7, b'KILL')
+    rep = {p: bytes(4096) for p in range(2, 40, 2)}
+    rep[6] = full
+    path = make(tmp_path, data)
+    with checkpoint.open_checkpoint(path) as ck:
+        res = rewrite.rewrite_pages(ck, rep, output=str(tmp_path / 'o.img'))
+    assert res.verify()['pages_checked'] == len(rep)
+    pfn = 6 if tamper == 'data page' else 30
+    with checkpoint.open_checkpoint(res.path) as ck:
+        idx = ck.layout.ram
+        rec = idx.copies_of(idx.block('pc.ram').index, [pfn])[-1]
+        offset = ck.stream_base + int(idx.rec_data[rec])
+        assert idx.rec_kind[rec] == (2 if tamper == 'data page' else 1)
+    with open(res.path, 'r+b') as f:
+        f.seek(offset + (100 if tamper == 'data page' else 0))
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x5a]))
+    with pytest.raises(exception.CheckpointError,
+                       match=r'1 replaced pages do not read back \(first '
+                             r'frame 0x%x\)' % pfn):
+        res.verify()
+
+
+@pytest.mark.parametrize('kernel_copy_min', [0, 1 << 30])
+def test_a_failed_write_in_the_writer_thread_fails_the_rewrite(
+        tmp_path, monkeypatch, kernel_copy_min):
+    """The output is written by a thread of its own: its error (a full
+    disk, on a buffer or on a kernel copy) fails the rewrite, nothing is
+    left, and the writes after it are not made.
+    """
+    monkeypatch.setattr(rewrite, '_COPY_CHUNK', 4096)
+    monkeypatch.setattr(rewrite, '_KERNEL_COPY_MIN', kernel_copy_min)
+    path = make(tmp_path, streamgen.simple_save(ram_pages=256))
+    before = open(path, 'rb').read()
+    calls = []
+    real_write = os.write
+    real_copy = os.copy_file_range
+
+    def failing(real):
+        def call(*args):
+            calls.append(real.__name__)
+            if len(calls) == 3:
+                raise OSError(28, 'No space left on device')
+            return real(*args)
+        return call
+    monkeypatch.setattr(rewrite.os, 'write', failing(real_write))
+    monkeypatch.setattr(rewrite.os, 'copy_file_range',
+                        failing(real_copy))
+    with checkpoint.open_checkpoint(path) as ck:
+        with pytest.raises(OSError, match='No space left'):
+            rewrite.rewrite_pages(ck, {p: bytes(4096)
+                                       for p in range(0, 256, 3)})
+    assert len(calls) == 3
+    assert open(path, 'rb').read() == before
+    assert sorted(os.listdir(tmp_path)) == ['save.img']
