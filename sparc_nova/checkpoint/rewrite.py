@@ -32,7 +32,6 @@ Which of the two, and with which compression, is decided by
 """
 
 import dataclasses
-import functools
 import os
 import queue
 import threading
@@ -47,6 +46,7 @@ from sparc_nova.checkpoint import qemu_ram
 from sparc_nova.checkpoint import ram_index
 from sparc_nova.checkpoint import tempfiles
 from sparc_nova.checkpoint import write_mode as write_mode_mod
+from sparc_nova.checkpoint import writeback
 from sparc_nova import exception
 
 PAGE_SIZE = ram_index.PAGE_SIZE
@@ -58,10 +58,10 @@ _COPY_CHUNK = 8 * 1024 * 1024
 #: (copy_file_range); shorter ones are read and written with their
 #: neighbours.
 _KERNEL_COPY_MIN = 1024 * 1024
-#: Buffers of new stream (of about :data:`_COPY_CHUNK` bytes) or kernel
-#: copies queued for the writer thread at most: it stays busy while the
-#: next is built, and the queue holds a few tens of MiB at most.
-_QUEUED_WRITES = 2
+#: Buffers of :data:`_COPY_CHUNK` bytes a rewrite writes through: one
+#: being filled, the others queued for (or being written by) the writer
+#: thread.
+_BUFFERS = 3
 #: Pages joined into one splice of a memory dump's rewrite.
 _SPLICE_PAGES = 256
 
@@ -399,24 +399,34 @@ def _payload_splices(edits, dat: np.ndarray) -> list:
 
 class _StreamCopier:
     """Writes a new stream to a file descriptor or a compressor: new
-    bytes through a buffer, unchanged spans of the old stream copied
+    bytes through buffers, unchanged spans of the old stream copied
     inside the kernel when the output is a plain file.
 
-    The output is written by a thread of its own, in order, with at most
-    :data:`_QUEUED_WRITES` buffers waiting: the system calls that put the
-    bytes into the file overlap with building the next ones (an unseal
-    grows a million records, and building them costs about as much as
-    writing them). :meth:`close` waits for the last write and raises the
-    writer's error; :meth:`abort` stops the writer after a failure.
+    The output is written by a thread of its own, in order: the system
+    calls that put the bytes into the file overlap with building the next
+    ones (an unseal grows a million records, and building them costs
+    about as much as writing them). The buffers, :data:`_COPY_CHUNK`
+    bytes each, are allocated once and recycled (:data:`_BUFFERS` of
+    them, which bounds what is queued): a fresh 8 MiB buffer per write
+    would cost its page faults every time. :meth:`close` waits for the
+    last write and raises the writer's error; :meth:`abort` stops the
+    writer after a failure.
     """
 
     def __init__(self, ck, out, fd: int | None):
         self._ck = ck
         self._out = out
         self._fd = fd
-        self._buf = bytearray()
         self._error = None
-        self._tasks = queue.Queue(maxsize=_QUEUED_WRITES)
+        self._free = queue.SimpleQueue()
+        for _ in range(_BUFFERS):
+            self._free.put(bytearray(_COPY_CHUNK))
+        self._buf = self._free.get()
+        self._used = 0
+        self._tasks = queue.SimpleQueue()
+        # The rewrite's fsync waits for less (see .writeback).
+        self._writeback = writeback.Writeback(fd, os.lseek(
+            fd, 0, os.SEEK_CUR)) if fd is not None else None
         self._thread = threading.Thread(target=self._drain, daemon=True,
                                         name='sparc-stream-writer')
         self._thread.start()
@@ -428,20 +438,29 @@ class _StreamCopier:
             task = self._tasks.get()
             if task is None:
                 return
-            if self._error is not None:
+            kind, a, b = task
+            try:
                 # Failed: what is queued is dropped, never written after
                 # a gap.
-                continue
-            try:
-                task()
+                if self._error is None:
+                    if kind == 'copy':
+                        self._kernel_copy(a, b)
+                    else:
+                        self._emit(memoryview(a)[:b] if b is not None
+                                   else a)
+                    if self._writeback is not None:
+                        self._writeback.advance_to_position()
             except BaseException as e:
                 self._error = e
+            finally:
+                if kind == 'buffer':
+                    self._free.put(a)
 
-    def _emit(self, buf: bytearray) -> None:
+    def _emit(self, data) -> None:
         if self._fd is None:
-            self._out.write(buf)
+            self._out.write(data)
             return
-        view = memoryview(buf)
+        view = memoryview(data).cast('B')
         while len(view):
             view = view[os.write(self._fd, view):]
 
@@ -463,16 +482,31 @@ class _StreamCopier:
         self._tasks.put(task)
 
     def write(self, data) -> None:
-        """Append ``data`` (bytes or a C-contiguous uint8 array)."""
-        self._buf += memoryview(data).cast('B')
-        if len(self._buf) >= _COPY_CHUNK:
+        """Append ``data`` (bytes-like or a C-contiguous uint8 array; one
+        larger than a buffer is written as it is, and must not change
+        until the writer has written it).
+        """
+        view = memoryview(data).cast('B')
+        n = len(view)
+        if self._used + n > len(self._buf):
             self.flush()
+        if n > len(self._buf):
+            self._submit(('data', view, None))
+            return
+        self._buf[self._used:self._used + n] = view
+        self._used += n
 
     def flush(self) -> None:
-        """Queue the buffered bytes for the writer."""
-        if self._buf:
-            buf, self._buf = self._buf, bytearray()
-            self._submit(functools.partial(self._emit, buf))
+        """Queue the buffered bytes for the writer (waits for a free
+        buffer).
+        """
+        if self._used:
+            if self._error is not None:
+                raise self._error
+            task = ('buffer', self._buf, self._used)
+            self._buf = self._free.get()
+            self._used = 0
+            self._submit(task)
 
     def copy(self, start: int, end: int) -> None:
         """Append ``stream[start:end]``."""
@@ -480,18 +514,26 @@ class _StreamCopier:
         src = ck.stream_file.fileno()
         if self._fd is not None and end - start >= _KERNEL_COPY_MIN:
             self.flush()
-            self._submit(functools.partial(
-                self._kernel_copy, ck.stream_base + start, end - start))
+            self._submit(('copy', ck.stream_base + start, end - start))
             return
-        for pos in range(start, end, _COPY_CHUNK):
-            raw = bytearray(min(_COPY_CHUNK, end - pos))
+        pos = start
+        while pos < end:
+            room = len(self._buf) - self._used
+            if not room:
+                self.flush()
+                continue
+            n = min(room, end - pos)
             # pread, not a copy out of the mmap: page faults on a mapping
             # cost several times a read of the same bytes.
-            if os.preadv(src, [raw], ck.stream_base + pos) != len(raw):
+            with memoryview(self._buf) as whole:
+                got = os.preadv(src, [whole[self._used:self._used + n]],
+                                ck.stream_base + pos)
+            if got != n:
                 raise exception.CheckpointError(
                     ck.path, 'short read of the memory stream',
                     ck.stream_base + pos)
-            self.write(raw)
+            self._used += n
+            pos += n
 
     def close(self) -> None:
         """Write what is buffered, wait until the writer has written

@@ -68,6 +68,7 @@ from cryptography.hazmat.primitives.ciphers import aead
 
 from sparc_nova.checkpoint import qemu_stream
 from sparc_nova.checkpoint import tempfiles
+from sparc_nova.checkpoint import writeback
 from sparc_nova import exception
 
 __all__ = ['BYTES', 'FRAMES', 'KEY_SIZE', 'MAGIC', 'MAX_RECORDS',
@@ -291,6 +292,7 @@ def write(path: str, key: bytes, identity: bytes,
         with os.fdopen(fd, 'wb') as f:
             f.write(bytes(_HEAD.size))
             cipher = aead.AESGCM(data_key)
+            started = writeback.Writeback(f.fileno())
             count = 0
             for rec in records:
                 if count == MAX_RECORDS:
@@ -299,6 +301,7 @@ def write(path: str, key: bytes, identity: bytes,
                 f.write(head)
                 f.write(cipher.encrypt(_nonce(count), payload,
                                        _aad(identity, count, head)))
+                started.advance(f.tell())
                 count += 1
                 stats['plaintext_bytes'] += len(payload)
                 if head[0] == FRAMES:

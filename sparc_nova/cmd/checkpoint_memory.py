@@ -118,8 +118,10 @@ def do_seal(args) -> int:
 
 
 def do_unseal(args) -> int:
-    # The decrypted records (1 MiB each) go back once checked.
-    memstats.map_large_allocations()
+    # Not memstats.map_large_allocations(): an unseal allocates and frees
+    # a 1 MiB record after another, and mapping each on its own cost
+    # 3-4 s of page faults for 1 GiB restored (6.3 s against 10.2 s on
+    # the 4 GiB benchmark guest) to save 10 MiB of peak private memory.
     key = sealed.load_key_file(args.key_file)
     progress = output.Progress('unsealing')
     try:

@@ -53,3 +53,32 @@ def test_pages_hold_bounds():
         physview.pages_hold(bytes(8192), np.array([4097]), 0)
     with pytest.raises(ValueError):
         physview.pages_hold(bytes(8192), np.array([-1]), 0)
+
+
+def test_page_aligned_reads_of_many_pages(tmp_path):
+    """A read of whole pages (looked up at once) returns what reading
+    them one by one does: data pages, ZERO records, a page sent twice
+    (its last copy), and reads that cross into the next RAM range or
+    start inside a page take the general path.
+    """
+    from sparc_nova.checkpoint import checkpoint
+    from sparc_nova.introspect import physical
+    from tests import streamgen
+
+    path = tmp_path / 'save.img'
+    path.write_bytes(streamgen.simple_save(ram_pages=64, twice=(10,)))
+    with checkpoint.open_checkpoint(str(path)) as ck:
+        mem = physview.CheckpointMemory(ck)
+        try:
+            one_by_one = b''.join(mem.read(p * 4096, 4096)
+                                  for p in range(64))
+            assert mem.read(0, 64 * 4096) == one_by_one
+            assert mem.read(9 * 4096, 3 * 4096) == \
+                one_by_one[9 * 4096:12 * 4096]
+            assert mem.read(10 * 4096, 4096)[:4] != b'OLD!'
+            assert mem.read(100, 3 * 4096) == one_by_one[100:100 + 3 * 4096]
+            assert one_by_one[4096:8192] == bytes(4096)
+            with pytest.raises(physical.PhysicalAddressError):
+                mem.read(63 * 4096, 2 * 4096)
+        finally:
+            mem.close()
