@@ -273,7 +273,8 @@ def _restorations(path: str, mem, records: list
                                   'no longer holds the 0x%02x bytes the seal '
                                   'wrote' % (int(pfns[~held][0]), rec.fill))
         pfn_parts.append(pfns)
-        pages = rec.pages
+        # Views of the decrypted record: its pages are not copied again.
+        pages = memoryview(rec.pages).toreadonly()
         contents.extend([pages[i:i + PAGE_SIZE]
                          for i in range(0, len(pages), PAGE_SIZE)])
     frames = np.concatenate(pfn_parts)
