@@ -94,10 +94,9 @@ class GuestPhysicalMemory:
         rec = self.page_record(pfn << 12)
         if rec < 0:
             return bytes(PAGE_SIZE)
-        off = int(self.index.rec_data[rec])
         if self.index.rec_kind[rec] == ram_index.KIND_ZERO:
             return bytes([self.index.rec_fill[rec]]) * PAGE_SIZE
-        return bytes(self._buf[off:off + PAGE_SIZE])
+        return self.record_page(rec)
 
     def read(self, addr: int, size: int) -> bytes:
         """``size`` bytes from guest physical ``addr``.

@@ -202,13 +202,12 @@ def _not_read_back(memory, replacements: PageReplacements | None
     records = memory.page_records(pfns)
     index = memory.index
     sent = records >= 0
-    kinds = np.full(len(pfns), -1, dtype=np.int16)
-    kinds[sent] = index.rec_kind[records[sent]]
-    loaded_fill = np.full(len(pfns), -1, dtype=np.int16)
-    loaded_fill[~sent] = 0
-    zero = kinds == ram_index.KIND_ZERO
-    loaded_fill[zero] = index.rec_fill[records[zero]]
+    zero = np.zeros(len(pfns), dtype=bool)
+    zero[sent] = index.rec_kind[records[sent]] == ram_index.KIND_ZERO
+    # What a frame never sent (zeros) or sent as a ZERO record loads as.
     uniform = ~sent | zero
+    loaded_fill = np.zeros(len(pfns), dtype=np.int16)
+    loaded_fill[zero] = index.rec_fill[records[zero]]
     # The fill byte of each content those frames should hold (-1: not
     # uniform), each content looked at once.
     wanted = replacements.content.astype(np.int64)
@@ -217,17 +216,13 @@ def _not_read_back(memory, replacements: PageReplacements | None
         fill = _uniform(replacements.contents[c])
         fills[c] = -1 if fill is None else fill
     bad = uniform & (loaded_fill != fills[wanted])
-    data = kinds == ram_index.KIND_PAGE
+    # Every other frame's last copy is a PAGE record.
+    data = ~uniform
     contents = replacements.contents
     for i, rec, c in zip(np.nonzero(data)[0].tolist(),
                          records[data].tolist(),
                          replacements.content[data].tolist()):
         if memory.record_page(rec) != _as_bytes(contents[c]):
-            bad[i] = True
-    # Any other record kind: read as the memory view loads it.
-    for i in np.nonzero(~uniform & ~data)[0].tolist():
-        if memory.read_page(int(pfns[i])) != \
-                _as_bytes(contents[int(replacements.content[i])]):
             bad[i] = True
     return np.sort(pfns[bad])
 

@@ -202,10 +202,9 @@ class CheckpointMemory:
         """Pages ``p`` to ``p + n - 1`` of range ``i``, their records
         looked up at once (a seal reads its frames 256 at a time).
         """
-        idx = self._index
-        fills = self._fills_of(self._last[i][p:p + n]).tolist()
         recs = self._last[i][p:p + n]
-        offs = idx.rec_data[np.where(recs >= 0, recs, 0)].tolist()
+        fills = self._fills_of(recs).tolist()
+        offs = self._index.rec_data[np.where(recs >= 0, recs, 0)].tolist()
         stream = self._stream
         return b''.join([stream[o:o + PAGE_SIZE] if f == DATA
                          else _fill_page(f) for o, f in zip(offs, fills)])
