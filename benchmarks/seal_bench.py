@@ -12,8 +12,16 @@ a new process each time, as a user runs it): scrub and seal in
 alternating order, then the unseal of the sealed copy. The sealing key
 is a fresh 32-byte file per run.
 
-    python benchmarks/seal_bench.py --size 4096 --repeat 5
+    python benchmarks/seal_bench.py --size 4096 --repeat 5 \
+        --keep-image /var/tmp/bench-4096.save
     python benchmarks/seal_bench.py --image vm.save --selectors pid:7,pid:9
+    python benchmarks/seal_bench.py --image vm.save --selectors ... \
+        --baseline /var/tmp/old-tree
+
+The commands run the ``sparc_nova`` of this tree (``PYTHONPATH``).
+``--baseline DIR`` also runs every round with the ``sparc_nova`` of
+another tree, the two alternating (this tree first in even rounds), so
+that before and after are measured in the same conditions.
 
 Needs what the functional tests need (libvirtd, qemu-system-x86) when a
 guest is booted.
@@ -37,12 +45,15 @@ from tests.functional.testbed import build  # noqa: E402
 from tests.functional.testbed import guest as guest_mod  # noqa: E402
 
 
-def _run(argv) -> tuple[float, dict]:
-    """Run ``argv`` (a sparc command printing its JSON report): ``(wall
-    seconds until it returned, the report)``.
+def _run(argv, code: str) -> tuple[float, dict]:
+    """Run ``argv`` (a sparc command printing its JSON report) with the
+    ``sparc_nova`` of tree ``code``: ``(wall seconds until it returned,
+    the report)``.
     """
+    env = dict(os.environ, PYTHONPATH=code)
     t = time.monotonic()
-    res = subprocess.run(argv, check=True, capture_output=True, text=True)
+    res = subprocess.run(argv, check=True, capture_output=True, text=True,
+                         env=env)
     seconds = time.monotonic() - t
     return seconds, json.loads(res.stdout)
 
@@ -54,7 +65,7 @@ def _remove(*paths) -> None:
 
 
 def one_round(sparc: str, image: str, sels: list[str], workdir: str,
-              seal_first: bool) -> dict:
+              seal_first: bool, code: str = ROOT) -> dict:
     """Scrub and seal ``image`` to new files (in the given order), then
     unseal the sealed copy; the seconds of each and the unseal's phases.
     """
@@ -74,11 +85,11 @@ def one_round(sparc: str, image: str, sels: list[str], workdir: str,
                  sealed_copy, '--key-file', key, '--format', 'json'] + excl}
     out = {}
     for name in (('seal', 'scrub') if seal_first else ('scrub', 'seal')):
-        out[name], report = _run(commands[name])
+        out[name], report = _run(commands[name], code)
         out[name + '_phases'] = report['timings']
     out['unseal'], report = _run(
         [sparc, 'checkpoint', 'unseal', sealed_copy, '--key-file', key,
-         '--output', unsealed, '--format', 'json'])
+         '--output', unsealed, '--format', 'json'], code)
     out['unseal_phases'] = report['timings']
     out['unseal_rewrite'] = report['timings']['rewrite']
     out['unseal_beyond_rewrite'] = out['unseal'] - out['unseal_rewrite']
@@ -87,37 +98,58 @@ def one_round(sparc: str, image: str, sels: list[str], workdir: str,
     return out
 
 
-def bench(sparc: str, image: str, sels: list[str], repeat: int) -> dict:
+def bench(sparc: str, image: str, sels: list[str], repeat: int,
+          baseline: str | None = None) -> dict:
+    """``repeat`` rounds of this tree's code (and of ``baseline``'s,
+    alternating) on ``image``: the rounds and their medians, under
+    ``'new'`` (and ``'baseline'``).
+    """
+    codes = {'new': ROOT}
+    if baseline:
+        codes['baseline'] = baseline
     workdir = tempfile.mkdtemp(prefix='sparc-seal-bench-',
                                dir=os.path.dirname(os.path.abspath(image)))
+    rounds = {name: [] for name in codes}
     try:
-        rounds = [one_round(sparc, image, sels, workdir, i % 2 == 1)
-                  for i in range(repeat)]
+        for i in range(repeat):
+            order = list(codes) if i % 2 == 0 else list(codes)[::-1]
+            for name in order:
+                rounds[name].append(one_round(sparc, image, sels, workdir,
+                                              i % 2 == 1, codes[name]))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-    def med(key):
-        return round(statistics.median(r[key] for r in rounds), 3)
-    return {'image_bytes': os.path.getsize(image), 'rounds': rounds,
+    out = {'image_bytes': os.path.getsize(image)}
+    for name, rs in rounds.items():
+        def med(key):
+            return round(statistics.median(r[key] for r in rs), 3)
+        out[name] = {
+            'code': codes[name], 'rounds': rs,
             'median_scrub': med('scrub'), 'median_seal': med('seal'),
             'seal_over_scrub': round(med('seal') / med('scrub'), 3),
             'median_unseal': med('unseal'),
             'median_unseal_beyond_rewrite': med('unseal_beyond_rewrite')}
+    return out
 
 
 def show(r: dict) -> None:
-    for i, x in enumerate(r['rounds']):
-        print('  round %d: scrub %.2fs, seal %.2fs, unseal %.2fs (rewrite '
-              '%.2fs, beyond it %.2fs)' % (
-                  i, x['scrub'], x['seal'], x['unseal'],
-                  x['unseal_rewrite'], x['unseal_beyond_rewrite']))
-        for name in ('scrub', 'seal', 'unseal'):
-            print('    %-6s %s' % (name, ', '.join(
-                '%s %.2f' % kv for kv in x[name + '_phases'].items())))
-    print('  median: seal %.2fs vs scrub %.2fs (x%.3f, target <= 1.10); '
-          'unseal %.2fs, %.2fs beyond its rewrite (target < 1 s)' % (
-              r['median_seal'], r['median_scrub'], r['seal_over_scrub'],
-              r['median_unseal'], r['median_unseal_beyond_rewrite']))
+    for name in ('new', 'baseline'):
+        if name not in r:
+            continue
+        c = r[name]
+        print('%s (%s):' % (name, c['code']))
+        for i, x in enumerate(c['rounds']):
+            print('  round %d: scrub %.2fs, seal %.2fs, unseal %.2fs '
+                  '(rewrite %.2fs, beyond it %.2fs)' % (
+                      i, x['scrub'], x['seal'], x['unseal'],
+                      x['unseal_rewrite'], x['unseal_beyond_rewrite']))
+            for what in ('scrub', 'seal', 'unseal'):
+                print('    %-6s %s' % (what, ', '.join(
+                    '%s %.2f' % kv for kv in x[what + '_phases'].items())))
+        print('  median: seal %.2fs vs scrub %.2fs (x%.3f, target <= '
+              '1.10); unseal %.2fs, %.2fs beyond its rewrite (target < '
+              '1 s)' % (c['median_seal'], c['median_scrub'],
+                        c['seal_over_scrub'], c['median_unseal'],
+                        c['median_unseal_beyond_rewrite']))
     sys.stdout.flush()
 
 
@@ -132,11 +164,18 @@ def main() -> int:
     p.add_argument('--sparc', default=os.path.join(
         os.path.dirname(sys.executable), 'sparc'),
         help='The sparc command (default: beside this Python).')
+    p.add_argument('--baseline', default=None,
+                   help='Also run every round with the sparc_nova of this '
+                        'tree, alternating.')
+    p.add_argument('--keep-image', default=None,
+                   help='Without --image: save the booted guest here and '
+                        'keep it (its selectors are printed).')
     p.add_argument('--out', help='Write the results as JSON.')
     args = p.parse_args()
+    baseline = os.path.abspath(args.baseline) if args.baseline else None
     if args.image:
         r = bench(args.sparc, args.image, args.selectors.split(','),
-                  args.repeat)
+                  args.repeat, baseline)
     else:
         guest_mod.ensure_daemons()
         workdir = tempfile.mkdtemp(prefix='sparc-seal-bench-',
@@ -145,12 +184,15 @@ def main() -> int:
         try:
             image = build.build_guest(os.path.join(workdir, 'image'))
             g, sels = bench_guest.start_bench_guest(image, args.size)
-            path = os.path.join(workdir, 'bench-%d.save' % args.size)
+            path = args.keep_image or os.path.join(
+                workdir, 'bench-%d.save' % args.size)
             try:
                 g.save(path)
             finally:
                 g.destroy()
-            r = bench(args.sparc, path, sels, args.repeat)
+            if args.keep_image:
+                print('%s kept; --selectors %s' % (path, ','.join(sels)))
+            r = bench(args.sparc, path, sels, args.repeat, baseline)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     r['guest_mib'] = None if args.image else args.size

@@ -35,6 +35,7 @@ import dataclasses
 import os
 import queue
 import threading
+import typing
 
 import numpy as np
 
@@ -600,9 +601,9 @@ def _write_stream(ck, edits, out, fd, progress) -> None:
         progress(ck.stream_size, ck.stream_size)
 
 
-def _rewrite_file(ck, edits, target, recompress, progress):
+def _rewrite_file(ck, edits, target, recompress, progress, before_commit):
     st = os.stat(ck.path)
-    with tempfiles.replacement(target) as (f, _):
+    with tempfiles.replacement(target, before_commit) as (f, _):
         if ck.header:
             f.write(ck.header.raw)
         f.flush()
@@ -688,7 +689,8 @@ def rewrite_pages(ck, replacements: 'dict[int, bytes] | PageReplacements',
                   work_dir: str | None = None,
                   progress=None,
                   journal_key: str | None = None, *,
-                  mode: write_mode_mod.WriteMode | None = None
+                  mode: write_mode_mod.WriteMode | None = None,
+                  before_commit: typing.Callable[[], None] | None = None
                   ) -> RewriteResult:
     """Replace guest frames in checkpoint ``ck`` (an open
     :class:`~sparc_nova.checkpoint.checkpoint.Checkpoint`).
@@ -708,11 +710,17 @@ def rewrite_pages(ck, replacements: 'dict[int, bytes] | PageReplacements',
         target's directory, so that the final rename is atomic).
     :param journal_key: the file holding the in-place journal's MAC key
         (``[sparc] journal_key_file``); needed with ``in_place``.
+    :param before_commit: called once the new file is written and synced,
+        before it takes the target's place (:func:`.tempfiles.replacement`;
+        what it raises is raised, the target untouched). Only for a
+        rewrite of a stream file to a new file: refused with a container
+        or in place, where the target changes as it is written.
     :returns: a :class:`RewriteResult`; call its ``verify()`` to re-parse
         the result. On any error the target is untouched.
     :raises CheckpointError: ``mode`` was decided for another file or
         another compression than ``ck``'s, the request is refused by
         :func:`.write_mode.choose`, or writing failed.
+    :raises ValueError: ``before_commit`` with a container or in place.
     """
     if mode is None:
         mode = write_mode_mod.choose(ck.path, ck.compressed, output=output,
@@ -724,6 +732,8 @@ def rewrite_pages(ck, replacements: 'dict[int, bytes] | PageReplacements',
                      'this checkpoint (%s)'
             % (mode.source, compression.name(mode.compression),
                compression.name(ck.compressed)))
+    if before_commit is not None and not commits_by_rename(ck, mode):
+        raise ValueError('before_commit needs a rewrite to a new file')
     replacements = PageReplacements.of(replacements)
     edits = _plan(ck, replacements)
     result = RewriteResult(path=mode.target, pages=len(replacements),
@@ -736,5 +746,14 @@ def rewrite_pages(ck, replacements: 'dict[int, bytes] | PageReplacements',
     elif mode.in_place:
         _patch_in_place(ck, edits, mode)
     else:
-        _rewrite_file(ck, edits, result.path, mode.compression, progress)
+        _rewrite_file(ck, edits, result.path, mode.compression, progress,
+                      before_commit)
     return result
+
+
+def commits_by_rename(ck, mode: write_mode_mod.WriteMode) -> bool:
+    """Whether :func:`rewrite_pages` of checkpoint ``ck`` written as
+    ``mode`` leaves the target untouched until one final rename (a new
+    stream file), so that a ``before_commit`` can still stop it.
+    """
+    return ck.container is None and not mode.in_place

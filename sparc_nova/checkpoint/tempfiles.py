@@ -164,7 +164,8 @@ def create_exclusive(path: str, mode: int = 0o600) -> int:
 
 
 @contextlib.contextmanager
-def replacement(target: str
+def replacement(target: str,
+                before_commit: typing.Callable[[], None] | None = None
                 ) -> typing.Iterator[tuple[typing.BinaryIO, str]]:
     """Replace ``target`` atomically with what the ``with`` block writes.
 
@@ -179,6 +180,11 @@ def replacement(target: str
     removed and ``target`` is untouched. Owner and mode are the block's
     to set (``os.fchmod(file.fileno(), ...)``).
 
+    ``before_commit``, when given, is called after the temporary is
+    synced and before the rename: what must be durable before ``target``
+    changes (a seal's sealed-pages file) is waited for there. If it
+    raises, the temporary is removed and ``target`` is untouched.
+
     :raises OSError: the temporary cannot be made, synced or renamed
     """
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target),
@@ -188,6 +194,8 @@ def replacement(target: str
             yield f, tmp
             f.flush()
             os.fsync(f.fileno())
+        if before_commit is not None:
+            before_commit()
         os.replace(tmp, target)
         fsync_parent(target)
     except BaseException:

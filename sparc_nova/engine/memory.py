@@ -101,6 +101,7 @@ file=None, snapshot=None, journal_dir=None)
 
 import dataclasses
 import os
+import typing
 
 import numpy as np
 
@@ -287,18 +288,23 @@ def write_pages(s, path: str,
                 replacements: 'rewrite.PageReplacements | dict[int, bytes]',
                 *,
                 write: write_mode.WriteMode, work_dir: str | None,
-                progress=None) -> rewrite.RewriteResult:
+                progress=None,
+                before_commit: typing.Callable[[], None] | None = None
+                ) -> rewrite.RewriteResult:
     """Write ``replacements`` (:func:`changed_pages`) into the checkpoint
     of session ``s`` the way ``write`` decided
     (:func:`.rewrite.rewrite_pages`: to a new file, in place, or
-    replacing ``path``).
+    replacing ``path``). ``before_commit``: as
+    :func:`.rewrite.rewrite_pages`' (called before the new file takes
+    the target's place).
 
     :raises ScrubError: naming ``path``: the file cannot be written.
     :raises CheckpointError: the rewrite refuses (raised as is).
     """
     try:
         return rewrite.rewrite_pages(s.ck, replacements, work_dir=work_dir,
-                                     progress=progress, mode=write)
+                                     progress=progress, mode=write,
+                                     before_commit=before_commit)
     except exception.CheckpointError:
         raise
     except OSError as e:

@@ -198,16 +198,34 @@ class CheckpointMemory:
             return self._stream[off:off + PAGE_SIZE]
         return _fill_page(int(idx.rec_fill[rec]))
 
-    def _pages(self, i: int, p: int, n: int) -> bytes:
-        """Pages ``p`` to ``p + n - 1`` of range ``i``, their records
-        looked up at once (a seal reads its frames 256 at a time).
+    def _pages(self, i: int, p: int, n: int) -> list:
+        """Pages ``p`` to ``p + n - 1`` of range ``i`` (views of the
+        stream, or fill pages), their records looked up at once (a seal
+        reads its frames 256 at a time).
         """
         recs = self._last[i][p:p + n]
         fills = self._fills_of(recs).tolist()
         offs = self._index.rec_data[np.where(recs >= 0, recs, 0)].tolist()
         stream = self._stream
-        return b''.join([stream[o:o + PAGE_SIZE] if f == DATA
-                         else _fill_page(f) for o, f in zip(offs, fills)])
+        return [stream[o:o + PAGE_SIZE] if f == DATA else _fill_page(f)
+                for o, f in zip(offs, fills)]
+
+    def read_into(self, addr: int, out: memoryview) -> None:
+        """Fill ``out`` with the ``len(out)`` bytes at guest physical
+        ``addr``: :meth:`read` without a new buffer (a seal reads its
+        frames into one buffer, record after record, rather than
+        allocating a megabyte for each).
+        """
+        size = len(out)
+        if not addr & (PAGE_SIZE - 1) and not size % PAGE_SIZE:
+            i, p = self._locate(addr)
+            if addr + size <= self.ranges[i][1]:
+                pos = 0
+                for page in self._pages(i, p, size // PAGE_SIZE):
+                    out[pos:pos + PAGE_SIZE] = page
+                    pos += PAGE_SIZE
+                return
+        out[:] = self.read(addr, size)
 
     def read(self, addr: int, size: int) -> bytes:
         within = addr & (PAGE_SIZE - 1)
@@ -225,7 +243,7 @@ class CheckpointMemory:
         if not within and not size % PAGE_SIZE:
             i, p = self._locate(addr)
             if addr + size <= self.ranges[i][1]:
-                return self._pages(i, p, size // PAGE_SIZE)
+                return b''.join(self._pages(i, p, size // PAGE_SIZE))
         # Pieces are views of the stream where they can be, joined once:
         # a read of many pages copies each byte once.
         pieces = []

@@ -28,6 +28,8 @@ on restore, as after a scrub, and the sealed-pages file is deleted.
 """
 
 import os
+import threading
+import time
 import typing
 
 import numpy as np
@@ -37,6 +39,7 @@ from sparc_nova.checkpoint import rewrite
 from sparc_nova.checkpoint import sealed
 from sparc_nova.checkpoint import tempfiles
 from sparc_nova.checkpoint import write_mode
+from sparc_nova.engine import background
 from sparc_nova.engine import errors
 from sparc_nova.engine import memory
 from sparc_nova.engine import memstats
@@ -119,9 +122,15 @@ def seal_planned(s: session_mod.KernelSession, path: str,
     rewrite, the read back (sets ``rep.seal``, ``output``, ``rewrite``
     and ``verification``). Closes session ``s``.
 
-    The sealed-pages file is complete on disk before the checkpoint is
-    touched; it is removed again if the rewrite fails, or if the
-    verification of an ``output`` fails (which removes that output).
+    The sealed-pages file is complete on disk before the checkpoint (or
+    ``output``) is touched. A rewrite to a new file is written while the
+    sealed-pages file is (in a thread of its own): the new file
+    takes its place only once the sealed-pages file is synced
+    (``timings['seal_wait']``: how long it waited for it). In place, or
+    into a container, the sealed-pages file is written first
+    (``timings['seal']``). The sealed-pages file is removed again if the
+    rewrite fails, or if the verification of an ``output`` fails (which
+    removes that output).
     """
     try:
         write = write_mode.choose(path, s.ck.compressed, output=output,
@@ -138,23 +147,27 @@ def seal_planned(s: session_mod.KernelSession, path: str,
             raise SealError(path, 'the plan arms a kill (%s at 0x%x); a '
                                   'seal arms none' % (kills[0].what,
                                                       kills[0].paddr))
+        if os.path.lexists(spath):
+            raise SealError(path, 'refused: a sealed-pages file is already '
+                                  'there: %s (unseal or remove it first)'
+                            % spath)
         identity = sealed.identity_of(s.ck)
         replacements = memory.changed_pages(s.memory, patcher)
-        try:
-            rep.seal = sealed.write(spath, key, identity,
-                                    sealed_records(s.memory, patcher))
-        except exception.CheckpointError as e:
-            raise SealError(path, 'cannot seal: %s' % e)
-        rep.seal['identity'] = identity.hex()
-        rep.lap('seal')
+        work = _sealed_file_writer(path, spath, key, identity,
+                                   sealed_records(s.memory, patcher))
         rep.rewrite['frames_replaced'] = len(replacements)
-        try:
-            result = memory.write_pages(
-                s, path, replacements, write=write, work_dir=work_dir,
-                progress=progress)
-        except BaseException:
-            _remove(spath)
-            raise
+        if rewrite.commits_by_rename(s.ck, write):
+            writer = background.Background('sparc-seal-writer', work)
+            writer.start()
+        else:
+            writer = None
+            stats = work(threading.Event())
+            rep.lap('seal')
+        result = _rewrite_sealing(s, path, spath, replacements, write,
+                                  writer, rep, work_dir, progress)
+        if writer is not None:
+            stats = writer.result()
+        rep.seal = dict(stats, identity=identity.hex())
         rep.output = result.path
         rep.rewrite.update(result.to_dict())
         rep.lap('rewrite')
@@ -168,6 +181,62 @@ def seal_planned(s: session_mod.KernelSession, path: str,
             _remove(spath)
         raise
     rep.lap('verify')
+
+
+def _rewrite_sealing(s, path, spath, replacements, write, writer, rep,
+                     work_dir, progress) -> rewrite.RewriteResult:
+    """:func:`.memory.write_pages` of a seal whose sealed-pages file
+    ``spath`` is written: already, or by ``writer`` (started), in which
+    case the new file is committed only after ``writer`` finished, and on
+    any failure ``writer`` is stopped. If the rewrite fails, the
+    sealed-pages file is removed when this seal made it (never one that
+    was there before).
+    """
+    def before_commit():
+        started = time.monotonic()
+        writer.result()
+        rep.timings['seal_wait'] = round(time.monotonic() - started, 4)
+
+    try:
+        result = memory.write_pages(
+            s, path, replacements, write=write, work_dir=work_dir,
+            progress=progress,
+            before_commit=None if writer is None else before_commit)
+        if writer is not None:
+            writer.result()
+        return result
+    except BaseException:
+        if writer is not None:
+            writer.stop()
+        if writer is None or writer.finished:
+            _remove(spath)
+        raise
+
+
+def _sealed_file_writer(path: str, spath: str, key: bytes,
+                        identity: bytes,
+                        records: typing.Iterator[sealed.Record]):
+    """The work (for :class:`.background.Background`, or called at once)
+    of writing the sealed-pages file ``spath`` of ``records``: returns
+    :func:`.sealed.write`'s figures; stops between two records when
+    asked.
+
+    :raises SealError: the file cannot be written (none is left).
+    """
+    def write(stopping: threading.Event) -> dict:
+        def until_stopped():
+            for rec in records:
+                if stopping.is_set():
+                    raise SealError(path, 'sealing stopped: the rewrite '
+                                          'failed')
+                yield rec
+        try:
+            return sealed.write(spath, key, identity, until_stopped())
+        except SealError:
+            raise
+        except exception.CheckpointError as e:
+            raise SealError(path, 'cannot seal: %s' % e)
+    return write
 
 
 def _runs(pfns: np.ndarray, most: int):
@@ -199,20 +268,24 @@ def sealed_records(mem, patcher: patches.PagePatcher
     run for every run of frames the plan sets to a fill and that do not
     hold it yet, free frames excepted; a byte range for every run of
     bytes the plan's field writes change in a page, free slab objects
-    excepted. Each frame run's pages are read when it is generated
-    (:func:`.sealed.write` encrypts and writes it before the next), so
-    that the excluded processes' memory is never held whole.
+    excepted. Each frame run's pages are read when it is generated, into
+    one buffer that the next frame run reuses: a frame run's ``pages``
+    (a memoryview) hold its pages only until the next record is asked
+    for (:func:`.sealed.write` encrypts and writes each record before
+    it asks for the next). The excluded processes' memory is never held
+    whole, and no buffer is allocated per record.
     """
     free = patcher.free_frames
+    buf = memoryview(bytearray(sealed.MAX_RUN_FRAMES * PAGE_SIZE))
     for fill, arr in sorted(patcher.scrubbed.items()):
         mine = arr[~arrays.isin_sorted(arr, free)] if len(free) else arr
         if not len(mine):
             continue
         need = mine[~mem.holds(mine, fill)]
         for first, n in _runs(need, sealed.MAX_RUN_FRAMES):
-            yield sealed.FrameRun(first, fill,
-                                  mem.read(first * PAGE_SIZE,
-                                           n * PAGE_SIZE))
+            pages = buf[:n * PAGE_SIZE]
+            mem.read_into(first * PAGE_SIZE, pages)
+            yield sealed.FrameRun(first, fill, pages)
     masks = {}
     for f in patcher.fields:
         if f.kind == patches.FREE_OBJECT:

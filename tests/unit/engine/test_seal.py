@@ -4,6 +4,8 @@ tests/functional/engine/test_seal.py).
 """
 
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -254,6 +256,118 @@ def test_rewrite_failure_leaves_no_sealed_file(tmp_path, monkeypatch):
         do_seal(path)
     assert open(path, 'rb').read() == original
     assert os.listdir(tmp_path) == ['vm.save']
+
+
+def _slow_sealed_write(monkeypatch, events, before=None):
+    """Make the seal's sealed-pages write slow, and record in ``events``
+    when it completed and when a rewritten file took its target's place.
+    """
+    real_write = sealed.write
+    real_replace = os.replace
+
+    def slow_write(*args, **kw):
+        events.append(('seal thread', threading.current_thread()
+                       is not threading.main_thread()))
+        if before is not None:
+            before(args[0])
+        time.sleep(0.3)
+        stats = real_write(*args, **kw)
+        events.append('sealed')
+        return stats
+
+    def replace(src, dst, **kw):
+        events.append('replace')
+        return real_replace(src, dst, **kw)
+    monkeypatch.setattr(sealed, 'write', slow_write)
+    monkeypatch.setattr(seal.memory.rewrite.tempfiles.os, 'replace', replace)
+
+
+@pytest.mark.parametrize('output', [None, 'out.save'])
+def test_the_rewrite_is_committed_only_after_the_sealed_file(
+        tmp_path, monkeypatch, output):
+    path = make(tmp_path)
+    events = []
+    _slow_sealed_write(monkeypatch, events)
+    rep = do_seal(path, output=output and str(tmp_path / output))
+    # The sealed-pages file is written while the checkpoint is rewritten
+    # (another thread), and the new file replaces nothing before it is
+    # complete.
+    assert events == [('seal thread', True), 'sealed', 'replace']
+    assert rep.timings['seal_wait'] > 0.1
+    assert os.path.exists(rep.seal['file'])
+
+
+def test_a_seal_in_place_writes_the_sealed_file_first(tmp_path, monkeypatch,
+                                                      journal_key):
+    path = make(tmp_path)
+    events = []
+    _slow_sealed_write(monkeypatch, events)
+    real_apply = seal.memory.rewrite.journal.apply
+
+    def apply(*args, **kw):
+        events.append('patched')
+        return real_apply(*args, **kw)
+    monkeypatch.setattr(seal.memory.rewrite.journal, 'apply', apply)
+    rep = do_seal(path, in_place=True, journal_key=journal_key)
+    # ('replace': the journal's own atomic write.)
+    assert [e for e in events if e != 'replace'] == [
+        ('seal thread', False), 'sealed', 'patched']
+    assert 'seal' in rep.timings
+
+
+@pytest.mark.parametrize('output', [None, 'out.save'])
+def test_a_failed_sealed_write_commits_nothing(tmp_path, monkeypatch,
+                                               output):
+    path = make(tmp_path)
+    original = open(path, 'rb').read()
+
+    def full(*args, **kw):
+        for _ in args[3]:
+            raise exception.CheckpointError(args[0], 'cannot write: No '
+                                                     'space left on device')
+    monkeypatch.setattr(sealed, 'write', full)
+    with pytest.raises(seal.SealError, match='No space left'):
+        do_seal(path, output=output and str(tmp_path / output))
+    assert open(path, 'rb').read() == original
+    assert os.listdir(tmp_path) == ['vm.save']
+
+
+def test_a_failed_commit_removes_the_completed_sealed_file(tmp_path,
+                                                           monkeypatch):
+    path = make(tmp_path)
+    original = open(path, 'rb').read()
+    events = []
+    _slow_sealed_write(monkeypatch, events)
+
+    def broken(src, dst, **kw):
+        raise OSError(5, 'Input/output error')
+    monkeypatch.setattr(seal.memory.rewrite.tempfiles.os, 'replace', broken)
+    with pytest.raises(seal.errors.ScrubError, match='Input/output error'):
+        do_seal(path)
+    assert 'sealed' in events
+    assert open(path, 'rb').read() == original
+    assert os.listdir(tmp_path) == ['vm.save']
+
+
+def test_a_sealed_file_that_appears_meanwhile_is_kept(tmp_path,
+                                                      monkeypatch):
+    """A sealed-pages file made by someone else while this seal ran (it
+    may hold another seal's only copy of its pages) is neither replaced
+    nor removed, and the checkpoint is not changed.
+    """
+    path = make(tmp_path)
+    original = open(path, 'rb').read()
+
+    def appear(spath):
+        with open(spath, 'wb') as f:
+            f.write(b'another seal')
+    _slow_sealed_write(monkeypatch, [], before=appear)
+    with pytest.raises(seal.SealError, match='already there'):
+        do_seal(path)
+    assert open(path, 'rb').read() == original
+    assert open(sealed.sealed_path(path), 'rb').read() == b'another seal'
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ['vm.save', os.path.basename(sealed.sealed_path(path))])
 
 
 def test_key_size_is_checked_first(tmp_path):
