@@ -24,7 +24,8 @@ from sparc_nova.checkpoint import ram_index
 from sparc_nova import exception
 
 __all__ = ['RamSectionParser', 'zero_records', 'zero_record', 'page_record',
-           'flag_names', 'RAM_FLAGS', 'RAM_FLAG_MASK', 'RAM_ZERO',
+           'page_headers', 'flag_names', 'RAM_FLAGS', 'RAM_FLAG_MASK',
+           'RAM_ZERO',
            'RAM_MEM_SIZE', 'RAM_PAGE', 'RAM_EOS', 'RAM_CONTINUE',
            'RAM_XBZRLE', 'RAM_HOOK', 'RAM_COMPRESS_PAGE',
            'RAM_MULTIFD_FLUSH', 'PAGE_SIZE', 'PAGE_RECORD', 'ZERO_RECORD']
@@ -97,6 +98,18 @@ def zero_record(page_header: bytes, block_name: bytes, fill: int) -> bytes:
     head = _zero_headers(np.frombuffer(page_header, dtype=np.uint8)
                          .reshape(1, 8))
     return head.tobytes() + block_name + bytes([fill])
+
+
+def page_headers(zero_headers: np.ndarray) -> np.ndarray:
+    """ZERO record headers (uint8 rows of 8) turned into PAGE record
+    headers: same page offset, same CONTINUE bit, the other flags
+    dropped (:func:`page_record`, for many records at once).
+    """
+    old = np.ascontiguousarray(zero_headers, dtype=np.uint8) \
+        .view('>u8')[:, 0]
+    keep = np.uint64((~RAM_FLAG_MASK | RAM_CONTINUE) & 0xffffffffffffffff)
+    new = (old & keep) | np.uint64(RAM_PAGE)
+    return new.astype('>u8').view(np.uint8).reshape(len(old), 8)
 
 
 def page_record(zero_header: bytes, block_name: bytes, data: bytes) -> bytes:

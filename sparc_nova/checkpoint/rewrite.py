@@ -76,6 +76,28 @@ def _immutable_bytes(c) -> bool:
         c.ndim == 1 and c.c_contiguous)
 
 
+class PageSource(typing.Protocol):
+    """Page contents made when asked, rather than held: an unseal
+    decrypts its pages from the sealed-pages file record by record
+    (:class:`.sealed.SealedPages`) instead of holding all of them.
+
+    A rewrite asks for the contents mostly in ascending order (the
+    order of the frames in the stream), and uses each before it asks for
+    the next.
+    """
+
+    #: Per content, its fill byte when it is one byte repeated, else -1.
+    fills: np.ndarray
+
+    def __len__(self) -> int:
+        ...
+
+    def __getitem__(self, index: int) -> bytes | memoryview:
+        """Content ``index``: 4096 read-only bytes, valid until the next
+        call.
+        """
+
+
 class PageReplacements:
     """New contents of guest frames, held compactly: 9 bytes per frame
     (its number and which content), each distinct 4096-byte content once.
@@ -86,24 +108,28 @@ class PageReplacements:
     :ivar content: per frame, an index into ``contents`` (uint8 when
         fewer than 256 contents, else int64).
     :ivar contents: the distinct new page contents (4096 bytes each):
-        ``bytes``, or read-only byte memoryviews kept as given (an unseal
-        takes a million pages out of its decrypted records without
-        copying them); anything else is copied into ``bytes``.
+        a list of ``bytes`` or read-only byte memoryviews (kept as given;
+        anything else is copied into ``bytes``), or a :class:`PageSource`
+        (kept as given: its pages are made when the rewrite writes or
+        reads them back).
     """
 
-    def __init__(self, pfns, content, contents: list):
+    def __init__(self, pfns, content, contents: 'list | PageSource'):
         self.pfns = np.asarray(pfns, dtype=np.int64).reshape(-1)
         dtype = np.uint8 if len(contents) <= 256 else np.int64
         self.content = np.asarray(content).astype(dtype).reshape(-1)
-        self.contents = [c if _immutable_bytes(c) else bytes(c)
-                         for c in contents]
+        if isinstance(contents, list):
+            self.contents = [c if _immutable_bytes(c) else bytes(c)
+                             for c in contents]
+            for c in self.contents:
+                if len(c) != PAGE_SIZE:
+                    raise ValueError('a replacement page is %d bytes, not '
+                                     '%d' % (len(c), PAGE_SIZE))
+        else:
+            self.contents = contents
         if len(self.pfns) != len(self.content):
             raise ValueError('%d frames but %d content indexes'
                              % (len(self.pfns), len(self.content)))
-        for c in self.contents:
-            if len(c) != PAGE_SIZE:
-                raise ValueError('a replacement page is %d bytes, not %d'
-                                 % (len(c), PAGE_SIZE))
         if len(self.content) and (
                 int(self.content.max()) >= len(self.contents) or
                 int(self.content.min()) < 0):
@@ -141,7 +167,17 @@ class PageReplacements:
     def items(self):
         """``(frame, 4096 bytes)`` pairs, frame by frame."""
         for pfn, c in zip(self.pfns.tolist(), self.content.tolist()):
-            yield pfn, self.contents[c]
+            yield pfn, bytes(self.contents[c])
+
+    def fills(self) -> np.ndarray:
+        """Per content, its fill byte when it is one byte repeated, else
+        -1 (int16).
+        """
+        if not isinstance(self.contents, list):
+            return np.asarray(self.contents.fills, dtype=np.int16)
+        fills = [_uniform(data) for data in self.contents]
+        return np.array([-1 if f is None else f for f in fills],
+                        dtype=np.int16)
 
 
 @dataclasses.dataclass
@@ -212,10 +248,13 @@ def _not_read_back(memory, replacements: PageReplacements | None
     # The fill byte of each content those frames should hold (-1: not
     # uniform), each content looked at once.
     wanted = replacements.content.astype(np.int64)
-    fills = np.full(len(replacements.contents), -1, dtype=np.int16)
-    for c in np.unique(wanted[uniform]).tolist():
-        fill = _uniform(replacements.contents[c])
-        fills[c] = -1 if fill is None else fill
+    if isinstance(replacements.contents, list):
+        fills = np.full(len(replacements.contents), -1, dtype=np.int16)
+        for c in np.unique(wanted[uniform]).tolist():
+            fill = _uniform(replacements.contents[c])
+            fills[c] = -1 if fill is None else fill
+    else:
+        fills = replacements.fills()
     bad = uniform & (loaded_fill != fills[wanted])
     # Every other frame's last copy is a PAGE record.
     data = ~uniform
@@ -256,7 +295,7 @@ class _Edits:
 
     recs: np.ndarray
     content: np.ndarray
-    contents: list[bytes]
+    contents: 'list[bytes] | PageSource'
     fills: np.ndarray
 
     def __len__(self) -> int:
@@ -264,23 +303,19 @@ class _Edits:
 
 
 def _contents(replacements: PageReplacements
-              ) -> tuple[np.ndarray, np.ndarray, list, list]:
+              ) -> tuple[np.ndarray, np.ndarray, list, np.ndarray]:
     """Frame numbers, content indexes, contents and per content its fill
     byte (-1: not uniform).
     """
-    fills = []
-    for data in replacements.contents:
-        fill = _uniform(data)
-        fills.append(-1 if fill is None else fill)
     return (replacements.pfns, replacements.content.astype(np.int64),
-            replacements.contents, fills)
+            replacements.contents, replacements.fills())
 
 
 def _plan(ck, replacements) -> _Edits:
     """Every affected copy of every replaced frame, vectorised."""
     idx = ck.layout.ram
     pfns, cindex, contents, fills = _contents(replacements)
-    fills = np.array(fills, dtype=np.int64)
+    fills = fills.astype(np.int64)
     gpa = pfns << 12
     covered = np.zeros(len(pfns), dtype=bool)
     all_recs, all_content = [], []
@@ -319,7 +354,8 @@ def _plan(ck, replacements) -> _Edits:
     return _Edits(recs[order], content[order], contents, fills)
 
 
-def _grown_record(ck, rec: int, data: bytes) -> tuple[bytes, bytes]:
+def _grown_record(ck, rec: int, data: '_Content'
+                  ) -> tuple[bytes, '_Content']:
     """A ZERO record that must now hold non-uniform content, rewritten as
     a PAGE record (same offset, same block naming), in two parts: its
     header and block name, then ``data``. Kept apart, a rewrite that
@@ -350,16 +386,37 @@ def _headers(ck, hdr: np.ndarray) -> np.ndarray:
     return u8[hdr[:, None] + np.arange(8)]
 
 
+@dataclasses.dataclass
+class _GrownRun:
+    """Back-to-back ZERO records without a block name that become PAGE
+    records: their new 8-byte headers (uint8 rows) and, per record, the
+    index of its content in ``edits.contents``.
+    """
+
+    headers: np.ndarray
+    contents: list[int]
+
+
+class _Content(int):
+    """A new page content named by its index in ``edits.contents``: a
+    splice names it and the writer takes it when it writes it (contents
+    made when asked are then never held all at once, and a list of
+    splices holds no page).
+    """
+
+
 def _splices(ck, edits) -> list:
     """The edits as ``(start, end, data)`` splices of the stream, in
     stream order, contiguous ones merged: ``stream[start:end]`` is
-    replaced by ``data`` (bytes-like, or a tuple of bytes-like parts
-    written one after the other).
+    replaced by ``data`` (bytes-like or a :class:`_Content`, or a tuple
+    of them written one after the other).
 
     A PAGE record that must hold one repeated byte becomes a 9-byte ZERO
-    record (the common case, vectorised); other PAGE records get their
-    new payload, ZERO records a new fill byte, and a ZERO record that
-    must hold non-uniform content grows into a PAGE record.
+    record (the common case of a scrub, vectorised); other PAGE records
+    get their new payload, ZERO records a new fill byte, and a ZERO
+    record that must hold non-uniform content grows into a PAGE record
+    (the common case of an unseal: back-to-back ones without a block
+    name are one :class:`_GrownRun`).
     """
     if ck.pages_only:
         return _payload_splices(edits, _edit_columns(ck, edits)[1])
@@ -377,9 +434,11 @@ def _splices(ck, edits) -> list:
     lasts = np.concatenate([cut, [len(fi)]]) if len(fi) else cut
     out = [(int(a[i]), int(b[j - 1]), rows[i:j])
            for i, j in zip(firsts.tolist(), lasts.tolist())]
-    for e in np.nonzero(~fast)[0].tolist():
+    grow = (kind == ram_index.KIND_ZERO) & (fill < 0) & (dat == hdr + 8)
+    out += _grown_runs(ck, hdr, dat, edits.content, np.nonzero(grow)[0])
+    for e in np.nonzero(~fast & ~grow)[0].tolist():
         h, d, f = int(hdr[e]), int(dat[e]), int(fill[e])
-        data = edits.contents[edits.content[e]]
+        data = _Content(int(edits.content[e]))
         if page[e] and f >= 0:
             out.append((h, d + PAGE_SIZE, qemu_ram.zero_record(
                 bytes(ck.stream[h:h + 8]), bytes(ck.stream[h + 8:d]), f)))
@@ -394,11 +453,30 @@ def _splices(ck, edits) -> list:
     return out
 
 
+def _grown_runs(ck, hdr: np.ndarray, dat: np.ndarray, content: np.ndarray,
+                gi: np.ndarray) -> list:
+    """The splices growing the ZERO records of edits ``gi`` (without a
+    block name: 8-byte header, 1 fill byte) into PAGE records, one
+    :class:`_GrownRun` per run of back-to-back records.
+    """
+    if not len(gi):
+        return []
+    a = hdr[gi]
+    b = dat[gi] + 1
+    heads = qemu_ram.page_headers(_headers(ck, a))
+    cut = np.nonzero(a[1:] != b[:-1])[0] + 1
+    firsts = np.concatenate([[0], cut]).tolist()
+    lasts = np.concatenate([cut, [len(gi)]]).tolist()
+    cindex = content[gi].tolist()
+    return [(int(a[i]), int(b[j - 1]), _GrownRun(heads[i:j], cindex[i:j]))
+            for i, j in zip(firsts, lasts)]
+
+
 def _payload_splices(edits, dat: np.ndarray) -> list:
     """The edits of a checkpoint whose page records are their bytes alone
     (a memory dump) as splices: every page keeps its place and size and
-    gets its new 4096 bytes; back-to-back pages are one splice of at
-    most :data:`_SPLICE_PAGES` pages.
+    gets its new 4096 bytes (a :class:`_Content`); back-to-back pages are
+    one splice of at most :data:`_SPLICE_PAGES` pages.
     """
     out = []
     start = None
@@ -407,13 +485,13 @@ def _payload_splices(edits, dat: np.ndarray) -> list:
         if start is not None and (d != start + len(parts) * PAGE_SIZE or
                                   len(parts) == _SPLICE_PAGES):
             out.append((start, start + len(parts) * PAGE_SIZE,
-                        b''.join(parts)))
+                        tuple(parts)))
             start, parts = None, []
         if start is None:
             start = d
-        parts.append(edits.contents[c])
+        parts.append(_Content(c))
     if parts:
-        out.append((start, start + len(parts) * PAGE_SIZE, b''.join(parts)))
+        out.append((start, start + len(parts) * PAGE_SIZE, tuple(parts)))
     return out
 
 
@@ -516,6 +594,29 @@ class _StreamCopier:
         self._buf[self._used:self._used + n] = view
         self._used += n
 
+    def write_records(self, headers: np.ndarray, pages) -> None:
+        """Append, for each row of ``headers`` (uint8, 8 bytes each), the
+        row then the next page of ``pages`` (4096 bytes-like each): what
+        :meth:`write` of each would append, with one step per record
+        instead of two (an unseal grows a million of them).
+        """
+        heads = headers.tobytes()
+        step = 8 + PAGE_SIZE
+        buf = self._buf
+        at = 0
+        for page in pages:
+            if self._used + step > len(buf):
+                self.flush()
+                buf = self._buf
+            u = self._used
+            buf[u:u + 8] = heads[at:at + 8]
+            buf[u + 8:u + step] = page
+            self._used = u + step
+            at += 8
+        if at != len(heads):
+            raise ValueError('%d headers but %d pages'
+                             % (len(heads) // 8, at // 8))
+
     def flush(self) -> None:
         """Queue the buffered bytes for the writer (waits for a free
         buffer).
@@ -585,10 +686,19 @@ def _write_stream(ck, edits, out, fd, progress) -> None:
     sink = _StreamCopier(ck, out, fd)
     try:
         pos = 0
+        contents = edits.contents
         for start, end, data in _splices(ck, edits):
             sink.copy(pos, start)
+            if isinstance(data, _GrownRun):
+                sink.write_records(data.headers,
+                                   (contents[c] for c in data.contents))
+                pos = end
+                continue
             for part in data if isinstance(data, tuple) else (data,):
-                sink.write(part)
+                # A content is copied into the writer's buffer at once
+                # (a PageSource's page is valid until the next is made).
+                sink.write(contents[part] if isinstance(part, _Content)
+                           else part)
             pos = end
             if progress:
                 progress(pos, ck.stream_size)
@@ -642,7 +752,7 @@ def _groups(ck, edits) -> list | None:
                                         offs[mine & ~page], fill=f))
         else:
             groups.append(journal.Group(journal.FULL_PAGE, offs[mine & page],
-                                        content=edits.contents[ci]))
+                                        content=bytes(edits.contents[ci])))
     return [g for g in groups if len(g.offsets)]
 
 

@@ -55,6 +55,7 @@ file); it is read only when it is a regular file with one link, owned by
 root or the running user, that neither group nor others may access.
 """
 
+import bisect
 import dataclasses
 import hashlib
 import os
@@ -65,6 +66,7 @@ import typing
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import aead
+import numpy as np
 
 from sparc_nova.checkpoint import qemu_stream
 from sparc_nova.checkpoint import tempfiles
@@ -74,8 +76,8 @@ from sparc_nova import exception
 __all__ = ['BYTES', 'FRAMES', 'KEY_SIZE', 'MAGIC', 'MAX_RECORDS',
            'MAX_RUN_FRAMES', 'PAGE_SIZE', 'SUFFIX', 'VERSION', 'ByteRange',
            'FrameRun', 'SealedHeader', 'SealedFileError', 'check_key',
-           'identity_of', 'load_key_file', 'peek', 'read', 'sealed_path',
-           'write']
+           'identity_of', 'load_key_file', 'open_pages', 'peek', 'read',
+           'sealed_path', 'SealedPages', 'write']
 
 MAGIC = b'SPARCSLD'
 VERSION = 1
@@ -420,15 +422,66 @@ def read(path: str, key: bytes, identity: bytes,
     check_key(key)
     fd = _open_checked(path)
     try:
-        return _read_records(fd, path, key, identity, ram_bytes)
+        out = []
+        for rec in _checked_records(fd, path, key, identity, ram_bytes):
+            if rec.kind == FRAMES:
+                out.append(FrameRun(rec.addr // PAGE_SIZE, rec.fill,
+                                    bytes(rec.plaintext)))
+            else:
+                out.append(_byte_range(rec))
+        return out
     finally:
         os.close(fd)
 
 
-def _read_records(fd: int, path: str, key: bytes, identity: bytes,
-                  ram_bytes: int) -> list[Record]:
-    """:func:`read` of the file open as ``fd``: the header, then one
-    record at a time (never the whole ciphertext at once).
+def open_pages(path: str, key: bytes, identity: bytes,
+               ram_bytes: int) -> 'SealedPages':
+    """Open and check the sealed-pages file ``path`` like :func:`read`
+    (every check, every tag), keeping its frame runs' pages in the file:
+    the :class:`SealedPages` decrypts them again when they are asked for,
+    so that an unseal never holds the excluded processes' memory whole.
+
+    :raises SealedFileError: naming ``path`` and what is wrong.
+    """
+    check_key(key)
+    fd = _open_checked(path)
+    try:
+        return SealedPages(fd, path, key, identity, ram_bytes)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@dataclasses.dataclass
+class _Checked:
+    """One record of a sealed-pages file, its tag checked."""
+
+    index: int
+    head: bytes
+    kind: int
+    fill: int
+    addr: int
+    offset: int
+    length: int
+    #: Its plaintext: a view valid until the next record is read.
+    plaintext: memoryview
+
+
+def _byte_range(rec: _Checked) -> ByteRange:
+    half = rec.length // 2
+    return ByteRange(rec.addr, bytes(rec.plaintext[:half]),
+                     bytes(rec.plaintext[half:]))
+
+
+def _checked_records(fd: int, path: str, key: bytes, identity: bytes,
+                     ram_bytes: int) -> typing.Iterator[_Checked]:
+    """Check the header of the file open as ``fd``, then read, decrypt
+    and check one record at a time (never the whole ciphertext at once),
+    in file order; the last checks (the file ends after its last record,
+    the records hold what the header says) are made after the last
+    record.
+
+    :raises SealedFileError: naming ``path`` and what is wrong.
     """
     size = os.fstat(fd).st_size
     limit = _HEAD.size + 3 * ram_bytes + MAX_RECORDS * (_RECORD.size + _TAG)
@@ -447,23 +500,18 @@ def _read_records(fd: int, path: str, key: bytes, identity: bytes,
     if size < expected:
         raise SealedFileError(path, 'truncated: %d bytes, its header '
                                     'announces %d' % (size, expected))
-    prefix = data[:_PREFIX.size]
-    wrap_nonce = data[_PREFIX.size:_PREFIX.size + _NONCE]
-    wrapped = data[_PREFIX.size + _NONCE:_HEAD.size]
-    try:
-        data_key = aead.AESGCM(key).decrypt(wrap_nonce, wrapped, prefix)
-    except InvalidTag:
-        raise SealedFileError(path, 'the key does not open it: a wrong '
-                                    'key, or its header was altered')
+    cipher = aead.AESGCM(_data_key(path, key, data))
     if head.identity != identity:
         raise SealedFileError(path, 'sealed from another checkpoint: the '
                                     'checkpoint is not the one sealed (its '
                                     'header, RAM layout or device state '
                                     'changed since)')
-    cipher = aead.AESGCM(data_key)
-    out = []
     pos = _HEAD.size
     total = 0
+    # One buffer for every record's ciphertext and one for its
+    # plaintext: a new megabyte per record costs its page faults.
+    sealed_buf = memoryview(bytearray(MAX_RUN_FRAMES * PAGE_SIZE + _TAG))
+    plain_buf = memoryview(bytearray(MAX_RUN_FRAMES * PAGE_SIZE))
     for i in range(head.records):
         if pos + _RECORD.size > size:
             raise SealedFileError(path, 'truncated: record %d of %d is '
@@ -476,21 +524,13 @@ def _read_records(fd: int, path: str, key: bytes, identity: bytes,
             raise SealedFileError(path, 'truncated: record %d of %d ends '
                                         'past the end of the file'
                                   % (i, head.records))
-        sealed_bytes = _pread_exactly(fd, path, length + _TAG,
-                                      pos + _RECORD.size)
-        try:
-            payload = cipher.decrypt(_nonce(i), sealed_bytes,
-                                     _aad(identity, i, rhead))
-        except InvalidTag:
-            raise SealedFileError(path, 'record %d (guest physical 0x%x) '
-                                        'fails its authentication tag: the '
-                                        'file was altered' % (i, addr))
+        plaintext = plain_buf[:length]
+        _decrypt_record(fd, path, cipher, identity, i, rhead,
+                        pos + _RECORD.size, sealed_buf[:length + _TAG],
+                        plaintext)
         total += length
-        if kind == FRAMES:
-            out.append(FrameRun(addr // PAGE_SIZE, fill, payload))
-        else:
-            half = length // 2
-            out.append(ByteRange(addr, payload[:half], payload[half:]))
+        yield _Checked(i, rhead, kind, fill, addr, pos + _RECORD.size,
+                       length, plaintext)
         pos = end
     if pos != size:
         raise SealedFileError(path, '%d bytes after the last record'
@@ -500,7 +540,157 @@ def _read_records(fd: int, path: str, key: bytes, identity: bytes,
                                     'says %d' % (total, head.plaintext_bytes))
     if os.fstat(fd).st_size != size:
         raise SealedFileError(path, 'changed while it was read')
-    return out
+
+
+def _data_key(path: str, key: bytes, head: bytes) -> bytes:
+    """The data key the header ``head`` wraps under ``key``."""
+    prefix = head[:_PREFIX.size]
+    wrap_nonce = head[_PREFIX.size:_PREFIX.size + _NONCE]
+    wrapped = head[_PREFIX.size + _NONCE:_HEAD.size]
+    try:
+        return aead.AESGCM(key).decrypt(wrap_nonce, wrapped, prefix)
+    except InvalidTag:
+        raise SealedFileError(path, 'the key does not open it: a wrong '
+                                    'key, or its header was altered')
+
+
+def _decrypt_record(fd: int, path: str, cipher: aead.AESGCM,
+                    identity: bytes, index: int, rhead: bytes, offset: int,
+                    sealed_bytes: memoryview, plaintext: memoryview) -> None:
+    """Read record ``index``'s ciphertext (at ``offset``, into
+    ``sealed_bytes``, its size) and decrypt it into ``plaintext``.
+
+    :raises SealedFileError: its tag does not check, or the file is
+        shorter than it was.
+    """
+    if os.preadv(fd, [sealed_bytes], offset) != len(sealed_bytes):
+        raise SealedFileError(path, 'changed while it was read')
+    try:
+        cipher.decrypt_into(_nonce(index), sealed_bytes,
+                            _aad(identity, index, rhead), plaintext)
+    except InvalidTag:
+        addr = _RECORD.unpack(rhead)[4]
+        raise SealedFileError(path, 'record %d (guest physical 0x%x) '
+                                    'fails its authentication tag: the '
+                                    'file was altered' % (index, addr))
+
+
+def _page_fills(plaintext: memoryview) -> np.ndarray:
+    """Per 4096-byte page of ``plaintext``: its fill byte when it is one
+    byte repeated, else -1 (int16). Most data pages are told apart by
+    their first and last words.
+    """
+    words = np.frombuffer(plaintext, dtype=np.uint64).reshape(
+        -1, PAGE_SIZE // 8)
+    fills = np.full(len(words), -1, dtype=np.int16)
+    first = words[:, 0]
+    maybe = first == words[:, -1]
+    if not maybe.any():
+        return fills
+    byte = first & np.uint64(0xff)
+    maybe &= first == byte * np.uint64(0x0101010101010101)
+    maybe = np.nonzero(maybe)[0]
+    if len(maybe):
+        same = (words[maybe] == first[maybe, None]).all(axis=1)
+        fills[maybe[same]] = byte[maybe[same]].astype(np.int16)
+    return fills
+
+
+class SealedPages:
+    """An opened sealed-pages file (:func:`open_pages`): every record
+    checked, its byte ranges decrypted, and its frame runs' pages
+    decrypted again, a record at a time, when they are asked for (a
+    :class:`~sparc_nova.checkpoint.rewrite.PageSource`: page ``i`` is the
+    ``i``-th page of the frame runs in file order).
+
+    A page asked for is decrypted with its record's tag checked again: a
+    file changed since it was opened raises :class:`SealedFileError`.
+
+    :ivar path: the file.
+    :ivar byte_ranges: its byte-range records, in file order.
+    :ivar run_first_pfn: per frame run, its first guest frame (int64).
+    :ivar run_frames: per frame run, its number of frames (int64).
+    :ivar run_fill: per frame run, the fill byte the seal wrote (int16).
+    :ivar fills: per page, its fill byte when it is one byte repeated,
+        else -1 (int16).
+    """
+
+    def __init__(self, fd: int, path: str, key: bytes, identity: bytes,
+                 ram_bytes: int) -> None:
+        self.path = path
+        self._fd = fd
+        self._identity = identity
+        self.byte_ranges: list[ByteRange] = []
+        runs = []
+        fills = []
+        for rec in _checked_records(fd, path, key, identity, ram_bytes):
+            if rec.kind == FRAMES:
+                runs.append((rec.addr // PAGE_SIZE, rec.length // PAGE_SIZE,
+                             rec.fill, rec.index, rec.offset, rec.head))
+                fills.append(_page_fills(rec.plaintext))
+            else:
+                self.byte_ranges.append(_byte_range(rec))
+        self._cipher = aead.AESGCM(_data_key(path, key, os.pread(
+            fd, _HEAD.size, 0)))
+        self.run_first_pfn = np.array([r[0] for r in runs], dtype=np.int64)
+        self.run_frames = np.array([r[1] for r in runs], dtype=np.int64)
+        self.run_fill = np.array([r[2] for r in runs], dtype=np.int16)
+        self._runs = [r[3:] for r in runs]
+        # A list, not an array: bisect of one page number is several
+        # times faster than numpy's searchsorted of a scalar.
+        self._starts = np.concatenate(
+            [[0], np.cumsum(self.run_frames)]).astype(np.int64).tolist()
+        self.fills = np.concatenate(fills) if fills else \
+            np.zeros(0, dtype=np.int16)
+        self._sealed = memoryview(bytearray(MAX_RUN_FRAMES * PAGE_SIZE +
+                                            _TAG))
+        self._plain = memoryview(bytearray(MAX_RUN_FRAMES * PAGE_SIZE))
+        self._page_views = ()
+        # Pages self._low to self._high - 1 are those decrypted.
+        self._low = self._high = 0
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def __getitem__(self, index: int) -> memoryview:
+        """Page ``index`` (4096 read-only bytes, valid until the next
+        call).
+
+        :raises IndexError: no such page.
+        :raises SealedFileError: the file changed since it was opened.
+        """
+        if not self._low <= index < self._high:
+            self._load(index)
+        return self._page_views[index - self._low]
+
+    def _load(self, index: int) -> None:
+        """Decrypt the frame run that holds page ``index``."""
+        if not 0 <= index < self._starts[-1]:
+            raise IndexError(index)
+        run = bisect.bisect_right(self._starts, index) - 1
+        low, high = self._starts[run], self._starts[run + 1]
+        length = (high - low) * PAGE_SIZE
+        self._low = self._high = 0
+        rindex, offset, rhead = self._runs[run]
+        _decrypt_record(self._fd, self.path, self._cipher, self._identity,
+                        rindex, rhead, offset, self._sealed[:length + _TAG],
+                        self._plain[:length])
+        plain = self._plain.toreadonly()
+        self._page_views = [plain[at:at + PAGE_SIZE]
+                            for at in range(0, length, PAGE_SIZE)]
+        self._low, self._high = low, high
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> 'SealedPages':
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _pread_exactly(fd: int, path: str, n: int, offset: int) -> bytes:

@@ -42,7 +42,6 @@ from sparc_nova.checkpoint import write_mode
 from sparc_nova.engine import background
 from sparc_nova.engine import errors
 from sparc_nova.engine import memory
-from sparc_nova.engine import memstats
 from sparc_nova.engine import patches
 from sparc_nova.engine import report as report_mod
 from sparc_nova.engine import sandbox as sandbox_mod
@@ -310,55 +309,77 @@ def _remove(path: str) -> None:
         pass
 
 
-def _restorations(path: str, mem, records: list
+class _RestoredPages:
+    """What an unseal writes, as a :class:`.rewrite.PageSource`: the
+    pages of the frame runs of ``sealed_pages`` (decrypted when asked),
+    then ``patched``, the pages its byte ranges change (each 4096
+    bytes).
+    """
+
+    def __init__(self, sealed_pages: sealed.SealedPages,
+                 patched: list[bytes]) -> None:
+        self._sealed = sealed_pages
+        self._patched = patched
+        self._first = len(sealed_pages)
+        self.fills = np.concatenate([
+            sealed_pages.fills,
+            np.array([p[0] if p == bytes([p[0]]) * PAGE_SIZE else -1
+                      for p in patched], dtype=np.int16)])
+
+    def __len__(self) -> int:
+        return self._first + len(self._patched)
+
+    def __getitem__(self, index: int):
+        if index < self._first:
+            return self._sealed[index]
+        if index >= len(self):
+            raise IndexError(index)
+        return self._patched[index - self._first]
+
+
+def _restorations(path: str, mem, pages: sealed.SealedPages
                   ) -> tuple[rewrite.PageReplacements, dict]:
     """The pages an unseal writes and their counts, after checking every
-    record against ``mem`` (the sealed checkpoint): its frames are RAM,
-    named by no other record, and still hold what the seal wrote.
-    ``records`` (a list) is emptied.
+    record of the opened sealed-pages file ``pages`` against ``mem``
+    (the sealed checkpoint): its frames are RAM, named by no other
+    record, and still hold what the seal wrote.
 
     The frame runs' pages come first, in record order, then the pages
-    byte ranges change.
+    byte ranges change. The frame runs' pages stay in the file
+    (:class:`_RestoredPages`): they are decrypted when the rewrite
+    writes them.
 
     :raises SealError: naming ``path``: the checkpoint changed since it
         was sealed, or the records overlap.
     """
-    runs = [r for r in records if isinstance(r, sealed.FrameRun)]
-    ranges = [r for r in records if isinstance(r, sealed.ByteRange)]
-    # Each run is dropped once its pages are taken, so that the records
-    # and the pages taken from them are never held both in full: the
-    # caller's list is emptied.
-    records.clear()
-    runs.reverse()
-    pfn_parts = [np.zeros(0, dtype=np.int64)]
-    contents = []
-    while runs:
-        rec = runs.pop()
-        pfns = np.arange(rec.first_pfn, rec.first_pfn + rec.frames,
-                         dtype=np.int64)
-        if not mem.is_ram(pfns).all():
-            raise SealError(path, 'the sealed pages name frame 0x%x, which '
-                                  'is not RAM of this checkpoint'
-                            % rec.first_pfn)
-        held = mem.holds(pfns, rec.fill)
+    counts = pages.run_frames
+    total = int(counts.sum())
+    # Every run's frames, in record order, and per frame its run.
+    run_of = np.repeat(np.arange(len(counts)), counts)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    frames = pages.run_first_pfn[run_of] + (
+        np.arange(total, dtype=np.int64) - starts[run_of])
+    ram = mem.is_ram(frames)
+    if not ram.all():
+        raise SealError(path, 'the sealed pages name frame 0x%x, which '
+                              'is not RAM of this checkpoint'
+                        % int(pages.run_first_pfn[run_of[np.argmin(ram)]]))
+    fill = pages.run_fill[run_of]
+    for f in np.unique(fill).tolist():
+        mine = np.nonzero(fill == f)[0]
+        held = mem.holds(frames[mine], f)
         if not held.all():
             raise SealError(path, 'changed since it was sealed: frame 0x%x '
                                   'no longer holds the 0x%02x bytes the seal '
-                                  'wrote' % (int(pfns[~held][0]), rec.fill))
-        pfn_parts.append(pfns)
-        # Views of the decrypted record: its pages are not copied again.
-        pages = memoryview(rec.pages).toreadonly()
-        contents.extend([pages[i:i + PAGE_SIZE]
-                         for i in range(0, len(pages), PAGE_SIZE)])
-    frames = np.concatenate(pfn_parts)
+                                  'wrote' % (int(frames[mine][~held][0]), f))
     ordered = np.sort(frames)
     twice = ordered[1:][ordered[1:] == ordered[:-1]]
     if len(twice):
         raise SealError(path, 'the sealed pages name frame 0x%x twice'
                         % int(twice[0]))
-    pages = {}
+    patched = {}
     masks = {}
-    for rec in ranges:
+    for rec in pages.byte_ranges:
         pfn, within, n = (rec.paddr // PAGE_SIZE, rec.paddr % PAGE_SIZE,
                           len(rec.original))
         if not mem.is_ram([pfn])[0] or \
@@ -376,16 +397,17 @@ def _restorations(path: str, mem, records: list
             raise SealError(path, 'changed since it was sealed: the %d '
                                   'bytes at 0x%x no longer hold what the '
                                   'seal wrote' % (n, rec.paddr))
-        page = pages.setdefault(pfn, bytearray(mem.read(pfn * PAGE_SIZE,
-                                                        PAGE_SIZE)))
+        page = patched.setdefault(pfn, bytearray(mem.read(pfn * PAGE_SIZE,
+                                                          PAGE_SIZE)))
         page[within:within + n] = rec.original
-    for pfn in sorted(pages):
-        contents.append(bytes(pages[pfn]))
-    pfns = np.concatenate([frames, np.array(sorted(pages), dtype=np.int64)])
+    pfns = np.concatenate([frames, np.array(sorted(patched),
+                                            dtype=np.int64)])
+    contents = _RestoredPages(pages, [bytes(patched[pfn])
+                                      for pfn in sorted(patched)])
     replacements = rewrite.PageReplacements(
         pfns, np.arange(len(pfns), dtype=np.int64), contents)
-    return replacements, {'frames_restored': len(frames),
-                          'byte_ranges_restored': len(ranges),
+    return replacements, {'frames_restored': total,
+                          'byte_ranges_restored': len(pages.byte_ranges),
                           'pages_written': len(pfns)}
 
 
@@ -456,30 +478,36 @@ def _unseal(path: str, key: bytes, spath: str, rep: report_mod.ScrubReport,
     s = session_mod.open_session(path, work_dir=work_dir, limits=limits,
                                  buildid_cache_dir=None, model_kernel=False,
                                  progress=progress)
+    # The sealed pages stay open until the read back has compared them.
+    pages = None
     try:
-        identity = sealed.identity_of(s.ck)
-        ram = sum(end - start for start, end in s.memory.ranges)
-        records = sealed.read(spath, key, identity, ram)
-        rep.lap('open')
-        replacements, counts = _restorations(path, s.memory, records)
-        del records
-        memstats.give_back_free_memory()
-        rep.lap('check')
-        write = write_mode.choose(path, s.ck.compressed, output=output,
-                                  in_place=in_place, journal_key=journal_key,
-                                  journal_dir=journal_dir)
-        result = memory.write_pages(s, path, replacements, write=write,
-                                    work_dir=work_dir, progress=progress)
-        rep.lap('rewrite')
+        try:
+            identity = sealed.identity_of(s.ck)
+            ram = sum(end - start for start, end in s.memory.ranges)
+            pages = sealed.open_pages(spath, key, identity, ram)
+            rep.lap('open')
+            replacements, counts = _restorations(path, s.memory, pages)
+            rep.lap('check')
+            write = write_mode.choose(path, s.ck.compressed, output=output,
+                                      in_place=in_place,
+                                      journal_key=journal_key,
+                                      journal_dir=journal_dir)
+            result = memory.write_pages(s, path, replacements, write=write,
+                                        work_dir=work_dir,
+                                        progress=progress)
+            rep.lap('rewrite')
+        finally:
+            s.close()
+        try:
+            verification = _read_back(path, result)
+        except BaseException:
+            if not write.replaces_source:
+                _remove(write.target)
+            raise
+        rep.lap('verify')
     finally:
-        s.close()
-    try:
-        verification = _read_back(path, result)
-    except BaseException:
-        if not write.replaces_source:
-            _remove(write.target)
-        raise
-    rep.lap('verify')
+        if pages is not None:
+            pages.close()
     os.unlink(spath)
     tempfiles.fsync_directory(os.path.dirname(os.path.abspath(spath)))
     return dict(counts, checkpoint=path, output=result.path,

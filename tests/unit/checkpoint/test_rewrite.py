@@ -3,6 +3,7 @@
 import gzip
 import os
 
+import numpy as np
 import pytest
 
 from sparc_nova.checkpoint import checkpoint
@@ -255,3 +256,71 @@ def test_a_failed_write_in_the_writer_thread_fails_the_rewrite(
     assert len(calls) == 3
     assert open(path, 'rb').read() == before
     assert sorted(os.listdir(tmp_path)) == ['save.img']
+
+
+class _OneBufferPages:
+    """A PageSource that makes every page in one buffer, overwritten at
+    each call (as an unseal's sealed pages are, a record at a time): a
+    rewrite that kept a page past the next call would write the wrong
+    bytes.
+    """
+
+    def __init__(self, pages):
+        self._pages = pages
+        self._buf = bytearray(4096)
+        self.fills = np.array([p[0] if p == bytes([p[0]]) * 4096 else -1
+                               for p in pages], dtype=np.int16)
+        self.asked = []
+
+    def __len__(self):
+        return len(self._pages)
+
+    def __getitem__(self, i):
+        self.asked.append(i)
+        self._buf[:] = self._pages[i]
+        return memoryview(self._buf).toreadonly()
+
+
+@pytest.mark.parametrize('in_place', [False, True])
+def test_contents_made_when_asked(tmp_path, journal_key, in_place):
+    """Contents from a PageSource: each is used before the next is asked
+    for, mostly in ascending order, and the result reads back.
+    """
+    path = make(tmp_path, streamgen.simple_save(ram_pages=64))
+    pfns = [2, 4, 6, 40, 8] + ([] if in_place else [3, 5])
+    pages = [streamgen.page_of(p, b'NEW%d' % p) for p in pfns]
+    source = _OneBufferPages(pages)
+    repl = rewrite.PageReplacements(pfns, range(len(pfns)), source)
+    with checkpoint.open_checkpoint(path) as ck:
+        res = rewrite.rewrite_pages(ck, repl, in_place=in_place,
+                                    journal_key=journal_key)
+    res.verify()
+    with checkpoint.open_checkpoint(path) as ck:
+        for pfn, page in zip(pfns, pages):
+            assert ck.memory.read_page(pfn) == page
+    assert sorted(set(source.asked)) == list(range(len(pfns)))
+
+
+def test_back_to_back_zero_records_grow_in_one_run(tmp_path):
+    """Frames 0-99 scrubbed into back-to-back ZERO records (the first
+    names its block), then given distinct contents again: every record
+    grows back into a PAGE record, in one splice where they touch.
+    """
+    path = make(tmp_path, streamgen.simple_save(ram_pages=128))
+    with checkpoint.open_checkpoint(path) as ck:
+        rewrite.rewrite_pages(ck, {p: bytes(4096) for p in range(100)})
+    new = {p: streamgen.page_of(p, b'BACK') for p in range(100)}
+    with checkpoint.open_checkpoint(path) as ck:
+        edits = rewrite._plan(ck, rewrite.PageReplacements.of(new))
+        runs = [s for s in rewrite._splices(ck, edits)
+                if isinstance(s[2], rewrite._GrownRun)]
+        assert len(runs) == 1 and len(runs[0][2].contents) == 99
+        res = rewrite.rewrite_pages(ck, new)
+    res.verify()
+    with checkpoint.open_checkpoint(path) as ck:
+        for pfn in range(128):
+            expect = new.get(pfn, streamgen.page_of(pfn) if pfn % 2 == 0
+                             else bytes(4096))
+            assert ck.memory.read_page(pfn) == expect, pfn
+        assert (ck.layout.ram.rec_kind[ck.layout.ram.last[0][:100]] ==
+                2).all()

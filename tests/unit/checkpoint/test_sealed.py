@@ -28,6 +28,15 @@ def records():
                              b'\xfe' + b'\xff' * 7)]
 
 
+def _open_pages(path, key, identity, ram):
+    sealed.open_pages(path, key, identity, ram).close()
+
+
+#: The two ways a sealed-pages file is opened: they check the same.
+OPENERS = pytest.mark.parametrize('opener', [sealed.read, _open_pages],
+                                  ids=['read', 'open_pages'])
+
+
 @pytest.fixture
 def sealed_file(tmp_path):
     path = str(tmp_path / 'vm.save.sparc-sealed')
@@ -99,14 +108,16 @@ def test_never_through_a_link(tmp_path):
     assert not target.exists()
 
 
-def test_wrong_key(sealed_file):
+@OPENERS
+def test_wrong_key(sealed_file, opener):
     with pytest.raises(sealed.SealedFileError, match='does not open it'):
-        sealed.read(sealed_file, OTHER_KEY, IDENTITY, RAM)
+        opener(sealed_file, OTHER_KEY, IDENTITY, RAM)
 
 
-def test_other_checkpoint(sealed_file):
+@OPENERS
+def test_other_checkpoint(sealed_file, opener):
     with pytest.raises(sealed.SealedFileError, match='another checkpoint'):
-        sealed.read(sealed_file, KEY, bytes(32), RAM)
+        opener(sealed_file, KEY, bytes(32), RAM)
 
 
 def _flipped(path, pos):
@@ -132,40 +143,44 @@ def _positions(size):
     return sorted(out)
 
 
-def test_every_flipped_bit_is_refused(sealed_file):
+@OPENERS
+def test_every_flipped_bit_is_refused(sealed_file, opener):
     # One bit in the header, record headers, ciphertexts and tags.
     original = open(sealed_file, 'rb').read()
     for pos in _positions(len(original)):
         _flipped(sealed_file, pos)
         with pytest.raises(sealed.SealedFileError) as e:
-            sealed.read(sealed_file, KEY, IDENTITY, RAM)
+            opener(sealed_file, KEY, IDENTITY, RAM)
         assert sealed_file in str(e.value)
         open(sealed_file, 'wb').write(original)
 
 
-def test_flipped_record_names_the_record(sealed_file):
+@OPENERS
+def test_flipped_record_names_the_record(sealed_file, opener):
     # The first record's ciphertext, past its 16-byte header.
     _flipped(sealed_file, HEAD + 16 + 5)
     with pytest.raises(sealed.SealedFileError,
                        match='record 0 .*authentication tag'):
-        sealed.read(sealed_file, KEY, IDENTITY, RAM)
+        opener(sealed_file, KEY, IDENTITY, RAM)
 
 
-def test_every_truncation_is_refused(sealed_file):
+@OPENERS
+def test_every_truncation_is_refused(sealed_file, opener):
     original = open(sealed_file, 'rb').read()
     sizes = list(range(0, HEAD + 40)) + [len(original) - 1,
                                          len(original) - 17]
     for size in sizes:
         open(sealed_file, 'wb').write(original[:size])
         with pytest.raises(sealed.SealedFileError):
-            sealed.read(sealed_file, KEY, IDENTITY, RAM)
+            opener(sealed_file, KEY, IDENTITY, RAM)
 
 
-def test_appended_bytes_are_refused(sealed_file):
+@OPENERS
+def test_appended_bytes_are_refused(sealed_file, opener):
     with open(sealed_file, 'ab') as f:
         f.write(b'\0' * 32)
     with pytest.raises(sealed.SealedFileError, match='after the last'):
-        sealed.read(sealed_file, KEY, IDENTITY, RAM)
+        opener(sealed_file, KEY, IDENTITY, RAM)
 
 
 def test_record_count_over_the_bound(sealed_file):
@@ -278,3 +293,40 @@ def test_identity(tmp_path):
     # RAM contents are not part of it (a seal changes them); the layout
     # and the header are.
     assert ia == ib != ic and len(ia) == 32
+
+
+def test_sealed_pages_decrypt_each_page_when_asked(tmp_path):
+    """Pages come out of an opened file in any order, each as sealed, and
+    each page's fill is known from the start.
+    """
+    data = (SECRET * 200)[:4096]
+    # Not uniform, though its first and last words are the same.
+    lookalike = b'\x07' * 8 + b'\x08' + b'\x07' * 4087
+    runs = [sealed.FrameRun(3, 0, data + bytes(4096) + b'\xab' * 4096),
+            sealed.ByteRange(9 * 4096 + 100, SECRET, bytes(len(SECRET))),
+            sealed.FrameRun(20, 0, lookalike + data[::-1])]
+    expected = [data, bytes(4096), b'\xab' * 4096, lookalike, data[::-1]]
+    path = str(tmp_path / 'vm.save.sparc-sealed')
+    sealed.write(path, KEY, IDENTITY, runs)
+    with sealed.open_pages(path, KEY, IDENTITY, RAM) as pages:
+        assert len(pages) == 5
+        assert pages.fills.tolist() == [-1, 0, 0xab, -1, -1]
+        assert pages.run_first_pfn.tolist() == [3, 20]
+        assert pages.run_frames.tolist() == [3, 2]
+        assert pages.byte_ranges == [runs[1]]
+        for i in (4, 0, 3, 2, 1, 0, 4):
+            assert bytes(pages[i]) == expected[i]
+        with pytest.raises(IndexError):
+            pages[5]
+
+
+def test_a_page_changed_after_opening_is_refused(sealed_file):
+    """Every record's tag is checked when the file is opened and again
+    when its pages are decrypted: a file altered in between does not
+    give altered pages.
+    """
+    with sealed.open_pages(sealed_file, KEY, IDENTITY, RAM) as pages:
+        _flipped(sealed_file, HEAD + 16 + 5)
+        with pytest.raises(sealed.SealedFileError,
+                           match='record 0 .*authentication tag'):
+            pages[1]

@@ -425,12 +425,24 @@ def test_kill_sealed_needs_a_sealed_checkpoint(tmp_path, monkeypatch):
 
 
 def _restorations_of(path, records):
+    """``seal._restorations`` of ``records``, written to a sealed-pages
+    file of the checkpoint ``path`` and opened again.
+    """
     s = session_mod.open_session(path, work_dir=None, limits=None,
                                  buildid_cache_dir=None, model_kernel=False)
+    spath = sealed.sealed_path(path)
     try:
-        return seal._restorations(path, s.memory, records)
+        identity = sealed.identity_of(s.ck)
+        sealed.write(spath, KEY, identity, records)
+        with sealed.open_pages(spath, KEY, identity, 64 * PAGE) as pages:
+            repl, counts = seal._restorations(path, s.memory, pages)
+            # Copies: a page of the sealed file is valid until the next.
+            return ([(pfn, bytes(repl.contents[c])) for pfn, c in
+                     zip(repl.pfns.tolist(), repl.content.tolist())],
+                    counts)
     finally:
         s.close()
+        os.unlink(spath)
 
 
 @pytest.mark.parametrize('records, match', [
@@ -459,10 +471,10 @@ def test_restorations_keep_the_records_order(tmp_path):
     records = [sealed.FrameRun(41, 0, b'x' * PAGE),
                sealed.ByteRange(7 * PAGE + 2, b'ab', bytes(2)),
                sealed.FrameRun(13, 0, b'y' * PAGE)]
-    repl, counts = _restorations_of(path, records)
-    assert repl.pfns.tolist() == [41, 13, 7]
-    assert [repl.contents[c][:4] for c in repl.content.tolist()] == \
-        [b'xxxx', b'yyyy', b'\0\0ab']
+    pages, counts = _restorations_of(path, records)
+    assert [pfn for pfn, _ in pages] == [41, 13, 7]
+    assert [page[:4] for _, page in pages] == [b'xxxx', b'yyyy',
+                                               b'\0\0ab']
     assert counts == {'frames_restored': 2, 'byte_ranges_restored': 1,
                       'pages_written': 3}
 
