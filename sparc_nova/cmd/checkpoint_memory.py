@@ -118,10 +118,10 @@ def do_seal(args) -> int:
 
 
 def do_unseal(args) -> int:
-    # Not memstats.map_large_allocations(): an unseal allocates and frees
-    # a 1 MiB record after another, and mapping each on its own cost
-    # 3-4 s of page faults for 1 GiB restored (6.3 s against 10.2 s on
-    # the 4 GiB benchmark guest) to save 10 MiB of peak private memory.
+    # Not memstats.map_large_allocations(): an unseal makes no large
+    # arrays to give back (it decrypts its records into reused buffers),
+    # and mapping every allocation of a megabyte or more on its own cost
+    # the unseals that made one per record seconds of page faults.
     key = sealed.load_key_file(args.key_file)
     progress = output.Progress('unsealing')
     try:
