@@ -663,6 +663,31 @@ class SealedPages:
             self._load(index)
         return self._page_views[index - self._low]
 
+    def pages(self, index: int, count: int) -> bytes | memoryview:
+        """Pages ``index`` to ``index + count - 1`` one after the other
+        (a view of the decrypted record when they are in one, else a
+        copy; read-only, valid until the next call).
+
+        :raises IndexError: no such pages.
+        """
+        if count <= 0 or index + count > len(self):
+            raise IndexError(index + count)
+        if not self._low <= index < self._high:
+            self._load(index)
+        if index + count <= self._high:
+            at = (index - self._low) * PAGE_SIZE
+            return self._plain[at:at + count * PAGE_SIZE].toreadonly()
+        parts = []
+        while count:
+            if not self._low <= index < self._high:
+                self._load(index)
+            n = min(count, self._high - index)
+            at = (index - self._low) * PAGE_SIZE
+            parts.append(bytes(self._plain[at:at + n * PAGE_SIZE]))
+            index += n
+            count -= n
+        return b''.join(parts)
+
     def _load(self, index: int) -> None:
         """Decrypt the frame run that holds page ``index``."""
         if not 0 <= index < self._starts[-1]:

@@ -336,6 +336,12 @@ class _RestoredPages:
             raise IndexError(index)
         return self._patched[index - self._first]
 
+    def pages(self, index: int, count: int):
+        if index + count <= self._first:
+            return self._sealed.pages(index, count)
+        return b''.join([bytes(self[i])
+                         for i in range(index, index + count)])
+
 
 def _restorations(path: str, mem, pages: sealed.SealedPages
                   ) -> tuple[rewrite.PageReplacements, dict]:

@@ -280,6 +280,11 @@ class _OneBufferPages:
         self._buf[:] = self._pages[i]
         return memoryview(self._buf).toreadonly()
 
+    def pages(self, i, n):
+        self.asked.extend(range(i, i + n))
+        self._buf = bytearray(b''.join(self._pages[i:i + n]))
+        return memoryview(self._buf).toreadonly()
+
 
 @pytest.mark.parametrize('in_place', [False, True])
 def test_contents_made_when_asked(tmp_path, journal_key, in_place):
