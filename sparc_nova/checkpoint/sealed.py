@@ -53,6 +53,11 @@ written ``O_EXCL``/``O_NOFOLLOW``, mode 0600, fsync'd, under a temporary
 name, and linked to its name only when complete (never over an existing
 file); it is read only when it is a regular file with one link, owned by
 root or the running user, that neither group nor others may access.
+
+:func:`read` returns every record decrypted. :func:`open_pages` checks
+the same and keeps the file open instead (:class:`SealedPages`): the
+frame runs' pages are decrypted again, a record at a time, when they are
+asked for, so that their reader never holds them all.
 """
 
 import bisect
@@ -423,7 +428,9 @@ def read(path: str, key: bytes, identity: bytes,
     fd = _open_checked(path)
     try:
         out = []
-        for rec in _checked_records(fd, path, key, identity, ram_bytes):
+        head, cipher, size = _open_header(fd, path, key, identity,
+                                          ram_bytes)
+        for rec in _checked_records(fd, path, head, cipher, size):
             if rec.kind == FRAMES:
                 out.append(FrameRun(rec.addr // PAGE_SIZE, rec.fill,
                                     bytes(rec.plaintext)))
@@ -473,13 +480,10 @@ def _byte_range(rec: _Checked) -> ByteRange:
                      bytes(rec.plaintext[half:]))
 
 
-def _checked_records(fd: int, path: str, key: bytes, identity: bytes,
-                     ram_bytes: int) -> typing.Iterator[_Checked]:
-    """Check the header of the file open as ``fd``, then read, decrypt
-    and check one record at a time (never the whole ciphertext at once),
-    in file order; the last checks (the file ends after its last record,
-    the records hold what the header says) are made after the last
-    record.
+def _open_header(fd: int, path: str, key: bytes, identity: bytes,
+                 ram_bytes: int) -> tuple[SealedHeader, aead.AESGCM, int]:
+    """Check the header of the file open as ``fd`` (bounds, the key, the
+    checkpoint's identity): ``(header, the records' cipher, file size)``.
 
     :raises SealedFileError: naming ``path`` and what is wrong.
     """
@@ -506,6 +510,21 @@ def _checked_records(fd: int, path: str, key: bytes, identity: bytes,
                                     'checkpoint is not the one sealed (its '
                                     'header, RAM layout or device state '
                                     'changed since)')
+    return head, cipher, size
+
+
+def _checked_records(fd: int, path: str, head: SealedHeader,
+                     cipher: aead.AESGCM, size: int
+                     ) -> typing.Iterator[_Checked]:
+    """Read, decrypt and check the records of the file open as ``fd``
+    whose header ``head`` (of a file of ``size`` bytes) :func:`_open_header`
+    checked, one at a time (never the whole ciphertext at once), in file
+    order; the last checks (the file ends after its last record, the
+    records hold what the header says) are made after the last record.
+
+    :raises SealedFileError: naming ``path`` and what is wrong.
+    """
+    identity = head.identity
     pos = _HEAD.size
     total = 0
     # One buffer for every record's ciphertext and one for its
@@ -623,15 +642,15 @@ class SealedPages:
         self.byte_ranges: list[ByteRange] = []
         runs = []
         fills = []
-        for rec in _checked_records(fd, path, key, identity, ram_bytes):
+        head, self._cipher, size = _open_header(fd, path, key, identity,
+                                                ram_bytes)
+        for rec in _checked_records(fd, path, head, self._cipher, size):
             if rec.kind == FRAMES:
                 runs.append((rec.addr // PAGE_SIZE, rec.length // PAGE_SIZE,
                              rec.fill, rec.index, rec.offset, rec.head))
                 fills.append(_page_fills(rec.plaintext))
             else:
                 self.byte_ranges.append(_byte_range(rec))
-        self._cipher = aead.AESGCM(_data_key(path, key, os.pread(
-            fd, _HEAD.size, 0)))
         self.run_first_pfn = np.array([r[0] for r in runs], dtype=np.int64)
         self.run_frames = np.array([r[1] for r in runs], dtype=np.int64)
         self.run_fill = np.array([r[2] for r in runs], dtype=np.int16)
