@@ -161,8 +161,10 @@ def launch(path: str, drives: list[tuple[str, bool]], accel: str = 'auto',
     ``drives`` are ``(raw_file, readonly)`` pairs; writable ones are
     attached with discard enabled so that trims punch holes in the file.
     ``path`` is the image named in errors. A launch that takes longer than
-    ``timeout`` seconds is killed; one that was not on TCG is then tried
-    once more on TCG, and a line saying so is appended to ``notes``.
+    ``timeout`` seconds is killed. A launch with KVM allowed that was
+    killed, or that failed (a half-working KVM can also make QEMU abort
+    at once, e.g. on a vCPU register it cannot set), is tried once more
+    on TCG, and a line saying so is appended to ``notes``.
 
     :raises DiskScrubError: the appliance did not start.
     """
@@ -173,10 +175,15 @@ def launch(path: str, drives: list[tuple[str, bool]], accel: str = 'auto',
         if 'force_tcg' in settings:
             raise exception.DiskScrubError(
                 path, 'the libguestfs appliance did not start: %s' % e)
+        what = 'did not start within %d s with KVM allowed; it was ' \
+               'killed' % timeout
+    except exception.DiskScrubError:
+        if 'force_tcg' in settings:
+            raise
+        what = 'failed to start with KVM allowed'
     if notes is not None:
-        notes.append('the libguestfs appliance did not start within %d s '
-                     'with KVM allowed; it was killed and started on TCG'
-                     % timeout)
+        notes.append('the libguestfs appliance %s and started on TCG'
+                     % what)
     try:
         return _launch(path, drives, ['force_tcg'], memsize_mib, timeout)
     except ApplianceTimeout as e:
