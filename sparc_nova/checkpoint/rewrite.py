@@ -256,14 +256,7 @@ def _not_read_back(memory, replacements: PageReplacements | None
     # The fill byte of each content those frames should hold (-1: not
     # uniform), each content looked at once.
     wanted = replacements.content.astype(np.int64)
-    if isinstance(replacements.contents, list):
-        fills = np.full(len(replacements.contents), -1, dtype=np.int16)
-        for c in np.unique(wanted[uniform]).tolist():
-            fill = _uniform(replacements.contents[c])
-            fills[c] = -1 if fill is None else fill
-    else:
-        fills = replacements.fills()
-    bad = uniform & (loaded_fill != fills[wanted])
+    bad = uniform & (loaded_fill != replacements.fills()[wanted])
     # Every other frame's last copy is a PAGE record: compared
     # _COMPARE_PAGES at a time (two joined buffers and one comparison),
     # page by page only in a batch that differs.
@@ -330,20 +323,13 @@ class _Edits:
         return len(self.recs)
 
 
-def _contents(replacements: PageReplacements
-              ) -> tuple[np.ndarray, np.ndarray, list, np.ndarray]:
-    """Frame numbers, content indexes, contents and per content its fill
-    byte (-1: not uniform).
-    """
-    return (replacements.pfns, replacements.content.astype(np.int64),
-            replacements.contents, replacements.fills())
-
-
 def _plan(ck, replacements) -> _Edits:
     """Every affected copy of every replaced frame, vectorised."""
     idx = ck.layout.ram
-    pfns, cindex, contents, fills = _contents(replacements)
-    fills = fills.astype(np.int64)
+    pfns = replacements.pfns
+    cindex = replacements.content.astype(np.int64)
+    contents = replacements.contents
+    fills = replacements.fills().astype(np.int64)
     gpa = pfns << 12
     covered = np.zeros(len(pfns), dtype=bool)
     all_recs, all_content = [], []
@@ -720,13 +706,13 @@ def _write_stream(ck, edits, out, fd, progress) -> None:
             if isinstance(data, _GrownRun):
                 sink.write_records(data.headers,
                                    (contents[c] for c in data.contents))
-                pos = end
-                continue
-            for part in data if isinstance(data, tuple) else (data,):
-                # A content is copied into the writer's buffer at once
-                # (a PageSource's page is valid until the next is made).
-                sink.write(contents[part] if isinstance(part, _Content)
-                           else part)
+            else:
+                for part in data if isinstance(data, tuple) else (data,):
+                    # A content is copied into the writer's buffer at
+                    # once (a PageSource's page is valid until the next
+                    # is made).
+                    sink.write(contents[part] if isinstance(part, _Content)
+                               else part)
             pos = end
             if progress:
                 progress(pos, ck.stream_size)
