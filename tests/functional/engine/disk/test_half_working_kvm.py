@@ -36,6 +36,10 @@ CRASH = 'echo "qemu-system-x86_64: kvm_buf_set_msrs: Assertion failed" ' \
 
 
 def _fake_qemu(tmp_path, monkeypatch, broken):
+    """Put the fake QEMU doing ``broken`` when asked for KVM first on
+    ``PATH`` for one test (the KVM probe's cached answer forgotten before
+    and after).
+    """
     real = subprocess.run(['sh', '-c', 'command -v qemu-system-x86_64'],
                           capture_output=True, text=True,
                           check=True).stdout.strip()
@@ -45,22 +49,19 @@ def _fake_qemu(tmp_path, monkeypatch, broken):
     fake.chmod(0o755)
     monkeypatch.setenv('PATH', '%s:%s' % (fake.parent, os.environ['PATH']))
     monkeypatch.setenv('LIBGUESTFS_BACKEND', 'direct')
+    appliance.kvm_usable.cache_clear()
+    yield
+    appliance.kvm_usable.cache_clear()
 
 
 @pytest.fixture
 def broken_kvm(tmp_path, monkeypatch):
-    _fake_qemu(tmp_path, monkeypatch, HANG)
-    appliance.kvm_usable.cache_clear()
-    yield
-    appliance.kvm_usable.cache_clear()
+    yield from _fake_qemu(tmp_path, monkeypatch, HANG)
 
 
 @pytest.fixture
 def crashing_kvm(tmp_path, monkeypatch):
-    _fake_qemu(tmp_path, monkeypatch, CRASH)
-    appliance.kvm_usable.cache_clear()
-    yield
-    appliance.kvm_usable.cache_clear()
+    yield from _fake_qemu(tmp_path, monkeypatch, CRASH)
 
 
 def test_probe_sees_the_kernel_run_on_tcg():
