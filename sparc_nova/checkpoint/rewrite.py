@@ -275,16 +275,24 @@ def _not_read_back(memory, replacements: PageReplacements | None
 
 
 def _joined(contents, indexes: list[int]) -> bytes:
-    """Contents ``indexes`` of ``contents`` (a list or a
-    :class:`PageSource`) one after the other, as bytes (a comparison of
-    bytes with a memoryview is many times slower than a copy).
+    """:func:`_pages_of`, as bytes (a comparison of bytes with a
+    memoryview is many times slower than a copy).
+    """
+    return bytes(_pages_of(contents, indexes))
+
+
+def _pages_of(contents, indexes: list[int]) -> bytes | memoryview:
+    """Contents ``indexes`` (at least one) of ``contents`` (a list or a
+    :class:`PageSource`) one after the other: a view, valid until the
+    source is asked again, when they are consecutive pages of a
+    :class:`PageSource`, else a joined copy.
     """
     if isinstance(contents, list):
         return b''.join([contents[c] for c in indexes])
     first = indexes[0]
     if indexes[-1] - first == len(indexes) - 1:
         # Ascending and consecutive (the contents cannot repeat).
-        return bytes(contents.pages(first, len(indexes)))
+        return contents.pages(first, len(indexes))
     return b''.join([bytes(contents[c]) for c in indexes])
 
 
@@ -608,28 +616,34 @@ class _StreamCopier:
         self._buf[self._used:self._used + n] = view
         self._used += n
 
-    def write_records(self, headers: np.ndarray, pages) -> None:
+    def write_records(self, headers: np.ndarray, contents,
+                      indexes: list[int]) -> None:
         """Append, for each row of ``headers`` (uint8, 8 bytes each), the
-        row then the next page of ``pages`` (4096 bytes-like each): what
-        :meth:`write` of each would append, with one step per record
-        instead of two (an unseal grows a million of them).
+        row then content ``indexes[i]`` of ``contents`` (a list or a
+        :class:`PageSource`): what :meth:`write` of each would append,
+        with one numpy step per batch of up to :data:`_COMPARE_PAGES`
+        records instead of two Python steps per record (an unseal grows
+        a million of them).
         """
-        heads = headers.tobytes()
-        step = 8 + PAGE_SIZE
-        buf = self._buf
-        at = 0
-        for page in pages:
-            if self._used + step > len(buf):
-                self.flush()
-                buf = self._buf
-            u = self._used
-            buf[u:u + 8] = heads[at:at + 8]
-            buf[u + 8:u + step] = page
-            self._used = u + step
-            at += 8
-        if at != len(heads):
+        if len(headers) != len(indexes):
             raise ValueError('%d headers but %d pages'
-                             % (len(heads) // 8, at // 8))
+                             % (len(headers), len(indexes)))
+        step = 8 + PAGE_SIZE
+        done = 0
+        while done < len(indexes):
+            room = (len(self._buf) - self._used) // step
+            if not room:
+                self.flush()
+                continue
+            n = min(room, len(indexes) - done, _COMPARE_PAGES)
+            rows = np.frombuffer(self._buf, dtype=np.uint8, count=n * step,
+                                 offset=self._used).reshape(n, step)
+            rows[:, :8] = headers[done:done + n]
+            rows[:, 8:] = np.frombuffer(
+                _pages_of(contents, indexes[done:done + n]),
+                dtype=np.uint8).reshape(n, PAGE_SIZE)
+            self._used += n * step
+            done += n
 
     def flush(self) -> None:
         """Queue the buffered bytes for the writer (waits for a free
@@ -704,8 +718,7 @@ def _write_stream(ck, edits, out, fd, progress) -> None:
         for start, end, data in _splices(ck, edits):
             sink.copy(pos, start)
             if isinstance(data, _GrownRun):
-                sink.write_records(data.headers,
-                                   (contents[c] for c in data.contents))
+                sink.write_records(data.headers, contents, data.contents)
             else:
                 for part in data if isinstance(data, tuple) else (data,):
                     # A content is copied into the writer's buffer at

@@ -442,36 +442,60 @@ def read(path: str, key: bytes, identity: bytes,
 
 
 def open_pages(path: str, key: bytes, identity: bytes,
-               ram_bytes: int) -> 'SealedPages':
+               ram_bytes: int, *,
+               defer_frame_runs: bool = False) -> 'SealedPages':
     """Open and check the sealed-pages file ``path`` like :func:`read`
     (every check, every tag), keeping its frame runs' pages in the file:
     the :class:`SealedPages` decrypts them again when they are asked for,
     so that an unseal never holds the excluded processes' memory whole.
 
+    :param defer_frame_runs: check every header, the key and the byte
+        ranges' tags now, but each frame run's tag only when its pages
+        are first asked for, or by :meth:`SealedPages.check_unread`; the
+        pages' fill bytes are then unknown (``fills`` holds -1). For a
+        reader whose writes can still be undone when a tag fails (a new
+        file that takes the checkpoint's place only after
+        :meth:`SealedPages.check_unread`): it reads the frame runs once
+        instead of twice.
     :raises SealedFileError: naming ``path`` and what is wrong.
     """
     check_key(key)
     fd = _open_checked(path)
     try:
-        return SealedPages(fd, path, key, identity, ram_bytes)
+        return SealedPages(fd, path, key, identity, ram_bytes,
+                           defer_frame_runs=defer_frame_runs)
     except BaseException:
         os.close(fd)
         raise
 
 
-@dataclasses.dataclass
-class _Checked:
-    """One record of a sealed-pages file, its tag checked."""
+@dataclasses.dataclass(frozen=True)
+class _RecordHead:
+    """Where one record of a sealed-pages file is, its header checked."""
 
     index: int
     head: bytes
     kind: int
     fill: int
     addr: int
+    #: Offset of its ciphertext (``length`` bytes and the tag).
     offset: int
     length: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Checked(_RecordHead):
+    """One record of a sealed-pages file, its tag checked."""
+
     #: Its plaintext: a view valid until the next record is read.
     plaintext: memoryview
+    #: Its authentication tag, checked.
+    tag: bytes
+
+    @classmethod
+    def of(cls, rec: _RecordHead, plaintext: memoryview,
+           tag: bytes) -> '_Checked':
+        return cls(**vars(rec), plaintext=plaintext, tag=tag)
 
 
 def _byte_range(rec: _Checked) -> ByteRange:
@@ -513,24 +537,18 @@ def _open_header(fd: int, path: str, key: bytes, identity: bytes,
     return head, cipher, size
 
 
-def _checked_records(fd: int, path: str, head: SealedHeader,
-                     cipher: aead.AESGCM, size: int
-                     ) -> typing.Iterator[_Checked]:
-    """Read, decrypt and check the records of the file open as ``fd``
-    whose header ``head`` (of a file of ``size`` bytes) :func:`_open_header`
-    checked, one at a time (never the whole ciphertext at once), in file
-    order; the last checks (the file ends after its last record, the
-    records hold what the header says) are made after the last record.
+def _record_heads(fd: int, path: str, head: SealedHeader, size: int
+                  ) -> typing.Iterator[_RecordHead]:
+    """The record headers of the file open as ``fd`` whose header ``head``
+    (of a file of ``size`` bytes) :func:`_open_header` checked, in file
+    order, each checked for bounds; the last checks (the file ends after
+    its last record, the records hold what the header says) are made
+    after the last record. Nothing is decrypted.
 
     :raises SealedFileError: naming ``path`` and what is wrong.
     """
-    identity = head.identity
     pos = _HEAD.size
     total = 0
-    # One buffer for every record's ciphertext and one for its
-    # plaintext: a new megabyte per record costs its page faults.
-    sealed_buf = memoryview(bytearray(MAX_RUN_FRAMES * PAGE_SIZE + _TAG))
-    plain_buf = memoryview(bytearray(MAX_RUN_FRAMES * PAGE_SIZE))
     for i in range(head.records):
         if pos + _RECORD.size > size:
             raise SealedFileError(path, 'truncated: record %d of %d is '
@@ -543,13 +561,9 @@ def _checked_records(fd: int, path: str, head: SealedHeader,
             raise SealedFileError(path, 'truncated: record %d of %d ends '
                                         'past the end of the file'
                                   % (i, head.records))
-        plaintext = plain_buf[:length]
-        _decrypt_record(fd, path, cipher, identity, i, rhead,
-                        pos + _RECORD.size, sealed_buf[:length + _TAG],
-                        plaintext)
         total += length
-        yield _Checked(i, rhead, kind, fill, addr, pos + _RECORD.size,
-                       length, plaintext)
+        yield _RecordHead(i, rhead, kind, fill, addr, pos + _RECORD.size,
+                          length)
         pos = end
     if pos != size:
         raise SealedFileError(path, '%d bytes after the last record'
@@ -559,6 +573,27 @@ def _checked_records(fd: int, path: str, head: SealedHeader,
                                     'says %d' % (total, head.plaintext_bytes))
     if os.fstat(fd).st_size != size:
         raise SealedFileError(path, 'changed while it was read')
+
+
+def _checked_records(fd: int, path: str, head: SealedHeader,
+                     cipher: aead.AESGCM, size: int
+                     ) -> typing.Iterator[_Checked]:
+    """:func:`_record_heads`, each record read, decrypted and its tag
+    checked, one at a time (never the whole ciphertext at once).
+
+    :raises SealedFileError: naming ``path`` and what is wrong.
+    """
+    # One buffer for every record's ciphertext and one for its
+    # plaintext: a new megabyte per record costs its page faults.
+    sealed_buf = memoryview(bytearray(MAX_RUN_FRAMES * PAGE_SIZE + _TAG))
+    plain_buf = memoryview(bytearray(MAX_RUN_FRAMES * PAGE_SIZE))
+    for rec in _record_heads(fd, path, head, size):
+        plaintext = plain_buf[:rec.length]
+        _decrypt_record(fd, path, cipher, head.identity, rec.index,
+                        rec.head, rec.offset,
+                        sealed_buf[:rec.length + _TAG], plaintext)
+        yield _Checked.of(rec, plaintext,
+                          bytes(sealed_buf[rec.length:rec.length + _TAG]))
 
 
 def _data_key(path: str, key: bytes, head: bytes) -> bytes:
@@ -624,6 +659,8 @@ class SealedPages:
 
     A page asked for is decrypted with its record's tag checked again: a
     file changed since it was opened raises :class:`SealedFileError`.
+    Opened with ``defer_frame_runs``, the frame runs' tags are checked
+    for the first time then (or by :meth:`check_unread`).
 
     :ivar path: the file.
     :ivar byte_ranges: its byte-range records, in file order.
@@ -631,24 +668,33 @@ class SealedPages:
     :ivar run_frames: per frame run, its number of frames (int64).
     :ivar run_fill: per frame run, the fill byte the seal wrote (int16).
     :ivar fills: per page, its fill byte when it is one byte repeated,
-        else -1 (int16).
+        else -1 (int16); -1 throughout when the frame runs were not read
+        yet (``defer_frame_runs``).
     """
 
     def __init__(self, fd: int, path: str, key: bytes, identity: bytes,
-                 ram_bytes: int) -> None:
+                 ram_bytes: int, *, defer_frame_runs: bool = False) -> None:
         self.path = path
         self._fd = fd
         self._identity = identity
         self.byte_ranges: list[ByteRange] = []
         runs = []
         fills = []
+        #: Per frame run, its tag once checked.
+        self._tags: dict[int, bytes] = {}
         head, self._cipher, size = _open_header(fd, path, key, identity,
                                                 ram_bytes)
-        for rec in _checked_records(fd, path, head, self._cipher, size):
+        if defer_frame_runs:
+            records = self._checked_byte_ranges(head, size)
+        else:
+            records = _checked_records(fd, path, head, self._cipher, size)
+        for rec in records:
             if rec.kind == FRAMES:
                 runs.append((rec.addr // PAGE_SIZE, rec.length // PAGE_SIZE,
                              rec.fill, rec.index, rec.offset, rec.head))
-                fills.append(_page_fills(rec.plaintext))
+                if not defer_frame_runs:
+                    fills.append(_page_fills(rec.plaintext))
+                    self._tags[len(runs) - 1] = rec.tag
             else:
                 self.byte_ranges.append(_byte_range(rec))
         self.run_first_pfn = np.array([r[0] for r in runs], dtype=np.int64)
@@ -659,14 +705,36 @@ class SealedPages:
         # times faster than numpy's searchsorted of a scalar.
         self._starts = np.concatenate(
             [[0], np.cumsum(self.run_frames)]).astype(np.int64).tolist()
-        self.fills = np.concatenate(fills) if fills else \
-            np.zeros(0, dtype=np.int16)
+        if defer_frame_runs:
+            self.fills = np.full(self._starts[-1], -1, dtype=np.int16)
+            self._unread = set(range(len(runs)))
+        else:
+            self.fills = np.concatenate(fills) if fills else \
+                np.zeros(0, dtype=np.int16)
+            self._unread = set()
         self._sealed = memoryview(bytearray(MAX_RUN_FRAMES * PAGE_SIZE +
                                             _TAG))
         self._plain = memoryview(bytearray(MAX_RUN_FRAMES * PAGE_SIZE))
-        self._page_views = ()
+        self._readonly = self._plain.toreadonly()
         # Pages self._low to self._high - 1 are those decrypted.
         self._low = self._high = 0
+
+    def _checked_byte_ranges(self, head: SealedHeader, size: int
+                             ) -> typing.Iterator[_RecordHead | _Checked]:
+        """Every record header checked, the byte ranges' records
+        decrypted (as :class:`_Checked`), the frame runs' not.
+        """
+        buf = memoryview(bytearray(2 * PAGE_SIZE + _TAG))
+        for rec in _record_heads(self._fd, self.path, head, size):
+            if rec.kind == FRAMES:
+                yield rec
+                continue
+            plaintext = buf[_TAG:_TAG + rec.length]
+            _decrypt_record(self._fd, self.path, self._cipher,
+                            head.identity, rec.index, rec.head, rec.offset,
+                            buf[:rec.length + _TAG], plaintext)
+            yield _Checked.of(rec, plaintext,
+                              bytes(buf[rec.length:rec.length + _TAG]))
 
     def __len__(self) -> int:
         return self._starts[-1]
@@ -680,7 +748,8 @@ class SealedPages:
         """
         if not self._low <= index < self._high:
             self._load(index)
-        return self._page_views[index - self._low]
+        at = (index - self._low) * PAGE_SIZE
+        return self._readonly[at:at + PAGE_SIZE]
 
     def pages(self, index: int, count: int) -> bytes | memoryview:
         """Pages ``index`` to ``index + count - 1`` one after the other
@@ -695,7 +764,7 @@ class SealedPages:
             self._load(index)
         if index + count <= self._high:
             at = (index - self._low) * PAGE_SIZE
-            return self._plain[at:at + count * PAGE_SIZE].toreadonly()
+            return self._readonly[at:at + count * PAGE_SIZE]
         parts = []
         while count:
             if not self._low <= index < self._high:
@@ -711,7 +780,10 @@ class SealedPages:
         """Decrypt the frame run that holds page ``index``."""
         if not 0 <= index < self._starts[-1]:
             raise IndexError(index)
-        run = bisect.bisect_right(self._starts, index) - 1
+        self._decrypt_run(bisect.bisect_right(self._starts, index) - 1)
+
+    def _decrypt_run(self, run: int) -> None:
+        """Decrypt frame run ``run`` (its tag checked) into the buffer."""
         low, high = self._starts[run], self._starts[run + 1]
         length = (high - low) * PAGE_SIZE
         self._low = self._high = 0
@@ -719,10 +791,58 @@ class SealedPages:
         _decrypt_record(self._fd, self.path, self._cipher, self._identity,
                         rindex, rhead, offset, self._sealed[:length + _TAG],
                         self._plain[:length])
-        plain = self._plain.toreadonly()
-        self._page_views = [plain[at:at + PAGE_SIZE]
-                            for at in range(0, length, PAGE_SIZE)]
+        self._unread.discard(run)
+        self._tags[run] = bytes(self._sealed[length:length + _TAG])
         self._low, self._high = low, high
+
+    def run_holds(self, run: int, data) -> bool:
+        """Whether ``data`` (bytes-like) is exactly the pages of frame run
+        ``run``, told by the run's tag: ``data`` is encrypted as the seal
+        encrypted the run (the same data key, nonce and associated data),
+        which gives the run's tag only for the same plaintext (GCM's tag
+        authenticates the ciphertext, and the same key stream makes the
+        same ciphertext only of the same plaintext). The tag is the one
+        checked when the run was decrypted (now, if it was not yet): the
+        file is not read again. What is computed is compared and dropped,
+        never written or returned (so the nonce, used again here, never
+        protects two things an observer sees).
+
+        :raises IndexError: no such run.
+        :raises SealedFileError: the run was not decrypted yet and its tag
+            does not check.
+        """
+        rindex, offset, rhead = self._runs[run]
+        length = int(self.run_frames[run]) * PAGE_SIZE
+        if len(data) != length:
+            return False
+        if run not in self._tags:
+            self._decrypt_run(run)
+        tag = self._tags[run]
+        out = self._sealed[:length + _TAG]
+        self._cipher.encrypt_into(_nonce(rindex), data,
+                                  _aad(self._identity, rindex, rhead), out)
+        return out[length:] == tag
+
+    def check_unread(self) -> int:
+        """Check the tag of every frame run not decrypted yet (none,
+        unless opened with ``defer_frame_runs``): after this, every record
+        of the file has been authenticated. Returns how many were left.
+
+        :raises SealedFileError: a tag does not check.
+        """
+        unread = sorted(self._unread)
+        for run in unread:
+            self._decrypt_run(run)
+        return len(unread)
+
+    def drop_cache(self) -> None:
+        """Ask the kernel to drop the file's cached pages (for a reader
+        that will not read them again: the removal of a file of a GiB
+        whose pages are cached frees them then, a tenth of a second and
+        more). The file itself is unchanged. Safe in another thread than
+        the reader's, until :meth:`close`.
+        """
+        os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
     def close(self) -> None:
         """Close the file (idempotent)."""

@@ -1,6 +1,7 @@
 """A piece of work run in a thread of its own while the caller does
 another (a seal writes its sealed-pages file while the checkpoint is
-rewritten; an unseal decrypts while the checkpoint is parsed).
+rewritten; an unseal drops the sealed-pages file's cached pages while it
+reads the unsealed checkpoint back).
 
 The work is a function of one argument, a :class:`threading.Event` set
 when the caller asks it to stop: it checks it between its steps and

@@ -34,7 +34,9 @@ import typing
 
 import numpy as np
 
+from sparc_nova.checkpoint import checkpoint
 from sparc_nova.checkpoint import limits as limits_mod
+from sparc_nova.checkpoint import physmem
 from sparc_nova.checkpoint import rewrite
 from sparc_nova.checkpoint import sealed
 from sparc_nova.checkpoint import tempfiles
@@ -417,18 +419,39 @@ def _restorations(path: str, mem, pages: sealed.SealedPages
                           'pages_written': len(pfns)}
 
 
-def _read_back(path: str, result: rewrite.RewriteResult) -> dict:
+def _read_back(path: str, result: rewrite.RewriteResult,
+               pages: sealed.SealedPages) -> dict:
     """Parse the written checkpoint again and check that every restored
-    frame reads back (:meth:`.rewrite.RewriteResult.verify`).
+    frame reads back: each frame run's frames by the run's tag
+    (:meth:`.sealed.SealedPages.run_holds`: the sealed-pages file is not
+    decrypted a second time), each page a byte range changed as
+    ``result`` wrote it.
 
     :raises SealError: naming ``path`` and the first frame that does not.
     """
+    replacements = result.replacements
+    patched = replacements.pfns[len(pages):].tolist()
     try:
-        checked = result.verify()
-    except exception.CheckpointError as e:
+        with checkpoint.open_checkpoint(result.path,
+                                        work_dir=result.work_dir,
+                                        snapshot=result.snapshot) as ck:
+            mem = ck.memory
+            for run, (first, n) in enumerate(zip(
+                    pages.run_first_pfn.tolist(),
+                    pages.run_frames.tolist())):
+                frames = np.arange(first, first + n, dtype=np.int64)
+                if not pages.run_holds(run, mem.frames(frames)):
+                    raise SealError(path, 'the unsealed pages do not read '
+                                          'back: the frames from 0x%x'
+                                    % first)
+            for i, pfn in enumerate(patched, start=len(pages)):
+                if mem.read_page(pfn) != bytes(replacements.contents[i]):
+                    raise SealError(path, 'the unsealed pages do not read '
+                                          'back: frame 0x%x' % pfn)
+    except (exception.CheckpointError, physmem.PhysicalAddressError) as e:
         raise SealError(path, 'the unsealed pages do not read back: %s' % e)
     return {'result': 'ok', 'reparsed': True,
-            'frames_checked': checked['pages_checked']}
+            'frames_checked': len(replacements)}
 
 
 def unseal_checkpoint(path: str, key: bytes, *, output: str | None = None,
@@ -449,13 +472,17 @@ def unseal_checkpoint(path: str, key: bytes, *, output: str | None = None,
     :returns: ``{'checkpoint', 'output', 'sealed_file', 'frames_restored',
         'byte_ranges_restored', 'pages_written', 'rewrite',
         'verification', 'timings'}``; the timings' phases are ``open``
-        (parse, read and decrypt the sealed-pages file), ``check`` (every
-        record against the checkpoint), ``rewrite`` and ``verify``, and
-        they hold the process's peak memory (``peak_rss_mib``,
-        ``peak_private_mib``).
+        (parse the checkpoint and the sealed-pages file, check the key
+        and the tags), ``check`` (every record against the checkpoint),
+        ``rewrite`` and ``verify``, and they hold the process's peak
+        memory (``peak_rss_mib``, ``peak_private_mib``). Written to a new
+        file (``output``, or replacing ``path``), the frame runs' tags are
+        checked as the rewrite decrypts their pages, and every one before
+        the new file takes its place; in place, every tag is checked
+        before anything is written.
     :raises SealedFileError: the key does not open the sealed-pages file,
         or it is altered, truncated, refused, or for another checkpoint;
-        nothing was written.
+        nothing was written (a new file begun is removed).
     :raises SealError: the checkpoint changed since it was sealed (nothing
         was written), or the read back failed (an ``output`` is removed).
     :raises CheckpointError: the checkpoint does not parse, or the rewrite
@@ -488,28 +515,42 @@ def _unseal(path: str, key: bytes, spath: str, rep: report_mod.ScrubReport,
     pages = None
     try:
         try:
-            identity = sealed.identity_of(s.ck)
-            ram = sum(end - start for start, end in s.memory.ranges)
-            pages = sealed.open_pages(spath, key, identity, ram)
-            rep.lap('open')
-            replacements, counts = _restorations(path, s.memory, pages)
-            rep.lap('check')
             write = write_mode.choose(path, s.ck.compressed, output=output,
                                       in_place=in_place,
                                       journal_key=journal_key,
                                       journal_dir=journal_dir)
-            result = memory.write_pages(s, path, replacements, write=write,
-                                        work_dir=work_dir,
-                                        progress=progress)
+            # A new file is written only from pages whose tags checked and
+            # takes the checkpoint's place only once every tag checked:
+            # the frame runs are read once, as they are written.
+            deferred = rewrite.commits_by_rename(s.ck, write)
+            identity = sealed.identity_of(s.ck)
+            ram = sum(end - start for start, end in s.memory.ranges)
+            pages = sealed.open_pages(spath, key, identity, ram,
+                                      defer_frame_runs=deferred)
+            rep.lap('open')
+            replacements, counts = _restorations(path, s.memory, pages)
+            rep.lap('check')
+            result = memory.write_pages(
+                s, path, replacements, write=write, work_dir=work_dir,
+                progress=progress,
+                before_commit=pages.check_unread if deferred else None)
             rep.lap('rewrite')
         finally:
             s.close()
+        # The read back checks the frame runs by the tags kept when they
+        # were decrypted: the sealed-pages file is not read again, and its
+        # cached pages are dropped meanwhile (else its removal frees them).
+        dropping = background.Background(
+            'sparc-unseal-drop-cache', lambda stopping: pages.drop_cache())
+        dropping.start()
         try:
-            verification = _read_back(path, result)
+            verification = _read_back(path, result, pages)
         except BaseException:
             if not write.replaces_source:
                 _remove(write.target)
             raise
+        finally:
+            dropping.stop()
         rep.lap('verify')
     finally:
         if pages is not None:

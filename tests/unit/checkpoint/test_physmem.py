@@ -29,3 +29,18 @@ def test_page_records_match_page_record(tmp_path):
         with pytest.raises(physmem.PhysicalAddressError) as e:
             mem.page_records([3, 64])
         assert e.value.address == 64 << 12
+
+
+def test_frames_join_what_read_page_gives(tmp_path):
+    path = tmp_path / 'save.img'
+    path.write_bytes(streamgen.simple_save(ram_pages=64, twice=(10,)))
+    with checkpoint.open_checkpoint(str(path)) as ck:
+        mem = ck.memory
+        for pfns in ([10, 12, 14], [3, 4, 5], [7], [63, 2, 10]):
+            # Data pages only (one step), zero pages among them, one
+            # zero page, and frames in any order.
+            assert mem.frames(np.array(pfns)) == b''.join(
+                mem.read_page(p) for p in pfns)
+        assert mem.frames(np.array([], dtype=np.int64)) == b''
+        with pytest.raises(physmem.PhysicalAddressError):
+            mem.frames(np.array([2, 64]))

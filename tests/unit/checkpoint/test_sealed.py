@@ -32,9 +32,17 @@ def _open_pages(path, key, identity, ram):
     sealed.open_pages(path, key, identity, ram).close()
 
 
-#: The two ways a sealed-pages file is opened: they check the same.
-OPENERS = pytest.mark.parametrize('opener', [sealed.read, _open_pages],
-                                  ids=['read', 'open_pages'])
+def _open_pages_deferred(path, key, identity, ram):
+    with sealed.open_pages(path, key, identity, ram,
+                           defer_frame_runs=True) as pages:
+        pages.check_unread()
+
+
+#: The ways a sealed-pages file is opened and checked: they check the
+#: same.
+OPENERS = pytest.mark.parametrize(
+    'opener', [sealed.read, _open_pages, _open_pages_deferred],
+    ids=['read', 'open_pages', 'open_pages_deferred'])
 
 
 @pytest.fixture
@@ -330,3 +338,62 @@ def test_a_page_changed_after_opening_is_refused(sealed_file):
         with pytest.raises(sealed.SealedFileError,
                            match='record 0 .*authentication tag'):
             pages[1]
+
+
+def test_deferred_frame_runs_are_checked_when_read(sealed_file):
+    """Opened with defer_frame_runs, a frame run's tag is first checked
+    when one of its pages is asked for, or by check_unread; the header
+    and the byte ranges are checked at once, and the fills are unknown.
+    """
+    _flipped(sealed_file, HEAD + 16 + 5)
+    with sealed.open_pages(sealed_file, KEY, IDENTITY, RAM,
+                           defer_frame_runs=True) as pages:
+        assert pages.fills.tolist() == [-1, -1]
+        assert [r.paddr for r in pages.byte_ranges] == [
+            9 * 4096 + 100, 10 * 4096 + 8]
+        for check in (lambda: pages.pages(0, 2), pages.check_unread):
+            with pytest.raises(sealed.SealedFileError,
+                               match='record 0 .*authentication tag'):
+                check()
+    # The byte ranges are decrypted when the file is opened.
+    original = open(sealed_file, 'rb').read()
+    _flipped(sealed_file, len(original) - 20)
+    with pytest.raises(sealed.SealedFileError,
+                       match='record 2 .*authentication tag'):
+        sealed.open_pages(sealed_file, KEY, IDENTITY, RAM,
+                          defer_frame_runs=True)
+
+
+def test_check_unread_checks_only_the_runs_not_read(tmp_path):
+    path = str(tmp_path / 'vm.save.sparc-sealed')
+    sealed.write(path, KEY, IDENTITY,
+                 [sealed.FrameRun(3, 0, b'\1' * 4096),
+                  sealed.FrameRun(9, 0, b'\2' * 8192)])
+    with sealed.open_pages(path, KEY, IDENTITY, RAM,
+                           defer_frame_runs=True) as pages:
+        assert bytes(pages[2]) == b'\2' * 4096
+        assert pages.check_unread() == 1
+        assert pages.check_unread() == 0
+        assert bytes(pages.pages(0, 3)) == b'\1' * 4096 + b'\2' * 8192
+    with sealed.open_pages(path, KEY, IDENTITY, RAM) as pages:
+        assert pages.fills.tolist() == [1, 2, 2]
+        assert pages.check_unread() == 0
+
+
+def test_run_holds_tells_the_sealed_pages_by_their_tag(sealed_file):
+    page = (SECRET * 200)[:4096]
+    for defer in (False, True):
+        with sealed.open_pages(sealed_file, KEY, IDENTITY, RAM,
+                               defer_frame_runs=defer) as pages:
+            assert pages.run_holds(0, page * 2)
+            assert pages.run_holds(0, bytearray(page * 2))
+            changed = bytearray(page * 2)
+            changed[4100] ^= 0x80
+            assert not pages.run_holds(0, changed)
+            assert not pages.run_holds(0, page)
+            assert not pages.run_holds(0, page * 3)
+            with pytest.raises(IndexError):
+                pages.run_holds(1, page * 2)
+            # The pages still come out as sealed afterwards.
+            assert bytes(pages.pages(0, 2)) == page * 2
+            assert pages.run_holds(0, page * 2)

@@ -162,22 +162,59 @@ def test_wrong_key_changes_nothing(tmp_path):
     assert sealed.sealed_path(path) in str(err)
 
 
-def _flip(data):
-    data = bytearray(data)
-    data[-40] ^= 1
-    return bytes(data)
+def _flip(at):
+    def flip(data):
+        data = bytearray(data)
+        data[at] ^= 1
+        return bytes(data)
+    return flip
+
+
+#: The first record's ciphertext (a frame run: checked as the rewrite
+#: writes its pages), and the last record's (a byte range: checked
+#: before anything is written).
+FIRST_RECORD = 136 + 16 + 5
 
 
 @pytest.mark.parametrize('damage,match', [
-    (_flip, 'authentication tag'), (lambda d: d[:-100], 'truncated')])
-def test_damaged_sealed_file_changes_nothing(tmp_path, damage, match):
+    (_flip(-40), 'record 3 .*authentication tag'),
+    (_flip(FIRST_RECORD), 'record 0 .*authentication tag'),
+    (lambda d: d[:-100], 'truncated')])
+@pytest.mark.parametrize('to_output', [False, True])
+def test_damaged_sealed_file_changes_nothing(tmp_path, damage, match,
+                                             to_output):
     path = make(tmp_path)
     do_seal(path)
     spath = sealed.sealed_path(path)
     data = open(spath, 'rb').read()
     open(spath, 'wb').write(damage(data))
-    _unchanged_after(path, lambda: seal.unseal_checkpoint(path, KEY),
+    output = str(tmp_path / 'out.save') if to_output else None
+    _unchanged_after(path,
+                     lambda: seal.unseal_checkpoint(path, KEY, output=output),
                      sealed.SealedFileError, match)
+
+
+def test_a_frame_run_the_rewrite_never_reads_is_checked_before_commit(
+        tmp_path, monkeypatch):
+    """The tags of frame runs are checked as the rewrite to a new file
+    decrypts them; one it did not read is checked before the new file
+    takes the checkpoint's place.
+    """
+    path = make(tmp_path)
+    do_seal(path)
+    spath = sealed.sealed_path(path)
+    data = open(spath, 'rb').read()
+    open(spath, 'wb').write(_flip(FIRST_RECORD)(data))
+    real = rewrite.rewrite_pages
+
+    def rewrite_without_reading(ck, replacements, **kw):
+        # The pages of the sealed frame runs are not asked for.
+        unread = {pfn: bytes(PAGE) for pfn in replacements.pfns.tolist()}
+        return real(ck, unread, **kw)
+
+    monkeypatch.setattr(rewrite, 'rewrite_pages', rewrite_without_reading)
+    _unchanged_after(path, lambda: seal.unseal_checkpoint(path, KEY),
+                     sealed.SealedFileError, 'record 0 .*authentication tag')
 
 
 def test_changed_checkpoint_changes_nothing(tmp_path):
@@ -479,17 +516,44 @@ def test_restorations_keep_the_records_order(tmp_path):
                       'pages_written': 3}
 
 
-def test_read_back_names_the_frame_that_did_not_read_back(tmp_path):
+def _written(tmp_path, path, runs, patched):
+    """A sealed-pages file of ``runs`` and what an unseal of it that also
+    patched ``patched`` (frame: page) would have written into ``path``.
+    """
+    spath = str(tmp_path / 'runs.sparc-sealed')
+    identity = bytes(32)
+    sealed.write(spath, KEY, identity, runs)
+    opened = sealed.open_pages(spath, KEY, identity, 64 * PAGE)
+    frames = [r.first_pfn + i for r in runs for i in range(r.frames)]
+    contents = seal._RestoredPages(opened, list(patched.values()))
+    pfns = frames + list(patched)
+    repl = rewrite.PageReplacements(pfns, list(range(len(pfns))), contents)
+    return opened, rewrite.RewriteResult(
+        path=path, pages=len(pfns), records_rewritten=len(pfns),
+        in_place=False, replacements=repl)
+
+
+@pytest.mark.parametrize('wrong,match', [
+    ('run', r'the frames from 0x2\b'), ('patched', r'frame 0x4\b'),
+    (None, None)])
+def test_read_back_names_the_frames_that_did_not_read_back(
+        tmp_path, wrong, match):
+    """The frame runs read back by their tags (one changed byte in a page
+    fails), the patched pages byte for byte.
+    """
     path = make(tmp_path)
     before = pages(path)
-
-    def written(contents):
-        repl = rewrite.PageReplacements([2, 3, 4, 40], [0, 1, 2, 3],
-                                        contents)
-        return rewrite.RewriteResult(path=path, pages=4, records_rewritten=4,
-                                     in_place=False, replacements=repl)
-    with pytest.raises(seal.SealError, match=r'first frame 0x4\)'):
-        seal._read_back(path, written([before[2], before[3], b'z' * PAGE,
-                                       before[40]]))
-    assert seal._read_back(path, written(
-        [before[p] for p in (2, 3, 4, 40)]))['frames_checked'] == 4
+    run = before[2] + before[3]
+    if wrong == 'run':
+        run = run[:5000] + bytes([run[5000] ^ 1]) + run[5001:]
+    page = b'z' * PAGE if wrong == 'patched' else before[4]
+    opened, result = _written(
+        tmp_path, path, [sealed.FrameRun(2, 0, run),
+                         sealed.FrameRun(40, 0, before[40])], {4: page})
+    with opened:
+        if wrong:
+            with pytest.raises(seal.SealError, match=match):
+                seal._read_back(path, result, opened)
+        else:
+            assert seal._read_back(path, result,
+                                   opened)['frames_checked'] == 4
