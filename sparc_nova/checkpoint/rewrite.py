@@ -33,8 +33,6 @@ Which of the two, and with which compression, is decided by
 
 import dataclasses
 import os
-import queue
-import threading
 import typing
 
 import numpy as np
@@ -44,6 +42,7 @@ from sparc_nova.checkpoint import compression
 from sparc_nova.checkpoint import journal
 from sparc_nova.checkpoint import physmem
 from sparc_nova.checkpoint import qemu_ram
+from sparc_nova.checkpoint import queued_writer
 from sparc_nova.checkpoint import ram_index
 from sparc_nova.checkpoint import tempfiles
 from sparc_nova.checkpoint import write_mode as write_mode_mod
@@ -522,59 +521,38 @@ class _StreamCopier:
     bytes through buffers, unchanged spans of the old stream copied
     inside the kernel when the output is a plain file.
 
-    The output is written by a thread of its own, in order: the system
-    calls that put the bytes into the file overlap with building the next
-    ones (an unseal grows a million records, and building them costs
-    about as much as writing them). The buffers, :data:`_COPY_CHUNK`
-    bytes each, are allocated once and recycled (:data:`_BUFFERS` of
-    them, which bounds what is queued): a fresh 8 MiB buffer per write
-    would cost its page faults every time. :meth:`close` waits for the
-    last write and raises the writer's error; :meth:`abort` stops the
-    writer after a failure.
+    The output is written by a thread of its own, in order
+    (:class:`.queued_writer.QueuedWriter`): the system calls that put the
+    bytes into the file overlap with building the next ones (an unseal
+    grows a million records, and building them costs about as much as
+    writing them), through :data:`_BUFFERS` buffers of
+    :data:`_COPY_CHUNK` bytes. :meth:`close` waits for the last write and
+    raises the writer's error; :meth:`abort` stops the writer after a
+    failure.
     """
 
     def __init__(self, ck, out, fd: int | None):
         self._ck = ck
         self._out = out
         self._fd = fd
-        self._error = None
-        self._free = queue.SimpleQueue()
-        for _ in range(_BUFFERS):
-            self._free.put(bytearray(_COPY_CHUNK))
-        self._buf = self._free.get()
-        self._used = 0
-        self._tasks = queue.SimpleQueue()
         # The rewrite's fsync waits for less (see .writeback).
         self._writeback = writeback.Writeback(fd, os.lseek(
             fd, 0, os.SEEK_CUR)) if fd is not None else None
-        self._thread = threading.Thread(target=self._drain, daemon=True,
-                                        name='sparc-stream-writer')
-        self._thread.start()
+        self._writer = queued_writer.QueuedWriter(
+            'sparc-stream-writer', self._run, _BUFFERS, _COPY_CHUNK)
+        self._buf = self._writer.buffer()
+        self._used = 0
 
     # -- in the writer thread ---------------------------------------------
 
-    def _drain(self) -> None:
-        while True:
-            task = self._tasks.get()
-            if task is None:
-                return
-            kind, a, b = task
-            try:
-                # Failed: what is queued is dropped, never written after
-                # a gap.
-                if self._error is None:
-                    if kind == 'copy':
-                        self._kernel_copy(a, b)
-                    else:
-                        self._emit(memoryview(a)[:b] if b is not None
-                                   else a)
-                    if self._writeback is not None:
-                        self._writeback.advance_to_position()
-            except BaseException as e:
-                self._error = e
-            finally:
-                if kind == 'buffer':
-                    self._free.put(a)
+    def _run(self, task) -> None:
+        kind, a, b = task
+        if kind == 'copy':
+            self._kernel_copy(a, b)
+        else:
+            self._emit(memoryview(a)[:b] if b is not None else a)
+        if self._writeback is not None:
+            self._writeback.advance_to_position()
 
     def _emit(self, data) -> None:
         if self._fd is None:
@@ -596,11 +574,6 @@ class _StreamCopier:
 
     # -- in the caller's thread -------------------------------------------
 
-    def _submit(self, task) -> None:
-        if self._error is not None:
-            raise self._error
-        self._tasks.put(task)
-
     def write(self, data) -> None:
         """Append ``data`` (bytes-like or a C-contiguous uint8 array; one
         larger than a buffer is written as it is, and must not change
@@ -611,7 +584,7 @@ class _StreamCopier:
         if self._used + n > len(self._buf):
             self.flush()
         if n > len(self._buf):
-            self._submit(('data', view, None))
+            self._writer.submit(('data', view, None))
             return
         self._buf[self._used:self._used + n] = view
         self._used += n
@@ -650,12 +623,10 @@ class _StreamCopier:
         buffer).
         """
         if self._used:
-            if self._error is not None:
-                raise self._error
-            task = ('buffer', self._buf, self._used)
-            self._buf = self._free.get()
+            full, used = self._buf, self._used
+            self._buf = self._writer.buffer()
             self._used = 0
-            self._submit(task)
+            self._writer.submit(('buffer', full, used), full)
 
     def copy(self, start: int, end: int) -> None:
         """Append ``stream[start:end]``."""
@@ -663,7 +634,8 @@ class _StreamCopier:
         src = ck.stream_file.fileno()
         if self._fd is not None and end - start >= _KERNEL_COPY_MIN:
             self.flush()
-            self._submit(('copy', ck.stream_base + start, end - start))
+            self._writer.submit(('copy', ck.stream_base + start,
+                                 end - start))
             return
         pos = start
         while pos < end:
@@ -689,21 +661,15 @@ class _StreamCopier:
         everything, and raise its error if it had one.
         """
         self.flush()
-        self._stop()
-        if self._error is not None:
-            raise self._error
+        self._writer.close()
 
     def abort(self) -> None:
         """After a failure in the caller: stop the writer (what it still
         had queued is dropped) and wait for it.
         """
-        self._error = self._error or exception.CheckpointError(
+        self._writer.error = self._writer.error or exception.CheckpointError(
             self._ck.path, 'rewrite abandoned')
-        self._stop()
-
-    def _stop(self) -> None:
-        self._tasks.put(None)
-        self._thread.join()
+        self._writer.stop()
 
 
 def _write_stream(ck, edits, out, fd, progress) -> None:

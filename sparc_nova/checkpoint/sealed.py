@@ -62,6 +62,7 @@ asked for, so that their reader never holds them all.
 
 import bisect
 import dataclasses
+import functools
 import hashlib
 import os
 import stat
@@ -74,6 +75,7 @@ from cryptography.hazmat.primitives.ciphers import aead
 import numpy as np
 
 from sparc_nova.checkpoint import qemu_stream
+from sparc_nova.checkpoint import queued_writer
 from sparc_nova.checkpoint import tempfiles
 from sparc_nova.checkpoint import writeback
 from sparc_nova import exception
@@ -302,29 +304,37 @@ def write(path: str, key: bytes, identity: bytes,
         with os.fdopen(fd, 'wb') as f:
             f.write(bytes(_HEAD.size))
             cipher = aead.AESGCM(data_key)
-            started = writeback.Writeback(f.fileno())
-            # One buffer for every record's ciphertext: a megabyte
-            # allocated and freed per record costs page faults (glibc
-            # maps such blocks when told to, memstats).
-            sealed_buf = memoryview(bytearray(MAX_RUN_FRAMES * PAGE_SIZE
-                                              + _TAG))
+            # The records are written in a thread of their own while the
+            # next are read and encrypted (copying a GiB into the page
+            # cache takes as long as reading and encrypting it), from
+            # three ciphertext buffers allocated once.
+            writer = queued_writer.QueuedWriter(
+                'sparc-sealed-writer',
+                functools.partial(_write_record, f,
+                                  writeback.Writeback(f.fileno())),
+                3, MAX_RUN_FRAMES * PAGE_SIZE + _TAG)
             count = 0
-            for rec in records:
-                if count == MAX_RECORDS:
-                    raise ValueError('more than %d records' % MAX_RECORDS)
-                head, payload = _record_head(rec)
-                f.write(head)
-                out = sealed_buf[:len(payload) + _TAG]
-                cipher.encrypt_into(_nonce(count), payload,
-                                    _aad(identity, count, head), out)
-                f.write(out)
-                started.advance(f.tell())
-                count += 1
-                stats['plaintext_bytes'] += len(payload)
-                if head[0] == FRAMES:
-                    stats['frames'] += len(payload) // PAGE_SIZE
-                else:
-                    stats['byte_ranges'] += 1
+            try:
+                for rec in records:
+                    if count == MAX_RECORDS:
+                        raise ValueError('more than %d records'
+                                         % MAX_RECORDS)
+                    head, payload = _record_head(rec)
+                    buf = writer.buffer()
+                    out = memoryview(buf)[:len(payload) + _TAG]
+                    cipher.encrypt_into(_nonce(count), payload,
+                                        _aad(identity, count, head), out)
+                    writer.submit((head, buf, len(out)), buf)
+                    count += 1
+                    stats['plaintext_bytes'] += len(payload)
+                    if head[0] == FRAMES:
+                        stats['frames'] += len(payload) // PAGE_SIZE
+                    else:
+                        stats['byte_ranges'] += 1
+            except BaseException:
+                writer.stop()
+                raise
+            writer.close()
             stats['records'] = count
             prefix = _PREFIX.pack(MAGIC, VERSION, 0, identity, count,
                                   stats['plaintext_bytes'])
@@ -352,6 +362,16 @@ def write(path: str, key: bytes, identity: bytes,
         except OSError:
             pass
     return stats
+
+
+def _write_record(f, started: writeback.Writeback, task) -> None:
+    """Write ``task``, ``(record header, ciphertext buffer, its length)``,
+    to ``f`` (in :func:`write`'s writer thread).
+    """
+    head, buf, n = task
+    f.write(head)
+    f.write(memoryview(buf)[:n])
+    started.advance(f.tell())
 
 
 def _open_checked(path: str) -> int:

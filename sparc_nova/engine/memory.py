@@ -124,6 +124,7 @@ from sparc_nova.introspect import physical
 from sparc_nova.vocabulary import paths as vocabulary_paths
 
 __all__ = ['ScrubReport', 'changed_pages', 'checked_exclusion',
+           'filled_frames',
            'plan_exclusion', 'scrub_checkpoint', 'verify_written',
            'write_pages']
 
@@ -335,19 +336,30 @@ def verify_written(path: str, patcher: patches.PagePatcher,
         raise
 
 
-def changed_pages(memory, patcher: patches.PagePatcher
+def filled_frames(memory, patcher: patches.PagePatcher
+                  ) -> dict[int, np.ndarray]:
+    """Per fill byte ``patcher`` scrubs with: its frames (in
+    ``patcher.scrubbed``'s order) that do not hold that byte in
+    ``memory`` yet, the frames a scrub with it changes (int64).
+    """
+    return {fill: np.asarray(arr, dtype=np.int64)[~memory.holds(arr, fill)]
+            for fill, arr in patcher.scrubbed.items() if len(arr)}
+
+
+def changed_pages(memory, patcher: patches.PagePatcher,
+                  filled: dict[int, np.ndarray] | None = None
                   ) -> rewrite.PageReplacements:
     """The new content of every frame ``patcher`` changes whose content
     in ``memory`` actually changes: what the rewrite writes. Held as
     arrays (:class:`~sparc_nova.checkpoint.rewrite.PageReplacements`, 9
     bytes per frame); a frame both scrubbed and patched gets its patched
-    content.
+    content. ``filled``: :func:`filled_frames` of the same arguments, when
+    the caller has it already.
     """
     pfns, content, contents = [], [], []
-    for fill, arr in patcher.scrubbed.items():
-        if not len(arr):
-            continue
-        need = np.asarray(arr, dtype=np.int64)[~memory.holds(arr, fill)]
+    if filled is None:
+        filled = filled_frames(memory, patcher)
+    for fill, need in filled.items():
         pfns.append(need)
         content.append(np.full(len(need), len(contents), dtype=np.int64))
         contents.append(bytes([fill]) * physical.PAGE_SIZE)

@@ -220,12 +220,37 @@ class CheckpointMemory:
         if not addr & (PAGE_SIZE - 1) and not size % PAGE_SIZE:
             i, p = self._locate(addr)
             if addr + size <= self.ranges[i][1]:
+                if self._copy_records(i, p, out):
+                    return
                 pos = 0
                 for page in self._pages(i, p, size // PAGE_SIZE):
                     out[pos:pos + PAGE_SIZE] = page
                     pos += PAGE_SIZE
                 return
         out[:] = self.read(addr, size)
+
+    def _copy_records(self, i: int, p: int, out: memoryview) -> bool:
+        """Copy pages ``p`` on of range ``i`` into ``out`` (a multiple of
+        4096 bytes) in one numpy step when their last copies are
+        back-to-back PAGE records (a strided view of the stream: what a
+        seal of a process's memory nearly always reads); False, nothing
+        copied, when they are not.
+        """
+        n = len(out) // PAGE_SIZE
+        recs = self._last[i][p:p + n]
+        if not (self._fills_of(recs) == DATA).all():
+            return False
+        offs = self._index.rec_data[recs]
+        if n > 1 and not (np.diff(offs) == _RECORD).all():
+            return False
+        stream = np.frombuffer(self._stream, dtype=np.uint8)
+        first = int(offs[0])
+        pages = stride_tricks.as_strided(
+            stream[first:first + (n - 1) * _RECORD + PAGE_SIZE],
+            shape=(n, PAGE_SIZE), strides=(_RECORD, 1), writeable=False)
+        np.copyto(np.frombuffer(out, dtype=np.uint8).reshape(n, PAGE_SIZE),
+                  pages)
+        return True
 
     def read(self, addr: int, size: int) -> bytes:
         within = addr & (PAGE_SIZE - 1)

@@ -153,9 +153,10 @@ def seal_planned(s: session_mod.KernelSession, path: str,
                                   'there: %s (unseal or remove it first)'
                             % spath)
         identity = sealed.identity_of(s.ck)
-        replacements = memory.changed_pages(s.memory, patcher)
+        filled = memory.filled_frames(s.memory, patcher)
+        replacements = memory.changed_pages(s.memory, patcher, filled)
         work = _sealed_file_writer(path, spath, key, identity,
-                                   sealed_records(s.memory, patcher))
+                                   sealed_records(s.memory, patcher, filled))
         rep.rewrite['frames_replaced'] = len(replacements)
         if rewrite.commits_by_rename(s.ck, write):
             writer = background.Background('sparc-seal-writer', work)
@@ -262,12 +263,14 @@ def _mask_runs(mask: bytearray):
                np.nonzero(edges == -1)[0].tolist())
 
 
-def sealed_records(mem, patcher: patches.PagePatcher
+def sealed_records(mem, patcher: patches.PagePatcher,
+                   filled: dict[int, np.ndarray] | None = None
                    ) -> typing.Iterator[sealed.Record]:
     """The records of the seal of ``patcher`` over ``mem`` (the
     checkpoint's memory before the rewrite), generated in order: a frame
     run for every run of frames the plan sets to a fill and that do not
-    hold it yet, free frames excepted; a byte range for every run of
+    hold it yet (``filled``: :func:`.memory.filled_frames`, computed here
+    when not given), free frames excepted; a byte range for every run of
     bytes the plan's field writes change in a page, free slab objects
     excepted. Each frame run's pages are read when it is generated, into
     one buffer that the next frame run reuses: a frame run's ``pages``
@@ -277,12 +280,12 @@ def sealed_records(mem, patcher: patches.PagePatcher
     whole, and no buffer is allocated per record.
     """
     free = patcher.free_frames
+    if filled is None:
+        filled = memory.filled_frames(mem, patcher)
     buf = memoryview(bytearray(sealed.MAX_RUN_FRAMES * PAGE_SIZE))
-    for fill, arr in sorted(patcher.scrubbed.items()):
-        mine = arr[~arrays.isin_sorted(arr, free)] if len(free) else arr
-        if not len(mine):
-            continue
-        need = mine[~mem.holds(mine, fill)]
+    for fill, changing in sorted(filled.items()):
+        need = changing[~arrays.isin_sorted(changing, free)] \
+            if len(free) else changing
         for first, n in _runs(need, sealed.MAX_RUN_FRAMES):
             pages = buf[:n * PAGE_SIZE]
             mem.read_into(first * PAGE_SIZE, pages)

@@ -8,6 +8,7 @@ import pytest
 
 from sparc_nova.checkpoint import checkpoint
 from sparc_nova.checkpoint import sealed
+from sparc_nova.checkpoint import writeback
 from sparc_nova import exception
 from tests import streamgen
 
@@ -397,3 +398,32 @@ def test_run_holds_tells_the_sealed_pages_by_their_tag(sealed_file):
             # The pages still come out as sealed afterwards.
             assert bytes(pages.pages(0, 2)) == page * 2
             assert pages.run_holds(0, page * 2)
+
+
+def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    """The records are written in a thread of their own: an error there
+    (a full disk) fails the write, and no file, temporary or not, is
+    left.
+    """
+    def full(self, end):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(writeback.Writeback, 'advance', full)
+    path = str(tmp_path / 'vm.save.sparc-sealed')
+    runs = [sealed.FrameRun(i * 4, 0, (SECRET * 400)[:8192])
+            for i in range(8)]
+    with pytest.raises(exception.CheckpointError,
+                       match='cannot write: No space left'):
+        sealed.write(path, KEY, IDENTITY, runs)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_record_source_leaves_no_file(tmp_path):
+    def records():
+        yield sealed.FrameRun(3, 0, (SECRET * 200)[:4096])
+        raise RuntimeError('the rewrite failed')
+
+    path = str(tmp_path / 'vm.save.sparc-sealed')
+    with pytest.raises(RuntimeError, match='the rewrite failed'):
+        sealed.write(path, KEY, IDENTITY, records())
+    assert os.listdir(tmp_path) == []

@@ -82,3 +82,39 @@ def test_page_aligned_reads_of_many_pages(tmp_path):
                 mem.read(63 * 4096, 2 * 4096)
         finally:
             mem.close()
+
+
+def test_read_into_copies_back_to_back_data_pages_at_once(tmp_path,
+                                                          monkeypatch):
+    """Frames whose last copies are back-to-back PAGE records are copied
+    in one step; a run with a ZERO record among them takes the page by
+    page path; both give what reads one by one give.
+    """
+    from sparc_nova.checkpoint import checkpoint
+    from tests import streamgen
+
+    path = tmp_path / 'save.img'
+    path.write_bytes(streamgen.simple_save(
+        ram_pages=64, secret_pfns=(20, 21, 22, 23), secret=b'SECRET'))
+    copied = []
+    real = physview.CheckpointMemory._copy_records
+
+    def spy(self, i, p, out):
+        done = real(self, i, p, out)
+        copied.append((p, len(out) // 4096, done))
+        return done
+
+    monkeypatch.setattr(physview.CheckpointMemory, '_copy_records', spy)
+    with checkpoint.open_checkpoint(str(path)) as ck:
+        mem = physview.CheckpointMemory(ck)
+        try:
+            for first, n, at_once in ((20, 4, True), (19, 4, False),
+                                      (22, 1, True)):
+                out = memoryview(bytearray(n * 4096))
+                mem.read_into(first * 4096, out)
+                assert bytes(out) == b''.join(
+                    mem.read(p * 4096, 4096) for p in range(first, first + n))
+                assert copied[-1] == (first, n, at_once)
+            assert bytes(out).startswith(b'SECRET')
+        finally:
+            mem.close()
