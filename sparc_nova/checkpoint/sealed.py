@@ -57,7 +57,12 @@ root or the running user, that neither group nor others may access.
 :func:`read` returns every record decrypted. :func:`open_pages` checks
 the same and keeps the file open instead (:class:`SealedPages`): the
 frame runs' pages are decrypted again, a record at a time, when they are
-asked for, so that their reader never holds them all.
+asked for, so that their reader never holds them all. A reader whose
+writes can be undone until it commits (an unseal to a new file) defers
+the frame runs' tags to when it reads them, checking those it did not
+read before it commits (``defer_frame_runs``,
+:meth:`SealedPages.check_unread`), and reads the file once; it checks
+what it wrote by the runs' tags (:meth:`SealedPages.run_holds`).
 """
 
 import bisect
