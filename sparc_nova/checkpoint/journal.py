@@ -29,14 +29,20 @@ into a file it names: it is hostile input unless it is ours. So:
   another file, or of another version of this one, is refused.
 
 Patches come in groups that share their content (typically every
-scrubbed page is zero), so a journal stays small. Layout (little endian)::
+scrubbed page is zero), so a journal stays small; pages that each have
+their own content (an unseal puts back a GiB of them) come in one group
+that holds them all, one after the other. Layout (little endian)::
 
-    8s  b'SPARCJNL'   u32 version (3)   u32 group count
+    8s  b'SPARCJNL'   u32 version (4)   u32 group count
     u64 target size   u64 target inode   u64 target device
     groups: u8 kind, u8 fill byte, u32 count,
             [4096 content bytes if kind is FULL_PAGE],
+            [count x 4096 content bytes if kind is PAGES],
             count x u64 file offsets
     32s HMAC-SHA256 of everything before it, under the journal key
+
+A version 3 journal (no PAGES group; left by a crash before an upgrade)
+is still replayed.
 """
 
 import dataclasses
@@ -49,6 +55,7 @@ import re
 import stat
 import struct
 import tempfile
+import typing
 
 import numpy as np
 from numpy.lib import stride_tricks
@@ -57,7 +64,7 @@ from sparc_nova.checkpoint import tempfiles
 from sparc_nova import exception
 
 __all__ = ['MAGIC', 'VERSION', 'SUFFIX', 'PAGE_SIZE', 'FILL_PAGE',
-           'FILL_BYTE', 'FULL_PAGE', 'KEY_SIZE', 'MAC_SIZE', 'Group',
+           'FILL_BYTE', 'FULL_PAGE', 'PAGES', 'KEY_SIZE', 'MAC_SIZE', 'Group',
            'Identity', 'JournalRefused', 'journal_path', 'temporary_path',
            'target_name',
            'load_key', 'make_directory', 'encode', 'decode', 'decode_body',
@@ -65,7 +72,9 @@ __all__ = ['MAGIC', 'VERSION', 'SUFFIX', 'PAGE_SIZE', 'FILL_PAGE',
            'pending', 'recover', 'fill_rows']
 
 MAGIC = b'SPARCJNL'
-VERSION = 3
+VERSION = 4
+#: Versions replayed: 3 has no PAGES groups.
+_READ_VERSIONS = (3, 4)
 PAGE_SIZE = 4096
 KEY_SIZE = 32
 MAC_SIZE = 32
@@ -73,9 +82,12 @@ _HEAD = struct.Struct('<8sIIQQQ')
 _GROUP = struct.Struct('<BBI')
 
 #: Group kinds: 4096 bytes of one value / one byte / given 4096 bytes at
-#: each offset.
-FILL_PAGE, FILL_BYTE, FULL_PAGE = 1, 2, 3
-_LENGTH = {FILL_PAGE: PAGE_SIZE, FILL_BYTE: 1, FULL_PAGE: PAGE_SIZE}
+#: each offset / the i-th of given pages at the i-th offset.
+FILL_PAGE, FILL_BYTE, FULL_PAGE, PAGES = 1, 2, 3, 4
+_LENGTH = {FILL_PAGE: PAGE_SIZE, FILL_BYTE: 1, FULL_PAGE: PAGE_SIZE,
+           PAGES: PAGE_SIZE}
+#: Pages of a PAGES group asked for, written or applied at once.
+_PAGES_BATCH = 256
 
 
 class JournalRefused(exception.CheckpointError):
@@ -87,12 +99,32 @@ class JournalRefused(exception.CheckpointError):
 
 @dataclasses.dataclass
 class Group:
-    """Patches of one content at many file offsets."""
+    """Patches of one content at many file offsets (a PAGES group: of
+    page ``i`` at offset ``i``, ``pages(i, n)`` giving pages ``i`` to
+    ``i + n - 1`` one after the other, valid until the next call: they
+    are asked for a batch at a time, never all held).
+    """
 
     kind: int
     offsets: np.ndarray
     fill: int = 0
     content: bytes | None = None
+    pages: typing.Callable[[int, int], bytes | memoryview] | None = None
+
+
+def _page_batches(g: Group) -> typing.Iterator[tuple[int, np.ndarray]]:
+    """``(first, pages)`` of PAGES group ``g``, a batch at a time
+    (``pages``: uint8 rows of 4096, valid until the next batch).
+
+    :raises ValueError: ``g.pages`` gives other than 4096 bytes a page.
+    """
+    for i in range(0, len(g.offsets), _PAGES_BATCH):
+        n = min(_PAGES_BATCH, len(g.offsets) - i)
+        data = g.pages(i, n)
+        if len(data) != n * PAGE_SIZE:
+            raise ValueError('pages %d to %d are %d bytes, not %d'
+                             % (i, i + n - 1, len(data), n * PAGE_SIZE))
+        yield i, np.frombuffer(data, dtype=np.uint8).reshape(n, PAGE_SIZE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,9 +276,14 @@ def _chunks(groups: list[Group], target: Identity):
             raise ValueError('unknown group kind %r' % g.kind)
         if g.kind == FULL_PAGE and len(g.content or b'') != PAGE_SIZE:
             raise ValueError('a full-page group needs 4096 bytes')
+        if g.kind == PAGES and g.pages is None:
+            raise ValueError('a PAGES group needs its pages')
         yield _GROUP.pack(g.kind, g.fill, len(g.offsets))
         if g.kind == FULL_PAGE:
             yield bytes(g.content)
+        elif g.kind == PAGES:
+            for _, rows in _page_batches(g):
+                yield rows.tobytes()
         yield np.asarray(g.offsets, dtype='<u8').tobytes()
 
 
@@ -305,9 +342,9 @@ def decode_body(body: bytes, target: Identity, label: str) -> list[Group]:
     if len(body) < _HEAD.size:
         raise JournalRefused(label, 'refused: truncated header')
     magic, version, count, size, ino, dev = _HEAD.unpack_from(body)
-    if magic != MAGIC or version != VERSION:
-        raise JournalRefused(label, 'refused: not a version %d journal'
-                             % VERSION)
+    if magic != MAGIC or version not in _READ_VERSIONS:
+        raise JournalRefused(label, 'refused: not a version %s journal'
+                             % ' or '.join(map(str, _READ_VERSIONS)))
     if Identity(size, ino, dev) != target:
         raise exception.CheckpointError(
             label, 'this in-place journal belongs to another version of its '
@@ -320,13 +357,19 @@ def decode_body(body: bytes, target: Identity, label: str) -> list[Group]:
             raise JournalRefused(label, 'refused: group %d is truncated' % i)
         kind, fill, n = _GROUP.unpack_from(body, pos)
         pos += _GROUP.size
-        if kind not in _LENGTH:
+        if kind not in _LENGTH or (kind == PAGES and version < 4):
             raise JournalRefused(label, 'refused: group %d has unknown kind '
                                         '%d' % (i, kind))
-        content = None
+        content = pages = None
         if kind == FULL_PAGE:
             content = body[pos:pos + PAGE_SIZE]
             pos += PAGE_SIZE
+        elif kind == PAGES:
+            if pos + PAGE_SIZE * n > len(body):
+                raise JournalRefused(label, 'refused: group %d is truncated'
+                                     % i)
+            pages = _pages_of(memoryview(body)[pos:pos + PAGE_SIZE * n])
+            pos += PAGE_SIZE * n
         if pos + 8 * n > len(body):
             raise JournalRefused(label, 'refused: group %d is truncated' % i)
         offsets = np.frombuffer(body, dtype='<u8', count=n, offset=pos)
@@ -334,11 +377,21 @@ def decode_body(body: bytes, target: Identity, label: str) -> list[Group]:
         if n and int(offsets.max()) > target.size - _LENGTH[kind]:
             raise JournalRefused(label, 'refused: group %d patches beyond '
                                         'the end of the file' % i)
-        groups.append(Group(kind, offsets.astype(np.int64), fill, content))
+        groups.append(Group(kind, offsets.astype(np.int64), fill, content,
+                            pages))
     if pos != len(body):
         raise JournalRefused(label, 'refused: %d bytes after the last group'
                              % (len(body) - pos))
     return groups
+
+
+def _pages_of(view: memoryview) -> typing.Callable[[int, int], memoryview]:
+    """A PAGES group's ``pages`` over ``view``, its pages one after the
+    other.
+    """
+    def pages(i: int, n: int) -> memoryview:
+        return view[i * PAGE_SIZE:(i + n) * PAGE_SIZE]
+    return pages
 
 
 def make_directory(directory: str, subject: str,
@@ -430,15 +483,17 @@ def write(path: str, groups: list[Group], key_file: str,
 def fill_rows(buf: np.ndarray, starts: np.ndarray, length: int,
               value) -> None:
     """Set ``buf[s:s+length] = value`` for every s in ``starts`` (value: a
-    byte, or ``length`` bytes as a uint8 array), without a Python loop per
-    row.
+    byte, ``length`` bytes as a uint8 array, or one such row per start),
+    without a Python loop per row.
     """
     if not len(starts):
         return
     rows = stride_tricks.as_strided(buf, shape=(len(buf) - length + 1,
                                                 length), strides=(1, 1))
+    value = np.asarray(value)
     for i in range(0, len(starts), 4096):
-        rows[starts[i:i + 4096]] = value
+        rows[starts[i:i + 4096]] = value[i:i + 4096] if value.ndim == 2 \
+            else value
 
 
 def apply_to(arr: np.ndarray, groups: list[Group]) -> None:
@@ -451,6 +506,9 @@ def apply_to(arr: np.ndarray, groups: list[Group]) -> None:
             arr[offs] = g.fill
         elif g.kind == FILL_PAGE:
             fill_rows(arr, offs, PAGE_SIZE, g.fill)
+        elif g.kind == PAGES:
+            for i, rows in _page_batches(g):
+                fill_rows(arr, offs[i:i + len(rows)], PAGE_SIZE, rows)
         else:
             fill_rows(arr, offs, PAGE_SIZE,
                       np.frombuffer(g.content, dtype=np.uint8))

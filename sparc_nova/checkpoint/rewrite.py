@@ -724,10 +724,16 @@ def _rewrite_file(ck, edits, target, recompress, progress, before_commit):
             os.fchown(f.fileno(), st.st_uid, st.st_gid)
 
 
-def _groups(ck, edits) -> list | None:
+def _groups(ck, edits, *, pages: bool = False) -> list | None:
     """The edits as journal groups of same-size patches at file offsets;
-    None when a record must change size (it cannot be patched in
-    place).
+    None when a record must change size (it cannot be patched in place).
+
+    Uniform contents become fill groups, one pair per fill byte. With
+    ``pages``, the data pages come in one PAGES group that asks
+    ``edits.contents`` for them a batch at a time (what a journal of the
+    stream's own file takes: an unseal's GiB of distinct pages is never
+    held); else in a FULL_PAGE group per content (what a container's
+    writer takes).
     """
     hdr, dat, kind, fill = _edit_columns(ck, edits)
     if ((kind == ram_index.KIND_ZERO) & (fill < 0)).any():
@@ -735,23 +741,31 @@ def _groups(ck, edits) -> list | None:
     groups = []
     page = kind == ram_index.KIND_PAGE
     offs = dat + ck.stream_base
-    for ci in np.unique(edits.content).tolist():
-        mine = edits.content == ci
-        f = int(edits.fills[ci])
-        if f >= 0:
-            groups.append(journal.Group(journal.FILL_PAGE, offs[mine & page],
-                                        fill=f))
-            groups.append(journal.Group(journal.FILL_BYTE,
-                                        offs[mine & ~page], fill=f))
-        else:
-            groups.append(journal.Group(journal.FULL_PAGE, offs[mine & page],
-                                        content=bytes(edits.contents[ci])))
+    for f in np.unique(fill[fill >= 0]).tolist():
+        mine = fill == f
+        groups.append(journal.Group(journal.FILL_PAGE, offs[mine & page],
+                                    fill=f))
+        groups.append(journal.Group(journal.FILL_BYTE, offs[mine & ~page],
+                                    fill=f))
+    data = np.nonzero(fill < 0)[0]
+    if pages:
+        cindex = edits.content[data].tolist()
+        groups.append(journal.Group(
+            journal.PAGES, offs[data],
+            pages=lambda i, n: _pages_of(edits.contents, cindex[i:i + n])))
+    else:
+        order = data[np.argsort(edits.content[data], kind='stable')]
+        cut = np.nonzero(np.diff(edits.content[order]))[0] + 1
+        for part in np.split(order, cut) if len(order) else ():
+            groups.append(journal.Group(
+                journal.FULL_PAGE, offs[part],
+                content=bytes(edits.contents[int(edits.content[part[0]])])))
     return [g for g in groups if len(g.offsets)]
 
 
-def _same_size_groups(ck, edits) -> list:
+def _same_size_groups(ck, edits, *, pages: bool = False) -> list:
     """:func:`_groups`, or the error naming the record that must grow."""
-    groups = _groups(ck, edits)
+    groups = _groups(ck, edits, pages=pages)
     if groups is None:
         hdr, _, kind, fill = _edit_columns(ck, edits)
         grow = (kind == ram_index.KIND_ZERO) & (fill < 0)
@@ -777,7 +791,7 @@ def _write_container(ck, edits, mode) -> None:
 
 
 def _patch_in_place(ck, edits, mode):
-    groups = _same_size_groups(ck, edits)
+    groups = _same_size_groups(ck, edits, pages=True)
     # Only the file that was parsed is patched: a name swapped for
     # another file since is refused, not written.
     target = journal.Identity.of(os.fstat(ck.stream_file.fileno()))

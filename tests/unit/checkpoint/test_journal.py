@@ -1,6 +1,9 @@
 """Crash safety of in-place patching: the redo journal."""
 
+import hashlib
+import hmac
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -274,3 +277,88 @@ def test_recover_command_looks_in_the_journal_directory(image, journal_key,
         conf.CONF.clear_override('journal_dir', group='sparc')
     assert SECRET not in open(image, 'rb').read()
     assert os.listdir(journals) == []
+
+
+def _page_offsets(image, pfns):
+    with checkpoint.open_checkpoint(image) as ck:
+        idx = ck.layout.ram
+        return np.array([ck.stream_base + int(idx.rec_data[idx.last[0][p]])
+                         for p in pfns])
+
+
+def test_pages_group_is_replayed(image, journal_key):
+    """A PAGES group: page i at offset i, asked for a batch at a time."""
+    pfns = [2, 4, 6, 8]
+    pages = [bytes([p]) * 100 + bytes(range(256)) * 15 + bytes(3996 - 3840)
+             for p in pfns]
+    joined = b''.join(pages)
+    asked = []
+
+    def source(i, n):
+        asked.append((i, n))
+        return joined[i * 4096:(i + n) * 4096]
+
+    group = journal.Group(journal.PAGES, _page_offsets(image, pfns),
+                          pages=source)
+    jpath = journal.write(image, [group], journal_key)
+    assert asked == [(0, 4)]
+    data = open(jpath, 'rb').read()
+    assert joined in data
+    assert journal.recover(image, journal_key) == 'replayed'
+    with checkpoint.open_checkpoint(image) as ck:
+        assert [ck.memory.read_page(p) for p in pfns] == pages
+
+
+def test_version_3_journal_is_still_replayed(image, journal_key):
+    """A journal left by a crash before an upgrade (version 3: no PAGES
+    groups) is replayed.
+    """
+    content = bytes(range(256)) * 16
+    groups = [journal.Group(journal.FULL_PAGE, _page_offsets(image, [4]),
+                            content=content)]
+    target = journal.Identity.of(os.stat(image))
+    key = journal.load_key(journal_key, create=True)
+    body = journal.encode(groups, target, key)[:-journal.MAC_SIZE]
+    body = body[:8] + struct.pack('<I', 3) + body[12:]
+    jpath = journal.journal_path(image)
+    fd = os.open(jpath, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'wb') as f:
+        f.write(body + hmac.new(key, body, hashlib.sha256).digest())
+    assert journal.recover(image, journal_key) == 'replayed'
+    with checkpoint.open_checkpoint(image) as ck:
+        assert ck.memory.read_page(4) == content
+
+
+def test_in_place_rewrite_of_distinct_pages(tmp_path, journal_key):
+    """Pages that each have their own content are journaled as one PAGES
+    group, the same file as a FULL_PAGE group a content gives.
+    """
+    path = tmp_path / 'save.img'
+    path.write_bytes(streamgen.simple_save(ram_pages=600))
+    copy = tmp_path / 'copy.img'
+    copy.write_bytes(path.read_bytes())
+    # 300 data pages (even frames), each its own content.
+    new = {p: bytes([p % 251]) * 8 + os.urandom(4088)
+           for p in range(0, 600, 2)}
+    seen = []
+    real = journal.write
+
+    def spy(p, groups, *a, **kw):
+        seen.append(sorted(g.kind for g in groups))
+        return real(p, groups, *a, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(journal, 'write', spy)
+        with checkpoint.open_checkpoint(str(path)) as ck:
+            rewrite.rewrite_pages(ck, new, in_place=True,
+                                  journal_key=journal_key)
+    assert seen == [[journal.PAGES]]
+    with checkpoint.open_checkpoint(str(copy)) as ck:
+        edits = rewrite._plan(ck, rewrite.PageReplacements.of(new))
+        groups = rewrite._groups(ck, edits)
+        assert {g.kind for g in groups} == {journal.FULL_PAGE}
+        assert len(groups) == 300
+    journal.apply(str(copy), groups)
+    assert path.read_bytes() == copy.read_bytes()
+    with checkpoint.open_checkpoint(str(path)) as ck:
+        assert all(ck.memory.read_page(p) == v for p, v in new.items())

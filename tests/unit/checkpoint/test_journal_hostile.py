@@ -295,3 +295,45 @@ def test_journal_in_a_directory_others_may_write_is_refused(image,
     finally:
         os.chmod(os.path.dirname(image), 0o700)
     assert open(image, 'rb').read() == original
+
+
+def _pages_body():
+    data = bytes(range(256)) * 32
+    groups = [journal.Group(journal.PAGES, np.array([0, 8192]),
+                            pages=lambda i, n: data[i * 4096:(i + n) * 4096])]
+    return body_of(groups, TARGET)
+
+
+@pytest.mark.parametrize('mangle, message', [
+    # A version 3 journal has no PAGES group.
+    (lambda b: b[:8] + struct.pack('<I', 3) + b[12:], 'unknown kind 4'),
+    # Two pages announced, the offsets cut: truncated.
+    (lambda b: b[:-9], 'truncated'),
+    # The count grown past the pages the body holds.
+    (lambda b: b[:42] + struct.pack('<I', 3) + b[46:], 'truncated'),
+])
+def test_malformed_pages_groups_are_refused(mangle, message):
+    with pytest.raises(journal.JournalRefused, match=message):
+        journal.decode_body(mangle(_pages_body()), TARGET, 'j')
+
+
+def test_pages_group_round_trip():
+    groups = journal.decode_body(_pages_body(), TARGET, 'j')
+    assert [g.kind for g in groups] == [journal.PAGES]
+    assert groups[0].offsets.tolist() == [0, 8192]
+    assert bytes(groups[0].pages(0, 2)) == bytes(range(256)) * 32
+
+
+def test_pages_group_beyond_the_end_is_refused():
+    data = bytes(8192)
+    groups = [journal.Group(journal.PAGES, np.array([0, (1 << 20) - 4095]),
+                            pages=lambda i, n: data[i * 4096:(i + n) * 4096])]
+    with pytest.raises(journal.JournalRefused, match='beyond the end'):
+        journal.decode_body(body_of(groups, TARGET), TARGET, 'j')
+
+
+def test_pages_of_the_wrong_size_are_not_written():
+    groups = [journal.Group(journal.PAGES, np.array([0, 8192]),
+                            pages=lambda i, n: bytes(4096))]
+    with pytest.raises(ValueError, match='not 8192'):
+        body_of(groups, TARGET)
