@@ -9,7 +9,13 @@ into the session and its report (:mod:`.volumes` does the work).
 from sparc_nova.engine.disk import session as session_mod
 from sparc_nova.engine.disk import volumes as volumes_mod
 
-__all__ = ['open_volumes']
+__all__ = ['open_volumes', 'operating_system']
+
+#: Largest os-release file read (the format's files are a few hundred
+#: bytes; the guest's content is hostile).
+_OS_RELEASE_MAX = 16384
+#: Longest operating system name reported.
+_NAME_MAX = 200
 
 
 def open_volumes(session: session_mod.Session, no_fs: set[str],
@@ -51,3 +57,35 @@ def open_volumes(session: session_mod.Session, no_fs: set[str],
     if not session.trees and not any(
             v.role == volumes_mod.ROLE_SWAP for v in found):
         session.fail('no filesystem could be found in the image')
+
+
+def operating_system(g, paths: list[str]) -> str:
+    """The operating system of the tree mounted at ``/`` whose paths are
+    ``paths``, named as libguestfs inspection names it (``ID``, then
+    ``PRETTY_NAME``, of ``/etc/os-release``, which inspection reads
+    first on Linux too), for a tree that was not inspected
+    (:func:`.volumes.trees`); '' when there is none. The file is the
+    guest's: read only when it is a regular file (links followed inside
+    the guest's tree) of at most 16 KiB, and the name cut to 200
+    characters.
+    """
+    text = None
+    for candidate in ('/etc/os-release', '/usr/lib/os-release'):
+        if candidate not in paths:
+            continue
+        try:
+            if g.is_file(candidate, followsymlinks=True) and \
+                    g.filesize(candidate) <= _OS_RELEASE_MAX:
+                text = g.read_file(candidate).decode('utf-8', 'replace')
+                break
+        except RuntimeError:
+            continue
+    if text is None:
+        return ''
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition('=')
+        if sep and key.strip() in ('ID', 'PRETTY_NAME'):
+            fields[key.strip()] = value.strip().strip('"\'')
+    name = ' '.join(fields[k] for k in ('ID', 'PRETTY_NAME') if k in fields)
+    return name[:_NAME_MAX]

@@ -13,6 +13,7 @@ filesystem keeps removed names, and trim the free blocks
 import os
 
 from sparc_nova.engine.disk import batch
+from sparc_nova.engine.disk import discover
 from sparc_nova.engine.disk import evidence
 from sparc_nova.engine.disk import report as report_mod
 from sparc_nova.engine.disk import rules as rules_mod
@@ -50,6 +51,8 @@ def scrub_tree(session: session_mod.Session, index: int,
         return set()
     try:
         paths = session.list_tree()
+        if not tree.inspected and not report.operating_system:
+            report.operating_system = discover.operating_system(g, paths)
         selection = session.rules.select(paths)
         session.redactor.add_paths(selection.removed)
         session.kept_paths.extend(selection.kept)
