@@ -243,11 +243,16 @@ class CheckpointMemory:
         offs = self._index.rec_data[recs]
         if n > 1 and not (np.diff(offs) == _RECORD).all():
             return False
-        stream = np.frombuffer(self._stream, dtype=np.uint8)
         first = int(offs[0])
+        span = np.frombuffer(self._stream, dtype=np.uint8)[
+            first:first + (n - 1) * _RECORD + PAGE_SIZE]
+        if first < 0 or len(span) != (n - 1) * _RECORD + PAGE_SIZE:
+            # Never a strided view past the stream (the parser keeps every
+            # record inside it; this does not rely on that).
+            return False
         pages = stride_tricks.as_strided(
-            stream[first:first + (n - 1) * _RECORD + PAGE_SIZE],
-            shape=(n, PAGE_SIZE), strides=(_RECORD, 1), writeable=False)
+            span, shape=(n, PAGE_SIZE), strides=(_RECORD, 1),
+            writeable=False)
         np.copyto(np.frombuffer(out, dtype=np.uint8).reshape(n, PAGE_SIZE),
                   pages)
         return True
