@@ -23,8 +23,8 @@ class Limits:
     """Resource limits of qemu-img; 0 means no limit.
 
     ``*_cpu_s`` are seconds of CPU time, ``*_address_space_mib`` MiB of
-    virtual address space. ``inspect`` limits apply to ``info`` and
-    ``check`` (which read metadata only), ``convert`` limits to
+    virtual address space. ``inspect`` limits apply to ``info``,
+    ``check`` and ``map`` (which read metadata only), ``convert`` limits to
     ``convert`` and ``compare`` (which read the whole image: their CPU
     time grows with its size).
     """
@@ -35,7 +35,7 @@ class Limits:
 
     def for_command(self, command: str) -> processutils.ProcessLimits:
         """The ProcessLimits of qemu-img ``command``."""
-        if command in ('info', 'check'):
+        if command in ('info', 'check', 'map'):
             cpu, space = self.inspect_cpu_s, self.inspect_address_space_mib
         else:
             cpu, space = self.convert_cpu_s, self.convert_address_space_mib

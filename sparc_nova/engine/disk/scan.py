@@ -11,14 +11,19 @@ with ``nbdcopy`` from a read-only ``qemu-nbd``.
 Zeros are not scanned: no pattern holds a zero byte, so a run of zeros
 can be replaced by one newline (which ``tr`` would make of each of its
 bytes anyway) without adding or losing a match. A raw file is read only
-where it is not a hole (:mod:`.allocation`; a hole reads as zeros);
-``nbdcopy``'s stream is read by this process, which passes on only the
+where it is not a hole (:mod:`.allocation`; a hole reads as zeros). A
+qcow2 image whose every data cluster is stored as it is (no compression,
+encryption, backing file or external data file: what ``qemu-img convert``
+writes by default) is read only at the host offsets ``qemu-img map``
+gives for its data, in guest order; otherwise ``nbdcopy``'s stream of
+the whole guest view is read by this process, which passes on only the
 pieces that are not all zeros.
 """
 
 import base64
 import collections
 import fcntl
+import json
 import os
 import select
 import subprocess
@@ -26,6 +31,7 @@ import threading
 
 from sparc_nova.engine.disk import allocation
 from sparc_nova.engine.disk import appliance
+from sparc_nova.engine.disk import qemu_img
 from sparc_nova import exception
 
 __all__ = ['count', 'count_in_appliance']
@@ -124,27 +130,22 @@ def _stream_guest_view(path: str, fmt: str, fd: int, errors: list) -> None:
 _SEND_BYTES = 16 * 1024 * 1024
 
 
-def _stream_data(path: str, fd: int, errors: list) -> None:
-    """Write the data ranges of the raw file ``path`` to ``fd`` (then
-    close it), a newline after each; an error goes to ``errors``.
+def _stream_data(path: str, fd: int, errors: list,
+                 runs: list[list[allocation.Range]] | None = None) -> None:
+    """Write ``runs`` of the file ``path`` to ``fd`` (then close it): the
+    ranges of each run one after the other (they follow each other in the
+    guest view), a newline after each run; default: each data range of a
+    raw file is a run (a hole, zeros, lies between two). An error goes to
+    ``errors``.
     """
     try:
         try:
             with open(path, 'rb') as f:
-                for offset, length in allocation.data_ranges(path):
-                    end = offset + length
-                    while offset < end:
-                        try:
-                            sent = os.sendfile(
-                                fd, f.fileno(), offset,
-                                min(end - offset, _SEND_BYTES))
-                        except BlockingIOError:
-                            _wait_writable(fd)
-                            continue
-                        if sent == 0:
-                            raise OSError('%s ends before its data does'
-                                          % path)
-                        offset += sent
+                if runs is None:
+                    runs = [[r] for r in allocation.data_ranges(path)]
+                for run in runs:
+                    for offset, length in run:
+                        _send(f.fileno(), fd, offset, length, path)
                     _write_all(fd, b'\n')
         finally:
             os.close(fd)
@@ -152,12 +153,74 @@ def _stream_data(path: str, fd: int, errors: list) -> None:
         errors.append(e)
 
 
-def count(path: str, fmt: str, patterns: list[bytes]) -> dict[bytes, int]:
+def _send(src: int, fd: int, offset: int, length: int, path: str) -> None:
+    """Write ``length`` bytes of ``src`` from ``offset`` to ``fd``."""
+    end = offset + length
+    while offset < end:
+        try:
+            sent = os.sendfile(fd, src, offset, min(end - offset, _SEND_BYTES))
+        except BlockingIOError:
+            _wait_writable(fd)
+            continue
+        if sent == 0:
+            raise OSError('%s ends before its data does' % path)
+        offset += sent
+
+
+def stored_data(path: str, fmt: str, limits: qemu_img.Limits
+                ) -> list[list[allocation.Range]] | None:
+    """The host ranges of qcow2 image ``path`` that hold its guest data,
+    in guest order, as runs of ranges that follow each other in the guest
+    view (a pattern can span two clusters stored apart), when every data
+    cluster is stored as it is (else, or for another format, or when
+    ``qemu-img`` fails: None).
+
+    ``qemu-img info`` must show no backing file, external data file or
+    encryption, and every range ``qemu-img map`` reports as data must
+    have a host offset at depth 0 and not be compressed.
+    """
+    if fmt != 'qcow2':
+        return None
+    info = qemu_img.run('info', ['--output=json', '-f', fmt], [path],
+                        limits)
+    found = qemu_img.run('map', ['--output=json', '-f', fmt], [path],
+                         limits)
+    if info.returncode or found.returncode:
+        return None
+    try:
+        meta = json.loads(info.stdout)
+        extents = json.loads(found.stdout)
+    except ValueError:
+        return None
+    specific = (meta.get('format-specific') or {}).get('data') or {}
+    if meta.get('backing-filename') or meta.get('encrypted') or \
+            specific.get('data-file') or specific.get('encrypt'):
+        return None
+    runs: list[list[allocation.Range]] = []
+    guest_end = None
+    for e in extents:
+        if not e.get('data'):
+            continue
+        if e.get('compressed') or e.get('depth') or not all(
+                isinstance(e.get(k), int) for k in ('start', 'length',
+                                                    'offset')):
+            return None
+        if e['start'] != guest_end:
+            runs.append([])
+        runs[-1].append((e['offset'], e['length']))
+        guest_end = e['start'] + e['length']
+    return runs
+
+
+def count(path: str, fmt: str, patterns: list[bytes],
+          limits: qemu_img.Limits | None = None) -> dict[bytes, int]:
     """How often each pattern occurs in the guest view of an image.
 
-    ``fmt`` is the image format (raw reads the file as it is). Returns
-    only patterns that occur at least once. Overlapping occurrences of
-    one pattern are counted once each, left to right.
+    ``fmt`` is the image format (raw reads the file as it is; a qcow2
+    image is read at the host offsets of its data when
+    :func:`stored_data` finds them, under ``limits``). Returns only
+    patterns that occur at least once. Overlapping occurrences of one
+    pattern are counted once each, left to right.
 
     :raises DiskError: the image could not be read to the end.
     """
@@ -181,10 +244,15 @@ def count(path: str, fmt: str, patterns: list[bytes]) -> dict[bytes, int]:
         os.close(read_fd)
     feeder.start()
     read_errors: list = []
-    args = (path, os.dup(proc.stdin.fileno()), read_errors)
-    streamer = threading.Thread(
-        target=_stream_data if fmt == 'raw' else _stream_guest_view,
-        args=args if fmt == 'raw' else (path, fmt) + args[1:])
+    out = os.dup(proc.stdin.fileno())
+    stored = None if fmt == 'raw' else stored_data(
+        path, fmt, limits or qemu_img.Limits())
+    if fmt == 'raw' or stored is not None:
+        streamer = threading.Thread(target=_stream_data,
+                                    args=(path, out, read_errors, stored))
+    else:
+        streamer = threading.Thread(target=_stream_guest_view,
+                                    args=(path, fmt, out, read_errors))
     proc.stdin.close()
     streamer.start()
     counts = collections.Counter()

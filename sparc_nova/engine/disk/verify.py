@@ -134,7 +134,8 @@ def verify_output(session: session_mod.Session, path: str,
     :raises DiskVerificationError: another canary is in it (the caller
         deletes it).
     """
-    hits = scan.count(path, fmt, _patterns(session))
+    hits = scan.count(path, fmt, _patterns(session),
+                      session.options.qemu_img_limits)
     _raise_residual(session, hits, set(hits) - session.explained, path,
                     'still in the output, which was deleted')
 

@@ -111,3 +111,67 @@ def test_streams_fill_a_non_blocking_pipe(tmp_path, stream):
     assert errors == []
     assert bytes(got).replace(b'\n', b'') == data.replace(b'\n', b'')
     assert len(got) >= len(data)
+
+
+def _qemu_io(path, *commands):
+    argv = ['qemu-io', '-f', 'qcow2']
+    for c in commands:
+        argv += ['-c', c]
+    subprocess.run(argv + [str(path)], check=True, capture_output=True)
+
+
+def test_qcow2_is_read_at_the_offsets_of_its_data(
+        raw, tmp_path, monkeypatch):
+    """An uncompressed qcow2 is read where qemu-img map puts its data,
+    never through nbdcopy; the counts are those of its guest view.
+    """
+    qcow2 = tmp_path / 'd.qcow2'
+    subprocess.run(['qemu-img', 'convert', '-O', 'qcow2', str(raw),
+                    str(qcow2)], check=True)
+    runs = scan.stored_data(str(qcow2), 'qcow2', scan.qemu_img.Limits())
+    assert runs and sum(n for run in runs for _, n in run) < 1 << 20
+
+    def no_nbdcopy(*args):
+        raise AssertionError('the guest view was streamed')
+
+    monkeypatch.setattr(scan, '_stream_guest_view', no_nbdcopy)
+    assert scan.count(str(qcow2), 'qcow2', [
+        b'CANARY-ONE-123', b'CANARY-TWO-456', b'CANARY-THREE']) == {
+        b'CANARY-ONE-123': 2, b'CANARY-TWO-456': 1, b'CANARY-THREE': 1}
+
+
+def test_a_pattern_across_clusters_stored_apart(tmp_path):
+    """Two clusters next to each other in the guest, stored the other way
+    round in the file: a pattern across them is found.
+    """
+    qcow2 = tmp_path / 'd.qcow2'
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', str(qcow2),
+                    '1M'], check=True)
+    second = tmp_path / 'second'
+    second.write_bytes(b'ACROSS-' + b'\x01' * (65536 - 7))
+    first = tmp_path / 'first'
+    first.write_bytes(b'\x02' * (65536 - 9) + b'CANARY-TW')
+    _qemu_io(qcow2, 'write -s %s 65536 64k' % second,
+             'write -s %s 0 64k' % first)
+    runs = scan.stored_data(str(qcow2), 'qcow2', scan.qemu_img.Limits())
+    assert len(runs) == 1 and len(runs[0]) == 2
+    assert runs[0][0][0] > runs[0][1][0]
+    assert scan.count(str(qcow2), 'qcow2', [b'CANARY-TWACROSS-']) == {
+        b'CANARY-TWACROSS-': 1}
+
+
+@pytest.mark.parametrize('make', [
+    ['qemu-img', 'convert', '-c', '-O', 'qcow2'],
+    ['qemu-img', 'convert', '-O', 'qcow2', '-o', 'data_file={data}'],
+])
+def test_qcow2_not_stored_as_it_is_is_streamed(raw, tmp_path, make):
+    """Compressed clusters, or data in another file: the guest view is
+    streamed instead.
+    """
+    qcow2 = tmp_path / 'd.qcow2'
+    argv = [a.format(data=tmp_path / 'd.data') for a in make]
+    subprocess.run(argv + [str(raw), str(qcow2)], check=True)
+    assert scan.stored_data(str(qcow2), 'qcow2',
+                            scan.qemu_img.Limits()) is None
+    assert scan.count(str(qcow2), 'qcow2', [b'CANARY-ONE-123']) == {
+        b'CANARY-ONE-123': 2}
