@@ -34,7 +34,7 @@ from sparc_nova.engine.disk import appliance
 from sparc_nova.engine.disk import qemu_img
 from sparc_nova import exception
 
-__all__ = ['count', 'count_in_appliance']
+__all__ = ['count', 'count_in_appliance', 'stored_data']
 
 _ENV = dict(os.environ, LC_ALL='C')
 
