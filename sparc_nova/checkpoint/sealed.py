@@ -749,17 +749,20 @@ class SealedPages:
         """Every record header checked, the byte ranges' records
         decrypted (as :class:`_Checked`), the frame runs' not.
         """
-        buf = memoryview(bytearray(2 * PAGE_SIZE + _TAG))
+        # The ciphertext and the plaintext in buffers of their own: a
+        # decryption into the buffer it reads from fails its tag.
+        sealed_buf = memoryview(bytearray(2 * PAGE_SIZE + _TAG))
+        plain_buf = memoryview(bytearray(2 * PAGE_SIZE))
         for rec in _record_heads(self._fd, self.path, head, size):
             if rec.kind == FRAMES:
                 yield rec
                 continue
-            plaintext = buf[_TAG:_TAG + rec.length]
+            ciphertext = sealed_buf[:rec.length + _TAG]
+            plaintext = plain_buf[:rec.length]
             _decrypt_record(self._fd, self.path, self._cipher,
                             head.identity, rec.index, rec.head, rec.offset,
-                            buf[:rec.length + _TAG], plaintext)
-            yield _Checked.of(rec, plaintext,
-                              bytes(buf[rec.length:rec.length + _TAG]))
+                            ciphertext, plaintext)
+            yield _Checked.of(rec, plaintext, bytes(ciphertext[rec.length:]))
 
     def __len__(self) -> int:
         return self._starts[-1]

@@ -427,3 +427,21 @@ def test_a_failed_record_source_leaves_no_file(tmp_path):
     with pytest.raises(RuntimeError, match='the rewrite failed'):
         sealed.write(path, KEY, IDENTITY, records())
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('defer', [False, True])
+def test_byte_ranges_of_every_size_open(tmp_path, defer):
+    """Byte ranges up to a whole page (8192 bytes of plaintext) decrypt
+    whether the frame runs are deferred or not.
+    """
+    path = str(tmp_path / 'vm.save.sparc-sealed')
+    ranges = [sealed.ByteRange(n * 4096 + (4096 - size), bytes([n]) * size,
+                               bytes(size))
+              for n, size in enumerate((1, 100, 1000, 2048, 4095, 4096),
+                                       start=1)]
+    sealed.write(path, KEY, IDENTITY,
+                 [sealed.FrameRun(20, 0, (SECRET * 200)[:4096])] + ranges)
+    with sealed.open_pages(path, KEY, IDENTITY, RAM,
+                           defer_frame_runs=defer) as pages:
+        assert pages.byte_ranges == ranges
+        assert pages.check_unread() == (1 if defer else 0)
