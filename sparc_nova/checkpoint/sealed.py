@@ -601,24 +601,30 @@ def _record_heads(fd: int, path: str, head: SealedHeader, size: int
 
 
 def _checked_records(fd: int, path: str, head: SealedHeader,
-                     cipher: aead.AESGCM, size: int
-                     ) -> typing.Iterator[_Checked]:
+                     cipher: aead.AESGCM, size: int, frame_runs: bool = True
+                     ) -> typing.Iterator[_RecordHead | _Checked]:
     """:func:`_record_heads`, each record read, decrypted and its tag
-    checked, one at a time (never the whole ciphertext at once).
+    checked (a :class:`_Checked`), one at a time (never the whole
+    ciphertext at once); without ``frame_runs``, the frame runs' records
+    are only their checked headers (:class:`_RecordHead`).
 
     :raises SealedFileError: naming ``path`` and what is wrong.
     """
-    # One buffer for every record's ciphertext and one for its
-    # plaintext: a new megabyte per record costs its page faults.
-    sealed_buf = memoryview(bytearray(MAX_RUN_FRAMES * PAGE_SIZE + _TAG))
-    plain_buf = memoryview(bytearray(MAX_RUN_FRAMES * PAGE_SIZE))
+    # One buffer for every record's ciphertext and one for its plaintext
+    # (a new megabyte per record costs its page faults; a decryption into
+    # the buffer it reads from fails its tag).
+    most = MAX_RUN_FRAMES * PAGE_SIZE if frame_runs else 2 * PAGE_SIZE
+    sealed_buf = memoryview(bytearray(most + _TAG))
+    plain_buf = memoryview(bytearray(most))
     for rec in _record_heads(fd, path, head, size):
+        if rec.kind == FRAMES and not frame_runs:
+            yield rec
+            continue
+        ciphertext = sealed_buf[:rec.length + _TAG]
         plaintext = plain_buf[:rec.length]
         _decrypt_record(fd, path, cipher, head.identity, rec.index,
-                        rec.head, rec.offset,
-                        sealed_buf[:rec.length + _TAG], plaintext)
-        yield _Checked.of(rec, plaintext,
-                          bytes(sealed_buf[rec.length:rec.length + _TAG]))
+                        rec.head, rec.offset, ciphertext, plaintext)
+        yield _Checked.of(rec, plaintext, bytes(ciphertext[rec.length:]))
 
 
 def _data_key(path: str, key: bytes, head: bytes) -> bytes:
@@ -705,15 +711,13 @@ class SealedPages:
         self.byte_ranges: list[ByteRange] = []
         runs = []
         fills = []
-        #: Per frame run, its tag once checked.
+        #: Per frame run, its tag once checked (a run not in it was not
+        #: decrypted yet: ``defer_frame_runs``).
         self._tags: dict[int, bytes] = {}
         head, self._cipher, size = _open_header(fd, path, key, identity,
                                                 ram_bytes)
-        if defer_frame_runs:
-            records = self._checked_byte_ranges(head, size)
-        else:
-            records = _checked_records(fd, path, head, self._cipher, size)
-        for rec in records:
+        for rec in _checked_records(fd, path, head, self._cipher, size,
+                                    frame_runs=not defer_frame_runs):
             if rec.kind == FRAMES:
                 runs.append((rec.addr // PAGE_SIZE, rec.length // PAGE_SIZE,
                              rec.fill, rec.index, rec.offset, rec.head))
@@ -732,37 +736,15 @@ class SealedPages:
             [[0], np.cumsum(self.run_frames)]).astype(np.int64).tolist()
         if defer_frame_runs:
             self.fills = np.full(self._starts[-1], -1, dtype=np.int16)
-            self._unread = set(range(len(runs)))
         else:
             self.fills = np.concatenate(fills) if fills else \
                 np.zeros(0, dtype=np.int16)
-            self._unread = set()
         self._sealed = memoryview(bytearray(MAX_RUN_FRAMES * PAGE_SIZE +
                                             _TAG))
         self._plain = memoryview(bytearray(MAX_RUN_FRAMES * PAGE_SIZE))
         self._readonly = self._plain.toreadonly()
         # Pages self._low to self._high - 1 are those decrypted.
         self._low = self._high = 0
-
-    def _checked_byte_ranges(self, head: SealedHeader, size: int
-                             ) -> typing.Iterator[_RecordHead | _Checked]:
-        """Every record header checked, the byte ranges' records
-        decrypted (as :class:`_Checked`), the frame runs' not.
-        """
-        # The ciphertext and the plaintext in buffers of their own: a
-        # decryption into the buffer it reads from fails its tag.
-        sealed_buf = memoryview(bytearray(2 * PAGE_SIZE + _TAG))
-        plain_buf = memoryview(bytearray(2 * PAGE_SIZE))
-        for rec in _record_heads(self._fd, self.path, head, size):
-            if rec.kind == FRAMES:
-                yield rec
-                continue
-            ciphertext = sealed_buf[:rec.length + _TAG]
-            plaintext = plain_buf[:rec.length]
-            _decrypt_record(self._fd, self.path, self._cipher,
-                            head.identity, rec.index, rec.head, rec.offset,
-                            ciphertext, plaintext)
-            yield _Checked.of(rec, plaintext, bytes(ciphertext[rec.length:]))
 
     def __len__(self) -> int:
         return self._starts[-1]
@@ -819,7 +801,6 @@ class SealedPages:
         _decrypt_record(self._fd, self.path, self._cipher, self._identity,
                         rindex, rhead, offset, self._sealed[:length + _TAG],
                         self._plain[:length])
-        self._unread.discard(run)
         self._tags[run] = bytes(self._sealed[length:length + _TAG])
         self._low, self._high = low, high
 
@@ -858,7 +839,7 @@ class SealedPages:
 
         :raises SealedFileError: a tag does not check.
         """
-        unread = sorted(self._unread)
+        unread = [r for r in range(len(self._runs)) if r not in self._tags]
         for run in unread:
             self._decrypt_run(run)
         return len(unread)
