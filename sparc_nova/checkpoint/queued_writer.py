@@ -85,6 +85,14 @@ class QueuedWriter:
         self._tasks.put(None)
         self._thread.join()
 
+    def abort(self, error: BaseException) -> None:
+        """After a failure of the caller: what is still queued is dropped
+        (unless a write failed before, ``error`` is the writer's error
+        from now on), and the thread ends.
+        """
+        self.error = self.error or error
+        self.stop()
+
     def close(self) -> None:
         """:meth:`stop`, then raise the first error of a write."""
         self.stop()

@@ -667,9 +667,8 @@ class _StreamCopier:
         """After a failure in the caller: stop the writer (what it still
         had queued is dropped) and wait for it.
         """
-        self._writer.error = self._writer.error or exception.CheckpointError(
-            self._ck.path, 'rewrite abandoned')
-        self._writer.stop()
+        self._writer.abort(exception.CheckpointError(self._ck.path,
+                                                     'rewrite abandoned'))
 
 
 def _write_stream(ck, edits, out, fd, progress) -> None:

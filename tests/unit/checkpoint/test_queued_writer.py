@@ -63,3 +63,24 @@ def test_close_raises_the_error_stop_does_not():
     w.submit(1)
     w.stop()
     assert isinstance(w.error, ValueError)
+
+
+def test_abort_drops_what_is_queued():
+    written = []
+    release = threading.Event()
+
+    def write(task):
+        release.wait(5)
+        written.append(task)
+
+    w = queued_writer.QueuedWriter('test-writer', write, 1, 4)
+    for task in range(3):
+        w.submit(task)
+    error = RuntimeError('the caller failed')
+    # The first task is being written; the other two are dropped.
+    threading.Timer(0.2, release.set).start()
+    w.abort(error)
+    assert written in ([], [0])
+    assert w.error is error
+    with pytest.raises(RuntimeError, match='the caller failed'):
+        w.buffer()
