@@ -66,6 +66,8 @@ _BUFFERS = 3
 _SPLICE_PAGES = 256
 #: Data pages a read back compares at once.
 _COMPARE_PAGES = 256
+#: Grown PAGE records built in the writer's buffer at once.
+_GROWN_BATCH = 256
 
 
 def _immutable_bytes(c) -> bool:
@@ -594,7 +596,7 @@ class _StreamCopier:
         """Append, for each row of ``headers`` (uint8, 8 bytes each), the
         row then content ``indexes[i]`` of ``contents`` (a list or a
         :class:`PageSource`): what :meth:`write` of each would append,
-        with one numpy step per batch of up to :data:`_COMPARE_PAGES`
+        with one numpy step per batch of up to :data:`_GROWN_BATCH`
         records instead of two Python steps per record (an unseal grows
         a million of them).
         """
@@ -608,7 +610,7 @@ class _StreamCopier:
             if not room:
                 self.flush()
                 continue
-            n = min(room, len(indexes) - done, _COMPARE_PAGES)
+            n = min(room, len(indexes) - done, _GROWN_BATCH)
             rows = np.frombuffer(self._buf, dtype=np.uint8, count=n * step,
                                  offset=self._used).reshape(n, step)
             rows[:, :8] = headers[done:done + n]
