@@ -167,7 +167,8 @@ def appliance_images(tree: Tree, directory: str) -> dict[str, str]:
     * ``lvm``: a Debian-like OS on LVM: root and /home on their own ext4
       logical volumes (the tree's /home on the second), a swap LV whose
       pages hold the marker, and free extents;
-    * ``xfs``, ``btrfs``: the tree on one partition;
+    * ``xfs``, ``btrfs``: the tree on one partition (``xfs`` with an
+      ``/etc/os-release`` and nothing else an inspection would know);
     * ``luks``: the tree on ext4 inside LUKS (key :data:`LUKS_KEY`).
     """
     import guestfs
@@ -224,6 +225,10 @@ def appliance_images(tree: Tree, directory: str) -> dict[str, str]:
                 g.mkfs(fstype, fs_dev)
                 g.mount(fs_dev, '/')
                 g.tar_in(tar, '/')
+                if kind == 'xfs':
+                    # A single filesystem, so not inspected: its report
+                    # names the OS from this file alone.
+                    g.write('/etc/os-release', OS_RELEASE)
             g.sync()
             g.rm(tree.deleted)
             g.sync()

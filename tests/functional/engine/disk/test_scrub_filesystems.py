@@ -66,6 +66,9 @@ def test_xfs_directories_rebuilt_and_every_kept_file_hashed(scrubs,
                                                             disk_tree):
     _, report = scrubs('xfs')
     assert report['kept_files_checked'] >= len(disk_tree.kept)
+    # One filesystem, not inspected: the OS is named from os-release.
+    assert report['operating_system'] == \
+        'debian Debian GNU/Linux 12 (bookworm)'
     (volume,) = report['volumes']
     assert any(s.startswith('directory rebuilt') for s in volume['steps'])
     assert 'log zeroed' in volume['steps']
