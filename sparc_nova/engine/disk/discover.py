@@ -6,6 +6,7 @@ trees (an OS root with its mounts, or a lone filesystem); the findings go
 into the session and its report (:mod:`.volumes` does the work).
 """
 
+from sparc_nova.engine.disk import layout as layout_mod
 from sparc_nova.engine.disk import session as session_mod
 from sparc_nova.engine.disk import volumes as volumes_mod
 
@@ -18,14 +19,13 @@ _OS_RELEASE_MAX = 16384
 _NAME_MAX = 200
 
 
-def open_volumes(session: session_mod.Session, no_fs: set[str],
+def open_volumes(session: session_mod.Session, found: layout_mod.Layout,
                  filesystems: dict[str, str] | None = None) -> None:
     """Fill ``session.luks``, ``session.volumes`` and ``session.trees``
     and report the volumes and the operating system found.
 
-    :param no_fs: devices that hold no filesystem by the partition table
-        (:func:`.layout.no_filesystem_partitions`).
-    :param filesystems: ``g.list_filesystems()`` taken before any LUKS
+    :param found: the disks' layout (:func:`.layout.read`).
+    :param filesystems: ``found.filesystems(g)`` taken before any LUKS
         volume was opened (listed again when one was: its content
         appears only then).
     :raises DiskScrubError: a volume cannot be opened or classified (and
@@ -37,11 +37,11 @@ def open_volumes(session: session_mod.Session, no_fs: set[str],
     try:
         session.luks = volumes_mod.open_luks(
             g, session.image, dict(options.luks_keys),
-            options.allow_unverified)
+            options.allow_unverified, found)
         if any(v.encrypted_by for v in session.luks):
             filesystems = None
         found = volumes_mod.classify(
-            g, session.image, session.luks, no_fs,
+            g, session.image, session.luks, found.no_filesystem,
             set(session.backend_classes), options.allow_unverified,
             filesystems)
         session.volumes = {v.device: v for v in found}

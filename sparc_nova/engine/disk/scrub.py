@@ -153,10 +153,10 @@ def _scrub_in_appliance(src: str, rules: rules_mod.Rules,
     session = session_mod.Session(g, src, rules, options, report, workdir,
                                   work)
     try:
-        filesystems = g.list_filesystems()
-        no_fs = layout.no_filesystem_partitions(g, src, filesystems)
+        found = layout.read(g, src)
+        filesystems = found.filesystems(g)
         step()
-        discover.open_volumes(session, no_fs, filesystems)
+        discover.open_volumes(session, found, filesystems)
         step()
         removal.remove_selected(session)
         step()

@@ -11,6 +11,7 @@ other filesystem is a tree of its own, mounted at ``/``.
 
 import dataclasses
 
+from sparc_nova.engine.disk import layout as layout_mod
 from sparc_nova.engine.disk import report as report_mod
 from sparc_nova import exception
 
@@ -75,15 +76,10 @@ def _key_for(g, device: str, keys: dict[str, str]) -> str | None:
     return None
 
 
-def _candidates(g) -> list[str]:
-    """Partitions and unpartitioned whole devices."""
-    partitions = g.list_partitions()
-    whole = [d for d in g.list_devices()
-             if not any(p.startswith(d) for p in partitions)]
-    return partitions + whole
-
-
-def _vfs_type(g, device: str) -> str:
+def _vfs_type(g, device: str, found: layout_mod.Layout) -> str:
+    signature = found.signature(device)
+    if signature is not None:
+        return signature
     try:
         return g.vfs_type(device)
     except RuntimeError:
@@ -91,15 +87,17 @@ def _vfs_type(g, device: str) -> str:
 
 
 def open_luks(g, image: str, keys: dict[str, str],
-              allow_unverified: bool) -> list[Volume]:
-    """Open every LUKS volume the caller has a key for.
+              allow_unverified: bool,
+              found: layout_mod.Layout) -> list[Volume]:
+    """Open every LUKS volume the caller has a key for, among the
+    devices of ``found`` (:func:`.layout.read`).
 
     :raises DiskScrubError: a LUKS volume without a key (unless
         ``allow_unverified``) or a key the volume rejects.
     """
     opened = []
-    for index, device in enumerate(_candidates(g)):
-        if _vfs_type(g, device) != 'crypto_LUKS':
+    for index, device in enumerate(found.candidates):
+        if _vfs_type(g, device, found) != 'crypto_LUKS':
             continue
         volume = Volume(device, 'crypto_LUKS', ROLE_LUKS,
                         report_mod.VolumeReport(device, ROLE_LUKS,

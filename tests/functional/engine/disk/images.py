@@ -141,7 +141,10 @@ def _tarball(tree: Tree, path: str) -> str:
 #: Size in MiB of each appliance-built image (XFS needs 300 MiB; LUKS is
 #: small because every free block of it must be zeroed through the
 #: cipher).
-APPLIANCE_SIZES = {'lvm': 384, 'xfs': 400, 'btrfs': 256, 'luks': 64}
+APPLIANCE_SIZES = {'lvm': 384, 'xfs': 400, 'btrfs': 256, 'luks': 64,
+                   'gpt': 320}
+#: GPT type of a BIOS boot partition (no filesystem by design).
+BIOS_BOOT = '21686148-6449-6E6F-744E-656564454649'
 OS_RELEASE = b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian ' \
     b'GNU/Linux"\nVERSION_ID="12"\nID=debian\n'
 LVM_FSTAB = b"""/dev/vgsparc/root / ext4 defaults 0 1
@@ -169,7 +172,10 @@ def appliance_images(tree: Tree, directory: str) -> dict[str, str]:
       pages hold the marker, and free extents;
     * ``xfs``, ``btrfs``: the tree on one partition (``xfs`` with an
       ``/etc/os-release`` and nothing else an inspection would know);
-    * ``luks``: the tree on ext4 inside LUKS (key :data:`LUKS_KEY`).
+    * ``luks``: the tree on ext4 inside LUKS (key :data:`LUKS_KEY`);
+    * ``gpt``: the tree on ext4 on the first partition of a GPT disk,
+      typed BIOS boot by the guest (a type that holds no filesystem by
+      design), and a second ext4 partition with an ``/etc/os-release``.
     """
     import guestfs
 
@@ -189,8 +195,19 @@ def appliance_images(tree: Tree, directory: str) -> dict[str, str]:
     g.launch()
     try:
         for kind, disk in zip(kinds, g.list_devices()):
-            g.part_disk(disk, 'mbr')
             part = disk + '1'
+            if kind == 'gpt':
+                g.part_init(disk, 'gpt')
+                g.part_add(disk, 'p', 2048, 200 * 2048 - 1)
+                g.part_add(disk, 'p', 200 * 2048, -34)
+                g.part_set_gpt_type(disk, 1, BIOS_BOOT)
+                g.mkfs('ext4', disk + '2')
+                g.mount(disk + '2', '/')
+                g.mkdir('/etc')
+                g.write('/etc/os-release', OS_RELEASE)
+                g.umount_all()
+            else:
+                g.part_disk(disk, 'mbr')
             if kind == 'lvm':
                 g.pvcreate(part)
                 g.vgcreate('vgsparc', [part])
@@ -221,7 +238,7 @@ def appliance_images(tree: Tree, directory: str) -> dict[str, str]:
                     g.cryptsetup_open(part, LUKS_KEY, 'sparcluks')
                     fs_dev, fstype = '/dev/mapper/sparcluks', 'ext4'
                 else:
-                    fs_dev, fstype = part, kind
+                    fs_dev, fstype = part, {'gpt': 'ext4'}.get(kind, kind)
                 g.mkfs(fstype, fs_dev)
                 g.mount(fs_dev, '/')
                 g.tar_in(tar, '/')

@@ -1,5 +1,6 @@
-"""scrub_image on XFS, btrfs, and a Debian-like OS on LVM (root and /home
-logical volumes mounted as its fstab says, a swap LV, free extents);
+"""scrub_image on XFS, btrfs, a Debian-like OS on LVM (root and /home
+logical volumes mounted as its fstab says, a swap LV, free extents), and
+a GPT disk whose guest put its files on a partition typed BIOS boot;
 images built in one appliance launch per session, one scrub per kind.
 """
 
@@ -14,7 +15,7 @@ from tests.functional.engine.disk import images
 
 pytestmark = pytest.mark.slow
 
-KINDS = {'xfs': 'xfs', 'btrfs': 'btrfs', 'lvm': 'ext4'}
+KINDS = {'xfs': 'xfs', 'btrfs': 'btrfs', 'lvm': 'ext4', 'gpt': 'ext4'}
 
 
 @pytest.fixture(scope='module')
@@ -105,3 +106,15 @@ def test_lvm_swap_wiped_and_recreated(scrubs, appliance_images, disk_dir):
             os.unlink(raw)
     assert uuids[0]['TYPE'] == uuids[1]['TYPE'] == 'swap'
     assert uuids[0]['UUID'] == uuids[1]['UUID']
+
+
+def test_filesystem_on_a_partition_typed_bios_boot_is_scrubbed(scrubs):
+    # The partition's type is the guest's word: a BIOS boot partition
+    # holds no filesystem by design, but this one does, with the files
+    # the rules remove. Skipping it would leave them in the output.
+    _, report = scrubs('gpt')
+    volumes = {v['device']: v for v in report['volumes']}
+    assert volumes['/dev/sda1']['role'] == 'filesystem'
+    assert volumes['/dev/sda1']['action'] == 'scrubbed'
+    assert volumes['/dev/sda1']['removed'] > 0
+    assert volumes['/dev/sda2']['role'] == 'filesystem'
