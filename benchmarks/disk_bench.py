@@ -11,9 +11,12 @@ filler data, then runs on each image, in one run:
 * ``scrub_image`` with the equivalent rules;
 
 and prints the time and the residual markers (raw scan of the result)
-for each. Usage::
+for each; with ``--rounds N`` each image is scrubbed N times by each
+tool, alternating which goes first, and the table gives every time, the
+medians and their ratio. Usage::
 
-    python benchmarks/disk_bench.py [--sizes 1,4] [--workdir DIR] [--json]
+    python benchmarks/disk_bench.py [--sizes 1,4] [--rounds N]
+        [--workdir DIR] [--json]
 """
 
 import argparse
@@ -21,6 +24,7 @@ import json
 import os
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -131,10 +135,50 @@ def run_scrub(src: str, workdir: str) -> tuple[float, str, str]:
     return elapsed, dst, status
 
 
+TOOLS = (('virt-sysprep', run_sysprep), ('sparc scrub', run_scrub))
+
+
+def bench_image(src: str, name: str, marker: str, workdir: str,
+                rounds: int) -> list[dict]:
+    """Each tool ``rounds`` times on ``src``, alternating which goes
+    first; a row per tool (times, median, residual markers, status) and
+    the ratio of the medians on the sparc row.
+    """
+    before = residual(src, marker, workdir)
+    times = {tool: [] for tool, _ in TOOLS}
+    left = {tool: set() for tool, _ in TOOLS}
+    status = {tool: set() for tool, _ in TOOLS}
+    for round_ in range(rounds):
+        order = TOOLS if round_ % 2 == 0 else TOOLS[::-1]
+        for tool, run in order:
+            elapsed, out, result = run(src, workdir)
+            markers = residual(out, marker, workdir) \
+                if os.path.exists(out) else '-'
+            if os.path.exists(out):
+                os.unlink(out)
+            times[tool].append(elapsed)
+            left[tool].add(str(markers))
+            status[tool].add(result)
+            print('%s / %s: %.1f s, %s markers left (%s)'
+                  % (name, tool, elapsed, markers, result),
+                  file=sys.stderr, flush=True)
+    medians = {tool: statistics.median(t) for tool, t in times.items()}
+    return [dict(image=name, tool=tool,
+                 seconds=' '.join('%.1f' % t for t in times[tool]),
+                 median='%.1f' % medians[tool],
+                 ratio='%.2f' % (medians[tool] / medians['virt-sysprep']),
+                 markers_before=before,
+                 markers_after=','.join(sorted(left[tool])),
+                 status=','.join(sorted(status[tool])))
+            for tool, _ in TOOLS]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--sizes', default='1,4',
                         help='Image sizes in GiB (default: 1,4).')
+    parser.add_argument('--rounds', type=int, default=1,
+                        help='Runs of each tool per image (default: 1).')
     parser.add_argument('--workdir', default='/var/tmp/sparc-bench')
     parser.add_argument('--json', action='store_true')
     args = parser.parse_args(argv)
@@ -146,23 +190,8 @@ def main(argv=None) -> int:
         tree = images.populate(os.path.join(workdir, 'tree'), marker)
         for size in [int(s) for s in args.sizes.split(',')]:
             src = build_image(tree.root, marker, size, workdir)
-            before = residual(src, marker, workdir)
-            for tool, run in (('virt-sysprep', run_sysprep),
-                              ('sparc scrub', run_scrub)):
-                elapsed, out, status = run(src, workdir)
-                left = residual(out, marker, workdir) \
-                    if os.path.exists(out) else None
-                rows.append(dict(image='%d GiB ext4' % size, tool=tool,
-                                 seconds='%.1f' % elapsed,
-                                 markers_before=before,
-                                 markers_after='-' if left is None
-                                 else left, status=status))
-                if os.path.exists(out):
-                    os.unlink(out)
-                print('%s / %s: %.1f s, %s markers left (%s)'
-                      % (rows[-1]['image'], tool, elapsed,
-                         rows[-1]['markers_after'], status),
-                      file=sys.stderr, flush=True)
+            rows.extend(bench_image(src, '%d GiB ext4' % size, marker,
+                                    workdir, args.rounds))
             os.unlink(src)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -170,9 +199,9 @@ def main(argv=None) -> int:
         json.dump(rows, sys.stdout, indent=2)
         print()
     else:
-        print(output.table(rows, ['image', 'tool', 'seconds',
-                                  'markers_before', 'markers_after',
-                                  'status']))
+        print(output.table(rows, ['image', 'tool', 'seconds', 'median',
+                                  'ratio', 'markers_before',
+                                  'markers_after', 'status']))
     return 0
 
 

@@ -175,3 +175,85 @@ def test_qcow2_not_stored_as_it_is_is_streamed(raw, tmp_path, make):
                             scan.qemu_img.Limits()) is None
     assert scan.count(str(qcow2), 'qcow2', [b'CANARY-ONE-123']) == {
         b'CANARY-ONE-123': 2}
+
+
+def _shard_bytes(path, shards):
+    """Each shard's runs as the pipeline sees them (run, newline)."""
+    data = path.read_bytes()
+    return [b''.join(b''.join(data[o:o + n] for o, n in run) + b'\n'
+                     for run in shard) for shard in shards]
+
+
+def test_split_runs_cuts_after_a_separator_and_loses_nothing(tmp_path):
+    path = tmp_path / 's.raw'
+    body = bytearray(b'x' * (3 << 20))
+    body[900000] = 0                   # before 1/3: not a cut
+    body[1100000] = 0                  # the first separator past 1/3
+    body[2200000] = ord('\n')          # and the first past 2/3
+    path.write_bytes(bytes(body))
+    runs = [[(0, 1 << 20), (1 << 20, 2 << 20)]]
+    shards = scan.split_runs(str(path), runs, 3)
+    assert len(shards) == 3
+    # Cut just after each separator; together, the run's bytes in order.
+    assert shards[0] == [[(0, 1 << 20), (1 << 20, 1100001 - (1 << 20))]]
+    assert shards[1] == [[(1100001, 2200001 - 1100001)]]
+    assert shards[2] == [[(2200001, (3 << 20) - 2200001)]]
+    assert b''.join(s[:-1] for s in _shard_bytes(path, shards)) == body
+
+
+def test_split_runs_without_a_separator_keeps_runs_whole(tmp_path):
+    # The guest can write data with neither byte: the shard then ends
+    # where the run does (never inside a possible match).
+    path = tmp_path / 'n.raw'
+    path.write_bytes(b'y' * (4 << 20))
+    runs = [[(0, 3 << 20)], [(3 << 20, 1 << 20)]]
+    assert scan.split_runs(str(path), runs, 2) == [[[(0, 3 << 20)]],
+                                                   [[(3 << 20, 1 << 20)]]]
+    assert scan.split_runs(str(path), runs[:1], 2) == [runs[:1]]
+    assert scan.split_runs(str(path), runs, 1) == [runs]
+
+
+def test_sharded_scan_counts_like_one_pipeline(tmp_path, monkeypatch):
+    # Matches on both sides of every possible cut, and across a cut
+    # point that has no separator nearby.
+    path = tmp_path / 'm.raw'
+    unit = b'CANARY-A\0CANARY-B' + b'z' * 4000 + b'CANARY-C\n'
+    data = unit * 1024
+    path.write_bytes(data)
+    patterns = [b'CANARY-A', b'CANARY-B', b'CANARY-C', b'zCANARY-C']
+    one = scan.count(str(path), 'raw', patterns)
+    assert one == {b'CANARY-A': 1024, b'CANARY-B': 1024, b'zCANARY-C': 1024}
+    monkeypatch.setattr(scan, '_SHARD_MIN_BYTES', 1)
+    monkeypatch.setattr(scan, 'SCAN_PROCESSES', 7)
+    monkeypatch.setattr(scan.os, 'cpu_count', lambda: 7)
+    pipelines = []
+    real = scan._grep
+
+    def counted(*args):
+        pipelines.append(args)
+        return real(*args)
+    monkeypatch.setattr(scan, '_grep', counted)
+    assert scan.count(str(path), 'raw', patterns) == one
+    assert len(pipelines) == 7
+
+
+def test_a_failing_shard_fails_the_scan(tmp_path, monkeypatch):
+    path = tmp_path / 'f.raw'
+    path.write_bytes(b'CANARY-A\0' * 100000)
+    monkeypatch.setattr(scan, '_SHARD_MIN_BYTES', 1)
+    monkeypatch.setattr(scan.os, 'cpu_count', lambda: 2)
+    calls = []
+    real = scan._stream_data
+
+    def second_fails(path, fd, errors, runs=None):
+        calls.append(runs)
+        if len(calls) == 2:
+            import os
+            os.close(fd)
+            errors.append(OSError('read error'))
+            return
+        real(path, fd, errors, runs)
+    monkeypatch.setattr(scan, '_stream_data', second_fails)
+    with pytest.raises(exception.DiskError, match='read error'):
+        scan.count(str(path), 'raw', [b'CANARY-A'])
+    assert len(calls) == 2
