@@ -71,7 +71,7 @@ def device_extent(g, device: str) -> allocation.Range | None:
 
 def zero_ranges(g, device: str, ranges: list[allocation.Range]) -> None:
     """Write zeros over ``ranges`` (byte offsets in ``device``, multiples
-    of 512) with ``BLKZEROOUT``, in one appliance call.
+    of 512) with ``BLKZEROOUT``, then sync, in one appliance call.
 
     :raises RuntimeError: a range could not be zeroed.
     """
@@ -81,7 +81,7 @@ def zero_ranges(g, device: str, ranges: list[allocation.Range]) -> None:
     appliance.run(g, [
         'sh', '-c',
         'printf "%s\\n" "$2" | while read -r o l; do '
-        'blkdiscard -z -o "$o" -l "$l" "$1" || exit 1; done',
+        'blkdiscard -z -o "$o" -l "$l" "$1" || exit 1; done && sync',
         'sh', device, lines])
 
 
@@ -130,7 +130,6 @@ def zero_allocated_free(g, device: str, working_copy: str | None,
         return None
     zero_ranges(g, device, _sector_aligned(
         [(start - offset, length) for start, length in targets]))
-    g.sync()
     left = allocation.nonzero_ranges(working_copy, allocation.intersect(
         in_file, allocation.data_ranges(working_copy, offset,
                                         offset + size)))

@@ -38,11 +38,11 @@ class ExtBackend(base.Backend):
         notes = []
         header = appliance.run(g, ['dumpe2fs', '-h', device])
         journal_mib = _journal_mib(header)
+        free = free_extents(g, device, remove_journal=bool(journal_mib))
         if journal_mib:
-            appliance.run(g, ['tune2fs', '-O', '^has_journal', device])
             notes.append('journal removed')
         zeroed = free_blocks.zero_allocated_free(
-            g, device, self.working_copy, free_extents(g, device))
+            g, device, self.working_copy, free)
         if zeroed is None:
             g.zerofree(device)
             notes.append('free blocks zeroed (zerofree)')
@@ -67,21 +67,27 @@ _FREE_LIST_BYTES = 3 * 1024 * 1024
 _FREE_LINE_RE = re.compile(r'^\s+Free blocks: ?(.*)$', re.M)
 
 
-def free_extents(g, device: str) -> list[allocation.Range] | None:
+def free_extents(g, device: str, remove_journal: bool = False
+                 ) -> list[allocation.Range] | None:
     """The free extents of the unmounted ext filesystem on ``device`` in
     bytes from its start, as ``dumpe2fs`` reads its block bitmaps; None
     when they cannot be trusted or are too many to list (see
-    :func:`parse_free_extents`).
+    :func:`parse_free_extents`). With ``remove_journal``, the journal is
+    removed first (``tune2fs -O ^has_journal``; its blocks are then
+    free), in the same appliance call.
 
-    :raises RuntimeError: dumpe2fs failed.
+    :raises RuntimeError: tune2fs or dumpe2fs failed.
     """
     out = appliance.run(g, [
         'sh', '-c',
+        'if [ "$2" = yes ]; then tune2fs -O ^has_journal "$1" >/dev/null '
+        '|| exit; fi; '
         'dumpe2fs "$1" > /tmp/sparc-dumpe2fs 2>/dev/null; rc=$?; '
         'grep -E "^(Filesystem features|Block count|Block size|'
         'First block):|^ +Free blocks:" /tmp/sparc-dumpe2fs '
         '| head -c %d; rm -f /tmp/sparc-dumpe2fs; exit $rc'
-        % (_FREE_LIST_BYTES + 1), 'sh', device])
+        % (_FREE_LIST_BYTES + 1), 'sh', device,
+        'yes' if remove_journal else 'no'])
     if len(out) > _FREE_LIST_BYTES:
         return None
     return parse_free_extents(out)
