@@ -134,6 +134,24 @@ def test_free_extents_from_dumpe2fs():
         (32768 * 4096, 32768 * 4096)]
 
 
+@pytest.mark.parametrize('remove', [True, False])
+def test_journal_removed_before_the_free_list_is_read(monkeypatch, remove):
+    # The journal's blocks are free once it is removed: the list must be
+    # read after the removal, in the same appliance call.
+    calls = []
+
+    def run(g, argv):
+        calls.append(argv)
+        return DUMP
+    monkeypatch.setattr(appliance, 'run', run)
+    assert ext.free_extents(None, '/dev/sda1', remove_journal=remove)
+    ((sh, flag, script, name, device, answer),) = calls
+    assert (sh, flag, name, device) == ('sh', '-c', 'sh', '/dev/sda1')
+    assert answer == ('yes' if remove else 'no')
+    assert script.index('tune2fs -O ^has_journal') < \
+        script.index('dumpe2fs "$1"')
+
+
 @pytest.mark.parametrize('bad', [
     DUMP.replace('extent', 'extent bigalloc'),
     DUMP.replace('3000', '300000'),           # past the last block
