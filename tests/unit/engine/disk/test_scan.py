@@ -1,5 +1,6 @@
 """Raw scans (real files, qemu-img, nbdcopy, grep)."""
 
+import os
 import subprocess
 
 import pytest
@@ -76,43 +77,6 @@ def test_zero_runs_do_not_join_or_split_matches(tmp_path):
             b'CANARY-': 1, b'FOUR-4': 1}
 
 
-@pytest.mark.parametrize('stream', ['data', 'guest_view'])
-def test_streams_fill_a_non_blocking_pipe(tmp_path, stream):
-    """Under eventlet, subprocess's pipes are non-blocking: a full pipe
-    makes the streamer wait for room (EAGAIN was a failed scan), and
-    every byte arrives.
-    """
-    import os
-    import threading
-    import time
-
-    image = tmp_path / 'disk.raw'
-    data = os.urandom(3 << 20)
-    image.write_bytes(data)
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(write_fd, False)
-    errors = []
-    if stream == 'data':
-        target, args = scan._stream_data, (str(image), write_fd, errors)
-    else:
-        target, args = scan._stream_guest_view, (str(image), 'raw',
-                                                 write_fd, errors)
-    writer = threading.Thread(target=target, args=args)
-    writer.start()
-    time.sleep(0.3)         # the pipe is full long before this
-    got = bytearray()
-    while True:
-        chunk = os.read(read_fd, 1 << 16)
-        if not chunk:
-            break
-        got += chunk
-    writer.join()
-    os.close(read_fd)
-    assert errors == []
-    assert bytes(got).replace(b'\n', b'') == data.replace(b'\n', b'')
-    assert len(got) >= len(data)
-
-
 def _qemu_io(path, *commands):
     argv = ['qemu-io', '-f', 'qcow2']
     for c in commands:
@@ -134,7 +98,7 @@ def test_qcow2_is_read_at_the_offsets_of_its_data(
     def no_nbdcopy(*args):
         raise AssertionError('the guest view was streamed')
 
-    monkeypatch.setattr(scan, '_stream_guest_view', no_nbdcopy)
+    monkeypatch.setattr(scan, '_scan_guest_view', no_nbdcopy)
     assert scan.count(str(qcow2), 'qcow2', [
         b'CANARY-ONE-123', b'CANARY-TWO-456', b'CANARY-THREE']) == {
         b'CANARY-ONE-123': 2, b'CANARY-TWO-456': 1, b'CANARY-THREE': 1}
@@ -177,83 +141,75 @@ def test_qcow2_not_stored_as_it_is_is_streamed(raw, tmp_path, make):
         b'CANARY-ONE-123': 2}
 
 
-def _shard_bytes(path, shards):
-    """Each shard's runs as the pipeline sees them (run, newline)."""
-    data = path.read_bytes()
-    return [b''.join(b''.join(data[o:o + n] for o, n in run) + b'\n'
-                     for run in shard) for shard in shards]
+def test_matcher_counts_each_pattern_left_to_right():
+    matcher = scan.Matcher([b'CANARY-A', b'zCANARY-A', b'aa'])
+    with matcher.stream() as stream:
+        stream.scan(b'zCANARY-A CANARY-A aaaa aaa')
+    # A pattern inside another's occurrence counts too; one pattern's
+    # occurrences do not overlap (aaaa: 2, aaa: 1).
+    assert matcher.counts() == {b'CANARY-A': 2, b'zCANARY-A': 1, b'aa': 3}
 
 
-def test_split_runs_cuts_after_a_separator_and_loses_nothing(tmp_path):
-    path = tmp_path / 's.raw'
-    body = bytearray(b'x' * (3 << 20))
-    body[900000] = 0                   # before 1/3: not a cut
-    body[1100000] = 0                  # the first separator past 1/3
-    body[2200000] = ord('\n')          # and the first past 2/3
-    path.write_bytes(bytes(body))
-    runs = [[(0, 1 << 20), (1 << 20, 2 << 20)]]
-    shards = scan.split_runs(str(path), runs, 3)
-    assert len(shards) == 3
-    # Cut just after each separator; together, the run's bytes in order.
-    assert shards[0] == [[(0, 1 << 20), (1 << 20, 1100001 - (1 << 20))]]
-    assert shards[1] == [[(1100001, 2200001 - 1100001)]]
-    assert shards[2] == [[(2200001, (3 << 20) - 2200001)]]
-    assert b''.join(s[:-1] for s in _shard_bytes(path, shards)) == body
+def test_matches_span_the_pieces_of_a_stream_not_two_streams():
+    matcher = scan.Matcher([b'CANARY-ONE'])
+    with matcher.stream() as stream:
+        stream.scan(b'xx CANARY')
+        stream.scan(b'-ONE yy CAN')
+    with matcher.stream() as stream:
+        stream.scan(b'ARY-ONE')         # a new run: no match with "CAN"
+    assert matcher.counts() == {b'CANARY-ONE': 1}
 
 
-def test_split_runs_without_a_separator_keeps_runs_whole(tmp_path):
-    # The guest can write data with neither byte: the shard then ends
-    # where the run does (never inside a possible match).
-    path = tmp_path / 'n.raw'
-    path.write_bytes(b'y' * (4 << 20))
-    runs = [[(0, 3 << 20)], [(3 << 20, 1 << 20)]]
-    assert scan.split_runs(str(path), runs, 2) == [[[(0, 3 << 20)]],
-                                                   [[(3 << 20, 1 << 20)]]]
-    assert scan.split_runs(str(path), runs[:1], 2) == [runs[:1]]
-    assert scan.split_runs(str(path), runs, 1) == [runs]
+@pytest.mark.parametrize('bad', [b'', b'a\0b', b'a\rb', b'a\nb'])
+def test_matcher_refuses_separators(bad):
+    with pytest.raises(ValueError):
+        scan.Matcher([b'good', bad])
 
 
-def test_sharded_scan_counts_like_one_pipeline(tmp_path, monkeypatch):
-    # Matches on both sides of every possible cut, and across a cut
-    # point that has no separator nearby.
-    path = tmp_path / 'm.raw'
-    unit = b'CANARY-A\0CANARY-B' + b'z' * 4000 + b'CANARY-C\n'
-    data = unit * 1024
-    path.write_bytes(data)
-    patterns = [b'CANARY-A', b'CANARY-B', b'CANARY-C', b'zCANARY-C']
-    one = scan.count(str(path), 'raw', patterns)
-    assert one == {b'CANARY-A': 1024, b'CANARY-B': 1024, b'zCANARY-C': 1024}
-    monkeypatch.setattr(scan, '_SHARD_MIN_BYTES', 1)
-    monkeypatch.setattr(scan, 'SCAN_PROCESSES', 7)
-    monkeypatch.setattr(scan.os, 'cpu_count', lambda: 7)
-    pipelines = []
-    real = scan._grep
-
-    def counted(*args):
-        pipelines.append(args)
-        return real(*args)
-    monkeypatch.setattr(scan, '_grep', counted)
-    assert scan.count(str(path), 'raw', patterns) == one
-    assert len(pipelines) == 7
+def test_ranges_of_one_run_are_matched_as_one_string(tmp_path):
+    # Two ranges of the file that follow each other in the guest view
+    # (a run): a pattern across them is found; across two runs, not.
+    path = tmp_path / 'r.raw'
+    path.write_bytes(b'CANARY-' + b'x' * 100 + b'FIVE-5')
+    runs = [[(0, 7), (107, 6)]]
+    matcher = scan.Matcher([b'CANARY-FIVE-5'])
+    scan._scan_runs(str(path), runs, matcher)
+    assert matcher.counts() == {b'CANARY-FIVE-5': 1}
+    matcher = scan.Matcher([b'CANARY-FIVE-5'])
+    scan._scan_runs(str(path), [[(0, 7)], [(107, 6)]], matcher)
+    assert matcher.counts() == {}
 
 
-def test_a_failing_shard_fails_the_scan(tmp_path, monkeypatch):
-    path = tmp_path / 'f.raw'
-    path.write_bytes(b'CANARY-A\0' * 100000)
-    monkeypatch.setattr(scan, '_SHARD_MIN_BYTES', 1)
-    monkeypatch.setattr(scan.os, 'cpu_count', lambda: 2)
-    calls = []
-    real = scan._stream_data
+def test_pieces_larger_than_a_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(scan, '_PIECE_BYTES', 4096)
+    path = tmp_path / 'p.raw'
+    data = bytearray(os.urandom(1 << 20).replace(b'C', b'D'))
+    for offset in (4090, 8191, 500000):
+        data[offset:offset + 10] = b'CANARY-SIX'
+    path.write_bytes(bytes(data))
+    assert scan.count(str(path), 'raw', [b'CANARY-SIX']) == {
+        b'CANARY-SIX': 3}
 
-    def second_fails(path, fd, errors, runs=None):
-        calls.append(runs)
-        if len(calls) == 2:
-            import os
-            os.close(fd)
-            errors.append(OSError('read error'))
-            return
-        real(path, fd, errors, runs)
-    monkeypatch.setattr(scan, '_stream_data', second_fails)
-    with pytest.raises(exception.DiskError, match='read error'):
-        scan.count(str(path), 'raw', [b'CANARY-A'])
-    assert len(calls) == 2
+
+def test_guest_view_skips_zero_pieces_without_joining_matches(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(scan, '_PIECE_BYTES', 4096)
+    monkeypatch.setattr(scan, '_ZEROS', bytes(4096))
+    path = tmp_path / 'g.raw'
+    with open(path, 'wb') as f:
+        f.write(b'\1' * 4089 + b'CANARY-')
+        f.write(bytes(8192))
+        f.write(b'SEVEN' + b'\1' * 4091)
+        f.write(b'CANARY-SEVEN')
+    matcher = scan.Matcher([b'CANARY-SEVEN', b'CANARY-'])
+    scan._scan_guest_view(str(path), 'raw', matcher)
+    assert matcher.counts() == {b'CANARY-SEVEN': 1, b'CANARY-': 2}
+
+
+def test_nbdcopy_failure_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(scan, '_reader', lambda path, fmt: [
+        'sh', '-c', 'printf CANARY; echo broken >&2; exit 3'])
+    with pytest.raises(exception.DiskError, match='nbdcopy exited 3: '
+                                                  'broken'):
+        scan._scan_guest_view(str(tmp_path / 'x'), 'qcow2',
+                              scan.Matcher([b'CANARY']))
