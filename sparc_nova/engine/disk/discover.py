@@ -19,15 +19,14 @@ _OS_RELEASE_MAX = 16384
 _NAME_MAX = 200
 
 
-def open_volumes(session: session_mod.Session, found: layout_mod.Layout,
-                 filesystems: dict[str, str] | None = None) -> None:
+def open_volumes(session: session_mod.Session,
+                 disks: layout_mod.Layout) -> None:
     """Fill ``session.luks``, ``session.volumes`` and ``session.trees``
     and report the volumes and the operating system found.
 
-    :param found: the disks' layout (:func:`.layout.read`).
-    :param filesystems: ``found.filesystems(g)`` taken before any LUKS
-        volume was opened (listed again when one was: its content
-        appears only then).
+    :param disks: the disks' layout (:func:`.layout.read`). Its
+        filesystems are listed once LUKS volumes are opened (by libguestfs
+        when one was: their content appears only then).
     :raises DiskScrubError: a volume cannot be opened or classified (and
         the options do not allow it unverified), or the image holds
         neither a filesystem nor a swap area.
@@ -37,11 +36,11 @@ def open_volumes(session: session_mod.Session, found: layout_mod.Layout,
     try:
         session.luks = volumes_mod.open_luks(
             g, session.image, dict(options.luks_keys),
-            options.allow_unverified, found)
-        if any(v.encrypted_by for v in session.luks):
-            filesystems = None
+            options.allow_unverified, disks)
+        filesystems = None if any(v.encrypted_by for v in session.luks) \
+            else disks.filesystems(g)
         found = volumes_mod.classify(
-            g, session.image, session.luks, found.no_filesystem,
+            g, session.image, session.luks, disks.no_filesystem,
             set(session.backend_classes), options.allow_unverified,
             filesystems)
         session.volumes = {v.device: v for v in found}

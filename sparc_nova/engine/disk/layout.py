@@ -57,19 +57,21 @@ class Probe:
 class Layout:
     """The appliance's block devices as one probe found them.
 
-    :ivar partitions: ``g.list_partitions()``.
-    :ivar candidates: partitions, then whole devices with no partition
-        (the devices a volume can start on).
-    :ivar probes: candidate -> :class:`Probe`.
+    :ivar probes: :attr:`candidates` -> :class:`Probe`, in their order.
     :ivar no_filesystem: partitions that hold no filesystem by design
         (extended partitions, BIOS boot partitions).
     :ivar md_devices: ``g.list_md_devices()``.
     """
-    partitions: list[str]
-    candidates: list[str]
     probes: dict[str, Probe]
     no_filesystem: set[str]
     md_devices: list[str]
+
+    @property
+    def candidates(self) -> list[str]:
+        """Partitions, then whole devices with no partition (the devices
+        a volume can start on).
+        """
+        return list(self.probes)
 
     @property
     def simple(self) -> bool:
@@ -123,8 +125,7 @@ def read(g, image: str) -> Layout:
         'sh'] + candidates)
     probes = dict(zip(candidates, parse_probe(output, len(candidates))))
     no_fs = {p for p in partitions if _holds_no_filesystem(probes[p])}
-    layout = Layout(partitions, candidates, probes, no_fs,
-                    g.list_md_devices())
+    layout = Layout(probes, no_fs, g.list_md_devices())
     if not any(probes[d].tags is None or probes[d].type
                for d in candidates if d not in no_fs):
         what = ('a partition table whose partitions hold no filesystem'

@@ -96,8 +96,7 @@ def _scan_runs(path: str, runs: list[list[allocation.Range]],
 
     :raises OSError: the file cannot be read to the end of a range.
     """
-    buf = bytearray(_PIECE_BYTES)
-    view = memoryview(buf)
+    view = memoryview(bytearray(_PIECE_BYTES))
     with open(path, 'rb') as f:
         fd = f.fileno()
         for run in runs:

@@ -153,10 +153,9 @@ def _scrub_in_appliance(src: str, rules: rules_mod.Rules,
     session = session_mod.Session(g, src, rules, options, report, workdir,
                                   work)
     try:
-        found = layout.read(g, src)
-        filesystems = found.filesystems(g)
+        disks = layout.read(g, src)
         step()
-        discover.open_volumes(session, found, filesystems)
+        discover.open_volumes(session, disks)
         step()
         removal.remove_selected(session)
         step()

@@ -174,8 +174,9 @@ def classify(g, image: str, luks: list[Volume], no_filesystem: set[str],
 
     ``no_filesystem`` names devices that hold no filesystem by design
     (BIOS boot partitions); ``supported`` are the vfs types a backend
-    scrubs; ``filesystems`` is ``g.list_filesystems()`` if the caller
-    listed them already and opened nothing since (None: listed here).
+    scrubs; ``filesystems`` are the filesystems as
+    ``g.list_filesystems()`` names them (:meth:`.layout.Layout.filesystems`)
+    when the caller has them and opened nothing since (None: listed here).
 
     :raises DiskScrubError: an unknown or unformatted volume (unless
         ``allow_unverified``).
