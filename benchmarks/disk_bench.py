@@ -8,7 +8,7 @@ filler data, then runs on each image, in one run:
 
 * ``virt-sysprep --operations bash-history,ssh-userdir,tmp-files``
   with ``--delete`` for the other marker files, on a copy;
-* ``scrub_image`` with the equivalent rules;
+* ``sparc image scrub`` (the installed CLI) with the equivalent rules;
 
 and prints the time and the residual markers (raw scan of the result)
 for each; with ``--rounds N`` each image is scrubbed N times by each
@@ -22,6 +22,7 @@ medians and their ratio. Usage::
 import argparse
 import json
 import os
+import re
 import secrets
 import shutil
 import statistics
@@ -34,9 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 from sparc_nova.cmd import output  # noqa: E402
-from sparc_nova.engine import disk  # noqa: E402
 from sparc_nova.engine.disk import appliance  # noqa: E402
-from sparc_nova import exception  # noqa: E402
 from tests.functional.engine.disk import hostcheck  # noqa: E402
 from tests.functional.engine.disk import images  # noqa: E402
 
@@ -97,41 +96,47 @@ def run_sysprep(src: str, workdir: str) -> tuple[float, str, str]:
     return elapsed, copy, status
 
 
-class StepClock:
-    """A ``progress`` callback that records how long each scrub step
-    took (seconds, by step description).
-    """
+#: A progress line of ``sparc image scrub`` on stderr: ``[3/9] step``.
+_STEP_RE = re.compile(r'^\[\d+/\d+\] (.+)$')
 
-    def __init__(self):
-        self.steps = []
-        self.last = None
 
-    def __call__(self, index: int, count: int, description: str) -> None:
-        self.stop()
-        self.last = (description, time.monotonic())
-
-    def stop(self) -> None:
-        if self.last is not None:
-            name, since = self.last
-            self.steps.append((name, time.monotonic() - since))
-            self.last = None
+def sparc_cli() -> str:
+    """The installed ``sparc`` command (beside this interpreter first)."""
+    beside = os.path.join(os.path.dirname(sys.executable), 'sparc')
+    return beside if os.access(beside, os.X_OK) else shutil.which('sparc')
 
 
 def run_scrub(src: str, workdir: str) -> tuple[float, str, str]:
+    """``sparc image scrub`` as a user runs it, with the rules of the
+    functional tests; how long each of its steps took is printed from
+    the times its progress lines arrived.
+    """
     dst = os.path.join(workdir, 'sparc-' + os.path.basename(src))
-    rules = disk.Rules(images.EXCLUDE_PATHS + ('/home/*/.ssh/**',),
-                       images.PRESETS)
-    clock = StepClock()
+    argv = [sparc_cli(), 'image', 'scrub', src, '--output', dst]
+    for glob in images.EXCLUDE_PATHS + ('/home/*/.ssh/**',):
+        argv += ['--exclude-path', glob]
+    for preset in images.PRESETS:
+        argv += ['--preset', preset]
     started = time.monotonic()
-    try:
-        disk.scrub_image(src, dst, rules, progress=clock)
-        status = 'ok'
-    except exception.SparcError as e:
-        status = 'error: %s' % e
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    steps = []
+    tail = []
+    for line in proc.stderr:
+        m = _STEP_RE.match(line.strip())
+        if m:
+            steps.append((m.group(1), time.monotonic()))
+        else:
+            tail = (tail + [line.strip()])[-3:]
+    proc.wait()
     elapsed = time.monotonic() - started
-    clock.stop()
-    print('  steps: ' + ', '.join('%s %.1f s' % step for step in clock.steps),
+    ends = [t for _, t in steps[1:]] + [started + elapsed]
+    print('  steps: ' + ', '.join('%s %.1f s' % (name, end - since)
+                                  for (name, since), end
+                                  in zip(steps, ends)),
           file=sys.stderr, flush=True)
+    status = 'ok' if proc.returncode == 0 else \
+        'exit %d: %s' % (proc.returncode, ' '.join(tail))
     return elapsed, dst, status
 
 
