@@ -213,3 +213,24 @@ def test_nbdcopy_failure_is_an_error(tmp_path, monkeypatch):
                                                   'broken'):
         scan._scan_guest_view(str(tmp_path / 'x'), 'qcow2',
                               scan.Matcher([b'CANARY']))
+
+
+def test_data_cut_short_is_an_error_naming_the_file(tmp_path):
+    # qemu-img map's ranges (or a file truncated under the scan) can
+    # point past the end: the scan fails, naming the image.
+    path = tmp_path / 't.qcow2'
+    path.write_bytes(b'x' * 4096)
+    matcher = scan.Matcher([b'CANARY'])
+    with pytest.raises(OSError, match='ends before its data does'):
+        scan._scan_runs(str(path), [[(0, 4096), (4096, 4096)]], matcher)
+
+
+def test_stored_ranges_past_the_end_fail_the_count(tmp_path, monkeypatch):
+    path = tmp_path / 't.qcow2'
+    path.write_bytes(b'x' * 4096)
+    monkeypatch.setattr(scan, 'stored_data',
+                        lambda *args: [[(0, 8192)]])
+    with pytest.raises(exception.DiskError) as e:
+        scan.count(str(path), 'qcow2', [b'CANARY'])
+    assert str(path) in str(e.value)
+    assert 'ends before its data does' in str(e.value)
