@@ -32,7 +32,8 @@ from sparc_nova import printable
 
 __all__ = ['ACCELS', 'QEMU', 'KVM_PROBE_TIMEOUT', 'LAUNCH_TIMEOUT',
            'CALL_TIMEOUT', 'ApplianceTimeout', 'kvm_usable', 'kernel_runs',
-           'backend_settings', 'launch', 'run', 'kernel_device', 'run_status']
+           'backend_settings', 'launch', 'supermin_dir', 'run',
+           'kernel_device', 'run_status']
 
 ACCELS = ('auto', 'kvm', 'tcg')
 
@@ -155,22 +156,44 @@ def backend_settings(accel: str) -> list[str]:
 
 def launch(path: str, drives: list[tuple[str, bool]], accel: str = 'auto',
            memsize_mib: int = 0, timeout: float = LAUNCH_TIMEOUT,
-           notes: list | None = None):
+           notes: list | None = None, appliance_dir: str | None = None):
     """A launched appliance with ``drives`` attached, in order.
 
     ``drives`` are ``(raw_file, readonly)`` pairs; writable ones are
     attached with discard enabled so that trims punch holes in the file.
-    ``path`` is the image named in errors. A launch that takes longer than
-    ``timeout`` seconds is killed. A launch with KVM allowed that was
-    killed, or that failed (a half-working KVM can also make QEMU abort
-    at once, e.g. on a vCPU register it cannot set), is tried once more
-    on TCG, and a line saying so is appended to ``notes``.
+    ``path`` is the image named in errors. ``appliance_dir`` is a fixed
+    appliance to boot (:func:`.fast_boot.prepare`); None boots
+    libguestfs' own. A launch that takes longer than ``timeout`` seconds
+    is killed. A launch with KVM allowed that was killed, or that failed
+    (a half-working KVM can also make QEMU abort at once, e.g. on a vCPU
+    register it cannot set), is tried once more on TCG, and a line
+    saying so is appended to ``notes``. When ``appliance_dir`` does not
+    start either way, libguestfs' own appliance is tried the same way,
+    and ``notes`` says so too.
 
     :raises DiskScrubError: the appliance did not start.
     """
+    if appliance_dir is None:
+        return _launch_any_accel(path, drives, accel, memsize_mib, timeout,
+                                 notes, None)
+    try:
+        return _launch_any_accel(path, drives, accel, memsize_mib, timeout,
+                                 notes, appliance_dir)
+    except exception.DiskScrubError as e:
+        if notes is not None:
+            notes.append('the libguestfs appliance in %s did not start (%s); '
+                         "libguestfs' own appliance was booted"
+                         % (appliance_dir, e.reason))
+    return _launch_any_accel(path, drives, accel, memsize_mib, timeout,
+                             notes, None)
+
+
+def _launch_any_accel(path, drives, accel, memsize_mib, timeout, notes,
+                      appliance_dir):
     settings = backend_settings(accel)
     try:
-        return _launch(path, drives, settings, memsize_mib, timeout)
+        return _launch(path, drives, settings, memsize_mib, timeout,
+                       appliance_dir)
     except ApplianceTimeout as e:
         if 'force_tcg' in settings:
             raise exception.DiskScrubError(
@@ -185,18 +208,34 @@ def launch(path: str, drives: list[tuple[str, bool]], accel: str = 'auto',
         notes.append('the libguestfs appliance %s and started on TCG'
                      % what)
     try:
-        return _launch(path, drives, ['force_tcg'], memsize_mib, timeout)
+        return _launch(path, drives, ['force_tcg'], memsize_mib, timeout,
+                       appliance_dir)
     except ApplianceTimeout as e:
         raise exception.DiskScrubError(
             path, 'the libguestfs appliance did not start on TCG either: '
                   '%s' % e)
 
 
-def _launch(path, drives, settings, memsize_mib, timeout):
+def supermin_dir() -> str:
+    """libguestfs' supermin input directory (``<path>/supermin.d``), from
+    which its own appliance, and :mod:`.fast_boot`'s, are built.
+    """
+    import guestfs
+
+    g = guestfs.GuestFS(python_return_dict=True, close_on_exit=False)
+    try:
+        return os.path.join(g.get_path(), 'supermin.d')
+    finally:
+        g.close()
+
+
+def _launch(path, drives, settings, memsize_mib, timeout, appliance_dir):
     import guestfs
 
     g = guestfs.GuestFS(python_return_dict=True, close_on_exit=False)
     g.set_backend('direct')
+    if appliance_dir is not None:
+        g.set_path(appliance_dir)
     hv = shutil.which(QEMU)
     if hv:
         g.set_hv(hv)

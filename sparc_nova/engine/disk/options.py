@@ -36,6 +36,9 @@ class ScrubOptions:
     :param work_dir: where the working copy goes (default: dst's
         directory).
     :param memsize_mib: appliance memory (0: libguestfs default).
+    :param appliance_cache_dir: where the appliance booting the host's
+        kernel uncompressed is built and kept (:mod:`.fast_boot`); None
+        boots libguestfs' own appliance.
     :param launch_timeout_s: seconds an appliance launch may take before
         it is killed (and, if it was not on TCG, tried once on TCG).
     :param source_format: format of the source as qemu-img names it
@@ -57,6 +60,7 @@ class ScrubOptions:
     work_dir: str | None = None
     memsize_mib: int = 0
     launch_timeout_s: float = appliance.LAUNCH_TIMEOUT
+    appliance_cache_dir: str | None = None
     source_format: str | None = None
     allow_backing_chain: bool = False
     qemu_img_limits: qemu_img.Limits = dataclasses.field(
@@ -78,6 +82,8 @@ class ScrubOptions:
                       accel=c.disk_accel, work_dir=c.disk_work_dir or None,
                       memsize_mib=c.disk_appliance_memory_mib,
                       launch_timeout_s=c.disk_appliance_launch_timeout_s,
+                      appliance_cache_dir=(c.disk_appliance_cache_dir
+                                           or None),
                       qemu_img_limits=qemu_img.Limits(
                           inspect_cpu_s=c.disk_qemu_img_inspect_cpu_s,
                           inspect_address_space_mib=(

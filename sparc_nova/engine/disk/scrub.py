@@ -53,6 +53,7 @@ from oslo_log import log as logging
 from sparc_nova.checkpoint import tempfiles
 from sparc_nova.engine.disk import appliance
 from sparc_nova.engine.disk import discover
+from sparc_nova.engine.disk import fast_boot
 from sparc_nova.engine.disk import host_image
 from sparc_nova.engine.disk import layout
 from sparc_nova.engine.disk import options as options_mod
@@ -146,10 +147,14 @@ def _scrub_in_appliance(src: str, rules: rules_mod.Rules,
     """Steps 3 to 7 on the raw working copy ``work``, in one appliance."""
     step()
     launched = time.monotonic()
+    fixed = None
+    if options.appliance_cache_dir:
+        fixed = fast_boot.prepare(options.appliance_cache_dir,
+                                  appliance.supermin_dir())
     g = appliance.launch(src, [(work, False)], options.accel,
                          options.memsize_mib,
                          timeout=options.launch_timeout_s,
-                         notes=report.notes)
+                         notes=report.notes, appliance_dir=fixed)
     session = session_mod.Session(g, src, rules, options, report, workdir,
                                   work)
     try:

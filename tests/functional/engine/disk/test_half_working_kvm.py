@@ -118,11 +118,13 @@ def test_a_failed_launch_on_tcg_is_not_retried(crashing_kvm, tmp_path,
     calls = []
     real = appliance._launch
 
-    def failing(path, drives, settings, memsize_mib, timeout):
+    def failing(path, drives, settings, memsize_mib, timeout,
+                appliance_dir):
         calls.append(settings)
         if 'force_tcg' in settings:
             raise appliance.exception.DiskScrubError(path, 'no QEMU')
-        return real(path, drives, settings, memsize_mib, timeout)
+        return real(path, drives, settings, memsize_mib, timeout,
+                    appliance_dir)
     monkeypatch.setattr(appliance, '_launch', failing)
     disk = tmp_path / 'disk.raw'
     subprocess.run(['truncate', '-s', '64M', str(disk)], check=True)

@@ -1,10 +1,13 @@
 """Parts of scrub_image that need no appliance."""
 
+import dataclasses
+
 from oslo_config import cfg
 import pytest
 
 from sparc_nova.conf import disk as disk_conf
 from sparc_nova.engine.disk import appliance
+from sparc_nova.engine.disk import fast_boot
 from sparc_nova.engine.disk import host_image
 from sparc_nova.engine.disk import options as options_mod
 from sparc_nova.engine.disk import preflight
@@ -89,8 +92,13 @@ def test_options_need_the_callers_conf():
 
 
 def test_defaults_match_the_options():
-    assert options_mod.ScrubOptions() == options_mod.ScrubOptions.from_conf(
-        _conf())
+    """Except the appliance cache: the engine writes no directory of
+    its own unless its caller names one.
+    """
+    from_conf = options_mod.ScrubOptions.from_conf(_conf())
+    assert from_conf.appliance_cache_dir == '/var/cache/sparc-nova/appliance'
+    assert options_mod.ScrubOptions() == dataclasses.replace(
+        from_conf, appliance_cache_dir=None)
 
 
 def test_launch_gets_the_deadline_and_the_reports_notes(tmp_path,
@@ -98,8 +106,10 @@ def test_launch_gets_the_deadline_and_the_reports_notes(tmp_path,
     """A TCG retry after the KVM launch deadline ends up in the report."""
     seen = {}
 
-    def launch(path, drives, accel, memsize_mib, timeout, notes):
+    def launch(path, drives, accel, memsize_mib, timeout, notes,
+               appliance_dir):
         seen['timeout'] = timeout
+        seen['appliance_dir'] = appliance_dir
         notes.append('retried on TCG')
         seen['notes'] = notes
         raise exception.DiskScrubError(path, 'stop here')
@@ -115,7 +125,39 @@ def test_launch_gets_the_deadline_and_the_reports_notes(tmp_path,
                           options_mod.ScrubOptions(launch_timeout_s=7))
     assert seen['timeout'] == 7
     assert seen['notes'] == ['retried on TCG']
+    assert seen['appliance_dir'] is None
     assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_launch_boots_the_prepared_appliance(tmp_path, monkeypatch):
+    """With a cache directory the scrub boots what fast_boot prepared
+    there from libguestfs' supermin input.
+    """
+    seen = {}
+
+    def prepare(cache_dir, supermin_d):
+        seen['prepare'] = (cache_dir, supermin_d)
+        return '/cache/appliance-1'
+
+    def launch(path, drives, accel, memsize_mib, timeout, notes,
+               appliance_dir):
+        seen['appliance_dir'] = appliance_dir
+        raise exception.DiskScrubError(path, 'stop here')
+    monkeypatch.setattr(preflight, 'inspect_source',
+                        lambda *a: preflight.SourceImage(
+                            str(tmp_path / 's'), 'raw', 0, []))
+    monkeypatch.setattr(preflight, 'check_destination', lambda *a: None)
+    monkeypatch.setattr(host_image, 'convert', lambda *a: None)
+    monkeypatch.setattr(appliance, 'supermin_dir', lambda: '/lib/sd')
+    monkeypatch.setattr(fast_boot, 'prepare', prepare)
+    monkeypatch.setattr(appliance, 'launch', launch)
+    with pytest.raises(exception.DiskScrubError, match='stop here'):
+        scrub.scrub_image(str(tmp_path / 's'), str(tmp_path / 'd'),
+                          rules_mod.Rules(['/tmp/**']),
+                          options_mod.ScrubOptions(
+                              appliance_cache_dir='/cache'))
+    assert seen == {'prepare': ('/cache', '/lib/sd'),
+                    'appliance_dir': '/cache/appliance-1'}
 
 
 def test_steps_are_announced():
