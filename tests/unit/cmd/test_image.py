@@ -184,3 +184,38 @@ def test_scrub_summary_shows_the_notes():
     r = disk.ScrubReport('s', 'd', 'qcow2')
     r.notes.append('the appliance was started on TCG')
     assert 'Note: the appliance was started on TCG' in image._summary(r)
+
+
+def _appliance_cli(tmp_path, cache_dir, built, monkeypatch):
+    conf_file = tmp_path / 'sparc.conf'
+    conf_file.write_text('[sparc]\ndisk_appliance_cache_dir = %s\n'
+                         % cache_dir)
+    seen = []
+
+    def prepare(cache, supermin_d):
+        seen.append((cache, supermin_d))
+        return built
+    monkeypatch.setattr(image.fast_boot, 'prepare', prepare)
+    monkeypatch.setattr(image.appliance, 'supermin_dir', lambda: '/sd')
+    rc = sparc.main(['--config-file', str(conf_file), 'image',
+                     'appliance'])
+    return rc, seen
+
+
+def test_appliance_is_built_and_named(tmp_path, monkeypatch, capsys):
+    rc, seen = _appliance_cli(tmp_path, '/c', '/c/appliance-1', monkeypatch)
+    assert rc == 0 and seen == [('/c', '/sd')]
+    assert capsys.readouterr().out == '/c/appliance-1\n'
+
+
+def test_appliance_that_cannot_be_built_fails(tmp_path, monkeypatch,
+                                              capsys):
+    rc, seen = _appliance_cli(tmp_path, '/c', None, monkeypatch)
+    assert rc == 1 and seen == [('/c', '/sd')]
+    assert "libguestfs' own appliance" in capsys.readouterr().err
+
+
+def test_appliance_cache_turned_off(tmp_path, monkeypatch, capsys):
+    rc, seen = _appliance_cli(tmp_path, '', '/c/x', monkeypatch)
+    assert rc == 1 and seen == []
+    assert 'disk_appliance_cache_dir is empty' in capsys.readouterr().err
