@@ -18,6 +18,9 @@ import random
 import subprocess
 import tarfile
 
+from sparc_nova.conf import disk as disk_conf
+from sparc_nova.engine.disk import options as disk_options
+
 MIB = 1024 * 1024
 PART_OFFSET = MIB
 
@@ -27,6 +30,19 @@ EXCLUDE_PATHS = ('/home/*/.ssh/**', '!**/*.pub', '!**/authorized_keys',
                  '/home/*/cache/small-*')
 PRESETS = ('shell-history', 'tmp')
 LUKS_KEY = 'correct horse battery staple'
+#: Where scrubs configured by default keep the appliance they boot (the
+#: CLI tests use it through the configuration, the library tests through
+#: :func:`scrub_options`).
+APPLIANCE_CACHE = [o.default for o in disk_conf.opts
+                   if o.name == 'disk_appliance_cache_dir'][0]
+
+
+def scrub_options(**fields) -> disk_options.ScrubOptions:
+    """ScrubOptions with ``fields``, booting the appliance a configured
+    scrub boots (the host's kernel uncompressed).
+    """
+    return disk_options.ScrubOptions(appliance_cache_dir=APPLIANCE_CACHE,
+                                     **fields)
 
 
 @dataclasses.dataclass

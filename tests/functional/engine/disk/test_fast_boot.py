@@ -7,16 +7,13 @@ import os
 
 import pytest
 
-from sparc_nova.conf import disk as disk_conf
 from sparc_nova.engine.disk import appliance
 from sparc_nova.engine.disk import fast_boot
+from tests.functional.engine.disk import images
 
 pytestmark = pytest.mark.slow
 
-#: Where scrubs run from the configuration keep it (the CLI tests of
-#: this directory use the same one).
-CACHE = [o.default for o in disk_conf.opts
-         if o.name == 'disk_appliance_cache_dir'][0]
+CACHE = images.APPLIANCE_CACHE
 
 
 @pytest.fixture(scope='module')

@@ -34,7 +34,8 @@ def test_untrimmed_free_blocks_are_zeroed(ext4_qcow2, disk_tree,
     out_dir = os.path.join(disk_dir, 'untrimmed')
     os.makedirs(out_dir, exist_ok=True)
     dst = os.path.join(out_dir, 'out.qcow2')
-    report = disk.scrub_image(ext4_qcow2, dst, _rules())
+    report = disk.scrub_image(ext4_qcow2, dst, _rules(),
+                              images.scrub_options())
     checks.assert_no_marker(ext4_qcow2, dst, disk_tree.marker, out_dir)
     (volume,) = report.volumes
     (note,) = [s for s in volume.steps if s.startswith('free blocks')]

@@ -54,7 +54,7 @@ def scrubbed_luks(appliance_images, disk_dir):
     dst = os.path.join(disk_dir, 'luks-scrubbed.qcow2')
     report = disk.scrub_image(
         appliance_images['luks'], dst, _rules(),
-        disk.ScrubOptions(luks_keys={'/dev/sda1': images.LUKS_KEY}))
+        images.scrub_options(luks_keys={'/dev/sda1': images.LUKS_KEY}))
     views = hostcheck.decrypted_views([appliance_images['luks'], dst],
                                       images.LUKS_KEY, disk_dir)
     yield dst, report.to_dict(), views

@@ -28,7 +28,7 @@ def scrubs(appliance_images, disk_dir):
             dst = os.path.join(disk_dir, '%s-scrubbed.qcow2' % kind)
             rules = disk.Rules(images.EXCLUDE_PATHS, images.PRESETS)
             # XFS also exercises hashing every kept file.
-            options = disk.ScrubOptions(
+            options = images.scrub_options(
                 verify_kept='all' if kind == 'xfs' else 'sample')
             report = disk.scrub_image(appliance_images[kind], dst, rules,
                                       options)
