@@ -353,7 +353,10 @@ def scrub_free_memory(kernel, model, memory, selected: np.ndarray,
     :raises PlanConflict: a frame is both free and ``selected``.
     """
     free = freepages.free_memory(kernel, model, kernel.online_cpus())
-    overlap = arrays.intersect_sorted(free.pfns, selected)
+    # Searched this way round, the temporaries are the size of the
+    # selection, not of free memory (millions of frames in a large
+    # guest).
+    overlap = arrays.intersect_sorted(selected, free.pfns)
     if len(overlap):
         raise patches.PlanConflict(
             'frame 0x%x is both free and mapped by a selected process'
