@@ -78,8 +78,9 @@ def layout(core: elf_core.ElfCore) -> DumpLayout:
     page_col = np.concatenate(cols[1])
     data_col = np.concatenate(cols[2])
     n = len(block_col)
+    # No headers: each page's record is its data.
     index = ram_index.RamIndex(
-        blocks, block_col, page_col, data_col, data_col,
+        blocks, block_col, page_col, data_col, np.zeros(n, dtype=np.uint16),
         np.full(n, ram_index.KIND_PAGE, dtype=np.uint8),
         np.zeros(n, dtype=np.uint8))
     return DumpLayout(core, index, core.file_size)

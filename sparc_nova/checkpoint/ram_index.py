@@ -4,11 +4,12 @@ Built by :mod:`sparc_nova.checkpoint.qemu_stream` while it walks the RAM
 records; read by the guest-physical view and by the rewriter. All arrays
 are numpy arrays so that lookups and scrub selections are vectorised.
 
-Memory: the index holds 24 bytes per record and 4 bytes per guest page
-(record and page numbers are 32-bit while they fit), about 60 MiB for
-an 8 GiB guest. Building it and its per-page tables works through
-:data:`CHUNK` records at a time, so that what it needs on top of the
-result does not grow with the guest.
+Memory: the index holds 17 bytes per record and 4 bytes per guest page
+(record and page numbers are 32-bit while they fit, block numbers 8-bit
+while there are at most 256 blocks, and a payload's offset is kept as
+its header's length), about 42 MiB for an 8 GiB guest. Building it and
+its per-page tables works through :data:`CHUNK` records at a time, so
+that what it needs on top of the result does not grow with the guest.
 """
 
 import dataclasses
@@ -32,6 +33,16 @@ def index_dtype(bound: int):
     ``bound`` (record numbers, page numbers).
     """
     return np.int32 if bound <= 1 << 31 else np.int64
+
+
+def block_dtype(blocks: int):
+    """The dtype of block numbers when there are ``blocks`` blocks."""
+    return np.uint8 if blocks <= 1 << 8 else np.int32
+
+
+#: The longest record header the index records (bytes from a record's
+#: header to its payload: 8, or 8 + 1 + a block name of at most 255).
+MAX_HEADER = (1 << 16) - 1
 
 
 @dataclasses.dataclass
@@ -63,12 +74,21 @@ class RamIndexBuilder:
 
     def add(self, block: int, page: int, hdr_off: int, data_off: int,
             kind: int, fill: int) -> bool:
-        """Add one record; False when the record budget is exhausted."""
+        """Add one record; False when the record budget is exhausted.
+
+        :raises ValueError: its payload is not within :data:`MAX_HEADER`
+            bytes after its header (the parser never makes such a
+            record).
+        """
+        if not 0 <= data_off - hdr_off <= MAX_HEADER:
+            raise ValueError('record at %d: payload at %d' % (hdr_off,
+                                                              data_off))
         if self._order and self._order[-1][0] == 's':
             self._order[-1][1] += 1
         else:
             self._order.append(['s', 1])
-        self._singles.append((block, page, hdr_off, data_off, kind, fill))
+        self._singles.append((block, page, hdr_off, data_off - hdr_off,
+                              kind, fill))
         return self._check(1)
 
     def add_run(self, block: int, pages: np.ndarray, hdr_offs: np.ndarray,
@@ -77,13 +97,13 @@ class RamIndexBuilder:
         n = len(pages)
         if fills is None:
             fills = np.zeros(n, dtype=np.uint8)
-        data_offs = hdr_offs + 8
         self._order.append(['c', len(self._chunks)])
         page_dtype = index_dtype(int(pages.max()) + 1) if n else np.int32
-        self._chunks.append((np.full(n, block, dtype=np.int32),
+        # A run's records are CONTINUE records: 8-byte headers.
+        self._chunks.append((np.full(n, block, dtype=block_dtype(block + 1)),
                              pages.astype(page_dtype),
                              hdr_offs.astype(np.int64),
-                             data_offs.astype(np.int64),
+                             np.full(n, 8, dtype=np.uint16),
                              np.full(n, kind, dtype=np.uint8),
                              fills.astype(np.uint8)))
         return self._check(n)
@@ -93,9 +113,9 @@ class RamIndexBuilder:
         Columns are joined one at a time, each column's pieces released
         as soon as it is joined.
         """
-        dtypes = (np.int32, index_dtype(max([b.pages for b in blocks] +
-                                            [1])),
-                  np.int64, np.int64, np.uint8, np.uint8)
+        dtypes = (block_dtype(len(blocks)),
+                  index_dtype(max([b.pages for b in blocks] + [1])),
+                  np.int64, np.uint16, np.uint8, np.uint8)
         parts = [[] for _ in range(6)]
         si = 0
         for kind, val in self._order:
@@ -122,28 +142,33 @@ class RamIndex:
     """Every RAM record of a stream, in stream order.
 
     ``rec_*`` arrays are parallel, one entry per record: RAMBlock index,
-    page number within the block, offset of the record header and of its
-    payload (relative to the start of the stream), kind and, for ZERO
-    records, the fill byte. ``last[b][p]`` is the record number of the last
-    copy of page ``p`` of block ``b`` (-1: never sent).
-    ``single_copy[b]``: every record of block ``b`` is of another page
-    (no page was sent twice).
+    page number within the block, offset of the record header
+    (``rec_hdr``, relative to the start of the stream), the length of
+    that header (``rec_header_len``: its payload starts that many bytes
+    later), kind and, for ZERO records, the fill byte. ``rec_data`` gives
+    the payload offsets (:class:`PayloadOffsets`). ``last[b][p]`` is the
+    record number of the last copy of page ``p`` of block ``b`` (-1:
+    never sent). ``single_copy[b]``: every record of block ``b`` is of
+    another page (no page was sent twice).
 
     Record numbers (``last``) and page numbers (``rec_page``) are int32
     when every one fits (see :func:`index_dtype`), else int64; block
-    numbers are int32.
+    numbers are uint8 when there are at most 256 blocks, else int32.
     """
 
-    def __init__(self, blocks, rec_block, rec_page, rec_hdr, rec_data,
-                 rec_kind, rec_fill):
+    def __init__(self, blocks, rec_block, rec_page, rec_hdr,
+                 rec_header_len, rec_kind, rec_fill):
         self.blocks = blocks
         self.by_name = {b.name: b for b in blocks}
         n = len(rec_block)
-        self.rec_block = np.asarray(rec_block).astype(np.int32, copy=False)
+        self.rec_block = np.asarray(rec_block).astype(
+            block_dtype(len(blocks)), copy=False)
         self.rec_page = np.asarray(rec_page).astype(index_dtype(max(
             [b.pages for b in blocks] + [1])), copy=False)
         self.rec_hdr = rec_hdr
-        self.rec_data = rec_data
+        self.rec_header_len = np.asarray(rec_header_len).astype(
+            np.uint16, copy=False)
+        self.rec_data = PayloadOffsets(rec_hdr, self.rec_header_len)
         self.rec_kind = rec_kind
         self.rec_fill = rec_fill
         rec_dtype = index_dtype(n)
@@ -215,3 +240,37 @@ class RamIndex:
             out.append(idx + start)
         return np.concatenate(out).astype(np.int64) if out else \
             np.zeros(0, dtype=np.int64)
+
+
+class PayloadOffsets:
+    """The payload offset of each record, ``rec_hdr + rec_header_len``,
+    computed for the records asked for: indexed like an array (an int,
+    an array of record numbers, a slice or a mask) it gives int64 values.
+    Not stored as a column of its own, which would take 8 bytes a record.
+
+    Records follow each other in the stream, so payload offsets ascend
+    with the record number (:meth:`record_at`).
+    """
+
+    def __init__(self, rec_hdr: np.ndarray, rec_header_len: np.ndarray):
+        self._hdr = rec_hdr
+        self._len = rec_header_len
+
+    def __len__(self) -> int:
+        return len(self._hdr)
+
+    def __getitem__(self, key):
+        # int64 offsets plus uint16 lengths give int64.
+        return self._hdr[key] + self._len[key]
+
+    def __array__(self, dtype=None, copy=None):
+        return self[:].astype(dtype or np.int64, copy=False)
+
+    def record_at(self, off: int) -> int:
+        """The last record whose payload starts at or before stream
+        offset ``off`` (-1: none).
+        """
+        rec = int(np.searchsorted(self._hdr, off, side='right')) - 1
+        if rec >= 0 and int(self._hdr[rec]) + int(self._len[rec]) > off:
+            rec -= 1        # off is inside this record's header
+        return rec

@@ -315,7 +315,7 @@ class CheckpointMemory:
         (with ``length`` bytes) inside one PAGE record's payload.
         """
         idx = self._index
-        rec = int(np.searchsorted(idx.rec_data, off, side='right')) - 1
+        rec = idx.rec_data.record_at(off)
         if rec < 0 or idx.rec_kind[rec] != ram_index.KIND_PAGE:
             return None
         start = int(idx.rec_data[rec])
