@@ -63,6 +63,12 @@ class Matcher:
         self.patterns = list(patterns)
         self._counts = [0] * len(self.patterns)
         self._ends = [-1] * len(self.patterns)
+        # The binding's Stream keeps borrowed references to its match
+        # handler and context: a bound method made for the call would be
+        # freed when the call returns, and the stream would then call
+        # freed memory on its first match. This one lives as long as the
+        # matcher, which outlives its streams.
+        self._handler = self._on_match
         self._db = hyperscan.Database(mode=hyperscan.HS_MODE_STREAM)
         self._db.compile(expressions=self.patterns,
                          ids=list(range(len(self.patterns))),
@@ -81,7 +87,8 @@ class Matcher:
         calls); a new stream starts afresh.
         """
         self._ends = [-1] * len(self.patterns)
-        return self._db.stream(match_event_handler=self._on_match)
+        return self._db.stream(match_event_handler=self._handler,
+                               context=None)
 
     def counts(self) -> dict[bytes, int]:
         """Pattern -> occurrences, for patterns found at least once."""

@@ -2,9 +2,11 @@
 
 import os
 import subprocess
+import sys
 
 import pytest
 
+import sparc_nova
 from sparc_nova.engine.disk import scan
 from sparc_nova import exception
 
@@ -234,3 +236,33 @@ def test_stored_ranges_past_the_end_fail_the_count(tmp_path, monkeypatch):
         scan.count(str(path), 'qcow2', [b'CANARY'])
     assert str(path) in str(e.value)
     assert 'ends before its data does' in str(e.value)
+
+
+#: Streams opened and fed a match while the memory of freed objects is
+#: handed out again (run in a child: before the fix it died of SIGSEGV).
+_STREAMS_AFTER_FREES = """
+import gc
+from sparc_nova.engine.disk import scan
+matcher = scan.Matcher([b'CANARY-ONE'])
+for _ in range(50):
+    with matcher.stream() as stream:
+        junk = [object().__str__ for _ in range(1000)]
+        gc.collect()
+        stream.scan(b'xx CANARY-ONE yy')
+        del junk
+print(matcher.counts()[b'CANARY-ONE'])
+"""
+
+
+def test_streams_survive_the_handlers_callers_letting_go():
+    """The Hyperscan binding's Stream keeps a borrowed reference to its
+    match handler: a handler that only the call held was freed at once,
+    and the first match called freed memory (a crash, or another
+    object's code).
+    """
+    root = os.path.dirname(os.path.dirname(sparc_nova.__file__))
+    proc = subprocess.run([sys.executable, '-c', _STREAMS_AFTER_FREES],
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=root))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ['50']
