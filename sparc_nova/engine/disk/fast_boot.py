@@ -32,6 +32,7 @@ import lzma
 import os
 import re
 import shutil
+import stat
 import struct
 import subprocess
 import tempfile
@@ -201,9 +202,9 @@ def _prepare(cache_dir, supermin_d, timeout):
 
 def _trusted_directory(path):
     os.makedirs(path, mode=0o700, exist_ok=True)
-    st = os.lstat(path)
-    if not os.path.isdir(path) or os.path.islink(path) or \
-            st.st_uid != os.geteuid() or st.st_mode & 0o022:
+    st = os.lstat(path)     # a symbolic link is not a directory here
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or \
+            st.st_mode & 0o022:
         raise _Untrusted('%s is not a directory of uid %d that only it '
                          'can write' % (path, os.geteuid()))
 

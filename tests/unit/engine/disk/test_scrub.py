@@ -101,6 +101,18 @@ def test_defaults_match_the_options():
         from_conf, appliance_cache_dir=None)
 
 
+def _skip_host_steps(tmp_path, monkeypatch):
+    """scrub_image up to the appliance launch with no image: the source
+    is a raw ``tmp_path/s``, the destination is writable, the working
+    copy is not made.
+    """
+    monkeypatch.setattr(preflight, 'inspect_source',
+                        lambda *a: preflight.SourceImage(
+                            str(tmp_path / 's'), 'raw', 0, []))
+    monkeypatch.setattr(preflight, 'check_destination', lambda *a: None)
+    monkeypatch.setattr(host_image, 'convert', lambda *a: None)
+
+
 def test_launch_gets_the_deadline_and_the_reports_notes(tmp_path,
                                                         monkeypatch):
     """A TCG retry after the KVM launch deadline ends up in the report."""
@@ -113,11 +125,7 @@ def test_launch_gets_the_deadline_and_the_reports_notes(tmp_path,
         notes.append('retried on TCG')
         seen['notes'] = notes
         raise exception.DiskScrubError(path, 'stop here')
-    monkeypatch.setattr(preflight, 'inspect_source',
-                        lambda *a: preflight.SourceImage(
-                            str(tmp_path / 's'), 'raw', 0, []))
-    monkeypatch.setattr(preflight, 'check_destination', lambda *a: None)
-    monkeypatch.setattr(host_image, 'convert', lambda *a: None)
+    _skip_host_steps(tmp_path, monkeypatch)
     monkeypatch.setattr(appliance, 'launch', launch)
     with pytest.raises(exception.DiskScrubError, match='stop here'):
         scrub.scrub_image(str(tmp_path / 's'), str(tmp_path / 'd'),
@@ -143,11 +151,7 @@ def test_launch_boots_the_prepared_appliance(tmp_path, monkeypatch):
                appliance_dir):
         seen['appliance_dir'] = appliance_dir
         raise exception.DiskScrubError(path, 'stop here')
-    monkeypatch.setattr(preflight, 'inspect_source',
-                        lambda *a: preflight.SourceImage(
-                            str(tmp_path / 's'), 'raw', 0, []))
-    monkeypatch.setattr(preflight, 'check_destination', lambda *a: None)
-    monkeypatch.setattr(host_image, 'convert', lambda *a: None)
+    _skip_host_steps(tmp_path, monkeypatch)
     monkeypatch.setattr(appliance, 'supermin_dir', lambda: '/lib/sd')
     monkeypatch.setattr(fast_boot, 'prepare', prepare)
     monkeypatch.setattr(appliance, 'launch', launch)
