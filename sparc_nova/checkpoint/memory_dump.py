@@ -14,8 +14,6 @@ device state and cannot be restored.
 import dataclasses
 import struct
 
-import numpy as np
-
 from sparc_nova.checkpoint import cpu_state
 from sparc_nova.checkpoint import elf_core
 from sparc_nova.checkpoint import machine as machine_mod
@@ -66,23 +64,13 @@ def layout(core: elf_core.ElfCore) -> DumpLayout:
               for i, s in enumerate(core.loads)]
     order = sorted(range(len(core.loads)),
                    key=lambda i: core.loads[i].offset)
-    cols = [[], [], []]
+    # No headers: each page's record is its data, a segment one run.
+    builder = ram_index.RamIndexBuilder(sum(b.pages for b in blocks))
     for i in order:
         s = core.loads[i]
-        n = s.size // PAGE_SIZE
-        pages = np.arange(n, dtype=np.int64)
-        cols[0].append(np.full(n, i, dtype=np.int32))
-        cols[1].append(pages)
-        cols[2].append(s.offset + pages * PAGE_SIZE)
-    block_col = np.concatenate(cols[0])
-    page_col = np.concatenate(cols[1])
-    data_col = np.concatenate(cols[2])
-    n = len(block_col)
-    # No headers: each page's record is its data.
-    index = ram_index.RamIndex(
-        blocks, block_col, page_col, data_col, np.zeros(n, dtype=np.uint16),
-        np.full(n, ram_index.KIND_PAGE, dtype=np.uint8),
-        np.zeros(n, dtype=np.uint8))
+        builder.add_run(i, 0, s.size // PAGE_SIZE, s.offset, PAGE_SIZE,
+                        ram_index.KIND_PAGE, header_len=0)
+    index = builder.finish(blocks)
     return DumpLayout(core, index, core.file_size)
 
 

@@ -316,13 +316,12 @@ class RamSectionParser:
             ok = hdrs == expect
             m = n if ok.all() else int(np.argmin(ok))
             if m:
-                offs = start + np.arange(m, dtype=np.int64) * stride
-                fills = r.u8arr[offs + 8] if kind == ram_index.KIND_ZERO \
-                    else None
-                if not self.builder.add_run(
-                        block.index,
-                        np.arange(first, first + m, dtype=np.int64),
-                        offs, kind, fills):
+                fills = None
+                if kind == ram_index.KIND_ZERO:
+                    fills = r.u8arr[start + 8 + np.arange(m, dtype=np.int64)
+                                    * stride]
+                if not self.builder.add_run(block.index, first, m, start,
+                                            stride, kind, fills):
                     raise self._too_many(start)
                 done += m
             if m < n:

@@ -1,17 +1,26 @@
 """The RAM index: where every copy of every guest RAM page lies in a stream.
 
 Built by :mod:`sparc_nova.checkpoint.qemu_stream` while it walks the RAM
-records; read by the guest-physical view and by the rewriter. All arrays
-are numpy arrays so that lookups and scrub selections are vectorised.
+records; read by the guest-physical view and by the rewriter. Lookups
+and scrub selections are vectorised: every column answers numpy
+indexing (an int, an array of record numbers, a slice or a mask).
 
-Memory: the index holds 17 bytes per record and 4 bytes per guest page
-(record and page numbers are 32-bit while they fit, block numbers 8-bit
-while there are at most 256 blocks, and a payload's offset is kept as
-its header's length), about 42 MiB for an 8 GiB guest. Building it and
-its per-page tables works through :data:`CHUNK` records at a time, so
-that what it needs on top of the result does not grow with the guest.
+Memory: a stream's records come in runs (QEMU sends a block's pages in
+ascending order, long stretches of them of one kind), so the index
+keeps the records as runs (:class:`RecordRuns`): within a run the block,
+kind, fill byte and header length are the same and the page number and
+header offset step by a constant. A 2-8 GiB guest's save has a few
+hundred to a few thousand runs, some kilobytes, whatever its size. A
+stream whose runs would take more room than plain columns (pages that
+alternate between kinds, as a guest can arrange) is kept as plain
+columns instead: 17 bytes per record, record and page numbers 32-bit
+while they fit, block numbers 8-bit while there are at most 256 blocks.
+Either way the index adds 4 bytes per guest page (``last``) and records
+are folded into runs :data:`FOLD` at a time, so that what building it
+needs on top of the result does not grow with the guest.
 """
 
+import bisect
 import dataclasses
 
 import numpy as np
@@ -23,9 +32,30 @@ PAGE_SHIFT = 12
 KIND_ZERO = 1   # RAM_SAVE_FLAG_ZERO: the page is filled with one byte
 KIND_PAGE = 2   # RAM_SAVE_FLAG_PAGE: 4096 bytes of data follow
 
-#: Records (or pages) handled at once where the index is built or a
-#: per-page table derived from it.
+#: Records (or pages) handled at once where a per-page table is derived
+#: from the index.
 CHUNK = 1 << 20
+
+#: Records added one at a time that the builder holds before folding
+#: them into runs.
+FOLD = 1 << 16
+
+#: Runs shorter than this are taken record by record, folded with the
+#: records added one at a time, so that a stream of short runs does not
+#: make a piece of arrays per run.
+SHORT_RUN = 16
+
+#: Pieces of runs the builder holds before joining them into one.
+_PIECES = 1024
+
+#: Bytes a record takes in plain columns (block 1, page 4, header offset
+#: 8, header length 2, kind 1, fill 1).
+PLAIN_RECORD_BYTES = 17
+
+#: Runs up to which a scalar lookup bisects a Python list of run starts
+#: (about 0.3 us) rather than calling numpy (about 1.5 us); the list
+#: costs 36 bytes a run.
+_LIST_RUNS = 1 << 16
 
 
 def index_dtype(bound: int):
@@ -58,188 +88,249 @@ class RamBlock:
         return (self.length + PAGE_SIZE - 1) >> PAGE_SHIFT
 
 
-class RamIndexBuilder:
-    """Accumulates records in stream order; :meth:`finish` freezes them."""
-
-    def __init__(self, max_records: int):
-        self.max_records = max_records
-        self.count = 0
-        self._singles = []      # (block, page, hdr_off, data_off, kind, fill)
-        self._chunks = []       # tuples of equal-length arrays
-        self._order = []        # interleaving: ('s', n) or ('c', idx)
-
-    def _check(self, n: int) -> bool:
-        self.count += n
-        return self.count <= self.max_records
-
-    def add(self, block: int, page: int, hdr_off: int, data_off: int,
-            kind: int, fill: int) -> bool:
-        """Add one record; False when the record budget is exhausted.
-
-        :raises ValueError: its payload is not within :data:`MAX_HEADER`
-            bytes after its header (the parser never makes such a
-            record).
-        """
-        if not 0 <= data_off - hdr_off <= MAX_HEADER:
-            raise ValueError('record at %d: payload at %d' % (hdr_off,
-                                                              data_off))
-        if self._order and self._order[-1][0] == 's':
-            self._order[-1][1] += 1
-        else:
-            self._order.append(['s', 1])
-        self._singles.append((block, page, hdr_off, data_off - hdr_off,
-                              kind, fill))
-        return self._check(1)
-
-    def add_run(self, block: int, pages: np.ndarray, hdr_offs: np.ndarray,
-                kind: int, fills: np.ndarray | None) -> bool:
-        """Add a run of records of one kind in one block."""
-        n = len(pages)
-        if fills is None:
-            fills = np.zeros(n, dtype=np.uint8)
-        self._order.append(['c', len(self._chunks)])
-        page_dtype = index_dtype(int(pages.max()) + 1) if n else np.int32
-        # A run's records are CONTINUE records: 8-byte headers.
-        self._chunks.append((np.full(n, block, dtype=block_dtype(block + 1)),
-                             pages.astype(page_dtype),
-                             hdr_offs.astype(np.int64),
-                             np.full(n, 8, dtype=np.uint16),
-                             np.full(n, kind, dtype=np.uint8),
-                             fills.astype(np.uint8)))
-        return self._check(n)
-
-    def finish(self, blocks: list[RamBlock]) -> 'RamIndex':
-        """The index of every record added (the builder is then empty).
-        Columns are joined one at a time, each column's pieces released
-        as soon as it is joined.
-        """
-        dtypes = (block_dtype(len(blocks)),
-                  index_dtype(max([b.pages for b in blocks] + [1])),
-                  np.int64, np.uint16, np.uint8, np.uint8)
-        parts = [[] for _ in range(6)]
-        si = 0
-        for kind, val in self._order:
-            if kind == 's':
-                rows = self._singles[si:si + val]
-                si += val
-                cols = list(zip(*rows))
-                for i in range(6):
-                    parts[i].append(np.array(cols[i], dtype=dtypes[i]))
-            else:
-                for i in range(6):
-                    parts[i].append(self._chunks[val][i].astype(
-                        dtypes[i], copy=False))
-        self._singles, self._chunks, self._order = [], [], []
-        arrays = []
-        for i in range(6):
-            arrays.append(np.concatenate(parts[i]) if parts[i] else
-                          np.zeros(0, dtype=dtypes[i]))
-            parts[i] = None
-        return RamIndex(blocks, *arrays)
+#: The columns of a record, in the order :func:`fold` takes them.
+COLUMNS = ('block', 'page', 'hdr', 'header_len', 'kind', 'fill')
+#: Columns that step by a constant within a run; the others are constant.
+_STEPPED = ('page', 'hdr')
 
 
-class RamIndex:
-    """Every RAM record of a stream, in stream order.
-
-    ``rec_*`` arrays are parallel, one entry per record: RAMBlock index,
-    page number within the block, offset of the record header
-    (``rec_hdr``, relative to the start of the stream), the length of
-    that header (``rec_header_len``: its payload starts that many bytes
-    later), kind and, for ZERO records, the fill byte. ``rec_data`` gives
-    the payload offsets (:class:`PayloadOffsets`). ``last[b][p]`` is the
-    record number of the last copy of page ``p`` of block ``b`` (-1:
-    never sent). ``single_copy[b]``: every record of block ``b`` is of
-    another page (no page was sent twice).
-
-    Record numbers (``last``) and page numbers (``rec_page``) are int32
-    when every one fits (see :func:`index_dtype`), else int64; block
-    numbers are uint8 when there are at most 256 blocks, else int32.
+@dataclasses.dataclass
+class RecordRuns:
+    """Records as runs. Run ``k`` holds records ``start[k]`` up to the
+    next run's start (or ``count``); record ``start[k] + i`` of it has
+    block ``block[k]``, page ``page[k] + i * page_step[k]``, header
+    offset ``hdr[k] + i * hdr_step[k]`` and ``header_len[k]``,
+    ``kind[k]``, ``fill[k]``. Steps are 0 in one-record runs.
     """
 
-    def __init__(self, blocks, rec_block, rec_page, rec_hdr,
-                 rec_header_len, rec_kind, rec_fill):
-        self.blocks = blocks
-        self.by_name = {b.name: b for b in blocks}
-        n = len(rec_block)
-        self.rec_block = np.asarray(rec_block).astype(
-            block_dtype(len(blocks)), copy=False)
-        self.rec_page = np.asarray(rec_page).astype(index_dtype(max(
-            [b.pages for b in blocks] + [1])), copy=False)
-        self.rec_hdr = rec_hdr
-        self.rec_header_len = np.asarray(rec_header_len).astype(
-            np.uint16, copy=False)
-        self.rec_data = PayloadOffsets(rec_hdr, self.rec_header_len)
-        self.rec_kind = rec_kind
-        self.rec_fill = rec_fill
-        rec_dtype = index_dtype(n)
-        self.last = [np.full(b.pages, -1, dtype=rec_dtype) for b in blocks]
-        records = [0] * len(blocks)
-        for start in range(0, n, CHUNK):
-            part = self.rec_block[start:start + CHUNK]
-            for b in blocks:
-                idx = np.flatnonzero(part == b.index)
-                if not len(idx):
-                    continue
-                records[b.index] += len(idx)
-                idx += start
-                np.maximum.at(self.last[b.index], self.rec_page[idx],
-                              idx.astype(rec_dtype))
-        self.single_copy = [
-            records[b.index] == int(np.count_nonzero(self.last[b.index] >= 0))
-            for b in blocks]
+    count: int
+    start: np.ndarray
+    block: np.ndarray
+    page: np.ndarray
+    page_step: np.ndarray
+    hdr: np.ndarray
+    hdr_step: np.ndarray
+    header_len: np.ndarray
+    kind: np.ndarray
+    fill: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, f.name).nbytes
+                   for f in dataclasses.fields(self) if f.name != 'count')
+
+    @classmethod
+    def join(cls, pieces: list, count: int, blocks: int,
+             pages: int) -> 'RecordRuns':
+        """One :class:`RecordRuns` of pieces (tuples in
+        :func:`fold`'s order) in record order, narrowed: block numbers
+        to :func:`block_dtype`, pages to :func:`index_dtype`.
+        """
+        names = [f.name for f in dataclasses.fields(cls)][1:]
+        dtypes = {'start': np.int64, 'block': block_dtype(blocks),
+                  'page': index_dtype(pages), 'page_step': index_dtype(pages),
+                  'hdr': np.int64, 'hdr_step': np.int64,
+                  'header_len': np.uint16, 'kind': np.uint8,
+                  'fill': np.uint8}
+        cols = {}
+        for i, name in enumerate(names):
+            parts = [p[i] for p in pieces]
+            cols[name] = (np.concatenate(parts) if parts else
+                          np.zeros(0)).astype(dtypes[name], copy=False)
+        return cls(count, **cols)
+
+
+def fold(first: int, block: np.ndarray, page: np.ndarray, hdr: np.ndarray,
+         header_len: np.ndarray, kind: np.ndarray,
+         fill: np.ndarray) -> tuple:
+    """The runs of ``m >= 1`` consecutive records, the first of them
+    record number ``first``: a tuple of arrays in :class:`RecordRuns`'
+    field order (after ``count``).
+
+    A run starts where a constant column changes or where a stepped
+    column's step changes; a change of step starts a run even at a run's
+    second record, so a run count can be up to twice the fewest possible.
+    """
+    cols = dict(zip(COLUMNS, (block, page, hdr, header_len, kind, fill)))
+    m = len(block)
+    starts = np.zeros(m, dtype=bool)
+    starts[0] = True
+    for name in COLUMNS:
+        c = np.asarray(cols[name])
+        if name in _STEPPED:
+            d = np.diff(c.astype(np.int64))
+            starts[2:] |= d[1:] != d[:-1]
+        else:
+            starts[1:] |= c[1:] != c[:-1]
+    s = np.flatnonzero(starts)
+    lengths = np.diff(np.append(s, m))
+    second = np.minimum(s + 1, m - 1)
+    multi = lengths > 1
+    out = [s + first]
+    for name in COLUMNS:
+        c = np.asarray(cols[name])
+        out.append(c[s])
+        if name in _STEPPED:
+            c64 = c.astype(np.int64, copy=False)
+            out.append(np.where(multi, c64[second] - c64[s], 0))
+    return tuple(out)
+
+
+class _RunLocator:
+    """Which run holds a record: shared by the columns of one index."""
+
+    def __init__(self, runs: RecordRuns):
+        self.count = runs.count
+        self.start = runs.start
+        self.lengths = np.diff(np.append(runs.start, runs.count))
+        self._list = runs.start.tolist() if len(runs.start) <= _LIST_RUNS \
+            else None
+
+    def locate(self, rec: int) -> tuple[int, int]:
+        """(run, position in it) of record ``rec`` (negative: from the
+        end, as numpy indexes).
+
+        :raises IndexError: no such record.
+        """
+        if rec < 0:
+            rec += self.count
+        if not 0 <= rec < self.count:
+            raise IndexError('record %d of %d' % (rec, self.count))
+        if self._list is not None:
+            k = bisect.bisect_right(self._list, rec) - 1
+            return k, rec - self._list[k]
+        k = int(np.searchsorted(self.start, rec, side='right')) - 1
+        return k, rec - int(self.start[k])
+
+    def records(self, key) -> np.ndarray:
+        """The record numbers (int64) a numpy index ``key`` selects.
+
+        :raises IndexError: an index out of range or a mask of another
+            length.
+        """
+        if isinstance(key, slice):
+            return np.arange(*key.indices(self.count), dtype=np.int64)
+        key = np.asarray(key)
+        if key.dtype == bool:
+            if key.shape != (self.count,):
+                raise IndexError('mask of %s for %d records'
+                                 % (key.shape, self.count))
+            return np.flatnonzero(key)
+        recs = key.astype(np.int64)
+        if recs.size and (int(recs.min()) < -self.count or
+                          int(recs.max()) >= self.count):
+            raise IndexError('record index out of range for %d records'
+                             % self.count)
+        return np.where(recs < 0, recs + self.count, recs)
+
+    def runs_of(self, recs: np.ndarray) -> np.ndarray:
+        """The run of each record number (all in range)."""
+        return np.searchsorted(self.start, recs, side='right') - 1
+
+    def span(self, a: int, b: int) -> tuple[slice, np.ndarray, np.ndarray]:
+        """Records ``a`` to ``b - 1`` (``0 <= a < b <= count``) by run:
+        the runs holding them, how many of them each holds and each
+        record's position in its run. Cheaper than :meth:`runs_of` for a
+        stretch of records: no search per record.
+        """
+        k0, _ = self.locate(a)
+        k1, _ = self.locate(b - 1)
+        lens = self.lengths[k0:k1 + 1].copy()
+        lens[0] -= a - int(self.start[k0])
+        lens[-1] -= int(self.start[k1] + self.lengths[k1]) - b
+        pos = np.arange(a, b, dtype=np.int64)
+        pos -= np.repeat(np.maximum(self.start[k0:k1 + 1], a), lens)
+        pos[:int(lens[0])] += a - int(self.start[k0])
+        return slice(k0, k1 + 1), lens, pos
+
+
+class RunColumn:
+    """One column of records kept as runs: indexed like a numpy array
+    (an int gives a numpy scalar, an array of record numbers, a slice or
+    a mask give an array of :attr:`dtype`). Comparing it with ``==`` or
+    ``!=`` or converting it to an array expands every record.
+    """
+
+    def __init__(self, locator: _RunLocator, base: np.ndarray,
+                 step: np.ndarray | None, dtype):
+        self._loc = locator
+        self._base = base
+        self._step = step
+        self.dtype = np.dtype(dtype)
 
     def __len__(self) -> int:
-        return len(self.rec_block)
+        return self._loc.count
 
-    def block(self, name: str) -> RamBlock:
-        return self.by_name[name]
+    @property
+    def shape(self) -> tuple[int]:
+        return (self._loc.count,)
 
-    def stats(self) -> dict:
-        """Counts for reports: records by kind, pages sent more than once,
-        pages never sent, per block.
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            k, i = self._loc.locate(int(key))
+            value = int(self._base[k])
+            if self._step is not None:
+                value += i * int(self._step[k])
+            return self.dtype.type(value)
+        if isinstance(key, slice) and key.step in (None, 1):
+            a, b, _ = key.indices(len(self))
+            if a >= b:
+                return np.zeros(0, dtype=self.dtype)
+            runs, lens, pos = self._loc.span(a, b)
+            out = np.repeat(self._base[runs], lens)
+            if self._step is None:
+                return out.astype(self.dtype, copy=False)
+            out = out.astype(np.int64, copy=False)
+            out += pos * np.repeat(self._step[runs], lens)
+            return out.astype(self.dtype, copy=False)
+        recs = self._loc.records(key)
+        runs = self._loc.runs_of(recs)
+        if self._step is None:
+            return self._base[runs].astype(self.dtype, copy=False)
+        out = self._base[runs].astype(np.int64)
+        out += (recs - self._loc.start[runs]) * self._step[runs]
+        return out.astype(self.dtype, copy=False)
+
+    def __array__(self, dtype=None, copy=None):
+        return self[:].astype(dtype or self.dtype, copy=False)
+
+    def tolist(self) -> list:
+        return self[:].tolist()
+
+    def __eq__(self, other):
+        return self[:] == other
+
+    def __ne__(self, other):
+        return self[:] != other
+
+    __hash__ = None
+
+
+class RunPayloadOffsets(RunColumn):
+    """Payload offsets (int64) of records kept as runs; see
+    :class:`PayloadOffsets`.
+    """
+
+    def __init__(self, locator: _RunLocator, runs: RecordRuns):
+        super().__init__(locator, runs.hdr + runs.header_len.astype(
+            np.int64), runs.hdr_step, np.int64)
+        self._hdr = runs.hdr
+        self._len = runs.header_len
+
+    def record_at(self, off: int) -> int:
+        """The last record whose payload starts at or before stream
+        offset ``off`` (-1: none).
         """
-        out = {}
-        for b in self.blocks:
-            sel = self.rec_block == b.index
-            last = self.last[b.index]
-            present = last >= 0
-            kinds = self.rec_kind[last[present]]
-            copies = np.bincount(self.rec_page[sel], minlength=b.pages)
-            out[b.name] = {
-                'length': b.length,
-                'pages': b.pages,
-                'records': int(sel.sum()),
-                'data_pages': int((kinds == KIND_PAGE).sum()),
-                'zero_pages': int((kinds == KIND_ZERO).sum()),
-                'missing_pages': int((~present).sum()),
-                'pages_sent_more_than_once': int((copies > 1).sum()),
-            }
-        return out
-
-    def copies_of(self, block: int, pages: np.ndarray) -> np.ndarray:
-        """Record numbers of every copy of the given pages of a block,
-        ascending (int64).
-        """
-        pages = np.asarray(pages, dtype=np.int64)
-        if self.single_copy[block]:
-            recs = self.last[block][pages]
-            # Each page's one record: distinct when the pages are.
-            recs = np.sort(recs[recs >= 0]).astype(np.int64)
-            if (recs[1:] == recs[:-1]).any():
-                recs = np.concatenate([recs[:1], recs[1:][recs[1:] !=
-                                                          recs[:-1]]])
-            return recs
-        b = self.blocks[block]
-        want = np.zeros(b.pages, dtype=bool)
-        want[pages] = True
-        out = []
-        for start in range(0, len(self.rec_block), CHUNK):
-            idx = np.flatnonzero(self.rec_block[start:start + CHUNK] ==
-                                 block)
-            idx = idx[want[self.rec_page[start + idx]]]
-            out.append(idx + start)
-        return np.concatenate(out).astype(np.int64) if out else \
-            np.zeros(0, dtype=np.int64)
+        k = int(np.searchsorted(self._hdr, off, side='right')) - 1
+        if k < 0:
+            return -1
+        step = int(self._step[k])
+        i = (off - int(self._hdr[k])) // step if step else 0
+        i = min(i, int(self._loc.lengths[k]) - 1)
+        rec = int(self._loc.start[k]) + i
+        if int(self[rec]) > off:
+            rec -= 1        # off is inside this record's header
+        return rec
 
 
 class PayloadOffsets:
@@ -274,3 +365,255 @@ class PayloadOffsets:
         if rec >= 0 and int(self._hdr[rec]) + int(self._len[rec]) > off:
             rec -= 1        # off is inside this record's header
         return rec
+
+
+class RamIndexBuilder:
+    """Accumulates records in stream order; :meth:`finish` freezes them.
+
+    A run added with :meth:`add_run` becomes index runs at once (one, or
+    one per stretch of equal fill bytes); records added one at a time
+    (and runs shorter than :data:`SHORT_RUN`) are folded into runs
+    :data:`FOLD` at a time.
+    """
+
+    def __init__(self, max_records: int):
+        self.max_records = max_records
+        self.count = 0
+        self._folded = 0        # records already in _pieces
+        self._singles = []      # (block, page, hdr_off, header_len, kind,
+        #                          fill) after them
+        self._pieces = []       # runs, tuples in RecordRuns' field order
+
+    def _added(self, n: int) -> bool:
+        self.count += n
+        if len(self._singles) >= FOLD:
+            self._fold_singles()
+        return self.count <= self.max_records
+
+    def add(self, block: int, page: int, hdr_off: int, data_off: int,
+            kind: int, fill: int) -> bool:
+        """Add one record; False when the record budget is exhausted.
+
+        :raises ValueError: its payload is not within :data:`MAX_HEADER`
+            bytes after its header (the parser never makes such a
+            record).
+        """
+        if not 0 <= data_off - hdr_off <= MAX_HEADER:
+            raise ValueError('record at %d: payload at %d' % (hdr_off,
+                                                              data_off))
+        self._singles.append((block, page, hdr_off, data_off - hdr_off,
+                              kind, fill))
+        return self._added(1)
+
+    def add_run(self, block: int, first_page: int, count: int,
+                first_hdr: int, stride: int, kind: int,
+                fills: np.ndarray | None = None,
+                header_len: int = 8) -> bool:
+        """Add ``count`` records of one kind in one block for consecutive
+        pages from ``first_page``, their headers ``stride`` bytes apart
+        from ``first_hdr``, each ``header_len`` bytes long (a stream's
+        CONTINUE records: 8); ``fills``: each ZERO record's fill byte.
+        False when the record budget is exhausted.
+        """
+        if count < SHORT_RUN:
+            for i in range(count):
+                self._singles.append((
+                    block, first_page + i, first_hdr + i * stride,
+                    header_len, kind, 0 if fills is None else int(fills[i])))
+            return self._added(count)
+        self._fold_singles()
+        if fills is None:
+            starts = np.zeros(1, dtype=np.int64)
+        else:
+            fills = np.asarray(fills, dtype=np.uint8)
+            starts = np.flatnonzero(np.concatenate(
+                [[True], fills[1:] != fills[:-1]])).astype(np.int64)
+        multi = np.diff(np.append(starts, count)) > 1
+        n = len(starts)
+        self._append((
+            self._folded + starts, np.full(n, block, dtype=np.int32),
+            first_page + starts, multi.astype(np.int64),
+            first_hdr + starts * stride, np.where(multi, stride, 0),
+            np.full(n, header_len, dtype=np.uint16),
+            np.full(n, kind, dtype=np.uint8),
+            np.zeros(n, dtype=np.uint8) if fills is None else fills[starts]))
+        self._folded += count
+        return self._added(count)
+
+    def _append(self, piece: tuple) -> None:
+        self._pieces.append(piece)
+        if len(self._pieces) >= _PIECES:
+            # Bound the pieces' per-object overhead: join them.
+            self._pieces = [tuple(np.concatenate(col) for col in
+                                  zip(*self._pieces))]
+
+    def _fold_singles(self) -> None:
+        if not self._singles:
+            return
+        cols = [np.array(c, dtype=t) for c, t in zip(zip(*self._singles), (
+            np.int32, np.int64, np.int64, np.uint16, np.uint8, np.uint8))]
+        self._singles = []
+        self._append(fold(self._folded, *cols))
+        self._folded += len(cols[0])
+
+    def finish(self, blocks: list[RamBlock]) -> 'RamIndex':
+        """The index of every record added (the builder is then empty)."""
+        self._fold_singles()
+        pieces, self._pieces = self._pieces, []
+        runs = RecordRuns.join(pieces, self._folded, len(blocks),
+                               max([b.pages for b in blocks] + [1]))
+        return RamIndex(blocks, runs)
+
+
+class RamIndex:
+    """Every RAM record of a stream, in stream order.
+
+    ``rec_*`` columns are parallel, one entry per record: RAMBlock
+    index, page number within the block, offset of the record header
+    (``rec_hdr``, relative to the start of the stream), the length of
+    that header (``rec_header_len``: its payload starts that many bytes
+    later), kind and, for ZERO records, the fill byte. ``rec_data`` gives
+    the payload offsets (int64). Each column is indexed like a numpy
+    array: a :class:`RunColumn` when the records are kept as runs
+    (``storage == 'runs'``), else a numpy array (``'columns'``), see the
+    module's docstring. ``last[b][p]`` is the record number of the last
+    copy of page ``p`` of block ``b`` (-1: never sent). ``single_copy[b]``:
+    every record of block ``b`` is of another page (no page was sent
+    twice).
+
+    Record numbers (``last``) and page numbers (``rec_page``) are int32
+    when every one fits (see :func:`index_dtype`), else int64; block
+    numbers are uint8 when there are at most 256 blocks, else int32.
+    """
+
+    def __init__(self, blocks: list[RamBlock], runs: RecordRuns):
+        self.blocks = blocks
+        self.by_name = {b.name: b for b in blocks}
+        n = runs.count
+        page_dtype = index_dtype(max([b.pages for b in blocks] + [1]))
+        loc = _RunLocator(runs)
+        columns = {
+            'rec_block': RunColumn(loc, runs.block, None,
+                                   block_dtype(len(blocks))),
+            'rec_page': RunColumn(loc, runs.page, runs.page_step,
+                                  page_dtype),
+            'rec_hdr': RunColumn(loc, runs.hdr, runs.hdr_step, np.int64),
+            'rec_header_len': RunColumn(loc, runs.header_len, None,
+                                        np.uint16),
+            'rec_kind': RunColumn(loc, runs.kind, None, np.uint8),
+            'rec_fill': RunColumn(loc, runs.fill, None, np.uint8)}
+        self.runs = len(runs.start)
+        if runs.nbytes <= PLAIN_RECORD_BYTES * n:
+            self.storage = 'runs'
+            self.rec_data = RunPayloadOffsets(loc, runs)
+        else:
+            self.storage = 'columns'
+            for name, col in columns.items():
+                plain = np.empty(n, dtype=col.dtype)
+                for start in range(0, n, CHUNK):
+                    plain[start:start + CHUNK] = col[start:start + CHUNK]
+                columns[name] = plain
+            self.rec_data = PayloadOffsets(columns['rec_hdr'],
+                                           columns['rec_header_len'])
+        self.rec_block = columns['rec_block']
+        self.rec_page = columns['rec_page']
+        self.rec_hdr = columns['rec_hdr']
+        self.rec_header_len = columns['rec_header_len']
+        self.rec_kind = columns['rec_kind']
+        self.rec_fill = columns['rec_fill']
+        self._last_copies(runs, loc)
+
+    def _last_copies(self, runs: RecordRuns, loc: _RunLocator) -> None:
+        """Fill ``last`` and ``single_copy``: a run of consecutive pages
+        of at least :data:`SHORT_RUN` records is written as a slice, the
+        other records :data:`CHUNK` at a time.
+        """
+        n = runs.count
+        rec_dtype = index_dtype(n)
+        self.last = [np.full(b.pages, -1, dtype=rec_dtype)
+                     for b in self.blocks]
+        records = np.bincount(runs.block.astype(np.int64),
+                              weights=loc.lengths,
+                              minlength=len(self.blocks))
+        whole = (loc.lengths >= SHORT_RUN) & (runs.page_step == 1)
+        for k in np.flatnonzero(whole).tolist():
+            first, count = int(runs.page[k]), int(loc.lengths[k])
+            seg = self.last[int(runs.block[k])][first:first + count]
+            start = int(runs.start[k])
+            np.maximum(seg, np.arange(start, start + count, dtype=rec_dtype),
+                       out=seg)
+        for start in range(0, n if not whole.all() else 0, CHUNK):
+            end = min(n, start + CHUNK)
+            sl, lens, _ = loc.span(start, end)
+            rest = np.flatnonzero(~np.repeat(whole[sl], lens))
+            if not len(rest):
+                continue
+            blk = np.repeat(runs.block[sl], lens)[rest]
+            pages = self.rec_page[start:end][rest]
+            recs = (rest + start).astype(rec_dtype)
+            for b in self.blocks:
+                sel = blk == b.index
+                if sel.any():
+                    np.maximum.at(self.last[b.index], pages[sel], recs[sel])
+        self.single_copy = [
+            int(records[b.index]) ==
+            int(np.count_nonzero(self.last[b.index] >= 0))
+            for b in self.blocks]
+
+    def __len__(self) -> int:
+        return len(self.rec_block)
+
+    def block(self, name: str) -> RamBlock:
+        return self.by_name[name]
+
+    def stats(self) -> dict:
+        """Counts for reports: records by kind, pages sent more than once,
+        pages never sent, per block.
+        """
+        out = {}
+        n = len(self)
+        for b in self.blocks:
+            records = 0
+            copies = np.zeros(b.pages, dtype=np.int32)
+            for start in range(0, n, CHUNK):
+                sel = self.rec_block[start:start + CHUNK] == b.index
+                records += int(np.count_nonzero(sel))
+                np.add.at(copies, self.rec_page[start:start + CHUNK][sel], 1)
+            last = self.last[b.index]
+            present = last >= 0
+            kinds = self.rec_kind[last[present]]
+            out[b.name] = {
+                'length': b.length,
+                'pages': b.pages,
+                'records': records,
+                'data_pages': int((kinds == KIND_PAGE).sum()),
+                'zero_pages': int((kinds == KIND_ZERO).sum()),
+                'missing_pages': int((~present).sum()),
+                'pages_sent_more_than_once': int((copies > 1).sum()),
+            }
+        return out
+
+    def copies_of(self, block: int, pages: np.ndarray) -> np.ndarray:
+        """Record numbers of every copy of the given pages of a block,
+        ascending (int64).
+        """
+        pages = np.asarray(pages, dtype=np.int64)
+        if self.single_copy[block]:
+            recs = self.last[block][pages]
+            # Each page's one record: distinct when the pages are.
+            recs = np.sort(recs[recs >= 0]).astype(np.int64)
+            if (recs[1:] == recs[:-1]).any():
+                recs = np.concatenate([recs[:1], recs[1:][recs[1:] !=
+                                                          recs[:-1]]])
+            return recs
+        b = self.blocks[block]
+        want = np.zeros(b.pages, dtype=bool)
+        want[pages] = True
+        out = []
+        for start in range(0, len(self), CHUNK):
+            idx = np.flatnonzero(self.rec_block[start:start + CHUNK] ==
+                                 block)
+            idx = idx[want[self.rec_page[start:start + CHUNK][idx]]]
+            out.append(idx + start)
+        return np.concatenate(out).astype(np.int64) if out else \
+            np.zeros(0, dtype=np.int64)

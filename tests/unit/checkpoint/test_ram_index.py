@@ -1,5 +1,6 @@
-"""The RAM index's compact columns: payload offsets kept as header
-lengths, block numbers as bytes.
+"""The RAM index's compact columns: records kept as runs, or as plain
+columns with payload offsets kept as header lengths and block numbers
+as bytes.
 """
 
 import numpy as np
@@ -15,8 +16,9 @@ def _index(records, blocks=2):
     b = ram_index.RamIndexBuilder(100)
     for rec in records:
         assert b.add(*rec)
-    assert b.add_run(0, np.array([5, 6, 7]), np.array([9000, 13104, 17208]),
-                     ram_index.KIND_PAGE, None)
+    for i, page in enumerate((5, 6, 7)):
+        assert b.add_run(0, page, 1, 9000 + i * 4104, 4104,
+                         ram_index.KIND_PAGE)
     return b.finish([ram_index.RamBlock(i, 'b%d' % i, 8 * 4096)
                      for i in range(blocks)])
 
@@ -59,3 +61,138 @@ def test_many_blocks_keep_wide_block_numbers():
     idx = _index(RECORDS, blocks=300)
     assert idx.rec_block.dtype == np.int32
     assert idx.rec_block.tolist() == [0, 1, 0, 0, 0, 0]
+
+
+def _stream(rng, records, kinds='runs'):
+    """``records`` records as a QEMU stream lays them out: runs of
+    CONTINUE records of consecutive pages of one kind, each run after a
+    record naming its block; with ``kinds='alternate'`` every record is
+    of the other kind than the one before it. Returns the dense truth
+    (a list of column arrays) and the records as the parser adds them.
+    """
+    calls, rows, off, rec = [], [], 1000, 0
+    while rec < records:
+        block = int(rng.integers(0, 3))
+        page = int(rng.integers(0, 4000))
+        n = min(records - rec, int(rng.integers(1, 300)))
+        run_fill = int(rng.integers(0, 2))
+        for i in range(n):
+            if kinds == 'alternate':
+                kind = ram_index.KIND_PAGE if (rec + i) % 2 else \
+                    ram_index.KIND_ZERO
+            else:
+                kind = ram_index.KIND_PAGE if rec % 3 else \
+                    ram_index.KIND_ZERO
+            fill = run_fill ^ (2 * i >= n) if kind == ram_index.KIND_ZERO \
+                else 0
+            hlen = 8 + 1 + 4 if i == 0 else 8
+            rows.append((block, page + i, off, hlen, kind, fill))
+            calls.append((block, page + i, off, off + hlen, kind, fill))
+            off += hlen + (4096 if kind == ram_index.KIND_PAGE else 1)
+        rec += n
+    truth = [np.array(c) for c in zip(*rows)]
+    return truth, calls
+
+
+def _build(calls, runs_at_once=True):
+    """The index of ``calls``: consecutive records of one block, kind and
+    fill after the first of a run added with ``add_run`` (as the parser
+    does), when ``runs_at_once``.
+    """
+    b = ram_index.RamIndexBuilder(len(calls))
+    i = 0
+    while i < len(calls):
+        assert b.add(*calls[i])
+        j = i + 1
+        while (runs_at_once and j < len(calls) and
+               calls[j][0] == calls[i][0] and calls[j][4] == calls[i][4] and
+               calls[j][1] == calls[j - 1][1] + 1 and
+               calls[j][3] - calls[j][2] == 8):
+            j += 1
+        if j > i + 1:
+            run = calls[i + 1:j]
+            stride = run[1][2] - run[0][2] if len(run) > 1 else 0
+            assert b.add_run(run[0][0], run[0][1], len(run), run[0][2],
+                             stride, run[0][4],
+                             np.array([c[5] for c in run]))
+        i = j
+    return b.finish([ram_index.RamBlock(i, 'b%d' % i, 4400 * 4096)
+                     for i in range(3)])
+
+
+def _assert_columns(idx, truth, rng):
+    names = ('rec_block', 'rec_page', 'rec_hdr', 'rec_header_len',
+             'rec_kind', 'rec_fill')
+    n = len(truth[0])
+    data = truth[2] + truth[3]
+    picks = rng.integers(-n, n, size=500)
+    mask = rng.integers(0, 2, size=n).astype(bool)
+    for name, col in list(zip(names, truth)) + [('rec_data', data)]:
+        column = getattr(idx, name)
+        assert np.array_equal(np.asarray(column), col), name
+        assert column[picks].tolist() == col[picks].tolist(), name
+        assert column[mask].tolist() == col[mask].tolist(), name
+        assert column[n // 3:n // 2].tolist() == col[n // 3:n // 2].tolist()
+        for r in (0, n - 1, -1, -n, int(picks[0])):
+            assert int(column[r]) == int(col[r]), (name, r)
+        with pytest.raises(IndexError):
+            column[n]
+        with pytest.raises(IndexError):
+            column[np.array([0, -n - 1])]
+    dense = ram_index.PayloadOffsets(truth[2], truth[3])
+    for off in list(rng.integers(0, int(data[-1]) + 5000, size=300)) + \
+            [int(x) + d for x in truth[2][:50] for d in (-1, 0, 1)]:
+        assert idx.rec_data.record_at(int(off)) == dense.record_at(int(off))
+
+
+@pytest.mark.parametrize('runs_at_once', [True, False])
+def test_a_stream_of_runs_is_kept_as_runs(runs_at_once):
+    rng = np.random.default_rng(7)
+    truth, calls = _stream(rng, 3 * ram_index.FOLD + 123)
+    idx = _build(calls, runs_at_once)
+    assert idx.storage == 'runs'
+    assert isinstance(idx.rec_page, ram_index.RunColumn)
+    assert idx.rec_page.dtype == np.int32 and idx.rec_block.dtype == np.uint8
+    # A stream run of one kind and fill: at most 3 index runs (its named
+    # first record, the change of step after it, the CONTINUE records).
+    assert idx.runs < len(calls) / 10
+    _assert_columns(idx, truth, rng)
+
+
+def test_alternating_kinds_are_kept_as_plain_columns():
+    rng = np.random.default_rng(8)
+    truth, calls = _stream(rng, ram_index.FOLD + 77, kinds='alternate')
+    idx = _build(calls)
+    assert idx.storage == 'columns'
+    assert isinstance(idx.rec_page, np.ndarray)
+    _assert_columns(idx, truth, rng)
+
+
+def test_last_copies_and_stats_agree_between_storages():
+    rng = np.random.default_rng(9)
+    truth, calls = _stream(rng, 20000)
+    runs = _build(calls)
+    rng2 = np.random.default_rng(9)
+    _, alt = _stream(rng2, 20000, kinds='alternate')
+    # Same blocks and pages, other kinds: compare what does not depend
+    # on kinds.
+    plain = _build(alt)
+    assert (runs.storage, plain.storage) == ('runs', 'columns')
+    for b in range(3):
+        assert np.array_equal(runs.last[b], plain.last[b])
+        assert runs.single_copy[b] == plain.single_copy[b]
+        pages = np.flatnonzero(runs.last[b] >= 0)[::7]
+        assert np.array_equal(runs.copies_of(b, pages),
+                              plain.copies_of(b, pages))
+    for name, st in runs.stats().items():
+        other = plain.stats()[name]
+        for key in ('records', 'missing_pages', 'pages_sent_more_than_once'):
+            assert st[key] == other[key]
+
+
+def test_a_scalar_lookup_gives_a_numpy_scalar_of_the_column_dtype():
+    idx = _index(RECORDS)
+    for name in ('rec_block', 'rec_page', 'rec_kind', 'rec_fill'):
+        col = getattr(idx, name)
+        assert isinstance(col[1], col.dtype.type)
+    assert bytes([idx.rec_fill[1]]) == b'\xaa'
