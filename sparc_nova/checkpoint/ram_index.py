@@ -216,16 +216,30 @@ class _RunLocator:
                 raise IndexError('mask of %s for %d records'
                                  % (key.shape, self.count))
             return np.flatnonzero(key)
-        recs = key.astype(np.int64)
-        if recs.size and (int(recs.min()) < -self.count or
-                          int(recs.max()) >= self.count):
+        recs = key.astype(np.int64, copy=False)
+        if not recs.size:
+            return recs
+        low, high = int(recs.min()), int(recs.max())
+        if low < -self.count or high >= self.count:
             raise IndexError('record index out of range for %d records'
                              % self.count)
-        return np.where(recs < 0, recs + self.count, recs)
+        return recs if low >= 0 else np.where(recs < 0, recs + self.count,
+                                              recs)
 
     def runs_of(self, recs: np.ndarray) -> np.ndarray:
         """The run of each record number (all in range)."""
         return np.searchsorted(self.start, recs, side='right') - 1
+
+    def runs_records(self, runs: np.ndarray) -> tuple[np.ndarray,
+                                                      np.ndarray]:
+        """The records of ``runs`` (run numbers): each one's run and its
+        position in the run (int64), run by run.
+        """
+        lens = self.lengths[runs]
+        which = np.repeat(runs, lens)
+        pos = np.arange(len(which), dtype=np.int64)
+        pos -= np.repeat(np.cumsum(lens) - lens, lens)
+        return which, pos
 
     def span(self, a: int, b: int) -> tuple[slice, np.ndarray, np.ndarray]:
         """Records ``a`` to ``b - 1`` (``0 <= a < b <= count``) by run:
@@ -503,8 +517,10 @@ class RamIndex:
             'rec_kind': RunColumn(loc, runs.kind, None, np.uint8),
             'rec_fill': RunColumn(loc, runs.fill, None, np.uint8)}
         self.runs = len(runs.start)
+        self._runs = None
         if runs.nbytes <= PLAIN_RECORD_BYTES * n:
             self.storage = 'runs'
+            self._runs, self._loc = runs, loc
             self.rec_data = RunPayloadOffsets(loc, runs)
         else:
             self.storage = 'columns'
@@ -542,17 +558,20 @@ class RamIndex:
             start = int(runs.start[k])
             np.maximum(seg, np.arange(start, start + count, dtype=rec_dtype),
                        out=seg)
-        for start in range(0, n if not whole.all() else 0, CHUNK):
-            end = min(n, start + CHUNK)
-            sl, lens, _ = loc.span(start, end)
-            rest = np.flatnonzero(~np.repeat(whole[sl], lens))
-            if not len(rest):
-                continue
-            blk = np.repeat(runs.block[sl], lens)[rest]
-            pages = self.rec_page[start:end][rest]
-            recs = (rest + start).astype(rec_dtype)
+        # The other runs (short ones, in practice a stream's one-record
+        # runs) a bounded number of records at a time.
+        rest = np.flatnonzero(~whole)
+        ends = np.cumsum(loc.lengths[rest])
+        lo = 0
+        while lo < len(rest):
+            hi = max(lo + 1, int(np.searchsorted(
+                ends, (ends[lo - 1] if lo else 0) + CHUNK, side='right')))
+            which, pos = loc.runs_records(rest[lo:hi])
+            lo = hi
+            recs = (runs.start[which] + pos).astype(rec_dtype)
+            pages = runs.page[which] + pos * runs.page_step[which]
             for b in self.blocks:
-                sel = blk == b.index
+                sel = runs.block[which] == b.index
                 if sel.any():
                     np.maximum.at(self.last[b.index], pages[sel], recs[sel])
         self.single_copy = [
@@ -565,6 +584,16 @@ class RamIndex:
 
     def block(self, name: str) -> RamBlock:
         return self.by_name[name]
+
+    def kinds_and_fills(self, recs: np.ndarray) -> tuple[np.ndarray,
+                                                         np.ndarray]:
+        """``rec_kind[recs]`` and ``rec_fill[recs]`` (uint8 arrays), with
+        one search of the records' runs for both.
+        """
+        if self._runs is None:
+            return self.rec_kind[recs], self.rec_fill[recs]
+        runs = self._loc.runs_of(self._loc.records(recs))
+        return self._runs.kind[runs], self._runs.fill[runs]
 
     def stats(self) -> dict:
         """Counts for reports: records by kind, pages sent more than once,

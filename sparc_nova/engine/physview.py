@@ -183,9 +183,9 @@ class CheckpointMemory:
         """
         idx = self._index
         present = last >= 0
-        rec = np.where(present, last, 0)
-        fill = np.where(present, idx.rec_fill[rec], 0).astype(np.int16)
-        fill[present & (idx.rec_kind[rec] == ram_index.KIND_PAGE)] = DATA
+        kinds, fills = idx.kinds_and_fills(np.where(present, last, 0))
+        fill = np.where(present, fills, 0).astype(np.int16)
+        fill[present & (kinds == ram_index.KIND_PAGE)] = DATA
         return fill
 
     def _page(self, i: int, p: int) -> bytes:

@@ -86,8 +86,9 @@ def _stream(rng, records, kinds='runs'):
             fill = run_fill ^ (2 * i >= n) if kind == ram_index.KIND_ZERO \
                 else 0
             hlen = 8 + 1 + 4 if i == 0 else 8
-            rows.append((block, page + i, off, hlen, kind, fill))
-            calls.append((block, page + i, off, off + hlen, kind, fill))
+            p = page // 2 + 2 * i if kinds == 'stride' else page + i
+            rows.append((block, p, off, hlen, kind, fill))
+            calls.append((block, p, off, off + hlen, kind, fill))
             off += hlen + (4096 if kind == ram_index.KIND_PAGE else 1)
         rec += n
     truth = [np.array(c) for c in zip(*rows)]
@@ -139,6 +140,14 @@ def _assert_columns(idx, truth, rng):
             column[n]
         with pytest.raises(IndexError):
             column[np.array([0, -n - 1])]
+    kinds, fills = idx.kinds_and_fills(picks)
+    assert kinds.tolist() == truth[4][picks].tolist()
+    assert fills.tolist() == truth[5][picks].tolist()
+    for b in range(3):
+        last = np.full(4400, -1)
+        for r in np.flatnonzero(truth[0] == b):
+            last[truth[1][r]] = r
+        assert idx.last[b].tolist() == last.tolist()
     dense = ram_index.PayloadOffsets(truth[2], truth[3])
     for off in list(rng.integers(0, int(data[-1]) + 5000, size=300)) + \
             [int(x) + d for x in truth[2][:50] for d in (-1, 0, 1)]:
@@ -156,6 +165,14 @@ def test_a_stream_of_runs_is_kept_as_runs(runs_at_once):
     # A stream run of one kind and fill: at most 3 index runs (its named
     # first record, the change of step after it, the CONTINUE records).
     assert idx.runs < len(calls) / 10
+    _assert_columns(idx, truth, rng)
+
+
+def test_runs_of_pages_two_apart_are_kept_as_runs():
+    rng = np.random.default_rng(10)
+    truth, calls = _stream(rng, 20000, kinds='stride')
+    idx = _build(calls)
+    assert idx.storage == 'runs'
     _assert_columns(idx, truth, rng)
 
 
