@@ -353,15 +353,17 @@ def scrub_free_memory(kernel, model, memory, selected: np.ndarray,
     :raises PlanConflict: a frame is both free and ``selected``.
     """
     free = freepages.free_memory(kernel, model, kernel.online_cpus())
-    # Searched this way round, the temporaries are the size of the
-    # selection, not of free memory (millions of frames in a large
-    # guest).
-    overlap = arrays.intersect_sorted(selected, free.pfns)
+    # Free memory is kept as ranges and numbered a chunk at a time: a
+    # large guest has millions of free frames.
+    overlap = free.free_among(selected)
     if len(overlap):
         raise patches.PlanConflict(
             'frame 0x%x is both free and mapped by a selected process'
             % int(overlap[0]))
-    change = free.pfns[~memory.holds(free.pfns, free.fill)]
+    change = [pfns[~memory.holds(pfns, free.fill)]
+              for pfns in free.frames()]
+    change = np.concatenate(change) if change else \
+        np.zeros(0, dtype=np.int64)
     rep.free_pages = free.summary()
     rep.free_pages['frames_rewritten'] = int(len(change))
     patcher.scrub(change, free.fill, free=True)

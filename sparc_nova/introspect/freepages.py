@@ -20,20 +20,23 @@ import numpy as np
 
 from sparc_nova.introspect import walk
 
-#: Frames numbered at once where free blocks are expanded.
-_CHUNK = 1 << 20
+#: Frames numbered at once where free ranges are expanded (int64: 2 MiB).
+FRAME_CHUNK = 1 << 18
 
 
 @dataclasses.dataclass
 class FreeMemory:
-    """Free frames of the guest.
+    """Free frames of the guest, as ranges: frames ``starts[i]`` to
+    ``ends[i] - 1`` (int64, ascending, disjoint, not adjacent). A large
+    guest has millions of free frames in a few thousand ranges; they are
+    numbered :data:`FRAME_CHUNK` at a time (:meth:`frames`).
 
-    :ivar pfns: every free frame (blocks expanded), ascending, unique.
     :ivar fill: the byte a free page must hold (0 or 0xaa).
     :ivar fill_reason: why that byte.
     """
 
-    pfns: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
     buddy_blocks: int
     buddy_frames: int
     pcp_frames: int
@@ -41,8 +44,27 @@ class FreeMemory:
     fill_reason: str
     skipped: list[str]
 
+    @property
+    def count(self) -> int:
+        """Free frames (each counted once)."""
+        return int((self.ends - self.starts).sum())
+
+    def frames(self, chunk: int = FRAME_CHUNK):
+        """Every free frame, ascending, as int64 arrays of at most
+        ``chunk`` frames.
+        """
+        return range_frames(self.starts, self.ends, chunk)
+
+    def free_among(self, pfns: np.ndarray) -> np.ndarray:
+        """The frames of ``pfns`` that are free (in their order)."""
+        pfns = np.asarray(pfns, dtype=np.int64)
+        i = np.searchsorted(self.starts, pfns, side='right') - 1
+        ends = self.ends[np.maximum(i, 0)] if len(self.ends) else \
+            np.zeros(len(pfns), dtype=np.int64)
+        return pfns[(i >= 0) & (pfns < ends)]
+
     def summary(self) -> dict:
-        return {'frames': int(len(self.pfns)),
+        return {'frames': self.count,
                 'buddy_blocks': self.buddy_blocks,
                 'buddy_frames': self.buddy_frames,
                 'pcp_frames': self.pcp_frames,
@@ -157,36 +179,61 @@ def free_memory(kernel, page_model, cpus: list[int],
             blocks += zone_blocks
             pcp += _pcp_pages(kernel, page_model, zone, zname, cpus,
                               lru_off, skipped)
-    pfns = block_frames(blocks + pcp)
-    return FreeMemory(pfns=pfns, buddy_blocks=len(blocks),
+    starts, ends = block_ranges(blocks + pcp)
+    return FreeMemory(starts=starts, ends=ends, buddy_blocks=len(blocks),
                       buddy_frames=sum(1 << o for _, o in blocks),
                       pcp_frames=sum(1 << o for _, o in pcp),
                       fill=fill, fill_reason=reason, skipped=skipped)
 
 
-def block_frames(blocks: list[tuple[int, int]]) -> np.ndarray:
-    """Every frame of ``blocks`` (``(first frame, order)``), sorted and
-    distinct (int64), made with about 2 bytes a frame of temporaries (a
-    guest with gigabytes free has millions of free frames).
+def block_ranges(
+        blocks: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """The frames of ``blocks`` (``(first frame, order)``, in any order,
+    possibly overlapping) as ranges: ``(starts, ends)``, int64, ascending,
+    disjoint, overlapping or adjacent blocks joined.
     """
     if not blocks:
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     starts = np.array([p for p, _ in blocks], dtype=np.int64)
-    sizes = np.left_shift(1, np.array([o for _, o in blocks],
-                                      dtype=np.int64))
-    # Frame i of the result is i + (start of its block - frames before
-    # the block).
-    before = np.cumsum(sizes) - sizes
-    pfns = np.repeat(starts - before, sizes)
-    for lo in range(0, len(pfns), _CHUNK):
-        hi = min(lo + _CHUNK, len(pfns))
-        pfns[lo:hi] += np.arange(lo, hi, dtype=np.int64)
-    pfns.sort()
-    if len(pfns) > 1:
-        dup = pfns[1:] == pfns[:-1]
-        if dup.any():
-            pfns = np.concatenate([pfns[:1], pfns[1:][~dup]])
-    return pfns
+    ends = starts + np.left_shift(1, np.array([o for _, o in blocks],
+                                              dtype=np.int64))
+    order = np.argsort(starts, kind='stable')
+    starts, ends = starts[order], ends[order]
+    reach = np.maximum.accumulate(ends)
+    first = np.flatnonzero(np.concatenate([[True],
+                                           starts[1:] > reach[:-1]]))
+    last = np.append(first[1:] - 1, len(starts) - 1)
+    return starts[first], reach[last]
+
+
+def range_frames(starts: np.ndarray, ends: np.ndarray,
+                 chunk: int = FRAME_CHUNK):
+    """Every frame of the ranges ``starts[i]`` to ``ends[i] - 1``
+    (ascending, disjoint), in order, as int64 arrays of at most ``chunk``
+    frames; no temporary is larger than a chunk or the ranges' arrays.
+    """
+    # Ranges longer than a chunk are cut into chunk-sized pieces.
+    lens = ends - starts
+    cuts = (lens + chunk - 1) // chunk
+    which = np.repeat(np.arange(len(starts)), cuts)
+    k = np.arange(len(which), dtype=np.int64)
+    k -= np.repeat(np.cumsum(cuts) - cuts, cuts)
+    lo_frame = starts[which] + k * chunk
+    sizes = np.minimum(lo_frame + chunk, ends[which]) - lo_frame
+    del which, k
+    total = np.cumsum(sizes)
+    lo = 0
+    while lo < len(sizes):
+        done = int(total[lo - 1]) if lo else 0
+        hi = max(lo + 1, int(np.searchsorted(total, done + chunk,
+                                             side='right')))
+        size = sizes[lo:hi]
+        # Frame j of the piece is j + (start of its range - frames of
+        # the piece before that range).
+        out = np.repeat(lo_frame[lo:hi] - (np.cumsum(size) - size), size)
+        out += np.arange(len(out), dtype=np.int64)
+        yield out
+        lo = hi
 
 
 def _check_buddy(page_model, blocks, start, end, zname):

@@ -8,7 +8,6 @@ import drgn
 from drgn.helpers.linux import fs as fs_helpers
 from drgn.helpers.linux import mm as mm_helpers
 from drgn.helpers.linux import pid as pid_helpers
-import numpy as np
 import pytest
 
 from sparc_nova.checkpoint import checkpoint
@@ -101,4 +100,4 @@ def test_free_pages_are_free(model):
         if p.kernel_thread:
             continue
         uf = addrspace.user_frames(kernel, model_, mem, p.mm)
-        assert not np.intersect1d(uf.pfn, free.pfns).size, p.pid
+        assert not free.free_among(uf.pfn).size, p.pid

@@ -63,8 +63,9 @@ class _FreeMemoryOf:
 
 
 def _free(pfns):
+    starts, ends = freepages.block_ranges([(p, 0) for p in pfns])
     return freepages.FreeMemory(
-        pfns=np.array(pfns, dtype=np.int64), buddy_blocks=1,
+        starts=starts, ends=ends, buddy_blocks=1,
         buddy_frames=len(pfns), pcp_frames=0, fill=0, fill_reason='zero',
         skipped=[])
 
