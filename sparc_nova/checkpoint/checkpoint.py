@@ -164,6 +164,7 @@ class Checkpoint:
                              'compression': h.compression}
             out['domain'] = self.domain_summary()
         out['ram_blocks'] = self.layout.ram.stats()
+        out['ram_index'] = self.layout.ram.summary()
         out['guest_ram'] = [{'gpa': '0x%x' % r.gpa, 'block': r.block,
                              'block_offset': '0x%x' % r.block_offset,
                              'length': r.length}

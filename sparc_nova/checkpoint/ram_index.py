@@ -595,6 +595,21 @@ class RamIndex:
         runs = self._loc.runs_of(self._loc.records(recs))
         return self._runs.kind[runs], self._runs.fill[runs]
 
+    def summary(self) -> dict:
+        """How the index keeps its records, for reports: ``storage``
+        (``runs`` or ``columns``), ``records``, ``runs`` and ``bytes``
+        (the record columns or runs, without the 4 bytes a page of
+        ``last``).
+        """
+        if self._runs is not None:
+            size = self._runs.nbytes
+        else:
+            size = sum(getattr(self, name).nbytes for name in (
+                'rec_block', 'rec_page', 'rec_hdr', 'rec_header_len',
+                'rec_kind', 'rec_fill'))
+        return {'storage': self.storage, 'records': len(self),
+                'runs': self.runs, 'bytes': int(size)}
+
     def stats(self) -> dict:
         """Counts for reports: records by kind, pages sent more than once,
         pages never sent, per block.

@@ -165,6 +165,9 @@ def test_a_stream_of_runs_is_kept_as_runs(runs_at_once):
     # A stream run of one kind and fill: at most 3 index runs (its named
     # first record, the change of step after it, the CONTINUE records).
     assert idx.runs < len(calls) / 10
+    summary = idx.summary()
+    assert summary['storage'] == 'runs' and summary['runs'] == idx.runs
+    assert summary['bytes'] < ram_index.PLAIN_RECORD_BYTES * len(calls) / 5
     _assert_columns(idx, truth, rng)
 
 
@@ -182,6 +185,8 @@ def test_alternating_kinds_are_kept_as_plain_columns():
     idx = _build(calls)
     assert idx.storage == 'columns'
     assert isinstance(idx.rec_page, np.ndarray)
+    assert idx.summary()['bytes'] == \
+        ram_index.PLAIN_RECORD_BYTES * len(calls)
     _assert_columns(idx, truth, rng)
 
 

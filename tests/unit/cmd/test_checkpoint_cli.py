@@ -16,6 +16,8 @@ def test_info_json(tmp_path, capsys):
     assert info['kind'] == 'libvirt-save'
     assert info['machine'] == 'pc-i440fx-7.2'
     assert info['ram_blocks']['pc.ram']['pages'] == 16
+    assert info['ram_index']['storage'] in ('runs', 'columns')
+    assert info['ram_index']['records'] >= 16
     assert info['domain']['name'] == 'synthetic'
     assert info['vcpus'][0]['cr3'] == '0x%x' % streamgen.CPU_VALUES['cr3']
 
