@@ -6,18 +6,19 @@ and scrub selections are vectorised: every column answers numpy
 indexing (an int, an array of record numbers, a slice or a mask).
 
 Memory: a stream's records come in runs (QEMU sends a block's pages in
-ascending order, long stretches of them of one kind), so the index
-keeps the records as runs (:class:`RecordRuns`): within a run the block,
-kind, fill byte and header length are the same and the page number and
-header offset step by a constant. A 2-8 GiB guest's save has a few
-hundred to a few thousand runs, some kilobytes, whatever its size. A
-stream whose runs would take more room than plain columns (pages that
-alternate between kinds, as a guest can arrange) is kept as plain
-columns instead: 17 bytes per record, record and page numbers 32-bit
-while they fit, block numbers 8-bit while there are at most 256 blocks.
-Either way the index adds 4 bytes per guest page (``last``) and records
-are folded into runs :data:`FOLD` at a time, so that what building it
-needs on top of the result does not grow with the guest.
+ascending order, long stretches of them of one kind: the parser reads
+such a run at once), so the index keeps the records as runs
+(:class:`RecordRuns`): within a run the block, kind, fill byte and
+header length are the same and the page number and header offset step
+by a constant. A 2-8 GiB guest's save has one to a few thousand runs,
+some tens of kilobytes, whatever its size. A stream whose runs would
+take more room than plain columns (pages that alternate between kinds,
+as a guest can arrange) is kept as plain columns instead: 17 bytes per
+record, record and page numbers 32-bit while they fit, block numbers
+8-bit while there are at most 256 blocks. Either way the index adds 4
+bytes per guest page (``last``). While building, runs are Python tuples
+:data:`FOLD` at a time, then arrays of 72 bytes a run; such a stream
+of alternating kinds peaks at about 120 bytes a record.
 """
 
 import bisect
@@ -36,17 +37,14 @@ KIND_PAGE = 2   # RAM_SAVE_FLAG_PAGE: 4096 bytes of data follow
 #: from the index.
 CHUNK = 1 << 20
 
-#: Records added one at a time that the builder holds before folding
-#: them into runs.
+#: Runs the builder holds as Python tuples before making arrays of them.
 FOLD = 1 << 16
 
-#: Runs shorter than this are taken record by record, folded with the
-#: records added one at a time, so that a stream of short runs does not
-#: make a piece of arrays per run.
+#: Runs at least this long have their last copies written as a slice.
 SHORT_RUN = 16
 
 #: Pieces of runs the builder holds before joining them into one.
-_PIECES = 1024
+_PIECES = 64
 
 #: Bytes a record takes in plain columns (block 1, page 4, header offset
 #: 8, header length 2, kind 1, fill 1).
@@ -88,12 +86,6 @@ class RamBlock:
         return (self.length + PAGE_SIZE - 1) >> PAGE_SHIFT
 
 
-#: The columns of a record, in the order :func:`fold` takes them.
-COLUMNS = ('block', 'page', 'hdr', 'header_len', 'kind', 'fill')
-#: Columns that step by a constant within a run; the others are constant.
-_STEPPED = ('page', 'hdr')
-
-
 @dataclasses.dataclass
 class RecordRuns:
     """Records as runs. Run ``k`` holds records ``start[k]`` up to the
@@ -122,9 +114,11 @@ class RecordRuns:
     @classmethod
     def join(cls, pieces: list, count: int, blocks: int,
              pages: int) -> 'RecordRuns':
-        """One :class:`RecordRuns` of pieces (tuples in
-        :func:`fold`'s order) in record order, narrowed: block numbers
-        to :func:`block_dtype`, pages to :func:`index_dtype`.
+        """One :class:`RecordRuns` of ``count`` records from pieces (lists
+        of arrays in field order after ``count``) in record order,
+        narrowed: block numbers to :func:`block_dtype`, pages to
+        :func:`index_dtype`. Each field of the pieces is released once
+        joined.
         """
         names = [f.name for f in dataclasses.fields(cls)][1:]
         dtypes = {'start': np.int64, 'block': block_dtype(blocks),
@@ -135,45 +129,12 @@ class RecordRuns:
         cols = {}
         for i, name in enumerate(names):
             parts = [p[i] for p in pieces]
+            for p in pieces:
+                p[i] = None
             cols[name] = (np.concatenate(parts) if parts else
                           np.zeros(0)).astype(dtypes[name], copy=False)
+            del parts
         return cls(count, **cols)
-
-
-def fold(first: int, block: np.ndarray, page: np.ndarray, hdr: np.ndarray,
-         header_len: np.ndarray, kind: np.ndarray,
-         fill: np.ndarray) -> tuple:
-    """The runs of ``m >= 1`` consecutive records, the first of them
-    record number ``first``: a tuple of arrays in :class:`RecordRuns`'
-    field order (after ``count``).
-
-    A run starts where a constant column changes or where a stepped
-    column's step changes; a change of step starts a run even at a run's
-    second record, so a run count can be up to twice the fewest possible.
-    """
-    cols = dict(zip(COLUMNS, (block, page, hdr, header_len, kind, fill)))
-    m = len(block)
-    starts = np.zeros(m, dtype=bool)
-    starts[0] = True
-    for name in COLUMNS:
-        c = np.asarray(cols[name])
-        if name in _STEPPED:
-            d = np.diff(c.astype(np.int64))
-            starts[2:] |= d[1:] != d[:-1]
-        else:
-            starts[1:] |= c[1:] != c[:-1]
-    s = np.flatnonzero(starts)
-    lengths = np.diff(np.append(s, m))
-    second = np.minimum(s + 1, m - 1)
-    multi = lengths > 1
-    out = [s + first]
-    for name in COLUMNS:
-        c = np.asarray(cols[name])
-        out.append(c[s])
-        if name in _STEPPED:
-            c64 = c.astype(np.int64, copy=False)
-            out.append(np.where(multi, c64[second] - c64[s], 0))
-    return tuple(out)
 
 
 class _RunLocator:
@@ -384,24 +345,22 @@ class PayloadOffsets:
 class RamIndexBuilder:
     """Accumulates records in stream order; :meth:`finish` freezes them.
 
-    A run added with :meth:`add_run` becomes index runs at once (one, or
-    one per stretch of equal fill bytes); records added one at a time
-    (and runs shorter than :data:`SHORT_RUN`) are folded into runs
-    :data:`FOLD` at a time.
+    A record added alone is a run of one; a run added with
+    :meth:`add_run` is one run, or one per stretch of equal fill bytes.
+    Runs are kept as Python tuples until :data:`FOLD` of them are
+    gathered, then as arrays.
     """
 
     def __init__(self, max_records: int):
         self.max_records = max_records
         self.count = 0
-        self._folded = 0        # records already in _pieces
-        self._singles = []      # (block, page, hdr_off, header_len, kind,
-        #                          fill) after them
-        self._pieces = []       # runs, tuples in RecordRuns' field order
+        self._rows = []         # runs in RecordRuns' field order
+        self._pieces = []       # lists of arrays, the same fields
 
     def _added(self, n: int) -> bool:
         self.count += n
-        if len(self._singles) >= FOLD:
-            self._fold_singles()
+        if len(self._rows) >= FOLD:
+            self._flush()
         return self.count <= self.max_records
 
     def add(self, block: int, page: int, hdr_off: int, data_off: int,
@@ -415,8 +374,8 @@ class RamIndexBuilder:
         if not 0 <= data_off - hdr_off <= MAX_HEADER:
             raise ValueError('record at %d: payload at %d' % (hdr_off,
                                                               data_off))
-        self._singles.append((block, page, hdr_off, data_off - hdr_off,
-                              kind, fill))
+        self._rows.append((self.count, block, page, 0, hdr_off, 0,
+                           data_off - hdr_off, kind, fill))
         return self._added(1)
 
     def add_run(self, block: int, first_page: int, count: int,
@@ -429,53 +388,42 @@ class RamIndexBuilder:
         CONTINUE records: 8); ``fills``: each ZERO record's fill byte.
         False when the record budget is exhausted.
         """
-        if count < SHORT_RUN:
-            for i in range(count):
-                self._singles.append((
-                    block, first_page + i, first_hdr + i * stride,
-                    header_len, kind, 0 if fills is None else int(fills[i])))
-            return self._added(count)
-        self._fold_singles()
+        if count <= 0:
+            return self.count <= self.max_records
         if fills is None:
-            starts = np.zeros(1, dtype=np.int64)
+            starts, values = [0], [0]
         else:
-            fills = np.asarray(fills, dtype=np.uint8)
-            starts = np.flatnonzero(np.concatenate(
-                [[True], fills[1:] != fills[:-1]])).astype(np.int64)
-        multi = np.diff(np.append(starts, count)) > 1
-        n = len(starts)
-        self._append((
-            self._folded + starts, np.full(n, block, dtype=np.int32),
-            first_page + starts, multi.astype(np.int64),
-            first_hdr + starts * stride, np.where(multi, stride, 0),
-            np.full(n, header_len, dtype=np.uint16),
-            np.full(n, kind, dtype=np.uint8),
-            np.zeros(n, dtype=np.uint8) if fills is None else fills[starts]))
-        self._folded += count
+            fills = np.asarray(fills, dtype=np.uint8)[:count]
+            cut = np.flatnonzero(fills[1:] != fills[:-1]) + 1
+            starts = [0] + cut.tolist()
+            values = fills[starts].tolist()
+        ends = starts[1:] + [count]
+        for s, e, fill in zip(starts, ends, values):
+            multi = e - s > 1
+            self._rows.append((self.count + s, block, first_page + s,
+                               1 if multi else 0, first_hdr + s * stride,
+                               stride if multi else 0, header_len, kind,
+                               fill))
         return self._added(count)
 
-    def _append(self, piece: tuple) -> None:
-        self._pieces.append(piece)
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        cols = list(zip(*self._rows))
+        self._rows = []
+        self._pieces.append([np.array(c, dtype=np.int64) for c in cols])
         if len(self._pieces) >= _PIECES:
             # Bound the pieces' per-object overhead: join them.
-            self._pieces = [tuple(np.concatenate(col) for col in
-                                  zip(*self._pieces))]
-
-    def _fold_singles(self) -> None:
-        if not self._singles:
-            return
-        cols = [np.array(c, dtype=t) for c, t in zip(zip(*self._singles), (
-            np.int32, np.int64, np.int64, np.uint16, np.uint8, np.uint8))]
-        self._singles = []
-        self._append(fold(self._folded, *cols))
-        self._folded += len(cols[0])
+            self._pieces = [[np.concatenate(col) for col in
+                             zip(*self._pieces)]]
 
     def finish(self, blocks: list[RamBlock]) -> 'RamIndex':
         """The index of every record added (the builder is then empty)."""
-        self._fold_singles()
+        self._flush()
         pieces, self._pieces = self._pieces, []
-        runs = RecordRuns.join(pieces, self._folded, len(blocks),
+        runs = RecordRuns.join(pieces, self.count, len(blocks),
                                max([b.pages for b in blocks] + [1]))
+        del pieces
         return RamIndex(blocks, runs)
 
 

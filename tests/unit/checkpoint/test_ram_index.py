@@ -154,16 +154,15 @@ def _assert_columns(idx, truth, rng):
         assert idx.rec_data.record_at(int(off)) == dense.record_at(int(off))
 
 
-@pytest.mark.parametrize('runs_at_once', [True, False])
-def test_a_stream_of_runs_is_kept_as_runs(runs_at_once):
+def test_a_stream_of_runs_is_kept_as_runs():
     rng = np.random.default_rng(7)
     truth, calls = _stream(rng, 3 * ram_index.FOLD + 123)
-    idx = _build(calls, runs_at_once)
+    idx = _build(calls)
     assert idx.storage == 'runs'
     assert isinstance(idx.rec_page, ram_index.RunColumn)
     assert idx.rec_page.dtype == np.int32 and idx.rec_block.dtype == np.uint8
-    # A stream run of one kind and fill: at most 3 index runs (its named
-    # first record, the change of step after it, the CONTINUE records).
+    # A stream run: its named first record, then its CONTINUE records,
+    # one index run per stretch of one fill byte.
     assert idx.runs < len(calls) / 10
     summary = idx.summary()
     assert summary['storage'] == 'runs' and summary['runs'] == idx.runs
@@ -171,11 +170,15 @@ def test_a_stream_of_runs_is_kept_as_runs(runs_at_once):
     _assert_columns(idx, truth, rng)
 
 
-def test_runs_of_pages_two_apart_are_kept_as_runs():
+@pytest.mark.parametrize('kinds, runs_at_once', [
+    ('stride', True),       # pages two apart: no run is read at once
+    ('runs', False),        # every record added alone
+])
+def test_records_added_alone_are_kept_as_plain_columns(kinds, runs_at_once):
     rng = np.random.default_rng(10)
-    truth, calls = _stream(rng, 20000, kinds='stride')
-    idx = _build(calls)
-    assert idx.storage == 'runs'
+    truth, calls = _stream(rng, ram_index.FOLD + 500, kinds=kinds)
+    idx = _build(calls, runs_at_once)
+    assert idx.storage == 'columns'
     _assert_columns(idx, truth, rng)
 
 
