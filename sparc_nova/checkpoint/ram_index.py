@@ -15,10 +15,13 @@ some tens of kilobytes, whatever its size. A stream whose runs would
 take more room than plain columns (pages that alternate between kinds,
 as a guest can arrange) is kept as plain columns instead: 17 bytes per
 record, record and page numbers 32-bit while they fit, block numbers
-8-bit while there are at most 256 blocks. Either way the index adds 4
-bytes per guest page (``last``). While building, runs are Python tuples
-:data:`FOLD` at a time, then arrays of 72 bytes a run; such a stream
-of alternating kinds peaks at about 120 bytes a record.
+8-bit while there are at most 256 blocks. The last copy of each page
+(``last``) is kept as runs of pages too (:class:`LastCopies`) in a
+block whose pages were each sent once; a block with a page sent twice
+(or so many runs that they would be larger) has a table of 4 bytes a
+page. While building, runs are Python tuples :data:`FOLD` at a time,
+then arrays of 72 bytes a run; a stream of alternating kinds peaks at
+about 120 bytes a record.
 """
 
 import bisect
@@ -308,6 +311,136 @@ class RunPayloadOffsets(RunColumn):
         return rec
 
 
+class LastCopies:
+    """The record number of each page's one copy in a block whose pages
+    were each sent once, kept as runs of pages: pages ``first[k]`` to
+    ``first[k] + count[k] - 1`` have records ``record[k]`` on; a page in
+    no run was never sent (-1).
+
+    Indexed like the int array it stands for: an int gives a numpy
+    scalar, a slice a :class:`LastCopies` of those pages (a view, as a
+    numpy slice is), an array of page numbers or a mask an array of
+    :attr:`dtype`. Comparisons, ``np.asarray`` and :meth:`tolist`
+    expand the pages asked for.
+    """
+
+    #: Bytes a run takes (first page, count, record: int64 each).
+    RUN_BYTES = 24
+
+    def __init__(self, first: np.ndarray, count: np.ndarray,
+                 record: np.ndarray, pages: int, dtype, offset: int = 0,
+                 first_list: list | None = None):
+        self._first = first
+        self._count = count
+        self._record = record
+        self._pages = pages
+        self._offset = offset
+        self.dtype = np.dtype(dtype)
+        self._list = first_list if first_list is not None else (
+            first.tolist() if len(first) <= _LIST_RUNS else None)
+
+    def __len__(self) -> int:
+        return self._pages
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (self._pages,)
+
+    def _lookup(self, pages: np.ndarray) -> np.ndarray:
+        """Records of block pages ``pages`` (int64, in range)."""
+        if not len(self._first):
+            return np.full(pages.shape, -1, dtype=self.dtype)
+        k = np.searchsorted(self._first, pages, side='right') - 1
+        kk = np.maximum(k, 0)
+        first = self._first[kk]
+        inside = (k >= 0) & (pages < first + self._count[kk])
+        return np.where(inside, self._record[kk] + (pages - first),
+                        -1).astype(self.dtype, copy=False)
+
+    def __getitem__(self, key):
+        n = self._pages
+        if isinstance(key, (int, np.integer)):
+            i = int(key)
+            if i < 0:
+                i += n
+            if not 0 <= i < n:
+                raise IndexError('page %d of %d' % (int(key), n))
+            page = self._offset + i
+            if self._list is not None:
+                k = bisect.bisect_right(self._list, page) - 1
+            else:
+                k = int(np.searchsorted(self._first, page, side='right')) - 1
+            if k >= 0:
+                first = int(self._first[k])
+                if page < first + int(self._count[k]):
+                    return self.dtype.type(int(self._record[k]) + page -
+                                           first)
+            return self.dtype.type(-1)
+        if isinstance(key, slice):
+            a, b, step = key.indices(n)
+            if step == 1:
+                return LastCopies(self._first, self._count, self._record,
+                                  max(0, b - a), self.dtype,
+                                  self._offset + a, self._list)
+            pages = np.arange(a, b, step, dtype=np.int64)
+        else:
+            key = np.asarray(key)
+            if key.dtype == bool:
+                if key.shape != (n,):
+                    raise IndexError('mask of %s for %d pages'
+                                     % (key.shape, n))
+                pages = np.flatnonzero(key)
+            else:
+                pages = key.astype(np.int64)
+                if pages.size and (int(pages.min()) < -n or
+                                   int(pages.max()) >= n):
+                    raise IndexError('page index out of range for %d '
+                                     'pages' % n)
+                pages = np.where(pages < 0, pages + n, pages)
+        return self._lookup(pages + self._offset)
+
+    def __array__(self, dtype=None, copy=None):
+        a, b = self._offset, self._offset + self._pages
+        k0 = max(0, int(np.searchsorted(self._first, a, side='right')) - 1)
+        k1 = int(np.searchsorted(self._first, b, side='left'))
+        if k1 - k0 > _LIST_RUNS:
+            out = self._lookup(np.arange(a, b, dtype=np.int64))
+        else:
+            # A stretch of pages covers few runs: a slice each.
+            out = np.full(self._pages, -1, dtype=self.dtype)
+            for first, count, rec in zip(self._first[k0:k1].tolist(),
+                                         self._count[k0:k1].tolist(),
+                                         self._record[k0:k1].tolist()):
+                lo, hi = max(first, a), min(first + count, b)
+                if lo < hi:
+                    out[lo - a:hi - a] = np.arange(rec + lo - first,
+                                                   rec + hi - first)
+        return out.astype(dtype or self.dtype, copy=False)
+
+    def tolist(self) -> list:
+        return np.asarray(self).tolist()
+
+    def __eq__(self, other):
+        return np.asarray(self) == other
+
+    def __ne__(self, other):
+        return np.asarray(self) != other
+
+    def __lt__(self, other):
+        return np.asarray(self) < other
+
+    def __le__(self, other):
+        return np.asarray(self) <= other
+
+    def __gt__(self, other):
+        return np.asarray(self) > other
+
+    def __ge__(self, other):
+        return np.asarray(self) >= other
+
+    __hash__ = None
+
+
 class PayloadOffsets:
     """The payload offset of each record, ``rec_hdr + rec_header_len``,
     computed for the records asked for: indexed like an array (an int,
@@ -439,7 +572,9 @@ class RamIndex:
     array: a :class:`RunColumn` when the records are kept as runs
     (``storage == 'runs'``), else a numpy array (``'columns'``), see the
     module's docstring. ``last[b][p]`` is the record number of the last
-    copy of page ``p`` of block ``b`` (-1: never sent). ``single_copy[b]``:
+    copy of page ``p`` of block ``b`` (-1: never sent): a
+    :class:`LastCopies` when each page of the block was sent once, in
+    runs of consecutive pages, else a numpy array. ``single_copy[b]``:
     every record of block ``b`` is of another page (no page was sent
     twice).
 
@@ -488,18 +623,41 @@ class RamIndex:
         self._last_copies(runs, loc)
 
     def _last_copies(self, runs: RecordRuns, loc: _RunLocator) -> None:
-        """Fill ``last`` and ``single_copy``: a run of consecutive pages
-        of at least :data:`SHORT_RUN` records is written as a slice, the
-        other records :data:`CHUNK` at a time.
+        """Fill ``last`` and ``single_copy``. A block whose pages were
+        each sent once in runs of consecutive pages, in fewer runs than
+        would fit in its plain table, gets a :class:`LastCopies`; another
+        a plain table, a run of consecutive pages of at least
+        :data:`SHORT_RUN` records written as a slice, the other records
+        :data:`CHUNK` at a time.
         """
-        n = runs.count
-        rec_dtype = index_dtype(n)
-        self.last = [np.full(b.pages, -1, dtype=rec_dtype)
-                     for b in self.blocks]
+        rec_dtype = index_dtype(runs.count)
+        width = np.dtype(rec_dtype).itemsize
         records = np.bincount(runs.block.astype(np.int64),
                               weights=loc.lengths,
                               minlength=len(self.blocks))
-        whole = (loc.lengths >= SHORT_RUN) & (runs.page_step == 1)
+        self.last = [None] * len(self.blocks)
+        self.single_copy = [False] * len(self.blocks)
+        plain = np.ones(len(runs.start), dtype=bool)
+        for b in self.blocks:
+            k = np.flatnonzero(runs.block == b.index)
+            if len(k) * LastCopies.RUN_BYTES > b.pages * width or \
+                    not ((runs.page_step[k] == 1) |
+                         (loc.lengths[k] == 1)).all():
+                continue
+            order = np.argsort(runs.page[k], kind='stable')
+            k = k[order]
+            first = runs.page[k].astype(np.int64)
+            count = loc.lengths[k]
+            if (first[1:] < first[:-1] + count[:-1]).any():
+                continue        # a page sent twice
+            self.last[b.index] = LastCopies(first, count, runs.start[k],
+                                            b.pages, rec_dtype)
+            self.single_copy[b.index] = True
+            plain[runs.block == b.index] = False
+        for b in self.blocks:
+            if self.last[b.index] is None:
+                self.last[b.index] = np.full(b.pages, -1, dtype=rec_dtype)
+        whole = plain & (loc.lengths >= SHORT_RUN) & (runs.page_step == 1)
         for k in np.flatnonzero(whole).tolist():
             first, count = int(runs.page[k]), int(loc.lengths[k])
             seg = self.last[int(runs.block[k])][first:first + count]
@@ -508,7 +666,7 @@ class RamIndex:
                        out=seg)
         # The other runs (short ones, in practice a stream's one-record
         # runs) a bounded number of records at a time.
-        rest = np.flatnonzero(~whole)
+        rest = np.flatnonzero(plain & ~whole)
         ends = np.cumsum(loc.lengths[rest])
         lo = 0
         while lo < len(rest):
@@ -522,10 +680,10 @@ class RamIndex:
                 sel = runs.block[which] == b.index
                 if sel.any():
                     np.maximum.at(self.last[b.index], pages[sel], recs[sel])
-        self.single_copy = [
-            int(records[b.index]) ==
-            int(np.count_nonzero(self.last[b.index] >= 0))
-            for b in self.blocks]
+        for b in self.blocks:
+            if isinstance(self.last[b.index], np.ndarray):
+                self.single_copy[b.index] = int(records[b.index]) == \
+                    int(np.count_nonzero(self.last[b.index] >= 0))
 
     def __len__(self) -> int:
         return len(self.rec_block)

@@ -221,3 +221,71 @@ def test_a_scalar_lookup_gives_a_numpy_scalar_of_the_column_dtype():
         col = getattr(idx, name)
         assert isinstance(col[1], col.dtype.type)
     assert bytes([idx.rec_fill[1]]) == b'\xaa'
+
+
+def _once(rng, pages=4000):
+    """A block's pages each sent once, in runs of consecutive pages in a
+    shuffled order, some pages never sent. Returns the builder's calls
+    and the expected last copies.
+    """
+    cuts = np.sort(rng.choice(np.arange(1, pages), size=60, replace=False))
+    spans = list(zip(np.concatenate([[0], cuts]).tolist(),
+                     np.concatenate([cuts, [pages]]).tolist()))
+    rng.shuffle(spans)
+    calls, last, off = [], np.full(4400, -1), 1000
+    for i, (a, b) in enumerate(spans):
+        if i % 7 == 3:
+            continue            # never sent
+        for p in range(a, b):
+            last[p] = len(calls)
+            hlen = 13 if p == a else 8
+            calls.append((0, p, off, off + hlen, ram_index.KIND_PAGE, 0))
+            off += hlen + 4096
+    return calls, last
+
+
+def test_pages_sent_once_keep_their_last_copies_as_runs():
+    rng = np.random.default_rng(11)
+    calls, want = _once(rng)
+    idx = _build(calls)
+    last = idx.last[0]
+    assert isinstance(last, ram_index.LastCopies) and idx.single_copy[0]
+    # A block with nothing sent: no runs.
+    assert idx.last[1].tolist() == [-1] * 4400 and int(idx.last[1][7]) == -1
+    n = len(want)
+    assert len(last) == n and last.tolist() == want.tolist()
+    picks = rng.integers(-n, n, size=400)
+    assert last[picks].tolist() == want[picks].tolist()
+    for p in (0, n - 1, -1, -n, int(picks[0])):
+        assert int(last[p]) == int(want[p])
+        assert isinstance(last[p], last.dtype.type)
+    mask = want >= 0
+    assert np.array_equal(last >= 0, mask)
+    assert last[mask].tolist() == want[mask].tolist()
+    view = last[1000:3000]
+    assert isinstance(view, ram_index.LastCopies) and len(view) == 2000
+    assert view.tolist() == want[1000:3000].tolist()
+    assert int(view[5]) == int(want[1005])
+    assert view[10:20].tolist() == want[1010:1020].tolist()
+    assert view[np.array([0, 1999])].tolist() == [want[1000], want[2999]]
+    assert last[::3].tolist() == want[::3].tolist()
+    assert np.maximum(view, 0).tolist() == np.maximum(want[1000:3000],
+                                                      0).tolist()
+    for bad in (n, -n - 1):
+        with pytest.raises(IndexError):
+            last[bad]
+    with pytest.raises(IndexError):
+        view[np.array([2000])]
+    pages = np.flatnonzero(mask)[::5]
+    assert idx.copies_of(0, pages).tolist() == sorted(want[pages].tolist())
+
+
+def test_a_page_sent_twice_keeps_a_plain_table():
+    rng = np.random.default_rng(12)
+    calls, want = _once(rng)
+    off = calls[-1][3] + 4096
+    calls.append((0, 17, off, off + 13, ram_index.KIND_ZERO, 0))
+    want[17] = len(calls) - 1
+    idx = _build(calls)
+    assert isinstance(idx.last[0], np.ndarray) and not idx.single_copy[0]
+    assert idx.last[0].tolist() == want.tolist()
