@@ -156,10 +156,10 @@ class GuestPhysicalMemory:
         for start in range(0, npages, pages):
             n = min(pages, npages - start)
             recs = last[first_page + start:first_page + start + n]
-            kinds = np.where(recs >= 0,
-                             self.index.rec_kind[np.maximum(recs, 0)], 0)
-            fills = np.where(recs >= 0,
-                             self.index.rec_fill[np.maximum(recs, 0)], 0)
+            kinds, fills = self.index.columns(np.maximum(recs, 0), 'kind',
+                                              'fill')
+            kinds = np.where(recs >= 0, kinds, 0)
+            fills = np.where(recs >= 0, fills, 0)
             gpa = rng.gpa + start * PAGE_SIZE
             if not (kinds == ram_index.KIND_PAGE).any() and \
                     not fills.any():

@@ -58,6 +58,26 @@ PLAIN_RECORD_BYTES = 17
 #: costs 36 bytes a run.
 _LIST_RUNS = 1 << 16
 
+#: A page number below every page (the first page of LastCopies' run 0).
+_NOWHERE = -(1 << 62)
+
+
+def search_right(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(keys, q, side='right')`` for ascending ``keys``
+    (int64). When ``q`` is ascending too and much longer than ``keys``,
+    counted from where each key falls in ``q``: one binary search per
+    key instead of one per element of ``q`` (3 ms for 262144 pages in
+    1468 runs, 1 ms this way).
+    """
+    q = np.asarray(q)
+    if len(q) > 16 * len(keys) and len(q) > 1 and \
+            bool((q[1:] >= q[:-1]).all()):
+        # keys[j] <= q[i] exactly when i >= at[j].
+        at = np.searchsorted(q, keys, side='left')
+        return np.cumsum(np.bincount(at, minlength=len(q) + 1)[:len(q)])
+    return np.searchsorted(keys, q, side='right').astype(np.int64,
+                                                         copy=False)
+
 
 def index_dtype(bound: int):
     """The narrowest of int32 and int64 that holds every integer below
@@ -192,7 +212,7 @@ class _RunLocator:
 
     def runs_of(self, recs: np.ndarray) -> np.ndarray:
         """The run of each record number (all in range)."""
-        return np.searchsorted(self.start, recs, side='right') - 1
+        return search_right(self.start, recs) - 1
 
     def runs_records(self, runs: np.ndarray) -> tuple[np.ndarray,
                                                       np.ndarray]:
@@ -262,7 +282,12 @@ class RunColumn:
             out += pos * np.repeat(self._step[runs], lens)
             return out.astype(self.dtype, copy=False)
         recs = self._loc.records(key)
-        runs = self._loc.runs_of(recs)
+        return self.take(recs, self._loc.runs_of(recs))
+
+    def take(self, recs: np.ndarray, runs: np.ndarray) -> np.ndarray:
+        """The values of records ``recs`` (int64, in range) whose runs
+        are ``runs`` (see :meth:`RamIndex.columns`).
+        """
         if self._step is None:
             return self._base[runs].astype(self.dtype, copy=False)
         out = self._base[runs].astype(np.int64)
@@ -324,20 +349,28 @@ class LastCopies:
     expand the pages asked for.
     """
 
-    #: Bytes a run takes (first page, count, record: int64 each).
-    RUN_BYTES = 24
+    #: Bytes a run takes (first page, count, record: int64 each, twice).
+    RUN_BYTES = 48
 
     def __init__(self, first: np.ndarray, count: np.ndarray,
                  record: np.ndarray, pages: int, dtype, offset: int = 0,
-                 first_list: list | None = None):
+                 shared: tuple | None = None):
         self._first = first
         self._count = count
         self._record = record
         self._pages = pages
         self._offset = offset
         self.dtype = np.dtype(dtype)
-        self._list = first_list if first_list is not None else (
-            first.tolist() if len(first) <= _LIST_RUNS else None)
+        if shared is None:
+            # The runs behind a run 0 that holds no page, so that every
+            # page has a run before it; and the first pages as a list
+            # for a scalar lookup.
+            shared = (np.concatenate([[_NOWHERE], first]),
+                      np.concatenate([[0], count]),
+                      np.concatenate([[-1], record]),
+                      first.tolist() if len(first) <= _LIST_RUNS else None)
+        self._shared = shared
+        self._list = shared[3]
 
     def __len__(self) -> int:
         return self._pages
@@ -348,14 +381,12 @@ class LastCopies:
 
     def _lookup(self, pages: np.ndarray) -> np.ndarray:
         """Records of block pages ``pages`` (int64, in range)."""
-        if not len(self._first):
-            return np.full(pages.shape, -1, dtype=self.dtype)
-        k = np.searchsorted(self._first, pages, side='right') - 1
-        kk = np.maximum(k, 0)
-        first = self._first[kk]
-        inside = (k >= 0) & (pages < first + self._count[kk])
-        return np.where(inside, self._record[kk] + (pages - first),
-                        -1).astype(self.dtype, copy=False)
+        first, count, record, _ = self._shared
+        k = search_right(first, pages) - 1
+        off = pages - first[k]
+        out = record[k] + off
+        out[off >= count[k]] = -1
+        return out.astype(self.dtype, copy=False)
 
     def __getitem__(self, key):
         n = self._pages
@@ -381,7 +412,7 @@ class LastCopies:
             if step == 1:
                 return LastCopies(self._first, self._count, self._record,
                                   max(0, b - a), self.dtype,
-                                  self._offset + a, self._list)
+                                  self._offset + a, self._shared)
             pages = np.arange(a, b, step, dtype=np.int64)
         else:
             key = np.asarray(key)
@@ -691,15 +722,17 @@ class RamIndex:
     def block(self, name: str) -> RamBlock:
         return self.by_name[name]
 
-    def kinds_and_fills(self, recs: np.ndarray) -> tuple[np.ndarray,
-                                                         np.ndarray]:
-        """``rec_kind[recs]`` and ``rec_fill[recs]`` (uint8 arrays), with
-        one search of the records' runs for both.
+    def columns(self, recs: np.ndarray, *names: str) -> tuple:
+        """``rec_<name>[recs]`` for each of ``names`` (``block``, ``page``,
+        ``hdr``, ``header_len``, ``kind``, ``fill``, ``data``), with one
+        search of the records' runs for all of them.
         """
+        cols = [getattr(self, 'rec_' + name) for name in names]
         if self._runs is None:
-            return self.rec_kind[recs], self.rec_fill[recs]
-        runs = self._loc.runs_of(self._loc.records(recs))
-        return self._runs.kind[runs], self._runs.fill[runs]
+            return tuple(col[recs] for col in cols)
+        recs = self._loc.records(recs)
+        runs = self._loc.runs_of(recs)
+        return tuple(col.take(recs, runs) for col in cols)
 
     def summary(self) -> dict:
         """How the index keeps its records, for reports: ``storage``

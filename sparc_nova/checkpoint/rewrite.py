@@ -359,12 +359,13 @@ def _plan(ck, replacements) -> _Edits:
                          dtype=ram_index.index_dtype(len(contents)))
         lookup[pages] = cindex[sel]
         recs = idx.copies_of(block.index, pages)
-        rec_pages = idx.rec_page[recs]
+        rec_pages, kinds, rec_fills = idx.columns(recs, 'page', 'kind',
+                                                  'fill')
         content = lookup[rec_pages]
-        zero = idx.rec_kind[recs] == ram_index.KIND_ZERO
+        zero = kinds == ram_index.KIND_ZERO
         # A ZERO copy already holding the wanted fill needs nothing; an
         # older ZERO copy is overwritten on load and holds no data.
-        skip = zero & ((fills[content] == idx.rec_fill[recs]) |
+        skip = zero & ((fills[content] == rec_fills) |
                        (recs != last[rec_pages]))
         all_recs.append(recs[~skip])
         all_content.append(content[~skip])
@@ -394,11 +395,11 @@ def _grown_record(ck, rec: int, data: '_Content'
 
 
 def _edit_columns(ck, edits):
-    idx = ck.layout.ram
-    kind = idx.rec_kind[edits.recs]
+    hdr, data, kind = ck.layout.ram.columns(edits.recs, 'hdr', 'data',
+                                            'kind')
     fill = edits.fills[edits.content] if len(edits) else \
         np.zeros(0, np.int64)
-    return idx.rec_hdr[edits.recs], idx.rec_data[edits.recs], kind, fill
+    return hdr, data, kind, fill
 
 
 def _headers(ck, hdr: np.ndarray) -> np.ndarray:

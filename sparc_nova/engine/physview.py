@@ -183,7 +183,8 @@ class CheckpointMemory:
         """
         idx = self._index
         present = last >= 0
-        kinds, fills = idx.kinds_and_fills(np.where(present, last, 0))
+        kinds, fills = idx.columns(np.where(present, last, 0), 'kind',
+                                   'fill')
         fill = np.where(present, fills, 0).astype(np.int16)
         fill[present & (kinds == ram_index.KIND_PAGE)] = DATA
         return fill

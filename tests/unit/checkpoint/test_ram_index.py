@@ -140,9 +140,10 @@ def _assert_columns(idx, truth, rng):
             column[n]
         with pytest.raises(IndexError):
             column[np.array([0, -n - 1])]
-    kinds, fills = idx.kinds_and_fills(picks)
-    assert kinds.tolist() == truth[4][picks].tolist()
-    assert fills.tolist() == truth[5][picks].tolist()
+    got = idx.columns(picks, 'kind', 'fill', 'page', 'data')
+    assert [c.tolist() for c in got] == [
+        truth[4][picks].tolist(), truth[5][picks].tolist(),
+        truth[1][picks].tolist(), data[picks].tolist()]
     for b in range(3):
         last = np.full(4400, -1)
         for r in np.flatnonzero(truth[0] == b):
@@ -289,3 +290,16 @@ def test_a_page_sent_twice_keeps_a_plain_table():
     idx = _build(calls)
     assert isinstance(idx.last[0], np.ndarray) and not idx.single_copy[0]
     assert idx.last[0].tolist() == want.tolist()
+
+
+@pytest.mark.parametrize('n_keys, n_q, ascending', [
+    (0, 50, True), (5, 200, True), (5, 200, False), (40, 30, True),
+    (100, 5000, True)])
+def test_search_right_is_searchsorted(n_keys, n_q, ascending):
+    rng = np.random.default_rng(n_keys + n_q)
+    keys = np.sort(rng.integers(0, 1000, size=n_keys))
+    q = rng.integers(-5, 1005, size=n_q)
+    if ascending:
+        q = np.sort(q)
+    assert ram_index.search_right(keys, q).tolist() == \
+        np.searchsorted(keys, q, side='right').tolist()
