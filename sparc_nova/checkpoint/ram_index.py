@@ -79,6 +79,43 @@ def search_right(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
                                                          copy=False)
 
 
+def position(key: int, n: int, what: str) -> int:
+    """Integer index ``key`` into ``n`` items, counted from the end when
+    negative, as numpy does.
+
+    :raises IndexError: out of range (``what``: the items' name).
+    """
+    i = int(key)
+    if i < 0:
+        i += n
+    if not 0 <= i < n:
+        raise IndexError('%s %d of %d' % (what, int(key), n))
+    return i
+
+
+def positions(key, n: int, what: str) -> np.ndarray:
+    """The positions (int64) a numpy index ``key`` selects among ``n``
+    items: a slice, a mask or integers (negative: from the end).
+
+    :raises IndexError: an index out of range or a mask of another
+        length (``what``: the items' name).
+    """
+    if isinstance(key, slice):
+        return np.arange(*key.indices(n), dtype=np.int64)
+    key = np.asarray(key)
+    if key.dtype == bool:
+        if key.shape != (n,):
+            raise IndexError('mask of %s for %d %ss' % (key.shape, n, what))
+        return np.flatnonzero(key)
+    pos = key.astype(np.int64, copy=False)
+    if not pos.size:
+        return pos
+    low, high = int(pos.min()), int(pos.max())
+    if low < -n or high >= n:
+        raise IndexError('%s index out of range for %d %ss' % (what, n, what))
+    return pos if low >= 0 else np.where(pos < 0, pos + n, pos)
+
+
 def index_dtype(bound: int):
     """The narrowest of int32 and int64 that holds every integer below
     ``bound`` (record numbers, page numbers).
@@ -176,10 +213,7 @@ class _RunLocator:
 
         :raises IndexError: no such record.
         """
-        if rec < 0:
-            rec += self.count
-        if not 0 <= rec < self.count:
-            raise IndexError('record %d of %d' % (rec, self.count))
+        rec = position(rec, self.count, 'record')
         if self._list is not None:
             k = bisect.bisect_right(self._list, rec) - 1
             return k, rec - self._list[k]
@@ -192,23 +226,7 @@ class _RunLocator:
         :raises IndexError: an index out of range or a mask of another
             length.
         """
-        if isinstance(key, slice):
-            return np.arange(*key.indices(self.count), dtype=np.int64)
-        key = np.asarray(key)
-        if key.dtype == bool:
-            if key.shape != (self.count,):
-                raise IndexError('mask of %s for %d records'
-                                 % (key.shape, self.count))
-            return np.flatnonzero(key)
-        recs = key.astype(np.int64, copy=False)
-        if not recs.size:
-            return recs
-        low, high = int(recs.min()), int(recs.max())
-        if low < -self.count or high >= self.count:
-            raise IndexError('record index out of range for %d records'
-                             % self.count)
-        return recs if low >= 0 else np.where(recs < 0, recs + self.count,
-                                              recs)
+        return positions(key, self.count, 'record')
 
     def runs_of(self, recs: np.ndarray) -> np.ndarray:
         """The run of each record number (all in range)."""
@@ -225,21 +243,17 @@ class _RunLocator:
         pos -= np.repeat(np.cumsum(lens) - lens, lens)
         return which, pos
 
-    def span(self, a: int, b: int) -> tuple[slice, np.ndarray, np.ndarray]:
-        """Records ``a`` to ``b - 1`` (``0 <= a < b <= count``) by run:
-        the runs holding them, how many of them each holds and each
-        record's position in its run. Cheaper than :meth:`runs_of` for a
-        stretch of records: no search per record.
+    def span(self, a: int, b: int) -> np.ndarray:
+        """The run of each of records ``a`` to ``b - 1`` (``0 <= a < b
+        <= count``): :meth:`runs_of` for a stretch of records, with no
+        search per record.
         """
         k0, _ = self.locate(a)
         k1, _ = self.locate(b - 1)
         lens = self.lengths[k0:k1 + 1].copy()
         lens[0] -= a - int(self.start[k0])
         lens[-1] -= int(self.start[k1] + self.lengths[k1]) - b
-        pos = np.arange(a, b, dtype=np.int64)
-        pos -= np.repeat(np.maximum(self.start[k0:k1 + 1], a), lens)
-        pos[:int(lens[0])] += a - int(self.start[k0])
-        return slice(k0, k1 + 1), lens, pos
+        return np.repeat(np.arange(k0, k1 + 1), lens)
 
 
 class RunColumn:
@@ -274,13 +288,8 @@ class RunColumn:
             a, b, _ = key.indices(len(self))
             if a >= b:
                 return np.zeros(0, dtype=self.dtype)
-            runs, lens, pos = self._loc.span(a, b)
-            out = np.repeat(self._base[runs], lens)
-            if self._step is None:
-                return out.astype(self.dtype, copy=False)
-            out = out.astype(np.int64, copy=False)
-            out += pos * np.repeat(self._step[runs], lens)
-            return out.astype(self.dtype, copy=False)
+            return self.take(np.arange(a, b, dtype=np.int64),
+                             self._loc.span(a, b))
         recs = self._loc.records(key)
         return self.take(recs, self._loc.runs_of(recs))
 
@@ -391,12 +400,7 @@ class LastCopies:
     def __getitem__(self, key):
         n = self._pages
         if isinstance(key, (int, np.integer)):
-            i = int(key)
-            if i < 0:
-                i += n
-            if not 0 <= i < n:
-                raise IndexError('page %d of %d' % (int(key), n))
-            page = self._offset + i
+            page = self._offset + position(key, n, 'page')
             if self._list is not None:
                 k = bisect.bisect_right(self._list, page) - 1
             else:
@@ -413,22 +417,7 @@ class LastCopies:
                 return LastCopies(self._first, self._count, self._record,
                                   max(0, b - a), self.dtype,
                                   self._offset + a, self._shared)
-            pages = np.arange(a, b, step, dtype=np.int64)
-        else:
-            key = np.asarray(key)
-            if key.dtype == bool:
-                if key.shape != (n,):
-                    raise IndexError('mask of %s for %d pages'
-                                     % (key.shape, n))
-                pages = np.flatnonzero(key)
-            else:
-                pages = key.astype(np.int64)
-                if pages.size and (int(pages.min()) < -n or
-                                   int(pages.max()) >= n):
-                    raise IndexError('page index out of range for %d '
-                                     'pages' % n)
-                pages = np.where(pages < 0, pages + n, pages)
-        return self._lookup(pages + self._offset)
+        return self._lookup(positions(key, n, 'page') + self._offset)
 
     def __array__(self, dtype=None, copy=None):
         a, b = self._offset, self._offset + self._pages
@@ -684,7 +673,7 @@ class RamIndex:
             self.last[b.index] = LastCopies(first, count, runs.start[k],
                                             b.pages, rec_dtype)
             self.single_copy[b.index] = True
-            plain[runs.block == b.index] = False
+            plain[k] = False
         for b in self.blocks:
             if self.last[b.index] is None:
                 self.last[b.index] = np.full(b.pages, -1, dtype=rec_dtype)
