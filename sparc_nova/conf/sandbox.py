@@ -30,6 +30,16 @@ opts = [
                      'seccomp filters). Setting this to false lets the '
                      'scrub run with the other confinements only; the log '
                      'and the scrub report say which were in force.'),
+    cfg.BoolOpt('sandbox_spare', default=True,
+                help='Keep one sandbox child started ahead in the Nova '
+                     'driver\'s privileged daemon, waiting for the next '
+                     'scrub: each scrub then skips the child\'s start-up '
+                     '(interpreter, imports, namespaces: about 0.3 s). The '
+                     'idle child holds no guest data and no file, is '
+                     'confined like any other and serves one scrub; it '
+                     'costs one process of about 40 MiB resident. Takes '
+                     'effect from the first scrub after the daemon '
+                     'starts.'),
     cfg.IntOpt('sandbox_max_result_mib', default=256, min=1,
                help='Largest result (a scrub plan) the sandbox child may '
                     'return, in MiB.'),

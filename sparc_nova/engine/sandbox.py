@@ -41,6 +41,7 @@ import resource
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -52,9 +53,10 @@ from sparc_nova import exception
 from sparc_nova import unprivileged
 
 __all__ = ['ALLOWED_PREFIXES', 'CHILD_ENV', 'EXIT_REPORTED', 'MAX_DEPTH',
-           'MAX_RECORD', 'MAX_REQUEST', 'MAX_STDERR', 'Pending',
+           'MAX_FDS', 'MAX_RECORD', 'MAX_REQUEST', 'MAX_STDERR', 'Pending',
            'ReportedError', 'SandboxError', 'SandboxPolicy', 'child_main',
-           'confinement_summary', 'run', 'start']
+           'confinement_summary', 'discard_spares', 'keep_spare',
+           'prestart', 'run', 'start']
 
 LOG = logging.getLogger(__name__)
 
@@ -62,6 +64,10 @@ LOG = logging.getLogger(__name__)
 EXIT_REPORTED = 3
 #: Largest request document accepted by the child, in bytes.
 MAX_REQUEST = 16 * 1024 * 1024
+#: Most descriptors a request may carry.
+MAX_FDS = 16
+#: Bytes of the request sent with its descriptors (the rest follows).
+_FIRST_CHUNK = 4096
 #: Modules whose functions may be run in the sandbox.
 ALLOWED_PREFIXES = ('sparc_nova.',)
 #: Deepest nesting of arrays and objects in a result.
@@ -232,46 +238,204 @@ def start(entry: str, args: dict, files: dict[str, str],
           prepare: str | None = None) -> 'Pending':
     """Start ``entry`` in the sandbox (see :func:`run` for the arguments)
     and return at once, so that the caller can work while the child
-    does; :meth:`Pending.result` waits for it.
+    does; :meth:`Pending.result` waits for it. A child :func:`prestart`
+    made ready for ``sandbox_policy`` is used when there is one.
 
     :param growing: bytes the files may still grow by (a checkpoint being
         written), added to the address-space limit like their present
         size, twice (a follower maps a growing file anew as it grows).
     """
-    for name in [entry] + ([prepare] if prepare else []):
-        if not name.startswith(ALLOWED_PREFIXES):
-            raise SandboxError('%s may not run in the sandbox' % name)
+    _check_allowed([entry] + ([prepare] if prepare else []))
     if not sandbox_policy.enabled:
         return Pending(entry, sandbox_policy, result=_call(
             entry, args, {n: os.fdopen(_open_ro(p), 'rb')
                           for n, p in files.items()}))
+    if len(files) > MAX_FDS:
+        raise SandboxError('%d files for the sandbox, at most %d'
+                           % (len(files), MAX_FDS))
     fds = {name: _open_ro(path) for name, path in files.items()}
     try:
         mapped = sum(os.fstat(fd).st_size for fd in fds.values())
         request = json.dumps({
-            'entry': entry, 'prepare': prepare, 'args': args, 'fds': fds,
+            'entry': entry, 'prepare': prepare, 'args': args,
+            'fds': {name: i for i, name in enumerate(fds)},
             'keep': [k for k in keep if k],
             'require_seccomp': sandbox_policy.require_seccomp,
             'limits': {'as': (mapped + 2 * growing +
                               sandbox_policy.memory_bytes),
                        'cpu': sandbox_policy.cpu_seconds,
                        'nofile': 64 + len(fds)}}).encode()
-        env = {k: v for k, v in os.environ.items()
-               if k in ('PATH', 'LANG', 'LC_ALL', 'PYTHONPATH')}
-        env.update(CHILD_ENV)
-        for fd in fds.values():
-            os.set_inheritable(fd, True)
-        credentials = unprivileged.popen_credentials(
-            sandbox_policy.user, sandbox_policy.group) \
-            if _switched_before_exec(sandbox_policy) else {}
-        proc = subprocess.Popen(
-            _command(sandbox_policy), stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            pass_fds=tuple(fds.values()), env=env, cwd='/', **credentials)
+        if len(request) > MAX_REQUEST:
+            raise SandboxError('%s: request of %d bytes, more than the %d '
+                               'the child reads' % (entry, len(request),
+                                                    MAX_REQUEST))
+        child = _take_spare(sandbox_policy)
+        if child is not None and not child.send_head(request, fds.values()):
+            child.discard()
+            child = None
+        if child is None:
+            child = _Child.spawn(sandbox_policy, (entry,), prepare)
+            # A child that died before reading says why in result().
+            child.send_head(request, fds.values())
     finally:
         for fd in fds.values():
             os.close(fd)
-    return Pending(entry, sandbox_policy, proc=proc, request=request)
+    return Pending(entry, sandbox_policy, child=child,
+                   request=request[_FIRST_CHUNK:])
+
+
+def prestart(sandbox_policy: SandboxPolicy, preload: tuple[str, ...] = (),
+             prepare: str | None = None) -> None:
+    """Start a child for ``sandbox_policy`` now, to be used by the next
+    :func:`start` with that policy in this process: its interpreter
+    start-up and the imports of ``preload`` (``"module:function"`` names)
+    and ``prepare`` happen while the caller does other work. The child
+    is given no file and no request until then; it is confined as any
+    other, and serves one call only. A spare already waiting for that
+    policy is replaced. Does nothing when the sandbox is disabled.
+
+    The spare exits by itself when this process exits or calls
+    :func:`discard_spares` (it reads the end of its request socket).
+    """
+    if not sandbox_policy.enabled:
+        return
+    _check_allowed(list(preload) + ([prepare] if prepare else []))
+    child = _Child.spawn(sandbox_policy, preload, prepare)
+    with _SPARES_LOCK:
+        old = _SPARES.pop(sandbox_policy, None)
+        _SPARES[sandbox_policy] = child
+    if old is not None:
+        old.discard()
+
+
+def keep_spare(sandbox_policy: SandboxPolicy, preload: tuple[str, ...] = (),
+               prepare: str | None = None) -> None:
+    """Keep a child for ``sandbox_policy`` started ahead (see
+    :func:`prestart`) in this long-lived process: one now if none is
+    waiting, and a new one each time a call with that policy has ended.
+    At most one idle child waits per policy; a spare that cannot be
+    started is logged and the next call starts its own.
+    """
+    if not sandbox_policy.enabled:
+        return
+    with _SPARES_LOCK:
+        _KEPT[sandbox_policy] = (tuple(preload), prepare)
+        waiting = sandbox_policy in _SPARES
+    if not waiting:
+        _replenish(sandbox_policy)
+
+
+def discard_spares() -> None:
+    """Let every child :func:`prestart` left waiting exit, and reap it;
+    stop keeping spares (:func:`keep_spare`).
+    """
+    with _SPARES_LOCK:
+        spares = list(_SPARES.values())
+        _SPARES.clear()
+        _KEPT.clear()
+    for child in spares:
+        child.discard()
+
+
+def _replenish(sandbox_policy: SandboxPolicy) -> None:
+    """Start the spare :func:`keep_spare` asked for, if none waits."""
+    with _SPARES_LOCK:
+        kept = _KEPT.get(sandbox_policy)
+        if kept is None or sandbox_policy in _SPARES:
+            return
+    try:
+        prestart(sandbox_policy, *kept)
+    except (SandboxError, OSError) as e:
+        LOG.warning('Could not start a spare sandbox child: %s', e)
+
+
+def _check_allowed(names: list[str]) -> None:
+    for name in names:
+        if not name.startswith(ALLOWED_PREFIXES):
+            raise SandboxError('%s may not run in the sandbox' % name)
+
+
+#: Children :func:`prestart` made, waiting for their request, by policy.
+_SPARES: dict[SandboxPolicy, '_Child'] = {}
+#: What :func:`keep_spare` keeps a spare for: policy -> (preload, prepare).
+_KEPT: dict[SandboxPolicy, tuple[tuple[str, ...], str | None]] = {}
+_SPARES_LOCK = threading.Lock()
+
+
+def _take_spare(sandbox_policy: SandboxPolicy) -> '_Child | None':
+    with _SPARES_LOCK:
+        child = _SPARES.pop(sandbox_policy, None)
+    if child is not None and child.proc.poll() is not None:
+        child.discard()
+        return None
+    return child
+
+
+class _Child:
+    """A started sandbox child and this process's end of its request
+    socket (the child's standard input: a Unix stream socket, so that
+    the files' descriptors can follow the child's start, in the first
+    message of the request, as ``SCM_RIGHTS``).
+    """
+
+    def __init__(self, proc: subprocess.Popen, sock: socket.socket):
+        self.proc = proc
+        self.sock = sock
+
+    @classmethod
+    def spawn(cls, sandbox_policy: SandboxPolicy, preload: tuple[str, ...],
+              prepare: str | None) -> '_Child':
+        """Start the child (:func:`_command`), which imports ``preload``
+        and runs ``prepare`` while it waits for its request.
+        """
+        argv = _command(sandbox_policy)
+        for name in preload:
+            argv += ['--preload', name]
+        if prepare:
+            argv += ['--prepare', prepare]
+        env = {k: v for k, v in os.environ.items()
+               if k in ('PATH', 'LANG', 'LC_ALL', 'PYTHONPATH')}
+        env.update(CHILD_ENV)
+        credentials = unprivileged.popen_credentials(
+            sandbox_policy.user, sandbox_policy.group) \
+            if _switched_before_exec(sandbox_policy) else {}
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=theirs.fileno(), stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, env=env, cwd='/', **credentials)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return cls(proc, ours)
+
+    def send_head(self, request: bytes, fds) -> bool:
+        """Send the start of ``request`` with the descriptors ``fds``
+        (:data:`_FIRST_CHUNK` bytes: the socket's buffer holds them
+        whether or not the child reads yet). False when the child is
+        gone.
+        """
+        try:
+            socket.send_fds(self.sock, [request[:_FIRST_CHUNK]], list(fds),
+                            socket.MSG_NOSIGNAL)
+        except OSError:
+            return False
+        return True
+
+    def discard(self) -> None:
+        """Close the request socket (a waiting child exits at once) and
+        reap the child.
+        """
+        self.sock.close()
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            pipe.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class Pending:
@@ -284,11 +448,13 @@ class Pending:
     of its standard error.
     """
 
-    def __init__(self, entry: str, sandbox_policy: SandboxPolicy, proc=None,
-                 request: bytes = b'', result: dict | None = None):
+    def __init__(self, entry: str, sandbox_policy: SandboxPolicy,
+                 child: _Child | None = None, request: bytes = b'',
+                 result: dict | None = None):
         self.entry = entry
         self.sandbox_policy = sandbox_policy
-        self._proc = proc
+        self._child = child
+        proc = self._proc = child.proc if child is not None else None
         self._result = result
         self._deadline = time.monotonic() + sandbox_policy.timeout
         self._out = bytearray()
@@ -306,9 +472,9 @@ class Pending:
             # A pidfd names this child and no other, even once it has
             # exited and its pid is reused.
             self._pidfd = os.pidfd_open(proc.pid)
-            # The child reads its whole request first thing; a writer
-            # thread keeps a request larger than the pipe from blocking
-            # the caller until the child's interpreter is up.
+            # A writer thread sends the rest of the request: one larger
+            # than the socket's buffer would block the caller until the
+            # child's interpreter is up.
             self._writer = threading.Thread(
                 target=self._send, args=(request,), daemon=True,
                 name='sandbox-request')
@@ -318,9 +484,10 @@ class Pending:
             self._reader.start()
 
     def _send(self, request: bytes) -> None:
+        sock = self._child.sock
         try:
-            self._proc.stdin.write(request)
-            self._proc.stdin.close()
+            sock.sendall(request, socket.MSG_NOSIGNAL)
+            sock.shutdown(socket.SHUT_WR)
         except (OSError, ValueError):
             pass    # the child died: result() reports how
 
@@ -382,6 +549,7 @@ class Pending:
                                'killed' % (self.entry,
                                            self.sandbox_policy.timeout))
         self._close()
+        _replenish(self.sandbox_policy)
         if self._overflow:
             raise SandboxError('%s wrote more than the %d bytes allowed '
                                'and was killed'
@@ -411,10 +579,12 @@ class Pending:
         self._reader.join()
         self._proc.wait()
         self._close()
+        _replenish(self.sandbox_policy)
 
     def _close(self) -> None:
         for pipe in (self._proc.stdout, self._proc.stderr):
             pipe.close()
+        self._child.sock.close()
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
@@ -562,27 +732,89 @@ def _apply_limits(limits: dict) -> None:
         resource.setrlimit(res, (value, value))
 
 
-def child_main() -> int:
-    """Entry point of the sandbox child (stdin: request; stdout: the
-    confinement record on one line, then the result).
+def _receive_request(sock: socket.socket) -> tuple[dict | None, list[int]]:
+    """The request (None when it is missing, too large or not JSON) and
+    the descriptors that came with its first bytes.
     """
-    raw = sys.stdin.buffer.read(MAX_REQUEST + 1)
-    if len(raw) > MAX_REQUEST:
-        return 2
-    req = json.loads(raw)
-    _apply_limits(req['limits'])
+    data, fds, flags, _ = socket.recv_fds(sock, _FIRST_CHUNK, MAX_FDS)
+    if flags & socket.MSG_CTRUNC:
+        return None, fds
+    buf = bytearray(data)
+    while data and len(buf) <= MAX_REQUEST:
+        data = sock.recv(1 << 16)
+        buf += data
+    if len(buf) > MAX_REQUEST:
+        return None, fds
+    try:
+        req = json.loads(buf)
+    except ValueError:
+        return None, fds
+    return (req if isinstance(req, dict) else None), fds
+
+
+def _given_files(req: dict, fds: list[int]) -> dict[str, int] | None:
+    """Name -> descriptor, from the request's name -> position among the
+    descriptors received; None unless every descriptor is named once.
+    """
+    named = req.get('fds')
+    if not isinstance(named, dict) or \
+            not all(type(i) is int for i in named.values()) or \
+            sorted(named.values()) != list(range(len(fds))):
+        return None
+    return {name: fds[i] for name, i in named.items()}
+
+
+def _parse_argv(argv: list[str]) -> tuple[list[str], str | None]:
+    """``--preload NAME`` (repeatable) and ``--prepare NAME``."""
+    preload, prepare = [], None
+    words = iter(argv)
+    for word in words:
+        value = next(words, None)
+        if value is None:
+            break
+        if word == '--preload':
+            preload.append(value)
+        elif word == '--prepare':
+            prepare = value
+    return preload, prepare
+
+
+def child_main(argv: list[str] | None = None) -> int:
+    """Entry point of the sandbox child (stdin: a Unix socket carrying
+    the request and the files' descriptors; stdout: the confinement
+    record on one line, then the result).
+
+    The child enters its namespaces first, then imports the work named
+    on its command line (``--preload``, ``--prepare``) and only then
+    waits for its request: a child started ahead of time
+    (:func:`prestart`) is ready by the time it is needed. It reads no
+    byte of guest data before its limits and the rest of the jail are in
+    force.
+    """
+    preload, prepared = _parse_argv(sys.argv[1:] if argv is None else argv)
     out = sys.stdout.buffer
     isolated = sandbox_jail.isolate()
     # Import the work before the rest of the jail: its root is empty.
+    for name in preload:
+        _function(name)
+    if prepared:
+        _function(prepared)()
+    sock = socket.socket(fileno=0)
+    req, fds = _receive_request(sock)
+    sock.close()
+    given = _given_files(req, fds) if req is not None else None
+    if given is None:
+        return 2
+    _apply_limits(req['limits'])
     fn = _function(req['entry'])
-    if req.get('prepare'):
+    if req.get('prepare') and req['prepare'] != prepared:
         _function(req['prepare'])()
-    files = {name: os.fdopen(fd, 'rb') for name, fd in req['fds'].items()}
+    files = {name: os.fdopen(fd, 'rb') for name, fd in given.items()}
     # Kept through the jail (whose root has no /proc) to report this
     # process's memory figures at the end.
     status_fd = os.open('/proc/self/status', os.O_RDONLY | os.O_CLOEXEC)
     try:
-        record = sandbox_jail.confine(isolated, list(req['fds'].values()) +
+        record = sandbox_jail.confine(isolated, list(given.values()) +
                                       [status_fd],
                                       req.get('keep', []),
                                       req.get('require_seccomp', True))

@@ -183,6 +183,15 @@ def _engine_options(path: str, exclude_paths, follow_ipc: bool,
     the daemon's ``[sparc]`` options.
     """
     from sparc_nova.engine import sandbox
+    from sparc_nova.engine import sandbox_calls
+    from sparc_nova.engine import sandboxed_plan
+
+    sandbox_policy = sandbox.SandboxPolicy.from_conf(conf.CONF)
+    if conf.CONF.sparc.sandbox_spare:
+        # This scrub takes the child waiting for it (if any); the next
+        # one is started when this one's child has finished.
+        sandbox.keep_spare(sandbox_policy, (sandboxed_plan.PLAN_ENTRY,),
+                           sandbox_calls.PREPARE_ENTRY)
     return dict(journal_key=conf.CONF.sparc.journal_key_file,
                 scrub_free_memory=scrub_free_memory, follow_ipc=follow_ipc,
                 exclude_paths=list(exclude_paths),
@@ -190,7 +199,7 @@ def _engine_options(path: str, exclude_paths, follow_ipc: bool,
                 progress=_ProgressLog(path),
                 limits=limits_mod.Limits.from_conf(conf.CONF),
                 buildid_cache_dir=conf.CONF.sparc.buildid_cache_dir,
-                sandbox=sandbox.SandboxPolicy.from_conf(conf.CONF))
+                sandbox=sandbox_policy)
 
 
 # -- the scrub that overlaps managedSave (save_follower) ------------------

@@ -198,6 +198,31 @@ def test_entry_point_scrubs_in_place(save_dir, in_process, memory_engine):
     assert kwargs['buildid_cache_dir'] == conf.CONF.sparc.buildid_cache_dir
 
 
+def test_entry_point_keeps_a_sandbox_child_ready(
+        save_dir, in_process, memory_engine, monkeypatch):
+    """The daemon keeps a spare sandbox child for the scrubs to come
+    (``[sparc] sandbox_spare``), with the scrub's own policy; none when
+    the option is off.
+    """
+    from sparc_nova.engine import sandbox_calls
+    from sparc_nova.engine import sandboxed_plan
+
+    kept = []
+    monkeypatch.setattr(sandbox, 'keep_spare',
+                        lambda *a: kept.append(a))
+    path = save_file(save_dir / 'instance-00000001.save')
+    scrub(str(path))
+    policy = memory_engine.call_args[1]['sandbox']
+    assert kept == [(policy, (sandboxed_plan.PLAN_ENTRY,),
+                     sandbox_calls.PREPARE_ENTRY)]
+    conf.CONF.set_override('sandbox_spare', False, group='sparc')
+    try:
+        scrub(str(path))
+    finally:
+        conf.CONF.clear_override('sandbox_spare', group='sparc')
+    assert len(kept) == 1
+
+
 def test_entry_point_takes_keywords_only(save_dir, in_process,
                                          memory_engine):
     path = save_file(save_dir / 'instance-00000001.save')

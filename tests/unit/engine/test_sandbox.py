@@ -187,3 +187,135 @@ def test_memory_line_is_checked():
     assert split(body) == (body, None)
     other = body + b'\n{"other": 1}'
     assert split(other) == (other, None)
+
+
+def test_a_prestarted_child_serves_the_next_call(secret_file):
+    """A child started ahead of time gets its files and request later,
+    and serves one call: the next one starts a child of its own.
+    """
+    target = 'tests.unit.engine.sandbox_targets:read_given'
+    sandbox.prestart(POLICY, (target,))
+    spare = sandbox._SPARES[POLICY]
+    pending = sandbox.start(target, {}, {'a': secret_file}, POLICY)
+    assert pending.pid == spare.proc.pid
+    assert pending.result()['a'] == 'guest bytes'
+    assert POLICY not in sandbox._SPARES
+    again = sandbox.start(target, {}, {'a': secret_file}, POLICY)
+    assert again.pid != spare.proc.pid
+    assert again.result()['a'] == 'guest bytes'
+
+
+def test_a_spare_serves_only_its_own_policy(secret_file):
+    target = 'tests.unit.engine.sandbox_targets:read_given'
+    other = sandbox.SandboxPolicy(memory_bytes=256 * 1024 * 1024,
+                                  cpu_seconds=5, timeout=60)
+    sandbox.prestart(other, (target,))
+    try:
+        pending = sandbox.start(target, {}, {'a': secret_file}, POLICY)
+        assert pending.pid != sandbox._SPARES[other].proc.pid
+        assert pending.result()['a'] == 'guest bytes'
+    finally:
+        sandbox.discard_spares()
+
+
+def test_a_dead_spare_is_replaced(secret_file):
+    target = 'tests.unit.engine.sandbox_targets:read_given'
+    sandbox.prestart(POLICY, (target,))
+    spare = sandbox._SPARES[POLICY]
+    spare.proc.kill()
+    spare.proc.wait()
+    pending = sandbox.start(target, {}, {'a': secret_file}, POLICY)
+    assert pending.pid != spare.proc.pid
+    assert pending.result()['a'] == 'guest bytes'
+
+
+def test_discarded_spares_exit():
+    sandbox.prestart(POLICY, ('tests.unit.engine.sandbox_targets:read_given',))
+    spare = sandbox._SPARES[POLICY]
+    sandbox.discard_spares()
+    assert spare.proc.returncode is not None
+    assert not sandbox._SPARES
+
+
+def test_prestart_only_allowed_modules(monkeypatch):
+    monkeypatch.setattr(sandbox, 'ALLOWED_PREFIXES', ('sparc_nova.',))
+    with pytest.raises(sandbox.SandboxError):
+        sandbox.prestart(POLICY, ('os:system',))
+    with pytest.raises(sandbox.SandboxError):
+        sandbox.prestart(POLICY, (), 'os:getcwd')
+    assert not sandbox._SPARES
+
+
+def test_no_spare_without_the_sandbox():
+    sandbox.prestart(sandbox.SandboxPolicy(enabled=False),
+                     ('tests.unit.engine.sandbox_targets:read_given',))
+    assert not sandbox._SPARES
+
+
+def test_child_takes_only_the_descriptors_its_request_names():
+    """The child uses its descriptors only when the request names each of
+    them once, by its position among those received.
+    """
+    given = sandbox._given_files
+    assert given({'fds': {'a': 0, 'b': 1}}, [7, 9]) == {'a': 7, 'b': 9}
+    assert given({'fds': {}}, []) == {}
+    for named, fds in (({'a': 0}, [7, 9]), ({'a': 0, 'b': 0}, [7, 9]),
+                       ({'a': 1}, [7]), ({'a': '0'}, [7]),
+                       ({'a': True}, [7]), ([0], [7]), (None, [])):
+        assert given({'fds': named}, fds) is None
+
+
+def test_child_refuses_a_request_it_cannot_read(tmp_path):
+    """A child whose request is missing, malformed or too large exits
+    without running anything.
+    """
+    import socket
+
+    def child(payload: bytes, fds=()) -> int:
+        ours, theirs = socket.socketpair()
+        proc = sandbox.subprocess.Popen(
+            [sandbox.sys.executable, '-m', 'sparc_nova.engine.sandbox'],
+            stdin=theirs.fileno(), stdout=sandbox.subprocess.PIPE,
+            stderr=sandbox.subprocess.PIPE, env=dict(
+                sandbox.os.environ, **sandbox.CHILD_ENV))
+        theirs.close()
+        try:
+            socket.send_fds(ours, [payload[:4096]], list(fds))
+            ours.sendall(payload[4096:])
+        except OSError:
+            pass
+        ours.close()
+        out, _ = proc.communicate(timeout=60)
+        assert out == b''
+        return proc.returncode
+
+    assert child(b'') == 2
+    assert child(b'not json') == 2
+    assert child(b'[1, 2]') == 2
+    assert child(b' ' * (sandbox.MAX_REQUEST + 10)) == 2
+    f = tmp_path / 'f'
+    f.write_text('x')
+    with open(f, 'rb') as fh:
+        assert child(b'{"fds": {}}', [fh.fileno()]) == 2
+
+
+def test_a_kept_spare_is_started_again_after_each_call(secret_file):
+    """A long-lived process that keeps a spare finds one waiting for
+    each call: a new child is started when a call's child has ended.
+    """
+    target = 'tests.unit.engine.sandbox_targets:read_given'
+    sandbox.keep_spare(POLICY, (target,))
+    try:
+        used = set()
+        for _ in range(3):
+            spare = sandbox._SPARES[POLICY]
+            pending = sandbox.start(target, {}, {'a': secret_file}, POLICY)
+            assert pending.pid == spare.proc.pid not in used
+            used.add(pending.pid)
+            assert pending.result()['a'] == 'guest bytes'
+        assert POLICY in sandbox._SPARES
+        sandbox.keep_spare(POLICY, (target,))
+        assert sandbox._SPARES[POLICY].proc.pid not in used
+    finally:
+        sandbox.discard_spares()
+    assert not sandbox._SPARES and not sandbox._KEPT
