@@ -35,11 +35,14 @@ opts = [
                      'driver\'s privileged daemon, waiting for the next '
                      'scrub: each scrub then skips the child\'s start-up '
                      '(interpreter, imports, namespaces: about 0.3 s). The '
-                     'idle child holds no guest data and no file, is '
-                     'confined like any other and serves one scrub; it '
-                     'costs one process of about 40 MiB resident. Takes '
-                     'effect from the first scrub after the daemon '
-                     'starts.'),
+                     'idle child holds no guest data and no file (it runs '
+                     'as sandbox_user in its own namespaces, and jails '
+                     'itself fully once given its files) and serves one '
+                     'scrub; it '
+                     'costs about 65 MiB resident (35 MiB of it its own), '
+                     'in two processes (the child and its worker in its '
+                     'PID namespace). Takes effect from the first scrub '
+                     'after the daemon starts.'),
     cfg.IntOpt('sandbox_max_result_mib', default=256, min=1,
                help='Largest result (a scrub plan) the sandbox child may '
                     'return, in MiB.'),

@@ -1,9 +1,10 @@
 """Turn the sandbox child into a jail (Linux only, x86-64).
 
-The sandbox child (:mod:`.sandbox`) calls :func:`isolate` as soon as it
-has read its request (step 1), then :func:`confine` once it has imported
-the code it runs and opened its descriptors, before it reads a byte of
-guest data (steps 2 to 6). In order, each where the host allows it:
+The sandbox child (:mod:`.sandbox`) calls :func:`isolate` first thing,
+before it imports the code it runs and waits for its request (step 1),
+then :func:`confine` once it has its descriptors, before it reads a
+byte of guest data (steps 2 to 6). In order, each where the host allows
+it:
 
 1. new user, mount, PID, IPC, UTS, network and cgroup namespaces
    (``unshare(2)``; the child is mapped to root of its own user namespace,
@@ -11,7 +12,10 @@ guest data (steps 2 to 6). In order, each where the host allows it:
    applies to children, so the process forks once: the new process is PID
    1 of its namespace and does the work, the first one only waits for it
    and exits as it did; the worker dies with it (``PR_SET_PDEATHSIG``), so
-   killing the process the parent started kills both;
+   killing the process the parent started kills both. Before the fork the
+   process is made not dumpable (``PR_SET_DUMPABLE 0``: from then on only
+   a process with CAP_SYS_PTRACE may attach to it or read its memory) and
+   refuses to go on if a process of its own user attached to it before;
 2. an empty root: a read-only tmpfs that holds nothing but read-only bind
    mounts of the directories listed in ``keep`` (the BUILD-ID cache),
    entered with ``pivot_root``; the host's file system is detached;
@@ -39,7 +43,7 @@ import signal
 
 from sparc_nova.engine import sandbox_seccomp
 
-__all__ = ['JailError', 'NAMESPACES', 'confine', 'isolate']
+__all__ = ['JailError', 'NAMESPACES', 'confine', 'isolate', 'tracer']
 
 
 class JailError(Exception):
@@ -121,7 +125,8 @@ def _wait_for_worker(pid: int) -> None:
     """The first process after unshare: wait for the worker (PID 1 of the
     new namespace) and end the way it ended. Never returns.
     """
-    for fd in range(3, 1024):
+    # Not 0 either: the request socket is the worker's alone.
+    for fd in [0] + list(range(3, 1024)):
         try:
             os.close(fd)
         except OSError:
@@ -270,9 +275,58 @@ def isolate() -> dict:
     """
     uid, gid = os.geteuid(), os.getegid()
     namespaces = _unshare(uid, gid)
+    # Not dumpable from here on (the uid and gid maps above are written
+    # through /proc/self, which a process that is not dumpable may not
+    # do): no process of the sandbox user can attach to this one any
+    # more, read its memory or take its descriptors, however long it
+    # waits for its request (sandbox.prestart).
+    _check(_prctl(_PR_SET_DUMPABLE, 0), 'PR_SET_DUMPABLE')
+    _refuse_a_tracer_of_our_own_user(uid, 0 if namespaces else uid)
     if 'pid' in namespaces:
         _fork_into_pid_namespace()
     return {'uid': uid, 'gid': gid, 'namespaces': namespaces}
+
+
+def tracer(status: str) -> tuple[int, int | None]:
+    """The ``TracerPid`` of a ``/proc/PID/status`` text (0: not traced)
+    and, for the tracer's own status text, its real ``Uid`` (None when
+    absent).
+    """
+    pid, uid = 0, None
+    for line in status.splitlines():
+        name, _, value = line.partition(':')
+        if name == 'TracerPid':
+            pid = int(value)
+        elif name == 'Uid':
+            uid = int(value.split()[0])
+    return pid, uid
+
+
+def _refuse_a_tracer_of_our_own_user(uid: int, uid_now: int) -> None:
+    """Refuse to go on if a process of this child's own user attached to
+    it before it was made not dumpable: an unprivileged process running
+    as the sandbox user (another service using ``nobody``). Any other
+    tracer had CAP_SYS_PTRACE (root running ``strace -f`` on the whole
+    scrub) and is allowed, as is every tracer of a child running as root.
+
+    :param uid: this process's uid outside any namespace it made.
+    :param uid_now: the same uid as its own user namespace sees it (0
+        inside a new one), which is how it sees the tracer's.
+    """
+    if uid == 0:
+        return
+    with open('/proc/self/status') as f:
+        pid, _ = tracer(f.read())
+    if not pid:
+        return
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            _, tracer_uid = tracer(f.read())
+    except OSError:
+        tracer_uid = None
+    if tracer_uid is None or tracer_uid == uid_now:
+        raise JailError('traced by process %d of the sandbox user; '
+                        'refusing to run' % pid)
 
 
 def confine(record: dict, fds, keep: list[str],

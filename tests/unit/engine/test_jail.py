@@ -143,3 +143,96 @@ def test_seccomp_missing_with_the_override_runs_and_says_so(
     assert res['_sandbox']['root'] == 'empty'
     assert 'seccomp none ([sparc] sandbox_require_seccomp is false)' in \
         caplog.text
+
+
+def _as_sandbox_user(code: str, timeout: float = 60):
+    """Run ``code`` in a new Python as the sandbox user (the attacker: a
+    host process of the same user, such as another service running as
+    ``nobody``); its stdout and stderr.
+    """
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        ['setpriv', '--reuid=%s' % POLICY.user, '--regid=%s' % POLICY.group,
+         '--clear-groups', '--', sys.executable, '-c', code],
+        capture_output=True, text=True, timeout=timeout, cwd='/',
+        env={'PYTHONPATH': ROOT, 'PATH': os.environ.get('PATH', ''),
+             **sandbox.CHILD_ENV})
+    return res.stdout, res.stderr
+
+
+_ATTACH = '''
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for pid in map(int, sys.argv[1:]):
+    r = libc.ptrace(16, pid, 0, 0)      # PTRACE_ATTACH
+    print(pid, 'attached' if r == 0 else os.strerror(ctypes.get_errno()))
+'''
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='needs root to switch users')
+def test_a_waiting_child_cannot_be_attached_by_its_own_user():
+    """A child started ahead waits for its request for as long as its
+    caller likes; a process of the sandbox user must not be able to
+    attach to it (and later take its descriptors and guest data).
+    """
+    sandbox.prestart(POLICY, ('sparc_nova.engine.sandbox_probe:confinement',))
+    try:
+        waiter = sandbox._SPARES[POLICY].proc.pid
+        deadline = time.monotonic() + 30
+        while True:
+            with open('/proc/%d/task/%d/children' % (waiter, waiter)) as f:
+                workers = f.read().split()
+            if workers or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert workers, 'the child did not fork its worker'
+        out, err = _as_sandbox_user(
+            _ATTACH.replace('sys.argv[1:]', repr([waiter] + [
+                int(w) for w in workers])))
+        assert err == ''
+        assert 'attached' not in out
+        assert out.count('Operation not permitted') == 1 + len(workers)
+    finally:
+        sandbox.discard_spares()
+
+
+_TRACE_THE_CHILD = '''
+import ctypes, os, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+pid = os.fork()
+if pid == 0:
+    libc.ptrace(0, 0, 0, 0)             # PTRACE_TRACEME
+    fd = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(fd, 0)
+    os.execv(sys.executable,
+             [sys.executable, '-m', 'sparc_nova.engine.sandbox'])
+while True:
+    _, status = os.waitpid(pid, 0)
+    if os.WIFEXITED(status):
+        print('exit', os.WEXITSTATUS(status))
+        break
+    if os.WIFSIGNALED(status):
+        print('signal', os.WTERMSIG(status))
+        break
+    sig = os.WSTOPSIG(status)
+    libc.ptrace(7, pid, 0, 0 if sig == signal.SIGTRAP else sig)  # CONT
+'''
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='needs root to switch users')
+def test_a_child_traced_by_its_own_user_refuses_to_run():
+    """A process of the sandbox user that attached before the child made
+    itself not dumpable (it started the child traced) is found, and the
+    child stops before it imports anything or takes a request.
+    """
+    out, err = _as_sandbox_user(_TRACE_THE_CHILD)
+    assert 'traced by process' in err
+    assert out.strip() == 'exit 1'
+
+
+def test_tracer_fields():
+    status = 'Name:\tpython\nTracerPid:\t0\nUid:\t65534\t65534\t65534\t65534\n'
+    assert sandbox_jail.tracer(status) == (0, 65534)
+    assert sandbox_jail.tracer('TracerPid:\t4242\n') == (4242, None)
