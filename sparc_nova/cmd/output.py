@@ -57,15 +57,21 @@ class DeprecatedAlias(argparse.Action):
 
 
 def emit_json(data) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=False)
-    sys.stdout.write('\n')
+    """Print ``data`` as indented JSON on stdout.
+
+    Encoded whole, then written once: :func:`json.dump` writes every
+    token on its own, 267k writes taking 0.4-0.6 s for the 3 MB report of
+    a scrub whose excluded process held 1 GiB, where this takes 0.1 s.
+    """
+    sys.stdout.write(json.dumps(data, indent=2) + '\n')
 
 
 def write_json(path: str, data) -> None:
-    """Write ``data`` as indented JSON to the file ``path`` (a report)."""
+    """Write ``data`` as indented JSON to the file ``path`` (a report),
+    encoded whole and written once (see :func:`emit_json`).
+    """
     with open(path, 'w') as f:
-        json.dump(data, f, indent=2)
-        f.write('\n')
+        f.write(json.dumps(data, indent=2) + '\n')
 
 
 def table(rows: list[dict], columns: list[str]) -> str:

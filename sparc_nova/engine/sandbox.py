@@ -313,14 +313,22 @@ def keep_spare(sandbox_policy: SandboxPolicy, preload: tuple[str, ...] = (),
     """Keep a child for ``sandbox_policy`` started ahead (see
     :func:`prestart`) in this long-lived process: one now if none is
     waiting, and a new one each time a call with that policy has ended.
-    At most one idle child waits per policy; a spare that cannot be
-    started is logged and the next call starts its own.
+    One idle child waits at most: the spares of other policies are let
+    go. A spare that cannot be started is logged and the next call starts
+    its own.
     """
     if not sandbox_policy.enabled:
         return
     with _SPARES_LOCK:
+        # A new policy (the configuration changed) replaces the old one:
+        # its spare would never be used again.
+        stale = [_SPARES.pop(p) for p in list(_SPARES)
+                 if p != sandbox_policy]
+        _KEPT.clear()
         _KEPT[sandbox_policy] = (tuple(preload), prepare)
         waiting = sandbox_policy in _SPARES
+    for child in stale:
+        child.discard()
     if not waiting:
         _replenish(sandbox_policy)
 
@@ -425,17 +433,23 @@ class _Child:
         return True
 
     def discard(self) -> None:
-        """Close the request socket (a waiting child exits at once) and
-        reap the child.
+        """Stop a child that was never given a request, and reap it: it
+        holds nothing, so it is killed rather than left to finish its
+        imports. Without the right to signal it, closing its socket
+        makes it exit once it reads.
         """
         self.sock.close()
         for pipe in (self.proc.stdout, self.proc.stderr):
             pipe.close()
         try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.proc.wait()
+        except PermissionError:
+            pass
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            LOG.warning('A spare sandbox child (pid %d) did not exit',
+                        self.proc.pid)
 
 
 class Pending:

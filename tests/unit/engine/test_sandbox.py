@@ -319,3 +319,21 @@ def test_a_kept_spare_is_started_again_after_each_call(secret_file):
     finally:
         sandbox.discard_spares()
     assert not sandbox._SPARES and not sandbox._KEPT
+
+
+def test_a_new_kept_policy_lets_the_old_spare_go():
+    """A daemon whose configuration changed keeps one spare, for the new
+    policy: the old one would never be used again.
+    """
+    target = 'tests.unit.engine.sandbox_targets:read_given'
+    other = sandbox.SandboxPolicy(memory_bytes=256 * 1024 * 1024,
+                                  cpu_seconds=5, timeout=60)
+    try:
+        sandbox.keep_spare(POLICY, (target,))
+        old = sandbox._SPARES[POLICY]
+        sandbox.keep_spare(other, (target,))
+        assert set(sandbox._SPARES) == {other}
+        assert set(sandbox._KEPT) == {other}
+        assert old.proc.returncode is not None
+    finally:
+        sandbox.discard_spares()
