@@ -5,9 +5,14 @@ memory, and introspecting it means following pointers, parsing BTF and
 kallsyms tables and walking kernel lists it wrote. That work runs in a
 child process that:
 
-* gets the files it needs as already-open, read-only descriptors; when
-  started as root it first becomes ``[sparc] sandbox_user`` with no
-  supplementary groups and no capabilities (util-linux ``setpriv``);
+* gets the files it needs as already-open, read-only descriptors, sent
+  with its request over its standard input, a Unix socket
+  (``SCM_RIGHTS``), so that it can be started before they are open
+  (:func:`prestart`, :func:`keep_spare`); when started as root it first
+  becomes ``[sparc] sandbox_user`` with no supplementary groups and no
+  capabilities (util-linux ``setpriv``);
+* enters its namespaces and makes itself not dumpable first thing,
+  before it imports the work or waits for its request;
 * then, before it reads a byte of guest data, jails itself
   (:mod:`.sandbox_jail`): new user, mount, PID, IPC, UTS, network and
   cgroup namespaces, an empty read-only root, Landlock, no capabilities,
@@ -290,9 +295,11 @@ def prestart(sandbox_policy: SandboxPolicy, preload: tuple[str, ...] = (),
     :func:`start` with that policy in this process: its interpreter
     start-up and the imports of ``preload`` (``"module:function"`` names)
     and ``prepare`` happen while the caller does other work. The child
-    is given no file and no request until then; it is confined as any
-    other, and serves one call only. A spare already waiting for that
-    policy is replaced. Does nothing when the sandbox is disabled.
+    is given no file and no request until then: it waits in its
+    namespaces, not dumpable, and applies its limits and the rest of its
+    jail once given its files, as any child does. It serves one call
+    only. A spare already waiting for that policy is replaced. Does
+    nothing when the sandbox is disabled.
 
     The spare exits by itself when this process exits or calls
     :func:`discard_spares` (it reads the end of its request socket).

@@ -79,11 +79,16 @@ def test_scrub_follows_the_image_from_its_creation(tmp_path, scrubs):
     assert call['magic'] == libvirt_save.MAGIC
     assert call['kw'] == {'scrub_free_memory': False}
     assert rep.during_save['scrub_overlapped_save'] is True
-    assert 0.15 <= rep.during_save['image_complete_after'] < 0.5
+    # Upper bounds with room for a loaded host (a thread may wait its
+    # turn for 0.1 s or more); the order of events above is what shows
+    # the overlap, these that the figures measure it.
+    assert 0.15 <= rep.during_save['image_complete_after'] < \
+        rep.timings['save']
     assert rep.timings['save'] >= 0.55
-    assert rep.timings['after_save'] < 0.1
+    # The scrub ended while libvirt still cleaned up for 0.4 s.
+    assert rep.timings['after_save'] < 0.3
     assert rep.timings['total'] == pytest.approx(rep.timings['save'],
-                                                 abs=0.1)
+                                                 abs=0.3)
 
 
 def test_an_image_never_marked_is_complete_when_the_save_returns(
