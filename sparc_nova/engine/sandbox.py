@@ -32,17 +32,18 @@ child process that:
 
 The work itself is a plain function ``fn(args: dict, files: dict) -> dict``
 named by ``"module:function"``; ``files`` maps names to read-only binary
-file objects. :func:`run` is the parent side; running this module is the
-child side (``python -m sparc_nova.engine.sandbox``).
+file objects. This module is the parent's side (:func:`run`,
+:func:`start`, and the children started ahead: :func:`prestart`,
+:func:`keep_spare`); the child's side is :mod:`.sandbox_child`
+(``python -m sparc_nova.engine.sandbox_child``), and its jail
+:mod:`.sandbox_jail`.
 """
 
 import dataclasses
-import importlib
 import json
 import logging
 import os
 import re
-import resource
 import selectors
 import shutil
 import signal
@@ -53,26 +54,28 @@ import threading
 import time
 
 from sparc_nova.engine import memstats
+from sparc_nova.engine import sandbox_child
 from sparc_nova.engine import sandbox_jail
 from sparc_nova import exception
 from sparc_nova import unprivileged
 
 __all__ = ['ALLOWED_PREFIXES', 'CHILD_ENV', 'EXIT_REPORTED', 'MAX_DEPTH',
            'MAX_FDS', 'MAX_RECORD', 'MAX_REQUEST', 'MAX_STDERR', 'Pending',
-           'ReportedError', 'SandboxError', 'SandboxPolicy', 'child_main',
+           'ReportedError', 'SandboxError', 'SandboxPolicy',
            'confinement_summary', 'discard_spares', 'keep_spare',
            'prestart', 'run', 'start']
 
 LOG = logging.getLogger(__name__)
 
 #: Exit status of a child that reports a handled error in its JSON.
-EXIT_REPORTED = 3
+EXIT_REPORTED = sandbox_child.EXIT_REPORTED
 #: Largest request document accepted by the child, in bytes.
-MAX_REQUEST = 16 * 1024 * 1024
+MAX_REQUEST = sandbox_child.MAX_REQUEST
 #: Most descriptors a request may carry.
-MAX_FDS = 16
-#: Bytes of the request sent with its descriptors (the rest follows).
-_FIRST_CHUNK = 4096
+MAX_FDS = sandbox_child.MAX_FDS
+_FIRST_CHUNK = sandbox_child.FIRST_CHUNK
+#: The module the child runs (``python -m``).
+CHILD_MODULE = sandbox_child.__name__
 #: Modules whose functions may be run in the sandbox.
 ALLOWED_PREFIXES = ('sparc_nova.',)
 #: Deepest nesting of arrays and objects in a result.
@@ -162,7 +165,7 @@ def _unprivileged_command(sandbox_policy: SandboxPolicy) -> list[str]:
         raise SandboxError('setpriv (util-linux) is needed to set '
                            'no_new_privs for the parsing sandbox')
     return cmd + [setpriv, '--no-new-privs', '--inh-caps=-all', '--',
-                  sys.executable, '-m', 'sparc_nova.engine.sandbox']
+                  sys.executable, '-m', CHILD_MODULE]
 
 
 def _command(sandbox_policy: SandboxPolicy) -> list[str]:
@@ -183,7 +186,7 @@ def _command(sandbox_policy: SandboxPolicy) -> list[str]:
     elif os.geteuid() == 0 and sandbox_policy.user:
         raise SandboxError('setpriv (util-linux) is needed to drop '
                            'privileges for the parsing sandbox')
-    return cmd + [sys.executable, '-m', 'sparc_nova.engine.sandbox']
+    return cmd + [sys.executable, '-m', CHILD_MODULE]
 
 
 def _open_ro(source) -> int:
@@ -660,8 +663,8 @@ def _result(entry: str, returncode: int, out: bytes, err: bytes,
 def _split_memory(out: bytes
                   ) -> tuple[bytes, memstats.ProcessMemory | None]:
     """The child's output without its last line when that line holds
-    its memory figures (see :func:`child_main`), and those figures,
-    validated (None when absent or out of shape).
+    its memory figures (see :func:`.sandbox_child.child_main`), and those
+    figures, validated (None when absent or out of shape).
     """
     body, nl, last = out.rpartition(b'\n')
     if not nl or not last.startswith(b'{"memory": ') or \
@@ -707,11 +710,6 @@ def _log_confinement(entry: str, record: dict, sandbox_policy: SandboxPolicy):
             ' ([sparc] sandbox_require_seccomp is false)')
 
 
-def _function(entry: str):
-    module, _, func = entry.partition(':')
-    return getattr(importlib.import_module(module), func)
-
-
 def _crash_name(stderr: bytes) -> str:
     """What the child's stderr says it died of: the exception type of the
     traceback's last line only. Its message is left out: an unexpected
@@ -727,137 +725,9 @@ def _crash_name(stderr: bytes) -> str:
 
 
 def _call(entry: str, args: dict, files: dict) -> dict:
-    fn = _function(entry)
+    fn = sandbox_child.function(entry)
     try:
         return fn(args, files)
     finally:
         for f in files.values():
             f.close()
-
-
-# -- child side ---------------------------------------------------------------
-
-def _apply_limits(limits: dict) -> None:
-    """Lower each limit to the configured value; a limit the parent
-    already set lower (an operator's ulimit, a test harness) is kept, as
-    an unprivileged process may not raise it.
-    """
-    for res, value in ((resource.RLIMIT_AS, limits['as']),
-                       (resource.RLIMIT_CPU, limits['cpu']),
-                       (resource.RLIMIT_NOFILE, limits['nofile']),
-                       (resource.RLIMIT_FSIZE, 0),
-                       (resource.RLIMIT_CORE, 0)):
-        _, hard = resource.getrlimit(res)
-        if hard != resource.RLIM_INFINITY:
-            value = min(value, hard)
-        resource.setrlimit(res, (value, value))
-
-
-def _receive_request(sock: socket.socket) -> tuple[dict | None, list[int]]:
-    """The request (None when it is missing, too large or not JSON) and
-    the descriptors that came with its first bytes.
-    """
-    data, fds, flags, _ = socket.recv_fds(sock, _FIRST_CHUNK, MAX_FDS)
-    if flags & socket.MSG_CTRUNC:
-        return None, fds
-    buf = bytearray(data)
-    while data and len(buf) <= MAX_REQUEST:
-        data = sock.recv(1 << 16)
-        buf += data
-    if len(buf) > MAX_REQUEST:
-        return None, fds
-    try:
-        req = json.loads(buf)
-    except ValueError:
-        return None, fds
-    return (req if isinstance(req, dict) else None), fds
-
-
-def _given_files(req: dict, fds: list[int]) -> dict[str, int] | None:
-    """Name -> descriptor, from the request's name -> position among the
-    descriptors received; None unless every descriptor is named once.
-    """
-    named = req.get('fds')
-    if not isinstance(named, dict) or \
-            not all(type(i) is int for i in named.values()) or \
-            sorted(named.values()) != list(range(len(fds))):
-        return None
-    return {name: fds[i] for name, i in named.items()}
-
-
-def _parse_argv(argv: list[str]) -> tuple[list[str], str | None]:
-    """``--preload NAME`` (repeatable) and ``--prepare NAME``."""
-    preload, prepare = [], None
-    words = iter(argv)
-    for word in words:
-        value = next(words, None)
-        if value is None:
-            break
-        if word == '--preload':
-            preload.append(value)
-        elif word == '--prepare':
-            prepare = value
-    return preload, prepare
-
-
-def child_main(argv: list[str] | None = None) -> int:
-    """Entry point of the sandbox child (stdin: a Unix socket carrying
-    the request and the files' descriptors; stdout: the confinement
-    record on one line, then the result).
-
-    The child enters its namespaces first, then imports the work named
-    on its command line (``--preload``, ``--prepare``) and only then
-    waits for its request: a child started ahead of time
-    (:func:`prestart`) is ready by the time it is needed. It reads no
-    byte of guest data before its limits and the rest of the jail are in
-    force.
-    """
-    preload, prepared = _parse_argv(sys.argv[1:] if argv is None else argv)
-    out = sys.stdout.buffer
-    isolated = sandbox_jail.isolate()
-    # Import the work before the rest of the jail: its root is empty.
-    for name in preload:
-        _function(name)
-    if prepared:
-        _function(prepared)()
-    sock = socket.socket(fileno=0)
-    req, fds = _receive_request(sock)
-    sock.close()
-    given = _given_files(req, fds) if req is not None else None
-    if given is None:
-        return 2
-    _apply_limits(req['limits'])
-    fn = _function(req['entry'])
-    if req.get('prepare') and req['prepare'] != prepared:
-        _function(req['prepare'])()
-    files = {name: os.fdopen(fd, 'rb') for name, fd in given.items()}
-    # Kept through the jail (whose root has no /proc) to report this
-    # process's memory figures at the end.
-    status_fd = os.open('/proc/self/status', os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        record = sandbox_jail.confine(isolated, list(given.values()) +
-                                      [status_fd],
-                                      req.get('keep', []),
-                                      req.get('require_seccomp', True))
-    except sandbox_jail.JailError as e:
-        error = {'error': 'sandbox: %s' % e}
-        out.write(b'{}\n' + json.dumps(error).encode())
-        return EXIT_REPORTED
-    out.write(json.dumps(record).encode() + b'\n')
-    out.flush()
-    try:
-        result = fn(req['args'], files)
-    except exception.SparcError as e:
-        out.write(json.dumps({'error': str(e)}).encode())
-        return EXIT_REPORTED
-    out.write(json.dumps({'result': result}).encode())
-    # Last, after the result has been encoded: the figures include its
-    # encoding. The parent parses the result up to this line.
-    out.write(b'\n' + json.dumps(
-        {'memory': memstats.own_figures(status_fd)}).encode())
-    out.flush()
-    return 0
-
-
-if __name__ == '__main__':
-    sys.exit(child_main())

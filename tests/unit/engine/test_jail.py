@@ -207,7 +207,7 @@ if pid == 0:
     fd = os.open(os.devnull, os.O_RDONLY)
     os.dup2(fd, 0)
     os.execv(sys.executable,
-             [sys.executable, '-m', 'sparc_nova.engine.sandbox'])
+             [sys.executable, '-m', 'sparc_nova.engine.sandbox_child'])
 while True:
     _, status = os.waitpid(pid, 0)
     if os.WIFEXITED(status):
