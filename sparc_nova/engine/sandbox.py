@@ -73,7 +73,6 @@ EXIT_REPORTED = sandbox_child.EXIT_REPORTED
 MAX_REQUEST = sandbox_child.MAX_REQUEST
 #: Most descriptors a request may carry.
 MAX_FDS = sandbox_child.MAX_FDS
-_FIRST_CHUNK = sandbox_child.FIRST_CHUNK
 #: The module the child runs (``python -m``).
 CHILD_MODULE = sandbox_child.__name__
 #: Modules whose functions may be run in the sandbox.
@@ -289,7 +288,7 @@ def start(entry: str, args: dict, files: dict[str, str],
         for fd in fds.values():
             os.close(fd)
     return Pending(entry, sandbox_policy, child=child,
-                   request=request[_FIRST_CHUNK:])
+                   request=request[sandbox_child.FIRST_CHUNK:])
 
 
 def prestart(sandbox_policy: SandboxPolicy, preload: tuple[str, ...] = (),
@@ -431,12 +430,13 @@ class _Child:
 
     def send_head(self, request: bytes, fds) -> bool:
         """Send the start of ``request`` with the descriptors ``fds``
-        (:data:`_FIRST_CHUNK` bytes: the socket's buffer holds them
-        whether or not the child reads yet). False when the child is
-        gone.
+        (:data:`.sandbox_child.FIRST_CHUNK` bytes: the socket's buffer
+        holds them whether or not the child reads yet). False when the
+        child is gone.
         """
+        head = request[:sandbox_child.FIRST_CHUNK]
         try:
-            socket.send_fds(self.sock, [request[:_FIRST_CHUNK]], list(fds),
+            socket.send_fds(self.sock, [head], list(fds),
                             socket.MSG_NOSIGNAL)
         except OSError:
             return False

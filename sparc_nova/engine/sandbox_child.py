@@ -126,7 +126,7 @@ def child_main(argv: list[str] | None = None) -> int:
     The child enters its namespaces first, then imports the work named
     on its command line (``--preload``, ``--prepare``) and only then
     waits for its request: a child started ahead of time
-    (:func:`prestart`) is ready by the time it is needed. It reads no
+    (:func:`.sandbox.prestart`) is ready by the time it is needed. It reads no
     byte of guest data before its limits and the rest of the jail are in
     force.
     """

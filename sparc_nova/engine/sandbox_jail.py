@@ -1,10 +1,10 @@
 """Turn the sandbox child into a jail (Linux only, x86-64).
 
-The sandbox child (:mod:`.sandbox`) calls :func:`isolate` first thing,
-before it imports the code it runs and waits for its request (step 1),
-then :func:`confine` once it has its descriptors, before it reads a
-byte of guest data (steps 2 to 6). In order, each where the host allows
-it:
+The sandbox child (:mod:`.sandbox_child`) calls :func:`isolate` first
+thing, before it imports the code it runs and waits for its request
+(step 1), then :func:`confine` once it has its descriptors, before it
+reads a byte of guest data (steps 2 to 6). In order, each where the host
+allows it:
 
 1. new user, mount, PID, IPC, UTS, network and cgroup namespaces
    (``unshare(2)``; the child is mapped to root of its own user namespace,
