@@ -195,8 +195,13 @@ class PagePatcher:
             self._free = arrays.unique(np.concatenate([self._free, pfns]))
 
     def _scrubbed(self, pfn: int) -> bool:
-        return any(arrays.isin_sorted([pfn], arr)[0]
-                   for arr in self._fills.values())
+        # One scalar search per fill: called once per field write, where
+        # building arrays for isin_sorted() cost more than the search.
+        for arr in self._fills.values():
+            i = int(arr.searchsorted(pfn))
+            if i < len(arr) and arr[i] == pfn:
+                return True
+        return False
 
     @property
     def scrubbed(self) -> dict[int, np.ndarray]:

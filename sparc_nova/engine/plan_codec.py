@@ -1,19 +1,21 @@
 """The scrub plan as it crosses the sandbox boundary.
 
 The sandbox child (:mod:`.sandbox`) models the guest kernel and computes
-the plan; it returns it as one JSON document (version 2)::
+the plan; it returns it as one JSON document (version 3)::
 
-    {"version": 2,
+    {"version": 3,
      "report": <the ScrubReport, encoded by encode_value()>,
      "fills": [[fill, [start, count, start, count, ...]], ...],
-     "fields": [[paddr, "hex bytes", "what", kind], ...],
+     "fields": [[paddr, "hex bytes" or count, "what", kind], ...],
      "free": [start, count, ...]}
 
 ``fills`` lists, per fill byte, the frames set entirely to it as runs of
 consecutive frame numbers; ``free`` (optional) the runs of those frames
 that are free memory (a seal scrubs them instead of sealing them);
 ``fields`` lists the field writes in the order they were made, each with
-its kind (:data:`~.patches.KINDS`). The pages a field write changes are
+its kind (:data:`~.patches.KINDS`) and its bytes: as hex, or for the
+redacting kinds (:data:`~.patches.REDACTED_KINDS`, which write zeroes
+only) as the count of zero bytes. The pages a field write changes are
 not sent: the parent rebuilds them from its own copy of the checkpoint
 by replaying the writes.
 
@@ -44,6 +46,7 @@ import numpy as np
 from sparc_nova.engine import patches
 from sparc_nova.engine import report as report_mod
 from sparc_nova import exception
+from sparc_nova.introspect import arrays
 
 __all__ = ['FIELD_RULES', 'LEGACY_RESERVED', 'MAX_ARRAY', 'MAX_DEPTH',
            'MAX_FIELDS', 'MAX_NODES', 'MAX_PFN', 'MAX_RUNS', 'MAX_WHAT',
@@ -51,7 +54,7 @@ __all__ = ['FIELD_RULES', 'LEGACY_RESERVED', 'MAX_ARRAY', 'MAX_DEPTH',
            'decode_plan', 'decode_value', 'encode_frames', 'encode_plan',
            'encode_value', 'firmware_reserved', 'merge_report']
 
-VERSION = 2
+VERSION = 3
 #: Field writes in one plan.
 MAX_FIELDS = 1 << 20
 #: Per kind of field write: (largest write in bytes, most writes in a
@@ -307,7 +310,9 @@ def encode_plan(rep: report_mod.ScrubReport,
     return {'version': VERSION, 'report': encode_value(rep),
             'fills': [[int(fill), encode_frames(arr)]
                       for fill, arr in sorted(patcher.scrubbed.items())],
-            'fields': [[f.paddr, f.new.hex(), f.what, f.kind]
+            'fields': [[f.paddr,
+                        len(f.new) if f.redacted else f.new.hex(),
+                        f.what, f.kind]
                        for f in patcher.fields],
             'free': encode_frames(patcher.free_frames)}
 
@@ -397,6 +402,26 @@ def _fills(doc, memory, reserved) -> list[tuple[int, np.ndarray]]:
     return out
 
 
+def _field_bytes(value, kind: str, paddr: int, what: str) -> bytes:
+    """The bytes a field write carries: a count of zero bytes for the
+    redacting kinds, hex for the others.
+    """
+    if kind in patches.REDACTED_KINDS:
+        if type(value) is not int or not 1 <= value <= patches.PAGE_SIZE:
+            raise PlanError('fields: a %s write at 0x%x carries a count of '
+                            'zero bytes (1 to %d)'
+                            % (kind, paddr, patches.PAGE_SIZE))
+        return bytes(value)
+    if not isinstance(value, str) or \
+            not 2 <= len(value) <= 2 * patches.PAGE_SIZE:
+        raise PlanError('fields: a %s write at 0x%x carries hex bytes (1 to '
+                        '%d)' % (kind, paddr, patches.PAGE_SIZE))
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise PlanError('fields: %s at 0x%x is not hex' % (what[:64], paddr))
+
+
 def _fields(doc, memory, reserved) -> list[tuple[int, bytes, str, str]]:
     fields = doc['fields']
     if not isinstance(fields, list) or len(fields) > MAX_FIELDS:
@@ -408,20 +433,14 @@ def _fields(doc, memory, reserved) -> list[tuple[int, bytes, str, str]]:
         if not isinstance(entry, list) or len(entry) != 4 or \
                 type(entry[0]) is not int or \
                 not 0 <= entry[0] < MAX_PFN << 12 or \
-                not isinstance(entry[1], str) or \
-                not 2 <= len(entry[1]) <= 2 * patches.PAGE_SIZE or \
                 not isinstance(entry[2], str) or \
                 len(entry[2]) > MAX_WHAT or \
+                not isinstance(entry[3], str) or \
                 entry[3] not in FIELD_RULES:
-            raise PlanError('fields: expected [address, hex bytes (1 to '
-                            '%d), description, kind (%s)]'
-                            % (patches.PAGE_SIZE, ', '.join(FIELD_RULES)))
+            raise PlanError('fields: expected [address, bytes, description, '
+                            'kind (%s)]' % ', '.join(FIELD_RULES))
         paddr, what, kind = entry[0], entry[2], entry[3]
-        try:
-            data = bytes.fromhex(entry[1])
-        except ValueError:
-            raise PlanError('fields: %s at 0x%x is not hex' % (what[:64],
-                                                               paddr))
+        data = _field_bytes(entry[1], kind, paddr, what)
         size, most = FIELD_RULES[kind]
         counts[kind] += 1
         if len(data) > size or counts[kind] > most:
@@ -431,16 +450,19 @@ def _fields(doc, memory, reserved) -> list[tuple[int, bytes, str, str]]:
                 patches.PAGE_SIZE:
             raise PlanError('fields: %d bytes at 0x%x cross a page'
                             % (len(data), paddr))
-        if not memory.is_ram([paddr >> 12])[0]:
-            raise PlanError('fields: 0x%x is not in a RAM page of the '
-                            'checkpoint' % paddr)
-        if _in_reserved(np.array([paddr >> 12]), reserved)[0]:
-            raise PlanError('fields: 0x%x is reserved for the firmware'
-                            % paddr)
-        if kind in patches.REDACTED_KINDS and any(data):
-            raise PlanError('fields: a %s write at 0x%x is not zeroes'
-                            % (kind, paddr))
         out.append((paddr, data, what, kind))
+    # The frames are checked together: one numpy pass instead of one per
+    # write (a plan holds thousands of free-object writes).
+    pfns = np.fromiter((paddr >> 12 for paddr, _, _, _ in out),
+                       dtype=np.int64, count=len(out))
+    outside = np.nonzero(~memory.is_ram(pfns))[0]
+    if len(outside):
+        raise PlanError('fields: 0x%x is not in a RAM page of the '
+                        'checkpoint' % out[outside[0]][0])
+    firmware = np.nonzero(_in_reserved(pfns, reserved))[0]
+    if len(firmware):
+        raise PlanError('fields: 0x%x is reserved for the firmware'
+                        % out[firmware[0]][0])
     return out
 
 
@@ -484,7 +506,7 @@ def decode_plan(doc, memory, devices=()) -> tuple[report_mod.ScrubReport,
     patcher = patches.PagePatcher(memory)
     try:
         for fill, frames in fills:
-            is_free = np.isin(frames, free)
+            is_free = arrays.isin_sorted(frames, free)
             patcher.scrub(frames[~is_free], fill)
             patcher.scrub(frames[is_free], fill, free=True)
         if len(patcher.free_frames) != len(free):

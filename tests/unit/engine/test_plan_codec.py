@@ -3,6 +3,7 @@ refusing hostile plans.
 """
 
 import copy
+import json
 
 import hypothesis
 from hypothesis import strategies as st
@@ -66,6 +67,9 @@ def test_plan_roundtrip():
     mem, rep, p = make_plan()
     doc = plan_codec.encode_plan(rep, p)
     assert doc['fills'] == [[0, [1, 3, 7, 1, 33, 1]], [0xaa, [40, 2]]]
+    # The zeroes of a redacting write travel as their count.
+    assert doc['fields'][-1] == [36 * PAGE + 100, 50, 'pipe buffer', 'redact']
+    assert doc['fields'][0][1] == '0705'
     rep2, p2 = roundtrip(doc, mem)
     assert {k: v.tolist() for k, v in p2.scrubbed.items()} == \
         {k: v.tolist() for k, v in p.scrubbed.items()}
@@ -151,6 +155,7 @@ HOSTILE = [
     ('field of a page and more', ('fields', 0, 1), '00' * (PAGE + 1),
      'hex bytes'),
     ('empty field', ('fields', 0, 1), '', 'hex bytes'),
+    ('field bytes a number', ('fields', 0, 1), 5, 'hex bytes'),
     ('field not hex', ('fields', 0, 1), 'zz', 'not hex'),
     ('field address a string', ('fields', 0, 0), '0x5008', 'address'),
     ('field address negative', ('fields', 0, 0), -8, 'address'),
@@ -159,12 +164,18 @@ HOSTILE = [
     ('field entry short', ('fields', 0), [5 * PAGE, '01', 'x'], 'address'),
     ('unknown kind', ('fields', 0, 3), 'code', 'kind'),
     ('kind not a string', ('fields', 0, 3), True, 'kind'),
+    ('kind a list', ('fields', 0, 3), ['signal'], 'kind'),
     ('signal write sets two bits', ('fields', 0, 1), '0f05', 'one bit'),
     ('signal write clears a bit', ('fields', 0, 1), '0405', 'one bit'),
     ('signal write too long', ('fields', 0, 1), '07' * 9, 'at most 8'),
     ('page-flags write sets a bit', ('fields', 1, 1), '0d', 'one bit'),
     ('timer write too long', ('fields', 2, 1), '00' * 129, 'at most 128'),
-    ('redact write not zeroes', ('fields', 3, 1), '01', 'not zeroes'),
+    ('redact write as bytes', ('fields', 3, 1), '01', 'count of zero'),
+    ('redact write of no bytes', ('fields', 3, 1), 0, 'count of zero'),
+    ('redact write over a page', ('fields', 3, 1), PAGE + 1,
+     'count of zero'),
+    ('redact write a float', ('fields', 3, 1), 50.0, 'count of zero'),
+    ('redact write a bool', ('fields', 3, 1), True, 'count of zero'),
     ('field in the BIOS window', ('fields', 2, 0), 0xf0000, 'firmware'),
     ('field in SMRAM (ASEG)', ('fields', 2, 0), 0xa0008, 'firmware'),
     ('fill in SMRAM (ASEG)', ('fills', 0, 1), [0xa0, 2], 'firmware'),
@@ -186,6 +197,43 @@ def test_hostile_plans_refused(what, path, value, message):
     doc = _mutate(plan_codec.encode_plan(rep, p), path, value)
     with pytest.raises(plan_codec.PlanError, match=message):
         plan_codec.decode_plan(doc, mem)
+
+
+#: Any JSON value, including the report's tags.
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) |
+    st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.text(max_size=8) | st.sampled_from(
+            ['$runs', '$array', '$dict', '$record', 'fields']),
+        inner, max_size=4),
+    max_leaves=10)
+
+
+def _paths(doc, prefix=()):
+    yield prefix
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            yield from _paths(v, prefix + (i,))
+
+
+@hypothesis.settings(max_examples=600, deadline=None)
+@hypothesis.given(st.data())
+def test_any_value_anywhere_is_refused_as_a_plan_error(data):
+    # Whatever JSON the child puts wherever in its document, the parent
+    # either accepts the plan or refuses it with PlanError, never with
+    # another exception (an unhashable kind once raised TypeError).
+    mem, rep, p = make_plan()
+    doc = json.loads(json.dumps(plan_codec.encode_plan(rep, p)))
+    path = data.draw(st.sampled_from(list(_paths(doc))[1:]))
+    _mutate(doc, path, data.draw(JSON_VALUES))
+    try:
+        plan_codec.decode_plan(doc, mem)
+    except plan_codec.PlanError:
+        pass
 
 
 def test_too_many_fields(monkeypatch):
@@ -310,5 +358,5 @@ def test_free_object_writes_are_zeroes():
     mem, rep, p = make_plan()
     doc = plan_codec.encode_plan(rep, p)
     doc['fields'].append([37 * PAGE, 'ff', 'free object', 'free-object'])
-    with pytest.raises(plan_codec.PlanError, match='not zeroes'):
+    with pytest.raises(plan_codec.PlanError, match='count of zero'):
         roundtrip(doc, mem)
