@@ -36,6 +36,13 @@ from sparc_nova.introspect import vmcoreinfo as vmcoreinfo_mod
 MAX_BTF = 64 * 1024 * 1024
 #: Largest kernel image mapping (KERNEL_IMAGE_SIZE) read directly.
 MAX_KERNEL_IMAGE = 1 << 30
+#: What drgn raises on guest data it cannot use (a read outside RAM,
+#: tables that do not decode, a symbol vmcoreinfo names as 0, a value out
+#: of range): for a vmcoreinfo candidate, a reason to refuse it.
+GUEST_DATA_ERRORS = (drgn.FaultError, drgn.BadDataError,
+                     drgn.MissingDebugInfoError, drgn.ObjectAbsentError,
+                     drgn.OutOfBoundsError, ValueError, LookupError,
+                     OverflowError)
 #: Default read budget of one bounded operation.
 DEFAULT_BUDGET = 2000000
 
@@ -203,7 +210,10 @@ class GuestKernel:
 
     # -- memory --------------------------------------------------------------
 
-    def _read(self, address, count, offset, physical):
+    # drgn passes (address, count, offset, physical); the last is named
+    # is_physical here so that it does not hide the physical module.
+
+    def _read(self, address, count, offset, is_physical):
         self._budget.charge()
         try:
             return self.memory.read(address, count)
@@ -211,7 +221,7 @@ class GuestKernel:
             raise drgn.FaultError('guest physical address is not RAM',
                                   address)
 
-    def _read_image(self, address, count, offset, physical):
+    def _read_image(self, address, count, offset, is_physical):
         lo, hi = self._image
         if address < lo or address + count > hi:
             raise drgn.FaultError('outside the kernel image', address)
@@ -255,7 +265,7 @@ class GuestKernel:
             try:
                 with self.budget(20000000, 'loading kallsyms'):
                     index = kallsyms.load_vmlinux_kallsyms(self.prog)
-            except (drgn.FaultError, ValueError, LookupError) as e:
+            except GUEST_DATA_ERRORS as e:
                 raise IntrospectionError(
                     'the kallsyms tables vmcoreinfo points to cannot be '
                     'read: %s' % e)
@@ -563,6 +573,7 @@ def open_kernel(memory, cache: buildid_cache.BuildIdCache | None = None
     :raises BtfError: the guest's BTF is malformed (and no cache entry).
     """
     problems = []
+    missing = None
     found = 0
     for address, text in vmcoreinfo_mod.iter_candidates(memory):
         found += 1
@@ -573,13 +584,20 @@ def open_kernel(memory, cache: buildid_cache.BuildIdCache | None = None
             if kernel._image is not None:
                 kernel._narrow_image()
             kernel._validate_vmcoreinfo()
-        except MissingKernelInfo:
-            raise
-        except (exception.SparcError, drgn.FaultError, ValueError) as e:
+        except MissingKernelInfo as e:
+            # Raised once no candidate works: a text ahead of the kernel's
+            # own (any guest process can write one) must not end the
+            # search by naming symbols it left out.
+            missing = missing or e
+            problems.append(str(e))
+            continue
+        except (exception.SparcError,) + GUEST_DATA_ERRORS as e:
             problems.append(str(e))
             continue
         kernel._load_types()
         return kernel
+    if missing is not None:
+        raise missing
     if not found:
         raise vmcoreinfo_mod.VmcoreinfoError(
             'no vmcoreinfo in guest memory (no "OSRELEASE=" text with a '

@@ -76,15 +76,19 @@ class Vmcoreinfo:
 
 
 def _int(text: bytes, base: int, what: str, address: int) -> int:
+    """``text`` as a number that fits in 64 bits (signed or unsigned)."""
     try:
-        return int(text.decode('ascii'), base)
+        value = int(text.decode('ascii'), base)
     except (UnicodeDecodeError, ValueError):
-        pass
-    try:
-        return int(text.decode('ascii'), 0)     # 6.12: NUMBER(x)=0x...
-    except (UnicodeDecodeError, ValueError):
-        raise VmcoreinfoError('vmcoreinfo at 0x%x: %s value %r is not a '
-                              'number' % (address, what, text[:40]))
+        try:
+            value = int(text.decode('ascii'), 0)    # 6.12: NUMBER(x)=0x...
+        except (UnicodeDecodeError, ValueError):
+            raise VmcoreinfoError('vmcoreinfo at 0x%x: %s value %r is not '
+                                  'a number' % (address, what, text[:40]))
+    if not -(1 << 63) <= value < 1 << 64:
+        raise VmcoreinfoError('vmcoreinfo at 0x%x: %s value %r does not '
+                              'fit in 64 bits' % (address, what, text[:40]))
+    return value
 
 
 def parse(raw: bytes, address: int = 0) -> Vmcoreinfo:

@@ -7,6 +7,7 @@ memory instead (:mod:`tools.fuzz.walker_targets`).
 import glob
 import json
 import os
+import re
 
 import drgn
 from hypothesis import given
@@ -98,6 +99,37 @@ def test_no_vmcoreinfo(sc):
             mem, b'OSRELEASE=')}
     err = scrub_fails(sc, corrupt(sc, 'novmcoreinfo', edit))
     assert 'no vmcoreinfo' in err
+
+
+def test_forged_vmcoreinfo_with_the_image_outside_ram_is_skipped(sc):
+    """A vmcoreinfo-looking text ahead of the kernel's own (any guest
+    process can write one into its pages) whose phys_base puts the kernel
+    image outside RAM: that candidate is refused like any other that does
+    not check out, and the kernel's own copy is used.
+    """
+    found = {}
+
+    def edit(kernel, mem):
+        real = kernel.vmcoreinfo
+        text = re.sub(rb'NUMBER\(phys_base\)=-?\d+',
+                      b'NUMBER(phys_base)=%d' % (1 << 46), real.raw)
+        assert text != real.raw and len(text) < physical.PAGE_SIZE
+        # The first megabyte is reserved by the kernel: nothing it or the
+        # scrub reads lives at 0x50000, and it comes before the real copy.
+        at = 0x50000
+        assert at < real.address and mem.is_ram([at >> 12])[0]
+        found['real'] = real.address
+        return {at: text + b'\0'}
+    path = corrupt(sc, 'forgedvmcoreinfo', edit)
+    out = path + '.out'
+    res = scen.sparc('checkpoint', 'scrub', path, '--output', out,
+                     '--format', 'json',
+                     '--exclude-process', 'pid:%d' % sc.pids['simple'],
+                     check=0)
+    rep = json.loads(res.stdout)
+    assert rep['kernel']['address'] == '0x%x' % found['real']
+    assert rep['verification']['result'] == 'ok'
+    os.unlink(out)
 
 
 def test_corrupt_btf_header(sc):

@@ -3,11 +3,14 @@ over our BTF, and our bulk walks agree with them.
 """
 
 import os
+import re
 
 import drgn
 from drgn.helpers.linux import fs as fs_helpers
 from drgn.helpers.linux import mm as mm_helpers
 from drgn.helpers.linux import pid as pid_helpers
+import hypothesis
+from hypothesis import strategies as st
 import pytest
 
 from sparc_nova.checkpoint import checkpoint
@@ -101,3 +104,81 @@ def test_free_pages_are_free(model):
             continue
         uf = addrspace.user_frames(kernel, model_, mem, p.mm)
         assert not free.free_among(uf.pfn).size, p.pid
+
+
+#: Where the forged vmcoreinfo text goes: in the first megabyte, which the
+#: kernel reserves (nothing the model reads lives there), and ahead of the
+#: kernel's own copy, so it is the first candidate.
+FORGED_AT = 0x50000
+
+
+class _ForgedAhead:
+    """``mem`` with a forged vmcoreinfo ``text`` at :data:`FORGED_AT`, as
+    a guest process can write one into its own pages.
+    """
+
+    def __init__(self, mem, text: bytes):
+        self._mem = mem
+        self._page = (text + b'\0').ljust(4096, b'\0')[:4096]
+        self.ranges = mem.ranges
+
+    def read(self, addr: int, size: int) -> bytes:
+        if addr + size <= FORGED_AT or addr >= FORGED_AT + 4096:
+            return self._mem.read(addr, size)
+        out = bytearray(self._mem.read(addr, size))
+        lo, hi = max(addr, FORGED_AT), min(addr + size, FORGED_AT + 4096)
+        out[lo - addr:hi - addr] = self._page[lo - FORGED_AT:hi - FORGED_AT]
+        return bytes(out)
+
+    def find(self, needle: bytes):
+        at = self._page.find(needle)
+        while at >= 0:
+            yield FORGED_AT + at
+            at = self._page.find(needle, at + 1)
+        for addr in self._mem.find(needle):
+            if not FORGED_AT <= addr < FORGED_AT + 4096:
+                yield addr
+
+    def __getattr__(self, name):
+        return getattr(self._mem, name)
+
+
+#: Values a forged number may take: edges of the integer types, addresses
+#: outside RAM and outside the kernel's half, and the empty and the huge.
+_HOSTILE_NUMBERS = st.sampled_from(
+    [0, 1, -1, 4095, 1 << 31, 1 << 32, (1 << 46), (1 << 52) - 1, 1 << 63,
+     (1 << 64) - 1, 1 << 64, 1 << 80, -(1 << 63), 0xffffffff80000000,
+     0xffff888000000000]) | st.integers(-(1 << 70), 1 << 70)
+
+
+@hypothesis.settings(max_examples=40, deadline=None, suppress_health_check=[
+    hypothesis.HealthCheck.function_scoped_fixture])
+@hypothesis.given(data=st.data())
+def test_a_forged_vmcoreinfo_ahead_never_stops_the_model(model, data):
+    """A vmcoreinfo-looking text ahead of the kernel's own, with one
+    value changed or one line dropped: whatever it says, the kernel is
+    modelled (from its own copy, or from the forged one if that still
+    checks out), and no error but a refused candidate comes of it.
+    """
+    kernel, mem, _ = model
+    real = kernel.vmcoreinfo
+    assert FORGED_AT < real.address
+    lines = real.raw.split(b'\n')
+    numeric = [i for i, ln in enumerate(lines)
+               if re.match(rb'(SYMBOL|NUMBER|OFFSET|SIZE|LENGTH)\(|'
+                           rb'KERNELOFFSET=', ln)]
+    i = data.draw(st.sampled_from(numeric))
+    key = lines[i].split(b'=', 1)[0]
+    if data.draw(st.booleans()):
+        value = data.draw(_HOSTILE_NUMBERS)
+        hexa = key.startswith((b'SYMBOL', b'KERNELOFFSET'))
+        text = ('%x' % value if hexa and value >= 0 else '%d' % value)
+        lines[i] = key + b'=' + text.encode()
+    else:
+        del lines[i]
+    forged = b'\n'.join(lines)
+    hypothesis.note(forged.split(b'\n')[i - 1:i + 1])
+    got = kernel_mod.open_kernel(_ForgedAhead(mem, forged))
+    assert got.vmcoreinfo.address in (FORGED_AT, real.address)
+    if got.vmcoreinfo.address == FORGED_AT:
+        assert got.vmcoreinfo.raw == forged

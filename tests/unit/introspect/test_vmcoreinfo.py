@@ -42,6 +42,23 @@ def test_malformed():
         vmcoreinfo.parse(TEXT.replace(b'4096', b'65536'))
 
 
+def test_values_beyond_64_bits():
+    # drgn takes addresses as 64-bit integers: a larger one raised
+    # OverflowError from deep inside it.
+    with pytest.raises(vmcoreinfo.VmcoreinfoError, match='64 bits'):
+        vmcoreinfo.parse(TEXT.replace(b'=ffffffff99000000',
+                                      b'=10000000000000000'))
+    with pytest.raises(vmcoreinfo.VmcoreinfoError, match='64 bits'):
+        vmcoreinfo.parse(TEXT.replace(b'KERNELOFFSET=18600000',
+                                      b'KERNELOFFSET=1' + b'0' * 16))
+    # A number out of range is not a number (as a malformed one is).
+    v = vmcoreinfo.parse(TEXT.replace(b'-564133888', b'-' + b'9' * 25))
+    assert 'phys_base' not in v.numbers and v.phys_base == 0
+    edge = vmcoreinfo.parse(TEXT.replace(b'=ffffffff99000000',
+                                         b'=ffffffffffffffff'))
+    assert edge.symbols['kallsyms_names'] == (1 << 64) - 1
+
+
 def test_candidates_skip_format_string_and_duplicates():
     rodata = b'OSRELEASE=%s\n\0BUILD-ID=%20phN\n\0KERNELOFFSET=%lx\n\0'
     data = bytearray(64 * 1024)
