@@ -230,7 +230,8 @@ def _scrub(path: str, exclusion: planner.Exclusion,
                                       in_place=in_place,
                                       journal_key=journal_key,
                                       journal_dir=journal_dir)
-        replacements = changed_pages(s.memory, patcher)
+        replacements = changed_pages(s.memory, patcher, filled_frames(
+            s.memory, patcher, read_pages=write.in_place))
         rep.rewrite['frames_replaced'] = len(replacements)
         result = write_pages(s, path, replacements, write=write,
                              work_dir=work_dir, progress=progress)
@@ -336,13 +337,25 @@ def verify_written(path: str, patcher: patches.PagePatcher,
         raise
 
 
-def filled_frames(memory, patcher: patches.PagePatcher
-                  ) -> dict[int, np.ndarray]:
+def filled_frames(memory, patcher: patches.PagePatcher, *,
+                  read_pages: bool = True) -> dict[int, np.ndarray]:
     """Per fill byte ``patcher`` scrubs with: its frames (in
     ``patcher.scrubbed``'s order) that do not hold that byte in
     ``memory`` yet, the frames a scrub with it changes (int64).
+
+    :param read_pages: look inside data pages too (a data page may hold
+        nothing but the fill). False when every frame is written anew
+        whatever it holds (a rewrite to a new file, where a fill record
+        replacing such a page loads the same): then only the frames the
+        checkpoint already records as that fill are left out, and no
+        page is read (reading a gigabyte of excluded data costs more
+        than the fill records it saves).
     """
-    return {fill: np.asarray(arr, dtype=np.int64)[~memory.holds(arr, fill)]
+    def holding(arr, fill):
+        if read_pages:
+            return memory.holds(arr, fill)
+        return memory.fills(arr) == fill
+    return {fill: np.asarray(arr, dtype=np.int64)[~holding(arr, fill)]
             for fill, arr in patcher.scrubbed.items() if len(arr)}
 
 

@@ -3,6 +3,7 @@ import pytest
 
 from sparc_nova.engine import errors
 from sparc_nova.engine import memory
+from sparc_nova.engine import physview
 from sparc_nova import exception
 
 
@@ -53,3 +54,31 @@ def test_changed_pages_is_compact_and_patched_content_wins():
     r = memory.changed_pages(Memory(), Patcher())
     assert dict(r.items()) == {2: bytes(4096), 8: b'\x6b' * 4096,
                                3: b'P' * 4096}
+
+
+def test_filled_frames_reads_pages_only_when_asked():
+    """Frame 4 is a ZERO record, frame 5 a data page of zeroes: both hold
+    the fill, but only reading the page shows it for frame 5; without
+    reading pages (a rewrite to a new file) frame 5 is written anew.
+    """
+    class Memory:
+        def __init__(self):
+            self.pages_read = 0
+
+        def fills(self, pfns):
+            return np.array([0 if p == 4 else physview.DATA for p in pfns],
+                            dtype=np.int16)
+
+        def holds(self, pfns, fill):
+            self.pages_read += 1
+            return np.isin(pfns, [4, 5])
+
+    class Patcher:
+        scrubbed = {0: np.array([3, 4, 5], dtype=np.int64)}
+
+    mem = Memory()
+    assert memory.filled_frames(mem, Patcher())[0].tolist() == [3]
+    assert mem.pages_read == 1
+    assert memory.filled_frames(
+        mem, Patcher(), read_pages=False)[0].tolist() == [3, 5]
+    assert mem.pages_read == 1
