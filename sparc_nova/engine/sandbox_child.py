@@ -177,5 +177,18 @@ def child_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _exit_now(code: int) -> None:
+    """End the process once its output is flushed, without tearing the
+    interpreter down: freeing a plan's objects one by one took 0.07 s
+    after the result was written, and the parent waits for this exit.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            code = code or 1
+    os._exit(code)
+
+
 if __name__ == '__main__':
-    sys.exit(child_main())
+    _exit_now(child_main())

@@ -42,3 +42,13 @@ def hold_memory(args, files):
     """Hold ``mib`` MiB of written (resident, private) memory, return."""
     blob = bytearray(b'\x01') * (args['mib'] * 1024 * 1024)
     return {'held': len(blob)}
+
+
+def result_then_atexit(args, files):
+    """A result larger than a pipe's buffer, from a process with an exit
+    hook that fails the child if the interpreter is torn down.
+    """
+    import atexit
+    import os
+    atexit.register(os._exit, 7)
+    return {'junk': 'y' * args['bytes']}

@@ -290,3 +290,13 @@ def test_a_new_kept_policy_lets_the_old_spare_go():
         assert old.proc.returncode is not None
     finally:
         sandbox.discard_spares()
+
+
+def test_child_ends_without_tearing_the_interpreter_down():
+    """The child flushes its whole result and exits at once: no exit hook
+    runs after the result (freeing a large plan's objects one by one took
+    longer than the parent's parse of it).
+    """
+    res = sandbox.run('tests.unit.engine.sandbox_targets:result_then_atexit',
+                      {'bytes': 3 << 20}, {}, POLICY)
+    assert res['junk'] == 'y' * (3 << 20)
