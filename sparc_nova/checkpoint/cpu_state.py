@@ -28,6 +28,8 @@ class CpuState:
     fs_base: int
     gs_base: int
     kernel_gs_base: int
+    #: MSR LSTAR, the kernel's 64-bit system-call entry (0: not known).
+    lstar: int = 0
 
     @property
     def percpu_base(self) -> int:
@@ -82,5 +84,6 @@ def cpus(devices: list[qemu_stream.DeviceState]) -> list[CpuState]:
             long_mode=bool(hflags & HF_LMA_MASK),
             halted=halted.get(d.instance_id),
             fs_base=bases[4], gs_base=bases[5],
-            kernel_gs_base=_get(v, 'env.kernelgsbase')))
+            kernel_gs_base=_get(v, 'env.kernelgsbase'),
+            lstar=_get(v, 'env.lstar')))
     return out

@@ -20,7 +20,7 @@ from sparc_nova import exception
 from sparc_nova.introspect import buildid_cache as buildid_cache_mod
 from sparc_nova.introspect import kernel as kernel_mod
 
-__all__ = ['GUEST_ERRORS', 'KernelSession', 'buildid_cache',
+__all__ = ['GUEST_ERRORS', 'KernelSession', 'buildid_cache', 'cpu_anchors',
            'guest_failure', 'open_session']
 
 #: What a corrupt guest can make introspection raise: our own errors,
@@ -29,6 +29,40 @@ __all__ = ['GUEST_ERRORS', 'KernelSession', 'buildid_cache',
 #: kernel structure).
 GUEST_ERRORS = (exception.SparcError, drgn.FaultError, LookupError,
                 ValueError, TypeError, OverflowError, RecursionError)
+
+
+#: x86-64 kernel addresses have the top bit set.
+_KERNEL_HALF = 1 << 63
+#: CR3's page-table address bits (without PCID and flags; with page
+#: table isolation, a user CR3 is its kernel one plus a page, and maps the
+#: kernel's entry code the same way).
+_CR3_ADDRESS = 0x000ffffffffff000
+#: x86-64 ``cpu_entry_area``: where Linux 4.15-4.19 with page table
+#: isolation put the system-call entry (a trampoline, not image text).
+_CPU_ENTRY_AREA = (0xfffffe0000000000, 0xffffff0000000000)
+
+
+def cpu_anchors(cpus) -> list[kernel_mod.CpuAnchor]:
+    """What the registers of ``cpus`` (the checkpoint's
+    :class:`~sparc_nova.checkpoint.cpu_state.CpuState`) say of the running
+    kernel: for each vCPU in 64-bit mode, its system-call entry (MSR
+    LSTAR) and, in kernel mode, its instruction pointer, each with its
+    page table (see :meth:`~.kernel.GuestKernel._check_anchors`).
+    """
+    out = []
+    for cpu in cpus:
+        if not cpu.long_mode or not cpu.cr3 & _CR3_ADDRESS:
+            continue
+        root = cpu.cr3 & _CR3_ADDRESS
+        if cpu.lstar & _KERNEL_HALF:
+            trampoline = \
+                _CPU_ENTRY_AREA[0] <= cpu.lstar < _CPU_ENTRY_AREA[1]
+            out.append(kernel_mod.CpuAnchor(root, cpu.la57, cpu.lstar,
+                                            in_image=not trampoline))
+        if cpu.cpl == 0 and cpu.rip & _KERNEL_HALF:
+            out.append(kernel_mod.CpuAnchor(root, cpu.la57, cpu.rip,
+                                            in_image=False))
+    return out
 
 
 def buildid_cache(directory: str | None) -> buildid_cache_mod.BuildIdCache:
@@ -76,7 +110,8 @@ class KernelSession:
             self.memory = physview.CheckpointMemory(self.ck)
             self.kernel = None
             if cache is not None:
-                self.kernel = kernel_mod.open_kernel(self.memory, cache)
+                self.kernel = kernel_mod.open_kernel(
+                    self.memory, cache, cpu_anchors(self.ck.cpus))
         except BaseException:
             self.close()
             raise

@@ -13,6 +13,7 @@ cycle planted anywhere in guest memory ends in an error, not a hang.
 import contextlib
 import dataclasses
 import re
+import typing
 
 import _drgn
 import drgn
@@ -59,11 +60,38 @@ class MissingKernelInfo(IntrospectionError):
 
 @dataclasses.dataclass
 class KernelSources:
-    """Where symbols and types came from (for reports)."""
+    """Where symbols and types came from (for reports).
+
+    :ivar anchors: how many vCPU anchors (:class:`CpuAnchor`) confirmed
+        the kernel image's place.
+    """
 
     symbols: str = ''
     types: str = ''
     notes: list = dataclasses.field(default_factory=list)
+    anchors: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuAnchor:
+    """A kernel virtual address a vCPU runs the kernel at, read from its
+    registers (which no guest program can set): the page table it runs
+    on and the address it maps.
+
+    :ivar page_table: guest physical address of the vCPU's top-level page
+        table (CR3 without its flag and PCID bits).
+    :ivar la57: the vCPU uses 5-level paging.
+    :ivar address: the kernel virtual address.
+    :ivar in_image: ``address`` is kernel image text by definition (the
+        system-call entry, MSR LSTAR); otherwise (the instruction pointer
+        of a vCPU in kernel mode, which may be in a module) it is checked
+        only when it falls in the image.
+    """
+
+    page_table: int
+    la57: bool
+    address: int
+    in_image: bool
 
 
 #: vmcoreinfo symbols that are not expected in kallsyms: the tables'
@@ -421,6 +449,64 @@ class GuestKernel:
                     'vmcoreinfo at 0x%x does not describe this memory '
                     '(%s)' % (vmci.address, e))
 
+    def _check_anchors(self, anchors) -> None:
+        """The kernel this vmcoreinfo describes must be the one the vCPUs
+        run. For every :class:`CpuAnchor` the vCPU's own page table maps,
+        in this kernel's image: that page table, the image's linear
+        mapping at ``phys_base`` and the page table vmcoreinfo names must
+        all map the address to the same physical byte; the system-call
+        entry must be in the image; and at least one anchor must be
+        checked when any is mapped. A text a guest program forged, with a
+        copy of the kernel (or a world of its own) elsewhere in RAM,
+        confirms itself through its own pointers, but not through the
+        vCPUs' registers, which no guest program sets.
+        """
+        vmci = self.vmcoreinfo
+        root = self._symbol_phys(vmci.symbols.get(
+            'init_top_pgt', vmci.symbols.get('swapper_pg_dir', 0)))
+        mapped = checked = 0
+        for a in anchors:
+            by_cpu = pagetable.translate(self.memory, a.page_table, a.la57,
+                                         a.address)
+            if by_cpu is None:
+                continue        # not mapped by that vCPU: no anchor
+            mapped += 1
+            if self._image is not None and \
+                    not self._image[0] <= a.address < self._image[1]:
+                if a.in_image:
+                    raise vmcoreinfo_mod.VmcoreinfoError(
+                        'vmcoreinfo at 0x%x places the kernel image at '
+                        '[0x%x, 0x%x), but a vCPU enters the kernel at 0x%x'
+                        % (vmci.address, self._image[0], self._image[1],
+                           a.address))
+                continue        # e.g. a module's code
+            by_image = self._symbol_phys(a.address)
+            by_tables = pagetable.translate(self.memory, root,
+                                            vmci.pgtable_l5_enabled,
+                                            a.address)
+            if not by_cpu == by_tables == by_image:
+                raise vmcoreinfo_mod.VmcoreinfoError(
+                    'vmcoreinfo at 0x%x is not the kernel the vCPUs run: '
+                    'they map 0x%x to guest physical 0x%x, its kernel to '
+                    '%s' % (vmci.address, a.address, by_cpu,
+                            ', '.join('0x%x' % p if p is not None else
+                                      'nothing'
+                                      for p in (by_image, by_tables))))
+            checked += 1
+        if mapped and not checked:
+            raise vmcoreinfo_mod.VmcoreinfoError(
+                'vmcoreinfo at 0x%x: no vCPU runs code of its kernel image '
+                '(%d addresses the vCPUs run the kernel at, none in it)'
+                % (vmci.address, mapped))
+        self.sources.anchors = checked
+
+    def _symbol_phys(self, vaddr: int) -> int:
+        """Guest physical address of kernel image address ``vaddr`` by
+        vmcoreinfo's ``phys_base`` (``__pa_symbol``).
+        """
+        return (vaddr - self.consts.START_KERNEL_MAP +
+                self.vmcoreinfo.phys_base) & 0xffffffffffffffff
+
     def _uts_name_offset(self, uts: int) -> int:
         """Offset of ``name`` in ``struct uts_namespace``: vmcoreinfo
         gives it since 6.x; before, ``name`` follows a 4-byte ``kref``
@@ -560,12 +646,17 @@ class GuestKernel:
             out['btf_types'] = len(self.btf)
         if self.sources.notes:
             out['notes'] = list(self.sources.notes)
+        out['vcpu_anchors'] = self.sources.anchors
         return out
 
 
-def open_kernel(memory, cache: buildid_cache.BuildIdCache | None = None
-                ) -> GuestKernel:
+def open_kernel(memory, cache: buildid_cache.BuildIdCache | None = None,
+                anchors: typing.Sequence[CpuAnchor] = ()) -> GuestKernel:
     """Model the Linux kernel in guest physical memory ``memory``.
+
+    ``anchors``: what the vCPUs' registers say of the running kernel
+    (:class:`CpuAnchor`); a vmcoreinfo candidate they contradict is
+    refused (see :meth:`GuestKernel._check_anchors`).
 
     :raises VmcoreinfoError: no vmcoreinfo, or none the kernel confirms.
     :raises MissingKernelInfo: symbols or types are neither in memory nor
@@ -584,6 +675,7 @@ def open_kernel(memory, cache: buildid_cache.BuildIdCache | None = None
             if kernel._image is not None:
                 kernel._narrow_image()
             kernel._validate_vmcoreinfo()
+            kernel._check_anchors(anchors)
         except MissingKernelInfo as e:
             # Raised once no candidate works: a text ahead of the kernel's
             # own (any guest process can write one) must not end the

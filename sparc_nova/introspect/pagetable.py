@@ -13,6 +13,7 @@ count as present; swap entries do not.
 
 import numpy as np
 
+from sparc_nova.introspect import physical
 from sparc_nova.introspect import walk
 
 PAGE_SIZE = 4096
@@ -160,3 +161,24 @@ def kernel_range_read_only(memory, pgd_pa: int, la57: bool, start: int,
             return False
         va = ((va >> shift) + 1) << shift
     return True
+
+
+def translate(memory, pgd_pa: int, la57: bool, vaddr: int) -> int | None:
+    """The guest physical address the page table at ``pgd_pa`` maps
+    virtual ``vaddr`` to for the MMU (4 KiB, 2 MiB and 1 GiB leaves), or
+    None when it does not map it (not present, PROT_NONE included, or a
+    table outside RAM).
+    """
+    shift = 12 + 9 * (5 if la57 else 4)
+    table_pa = pgd_pa
+    while True:
+        shift -= 9
+        try:
+            e = int(_entries(memory, table_pa)[(vaddr >> shift) & 511])
+        except physical.PhysicalAddressError:
+            return None
+        if not e & _PRESENT:
+            return None
+        if shift == 12 or (shift in (21, 30) and e & _PSE):
+            return (_pfn(e, shift) << 12) + (vaddr & ((1 << shift) - 1))
+        table_pa = _pfn(e, 12) << 12

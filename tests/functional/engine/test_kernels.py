@@ -49,6 +49,9 @@ def test_debian_5_10(own_guests, work_root, module_dir, flavour):
     assert report['kernel']['symbols'] == \
         'kallsyms (guest memory, located by scan)'
     assert report['kernel']['types'] == 'BTF (guest memory)'
+    # The model is tied to the kernel the vCPUs run (their LSTAR and
+    # instruction pointers, through their own page tables).
+    assert report['kernel']['vcpu_anchors'] >= 1
     assert not report['free_pages']['skipped']
     assert report['free_pages']['pcp_frames'] > 0
     sc.guest.destroy()
@@ -79,6 +82,7 @@ def test_debian_6_12(own_guests, work_root, module_dir):
     report = scen.end_to_end(sc)
     assert report['kernel']['osrelease'].startswith('6.12.')
     assert report['kernel']['version'].startswith('6.12.')
+    assert report['kernel']['vcpu_anchors'] >= 1
 
 
 def test_five_level_paging(own_guests, guest_image, module_dir):
@@ -91,6 +95,7 @@ def test_five_level_paging(own_guests, guest_image, module_dir):
                     workdir, la57=True)
     report = scen.end_to_end(sc)
     assert report['kernel']['pgtable_l5_enabled'] is True
+    assert report['kernel']['vcpu_anchors'] >= 1
 
 
 def test_q35_4gib(own_guests, guest_image, module_dir):
@@ -101,3 +106,4 @@ def test_q35_4gib(own_guests, guest_image, module_dir):
     report = scen.end_to_end(sc)
     # Guest RAM above 4 GiB is scanned too.
     assert report['free_pages']['frames'] > (3 << 30) >> 12
+    assert report['kernel']['vcpu_anchors'] >= 1

@@ -15,12 +15,14 @@ import pytest
 
 from sparc_nova.checkpoint import checkpoint
 from sparc_nova.engine import physview
+from sparc_nova.engine import session
 from sparc_nova.introspect import addrspace
 from sparc_nova.introspect import freepages
 from sparc_nova.introspect import kernel as kernel_mod
 from sparc_nova.introspect import pages
 from sparc_nova.introspect import pagetable
 from sparc_nova.introspect import tasks
+from sparc_nova.introspect import vmcoreinfo
 
 pytestmark = pytest.mark.slow
 
@@ -34,14 +36,15 @@ def model(make_guest, module_dir):
     g.save(path)
     ck = checkpoint.open_checkpoint(path)
     mem = physview.CheckpointMemory(ck)
-    kernel = kernel_mod.open_kernel(mem)
-    yield kernel, mem, pids
+    kernel = kernel_mod.open_kernel(mem, anchors=session.cpu_anchors(
+        ck.cpus))
+    yield kernel, mem, pids, ck
     mem.close()
     ck.close()
 
 
 def test_sources(model):
-    kernel, _, _ = model
+    kernel, _, _, _ = model
     s = kernel.summary()
     assert s['symbols'] == 'kallsyms (guest memory)'
     assert s['types'] == 'BTF (guest memory)'
@@ -49,7 +52,7 @@ def test_sources(model):
 
 
 def test_drgn_helpers_work(model):
-    kernel, _, pids = model
+    kernel, _, pids, _ = model
     prog = kernel.prog
     by_drgn = {t.pid.value_(): t for t in pid_helpers.for_each_task(prog)}
     ours = tasks.processes(kernel)
@@ -68,7 +71,7 @@ def test_drgn_helpers_work(model):
 
 
 def test_page_walk_agrees_with_follow_phys(model):
-    kernel, mem, pids = model
+    kernel, mem, pids, _ = model
     prog = kernel.prog
     task = pid_helpers.find_task(prog, pids[0])
     mm = task.mm
@@ -94,7 +97,7 @@ def test_page_walk_agrees_with_follow_phys(model):
 
 
 def test_free_pages_are_free(model):
-    kernel, mem, _ = model
+    kernel, mem, _, _ = model
     model_ = pages.PageModel(kernel)
     free = freepages.free_memory(kernel, model_, kernel.online_cpus())
     assert free.buddy_frames > 10000 and free.pcp_frames >= 0
@@ -113,28 +116,34 @@ FORGED_AT = 0x50000
 
 
 class _ForgedAhead:
-    """``mem`` with a forged vmcoreinfo ``text`` at :data:`FORGED_AT`, as
-    a guest process can write one into its own pages.
+    """``mem`` with ``pages`` (guest physical address -> bytes) written
+    over it, as a guest process can write into its own pages, and a forged
+    vmcoreinfo ``text`` at :data:`FORGED_AT`, found first.
     """
 
-    def __init__(self, mem, text: bytes):
+    def __init__(self, mem, text: bytes, pages: dict | None = None):
         self._mem = mem
-        self._page = (text + b'\0').ljust(4096, b'\0')[:4096]
+        self._pages = dict(pages or {})
+        self._pages[FORGED_AT] = (text + b'\0').ljust(4096, b'\0')[:4096]
         self.ranges = mem.ranges
 
     def read(self, addr: int, size: int) -> bytes:
-        if addr + size <= FORGED_AT or addr >= FORGED_AT + 4096:
-            return self._mem.read(addr, size)
-        out = bytearray(self._mem.read(addr, size))
-        lo, hi = max(addr, FORGED_AT), min(addr + size, FORGED_AT + 4096)
-        out[lo - addr:hi - addr] = self._page[lo - FORGED_AT:hi - FORGED_AT]
-        return bytes(out)
+        out = None
+        for at, data in self._pages.items():
+            lo, hi = max(addr, at), min(addr + size, at + len(data))
+            if lo >= hi:
+                continue
+            if out is None:
+                out = bytearray(self._mem.read(addr, size))
+            out[lo - addr:hi - addr] = data[lo - at:hi - at]
+        return self._mem.read(addr, size) if out is None else bytes(out)
 
     def find(self, needle: bytes):
-        at = self._page.find(needle)
+        page = self._pages[FORGED_AT]
+        at = page.find(needle)
         while at >= 0:
             yield FORGED_AT + at
-            at = self._page.find(needle, at + 1)
+            at = page.find(needle, at + 1)
         for addr in self._mem.find(needle):
             if not FORGED_AT <= addr < FORGED_AT + 4096:
                 yield addr
@@ -160,7 +169,7 @@ def test_a_forged_vmcoreinfo_ahead_never_stops_the_model(model, data):
     modelled (from its own copy, or from the forged one if that still
     checks out), and no error but a refused candidate comes of it.
     """
-    kernel, mem, _ = model
+    kernel, mem, _, ck = model
     real = kernel.vmcoreinfo
     assert FORGED_AT < real.address
     lines = real.raw.split(b'\n')
@@ -178,7 +187,52 @@ def test_a_forged_vmcoreinfo_ahead_never_stops_the_model(model, data):
         del lines[i]
     forged = b'\n'.join(lines)
     hypothesis.note(forged.split(b'\n')[i - 1:i + 1])
-    got = kernel_mod.open_kernel(_ForgedAhead(mem, forged))
+    got = kernel_mod.open_kernel(_ForgedAhead(mem, forged),
+                                 anchors=session.cpu_anchors(ck.cpus))
     assert got.vmcoreinfo.address in (FORGED_AT, real.address)
     if got.vmcoreinfo.address == FORGED_AT:
         assert got.vmcoreinfo.raw == forged
+
+
+def test_a_forged_kernel_world_elsewhere_in_ram_is_refused(model):
+    """The whole kernel image copied to free RAM, a vmcoreinfo whose
+    phys_base points at the copy, and the copy's vmcoreinfo_data pointing
+    at that text: a world that confirms itself through its own pointers
+    (a guest program that learnt where its pages lie could build it). The
+    vCPUs' registers tie the model to the kernel they run: the copy is
+    refused and the kernel's own copy used.
+    """
+    kernel, mem, _, ck = model
+    real = kernel.vmcoreinfo
+    start = kernel.consts.START_KERNEL_MAP
+    text, end = kernel.symbol_address('_text'), kernel.symbol_address('_end')
+    image_pa = text - start + real.phys_base
+    size = end - text
+    # A free stretch of RAM (it does not meet the image).
+    free = freepages.free_memory(kernel, pages.PageModel(kernel),
+                                 kernel.online_cpus())
+    runs = [(lo << 12, hi << 12) for lo, hi in
+            zip(free.starts.tolist(), free.ends.tolist())]
+    copy_pa = next((lo for lo, hi in runs if hi - lo >= size), None)
+    assert copy_pa is not None, 'no free stretch of %d bytes: %s' % (
+        size, sorted(hi - lo for lo, hi in runs)[-3:])
+    image = bytearray(mem.read(image_pa, size))
+    direct_map = kernel.prog['page_offset_base'].value_()
+    pointer = kernel.symbol_address('vmcoreinfo_data') - text
+    image[pointer:pointer + 8] = (direct_map + FORGED_AT).to_bytes(
+        8, 'little')
+    forged = re.sub(rb'NUMBER\(phys_base\)=-?\d+', b'NUMBER(phys_base)=%d'
+                    % (real.phys_base + copy_pa - image_pa), real.raw)
+    world = _ForgedAhead(mem, forged, {copy_pa: bytes(image)})
+    # Without the vCPUs' registers, the forged world is taken.
+    assert kernel_mod.open_kernel(world).vmcoreinfo.address == FORGED_AT
+    got = kernel_mod.open_kernel(world, anchors=session.cpu_anchors(ck.cpus))
+    assert got.vmcoreinfo.address == real.address
+    assert got.sources.anchors >= 1
+    with pytest.raises(vmcoreinfo.VmcoreinfoError,
+                       match='not the kernel the vCPUs run'):
+        k = kernel_mod.GuestKernel(world, vmcoreinfo.parse(forged, FORGED_AT))
+        k._load_symbols()
+        k._narrow_image()
+        k._validate_vmcoreinfo()
+        k._check_anchors(session.cpu_anchors(ck.cpus))

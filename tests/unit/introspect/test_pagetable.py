@@ -37,3 +37,17 @@ def test_clipped_range():
     w = pagetable.UserPageWalker(_tables(), 0x1000, la57=False)
     assert list(w.leaves(0x401000, 0x403000)) == [(0x401000, 0x201, 2)]
     assert list(w.leaves(0x600000, 0x800000)) == []
+
+
+def test_translate_one_address():
+    mem = _tables()
+    t = pagetable.translate
+    assert t(mem, 0x1000, False, 0x200123) == 0x100123
+    assert t(mem, 0x1000, False, 0x456789) == 0x200000 + 0x56789
+    # PROT_NONE: present to the kernel, not to the MMU.
+    assert t(mem, 0x1000, False, 0x201008) is None
+    assert t(mem, 0x1000, False, 0x202000) is None      # swap entry
+    assert t(mem, 0x1000, False, 0x600000) is None      # no PTE table
+    assert t(mem, 0x1000, False, 1 << 39) is None       # no PUD
+    # A table outside RAM is no mapping (a hostile or stale CR3).
+    assert t(mem, 0x7fff000000, False, 0x200000) is None
