@@ -650,6 +650,39 @@ class GuestKernel:
         return out
 
 
+def anchored_phys_base(memory, anchors: typing.Sequence[CpuAnchor]
+                       ) -> int | None:
+    """The kernel's ``phys_base`` as the vCPUs' registers give it: where
+    the first vCPU that maps its system-call entry (an anchor known to be
+    image text) maps it, less the entry's offset in the image (64-bit
+    unsigned); None when no vCPU tells.
+    """
+    for a in anchors:
+        if not a.in_image:
+            continue
+        pa = pagetable.translate(memory, a.page_table, a.la57, a.address)
+        if pa is not None:
+            return (pa - (a.address - constants.X86_64.START_KERNEL_MAP)) \
+                & 0xffffffffffffffff
+    return None
+
+
+def _candidates(memory, anchors):
+    """vmcoreinfo candidates, the texts that hold the vCPUs' ``phys_base``
+    (:func:`anchored_phys_base`) first, then any other (each text once).
+    """
+    seen = set()
+    phys_base = anchored_phys_base(memory, anchors)
+    if phys_base is not None:
+        for address, text in vmcoreinfo_mod.iter_candidates(memory,
+                                                            phys_base):
+            seen.add(text)
+            yield address, text
+    for address, text in vmcoreinfo_mod.iter_candidates(memory):
+        if text not in seen:
+            yield address, text
+
+
 def open_kernel(memory, cache: buildid_cache.BuildIdCache | None = None,
                 anchors: typing.Sequence[CpuAnchor] = ()) -> GuestKernel:
     """Model the Linux kernel in guest physical memory ``memory``.
@@ -666,7 +699,7 @@ def open_kernel(memory, cache: buildid_cache.BuildIdCache | None = None,
     problems = []
     missing = None
     found = 0
-    for address, text in vmcoreinfo_mod.iter_candidates(memory):
+    for address, text in _candidates(memory, anchors):
         found += 1
         try:
             vmci = vmcoreinfo_mod.parse(text, address)

@@ -152,24 +152,37 @@ def candidates(memory) -> list[tuple[int, bytes]]:
     return list(iter_candidates(memory))
 
 
-def iter_candidates(memory):
-    """:func:`candidates`, lazily (the scan stops when the caller does)."""
+def phys_base_line(phys_base: int) -> bytes:
+    """The line x86-64 Linux writes for ``phys_base`` (``%ld``), with the
+    newline that ends the line before it.
+    """
+    signed = phys_base - (1 << 64) if phys_base >= 1 << 63 else phys_base
+    return b'\nNUMBER(phys_base)=%d\n' % signed
+
+
+def iter_candidates(memory, phys_base: int | None = None):
+    """:func:`candidates`, lazily (the scan stops when the caller does).
+
+    :param phys_base: when given, only the texts that hold this value's
+        ``NUMBER(phys_base)`` line, found by that line: the kernel's
+        ``phys_base`` as the vCPUs' registers give it, which a guest
+        program that cannot learn where the kernel lies cannot put in a
+        forgery (so forgeries cannot use up the :data:`MAX_CANDIDATES`
+        ahead of the kernel's own text).
+    """
     seen = set()
     count = 0
-    for addr in physical.find(memory, NEEDLE):
-        try:
-            text = memory.read(addr, MAX_SIZE)
-        except physical.PhysicalAddressError:
-            # The text may end close to the end of RAM.
-            text = b''
-            for n in (2048, 1024, 512):
-                try:
-                    text = memory.read(addr, n)
-                    break
-                except physical.PhysicalAddressError:
-                    continue
-        text = text.split(b'\0', 1)[0]
+    if phys_base is None:
+        starts = physical.find(memory, NEEDLE)
+        line = None
+    else:
+        line = phys_base_line(phys_base)
+        starts = _starts_before(memory, physical.find(memory, line))
+    for addr in starts:
+        text = _text_at(memory, addr)
         if not re.search(rb'\nKERNELOFFSET=[0-9a-fA-F]+\n', text):
+            continue
+        if line is not None and line not in text:
             continue
         if text in seen:
             continue
@@ -178,3 +191,39 @@ def iter_candidates(memory):
         count += 1
         if count >= MAX_CANDIDATES:
             break
+
+
+def _text_at(memory, addr: int) -> bytes:
+    """The NUL-terminated text at ``addr``, at most :data:`MAX_SIZE`
+    bytes.
+    """
+    try:
+        text = memory.read(addr, MAX_SIZE)
+    except physical.PhysicalAddressError:
+        # The text may end close to the end of RAM.
+        text = b''
+        for n in (2048, 1024, 512):
+            try:
+                text = memory.read(addr, n)
+                break
+            except physical.PhysicalAddressError:
+                continue
+    return text.split(b'\0', 1)[0]
+
+
+def _starts_before(memory, hits):
+    """For each address of ``hits``, where the text that holds it starts:
+    the last :data:`NEEDLE` in the :data:`MAX_SIZE` bytes before it (and
+    in the same RAM range).
+    """
+    for hit in hits:
+        low = next((start for start, end in memory.ranges
+                    if start <= hit < end), hit)
+        first = max(low, hit - MAX_SIZE)
+        try:
+            window = memory.read(first, hit - first)
+        except physical.PhysicalAddressError:
+            continue
+        at = window.rfind(NEEDLE)
+        if at >= 0:
+            yield first + at

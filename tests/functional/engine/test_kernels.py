@@ -9,6 +9,11 @@ import os
 
 import pytest
 
+from sparc_nova.checkpoint import checkpoint
+from sparc_nova.engine import physview
+from sparc_nova.engine import session
+from sparc_nova.introspect import kernel as kernel_mod
+from sparc_nova.introspect import vmcoreinfo
 from tests.functional.engine import ipc_scenario as isc
 from tests.functional.engine import scenario as scen
 from tests.functional.testbed import build
@@ -16,6 +21,22 @@ from tests.functional.testbed import guest as guest_mod
 from tests.functional.testbed import kernels
 
 pytestmark = pytest.mark.slow
+
+
+def found_by_the_vcpus_phys_base(path: str) -> bool:
+    """Whether the kernel's vmcoreinfo in checkpoint ``path`` is found by
+    the phys_base line its vCPUs' registers give (not only by the plain
+    search).
+    """
+    with checkpoint.open_checkpoint(path) as ck:
+        mem = physview.CheckpointMemory(ck)
+        try:
+            phys_base = kernel_mod.anchored_phys_base(
+                mem, session.cpu_anchors(ck.cpus))
+            return phys_base is not None and any(
+                True for _ in vmcoreinfo.iter_candidates(mem, phys_base))
+        finally:
+            mem.close()
 
 
 @pytest.fixture(scope='module')
@@ -52,6 +73,7 @@ def test_debian_5_10(own_guests, work_root, module_dir, flavour):
     # The model is tied to the kernel the vCPUs run (their LSTAR and
     # instruction pointers, through their own page tables).
     assert report['kernel']['vcpu_anchors'] >= 1
+    assert found_by_the_vcpus_phys_base(sc.save_path)
     assert not report['free_pages']['skipped']
     assert report['free_pages']['pcp_frames'] > 0
     sc.guest.destroy()
@@ -83,6 +105,7 @@ def test_debian_6_12(own_guests, work_root, module_dir):
     assert report['kernel']['osrelease'].startswith('6.12.')
     assert report['kernel']['version'].startswith('6.12.')
     assert report['kernel']['vcpu_anchors'] >= 1
+    assert found_by_the_vcpus_phys_base(sc.save_path)
 
 
 def test_five_level_paging(own_guests, guest_image, module_dir):
@@ -96,6 +119,7 @@ def test_five_level_paging(own_guests, guest_image, module_dir):
     report = scen.end_to_end(sc)
     assert report['kernel']['pgtable_l5_enabled'] is True
     assert report['kernel']['vcpu_anchors'] >= 1
+    assert found_by_the_vcpus_phys_base(sc.save_path)
 
 
 def test_q35_4gib(own_guests, guest_image, module_dir):
@@ -107,3 +131,4 @@ def test_q35_4gib(own_guests, guest_image, module_dir):
     # Guest RAM above 4 GiB is scanned too.
     assert report['free_pages']['frames'] > (3 << 30) >> 12
     assert report['kernel']['vcpu_anchors'] >= 1
+    assert found_by_the_vcpus_phys_base(sc.save_path)

@@ -139,13 +139,14 @@ class _ForgedAhead:
         return self._mem.read(addr, size) if out is None else bytes(out)
 
     def find(self, needle: bytes):
-        page = self._pages[FORGED_AT]
-        at = page.find(needle)
-        while at >= 0:
-            yield FORGED_AT + at
-            at = page.find(needle, at + 1)
+        for base, data in sorted(self._pages.items()):
+            at = data.find(needle)
+            while at >= 0:
+                yield base + at
+                at = data.find(needle, at + 1)
         for addr in self._mem.find(needle):
-            if not FORGED_AT <= addr < FORGED_AT + 4096:
+            if not any(base <= addr < base + len(data)
+                       for base, data in self._pages.items()):
                 yield addr
 
     def __getattr__(self, name):
@@ -236,3 +237,33 @@ def test_a_forged_kernel_world_elsewhere_in_ram_is_refused(model):
         k._narrow_image()
         k._validate_vmcoreinfo()
         k._check_anchors(session.cpu_anchors(ck.cpus))
+
+
+def test_forgeries_cannot_use_up_the_search(model, monkeypatch):
+    """As many forged texts ahead of the kernel's own as the search reads
+    at most (each with another phys_base): without the vCPUs' registers
+    they use up the search and the scrub fails; with them, the texts that
+    hold the phys_base the vCPUs give are read first, and a guest program
+    that cannot learn where the kernel lies has none of those to plant.
+    """
+    # A smaller bound, the same search (each forgery refused costs a
+    # second or so of modelling here).
+    monkeypatch.setattr(vmcoreinfo, 'MAX_CANDIDATES', 8)
+    kernel, mem, _, ck = model
+    real = kernel.vmcoreinfo
+    anchors = session.cpu_anchors(ck.cpus)
+    assert kernel_mod.anchored_phys_base(mem, anchors) == \
+        real.phys_base & ((1 << 64) - 1)
+    pages = {}
+    for i in range(vmcoreinfo.MAX_CANDIDATES):
+        text = re.sub(rb'NUMBER\(phys_base\)=-?\d+', b'NUMBER(phys_base)=%d'
+                      % (real.phys_base + ((i + 1) << 21)), real.raw)
+        page = (text + b'\0').ljust(4096, b'\0')
+        pages[FORGED_AT + (i + 1) * 4096] = page
+    assert max(pages) + 4096 <= 0xa0000 < real.address
+    world = _ForgedAhead(mem, real.raw.replace(b'OSRELEASE=', b'X'), pages)
+    with pytest.raises(vmcoreinfo.VmcoreinfoError,
+                       match='among %d candidate' % vmcoreinfo.MAX_CANDIDATES):
+        kernel_mod.open_kernel(world)
+    got = kernel_mod.open_kernel(world, anchors=anchors)
+    assert got.vmcoreinfo.address == real.address

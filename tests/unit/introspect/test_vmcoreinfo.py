@@ -67,3 +67,26 @@ def test_candidates_skip_format_string_and_duplicates():
     data[20000:20000 + len(TEXT)] = TEXT
     found = vmcoreinfo.candidates(physical.BytesMemory(bytes(data)))
     assert found == [(8192, TEXT)]
+
+
+def test_candidates_by_the_vcpus_phys_base():
+    """Forgeries ahead of the kernel's text, as many as the search reads:
+    the plain search never reaches the kernel's text; the search for the
+    phys_base the vCPUs give finds it first, wherever its line falls.
+    """
+    n = vmcoreinfo.MAX_CANDIDATES
+    data = bytearray(4096 * (n + 2))
+    for i in range(n):
+        forged = TEXT.replace(b'=-564133888', b'=%d' % (i * 4096))
+        data[i * 4096:i * 4096 + len(forged)] = forged
+    real_at = (n + 1) * 4096 - 200     # the text crosses a page
+    data[real_at:real_at + len(TEXT)] = TEXT
+    mem = physical.BytesMemory(bytes(data))
+    assert real_at not in [a for a, _ in vmcoreinfo.candidates(mem)]
+    phys_base = -564133888 & ((1 << 64) - 1)
+    assert list(vmcoreinfo.iter_candidates(mem, phys_base)) == [
+        (real_at, TEXT)]
+    assert vmcoreinfo.phys_base_line(phys_base) == \
+        b'\nNUMBER(phys_base)=-564133888\n'
+    # A value nobody wrote finds nothing.
+    assert list(vmcoreinfo.iter_candidates(mem, 1 << 21)) == []
