@@ -18,7 +18,7 @@ from sparc_nova.engine import plan_codec
 from sparc_nova.engine import report as report_mod
 from sparc_nova.engine import sandbox
 
-__all__ = ['RamMap', 'decode_plan', 'seed_plans', 'TARGETS']
+__all__ = ['RamMap', 'decode_plan', 'nodes', 'seed_plans', 'TARGETS']
 
 PAGE = patches.PAGE_SIZE
 #: Largest plan document the target decodes (the fuzzer's inputs are
@@ -99,15 +99,15 @@ _VALUES = (None, True, False, 0, 1, -1, 255, 256, 4095, 4096, 1 << 40,
            {'$record': 'nope', 'fields': {}}, {'$runs': 'x'}, {'$x': 1})
 
 
-def _nodes(doc, path=()):
+def nodes(doc, path=()):
     """Every (path, value) in a JSON tree, parents first."""
     yield path, doc
     if isinstance(doc, dict):
         for k, v in doc.items():
-            yield from _nodes(v, path + (k,))
+            yield from nodes(v, path + (k,))
     elif isinstance(doc, list):
         for i, v in enumerate(doc):
-            yield from _nodes(v, path + (i,))
+            yield from nodes(v, path + (i,))
 
 
 def _replace(doc, path, value):
@@ -130,13 +130,13 @@ def mutate_plan(data: bytes) -> dict:
                                     for d in seed_plans()) or _SEEDS
     doc = copy.deepcopy(seeds[data[0] % len(seeds)] if data else seeds[0])
     for i in range(1, len(data) - 1, 2):
-        nodes = list(_nodes(doc))
-        if len(nodes) > 4000 or max(len(p) for p, _ in nodes) > 48:
+        found = list(nodes(doc))
+        if len(found) > 4000 or max(len(p) for p, _ in found) > 48:
             break   # copies of subtrees into themselves grow fast
-        path, _ = nodes[data[i] % len(nodes)]
+        path, _ = found[data[i] % len(found)]
         pick = data[i + 1]
         if pick & 0x80:
-            value = copy.deepcopy(nodes[pick % len(nodes)][1])
+            value = copy.deepcopy(found[pick % len(found)][1])
         else:
             value = copy.deepcopy(_VALUES[pick % len(_VALUES)])
         doc = _replace(doc, path, value)
