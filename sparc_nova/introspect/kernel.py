@@ -329,9 +329,9 @@ class GuestKernel:
         """``count`` bytes of the kernel image at kernel virtual
         ``vaddr`` (the image is mapped linearly at ``phys_base``).
         """
-        phys = vaddr - self.consts.START_KERNEL_MAP + self.vmcoreinfo.phys_base
-        if phys < 0 or phys + count > 1 << 52:
-            raise physical.PhysicalAddressError(phys & ((1 << 64) - 1))
+        phys = self._symbol_phys(vaddr)
+        if phys + count > 1 << 52:
+            raise physical.PhysicalAddressError(phys)
         self._budget.charge()
         return self.memory.read(phys, count)
 
@@ -340,13 +340,11 @@ class GuestKernel:
         by the kernel's own page table (``swapper_pg_dir``).
         """
         vmci = self.vmcoreinfo
-        root = vmci.symbols.get('swapper_pg_dir',
-                                vmci.symbols.get('init_top_pgt'))
-        pgd_pa = root - self.consts.START_KERNEL_MAP + vmci.phys_base
         try:
             with self.budget(100000, 'checking the kallsyms mapping'):
                 return pagetable.kernel_range_read_only(
-                    self.memory, pgd_pa, vmci.pgtable_l5_enabled, start, end)
+                    self.memory, self._page_table_phys(),
+                    vmci.pgtable_l5_enabled, start, end)
         except physical.PhysicalAddressError:
             return False
 
@@ -462,8 +460,7 @@ class GuestKernel:
         vCPUs' registers, which no guest program sets.
         """
         vmci = self.vmcoreinfo
-        root = self._symbol_phys(vmci.symbols.get(
-            'init_top_pgt', vmci.symbols.get('swapper_pg_dir', 0)))
+        root = self._page_table_phys()
         mapped = checked = 0
         for a in anchors:
             by_cpu = pagetable.translate(self.memory, a.page_table, a.la57,
@@ -506,6 +503,15 @@ class GuestKernel:
         """
         return (vaddr - self.consts.START_KERNEL_MAP +
                 self.vmcoreinfo.phys_base) & 0xffffffffffffffff
+
+    def _page_table_phys(self) -> int:
+        """Guest physical address of the kernel's own page table, as
+        vmcoreinfo names it (``swapper_pg_dir``, which drgn walks, else
+        ``init_top_pgt``; :func:`.vmcoreinfo.parse` requires one).
+        """
+        symbols = self.vmcoreinfo.symbols
+        return self._symbol_phys(symbols.get('swapper_pg_dir',
+                                             symbols.get('init_top_pgt')))
 
     def _uts_name_offset(self, uts: int) -> int:
         """Offset of ``name`` in ``struct uts_namespace``: vmcoreinfo

@@ -142,23 +142,12 @@ def kernel_range_read_only(memory, pgd_pa: int, la57: bool, start: int,
     can write (freed ``.init`` pages, anything past ``_end``) are either
     unmapped in the kernel image range or writable.
     """
-    levels = 5 if la57 else 4
     va = start & ~(PAGE_SIZE - 1)
     while va < end:
-        table_pa = pgd_pa
-        shift = 12 + 9 * levels
-        writable = True
-        while True:
-            shift -= 9
-            e = int(_entries(memory, table_pa)[(va >> shift) & 511])
-            if not e & _PRESENT:
-                return False
-            writable = writable and bool(e & _WRITABLE)
-            if shift == 12 or (shift in (21, 30) and e & _PSE):
-                break
-            table_pa = _pfn(e, 12) << 12
-        if writable:
+        leaf = _leaf(memory, pgd_pa, la57, va)
+        if leaf is None or leaf[2]:
             return False
+        shift = leaf[1]
         va = ((va >> shift) + 1) << shift
     return True
 
@@ -169,16 +158,33 @@ def translate(memory, pgd_pa: int, la57: bool, vaddr: int) -> int | None:
     None when it does not map it (not present, PROT_NONE included, or a
     table outside RAM).
     """
+    try:
+        leaf = _leaf(memory, pgd_pa, la57, vaddr)
+    except physical.PhysicalAddressError:
+        return None
+    if leaf is None:
+        return None
+    e, shift, _ = leaf
+    return (_pfn(e, shift) << 12) + (vaddr & ((1 << shift) - 1))
+
+
+def _leaf(memory, pgd_pa: int, la57: bool,
+          vaddr: int) -> tuple[int, int, bool] | None:
+    """The entry that maps ``vaddr`` in the page table at ``pgd_pa``:
+    ``(entry, shift of the page it maps, writable at every level)``, or
+    None when a level's entry is not present.
+
+    :raises PhysicalAddressError: a table lies outside RAM.
+    """
     shift = 12 + 9 * (5 if la57 else 4)
     table_pa = pgd_pa
+    writable = True
     while True:
         shift -= 9
-        try:
-            e = int(_entries(memory, table_pa)[(vaddr >> shift) & 511])
-        except physical.PhysicalAddressError:
-            return None
+        e = int(_entries(memory, table_pa)[(vaddr >> shift) & 511])
         if not e & _PRESENT:
             return None
+        writable = writable and bool(e & _WRITABLE)
         if shift == 12 or (shift in (21, 30) and e & _PSE):
-            return (_pfn(e, shift) << 12) + (vaddr & ((1 << shift) - 1))
+            return e, shift, writable
         table_pa = _pfn(e, 12) << 12
